@@ -1,0 +1,48 @@
+# Two commands matter: `make run` (the service on its embedded default, with demo data) and
+# `make test` (everything the tests need, then the suite on PostgreSQL + Redis and on SQLite).
+PYTHON ?= $(shell scripts/find-python)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The suite's PostgreSQL and Redis: the machine's, on loopback.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/promptregistry
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: run test lint check-python venv install demo clean
+
+check-python:
+	@test -n "$(PYTHON)" || { echo "No Python >= 3.12 found; pass PYTHON=/path/to/python3.12+" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
+	  { echo "$(PYTHON) is older than Python 3.12, which Django 6 needs" >&2; exit 1; }
+
+$(BIN)/python: | check-python
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py demo
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
+
+test: install lint
+	scripts/ensure-services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
+	# The embedded default: SQLite, local-memory cache, eager Celery.
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not postgres" -q
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

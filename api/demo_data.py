@@ -1,0 +1,364 @@
+"""The demo registry that ``make run`` loads: realistic prompts a new user can explore.
+
+Kept as data next to the command so docs and tests can refer to the same prompts. Each entry is a
+prompt and its versions in order; every version goes through the services like an author's would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+REFUND_VARIABLES = [
+    {"name": "customer_name", "type": "string", "description": "The customer's first name."},
+    {"name": "order_id", "type": "string", "description": "The order being refunded."},
+    {"name": "refund_amount", "type": "number", "description": "Amount refunded, in euros."},
+    {
+        "name": "policy_days",
+        "type": "integer",
+        "required": False,
+        "default": 30,
+        "description": "Days the customer had to ask for a refund.",
+    },
+]
+
+TRIAGE_SCHEMA = {
+    "type": "object",
+    "required": ["category", "priority"],
+    "properties": {
+        "category": {"enum": ["billing", "delivery", "account", "product", "other"]},
+        "priority": {"enum": ["low", "normal", "high", "urgent"]},
+        "summary": {"type": "string", "maxLength": 200},
+    },
+    "additionalProperties": False,
+}
+
+PROMPTS: list[dict[str, Any]] = [
+    {
+        "key": "support.refund-reply",
+        "description": "Answers a customer whose refund was approved.",
+        "default_locale": "en",
+        "tags": ["support", "customer-facing"],
+        "versions": [
+            {
+                "message": "First version, reviewed by the support leads.",
+                "variables": REFUND_VARIABLES,
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0.3, "max_tokens": 400},
+                },
+                "templates": {
+                    "en": {
+                        "system": "You are a courteous support agent for an online shop.",
+                        "context": "Order {{ order_id }} was refunded: {{ refund_amount }} EUR.",
+                        "instruction": "Tell {{ customer_name }} the refund is on its way.",
+                        "format": "Two short paragraphs. No emoji.",
+                    },
+                    "fr": {
+                        "system": "Tu es un agent du service client d'une boutique en ligne, "
+                        "toujours courtois.",
+                        "context": "La commande {{ order_id }} a été remboursée : "
+                        "{{ refund_amount }} EUR.",
+                        "instruction": "Annonce à {{ customer_name }} que le remboursement "
+                        "est en route.",
+                        "format": "Deux paragraphes courts. Pas d'emoji.",
+                    },
+                },
+            },
+            {
+                "message": "Mention the delay before the money arrives; customers kept asking.",
+                "variables": REFUND_VARIABLES,
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0.3, "max_tokens": 400},
+                },
+                "templates": {
+                    "en": {
+                        "system": "You are a courteous support agent for an online shop.",
+                        "context": "Order {{ order_id }} was refunded: {{ refund_amount }} EUR. "
+                        "Refunds reach the card within 5 business days.",
+                        "instruction": "Tell {{ customer_name }} the refund is on its way "
+                        "and when to expect it.",
+                        "format": "Two short paragraphs. No emoji.",
+                    },
+                    "fr": {
+                        "system": "Tu es un agent du service client d'une boutique en ligne, "
+                        "toujours courtois.",
+                        "context": "La commande {{ order_id }} a été remboursée : "
+                        "{{ refund_amount }} EUR. Le remboursement arrive sur la carte "
+                        "sous 5 jours ouvrés.",
+                        "instruction": "Annonce à {{ customer_name }} que le remboursement est en "
+                        "route et quand il arrivera.",
+                        "format": "Deux paragraphes courts. Pas d'emoji.",
+                    },
+                },
+            },
+            {
+                "message": "Remind the customer of the refund window (English first; French to "
+                "follow, so it shows as stale).",
+                "variables": REFUND_VARIABLES,
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0.2, "max_tokens": 400},
+                    "fallbacks": [
+                        {
+                            "provider": "local",
+                            "model": "echo-small",
+                            "parameters": {"temperature": 0.2},
+                        }
+                    ],
+                },
+                "templates": {
+                    "en": {
+                        "system": "You are a courteous support agent for an online shop.",
+                        "context": "Order {{ order_id }} was refunded: {{ refund_amount }} EUR. "
+                        "Refunds reach the card within 5 business days. Customers have "
+                        "{{ policy_days }} days to ask for a refund.",
+                        "instruction": "Tell {{ customer_name }} the refund is on its way "
+                        "and when to expect it.",
+                        "format": "Two short paragraphs. No emoji.",
+                    },
+                    "fr": {
+                        "system": "Tu es un agent du service client d'une boutique en ligne, "
+                        "toujours courtois.",
+                        "context": "La commande {{ order_id }} a été remboursée : "
+                        "{{ refund_amount }} EUR. Le remboursement arrive sur la carte "
+                        "sous 5 jours ouvrés.",
+                        "instruction": "Annonce à {{ customer_name }} que le remboursement est en "
+                        "route et quand il arrivera.",
+                        "format": "Deux paragraphes courts. Pas d'emoji.",
+                    },
+                },
+            },
+        ],
+    },
+    {
+        "key": "support.ticket-triage",
+        "description": "Sorts an incoming ticket into a category and a priority, as JSON.",
+        "default_locale": "en",
+        "tags": ["support", "classification"],
+        "versions": [
+            {
+                "message": "Triage into five categories.",
+                "variables": [
+                    {
+                        "name": "ticket",
+                        "type": "string",
+                        "description": "The ticket's subject and body.",
+                    }
+                ],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0, "seed": 7},
+                    "response_schema": TRIAGE_SCHEMA,
+                },
+                "templates": {
+                    "en": {
+                        "system": "You triage customer support tickets.",
+                        "context": "Ticket:\n{{ ticket }}",
+                        "instruction": "Pick the category and the priority.",
+                        "format": "Answer with JSON only: category, priority and a one-line summary.",
+                    }
+                },
+            },
+            {
+                "message": "Tickets mentioning a chargeback are urgent.",
+                "variables": [
+                    {
+                        "name": "ticket",
+                        "type": "string",
+                        "description": "The ticket's subject and body.",
+                    }
+                ],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0, "seed": 7},
+                    "response_schema": TRIAGE_SCHEMA,
+                },
+                "templates": {
+                    "en": {
+                        "system": "You triage customer support tickets.",
+                        "context": "Ticket:\n{{ ticket }}",
+                        "instruction": "Pick the category and the priority. A ticket that mentions a "
+                        "chargeback or a lawyer is urgent.",
+                        "format": "Answer with JSON only: category, priority and a one-line summary.",
+                    }
+                },
+            },
+        ],
+    },
+    {
+        "key": "marketing.product-description",
+        "description": "Writes a product page description from a feature list.",
+        "default_locale": "en",
+        "tags": ["marketing"],
+        "versions": [
+            {
+                "message": "Product descriptions in English and German.",
+                "variables": [
+                    {"name": "product_name", "type": "string"},
+                    {"name": "features", "type": "list", "description": "Bullet points."},
+                    {"name": "tone", "type": "string", "required": False, "default": "friendly"},
+                ],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0.8, "max_tokens": 300},
+                },
+                "templates": {
+                    "en": {
+                        "system": "You write product copy for an outdoor gear shop.",
+                        "context": "Product: {{ product_name }}\nFeatures:\n"
+                        "{% for f in features %}- {{ f }}\n{% endfor %}",
+                        "instruction": "Write a {{ tone }} description of about 80 words.",
+                    },
+                    "de": {
+                        "system": "Du schreibst Produkttexte für einen Outdoor-Shop.",
+                        "context": "Produkt: {{ product_name }}\nMerkmale:\n"
+                        "{% for f in features %}- {{ f }}\n{% endfor %}",
+                        "instruction": "Schreibe eine Beschreibung von etwa 80 Wörtern, "
+                        "Tonfall: {{ tone }}.",
+                    },
+                },
+            },
+            {
+                "message": "Ask for a headline too.",
+                "variables": [
+                    {"name": "product_name", "type": "string"},
+                    {"name": "features", "type": "list", "description": "Bullet points."},
+                    {"name": "tone", "type": "string", "required": False, "default": "friendly"},
+                ],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0.8, "max_tokens": 300},
+                },
+                "templates": {
+                    "en": {
+                        "system": "You write product copy for an outdoor gear shop.",
+                        "context": "Product: {{ product_name }}\nFeatures:\n"
+                        "{% for f in features %}- {{ f }}\n{% endfor %}",
+                        "instruction": "Write a {{ tone }} headline and a description of about "
+                        "80 words.",
+                        "format": "Headline on the first line, then the description.",
+                    },
+                    "de": {
+                        "system": "Du schreibst Produkttexte für einen Outdoor-Shop.",
+                        "context": "Produkt: {{ product_name }}\nMerkmale:\n"
+                        "{% for f in features %}- {{ f }}\n{% endfor %}",
+                        "instruction": "Schreibe eine Überschrift und eine Beschreibung von etwa "
+                        "80 Wörtern, Tonfall: {{ tone }}.",
+                        "format": "Überschrift in der ersten Zeile, dann die Beschreibung.",
+                    },
+                },
+            },
+        ],
+    },
+    {
+        "key": "engineering.code-review-summary",
+        "description": "Summarizes a pull request's diff for reviewers.",
+        "default_locale": "en",
+        "tags": ["engineering", "internal"],
+        "versions": [
+            {
+                "message": "Summaries with risk notes.",
+                "variables": [
+                    {"name": "diff", "type": "string", "description": "The unified diff."},
+                    {"name": "max_items", "type": "integer", "required": False, "default": 5},
+                ],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0.1, "max_tokens": 600},
+                },
+                "templates": {
+                    "en": {
+                        "system": "You are a senior engineer reviewing a pull request.",
+                        "context": "```diff\n{{ diff }}\n```",
+                        "instruction": "List at most {{ max_items }} changes a reviewer must look at, "
+                        "riskiest first.",
+                        "format": "A numbered list; one line each.",
+                    }
+                },
+            },
+        ],
+    },
+    {
+        "key": "sales.meeting-recap",
+        "description": "Turns a sales call transcript into a recap email.",
+        "default_locale": "en",
+        "tags": ["sales"],
+        "versions": [
+            {
+                "message": "Recap with next steps.",
+                "variables": [
+                    {"name": "transcript", "type": "string"},
+                    {"name": "attendees", "type": "list"},
+                ],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0.4},
+                },
+                "templates": {
+                    "en": {
+                        "system": "You are an account executive's assistant.",
+                        "context": "Attendees: {{ attendees | join(', ') }}\n\n{{ transcript }}",
+                        "instruction": "Write the recap email: decisions, open questions, next steps "
+                        "with owners.",
+                    }
+                },
+            },
+            {
+                "draft": True,
+                "message": "Work in progress: add a subject line.",
+                "variables": [
+                    {"name": "transcript", "type": "string"},
+                    {"name": "attendees", "type": "list"},
+                ],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0.4},
+                },
+                "templates": {
+                    "en": {
+                        "system": "You are an account executive's assistant.",
+                        "context": "Attendees: {{ attendees | join(', ') }}\n\n{{ transcript }}",
+                        "instruction": "Write the recap email: decisions, open questions, next steps "
+                        "with owners.",
+                        "format": "Start with 'Subject: ' and a subject line.",
+                    }
+                },
+            },
+        ],
+    },
+    {
+        "key": "search.query-rewrite",
+        "description": "Rewrites a shopper's search query for the product index.",
+        "default_locale": "en",
+        "tags": ["search"],
+        "versions": [
+            {
+                "message": "Expand abbreviations, keep brand names.",
+                "variables": [{"name": "query", "type": "string"}],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-small",
+                    "parameters": {"temperature": 0, "max_tokens": 60, "stop": ["\n"]},
+                },
+                "templates": {
+                    "en": {
+                        "system": "You rewrite search queries for an outdoor gear catalogue.",
+                        "instruction": "Rewrite: {{ query }}",
+                        "format": "One line, no quotes.",
+                    }
+                },
+            },
+        ],
+    },
+]

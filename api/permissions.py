@@ -1,0 +1,49 @@
+"""Scopes as permission classes, and the environment limits of a key."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from .models import ApiKey, Scope
+from .problems import ENVIRONMENT_FORBIDDEN, INSUFFICIENT_SCOPE, ProblemException
+
+
+def request_key(request: Request) -> ApiKey:
+    return request.auth
+
+
+@cache
+def HasScope(scope: Scope | str) -> type[BasePermission]:
+    """``permission_classes = [HasScope(Scope.PROMPTS_WRITE)]``: the key must carry ``scope``."""
+    scope = Scope(scope)
+
+    class _HasScope(BasePermission):
+        def has_permission(self, request: Request, view) -> bool:
+            key = request.auth
+            if not isinstance(key, ApiKey):
+                return False  # unauthenticated: DRF answers 401 with the challenge
+            if not key.has_scope(scope):
+                raise ProblemException(
+                    INSUFFICIENT_SCOPE,
+                    f"This needs the {scope} scope; the key has {', '.join(key.scopes) or 'none'}.",
+                    required_scope=str(scope),
+                )
+            return True
+
+    _HasScope.__name__ = _HasScope.__qualname__ = f"HasScope({scope})"
+    return _HasScope
+
+
+def ensure_environment_allowed(request: Request, environment: str) -> None:
+    """Object permissions do not cover lists or creates, so views call this with the environment
+    named in the path or body before calling a service (STYLE R11)."""
+    key = request.auth
+    if isinstance(key, ApiKey) and not key.allows_environment(environment):
+        raise ProblemException(
+            ENVIRONMENT_FORBIDDEN,
+            f"The key is limited to {', '.join(key.environments)}; it may not touch {environment}.",
+            environment=environment,
+        )

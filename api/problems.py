@@ -1,0 +1,259 @@
+"""RFC 9457 problem documents: the one error vocabulary of the API (STYLE R12).
+
+Every error the API answers is ``application/problem+json`` with a stable ``type``, a ``title`` that
+is the same for every instance of that type, a ``detail`` about this one, and for validation an
+``errors`` list (``code``, ``detail``, ``pointer`` into the request body, sometimes ``line``).
+
+Types are relative URI references (``/problems/draft-exists``): stable strings for clients to match
+on, resolved against the service's own address, where docs/api.md lists them.
+
+Domain errors never know about HTTP; the table below maps each class (by its MRO, so a subclass
+inherits its parent's type unless it has its own) to a status and type.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from registry import errors as registry_errors
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/problem+json"
+TYPE_BASE = "/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    status: int
+    slug: str
+    title: str
+
+    @property
+    def uri(self) -> str:
+        return TYPE_BASE + self.slug
+
+
+VALIDATION = ProblemType(400, "validation-error", "The request is not valid.")
+MALFORMED = ProblemType(400, "malformed-request", "The request body is not valid JSON.")
+UNAUTHENTICATED = ProblemType(401, "unauthenticated", "A valid API key is needed.")
+FORBIDDEN = ProblemType(403, "forbidden", "This API key may not do that.")
+INSUFFICIENT_SCOPE = ProblemType(403, "insufficient-scope", "The API key lacks a scope this needs.")
+ENVIRONMENT_FORBIDDEN = ProblemType(
+    403, "environment-forbidden", "The API key is limited to other environments."
+)
+NOT_FOUND = ProblemType(404, "not-found", "Not found.")
+METHOD_NOT_ALLOWED = ProblemType(405, "method-not-allowed", "That method is not allowed here.")
+NOT_ACCEPTABLE = ProblemType(406, "not-acceptable", "No acceptable representation.")
+CONFLICT = ProblemType(409, "conflict", "The request conflicts with the current state.")
+TOO_LARGE = ProblemType(413, "request-too-large", "The request body is too large.")
+UNSUPPORTED_MEDIA = ProblemType(415, "unsupported-media-type", "Send application/json.")
+THROTTLED = ProblemType(429, "throttled", "Too many requests.")
+SERVER_ERROR = ProblemType(500, "server-error", "The server failed to answer this request.")
+
+# Domain errors, most specific first is not needed: lookup walks each exception's MRO.
+DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
+    registry_errors.PromptNotFound: ProblemType(404, "prompt-not-found", "No such prompt."),
+    registry_errors.VersionNotFound: ProblemType(404, "version-not-found", "No such version."),
+    registry_errors.PromptExists: ProblemType(409, "prompt-exists", "The prompt exists already."),
+    registry_errors.DraftExists: ProblemType(
+        409, "draft-exists", "The prompt has an open draft already."
+    ),
+    registry_errors.VersionImmutable: ProblemType(
+        409, "version-immutable", "A committed version never changes."
+    ),
+    registry_errors.PromptInvalid: VALIDATION,
+    registry_errors.ContentInvalid: ProblemType(
+        400, "invalid-content", "The version's content is not valid."
+    ),
+    registry_errors.TemplateInvalid: ProblemType(
+        400, "invalid-template", "The template is not valid."
+    ),
+    registry_errors.VariablesInvalid: ProblemType(
+        400, "invalid-variables", "The variables do not match the declared ones."
+    ),
+    registry_errors.RenderFailed: ProblemType(
+        400, "render-failed", "The prompt could not be rendered."
+    ),
+    registry_errors.LocaleInvalid: ProblemType(400, "invalid-locale", "Not a valid BCP 47 tag."),
+    registry_errors.LocaleUnavailable: ProblemType(
+        400, "locale-unavailable", "No template for that locale or its fallbacks."
+    ),
+    registry_errors.DraftConflict: ProblemType(
+        409, "draft-changed", "The draft changed since it was read."
+    ),
+}
+
+# What a client needs to recover, beyond the message: the draft to open, the hash to send again.
+DOMAIN_EXTRAS: dict[type[Exception], Any] = {
+    registry_errors.DraftExists: lambda e: {"draft_number": e.draft_number},
+    registry_errors.DraftConflict: lambda e: {"current_content_hash": e.current_hash},
+}
+
+_DRF_PROBLEMS: dict[type[Exception], ProblemType] = {
+    drf.ParseError: MALFORMED,
+    drf.NotAuthenticated: UNAUTHENTICATED,
+    drf.AuthenticationFailed: UNAUTHENTICATED,
+    drf.NotFound: NOT_FOUND,
+    drf.MethodNotAllowed: METHOD_NOT_ALLOWED,
+    drf.NotAcceptable: NOT_ACCEPTABLE,
+    drf.UnsupportedMediaType: UNSUPPORTED_MEDIA,
+    drf.Throttled: THROTTLED,
+}
+
+
+class RequestTooLarge(drf.APIException):
+    status_code = 413
+    default_detail = "The request body is too large."
+    default_code = "request_too_large"
+
+
+class ProblemException(drf.APIException):
+    """Raised by views for a problem with no domain error behind it (a scope, an environment)."""
+
+    def __init__(self, problem: ProblemType, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.problem = problem
+        self.status_code = problem.status
+        self.extra = extra
+
+
+def problem_body(
+    problem: ProblemType, detail: str, *, instance: str = "", **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": problem.uri,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+def problem_response(
+    problem: ProblemType, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    response = Response(
+        problem_body(problem, detail, **extra),
+        status=problem.status,
+        headers=headers,
+        content_type=CONTENT_TYPE,
+    )
+    return response
+
+
+def _lookup(exc: Exception, table: dict[type[Exception], ProblemType]) -> ProblemType | None:
+    for cls in type(exc).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
+def _drf_errors(detail: Any, pointer: str = "") -> list[dict[str, Any]]:
+    """Flattens a serializer's nested error dict into ``errors`` entries with JSON pointers."""
+    if isinstance(detail, dict):
+        out: list[dict[str, Any]] = []
+        for name, sub in detail.items():
+            key = "" if name == "non_field_errors" else f"/{name}"
+            out += _drf_errors(sub, pointer + key)
+        return out
+    if isinstance(detail, list):
+        if all(isinstance(d, drf.ErrorDetail | str) for d in detail):
+            return [
+                {"code": getattr(d, "code", "invalid"), "detail": str(d), "pointer": pointer}
+                for d in detail
+            ]
+        out = []
+        for i, sub in enumerate(detail):
+            out += _drf_errors(sub, f"{pointer}/{i}")
+        return out
+    return [{"code": getattr(detail, "code", "invalid"), "detail": str(detail), "pointer": pointer}]
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """``REST_FRAMEWORK["EXCEPTION_HANDLER"]``. Rolls the transaction back as DRF's own does."""
+    set_rollback()
+    request = context.get("request")
+    instance = request.path if request is not None else ""
+    if isinstance(exc, ProblemException):
+        return problem_response(exc.problem, str(exc.detail), instance=instance, **exc.extra)
+    if isinstance(exc, registry_errors.RegistryError):
+        problem = _lookup(exc, DOMAIN_PROBLEMS) or CONFLICT
+        extra: dict[str, Any] = {}
+        if isinstance(exc, registry_errors.ProblemsError):
+            extra["errors"] = [p.as_dict() for p in exc.problems]
+        for cls, extract in DOMAIN_EXTRAS.items():
+            if isinstance(exc, cls):
+                extra |= extract(exc)
+        return problem_response(problem, exc.message, instance=instance, **extra)
+    if isinstance(exc, drf.ValidationError):
+        errors = _drf_errors(exc.detail)
+        return problem_response(
+            VALIDATION, "The request has problems; see errors.", instance=instance, errors=errors
+        )
+    if isinstance(exc, RequestTooLarge):
+        return problem_response(TOO_LARGE, str(exc.detail), instance=instance)
+    if isinstance(exc, Http404):
+        return problem_response(NOT_FOUND, "Not found.", instance=instance)
+    if isinstance(exc, DjangoPermissionDenied):
+        return problem_response(FORBIDDEN, str(exc) or FORBIDDEN.title, instance=instance)
+    if isinstance(exc, DjangoValidationError):
+        errors = [{"code": "invalid", "detail": m, "pointer": ""} for m in exc.messages]
+        return problem_response(
+            VALIDATION, "The request has problems; see errors.", instance=instance, errors=errors
+        )
+    if isinstance(exc, drf.APIException):
+        problem = _lookup(exc, _DRF_PROBLEMS) or ProblemType(
+            exc.status_code, "error", str(exc.default_detail)
+        )
+        headers = {}
+        if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
+            headers["WWW-Authenticate"] = 'Bearer realm="api"'
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        return problem_response(problem, str(exc.detail), headers=headers, instance=instance)
+    return None
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def problem_json(problem: ProblemType, detail: str, request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        problem_body(problem, detail, instance=request.path),
+        status=problem.status,
+        content_type=CONTENT_TYPE,
+    )
+
+
+def not_found_view(request: HttpRequest, exception: Exception | None = None):
+    """``handler404``: a problem document under /api/, Django's page elsewhere."""
+    if _is_api(request):
+        return problem_json(NOT_FOUND, "There is nothing at this address.", request)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def server_error_view(request: HttpRequest):
+    """``handler500``: never a stack trace; the log has it."""
+    if _is_api(request):
+        return problem_json(
+            SERVER_ERROR, "An unexpected error occurred; it has been logged.", request
+        )
+    from django.views.defaults import server_error
+
+    return server_error(request)

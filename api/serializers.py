@@ -1,0 +1,125 @@
+"""Serializers shared by several views: the shapes of a version's content on the wire.
+
+Views nest their own ``InputSerializer``/``OutputSerializer`` (STYLE R11); these are the parts more
+than one of them uses. They check shape only (types, presence); what the content *means* (valid
+templates, declared variables, known parameters) is the registry's ``content_check``, so the admin,
+the importer and the API refuse the same things with the same words.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from registry.content import VersionContent
+from registry.errors import Problem
+from registry.models import PromptVersion
+from registry.selectors import version_check, version_content, version_translation_status
+from registry.variables import VariableType
+
+
+class SectionsSerializer(serializers.Serializer):
+    system = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, default=""
+    )
+    context = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, default=""
+    )
+    instruction = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, default=""
+    )
+    format = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, default=""
+    )
+
+
+class VariableSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    type = serializers.ChoiceField(choices=[str(t) for t in VariableType], default="string")
+    required = serializers.BooleanField(default=True)
+    default = serializers.JSONField(required=False, allow_null=True, default=None)
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=500
+    )
+
+
+class ModelTargetSerializer(serializers.Serializer):
+    provider = serializers.CharField(max_length=63)
+    model = serializers.CharField(max_length=200)
+    parameters = serializers.DictField(required=False, default=dict)
+
+
+class ModelBindingSerializer(ModelTargetSerializer):
+    response_schema = serializers.DictField(required=False, allow_null=True, default=None)
+    fallbacks = ModelTargetSerializer(many=True, required=False, default=list)
+
+
+class ContentInputSerializer(serializers.Serializer):
+    """The content fields of a version write; each one given replaces that part of the content."""
+
+    variables = VariableSerializer(many=True, required=False)
+    model = ModelBindingSerializer(required=False)
+    templates = serializers.DictField(child=SectionsSerializer(), required=False, allow_empty=False)
+
+    def content(self, base: VersionContent | None) -> VersionContent | None:
+        """The content to save: ``base`` with the given parts replaced (None if none given)."""
+        data = self.validated_data
+        if not any(part in data for part in ("variables", "model", "templates")):
+            return None
+        merged: dict[str, Any] = base.canonical() if base is not None else {}
+        merged |= {part: data[part] for part in ("variables", "model", "templates") if part in data}
+        return VersionContent.from_dict(merged)
+
+
+class ProblemSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+    pointer = serializers.CharField()
+    line = serializers.IntegerField(required=False)
+    severity = serializers.CharField(required=False)
+
+
+class TranslationSerializer(serializers.Serializer):
+    locale = serializers.CharField()
+    state = serializers.ChoiceField(choices=["source", "current", "stale"])
+
+
+class VersionSummarySerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=PromptVersion.Status.choices)
+    message = serializers.CharField()
+    content_hash = serializers.CharField()
+    parent = serializers.IntegerField(source="parent.number", allow_null=True, default=None)
+    author = serializers.CharField(source="author_label")
+    committed_by = serializers.CharField(source="committed_by_label")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    committed_at = serializers.DateTimeField(allow_null=True)
+
+
+class VersionDetailSerializer(VersionSummarySerializer):
+    prompt = serializers.CharField(source="prompt.key")
+    variables = VariableSerializer(many=True)
+    model = ModelBindingSerializer()
+    templates = serializers.DictField(child=SectionsSerializer())
+    translations = TranslationSerializer(many=True)
+    warnings = ProblemSerializer(many=True)
+
+    def to_representation(self, version: PromptVersion) -> dict[str, Any]:
+        # The declared fields above describe the shape for the schema; the content is read once.
+        data = dict(VersionSummarySerializer(version).data)
+        data["prompt"] = version.prompt.key
+        content = version_content(version)
+        data["variables"] = [v.as_dict() for v in content.variables]
+        data["model"] = content.model.as_dict()
+        data["templates"] = {loc: s.as_dict() for loc, s in sorted(content.templates.items())}
+        data["translations"] = [
+            {"locale": t.locale, "state": str(t.state)} for t in version_translation_status(version)
+        ]
+        data["warnings"] = [p.as_dict() for p in version_check(version) if _is_warning(p)]
+        return data
+
+
+def _is_warning(problem: Problem) -> bool:
+    return problem.severity != "error"

@@ -1,0 +1,52 @@
+"""Writes of the api app: API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.utils import timezone
+
+from registry.errors import Problem, ProblemsError
+
+from .models import ApiKey, Scope, key_generate, key_hash
+
+
+class ApiKeyInvalid(ProblemsError):
+    message = "The API key's settings are not valid."
+
+
+def apikey_create(
+    *, name: str, scopes: Iterable[str], environments: Iterable[str] = ()
+) -> tuple[ApiKey, str]:
+    """Creates a key and returns it with the full secret, which is never shown again."""
+    scopes, environments = sorted(set(scopes)), sorted(set(environments))
+    known = {str(s) for s in Scope}
+    problems = [
+        Problem(
+            "unknown_scope", f"Unknown scope {s!r}; known: {', '.join(sorted(known))}.", "/scopes"
+        )
+        for s in scopes
+        if s not in known
+    ]
+    if not scopes:
+        problems.append(Problem("no_scope", "Give the key at least one scope.", "/scopes"))
+    if not name.strip() or len(name) > 100:
+        problems.append(Problem("invalid_name", "Name the key (1 to 100 characters).", "/name"))
+    if problems:
+        raise ApiKeyInvalid(problems)
+    lookup_id, raw = key_generate()
+    key = ApiKey.objects.create(
+        name=name.strip(),
+        lookup_id=lookup_id,
+        hashed_key=key_hash(raw),
+        scopes=scopes,
+        environments=environments,
+    )
+    return key, raw
+
+
+def apikey_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key

@@ -1,0 +1,328 @@
+"""Versions: drafts, commits, diffs and previews (the authoring path, STYLE R11).
+
+A committed version never changes, so its GET is cacheable forever: ``Cache-Control: immutable``
+with the content hash as ``ETag``. A draft's ETag is its content hash too, and a write to a draft
+may send it back in ``If-Match`` so two authors never overwrite each other unknowingly.
+"""
+
+from __future__ import annotations
+
+from django.utils.cache import patch_cache_control
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from registry.selectors import (
+    prompt_get,
+    version_content,
+    version_diff,
+    version_get,
+    version_list,
+    version_render,
+)
+from registry.services import (
+    version_commit,
+    version_create,
+    version_draft_discard,
+    version_draft_update,
+)
+
+from .models import Scope
+from .pagination import Pagination
+from .permissions import HasScope
+from .serializers import (
+    ContentInputSerializer,
+    SectionsSerializer,
+    VersionDetailSerializer,
+    VersionSummarySerializer,
+)
+
+IMMUTABLE_MAX_AGE = 365 * 24 * 3600
+
+
+def _etag(content_hash: str) -> str:
+    return f'"{content_hash}"'
+
+
+def if_match_hash(request: Request) -> str | None:
+    """The content hash a client sends back in ``If-Match`` (quoted or not), or None."""
+    value = request.headers.get("If-Match", "").strip()
+    if not value or value == "*":
+        return None
+    return value.removeprefix("W/").strip('"')
+
+
+def _read_or_write_scope(request: Request, read_methods: tuple[str, ...] = ("GET", "HEAD")):
+    scope = Scope.PROMPTS_READ if request.method in read_methods else Scope.PROMPTS_WRITE
+    return [HasScope(scope)()]
+
+
+def version_response(version, *, status_code: int = status.HTTP_200_OK) -> Response:
+    response = Response(VersionDetailSerializer(version).data, status=status_code)
+    response["ETag"] = _etag(version.content_hash)
+    if version.is_committed:
+        patch_cache_control(response, private=True, max_age=IMMUTABLE_MAX_AGE, immutable=True)
+    else:
+        patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
+class VersionCollectionApi(APIView):
+    """``GET /prompts/{key}/versions`` lists versions; ``POST`` opens a draft or commits one."""
+
+    class InputSerializer(ContentInputSerializer):
+        class Meta:
+            ref_name = "VersionCreateInput"
+
+        message = serializers.CharField(
+            required=False, allow_blank=True, default="", max_length=5000
+        )
+        commit = serializers.BooleanField(required=False, default=False)
+
+    def get_permissions(self):
+        return _read_or_write_scope(self.request)
+
+    @extend_schema(operation_id="versions_list", responses=VersionSummarySerializer(many=True))
+    def get(self, request: Request, key: str) -> Response:
+        versions = version_list(prompt=prompt_get(key=key)).select_related("parent")
+        paginator = Pagination()
+        page = paginator.paginate_queryset(versions, request, view=self)
+        return paginator.get_paginated_response(VersionSummarySerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="versions_create",
+        request=InputSerializer,
+        responses={201: VersionDetailSerializer},
+    )
+    def post(self, request: Request, key: str) -> Response:
+        prompt = prompt_get(key=key)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        content = data.content(None)
+        if (
+            content is None
+            or "templates" not in data.validated_data
+            or ("model" not in data.validated_data)
+        ):
+            raise serializers.ValidationError(
+                {"templates": ["A new version needs templates and a model binding."]}
+            )
+        version = version_create(
+            prompt=prompt,
+            actor=request.user.actor,
+            content=content,
+            message=data.validated_data["message"],
+            commit=data.validated_data["commit"],
+        )
+        return version_response(
+            version_get(prompt=prompt, number=version.number), status_code=status.HTTP_201_CREATED
+        )
+
+
+class VersionDetailApi(APIView):
+    """``GET /prompts/{key}/versions/{n}``; ``PATCH`` edits a draft; ``DELETE`` discards one."""
+
+    class InputSerializer(ContentInputSerializer):
+        class Meta:
+            ref_name = "VersionUpdateInput"
+
+        message = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+    def get_permissions(self):
+        return _read_or_write_scope(self.request)
+
+    @extend_schema(operation_id="versions_retrieve", responses=VersionDetailSerializer)
+    def get(self, request: Request, key: str, number: int) -> Response:
+        version = version_get(prompt=prompt_get(key=key), number=number)
+        if if_none_match(request, version.content_hash):
+            response = Response(status=status.HTTP_304_NOT_MODIFIED)
+            response["ETag"] = _etag(version.content_hash)
+            return response
+        return version_response(version)
+
+    @extend_schema(
+        operation_id="versions_update",
+        request=InputSerializer,
+        responses=VersionDetailSerializer,
+        parameters=[
+            OpenApiParameter(
+                "If-Match",
+                str,
+                OpenApiParameter.HEADER,
+                description="The draft's ETag (content hash) as read.",
+            )
+        ],
+    )
+    def patch(self, request: Request, key: str, number: int) -> Response:
+        prompt = prompt_get(key=key)
+        version = version_get(prompt=prompt, number=number)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version_draft_update(
+            version=version,
+            actor=request.user.actor,
+            content=data.content(version_content(version)),
+            message=data.validated_data.get("message"),
+            expected_content_hash=if_match_hash(request),
+        )
+        return version_response(version_get(prompt=prompt, number=number))
+
+    @extend_schema(operation_id="versions_discard", responses={204: None})
+    def delete(self, request: Request, key: str, number: int) -> Response:
+        version = version_get(prompt=prompt_get(key=key), number=number)
+        version_draft_discard(version=version, actor=request.user.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def if_none_match(request: Request, content_hash: str) -> bool:
+    tags = [
+        t.strip().removeprefix("W/").strip('"')
+        for t in request.headers.get("If-None-Match", "").split(",")
+    ]
+    return content_hash in tags or "*" in tags
+
+
+class VersionCommitApi(APIView):
+    """``POST /prompts/{key}/versions/{n}/commit``: freezes the draft."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_WRITE)]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "VersionCommitInput"
+
+        message = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+    @extend_schema(
+        operation_id="versions_commit", request=InputSerializer, responses=VersionDetailSerializer
+    )
+    def post(self, request: Request, key: str, number: int) -> Response:
+        prompt = prompt_get(key=key)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version_commit(
+            version=version_get(prompt=prompt, number=number),
+            actor=request.user.actor,
+            message=data.validated_data.get("message"),
+            expected_content_hash=if_match_hash(request),
+        )
+        return version_response(version_get(prompt=prompt, number=number))
+
+
+class DiffRowSerializer(serializers.Serializer):
+    tag = serializers.ChoiceField(choices=["equal", "replace", "delete", "insert"])
+    before = serializers.ListField(child=serializers.CharField(allow_blank=True))
+    after = serializers.ListField(child=serializers.CharField(allow_blank=True))
+
+
+class SectionDiffSerializer(serializers.Serializer):
+    locale = serializers.CharField()
+    section = serializers.CharField()
+    change = serializers.CharField()
+    before = serializers.CharField(allow_blank=True)
+    after = serializers.CharField(allow_blank=True)
+    rows = DiffRowSerializer(many=True)
+    unified = serializers.CharField(allow_blank=True)
+
+
+class ValueDiffSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    change = serializers.CharField()
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+
+
+class VersionDiffApi(APIView):
+    """``GET /prompts/{key}/versions/{n}/diff?against=m``: what changed from m to n."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_READ)]
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "VersionDiff"
+
+        prompt = serializers.CharField()
+        before_number = serializers.IntegerField()
+        after_number = serializers.IntegerField()
+        templates = SectionDiffSerializer(many=True)
+        variables = ValueDiffSerializer(many=True)
+        model = ValueDiffSerializer(many=True)
+
+    class QuerySerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "VersionDiffQuery"
+
+        against = serializers.IntegerField(min_value=1)
+
+    @extend_schema(
+        operation_id="versions_diff", parameters=[QuerySerializer], responses=OutputSerializer
+    )
+    def get(self, request: Request, key: str, number: int) -> Response:
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        prompt = prompt_get(key=key)
+        diff = version_diff(
+            before=version_get(prompt=prompt, number=query.validated_data["against"]),
+            after=version_get(prompt=prompt, number=number),
+        )
+        return Response(self.OutputSerializer(diff).data)
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["system", "user"])
+    content = serializers.CharField()
+
+
+class VersionRenderApi(APIView):
+    """``POST /prompts/{key}/versions/{n}/render``: previews a version (drafts included)."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_READ)]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "VersionRenderInput"
+
+        locale = serializers.CharField(required=False, allow_null=True, default=None, max_length=35)
+        variables = serializers.DictField(required=False, default=dict)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "VersionRender"
+
+        prompt = serializers.CharField()
+        version = serializers.IntegerField()
+        locale = serializers.CharField()
+        requested_locale = serializers.CharField()
+        sections = SectionsSerializer()
+        rendered = SectionsSerializer()
+        messages = MessageSerializer(many=True)
+        variables = serializers.DictField()
+
+    @extend_schema(
+        operation_id="versions_render", request=InputSerializer, responses=OutputSerializer
+    )
+    def post(self, request: Request, key: str, number: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = version_get(prompt=prompt_get(key=key), number=number)
+        result = version_render(
+            version=version,
+            locale=data.validated_data["locale"],
+            variables=data.validated_data["variables"],
+        )
+        return Response(
+            self.OutputSerializer(
+                {
+                    "prompt": key,
+                    "version": version.number,
+                    "locale": result.locale,
+                    "requested_locale": result.requested_locale,
+                    "sections": result.sections.as_dict(),
+                    "rendered": result.rendered.as_dict(),
+                    "messages": result.messages,
+                    "variables": result.variables,
+                }
+            ).data
+        )

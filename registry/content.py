@@ -1,0 +1,302 @@
+"""A version's content as a value, its canonical form and its ``content_hash``.
+
+The content is what a version serves: declared variables, the model binding and the localized
+templates. The commit message, author and number are *about* the content and are not part of it,
+so two versions with equal content have equal hashes whoever wrote them.
+
+Canonical form: JSON with sorted keys, no insignificant whitespace, UTF-8, locales normalized and
+sorted, variables in declared order (order is meaningful to authors and to forms). The hash is the
+SHA-256 of that text. Export files, diffs and the import's "unchanged?" check all use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from .errors import LocaleInvalid, Problem
+from .locales import locale_normalize
+from .rendering import Sections, template_check
+from .variables import VariableSpec, variable_specs_check
+
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+MODEL_NAME_MAX = 200
+MAX_FALLBACKS = 5
+
+# The sampling parameters a binding may set, with what each accepts. Anything else is refused so a
+# typo ("temprature") fails at authoring time instead of being silently ignored by a provider.
+_NUMBER = (int, float)
+
+
+def _in_range(lo: float, hi: float):
+    def check(value: Any) -> bool:
+        return (
+            isinstance(value, _NUMBER)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and lo <= value <= hi
+        )
+
+    return check
+
+
+def _int_range(lo: int, hi: int):
+    def check(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+    return check
+
+
+def _stop(value: Any) -> bool:
+    if isinstance(value, str):
+        return 0 < len(value) <= 100
+    return (
+        isinstance(value, list)
+        and 0 < len(value) <= 4
+        and all(isinstance(v, str) and 0 < len(v) <= 100 for v in value)
+    )
+
+
+MODEL_PARAMETERS: dict[str, tuple[str, Any]] = {
+    "temperature": ("a number from 0 to 2", _in_range(0, 2)),
+    "top_p": ("a number from 0 to 1", _in_range(0, 1)),
+    "max_tokens": ("a whole number from 1 to 1000000", _int_range(1, 1_000_000)),
+    "seed": ("a whole number", _int_range(-(2**63), 2**63 - 1)),
+    "stop": ("a string or a list of up to 4 strings", _stop),
+    "presence_penalty": ("a number from -2 to 2", _in_range(-2, 2)),
+    "frequency_penalty": ("a number from -2 to 2", _in_range(-2, 2)),
+    "reasoning_effort": (
+        "one of minimal, low, medium, high",
+        lambda v: v in {"minimal", "low", "medium", "high"},
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTarget:
+    """One model to call: the primary of a binding or one of its fallbacks."""
+
+    provider: str
+    model: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.model, "parameters": dict(self.parameters)}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBinding:
+    provider: str
+    model: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    response_schema: Mapping[str, Any] | None = None
+    fallbacks: tuple[ModelTarget, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "parameters": dict(self.parameters),
+            "response_schema": dict(self.response_schema) if self.response_schema else None,
+            "fallbacks": [f.as_dict() for f in self.fallbacks],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelBinding:
+        """Builds the value without validating it; ``model_binding_check`` says what is wrong."""
+        return cls(
+            provider=data.get("provider") or "",
+            model=data.get("model") or "",
+            parameters=dict(data.get("parameters") or {}),
+            response_schema=data.get("response_schema") or None,
+            fallbacks=tuple(
+                ModelTarget(
+                    provider=f.get("provider") or "",
+                    model=f.get("model") or "",
+                    parameters=dict(f.get("parameters") or {}),
+                )
+                for f in (data.get("fallbacks") or ())
+                if isinstance(f, Mapping)
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VersionContent:
+    variables: tuple[VariableSpec, ...]
+    model: ModelBinding
+    templates: Mapping[str, Sections]  # locale -> sections
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "variables": [v.as_dict() for v in self.variables],
+            "model": self.model.as_dict(),
+            "templates": {
+                locale: self.templates[locale].as_dict() for locale in sorted(self.templates)
+            },
+        }
+
+    @property
+    def content_hash(self) -> str:
+        return sha256_json(self.canonical())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VersionContent:
+        return cls(
+            variables=tuple(VariableSpec.from_dict(v) for v in data.get("variables") or ()),
+            model=ModelBinding.from_dict(data.get("model") or {}),
+            templates={
+                locale: Sections.from_mapping(sections or {})
+                for locale, sections in (data.get("templates") or {}).items()
+            },
+        )
+
+
+def sha256_json(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sections_hash(sections: Sections) -> str:
+    """The hash a translation remembers of the default-locale text it was translated from."""
+    return sha256_json(sections.as_dict())
+
+
+def _target_check(target: ModelTarget, pointer: str) -> list[Problem]:
+    problems: list[Problem] = []
+    if not PROVIDER_NAME.match(target.provider or ""):
+        problems.append(
+            Problem(
+                "invalid_provider",
+                "Name a configured provider: lowercase letters, digits, '.', '_' or '-'.",
+                f"{pointer}/provider",
+            )
+        )
+    if not target.model or len(target.model) > MODEL_NAME_MAX or not target.model.strip():
+        problems.append(
+            Problem(
+                "invalid_model",
+                f"Name the model (1 to {MODEL_NAME_MAX} characters).",
+                f"{pointer}/model",
+            )
+        )
+    if not isinstance(target.parameters, Mapping):
+        problems.append(
+            Problem("invalid_parameters", "Parameters must be an object.", f"{pointer}/parameters")
+        )
+        return problems
+    for name, value in target.parameters.items():
+        spec = MODEL_PARAMETERS.get(name)
+        if spec is None:
+            known = ", ".join(sorted(MODEL_PARAMETERS))
+            problems.append(
+                Problem(
+                    "unknown_parameter",
+                    f"Unknown model parameter {name!r}; known: {known}.",
+                    f"{pointer}/parameters/{name}",
+                )
+            )
+        elif not spec[1](value):
+            problems.append(
+                Problem(
+                    "invalid_parameter",
+                    f"{name} must be {spec[0]}, not {value!r}.",
+                    f"{pointer}/parameters/{name}",
+                )
+            )
+    return problems
+
+
+def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> list[Problem]:
+    problems = _target_check(
+        ModelTarget(binding.provider, binding.model, binding.parameters), pointer
+    )
+    if binding.response_schema is not None:
+        if not isinstance(binding.response_schema, Mapping):
+            problems.append(
+                Problem(
+                    "invalid_response_schema",
+                    "The response schema must be a JSON Schema object.",
+                    f"{pointer}/response_schema",
+                )
+            )
+        else:
+            try:
+                jsonschema.Draft202012Validator.check_schema(binding.response_schema)
+            except jsonschema.SchemaError as exc:
+                problems.append(
+                    Problem(
+                        "invalid_response_schema",
+                        f"The response schema is not valid JSON Schema: {exc.message}",
+                        f"{pointer}/response_schema",
+                    )
+                )
+    if len(binding.fallbacks) > MAX_FALLBACKS:
+        problems.append(
+            Problem(
+                "too_many_fallbacks", f"At most {MAX_FALLBACKS} fallbacks.", f"{pointer}/fallbacks"
+            )
+        )
+    for i, fallback in enumerate(binding.fallbacks):
+        problems += _target_check(fallback, f"{pointer}/fallbacks/{i}")
+    return problems
+
+
+def content_check(
+    content: VersionContent, *, default_locale: str, max_section_chars: int = 50_000
+) -> list[Problem]:
+    """Every problem in a version's content, errors and warnings, in one list.
+
+    1. The declared variables (names, types, defaults).
+    2. The model binding (provider and model names, known parameters, a valid response schema).
+    3. The locales: valid BCP 47 tags, no tag twice after normalization, the default locale present.
+    4. Each locale's templates: syntax, forbidden access, undeclared variables (errors) and
+       declared-but-unused ones (warnings), section length.
+    """
+    problems = variable_specs_check(content.variables)
+    problems += model_binding_check(content.model)
+    declared = {v.name for v in content.variables}
+    seen: dict[str, str] = {}
+    for locale in content.templates:
+        pointer = f"/templates/{locale}"
+        try:
+            normal = locale_normalize(locale)
+        except LocaleInvalid as exc:
+            problems.append(Problem("invalid_locale", exc.message, pointer))
+            continue
+        if normal in seen:
+            problems.append(
+                Problem(
+                    "duplicate_locale",
+                    f"{locale!r} and {seen[normal]!r} are the same locale.",
+                    pointer,
+                )
+            )
+            continue
+        seen[normal] = locale
+        sections = content.templates[locale]
+        if not any(
+            getattr(sections, name) for name in ("system", "context", "instruction", "format")
+        ):
+            problems.append(
+                Problem("empty_template", f"The {locale} template has no text.", pointer)
+            )
+        problems += template_check(
+            sections, locale=locale, declared=declared, max_section_chars=max_section_chars
+        )
+    if default_locale not in seen:
+        problems.append(
+            Problem(
+                "missing_default_locale",
+                f"The prompt's default locale {default_locale} needs a template.",
+                "/templates",
+            )
+        )
+    return problems

@@ -1,0 +1,299 @@
+"""Reads of the registry (STYLE R1, R16): lookups, a version's content, diff, render, translation
+status. Selectors own the queries' shape (``select_related``/``prefetch_related``) so no caller
+walks relations row by row."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
+
+from .content import ModelBinding, ModelTarget, VersionContent, content_check, sections_hash
+from .errors import Problem, PromptNotFound, VersionNotFound
+from .locales import locale_normalize, locale_pick
+from .models import LocalizedTemplate, Prompt, PromptVersion, Variable
+from .rendering import SECTIONS, Sections, render_sections, to_messages
+from .variables import VariableSpec, VariableType, variables_validate
+
+
+def prompt_list(*, search: str = "", tag: str = "") -> QuerySet[Prompt]:
+    """Prompts with their latest committed number and draft number, in one query."""
+    qs = Prompt.objects.annotate(
+        latest_number=Max("versions__number", filter=Q(versions__status="committed")),
+        draft_number=Max("versions__number", filter=Q(versions__status="draft")),
+        version_count=Count("versions"),
+    ).order_by("key")
+    if search:
+        qs = qs.filter(Q(key__icontains=search) | Q(description__icontains=search))
+    if tag:
+        # JSON containment is not portable to SQLite; tags are few, so match the quoted element.
+        qs = qs.filter(tags__icontains=f'"{tag}"')
+    return qs
+
+
+def prompt_get(*, key: str) -> Prompt:
+    try:
+        return Prompt.objects.get(key=key)
+    except Prompt.DoesNotExist as exc:
+        raise PromptNotFound(f"There is no prompt with the key {key!r}.") from exc
+
+
+def _with_content(qs: QuerySet[PromptVersion]) -> QuerySet[PromptVersion]:
+    return qs.select_related("prompt").prefetch_related(
+        Prefetch("variables", queryset=Variable.objects.order_by("position")),
+        Prefetch("templates", queryset=LocalizedTemplate.objects.order_by("locale")),
+    )
+
+
+def version_list(*, prompt: Prompt) -> QuerySet[PromptVersion]:
+    return PromptVersion.objects.filter(prompt=prompt).select_related("prompt").order_by("-number")
+
+
+def version_get(*, prompt: Prompt, number: int) -> PromptVersion:
+    """A version with its content prefetched (two extra queries, whatever its size)."""
+    try:
+        return _with_content(PromptVersion.objects.filter(prompt=prompt)).get(number=number)
+    except PromptVersion.DoesNotExist as exc:
+        raise VersionNotFound(f"{prompt.key} has no version {number}.") from exc
+
+
+def template_sections(row: LocalizedTemplate) -> Sections:
+    return Sections(
+        system=row.system, context=row.context, instruction=row.instruction, format=row.format
+    )
+
+
+def version_content(version: PromptVersion) -> VersionContent:
+    """The version's content as a value; uses prefetched rows when the selector loaded them."""
+    return VersionContent(
+        variables=tuple(
+            VariableSpec(
+                name=v.name,
+                type=VariableType(v.type),
+                required=v.required,
+                default=v.default,
+                description=v.description,
+            )
+            for v in sorted(version.variables.all(), key=lambda v: v.position)
+        ),
+        model=ModelBinding(
+            provider=version.provider,
+            model=version.model_name,
+            parameters=dict(version.parameters or {}),
+            response_schema=version.response_schema or None,
+            fallbacks=tuple(
+                ModelTarget(
+                    provider=f["provider"],
+                    model=f["model"],
+                    parameters=dict(f.get("parameters") or {}),
+                )
+                for f in version.fallbacks or ()
+            ),
+        ),
+        templates={t.locale: template_sections(t) for t in version.templates.all()},
+    )
+
+
+def version_check(version: PromptVersion) -> list[Problem]:
+    """Every problem and warning of a version's content, as authors see them in the editor."""
+    return content_check(
+        version_content(version),
+        default_locale=version.prompt.default_locale,
+        max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+    )
+
+
+class TranslationState(StrEnum):
+    SOURCE = "source"  # the default locale: what translations are measured against
+    CURRENT = "current"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class TranslationStatus:
+    locale: str
+    state: TranslationState
+
+
+def version_translation_status(version: PromptVersion) -> list[TranslationStatus]:
+    """Per locale: the source, a current translation, or a stale one (the default-locale text
+    changed since it was translated and it did not)."""
+    templates = list(version.templates.all())
+    default = version.prompt.default_locale
+    source = next((t for t in templates if t.locale == default), None)
+    current = sections_hash(template_sections(source)) if source else ""
+    statuses = []
+    for t in sorted(templates, key=lambda t: (t.locale != default, t.locale)):
+        if t.locale == default:
+            state = TranslationState.SOURCE
+        elif t.source_hash == current:
+            state = TranslationState.CURRENT
+        else:
+            state = TranslationState.STALE
+        statuses.append(TranslationStatus(t.locale, state))
+    return statuses
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    locale: str  # the locale whose template was used, after fallback
+    requested_locale: str
+    sections: Sections  # the raw templates
+    rendered: Sections
+    messages: list[dict[str, str]]
+    variables: dict[str, Any]  # the values rendered with, defaults applied
+
+
+def version_render(
+    *, version: PromptVersion, locale: str | None, variables: Mapping[str, Any]
+) -> RenderResult:
+    """Renders a version (preview, the authoring API); the runtime path renders the same way.
+
+    1. Pick the locale by fallback (fr-CA -> fr -> the prompt's default).
+    2. Validate the variables against the declared ones, listing every problem.
+    3. Render in the sandbox, with the size cap.
+    """
+    content = version_content(version)
+    default = version.prompt.default_locale
+    requested = locale_normalize(locale) if locale else default
+    chosen = locale_pick(requested, content.templates.keys(), default=default)
+    values = variables_validate(content.variables, variables)
+    sections = content.templates[chosen]
+    rendered = render_sections(
+        sections=sections,
+        variables=values,
+        locale=chosen,
+        max_chars=settings.PROMPT_RENDER_MAX_CHARS,
+    )
+    return RenderResult(
+        locale=chosen,
+        requested_locale=requested,
+        sections=sections,
+        rendered=rendered,
+        messages=to_messages(rendered),
+        variables=values,
+    )
+
+
+class Change(StrEnum):
+    ADDED = "added"
+    REMOVED = "removed"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    """One aligned stretch of a side-by-side diff: ``equal``, ``replace``, ``delete`` or ``insert``."""
+
+    tag: str
+    before: list[str]
+    after: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SectionDiff:
+    locale: str
+    section: str
+    change: Change
+    before: str
+    after: str
+    rows: list[DiffRow] = field(default_factory=list)
+    unified: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ValueDiff:
+    name: str  # a variable's name, or a binding field ("model", "parameters.temperature")
+    change: Change
+    before: Any = None
+    after: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDiff:
+    prompt: str
+    before_number: int
+    after_number: int
+    templates: list[SectionDiff]
+    variables: list[ValueDiff]
+    model: list[ValueDiff]
+
+    @property
+    def is_empty(self) -> bool:
+        return all(d.change is Change.UNCHANGED for d in self.templates) and not (
+            self.variables or self.model
+        )
+
+
+def _text_diff(locale: str, section: str, before: str | None, after: str | None) -> SectionDiff:
+    a, b = (before or "").splitlines(), (after or "").splitlines()
+    if before is None:
+        change = Change.ADDED
+    elif after is None:
+        change = Change.REMOVED
+    else:
+        change = Change.UNCHANGED if before == after else Change.CHANGED
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    rows = [DiffRow(tag, a[i1:i2], b[j1:j2]) for tag, i1, i2, j1, j2 in matcher.get_opcodes()]
+    unified = "\n".join(
+        difflib.unified_diff(a, b, f"{locale}/{section}", f"{locale}/{section}", lineterm="")
+    )
+    return SectionDiff(locale, section, change, before or "", after or "", rows, unified)
+
+
+def _value_diffs(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[ValueDiff]:
+    diffs = []
+    for name in list(before) + [n for n in after if n not in before]:
+        if name not in after:
+            diffs.append(ValueDiff(name, Change.REMOVED, before[name], None))
+        elif name not in before:
+            diffs.append(ValueDiff(name, Change.ADDED, None, after[name]))
+        elif before[name] != after[name]:
+            diffs.append(ValueDiff(name, Change.CHANGED, before[name], after[name]))
+    return diffs
+
+
+def _binding_flat(binding: ModelBinding) -> dict[str, Any]:
+    flat: dict[str, Any] = {"provider": binding.provider, "model": binding.model}
+    flat |= {f"parameters.{k}": v for k, v in sorted(binding.parameters.items())}
+    flat["response_schema"] = dict(binding.response_schema) if binding.response_schema else None
+    flat["fallbacks"] = [f.as_dict() for f in binding.fallbacks]
+    return flat
+
+
+def version_diff(*, before: PromptVersion, after: PromptVersion) -> VersionDiff:
+    """What changed from ``before`` to ``after``: every locale's sections side by side (unchanged
+    ones included, so a page can show the whole prompt), variables and model binding changes."""
+    a, b = version_content(before), version_content(after)
+    templates = []
+    locales = sorted(
+        set(a.templates) | set(b.templates),
+        key=lambda loc: (loc != after.prompt.default_locale, loc),
+    )
+    for locale in locales:
+        sa, sb = a.templates.get(locale), b.templates.get(locale)
+        for section in SECTIONS:
+            templates.append(
+                _text_diff(
+                    locale,
+                    section,
+                    getattr(sa, section) if sa else None,
+                    getattr(sb, section) if sb else None,
+                )
+            )
+    return VersionDiff(
+        prompt=after.prompt.key,
+        before_number=before.number,
+        after_number=after.number,
+        templates=templates,
+        variables=_value_diffs(
+            {v.name: v.as_dict() for v in a.variables}, {v.name: v.as_dict() for v in b.variables}
+        ),
+        model=_value_diffs(_binding_flat(a.model), _binding_flat(b.model)),
+    )
