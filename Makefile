@@ -27,6 +27,11 @@ $(STAMP): pyproject.toml $(BIN)/python
 
 install: $(STAMP)
 
+# make run is the development server: DEBUG on, the development SECRET_KEY, 127.0.0.1 only.
+run: export DEBUG ?= true
+# The suite runs with production-like settings and a throwaway key; plain HTTP test clients.
+lint test: export SECRET_KEY ?= insecure-test-only-key-0123456789abcdefghijklmnopqrstuvwxyz
+lint test: export SECURE_SSL_REDIRECT ?= false
 run: install
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py demo
