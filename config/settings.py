@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "registry",
+    "releases",
     "api",
 ]
 
@@ -191,6 +192,10 @@ SPECTACULAR_SETTINGS = {
 PROMPT_SECTION_MAX_CHARS = env_int("PROMPT_SECTION_MAX_CHARS", default=50_000, minimum=1)
 PROMPT_RENDER_MAX_CHARS = env_int("PROMPT_RENDER_MAX_CHARS", default=200_000, minimum=1)
 PROMPT_TEMPLATE_CACHE_SIZE = env_int("PROMPT_TEMPLATE_CACHE_SIZE", default=4096, minimum=1)
+
+# The release cache (releases.cache): how often each web process compares its revisions with the
+# database, in case a change message was lost.
+RELEASE_CACHE_CHECK_SECONDS = env_int("RELEASE_CACHE_CHECK_SECONDS", default=30, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -38,7 +38,7 @@ class Reason(StrEnum):
 class Assignment:
     label: str  # "stable", "canary" or the experiment variant's name
     reason: Reason
-    bucket: int  # 0..9999, for debugging and the UI
+    bucket: int | None  # 0..9999, for debugging and the UI; None when nothing was drawn
     sticky: bool  # False when the server drew the subject itself
 
 

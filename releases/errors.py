@@ -1,0 +1,60 @@
+"""The releases app's domain errors."""
+
+from __future__ import annotations
+
+from registry.errors import Problem, ProblemsError, RegistryError
+
+
+class EnvironmentNotFound(RegistryError):
+    message = "There is no environment with that name."
+
+
+class ReleaseNotFound(RegistryError):
+    message = "The prompt has never been released in that environment."
+
+
+class ReleaseConflict(RegistryError):
+    """The caller's ``If-Match`` revision is not the release's current one."""
+
+    message = "The release changed since you read it; reload it and decide again."
+
+    def __init__(self, current_revision: int) -> None:
+        self.current_revision = current_revision
+        super().__init__(
+            f"The release is at revision {current_revision}, not the one you read; "
+            "reload it and decide again."
+        )
+
+
+class ReleaseStateInvalid(RegistryError):
+    """The change does not apply to the release as it is (no canary to ramp, one running…)."""
+
+    message = "That change does not apply to the release in its current state."
+
+
+class ReleaseInvalid(ProblemsError):
+    """The change's own values are wrong (a percent out of range, weights over 100 %…)."""
+
+    message = "The release change is not valid."
+
+
+class VersionNotReleasable(RegistryError):
+    message = "Only a committed version can be released."
+
+
+class PromotionBlocked(RegistryError):
+    """A promotion gate or the environment order refuses the version."""
+
+    message = "The version may not be released here yet."
+
+    def __init__(self, message: str, *, gate: str) -> None:
+        self.gate = gate
+        super().__init__(message)
+
+
+class NothingToRollBack(RegistryError):
+    message = "There is no change left to roll back."
+
+
+def percent_problem(pointer: str, detail: str) -> Problem:
+    return Problem("invalid_percent", detail, pointer)

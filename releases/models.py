@@ -1,0 +1,152 @@
+"""Environments, releases and their audit log.
+
+A ``Release`` is one prompt in one environment: its stable version, an optional canary (version +
+weight), an optional experiment (named variants with weights) and optional shadows (versions + a
+sample rate), each decision with its own salt. ``revision`` grows by one with every change; writers
+send the revision they read (``If-Match``) and a stale one is refused.
+
+A ``ReleaseEvent`` is written by the service for every change, with the full state before and
+after, and never changes afterwards: the database refuses its UPDATE and DELETE (migration 0002).
+A rollback reads one event's ``before`` and applies it as a new change; history is never rewritten.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from registry.models import Prompt, PromptVersion
+
+BASIS_POINTS = 10_000
+STATE_SCHEMA_VERSION = 1
+
+
+class Environment(models.Model):
+    name = models.CharField(
+        max_length=50,
+        unique=True,
+        validators=[RegexValidator(r"^[a-z][a-z0-9-]*$", "Lowercase letters, digits and '-'.")],
+    )
+    position = models.PositiveSmallIntegerField(
+        unique=True, help_text="Order of promotion: development before staging before production."
+    )
+    requires_previous_stable = models.BooleanField(
+        default=False,
+        help_text="A version must have been stable in the previous environment before it can "
+        "be deployed or canaried here.",
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Release(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="releases")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="releases")
+    revision = models.PositiveIntegerField(default=0)
+
+    stable_version = models.ForeignKey(
+        PromptVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    canary_version = models.ForeignKey(
+        PromptVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    canary_weight = models.PositiveIntegerField(default=0, help_text="Basis points, 0–10000.")
+    canary_salt = models.CharField(max_length=200, blank=True)
+
+    # The experiment's variants: [{"name": "A", "version": 7, "weight": 5000}, ...]; version numbers
+    # of this prompt (versions are immutable, so a number always means the same content).
+    experiment_name = models.CharField(max_length=100, blank=True)
+    experiment_variants = models.JSONField(default=list, blank=True)
+    experiment_salt = models.CharField(max_length=200, blank=True)
+
+    shadow_versions = models.JSONField(default=list, blank=True)  # version numbers
+    shadow_sample = models.PositiveIntegerField(default=0, help_text="Basis points, 0–10000.")
+    shadow_salt = models.CharField(max_length=200, blank=True)
+
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["environment__position", "prompt__key"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt", "environment"], name="release_unique_prompt_environment"
+            ),
+            models.CheckConstraint(
+                condition=Q(canary_weight__gte=0, canary_weight__lte=BASIS_POINTS),
+                name="release_canary_weight_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(shadow_sample__gte=0, shadow_sample__lte=BASIS_POINTS),
+                name="release_shadow_sample_range",
+            ),
+            # A canary is a version and a salt together, or neither.
+            models.CheckConstraint(
+                condition=Q(canary_version__isnull=True, canary_weight=0, canary_salt="")
+                | Q(canary_version__isnull=False) & ~Q(canary_salt=""),
+                name="release_canary_complete",
+            ),
+        ]
+        permissions = [
+            ("deploy_release", "Can deploy a version and run canaries, experiments, shadows"),
+            ("rollback_release", "Can roll a release back"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prompt.key} @ {self.environment.name}"
+
+
+class ReleaseEvent(models.Model):
+    class Action(models.TextChoices):
+        DEPLOY = "deploy", "Deploy"
+        CANARY_START = "canary_start", "Canary started"
+        CANARY_PERCENT = "canary_percent", "Canary ramped"
+        CANARY_PROMOTE = "canary_promote", "Canary promoted"
+        CANARY_ABORT = "canary_abort", "Canary aborted"
+        EXPERIMENT_START = "experiment_start", "Experiment started"
+        EXPERIMENT_STOP = "experiment_stop", "Experiment stopped"
+        SHADOW_START = "shadow_start", "Shadow started"
+        SHADOW_STOP = "shadow_stop", "Shadow stopped"
+        ROLLBACK = "rollback", "Rollback"
+
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="events")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    revision = models.PositiveIntegerField(help_text="The release's revision after this change.")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_label = models.CharField(max_length=150)
+    reason = models.TextField(blank=True)
+    # Full snapshots (releases.state.ReleaseState.as_dict), so a rollback reads one row and never
+    # replays diffs; schema_version says how to read them if the shape ever changes.
+    before = models.JSONField()
+    after = models.JSONField()
+    schema_version = models.PositiveSmallIntegerField(default=STATE_SCHEMA_VERSION)
+    # For a rollback: the event whose ``before`` it restored. Every change from that event up to
+    # the rollback counts as undone, so the next default rollback walks further back.
+    restores = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["release", "revision"], name="release_event_unique_revision"
+            ),
+            models.CheckConstraint(
+                condition=Q(action="rollback", restores__isnull=False)
+                | ~Q(action="rollback") & Q(restores__isnull=True),
+                name="release_event_rollback_restores",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.release} r{self.revision} {self.action}"

@@ -1,0 +1,101 @@
+"""Pure resolution: a release's served state + a subject + a locale -> which version, and why.
+
+No ORM and no I/O: the cache hands in a ``ServedRelease`` built from the database, and the same
+logic runs for every request. The SDK mirrors it over its bundle.
+
+1. The subject is the caller's (``sticky``), or one drawn for this request (not sticky).
+2. The canary draws first, with its own salt: a bucket under its weight gets the canary.
+3. Otherwise the experiment draws, with its own salt: the variant whose edge the bucket is under.
+4. Otherwise the stable version.
+5. Shadow sampling draws a third time, with its own salt, and lists the shadow versions to run.
+6. The locale falls back ``fr-CA`` -> ``fr`` -> the prompt's default among the version's locales.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from registry.errors import RegistryError
+from registry.locales import locale_normalize, locale_pick
+
+from .bucketing import Assignment, Reason, assign, bucket
+from .state import ReleaseState
+
+
+class NotReleased(RegistryError):
+    message = "The prompt has no version released in this environment."
+
+
+@dataclass(frozen=True, slots=True)
+class ServedVersion:
+    number: int
+    content_hash: str
+    variables: tuple[Mapping[str, Any], ...]
+    model: Mapping[str, Any]
+    templates: Mapping[str, Mapping[str, str]]  # locale -> the four sections
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRelease:
+    prompt: str
+    environment: str
+    default_locale: str
+    revision: int
+    state: ReleaseState
+    versions: Mapping[int, ServedVersion]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    release: ServedRelease
+    version: ServedVersion
+    assignment: Assignment
+    salt: str  # the salt of the decision that picked the version ("" for a plain stable)
+    locale: str
+    requested_locale: str
+    shadow: tuple[int, ...]
+
+
+def resolve(release: ServedRelease, *, subject: str | None, locale: str | None) -> Resolution:
+    sticky = bool(subject)
+    subject = subject or secrets.token_hex(8)
+    state = release.state
+    chosen, reason, label, drawn, salt = state.stable, Reason.STABLE, "stable", -1, ""
+    decided = False
+    if state.canary is not None and state.canary.weight > 0:
+        drawn, salt = bucket(state.canary.salt, subject), state.canary.salt
+        if drawn < state.canary.weight:
+            chosen, reason, label, decided = state.canary.version, Reason.CANARY, "canary", True
+    if not decided and state.experiment is not None:
+        drawn, salt = bucket(state.experiment.salt, subject), state.experiment.salt
+        splits = [(v.name, v.weight) for v in state.experiment.variants]
+        name = assign(splits, drawn)
+        if name is not None:
+            variant = next(v for v in state.experiment.variants if v.name == name)
+            chosen, reason, label = variant.version, Reason.EXPERIMENT, name
+    if chosen is None:
+        raise NotReleased()
+    shadow: tuple[int, ...] = ()
+    if (
+        state.shadow is not None
+        and state.shadow.sample > 0
+        and bucket(state.shadow.salt, subject) < state.shadow.sample
+    ):
+        shadow = tuple(n for n in state.shadow.versions if n != chosen)
+    version = release.versions[chosen]
+    requested = locale_normalize(locale) if locale else release.default_locale
+    used = locale_pick(requested, version.templates.keys(), default=release.default_locale)
+    return Resolution(
+        release=release,
+        version=version,
+        assignment=Assignment(
+            label=label, reason=reason, bucket=drawn if drawn >= 0 else None, sticky=sticky
+        ),
+        salt=salt,
+        locale=used,
+        requested_locale=requested,
+        shadow=shadow,
+    )

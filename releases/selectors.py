@@ -1,0 +1,138 @@
+"""Reads of releases: environments, a release and its history, the board, and the served
+snapshots the runtime cache is built from (STYLE R16: a fixed number of queries per call,
+whatever the number of prompts, versions or events)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import Prefetch, QuerySet
+
+from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
+
+from .errors import EnvironmentNotFound, ReleaseNotFound
+from .models import Environment, Release, ReleaseEvent
+from .resolution import ServedRelease, ServedVersion
+from .services import release_state
+
+
+def environment_list() -> QuerySet[Environment]:
+    return Environment.objects.order_by("position")
+
+
+def environment_get(*, name: str) -> Environment:
+    try:
+        return Environment.objects.get(name=name)
+    except Environment.DoesNotExist as exc:
+        known = ", ".join(environment_list().values_list("name", flat=True))
+        raise EnvironmentNotFound(f"There is no environment {name!r}; known: {known}.") from exc
+
+
+def _releases() -> QuerySet[Release]:
+    return Release.objects.select_related(
+        "prompt", "environment", "stable_version", "canary_version"
+    )
+
+
+def release_get(*, prompt: Prompt, environment: Environment) -> Release:
+    try:
+        return _releases().get(prompt=prompt, environment=environment)
+    except Release.DoesNotExist as exc:
+        raise ReleaseNotFound(
+            f"{prompt.key} has never been released in {environment.name}."
+        ) from exc
+
+
+def release_history(*, release: Release) -> QuerySet[ReleaseEvent]:
+    """Newest first; paginate it, never load it whole."""
+    return ReleaseEvent.objects.filter(release=release).order_by("-id")
+
+
+def release_board(*, environment: Environment) -> QuerySet[Release]:
+    """Every release in the environment with its latest event, in two queries."""
+    latest = ReleaseEvent.objects.order_by("-id")
+    return (
+        _releases()
+        .filter(environment=environment)
+        .prefetch_related(Prefetch("events", queryset=latest[:1], to_attr="latest_events"))
+        .order_by("prompt__key")
+    )
+
+
+def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ServedVersion]:
+    """The versions named by (prompt id, number) pairs, with their content, in three queries."""
+    pairs = set(pairs)
+    if not pairs:
+        return {}
+    prompt_ids = {p for p, _ in pairs}
+    numbers = {n for _, n in pairs}
+    versions = PromptVersion.objects.filter(
+        prompt_id__in=prompt_ids, number__in=numbers
+    ).prefetch_related(
+        Prefetch("variables", queryset=Variable.objects.order_by("position")),
+        Prefetch("templates", queryset=LocalizedTemplate.objects.order_by("locale")),
+    )
+    served = {}
+    for v in versions:
+        if (v.prompt_id, v.number) not in pairs:
+            continue  # the IN lists over-select across prompts; the pairs decide
+        served[(v.prompt_id, v.number)] = ServedVersion(
+            number=v.number,
+            content_hash=v.content_hash,
+            variables=tuple(
+                {
+                    "name": var.name,
+                    "type": var.type,
+                    "required": var.required,
+                    "default": var.default,
+                    "description": var.description,
+                }
+                for var in v.variables.all()
+            ),
+            model={
+                "provider": v.provider,
+                "model": v.model_name,
+                "parameters": v.parameters,
+                "response_schema": v.response_schema,
+                "fallbacks": v.fallbacks,
+            },
+            templates={
+                t.locale: {
+                    "system": t.system,
+                    "context": t.context,
+                    "instruction": t.instruction,
+                    "format": t.format,
+                }
+                for t in v.templates.all()
+            },
+        )
+    return served
+
+
+def served_releases(*, environment: str, prompt: str | None = None) -> list[ServedRelease]:
+    """Snapshots of the environment's releases (or one prompt's) as the runtime serves them."""
+    releases = list(
+        _releases().filter(
+            environment__name=environment, **({"prompt__key": prompt} if prompt is not None else {})
+        )
+    )
+    states = {r.pk: release_state(r) for r in releases}
+    versions = _served_versions((r.prompt_id, n) for r in releases for n in states[r.pk].versions())
+    return [
+        ServedRelease(
+            prompt=r.prompt.key,
+            environment=environment,
+            default_locale=r.prompt.default_locale,
+            revision=r.revision,
+            state=states[r.pk],
+            versions={n: versions[(r.prompt_id, n)] for n in states[r.pk].versions()},
+        )
+        for r in releases
+    ]
+
+
+def release_revisions(*, environment: str) -> dict[str, int]:
+    """prompt key -> revision, for the cache's periodic check (one narrow query)."""
+    return dict(
+        Release.objects.filter(environment__name=environment).values_list("prompt__key", "revision")
+    )

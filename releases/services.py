@@ -1,0 +1,644 @@
+"""Release changes: deploy, canary, experiment, shadow, rollback (STYLE R1, R3, R5, R6).
+
+Every change follows the same steps, in one transaction:
+
+1. lock the release row (creating it on first use), in the project's lock order: prompt first;
+2. compare the caller's revision *inside* the lock (a revision read outside it is stale by the
+   time we write) and refuse a stale one with ``ReleaseConflict``;
+3. compute the new state from the locked row, validating versions, percents and gates;
+4. save with ``update_fields``, bump the revision, write the ``ReleaseEvent`` with the full state
+   before and after;
+5. after commit, tell every web node (``releases.cache``): never from inside the transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from decimal import Decimal, InvalidOperation
+from functools import partial
+
+from django.db import IntegrityError, transaction
+
+from registry.actors import Actor
+from registry.errors import VersionNotFound
+from registry.models import Prompt, PromptVersion
+
+from .errors import (
+    NothingToRollBack,
+    PromotionBlocked,
+    ReleaseConflict,
+    ReleaseInvalid,
+    ReleaseStateInvalid,
+    VersionNotReleasable,
+    percent_problem,
+)
+from .gates import promotion_checks
+from .models import BASIS_POINTS, Environment, Release, ReleaseEvent
+from .state import Canary, Experiment, ReleaseState, Shadow, Variant
+
+Action = ReleaseEvent.Action
+MAX_VARIANTS = 10
+MAX_SHADOWS = 3
+
+
+def percent_to_basis_points(percent: Decimal | int | float | str, *, pointer: str) -> int:
+    """0–100 with at most two decimals -> 0–10000 basis points, or ``ReleaseInvalid``."""
+    try:
+        value = Decimal(str(percent))
+    except InvalidOperation as exc:
+        raise ReleaseInvalid(
+            [percent_problem(pointer, "Give a percentage from 0 to 100.")]
+        ) from exc
+    if not value.is_finite() or not Decimal(0) <= value <= Decimal(100):
+        raise ReleaseInvalid([percent_problem(pointer, "Give a percentage from 0 to 100.")])
+    points = value * 100
+    if points != points.to_integral_value():
+        raise ReleaseInvalid(
+            [percent_problem(pointer, "A percentage has at most two decimals (0.01 % steps).")]
+        )
+    return int(points)
+
+
+def _new_salt(release: Release, purpose: str, detail: str) -> str:
+    # Readable for "why did user X get version 7?", and unique per start: a random suffix means
+    # restarting the same canary re-draws its subjects instead of silently reusing the old ones.
+    return (
+        f"{release.prompt.key}/{release.environment.name}/{purpose}/{detail}/{secrets.token_hex(4)}"
+    )
+
+
+def release_state(release: Release) -> ReleaseState:
+    """The release's state as a value (one query for the version numbers if not selected)."""
+    canary = None
+    if release.canary_version_id is not None:
+        canary = Canary(release.canary_version.number, release.canary_weight, release.canary_salt)
+    experiment = None
+    if release.experiment_name:
+        experiment = Experiment(
+            release.experiment_name,
+            tuple(
+                Variant(v["name"], v["version"], v["weight"]) for v in release.experiment_variants
+            ),
+            release.experiment_salt,
+        )
+    shadow = None
+    if release.shadow_versions:
+        shadow = Shadow(tuple(release.shadow_versions), release.shadow_sample, release.shadow_salt)
+    return ReleaseState(
+        stable=release.stable_version.number if release.stable_version_id else None,
+        canary=canary,
+        experiment=experiment,
+        shadow=shadow,
+    )
+
+
+STATE_FIELDS = [
+    "stable_version",
+    "canary_version",
+    "canary_weight",
+    "canary_salt",
+    "experiment_name",
+    "experiment_variants",
+    "experiment_salt",
+    "shadow_versions",
+    "shadow_sample",
+    "shadow_salt",
+]
+
+
+def _apply_state(release: Release, state: ReleaseState) -> None:
+    numbers = state.versions()
+    by_number = {
+        v.number: v for v in PromptVersion.objects.filter(prompt=release.prompt, number__in=numbers)
+    }
+    release.stable_version = by_number[state.stable] if state.stable is not None else None
+    release.canary_version = by_number[state.canary.version] if state.canary else None
+    release.canary_weight = state.canary.weight if state.canary else 0
+    release.canary_salt = state.canary.salt if state.canary else ""
+    release.experiment_name = state.experiment.name if state.experiment else ""
+    release.experiment_variants = (
+        [
+            {"name": v.name, "version": v.version, "weight": v.weight}
+            for v in state.experiment.variants
+        ]
+        if state.experiment
+        else []
+    )
+    release.experiment_salt = state.experiment.salt if state.experiment else ""
+    release.shadow_versions = list(state.shadow.versions) if state.shadow else []
+    release.shadow_sample = state.shadow.sample if state.shadow else 0
+    release.shadow_salt = state.shadow.salt if state.shadow else ""
+
+
+def _locked_release(*, prompt: Prompt, environment: Environment) -> Release:
+    """The release row, locked; created on first use (the unique constraint settles a race)."""
+    Prompt.objects.select_for_update().filter(pk=prompt.pk).first()
+    try:
+        with transaction.atomic():
+            Release.objects.get_or_create(prompt=prompt, environment=environment)
+    except IntegrityError:
+        pass  # created by a concurrent first change; the lock below waits for it
+    return (
+        Release.objects.select_for_update(of=("self",))
+        .select_related("prompt", "environment", "stable_version", "canary_version")
+        .get(prompt=prompt, environment=environment)
+    )
+
+
+def ensure_revision_matches(release: Release, expected_revision: int | None) -> None:
+    if expected_revision is not None and expected_revision != release.revision:
+        raise ReleaseConflict(current_revision=release.revision)
+
+
+def _releasable(release: Release, number: int, *, pointer: str = "/version") -> PromptVersion:
+    version = PromptVersion.objects.filter(prompt=release.prompt, number=number).first()
+    if version is None:
+        raise VersionNotFound(f"{release.prompt.key} has no version {number}.")
+    if not version.is_committed:
+        raise VersionNotReleasable(
+            f"Version {number} of {release.prompt.key} is a draft; commit it before releasing it."
+        )
+    return version
+
+
+def _ensure_promotable(release: Release, number: int) -> None:
+    """The environment order and the registered promotion gates (not consulted by rollback)."""
+    environment = release.environment
+    if environment.requires_previous_stable:
+        previous = (
+            Environment.objects.filter(position__lt=environment.position)
+            .order_by("-position")
+            .first()
+        )
+        if (
+            previous is not None
+            and not ReleaseEvent.objects.filter(
+                release__prompt=release.prompt, release__environment=previous, after__stable=number
+            ).exists()
+        ):
+            raise PromotionBlocked(
+                f"{environment.name} takes only versions that have been stable in "
+                f"{previous.name}; version {number} has not.",
+                gate="environment-order",
+            )
+    for check in promotion_checks():
+        verdict = check(prompt_id=release.prompt_id, environment=environment.name, version=number)
+        if not verdict.passed:
+            raise PromotionBlocked(
+                verdict.detail or f"The {verdict.gate} gate failed.", gate=verdict.gate
+            )
+
+
+def _record(
+    *,
+    release: Release,
+    action: str,
+    actor: Actor,
+    reason: str,
+    before: ReleaseState,
+    after: ReleaseState,
+    restores: ReleaseEvent | None = None,
+) -> ReleaseEvent:
+    _apply_state(release, after)
+    release.revision += 1
+    release.save(update_fields=[*STATE_FIELDS, "revision", "updated_at"])
+    event = ReleaseEvent.objects.create(
+        release=release,
+        action=action,
+        revision=release.revision,
+        actor_id=actor.user_id,
+        actor_label=actor.label,
+        reason=reason,
+        before=before.as_dict(),
+        after=after.as_dict(),
+        restores=restores,
+    )
+    _publish_on_commit(release)
+    return event
+
+
+def _publish_on_commit(release: Release) -> None:
+    from .cache import release_changed  # the cache imports services' selectors; keep it lazy
+
+    transaction.on_commit(
+        partial(
+            release_changed,
+            environment=release.environment.name,
+            prompt=release.prompt.key,
+            revision=release.revision,
+        )
+    )
+
+
+def _change(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str,
+    expected_revision: int | None,
+    action: str,
+    decide,
+) -> Release:
+    release = _locked_release(prompt=prompt, environment=environment)
+    ensure_revision_matches(release, expected_revision)
+    before = release_state(release)
+    after = decide(release, before)
+    _record(release=release, action=action, actor=actor, reason=reason, before=before, after=after)
+    return release
+
+
+@transaction.atomic
+def release_deploy(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    version: int,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Makes ``version`` the stable version. Refused while a canary runs: promote or abort it."""
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.canary is not None:
+            raise ReleaseStateInvalid(
+                f"A canary of version {state.canary.version} is running; promote or abort it first."
+            )
+        _releasable(release, version)
+        if state.stable == version:
+            raise ReleaseStateInvalid(f"Version {version} is stable already.")
+        _ensure_promotable(release, version)
+        return replace(state, stable=version)
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.DEPLOY,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_canary_start(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    version: int,
+    percent: Decimal,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Sends ``percent`` of subjects to ``version``, with a new salt."""
+    weight = percent_to_basis_points(percent, pointer="/percent")
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.stable is None:
+            raise ReleaseStateInvalid("Deploy a stable version before starting a canary.")
+        if state.canary is not None:
+            raise ReleaseStateInvalid(
+                f"A canary of version {state.canary.version} is running; promote or abort it first."
+            )
+        _releasable(release, version)
+        if version == state.stable:
+            raise ReleaseStateInvalid(f"Version {version} is the stable version already.")
+        _ensure_promotable(release, version)
+        salt = _new_salt(release, "canary", str(version))
+        return replace(state, canary=Canary(version, weight, salt))
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.CANARY_START,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_canary_set_percent(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    percent: Decimal,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Ramps the running canary. Never re-salts: raising only adds subjects, lowering removes the
+    highest buckets."""
+    weight = percent_to_basis_points(percent, pointer="/percent")
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.canary is None:
+            raise ReleaseStateInvalid("No canary is running.")
+        if state.canary.weight == weight:
+            raise ReleaseStateInvalid(f"The canary is at {percent} % already.")
+        return replace(state, canary=replace(state.canary, weight=weight))
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.CANARY_PERCENT,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_canary_promote(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """The canary's version becomes stable for everyone."""
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.canary is None:
+            raise ReleaseStateInvalid("No canary is running.")
+        _ensure_promotable(release, state.canary.version)
+        return replace(state, stable=state.canary.version, canary=None)
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.CANARY_PROMOTE,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_canary_abort(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Everyone goes back to the stable version."""
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.canary is None:
+            raise ReleaseStateInvalid("No canary is running.")
+        return replace(state, canary=None)
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.CANARY_ABORT,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_experiment_start(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    name: str,
+    variants: list[tuple[str, int, Decimal]],
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Splits subjects between named variants (name, version, percent); the rest stay on stable.
+
+    A running experiment's weights are fixed: moving one boundary would reassign people, so a
+    change means stopping it and starting another (with a new salt)."""
+    problems = []
+    if not name.strip() or len(name) > 100:
+        problems.append(percent_problem("/name", "Name the experiment (1 to 100 characters)."))
+    if not 2 <= len(variants) <= MAX_VARIANTS:
+        problems.append(percent_problem("/variants", f"Give 2 to {MAX_VARIANTS} variants."))
+    names = [v[0] for v in variants]
+    if len(set(names)) != len(names):
+        problems.append(percent_problem("/variants", "Variant names must be unique."))
+    if any(n in {"stable", "canary"} or not n.strip() or len(n) > 50 for n in names):
+        problems.append(
+            percent_problem(
+                "/variants", "Variant names are 1 to 50 characters, not stable or canary."
+            )
+        )
+    weights = []
+    for i, (_, _, percent) in enumerate(variants):
+        try:
+            weights.append(percent_to_basis_points(percent, pointer=f"/variants/{i}/percent"))
+        except ReleaseInvalid as exc:
+            problems += exc.problems
+    if len(weights) == len(variants) and sum(weights) > BASIS_POINTS:
+        problems.append(
+            percent_problem("/variants", "The variants' percentages add up to over 100.")
+        )
+    if problems:
+        raise ReleaseInvalid(problems)
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.experiment is not None:
+            raise ReleaseStateInvalid(
+                f"The experiment {state.experiment.name!r} is running; its weights are fixed. "
+                "Stop it before starting another."
+            )
+        if state.stable is None:
+            raise ReleaseStateInvalid("Deploy a stable version before starting an experiment.")
+        for i, (_, number, _) in enumerate(variants):
+            _releasable(release, number, pointer=f"/variants/{i}/version")
+        salt = _new_salt(release, "experiment", name)
+        return replace(
+            state,
+            experiment=Experiment(
+                name,
+                tuple(Variant(n, v, w) for (n, v, _), w in zip(variants, weights, strict=True)),
+                salt,
+            ),
+        )
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.EXPERIMENT_START,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_experiment_stop(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    winner: str | None,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Ends the experiment; the winner's version (if one is named) becomes stable."""
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.experiment is None:
+            raise ReleaseStateInvalid("No experiment is running.")
+        stable = state.stable
+        if winner:
+            match = [v for v in state.experiment.variants if v.name == winner]
+            if not match:
+                known = ", ".join(v.name for v in state.experiment.variants)
+                raise ReleaseStateInvalid(f"No variant named {winner!r}; the variants are {known}.")
+            stable = match[0].version
+            if state.canary is not None and state.canary.version == stable:
+                raise ReleaseStateInvalid("The winner is the running canary; promote it instead.")
+            _ensure_promotable(release, stable)
+        return replace(state, stable=stable, experiment=None)
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.EXPERIMENT_STOP,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_shadow_start(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    versions: list[int],
+    sample_percent: Decimal,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Runs ``versions`` on a sample of live calls' inputs, out of users' sight (runs issue)."""
+    sample = percent_to_basis_points(sample_percent, pointer="/sample_percent")
+    if not 1 <= len(versions) <= MAX_SHADOWS or len(set(versions)) != len(versions):
+        raise ReleaseInvalid(
+            [percent_problem("/versions", f"Give 1 to {MAX_SHADOWS} different versions.")]
+        )
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.stable is None:
+            raise ReleaseStateInvalid("Deploy a stable version before shadowing others.")
+        for i, number in enumerate(versions):
+            _releasable(release, number, pointer=f"/versions/{i}")
+        salt = _new_salt(release, "shadow", "-".join(map(str, versions)))
+        return replace(state, shadow=Shadow(tuple(versions), sample, salt))
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.SHADOW_START,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_shadow_stop(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        if state.shadow is None:
+            raise ReleaseStateInvalid("No shadow is running.")
+        return replace(state, shadow=None)
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.SHADOW_STOP,
+        decide=decide,
+    )
+
+
+def rollback_target(release: Release, to_event: int | None = None) -> ReleaseEvent:
+    """The event whose ``before`` a rollback restores.
+
+    By default, the last change that no rollback has undone yet: a rollback restoring event E
+    undoes every change from E up to itself, so repeated rollbacks walk further back and never
+    undo a rollback. ``to_event`` names any earlier change directly.
+    """
+    events = list(
+        ReleaseEvent.objects.filter(release=release)
+        .only("id", "action", "restores_id")
+        .order_by("id")
+    )
+    if to_event is not None:
+        target = next((e for e in events if e.pk == to_event), None)
+        if target is None or target.action == Action.ROLLBACK:
+            raise ReleaseStateInvalid(
+                f"Event {to_event} is not a change of this release that can be rolled back to."
+            )
+        return ReleaseEvent.objects.get(pk=target.pk)
+    undone: set[int] = set()
+    for rollback in (e for e in events if e.action == Action.ROLLBACK):
+        undone |= {
+            e.pk
+            for e in events
+            if e.action != Action.ROLLBACK and rollback.restores_id <= e.pk < rollback.pk
+        }
+    changes = [e for e in events if e.action != Action.ROLLBACK and e.pk not in undone]
+    if not changes:
+        raise NothingToRollBack()
+    return ReleaseEvent.objects.get(pk=changes[-1].pk)
+
+
+@transaction.atomic
+def release_rollback(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str = "",
+    to_event: int | None = None,
+    expected_revision: int | None = None,
+) -> Release:
+    """Restores the state before the last change (or before ``to_event``), as a new event.
+
+    Never consults gates or the environment order: the way back is always open."""
+    release = _locked_release(prompt=prompt, environment=environment)
+    ensure_revision_matches(release, expected_revision)
+    target = rollback_target(release, to_event)
+    before = release_state(release)
+    after = ReleaseState.from_dict(target.before)
+    _record(
+        release=release,
+        action=Action.ROLLBACK,
+        actor=actor,
+        reason=reason,
+        before=before,
+        after=after,
+        restores=target,
+    )
+    return release
