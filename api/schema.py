@@ -16,3 +16,208 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
             "description": "An API key from `manage.py apikey create`, sent as "
             "`Authorization: Bearer pr_…`. Keys carry scopes and may be limited to environments.",
         }
+
+
+def _problem_responses(*statuses: int) -> dict:
+    return {
+        str(status): {
+            "description": "A problem document (RFC 9457).",
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+        for status in statuses
+    }
+
+
+_SECTIONS = {
+    "type": "object",
+    "properties": {
+        name: {"type": "string"} for name in ("system", "context", "instruction", "format")
+    },
+}
+_RESOLUTION = {
+    "type": "object",
+    "required": [
+        "prompt",
+        "environment",
+        "version",
+        "variant",
+        "reason",
+        "sticky",
+        "locale",
+        "requested_locale",
+        "sections",
+        "variables",
+        "model",
+        "revision",
+        "content_hash",
+        "shadow",
+    ],
+    "properties": {
+        "prompt": {"type": "string"},
+        "environment": {"type": "string"},
+        "version": {"type": "integer"},
+        "variant": {"type": "string", "description": "stable, canary or the experiment variant"},
+        "reason": {"type": "string", "enum": ["stable", "canary", "experiment"]},
+        "sticky": {"type": "boolean", "description": "false when no subject was sent"},
+        "locale": {"type": "string"},
+        "requested_locale": {"type": "string"},
+        "sections": _SECTIONS,
+        "variables": {"type": "array", "items": {"type": "object"}},
+        "model": {"type": "object"},
+        "revision": {"type": "integer"},
+        "content_hash": {"type": "string"},
+        "shadow": {"type": "array", "items": {"type": "integer"}},
+        "trace": {
+            "type": "object",
+            "properties": {
+                "bucket": {"type": "integer", "nullable": True},
+                "salt": {"type": "string"},
+                "hash_version": {"type": "integer"},
+            },
+        },
+    },
+}
+_PROBLEM = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _query(name: str, description: str, *, required: bool = False) -> dict:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _path(name: str, description: str) -> dict:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def runtime_paths(result, generator, request, public):
+    """drf-spectacular postprocessing hook: describes the runtime path's plain Django views."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = _PROBLEM
+    schemas["Resolution"] = _RESOLUTION
+    schemas["Rendering"] = {
+        "allOf": [
+            {"$ref": "#/components/schemas/Resolution"},
+            {
+                "type": "object",
+                "properties": {
+                    "rendered": _SECTIONS,
+                    "messages": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "role": {"type": "string"},
+                                "content": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+        ]
+    }
+    security = [{"apiKey": []}]
+    key = _path("key", "The prompt's key.")
+    errors = _problem_responses(400, 401, 403, 404)
+    paths = result.setdefault("paths", {})
+    paths["/api/v1/prompts/{key}/resolve"] = {
+        "get": {
+            "operationId": "prompts_resolve",
+            "summary": "Which version serves this subject, in this locale, in this environment.",
+            "tags": ["runtime"],
+            "security": security,
+            "parameters": [
+                key,
+                _query("environment", "The environment.", required=True),
+                _query("locale", "BCP 47; falls back fr-CA -> fr -> the prompt's default."),
+                _query("subject", "Who is served (user, account, session); sticky when given."),
+            ],
+            "responses": {
+                "200": {
+                    "description": "The resolved prompt.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Resolution"}}
+                    },
+                },
+                "304": {"description": "Not modified (If-None-Match)."},
+                **errors,
+            },
+        }
+    }
+    paths["/api/v1/prompts/{key}/render"] = {
+        "post": {
+            "operationId": "prompts_render",
+            "summary": "Resolve, then render with the variables into chat messages.",
+            "tags": ["runtime"],
+            "security": security,
+            "parameters": [key],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["environment"],
+                            "properties": {
+                                "environment": {"type": "string"},
+                                "locale": {"type": "string"},
+                                "subject": {"type": "string"},
+                                "variables": {"type": "object"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The rendered prompt.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Rendering"}}
+                    },
+                },
+                **errors,
+                **_problem_responses(413, 415),
+            },
+        }
+    }
+    paths["/api/v1/environments/{environment}/bundle"] = {
+        "get": {
+            "operationId": "environments_bundle",
+            "summary": "Every release in the environment with its versions, for local evaluation.",
+            "tags": ["runtime"],
+            "security": security,
+            "parameters": [_path("environment", "The environment.")],
+            "responses": {
+                "200": {
+                    "description": "The bundle (hash_version 1).",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "304": {"description": "Not modified (If-None-Match)."},
+                **_problem_responses(401, 403),
+            },
+        }
+    }
+    return result

@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from . import prompts, versions
+from . import prompts, releases, runtime, versions
 
 
 class PromptKeyConverter:
@@ -15,6 +15,8 @@ class PromptKeyConverter:
 
 
 register_converter(PromptKeyConverter, "key")
+
+R = "releases/<slug:environment>/<key:key>"
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -43,4 +45,38 @@ urlpatterns = [
         versions.VersionRenderApi.as_view(),
         name="version-render",
     ),
+    # The runtime path: RuntimeMiddleware answers these first; the URLconf keeps them reachable
+    # (and reversible) behind any middleware stack.
+    path("prompts/<key:key>/resolve", runtime.resolve_view, name="resolve"),
+    path("prompts/<key:key>/render", runtime.render_view, name="render"),
+    path("environments/<slug:environment>/bundle", runtime.bundle_view, name="bundle"),
+    path("environments", releases.EnvironmentListApi.as_view(), name="environments"),
+    path(R, releases.ReleaseDetailApi.as_view(), name="release"),
+    path(f"{R}/history", releases.ReleaseHistoryApi.as_view(), name="release-history"),
+    path(f"{R}/deploy", releases.ReleaseDeployApi.as_view(), name="release-deploy"),
+    path(f"{R}/canary", releases.ReleaseCanaryStartApi.as_view(), name="release-canary"),
+    path(
+        f"{R}/canary/percent",
+        releases.ReleaseCanaryPercentApi.as_view(),
+        name="release-canary-percent",
+    ),
+    path(
+        f"{R}/canary/promote",
+        releases.ReleaseCanaryPromoteApi.as_view(),
+        name="release-canary-promote",
+    ),
+    path(
+        f"{R}/canary/abort", releases.ReleaseCanaryAbortApi.as_view(), name="release-canary-abort"
+    ),
+    path(
+        f"{R}/experiment", releases.ReleaseExperimentStartApi.as_view(), name="release-experiment"
+    ),
+    path(
+        f"{R}/experiment/stop",
+        releases.ReleaseExperimentStopApi.as_view(),
+        name="release-experiment-stop",
+    ),
+    path(f"{R}/shadow", releases.ReleaseShadowStartApi.as_view(), name="release-shadow"),
+    path(f"{R}/shadow/stop", releases.ReleaseShadowStopApi.as_view(), name="release-shadow-stop"),
+    path(f"{R}/rollback", releases.ReleaseRollbackApi.as_view(), name="release-rollback"),
 ]

@@ -1,0 +1,397 @@
+"""The release path: environments, release state, changes and history (scope ``releases:write``).
+
+Each change takes an optional ``If-Match`` with the release revision (quoted or not); a stale one
+answers ``409 stale-revision`` with ``current_revision``. Keys limited to environments cannot touch
+another one: the check runs before any service is called.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from registry.selectors import prompt_get
+from releases import services
+from releases.models import Release
+from releases.selectors import environment_get, environment_list, release_get, release_history
+from releases.services import release_state
+
+from .models import Scope
+from .pagination import Pagination
+from .permissions import HasScope, ensure_environment_allowed
+
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    str,
+    OpenApiParameter.HEADER,
+    description="The release revision you read; the change is refused if it moved on.",
+)
+
+
+def if_match_revision(request: Request) -> int | None:
+    value = request.headers.get("If-Match", "").strip().removeprefix("W/").strip('"')
+    if not value or value == "*":
+        return None
+    if not value.isdigit():
+        raise serializers.ValidationError({"If-Match": ["Send the release revision, a number."]})
+    return int(value)
+
+
+class EnvironmentSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    position = serializers.IntegerField()
+    requires_previous_stable = serializers.BooleanField()
+    description = serializers.CharField()
+
+
+class EnvironmentListApi(APIView):
+    permission_classes = [HasScope(Scope.PROMPTS_READ)]
+
+    @extend_schema(operation_id="environments_list", responses=EnvironmentSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(EnvironmentSerializer(environment_list(), many=True).data)
+
+
+def release_representation(release: Release) -> dict:
+    state = release_state(release)
+    return {
+        "prompt": release.prompt.key,
+        "environment": release.environment.name,
+        "revision": release.revision,
+        "stable": state.stable,
+        "canary": (
+            {
+                "version": state.canary.version,
+                "percent": state.canary.weight / 100,
+                "salt": state.canary.salt,
+            }
+            if state.canary
+            else None
+        ),
+        "experiment": (
+            {
+                "name": state.experiment.name,
+                "salt": state.experiment.salt,
+                "variants": [
+                    {"name": v.name, "version": v.version, "percent": v.weight / 100}
+                    for v in state.experiment.variants
+                ],
+            }
+            if state.experiment
+            else None
+        ),
+        "shadow": (
+            {
+                "versions": list(state.shadow.versions),
+                "sample_percent": state.shadow.sample / 100,
+                "salt": state.shadow.salt,
+            }
+            if state.shadow
+            else None
+        ),
+        "updated_at": release.updated_at.isoformat(),
+    }
+
+
+class ReleaseOutputSerializer(serializers.Serializer):
+    """Documents the shape of ``release_representation``."""
+
+    class CanarySerializer(serializers.Serializer):
+        version = serializers.IntegerField()
+        percent = serializers.FloatField()
+        salt = serializers.CharField()
+
+        class Meta:
+            ref_name = "ReleaseCanary"
+
+    class VariantSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        version = serializers.IntegerField()
+        percent = serializers.FloatField()
+
+        class Meta:
+            ref_name = "ReleaseVariant"
+
+    class ExperimentSerializer(serializers.Serializer):
+        name = serializers.CharField()
+        salt = serializers.CharField()
+        variants = serializers.ListField(child=serializers.DictField())
+
+        class Meta:
+            ref_name = "ReleaseExperiment"
+
+    class ShadowSerializer(serializers.Serializer):
+        versions = serializers.ListField(child=serializers.IntegerField())
+        sample_percent = serializers.FloatField()
+        salt = serializers.CharField()
+
+        class Meta:
+            ref_name = "ReleaseShadow"
+
+    prompt = serializers.CharField()
+    environment = serializers.CharField()
+    revision = serializers.IntegerField()
+    stable = serializers.IntegerField(allow_null=True)
+    canary = CanarySerializer(allow_null=True)
+    experiment = ExperimentSerializer(allow_null=True)
+    shadow = ShadowSerializer(allow_null=True)
+    updated_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "Release"
+
+
+def _release_response(release: Release, status_code: int = status.HTTP_200_OK) -> Response:
+    response = Response(release_representation(release), status=status_code)
+    response["ETag"] = f'"{release.revision}"'
+    return response
+
+
+def _target(request: Request, environment: str, key: str):
+    ensure_environment_allowed(request, environment)
+    return prompt_get(key=key), environment_get(name=environment)
+
+
+class ReleaseDetailApi(APIView):
+    """``GET /releases/{environment}/{key}``: the release's state; its revision is the ETag."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_READ)]
+
+    @extend_schema(operation_id="releases_retrieve", responses=ReleaseOutputSerializer)
+    def get(self, request: Request, environment: str, key: str) -> Response:
+        prompt, env = _target(request, environment, key)
+        return _release_response(release_get(prompt=prompt, environment=env))
+
+
+class ReleaseChangeApi(APIView):
+    """Base of the change endpoints: scope, environment limit, If-Match, reason, one service."""
+
+    permission_classes = [HasScope(Scope.RELEASES_WRITE)]
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(
+            required=False, allow_blank=True, default="", max_length=2000
+        )
+
+    def change(self, request: Request, **arguments) -> Release:
+        raise NotImplementedError  # each endpoint names its service
+
+    def post(self, request: Request, environment: str, key: str) -> Response:
+        prompt, env = _target(request, environment, key)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        release = self.change(
+            request,
+            prompt=prompt,
+            environment=env,
+            actor=request.user.actor,
+            expected_revision=if_match_revision(request),
+            **values,
+        )
+        return _release_response(release)
+
+
+def _change_schema(operation_id: str, serializer):
+    return extend_schema(
+        operation_id=operation_id,
+        request=serializer,
+        responses=ReleaseOutputSerializer,
+        parameters=[IF_MATCH],
+    )
+
+
+class _Reason(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class ReleaseDeployApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        version = serializers.IntegerField(min_value=1)
+
+        class Meta:
+            ref_name = "ReleaseDeployInput"
+
+    def change(self, request, **arguments):
+        return services.release_deploy(**arguments)
+
+    @_change_schema("releases_deploy", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+PERCENT = {"max_digits": 5, "decimal_places": 2, "min_value": 0, "max_value": 100}
+
+
+class ReleaseCanaryStartApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        version = serializers.IntegerField(min_value=1)
+        percent = serializers.DecimalField(**PERCENT)
+
+        class Meta:
+            ref_name = "ReleaseCanaryStartInput"
+
+    def change(self, request, **arguments):
+        return services.release_canary_start(**arguments)
+
+    @_change_schema("releases_canary_start", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseCanaryPercentApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        percent = serializers.DecimalField(**PERCENT)
+
+        class Meta:
+            ref_name = "ReleaseCanaryPercentInput"
+
+    def change(self, request, **arguments):
+        return services.release_canary_set_percent(**arguments)
+
+    @_change_schema("releases_canary_percent", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseCanaryPromoteApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        class Meta:
+            ref_name = "ReleaseCanaryPromoteInput"
+
+    def change(self, request, **arguments):
+        return services.release_canary_promote(**arguments)
+
+    @_change_schema("releases_canary_promote", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseCanaryAbortApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        class Meta:
+            ref_name = "ReleaseCanaryAbortInput"
+
+    def change(self, request, **arguments):
+        return services.release_canary_abort(**arguments)
+
+    @_change_schema("releases_canary_abort", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseExperimentStartApi(ReleaseChangeApi):
+    class VariantSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=50)
+        version = serializers.IntegerField(min_value=1)
+        percent = serializers.DecimalField(**PERCENT)
+
+        class Meta:
+            ref_name = "ReleaseExperimentVariantInput"
+
+    class InputSerializer(_Reason):
+        name = serializers.CharField(max_length=100)
+        variants = serializers.ListField(min_length=2, max_length=10)
+
+        class Meta:
+            ref_name = "ReleaseExperimentStartInput"
+
+    def change(self, request, *, variants, **arguments):
+        parsed = ReleaseExperimentStartApi.VariantSerializer(data=variants, many=True)
+        parsed.is_valid(raise_exception=True)
+        return services.release_experiment_start(
+            variants=[(v["name"], v["version"], v["percent"]) for v in parsed.validated_data],
+            **arguments,
+        )
+
+    @_change_schema("releases_experiment_start", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseExperimentStopApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        winner = serializers.CharField(required=False, allow_null=True, default=None, max_length=50)
+
+        class Meta:
+            ref_name = "ReleaseExperimentStopInput"
+
+    def change(self, request, **arguments):
+        return services.release_experiment_stop(**arguments)
+
+    @_change_schema("releases_experiment_stop", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseShadowStartApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1)
+        sample_percent = serializers.DecimalField(**PERCENT)
+
+        class Meta:
+            ref_name = "ReleaseShadowStartInput"
+
+    def change(self, request, **arguments):
+        return services.release_shadow_start(**arguments)
+
+    @_change_schema("releases_shadow_start", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseShadowStopApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        class Meta:
+            ref_name = "ReleaseShadowStopInput"
+
+    def change(self, request, **arguments):
+        return services.release_shadow_stop(**arguments)
+
+    @_change_schema("releases_shadow_stop", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseRollbackApi(ReleaseChangeApi):
+    class InputSerializer(_Reason):
+        to_event = serializers.IntegerField(required=False, allow_null=True, default=None)
+
+        class Meta:
+            ref_name = "ReleaseRollbackInput"
+
+    def change(self, request, **arguments):
+        return services.release_rollback(**arguments)
+
+    @_change_schema("releases_rollback", InputSerializer)
+    def post(self, request, environment, key):
+        return super().post(request, environment, key)
+
+
+class ReleaseEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    action = serializers.CharField()
+    revision = serializers.IntegerField()
+    actor = serializers.CharField(source="actor_label")
+    reason = serializers.CharField()
+    before = serializers.JSONField()
+    after = serializers.JSONField()
+    restores = serializers.IntegerField(source="restores_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class ReleaseHistoryApi(APIView):
+    """``GET /releases/{environment}/{key}/history``: newest first, paginated."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_READ)]
+
+    @extend_schema(operation_id="releases_history", responses=ReleaseEventSerializer(many=True))
+    def get(self, request: Request, environment: str, key: str) -> Response:
+        prompt, env = _target(request, environment, key)
+        events = release_history(release=release_get(prompt=prompt, environment=env))
+        paginator = Pagination()
+        page = paginator.paginate_queryset(events, request, view=self)
+        return paginator.get_paginated_response(ReleaseEventSerializer(page, many=True).data)

@@ -1,0 +1,362 @@
+"""The runtime path: resolve, render and bundle, as plain Django views over the release cache.
+
+Services call these thousands of times a second, so they skip DRF and Django's default middleware
+(``RuntimeMiddleware`` sits first and answers them itself): a bearer key checked against the
+in-memory keyring, a lookup in the in-process release cache, the pure resolution, ``json.dumps``.
+On a warm cache none of it touches the database. The same views are in the URLconf, so they also
+work behind any middleware, and ``api.schema`` describes them in the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.request import RawPostDataException
+
+from registry.errors import ProblemsError, RegistryError
+from registry.rendering import Sections, render_sections, to_messages
+from registry.variables import VariableSpec, variables_validate
+from releases.bucketing import HASH_VERSION
+from releases.cache import release_cache
+from releases.resolution import NotReleased, Resolution, ServedRelease, resolve
+
+from . import problems
+from .authentication import bearer_token
+from .keyring import KeyEntry, keyring
+from .models import Scope
+
+KEY = r"(?P<key>[a-z0-9][a-z0-9._-]*)"
+ENVIRONMENT = r"(?P<environment>[a-z][a-z0-9-]*)"
+DEGRADED_HEADER = "X-Registry-Degraded"
+
+
+def _problem(problem: problems.ProblemType, detail: str, request: HttpRequest, **extra: Any):
+    response = JsonResponse(
+        problems.problem_body(problem, detail, instance=request.path, **extra),
+        status=problem.status,
+        content_type=problems.CONTENT_TYPE,
+    )
+    if problem.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+class _Refused(Exception):
+    def __init__(self, response: HttpResponse) -> None:
+        self.response = response
+
+
+def _authorize(request: HttpRequest, environment: str) -> KeyEntry:
+    raw = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
+    if raw is None:
+        raise _Refused(
+            _problem(problems.UNAUTHENTICATED, "Send 'Authorization: Bearer <key>'.", request)
+        )
+    entry = keyring.authenticate(raw)
+    if entry is None:
+        raise _Refused(
+            _problem(problems.UNAUTHENTICATED, "The API key is unknown or revoked.", request)
+        )
+    if str(Scope.PROMPTS_READ) not in entry.scopes:
+        raise _Refused(
+            _problem(
+                problems.INSUFFICIENT_SCOPE,
+                f"This needs the {Scope.PROMPTS_READ} scope.",
+                request,
+                required_scope=str(Scope.PROMPTS_READ),
+            )
+        )
+    if not environment:
+        raise _Refused(
+            _problem(
+                problems.VALIDATION,
+                "Name the environment.",
+                request,
+                errors=[
+                    {
+                        "code": "required",
+                        "detail": "Name the environment.",
+                        "pointer": "/environment",
+                    }
+                ],
+            )
+        )
+    if not entry.allows_environment(environment):
+        raise _Refused(
+            _problem(
+                problems.ENVIRONMENT_FORBIDDEN,
+                f"The key may not read {environment}.",
+                request,
+                environment=environment,
+            )
+        )
+    return entry
+
+
+def _domain_problem(exc: RegistryError, request: HttpRequest) -> HttpResponse:
+    problem = problems.problem_for(exc)
+    extra = problems.problem_extra(exc)
+    if isinstance(exc, ProblemsError):
+        extra["errors"] = [p.as_dict() for p in exc.problems]
+    return _problem(problem, exc.message, request, **extra)
+
+
+def _lookup(request: HttpRequest, environment: str, key: str) -> tuple[ServedRelease, str]:
+    found = release_cache().lookup(environment, key)
+    if found.release is None:
+        raise _Refused(
+            _problem(
+                problems.NOT_RELEASED,
+                f"{key} has no release in {environment} (or there is no such prompt or "
+                "environment).",
+                request,
+            )
+        )
+    return found.release, found.degraded
+
+
+def resolution_answer(resolution: Resolution) -> dict[str, Any]:
+    release, version, assignment = resolution.release, resolution.version, resolution.assignment
+    return {
+        "prompt": release.prompt,
+        "environment": release.environment,
+        "version": version.number,
+        "variant": assignment.label,
+        "reason": str(assignment.reason),
+        "sticky": assignment.sticky,
+        "locale": resolution.locale,
+        "requested_locale": resolution.requested_locale,
+        "sections": version.templates[resolution.locale],
+        "variables": list(version.variables),
+        "model": version.model,
+        "revision": release.revision,
+        "content_hash": version.content_hash,
+        "shadow": list(resolution.shadow),
+        "trace": {
+            "bucket": assignment.bucket,
+            "salt": resolution.salt,
+            "hash_version": HASH_VERSION,
+        },
+    }
+
+
+def _json(data: Any, *, status: int = 200, etag: str = "", degraded: str = "") -> HttpResponse:
+    response = HttpResponse(
+        json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+    )
+    response["Cache-Control"] = "private, no-cache"
+    response["X-Content-Type-Options"] = "nosniff"
+    if etag:
+        response["ETag"] = etag
+    if degraded:
+        response[DEGRADED_HEADER] = degraded
+    return response
+
+
+def _not_modified(request: HttpRequest, etag: str) -> bool:
+    header = request.META.get("HTTP_IF_NONE_MATCH", "")
+    return bool(header) and (
+        etag in {t.strip() for t in header.split(",")} or header.strip() == "*"
+    )
+
+
+def _resolve(
+    request: HttpRequest, key: str, environment: str, locale: str | None, subject: str | None
+):
+    release, degraded = _lookup(request, environment, key)
+    try:
+        resolution = resolve(release, subject=subject, locale=locale)
+    except NotReleased as exc:
+        raise _Refused(_problem(problems.NOT_RELEASED, exc.message, request)) from exc
+    except RegistryError as exc:
+        raise _Refused(_domain_problem(exc, request)) from exc
+    return resolution, degraded
+
+
+def resolve_view(request: HttpRequest, key: str) -> HttpResponse:
+    """``GET /api/v1/prompts/{key}/resolve?environment=&locale=&subject=``"""
+    if request.method not in {"GET", "HEAD"}:
+        return _problem(
+            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
+        )
+    environment = request.GET.get("environment", "")
+    try:
+        _authorize(request, environment)
+        resolution, degraded = _resolve(
+            request,
+            key,
+            environment,
+            request.GET.get("locale") or None,
+            request.GET.get("subject") or None,
+        )
+    except _Refused as refused:
+        return refused.response
+    answer = resolution_answer(resolution)
+    etag = _etag(answer)
+    if _not_modified(request, etag):
+        response = HttpResponse(status=304)
+        response["ETag"] = etag
+        return response
+    return _json(answer, etag=etag, degraded=degraded)
+
+
+def _etag(answer: dict[str, Any]) -> str:
+    # What makes two answers differ for the same URL: revision, version, variant, locale.
+    basis = f"{answer['environment']}|{answer['prompt']}|{answer['revision']}|{answer['version']}|{answer['variant']}|{answer['locale']}|{answer['shadow']}"
+    return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'
+
+
+def _body(request: HttpRequest) -> dict[str, Any]:
+    content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip()
+    if content_type != "application/json":
+        raise _Refused(_problem(problems.UNSUPPORTED_MEDIA, "Send application/json.", request))
+    try:
+        raw = request.body  # enforces DATA_UPLOAD_MAX_MEMORY_SIZE
+    except (RequestDataTooBig, RawPostDataException) as exc:
+        raise _Refused(
+            _problem(
+                problems.TOO_LARGE,
+                f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+                request,
+            )
+        ) from exc
+    try:
+        data = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _Refused(
+            _problem(problems.MALFORMED, f"The body is not valid JSON: {exc}", request)
+        ) from exc
+    if not isinstance(data, dict):
+        raise _Refused(_problem(problems.MALFORMED, "The body must be a JSON object.", request))
+    errors = []
+    for name in ("environment", "locale", "subject"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            errors.append(
+                {"code": "invalid", "detail": f"{name} must be a string.", "pointer": f"/{name}"}
+            )
+    if not isinstance(data.get("variables", {}), dict):
+        errors.append(
+            {"code": "invalid", "detail": "variables must be an object.", "pointer": "/variables"}
+        )
+    if errors:
+        raise _Refused(
+            _problem(
+                problems.VALIDATION, "The request has problems; see errors.", request, errors=errors
+            )
+        )
+    return data
+
+
+def render_view(request: HttpRequest, key: str) -> HttpResponse:
+    """``POST /api/v1/prompts/{key}/render`` ``{environment, locale, subject, variables}``"""
+    if request.method != "POST":
+        return _problem(
+            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
+        )
+    try:
+        data = _body(request)
+        environment = data.get("environment") or ""
+        _authorize(request, environment)
+        resolution, degraded = _resolve(
+            request, key, environment, data.get("locale") or None, data.get("subject") or None
+        )
+        version = resolution.version
+        specs = [VariableSpec.from_dict(v) for v in version.variables]
+        values = variables_validate(specs, data.get("variables") or {})
+        rendered = render_sections(
+            sections=Sections.from_mapping(version.templates[resolution.locale]),
+            variables=values,
+            locale=resolution.locale,
+            max_chars=settings.PROMPT_RENDER_MAX_CHARS,
+        )
+    except _Refused as refused:
+        return refused.response
+    except RegistryError as exc:
+        return _domain_problem(exc, request)
+    answer = resolution_answer(resolution)
+    answer["rendered"] = rendered.as_dict()
+    answer["messages"] = to_messages(rendered)
+    return _json(answer, degraded=degraded)
+
+
+def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
+    """``GET /api/v1/environments/{environment}/bundle``: every release there, for SDKs."""
+    if request.method not in {"GET", "HEAD"}:
+        return _problem(
+            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
+        )
+    try:
+        _authorize(request, environment)
+    except _Refused as refused:
+        return refused.response
+    releases, degraded = release_cache().environment(environment)
+    etag = bundle_etag(environment, releases)
+    if _not_modified(request, etag):
+        response = HttpResponse(status=304)
+        response["ETag"] = etag
+        return response
+    return _json(bundle_body(environment, releases), etag=etag, degraded=degraded)
+
+
+def bundle_etag(environment: str, releases: dict[str, ServedRelease]) -> str:
+    basis = ",".join(f"{k}:{releases[k].revision}" for k in sorted(releases))
+    return '"' + hashlib.sha256(f"{environment}|{basis}".encode()).hexdigest()[:32] + '"'
+
+
+def bundle_body(environment: str, releases: dict[str, ServedRelease]) -> dict[str, Any]:
+    return {
+        "environment": environment,
+        "hash_version": HASH_VERSION,
+        "releases": {
+            key: {
+                "prompt": r.prompt,
+                "default_locale": r.default_locale,
+                "revision": r.revision,
+                "state": r.state.as_dict(),
+                "versions": {
+                    str(n): {
+                        "number": v.number,
+                        "content_hash": v.content_hash,
+                        "variables": list(v.variables),
+                        "model": v.model,
+                        "templates": v.templates,
+                    }
+                    for n, v in sorted(r.versions.items())
+                },
+            }
+            for key, r in sorted(releases.items())
+        },
+    }
+
+
+ROUTES: list[tuple[re.Pattern[str], Callable[..., HttpResponse]]] = [
+    (re.compile(rf"^/api/v1/prompts/{KEY}/resolve$"), resolve_view),
+    (re.compile(rf"^/api/v1/prompts/{KEY}/render$"), render_view),
+    (re.compile(rf"^/api/v1/environments/{ENVIRONMENT}/bundle$"), bundle_view),
+]
+
+
+class RuntimeMiddleware:
+    """First in ``MIDDLEWARE``: answers the runtime paths directly, skipping the rest of the
+    stack (sessions, CSRF, auth, messages), which those paths do not use. Everything else passes."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if path.startswith("/api/v1/"):
+            for pattern, view in ROUTES:
+                match = pattern.match(path)
+                if match is not None:
+                    return view(request, **match.groupdict())
+        return self.get_response(request)
