@@ -23,7 +23,7 @@ import jsonschema
 
 from .errors import LocaleInvalid, Problem
 from .locales import locale_normalize
-from .rendering import Sections, template_check
+from .rendering import SECTIONS, Sections, template_check
 from .variables import VariableSpec, variable_specs_check
 
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -157,6 +157,101 @@ class VersionContent:
                 for locale, sections in (data.get("templates") or {}).items()
             },
         )
+
+
+VARIABLE_FIELDS = frozenset({"name", "type", "required", "default", "description"})
+TARGET_FIELDS = frozenset({"provider", "model", "parameters"})
+BINDING_FIELDS = TARGET_FIELDS | {"response_schema", "fallbacks"}
+
+
+def _fields_check(data: Mapping[Any, Any], known: frozenset[str], pointer: str) -> list[Problem]:
+    return [
+        Problem(
+            "unknown_field",
+            f"Unknown field {name!r}; the fields are {', '.join(sorted(known))}.",
+            f"{pointer}/{name}",
+        )
+        for name in data
+        if name not in known
+    ]
+
+
+def _target_shape_check(data: Any, pointer: str, known: frozenset[str]) -> list[Problem]:
+    if not isinstance(data, Mapping):
+        return [Problem("wrong_type", "A model binding must be a mapping.", pointer)]
+    problems = _fields_check(data, known, pointer)
+    for name in ("provider", "model"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            problems.append(Problem("wrong_type", f"{name!r} must be text.", f"{pointer}/{name}"))
+    if data.get("parameters") is not None and not isinstance(data["parameters"], Mapping):
+        problems.append(
+            Problem("wrong_type", "'parameters' must be a mapping.", f"{pointer}/parameters")
+        )
+    return problems
+
+
+def content_shape_check(data: Mapping[str, Any]) -> list[Problem]:
+    """Every problem with the *shape* of a content document (JSON or YAML), by pointer.
+
+    ``VersionContent.from_dict`` trusts the shape (the API's serializers check it first); a caller
+    without a serializer, such as the importer, calls this before it: lists of mappings, mappings of
+    text, and no unknown field, so a typo (``requird``, ``instructions``) is refused instead of
+    silently dropped. What the values *mean* is ``content_check``'s job.
+    """
+    problems: list[Problem] = []
+    variables = data.get("variables")
+    if variables is not None and not isinstance(variables, list):
+        problems.append(Problem("wrong_type", "'variables' must be a list.", "/variables"))
+    for i, variable in enumerate(variables if isinstance(variables, list) else ()):
+        if isinstance(variable, Mapping):
+            problems += _fields_check(variable, VARIABLE_FIELDS, f"/variables/{i}")
+        else:
+            problems.append(
+                Problem("wrong_type", "A variable must be a mapping.", f"/variables/{i}")
+            )
+    model = data.get("model")
+    if model is not None:
+        problems += _target_shape_check(model, "/model", BINDING_FIELDS)
+    if isinstance(model, Mapping):
+        fallbacks = model.get("fallbacks")
+        if fallbacks is not None and not isinstance(fallbacks, list):
+            problems.append(
+                Problem("wrong_type", "'fallbacks' must be a list.", "/model/fallbacks")
+            )
+        for i, fallback in enumerate(fallbacks if isinstance(fallbacks, list) else ()):
+            problems += _target_shape_check(fallback, f"/model/fallbacks/{i}", TARGET_FIELDS)
+    templates = data.get("templates")
+    if templates is not None and not isinstance(templates, Mapping):
+        problems.append(Problem("wrong_type", "'templates' must be a mapping.", "/templates"))
+    for locale, sections in (templates if isinstance(templates, Mapping) else {}).items():
+        pointer = f"/templates/{locale}"
+        if sections is None:
+            continue
+        if not isinstance(sections, Mapping):
+            problems.append(
+                Problem(
+                    "wrong_type",
+                    f"A locale's template must be a mapping of sections ({', '.join(SECTIONS)}).",
+                    pointer,
+                )
+            )
+            continue
+        for name, text in sections.items():
+            if name not in SECTIONS:
+                problems.append(
+                    Problem(
+                        "unknown_section",
+                        f"'{name}' is not a section; the sections are {', '.join(SECTIONS)}.",
+                        f"{pointer}/{name}",
+                    )
+                )
+            elif text is not None and not isinstance(text, str):
+                problems.append(
+                    Problem(
+                        "invalid_section", f"The {name} section must be text.", f"{pointer}/{name}"
+                    )
+                )
+    return problems
 
 
 def sha256_json(data: Any) -> str:

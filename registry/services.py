@@ -27,6 +27,7 @@ from .errors import (
     PromptExists,
     PromptInvalid,
     VersionImmutable,
+    VersionNotFound,
     errors_only,
 )
 from .locales import locale_normalize
@@ -39,13 +40,14 @@ MAX_TAGS = 20
 DESCRIPTION_MAX = 2000
 
 
-def _prompt_fields_check(
+def prompt_fields_check(
     *,
     key: str | None,
     description: str | None,
     default_locale: str | None,
     tags: Iterable[str] | None,
 ) -> list[Problem]:
+    """Every problem with a prompt's own fields; ``None`` skips a field. The importer plans with it."""
     problems: list[Problem] = []
     if key is not None and (
         not isinstance(key, str)
@@ -97,7 +99,7 @@ def prompt_create(
     owner_id: int | None = None,
 ) -> Prompt:
     tags = list(tags)
-    problems = _prompt_fields_check(
+    problems = prompt_fields_check(
         key=key, description=description, default_locale=default_locale, tags=tags
     )
     if problems:
@@ -130,7 +132,7 @@ def prompt_update(
     """Changes what describes a prompt. The key and default locale are fixed once versions exist,
     because services ask by key and every translation's staleness is measured against the default."""
     tags = list(tags) if tags is not None else None
-    problems = _prompt_fields_check(
+    problems = prompt_fields_check(
         key=None, description=description, default_locale=None, tags=tags
     )
     if problems:
@@ -277,7 +279,15 @@ def version_draft_create(
 
 def _locked_draft(version: PromptVersion, expected_content_hash: str | None) -> PromptVersion:
     # Lock before comparing: a hash read outside the lock is stale by the time we write.
-    locked = PromptVersion.objects.select_for_update().select_related("prompt").get(pk=version.pk)
+    try:
+        locked = (
+            PromptVersion.objects.select_for_update().select_related("prompt").get(pk=version.pk)
+        )
+    except PromptVersion.DoesNotExist as exc:
+        # Discarded since the caller read it.
+        raise VersionNotFound(
+            f"{version.prompt.key} has no version {version.number} any more."
+        ) from exc
     if locked.is_committed:
         raise VersionImmutable()
     if expected_content_hash is not None and expected_content_hash != locked.content_hash:

@@ -7,14 +7,18 @@ committed version. Import compares each file's content hash with that version:
 - changed content becomes a new committed version (the file's ``message`` is its commit message);
 - an unknown key creates the prompt and its version 1.
 
-Every file is read and validated before anything is written; one bad file stops the whole import,
-reported with its path, and the database is left as it was. A prompt with an open draft is refused
-too: the import would otherwise commit around an author's work in progress.
+Every file is read and validated before anything is written (its form, its prompt fields and its
+content, as the services check them); one bad file stops the whole import, each problem reported
+with the file's path and, where it can be found, the file's line, and the database is left as it
+was. A file that changes the content of a prompt with an open draft is refused too: the import
+would otherwise commit around an author's work in progress. Locales and tags compare canonically,
+so ``FR_ca`` or tags in another order are no change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -22,13 +26,15 @@ from typing import Any
 import yaml
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max, OuterRef, Q, Subquery
 
 from .actors import Actor
-from .content import VersionContent, content_check
-from .errors import Problem, RegistryError, Severity
+from .content import VersionContent, content_check, content_shape_check
+from .errors import LocaleInvalid, Problem, RegistryError, errors_only
+from .locales import locale_normalize
 from .models import Prompt, PromptVersion
 from .selectors import version_content
-from .services import prompt_create, prompt_update, version_create
+from .services import prompt_create, prompt_fields_check, prompt_update, version_create
 
 FILE_SUFFIX = ".yaml"
 PROMPT_FIELDS = ("key", "description", "default_locale", "tags")
@@ -63,16 +69,19 @@ class PlanItem:
     action: Action
     data: dict[str, Any]
     content: VersionContent
-    from_version: int | None = None
+    from_version: int | None = None  # the latest committed version, if any
     prompt_changes: list[str] = field(default_factory=list)
+    new_version: bool = False  # whether a committed version is created
 
     def describe(self) -> str:
         if self.action is Action.CREATE:
             return f"create {self.key} (version 1) from {self.path.name}"
         if self.action is Action.UPDATE:
             what = []
-            if self.from_version is not None:
+            if self.new_version and self.from_version is not None:
                 what.append(f"version {self.from_version} -> {self.from_version + 1}")
+            elif self.new_version:
+                what.append("version 1")
             what += [f"{name} changed" for name in self.prompt_changes]
             return f"update {self.key}: {', '.join(what)}"
         return f"unchanged {self.key} (version {self.from_version})"
@@ -105,21 +114,30 @@ _LiteralDumper.add_representer(str, _str_representer)
 
 
 def prompts_export(*, directory: Path) -> list[Path]:
-    """Writes one file per prompt with a committed version; returns the paths written."""
+    """Writes one file per prompt with a committed version; returns the paths written.
+
+    Reads each prompt's latest committed version and its rows in three queries, however many
+    prompts and versions there are.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    prompts = Prompt.objects.order_by("key")
-    latest = {
-        v.prompt_id: v
-        for v in PromptVersion.objects.filter(status=PromptVersion.Status.COMMITTED)
-        .order_by("prompt_id", "number")
+    latest_number = (
+        PromptVersion.objects.filter(
+            prompt=OuterRef("prompt"), status=PromptVersion.Status.COMMITTED
+        )
+        .order_by("-number")
+        .values("number")[:1]
+    )
+    versions = (
+        PromptVersion.objects.filter(
+            status=PromptVersion.Status.COMMITTED, number=Subquery(latest_number)
+        )
         .select_related("prompt")
         .prefetch_related("variables", "templates")
-    }
-    for prompt in prompts:
-        version = latest.get(prompt.pk)
-        if version is None:
-            continue
+        .order_by("prompt__key")
+    )
+    written = []
+    for version in versions:
+        prompt = version.prompt
         path = directory / f"{prompt.key}{FILE_SUFFIX}"
         text = yaml.dump(
             prompt_document(prompt, version),
@@ -128,6 +146,7 @@ def prompts_export(*, directory: Path) -> list[Path]:
             allow_unicode=True,
             width=100,
         )
+        # Written aside, then renamed: a reader (git, an editor) never sees half a file.
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
@@ -135,47 +154,116 @@ def prompts_export(*, directory: Path) -> list[Path]:
     return written
 
 
-def _read(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
+def _yaml_error(exc: yaml.YAMLError) -> Problem:
+    """One line saying what is wrong and where: the path comes first in the command's output."""
+    mark = getattr(exc, "problem_mark", None)
+    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    detail = f"Not valid YAML: {what}" + (f" ({context})" if context else "")
+    if mark is not None:
+        detail += f", column {mark.column + 1}"
+    return Problem("invalid_yaml", detail, line=mark.line + 1 if mark is not None else None)
+
+
+def _not_json(value: Any, pointer: str) -> list[Problem]:
+    """YAML values JSON cannot hold (dates, binary, NaN, non-text keys): the database stores JSON."""
+    if isinstance(value, dict):
+        problems = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                problems.append(
+                    Problem("wrong_type", f"The key {key!r} must be text.", f"{pointer}/{key}")
+                )
+            problems += _not_json(item, f"{pointer}/{key}")
+        return problems
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _not_json(item, f"{pointer}/{i}")]
+    if value is None or isinstance(value, str | bool | int):
+        return []
+    if isinstance(value, float) and math.isfinite(value):
+        return []
+    return [
+        Problem(
+            "wrong_type",
+            f"{value!r} is not a JSON value (text, number, true/false, null, list or mapping); "
+            "quote it to make it text.",
+            pointer,
+        )
+    ]
+
+
+def _node_line(root: yaml.Node | None, pointer: str, section_line: int | None) -> int | None:
+    """The line of the file a JSON Pointer leads to; for a literal block (``|``) holding a
+    template, the line of the template's own ``section_line`` within it."""
+    if root is None:
+        return None
+    node, line = root, root.start_mark.line + 1
+    for raw in [t for t in pointer.split("/")[1:] if t]:
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, yaml.MappingNode):
+            pair = next((p for p in node.value if str(p[0].value) == token), None)
+            if pair is None:
+                return line
+            node, line = pair[1], pair[0].start_mark.line + 1
+        elif (
+            isinstance(node, yaml.SequenceNode) and token.isdigit() and int(token) < len(node.value)
+        ):
+            node = node.value[int(token)]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    if isinstance(node, yaml.ScalarNode) and node.style == "|" and section_line is not None:
+        return node.start_mark.line + 1 + section_line
+    return line
+
+
+def _located(problems: list[Problem], root: yaml.Node | None) -> list[Problem]:
+    """The problems with ``line`` a line of the file (a template problem's own line is within its
+    section, and its detail says so)."""
+    return [
+        replace(p, line=_node_line(root, p.pointer, p.line) if p.pointer else p.line)
+        for p in problems
+    ]
+
+
+SHAPES: dict[str, type] = {
+    "key": str,
+    "description": str,
+    "default_locale": str,
+    "tags": list,
+    "message": str,
+    "variables": list,
+    "model": dict,
+    "templates": dict,
+}
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, yaml.Node | None, list[Problem]]:
+    """The file's document and its node tree (for lines), with the problems of its form.
+
+    The document is None when its form stops the check there (not YAML, a missing or mistyped
+    field, content of the wrong shape). Otherwise its content is checked next, and an unknown field
+    or a wrong file name is reported along with whatever that check finds.
+    """
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        try:
+            # The node tree keeps each value's line; the document is built from it.
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except (OSError, UnicodeDecodeError) as exc:
-        return None, [Problem("unreadable", f"Cannot read the file: {exc}")]
+        return None, None, [Problem("unreadable", f"Cannot read the file: {exc}")]
     except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        return None, [
-            Problem(
-                "invalid_yaml",
-                f"Not valid YAML: {exc}",
-                line=line + 1 if line is not None else None,
-            )
-        ]
+        return None, None, [_yaml_error(exc)]
     if not isinstance(data, dict):
-        return None, [Problem("invalid_document", "The file must hold a mapping of fields.")]
+        return None, root, [Problem("invalid_document", "The file must hold a mapping of fields.")]
     problems = [
         Problem("unknown_field", f"Unknown field {name!r}.", f"/{name}")
         for name in data
         if name not in KNOWN_FIELDS
     ]
-    for name in ("key", "model", "templates"):
-        if name not in data:
-            problems.append(
-                Problem("missing_field", f"The field {name!r} is required.", f"/{name}")
-            )
-    shapes = {
-        "key": str,
-        "description": str,
-        "default_locale": str,
-        "tags": list,
-        "message": str,
-        "variables": list,
-        "model": dict,
-        "templates": dict,
-    }
-    for name, kind in shapes.items():
-        if name in data and not isinstance(data[name], kind):
-            problems.append(
-                Problem("wrong_type", f"{name!r} must be a {kind.__name__}.", f"/{name}")
-            )
     if isinstance(data.get("key"), str) and path.name != f"{data['key']}{FILE_SUFFIX}":
         problems.append(
             Problem(
@@ -184,95 +272,164 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[Problem]]:
                 "/key",
             )
         )
-    return (None, problems) if problems else (data, [])
+    blocking = [
+        Problem("missing_field", f"The field {name!r} is required.", f"/{name}")
+        for name in ("key", "model", "templates")
+        if name not in data
+    ]
+    blocking += [
+        Problem("wrong_type", f"{name!r} must be a {kind.__name__}.", f"/{name}")
+        for name, kind in SHAPES.items()
+        if name in data and not isinstance(data[name], kind)
+    ]
+    if not blocking:
+        blocking = content_shape_check(data) + _not_json(data, "")
+    if blocking:
+        return None, root, problems + blocking
+    problems += prompt_fields_check(
+        key=data["key"],
+        description=data.get("description"),
+        default_locale=data.get("default_locale"),
+        tags=data.get("tags"),
+    )
+    return data, root, problems
+
+
+def _normalized_locale(tag: Any, fallback: str) -> str:
+    try:
+        return locale_normalize(tag)
+    except LocaleInvalid:
+        return fallback
+
+
+@dataclass(frozen=True, slots=True)
+class _Existing:
+    """What the plan needs to know of a prompt that exists, read in one query for all."""
+
+    prompt: Prompt
+    latest_number: int | None
+    latest_hash: str | None
+    draft_number: int | None
+
+
+def _existing_prompts() -> dict[str, _Existing]:
+    latest = PromptVersion.objects.filter(
+        prompt=OuterRef("pk"), status=PromptVersion.Status.COMMITTED
+    ).order_by("-number")
+    prompts = Prompt.objects.annotate(
+        latest_number=Subquery(latest.values("number")[:1]),
+        latest_hash=Subquery(latest.values("content_hash")[:1]),
+        draft_number=Max("versions__number", filter=Q(versions__status="draft")),
+    )
+    return {p.key: _Existing(p, p.latest_number, p.latest_hash, p.draft_number) for p in prompts}
 
 
 def prompts_import_plan(*, directory: Path) -> list[PlanItem]:
-    """Reads and validates every file; raises ``SyncInvalid`` listing every bad one."""
+    """Reads and validates every file; raises ``SyncInvalid`` listing every bad one.
+
+    1. Each file's form: YAML, known fields of the right types, named after its key.
+    2. Its prompt fields and content, checked as the services will (every problem at once).
+    3. Against the registry: unchanged, a new committed version, or new prompt fields; a prompt
+       whose default locale would change, or with an open draft that a new version would commit
+       around, is refused.
+    """
     paths = sorted(directory.glob(f"*{FILE_SUFFIX}"))
     failures: list[FileFailure] = []
     plan: list[PlanItem] = []
-    existing = {p.key: p for p in Prompt.objects.all()}
+    existing = _existing_prompts()
     for path in paths:
-        data, problems = _read(path)
-        if data is None:
-            failures.append(FileFailure(path, problems))
-            continue
-        key = data["key"]
-        prompt = existing.get(key)
-        default_locale = prompt.default_locale if prompt else data.get("default_locale", "en")
-        content = VersionContent.from_dict(data)
-        problems = [
-            p
-            for p in content_check(
-                content,
-                default_locale=default_locale,
-                max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
-            )
-            if p.severity is Severity.ERROR
-        ]
-        if problems:
-            failures.append(FileFailure(path, problems))
-            continue
-        plan.append(_plan_item(path, data, content, prompt, failures))
+        data, root, problems = _read(path)
+        item = None
+        if data is not None:
+            found = existing.get(data["key"])
+            content, content_problems = _content(data, found)
+            if any(p.pointer == "/default_locale" for p in problems):
+                # The default locale itself is wrong; which template it needs is moot.
+                content_problems = [
+                    p for p in content_problems if p.code != "missing_default_locale"
+                ]
+            problems += content_problems
+            if not problems:
+                item, problems = _plan_item(path, data, content, found)
+        if item is None:
+            failures.append(FileFailure(path, _located(problems, root)))
+        else:
+            plan.append(item)
     if failures:
         raise SyncInvalid(failures)
     return plan
 
 
+def _content(data: dict[str, Any], found: _Existing | None) -> tuple[VersionContent, list[Problem]]:
+    """The file's content, checked as the services will check it, with canonical locales so that
+    ``FR_ca`` in a file is the ``fr-CA`` the registry holds."""
+    default_locale = (
+        found.prompt.default_locale
+        if found
+        else _normalized_locale(data.get("default_locale", "en"), "en")
+    )
+    content = VersionContent.from_dict(data)
+    problems = errors_only(
+        content_check(
+            content,
+            default_locale=default_locale,
+            max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+        )
+    )
+    if problems:
+        return content, problems
+    templates = {locale_normalize(locale): s for locale, s in content.templates.items()}
+    return VersionContent(content.variables, content.model, templates), []
+
+
 def _plan_item(
-    path: Path,
-    data: dict[str, Any],
-    content: VersionContent,
-    prompt: Prompt | None,
-    failures: list[FileFailure],
-) -> PlanItem:
+    path: Path, data: dict[str, Any], content: VersionContent, found: _Existing | None
+) -> tuple[PlanItem | None, list[Problem]]:
     key = data["key"]
-    if prompt is None:
-        return PlanItem(path, key, Action.CREATE, data, content)
-    versions = PromptVersion.objects.filter(prompt=prompt)
-    if versions.filter(status=PromptVersion.Status.DRAFT).exists():
-        failures.append(
-            FileFailure(
-                path,
-                [
-                    Problem(
-                        "draft_open",
-                        f"{key} has an open draft; commit or discard it before importing.",
-                    )
-                ],
+    if found is None:
+        return PlanItem(path, key, Action.CREATE, data, content, new_version=True), []
+    prompt = found.prompt
+    problems = []
+    default_locale = _normalized_locale(data.get("default_locale"), "")
+    if "default_locale" in data and default_locale != prompt.default_locale:
+        problems.append(
+            Problem(
+                "default_locale_fixed",
+                f"{key}'s default locale is {prompt.default_locale}; it cannot change on import.",
+                "/default_locale",
             )
         )
-    latest = versions.filter(status=PromptVersion.Status.COMMITTED).order_by("-number").first()
-    changes = [
-        name
-        for name in ("description", "tags")
-        if name in data and data[name] != getattr(prompt, name)
-    ]
-    if "default_locale" in data and data["default_locale"] != prompt.default_locale:
-        failures.append(
-            FileFailure(
-                path,
-                [
-                    Problem(
-                        "default_locale_fixed",
-                        f"{key}'s default locale is {prompt.default_locale}; it cannot change on import.",
-                        "/default_locale",
-                    )
-                ],
+    changes = []
+    if "description" in data and data["description"] != prompt.description:
+        changes.append("description")
+    if "tags" in data and sorted(set(data["tags"])) != sorted(set(prompt.tags)):
+        changes.append("tags")
+    new_version = found.latest_hash != content.content_hash
+    if new_version and found.draft_number is not None:
+        # The new version would be committed around the author's work in progress.
+        problems.append(
+            Problem(
+                "draft_open",
+                f"{key} has an open draft (version {found.draft_number}); commit or discard it "
+                "before importing a change of its content.",
             )
         )
-    unchanged = latest is not None and latest.content_hash == content.content_hash
-    if unchanged and not changes:
-        return PlanItem(path, key, Action.UNCHANGED, data, content, latest.number)
-    return PlanItem(
-        path,
-        key,
-        Action.UPDATE,
-        data,
-        content,
-        latest.number if latest and not unchanged else None,
-        changes,
+    if problems:
+        return None, problems
+    if not new_version and not changes:
+        return PlanItem(path, key, Action.UNCHANGED, data, content, found.latest_number), []
+    return (
+        PlanItem(
+            path,
+            key,
+            Action.UPDATE,
+            data,
+            content,
+            found.latest_number,
+            changes,
+            new_version=new_version,
+        ),
+        [],
     )
 
 
@@ -301,7 +458,7 @@ def prompts_import_apply(*, plan: list[PlanItem], actor: Actor) -> None:
                     description=item.data.get("description"),
                     tags=item.data.get("tags"),
                 )
-            if item.from_version is not None or not prompt.versions.exists():
+            if item.new_version:
                 version_create(
                     prompt=prompt, actor=actor, content=item.content, message=message, commit=True
                 )

@@ -7,13 +7,16 @@ and environment limits the same way everywhere.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
 
 from api.services import apikey_create
 from registry.actors import Actor
-from tests.factories import PromptFactory, UserFactory
+from registry.models import Prompt, PromptVersion
+from tests.factories import PromptFactory, UserFactory, make_version
 
 
 @pytest.fixture
@@ -72,3 +75,147 @@ def actor() -> Actor:
 @pytest.fixture
 def prompt(db):
     return PromptFactory(key="support.refund-reply")
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(request) -> None:
+    """Tests marked ``postgres`` need PostgreSQL (row locks across connections, triggers refusing
+    DELETE): on the embedded SQLite default they are skipped, not failed."""
+    from django.db import connection
+
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL")
+
+
+# --- Releases (issue #3) -------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_release_cache():
+    """Every test starts and ends with an empty in-process release cache and keyring: they are
+    process singletons, and a snapshot or key left by one test must not answer another."""
+    from api.keyring import keyring
+    from releases.cache import release_cache
+
+    release_cache().clear()
+    keyring.clear()
+    yield
+    release_cache().clear()
+    keyring.clear()
+
+
+@pytest.fixture
+def environments(db) -> dict:
+    """development -> staging -> production, as migration 0003 makes them: production takes only
+    versions that have been stable in staging. Written again if a transactional test's flush
+    removed them."""
+    from importlib import import_module
+
+    from releases.models import Environment
+
+    migration = import_module("releases.migrations.0003_default_environments_and_release_managers")
+    for name, position, requires_previous, description in migration.ENVIRONMENTS:
+        Environment.objects.get_or_create(
+            name=name,
+            defaults={
+                "position": position,
+                "requires_previous_stable": requires_previous,
+                "description": description,
+            },
+        )
+    return {e.name: e for e in Environment.objects.all()}
+
+
+@pytest.fixture
+def manager() -> Actor:
+    """A release manager, as services record them: changes releases, never prompt content."""
+    return Actor(label="release-manager")
+
+
+@dataclass
+class Released:
+    """``support.refund-reply`` with three committed versions, released as a team would:
+
+    - v1 (English) and v2 (English and French) have been stable in staging; v2 is stable there;
+    - v1 is stable in production; v3 has never been in staging, so production refuses it;
+    - development has never been released.
+    """
+
+    prompt: Prompt
+    versions: dict[int, PromptVersion]
+    environments: dict[str, Any]
+
+    def release(self, environment: str):
+        from releases.models import Release
+
+        return Release.objects.get(prompt=self.prompt, environment__name=environment)
+
+
+RELEASED_VARIABLES = [
+    {"name": "customer_name", "type": "string", "required": True},
+    {"name": "order_total", "type": "number", "required": False},
+]
+RELEASED_INSTRUCTION = (
+    "Greet {{ customer_name }}{% if order_total %} about the {{ order_total }} refund{% endif %}."
+)
+
+
+@pytest.fixture
+def released(prompt, environments, manager) -> Released:
+    from releases.services import release_deploy
+
+    def version(message: str, **templates: dict[str, str]) -> PromptVersion:
+        english = {
+            "system": f"You are a support agent ({message})",
+            "instruction": RELEASED_INSTRUCTION,
+        }
+        return make_version(
+            prompt,
+            message=message,
+            variables=RELEASED_VARIABLES,
+            templates={"en": english, **templates},
+        )
+
+    versions = {
+        1: version("v1"),
+        2: version(
+            "v2",
+            fr={"system": "Vous êtes un agent (v2)", "instruction": "Saluez {{ customer_name }}."},
+        ),
+        3: version("v3"),
+    }
+    for number, environment in ((1, "staging"), (2, "staging"), (1, "production")):
+        release_deploy(
+            prompt=prompt,
+            environment=environments[environment],
+            version=number,
+            actor=manager,
+            reason="setup",
+        )
+    return Released(prompt=prompt, versions=versions, environments=environments)
+
+
+@pytest.fixture
+def database_down(monkeypatch) -> Callable[[], None]:
+    """``database_down()``: from then on this thread's queries fail as if PostgreSQL were gone
+    (the outside world, faked at the connection; our code runs as it is)."""
+    from django.db import OperationalError, connections
+
+    def fail(*args: Any, **kwargs: Any):
+        raise OperationalError("connection refused (the test took the database down)")
+
+    def down() -> None:
+        connection = connections["default"]
+        monkeypatch.setattr(connection, "cursor", fail)
+        monkeypatch.setattr(connection, "chunked_cursor", fail)
+
+    return down
+
+
+@pytest.fixture
+def needs_redis() -> None:
+    """Skips unless ``REDIS_URL`` is set (the pub/sub tests need a real Redis)."""
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (REDIS_URL)")

@@ -1,13 +1,16 @@
 """``manage.py demo``: loads the demo prompts (once) and makes sure an admin login exists.
 
 Idempotent: prompts that exist are left alone, so ``make run`` can call it every time. The admin's
-password is generated on first use and kept in ``var/admin-password.txt`` so it stays the same
-between runs; the command prints it.
+password is generated on first use and kept in ``var/admin-password.txt`` (mode 0600) so it stays
+the same between runs, even on a fresh database; the command prints it. An ``admin`` user whose
+password was set some other way keeps it.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -22,6 +25,7 @@ from registry.services import prompt_create, version_create
 
 DEMO_ACTOR = Actor(label="demo")
 ADMIN_USERNAME = "admin"
+ADMIN_URL = "http://127.0.0.1:8000/admin/"  # where ``make run`` serves it by default
 
 
 class Command(BaseCommand):
@@ -38,11 +42,17 @@ class Command(BaseCommand):
             f"Demo prompts: {created} loaded, {len(PROMPTS) - created} already there."
         )
         password = self._ensure_admin()
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Admin: http://127.0.0.1:8000/admin/  user {ADMIN_USERNAME}  password {password}"
+        if password is None:
+            self.stdout.write(
+                f"Admin: {ADMIN_URL}  user {ADMIN_USERNAME} has a password of its own "
+                f"(manage.py changepassword {ADMIN_USERNAME} resets it)."
             )
-        )
+        else:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Admin: {ADMIN_URL}  user {ADMIN_USERNAME}  password {password}"
+                )
+            )
 
     @transaction.atomic
     def _load(self, spec: dict) -> None:
@@ -62,19 +72,32 @@ class Command(BaseCommand):
                 commit=not version.get("draft", False),
             )
 
-    def _ensure_admin(self) -> str:
-        path = settings.VAR_DIR / "admin-password.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _ensure_admin(self) -> str | None:
+        """The admin login's password, or None when ``admin`` has a password of its own.
+
+        1. Take the password kept in ``VAR_DIR/admin-password.txt``, or write a new one there.
+        2. No ``admin`` user: create the superuser with it.
+        3. An ``admin`` whose password is another one keeps it: someone set it (``createsuperuser``,
+           ``changepassword``), and ``make run`` must not take their login away.
+        """
+        password = _kept_password(settings.VAR_DIR / "admin-password.txt")
         User = get_user_model()
         user = User.objects.filter(username=ADMIN_USERNAME).first()
-        if user is not None and path.exists() and user.check_password(path.read_text().strip()):
-            return path.read_text().strip()
-        password = secrets.token_urlsafe(12)
         if user is None:
-            user = User.objects.create_superuser(ADMIN_USERNAME, "admin@example.com", password)
-        else:
-            user.set_password(password)
-            user.save(update_fields=["password"])
-        path.write_text(password + "\n")
-        path.chmod(0o600)
-        return password
+            User.objects.create_superuser(ADMIN_USERNAME, "admin@example.com", password)
+            return password
+        return password if user.check_password(password) else None
+
+
+def _kept_password(path: Path) -> str:
+    """The password in ``path``, or a new one written there readable by its owner only."""
+    if path.exists() and (kept := path.read_text(encoding="utf-8").strip()):
+        return kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+    # Created 0600 from the start: a chmod after writing would leave a moment where others read it.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(password + "\n")
+    return password

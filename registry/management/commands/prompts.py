@@ -7,6 +7,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from registry.actors import Actor
+from registry.errors import RegistryError
 from registry.sync import (
     Action,
     SyncInvalid,
@@ -30,7 +31,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, directory: Path, **options) -> None:
         if action == "export":
-            paths = prompts_export(directory=directory)
+            try:
+                paths = prompts_export(directory=directory)
+            except OSError as exc:
+                raise CommandError(f"Cannot write to {directory}: {exc}") from exc
             self.stdout.write(f"Exported {len(paths)} prompt(s) to {directory}.")
             return
         if not directory.is_dir():
@@ -50,5 +54,10 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stdout.write(f"Dry run: {changes} change(s) planned, nothing written.")
             return
-        prompts_import_apply(plan=plan, actor=Actor(label=options["actor"]))
+        try:
+            prompts_import_apply(plan=plan, actor=Actor(label=options["actor"]))
+        except RegistryError as exc:
+            # The registry moved between plan and apply (an author opened a draft, a prompt was
+            # created); the apply is one transaction, so nothing was written.
+            raise CommandError(f"{exc.message} Nothing was changed; run the import again.") from exc
         self.stdout.write(f"Imported: {changes} change(s).")

@@ -1,0 +1,126 @@
+"""``manage.py demo``: the demo registry ``make run`` loads, and the admin login it prints."""
+
+from __future__ import annotations
+
+import re
+import stat
+from io import StringIO
+
+import pytest
+from django.contrib.auth import authenticate, get_user_model
+from django.core.management import call_command
+from django.test import override_settings
+
+from registry.errors import Severity
+from registry.models import Prompt, PromptVersion
+from registry.selectors import TranslationState, version_check, version_translation_status
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = re.compile(r"user (?P<user>\S+)\s+password (?P<password>\S+)")
+
+
+@pytest.fixture
+def var_dir(tmp_path):
+    with override_settings(VAR_DIR=tmp_path):
+        yield tmp_path
+
+
+def demo() -> str:
+    out = StringIO()
+    call_command("demo", stdout=out)
+    return out.getvalue()
+
+
+def login(output: str) -> tuple[str, str]:
+    match = PASSWORD.search(output)
+    assert match, output
+    return match["user"], match["password"]
+
+
+def test_demo_loads_realistic_prompts(var_dir):
+    demo()
+
+    prompts = Prompt.objects.prefetch_related("versions__templates")
+    assert prompts.count() >= 5
+    localized = [
+        p
+        for p in prompts
+        if len({t.locale for v in p.versions.all() for t in v.templates.all()}) >= 2
+        and p.versions.filter(status=PromptVersion.Status.COMMITTED).count() >= 2
+    ]
+    assert len(localized) >= 2
+
+
+def test_every_demo_version_is_valid(var_dir):
+    demo()
+
+    versions = PromptVersion.objects.select_related("prompt").prefetch_related(
+        "variables", "templates"
+    )
+    assert versions.count() >= 8
+    for version in versions:
+        errors = [p for p in version_check(version) if p.severity is Severity.ERROR]
+        assert errors == [], f"{version}: {errors}"
+
+
+def test_the_demo_shows_a_stale_translation(var_dir):
+    demo()
+
+    latest = (
+        PromptVersion.objects.filter(prompt__key="support.refund-reply", status="committed")
+        .order_by("-number")
+        .first()
+    )
+    states = {s.locale: s.state for s in version_translation_status(latest)}
+    assert states == {"en": TranslationState.SOURCE, "fr": TranslationState.STALE}
+
+
+def test_running_the_demo_twice_duplicates_nothing(var_dir):
+    first = demo()
+    counts = (Prompt.objects.count(), PromptVersion.objects.count())
+
+    second = demo()
+
+    assert (Prompt.objects.count(), PromptVersion.objects.count()) == counts
+    assert "0 loaded" in second
+    assert login(first) == login(second)
+    assert get_user_model().objects.filter(username="admin").count() == 1
+
+
+def test_the_printed_admin_login_works(var_dir):
+    username, password = login(demo())
+
+    user = authenticate(username=username, password=password)
+
+    assert user is not None
+    assert user.is_superuser
+    assert user.is_staff
+
+
+def test_the_password_is_kept_in_var_readable_by_its_owner_only(var_dir):
+    _username, password = login(demo())
+
+    path = var_dir / "admin-password.txt"
+    assert path.read_text().strip() == password
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_fresh_database_reuses_the_kept_password(var_dir):
+    _username, password = login(demo())
+    get_user_model().objects.filter(username="admin").delete()
+
+    assert login(demo())[1] == password
+    assert authenticate(username="admin", password=password) is not None
+
+
+def test_an_admin_with_a_password_of_its_own_keeps_it(var_dir):
+    from tests.factories import UserFactory
+
+    UserFactory(username="admin", is_staff=True, is_superuser=True)
+
+    output = demo()
+
+    assert not PASSWORD.search(output)
+    assert "admin" in output
+    assert authenticate(username="admin", password="correct horse battery staple") is not None

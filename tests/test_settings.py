@@ -1,0 +1,165 @@
+"""config.settings: one module driven by the environment, safe by default (STYLE R19).
+
+Each case starts a fresh Python with its own environment, since settings are read once per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PROJECT_VARIABLES = (
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_PRELOAD",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_PROXY_SSL_HEADER_NAME",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "DJANGO_SETTINGS_MODULE",
+)
+PRINT_SETTINGS = """
+import json
+from django.conf import settings
+print(json.dumps({
+    "debug": settings.DEBUG,
+    "cache": settings.CACHES["default"]["BACKEND"],
+    "cache_location": settings.CACHES["default"].get("LOCATION"),
+    "eager": settings.CELERY_TASK_ALWAYS_EAGER,
+    "broker": settings.CELERY_BROKER_URL,
+    "database": settings.DATABASES["default"]["ENGINE"],
+    "allowed_hosts": settings.ALLOWED_HOSTS,
+}))
+"""
+
+
+def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in PROJECT_VARIABLES}
+    clean |= {"PROMPT_REGISTRY_VAR_DIR": str(tmp_path / "var"), **env}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=BASE_DIR,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def settings_with(tmp_path: Path, **env: str) -> dict[str, object]:
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    result = run(["-c", PRINT_SETTINGS], tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(64),
+    "ALLOWED_HOSTS": "registry.example.com",
+    "SECURE_HSTS_PRELOAD": "true",
+}
+
+
+def test_production_settings_pass_the_deployment_checks(tmp_path):
+    assert len(PRODUCTION["SECRET_KEY"]) >= 50
+
+    result = run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], tmp_path, **PRODUCTION
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_hsts_preload_is_the_one_thing_a_deployment_must_opt_into(tmp_path):
+    env = {k: v for k, v in PRODUCTION.items() if k != "SECURE_HSTS_PRELOAD"}
+
+    result = run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], tmp_path, **env)
+
+    assert result.returncode != 0
+    assert "(security.W021)" in result.stderr
+    assert "identified 1 issue" in result.stderr
+
+
+def test_production_defaults_are_strict(tmp_path):
+    values = settings_with(tmp_path, **PRODUCTION)
+
+    assert values["debug"] is False
+    assert values["allowed_hosts"] == ["registry.example.com"]
+
+
+def test_without_a_secret_key_production_refuses_to_start(tmp_path):
+    env = {k: v for k, v in PRODUCTION.items() if k != "SECRET_KEY"}
+
+    result = run(["manage.py", "check"], tmp_path, **env)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_debug_gets_a_development_key_and_local_hosts(tmp_path):
+    values = settings_with(tmp_path, DEBUG="true")
+
+    assert values["debug"] is True
+    assert values["allowed_hosts"] == ["127.0.0.1", "localhost"]
+
+
+@pytest.mark.parametrize("value", ["ture", "maybe", "2"])
+def test_a_misspelled_boolean_refuses_to_start(tmp_path, value):
+    result = run(["manage.py", "check"], tmp_path, **{**PRODUCTION, "DEBUG": value})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert f"DEBUG must be true or false, not '{value}'" in result.stderr
+
+
+def test_a_bad_whole_number_refuses_to_start(tmp_path):
+    result = run(
+        ["manage.py", "check"], tmp_path, **{**PRODUCTION, "SECURE_HSTS_SECONDS": "a year"}
+    )
+
+    assert result.returncode != 0
+    assert "SECURE_HSTS_SECONDS must be a whole number" in result.stderr
+
+
+def test_without_redis_the_cache_is_local_memory_and_tasks_run_eagerly(tmp_path):
+    values = settings_with(tmp_path, **PRODUCTION)
+
+    assert values["cache"] == "django.core.cache.backends.locmem.LocMemCache"
+    assert values["eager"] is True
+    assert values["broker"] == "memory://"
+    assert values["database"] == "django.db.backends.sqlite3"
+
+
+def test_with_redis_the_cache_and_broker_use_it(tmp_path):
+    url = "redis://127.0.0.1:6379/15"
+
+    values = settings_with(tmp_path, **PRODUCTION, REDIS_URL=url)
+
+    assert values["cache"] == "django_redis.cache.RedisCache"
+    assert values["cache_location"] == url
+    assert values["eager"] is False
+    assert values["broker"] == url
+
+
+def test_database_url_selects_postgresql(tmp_path):
+    values = settings_with(
+        tmp_path, **PRODUCTION, DATABASE_URL="postgres://user@db.example.com:5432/registry"
+    )
+
+    assert values["database"] == "django.db.backends.postgresql"
