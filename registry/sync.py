@@ -309,6 +309,7 @@ class _Existing:
     prompt: Prompt
     latest_number: int | None
     latest_hash: str | None
+    latest_message: str | None
     draft_number: int | None
 
 
@@ -319,9 +320,13 @@ def _existing_prompts() -> dict[str, _Existing]:
     prompts = Prompt.objects.annotate(
         latest_number=Subquery(latest.values("number")[:1]),
         latest_hash=Subquery(latest.values("content_hash")[:1]),
+        latest_message=Subquery(latest.values("message")[:1]),
         draft_number=Max("versions__number", filter=Q(versions__status="draft")),
     )
-    return {p.key: _Existing(p, p.latest_number, p.latest_hash, p.draft_number) for p in prompts}
+    return {
+        p.key: _Existing(p, p.latest_number, p.latest_hash, p.latest_message, p.draft_number)
+        for p in prompts
+    }
 
 
 def prompts_import_plan(*, directory: Path) -> list[PlanItem]:
@@ -414,8 +419,29 @@ def _plan_item(
                 "before importing a change of its content.",
             )
         )
+    exported_from = data.get("version")
+    if (
+        new_version
+        and isinstance(exported_from, int)
+        and found.latest_number is not None
+        and exported_from < found.latest_number
+    ):
+        # Someone committed in the registry after this file was exported: importing it would
+        # silently drop their version's changes.
+        problems.append(
+            Problem(
+                "stale_file",
+                f"{key} is at version {found.latest_number} but this file was exported from "
+                f"version {exported_from}; export again and reapply your change (or remove the "
+                "file's version field to replace the registry's content on purpose).",
+                "/version",
+            )
+        )
     if problems:
         return None, problems
+    if new_version and data.get("message") == found.latest_message:
+        # The file still carries the exported version's message; don't reuse it for new content.
+        data = {**data, "message": ""}
     if not new_version and not changes:
         return PlanItem(path, key, Action.UNCHANGED, data, content, found.latest_number), []
     return (

@@ -590,3 +590,35 @@ def test_an_existing_prompt_without_versions_gets_its_first(tmp_path):
 
     assert "update support.valid: version 1, tags changed" in out
     assert Prompt.objects.get(key="support.valid").versions.get().number == 1
+
+
+def test_it_refuses_a_file_exported_before_a_newer_commit(tmp_path, prompt):
+    make_version(prompt, message="First.")
+    call_command("prompts", "export", str(tmp_path))
+    make_version(
+        prompt,
+        message="Committed in the admin meanwhile.",
+        templates={"en": {"instruction": "Hello {{ customer_name }}, from the admin."}},
+    )
+    path = tmp_path / f"{prompt.key}.yaml"
+    path.write_text(
+        path.read_text().replace("Greet {{ customer_name }}", "Welcome {{ customer_name }}")
+    )
+    err = StringIO()
+    with pytest.raises(CommandError):
+        call_command("prompts", "import", str(tmp_path), stderr=err)
+    assert "exported from version 1" in err.getvalue()
+    assert prompt.versions.count() == 2
+
+
+def test_a_changed_file_with_the_exported_message_gets_an_import_message(tmp_path, prompt):
+    make_version(prompt, message="First.")
+    call_command("prompts", "export", str(tmp_path))
+    path = tmp_path / f"{prompt.key}.yaml"
+    path.write_text(
+        path.read_text().replace("Greet {{ customer_name }}", "Welcome {{ customer_name }}")
+    )
+    call_command("prompts", "import", str(tmp_path), stdout=StringIO())
+    latest = prompt.versions.order_by("-number").first()
+    assert latest.number == 2
+    assert latest.message == f"Imported from {prompt.key}.yaml."
