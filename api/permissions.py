@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
 from .models import ApiKey, Scope
@@ -35,6 +35,12 @@ def HasScope(scope: Scope | str) -> type[BasePermission]:
 
     _HasScope.__name__ = _HasScope.__qualname__ = f"HasScope({scope})"
     return _HasScope
+
+
+def scope_by_method(request: Request, *, read: Scope, write: Scope) -> list[BasePermission]:
+    """``get_permissions`` of a view that reads and writes: ``read`` for the safe methods (GET,
+    HEAD, OPTIONS: a HEAD is a GET without its body), ``write`` for the others."""
+    return [HasScope(read if request.method in SAFE_METHODS else write)()]
 
 
 def ensure_environment_allowed(request: Request, environment: str) -> None:

@@ -17,7 +17,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
@@ -25,6 +27,10 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from registry import errors as registry_errors
+from releases import errors as release_errors
+from releases.resolution import NotReleased
+
+from .parsers import RequestTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ CONFLICT = ProblemType(409, "conflict", "The request conflicts with the current 
 TOO_LARGE = ProblemType(413, "request-too-large", "The request body is too large.")
 UNSUPPORTED_MEDIA = ProblemType(415, "unsupported-media-type", "Send application/json.")
 THROTTLED = ProblemType(429, "throttled", "Too many requests.")
+NOT_RELEASED = ProblemType(404, "not-released", "The prompt has no release in that environment.")
 SERVER_ERROR = ProblemType(500, "server-error", "The server failed to answer this request.")
 
 # Domain errors, most specific first is not needed: lookup walks each exception's MRO.
@@ -91,17 +98,41 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     registry_errors.DraftConflict: ProblemType(
         409, "draft-changed", "The draft changed since it was read."
     ),
+    release_errors.EnvironmentNotFound: ProblemType(
+        404, "environment-not-found", "No such environment."
+    ),
+    release_errors.ReleaseNotFound: ProblemType(404, "release-not-found", "No such release."),
+    NotReleased: NOT_RELEASED,
+    release_errors.ReleaseConflict: ProblemType(
+        409, "stale-revision", "The release changed since it was read."
+    ),
+    release_errors.ReleaseStateInvalid: ProblemType(
+        409, "release-state", "That change does not apply to the release as it is."
+    ),
+    release_errors.ReleaseInvalid: VALIDATION,
+    release_errors.VersionNotReleasable: ProblemType(
+        409, "version-not-releasable", "Only a committed version can be released."
+    ),
+    release_errors.PromotionBlocked: ProblemType(
+        409, "promotion-blocked", "The version may not be released here yet."
+    ),
+    release_errors.NothingToRollBack: ProblemType(
+        409, "nothing-to-roll-back", "There is no change left to roll back."
+    ),
 }
 
 # What a client needs to recover, beyond the message: the draft to open, the hash to send again.
 DOMAIN_EXTRAS: dict[type[Exception], Any] = {
     registry_errors.DraftExists: lambda e: {"draft_number": e.draft_number},
-    registry_errors.DraftConflict: lambda e: {"current_content_hash": e.current_hash},
+    registry_errors.DraftConflict: lambda e: {"current_tag": e.current_tag},
+    release_errors.ReleaseConflict: lambda e: {"current_revision": e.current_revision},
+    release_errors.PromotionBlocked: lambda e: {"gate": e.gate},
 }
 
 _DRF_PROBLEMS: dict[type[Exception], ProblemType] = {
     drf.ParseError: MALFORMED,
     drf.NotAuthenticated: UNAUTHENTICATED,
+    drf.PermissionDenied: FORBIDDEN,
     drf.AuthenticationFailed: UNAUTHENTICATED,
     drf.NotFound: NOT_FOUND,
     drf.MethodNotAllowed: METHOD_NOT_ALLOWED,
@@ -109,12 +140,6 @@ _DRF_PROBLEMS: dict[type[Exception], ProblemType] = {
     drf.UnsupportedMediaType: UNSUPPORTED_MEDIA,
     drf.Throttled: THROTTLED,
 }
-
-
-class RequestTooLarge(drf.APIException):
-    status_code = 413
-    default_detail = "The request body is too large."
-    default_code = "request_too_large"
 
 
 class ProblemException(drf.APIException):
@@ -154,6 +179,19 @@ def problem_response(
     return response
 
 
+def problem_for(exc: Exception) -> ProblemType:
+    """The problem type of a domain error (by its MRO); 409 for one with no entry."""
+    return _lookup(exc, DOMAIN_PROBLEMS) or CONFLICT
+
+
+def problem_extra(exc: Exception) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    for cls, extract in DOMAIN_EXTRAS.items():
+        if isinstance(exc, cls):
+            extra |= extract(exc)
+    return extra
+
+
 def _lookup(exc: Exception, table: dict[type[Exception], ProblemType]) -> ProblemType | None:
     for cls in type(exc).__mro__:
         if cls in table:
@@ -166,7 +204,9 @@ def _drf_errors(detail: Any, pointer: str = "") -> list[dict[str, Any]]:
     if isinstance(detail, dict):
         out: list[dict[str, Any]] = []
         for name, sub in detail.items():
-            key = "" if name == "non_field_errors" else f"/{name}"
+            # RFC 6901: "~" and "/" in a key (a locale, a parameter name) are escaped.
+            token = str(name).replace("~", "~0").replace("/", "~1")
+            key = "" if name == "non_field_errors" else f"/{token}"
             out += _drf_errors(sub, pointer + key)
         return out
     if isinstance(detail, list):
@@ -190,13 +230,10 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     if isinstance(exc, ProblemException):
         return problem_response(exc.problem, str(exc.detail), instance=instance, **exc.extra)
     if isinstance(exc, registry_errors.RegistryError):
-        problem = _lookup(exc, DOMAIN_PROBLEMS) or CONFLICT
-        extra: dict[str, Any] = {}
+        problem = problem_for(exc)
+        extra = problem_extra(exc)
         if isinstance(exc, registry_errors.ProblemsError):
             extra["errors"] = [p.as_dict() for p in exc.problems]
-        for cls, extract in DOMAIN_EXTRAS.items():
-            if isinstance(exc, cls):
-                extra |= extract(exc)
         return problem_response(problem, exc.message, instance=instance, **extra)
     if isinstance(exc, drf.ValidationError):
         errors = _drf_errors(exc.detail)
@@ -205,6 +242,10 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         )
     if isinstance(exc, RequestTooLarge):
         return problem_response(TOO_LARGE, str(exc.detail), instance=instance)
+    if isinstance(exc, RequestDataTooBig):
+        # DRF >= 3.16 hands JSON parsers ``request.body``, whose own check raises this first.
+        detail = f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+        return problem_response(TOO_LARGE, detail, instance=instance)
     if isinstance(exc, Http404):
         return problem_response(NOT_FOUND, "Not found.", instance=instance)
     if isinstance(exc, DjangoPermissionDenied):

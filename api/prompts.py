@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,7 +14,7 @@ from registry.services import prompt_create, prompt_update
 from .authentication import KeyPrincipal
 from .models import Scope
 from .pagination import Pagination
-from .permissions import HasScope
+from .permissions import scope_by_method
 
 
 class PromptOutputSerializer(serializers.Serializer):
@@ -35,6 +35,9 @@ def _annotated(key: str):
 class PromptCollectionApi(APIView):
     """``GET /prompts`` lists prompts; ``POST /prompts`` creates one."""
 
+    # Read by drf-spectacular too: the list is documented as the paginated object it is.
+    pagination_class = Pagination
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "PromptCreateInput"
@@ -44,23 +47,39 @@ class PromptCollectionApi(APIView):
         default_locale = serializers.CharField(required=False, default="en", max_length=35)
         tags = serializers.ListField(child=serializers.CharField(), required=False, default=list)
 
+    class QuerySerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "PromptListQuery"
+
+        # CharField refuses NUL characters, which PostgreSQL cannot compare text with.
+        search = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            max_length=200,
+            help_text="Part of the key or description.",
+        )
+        tag = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            max_length=50,
+            help_text="Only prompts with this tag.",
+        )
+
     def get_permissions(self):
-        scope = Scope.PROMPTS_READ if self.request.method == "GET" else Scope.PROMPTS_WRITE
-        return [HasScope(scope)()]
+        return scope_by_method(self.request, read=Scope.PROMPTS_READ, write=Scope.PROMPTS_WRITE)
 
     @extend_schema(
         operation_id="prompts_list",
-        parameters=[
-            OpenApiParameter("search", str, description="Part of the key or description."),
-            OpenApiParameter("tag", str, description="Only prompts with this tag."),
-        ],
+        parameters=[QuerySerializer],
         responses=PromptOutputSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        prompts = prompt_list(
-            search=request.query_params.get("search", ""), tag=request.query_params.get("tag", "")
-        )
-        paginator = Pagination()
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        prompts = prompt_list(**query.validated_data)
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(prompts, request, view=self)
         return paginator.get_paginated_response(PromptOutputSerializer(page, many=True).data)
 
@@ -90,8 +109,7 @@ class PromptDetailApi(APIView):
         tags = serializers.ListField(child=serializers.CharField(), required=False)
 
     def get_permissions(self):
-        scope = Scope.PROMPTS_READ if self.request.method == "GET" else Scope.PROMPTS_WRITE
-        return [HasScope(scope)()]
+        return scope_by_method(self.request, read=Scope.PROMPTS_READ, write=Scope.PROMPTS_WRITE)
 
     @extend_schema(operation_id="prompts_retrieve", responses=PromptOutputSerializer)
     def get(self, request: Request, key: str) -> Response:

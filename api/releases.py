@@ -52,7 +52,9 @@ class EnvironmentListApi(APIView):
 
     @extend_schema(operation_id="environments_list", responses=EnvironmentSerializer(many=True))
     def get(self, request: Request) -> Response:
-        return Response(EnvironmentSerializer(environment_list(), many=True).data)
+        # A key limited to environments sees those only (STYLE R11: lists are scoped too).
+        environments = environment_list(names=request.auth.environments)
+        return Response(EnvironmentSerializer(environments, many=True).data)
 
 
 def release_representation(release: Release) -> dict:
@@ -283,28 +285,29 @@ class ReleaseCanaryAbortApi(ReleaseChangeApi):
         return super().post(request, environment, key)
 
 
-class ReleaseExperimentStartApi(ReleaseChangeApi):
-    class VariantSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=50)
-        version = serializers.IntegerField(min_value=1)
-        percent = serializers.DecimalField(**PERCENT)
+class _VariantInput(serializers.Serializer):
+    name = serializers.CharField(max_length=50)
+    version = serializers.IntegerField(min_value=1)
+    percent = serializers.DecimalField(**PERCENT)
 
-        class Meta:
-            ref_name = "ReleaseExperimentVariantInput"
+    class Meta:
+        ref_name = "ReleaseExperimentVariantInput"
+
+
+class ReleaseExperimentStartApi(ReleaseChangeApi):
+    VariantSerializer = _VariantInput
 
     class InputSerializer(_Reason):
         name = serializers.CharField(max_length=100)
-        variants = serializers.ListField(min_length=2, max_length=10)
+        # Nested, so that a bad variant's error points at /variants/<i>/<field>.
+        variants = serializers.ListSerializer(child=_VariantInput(), min_length=2, max_length=10)
 
         class Meta:
             ref_name = "ReleaseExperimentStartInput"
 
     def change(self, request, *, variants, **arguments):
-        parsed = ReleaseExperimentStartApi.VariantSerializer(data=variants, many=True)
-        parsed.is_valid(raise_exception=True)
         return services.release_experiment_start(
-            variants=[(v["name"], v["version"], v["percent"]) for v in parsed.validated_data],
-            **arguments,
+            variants=[(v["name"], v["version"], v["percent"]) for v in variants], **arguments
         )
 
     @_change_schema("releases_experiment_start", InputSerializer)

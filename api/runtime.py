@@ -18,13 +18,14 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.http.request import RawPostDataException
+from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import ProblemsError, RegistryError
 from registry.rendering import Sections, render_sections, to_messages
 from registry.variables import VariableSpec, variables_validate
 from releases.bucketing import HASH_VERSION
-from releases.cache import release_cache
+from releases.cache import DATABASE_UNAVAILABLE, release_cache
+from releases.errors import EnvironmentNotFound
 from releases.resolution import NotReleased, Resolution, ServedRelease, resolve
 
 from . import problems
@@ -35,6 +36,10 @@ from .models import Scope
 KEY = r"(?P<key>[a-z0-9][a-z0-9._-]*)"
 ENVIRONMENT = r"(?P<environment>[a-z][a-z0-9-]*)"
 DEGRADED_HEADER = "X-Registry-Degraded"
+# The database is down and this process holds no copy of what was asked for.
+UNAVAILABLE = problems.ProblemType(
+    503, "database-unavailable", "The registry cannot read its database and holds no copy."
+)
 
 
 def _problem(problem: problems.ProblemType, detail: str, request: HttpRequest, **extra: Any):
@@ -53,7 +58,8 @@ class _Refused(Exception):
         self.response = response
 
 
-def _authorize(request: HttpRequest, environment: str) -> KeyEntry:
+def _authenticate(request: HttpRequest) -> KeyEntry:
+    """The bearer key, which must carry ``prompts:read``: checked before anything else is read."""
     raw = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
     if raw is None:
         raise _Refused(
@@ -73,6 +79,10 @@ def _authorize(request: HttpRequest, environment: str) -> KeyEntry:
                 required_scope=str(Scope.PROMPTS_READ),
             )
         )
+    return entry
+
+
+def _allow_environment(request: HttpRequest, entry: KeyEntry, environment: str) -> None:
     if not environment:
         raise _Refused(
             _problem(
@@ -97,6 +107,11 @@ def _authorize(request: HttpRequest, environment: str) -> KeyEntry:
                 environment=environment,
             )
         )
+
+
+def _authorize(request: HttpRequest, environment: str) -> KeyEntry:
+    entry = _authenticate(request)
+    _allow_environment(request, entry, environment)
     return entry
 
 
@@ -110,6 +125,8 @@ def _domain_problem(exc: RegistryError, request: HttpRequest) -> HttpResponse:
 
 def _lookup(request: HttpRequest, environment: str, key: str) -> tuple[ServedRelease, str]:
     found = release_cache().lookup(environment, key)
+    if found.release is None and found.degraded:
+        raise _Refused(_unavailable(request, f"{key} in {environment}"))
     if found.release is None:
         raise _Refused(
             _problem(
@@ -120,6 +137,15 @@ def _lookup(request: HttpRequest, environment: str, key: str) -> tuple[ServedRel
             )
         )
     return found.release, found.degraded
+
+
+def _unavailable(request: HttpRequest, what: str) -> HttpResponse:
+    response = _problem(
+        UNAVAILABLE, f"The database is unavailable and {what} is not cached here.", request
+    )
+    response["Retry-After"] = "5"
+    response[DEGRADED_HEADER] = DATABASE_UNAVAILABLE
+    return response
 
 
 def resolution_answer(resolution: Resolution) -> dict[str, Any]:
@@ -162,11 +188,19 @@ def _json(data: Any, *, status: int = 200, etag: str = "", degraded: str = "") -
     return response
 
 
-def _not_modified(request: HttpRequest, etag: str) -> bool:
+def _not_modified(request: HttpRequest, etag: str) -> HttpResponse | None:
+    """A 304 when ``If-None-Match`` names ``etag`` (weak comparison, RFC 9110 13.1.2)."""
     header = request.META.get("HTTP_IF_NONE_MATCH", "")
-    return bool(header) and (
-        etag in {t.strip() for t in header.split(",")} or header.strip() == "*"
-    )
+    if not header:
+        return None
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    if etag not in tags and header.strip() != "*":
+        return None
+    response = HttpResponse(status=304)
+    # A 304 carries the headers the 200 would have (RFC 9110 15.4.5).
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
 
 
 def _resolve(
@@ -202,16 +236,33 @@ def resolve_view(request: HttpRequest, key: str) -> HttpResponse:
         return refused.response
     answer = resolution_answer(resolution)
     etag = _etag(answer)
-    if _not_modified(request, etag):
-        response = HttpResponse(status=304)
-        response["ETag"] = etag
-        return response
+    not_modified = _not_modified(request, etag)
+    if not_modified is not None:
+        return not_modified
     return _json(answer, etag=etag, degraded=degraded)
 
 
 def _etag(answer: dict[str, Any]) -> str:
-    # What makes two answers differ for the same URL: revision, version, variant, locale.
-    basis = f"{answer['environment']}|{answer['prompt']}|{answer['revision']}|{answer['version']}|{answer['variant']}|{answer['locale']}|{answer['shadow']}"
+    # Everything that can differ between two answers for the same URL. Versions are immutable, so
+    # the number stands for its content; the trace differs only with the subject drawn, which
+    # for a request without one (not sticky) is new each time.
+    trace = answer["trace"]
+    basis = "|".join(
+        str(part)
+        for part in (
+            answer["environment"],
+            answer["prompt"],
+            answer["revision"],
+            answer["version"],
+            answer["variant"],
+            answer["locale"],
+            answer["requested_locale"],
+            answer["sticky"],
+            answer["shadow"],
+            trace["bucket"],
+            trace["salt"],
+        )
+    )
     return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'
 
 
@@ -221,7 +272,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         raise _Refused(_problem(problems.UNSUPPORTED_MEDIA, "Send application/json.", request))
     try:
         raw = request.body  # enforces DATA_UPLOAD_MAX_MEMORY_SIZE
-    except (RequestDataTooBig, RawPostDataException) as exc:
+    except RequestDataTooBig as exc:
         raise _Refused(
             _problem(
                 problems.TOO_LARGE,
@@ -231,7 +282,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
         ) from exc
     try:
         data = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise _Refused(
             _problem(problems.MALFORMED, f"The body is not valid JSON: {exc}", request)
         ) from exc
@@ -256,6 +307,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
+@csrf_exempt  # a bearer key, never a cookie, authenticates it (when reached through the URLconf)
 def render_view(request: HttpRequest, key: str) -> HttpResponse:
     """``POST /api/v1/prompts/{key}/render`` ``{environment, locale, subject, variables}``"""
     if request.method != "POST":
@@ -263,9 +315,10 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
             problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
         )
     try:
+        entry = _authenticate(request)
         data = _body(request)
         environment = data.get("environment") or ""
-        _authorize(request, environment)
+        _allow_environment(request, entry, environment)
         resolution, degraded = _resolve(
             request, key, environment, data.get("locale") or None, data.get("subject") or None
         )
@@ -299,11 +352,16 @@ def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
     except _Refused as refused:
         return refused.response
     releases, degraded = release_cache().environment(environment)
+    if releases is None and degraded:
+        return _unavailable(request, f"the {environment} bundle")
+    if releases is None:
+        return _domain_problem(
+            EnvironmentNotFound(f"There is no environment {environment!r}."), request
+        )
     etag = bundle_etag(environment, releases)
-    if _not_modified(request, etag):
-        response = HttpResponse(status=304)
-        response["ETag"] = etag
-        return response
+    not_modified = _not_modified(request, etag)
+    if not_modified is not None:
+        return not_modified
     return _json(bundle_body(environment, releases), etag=etag, degraded=degraded)
 
 

@@ -37,7 +37,9 @@ class SectionsSerializer(serializers.Serializer):
 class VariableSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64)
     type = serializers.ChoiceField(choices=[str(t) for t in VariableType], default="string")
-    required = serializers.BooleanField(default=True)
+    # No default here: left out, a variable is optional exactly when it has a default, as in an
+    # export file (``VariableSpec.from_dict``), so the API and the importer read a body alike.
+    required = serializers.BooleanField(required=False)
     default = serializers.JSONField(required=False, allow_null=True, default=None)
     description = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=500

@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from django.utils import timezone
 
 from registry.errors import Problem, ProblemsError
+from releases.selectors import environment_list
 
+from .keyring import keys_changed_on_commit
 from .models import ApiKey, Scope, key_generate, key_hash
 
 
@@ -32,9 +34,17 @@ def apikey_create(
         problems.append(Problem("no_scope", "Give the key at least one scope.", "/scopes"))
     if not name.strip() or len(name) > 100:
         problems.append(Problem("invalid_name", "Name the key (1 to 100 characters).", "/name"))
+    # A misspelt limit would make a key that silently fits no environment at all.
+    existing = set(environment_list(names=environments).values_list("name", flat=True))
+    problems += [
+        Problem("unknown_environment", f"There is no environment {e!r}.", "/environments")
+        for e in environments
+        if e not in existing
+    ]
     if problems:
         raise ApiKeyInvalid(problems)
     lookup_id, raw = key_generate()
+    keys_changed_on_commit()
     key = ApiKey.objects.create(
         name=name.strip(),
         lookup_id=lookup_id,
@@ -49,4 +59,5 @@ def apikey_revoke(*, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+        keys_changed_on_commit()
     return key

@@ -31,9 +31,10 @@ from registry.services import (
 
 from .models import Scope
 from .pagination import Pagination
-from .permissions import HasScope
+from .permissions import HasScope, scope_by_method
 from .serializers import (
     ContentInputSerializer,
+    ModelBindingSerializer,
     SectionsSerializer,
     VersionDetailSerializer,
     VersionSummarySerializer,
@@ -42,26 +43,27 @@ from .serializers import (
 IMMUTABLE_MAX_AGE = 365 * 24 * 3600
 
 
-def _etag(content_hash: str) -> str:
-    return f'"{content_hash}"'
+def _etag(tag: str) -> str:
+    return f'"{tag}"'
 
 
 def if_match_hash(request: Request) -> str | None:
-    """The content hash a client sends back in ``If-Match`` (quoted or not), or None."""
+    """The version's ETag a client sends back in ``If-Match`` (quoted or not), or None."""
     value = request.headers.get("If-Match", "").strip()
     if not value or value == "*":
         return None
     return value.removeprefix("W/").strip('"')
 
 
-def _read_or_write_scope(request: Request, read_methods: tuple[str, ...] = ("GET", "HEAD")):
-    scope = Scope.PROMPTS_READ if request.method in read_methods else Scope.PROMPTS_WRITE
-    return [HasScope(scope)()]
-
-
 def version_response(version, *, status_code: int = status.HTTP_200_OK) -> Response:
-    response = Response(VersionDetailSerializer(version).data, status=status_code)
-    response["ETag"] = _etag(version.content_hash)
+    return _with_cache_headers(
+        Response(VersionDetailSerializer(version).data, status=status_code), version
+    )
+
+
+def _with_cache_headers(response: Response, version) -> Response:
+    # A 304 carries these too (RFC 9110 §15.4.5), so a revalidated copy stays immutable.
+    response["ETag"] = _etag(version.edit_tag)
     if version.is_committed:
         patch_cache_control(response, private=True, max_age=IMMUTABLE_MAX_AGE, immutable=True)
     else:
@@ -72,22 +74,28 @@ def version_response(version, *, status_code: int = status.HTTP_200_OK) -> Respo
 class VersionCollectionApi(APIView):
     """``GET /prompts/{key}/versions`` lists versions; ``POST`` opens a draft or commits one."""
 
+    # Read by drf-spectacular too: the list is documented as the paginated object it is.
+    pagination_class = Pagination
+
     class InputSerializer(ContentInputSerializer):
         class Meta:
             ref_name = "VersionCreateInput"
 
+        # A new version is whole: unlike an edit, it has no content to take the other parts from.
+        model = ModelBindingSerializer()
+        templates = serializers.DictField(child=SectionsSerializer(), allow_empty=False)
         message = serializers.CharField(
             required=False, allow_blank=True, default="", max_length=5000
         )
         commit = serializers.BooleanField(required=False, default=False)
 
     def get_permissions(self):
-        return _read_or_write_scope(self.request)
+        return scope_by_method(self.request, read=Scope.PROMPTS_READ, write=Scope.PROMPTS_WRITE)
 
     @extend_schema(operation_id="versions_list", responses=VersionSummarySerializer(many=True))
     def get(self, request: Request, key: str) -> Response:
         versions = version_list(prompt=prompt_get(key=key)).select_related("parent")
-        paginator = Pagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(versions, request, view=self)
         return paginator.get_paginated_response(VersionSummarySerializer(page, many=True).data)
 
@@ -100,19 +108,10 @@ class VersionCollectionApi(APIView):
         prompt = prompt_get(key=key)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        content = data.content(None)
-        if (
-            content is None
-            or "templates" not in data.validated_data
-            or ("model" not in data.validated_data)
-        ):
-            raise serializers.ValidationError(
-                {"templates": ["A new version needs templates and a model binding."]}
-            )
         version = version_create(
             prompt=prompt,
             actor=request.user.actor,
-            content=content,
+            content=data.content(None),
             message=data.validated_data["message"],
             commit=data.validated_data["commit"],
         )
@@ -131,15 +130,15 @@ class VersionDetailApi(APIView):
         message = serializers.CharField(required=False, allow_blank=True, max_length=5000)
 
     def get_permissions(self):
-        return _read_or_write_scope(self.request)
+        return scope_by_method(self.request, read=Scope.PROMPTS_READ, write=Scope.PROMPTS_WRITE)
 
     @extend_schema(operation_id="versions_retrieve", responses=VersionDetailSerializer)
     def get(self, request: Request, key: str, number: int) -> Response:
         version = version_get(prompt=prompt_get(key=key), number=number)
-        if if_none_match(request, version.content_hash):
-            response = Response(status=status.HTTP_304_NOT_MODIFIED)
-            response["ETag"] = _etag(version.content_hash)
-            return response
+        # Only a committed version's representation is fixed by its content hash: a draft's
+        # message and author change under the same hash, so a draft is always sent in full.
+        if version.is_committed and if_none_match(request, version.content_hash):
+            return _with_cache_headers(Response(status=status.HTTP_304_NOT_MODIFIED), version)
         return version_response(version)
 
     @extend_schema(
@@ -165,7 +164,7 @@ class VersionDetailApi(APIView):
             actor=request.user.actor,
             content=data.content(version_content(version)),
             message=data.validated_data.get("message"),
-            expected_content_hash=if_match_hash(request),
+            expected_tag=if_match_hash(request),
         )
         return version_response(version_get(prompt=prompt, number=number))
 
@@ -206,7 +205,7 @@ class VersionCommitApi(APIView):
             version=version_get(prompt=prompt, number=number),
             actor=request.user.actor,
             message=data.validated_data.get("message"),
-            expected_content_hash=if_match_hash(request),
+            expected_tag=if_match_hash(request),
         )
         return version_response(version_get(prompt=prompt, number=number))
 

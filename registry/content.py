@@ -224,7 +224,7 @@ def content_shape_check(data: Mapping[str, Any]) -> list[Problem]:
     if templates is not None and not isinstance(templates, Mapping):
         problems.append(Problem("wrong_type", "'templates' must be a mapping.", "/templates"))
     for locale, sections in (templates if isinstance(templates, Mapping) else {}).items():
-        pointer = f"/templates/{locale}"
+        pointer = f"/templates/{pointer_token(locale)}"
         if sections is None:
             continue
         if not isinstance(sections, Mapping):
@@ -295,7 +295,7 @@ def _target_check(target: ModelTarget, pointer: str) -> list[Problem]:
                 Problem(
                     "unknown_parameter",
                     f"Unknown model parameter {name!r}; known: {known}.",
-                    f"{pointer}/parameters/{name}",
+                    f"{pointer}/parameters/{pointer_token(name)}",
                 )
             )
         elif not spec[1](value):
@@ -303,7 +303,7 @@ def _target_check(target: ModelTarget, pointer: str) -> list[Problem]:
                 Problem(
                     "invalid_parameter",
                     f"{name} must be {spec[0]}, not {value!r}.",
-                    f"{pointer}/parameters/{name}",
+                    f"{pointer}/parameters/{pointer_token(name)}",
                 )
             )
     return problems
@@ -344,6 +344,34 @@ def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> li
     return problems
 
 
+def pointer_token(token: object) -> str:
+    """One JSON Pointer reference token (RFC 6901): '~' and '/' escaped."""
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def nul_characters_check(data: Any, pointer: str = "") -> list[Problem]:
+    """Every string (or key) holding U+0000, which PostgreSQL refuses to store."""
+    if isinstance(data, str):
+        if "\x00" in data:
+            return [
+                Problem(
+                    "nul_character",
+                    "Text cannot contain the NUL character (U+0000).",
+                    pointer or "/",
+                )
+            ]
+        return []
+    problems: list[Problem] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            at = f"{pointer}/{pointer_token(key)}"
+            problems += nul_characters_check(key, at) + nul_characters_check(value, at)
+    elif isinstance(data, list | tuple):
+        for i, value in enumerate(data):
+            problems += nul_characters_check(value, f"{pointer}/{i}")
+    return problems
+
+
 def content_check(
     content: VersionContent, *, default_locale: str, max_section_chars: int = 50_000
 ) -> list[Problem]:
@@ -354,13 +382,15 @@ def content_check(
     3. The locales: valid BCP 47 tags, no tag twice after normalization, the default locale present.
     4. Each locale's templates: syntax, forbidden access, undeclared variables (errors) and
        declared-but-unused ones (warnings), section length.
+    5. No NUL character anywhere: PostgreSQL cannot store one in text or JSON.
     """
     problems = variable_specs_check(content.variables)
+    problems += nul_characters_check(content.canonical())
     problems += model_binding_check(content.model)
     declared = {v.name for v in content.variables}
     seen: dict[str, str] = {}
     for locale in content.templates:
-        pointer = f"/templates/{locale}"
+        pointer = f"/templates/{pointer_token(locale)}"
         try:
             normal = locale_normalize(locale)
         except LocaleInvalid as exc:

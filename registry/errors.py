@@ -128,6 +128,6 @@ class DraftConflict(RegistryError):
 
     message = "The draft changed since you read it; reload it and apply your change again."
 
-    def __init__(self, current_hash: str) -> None:
-        self.current_hash = current_hash
+    def __init__(self, current_tag: str) -> None:
+        self.current_tag = current_tag
         super().__init__()

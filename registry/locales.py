@@ -3,8 +3,8 @@
 Templates are stored per locale, and a caller asks for one; both sides go through
 ``locale_normalize`` so that ``fr_ca``, ``FR-CA`` and ``fr-CA`` name the same template.
 
-The grammar is the part of RFC 5646 that prompts need: a language (2–3 letters, or a registered
-5–8 letter one), an optional script (4 letters), an optional region (2 letters or 3 digits) and
+The grammar is the part of RFC 5646 that prompts need: a language (2 or 3 letters, or a registered
+one of 5 to 8), an optional script (4 letters), an optional region (2 letters or 3 digits) and
 optional variants. Extensions (``-u-…``) and private use (``-x-…``) are refused: no template is
 keyed by them, and accepting them would only make two spellings of one locale. The underscore is
 accepted as a separator because POSIX locales (``fr_CA``) are what many clients send.
@@ -69,16 +69,23 @@ def locale_fallback_chain(requested: str, *, default: str) -> tuple[str, ...]:
 
     1. the normalized requested tag;
     2. each shorter prefix, dropping the last subtag (``zh-Hant-TW`` → ``zh-Hant`` → ``zh``);
-    3. the default locale (normalized),
+    3. the default locale (normalized), which always ends the chain.
 
-    without repeats: ``fr-CA`` with default ``en`` gives ``("fr-CA", "fr", "en")``, and ``en-GB``
-    gives ``("en-GB", "en")``. Raises ``LocaleInvalid`` for a bad requested or default tag.
+    ``fr-CA`` with default ``en`` gives ``("fr-CA", "fr", "en")``, and ``en-GB`` gives
+    ``("en-GB", "en")``. When the default is itself a prefix of the request, the chain stops
+    there: ``zh-Hant-TW`` with default ``zh-Hant`` gives ``("zh-Hant-TW", "zh-Hant")``, because
+    the default is the last resort (every version has its template), and a bare ``zh`` after it
+    would only be reached if it were missing. Raises ``LocaleInvalid`` for a bad tag.
     """
     subtags = locale_normalize(requested).split("-")
-    chain = ["-".join(subtags[:length]) for length in range(len(subtags), 0, -1)]
     normalized_default = locale_normalize(default)
-    if normalized_default not in chain:
-        chain.append(normalized_default)
+    chain: list[str] = []
+    for length in range(len(subtags), 0, -1):
+        prefix = "-".join(subtags[:length])
+        if prefix == normalized_default:
+            break
+        chain.append(prefix)
+    chain.append(normalized_default)
     return tuple(chain)
 
 

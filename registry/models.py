@@ -9,6 +9,8 @@ a value.
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -117,6 +119,16 @@ class PromptVersion(models.Model):
     @property
     def is_committed(self) -> bool:
         return self.status == self.Status.COMMITTED
+
+    @property
+    def edit_tag(self) -> str:
+        """What a writer sends back (``If-Match``) to prove it saw the latest draft.
+
+        The content hash alone misses a message-only edit, so a draft's tag covers both; a
+        committed version's tag is its content hash (nothing about it changes)."""
+        if self.is_committed:
+            return self.content_hash
+        return hashlib.sha256(f"{self.content_hash}\n{self.message}".encode()).hexdigest()
 
 
 class Variable(models.Model):

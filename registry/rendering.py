@@ -4,70 +4,57 @@ Everything that turns a prompt's four sections into text goes through this modul
 preview, ``POST …/render``, ``run_prompt`` and (as a copy) the SDK. The contract (DESIGN.md,
 "Rendering contract"):
 
-- one module-level ``ImmutableSandboxedEnvironment`` with ``StrictUndefined`` and no autoescape
-  (prompts are text, not HTML), and no loader: a section stands alone, so ``include``, ``import``
-  and ``extends`` are refused;
+- templates run in ``sandbox.ENVIRONMENT``: an ``ImmutableSandboxedEnvironment`` with
+  ``StrictUndefined``, no autoescape (prompts are text) and no loader, so a section stands alone;
 - ``template_check`` refuses, without running anything, what the sandbox would refuse at render
-  time (attributes starting with ``_``, introspection names, mutating calls), so an author sees
-  the problem when saving, with its line, instead of a failed render in production;
+  time (attributes starting with ``_``, introspection names, mutating calls, includes), so an
+  author sees the problem when saving, with its line, instead of a failed render in production;
 - compiled templates are cached by the SHA-256 of their text, so equal text compiles once;
-- a render is bounded: its output, the text it builds along the way and the loop iterations and
-  calls it makes all have a budget, so a template cannot hold a worker's memory or CPU;
-- every failure is a domain error (``TemplateInvalid``, ``RenderFailed``) listing ``Problem``s,
-  never a Jinja exception, so the API answers 400 and not 500.
-
-The budget is enforced through hooks Jinja documents for this: the sandbox's intercepted binary
-operators and ``call``, the environment's ``code_generator_class`` (buffers that count what is
-captured by macros, ``{% set %}`` and ``{% filter %}`` blocks) and AST nodes calling the
-environment (``nodes.EnvironmentAttribute``) to count loop iterations. It is best effort against
-hostile templates, in layers; the service should still run renders under a worker time limit.
+- a render is bounded (``sandbox.RenderBudget``): output, text built on the way, loop iterations
+  and calls, so a template cannot hold a worker's memory or CPU;
+- every failure is a domain error (``TemplateInvalid``, ``RenderFailed``) listing ``Problem``s
+  with section, locale and line, never a Jinja exception, so the API answers 400 and not 500.
 
 Pure module: no Django, no models; limits come in as parameters.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import string
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple, cast
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
+from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from jinja2 import meta as jinja_meta
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.environment import Template
+from jinja2.environment import Environment, Template
 from jinja2.exceptions import SecurityError
-from jinja2.filters import make_attrgetter
-from jinja2.nodes import EvalContext
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import generate_lorem_ipsum, pass_eval_context
 
 from registry.errors import Problem, RenderFailed, Severity, TemplateInvalid
+from registry.sandbox import (
+    ENVIRONMENT,
+    GLOBAL_NAMES,
+    MAX_RENDER_CHARS,
+    MAX_RENDER_STEPS,
+    BudgetExceeded,
+    RenderBudget,
+    Unprintable,
+    budget_scope,
+    count_loop_iterations,
+)
 
 SECTIONS = ("system", "context", "instruction", "format")
 
 MAX_SECTION_CHARS = 50_000
-MAX_RENDER_CHARS = 200_000
-# Loop iterations plus calls (macros, methods, globals). Jinja's own range() stops at 100,000
-# items, so one full range loop fits; nested ones do not. About a second of CPU at worst.
-MAX_RENDER_STEPS = 1_000_000
-# Text built along the way (filter results, concatenations, captured blocks) may be this many
-# times the output cap: a chain of filters over a long document builds several copies of it.
-WORK_FACTOR = 10
 COMPILE_CACHE_SIZE = 4096
 
-_MAX_INT_BITS = 4096
-
-# Attribute names refused statically besides those starting with "_": the ways to walk from a
-# value to code and frames (the sandbox refuses most at run time; refusing them when saving
-# gives the author a line number instead of a failed render).
+# Attribute names refused statically besides those starting with "_": the ways from a value to
+# code and frames. The sandbox refuses most at run time; refusing them when saving gives the
+# author a line number instead of a failed render.
 _INTROSPECTION_NAMES = frozenset(
     {
         "mro",
@@ -124,8 +111,8 @@ _MUTATING_METHODS = frozenset(
         "rotate",
     }
 )
-# Filters taking an attribute name (or a dotted path): the positional index of that argument
-# after the filtered value. Every filter's ``attribute=`` keyword is checked as well.
+# Filters taking an attribute name (or dotted path): the positional index of that argument after
+# the filtered value. Every filter's ``attribute=`` keyword is checked as well.
 _ATTRIBUTE_ARGUMENTS = {
     "attr": 0,
     "selectattr": 0,
@@ -179,449 +166,6 @@ class Sections:
         if problems:
             raise TemplateInvalid(problems)
         return cls(**values)
-
-
-# --- the render budget --------------------------------------------------------------------------
-
-
-class _Exhausted(Exception):
-    """A render went over one of its budgets (raised inside the template, mapped below)."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-class _Unprintable(TypeError):
-    """A template printed a function, class or iterator instead of a value."""
-
-
-def _size(value: object) -> int:
-    if isinstance(value, str | bytes | list | tuple | dict | set | frozenset):
-        return len(value)
-    return 0
-
-
-@dataclass(slots=True)
-class _Budget:
-    """What one ``render_sections`` call may still spend, across its four sections."""
-
-    max_chars: int = MAX_RENDER_CHARS
-    max_steps: int = MAX_RENDER_STEPS
-    output: int = 0
-    work: int = 0
-    steps: int = 0
-
-    def emit(self, chunk: str) -> None:
-        self.output += len(chunk)
-        if self.output > self.max_chars:
-            raise _Exhausted(
-                "render_too_large",
-                f"The rendered prompt is longer than {self.max_chars} characters.",
-            )
-
-    def charge(self, value: object) -> None:
-        self.work += _size(value)
-        if self.work > self.max_chars * WORK_FACTOR:
-            raise _Exhausted(
-                "render_too_large",
-                f"The template builds more than {self.max_chars * WORK_FACTOR} characters of "
-                "text on the way to its output.",
-            )
-
-    def step(self) -> None:
-        self.steps += 1
-        if self.steps > self.max_steps:
-            raise _Exhausted(
-                "render_too_complex",
-                f"The template runs more than {self.max_steps} loop iterations and calls.",
-            )
-
-    def allow(self, size: int, what: str) -> None:
-        """Refuse *before* building a value of ``size`` characters that could not be output."""
-        if size > self.max_chars:
-            raise _Exhausted(
-                "render_too_large",
-                f"{what} would build more than the {self.max_chars} characters a prompt may have.",
-            )
-
-
-# One budget per render; a ContextVar so concurrent renders (threads, async) never share one.
-_BUDGET: ContextVar[_Budget | None] = ContextVar("prompt_render_budget", default=None)
-
-
-def _current_budget() -> _Budget:
-    # Outside render_sections (Jinja folding constants at compile time) a fresh default budget
-    # still applies the per-value limits.
-    budget = _BUDGET.get()
-    return budget if budget is not None else _Budget()
-
-
-# --- pre-checks of the operations that build a large value in one go ---------------------------
-
-_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
-_DIGITS = re.compile(r"\d+")
-
-
-def _width(digits: str) -> int:
-    # int() refuses strings over 4300 digits; anything over nine digits is too wide anyway.
-    return int(digits) if len(digits) <= 9 else 10**9
-
-
-def _ints(values: object) -> Iterator[int]:
-    items: Iterable[object]
-    if isinstance(values, Mapping):
-        items = values.values()
-    elif isinstance(values, tuple | list):
-        items = values
-    else:
-        items = (values,)
-    for item in items:
-        if isinstance(item, int):
-            yield item
-
-
-def _check_printf(fmt: str, args: object, budget: _Budget) -> None:
-    """``'%*d' % (n, 1)``, ``'%.999999999f'|format(x)``: widths and precisions are sizes."""
-    starred = False
-    for spec in _PRINTF_SPEC.finditer(fmt):
-        for part in spec.groups():
-            if part == "*":
-                starred = True
-            elif part:
-                budget.allow(_width(part), "A %-format width")
-    if starred:
-        for value in _ints(args):
-            budget.allow(value, "A %-format width")
-
-
-def _check_format_string(fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """``'{:>999999999}'.format(x)`` and nested widths (``'{:{w}}'``) are sizes too."""
-    budget = _current_budget()
-    try:
-        fields = list(string.Formatter().parse(fmt))
-    except ValueError:
-        return  # malformed: the call itself raises, and that becomes a render error
-    for _literal, _field, spec, _conversion in fields:
-        if not spec:
-            continue
-        for digits in _DIGITS.findall(spec):
-            budget.allow(_width(digits), "A format width")
-        if "{" in spec:
-            for value in _ints(args):
-                budget.allow(value, "A format width")
-            for value in _ints(dict(kwargs)):
-                budget.allow(value, "A format width")
-
-
-def _replace_size(text: str, old: str, new: str, count: object) -> int:
-    occurrences = len(text) + 1 if old == "" else text.count(old)
-    if isinstance(count, int) and count >= 0:
-        occurrences = min(occurrences, count)
-    return len(text) + occurrences * max(0, len(new) - len(old))
-
-
-def _counted_items(items: Iterable[object], separator: int, what: str) -> list[object]:
-    """Materialize what a join will glue together, refusing as soon as it is too long."""
-    budget = _current_budget()
-    total = 0
-    kept: list[object] = []
-    for item in items:
-        total += len(str(item)) + separator
-        budget.allow(total, what)
-        kept.append(item)
-    return kept
-
-
-def _check_str_method(owner: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    budget = _current_budget()
-    if name in {"center", "ljust", "rjust", "zfill"}:
-        width = args[0] if args else kwargs.get("width")
-        if isinstance(width, int):
-            budget.allow(width, f"{name}({width})")
-    elif name == "expandtabs":
-        tabsize = args[0] if args else kwargs.get("tabsize", 8)
-        if isinstance(tabsize, int):
-            budget.allow(len(owner) + owner.count("\t") * tabsize, "expandtabs()")
-    elif name == "replace" and len(args) >= 2:
-        old, new = args[0], args[1]
-        count = args[2] if len(args) > 2 else kwargs.get("count", -1)
-        if isinstance(old, str) and isinstance(new, str):
-            budget.allow(_replace_size(owner, old, new, count), "replace()")
-    elif name == "translate" and args and isinstance(args[0], Mapping):
-        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
-        budget.allow(len(owner) * max(1, longest), "translate()")
-    elif name in {"format", "format_map"}:
-        _check_format_string(owner, args, kwargs if name == "format" else {})
-        if name == "format_map" and args and isinstance(args[0], Mapping):
-            _check_format_string(owner, (), args[0])
-
-
-def _check_repeat(left: object, right: object) -> None:
-    budget = _current_budget()
-    for sequence, times in ((left, right), (right, left)):
-        if isinstance(times, int) and isinstance(sequence, str | list | tuple):
-            weight = (
-                len(sequence)
-                if isinstance(sequence, str)
-                else sum(max(1, _size(item)) for item in sequence)
-            )
-            budget.allow(weight * max(times, 0), "Repeating a value")
-    if isinstance(left, int) and isinstance(right, int):
-        if left.bit_length() + right.bit_length() > _MAX_INT_BITS:
-            raise _Exhausted("render_too_large", "A multiplication gives too large a number.")
-
-
-def _check_power(base: object, exponent: object) -> None:
-    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
-        # 10 ** 10 ** 10 would run until the worker is killed; a prompt needs no such number.
-        if abs(base).bit_length() * exponent > _MAX_INT_BITS:
-            raise _Exhausted("render_too_large", "A power gives too large a number.")
-
-
-# --- the environment -----------------------------------------------------------------------------
-
-
-class _CaptureBuffer(list[str]):
-    """The buffer of a macro, ``{% set %}``, ``{% filter %}`` or call block, charged as it grows.
-
-    Text captured this way is not yielded until the block ends, so counting only the output would
-    let ``{% filter upper %}`` around nested loops fill memory first.
-    """
-
-    __slots__ = ("_budget",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._budget = _current_budget()
-
-    def append(self, item: str) -> None:
-        self._budget.charge(item)
-        super().append(item)
-
-    def extend(self, items: Iterable[str]) -> None:
-        items = tuple(items)
-        for item in items:
-            self._budget.charge(item)
-        super().extend(items)
-
-
-class _PromptCodeGenerator(CodeGenerator):
-    """Jinja's code generator, with captured text and filter/concat results charged."""
-
-    def buffer(self, frame: Frame) -> None:
-        frame.buffer = self.temporary_identifier()
-        self.writeline(f"{frame.buffer} = environment.prompt_buffer()")
-
-    def visit_Filter(self, node: nodes.Filter, frame: Frame) -> None:
-        self.write("environment.prompt_charge(")
-        super().visit_Filter(node, frame)
-        self.write(")")
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        # "~" is not an interceptable operator, and doubling a namespace value 30 times in a loop
-        # reaches a gigabyte in 30 steps.
-        self.write("environment.prompt_charge(")
-        super().visit_Concat(node, frame)
-        self.write(")")
-
-
-class _PromptEnvironment(ImmutableSandboxedEnvironment):
-    code_generator_class = _PromptCodeGenerator
-    intercepted_binops = frozenset({"*", "**", "+", "%"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            _check_repeat(left, right)
-        elif operator == "**":
-            _check_power(left, right)
-        elif operator == "%" and isinstance(left, str):
-            _check_printf(left, right, _current_budget())
-        result = super().call_binop(context, operator, left, right)
-        _current_budget().charge(result)
-        return result
-
-    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        budget = _current_budget()
-        budget.step()
-        # The sandbox hands out str.format wrapped; the wrapper keeps the method in __wrapped__.
-        target = getattr(obj, "__wrapped__", obj)
-        owner = getattr(target, "__self__", None)
-        if isinstance(owner, str):
-            name = getattr(target, "__name__", "")
-            if name == "join" and args:
-                args = (_counted_items(args[0], len(owner), "join()"), *args[1:])
-            else:
-                _check_str_method(owner, name, args, kwargs)
-        result = super().call(context, obj, *args, **kwargs)
-        budget.charge(result)
-        return result
-
-    def call_filter(
-        self,
-        name: str,
-        value: Any,
-        args: Any = None,
-        kwargs: Any = None,
-        context: Context | None = None,
-        eval_ctx: EvalContext | None = None,
-    ) -> Any:
-        # map() applies a filter per item through here, so range(100000)|map(...) is counted.
-        budget = _current_budget()
-        budget.step()
-        result = super().call_filter(name, value, args, kwargs, context, eval_ctx)
-        budget.charge(result)
-        return result
-
-    # Called from the generated code (see _PromptCodeGenerator and _instrument).
-
-    def prompt_buffer(self) -> _CaptureBuffer:
-        return _CaptureBuffer()
-
-    def prompt_charge(self, value: Any) -> Any:
-        _current_budget().charge(value)
-        return value
-
-    def prompt_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        budget = _current_budget()
-        for item in iterable:
-            budget.step()
-            yield item
-
-
-_SCALARS = (str, int, float, type(None))
-
-
-def _printable(value: object, depth: int = 0) -> bool:
-    if isinstance(value, Undefined):
-        str(value)  # StrictUndefined raises the undefined (or security) error here
-    if isinstance(value, _SCALARS):
-        return True
-    if depth >= 32:
-        return False
-    if isinstance(value, list | tuple):
-        return all(_printable(item, depth + 1) for item in value)
-    if isinstance(value, dict):
-        return all(
-            _printable(key, depth + 1) and _printable(item, depth + 1)
-            for key, item in value.items()
-        )
-    return False
-
-
-def _finalize(value: object) -> object:
-    """Refuse to print anything but data: ``{{ items|map('upper') }}`` would otherwise put
-    ``<generator object …>`` in a prompt, and ``{{ cycler }}`` a class and a memory address."""
-    if isinstance(value, Undefined) or _printable(value):
-        return value
-    raise _Unprintable(
-        f"The template prints a {type(value).__name__} object, not a value; call it, or turn it "
-        "into text with a filter such as |list or |join."
-    )
-
-
-ENVIRONMENT = _PromptEnvironment(
-    undefined=StrictUndefined,
-    autoescape=False,
-    keep_trailing_newline=False,
-    finalize=_finalize,
-)
-
-
-def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002
-    """Jinja's lorem ipsum, bounded: ``lipsum(100000)`` would build text for minutes."""
-    if isinstance(n, int) and isinstance(max, int):
-        _current_budget().allow(n * max * 12, f"lipsum({n})")
-    return generate_lorem_ipsum(n=n, html=html, min=min, max=max)
-
-
-ENVIRONMENT.globals["lipsum"] = _lipsum
-_GLOBAL_NAMES = frozenset(ENVIRONMENT.globals)
-
-
-def _guard_filter(name: str, check: Callable[..., None]) -> None:
-    """Wrap a built-in filter so ``check`` sees its arguments before it builds anything."""
-    original = ENVIRONMENT.filters[name]
-
-    # functools.wraps copies ``jinja_pass_arg``, so Jinja passes the same leading argument
-    # (environment or eval context) to the wrapper as to the filter.
-    @functools.wraps(original)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        check(*args, **kwargs)
-        return original(*args, **kwargs)
-
-    ENVIRONMENT.filters[name] = guarded
-
-
-def _center_check(value: Any, width: Any = 80) -> None:
-    if isinstance(width, int):
-        _current_budget().allow(width, f"center({width})")
-
-
-def _indent_check(text: Any, width: Any = 4, first: Any = False, blank: Any = False) -> None:
-    unit = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
-    text = str(text)
-    _current_budget().allow(len(text) + (text.count("\n") + 1) * unit, "indent()")
-
-
-def _count_check(value: Any, count: Any, fill_with: Any = None) -> None:
-    if isinstance(count, int):
-        _current_budget().allow(count, "batch() or slice()")
-
-
-def _replace_check(eval_ctx: Any, text: Any, old: Any, new: Any, count: Any = None) -> None:
-    size = _replace_size(str(text), str(old), str(new), count)
-    _current_budget().allow(size, "replace()")
-
-
-def _format_check(value: Any, *args: Any, **kwargs: Any) -> None:
-    _check_printf(str(value), kwargs or args, _current_budget())
-
-
-def _wordwrap_check(
-    environment: Any,
-    text: Any,
-    width: Any = 79,
-    break_long_words: Any = True,
-    wrapstring: Any = None,
-    break_on_hyphens: Any = True,
-) -> None:
-    separator = str(wrapstring if wrapstring is not None else environment.newline_sequence)
-    text = str(text)
-    # At most one line per two characters (a word and a space), so one separator each.
-    _current_budget().allow(len(text) + (len(text) // 2 + 1) * len(separator), "wordwrap()")
-
-
-def _tojson_check(eval_ctx: Any, value: Any, indent: Any = None) -> None:
-    width = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
-    if width > 16:
-        # Indentation repeats per nesting level and line; no prompt needs more than a few spaces.
-        raise _Exhausted("render_too_large", "tojson() indents by at most 16.")
-
-
-_guard_filter("center", _center_check)
-_guard_filter("indent", _indent_check)
-_guard_filter("batch", _count_check)
-_guard_filter("slice", _count_check)
-_guard_filter("replace", _replace_check)
-_guard_filter("format", _format_check)
-_guard_filter("wordwrap", _wordwrap_check)
-_guard_filter("tojson", _tojson_check)
-_jinja_join = ENVIRONMENT.filters["join"]
-
-
-@pass_eval_context
-def _join(eval_ctx: EvalContext, value: Iterable[Any], d: Any = "", attribute: Any = None) -> str:
-    """Jinja's ``join``, counting as it goes: ``range(100000)|map(...)|join`` is lazy until here."""
-    if attribute is not None:
-        value = map(make_attrgetter(eval_ctx.environment, attribute), value)
-    items = _counted_items(value, len(str(d)), "join()")
-    result: str = _jinja_join(eval_ctx, items, d)
-    return result
-
-
-ENVIRONMENT.filters["join"] = _join
 
 
 # --- static checks ---------------------------------------------------------------------------------
@@ -689,8 +233,17 @@ def _forbidden(ast: nodes.Template) -> list[_Issue]:
         issues.append(_Issue(code, message, node.lineno))
 
     for node in ast.find_all(
-        (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Call, nodes.Extends)
-        + (nodes.Include, nodes.Import, nodes.FromImport)
+        (
+            nodes.Getattr,
+            nodes.Getitem,
+            nodes.Filter,
+            nodes.Test,
+            nodes.Call,
+            nodes.Extends,
+            nodes.Include,
+            nodes.Import,
+            nodes.FromImport,
+        )
     ):
         if isinstance(node, nodes.Getattr) and _forbidden_name(node.attr):
             refuse(node, f"Templates cannot reach the attribute '{node.attr}'.")
@@ -727,26 +280,6 @@ def _forbidden(ast: nodes.Template) -> list[_Issue]:
     return issues
 
 
-def _instrument(ast: nodes.Template) -> None:
-    """Make every ``for`` loop iterate through ``environment.prompt_iter``, one step per item.
-
-    An empty loop body yields no output and calls nothing, so without this
-    ``{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}``
-    would spin for hours unseen by every other budget.
-    """
-    for loop in ast.find_all(nodes.For):
-        counted = nodes.Call(
-            nodes.EnvironmentAttribute("prompt_iter"),
-            [loop.iter],
-            [],
-            None,
-            None,
-            lineno=loop.iter.lineno,
-        )
-        counted.set_environment(ENVIRONMENT)
-        loop.iter = counted
-
-
 # --- compiling, cached by content hash ---------------------------------------------------------
 
 
@@ -757,8 +290,19 @@ class _Compiled:
     names: tuple[tuple[str, int], ...]  # variables the text uses, with the line of first use
 
 
+class _VariableTracker(jinja_meta.TrackingCodeGenerator):
+    """``jinja2.meta.find_undeclared_variables`` without its optimizer, which would evaluate
+    constant expressions (and raise from them) while only looking for names."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        self.optimizer = None
+
+
 def _names(ast: nodes.Template) -> tuple[tuple[str, int], ...]:
-    used = jinja_meta.find_undeclared_variables(ast) - _GLOBAL_NAMES
+    tracker = _VariableTracker(ENVIRONMENT)
+    tracker.visit(ast)
+    used = tracker.undeclared_identifiers - GLOBAL_NAMES
     first: dict[str, int] = {}
     for name in ast.find_all(nodes.Name):
         if name.ctx == "load" and name.name in used:
@@ -775,15 +319,19 @@ def _compile_uncached(source: str) -> _Compiled:
             names = _names(ast)
         if issues:
             return _Compiled(None, tuple(issues), names)
-        _instrument(ast)
+        count_loop_iterations(ast)
         code = ENVIRONMENT.compile(ast)
     except TemplateSyntaxError as exc:
         issue = _Issue("template_syntax", exc.message or str(exc), exc.lineno)
         return _Compiled(None, (issue,), names)
     except (SyntaxError, RecursionError):
         # Python's own limits on the generated code: about 20 nested blocks, deep expressions.
-        issue = _Issue("template_syntax", "The template nests blocks or expressions too deeply.", 1)
-        return _Compiled(None, (issue,), names)
+        message = "The template nests blocks or expressions too deeply."
+        return _Compiled(None, (_Issue("template_syntax", message, None),), names)
+    except (ValueError, OverflowError) as exc:
+        # A literal Python refuses to convert, such as an integer of over 4300 digits.
+        message = f"The template has a literal that cannot be read ({str(exc)[:80]})."
+        return _Compiled(None, (_Issue("template_syntax", message, None),), names)
     template = ENVIRONMENT.template_class.from_code(
         ENVIRONMENT, code, ENVIRONMENT.make_globals(None)
     )
@@ -960,9 +508,11 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
-def _render_one(template: Template, variables: Mapping[str, object], budget: _Budget) -> str:
+def _render_one(template: Template, variables: Mapping[str, object], budget: RenderBudget) -> str:
     chunks: list[str] = []
-    stream = template.generate(dict(variables))
+    # Jinja annotates generate() as an Iterator; it is a generator, and closing it on an abort
+    # releases the template's frames at once.
+    stream = cast(Generator[str, None, None], template.generate(dict(variables)))
     try:
         # Counted chunk by chunk, so an oversized render stops as soon as it is known to be,
         # instead of after the whole text has been built.
@@ -1020,10 +570,8 @@ def render_sections(
     if invalid:
         raise TemplateInvalid(invalid)
 
-    budget = _Budget(max_chars=max_chars, max_steps=max_steps)
-    token = _BUDGET.set(budget)
     rendered: dict[str, str] = {}
-    try:
+    with budget_scope(RenderBudget(max_chars=max_chars, max_steps=max_steps)) as budget:
         for section, template in templates.items():
             if template is None:
                 rendered[section] = ""
@@ -1031,9 +579,9 @@ def render_sections(
             try:
                 rendered[section] = _render_one(template, variables, budget).strip()
             except Exception as exc:
+                # Total: whatever the template raised (Jinja's errors, the budget's, a
+                # ZeroDivisionError) leaves as a domain error naming section, locale and line.
                 raise _domain_error(exc, section=section, locale=locale, pointer=pointer) from exc
-    finally:
-        _BUDGET.reset(token)
     return Sections(**rendered)
 
 
@@ -1047,7 +595,7 @@ def _domain_error(
     def problem(code: str, message: str) -> Problem:
         return Problem(code, f"{_where(section, locale, line)}: {message}", at, line)
 
-    if isinstance(exc, _Exhausted):
+    if isinstance(exc, BudgetExceeded):
         return RenderFailed([problem(exc.code, exc.detail)])
     if isinstance(exc, SecurityError):
         return TemplateInvalid([problem("template_forbidden", str(exc))])
@@ -1055,7 +603,7 @@ def _domain_error(
         return RenderFailed([problem("undefined", exc.message or str(exc))])
     if isinstance(exc, TemplateSyntaxError):
         return TemplateInvalid([problem("template_syntax", exc.message or str(exc))])
-    if isinstance(exc, _Unprintable):
+    if isinstance(exc, Unprintable):
         return RenderFailed([problem("render_error", str(exc))])
     message = f"{type(exc).__name__}: {exc}"
     return RenderFailed([problem("render_error", message[:300])])

@@ -44,7 +44,7 @@ def prompt_get(*, key: str) -> Prompt:
 
 
 def _with_content(qs: QuerySet[PromptVersion]) -> QuerySet[PromptVersion]:
-    return qs.select_related("prompt").prefetch_related(
+    return qs.select_related("prompt", "parent").prefetch_related(
         Prefetch("variables", queryset=Variable.objects.order_by("position")),
         Prefetch("templates", queryset=LocalizedTemplate.objects.order_by("locale")),
     )

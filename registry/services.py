@@ -86,6 +86,12 @@ def prompt_fields_check(
                         f"/tags/{i}",
                     )
                 )
+    if description is not None and "\x00" in description:
+        problems.append(
+            Problem(
+                "nul_character", "Text cannot contain the NUL character (U+0000).", "/description"
+            )
+        )
     return problems
 
 
@@ -277,11 +283,15 @@ def version_draft_create(
     return version
 
 
-def _locked_draft(version: PromptVersion, expected_content_hash: str | None) -> PromptVersion:
-    # Lock before comparing: a hash read outside the lock is stale by the time we write.
+def _locked_draft(version: PromptVersion, expected_tag: str | None) -> PromptVersion:
+    # Lock before comparing: a tag read outside the lock is stale by the time we write.
     try:
         locked = (
-            PromptVersion.objects.select_for_update().select_related("prompt").get(pk=version.pk)
+            # of=("self",): lock the version only; the prompt row is locked by those who need it,
+            # first, in the project's lock order.
+            PromptVersion.objects.select_for_update(of=("self",))
+            .select_related("prompt")
+            .get(pk=version.pk)
         )
     except PromptVersion.DoesNotExist as exc:
         # Discarded since the caller read it.
@@ -290,8 +300,8 @@ def _locked_draft(version: PromptVersion, expected_content_hash: str | None) -> 
         ) from exc
     if locked.is_committed:
         raise VersionImmutable()
-    if expected_content_hash is not None and expected_content_hash != locked.content_hash:
-        raise DraftConflict(locked.content_hash)
+    if expected_tag is not None and expected_tag != locked.edit_tag:
+        raise DraftConflict(locked.edit_tag)
     return locked
 
 
@@ -302,10 +312,10 @@ def version_draft_update(
     actor: Actor,
     content: VersionContent | None = None,
     message: str | None = None,
-    expected_content_hash: str | None = None,
+    expected_tag: str | None = None,
 ) -> PromptVersion:
     """Changes a draft's content and/or message. A committed version answers ``VersionImmutable``."""
-    locked = _locked_draft(version, expected_content_hash)
+    locked = _locked_draft(version, expected_tag)
     fields = ["updated_at"]
     if message is not None:
         locked.message = message
@@ -328,10 +338,10 @@ def version_commit(
     version: PromptVersion,
     actor: Actor,
     message: str | None = None,
-    expected_content_hash: str | None = None,
+    expected_tag: str | None = None,
 ) -> PromptVersion:
     """Freezes a draft. Its content is validated again: rules may have tightened since it was saved."""
-    locked = _locked_draft(version, expected_content_hash)
+    locked = _locked_draft(version, expected_tag)
     _content_validated(version_content(locked), locked.prompt)
     if message is not None:
         locked.message = message

@@ -11,7 +11,10 @@ Failure rules (DESIGN.md):
   from the database (and refreshes its copy). When Redis is back, snapshots are reloaded whole,
   since messages may have been missed meanwhile.
 - Database down: a lookup serves the copy it has and says so (``degraded``); the web answers with
-  a header.
+  a header. That includes a trusted copy whose reload failed: a change was announced (its
+  revision is newer than the copy's) but could not be read, so the copy is known to be behind.
+- Unknown environments are never stored, so callers naming environments at random cannot grow
+  the cache.
 - A message lost while connected (a publisher whose Redis call failed): the listener compares
   revisions with one narrow query every ``RELEASE_CACHE_CHECK_SECONDS``.
 
@@ -30,13 +33,13 @@ from dataclasses import dataclass
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connections
 
 from .resolution import ServedRelease
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "promptregistry:changes"
+CHANNEL_PREFIX = "promptregistry:changes:"
 DATABASE_UNAVAILABLE = "database-unavailable"
 
 
@@ -52,14 +55,26 @@ def _redis_client() -> redis.Redis:
     )
 
 
+def channel() -> str:
+    """This registry's pub/sub channel. Pub/sub ignores Redis's database number, so registries
+    sharing one Redis (staging and production, two test runs) are told apart by their database."""
+    database = settings.DATABASES["default"]
+    return (
+        f"{CHANNEL_PREFIX}{database.get('HOST', '')}:{database.get('PORT', '')}/{database['NAME']}"
+    )
+
+
 def publish(message: dict) -> None:
     """Tells every web process; a failure is logged, and the periodic check catches up."""
     if not settings.REDIS_URL:
         return
+    client = _redis_client()
     try:
-        _redis_client().publish(CHANNEL, json.dumps(message))
+        client.publish(channel(), json.dumps(message))
     except redis.RedisError:
         logger.warning("Could not publish a change: kind=%s", message.get("kind"), exc_info=True)
+    finally:
+        client.close()
 
 
 def release_changed(*, environment: str, prompt: str, revision: int) -> None:
@@ -72,11 +87,20 @@ def release_changed(*, environment: str, prompt: str, revision: int) -> None:
 class ReleaseCache:
     def __init__(self, *, listen: bool = True) -> None:
         self._lock = threading.Lock()
+        # Per environment, prompt key -> snapshot. Copy-on-write: readers never see a dict being
+        # changed. Only the environments in ``_complete`` were loaded whole; the others hold the
+        # few releases an untrusted lookup read one by one.
         self._environments: dict[str, dict[str, ServedRelease]] = {}
+        self._complete: set[str] = set()
         # The newest revision announced per (environment, prompt): a snapshot older than this is
-        # never stored, which closes the race of a load that read the database just before a
-        # change and finished just after its message.
+        # never served as current, which closes the race of a load that read the database just
+        # before a change and finished just after its message, and tells a lookup that a reload
+        # failed (the database was down) so that it says so.
         self._announced: dict[tuple[str, str], int] = {}
+        # Bumped whenever every snapshot is dropped (a reconnect, ``clear``): a load that read the
+        # database before the drop does not store what it read, since messages may have been
+        # missed in between.
+        self._generation = 0
         self._listen = listen
         self._healthy = False
         self._listener_pid: int | None = None
@@ -92,15 +116,25 @@ class ReleaseCache:
         return self._healthy
 
     def lookup(self, environment: str, prompt: str) -> Lookup:
+        """The release of ``prompt`` in ``environment``; on a warm, trusted cache no query runs."""
         if self.trusted:
-            snapshot = self._environments.get(environment)
-            if snapshot is not None:
-                return Lookup(snapshot.get(prompt))
-            try:
-                return Lookup(self._load_environment(environment).get(prompt))
-            except DatabaseError:
-                logger.warning("Database unavailable loading env=%s", environment, exc_info=True)
-                return Lookup(None, DATABASE_UNAVAILABLE)
+            snapshot = (
+                self._environments.get(environment) if environment in self._complete else None
+            )
+            if snapshot is None:
+                try:
+                    snapshot = self._load_environment(environment)
+                except DatabaseError:
+                    logger.warning(
+                        "Database unavailable loading env=%s", environment, exc_info=True
+                    )
+                    return Lookup(None, DATABASE_UNAVAILABLE)
+                if snapshot is None:
+                    return Lookup(None)  # no such environment
+            held = snapshot.get(prompt)
+            if not self._behind(environment, prompt, held):
+                return Lookup(held)
+            # A newer revision was announced but its reload failed: try again below.
         try:
             return Lookup(self._load_release(environment, prompt))
         except DatabaseError:
@@ -112,64 +146,103 @@ class ReleaseCache:
             )
             return Lookup(self._environments.get(environment, {}).get(prompt), DATABASE_UNAVAILABLE)
 
-    def environment(self, environment: str) -> tuple[dict[str, ServedRelease], str]:
-        """Every release of an environment (the bundle), and why it may be stale."""
-        if self.trusted and environment in self._environments:
-            return self._environments[environment], ""
+    def environment(self, environment: str) -> tuple[dict[str, ServedRelease] | None, str]:
+        """Every release of an environment (the bundle), and why it may be stale.
+
+        ``None`` with no reason: there is no such environment. ``None`` with a reason: the
+        database is down and this process never loaded that environment whole."""
+        if self.trusted:
+            snapshot = (
+                self._environments.get(environment) if environment in self._complete else None
+            )
+            if snapshot is not None:
+                try:
+                    for prompt in self._behind_in(environment):
+                        self._load_release(environment, prompt)
+                except DatabaseError:
+                    logger.warning(
+                        "Database unavailable: serving cached env=%s", environment, exc_info=True
+                    )
+                    return self._environments.get(environment, snapshot), DATABASE_UNAVAILABLE
+                return self._environments.get(environment, snapshot), ""
         try:
             return self._load_environment(environment), ""
         except DatabaseError:
             logger.warning(
                 "Database unavailable: serving cached env=%s", environment, exc_info=True
             )
-            return self._environments.get(environment, {}), DATABASE_UNAVAILABLE
+            if environment in self._complete:
+                return self._environments.get(environment), DATABASE_UNAVAILABLE
+            return None, DATABASE_UNAVAILABLE
+
+    def _behind(self, environment: str, prompt: str, held: ServedRelease | None) -> bool:
+        announced = self._announced.get((environment, prompt))
+        return announced is not None and (held is None or held.revision < announced)
+
+    def _behind_in(self, environment: str) -> list[str]:
+        held = self._environments.get(environment, {})
+        with self._lock:
+            announced = [(p, r) for (e, p), r in self._announced.items() if e == environment]
+        return [p for p, r in announced if p not in held or held[p].revision < r]
 
     # -- loading ---------------------------------------------------------------------------
 
-    def _load_environment(self, environment: str) -> dict[str, ServedRelease]:
-        from .selectors import served_releases
+    def _load_environment(self, environment: str) -> dict[str, ServedRelease] | None:
+        from .selectors import environment_exists, served_releases
 
+        generation = self._generation
         loaded = {r.prompt: r for r in served_releases(environment=environment)}
+        # Unknown environments are never stored: a caller naming environments at random must not
+        # grow this cache (or the periodic check).
+        if not loaded and not environment_exists(name=environment):
+            return None
         with self._lock:
-            self._environments[environment] = loaded
-            # Changed while we read: those few are reloaded one by one.
-            behind = [
-                key
-                for key, release in loaded.items()
-                if release.revision < self._announced.get((environment, key), 0)
-            ]
-        for key in behind:
+            if generation != self._generation:
+                return loaded  # every snapshot was dropped meanwhile: serve it, keep nothing
+            merged = dict(self._environments.get(environment, {}))
+            for key, release in loaded.items():
+                held = merged.get(key)
+                # A one-release load that finished while we read may hold a newer revision.
+                if held is None or held.revision <= release.revision:
+                    merged[key] = release
+            self._environments[environment] = merged
+            self._complete.add(environment)
+        # Changed while we read: those few are reloaded one by one.
+        for key in self._behind_in(environment):
             self._load_release(environment, key)
-        return self._environments[environment]
+        return self._environments.get(environment, merged)
 
     def _load_release(self, environment: str, prompt: str) -> ServedRelease | None:
+        """Reads one release and stores it unless the copy held is newer; returns the newer."""
         from .selectors import served_releases
 
+        generation = self._generation
         found = served_releases(environment=environment, prompt=prompt)
         release = found[0] if found else None
         with self._lock:
-            snapshot = dict(self._environments.get(environment, {}))
-            if release is None:
-                snapshot.pop(prompt, None)
-            else:
-                held = snapshot.get(prompt)
-                if held is None or held.revision <= release.revision:
-                    snapshot[prompt] = release
-            # Copy-on-write: readers never see a dict being changed.
-            self._environments[environment] = snapshot
+            held = self._environments.get(environment, {}).get(prompt)
+            # Releases are never deleted: a reader that does not see one (yet) keeps the copy.
+            if release is None or (held is not None and held.revision > release.revision):
+                return held
+            if generation == self._generation:
+                snapshot = dict(self._environments.get(environment, {}))
+                snapshot[prompt] = release
+                self._environments[environment] = snapshot
         return release
 
     def announce(self, environment: str, prompt: str, revision: int) -> None:
-        """A release changed: reload it if this process holds that environment."""
+        """A release changed: reload it if this process holds that environment whole."""
         with self._lock:
             key = (environment, prompt)
             self._announced[key] = max(revision, self._announced.get(key, 0))
-            held = self._environments.get(environment)
-            stale = held is not None and (prompt not in held or held[prompt].revision < revision)
+            held = self._environments.get(environment, {}).get(prompt)
+            stale = environment in self._complete and self._behind(environment, prompt, held)
         if stale:
             try:
                 self._load_release(environment, prompt)
             except DatabaseError:
+                # Lookups see that the copy is behind its announced revision, try again and,
+                # while the database stays down, serve the copy saying so.
                 logger.warning(
                     "Could not reload env=%s prompt=%s", environment, prompt, exc_info=True
                 )
@@ -177,41 +250,53 @@ class ReleaseCache:
     def clear(self) -> None:
         with self._lock:
             self._environments = {}
+            self._complete = set()
             self._announced = {}
+            self._generation += 1
 
     # -- listening -------------------------------------------------------------------------
 
     def on(self, kind: str, handler: Callable[[dict], None]) -> None:
-        """Registers a handler for another kind of change message (API keys, for the api app)."""
+        """Registers a handler for another kind of change message (API keys, for the api app).
+
+        Each (re)connection also calls it with ``{"kind": kind, "resync": True}``: messages may
+        have been missed while the listener was not subscribed."""
         self._handlers.setdefault(kind, []).append(handler)
 
     def _ensure_listener(self) -> None:
         if not self._listen or not settings.REDIS_URL or self._listener_pid == os.getpid():
             return
         with self._lock:
-            if self._listener_pid == os.getpid():
+            if not self._listen or self._listener_pid == os.getpid():
                 return
             self._listener_pid = os.getpid()
             self._healthy = False
-            self._stop.clear()
+            # One stop event per thread: a stopped thread never comes back to life.
+            stop = self._stop = threading.Event()
         ready = threading.Event()
         thread = threading.Thread(
-            target=self._listen_forever, args=(ready,), name="release-cache-listener", daemon=True
+            target=self._listen_forever,
+            args=(ready, stop),
+            name="release-cache-listener",
+            daemon=True,
         )
         thread.start()
         # Wait briefly for the subscription so the first requests are already served from memory.
         ready.wait(timeout=1.0)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._listener_pid = None
-        self._healthy = False
+        """Stops listening for good: from now on every lookup reads the database."""
+        with self._lock:
+            self._listen = False
+            self._stop.set()
+            self._listener_pid = None
+            self._healthy = False
 
-    def _listen_forever(self, ready: threading.Event) -> None:
+    def _listen_forever(self, ready: threading.Event, stop: threading.Event) -> None:
         backoff = 0.5
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
-                self._listen_once(ready)
+                self._listen_once(ready, stop)
                 backoff = 0.5
             except (redis.RedisError, OSError):
                 logger.warning(
@@ -219,23 +304,28 @@ class ReleaseCache:
                 )
             finally:
                 self._healthy = False
-                close_old_connections()
+                connections.close_all()  # this thread's own connections
             ready.set()
-            self._stop.wait(backoff)
+            stop.wait(backoff)
             backoff = min(backoff * 2, 10.0)
 
-    def _listen_once(self, ready: threading.Event) -> None:
+    def _listen_once(self, ready: threading.Event, stop: threading.Event) -> None:
         pubsub = _redis_client().pubsub(ignore_subscribe_messages=True)
         try:
-            pubsub.subscribe(CHANNEL)
+            pubsub.subscribe(channel())
             pubsub.get_message(timeout=1.0)  # the subscribe confirmation
             # Messages may have been missed while not subscribed: drop every snapshot.
             with self._lock:
                 self._environments = {}
-            self._healthy = True
+                self._complete = set()
+                self._generation += 1
+            for kind, handlers in self._handlers.items():
+                for handler in handlers:
+                    self._call(handler, {"kind": kind, "resync": True})
+            self._healthy = not stop.is_set()
             ready.set()
             next_check = time.monotonic() + settings.RELEASE_CACHE_CHECK_SECONDS
-            while not self._stop.is_set():
+            while not stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None:
                     self._dispatch(message)
@@ -246,32 +336,56 @@ class ReleaseCache:
             pubsub.close()
 
     def _dispatch(self, message: dict) -> None:
+        """One pub/sub message. Anything malformed is logged and skipped: a bad message must
+        not kill the listener (and with it every process's freshness)."""
         try:
             data = json.loads(message["data"])
         except (ValueError, TypeError, KeyError):
             logger.warning("Ignoring a malformed change message")
             return
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if not isinstance(kind, str):
+            logger.warning("Ignoring a change message without a kind")
+            return
         try:
-            if data.get("kind") == "release":
-                self.announce(data["environment"], data["prompt"], int(data["revision"]))
-            for handler in self._handlers.get(data.get("kind", ""), []):
-                handler(data)
+            if kind == "release":
+                environment, prompt = data.get("environment"), data.get("prompt")
+                revision = data.get("revision")
+                if (
+                    not isinstance(environment, str)
+                    or not isinstance(prompt, str)
+                    or type(revision) is not int
+                ):
+                    logger.warning("Ignoring a malformed release message")
+                    return
+                self.announce(environment, prompt, revision)
+            for handler in self._handlers.get(kind, []):
+                self._call(handler, data)
         finally:
-            close_old_connections()
+            connections.close_all()
+
+    @staticmethod
+    def _call(handler: Callable[[dict], None], data: dict) -> None:
+        try:
+            handler(data)
+        except Exception:
+            # A handler's bug must not stop the listener; it is logged with its traceback.
+            logger.exception("Change handler failed: kind=%s", data.get("kind"))
 
     def _check_revisions(self) -> None:
         from .selectors import release_revisions
 
-        for environment in list(self._environments):
-            try:
+        try:
+            for environment in list(self._complete):
                 revisions = release_revisions(environment=environment)
-            except DatabaseError:
-                return
-            held = self._environments.get(environment, {})
-            for prompt, revision in revisions.items():
-                if prompt not in held or held[prompt].revision < revision:
-                    self.announce(environment, prompt, revision)
-        close_old_connections()
+                held = self._environments.get(environment, {})
+                for prompt, revision in revisions.items():
+                    if prompt not in held or held[prompt].revision < revision:
+                        self.announce(environment, prompt, revision)
+        except DatabaseError:
+            logger.warning("Could not check release revisions", exc_info=True)
+        finally:
+            connections.close_all()
 
 
 _cache: ReleaseCache | None = None

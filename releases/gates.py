@@ -32,3 +32,9 @@ def promotion_check_register(check: PromotionCheck) -> None:
 
 def promotion_checks() -> tuple[PromotionCheck, ...]:
     return tuple(_CHECKS)
+
+
+def promotion_check_unregister(check: PromotionCheck) -> None:
+    """Removes a check (tests, or an app that turns its gate off)."""
+    if check in _CHECKS:
+        _CHECKS.remove(check)

@@ -16,8 +16,15 @@ from .resolution import ServedRelease, ServedVersion
 from .services import release_state
 
 
-def environment_list() -> QuerySet[Environment]:
-    return Environment.objects.order_by("position")
+def environment_list(*, names: Iterable[str] = ()) -> QuerySet[Environment]:
+    """Every environment in promotion order; only ``names`` when given (a key's limits)."""
+    environments = Environment.objects.order_by("position")
+    names = list(names)
+    return environments.filter(name__in=names) if names else environments
+
+
+def environment_exists(*, name: str) -> bool:
+    return Environment.objects.filter(name=name).exists()
 
 
 def environment_get(*, name: str) -> Environment:

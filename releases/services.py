@@ -21,7 +21,7 @@ from functools import partial
 from django.db import IntegrityError, transaction
 
 from registry.actors import Actor
-from registry.errors import VersionNotFound
+from registry.errors import Problem, VersionNotFound
 from registry.models import Prompt, PromptVersion
 
 from .errors import (
@@ -60,12 +60,17 @@ def percent_to_basis_points(percent: Decimal | int | float | str, *, pointer: st
     return int(points)
 
 
+SALT_MAX_CHARS = Release._meta.get_field("canary_salt").max_length
+
+
 def _new_salt(release: Release, purpose: str, detail: str) -> str:
     # Readable for "why did user X get version 7?", and unique per start: a random suffix means
     # restarting the same canary re-draws its subjects instead of silently reusing the old ones.
-    return (
-        f"{release.prompt.key}/{release.environment.name}/{purpose}/{detail}/{secrets.token_hex(4)}"
-    )
+    # The readable part is cut to fit the column (a 150-character key and a 100-character
+    # experiment name would not); the random suffix alone keeps salts apart.
+    suffix = "/" + secrets.token_hex(4)
+    readable = f"{release.prompt.key}/{release.environment.name}/{purpose}/{detail}"
+    return readable[: SALT_MAX_CHARS - len(suffix)] + suffix
 
 
 def release_state(release: Release) -> ReleaseState:
@@ -424,20 +429,27 @@ def release_experiment_start(
 
     A running experiment's weights are fixed: moving one boundary would reassign people, so a
     change means stopping it and starting another (with a new salt)."""
-    problems = []
+    problems: list[Problem] = []
     if not name.strip() or len(name) > 100:
-        problems.append(percent_problem("/name", "Name the experiment (1 to 100 characters)."))
+        problems.append(
+            Problem("invalid_name", "Name the experiment (1 to 100 characters).", "/name")
+        )
     if not 2 <= len(variants) <= MAX_VARIANTS:
-        problems.append(percent_problem("/variants", f"Give 2 to {MAX_VARIANTS} variants."))
+        problems.append(
+            Problem("invalid_variants", f"Give 2 to {MAX_VARIANTS} variants.", "/variants")
+        )
     names = [v[0] for v in variants]
     if len(set(names)) != len(names):
-        problems.append(percent_problem("/variants", "Variant names must be unique."))
-    if any(n in {"stable", "canary"} or not n.strip() or len(n) > 50 for n in names):
-        problems.append(
-            percent_problem(
-                "/variants", "Variant names are 1 to 50 characters, not stable or canary."
+        problems.append(Problem("duplicate_variant", "Variant names must be unique.", "/variants"))
+    for i, n in enumerate(names):
+        if n in {"stable", "canary"} or not n.strip() or len(n) > 50:
+            problems.append(
+                Problem(
+                    "invalid_name",
+                    "Variant names are 1 to 50 characters, not stable or canary.",
+                    f"/variants/{i}/name",
+                )
             )
-        )
     weights = []
     for i, (_, _, percent) in enumerate(variants):
         try:
@@ -446,7 +458,9 @@ def release_experiment_start(
             problems += exc.problems
     if len(weights) == len(variants) and sum(weights) > BASIS_POINTS:
         problems.append(
-            percent_problem("/variants", "The variants' percentages add up to over 100.")
+            Problem(
+                "weights_over_100", "The variants' percentages add up to over 100.", "/variants"
+            )
         )
     if problems:
         raise ReleaseInvalid(problems)
@@ -461,6 +475,11 @@ def release_experiment_start(
             raise ReleaseStateInvalid("Deploy a stable version before starting an experiment.")
         for i, (_, number, _) in enumerate(variants):
             _releasable(release, number, pointer=f"/variants/{i}/version")
+        # A variant serves real traffic, as a canary does: a version that could not be deployed
+        # here (environment order, gates) cannot take a share of it either.
+        for number in dict.fromkeys(n for _, n, _ in variants):
+            if number != state.stable:
+                _ensure_promotable(release, number)
         salt = _new_salt(release, "experiment", name)
         return replace(
             state,
@@ -535,7 +554,11 @@ def release_shadow_start(
     sample = percent_to_basis_points(sample_percent, pointer="/sample_percent")
     if not 1 <= len(versions) <= MAX_SHADOWS or len(set(versions)) != len(versions):
         raise ReleaseInvalid(
-            [percent_problem("/versions", f"Give 1 to {MAX_SHADOWS} different versions.")]
+            [
+                Problem(
+                    "invalid_versions", f"Give 1 to {MAX_SHADOWS} different versions.", "/versions"
+                )
+            ]
         )
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
@@ -587,31 +610,39 @@ def rollback_target(release: Release, to_event: int | None = None) -> ReleaseEve
 
     By default, the last change that no rollback has undone yet: a rollback restoring event E
     undoes every change from E up to itself, so repeated rollbacks walk further back and never
-    undo a rollback. ``to_event`` names any earlier change directly.
+    undo a rollback. ``to_event`` names any earlier change of this release directly.
+
+    1. Walk the events newest first, keeping ``floor``: the oldest event any rollback seen so far
+       restored. Every change at or above the floor has been undone.
+    2. A rollback lowers the floor to the event it restored (even one that was itself undone:
+       its own undoing still stands).
+    3. The first change below the floor is the target; none left means nothing to roll back.
+
+    The walk stops at the target, so a long history is not read whole.
     """
-    events = list(
-        ReleaseEvent.objects.filter(release=release)
-        .only("id", "action", "restores_id")
-        .order_by("id")
-    )
     if to_event is not None:
-        target = next((e for e in events if e.pk == to_event), None)
-        if target is None or target.action == Action.ROLLBACK:
+        target = (
+            ReleaseEvent.objects.filter(pk=to_event, release=release)
+            .exclude(action=Action.ROLLBACK)
+            .first()
+        )
+        if target is None:
             raise ReleaseStateInvalid(
                 f"Event {to_event} is not a change of this release that can be rolled back to."
             )
-        return ReleaseEvent.objects.get(pk=target.pk)
-    undone: set[int] = set()
-    for rollback in (e for e in events if e.action == Action.ROLLBACK):
-        undone |= {
-            e.pk
-            for e in events
-            if e.action != Action.ROLLBACK and rollback.restores_id <= e.pk < rollback.pk
-        }
-    changes = [e for e in events if e.action != Action.ROLLBACK and e.pk not in undone]
-    if not changes:
-        raise NothingToRollBack()
-    return ReleaseEvent.objects.get(pk=changes[-1].pk)
+        return target
+    floor: int | None = None
+    events = (
+        ReleaseEvent.objects.filter(release=release)
+        .order_by("-id")
+        .values_list("id", "action", "restores_id")
+    )
+    for pk, action, restores_id in events.iterator(chunk_size=100):
+        if action == Action.ROLLBACK:
+            floor = restores_id if floor is None else min(floor, restores_id)
+        elif floor is None or pk < floor:
+            return ReleaseEvent.objects.get(pk=pk)
+    raise NothingToRollBack()
 
 
 @transaction.atomic

@@ -6,7 +6,7 @@ and environment limits the same way everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,20 +196,24 @@ def released(prompt, environments, manager) -> Released:
 
 
 @pytest.fixture
-def database_down(monkeypatch) -> Callable[[], None]:
+def database_down(db) -> Iterator[Callable[[], None]]:
     """``database_down()``: from then on this thread's queries fail as if PostgreSQL were gone
-    (the outside world, faked at the connection; our code runs as it is)."""
+    (the outside world, faked at the connection; our code runs as it is). The database is back
+    before the test's own transaction is rolled back."""
     from django.db import OperationalError, connections
+
+    connection = connections["default"]
 
     def fail(*args: Any, **kwargs: Any):
         raise OperationalError("connection refused (the test took the database down)")
 
     def down() -> None:
-        connection = connections["default"]
-        monkeypatch.setattr(connection, "cursor", fail)
-        monkeypatch.setattr(connection, "chunked_cursor", fail)
+        connection.cursor = fail
+        connection.chunked_cursor = fail
 
-    return down
+    yield down
+    for name in ("cursor", "chunked_cursor"):
+        connection.__dict__.pop(name, None)
 
 
 @pytest.fixture

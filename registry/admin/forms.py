@@ -365,7 +365,7 @@ class VersionForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None and not self.is_bound:
-            self.initial["loaded_hash"] = self.instance.content_hash
+            self.initial["loaded_hash"] = self.instance.edit_tag
 
     def clean_parameters(self) -> dict[str, Any]:
         value = self.cleaned_data.get("parameters")
@@ -431,7 +431,7 @@ class VersionForm(forms.ModelForm):
                 )
         if not adding:
             loaded = data.get("loaded_hash")
-            if loaded and loaded != self.instance.content_hash:
+            if loaded and loaded != self.instance.edit_tag:
                 self.add_error(
                     None,
                     "Someone saved this draft after you opened it. Copy your "

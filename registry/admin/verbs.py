@@ -106,7 +106,7 @@ def commit(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: str
     if version.is_committed:
         model_admin.message_user(request, VersionImmutable.message, messages.WARNING)
         return HttpResponseRedirect(back)
-    initial = {"message": version.message, "content_hash": version.content_hash}
+    initial = {"message": version.message, "content_hash": version.edit_tag}
     form = CommitForm(request.POST if request.method == "POST" else None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
@@ -114,7 +114,7 @@ def commit(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: str
                 version=version,
                 actor=Actor.for_user(request.user),
                 message=form.cleaned_data["message"],
-                expected_content_hash=form.cleaned_data["content_hash"],
+                expected_tag=form.cleaned_data["content_hash"],
             )
         except ContentInvalid as exc:
             for problem in exc.problems:
@@ -123,7 +123,7 @@ def commit(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: str
             # Show the page again with the current content; the next click commits that.
             version.refresh_from_db()
             data = request.POST.copy()
-            data["content_hash"] = version.content_hash
+            data["content_hash"] = version.edit_tag
             form = CommitForm(data, initial=initial)
             form.is_valid()
             form.add_error(

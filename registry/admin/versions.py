@@ -211,7 +211,7 @@ class PromptVersionAdmin(admin.ModelAdmin):
                 actor=actor,
                 content=editor.content,
                 message=form.cleaned_data["message"],
-                expected_content_hash=form.cleaned_data.get("loaded_hash") or None,
+                expected_tag=form.cleaned_data.get("loaded_hash") or None,
             )
         else:
             saved = version_draft_create(

@@ -121,7 +121,7 @@ def version_form(
     if prompt is not None:
         data["prompt"] = str(prompt.pk)
     if version is not None:
-        data.setdefault("loaded_hash", version.content_hash)
+        data.setdefault("loaded_hash", version.edit_tag)
     data |= formset("variables", variables, version)
     data |= formset("templates", templates, version)
     return data
@@ -617,7 +617,7 @@ def test_an_author_commits_through_the_confirmation_page(
 
     page = author_client.get(commit_url)
     response = author_client.post(
-        commit_url, {"message": "Greets by name.", "content_hash": draft.content_hash}
+        commit_url, {"message": "Greets by name.", "content_hash": draft.edit_tag}
     )
 
     assert page.context["form"]["message"].value() == "Draft message."
@@ -636,7 +636,7 @@ def test_a_commit_needs_a_message_and_the_content_reviewed(
     draft = make_version(prompt, commit=False, message="", templates={"en": EN})
     commit_url = url("promptversion_commit", draft.pk)
 
-    no_message = author_client.post(commit_url, {"message": "", "content_hash": draft.content_hash})
+    no_message = author_client.post(commit_url, {"message": "", "content_hash": draft.edit_tag})
     stale_page = author_client.post(commit_url, {"message": "Ok.", "content_hash": "0" * 64})
 
     assert "message" in no_message.context["form"].errors
@@ -950,7 +950,7 @@ def test_an_author_without_the_commit_permission_cannot_commit(
     page = client.get(url("promptversion_change", draft.pk))
     response = client.post(
         url("promptversion_commit", draft.pk),
-        {"message": "Ready.", "content_hash": draft.content_hash},
+        {"message": "Ready.", "content_hash": draft.edit_tag},
     )
 
     assert url("promptversion_commit", draft.pk) not in page.content.decode()

@@ -304,11 +304,11 @@ def test_a_draft_update_replaces_content_and_message(prompt):
     assert updated.content_hash == new.content_hash
 
 
-def test_a_draft_update_with_the_current_hash_applies(actor, prompt):
+def test_a_draft_update_with_the_current_tag_applies(actor, prompt):
     draft = make_version(prompt, commit=False)
 
     version_draft_update(
-        version=draft, actor=actor, message="Reworded.", expected_content_hash=draft.content_hash
+        version=draft, actor=actor, message="Reworded.", expected_tag=draft.edit_tag
     )
 
     draft.refresh_from_db()
@@ -323,10 +323,10 @@ def test_a_draft_update_against_a_stale_hash_is_a_conflict_and_changes_nothing(a
 
     with pytest.raises(DraftConflict) as exc_info:
         version_draft_update(
-            version=draft, actor=actor, message="Mine.", expected_content_hash=read_hash
+            version=draft, actor=actor, message="Mine.", expected_tag=read_hash
         )
 
-    assert exc_info.value.current_hash == second.content_hash
+    assert exc_info.value.current_tag == PromptVersion.objects.get(pk=draft.pk).edit_tag
     draft.refresh_from_db()
     assert (draft.message, draft.content_hash, draft.author_label) == (
         "A version.",
@@ -417,7 +417,7 @@ def test_commit_refuses_a_stale_hash(actor, prompt):
     draft = make_version(prompt, commit=False)
 
     with pytest.raises(DraftConflict):
-        version_commit(version=draft, actor=actor, expected_content_hash="0" * 64)
+        version_commit(version=draft, actor=actor, expected_tag="0" * 64)
 
     draft.refresh_from_db()
     assert draft.status == PromptVersion.Status.DRAFT
@@ -641,3 +641,21 @@ def test_a_branch_keeps_the_staleness_of_its_source(actor, prompt):
     assert states(version_branch(source=v2, actor=actor))["fr"] is TranslationState.STALE
     version_draft_discard(version=prompt.versions.get(number=3), actor=actor)
     assert states(version_branch(source=v1, actor=actor))["fr"] is TranslationState.CURRENT
+
+
+def test_a_message_only_edit_moves_the_drafts_tag_so_a_second_writer_is_refused(prompt, actor):
+    draft = make_version(prompt, commit=False, message="First words.")
+    seen = draft.edit_tag
+    version_draft_update(version=draft, actor=actor, message="Alice's words.", expected_tag=seen)
+    with pytest.raises(DraftConflict):
+        version_draft_update(version=draft, actor=actor, message="Bob's words.", expected_tag=seen)
+    draft.refresh_from_db()
+    assert draft.message == "Alice's words."
+
+
+def test_it_refuses_nul_characters_that_postgresql_cannot_store(prompt, actor):
+    data = content_data(templates={"en": {"instruction": "Hi {{ customer_name }}\x00"}})
+    with pytest.raises(ContentInvalid) as caught:
+        version_create(prompt=prompt, actor=actor, content=VersionContent.from_dict(data))
+    assert [p.code for p in caught.value.problems] == ["nul_character"]
+    assert caught.value.problems[0].pointer == "/templates/en/instruction"

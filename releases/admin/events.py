@@ -1,0 +1,105 @@
+"""Release events and environments in the admin.
+
+Release events are the audit log: readable by release managers, changed by nobody. Not even a
+superuser gets add, change or delete here, and the database refuses UPDATE and DELETE anyway
+(migration 0002); the admin must not offer what would only fail.
+
+Environments are configuration: superusers edit them, release managers read them.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from releases.models import Environment, ReleaseEvent
+from releases.state import ReleaseState
+
+from .display import changes_html, state_changes, state_summary
+from .views import release_url
+
+
+@admin.register(ReleaseEvent)
+class ReleaseEventAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "release_link",
+        "revision",
+        "action",
+        "actor_label",
+        "changes",
+        "short_reason",
+    ]
+    list_filter = ["action", "release__environment"]
+    list_select_related = ["release__prompt", "release__environment"]
+    search_fields = ["release__prompt__key", "actor_label", "reason"]
+    show_full_result_count = False
+    fields = [
+        "release_link",
+        "revision",
+        "action",
+        "actor_label",
+        "created_at",
+        "reason",
+        "changes",
+        "before_state",
+        "after_state",
+        "restores",
+        "schema_version",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ReleaseEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ReleaseEvent | None = None) -> bool:
+        return False
+
+    @admin.display(description="Release", ordering="release__prompt__key")
+    def release_link(self, event: ReleaseEvent) -> SafeString:
+        return format_html('<a href="{}">{}</a>', release_url(event.release_id), event.release)
+
+    @admin.display(description="Change")
+    def changes(self, event: ReleaseEvent) -> SafeString | str:
+        return changes_html(
+            state_changes(ReleaseState.from_dict(event.before), ReleaseState.from_dict(event.after))
+        )
+
+    @admin.display(description="Reason")
+    def short_reason(self, event: ReleaseEvent) -> str:
+        return Truncator(event.reason).chars(80)
+
+    @admin.display(description="State before")
+    def before_state(self, event: ReleaseEvent) -> str:
+        return state_summary(ReleaseState.from_dict(event.before))
+
+    @admin.display(description="State after")
+    def after_state(self, event: ReleaseEvent) -> str:
+        return state_summary(ReleaseState.from_dict(event.after))
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = ["name", "position", "requires_previous_stable", "description"]
+    fields = ["name", "position", "requires_previous_stable", "description"]
+    ordering = ["position"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Environment | None = None) -> list:
+        # API keys, SDK bundles, caches and event salts know an environment by its name: renaming
+        # one would silently cut them off, so the name is fixed once the environment exists.
+        return ["name"] if obj is not None else []
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Environment | None = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Environment | None = None) -> bool:
+        return request.user.is_superuser  # releases PROTECT it: the admin lists what blocks

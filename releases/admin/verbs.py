@@ -1,0 +1,428 @@
+"""The release verbs as the admin offers them: for each, its inputs form, how its target state is
+previewed (``targets``, pure) and which service applies it.
+
+One ``Verb`` per service in ``releases.services``; the confirmation view (``views.confirm``) is the
+same for all of them: parse the inputs, preview the target, and on POST call ``apply`` with the
+revision the page showed (STYLE R2: parse -> call one service -> present).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib.admin import site as default_site
+from django.contrib.admin.widgets import AutocompleteSelect
+
+from registry.models import Prompt, PromptVersion
+from registry.selectors import version_list
+from releases import services
+from releases.errors import NothingToRollBack, ReleaseInvalid, percent_problem
+from releases.models import BASIS_POINTS, Environment, Release, ReleaseEvent
+from releases.services import percent_to_basis_points, release_state, rollback_target
+from releases.state import ReleaseState
+
+from . import targets
+
+Action = ReleaseEvent.Action
+RAMP_STEPS = (5, 25, 50, 100)  # the quick buttons: the usual canary ramp
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One prompt in one environment, released there or not yet (``release`` is None)."""
+
+    prompt: Prompt
+    environment: Environment
+    release: Release | None
+
+    @property
+    def state(self) -> ReleaseState:
+        return release_state(self.release) if self.release is not None else ReleaseState()
+
+    @property
+    def revision(self) -> int:
+        # A first change creates the release at revision 0, so 0 is what "never released" read.
+        return self.release.revision if self.release is not None else 0
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    state: ReleaseState
+    undoes: ReleaseEvent | None = None  # rollback: the change whose ``before`` is restored
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def version_input(**kwargs: Any) -> forms.IntegerField:
+    # A number, not a choice: the suggestions come from a <datalist>, and a draft or a missing
+    # number reaches the service, which says why it cannot be released.
+    return forms.IntegerField(
+        min_value=1, widget=forms.NumberInput(attrs={"list": "release-versions"}), **kwargs
+    )
+
+
+def percent_input(**kwargs: Any) -> forms.DecimalField:
+    # No range here: the service's percent rule (0–100, 0.01 steps) answers, in its own words.
+    return forms.DecimalField(widget=forms.NumberInput(attrs={"step": "any"}), **kwargs)
+
+
+class Inputs(forms.Form):
+    """A verb's inputs; some need the release as it is (the experiment's variants)."""
+
+    def __init__(self, data: Any = None, *, slot: Slot | None, initial: Any = None) -> None:
+        super().__init__(data, initial=initial)
+        self.slot = slot
+
+    def complete(self) -> bool:
+        """Whether the data names every required input: a page opened from a link that gives
+        only some (the board's "Deploy a prompt" gives the environment) is a form to fill in,
+        not a form with errors."""
+        return all(name in self.data for name, field in self.fields.items() if field.required)
+
+
+class NoInputs(Inputs):
+    pass
+
+
+class DeployInputs(Inputs):
+    version = version_input(help_text="The committed version everyone gets.")
+
+
+class PromptDeployInputs(Inputs):
+    """The board's "Deploy a prompt": any prompt, released in the environment or not yet."""
+
+    prompt = forms.ModelChoiceField(
+        queryset=Prompt.objects.all(),
+        # Only the chosen option is rendered: the page costs the same with 10 or 10,000 prompts.
+        widget=AutocompleteSelect(Release._meta.get_field("prompt"), default_site),
+    )
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.order_by("position"), to_field_name="name"
+    )
+    version = version_input(help_text="The committed version everyone gets.")
+
+
+class CanaryStartInputs(Inputs):
+    version = version_input(help_text="The version the canary sends subjects to.")
+    percent = percent_input(help_text="Share of subjects that get it, 0–100.")
+
+
+class CanaryPercentInputs(Inputs):
+    percent = percent_input(help_text="The canary's new share of subjects, 0–100.")
+
+
+VARIANT_LINE = re.compile(r"^(?P<name>\S+)\s+v?(?P<version>\d+)\s+(?P<percent>[\d.]+)\s*%?$")
+
+
+class ExperimentStartInputs(Inputs):
+    name = forms.CharField(max_length=100, help_text="What the experiment tests, e.g. tone-v2.")
+    variants = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 40, "class": "vLargeTextField"}),
+        help_text="One variant a line: name, version, percent (“control 7 50”). The rest of the "
+        "subjects stay on stable.",
+    )
+
+    def clean_variants(self) -> list[tuple[str, int, Decimal]]:
+        parsed, wrong = [], []
+        lines = [line.strip() for line in self.cleaned_data["variants"].splitlines()]
+        for number, line in enumerate((line for line in lines if line), start=1):
+            match = VARIANT_LINE.match(line)
+            if match is None:
+                wrong.append(number)
+                continue
+            parsed.append((match["name"], int(match["version"]), Decimal(match["percent"])))
+        if wrong:
+            raise forms.ValidationError(
+                f"Write each variant as “name version percent” (line {', '.join(map(str, wrong))})."
+            )
+        return parsed
+
+
+class ExperimentStopInputs(Inputs):
+    winner = forms.ChoiceField(
+        required=False, help_text="Its version becomes stable; with no winner, stable stays."
+    )
+
+    def __init__(self, data: Any = None, *, slot: Slot | None, initial: Any = None) -> None:
+        super().__init__(data, slot=slot, initial=initial)
+        experiment = slot.state.experiment if slot is not None else None
+        variants = experiment.variants if experiment is not None else ()
+        self.fields["winner"].choices = [
+            ("", "No winner: everyone back to the stable version"),
+            *((v.name, f"{v.name} (version {v.version})") for v in variants),
+        ]
+
+
+class ShadowStartInputs(Inputs):
+    versions = forms.CharField(help_text="Version numbers, separated by commas: “9, 10”.")
+    sample_percent = percent_input(help_text="Share of calls that also run them, 0–100.")
+
+    def clean_versions(self) -> list[int]:
+        parts = [p.strip().removeprefix("v") for p in self.cleaned_data["versions"].split(",")]
+        if not all(p.isdigit() for p in parts if p):
+            raise forms.ValidationError("Give version numbers separated by commas.")
+        return [int(p) for p in parts if p]
+
+
+class RollbackInputs(Inputs):
+    # Empty: the default target (the last change not rolled back yet); a number: the event the
+    # timeline's "Roll back to before this" chose.
+    to_event = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+
+class ConfirmForm(forms.Form):
+    """What every change carries besides its inputs: why, and the revision the page showed."""
+
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60, "class": "vLargeTextField"}),
+        help_text="Why: it goes into the prompt's release history with your name.",
+    )
+    revision = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, reason_required: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reason"].required = reason_required
+
+
+# --- previews ---------------------------------------------------------------------------------
+
+
+def weight(percent: Decimal, pointer: str) -> int:
+    return percent_to_basis_points(percent, pointer=pointer)
+
+
+def preview_experiment_start(slot: Slot, data: dict[str, Any]) -> Preview:
+    variants = [
+        (name, version, weight(percent, f"/variants/{i}/percent"))
+        for i, (name, version, percent) in enumerate(data["variants"])
+    ]
+    if sum(w for _, _, w in variants) > BASIS_POINTS:
+        raise ReleaseInvalid(
+            [percent_problem("/variants", "The variants' percentages add up to over 100.")]
+        )
+    return Preview(targets.experiment_start(slot.state, name=data["name"], variants=variants))
+
+
+def preview_rollback(slot: Slot, data: dict[str, Any]) -> Preview:
+    if slot.release is None:
+        raise NothingToRollBack()
+    event = rollback_target(slot.release, data.get("to_event"))
+    return Preview(ReleaseState.from_dict(event.before), undoes=event)
+
+
+# --- the verbs --------------------------------------------------------------------------------
+
+Apply = Callable[..., Release]
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    name: str  # URL name suffix, and the event action's value where they match
+    action: str  # the ReleaseEvent action it writes
+    title: str
+    submit: str
+    permission: str  # "deploy" or "rollback": ModelAdmin.has_<permission>_permission()
+    inputs: type[Inputs]
+    preview: Callable[[Slot, dict[str, Any]], Preview]
+    apply: Apply  # (slot, data, preview, *, actor, reason, expected_revision) -> Release
+    # The way back (rollback, abort) never waits for someone to type a reason (DESIGN.md,
+    # failure rules); every other change says why.
+    reason_required: bool = True
+
+    def initial(self, slot: Slot | None) -> dict[str, Any]:
+        return initial_inputs(self.name, slot)
+
+
+def _where(slot: Slot) -> dict[str, Any]:
+    return {"prompt": slot.prompt, "environment": slot.environment}
+
+
+VERBS: dict[str, Verb] = {
+    verb.name: verb
+    for verb in [
+        Verb(
+            name="deploy",
+            action=Action.DEPLOY,
+            title="Deploy a version",
+            submit="Deploy",
+            permission="deploy",
+            inputs=DeployInputs,
+            preview=lambda slot, d: Preview(targets.deploy(slot.state, version=d["version"])),
+            apply=lambda slot, d, p, **kw: services.release_deploy(
+                **_where(slot), version=d["version"], **kw
+            ),
+        ),
+        Verb(
+            name="canary_start",
+            action=Action.CANARY_START,
+            title="Start a canary",
+            submit="Start the canary",
+            permission="deploy",
+            inputs=CanaryStartInputs,
+            preview=lambda slot, d: Preview(
+                targets.canary_start(
+                    slot.state, version=d["version"], weight=weight(d["percent"], "/percent")
+                )
+            ),
+            apply=lambda slot, d, p, **kw: services.release_canary_start(
+                **_where(slot), version=d["version"], percent=d["percent"], **kw
+            ),
+        ),
+        Verb(
+            name="canary_percent",
+            action=Action.CANARY_PERCENT,
+            title="Ramp the canary",
+            submit="Set the percent",
+            permission="deploy",
+            inputs=CanaryPercentInputs,
+            preview=lambda slot, d: Preview(
+                targets.canary_percent(slot.state, weight=weight(d["percent"], "/percent"))
+            ),
+            apply=lambda slot, d, p, **kw: services.release_canary_set_percent(
+                **_where(slot), percent=d["percent"], **kw
+            ),
+        ),
+        Verb(
+            name="canary_promote",
+            action=Action.CANARY_PROMOTE,
+            title="Promote the canary",
+            submit="Promote",
+            permission="deploy",
+            inputs=NoInputs,
+            preview=lambda slot, d: Preview(targets.canary_promote(slot.state)),
+            apply=lambda slot, d, p, **kw: services.release_canary_promote(**_where(slot), **kw),
+        ),
+        Verb(
+            name="canary_abort",
+            action=Action.CANARY_ABORT,
+            title="Abort the canary",
+            submit="Abort the canary",
+            permission="deploy",
+            inputs=NoInputs,
+            preview=lambda slot, d: Preview(targets.canary_abort(slot.state)),
+            apply=lambda slot, d, p, **kw: services.release_canary_abort(**_where(slot), **kw),
+            reason_required=False,
+        ),
+        Verb(
+            name="experiment_start",
+            action=Action.EXPERIMENT_START,
+            title="Start an experiment",
+            submit="Start the experiment",
+            permission="deploy",
+            inputs=ExperimentStartInputs,
+            preview=preview_experiment_start,
+            apply=lambda slot, d, p, **kw: services.release_experiment_start(
+                **_where(slot), name=d["name"], variants=d["variants"], **kw
+            ),
+        ),
+        Verb(
+            name="experiment_stop",
+            action=Action.EXPERIMENT_STOP,
+            title="Stop the experiment",
+            submit="Stop the experiment",
+            permission="deploy",
+            inputs=ExperimentStopInputs,
+            preview=lambda slot, d: Preview(
+                targets.experiment_stop(slot.state, winner=d["winner"])
+            ),
+            apply=lambda slot, d, p, **kw: services.release_experiment_stop(
+                **_where(slot), winner=d["winner"] or None, **kw
+            ),
+        ),
+        Verb(
+            name="shadow_start",
+            action=Action.SHADOW_START,
+            title="Start shadows",
+            submit="Start the shadows",
+            permission="deploy",
+            inputs=ShadowStartInputs,
+            preview=lambda slot, d: Preview(
+                targets.shadow_start(
+                    slot.state,
+                    versions=d["versions"],
+                    sample=weight(d["sample_percent"], "/sample_percent"),
+                )
+            ),
+            apply=lambda slot, d, p, **kw: services.release_shadow_start(
+                **_where(slot), versions=d["versions"], sample_percent=d["sample_percent"], **kw
+            ),
+        ),
+        Verb(
+            name="shadow_stop",
+            action=Action.SHADOW_STOP,
+            title="Stop shadows",
+            submit="Stop the shadows",
+            permission="deploy",
+            inputs=NoInputs,
+            preview=lambda slot, d: Preview(targets.shadow_stop(slot.state)),
+            apply=lambda slot, d, p, **kw: services.release_shadow_stop(**_where(slot), **kw),
+        ),
+        Verb(
+            name="rollback",
+            action=Action.ROLLBACK,
+            title="Roll back",
+            submit="Roll back",
+            permission="rollback",
+            inputs=RollbackInputs,
+            preview=preview_rollback,
+            # The event the page showed, not "the default": under the revision check they are
+            # the same, and this applies exactly what was confirmed.
+            apply=lambda slot, d, p, **kw: services.release_rollback(
+                **_where(slot), to_event=p.undoes.pk, **kw
+            ),
+            reason_required=False,
+        ),
+    ]
+}
+# The board's "Deploy a prompt": the deploy verb, for a prompt and environment chosen on the page.
+DEPLOY_A_PROMPT = Verb(
+    name="deploy_prompt",
+    action=Action.DEPLOY,
+    title="Deploy a prompt",
+    submit="Deploy",
+    permission="deploy",
+    inputs=PromptDeployInputs,
+    preview=VERBS["deploy"].preview,
+    apply=VERBS["deploy"].apply,
+)
+
+
+# --- defaults ---------------------------------------------------------------------------------
+
+
+def recent_versions(prompt: Prompt, limit: int = 20) -> list[PromptVersion]:
+    """The latest committed versions, newest first: the version inputs' suggestions."""
+    committed = version_list(prompt=prompt).filter(status=PromptVersion.Status.COMMITTED)
+    return list(committed.only("number", "message", "prompt_id")[:limit])
+
+
+def initial_inputs(verb: str, slot: Slot | None) -> dict[str, Any]:
+    """What a verb's page proposes before the user types anything, so the first view of the page
+    already shows a target: the newest version not stable yet, 5 % to start, the next ramp step."""
+    if slot is None:
+        return {}
+    state = slot.state
+    newest = next(
+        (v.number for v in recent_versions(slot.prompt, limit=5) if v.number != state.stable),
+        None,
+    )
+    match verb:
+        case "deploy" | "deploy_prompt":
+            return {"version": newest} if newest else {}
+        case "canary_start":
+            return {"version": newest, "percent": RAMP_STEPS[0]} if newest else {}
+        case "canary_percent" if state.canary is not None:
+            current = state.canary.weight / 100
+            step = next((s for s in RAMP_STEPS if s > current), RAMP_STEPS[-1])
+            return {"percent": step}
+        case "experiment_start" if state.stable is not None and newest:
+            return {"variants": f"control {state.stable} 50\ncandidate {newest} 50"}
+        case "shadow_start" if newest:
+            return {"versions": str(newest), "sample_percent": 10}
+    return {}

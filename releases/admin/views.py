@@ -1,0 +1,462 @@
+"""The release admin's pages: one confirmation page for every verb, the release page with its
+timeline, a prompt's history in every environment, and the bulk actions' confirmation.
+
+Each page checks its own permission (``admin_view`` only checks that the user is staff), reads
+through selectors, and changes nothing on GET. A POST calls one service with the revision the page
+showed, so a change made meanwhile is refused and shown, never overwritten (STYLE R2, R3, R13).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.http import urlencode
+
+from registry.actors import Actor
+from registry.errors import ProblemsError, RegistryError
+from registry.models import Prompt
+from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseNotFound
+from releases.models import Release, ReleaseEvent
+from releases.selectors import environment_list, release_get, release_history
+from releases.services import release_state
+from releases.state import ReleaseState
+
+from .display import PARTS, Change, part_texts, state_changes, state_summary
+from .queries import events_page, prompt_release_history
+from .traffic import sentences, traffic_between
+from .verbs import (
+    DEPLOY_A_PROMPT,
+    RAMP_STEPS,
+    VERBS,
+    ConfirmForm,
+    Inputs,
+    Preview,
+    Slot,
+    Verb,
+    recent_versions,
+)
+
+if TYPE_CHECKING:
+    from .board import ReleaseAdmin
+
+TEMPLATES = "admin/releases/release"
+CONFLICT = (
+    "Someone changed this release meanwhile: it is at revision {revision} now. Here is the new "
+    "state and what your change would do to it; apply again if it is still what you want."
+)
+
+
+def verb_url(verb: str, release_id: int, **params: Any) -> str:
+    url = reverse(f"admin:releases_release_{verb}", args=[release_id])
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def release_url(release_id: int) -> str:
+    return reverse("admin:releases_release_change", args=[release_id])
+
+
+def prompt_history_url(prompt_id: int) -> str:
+    return reverse("admin:releases_release_prompt_history", args=[prompt_id])
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    label: str
+    url: str
+    primary: bool = False
+
+
+def verb_links(
+    release: Release, state: ReleaseState, *, deploy: bool, rollback: bool, compact: bool = False
+) -> list[Link]:
+    """The verbs that apply to the release as it is, as links to their confirmation pages;
+    ``compact`` (the board's rows) keeps the canary and the way back, the release page has all."""
+    pk, links = release.pk, []
+    if deploy and state.canary is not None:
+        current = state.canary.weight / 100
+        links += [
+            Link(f"{s} %", verb_url("canary_percent", pk, percent=s))
+            for s in RAMP_STEPS
+            if s > current or (s < current and not compact)  # the board ramps up only
+        ]
+        links += [
+            Link("Promote", verb_url("canary_promote", pk), primary=True),
+            Link("Abort", verb_url("canary_abort", pk)),
+        ]
+    elif deploy:
+        links.append(Link("Deploy", verb_url("deploy", pk)))
+        if state.stable is not None:
+            links.append(Link("Start canary", verb_url("canary_start", pk), primary=True))
+    if deploy and state.stable is not None and not compact:
+        links.append(
+            Link("Stop experiment", verb_url("experiment_stop", pk))
+            if state.experiment
+            else Link("Start experiment", verb_url("experiment_start", pk))
+        )
+        links.append(
+            Link("Stop shadows", verb_url("shadow_stop", pk))
+            if state.shadow
+            else Link("Start shadows", verb_url("shadow_start", pk))
+        )
+    if rollback and release.revision > 0:
+        links.append(Link("Roll back", verb_url("rollback", pk)))
+    return links
+
+
+# --- the confirmation page ----------------------------------------------------------------------
+
+
+def problems_text(exc: RegistryError, inputs: Inputs) -> list[str]:
+    """A domain error as the page shows it: problems next to their field where there is one."""
+    if isinstance(exc, PromotionBlocked):
+        return [f"{exc.message} (gate: {exc.gate})"]
+    lines = [exc.message]
+    if isinstance(exc, ProblemsError):
+        for problem in exc.problems:
+            name = problem.pointer.strip("/").split("/")[0]
+            if name in inputs.fields:
+                inputs.add_error(name, problem.detail)
+            else:
+                lines.append(problem.detail)
+    return lines
+
+
+@dataclass(slots=True)
+class Outcome:
+    preview: Preview | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def preview(verb: Verb, slot: Slot, inputs: Inputs) -> Outcome:
+    try:
+        return Outcome(verb.preview(slot, inputs.cleaned_data))
+    except RegistryError as exc:
+        return Outcome(errors=problems_text(exc, inputs))
+
+
+def slot_of(release: Release) -> Slot:
+    return Slot(release.prompt, release.environment, release)
+
+
+def reloaded(slot: Slot) -> Slot:
+    try:
+        release = release_get(prompt=slot.prompt, environment=slot.environment)
+    except ReleaseNotFound:
+        release = None
+    return Slot(slot.prompt, slot.environment, release)
+
+
+def bound_data(verb: Verb, request: HttpRequest, slot: Slot | None) -> QueryDict:
+    """POST as sent; on GET the verb's proposal, overridden by the link's parameters (the ramp
+    buttons send ``?percent=25``), so the first view of the page already shows a target."""
+    if request.method == "POST":
+        return request.POST
+    data = QueryDict(mutable=True)
+    for name, value in verb.initial(slot).items():
+        data[name] = value
+    for name in request.GET:
+        data.setlist(name, request.GET.getlist(name))
+    return data
+
+
+def change_page(
+    model_admin: ReleaseAdmin, request: HttpRequest, verb: Verb, slot: Slot | None
+) -> HttpResponse:
+    """GET: the inputs, the state now and after, what traffic moves; POST: apply it."""
+    if not model_admin.has_verb_permission(request, verb.permission):
+        raise PermissionDenied
+    posted = request.method == "POST"
+    data = bound_data(verb, request, slot)
+    inputs = verb.inputs(data, slot=slot)
+    if not posted and not inputs.complete():
+        inputs = verb.inputs(slot=slot, initial=data.dict())  # to fill in; nothing to preview
+    outcome = Outcome()
+    if inputs.is_valid():
+        if slot is None:  # "Deploy a prompt": the page's own inputs say where
+            prompt, environment = inputs.cleaned_data["prompt"], inputs.cleaned_data["environment"]
+            slot = reloaded(Slot(prompt, environment, None))
+        outcome = preview(verb, slot, inputs)
+    confirm = ConfirmForm(
+        request.POST if posted else None,
+        initial={"revision": slot.revision if slot else 0},
+        reason_required=verb.reason_required,
+    )
+    if posted and slot is not None and outcome.preview is not None and confirm.is_valid():
+        try:
+            release = verb.apply(
+                slot,
+                inputs.cleaned_data,
+                outcome.preview,
+                actor=Actor.for_user(request.user),
+                reason=confirm.cleaned_data["reason"],
+                expected_revision=confirm.cleaned_data["revision"],
+            )
+        except ReleaseConflict as exc:
+            # Show the new state with the user's inputs and reason kept; the next POST carries
+            # the new revision, so applying again is a decision made on what is there now.
+            slot = reloaded(slot)
+            outcome = preview(verb, slot, inputs)
+            outcome.errors.insert(0, CONFLICT.format(revision=exc.current_revision))
+            confirm = ConfirmForm(
+                initial={"revision": slot.revision, "reason": confirm.cleaned_data["reason"]},
+                reason_required=verb.reason_required,
+            )
+        except RegistryError as exc:
+            outcome.errors += problems_text(exc, inputs)
+        else:
+            summary = state_summary(release_state(release))
+            model_admin.message_user(
+                request,
+                f"{ReleaseEvent.Action(verb.action).label}: {release} is now {summary} "
+                f"(revision {release.revision}).",
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(release_url(release.pk))
+    context = {
+        **page_context(model_admin, request, verb.title, slot),
+        "verb": verb,
+        "inputs": inputs,
+        "visible_inputs": [f for f in inputs if not f.is_hidden],
+        "confirm": confirm,
+        "errors": outcome.errors,
+        "preview": outcome.preview,
+        "media": inputs.media,
+        "versions": recent_versions(slot.prompt) if slot else [],
+        "ramp": [(s, verb_url("canary_percent", slot.release.pk, percent=s)) for s in RAMP_STEPS]
+        if verb.name == "canary_percent" and slot and slot.release and slot.state.canary
+        else [],
+    }
+    if slot is not None and outcome.preview is not None:
+        context.update(comparison(slot.state, outcome.preview.state))
+    return TemplateResponse(request, f"{TEMPLATES}/confirm_change.html", context)
+
+
+def comparison(before: ReleaseState, after: ReleaseState) -> dict[str, Any]:
+    """The side-by-side table, the share per version, and what moves in words."""
+    old, new = part_texts(before), part_texts(after)
+    result, lines = sentences(before, after)
+    return {
+        "parts": [(part, old[part], new[part], old[part] != new[part]) for part in PARTS],
+        "changes": state_changes(before, after),
+        "traffic": result,
+        "moves": lines,
+    }
+
+
+def page_context(
+    model_admin: ReleaseAdmin, request: HttpRequest, title: str, slot: Slot | None
+) -> dict[str, Any]:
+    return {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": title,
+        "subtitle": f"{slot.prompt} in {slot.environment}" if slot else None,
+        "slot": slot,
+        "release": slot.release if slot else None,
+        "has_view_permission": True,
+    }
+
+
+def verb_page(
+    model_admin: ReleaseAdmin, request: HttpRequest, object_id: str, verb: str
+) -> HttpResponse:
+    release = model_admin.get_object(request, unquote(object_id))
+    if release is None:
+        raise Http404("No such release.")
+    return change_page(model_admin, request, VERBS[verb], slot_of(release))
+
+
+def deploy_prompt(model_admin: ReleaseAdmin, request: HttpRequest) -> HttpResponse:
+    return change_page(model_admin, request, DEPLOY_A_PROMPT, None)
+
+
+# --- timelines --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    event: ReleaseEvent
+    changes: list[Change]
+    rollback_url: str | None
+
+
+def event_rows(events: list[ReleaseEvent], *, can_rollback: bool) -> list[EventRow]:
+    rows = []
+    for event in events:
+        changes = state_changes(
+            ReleaseState.from_dict(event.before), ReleaseState.from_dict(event.after)
+        )
+        # A rollback is never the target of another (DESIGN.md): it is undone by rolling back
+        # to before the change it restored.
+        url = None
+        if can_rollback and event.action != ReleaseEvent.Action.ROLLBACK:
+            url = verb_url("rollback", event.release_id, to_event=event.pk)
+        rows.append(EventRow(event, changes, url))
+    return rows
+
+
+def cursor(request: HttpRequest) -> int | None:
+    value = request.GET.get("before", "")
+    return int(value) if value.isdigit() else None
+
+
+def release_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
+    """The release: its state, the traffic per version, the verbs, and its timeline."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    release = model_admin.get_object(request, unquote(object_id))
+    if release is None:
+        raise Http404("No such release.")
+    state = release_state(release)
+    events, older = events_page(
+        release_history(release=release).select_related("restores"), before=cursor(request)
+    )
+    can_rollback = model_admin.has_rollback_permission(request)
+    context = {
+        **page_context(
+            model_admin, request, f"{release.prompt} in {release.environment}", slot_of(release)
+        ),
+        "subtitle": None,
+        "parts": [(part, text) for part, text in part_texts(state).items()],
+        "shares": traffic_between(state, state).rows(),
+        "links": verb_links(
+            release, state, deploy=model_admin.has_deploy_permission(request), rollback=can_rollback
+        ),
+        "rows": event_rows(events, can_rollback=can_rollback),
+        "older": older,
+        "paged": cursor(request) is not None,
+        "history_url": prompt_history_url(release.prompt_id),
+    }
+    return TemplateResponse(request, f"{TEMPLATES}/timeline.html", context)
+
+
+def prompt_history(model_admin: ReleaseAdmin, request: HttpRequest, prompt_id: int) -> HttpResponse:
+    """A prompt's release history in every environment (or one, ``?environment=``)."""
+    if not model_admin.has_view_permission(request):
+        raise PermissionDenied
+    prompt = get_object_or_404(Prompt, pk=prompt_id)
+    environments = list(environment_list())
+    chosen = next((e for e in environments if e.name == request.GET.get("environment")), None)
+    events = prompt_release_history(prompt=prompt)
+    if chosen is not None:
+        events = events.filter(release__environment=chosen)
+    page, older = events_page(events, before=cursor(request))
+    releases = {
+        r.environment_id: r for r in model_admin.get_queryset(request).filter(prompt=prompt)
+    }
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": f"Release history of {prompt}",
+        "prompt": prompt,
+        "environments": [
+            (
+                e,
+                releases.get(e.pk),
+                state_summary(release_state(releases[e.pk]))
+                if e.pk in releases
+                else "never released",
+            )
+            for e in environments
+        ],
+        "chosen": chosen,
+        "rows": event_rows(page, can_rollback=model_admin.has_rollback_permission(request)),
+        "older": older,
+        "paged": cursor(request) is not None,
+    }
+    return TemplateResponse(request, f"{TEMPLATES}/timeline.html", context)
+
+
+# --- bulk actions -------------------------------------------------------------------------------
+
+
+class BulkForm(forms.Form):
+    reason = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60, "class": "vLargeTextField"}),
+        help_text="Why: it goes into each release's history with your name.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRow:
+    slot: Slot
+    preview: Preview | None
+    skipped: str = ""
+    changes: list[Change] = field(default_factory=list)
+    moves: list[str] = field(default_factory=list)
+
+
+def bulk_rows(verb: Verb, releases: QuerySet[Release]) -> list[BulkRow]:
+    rows = []
+    for release in releases:
+        slot = slot_of(release)
+        try:
+            target = verb.preview(slot, {})
+        except RegistryError as exc:
+            rows.append(BulkRow(slot, None, skipped=exc.message))
+            continue
+        _, moves = sentences(slot.state, target.state)
+        rows.append(
+            BulkRow(slot, target, changes=state_changes(slot.state, target.state), moves=moves)
+        )
+    return rows
+
+
+def confirm_selected(
+    model_admin: ReleaseAdmin, request: HttpRequest, queryset: QuerySet[Release], verb: Verb
+) -> HttpResponse | None:
+    """Like ``delete_selected``: list every release's target, then apply each on "yes", each
+    with the revision its row showed. Returning None goes back to the board."""
+    rows = bulk_rows(verb, queryset)
+    form = BulkForm(request.POST if request.POST.get("post") else None)
+    if request.POST.get("post") and form.is_valid():
+        actor, done, failed = Actor.for_user(request.user), [], []
+        for row in rows:
+            shown = request.POST.get(f"revision-{row.slot.release.pk}", "")
+            if row.preview is None or not shown.isdigit():
+                continue
+            try:
+                release = verb.apply(
+                    row.slot,
+                    {},
+                    row.preview,
+                    actor=actor,
+                    reason=form.cleaned_data["reason"],
+                    expected_revision=int(shown),
+                )
+            except ReleaseConflict:
+                failed.append(f"{row.slot.release}: changed meanwhile, left as it is")
+            except RegistryError as exc:
+                failed.append(f"{row.slot.release}: {exc.message}")
+            else:
+                done.append(f"{release} (now {state_summary(release_state(release))})")
+        if done:
+            model_admin.message_user(request, f"{verb.title}: {'; '.join(done)}.", messages.SUCCESS)
+        for failure in failed:
+            model_admin.message_user(request, f"Not changed: {failure}.", messages.ERROR)
+        return None
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": f"{verb.title}: selected releases",
+        "verb": verb,
+        "rows": rows,
+        "applicable": sum(1 for r in rows if r.preview is not None),
+        "form": form,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+        "action": request.POST.get("action", ""),
+    }
+    return TemplateResponse(request, f"{TEMPLATES}/confirm_selected.html", context)

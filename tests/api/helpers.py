@@ -1,0 +1,48 @@
+"""Assertions shared by the API tests: every error is an RFC 9457 problem document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def assert_problem(response: Any, status: int, type_: str) -> dict[str, Any]:
+    """The response is a problem document of ``type_`` (``/problems/<slug>``) with ``status``;
+    returns its body for further checks."""
+    assert response.status_code == status, (response.status_code, response.content[:2000])
+    assert response["Content-Type"] == PROBLEM_JSON
+    body = response.json()
+    assert body["type"] == type_, body
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+def error_codes(body: dict[str, Any]) -> list[str]:
+    return [e["code"] for e in body["errors"]]
+
+
+def errors_by_code(body: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for error in body["errors"]:
+        found.setdefault(error["code"], []).append(error)
+    return found
+
+
+def registry_state() -> tuple[Any, ...]:
+    """Every prompt and version as the database holds them, to show a refused request changed
+    nothing."""
+    from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
+
+    return (
+        sorted(Prompt.objects.values_list("key", "description", "default_locale", "updated_at")),
+        sorted(
+            PromptVersion.objects.values_list(
+                "prompt__key", "number", "status", "message", "content_hash", "updated_at"
+            )
+        ),
+        Variable.objects.count(),
+        sorted(LocalizedTemplate.objects.values_list("version_id", "locale", "instruction")),
+    )
