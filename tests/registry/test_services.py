@@ -322,9 +322,7 @@ def test_a_draft_update_against_a_stale_hash_is_a_conflict_and_changes_nothing(a
     version_draft_update(version=draft, actor=Actor(label="bob"), content=second)
 
     with pytest.raises(DraftConflict) as exc_info:
-        version_draft_update(
-            version=draft, actor=actor, message="Mine.", expected_tag=read_hash
-        )
+        version_draft_update(version=draft, actor=actor, message="Mine.", expected_tag=read_hash)
 
     assert exc_info.value.current_tag == PromptVersion.objects.get(pk=draft.pk).edit_tag
     draft.refresh_from_db()
