@@ -32,6 +32,52 @@ TRIAGE_SCHEMA = {
     "additionalProperties": False,
 }
 
+# Each prompt's release steps, applied in order after its versions are committed (service, environment,
+# arguments). Production takes only versions that have been stable in staging, so staging goes first.
+RELEASES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
+    "support.refund-reply": [
+        ("deploy", "development", {"version": 3}),
+        ("deploy", "staging", {"version": 2}),
+        ("deploy", "production", {"version": 2}),
+        ("deploy", "staging", {"version": 3, "reason": "Refund window reminder, reviewed."}),
+        ("canary_start", "production", {"version": 3, "percent": 5, "reason": "First look."}),
+        ("canary_percent", "production", {"percent": 10, "reason": "No complaints after a day."}),
+    ],
+    "support.ticket-triage": [
+        ("deploy", "staging", {"version": 1}),
+        ("deploy", "production", {"version": 1}),
+        ("deploy", "staging", {"version": 2}),
+        (
+            "experiment_start",
+            "production",
+            {
+                "name": "chargeback-rule",
+                "variants": [("control", 1, 50), ("chargeback", 2, 50)],
+                "reason": "Does the chargeback rule change escalations?",
+            },
+        ),
+    ],
+    "marketing.product-description": [
+        ("deploy", "staging", {"version": 1}),
+        ("deploy", "production", {"version": 1}),
+        ("deploy", "staging", {"version": 2}),
+        (
+            "shadow_start",
+            "production",
+            {"versions": [2], "sample_percent": 20, "reason": "Compare headlines offline."},
+        ),
+    ],
+    "engineering.code-review-summary": [
+        ("deploy", "staging", {"version": 1}),
+        ("deploy", "production", {"version": 1}),
+    ],
+    "sales.meeting-recap": [("deploy", "development", {"version": 1})],
+    "search.query-rewrite": [
+        ("deploy", "staging", {"version": 1}),
+        ("deploy", "production", {"version": 1}),
+    ],
+}
+
 PROMPTS: list[dict[str, Any]] = [
     {
         "key": "support.refund-reply",

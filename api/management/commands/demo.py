@@ -17,11 +17,21 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from api.demo_data import PROMPTS
+from api.demo_data import PROMPTS, RELEASES
 from registry.actors import Actor
 from registry.content import VersionContent
 from registry.models import Prompt
 from registry.services import prompt_create, version_create
+from releases import services as releases
+from releases.selectors import environment_get
+
+RELEASE_STEPS = {
+    "deploy": releases.release_deploy,
+    "canary_start": releases.release_canary_start,
+    "canary_percent": releases.release_canary_set_percent,
+    "experiment_start": releases.release_experiment_start,
+    "shadow_start": releases.release_shadow_start,
+}
 
 DEMO_ACTOR = Actor(label="demo")
 ADMIN_USERNAME = "admin"
@@ -29,7 +39,7 @@ ADMIN_URL = "http://127.0.0.1:8000/admin/"  # where ``make run`` serves it by de
 
 
 class Command(BaseCommand):
-    help = "Load the demo prompts and ensure an admin login (printed)."
+    help = "Load the demo prompts and their releases, and ensure an admin login (printed)."
 
     def handle(self, *args, **options) -> None:
         created = 0
@@ -70,6 +80,13 @@ class Command(BaseCommand):
                 message=version["message"],
                 content=VersionContent.from_dict(version),
                 commit=not version.get("draft", False),
+            )
+        for step, environment, arguments in RELEASES.get(spec["key"], []):
+            RELEASE_STEPS[step](
+                prompt=prompt,
+                environment=environment_get(name=environment),
+                actor=DEMO_ACTOR,
+                **arguments,
             )
 
     def _ensure_admin(self) -> str | None:
