@@ -34,7 +34,7 @@ lint test: export SECRET_KEY ?= insecure-test-only-key-0123456789abcdefghijklmno
 lint test: export SECURE_SSL_REDIRECT ?= false
 run: install
 	$(BIN)/python manage.py migrate --no-input
-	$(BIN)/python manage.py demo
+	$(BIN)/python manage.py demo --admin-url http://$(HOST):$(PORT)/admin/
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 lint: install

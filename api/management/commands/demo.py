@@ -41,6 +41,9 @@ ADMIN_URL = "http://127.0.0.1:8000/admin/"  # where ``make run`` serves it by de
 class Command(BaseCommand):
     help = "Load the demo prompts and their releases, and ensure an admin login (printed)."
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--admin-url", default=ADMIN_URL, help="Where the admin is served.")
+
     def handle(self, *args, **options) -> None:
         created = 0
         for spec in PROMPTS:
@@ -54,13 +57,13 @@ class Command(BaseCommand):
         password = self._ensure_admin()
         if password is None:
             self.stdout.write(
-                f"Admin: {ADMIN_URL}  user {ADMIN_USERNAME} has a password of its own "
+                f"Admin: {options['admin_url']}  user {ADMIN_USERNAME} has a password of its own "
                 f"(manage.py changepassword {ADMIN_USERNAME} resets it)."
             )
         else:
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"Admin: {ADMIN_URL}  user {ADMIN_USERNAME}  password {password}"
+                    f"Admin: {options['admin_url']}  user {ADMIN_USERNAME}  password {password}"
                 )
             )
 
