@@ -60,6 +60,14 @@ class Keyring:
         self._generation = 0
 
     def clear(self, _message: dict | None = None) -> None:
+        """A key changed somewhere (or the listener reconnected): read the keys again. The
+        last-known entries stay for a database outage; each read refreshes them."""
+        with self._lock:
+            self._keys = None
+            self._generation += 1
+
+    def reset(self) -> None:
+        """Forgets everything, the last-known entries too (tests start from nothing)."""
         with self._lock:
             self._keys = None
             self._last_known = {}

@@ -51,6 +51,7 @@ class ProblemType:
 
 VALIDATION = ProblemType(400, "validation-error", "The request is not valid.")
 MALFORMED = ProblemType(400, "malformed-request", "The request body is not valid JSON.")
+BAD_HOST = ProblemType(400, "bad-host", "The Host header names no host this service answers for.")
 UNAUTHENTICATED = ProblemType(401, "unauthenticated", "A valid API key is needed.")
 FORBIDDEN = ProblemType(403, "forbidden", "This API key may not do that.")
 INSUFFICIENT_SCOPE = ProblemType(403, "insufficient-scope", "The API key lacks a scope this needs.")
@@ -65,6 +66,10 @@ TOO_LARGE = ProblemType(413, "request-too-large", "The request body is too large
 UNSUPPORTED_MEDIA = ProblemType(415, "unsupported-media-type", "Send application/json.")
 THROTTLED = ProblemType(429, "throttled", "Too many requests.")
 NOT_RELEASED = ProblemType(404, "not-released", "The prompt has no release in that environment.")
+# The database is down and this process holds no copy of what was asked for (runtime path).
+DATABASE_UNAVAILABLE = ProblemType(
+    503, "database-unavailable", "The registry cannot read its database and holds no copy."
+)
 SERVER_ERROR = ProblemType(500, "server-error", "The server failed to answer this request.")
 
 # Domain errors, most specific first is not needed: lookup walks each exception's MRO.

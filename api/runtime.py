@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -36,10 +36,7 @@ from .models import Scope
 KEY = r"(?P<key>[a-z0-9][a-z0-9._-]*)"
 ENVIRONMENT = r"(?P<environment>[a-z][a-z0-9-]*)"
 DEGRADED_HEADER = "X-Registry-Degraded"
-# The database is down and this process holds no copy of what was asked for.
-UNAVAILABLE = problems.ProblemType(
-    503, "database-unavailable", "The registry cannot read its database and holds no copy."
-)
+UNAVAILABLE = problems.DATABASE_UNAVAILABLE
 
 
 def _problem(problem: problems.ProblemType, detail: str, request: HttpRequest, **extra: Any):
@@ -416,5 +413,12 @@ class RuntimeMiddleware:
             for pattern, view in ROUTES:
                 match = pattern.match(path)
                 if match is not None:
+                    # Django's Host check normally runs in CommonMiddleware, which is skipped here.
+                    try:
+                        request.get_host()
+                    except DisallowedHost:
+                        return _problem(
+                            problems.BAD_HOST, "The Host header is not allowed.", request
+                        )
                     return view(request, **match.groupdict())
         return self.get_response(request)

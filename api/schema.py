@@ -141,7 +141,7 @@ def runtime_paths(result, generator, request, public):
     }
     security = [{"apiKey": []}]
     key = _path("key", "The prompt's key.")
-    errors = _problem_responses(400, 401, 403, 404)
+    errors = _problem_responses(400, 401, 403, 404, 503)
     paths = result.setdefault("paths", {})
     paths["/api/v1/prompts/{key}/resolve"] = {
         "get": {
@@ -216,7 +216,7 @@ def runtime_paths(result, generator, request, public):
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
                 "304": {"description": "Not modified (If-None-Match)."},
-                **_problem_responses(401, 403),
+                **_problem_responses(401, 403, 404, 503),
             },
         }
     }

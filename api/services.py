@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.db import transaction
 from django.utils import timezone
 
 from registry.errors import Problem, ProblemsError
@@ -17,6 +18,7 @@ class ApiKeyInvalid(ProblemsError):
     message = "The API key's settings are not valid."
 
 
+@transaction.atomic
 def apikey_create(
     *, name: str, scopes: Iterable[str], environments: Iterable[str] = ()
 ) -> tuple[ApiKey, str]:
@@ -44,7 +46,6 @@ def apikey_create(
     if problems:
         raise ApiKeyInvalid(problems)
     lookup_id, raw = key_generate()
-    keys_changed_on_commit()
     key = ApiKey.objects.create(
         name=name.strip(),
         lookup_id=lookup_id,
@@ -52,9 +53,12 @@ def apikey_create(
         scopes=scopes,
         environments=environments,
     )
+    # After commit, so no web process reloads its keyring before the row exists.
+    keys_changed_on_commit()
     return key, raw
 
 
+@transaction.atomic
 def apikey_revoke(*, key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()

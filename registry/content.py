@@ -153,7 +153,9 @@ class VersionContent:
             variables=tuple(VariableSpec.from_dict(v) for v in data.get("variables") or ()),
             model=ModelBinding.from_dict(data.get("model") or {}),
             templates={
-                locale: Sections.from_mapping(sections or {})
+                locale: Sections.from_mapping(
+                    sections or {}, pointer=f"/templates/{pointer_token(locale)}"
+                )
                 for locale, sections in (data.get("templates") or {}).items()
             },
         )

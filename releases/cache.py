@@ -302,6 +302,10 @@ class ReleaseCache:
                 logger.warning(
                     "Release listener lost Redis; reading the database meanwhile", exc_info=True
                 )
+            except Exception:
+                # Anything else (a bug, a read racing a schema change) must not end this
+                # process's freshness for good: log it and subscribe again, dropping snapshots.
+                logger.exception("Release listener failed; subscribing again")
             finally:
                 self._healthy = False
                 connections.close_all()  # this thread's own connections

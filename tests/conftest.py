@@ -98,10 +98,10 @@ def _fresh_release_cache():
     from releases.cache import release_cache
 
     release_cache().clear()
-    keyring.clear()
+    keyring.reset()
     yield
     release_cache().clear()
-    keyring.clear()
+    keyring.reset()
 
 
 @pytest.fixture

@@ -1,0 +1,37 @@
+"""``ServedRelease`` values built directly, for the pure resolution tests (no database)."""
+
+from __future__ import annotations
+
+from releases.resolution import ServedRelease, ServedVersion
+from releases.state import ReleaseState
+
+
+def version(number: int, *locales: str) -> ServedVersion:
+    """Version ``number`` with a template per locale (English alone by default)."""
+    return ServedVersion(
+        number=number,
+        content_hash=f"{number:064x}",
+        variables=(),
+        model={"provider": "local", "model": "echo-1"},
+        templates={
+            locale: {
+                "system": f"v{number} {locale}",
+                "context": "",
+                "instruction": "",
+                "format": "",
+            }
+            for locale in locales or ("en",)
+        },
+    )
+
+
+def served(state: ReleaseState, *locales: str) -> ServedRelease:
+    """``support.refund-reply`` in production at revision 7, serving ``state``."""
+    return ServedRelease(
+        prompt="support.refund-reply",
+        environment="production",
+        default_locale="en",
+        revision=7,
+        state=state,
+        versions={n: version(n, *locales) for n in state.versions()},
+    )
