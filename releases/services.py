@@ -14,7 +14,6 @@ Every change follows the same steps, in one transaction:
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from functools import partial
 
@@ -24,6 +23,7 @@ from registry.actors import Actor
 from registry.errors import Problem, VersionNotFound
 from registry.models import Prompt, PromptVersion
 
+from . import transitions
 from .errors import (
     NothingToRollBack,
     PromotionBlocked,
@@ -267,15 +267,10 @@ def release_deploy(
     """Makes ``version`` the stable version. Refused while a canary runs: promote or abort it."""
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.canary is not None:
-            raise ReleaseStateInvalid(
-                f"A canary of version {state.canary.version} is running; promote or abort it first."
-            )
+        target = transitions.deploy(state, version=version)
         _releasable(release, version)
-        if state.stable == version:
-            raise ReleaseStateInvalid(f"Version {version} is stable already.")
         _ensure_promotable(release, version)
-        return replace(state, stable=version)
+        return target
 
     return _change(
         prompt=prompt,
@@ -303,18 +298,11 @@ def release_canary_start(
     weight = percent_to_basis_points(percent, pointer="/percent")
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.stable is None:
-            raise ReleaseStateInvalid("Deploy a stable version before starting a canary.")
-        if state.canary is not None:
-            raise ReleaseStateInvalid(
-                f"A canary of version {state.canary.version} is running; promote or abort it first."
-            )
-        _releasable(release, version)
-        if version == state.stable:
-            raise ReleaseStateInvalid(f"Version {version} is the stable version already.")
-        _ensure_promotable(release, version)
         salt = _new_salt(release, "canary", str(version))
-        return replace(state, canary=Canary(version, weight, salt))
+        target = transitions.canary_start(state, version=version, weight=weight, salt=salt)
+        _releasable(release, version)
+        _ensure_promotable(release, version)
+        return target
 
     return _change(
         prompt=prompt,
@@ -342,11 +330,7 @@ def release_canary_set_percent(
     weight = percent_to_basis_points(percent, pointer="/percent")
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.canary is None:
-            raise ReleaseStateInvalid("No canary is running.")
-        if state.canary.weight == weight:
-            raise ReleaseStateInvalid(f"The canary is at {percent} % already.")
-        return replace(state, canary=replace(state.canary, weight=weight))
+        return transitions.canary_percent(state, weight=weight)
 
     return _change(
         prompt=prompt,
@@ -371,10 +355,9 @@ def release_canary_promote(
     """The canary's version becomes stable for everyone."""
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.canary is None:
-            raise ReleaseStateInvalid("No canary is running.")
-        _ensure_promotable(release, state.canary.version)
-        return replace(state, stable=state.canary.version, canary=None)
+        target = transitions.canary_promote(state)
+        _ensure_promotable(release, target.stable)
+        return target
 
     return _change(
         prompt=prompt,
@@ -399,9 +382,7 @@ def release_canary_abort(
     """Everyone goes back to the stable version."""
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.canary is None:
-            raise ReleaseStateInvalid("No canary is running.")
-        return replace(state, canary=None)
+        return transitions.canary_abort(state)
 
     return _change(
         prompt=prompt,
@@ -466,13 +447,12 @@ def release_experiment_start(
         raise ReleaseInvalid(problems)
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.experiment is not None:
-            raise ReleaseStateInvalid(
-                f"The experiment {state.experiment.name!r} is running; its weights are fixed. "
-                "Stop it before starting another."
-            )
-        if state.stable is None:
-            raise ReleaseStateInvalid("Deploy a stable version before starting an experiment.")
+        target = transitions.experiment_start(
+            state,
+            name=name,
+            variants=[(n, v, w) for (n, v, _), w in zip(variants, weights, strict=True)],
+            salt=_new_salt(release, "experiment", name),
+        )
         for i, (_, number, _) in enumerate(variants):
             _releasable(release, number, pointer=f"/variants/{i}/version")
         # A variant serves real traffic, as a canary does: a version that could not be deployed
@@ -480,15 +460,7 @@ def release_experiment_start(
         for number in dict.fromkeys(n for _, n, _ in variants):
             if number != state.stable:
                 _ensure_promotable(release, number)
-        salt = _new_salt(release, "experiment", name)
-        return replace(
-            state,
-            experiment=Experiment(
-                name,
-                tuple(Variant(n, v, w) for (n, v, _), w in zip(variants, weights, strict=True)),
-                salt,
-            ),
-        )
+        return target
 
     return _change(
         prompt=prompt,
@@ -514,19 +486,10 @@ def release_experiment_stop(
     """Ends the experiment; the winner's version (if one is named) becomes stable."""
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.experiment is None:
-            raise ReleaseStateInvalid("No experiment is running.")
-        stable = state.stable
-        if winner:
-            match = [v for v in state.experiment.variants if v.name == winner]
-            if not match:
-                known = ", ".join(v.name for v in state.experiment.variants)
-                raise ReleaseStateInvalid(f"No variant named {winner!r}; the variants are {known}.")
-            stable = match[0].version
-            if state.canary is not None and state.canary.version == stable:
-                raise ReleaseStateInvalid("The winner is the running canary; promote it instead.")
-            _ensure_promotable(release, stable)
-        return replace(state, stable=stable, experiment=None)
+        target = transitions.experiment_stop(state, winner=winner)
+        if target.stable != state.stable:
+            _ensure_promotable(release, target.stable)
+        return target
 
     return _change(
         prompt=prompt,
@@ -562,12 +525,11 @@ def release_shadow_start(
         )
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.stable is None:
-            raise ReleaseStateInvalid("Deploy a stable version before shadowing others.")
+        salt = _new_salt(release, "shadow", "-".join(map(str, versions)))
+        target = transitions.shadow_start(state, versions=versions, sample=sample, salt=salt)
         for i, number in enumerate(versions):
             _releasable(release, number, pointer=f"/versions/{i}")
-        salt = _new_salt(release, "shadow", "-".join(map(str, versions)))
-        return replace(state, shadow=Shadow(tuple(versions), sample, salt))
+        return target
 
     return _change(
         prompt=prompt,
@@ -590,9 +552,7 @@ def release_shadow_stop(
     expected_revision: int | None = None,
 ) -> Release:
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
-        if state.shadow is None:
-            raise ReleaseStateInvalid("No shadow is running.")
-        return replace(state, shadow=None)
+        return transitions.shadow_stop(state)
 
     return _change(
         prompt=prompt,
