@@ -7,6 +7,8 @@ another one: the check runs before any service is called.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -168,7 +170,7 @@ class ReleaseDetailApi(APIView):
         return _release_response(release_get(prompt=prompt, environment=env))
 
 
-class ReleaseChangeApi(APIView):
+class ReleaseChangeApi(APIView, ABC):
     """Base of the change endpoints: scope, environment limit, If-Match, reason, one service."""
 
     permission_classes = [HasScope(Scope.RELEASES_WRITE)]
@@ -178,8 +180,9 @@ class ReleaseChangeApi(APIView):
             required=False, allow_blank=True, default="", max_length=2000
         )
 
+    @abstractmethod
     def change(self, request: Request, **arguments) -> Release:
-        raise NotImplementedError  # each endpoint names its service
+        """Calls the endpoint's one service with the parsed arguments."""
 
     def post(self, request: Request, environment: str, key: str) -> Response:
         prompt, env = _target(request, environment, key)

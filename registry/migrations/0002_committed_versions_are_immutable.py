@@ -118,7 +118,7 @@ STATEMENTS = {
 def _run(schema_editor, direction: int) -> None:
     vendor = schema_editor.connection.vendor
     if vendor not in STATEMENTS:
-        raise NotImplementedError(f"No immutability triggers written for {vendor}.")
+        raise RuntimeError(f"No immutability triggers written for {vendor}.")
     # A cursor, not schema_editor.execute(): that one treats the '%' of RAISE's format as a
     # placeholder on PostgreSQL.
     with schema_editor.connection.cursor() as cursor:

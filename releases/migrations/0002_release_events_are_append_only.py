@@ -48,7 +48,7 @@ STATEMENTS = {
 def _run(schema_editor, direction: int) -> None:
     vendor = schema_editor.connection.vendor
     if vendor not in STATEMENTS:
-        raise NotImplementedError(f"No append-only triggers written for {vendor}.")
+        raise RuntimeError(f"No append-only triggers written for {vendor}.")
     # A cursor, not schema_editor.execute(), which reads '%' as a placeholder on PostgreSQL.
     with schema_editor.connection.cursor() as cursor:
         for statement in STATEMENTS[vendor][direction]:
