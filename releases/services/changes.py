@@ -1,0 +1,340 @@
+"""Deploy, canary, experiment and shadow: each one transaction through ``common._change``."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+
+from registry.actors import Actor
+from registry.errors import Problem
+from registry.models import Prompt
+
+from .. import transitions
+from ..errors import (
+    ReleaseInvalid,
+)
+from ..models import BASIS_POINTS, Environment, Release, ReleaseEvent
+from ..state import ReleaseState
+from .common import (
+    _change,
+    _ensure_promotable,
+    _new_salt,
+    _releasable,
+    percent_to_basis_points,
+)
+
+Action = ReleaseEvent.Action
+MAX_VARIANTS = 10
+MAX_SHADOWS = 3
+
+
+@transaction.atomic
+def release_deploy(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    version: int,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Makes ``version`` the stable version. Refused while a canary runs: promote or abort it."""
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        target = transitions.deploy(state, version=version)
+        _releasable(release, version)
+        _ensure_promotable(release, version)
+        return target
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.DEPLOY,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_canary_start(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    version: int,
+    percent: Decimal,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Sends ``percent`` of subjects to ``version``, with a new salt."""
+    weight = percent_to_basis_points(percent, pointer="/percent")
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        salt = _new_salt(release, "canary", str(version))
+        target = transitions.canary_start(state, version=version, weight=weight, salt=salt)
+        _releasable(release, version)
+        _ensure_promotable(release, version)
+        return target
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.CANARY_START,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_canary_set_percent(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    percent: Decimal,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Ramps the running canary. Never re-salts: raising only adds subjects, lowering removes the
+    highest buckets."""
+    weight = percent_to_basis_points(percent, pointer="/percent")
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        return transitions.canary_percent(state, weight=weight)
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.CANARY_PERCENT,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_canary_promote(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """The canary's version becomes stable for everyone."""
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        target = transitions.canary_promote(state)
+        _ensure_promotable(release, target.stable)
+        return target
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.CANARY_PROMOTE,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_canary_abort(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Everyone goes back to the stable version."""
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        return transitions.canary_abort(state)
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.CANARY_ABORT,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_experiment_start(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    name: str,
+    variants: list[tuple[str, int, Decimal]],
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Splits subjects between named variants (name, version, percent); the rest stay on stable.
+
+    A running experiment's weights are fixed: moving one boundary would reassign people, so a
+    change means stopping it and starting another (with a new salt)."""
+    problems: list[Problem] = []
+    if not name.strip() or len(name) > 100:
+        problems.append(
+            Problem("invalid_name", "Name the experiment (1 to 100 characters).", "/name")
+        )
+    if not 2 <= len(variants) <= MAX_VARIANTS:
+        problems.append(
+            Problem("invalid_variants", f"Give 2 to {MAX_VARIANTS} variants.", "/variants")
+        )
+    names = [v[0] for v in variants]
+    if len(set(names)) != len(names):
+        problems.append(Problem("duplicate_variant", "Variant names must be unique.", "/variants"))
+    for i, n in enumerate(names):
+        if n in {"stable", "canary"} or not n.strip() or len(n) > 50:
+            problems.append(
+                Problem(
+                    "invalid_name",
+                    "Variant names are 1 to 50 characters, not stable or canary.",
+                    f"/variants/{i}/name",
+                )
+            )
+    weights = []
+    for i, (_, _, percent) in enumerate(variants):
+        try:
+            weights.append(percent_to_basis_points(percent, pointer=f"/variants/{i}/percent"))
+        except ReleaseInvalid as exc:
+            problems += exc.problems
+    if len(weights) == len(variants) and sum(weights) > BASIS_POINTS:
+        problems.append(
+            Problem(
+                "weights_over_100", "The variants' percentages add up to over 100.", "/variants"
+            )
+        )
+    if problems:
+        raise ReleaseInvalid(problems)
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        target = transitions.experiment_start(
+            state,
+            name=name,
+            variants=[(n, v, w) for (n, v, _), w in zip(variants, weights, strict=True)],
+            salt=_new_salt(release, "experiment", name),
+        )
+        for i, (_, number, _) in enumerate(variants):
+            _releasable(release, number, pointer=f"/variants/{i}/version")
+        # A variant serves real traffic, as a canary does: a version that could not be deployed
+        # here (environment order, gates) cannot take a share of it either.
+        for number in dict.fromkeys(n for _, n, _ in variants):
+            if number != state.stable:
+                _ensure_promotable(release, number)
+        return target
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.EXPERIMENT_START,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_experiment_stop(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    winner: str | None,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Ends the experiment; the winner's version (if one is named) becomes stable."""
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        target = transitions.experiment_stop(state, winner=winner)
+        if target.stable != state.stable:
+            _ensure_promotable(release, target.stable)
+        return target
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.EXPERIMENT_STOP,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_shadow_start(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    versions: list[int],
+    sample_percent: Decimal,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    """Runs ``versions`` on a sample of live calls' inputs, out of users' sight (runs issue)."""
+    sample = percent_to_basis_points(sample_percent, pointer="/sample_percent")
+    if not 1 <= len(versions) <= MAX_SHADOWS or len(set(versions)) != len(versions):
+        raise ReleaseInvalid(
+            [
+                Problem(
+                    "invalid_versions", f"Give 1 to {MAX_SHADOWS} different versions.", "/versions"
+                )
+            ]
+        )
+
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        salt = _new_salt(release, "shadow", "-".join(map(str, versions)))
+        target = transitions.shadow_start(state, versions=versions, sample=sample, salt=salt)
+        for i, number in enumerate(versions):
+            _releasable(release, number, pointer=f"/versions/{i}")
+        return target
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.SHADOW_START,
+        decide=decide,
+    )
+
+
+@transaction.atomic
+def release_shadow_stop(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str = "",
+    expected_revision: int | None = None,
+) -> Release:
+    def decide(release: Release, state: ReleaseState) -> ReleaseState:
+        return transitions.shadow_stop(state)
+
+    return _change(
+        prompt=prompt,
+        environment=environment,
+        actor=actor,
+        reason=reason,
+        expected_revision=expected_revision,
+        action=Action.SHADOW_STOP,
+        decide=decide,
+    )

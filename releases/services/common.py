@@ -1,0 +1,240 @@
+"""What every release change shares: percent parsing, salts, the state <-> row mapping, the row
+lock and revision check, version and promotion checks, and recording the event (see the package
+docstring for the steps)."""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal, InvalidOperation
+from functools import partial
+
+from django.db import IntegrityError, transaction
+
+from registry.actors import Actor
+from registry.errors import VersionNotFound
+from registry.models import Prompt, PromptVersion
+
+from ..errors import (
+    PromotionBlocked,
+    ReleaseConflict,
+    ReleaseInvalid,
+    VersionNotReleasable,
+    percent_problem,
+)
+from ..gates import promotion_checks
+from ..models import Environment, Release, ReleaseEvent
+from ..state import Canary, Experiment, ReleaseState, Shadow, Variant
+
+Action = ReleaseEvent.Action
+
+
+def percent_to_basis_points(percent: Decimal | int | float | str, *, pointer: str) -> int:
+    """0–100 with at most two decimals -> 0–10000 basis points, or ``ReleaseInvalid``."""
+    try:
+        value = Decimal(str(percent))
+    except InvalidOperation as exc:
+        raise ReleaseInvalid(
+            [percent_problem(pointer, "Give a percentage from 0 to 100.")]
+        ) from exc
+    if not value.is_finite() or not Decimal(0) <= value <= Decimal(100):
+        raise ReleaseInvalid([percent_problem(pointer, "Give a percentage from 0 to 100.")])
+    points = value * 100
+    if points != points.to_integral_value():
+        raise ReleaseInvalid(
+            [percent_problem(pointer, "A percentage has at most two decimals (0.01 % steps).")]
+        )
+    return int(points)
+
+
+SALT_MAX_CHARS = Release._meta.get_field("canary_salt").max_length
+
+
+def _new_salt(release: Release, purpose: str, detail: str) -> str:
+    # Readable for "why did user X get version 7?", and unique per start: a random suffix means
+    # restarting the same canary re-draws its subjects instead of silently reusing the old ones.
+    # The readable part is cut to fit the column (a 150-character key and a 100-character
+    # experiment name would not); the random suffix alone keeps salts apart.
+    suffix = "/" + secrets.token_hex(4)
+    readable = f"{release.prompt.key}/{release.environment.name}/{purpose}/{detail}"
+    return readable[: SALT_MAX_CHARS - len(suffix)] + suffix
+
+
+def release_state(release: Release) -> ReleaseState:
+    """The release's state as a value (one query for the version numbers if not selected)."""
+    canary = None
+    if release.canary_version_id is not None:
+        canary = Canary(release.canary_version.number, release.canary_weight, release.canary_salt)
+    experiment = None
+    if release.experiment_name:
+        experiment = Experiment(
+            release.experiment_name,
+            tuple(
+                Variant(v["name"], v["version"], v["weight"]) for v in release.experiment_variants
+            ),
+            release.experiment_salt,
+        )
+    shadow = None
+    if release.shadow_versions:
+        shadow = Shadow(tuple(release.shadow_versions), release.shadow_sample, release.shadow_salt)
+    return ReleaseState(
+        stable=release.stable_version.number if release.stable_version_id else None,
+        canary=canary,
+        experiment=experiment,
+        shadow=shadow,
+    )
+
+
+STATE_FIELDS = [
+    "stable_version",
+    "canary_version",
+    "canary_weight",
+    "canary_salt",
+    "experiment_name",
+    "experiment_variants",
+    "experiment_salt",
+    "shadow_versions",
+    "shadow_sample",
+    "shadow_salt",
+]
+
+
+def _apply_state(release: Release, state: ReleaseState) -> None:
+    numbers = state.versions()
+    by_number = {
+        v.number: v for v in PromptVersion.objects.filter(prompt=release.prompt, number__in=numbers)
+    }
+    release.stable_version = by_number[state.stable] if state.stable is not None else None
+    release.canary_version = by_number[state.canary.version] if state.canary else None
+    release.canary_weight = state.canary.weight if state.canary else 0
+    release.canary_salt = state.canary.salt if state.canary else ""
+    release.experiment_name = state.experiment.name if state.experiment else ""
+    release.experiment_variants = (
+        [
+            {"name": v.name, "version": v.version, "weight": v.weight}
+            for v in state.experiment.variants
+        ]
+        if state.experiment
+        else []
+    )
+    release.experiment_salt = state.experiment.salt if state.experiment else ""
+    release.shadow_versions = list(state.shadow.versions) if state.shadow else []
+    release.shadow_sample = state.shadow.sample if state.shadow else 0
+    release.shadow_salt = state.shadow.salt if state.shadow else ""
+
+
+def _locked_release(*, prompt: Prompt, environment: Environment) -> Release:
+    """The release row, locked; created on first use (the unique constraint settles a race)."""
+    Prompt.objects.select_for_update().filter(pk=prompt.pk).first()
+    try:
+        with transaction.atomic():
+            Release.objects.get_or_create(prompt=prompt, environment=environment)
+    except IntegrityError:
+        pass  # created by a concurrent first change; the lock below waits for it
+    return (
+        Release.objects.select_for_update(of=("self",))
+        .select_related("prompt", "environment", "stable_version", "canary_version")
+        .get(prompt=prompt, environment=environment)
+    )
+
+
+def ensure_revision_matches(release: Release, expected_revision: int | None) -> None:
+    if expected_revision is not None and expected_revision != release.revision:
+        raise ReleaseConflict(current_revision=release.revision)
+
+
+def _releasable(release: Release, number: int, *, pointer: str = "/version") -> PromptVersion:
+    version = PromptVersion.objects.filter(prompt=release.prompt, number=number).first()
+    if version is None:
+        raise VersionNotFound(f"{release.prompt.key} has no version {number}.")
+    if not version.is_committed:
+        raise VersionNotReleasable(
+            f"Version {number} of {release.prompt.key} is a draft; commit it before releasing it."
+        )
+    return version
+
+
+def _ensure_promotable(release: Release, number: int) -> None:
+    """The environment order and the registered promotion gates (not consulted by rollback)."""
+    environment = release.environment
+    if environment.requires_previous_stable:
+        previous = (
+            Environment.objects.filter(position__lt=environment.position)
+            .order_by("-position")
+            .first()
+        )
+        if (
+            previous is not None
+            and not ReleaseEvent.objects.filter(
+                release__prompt=release.prompt, release__environment=previous, after__stable=number
+            ).exists()
+        ):
+            raise PromotionBlocked(
+                f"{environment.name} takes only versions that have been stable in "
+                f"{previous.name}; version {number} has not.",
+                gate="environment-order",
+            )
+    for check in promotion_checks():
+        verdict = check(prompt_id=release.prompt_id, environment=environment.name, version=number)
+        if not verdict.passed:
+            raise PromotionBlocked(
+                verdict.detail or f"The {verdict.gate} gate failed.", gate=verdict.gate
+            )
+
+
+def _record(
+    *,
+    release: Release,
+    action: str,
+    actor: Actor,
+    reason: str,
+    before: ReleaseState,
+    after: ReleaseState,
+    restores: ReleaseEvent | None = None,
+) -> ReleaseEvent:
+    _apply_state(release, after)
+    release.revision += 1
+    release.save(update_fields=[*STATE_FIELDS, "revision", "updated_at"])
+    event = ReleaseEvent.objects.create(
+        release=release,
+        action=action,
+        revision=release.revision,
+        actor_id=actor.user_id,
+        actor_label=actor.label,
+        reason=reason,
+        before=before.as_dict(),
+        after=after.as_dict(),
+        restores=restores,
+    )
+    _publish_on_commit(release)
+    return event
+
+
+def _publish_on_commit(release: Release) -> None:
+    from ..cache import release_changed  # the cache imports services' selectors; keep it lazy
+
+    transaction.on_commit(
+        partial(
+            release_changed,
+            environment=release.environment.name,
+            prompt=release.prompt.key,
+            revision=release.revision,
+        )
+    )
+
+
+def _change(
+    *,
+    prompt: Prompt,
+    environment: Environment,
+    actor: Actor,
+    reason: str,
+    expected_revision: int | None,
+    action: str,
+    decide,
+) -> Release:
+    release = _locked_release(prompt=prompt, environment=environment)
+    ensure_revision_matches(release, expected_revision)
+    before = release_state(release)
+    after = decide(release, before)
+    _record(release=release, action=action, actor=actor, reason=reason, before=before, after=after)
+    return release
