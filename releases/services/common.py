@@ -25,8 +25,6 @@ from ..gates import promotion_checks
 from ..models import Environment, Release, ReleaseEvent
 from ..state import Canary, Experiment, ReleaseState, Shadow, Variant
 
-Action = ReleaseEvent.Action
-
 
 def percent_to_basis_points(percent: Decimal | int | float | str, *, pointer: str) -> int:
     """0–100 with at most two decimals -> 0–10000 basis points, or ``ReleaseInvalid``."""
