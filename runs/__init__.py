@@ -1,0 +1,1 @@
+"""Running prompts on model providers; imports registry and releases, never evaluations or api."""

@@ -1,0 +1,270 @@
+"""What the fake provider answers: pure functions of the request, no I/O (see runs.fake_provider).
+
+The same request always gets a byte-identical answer. ``echo-1`` (and any unknown model) repeats
+the first 32 words of the last user message, ``echo-small`` the first 8; a ``json_schema`` response
+format gets a document valid against the schema; usage counts ceil(characters / 4) tokens a text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+CREATED = 1_700_000_000  # fixed, so the whole answer, not only its text, repeats
+MAX_DEPTH = 16  # a recursive $ref stops here instead of recursing forever
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+JSON_FORMATS = ("json_object", "json_schema")
+STRING_FORMATS = {"date-time": "2024-01-01T00:00:00Z", "date": "2024-01-01", "email": "a@b.example"}
+
+
+class ApiError(Exception):
+    """An OpenAI-style error answer: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+        self.body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _bad(param: str, message: str, code: str = "invalid_type") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    include_usage: bool
+    response_format: dict[str, Any]  # {} when the request has none
+    max_tokens: int | None
+    digest: str  # of the whole body: the answer's id, so equal requests get equal answers
+
+
+def _is_content(content: Any) -> bool:
+    if isinstance(content, str):
+        return True
+    return isinstance(content, list) and all(
+        isinstance(part, dict)
+        and isinstance(part.get("type"), str)
+        and (part["type"] != "text" or isinstance(part.get("text"), str))
+        for part in content
+    )
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    """Check the shape OpenAI checks, so a client bug fails here as it would there (400)."""
+    if not isinstance(body, dict):
+        raise _bad("body", "The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "You must provide a model parameter.", "missing_required_parameter")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages", "'messages' must be a non-empty array of {role, content}.")
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ROLES:
+            message_ = f"Invalid 'messages[{i}].role': expected one of {', '.join(sorted(ROLES))}."
+            raise _bad(f"messages[{i}].role", message_, "invalid_value")
+        # An assistant turn that only calls tools has no content; every other turn needs one.
+        content = message.get("content")
+        if not (_is_content(content) or (role == "assistant" and content is None)):
+            message_ = f"Invalid 'messages[{i}].content': expected a string or content parts."
+            raise _bad(f"messages[{i}].content", message_)
+    stream, options = body.get("stream", False), body.get("stream_options")
+    if not isinstance(stream, bool):
+        raise _bad("stream", "Invalid 'stream': expected a boolean.")
+    if options is not None and not (stream and isinstance(options, dict)):
+        message_ = "'stream_options' must be an object, allowed only when 'stream' is true."
+        raise _bad("stream_options", message_, "invalid_value")
+    fmt = body.get("response_format") or {}
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    schema_missing = kind == "json_schema" and not isinstance(fmt.get("json_schema"), dict)
+    if fmt and (kind not in ("text", *JSON_FORMATS) or schema_missing):
+        message_ = (
+            "Invalid 'response_format': text, json_object, or json_schema with a 'json_schema'."
+        )
+        raise _bad("response_format", message_, "invalid_value")
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise _bad("max_tokens", "'max_tokens' must be a positive integer.", "invalid_value")
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        stream=stream,
+        include_usage=bool(options and options.get("include_usage")),
+        response_format=fmt,
+        max_tokens=limit,
+        digest=hashlib.sha256(canonical.encode()).hexdigest()[:24],
+    )
+
+
+def count_tokens(text: str) -> int:
+    # ~4 characters a token: deterministic, and close enough for cost caps and usage records.
+    return math.ceil(len(text) / 4)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "\n".join(part["text"] for part in content if part["type"] == "text")
+    return content if isinstance(content, str) else ""
+
+
+def sample_json(schema: Any, *, text: str, root: Any = None, depth: int = 0) -> Any:
+    """A deterministic document valid against ``schema`` (the subset structured outputs use).
+
+    1. Resolve a local ``$ref`` (``#/$defs/...``) against the root schema.
+    2. ``const`` wins, then the first ``enum`` value, then the first ``anyOf``/``oneOf`` branch.
+    3. Otherwise go by ``type`` (the first non-null one of a list; inferred when absent): objects
+       get their required properties (all of them when none is listed), arrays ``minItems`` items
+       (at least one), strings ``text`` (or a fixed value for a known ``format``) fitted to
+       ``minLength``/``maxLength``, numbers their lower bound (else 0 or below), booleans true.
+
+    ``pattern``, ``multipleOf``, ``uniqueItems``, ``allOf`` and ``not`` are not honoured.
+    """
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > MAX_DEPTH:
+        return None
+
+    def sub(child: Any) -> Any:
+        return sample_json(child, text=text, root=root, depth=depth + 1)
+
+    if isinstance(ref := schema.get("$ref"), str) and ref.startswith("#"):
+        target: Any = root
+        for part in filter(None, ref[1:].split("/")):
+            key = part.replace("~1", "/").replace("~0", "~")  # JSON pointer escapes
+            target = target.get(key) if isinstance(target, dict) else None
+        return sub(target)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if branches := schema.get("anyOf") or schema.get("oneOf"):
+        return sub(branches[0])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        names = schema.get("required", list(properties))
+        return {name: sub(properties.get(name, {})) for name in names}
+    if kind == "array":
+        count = int(min(max(1, schema.get("minItems", 1)), schema.get("maxItems", math.inf)))
+        return [sub(schema.get("items", {})) for _ in range(count)]
+    if kind == "string":
+        value = STRING_FORMATS.get(schema.get("format") or "", text)
+        return value.ljust(schema.get("minLength", 0), "x")[: schema.get("maxLength")]
+    if kind in ("integer", "number"):
+        if "minimum" in schema:
+            return math.ceil(schema["minimum"])
+        if "exclusiveMinimum" in schema:
+            return math.floor(schema["exclusiveMinimum"]) + 1
+        return min(
+            0,
+            math.floor(schema.get("maximum", 0)),
+            math.ceil(schema.get("exclusiveMaximum", 1)) - 1,
+        )
+    return True if kind == "boolean" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    content: str
+    finish_reason: str
+    usage: dict[str, int]
+
+
+def complete(request: ChatRequest, *, break_json: bool = False) -> Completion:
+    """The answer, a pure function of the request.
+
+    1. Take the first words of the last user message (of the last message if no user spoke).
+    2. Answer ``"<model>: <words>"``, or for a JSON response format a JSON document: a sample of
+       the ``json_schema`` schema, else ``{"answer": ...}``.
+    3. For the ``badjson`` fault, wrap that JSON in prose and cut its last character: what repair
+       code meets in the wild.
+    4. Cut at ``max_tokens`` (finish reason ``length``) and count the usage.
+    """
+    users = [message for message in request.messages if message["role"] == "user"]
+    words = message_text((users or request.messages)[-1]).split()
+    limit = 8 if request.model == "echo-small" else 32
+    head = " ".join(words[:limit]) + (" ..." if len(words) > limit else "")
+    echo = f"{request.model}: {head}"
+    kind = request.response_format.get("type")
+    schema = request.response_format["json_schema"].get("schema") if kind == "json_schema" else None
+    if isinstance(schema, dict):
+        content = json.dumps(sample_json(schema, text=head or "example"), ensure_ascii=False)
+    else:
+        content = json.dumps({"answer": echo}, ensure_ascii=False) if kind in JSON_FORMATS else echo
+    if break_json:
+        document = content if kind in JSON_FORMATS else json.dumps({"answer": echo})
+        content = f"Sure! Here is the JSON you asked for:\n{document[:-1]}"
+    finish_reason = "stop"
+    if request.max_tokens is not None and count_tokens(content) > request.max_tokens:
+        content, finish_reason = content[: request.max_tokens * 4], "length"
+    prompt = sum(count_tokens(message_text(message)) for message in request.messages)
+    answer = count_tokens(content)
+    usage = {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}
+    return Completion(content, finish_reason, usage)
+
+
+def completion_body(request: ChatRequest, completion: Completion) -> dict[str, Any]:
+    """A ``chat.completion`` object, field for field as OpenAI answers it."""
+    message = {"role": "assistant", "content": completion.content, "refusal": None}
+    choice = {"index": 0, "message": message, "logprobs": None}
+    return {
+        **_envelope(request, "chat.completion"),
+        "choices": [{**choice, "finish_reason": completion.finish_reason}],
+        "usage": completion.usage,
+    }
+
+
+def stream_chunks(request: ChatRequest, completion: Completion) -> list[dict[str, Any]]:
+    """The ``chat.completion.chunk`` events of a streamed answer, in OpenAI's order.
+
+    1. The role, with empty content.
+    2. The content, one word (with the spaces after it) per chunk: joined, they are the content.
+    3. An empty delta carrying the finish reason.
+    4. With ``include_usage``, a chunk with no choices and the usage (earlier chunks: ``null``).
+    """
+    base = _envelope(request, "chat.completion.chunk")
+    if request.include_usage:
+        base["usage"] = None
+
+    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {**base, "choices": [choice]}
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": piece}) for piece in re.findall(r"\S+\s*|\s+", completion.content)]
+    chunks.append(chunk({}, completion.finish_reason))
+    if request.include_usage:
+        chunks.append({**base, "choices": [], "usage": completion.usage})
+    return chunks
+
+
+def _envelope(request: ChatRequest, kind: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{request.digest}",
+        "object": kind,
+        "created": CREATED,
+        "model": request.model,
+        "system_fingerprint": "fp_fake",
+    }
