@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+FAKE_PROVIDER_PORT ?= 8765
 # The suite's PostgreSQL and Redis: the machine's, on loopback.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/promptregistry
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
@@ -32,10 +33,15 @@ run: export DEBUG ?= true
 # The suite runs with production-like settings and a throwaway key; plain HTTP test clients.
 lint test: export SECRET_KEY ?= insecure-test-only-key-0123456789abcdefghijklmnopqrstuvwxyz
 lint test: export SECURE_SSL_REDIRECT ?= false
+# The local OpenAI-compatible server (runs/fake_provider.py) runs beside the web server as the
+# provider named local, so a prompt can be run with no API key; it stops with the web server.
 run: install
 	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py provider add local --base-url http://127.0.0.1:$(FAKE_PROVIDER_PORT)/v1 --timeout 10
 	$(BIN)/python manage.py demo --admin-url http://$(HOST):$(PORT)/admin/
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(BIN)/python -m runs.fake_provider --port $(FAKE_PROVIDER_PORT) & fake=$$!; \
+	  trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 lint: install
 	$(BIN)/ruff check .

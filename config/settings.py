@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "registry",
     "releases",
+    "runs",
     "api",
 ]
 
