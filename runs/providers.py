@@ -1,0 +1,400 @@
+"""Calling a model: the only module that imports ``openai`` (DESIGN "Failure rules", issue #4).
+
+Every outbound call has a timeout, retries with backoff and jitter, and a fallback, and a model's
+answer is untrusted input. ``complete()`` walks a binding's targets (primary, then fallbacks) and
+records every attempt, failed or not, so a call record and a 502 problem document can say exactly
+what was tried. The client's own retries are off (``max_retries=0``): retries it made would be
+invisible to us, and ours honour ``Retry-After`` with a cap we choose.
+
+Call it outside any transaction (STYLE R6): it does network I/O and may sleep for seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import jsonschema
+import openai
+
+from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
+from runs.models import Provider
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 8.0
+# A provider asking for a longer pause than this gets it shortened: a caller is waiting, and the
+# next retry (or the fallback) is a better use of the time than a minute's sleep.
+RETRY_AFTER_CAP_SECONDS = 20.0
+MAX_ANSWER_CHARS = 1_000_000  # an answer longer than this is treated as malformed, never parsed
+DETAIL_CHARS = 300  # an Attempt's detail and the repair message's error stay short
+NO_KEY = "not-needed"  # servers without keys (vLLM, Ollama, the fake) still need a non-empty key
+REPAIR_MESSAGE = "Your answer did not match the JSON Schema: {error}. Answer again with JSON only."
+
+# Faked by tests (monkeypatched to record the waits): retries then run instantly and the waits
+# themselves can be asserted.
+_sleep: Callable[[float], None] = time.sleep
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    MALFORMED = "malformed"
+    SCHEMA_INVALID = "schema_invalid"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_PROVIDER = "unknown_provider"
+    DISABLED = "disabled"
+
+
+# Transient: the same request may well succeed a moment later. Anything else moves on to the
+# next target at once, since asking again would get the same answer.
+RETRYABLE = frozenset(
+    {Outcome.RATE_LIMITED, Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.CONNECTION_ERROR}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One call to one model (or one target skipped without a call), as recorded for the caller."""
+
+    provider: str
+    model: str
+    outcome: Outcome
+    detail: str  # short and safe to show: never a stack trace, never the API key
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The answer of the target that succeeded, and everything tried on the way.
+
+    ``input_tokens``/``output_tokens`` add up every answered call to the winning target (a schema
+    repair is a second call at the same price); ``latency_ms`` is the whole wait, retries and
+    fallbacks included; ``time_to_first_token_ms`` is measured from the start of the winning call.
+    """
+
+    provider: str
+    model: str
+    text: str
+    parsed: Any  # the JSON value when the binding has a response schema, else None
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    time_to_first_token_ms: float | None  # None when not streamed
+    attempts: tuple[Attempt, ...]
+
+
+class ProviderUnavailable(Exception):
+    """Every target failed; ``attempts`` says what was tried, for a 502 problem document."""
+
+    def __init__(self, attempts: tuple[Attempt, ...] | list[Attempt]) -> None:
+        self.attempts = tuple(attempts)
+        tried = "; ".join(
+            f"{a.provider}/{a.model}: {a.outcome}" + (f" ({a.detail})" if a.detail else "")
+            for a in self.attempts
+        )
+        super().__init__(
+            f"No model answered after {len(self.attempts)} attempts: {tried or 'no targets'}."
+        )
+
+
+class _Failure(Exception):
+    """One call failed: how (an Outcome), why (a safe detail), and how long the server asks to wait."""
+
+    def __init__(self, outcome: Outcome, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.outcome, self.detail, self.retry_after = outcome, detail, retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    time_to_first_token_ms: float | None
+
+
+def complete(
+    *,
+    binding: ModelBinding,
+    messages: list[dict[str, str]],
+    on_token: Callable[[str], None] | None = None,
+) -> Completion:
+    """Ask the binding's primary, then its fallbacks, until one answers (validly, given a schema).
+
+    With ``on_token`` the answer is streamed and each content delta is passed on as it arrives. A
+    stream that fails half-way is retried or falls back like any failed call, so ``on_token`` may
+    see the start of an answer that is then abandoned; the Completion's text is the one to keep.
+    Raises ProviderUnavailable when every target failed.
+    """
+    started = time.perf_counter()
+    attempts: list[Attempt] = []
+    primary = ModelTarget(binding.provider, binding.model, binding.parameters)
+    for target in (primary, *binding.fallbacks):
+        provider = Provider.objects.filter(name=target.provider).first()
+        if provider is None or not provider.enabled:
+            outcome = Outcome.UNKNOWN_PROVIDER if provider is None else Outcome.DISABLED
+            detail = f"No provider named {target.provider!r}." if provider is None else "Disabled."
+            attempts.append(Attempt(target.provider, target.model, outcome, detail, 0.0))
+            continue
+        completion = _complete_target(
+            provider=provider,
+            target=target,
+            schema=binding.response_schema,
+            messages=messages,
+            on_token=on_token,
+            attempts=attempts,
+            started=started,
+        )
+        if completion is not None:
+            return completion
+    raise ProviderUnavailable(attempts)
+
+
+def _complete_target(
+    *,
+    provider: Provider,
+    target: ModelTarget,
+    schema: Mapping[str, Any] | None,
+    messages: list[dict[str, str]],
+    on_token: Callable[[str], None] | None,
+    attempts: list[Attempt],
+    started: float,
+) -> Completion | None:
+    """Retry transient failures, repair one invalid answer; None means "try the next target"."""
+    api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
+    conversation = list(messages)
+    retries = input_tokens = output_tokens = 0
+    repaired = False
+
+    def record(outcome: Outcome, detail: str, since: float) -> None:
+        detail = _redact(detail, api_key)
+        latency = (time.perf_counter() - since) * 1000
+        attempts.append(Attempt(provider.name, target.model, outcome, detail, latency))
+        if outcome is not Outcome.OK:
+            logger.warning("Model call %s/%s: %s %s", provider.name, target.model, outcome, detail)
+
+    client = openai.OpenAI(
+        base_url=provider.base_url,
+        api_key=api_key or NO_KEY,
+        timeout=provider.timeout_seconds,
+        max_retries=0,
+    )
+    with client:
+        while True:
+            call_started = time.perf_counter()
+            try:
+                answer = _call(
+                    client=client,
+                    target=target,
+                    schema=schema,
+                    messages=conversation,
+                    on_token=on_token,
+                    started=call_started,
+                )
+            except _Failure as failure:
+                record(failure.outcome, failure.detail, call_started)
+                if failure.outcome not in RETRYABLE or retries >= provider.max_retries:
+                    return None
+                _sleep(_backoff(retries, failure.retry_after))
+                retries += 1
+                continue
+            input_tokens += answer.input_tokens
+            output_tokens += answer.output_tokens
+            parsed, error = (None, None) if schema is None else _validate(answer.text, schema)
+            if error is not None:
+                record(Outcome.SCHEMA_INVALID, error, call_started)
+                if repaired:
+                    return None
+                repaired = True
+                conversation = [
+                    *conversation,
+                    {"role": "assistant", "content": answer.text},
+                    {"role": "user", "content": REPAIR_MESSAGE.format(error=error)},
+                ]
+                continue
+            record(Outcome.OK, "", call_started)
+            return Completion(
+                provider=provider.name,
+                model=target.model,
+                text=answer.text,
+                parsed=parsed,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                time_to_first_token_ms=answer.time_to_first_token_ms,
+                attempts=tuple(attempts),
+            )
+
+
+def _call(
+    *,
+    client: openai.OpenAI,
+    target: ModelTarget,
+    schema: Mapping[str, Any] | None,
+    messages: list[dict[str, str]],
+    on_token: Callable[[str], None] | None,
+    started: float,
+) -> _Answer:
+    """One request; every way it can fail becomes a _Failure."""
+    # Only the parameters a binding may hold (registry.content validates their values).
+    kwargs: dict[str, Any] = {k: v for k, v in target.parameters.items() if k in MODEL_PARAMETERS}
+    if schema is not None:
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "response", "schema": dict(schema), "strict": False},
+        }
+    create: Any = client.chat.completions.create  # Any: the messages' TypedDicts are the caller's
+    if on_token is None:
+        with _translated():
+            response = create(model=target.model, messages=messages, **kwargs)
+        # Lenient parsing lets a JSON body that is not a completion through: check the shape.
+        choices = getattr(response, "choices", None) or [None]
+        text = getattr(getattr(choices[0], "message", None), "content", None)
+        if not isinstance(text, str):
+            raise _Failure(Outcome.MALFORMED, "The answer has no text content.")
+        _check_size(len(text))
+        usage = getattr(response, "usage", None)
+        return _Answer(
+            text=text,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            time_to_first_token_ms=None,
+        )
+    with _translated():
+        stream = create(
+            model=target.model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            **kwargs,
+        )
+    parts: list[str] = []
+    size, first_token, finished, usage = 0, None, False, None
+    with stream:
+        chunks = iter(stream)
+        while True:
+            with _translated():
+                chunk = next(chunks, None)
+            if chunk is None:
+                break
+            usage = getattr(chunk, "usage", None) or usage
+            for choice in (getattr(chunk, "choices", None) or [])[:1]:
+                finished = finished or getattr(choice, "finish_reason", None) is not None
+                delta = getattr(getattr(choice, "delta", None), "content", None)
+                if not delta:
+                    continue
+                if first_token is None:
+                    first_token = (time.perf_counter() - started) * 1000
+                size += len(delta)
+                _check_size(size)
+                parts.append(delta)
+                on_token(delta)  # outside _translated(): the caller's errors stay the caller's
+    if not finished:
+        raise _Failure(Outcome.MALFORMED, "The stream ended before a finish reason.")
+    return _Answer(
+        text="".join(parts),
+        input_tokens=usage.prompt_tokens if usage else 0,
+        output_tokens=usage.completion_tokens if usage else 0,
+        time_to_first_token_ms=first_token,
+    )
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Map the client's exceptions to outcomes; keep only a short message, never a traceback."""
+    try:
+        yield
+    except openai.APIStatusError as exc:
+        status = exc.status_code
+        detail = f"HTTP {status}: {_error_message(exc)}"
+        if status == 429:
+            raise _Failure(Outcome.RATE_LIMITED, detail, _retry_after(exc.response)) from exc
+        if status >= 500:
+            raise _Failure(Outcome.SERVER_ERROR, detail, _retry_after(exc.response)) from exc
+        raise _Failure(Outcome.BAD_REQUEST, detail) from exc
+    except openai.APITimeoutError as exc:  # before APIConnectionError, its base class
+        raise _Failure(Outcome.TIMEOUT, "No answer within the provider's timeout.") from exc
+    except openai.APIConnectionError as exc:
+        raise _Failure(Outcome.CONNECTION_ERROR, f"Connection failed: {exc}") from exc
+    except (openai.APIResponseValidationError, ValueError) as exc:
+        # openai 3.x raises a bare json.JSONDecodeError (a ValueError) on a body that is not JSON.
+        raise _Failure(Outcome.MALFORMED, f"Unreadable answer: {type(exc).__name__}") from exc
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    # The client passes on the body's "error" object (or the whole body when it has none).
+    body = exc.body
+    error = body.get("error", body) if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else exc.response.reason_phrase
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds the server asks us to wait: ``retry-after-ms``, else ``Retry-After`` (seconds or date)."""
+    headers = getattr(response, "headers", None) or {}
+    for name, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(headers.get("retry-after", ""))
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return None
+
+
+def _backoff(retry: int, retry_after: float | None) -> float:
+    """The server's Retry-After when given (capped), else exponential backoff with full jitter."""
+    if retry_after is not None:
+        return min(retry_after, RETRY_AFTER_CAP_SECONDS)
+    return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**retry))
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_ANSWER_CHARS:
+        raise _Failure(
+            Outcome.MALFORMED, f"The answer is longer than {MAX_ANSWER_CHARS} characters."
+        )
+
+
+def _validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """(value, None) when the text is JSON valid against the schema, else (None, what is wrong)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return None, _short(f"it is not valid JSON ({exc})")
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is not None:
+        return None, _short(error.message)
+    return value, None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
+
+
+def _redact(detail: str, api_key: str | None) -> str:
+    """An error message may echo the key (a 401's "Incorrect API key provided: sk-..."): hide it."""
+    return _short(detail.replace(api_key, "[redacted]") if api_key else detail)
