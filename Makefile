@@ -24,6 +24,7 @@ $(BIN)/python: | check-python
 $(STAMP): pyproject.toml $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	test -f .env || printf '# Local development settings (see config/settings.py); not committed.\nDEBUG=true\n' > .env
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,6 +34,7 @@ run: export DEBUG ?= true
 # The suite runs with production-like settings and a throwaway key; plain HTTP test clients.
 lint test: export SECRET_KEY ?= insecure-test-only-key-0123456789abcdefghijklmnopqrstuvwxyz
 lint test: export SECURE_SSL_REDIRECT ?= false
+lint test: export DEBUG = false
 # The local OpenAI-compatible server (runs/fake_provider.py) runs beside the web server as the
 # provider named local, so a prompt can be run with no API key; it stops with the web server.
 run: install

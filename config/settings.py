@@ -8,12 +8,20 @@ Production settings are the same module with production values in the environmen
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A development checkout keeps its local settings in .env (`make install` writes DEBUG=true there,
+# so manage.py works in a checkout); variables set in the real environment always win, and a
+# deployment sets those and has no .env.
+ENV_FILE = Path(os.environ.get("PROMPT_REGISTRY_ENV_FILE", BASE_DIR / ".env"))
+if ENV_FILE.is_file():
+    environ.Env.read_env(ENV_FILE)
 VAR_DIR = Path(environ.Env().str("PROMPT_REGISTRY_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()

@@ -47,7 +47,12 @@ print(json.dumps({
 
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in PROJECT_VARIABLES}
-    clean |= {"PROMPT_REGISTRY_VAR_DIR": str(tmp_path / "var"), **env}
+    # No developer's .env: each test states the whole environment it means.
+    clean |= {
+        "PROMPT_REGISTRY_VAR_DIR": str(tmp_path / "var"),
+        "PROMPT_REGISTRY_ENV_FILE": os.devnull,
+        **env,
+    }
     return subprocess.run(
         [sys.executable, *args],
         cwd=BASE_DIR,
