@@ -55,15 +55,43 @@ def release_history(*, release: Release) -> QuerySet[ReleaseEvent]:
     return ReleaseEvent.objects.filter(release=release).order_by("-id")
 
 
-def release_board(*, environment: Environment) -> QuerySet[Release]:
-    """Every release in the environment with its latest event, in two queries."""
-    latest = ReleaseEvent.objects.order_by("-id")
-    return (
+def release_board(*, environment: Environment | None = None) -> QuerySet[Release]:
+    """Releases with their versions and latest event (``latest_events``, a list of at most one),
+    in two queries for any number of rows: one environment's, or every environment's (the admin's
+    changelist filters it itself)."""
+    latest = ReleaseEvent.objects.order_by("-id")[:1]  # a window function per release, one query
+    releases = (
         _releases()
-        .filter(environment=environment)
-        .prefetch_related(Prefetch("events", queryset=latest[:1], to_attr="latest_events"))
+        .prefetch_related(Prefetch("events", queryset=latest, to_attr="latest_events"))
         .order_by("prompt__key")
     )
+    return releases if environment is None else releases.filter(environment=environment)
+
+
+def prompt_release_history(*, prompt: Prompt) -> QuerySet[ReleaseEvent]:
+    """Every release event of a prompt, in all its environments, newest first; paginate it."""
+    return (
+        ReleaseEvent.objects.filter(release__prompt=prompt)
+        .select_related("release__environment", "release__prompt", "restores")
+        .order_by("-id")
+    )
+
+
+EVENTS_PER_PAGE = 20
+
+
+def events_page(
+    events: QuerySet[ReleaseEvent], *, before: int | None, size: int = EVENTS_PER_PAGE
+) -> tuple[list[ReleaseEvent], int | None]:
+    """One page of an event list, newest first, and the cursor of the next (older) page.
+
+    Keyset pagination on the id: an append-only log only grows at the top, so a page never shifts
+    under the reader, and no query counts the whole history."""
+    if before is not None:
+        events = events.filter(pk__lt=before)
+    rows = list(events.order_by("-id")[: size + 1])
+    older = rows[size - 1].pk if len(rows) > size else None
+    return rows[:size], older
 
 
 def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ServedVersion]:

@@ -28,12 +28,11 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from releases.models import Environment, Release
-from releases.selectors import environment_list
+from releases.selectors import environment_list, release_board
 from releases.services import release_state
 
 from . import views
 from .display import canary_cell, experiment_cell, shadow_cell
-from .queries import releases_with_latest_event
 from .verbs import VERBS
 
 
@@ -124,7 +123,7 @@ class ReleaseAdmin(admin.ModelAdmin):
     # --- the board --------------------------------------------------------------------------
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Release]:
-        return releases_with_latest_event()
+        return release_board()
 
     def get_list_display(self, request: HttpRequest) -> list[Any]:
         # The buttons depend on the user's permissions; a closure keeps them per request

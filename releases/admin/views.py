@@ -28,12 +28,17 @@ from registry.errors import ProblemsError, RegistryError
 from registry.models import Prompt
 from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseNotFound
 from releases.models import Release, ReleaseEvent
-from releases.selectors import environment_list, release_get, release_history
+from releases.selectors import (
+    environment_list,
+    events_page,
+    prompt_release_history,
+    release_get,
+    release_history,
+)
 from releases.services import release_state
 from releases.state import ReleaseState
 
 from .display import PARTS, Change, part_texts, state_changes, state_summary
-from .queries import events_page, prompt_release_history
 from .traffic import sentences, traffic_between
 from .verbs import (
     DEPLOY_A_PROMPT,
