@@ -214,6 +214,21 @@ PROMPT_TEMPLATE_CACHE_SIZE = env_int("PROMPT_TEMPLATE_CACHE_SIZE", default=4096,
 # database, in case a change message was lost.
 RELEASE_CACHE_CHECK_SECONDS = env_int("RELEASE_CACHE_CHECK_SECONDS", default=30, minimum=1)
 
+# Runs (runs/): what a call record keeps, for how long, and how much shadowing a release may do.
+# Redaction rules applied to every stored input and output: any of email, phone, card (Luhn-checked
+# numbers), iban (mod-97 checked), api_key (tokens shaped like secret keys); an empty list stores
+# inputs and outputs as they are.
+RUNS_REDACTION_RULES = env.list(
+    "RUNS_REDACTION_RULES", default=["email", "phone", "card", "iban", "api_key"]
+)
+# Calls (and their shadow runs) older than this are deleted by the beat task runs.delete_old_calls.
+CALL_RETENTION_DAYS = env_int("CALL_RETENTION_DAYS", default=30, minimum=1)
+# Shadow runs per hour per release, when the release's shadow does not set its own budget.
+SHADOW_BUDGET_PER_HOUR = env_int("SHADOW_BUDGET_PER_HOUR", default=600, minimum=0)
+# Of the live calls sampled for a shadow, the percentage that also reruns the live version on the
+# same inputs: the noise floor a candidate's disagreement is judged against.
+SHADOW_NOISE_FLOOR_PERCENT = env_int("SHADOW_NOISE_FLOOR_PERCENT", default=20, minimum=0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -2,7 +2,12 @@
 
 A provider is an OpenAI or OpenAI-compatible server (vLLM, TGI, Ollama, the local fake) reached by
 ``base_url``. Its credentials never live here: ``api_key_env`` names the environment variable that
-holds the key, read at call time. Calls, shadow runs and outcomes arrive with the rest of issue 4.
+holds the key, read at call time.
+
+A ``Call`` is one served or executed call, whether the registry ran it (``run``) or a service that
+called the model itself reported it (``reported``, through the events endpoint). Its inputs and
+outputs are stored redacted and its subject only as a keyed hash. A ``ShadowRun`` is a shadowed
+version's answer to the same inputs, and how it compares with the live answer.
 """
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ from __future__ import annotations
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+
+from registry.models import Prompt, PromptVersion
+from releases.models import Environment, Release
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # the same rule as a binding's provider
 ENV_VAR_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
@@ -81,3 +89,138 @@ class ModelPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.name}/{self.model}"
+
+
+class Call(models.Model):
+    class Source(models.TextChoices):
+        RUN = "run", "Run by the registry"
+        REPORTED = "reported", "Reported by a service"
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        ERROR = "error"
+
+    # The caller's request id (X-Request-Id) or one drawn for it: what support asks for.
+    request_id = models.CharField(max_length=100, db_index=True)
+    # Reported outcomes: the service's own id for the event, the key of idempotent ingestion.
+    event_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    created_at = models.DateTimeField(db_index=True)
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="calls")
+    version = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="calls")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="calls")
+    variant = models.CharField(max_length=64, blank=True, help_text="stable, canary or a variant.")
+    sticky = models.BooleanField(
+        default=False, help_text="The caller sent a subject; only sticky calls count in A/B tests."
+    )
+    release_revision = models.PositiveIntegerField(null=True, blank=True)
+    locale = models.CharField(max_length=35, blank=True)
+    subject_hash = models.CharField(
+        max_length=64, blank=True, help_text="A keyed hash of the subject, never the subject."
+    )
+    provider = models.CharField(max_length=63, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    time_to_first_token_ms = models.FloatField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=8,
+        null=True,
+        blank=True,
+        help_text="In the price table's currency.",
+    )
+    status = models.CharField(max_length=10, choices=Status.choices)
+    error_class = models.CharField(max_length=100, blank=True)
+    feedback = models.FloatField(
+        null=True, blank=True, help_text="From -1 (bad) to 1 (good), as the service reports it."
+    )
+    schema_valid = models.BooleanField(
+        null=True, blank=True, help_text="Whether the output matched the response schema, if any."
+    )
+    inputs = models.JSONField(default=dict, blank=True, help_text="The variables, redacted.")
+    output = models.TextField(blank=True, help_text="The answer, redacted.")
+    attempts = models.JSONField(default=list, blank=True, help_text="Every model call tried.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["prompt", "environment", "-created_at"], name="call_prompt_recent"
+            ),
+            models.Index(fields=["version", "-created_at"], name="call_version_recent"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(feedback__isnull=True) | Q(feedback__gte=-1, feedback__lte=1),
+                name="call_feedback_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(latency_ms__isnull=True) | Q(latency_ms__gte=0),
+                name="call_latency_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(cost__isnull=True) | Q(cost__gte=0), name="call_cost_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.prompt_id} v{self.version_id} {self.status}"
+
+
+class ShadowRun(models.Model):
+    """A shadowed version's answer to a live call's inputs, compared with the live answer.
+
+    ``kind`` says why it ran: a candidate (a version the release shadows), or the noise floor (the
+    version that answered live, run again on the same inputs), so a report can say whether the
+    candidate differs from live more than live differs from itself.
+    """
+
+    class Kind(models.TextChoices):
+        CANDIDATE = "candidate"
+        NOISE = "noise", "Noise floor"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        OK = "ok"
+        ERROR = "error"
+        OVER_BUDGET = "over_budget", "Skipped: over the hourly budget"
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="shadow_runs")
+    release = models.ForeignKey(Release, on_delete=models.PROTECT, related_name="shadow_runs")
+    version = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    provider = models.CharField(max_length=63, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    error_class = models.CharField(max_length=100, blank=True)
+    output = models.TextField(blank=True, help_text="The answer, redacted.")
+    exact_match = models.BooleanField(null=True, blank=True)
+    similarity = models.FloatField(null=True, blank=True, help_text="0 (unlike) to 1 (identical).")
+    structure_diff = models.JSONField(
+        null=True, blank=True, help_text="For schema outputs: the paths that differ."
+    )
+    attempts = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["release", "-created_at"], name="shadow_release_recent"),
+        ]
+        constraints = [
+            # One run per live call, version and kind: a task delivered twice (late
+            # acknowledgement after a worker restart) finds its row and does not run again.
+            models.UniqueConstraint(
+                fields=["call", "version", "kind"], name="shadow_once_per_call_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} v{self.version_id} for call {self.call_id}: {self.status}"

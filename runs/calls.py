@@ -1,0 +1,40 @@
+"""What every call record shares, however it arrived (run here, or reported by a service)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from decimal import Decimal
+
+from django.conf import settings
+
+from .models import ModelPrice
+
+MILLION = Decimal(1_000_000)
+
+
+def subject_hash(subject: str | None) -> str:
+    """A keyed hash of the subject: calls by one user can be grouped, the user cannot be read back.
+
+    Keyed (HMAC with a key derived from ``SECRET_KEY``) because subjects are often small numbers or
+    emails, which a plain hash would give away to anyone who can guess them. Empty for no subject.
+    """
+    if not subject:
+        return ""
+    key = hashlib.sha256(b"promptregistry.subject:" + settings.SECRET_KEY.encode()).digest()
+    return hmac.new(key, subject.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def call_cost(
+    *, provider: str, model: str, input_tokens: int | None, output_tokens: int | None
+) -> Decimal | None:
+    """The call's cost from the provider's price table; None when the model has no price."""
+    if input_tokens is None and output_tokens is None:
+        return None
+    price = ModelPrice.objects.filter(provider__name=provider, model=model).first()
+    if price is None:
+        return None
+    return (
+        Decimal(input_tokens or 0) * price.input_per_million
+        + Decimal(output_tokens or 0) * price.output_per_million
+    ) / MILLION
