@@ -346,6 +346,43 @@ def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> li
     return problems
 
 
+PROVIDERS_LISTED_MAX = 20
+
+
+def _provider_unknown(name: str, configured: frozenset[str], pointer: str) -> Problem:
+    if not configured:
+        detail = (
+            f"No provider named {name!r} is configured, nor any other yet; "
+            "add one in the admin or with manage.py provider add."
+        )
+    else:
+        names = sorted(configured)
+        listed = ", ".join(names[:PROVIDERS_LISTED_MAX])
+        if len(names) > PROVIDERS_LISTED_MAX:
+            listed += f" and {len(names) - PROVIDERS_LISTED_MAX} more"
+        detail = f"No provider named {name!r} is configured; the configured providers are {listed}."
+    return Problem("unknown_provider", detail, f"{pointer}/provider")
+
+
+def model_binding_providers_check(
+    binding: ModelBinding, *, configured: frozenset[str], pointer: str = "/model"
+) -> list[Problem]:
+    """The binding's providers (primary and fallbacks) that are not among ``configured``.
+
+    Kept apart from ``model_binding_check``: that one reads only the binding, this one depends on
+    what is configured today, so a caller decides when it applies (a write, not an unchanged file).
+    A malformed name is ``invalid_provider``'s to report, not this check's.
+    """
+    targets = [(binding.provider, pointer)] + [
+        (f.provider, f"{pointer}/fallbacks/{i}") for i, f in enumerate(binding.fallbacks)
+    ]
+    return [
+        _provider_unknown(name, configured, at)
+        for name, at in targets
+        if isinstance(name, str) and PROVIDER_NAME.match(name) and name not in configured
+    ]
+
+
 def pointer_token(token: object) -> str:
     """One JSON Pointer reference token (RFC 6901): '~' and '/' escaped."""
     return str(token).replace("~", "~0").replace("/", "~1")
@@ -375,12 +412,18 @@ def nul_characters_check(data: Any, pointer: str = "") -> list[Problem]:
 
 
 def content_check(
-    content: VersionContent, *, default_locale: str, max_section_chars: int = 50_000
+    content: VersionContent,
+    *,
+    default_locale: str,
+    max_section_chars: int = 50_000,
+    providers: frozenset[str] | None = None,
 ) -> list[Problem]:
     """Every problem in a version's content, errors and warnings, in one list.
 
     1. The declared variables (names, types, defaults).
-    2. The model binding (provider and model names, known parameters, a valid response schema).
+    2. The model binding (provider and model names, known parameters, a valid response schema);
+       with ``providers`` (``registry.providers.configured_providers()``), every provider it
+       names is one of them. None skips that part: this module stays pure.
     3. The locales: valid BCP 47 tags, no tag twice after normalization, the default locale present.
     4. Each locale's templates: syntax, forbidden access, undeclared variables (errors) and
        declared-but-unused ones (warnings), section length.
@@ -389,6 +432,8 @@ def content_check(
     problems = variable_specs_check(content.variables)
     problems += nul_characters_check(content.canonical())
     problems += model_binding_check(content.model)
+    if providers is not None:
+        problems += model_binding_providers_check(content.model, configured=providers)
     declared = {v.name for v in content.variables}
     seen: dict[str, str] = {}
     for locale in content.templates:

@@ -17,6 +17,7 @@ from .content import ModelBinding, ModelTarget, VersionContent, content_check, s
 from .errors import Problem, PromptNotFound, VersionNotFound
 from .locales import locale_normalize, locale_pick
 from .models import LocalizedTemplate, Prompt, PromptVersion, Variable
+from .providers import configured_providers
 from .rendering import SECTIONS, Sections, render_sections, to_messages
 from .variables import VariableSpec, VariableType, variables_validate
 
@@ -100,11 +101,13 @@ def version_content(version: PromptVersion) -> VersionContent:
 
 
 def version_check(version: PromptVersion) -> list[Problem]:
-    """Every problem and warning of a version's content, as authors see them in the editor."""
+    """Every problem and warning of a version's content, as authors see them in the editor,
+    including a provider that is not configured (any more): the commit would refuse it."""
     return content_check(
         version_content(version),
         default_locale=version.prompt.default_locale,
         max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+        providers=configured_providers(),
     )
 
 

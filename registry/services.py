@@ -33,6 +33,7 @@ from .errors import (
 from .locales import locale_normalize
 from .models import PROMPT_KEY_MAX, PROMPT_KEY_PATTERN, LocalizedTemplate, Prompt, PromptVersion
 from .models import Variable as VariableRow
+from .providers import configured_providers
 from .selectors import template_sections, version_content
 
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,49}$")
@@ -165,12 +166,20 @@ def _content_normalized(content: VersionContent) -> VersionContent:
     )
 
 
-def _content_validated(content: VersionContent, prompt: Prompt) -> VersionContent:
+def _content_validated(
+    content: VersionContent, prompt: Prompt, *, providers: frozenset[str] | None
+) -> VersionContent:
+    """``content`` with canonical locales, or ``ContentInvalid`` listing every error.
+
+    ``providers`` is ``configured_providers()`` wherever an author's content is written or
+    committed (docs/decisions/0008); None only where a draft copies a version as it stands.
+    """
     problems = errors_only(
         content_check(
             content,
             default_locale=prompt.default_locale,
             max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+            providers=providers,
         )
     )
     if problems:
@@ -247,12 +256,24 @@ def version_draft_create(
 ) -> PromptVersion:
     """Opens the prompt's draft with ``content``; its parent is ``parent`` or the latest commit.
 
-    1. Validate the content (every problem at once).
+    1. Validate the content (every problem at once), its providers among the configured ones.
     2. Lock the prompt: the next number and the one-draft rule are read under the lock.
     3. Insert the version and its rows; the unique constraints back both rules if a writer
        that does not take the lock races us.
     """
-    content = _content_validated(content, prompt)
+    content = _content_validated(content, prompt, providers=configured_providers())
+    return _draft_open(prompt=prompt, actor=actor, content=content, message=message, parent=parent)
+
+
+def _draft_open(
+    *,
+    prompt: Prompt,
+    actor: Actor,
+    content: VersionContent,
+    message: str,
+    parent: PromptVersion | None,
+) -> PromptVersion:
+    """Steps 2 and 3 of ``version_draft_create``, for content its caller validated."""
     # Lock the prompt row first (the project's lock order: prompt, then its versions, then releases).
     Prompt.objects.select_for_update().filter(pk=prompt.pk).first()
     draft = PromptVersion.objects.filter(prompt=prompt, status=PromptVersion.Status.DRAFT).first()
@@ -321,7 +342,7 @@ def version_draft_update(
         locked.message = message
         fields.append("message")
     if content is not None:
-        content = _content_validated(content, locked.prompt)
+        content = _content_validated(content, locked.prompt, providers=configured_providers())
         for name, value in _binding_fields(content).items():
             setattr(locked, name, value)
         fields += list(_binding_fields(content))
@@ -340,9 +361,10 @@ def version_commit(
     message: str | None = None,
     expected_tag: str | None = None,
 ) -> PromptVersion:
-    """Freezes a draft. Its content is validated again: rules may have tightened since it was saved."""
+    """Freezes a draft. Its content is validated again: rules may have tightened since it was
+    saved, and a provider it names may have been removed since."""
     locked = _locked_draft(version, expected_tag)
-    _content_validated(version_content(locked), locked.prompt)
+    _content_validated(version_content(locked), locked.prompt, providers=configured_providers())
     if message is not None:
         locked.message = message
     if not locked.message.strip():
@@ -385,12 +407,18 @@ def version_create(
     return version
 
 
+@transaction.atomic
 def version_branch(*, source: PromptVersion, actor: Actor, message: str = "") -> PromptVersion:
-    """ "New draft from this version": the draft starts as a copy of ``source``, its parent."""
-    return version_draft_create(
+    """ "New draft from this version": the draft starts as a copy of ``source``, its parent.
+
+    The copy's providers are not checked: a version whose provider has been removed since must
+    stay the way to a fixed draft. The editor shows the problem and the commit refuses it.
+    """
+    content = _content_validated(version_content(source), source.prompt, providers=None)
+    return _draft_open(
         prompt=source.prompt,
         actor=actor,
-        content=version_content(source),
+        content=content,
         message=message or f"Started from version {source.number}.",
         parent=source,
     )

@@ -29,10 +29,16 @@ from django.db import transaction
 from django.db.models import Max, OuterRef, Q, Subquery
 
 from .actors import Actor
-from .content import VersionContent, content_check, content_shape_check
+from .content import (
+    VersionContent,
+    content_check,
+    content_shape_check,
+    model_binding_providers_check,
+)
 from .errors import LocaleInvalid, Problem, RegistryError, errors_only
 from .locales import locale_normalize
 from .models import Prompt, PromptVersion
+from .providers import configured_providers
 from .selectors import version_content
 from .services import prompt_create, prompt_fields_check, prompt_update, version_create
 
@@ -333,7 +339,9 @@ def prompts_import_plan(*, directory: Path) -> list[PlanItem]:
     """Reads and validates every file; raises ``SyncInvalid`` listing every bad one.
 
     1. Each file's form: YAML, known fields of the right types, named after its key.
-    2. Its prompt fields and content, checked as the services will (every problem at once).
+    2. Its prompt fields and content, checked as the services will (every problem at once),
+       including providers that are not configured, unless the file's content is exactly the
+       latest committed version's (nothing would be written, so nothing is refused).
     3. Against the registry: unchanged, a new committed version, or new prompt fields; a prompt
        whose default locale would change, or with an open draft that a new version would commit
        around, is refused.
@@ -342,12 +350,13 @@ def prompts_import_plan(*, directory: Path) -> list[PlanItem]:
     failures: list[FileFailure] = []
     plan: list[PlanItem] = []
     existing = _existing_prompts()
+    providers = configured_providers()  # once for every file
     for path in paths:
         data, root, problems = _read(path)
         item = None
         if data is not None:
             found = existing.get(data["key"])
-            content, content_problems = _content(data, found)
+            content, content_problems = _content(data, found, providers)
             if any(p.pointer == "/default_locale" for p in problems):
                 # The default locale itself is wrong; which template it needs is moot.
                 content_problems = [
@@ -365,9 +374,15 @@ def prompts_import_plan(*, directory: Path) -> list[PlanItem]:
     return plan
 
 
-def _content(data: dict[str, Any], found: _Existing | None) -> tuple[VersionContent, list[Problem]]:
+def _content(
+    data: dict[str, Any], found: _Existing | None, providers: frozenset[str] | None
+) -> tuple[VersionContent, list[Problem]]:
     """The file's content, checked as the services will check it, with canonical locales so that
-    ``FR_ca`` in a file is the ``fr-CA`` the registry holds."""
+    ``FR_ca`` in a file is the ``fr-CA`` the registry holds.
+
+    Its providers are checked only when the content would become a new version: an unchanged file
+    whose provider was removed since writes nothing, and must not stop the rest of the import.
+    """
     default_locale = (
         found.prompt.default_locale
         if found
@@ -381,10 +396,13 @@ def _content(data: dict[str, Any], found: _Existing | None) -> tuple[VersionCont
             max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
         )
     )
-    if problems:
-        return content, problems
-    templates = {locale_normalize(locale): s for locale, s in content.templates.items()}
-    return VersionContent(content.variables, content.model, templates), []
+    if not problems:
+        templates = {locale_normalize(locale): s for locale, s in content.templates.items()}
+        content = VersionContent(content.variables, content.model, templates)
+    unchanged = not problems and found is not None and found.latest_hash == content.content_hash
+    if providers is not None and not unchanged:
+        problems += model_binding_providers_check(content.model, configured=providers)
+    return content, problems
 
 
 def _plan_item(

@@ -23,6 +23,7 @@ from registry.content import ModelBinding, ModelTarget, VersionContent, content_
 from registry.errors import LocaleInvalid, Problem, Severity
 from registry.locales import locale_normalize
 from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
+from registry.providers import configured_providers
 from registry.rendering import SECTIONS, Sections
 from registry.selectors import version_list
 from registry.services import DESCRIPTION_MAX, MAX_TAGS, TAG_PATTERN
@@ -144,7 +145,8 @@ class DraftEditor:
         1. Validate both formsets (field errors first: a bad JSON default, a bad locale tag).
         2. Take the rows that will exist: not marked for deletion, not untouched extra rows;
            a variable's position is its row's order.
-        3. Run ``content_check`` with the prompt's default locale and the section size cap.
+        3. Run ``content_check`` with the prompt's default locale, the section size cap and the
+           configured providers, as the service will.
         4. Route each error by pointer; keep warnings for after the save.
         The check runs even when some field already has an error, so the author sees everything
         in one round; a problem is not repeated on a field that already shows one.
@@ -172,6 +174,7 @@ class DraftEditor:
             content,
             default_locale=prompt.default_locale if prompt is not None else "",
             max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+            providers=configured_providers(),
         )
         if prompt is None:
             # No prompt chosen yet (its field says so): the templates are still checked, but

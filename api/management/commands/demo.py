@@ -1,5 +1,9 @@
 """``manage.py demo``: loads the demo prompts (once) and makes sure an admin login exists.
 
+The demo's bindings name the ``local`` provider, and a binding must name a configured provider, so
+the command configures ``local`` at the fake provider's default address when it is missing (``make
+run`` configures it first, at its own port, and that one is kept).
+
 Idempotent: prompts that exist are left alone, so ``make run`` can call it every time. The admin's
 password is generated on first use and kept in ``var/admin-password.txt`` (mode 0600) so it stays
 the same between runs, even on a fresh database; the command prints it. An ``admin`` user whose
@@ -24,6 +28,8 @@ from registry.models import Prompt
 from registry.services import prompt_create, version_create
 from releases import services as releases
 from releases.selectors import environment_get
+from runs.models import Provider
+from runs.services import provider_save
 
 RELEASE_STEPS = {
     "deploy": releases.release_deploy,
@@ -36,6 +42,8 @@ RELEASE_STEPS = {
 DEMO_ACTOR = Actor(label="demo")
 ADMIN_USERNAME = "admin"
 ADMIN_URL = "http://127.0.0.1:8000/admin/"  # where ``make run`` serves it by default
+LOCAL_PROVIDER = "local"  # what every demo binding names
+LOCAL_PROVIDER_URL = "http://127.0.0.1:8765/v1"  # python -m runs.fake_provider's default port
 
 
 class Command(BaseCommand):
@@ -45,6 +53,9 @@ class Command(BaseCommand):
         parser.add_argument("--admin-url", default=ADMIN_URL, help="Where the admin is served.")
 
     def handle(self, *args, **options) -> None:
+        if not Provider.objects.filter(name=LOCAL_PROVIDER).exists():
+            provider_save(name=LOCAL_PROVIDER, base_url=LOCAL_PROVIDER_URL, timeout_seconds=10.0)
+            self.stdout.write(f"Provider {LOCAL_PROVIDER}: added at {LOCAL_PROVIDER_URL}.")
         created = 0
         for spec in PROMPTS:
             if Prompt.objects.filter(key=spec["key"]).exists():
