@@ -17,9 +17,10 @@ from rest_framework.views import APIView
 
 from registry.selectors import prompt_get
 from releases import services
-from releases.models import Release
+from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release
 from releases.selectors import environment_get, environment_list, release_get, release_history
 from releases.services import release_state
+from releases.state import shadow_budget
 
 from .models import Scope
 from .pagination import Pagination
@@ -92,6 +93,10 @@ def release_representation(release: Release) -> dict:
                 "versions": list(state.shadow.versions),
                 "sample_percent": state.shadow.sample / 100,
                 "salt": state.shadow.salt,
+                # The release's own budget (null: none set) and the one in force, so that a
+                # reader never has to know the server's setting.
+                "budget_per_hour": state.shadow.budget_per_hour,
+                "effective_budget_per_hour": shadow_budget(state),
             }
             if state.shadow
             else None
@@ -131,6 +136,12 @@ class ReleaseOutputSerializer(serializers.Serializer):
         versions = serializers.ListField(child=serializers.IntegerField())
         sample_percent = serializers.FloatField()
         salt = serializers.CharField()
+        budget_per_hour = serializers.IntegerField(
+            allow_null=True, help_text="Shadow runs per hour set on the release; null: none."
+        )
+        effective_budget_per_hour = serializers.IntegerField(
+            help_text="The budget in force: budget_per_hour, else the server's default."
+        )
 
         class Meta:
             ref_name = "ReleaseShadow"
@@ -337,6 +348,16 @@ class ReleaseShadowStartApi(ReleaseChangeApi):
     class InputSerializer(_Reason):
         versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1)
         sample_percent = serializers.DecimalField(**PERCENT)
+        budget_per_hour = serializers.IntegerField(
+            required=False,
+            allow_null=True,
+            default=None,
+            min_value=SHADOW_BUDGET_MIN,
+            max_value=SHADOW_BUDGET_MAX,
+            help_text="Shadow runs per hour at most; absent or null: the server default "
+            "(SHADOW_BUDGET_PER_HOUR). Resending a running shadow's versions and sample with "
+            "another budget changes only the budget: the same calls stay sampled.",
+        )
 
         class Meta:
             ref_name = "ReleaseShadowStartInput"

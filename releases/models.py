@@ -21,6 +21,9 @@ from registry.models import Prompt, PromptVersion
 
 BASIS_POINTS = 10_000
 STATE_SCHEMA_VERSION = 1
+# A shadow's own budget of shadow runs per hour; none means the SHADOW_BUDGET_PER_HOUR setting.
+# 0 is refused: sampling calls only to run none of them is a stopped shadow with extra steps.
+SHADOW_BUDGET_MIN, SHADOW_BUDGET_MAX = 1, 100_000
 
 
 class Environment(models.Model):
@@ -69,6 +72,9 @@ class Release(models.Model):
     shadow_versions = models.JSONField(default=list, blank=True)  # version numbers
     shadow_sample = models.PositiveIntegerField(default=0, help_text="Basis points, 0–10000.")
     shadow_salt = models.CharField(max_length=200, blank=True)
+    shadow_budget_per_hour = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Shadow runs per hour; empty: the server default."
+    )
 
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -85,6 +91,14 @@ class Release(models.Model):
             models.CheckConstraint(
                 condition=Q(shadow_sample__gte=0, shadow_sample__lte=BASIS_POINTS),
                 name="release_shadow_sample_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(shadow_budget_per_hour__isnull=True)
+                | Q(
+                    shadow_budget_per_hour__gte=SHADOW_BUDGET_MIN,
+                    shadow_budget_per_hour__lte=SHADOW_BUDGET_MAX,
+                ),
+                name="release_shadow_budget_range",
             ),
             # A canary is a version and a salt together, or neither.
             models.CheckConstraint(

@@ -18,8 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from registry.errors import RegistryError
 from registry.locales import locale_normalize, locale_pick
+from registry.rendering import Sections, render_sections
+from registry.variables import VariableSpec, variables_validate
 
 from .bucketing import Assignment, Reason, assign, bucket
 from .state import ReleaseState
@@ -98,4 +102,17 @@ def resolve(release: ServedRelease, *, subject: str | None, locale: str | None) 
         locale=used,
         requested_locale=requested,
         shadow=shadow,
+    )
+
+
+def version_render(version: ServedVersion, *, locale: str, variables: Mapping[str, Any]):
+    """The version's sections in ``locale`` rendered with the caller's variables, validated against
+    the declared ones first (every problem listed). Raises the registry's rendering errors."""
+    specs = [VariableSpec.from_dict(v) for v in version.variables]
+    values = variables_validate(specs, variables)
+    return render_sections(
+        sections=Sections.from_mapping(version.templates[locale]),
+        variables=values,
+        locale=locale,
+        max_chars=settings.PROMPT_RENDER_MAX_CHARS,
     )

@@ -144,6 +144,11 @@ def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
     return served
 
 
+def served_version(*, prompt_id: int, number: int) -> ServedVersion | None:
+    """One committed version as the runtime serves it (a shadow run renders it in a worker)."""
+    return _served_versions([(prompt_id, number)]).get((prompt_id, number))
+
+
 def served_releases(*, environment: str, prompt: str | None = None) -> list[ServedRelease]:
     """Snapshots of the environment's releases (or one prompt's) as the runtime serves them."""
     releases = list(

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
 from .models import STATE_SCHEMA_VERSION
 
 
@@ -39,6 +41,9 @@ class Shadow:
     versions: tuple[int, ...]
     sample: int
     salt: str
+    # Shadow runs per hour for this release; None: the SHADOW_BUDGET_PER_HOUR setting, read when
+    # the budget is spent (``shadow_budget``), so changing the setting moves every such release.
+    budget_per_hour: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class ReleaseState:
                     "versions": list(self.shadow.versions),
                     "sample": self.shadow.sample,
                     "salt": self.shadow.salt,
+                    "budget_per_hour": self.shadow.budget_per_hour,
                 }
                 if self.shadow
                 else None
@@ -98,6 +104,10 @@ class ReleaseState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReleaseState:
+        # STATE_SCHEMA_VERSION stays 1 across additive changes whose missing key has a default:
+        # snapshots written before the shadow budget existed have no "budget_per_hour" and read as
+        # None (the server default), which is what those shadows ran with. A new version is for a
+        # change an old reader would misread (a renamed or reinterpreted key).
         if data.get("schema_version", STATE_SCHEMA_VERSION) != STATE_SCHEMA_VERSION:
             raise ValueError(f"Unknown release state schema {data.get('schema_version')!r}")
         canary, experiment, shadow = data.get("canary"), data.get("experiment"), data.get("shadow")
@@ -117,8 +127,24 @@ class ReleaseState:
                 else None
             ),
             shadow=(
-                Shadow(tuple(shadow["versions"]), shadow["sample"], shadow["salt"])
+                Shadow(
+                    tuple(shadow["versions"]),
+                    shadow["sample"],
+                    shadow["salt"],
+                    shadow.get("budget_per_hour"),
+                )
                 if shadow
                 else None
             ),
         )
+
+
+def shadow_budget(state: ReleaseState) -> int:
+    """Shadow runs per hour the release may spend: its shadow's own budget, else the
+    ``SHADOW_BUDGET_PER_HOUR`` setting (read now, so ``override_settings`` and a changed setting
+    apply at once). No shadow running: 0, since nothing may be shadowed."""
+    if state.shadow is None:
+        return 0
+    if state.shadow.budget_per_hour is not None:
+        return state.shadow.budget_per_hour
+    return settings.SHADOW_BUDGET_PER_HOUR

@@ -100,11 +100,28 @@ def experiment_stop(state: ReleaseState, *, winner: str | None) -> ReleaseState:
 
 
 def shadow_start(
-    state: ReleaseState, *, versions: Sequence[int], sample: int, salt: str
+    state: ReleaseState,
+    *,
+    versions: Sequence[int],
+    sample: int,
+    salt: str,
+    budget_per_hour: int | None = None,
 ) -> ReleaseState:
+    """Starts shadows, or restarts the running ones with new settings.
+
+    A restart with the same versions and sample keeps the running salt: only the budget moved, and
+    re-drawing would swap the sampled subjects for no reason. Any other restart draws afresh with
+    ``salt``. Restarting with nothing changed is refused, as a ramp to the same percent is."""
     if state.stable is None:
         raise ReleaseStateInvalid("Deploy a stable version before shadowing others.")
-    return replace(state, shadow=Shadow(tuple(versions), sample, salt))
+    running, versions = state.shadow, tuple(versions)
+    if running is not None and (running.versions, running.sample) == (versions, sample):
+        if running.budget_per_hour == budget_per_hour:
+            raise ReleaseStateInvalid(
+                "The shadows run with these versions, sample and budget already."
+            )
+        salt = running.salt
+    return replace(state, shadow=Shadow(versions, sample, salt, budget_per_hour))
 
 
 def shadow_stop(state: ReleaseState) -> ReleaseState:

@@ -174,7 +174,7 @@ class ReleaseAdmin(admin.ModelAdmin):
         return experiment_cell(release_state(release).experiment)
 
     @admin.display(description="Shadows")
-    def shadows(self, release: Release) -> str:
+    def shadows(self, release: Release) -> SafeString | str:
         return shadow_cell(release_state(release).shadow)
 
     @admin.display(description="Last change", ordering="updated_at")

@@ -11,7 +11,7 @@ from fractions import Fraction
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from releases.state import Canary, Experiment, ReleaseState, Shadow
+from releases.state import Canary, Experiment, ReleaseState, Shadow, shadow_budget
 
 NONE = "none"
 PARTS = ("stable", "canary", "experiment", "shadows")
@@ -45,10 +45,20 @@ def experiment_text(experiment: Experiment | None) -> str:
     return f"{experiment.name}: {variants}"
 
 
+def budget_text(shadow: Shadow) -> str:
+    """ "600 runs/hour (default)" or "120 runs/hour": the budget in force, and whether it is the
+    server's setting (which follows the setting) or the release's own."""
+    runs = f"{shadow_budget(ReleaseState(shadow=shadow)):,} runs/hour"
+    return f"{runs} (default)" if shadow.budget_per_hour is None else runs
+
+
 def shadow_text(shadow: Shadow | None) -> str:
     if shadow is None:
         return NONE
-    return f"{', '.join(map(str, shadow.versions))} @ {points(shadow.sample)} of calls"
+    return (
+        f"{', '.join(map(str, shadow.versions))} @ {points(shadow.sample)} of calls, "
+        f"{budget_text(shadow)}"
+    )
 
 
 def part_texts(state: ReleaseState) -> dict[str, str]:
@@ -94,6 +104,9 @@ def state_changes(before: ReleaseState, after: ReleaseState) -> list[Change]:
             if part == "canary" and before.canary and after.canary and _same_draw(before, after):
                 # Same canary, new percent: "8 @ 5 % → 25 %", as a ramp reads.
                 changes.append(Change(part, old[part], points(after.canary.weight)))
+            elif part == "shadows" and same_sampling(before.shadow, after.shadow):
+                # Same shadows, new budget: "9 @ 10 % of calls, 600 runs/hour → 100 runs/hour".
+                changes.append(Change(part, old[part], budget_text(after.shadow)))
             else:
                 changes.append(Change(part, old[part], new[part]))
         elif new[part] != NONE and _salt(before, part) != _salt(after, part):
@@ -107,6 +120,16 @@ def _same_draw(before: ReleaseState, after: ReleaseState) -> bool:
         and after.canary is not None
         and before.canary.version == after.canary.version
         and before.canary.salt == after.canary.salt
+    )
+
+
+def same_sampling(before: Shadow | None, after: Shadow | None) -> bool:
+    """Both run the same versions on the same calls (a budget change at most)."""
+    return (
+        before is not None
+        and after is not None
+        and (before.versions, before.sample, before.salt)
+        == (after.versions, after.sample, after.salt)
     )
 
 
@@ -138,10 +161,15 @@ def experiment_cell(experiment: Experiment | None) -> SafeString | str:
     return format_html("<strong>{}</strong><br>{}", experiment.name, variants)
 
 
-def shadow_cell(shadow: Shadow | None) -> str:
+def shadow_cell(shadow: Shadow | None) -> SafeString | str:
     if shadow is None:
         return "—"
-    return f"{', '.join(map(str, shadow.versions))} @ {points(shadow.sample)}"
+    return format_html(
+        '{} @ {}<br><small class="release-nowrap">{}</small>',
+        ", ".join(map(str, shadow.versions)),
+        points(shadow.sample),
+        budget_text(shadow),
+    )
 
 
 def changes_html(changes: list[Change]) -> SafeString | str:

@@ -37,7 +37,15 @@ def experiment_start(
     )
 
 
-def shadow_start(state: ReleaseState, *, versions: Sequence[int], sample: int) -> ReleaseState:
+def shadow_start(
+    state: ReleaseState, *, versions: Sequence[int], sample: int, budget_per_hour: int | None
+) -> ReleaseState:
+    # A budget-only change keeps the running salt (the transition decides), so the page shows
+    # no new draw for it.
     return transitions.shadow_start(
-        state, versions=versions, sample=sample, salt=NEW_DRAW.format("shadow")
+        state,
+        versions=versions,
+        sample=sample,
+        salt=NEW_DRAW.format("shadow"),
+        budget_per_hour=budget_per_hour,
     )

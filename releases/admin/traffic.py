@@ -27,7 +27,7 @@ from itertools import pairwise, product
 from releases.bucketing import BUCKETS, assign
 from releases.state import ReleaseState
 
-from .display import share
+from .display import budget_text, same_sampling, share
 
 Range = tuple[int, int]  # [low, high) in buckets
 
@@ -150,11 +150,17 @@ def shadow_sentence(before: ReleaseState, after: ReleaseState) -> str:
         return ""
     if new is None:
         return "Shadows stop: no call runs another version out of users' sight."
+    budget = budget_text(new)
+    if old is not None and same_sampling(old, new):
+        return (
+            f"Shadows: the same calls stay sampled; their budget goes from {budget_text(old)} "
+            f"to {budget}."
+        )
     versions = ", ".join(map(str, new.versions))
     return (
         f"Shadows: a sample of {share(Fraction(new.sample, BUCKETS))} of calls also runs "
-        f"version{'s' if len(new.versions) > 1 else ''} {versions}, out of users' sight; "
-        "no subject changes version because of it."
+        f"version{'s' if len(new.versions) > 1 else ''} {versions}, out of users' sight, within "
+        f"{budget}; no subject changes version because of it."
     )
 
 

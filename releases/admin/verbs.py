@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib.admin import site as default_site
 from django.contrib.admin.widgets import AutocompleteSelect
 
@@ -24,6 +25,7 @@ from releases import services
 from releases.errors import NothingToRollBack, ReleaseInvalid, percent_problem
 from releases.models import BASIS_POINTS, Environment, Release, ReleaseEvent
 from releases.services import percent_to_basis_points, release_state, rollback_target
+from releases.services.changes import shadow_budget_problems
 from releases.state import ReleaseState
 
 from . import targets
@@ -162,6 +164,19 @@ class ExperimentStopInputs(Inputs):
 class ShadowStartInputs(Inputs):
     versions = forms.CharField(help_text="Version numbers, separated by commas: “9, 10”.")
     sample_percent = percent_input(help_text="Share of calls that also run them, 0–100.")
+    # No range here either: the service's budget rule answers (1–100,000, or empty).
+    budget_per_hour = forms.IntegerField(
+        required=False, label="Budget per hour", widget=forms.NumberInput(attrs={"min": 1})
+    )
+
+    def __init__(self, data: Any = None, *, slot: Slot | None, initial: Any = None) -> None:
+        super().__init__(data, slot=slot, initial=initial)
+        # Read now, not at import: the setting is the server's and may differ per deployment.
+        self.fields["budget_per_hour"].help_text = (
+            "Shadow runs per hour at most; empty: the server default "
+            f"({settings.SHADOW_BUDGET_PER_HOUR}). Changing only the budget of running shadows "
+            "keeps the same calls sampled."
+        )
 
     def clean_versions(self) -> list[int]:
         parts = [p.strip().removeprefix("v") for p in self.cleaned_data["versions"].split(",")]
@@ -207,6 +222,20 @@ def preview_experiment_start(slot: Slot, data: dict[str, Any]) -> Preview:
             [percent_problem("/variants", "The variants' percentages add up to over 100.")]
         )
     return Preview(targets.experiment_start(slot.state, name=data["name"], variants=variants))
+
+
+def preview_shadow_start(slot: Slot, data: dict[str, Any]) -> Preview:
+    sample = weight(data["sample_percent"], "/sample_percent")
+    if problems := shadow_budget_problems(data["budget_per_hour"]):
+        raise ReleaseInvalid(problems)
+    return Preview(
+        targets.shadow_start(
+            slot.state,
+            versions=data["versions"],
+            sample=sample,
+            budget_per_hour=data["budget_per_hour"],
+        )
+    )
 
 
 def preview_rollback(slot: Slot, data: dict[str, Any]) -> Preview:
@@ -342,15 +371,13 @@ VERBS: dict[str, Verb] = {
             submit="Start the shadows",
             permission="deploy",
             inputs=ShadowStartInputs,
-            preview=lambda slot, d: Preview(
-                targets.shadow_start(
-                    slot.state,
-                    versions=d["versions"],
-                    sample=weight(d["sample_percent"], "/sample_percent"),
-                )
-            ),
+            preview=preview_shadow_start,
             apply=lambda slot, d, p, **kw: services.release_shadow_start(
-                **_where(slot), versions=d["versions"], sample_percent=d["sample_percent"], **kw
+                **_where(slot),
+                versions=d["versions"],
+                sample_percent=d["sample_percent"],
+                budget_per_hour=d["budget_per_hour"],
+                **kw,
             ),
         ),
         Verb(
@@ -423,6 +450,18 @@ def initial_inputs(verb: str, slot: Slot | None) -> dict[str, Any]:
             return {"percent": step}
         case "experiment_start" if state.stable is not None and newest:
             return {"variants": f"control {state.stable} 50\ncandidate {newest} 50"}
+        case "shadow_start" if state.shadow is not None:
+            # Running shadows: the page changes them, starting from what runs.
+            shadow = state.shadow
+            return {
+                "versions": ", ".join(map(str, shadow.versions)),
+                "sample_percent": Decimal(shadow.sample).scaleb(-2),
+                **(
+                    {"budget_per_hour": shadow.budget_per_hour}
+                    if shadow.budget_per_hour is not None
+                    else {}
+                ),
+            }
         case "shadow_start" if newest:
             return {"versions": str(newest), "sample_percent": 10}
     return {}

@@ -109,11 +109,12 @@ def verb_links(
             if state.experiment
             else Link("Start experiment", verb_url("experiment_start", pk))
         )
-        links.append(
-            Link("Stop shadows", verb_url("shadow_stop", pk))
-            if state.shadow
-            else Link("Start shadows", verb_url("shadow_start", pk))
-        )
+        if state.shadow:
+            # Same page as starting: it opens with what runs, e.g. to change only the budget.
+            links.append(Link("Change shadows", verb_url("shadow_start", pk)))
+            links.append(Link("Stop shadows", verb_url("shadow_stop", pk)))
+        else:
+            links.append(Link("Start shadows", verb_url("shadow_start", pk)))
     if rollback and release.revision > 0:
         links.append(Link("Roll back", verb_url("rollback", pk)))
     return links

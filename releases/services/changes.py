@@ -14,7 +14,14 @@ from .. import transitions
 from ..errors import (
     ReleaseInvalid,
 )
-from ..models import BASIS_POINTS, Environment, Release, ReleaseEvent
+from ..models import (
+    BASIS_POINTS,
+    SHADOW_BUDGET_MAX,
+    SHADOW_BUDGET_MIN,
+    Environment,
+    Release,
+    ReleaseEvent,
+)
 from ..state import ReleaseState
 from .common import (
     _change,
@@ -27,6 +34,30 @@ from .common import (
 Action = ReleaseEvent.Action
 MAX_VARIANTS = 10
 MAX_SHADOWS = 3
+
+
+def shadow_budget_problems(
+    budget_per_hour: object, *, pointer: str = "/budget_per_hour"
+) -> list[Problem]:
+    """What is wrong with a shadow budget (none: the server default; else a whole number of runs
+    per hour in range), for the service and the admin's preview alike."""
+    if budget_per_hour is None:
+        return []
+    # bool is an int to Python; "true runs per hour" is a caller's mistake, not 1.
+    if (
+        isinstance(budget_per_hour, bool)
+        or not isinstance(budget_per_hour, int)
+        or not SHADOW_BUDGET_MIN <= budget_per_hour <= SHADOW_BUDGET_MAX
+    ):
+        return [
+            Problem(
+                "invalid_budget",
+                f"Give shadow runs per hour as a whole number from {SHADOW_BUDGET_MIN} to "
+                f"{SHADOW_BUDGET_MAX:,}, or none for the server default.",
+                pointer,
+            )
+        ]
+    return []
 
 
 @transaction.atomic
@@ -285,23 +316,33 @@ def release_shadow_start(
     versions: list[int],
     sample_percent: Decimal,
     actor: Actor,
+    budget_per_hour: int | None = None,
     reason: str = "",
     expected_revision: int | None = None,
 ) -> Release:
-    """Runs ``versions`` on a sample of live calls' inputs, out of users' sight (runs issue)."""
-    sample = percent_to_basis_points(sample_percent, pointer="/sample_percent")
+    """Runs ``versions`` on a sample of live calls' inputs, out of users' sight, at most
+    ``budget_per_hour`` shadow runs an hour (None: the ``SHADOW_BUDGET_PER_HOUR`` setting).
+
+    Also how a running shadow changes: the same versions and sample with another budget keep
+    their salt, so the same calls stay sampled (``transitions.shadow_start``)."""
+    problems: list[Problem] = []
+    try:
+        sample = percent_to_basis_points(sample_percent, pointer="/sample_percent")
+    except ReleaseInvalid as exc:
+        problems, sample = list(exc.problems), 0
     if not 1 <= len(versions) <= MAX_SHADOWS or len(set(versions)) != len(versions):
-        raise ReleaseInvalid(
-            [
-                Problem(
-                    "invalid_versions", f"Give 1 to {MAX_SHADOWS} different versions.", "/versions"
-                )
-            ]
+        problems.append(
+            Problem("invalid_versions", f"Give 1 to {MAX_SHADOWS} different versions.", "/versions")
         )
+    problems += shadow_budget_problems(budget_per_hour)
+    if problems:
+        raise ReleaseInvalid(problems)
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
         salt = _new_salt(release, "shadow", "-".join(map(str, versions)))
-        target = transitions.shadow_start(state, versions=versions, sample=sample, salt=salt)
+        target = transitions.shadow_start(
+            state, versions=versions, sample=sample, salt=salt, budget_per_hour=budget_per_hour
+        )
         for i, number in enumerate(versions):
             _releasable(release, number, pointer=f"/versions/{i}")
         return target

@@ -73,7 +73,12 @@ def release_state(release: Release) -> ReleaseState:
         )
     shadow = None
     if release.shadow_versions:
-        shadow = Shadow(tuple(release.shadow_versions), release.shadow_sample, release.shadow_salt)
+        shadow = Shadow(
+            tuple(release.shadow_versions),
+            release.shadow_sample,
+            release.shadow_salt,
+            release.shadow_budget_per_hour,
+        )
     return ReleaseState(
         stable=release.stable_version.number if release.stable_version_id else None,
         canary=canary,
@@ -93,6 +98,7 @@ STATE_FIELDS = [
     "shadow_versions",
     "shadow_sample",
     "shadow_salt",
+    "shadow_budget_per_hour",
 ]
 
 
@@ -118,6 +124,7 @@ def _apply_state(release: Release, state: ReleaseState) -> None:
     release.shadow_versions = list(state.shadow.versions) if state.shadow else []
     release.shadow_sample = state.shadow.sample if state.shadow else 0
     release.shadow_salt = state.shadow.salt if state.shadow else ""
+    release.shadow_budget_per_hour = state.shadow.budget_per_hour if state.shadow else None
 
 
 def _locked_release(*, prompt: Prompt, environment: Environment) -> Release:

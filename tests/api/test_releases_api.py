@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from registry.actors import Actor
@@ -254,6 +255,17 @@ def test_each_change_answers_405_to_other_methods(releaser_client, released, end
         ("deploy", nothing, {"version": 0}, "/version"),
         ("shadow", nothing, {"versions": [3], "sample_percent": 150}, "/sample_percent"),
         ("shadow", nothing, {"versions": [], "sample_percent": 5}, "/versions"),
+        *(
+            ("shadow", nothing, {"versions": [3], "sample_percent": 5, "budget_per_hour": b}, p)
+            for b, p in [
+                (0, "/budget_per_hour"),
+                (-5, "/budget_per_hour"),
+                (100_001, "/budget_per_hour"),
+                ("lots", "/budget_per_hour"),
+                (1.5, "/budget_per_hour"),
+                (True, "/budget_per_hour"),
+            ]
+        ),
         ("experiment", nothing, {"name": "tone", "variants": []}, "/variants"),
         (
             "experiment",
@@ -507,3 +519,94 @@ def test_a_key_limited_to_environments_lists_only_those(make_client, released):
 
 def test_the_environments_need_a_key(anonymous_client, released):
     assert_problem(anonymous_client.get("/api/v1/environments"), 401, "/problems/unauthenticated")
+
+
+# --- shadow budgets ------------------------------------------------------------------------------
+
+
+def start_shadow(client, **body: Any):
+    return client.post(
+        url(suffix="shadow"), {"versions": [3], "sample_percent": 5, **body}, format="json"
+    )
+
+
+def test_a_shadow_takes_its_own_budget_and_says_which_is_in_force(releaser_client, released):
+    response = start_shadow(releaser_client, budget_per_hour=120)
+
+    assert response.status_code == 200, response.content
+    shadow = response.json()["shadow"]
+    assert (shadow["budget_per_hour"], shadow["effective_budget_per_hour"]) == (120, 120)
+    assert released.release("staging").shadow_budget_per_hour == 120
+
+
+@pytest.mark.parametrize("body", [{}, {"budget_per_hour": None}], ids=["absent", "null"])
+@override_settings(SHADOW_BUDGET_PER_HOUR=250)
+def test_a_shadow_without_a_budget_shows_the_server_default(releaser_client, released, body):
+    response = start_shadow(releaser_client, **body)
+
+    assert response.status_code == 200, response.content
+    shadow = response.json()["shadow"]
+    assert (shadow["budget_per_hour"], shadow["effective_budget_per_hour"]) == (None, 250)
+
+
+def test_reading_a_release_shows_its_shadow_budget(reader_client, released):
+    on(
+        released,
+        services.release_shadow_start,
+        versions=[3],
+        sample_percent=Decimal(5),
+        budget_per_hour=40,
+    )
+    release = released.release("staging")
+
+    body = reader_client.get(url()).json()
+
+    assert body["shadow"] == {
+        "versions": [3],
+        "sample_percent": 5.0,
+        "salt": release.shadow_salt,
+        "budget_per_hour": 40,
+        "effective_budget_per_hour": 40,
+    }
+
+
+def test_resending_a_running_shadow_with_another_budget_changes_only_the_budget(
+    releaser_client, released
+):
+    first = start_shadow(releaser_client, budget_per_hour=120).json()
+
+    response = releaser_client.post(
+        url(suffix="shadow"),
+        {"versions": [3], "sample_percent": 5, "budget_per_hour": 30},
+        format="json",
+        HTTP_IF_MATCH=f'"{first["revision"]}"',
+    )
+
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert answer["revision"] == first["revision"] + 1
+    assert answer["shadow"]["salt"] == first["shadow"]["salt"]  # the same calls stay sampled
+    assert answer["shadow"]["budget_per_hour"] == 30
+
+
+def test_resending_a_running_shadow_unchanged_is_a_409(releaser_client, released):
+    start_shadow(releaser_client, budget_per_hour=120)
+    before = state_of(released, "staging")
+
+    response = start_shadow(releaser_client, budget_per_hour=120)
+
+    problem = assert_problem(response, 409, "/problems/release-state")
+    assert "already" in problem["detail"]
+    assert state_of(released, "staging") == before
+
+
+def test_every_bad_shadow_field_is_listed_at_once(releaser_client, released):
+    response = releaser_client.post(
+        url(suffix="shadow"),
+        {"versions": [3], "sample_percent": 150, "budget_per_hour": 0},
+        format="json",
+    )
+
+    problem = assert_problem(response, 400, "/problems/validation-error")
+    assert {"/sample_percent", "/budget_per_hour"} <= {e["pointer"] for e in problem["errors"]}
+    assert released.release("staging").shadow_versions == []

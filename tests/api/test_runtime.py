@@ -451,6 +451,26 @@ def test_the_bundle_carries_every_release_with_its_versions(service, released):
     assert sorted(entry["versions"]["2"]["templates"]) == ["en", "fr"]
 
 
+def test_the_bundle_carries_the_shadow_budget_for_local_evaluation(service, released):
+    change(
+        released,
+        services.release_shadow_start,
+        versions=[3],
+        sample_percent=Decimal(10),
+        budget_per_hour=90,
+    )
+
+    state = service.get(bundle_url("staging")).json()["releases"][KEY]["state"]
+
+    release = released.release("staging")
+    assert state["shadow"] == {
+        "versions": [3],
+        "sample": 1000,
+        "salt": release.shadow_salt,
+        "budget_per_hour": 90,
+    }
+
+
 def test_the_bundle_answers_304_until_a_release_changes(service, released, publish_changes):
     etag = service.get(bundle_url("staging"))["ETag"]
 

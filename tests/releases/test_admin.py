@@ -20,7 +20,7 @@ from fractions import Fraction
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -329,6 +329,77 @@ def test_an_experiment_and_shadows_go_through_their_pages(rita, released):
     assert release_state(release).shadow is None
 
 
+def field_value(response, name: str) -> str | None:
+    match = re.search(rf'<input[^>]*name="{name}"[^>]*>', response.content.decode())
+    value = re.search(r'value="([^"]*)"', match.group(0)) if match else None
+    return value.group(1) if value else None
+
+
+@override_settings(SHADOW_BUDGET_PER_HOUR=600)
+def test_shadows_take_a_budget_and_change_it_on_the_same_page(rita, released):
+    release = staging(released)
+    page = text(rita.get(url("shadow_start", release.pk)))
+    assert "empty: the server default (600)" in page
+
+    params = {"versions": "3", "sample_percent": 10, "budget_per_hour": 120}
+    page = text(rita.get(url("shadow_start", release.pk), params))
+    assert "also runs version 3, out of users" in page
+    assert "within 120 runs/hour; no subject changes version" in page
+    post_change(rita, url("shadow_start", release.pk), release, **params)
+    release.refresh_from_db()
+    first = release_state(release).shadow
+    assert (first.versions, first.sample, first.budget_per_hour) == ((3,), 1000, 120)
+
+    page = text(rita.get(url("change", release.pk)))
+    assert "Change shadows" in page
+    assert "Stop shadows" in page
+
+    # The page opens with what runs; only the budget is typed anew.
+    response = rita.get(url("shadow_start", release.pk))
+    assert (field_value(response, "versions"), field_value(response, "budget_per_hour")) == (
+        "3",
+        "120",
+    )
+    assert Decimal(field_value(response, "sample_percent")) == 10
+    page = text(rita.get(url("shadow_start", release.pk), {**params, "budget_per_hour": 30}))
+    assert (
+        "the same calls stay sampled; their budget goes from 120 runs/hour to 30 runs/hour" in page
+    )
+    assert "(new draw)" not in page
+    post_change(rita, url("shadow_start", release.pk), release, **{**params, "budget_per_hour": 30})
+    release.refresh_from_db()
+    shadow = release_state(release).shadow
+    assert (shadow.salt, shadow.budget_per_hour) == (first.salt, 30)
+
+    assert "30 runs/hour" in text(rita.get(url("changelist", environment="staging")))
+
+    # Emptied: back to the server default, still the same sample.
+    post_change(rita, url("shadow_start", release.pk), release, versions="3", sample_percent=10)
+    release.refresh_from_db()
+    shadow = release_state(release).shadow
+    assert (shadow.salt, shadow.budget_per_hour) == (first.salt, None)
+    assert "600 runs/hour (default)" in text(rita.get(url("changelist", environment="staging")))
+
+
+@pytest.mark.parametrize("budget", ["0", "100001", "-3"])
+def test_a_bad_shadow_budget_is_shown_on_the_page_and_changes_nothing(rita, released, budget):
+    release = staging(released)
+    before = snapshot(release)
+
+    response = post_change(
+        rita,
+        url("shadow_start", release.pk),
+        release,
+        versions="3",
+        sample_percent=10,
+        budget_per_hour=budget,
+    )
+
+    assert response.status_code == 200
+    assert "Give shadow runs per hour as a whole number from 1 to 100,000" in text(response)
+    assert snapshot(release) == before
+
+
 def test_errors_are_shown_on_the_page_and_change_nothing(rita, released):
     release = staging(released)
     make_version(released.prompt, commit=False)  # version 4, a draft
@@ -621,6 +692,22 @@ def test_traffic_counts_a_canary_under_an_experiment_once():
     # 10 % of subjects go to the canary; half of them had version 8 already through variant b.
     assert [(m.source, m.target, m.share) for m in result.moves] == [(7, 8, Fraction(1, 20))]
     assert result.after == {8: Fraction(11, 20), 7: Fraction(9, 20)}
+
+
+@override_settings(SHADOW_BUDGET_PER_HOUR=600)
+def test_a_budget_change_reads_as_the_budget_alone():
+    before = ReleaseState(stable=7, shadow=Shadow((9,), 1000, "x"))
+    after = ReleaseState(stable=7, shadow=Shadow((9,), 1000, "x", 100))
+
+    assert [(c.part, c.before, c.after) for c in state_changes(before, after)] == [
+        ("shadows", "9 @ 10 % of calls, 600 runs/hour (default)", "100 runs/hour")
+    ]
+    _, lines = sentences(before, after)
+    assert lines == [
+        "No subject changes version.",
+        "Shadows: the same calls stay sampled; their budget goes from 600 runs/hour (default) "
+        "to 100 runs/hour.",
+    ]
 
 
 def test_shadows_move_no_subject():

@@ -239,3 +239,75 @@ def test_a_rollback_restores_salts_exactly_so_everyone_lands_where_they_did(rele
     assert release.experiment_salt == original.experiment_salt
     assert release_state(release) == release_state(original)
     assert assignments(released, subjects) == served_then
+
+
+# --- shadow budgets ------------------------------------------------------------------------------
+
+
+def shadow_on(released, budget: int | None) -> Release:
+    return on(
+        released,
+        services.release_shadow_start,
+        versions=[3],
+        sample_percent=Decimal(10),
+        budget_per_hour=budget,
+    )
+
+
+def test_rolling_back_a_budget_change_restores_the_budget_and_the_same_sample(released):
+    first = release_state(shadow_on(released, 120)).shadow
+    shadow_on(released, 30)
+
+    release = rollback(released)
+
+    assert release_state(release).shadow == first
+    release.refresh_from_db()
+    assert release.shadow_budget_per_hour == 120
+    [served] = served_releases(environment="staging", prompt=released.prompt.key)
+    assert served.state.shadow == first  # what the runtime cache serves carries it too
+
+
+def legacy_event(release: Release, *, before: dict, action: str) -> ReleaseEvent:
+    """An event as stored before shadow budgets existed: its snapshots have no budget key.
+
+    Events are append-only, so it is inserted as the release's next change, the way the service
+    wrote it then (revision bumped on the row in the same step)."""
+    revision = release.revision + 1
+    event = ReleaseEvent.objects.create(
+        release=release,
+        action=action,
+        revision=revision,
+        actor_label="release-manager",
+        before=before,
+        after={**before, "shadow": None},
+    )
+    Release.objects.filter(pk=release.pk).update(revision=revision)
+    return event
+
+
+def test_a_snapshot_from_before_budgets_still_rolls_back(released):
+    release = shadow_on(released, 120)
+    old_state = {
+        "schema_version": 1,
+        "stable": 2,
+        "canary": None,
+        "experiment": None,
+        "shadow": {"versions": [3], "sample": 500, "salt": "legacy-shadow-salt"},
+    }
+    event = legacy_event(release, before=old_state, action=ReleaseEvent.Action.SHADOW_STOP)
+
+    release = rollback(released, to_event=event.pk, reason="Back to the old shadow.")
+
+    shadow = release_state(release).shadow
+    assert (shadow.versions, shadow.sample, shadow.salt) == ((3,), 500, "legacy-shadow-salt")
+    assert shadow.budget_per_hour is None  # the server default, as it ran then
+    release.refresh_from_db()
+    assert release.shadow_budget_per_hour is None
+    after = last_event(release).after
+    assert after["shadow"]["budget_per_hour"] is None
+    assert after["schema_version"] == 1
+    # The restored state serves: every subject of the sample gets version 3 as a shadow.
+    [served] = served_releases(environment="staging", prompt=released.prompt.key)
+    sampled = [resolve(served, subject=f"user-{i}", locale=None).shadow for i in range(2000)]
+    assert {s for s in sampled if s} == {(3,)}
+    assert 0 < sum(1 for s in sampled if s) < 2000

@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import IntegrityError, transaction
+from django.test import override_settings
 
 from registry.actors import Actor
 from registry.errors import VersionNotFound
@@ -22,7 +24,7 @@ from releases.errors import (
 from releases.gates import GateVerdict, promotion_check_register, promotion_check_unregister
 from releases.models import Release, ReleaseEvent
 from releases.services import release_state
-from releases.state import ReleaseState
+from releases.state import ReleaseState, shadow_budget
 from tests.factories import PromptFactory, UserFactory, make_version
 
 pytestmark = pytest.mark.django_db
@@ -738,3 +740,133 @@ def test_a_shadow_takes_1_to_3_different_versions(released, versions):
 def test_stopping_a_shadow_needs_one_running(released):
     with pytest.raises(ReleaseStateInvalid, match="No shadow"):
         change(released, services.release_shadow_stop)
+
+
+# --- shadow budgets (runs per hour) ---------------------------------------------------------------
+
+
+def shadow_running(released, budget: int | None = None, **kwargs: Any) -> Release:
+    kwargs = {"versions": [3], "sample_percent": Decimal(10), **kwargs}
+    return change(released, services.release_shadow_start, budget_per_hour=budget, **kwargs)
+
+
+def test_a_shadow_keeps_its_own_budget_on_the_row_and_in_the_event(released):
+    release = shadow_running(released, budget=120)
+
+    release.refresh_from_db()
+    assert release.shadow_budget_per_hour == 120
+    assert release_state(release).shadow.budget_per_hour == 120
+    assert shadow_budget(release_state(release)) == 120
+    assert events(release)[-1].after["shadow"]["budget_per_hour"] == 120
+
+
+def test_a_shadow_without_a_budget_spends_the_server_default_as_it_is_now(released):
+    state = release_state(shadow_running(released))
+
+    assert state.shadow.budget_per_hour is None
+    with override_settings(SHADOW_BUDGET_PER_HOUR=600):
+        assert shadow_budget(state) == 600
+    with override_settings(SHADOW_BUDGET_PER_HOUR=45):
+        assert shadow_budget(state) == 45
+
+
+def test_no_shadow_means_no_budget(released):
+    assert shadow_budget(release_state(released.release("staging"))) == 0
+
+
+def test_changing_only_the_budget_keeps_the_sampled_calls(released):
+    first = release_state(shadow_running(released, budget=120)).shadow
+    revision = released.release("staging").revision
+
+    release = shadow_running(released, budget=30, reason="Too costly.")
+
+    shadow = release_state(release).shadow
+    assert (shadow.versions, shadow.sample, shadow.salt) == (
+        first.versions,
+        first.sample,
+        first.salt,
+    )
+    assert shadow.budget_per_hour == 30
+    assert release.revision == revision + 1
+    event = events(release)[-1]
+    assert event.action == ReleaseEvent.Action.SHADOW_START
+    assert (
+        event.before["shadow"]["budget_per_hour"],
+        event.after["shadow"]["budget_per_hour"],
+    ) == (
+        120,
+        30,
+    )
+
+
+def test_back_to_the_default_budget_keeps_the_sampled_calls_too(released):
+    salt = release_state(shadow_running(released, budget=120)).shadow.salt
+
+    shadow = release_state(shadow_running(released, budget=None)).shadow
+
+    assert (shadow.salt, shadow.budget_per_hour) == (salt, None)
+
+
+@pytest.mark.parametrize(
+    "changed", [{"versions": [2, 3]}, {"sample_percent": Decimal(20)}], ids=["versions", "sample"]
+)
+def test_new_versions_or_a_new_sample_draw_afresh(released, changed):
+    salt = release_state(shadow_running(released, budget=120)).shadow.salt
+
+    shadow = release_state(shadow_running(released, budget=120, **changed)).shadow
+
+    assert shadow.salt != salt
+
+
+def test_restarting_a_shadow_with_nothing_changed_is_refused(released):
+    shadow_running(released, budget=120)
+    before = snapshot(released.release("staging"))
+
+    with pytest.raises(ReleaseStateInvalid, match="already"):
+        shadow_running(released, budget=120)
+
+    assert snapshot(released.release("staging")) == before
+
+
+@pytest.mark.parametrize("budget", [1, 100_000])
+def test_a_shadow_budget_may_be_1_to_100000(released, budget):
+    assert release_state(shadow_running(released, budget=budget)).shadow.budget_per_hour == budget
+
+
+@pytest.mark.parametrize("budget", [0, -1, 100_001, True, 1.5, "10"])
+def test_a_shadow_budget_outside_1_to_100000_is_refused(released, budget):
+    before = snapshot(released.release("staging"))
+
+    with pytest.raises(ReleaseInvalid) as refused:
+        shadow_running(released, budget=budget)
+
+    assert problem_codes(refused.value) == {"invalid_budget": "/budget_per_hour"}
+    assert snapshot(released.release("staging")) == before
+
+
+def test_every_shadow_problem_is_listed_at_once(released):
+    with pytest.raises(ReleaseInvalid) as refused:
+        change(
+            released,
+            services.release_shadow_start,
+            versions=[],
+            sample_percent=101,
+            budget_per_hour=0,
+        )
+
+    assert problem_codes(refused.value) == {
+        "invalid_percent": "/sample_percent",
+        "invalid_versions": "/versions",
+        "invalid_budget": "/budget_per_hour",
+    }
+
+
+def test_the_database_refuses_a_budget_out_of_range(released):
+    release = shadow_running(released)
+
+    for budget in (0, 100_001):
+        with (
+            pytest.raises(IntegrityError, match="release_shadow_budget_range"),
+            transaction.atomic(),
+        ):
+            Release.objects.filter(pk=release.pk).update(shadow_budget_per_hour=budget)
