@@ -29,6 +29,7 @@ from rest_framework.views import set_rollback
 from registry import errors as registry_errors
 from releases import errors as release_errors
 from releases.resolution import NotReleased
+from runs.events import EventBatchTooLarge
 
 from .parsers import RequestTooLarge
 
@@ -69,6 +70,10 @@ NOT_RELEASED = ProblemType(404, "not-released", "The prompt has no release in th
 # The database is down and this process holds no copy of what was asked for (runtime path).
 DATABASE_UNAVAILABLE = ProblemType(
     503, "database-unavailable", "The registry cannot read its database and holds no copy."
+)
+# Every model the binding names (primary and fallbacks) failed; the document lists the attempts.
+PROVIDER_UNAVAILABLE = ProblemType(
+    502, "provider-unavailable", "No model answered: every provider the binding names failed."
 )
 SERVER_ERROR = ProblemType(500, "server-error", "The server failed to answer this request.")
 
@@ -124,6 +129,10 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     release_errors.NothingToRollBack: ProblemType(
         409, "nothing-to-roll-back", "There is no change left to roll back."
     ),
+    # A count, not a size: the client splits the batch, as it would a body that is too large.
+    EventBatchTooLarge: ProblemType(
+        413, "too-many-events", "The batch holds more events than one request may."
+    ),
 }
 
 # What a client needs to recover, beyond the message: the draft to open, the hash to send again.
@@ -132,6 +141,7 @@ DOMAIN_EXTRAS: dict[type[Exception], Any] = {
     registry_errors.DraftConflict: lambda e: {"current_tag": e.current_tag},
     release_errors.ReleaseConflict: lambda e: {"current_revision": e.current_revision},
     release_errors.PromotionBlocked: lambda e: {"gate": e.gate},
+    EventBatchTooLarge: lambda e: {"max_events": e.limit},
 }
 
 _DRF_PROBLEMS: dict[type[Exception], ProblemType] = {

@@ -11,27 +11,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import queue
 import re
-from collections.abc import Callable
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import ProblemsError, RegistryError
-from registry.rendering import Sections, render_sections, to_messages
-from registry.variables import VariableSpec, variables_validate
+from registry.rendering import to_messages
 from releases.bucketing import HASH_VERSION
 from releases.cache import DATABASE_UNAVAILABLE, release_cache
 from releases.errors import EnvironmentNotFound
-from releases.resolution import NotReleased, Resolution, ServedRelease, resolve
+from releases.resolution import NotReleased, Resolution, ServedRelease, resolve, version_render
+from runs.execution import (
+    CallOutcome,
+    PreparedRun,
+    attempts_as_dicts,
+    run_call,
+    run_prepare,
+    run_record,
+)
+from runs.models import Call
 
 from . import problems
 from .authentication import bearer_token
 from .keyring import KeyEntry, keyring
 from .models import Scope
+
+logger = logging.getLogger(__name__)
 
 KEY = r"(?P<key>[a-z0-9][a-z0-9._-]*)"
 ENVIRONMENT = r"(?P<environment>[a-z][a-z0-9-]*)"
@@ -55,8 +70,8 @@ class _Refused(Exception):
         self.response = response
 
 
-def _authenticate(request: HttpRequest) -> KeyEntry:
-    """The bearer key, which must carry ``prompts:read``: checked before anything else is read."""
+def _authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> KeyEntry:
+    """The bearer key, which must carry ``scope``: checked before anything else is read."""
     raw = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
     if raw is None:
         raise _Refused(
@@ -67,13 +82,13 @@ def _authenticate(request: HttpRequest) -> KeyEntry:
         raise _Refused(
             _problem(problems.UNAUTHENTICATED, "The API key is unknown or revoked.", request)
         )
-    if str(Scope.PROMPTS_READ) not in entry.scopes:
+    if str(scope) not in entry.scopes:
         raise _Refused(
             _problem(
                 problems.INSUFFICIENT_SCOPE,
-                f"This needs the {Scope.PROMPTS_READ} scope.",
+                f"This needs the {scope} scope.",
                 request,
-                required_scope=str(Scope.PROMPTS_READ),
+                required_scope=str(scope),
             )
         )
     return entry
@@ -319,14 +334,8 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
         resolution, degraded = _resolve(
             request, key, environment, data.get("locale") or None, data.get("subject") or None
         )
-        version = resolution.version
-        specs = [VariableSpec.from_dict(v) for v in version.variables]
-        values = variables_validate(specs, data.get("variables") or {})
-        rendered = render_sections(
-            sections=Sections.from_mapping(version.templates[resolution.locale]),
-            variables=values,
-            locale=resolution.locale,
-            max_chars=settings.PROMPT_RENDER_MAX_CHARS,
+        rendered = version_render(
+            resolution.version, locale=resolution.locale, variables=data.get("variables") or {}
         )
     except _Refused as refused:
         return refused.response
@@ -336,6 +345,226 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
     answer["rendered"] = rendered.as_dict()
     answer["messages"] = to_messages(rendered)
     return _json(answer, degraded=degraded)
+
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,100}$")
+REQUEST_ID_HEADER = "X-Request-Id"
+STREAM_KEEPALIVE_SECONDS = 15.0
+
+
+def _request_id(request: HttpRequest) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token (so logs on both sides join up), else
+    a new one."""
+    given = request.META.get("HTTP_X_REQUEST_ID", "")
+    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+@csrf_exempt  # a bearer key, never a cookie, authenticates it (when reached through the URLconf)
+def run_view(request: HttpRequest, key: str) -> HttpResponse:
+    """``POST /api/v1/prompts/{key}/run`` ``{environment, locale, subject, variables, stream}``"""
+    if request.method != "POST":
+        return _problem(
+            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
+        )
+    try:
+        entry = _authenticate(request, Scope.RUNS_EXECUTE)
+        data = _body(request)
+        stream = data.get("stream", False)
+        if not isinstance(stream, bool):
+            raise _Refused(
+                _problem(
+                    problems.VALIDATION,
+                    "The request has problems; see errors.",
+                    request,
+                    errors=[
+                        {
+                            "code": "invalid",
+                            "detail": "stream must be true or false.",
+                            "pointer": "/stream",
+                        }
+                    ],
+                )
+            )
+        environment = data.get("environment") or ""
+        _allow_environment(request, entry, environment)
+        subject = data.get("subject") or None
+        resolution, degraded = _resolve(
+            request, key, environment, data.get("locale") or None, subject
+        )
+        prepared = run_prepare(resolution=resolution, variables=data.get("variables") or {})
+    except _Refused as refused:
+        return refused.response
+    except RegistryError as exc:
+        return _domain_problem(exc, request)
+    except DatabaseError:  # the providers' settings are read from the database for every run
+        return _unavailable(request, "the binding's providers")
+    request_id = _request_id(request)
+    if stream:
+        response: HttpResponse = StreamingHttpResponse(
+            _run_events(prepared, subject=subject, request_id=request_id, path=request.path),
+            content_type="text/event-stream",
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the tokens back
+    else:
+        outcome = run_call(prepared)
+        call, shadows = run_record(
+            prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
+        )
+        if outcome.failure is not None:
+            response = _provider_problem(outcome, request_id=request_id, path=request.path)
+        else:
+            answer = run_answer(
+                prepared, outcome, request_id=request_id, call=call, shadows=shadows
+            )
+            response = _json(answer, degraded=degraded)
+    response[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def _provider_problem(outcome: CallOutcome, *, request_id: str, path: str) -> JsonResponse:
+    assert outcome.failure is not None
+    return JsonResponse(
+        _provider_problem_body(outcome, request_id=request_id, path=path),
+        status=502,
+        content_type=problems.CONTENT_TYPE,
+    )
+
+
+def _provider_problem_body(outcome: CallOutcome, *, request_id: str, path: str) -> dict[str, Any]:
+    return problems.problem_body(
+        problems.PROVIDER_UNAVAILABLE,
+        str(outcome.failure),
+        instance=path,
+        request_id=request_id,
+        attempts=attempts_as_dicts(outcome.attempts),
+    )
+
+
+def run_answer(
+    prepared: PreparedRun,
+    outcome: CallOutcome,
+    *,
+    request_id: str,
+    call: Call | None,
+    shadows: tuple[int, ...],
+) -> dict[str, Any]:
+    completion = outcome.completion
+    assert completion is not None
+    resolution = prepared.resolution
+    resolved = resolution_answer(resolution)
+    primary = (prepared.binding.provider, prepared.binding.model)
+    return {
+        "request_id": request_id,
+        **{
+            name: resolved[name]
+            for name in (
+                "prompt",
+                "environment",
+                "version",
+                "variant",
+                "reason",
+                "sticky",
+                "locale",
+                "requested_locale",
+                "revision",
+                "content_hash",
+                "trace",
+            )
+        },
+        "output": completion.text,
+        "parsed": completion.parsed,
+        "answered_by": {
+            "provider": completion.provider,
+            "model": completion.model,
+            "fallback": (completion.provider, completion.model) != primary,
+        },
+        "usage": {
+            "input_tokens": completion.input_tokens,
+            "output_tokens": completion.output_tokens,
+        },
+        "cost": float(call.cost) if call is not None and call.cost is not None else None,
+        "latency_ms": round(outcome.latency_ms, 1),
+        "time_to_first_token_ms": (
+            round(completion.time_to_first_token_ms, 1)
+            if completion.time_to_first_token_ms is not None
+            else None
+        ),
+        "attempts": attempts_as_dicts(completion.attempts),
+        "shadow": list(shadows),
+        "recorded": call is not None,
+    }
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+def _run_events(
+    prepared: PreparedRun, *, subject: str | None, request_id: str, path: str
+) -> Iterator[bytes]:
+    """Server-sent events: ``start`` (what was resolved), ``token`` per content delta, then ``done``
+    (the whole answer, as the non-streaming call gives it) or ``error`` (the 502 problem document).
+
+    The model call runs in a thread that only does network I/O; this generator, on the request's
+    thread, records the call, even when the client went away before the end."""
+    tokens: queue.Queue[tuple[str, Any]] = queue.Queue()
+    thread = threading.Thread(
+        target=lambda: tokens.put(
+            ("end", run_call(prepared, on_token=lambda t: tokens.put(("token", t))))
+        ),
+        name=f"run-{request_id}",
+        daemon=True,
+    )
+    resolved = resolution_answer(prepared.resolution)
+    outcome: CallOutcome | None = None
+    thread.start()
+    try:
+        yield _sse(
+            "start",
+            {
+                "request_id": request_id,
+                **{
+                    k: resolved[k]
+                    for k in ("prompt", "environment", "version", "variant", "locale", "revision")
+                },
+            },
+        )
+        while outcome is None:
+            try:
+                kind, value = tokens.get(timeout=STREAM_KEEPALIVE_SECONDS)
+            except queue.Empty:
+                yield b": keep-alive\n\n"
+                continue
+            if kind == "token":
+                yield _sse("token", {"text": value})
+            else:
+                outcome = value
+        call, shadows = run_record(
+            prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
+        )
+        if outcome.failure is not None:
+            yield _sse("error", _provider_problem_body(outcome, request_id=request_id, path=path))
+        else:
+            yield _sse(
+                "done",
+                run_answer(
+                    prepared,
+                    outcome,
+                    request_id=request_id,
+                    call=call,
+                    shadows=shadows,
+                ),
+            )
+    finally:
+        if outcome is None:
+            # The client left mid-stream: the model call still costs, so it is still recorded.
+            thread.join()
+            while outcome is None:
+                kind, value = tokens.get()
+                outcome = value if kind == "end" else None
+            run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
+            logger.info("Run %s: the client left before the end of the stream", request_id)
 
 
 def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
@@ -396,6 +625,7 @@ def bundle_body(environment: str, releases: dict[str, ServedRelease]) -> dict[st
 ROUTES: list[tuple[re.Pattern[str], Callable[..., HttpResponse]]] = [
     (re.compile(rf"^/api/v1/prompts/{KEY}/resolve$"), resolve_view),
     (re.compile(rf"^/api/v1/prompts/{KEY}/render$"), render_view),
+    (re.compile(rf"^/api/v1/prompts/{KEY}/run$"), run_view),
     (re.compile(rf"^/api/v1/environments/{ENVIRONMENT}/bundle$"), bundle_view),
 ]
 

@@ -79,6 +79,46 @@ _RESOLUTION = {
         },
     },
 }
+_RUN_ANSWER = {
+    "type": "object",
+    "properties": {
+        "request_id": {"type": "string"},
+        "prompt": {"type": "string"},
+        "environment": {"type": "string"},
+        "version": {"type": "integer"},
+        "variant": {"type": "string"},
+        "reason": {"type": "string"},
+        "sticky": {"type": "boolean"},
+        "locale": {"type": "string"},
+        "requested_locale": {"type": "string"},
+        "revision": {"type": "integer"},
+        "content_hash": {"type": "string"},
+        "trace": {"type": "object"},
+        "output": {"type": "string", "description": "The model's text."},
+        "parsed": {"description": "The JSON value, when the version has a response schema."},
+        "answered_by": {
+            "type": "object",
+            "properties": {
+                "provider": {"type": "string"},
+                "model": {"type": "string"},
+                "fallback": {"type": "boolean"},
+            },
+        },
+        "usage": {
+            "type": "object",
+            "properties": {
+                "input_tokens": {"type": "integer"},
+                "output_tokens": {"type": "integer"},
+            },
+        },
+        "cost": {"type": "number", "nullable": True, "description": "null: no price configured"},
+        "latency_ms": {"type": "number"},
+        "time_to_first_token_ms": {"type": "number", "nullable": True},
+        "attempts": {"type": "array", "items": {"type": "object"}},
+        "shadow": {"type": "array", "items": {"type": "integer"}},
+        "recorded": {"type": "boolean"},
+    },
+}
 _PROBLEM = {
     "type": "object",
     "required": ["type", "title", "status", "detail"],
@@ -111,6 +151,19 @@ def _path(name: str, description: str) -> dict:
         "description": description,
         "schema": {"type": "string"},
     }
+
+
+def _runtime_body(**extra: dict) -> dict:
+    """The JSON body render and run take: who is served, where, in which locale, with what."""
+    properties = {
+        "environment": {"type": "string"},
+        "locale": {"type": "string"},
+        "subject": {"type": "string"},
+        "variables": {"type": "object"},
+        **extra,
+    }
+    schema = {"type": "object", "required": ["environment"], "properties": properties}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 def runtime_paths(result, generator, request, public):
@@ -174,23 +227,7 @@ def runtime_paths(result, generator, request, public):
             "tags": ["runtime"],
             "security": security,
             "parameters": [key],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["environment"],
-                            "properties": {
-                                "environment": {"type": "string"},
-                                "locale": {"type": "string"},
-                                "subject": {"type": "string"},
-                                "variables": {"type": "object"},
-                            },
-                        }
-                    }
-                },
-            },
+            "requestBody": _runtime_body(),
             "responses": {
                 "200": {
                     "description": "The rendered prompt.",
@@ -200,6 +237,33 @@ def runtime_paths(result, generator, request, public):
                 },
                 **errors,
                 **_problem_responses(413, 415),
+            },
+        }
+    }
+    schemas["RunAnswer"] = _RUN_ANSWER
+    paths["/api/v1/prompts/{key}/run"] = {
+        "post": {
+            "operationId": "prompts_run",
+            "summary": "Resolve, render and call the model (retries, fallbacks, schema checks); "
+            "records the call and queues its shadows.",
+            "description": "Needs the runs:execute scope. With `stream: true` the answer is "
+            "server-sent events: `start`, `token` (each content delta), then `done` (the same "
+            "object as the non-streaming answer) or `error` (the 502 problem document). "
+            "`X-Request-Id` is taken from the request when given, and always answered.",
+            "tags": ["runtime"],
+            "security": security,
+            "parameters": [key],
+            "requestBody": _runtime_body(stream={"type": "boolean", "default": False}),
+            "responses": {
+                "200": {
+                    "description": "The model's answer, or (stream) its server-sent events.",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/RunAnswer"}},
+                        "text/event-stream": {"schema": {"type": "string"}},
+                    },
+                },
+                **errors,
+                **_problem_responses(413, 415, 502),
             },
         }
     }

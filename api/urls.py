@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from . import prompts, releases, runtime, versions
+from . import events, prompts, releases, runtime, versions
 
 
 class PromptKeyConverter:
@@ -49,8 +49,10 @@ urlpatterns = [
     # (and reversible) behind any middleware stack.
     path("prompts/<key:key>/resolve", runtime.resolve_view, name="resolve"),
     path("prompts/<key:key>/render", runtime.render_view, name="render"),
+    path("prompts/<key:key>/run", runtime.run_view, name="run"),
     path("environments/<slug:environment>/bundle", runtime.bundle_view, name="bundle"),
     path("environments", releases.EnvironmentListApi.as_view(), name="environments"),
+    path("events", events.EventBatchApi.as_view(), name="events"),
     path(R, releases.ReleaseDetailApi.as_view(), name="release"),
     path(f"{R}/history", releases.ReleaseHistoryApi.as_view(), name="release-history"),
     path(f"{R}/deploy", releases.ReleaseDeployApi.as_view(), name="release-deploy"),

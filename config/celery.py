@@ -12,5 +12,7 @@ app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# Canary analysis and retention arrive with the releases and runs issues.
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    # Calls past CALL_RETENTION_DAYS go, with their shadow runs; hourly keeps each batch small.
+    "delete-expired-calls": {"task": "runs.delete_expired_calls", "schedule": 3600.0},
+}

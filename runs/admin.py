@@ -1,8 +1,52 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
-from .models import ModelPrice, Provider
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator
+
+from releases.models import Release
+
+from .admin_display import (
+    EMPTY,
+    attempts_table,
+    call_url,
+    column_title,
+    diff_item,
+    milliseconds,
+    pair_choices,
+    pair_view,
+    parse_pairs,
+    pretty_json,
+    report_rows,
+    report_url,
+    text_block,
+    tokens,
+    verdict_cell,
+)
+from .models import Call, ModelPrice, Provider, ShadowRun
+from .selectors import (
+    MIN_RUNS,
+    call_list,
+    call_variants,
+    prompt_version_numbers,
+    shadow_disagreements,
+    shadow_report,
+    shadow_run_list,
+    shadowed_releases,
+    structure_differences,
+)
 from .services import provider_save
 
 
@@ -39,3 +83,433 @@ class ProviderAdmin(admin.ModelAdmin):
             enabled=obj.enabled,
         )
         obj.pk = saved.pk
+
+
+# --- calls and shadow runs ----------------------------------------------------------------------
+#
+# Records of what happened: read-only for everyone, superusers included. The runs write them and
+# retention deletes them; an edit here would make the record lie. Outputs are untrusted text (model
+# answers, redacted inputs): every value goes through format_html or template autoescaping, never
+# mark_safe. Reading needs ``runs.view_call`` (the call list) and ``runs.view_shadowrun`` (shadow
+# runs); the shadow report needs both.
+
+TEMPLATES = "admin/runs"
+# The list filters' time windows, and the report's (which adds "all").
+WINDOWS: dict[str, tuple[str, timedelta | None]] = {
+    "1h": ("Last hour", timedelta(hours=1)),
+    "24h": ("Last 24 hours", timedelta(hours=24)),
+    "7d": ("Last 7 days", timedelta(days=7)),
+}
+REPORT_WINDOWS: dict[str, tuple[str, timedelta | None]] = {**WINDOWS, "all": ("All time", None)}
+REPORT_WINDOW_DEFAULT = "7d"  # a small sample may need days to reach the verdict's minimum
+
+
+class RecentFilter(admin.SimpleListFilter):
+    """Last hour / 24 hours / 7 days, on the created_at index (cheaper than a date hierarchy,
+    which reads the distinct dates of every row)."""
+
+    title = "time"
+    parameter_name = "within"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(key, label) for key, (label, _) in WINDOWS.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        window = WINDOWS.get(self.value() or "")
+        if window is None or window[1] is None:
+            return queryset
+        return queryset.filter(created_at__gte=timezone.now() - window[1])
+
+
+class VersionFilter(admin.SimpleListFilter):
+    """The chosen prompt's versions. Shown once a prompt is chosen: every version of every prompt
+    would be a long list, and a number means nothing without its prompt."""
+
+    title = "version"
+    parameter_name = "version"
+    prompt_parameter = "prompt__id__exact"  # the "prompt" list filter's
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        prompt = request.GET.get(self.prompt_parameter, "")
+        if not prompt.isdigit():
+            return []
+        return [
+            (str(pk), f"v{number}") for pk, number in prompt_version_numbers(prompt_id=int(prompt))
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value() or ""
+        return queryset.filter(version_id=int(value)) if value.isdigit() else queryset
+
+
+class VariantFilter(admin.SimpleListFilter):
+    title = "variant"
+    parameter_name = "variant"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in call_variants()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(variant=self.value()) if self.value() else queryset
+
+
+class ShadowedReleaseFilter(admin.SimpleListFilter):
+    """Releases that have shadow runs, labelled in the one query that lists them."""
+
+    title = "release"
+    parameter_name = "release"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(release.pk), str(release)) for release in shadowed_releases()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value() or ""
+        return queryset.filter(release_id=int(value)) if value.isdigit() else queryset
+
+
+class ReadOnlyRecords:
+    """Nobody adds, changes or deletes a record through the admin (see above)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def exact_search(
+        self, queryset: QuerySet, search_term: str, field: str
+    ) -> tuple[QuerySet, bool]:
+        # An exact, case-sensitive match uses the index; the admin's default (icontains on every
+        # search field) would scan the table.
+        term = search_term.strip()
+        return (queryset.filter(**{field: term}) if term else queryset), False
+
+
+class MeasuredRecords(ReadOnlyRecords):
+    """The columns calls and shadow runs share: which version, how long, how many tokens."""
+
+    @admin.display(description="Version", ordering="version__number")
+    def version_number(self, record: Call | ShadowRun) -> str:
+        return f"v{record.version.number}"
+
+    @admin.display(description="Latency", ordering="latency_ms")
+    def latency(self, record: Call | ShadowRun) -> str:
+        return milliseconds(record.latency_ms)
+
+    @admin.display(description="Tokens")
+    def token_counts(self, record: Call | ShadowRun) -> str:
+        return tokens(record.input_tokens, record.output_tokens)
+
+
+class ShadowRunInline(MeasuredRecords, admin.TabularInline):
+    model = ShadowRun
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = [
+        "kind",
+        "version_number",
+        "status",
+        "exact_match",
+        "similarity",
+        "latency",
+        "cost",
+        "output_excerpt",
+        "report",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ShadowRun]:
+        return super().get_queryset(request).select_related("version")
+
+    @admin.display(description="Output")
+    def output_excerpt(self, run: ShadowRun) -> str:
+        return Truncator(run.output).chars(120) or EMPTY
+
+    @admin.display(description="")
+    def report(self, run: ShadowRun) -> SafeString:
+        return format_html('<a href="{}">Shadow report</a>', report_url(run.release_id))
+
+
+@admin.register(Call)
+class CallAdmin(MeasuredRecords, admin.ModelAdmin):
+    change_form_template = f"{TEMPLATES}/record_change_form.html"
+    list_display = [
+        "created_at",
+        "prompt_key",
+        "version_number",
+        "environment",
+        "variant",
+        "status",
+        "model",
+        "latency",
+        "token_counts",
+        "cost",
+        "feedback",
+    ]
+    list_filter = [
+        RecentFilter,
+        "prompt",
+        VersionFilter,
+        "environment",
+        VariantFilter,
+        "status",
+        "source",
+    ]
+    list_select_related = ["prompt", "version", "environment"]
+    search_fields = ["request_id"]
+    search_help_text = "A request id, exactly as the caller sent or received it."
+    show_full_result_count = False  # the filtered count is enough; skip counting every call
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice reads the whole table
+    list_per_page = 50
+    inlines = [ShadowRunInline]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "request_id",
+                    "event_id",
+                    "created_at",
+                    "source",
+                    "prompt_link",
+                    "version_link",
+                    "environment",
+                    "variant",
+                    "sticky",
+                    "release_revision",
+                    "locale",
+                    "subject_hash",
+                ]
+            },
+        ),
+        (
+            "Model",
+            {
+                "fields": [
+                    "status",
+                    "error_class",
+                    "provider",
+                    "model",
+                    "latency",
+                    "time_to_first_token_ms",
+                    "token_counts",
+                    "cost",
+                    "schema_valid",
+                    "feedback",
+                ]
+            },
+        ),
+        (
+            "Inputs and output",
+            {
+                "fields": ["inputs_display", "output_display", "attempts_display"],
+                "description": "Stored redacted: what the redaction rules left of them.",
+            },
+        ),
+    ]
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
+        return call_list()
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Call], search_term: str
+    ) -> tuple[QuerySet[Call], bool]:
+        return self.exact_search(queryset, search_term, "request_id")
+
+    @admin.display(description="Prompt", ordering="prompt__key")
+    def prompt_key(self, call: Call) -> str:
+        return call.prompt.key
+
+    @admin.display(description="Prompt")
+    def prompt_link(self, call: Call) -> SafeString:
+        url = reverse("admin:registry_prompt_change", args=[call.prompt_id])
+        return format_html('<a href="{}">{}</a>', url, call.prompt.key)
+
+    @admin.display(description="Version")
+    def version_link(self, call: Call) -> SafeString:
+        url = reverse("admin:registry_promptversion_change", args=[call.version_id])
+        return format_html('<a href="{}">v{}</a>', url, call.version.number)
+
+    @admin.display(description="Inputs")
+    def inputs_display(self, call: Call) -> SafeString:
+        return text_block(pretty_json(call.inputs) if call.inputs else "")
+
+    @admin.display(description="Output")
+    def output_display(self, call: Call) -> SafeString:
+        return text_block(call.output)
+
+    @admin.display(description="Attempts")
+    def attempts_display(self, call: Call) -> SafeString | str:
+        return attempts_table(call.attempts)
+
+
+@admin.register(ShadowRun)
+class ShadowRunAdmin(MeasuredRecords, admin.ModelAdmin):
+    change_form_template = f"{TEMPLATES}/record_change_form.html"
+    list_display = [
+        "created_at",
+        "release",
+        "kind",
+        "version_number",
+        "status",
+        "exact_match",
+        "similarity",
+        "latency",
+        "cost",
+        "call_link",
+        "report",
+    ]
+    list_filter = [RecentFilter, ShadowedReleaseFilter, "kind", "status"]
+    list_select_related = ["call", "version", "release__prompt", "release__environment"]
+    search_fields = ["call__request_id"]
+    search_help_text = "The live call's request id, exactly."
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 50
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "call_link",
+                    "release",
+                    "report",
+                    "kind",
+                    "version_number",
+                    "status",
+                    "error_class",
+                    "created_at",
+                    "finished_at",
+                ]
+            },
+        ),
+        (
+            "Compared with the live answer",
+            {"fields": ["exact_match", "similarity", "structure_diff_display", "outputs"]},
+        ),
+        (
+            "Model",
+            {
+                "fields": [
+                    "provider",
+                    "model",
+                    "latency",
+                    "token_counts",
+                    "cost",
+                    "attempts_display",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ShadowRun]:
+        return shadow_run_list()
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ShadowRun], search_term: str
+    ) -> tuple[QuerySet[ShadowRun], bool]:
+        return self.exact_search(queryset, search_term, "call__request_id")
+
+    def has_report_permission(self, request: HttpRequest) -> bool:
+        # The report shows live outputs next to shadow outputs: both records' view permissions.
+        return request.user.has_perm("runs.view_call") and request.user.has_perm(
+            "runs.view_shadowrun"
+        )
+
+    @admin.display(description="Live call")
+    def call_link(self, run: ShadowRun) -> SafeString:
+        return format_html('<a href="{}">{}</a>', call_url(run.call_id), run.call.request_id)
+
+    @admin.display(description="Report")
+    def report(self, run: ShadowRun) -> SafeString:
+        return format_html('<a href="{}">Shadow report</a>', report_url(run.release_id))
+
+    @admin.display(description="Differences")
+    def structure_diff_display(self, run: ShadowRun) -> SafeString | str:
+        items = [diff_item(item) for item in structure_differences(run.structure_diff)]
+        if not items:
+            return EMPTY
+        return format_html(
+            '<ul class="runs-diff">{}</ul>',
+            format_html_join("", "<li><code>{}</code></li>", ((i,) for i in items)),
+        )
+
+    @admin.display(description="Answers")
+    def outputs(self, run: ShadowRun) -> SafeString:
+        return format_html(
+            '<div class="runs-pair"><div><h4>Live (v{})</h4>{}</div><div><h4>{} (v{})</h4>{}</div></div>',
+            run.call.version.number,
+            text_block(run.call.output),
+            run.get_kind_display(),
+            run.version.number,
+            text_block(run.output),
+        )
+
+    @admin.display(description="Attempts")
+    def attempts_display(self, run: ShadowRun) -> SafeString | str:
+        return attempts_table(run.attempts)
+
+    # --- the shadow report ----------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap: Callable[..., Any] = self.admin_site.admin_view
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("report/<int:release_id>/", wrap(self.report_view), name=f"{info}_report"),
+            *super().get_urls(),
+        ]
+
+    def report_view(self, request: HttpRequest, release_id: int) -> HttpResponse:
+        """The release's shadows side by side and the disagreeing pairs; GET only, reads only."""
+        if not self.has_report_permission(request):
+            raise PermissionDenied
+        release = get_object_or_404(
+            Release.objects.select_related("prompt", "environment"), pk=release_id
+        )
+        window = request.GET.get("window", "")
+        if window not in REPORT_WINDOWS:
+            window = REPORT_WINDOW_DEFAULT
+        delta = REPORT_WINDOWS[window][1]
+        since = timezone.now() - delta if delta is not None else None
+        report = shadow_report(release=release, since=since)
+        pairs = pair_choices(report)
+        chosen = request.GET.get("pairs", "")
+        if chosen not in {value for value, _ in pairs}:
+            chosen = pairs[0][0]
+        kind, version = parse_pairs(chosen)
+        disagreements = shadow_disagreements(
+            release=release, version=version, kind=kind, since=since
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Shadow report: {release}",
+            "release": release,
+            "report": report,
+            "since": since,
+            "window": window,
+            "windows": [
+                (key, label, report_url(release.pk, window=key, pairs=chosen))
+                for key, (label, _) in REPORT_WINDOWS.items()
+            ],
+            "columns": [column_title(side) for side in report.sides],
+            "rows": report_rows(report),
+            "verdicts": [verdict_cell(side) for side in report.sides],
+            "pairs": [
+                (value, label, report_url(release.pk, window=window, pairs=value))
+                for value, label in pairs
+            ],
+            "chosen_pairs": chosen,
+            "disagreements": [pair_view(d) for d in disagreements],
+            "release_url": reverse("admin:releases_release_change", args=[release.pk]),
+            "runs_url": reverse("admin:runs_shadowrun_changelist") + f"?release={release.pk}",
+            "min_runs": MIN_RUNS,
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, f"{TEMPLATES}/shadow_report.html", context)

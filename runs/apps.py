@@ -4,3 +4,18 @@ from django.apps import AppConfig
 class RunsConfig(AppConfig):
     name = "runs"
     verbose_name = "Runs"
+
+    def ready(self) -> None:
+        from registry.providers import provider_directory_register
+
+        from .selectors import provider_names
+
+        # Bindings must name a configured provider; the registry asks us which (decision 0008).
+        provider_directory_register(provider_names)
+
+        from django.core import checks
+
+        from .redaction import redaction_rules_check
+
+        # A typo in RUNS_REDACTION_RULES must stop the process, not store calls unredacted.
+        checks.register(redaction_rules_check)

@@ -34,6 +34,13 @@ def call_cost(
     price = ModelPrice.objects.filter(provider__name=provider, model=model).first()
     if price is None:
         return None
+    return price_cost(price, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def price_cost(
+    price: ModelPrice, *, input_tokens: int | None, output_tokens: int | None
+) -> Decimal:
+    """The cost of the tokens at ``price`` (per million input and output tokens)."""
     return (
         Decimal(input_tokens or 0) * price.input_per_million
         + Decimal(output_tokens or 0) * price.output_per_million

@@ -166,7 +166,8 @@ class Call(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.request_id} {self.prompt_id} v{self.version_id} {self.status}"
+        # Ids only, no names: a list of calls must not load a prompt per row to print itself.
+        return f"Call {self.request_id} ({self.status})"
 
 
 class ShadowRun(models.Model):

@@ -134,8 +134,12 @@ def complete(
     binding: ModelBinding,
     messages: list[dict[str, str]],
     on_token: Callable[[str], None] | None = None,
+    providers: Mapping[str, Provider] | None = None,
 ) -> Completion:
     """Ask the binding's primary, then its fallbacks, until one answers (validly, given a schema).
+
+    ``providers`` (from ``binding_providers``) saves the database reads, so a streaming call can run
+    in a thread of its own that never touches the database.
 
     With ``on_token`` the answer is streamed and each content delta is passed on as it arrives. A
     stream that fails half-way is retried or falls back like any failed call, so ``on_token`` may
@@ -145,8 +149,10 @@ def complete(
     started = time.perf_counter()
     attempts: list[Attempt] = []
     primary = ModelTarget(binding.provider, binding.model, binding.parameters)
+    if providers is None:
+        providers = binding_providers(binding)
     for target in (primary, *binding.fallbacks):
-        provider = Provider.objects.filter(name=target.provider).first()
+        provider = providers.get(target.provider)
         if provider is None or not provider.enabled:
             outcome = Outcome.UNKNOWN_PROVIDER if provider is None else Outcome.DISABLED
             detail = f"No provider named {target.provider!r}." if provider is None else "Disabled."
@@ -164,6 +170,12 @@ def complete(
         if completion is not None:
             return completion
     raise ProviderUnavailable(attempts)
+
+
+def binding_providers(binding: ModelBinding) -> dict[str, Provider]:
+    """The configured providers a binding names (primary and fallbacks), in one query."""
+    names = {binding.provider, *(t.provider for t in binding.fallbacks)}
+    return {p.name: p for p in Provider.objects.filter(name__in=names)}
 
 
 def _complete_target(

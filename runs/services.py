@@ -1,13 +1,18 @@
-"""Writes of the runs app: providers (calls, shadows and outcomes arrive with the rest of issue 4)."""
+"""Writes of the runs app: providers and call retention (runs: runs.execution; shadows:
+runs.shadows; reported outcomes: runs.events)."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from registry.errors import Problem, ProblemsError
 
-from .models import Provider
+from .models import Call, Provider, ShadowRun
 
 
 class ProviderInvalid(ProblemsError):
@@ -49,3 +54,22 @@ def provider_save(
         ) from exc
     provider.save()
     return provider, created
+
+
+DELETE_BATCH = 1000
+
+
+def calls_delete_expired(*, now: datetime | None = None, batch: int = DELETE_BATCH) -> int:
+    """Delete calls (and their shadow runs) older than ``CALL_RETENTION_DAYS``; returns how many.
+
+    In batches, each its own short transaction, so a large backlog never holds locks for long."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.CALL_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(Call.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        with transaction.atomic():
+            ShadowRun.objects.filter(call_id__in=ids).delete()
+            Call.objects.filter(pk__in=ids).delete()
+        deleted += len(ids)

@@ -77,6 +77,33 @@ def prompt(db):
     return PromptFactory(key="support.refund-reply")
 
 
+# The providers the suite's bindings name (``content_data``, ``released``, inline bodies). They are
+# configured for every test on top of the real ones; see ``_suite_providers``.
+SUITE_PROVIDERS = frozenset({"local", "openai"})
+
+
+@pytest.fixture(autouse=True)
+def _suite_providers() -> Iterator[None]:
+    """Bindings must name a configured provider (decision 0008), and the suite's name ``local``
+    everywhere. The provider directory answers the real ``Provider`` names plus SUITE_PROVIDERS.
+
+    Why not a ``Provider`` row per test: tests that configure ``local`` themselves (with the fake's
+    address) would collide with it, tests that count providers would count it, and a transactional
+    test's flush would remove it mid-suite. The directory needs no database and nothing to undo.
+    Tests of the rule itself register the real directory alone (tests/registry/
+    test_provider_directory.py).
+    """
+    from registry.providers import provider_directory, provider_directory_register
+
+    real = provider_directory()
+    if real is None:  # the registry alone: any well-formed name passes anyway
+        yield
+        return
+    provider_directory_register(lambda: frozenset(real()) | SUITE_PROVIDERS)
+    yield
+    provider_directory_register(real)
+
+
 @pytest.fixture(autouse=True)
 def _postgres_only(request) -> None:
     """Tests marked ``postgres`` need PostgreSQL (row locks across connections, triggers refusing
@@ -223,3 +250,48 @@ def needs_redis() -> None:
 
     if not settings.REDIS_URL:
         pytest.skip("needs Redis (REDIS_URL)")
+
+
+# --- Runs (issue #4) ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _model_server_process():
+    from runs.fake_provider import FakeProvider
+
+    with FakeProvider(hang_seconds=5) as server:
+        yield server
+
+
+@pytest.fixture
+def model_server(_model_server_process, db, monkeypatch):
+    """The local OpenAI-compatible server (runs.fake_provider), configured as the provider named
+    ``local``, with its request log and fault queues empty. Retries do not really sleep (their
+    waits are recorded in ``model_server.waits``), and no proxy can take a call off loopback."""
+    from runs import providers
+    from runs.models import Provider
+
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    server = _model_server_process
+    server.reset()
+    server.waits = []
+    monkeypatch.setattr(providers, "_sleep", server.waits.append)
+    Provider.objects.update_or_create(
+        name="local",
+        defaults={
+            "base_url": server.base_url,
+            "timeout_seconds": 2.0,
+            "max_retries": 2,
+            "enabled": True,
+        },
+    )
+    return server

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from registry.actors import Actor
 from registry.content import VersionContent
@@ -73,3 +76,17 @@ def make_version(
         commit=commit,
         content=VersionContent.from_dict(content_data(**overrides)),
     )
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    """A valid outcome of ``support.refund-reply`` v2 in staging (the ``released`` fixture)."""
+    data: dict[str, Any] = {
+        "event_id": f"evt-{uuid.uuid4()}",
+        "prompt": "support.refund-reply",
+        "version": 2,
+        "environment": "staging",
+        "status": "ok",
+        "occurred_at": (timezone.now() - timedelta(minutes=1)).isoformat(),
+    }
+    data.update(overrides)
+    return data

@@ -1,0 +1,187 @@
+"""``POST /events``: outcomes reported by services that call the model themselves (scope
+``events:write``).
+
+The service (``runs.events.events_ingest``) checks every event on its own and stores the valid
+ones; this view only shapes the answer: 202 with what became of each event, or, when not one event
+was valid, a 400 validation problem listing them all. A batch over ``MAX_EVENTS`` answers 413
+``too-many-events`` (through ``api.problems``) and stores nothing.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from runs.events import MAX_EVENTS, IngestResult, RejectedEvent, events_ingest
+
+from .models import Scope
+from .permissions import HasScope
+from .problems import VALIDATION, ProblemException
+
+
+# Events are not parsed with this serializer, it only documents them: ``events_ingest`` checks
+# each event and rejects it alone, where a serializer would refuse the whole batch for one bad event.
+class EventSerializer(serializers.Serializer):
+    """One outcome. Fields other than these are refused; null is the same as leaving a field out."""
+
+    event_id = serializers.CharField(
+        max_length=100, help_text="Your id for this outcome: a retry with the same id is ignored."
+    )
+    prompt = serializers.CharField(help_text="The prompt's key.")
+    version = serializers.IntegerField(min_value=1, help_text="A committed version's number.")
+    environment = serializers.CharField()
+    # Not a ChoiceField: its enum would collide in the schema with the version's ``status``
+    # (drf-spectacular warns) until ENUM_NAME_OVERRIDES names both.
+    status = serializers.CharField(help_text="`ok` or `error`.")
+    occurred_at = serializers.DateTimeField(
+        required=False,
+        help_text="RFC 3339 with an offset; at most 5 minutes ahead, no older than the retention."
+        " Default: when the event arrives.",
+    )
+    variant = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="stable, canary or the experiment variant.",
+    )
+    sticky = serializers.BooleanField(
+        required=False, help_text="What resolve answered; default: whether a subject is sent."
+    )
+    subject = serializers.CharField(
+        required=False, allow_blank=True, max_length=256, help_text="Stored only as a keyed hash."
+    )
+    locale = serializers.CharField(required=False, allow_blank=True, help_text="BCP 47.")
+    request_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=100, help_text="Default: the event id."
+    )
+    release_revision = serializers.IntegerField(
+        required=False, min_value=0, help_text="The revision resolve answered."
+    )
+    provider = serializers.CharField(required=False, allow_blank=True, max_length=63)
+    model = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    latency_ms = serializers.FloatField(required=False, min_value=0)
+    time_to_first_token_ms = serializers.FloatField(required=False, min_value=0)
+    input_tokens = serializers.IntegerField(required=False, min_value=0)
+    output_tokens = serializers.IntegerField(required=False, min_value=0)
+    cost = serializers.FloatField(
+        required=False,
+        min_value=0,
+        help_text="Default: from the tokens and the model's price, when it has one.",
+    )
+    error_class = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    feedback = serializers.FloatField(
+        required=False, min_value=-1, max_value=1, help_text="-1 (bad) to 1 (good)."
+    )
+    schema_valid = serializers.BooleanField(required=False)
+    inputs = serializers.DictField(required=False, help_text="The variables; stored redacted.")
+    output = serializers.CharField(
+        required=False, allow_blank=True, help_text="The answer; stored redacted."
+    )
+
+    class Meta:
+        ref_name = "Event"
+
+
+class EventBatchSerializer(serializers.Serializer):
+    events = EventSerializer(many=True, min_length=1, max_length=MAX_EVENTS)
+
+    class Meta:
+        ref_name = "EventBatch"
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    detail = serializers.CharField()
+    pointer = serializers.CharField(help_text="A JSON Pointer into the body: /events/3/latency_ms")
+
+    class Meta:
+        ref_name = "EventError"
+
+
+class RejectedSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    event_id = serializers.CharField(allow_null=True)
+    errors = ErrorSerializer(many=True)
+
+    class Meta:
+        ref_name = "RejectedEvent"
+
+
+def rejected_representation(rejected: RejectedEvent) -> dict:
+    return {
+        "index": rejected.index,
+        "event_id": rejected.event_id,
+        "errors": [problem.as_dict() for problem in rejected.problems],
+    }
+
+
+class EventBatchApi(APIView):
+    """Reports up to 1,000 outcomes of calls a service made itself. Each event is checked on its
+    own: the valid ones are stored and the answer (202) lists the rejected ones with their errors;
+    when none is valid the answer is a 400 validation problem and nothing is stored. Idempotent by
+    ``event_id``: an id stored before (or earlier in the batch) is listed in ``duplicates``."""
+
+    permission_classes = [HasScope(Scope.EVENTS_WRITE)]
+
+    class InputSerializer(serializers.Serializer):
+        # The list only: its items are the service's to check, one by one (see EventSerializer).
+        events = serializers.ListField(allow_empty=False)
+
+        class Meta:
+            ref_name = "EventBatchInput"
+
+    class OutputSerializer(serializers.Serializer):
+        accepted = serializers.IntegerField(help_text="How many events this batch stored.")
+        duplicates = serializers.ListField(
+            child=serializers.CharField(),
+            help_text="Ids stored before, or sent earlier in this batch: not stored again.",
+        )
+        rejected = RejectedSerializer(many=True)
+
+        class Meta:
+            ref_name = "EventBatchResult"
+
+    @extend_schema(
+        operation_id="events_create",
+        request=EventBatchSerializer,
+        responses={
+            202: OutputSerializer,
+            400: OpenApiResponse(
+                description="Not one event is valid (validation-error: `errors` and `rejected`)."
+            ),
+            413: OpenApiResponse(
+                description=f"More than {MAX_EVENTS} events (too-many-events), or a body over "
+                "DATA_UPLOAD_MAX_MEMORY_SIZE (request-too-large); nothing is stored."
+            ),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        environments = request.auth.environments
+        result = events_ingest(
+            events=data.validated_data["events"],
+            allowed_environments=environments or None,
+        )
+        if result.rejected and not result.accepted and not result.duplicates:
+            raise _all_rejected(result)
+        return Response(
+            {
+                "accepted": len(result.accepted),
+                "duplicates": list(result.duplicates),
+                "rejected": [rejected_representation(r) for r in result.rejected],
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+def _all_rejected(result: IngestResult) -> ProblemException:
+    return ProblemException(
+        VALIDATION,
+        "No event in the batch is valid; see errors.",
+        errors=[problem.as_dict() for r in result.rejected for problem in r.problems],
+        rejected=[rejected_representation(r) for r in result.rejected],
+    )

@@ -1,0 +1,229 @@
+"""Running a prompt: render the resolved version, call its model, record the call, queue shadows.
+
+Three steps, so the run endpoint can stream: ``run_prepare`` (rendering and provider lookup: may
+read the database, raises the registry's validation errors), ``run_call`` (the model call: network
+only, no database, safe in a thread of its own), ``run_record`` (the call record, and the shadows
+queued once it is committed). ``prompt_run`` does the three in order.
+
+The model call happens outside any transaction (STYLE R6): it may take seconds, and holding a
+transaction (or a row lock) open across it would stall everything else waiting on the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from registry.content import ModelBinding
+from registry.models import PromptVersion
+from registry.rendering import Sections, to_messages
+from releases.models import Environment
+from releases.resolution import Resolution, version_render
+
+from . import outbox
+from .calls import call_cost, subject_hash
+from .models import Call, Provider
+from .providers import Attempt, Completion, ProviderUnavailable, binding_providers, complete
+from .redaction import redact, redact_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    resolution: Resolution
+    variables: Mapping[str, Any]  # as the caller sent them (shadows get the same)
+    rendered: Sections
+    messages: list[dict[str, str]]
+    binding: ModelBinding
+    providers: Mapping[str, Provider]
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    """What the model call gave: a completion, or the failure with every attempt."""
+
+    completion: Completion | None
+    failure: ProviderUnavailable | None
+    started_at: datetime
+    latency_ms: float
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        return self.completion.attempts if self.completion else self.failure.attempts  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    prepared: PreparedRun
+    outcome: CallOutcome
+    call: Call | None  # None when the database could not take the record (the answer still goes)
+    shadows: tuple[int, ...]  # the shadow versions queued for this call
+
+
+def run_prepare(*, resolution: Resolution, variables: Mapping[str, Any]) -> PreparedRun:
+    """Render the version for the caller's variables; raises the registry's validation errors."""
+    rendered = version_render(resolution.version, locale=resolution.locale, variables=variables)
+    binding = ModelBinding.from_dict(resolution.version.model)
+    return PreparedRun(
+        resolution=resolution,
+        variables=variables,
+        rendered=rendered,
+        messages=to_messages(rendered),
+        binding=binding,
+        providers=binding_providers(binding),
+    )
+
+
+def run_call(
+    prepared: PreparedRun, *, on_token: Callable[[str], None] | None = None
+) -> CallOutcome:
+    """The model call, with the binding's retries and fallbacks. No database: thread-safe."""
+    started_at = timezone.now()
+    started = time.perf_counter()
+    try:
+        completion = complete(
+            binding=prepared.binding,
+            messages=prepared.messages,
+            on_token=on_token,
+            providers=prepared.providers,
+        )
+    except ProviderUnavailable as failure:
+        return CallOutcome(None, failure, started_at, (time.perf_counter() - started) * 1000)
+    return CallOutcome(completion, None, started_at, completion.latency_ms)
+
+
+def run_record(
+    *, prepared: PreparedRun, outcome: CallOutcome, subject: str | None, request_id: str
+) -> tuple[Call | None, tuple[int, ...]]:
+    """Record the call; once committed, queue its shadows. Never raises for a database failure:
+    the caller has its answer already, and losing the record is better than losing the answer."""
+    try:
+        call = _call_record(
+            prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
+        )
+    except DatabaseError:
+        logger.exception("The call %s could not be recorded", request_id)
+        return None, ()
+    shadows = prepared.resolution.shadow if outcome.completion is not None else ()
+    if shadows:
+        _shadows_queue(call=call, prepared=prepared, shadows=shadows)
+    return call, shadows
+
+
+def prompt_run(
+    *,
+    resolution: Resolution,
+    variables: Mapping[str, Any],
+    subject: str | None,
+    request_id: str,
+) -> RunResult:
+    prepared = run_prepare(resolution=resolution, variables=variables)
+    outcome = run_call(prepared)
+    call, shadows = run_record(
+        prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
+    )
+    return RunResult(prepared=prepared, outcome=outcome, call=call, shadows=shadows)
+
+
+def attempts_as_dicts(attempts: tuple[Attempt, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "provider": a.provider,
+            "model": a.model,
+            "outcome": str(a.outcome),
+            "detail": a.detail,
+            "latency_ms": round(a.latency_ms, 1),
+        }
+        for a in attempts
+    ]
+
+
+def _call_record(
+    *, prepared: PreparedRun, outcome: CallOutcome, subject: str | None, request_id: str
+) -> Call:
+    resolution = prepared.resolution
+    release = resolution.release
+    version = PromptVersion.objects.select_related("prompt").get(
+        prompt__key=release.prompt, number=resolution.version.number
+    )
+    environment = Environment.objects.get(name=release.environment)
+    completion, failure = outcome.completion, outcome.failure
+    fields: dict[str, Any] = {}
+    if completion is not None:
+        fields = {
+            "status": Call.Status.OK,
+            "provider": completion.provider,
+            "model": completion.model,
+            "time_to_first_token_ms": completion.time_to_first_token_ms,
+            "input_tokens": completion.input_tokens,
+            "output_tokens": completion.output_tokens,
+            "cost": call_cost(
+                provider=completion.provider,
+                model=completion.model,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+            ),
+            "schema_valid": True if prepared.binding.response_schema is not None else None,
+            "output": redact_text(completion.text),
+        }
+    else:
+        assert failure is not None
+        last = failure.attempts[-1] if failure.attempts else None
+        fields = {
+            "status": Call.Status.ERROR,
+            "provider": prepared.binding.provider,
+            "model": prepared.binding.model,
+            "error_class": str(last.outcome) if last else "no_targets",
+            # Every target answered, none validly: the schema is what failed.
+            "schema_valid": (
+                False
+                if prepared.binding.response_schema is not None
+                and last is not None
+                and last.outcome == "schema_invalid"
+                else None
+            ),
+        }
+    with transaction.atomic():
+        return Call.objects.create(
+            request_id=request_id,
+            source=Call.Source.RUN,
+            created_at=outcome.started_at,
+            prompt=version.prompt,
+            version=version,
+            environment=environment,
+            variant=resolution.assignment.label,
+            sticky=resolution.assignment.sticky,
+            release_revision=release.revision,
+            locale=resolution.locale,
+            subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
+            latency_ms=outcome.latency_ms,
+            inputs=redact(dict(prepared.variables)),
+            attempts=attempts_as_dicts(outcome.attempts),
+            **fields,
+        )
+
+
+def _shadows_queue(*, call: Call, prepared: PreparedRun, shadows: tuple[int, ...]) -> None:
+    """One shadow job per shadow version, and on a sample of calls the noise floor: the version
+    that answered live, run again on the same inputs. Queued in memory (``outbox``), never waited
+    for: a broker or worker that is down must not slow or fail the live call."""
+    base = {
+        "call_id": call.pk,
+        "variables": dict(prepared.variables),
+        "locale": prepared.resolution.requested_locale,
+    }
+    jobs = [{**base, "version": number, "kind": "candidate"} for number in shadows]
+    if random.uniform(0, 100) < settings.SHADOW_NOISE_FLOOR_PERCENT:
+        jobs.append({**base, "version": prepared.resolution.version.number, "kind": "noise"})
+    # After commit: the worker must find the call it compares with.
+    transaction.on_commit(lambda: [outbox.shadow_enqueue(job) for job in jobs])

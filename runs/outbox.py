@@ -1,0 +1,102 @@
+"""Shadow jobs leave the live path through a bounded in-memory queue and one publisher thread.
+
+The live call only puts a job on the queue (``put_nowait``: never blocks). The thread hands it to
+Celery. A broker that is down or slow stalls the thread, not the caller; when the queue is full, or
+the broker refuses a job, the job is dropped and counted: shadows are a sample, and losing a few
+while the broker is away costs a little precision, never a live answer. Once a job is in the
+broker, late acknowledgement keeps it there until a worker has finished it.
+
+With no broker (the embedded default, eager Celery) the thread runs the shadow itself, so
+``make run`` shadows too, still off the live path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
+
+CAPACITY = 1000
+
+
+class Outbox:
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=capacity)
+        self._lock = threading.Lock()
+        self._pid = 0  # the process that started the thread: a forked worker starts its own
+        self.published = self.dropped = 0
+
+    def put(self, job: dict[str, Any]) -> bool:
+        """Queue a job; False (and counted) when the queue is full."""
+        self._ensure_thread()
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+            logger.warning("Shadow queue full: a shadow job was dropped (%d so far)", self.dropped)
+            return False
+        return True
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued job has been handed on; True when the queue drained in time."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _ensure_thread(self) -> None:
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(
+                    target=self._publish_forever, name="shadow-outbox", daemon=True
+                ).start()
+
+    def _publish_forever(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                self._publish(job)
+            finally:
+                self._queue.task_done()
+
+    def _publish(self, job: dict[str, Any]) -> None:
+        from .tasks import shadow_run_task
+
+        close_old_connections()  # eager mode runs the task here, on this thread's connection
+        try:
+            # retry=False: a broker that is down fails this job now rather than holding the queue.
+            shadow_run_task.apply_async(
+                kwargs=job, retry=False, queue=settings.CELERY_TASK_DEFAULT_QUEUE
+            )
+        except Exception:  # whatever the broker or an eager task raises: count it, keep going
+            with self._lock:
+                self.dropped += 1
+            logger.exception("A shadow job could not be queued and was dropped")
+        else:
+            with self._lock:
+                self.published += 1
+        finally:
+            close_old_connections()
+
+
+outbox = Outbox()
+atexit.register(outbox.flush, 2.0)
+
+
+def shadow_enqueue(job: dict[str, Any]) -> bool:
+    return outbox.put(job)

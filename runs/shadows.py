@@ -1,0 +1,150 @@
+"""Shadow runs: a shadowed version answers a live call's inputs, off the live path, and is compared.
+
+A job arrives from ``runs.tasks.shadow_run_task`` (late acknowledgement: a job may be delivered
+twice after a worker restart). The ``ShadowRun`` row, unique per (call, version, kind), is claimed
+first, under the release's row lock that also guards the hourly budget; a second delivery finds
+the row finished and does nothing, or finds it still pending (the first worker died mid-run) and
+runs it. Shadows never call tools or write anywhere but their own row: the model is asked for text
+and nothing acts on the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from registry.content import ModelBinding
+from registry.errors import RegistryError
+from registry.locales import locale_pick
+from registry.models import PromptVersion
+from registry.rendering import to_messages
+from releases.models import Release
+from releases.resolution import version_render
+from releases.selectors import served_version
+from releases.services import release_state
+from releases.state import shadow_budget
+
+from .calls import call_cost
+from .comparison import compare
+from .execution import attempts_as_dicts
+from .models import Call, ShadowRun
+from .providers import ProviderUnavailable, complete
+from .redaction import redact_text
+
+logger = logging.getLogger(__name__)
+
+BUDGET_WINDOW = timedelta(hours=1)
+
+
+def shadow_run_execute(
+    *, call_id: int, version: int, kind: str, variables: Mapping[str, Any], locale: str
+) -> ShadowRun | None:
+    """Run one shadow job; returns its row (None when the live call is gone, e.g. expired)."""
+    call = Call.objects.select_related("prompt", "environment").filter(pk=call_id).first()
+    if call is None:
+        return None
+    claimed = _claim(call=call, number=version, kind=kind)
+    if claimed is None or claimed.status != ShadowRun.Status.PENDING:
+        return claimed
+    return _run(run=claimed, call=call, variables=variables, locale=locale)
+
+
+def _claim(*, call: Call, number: int, kind: str) -> ShadowRun | None:
+    version = PromptVersion.objects.filter(prompt=call.prompt, number=number).first()
+    if version is None:
+        return None
+    now = timezone.now()
+    with transaction.atomic():
+        # The release lock serializes the budget check: two workers counting at once would both
+        # see room for one more run and both take it.
+        release = Release.objects.select_for_update().get(
+            prompt_id=call.prompt_id, environment_id=call.environment_id
+        )
+        state = release_state(release)
+        still_shadowed = state.shadow is not None and (
+            kind == ShadowRun.Kind.NOISE or number in state.shadow.versions
+        )
+        if not still_shadowed:
+            # The shadow stopped (or changed versions) while the job waited: nothing to compare.
+            return ShadowRun.objects.filter(call=call, version=version, kind=kind).first()
+        run, created = ShadowRun.objects.get_or_create(
+            call=call,
+            version=version,
+            kind=kind,
+            defaults={"release": release, "created_at": now},
+        )
+        if not created:
+            return run  # delivered again: finished (nothing to do) or pending (the first died)
+        used = (
+            ShadowRun.objects.filter(release=release, created_at__gte=now - BUDGET_WINDOW)
+            .exclude(status=ShadowRun.Status.OVER_BUDGET)
+            .exclude(pk=run.pk)
+            .count()
+        )
+        if used >= shadow_budget(state):
+            run.status = ShadowRun.Status.OVER_BUDGET
+            run.finished_at = now
+            run.save(update_fields=["status", "finished_at"])
+    return run
+
+
+def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: str) -> ShadowRun:
+    served = served_version(prompt_id=call.prompt_id, number=run.version.number)
+    assert served is not None  # the version row exists (claimed above), so its content does
+    binding = ModelBinding.from_dict(served.model)
+    try:
+        used_locale = locale_pick(
+            locale, served.templates.keys(), default=call.prompt.default_locale
+        )
+        rendered = version_render(served, locale=used_locale, variables=variables)
+    except RegistryError as exc:
+        # The shadow version declares other variables than the live call had: a finding, not a crash.
+        return _finish(run, status=ShadowRun.Status.ERROR, error_class="render_invalid", detail=exc)
+    try:
+        completion = complete(binding=binding, messages=to_messages(rendered))
+    except ProviderUnavailable as failure:
+        last = failure.attempts[-1].outcome if failure.attempts else "no_targets"
+        return _finish(
+            run,
+            status=ShadowRun.Status.ERROR,
+            error_class=str(last),
+            attempts=attempts_as_dicts(failure.attempts),
+        )
+    output = redact_text(completion.text)
+    # Both sides redacted the same way, so an email in both answers still compares equal.
+    comparison = compare(call.output, output, structured=binding.response_schema is not None)
+    return _finish(
+        run,
+        status=ShadowRun.Status.OK,
+        provider=completion.provider,
+        model=completion.model,
+        latency_ms=completion.latency_ms,
+        input_tokens=completion.input_tokens,
+        output_tokens=completion.output_tokens,
+        cost=call_cost(
+            provider=completion.provider,
+            model=completion.model,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+        ),
+        output=output,
+        exact_match=comparison.exact_match,
+        similarity=comparison.similarity,
+        structure_diff=comparison.structure_diff,
+        attempts=attempts_as_dicts(completion.attempts),
+    )
+
+
+def _finish(run: ShadowRun, *, detail: Exception | None = None, **fields: Any) -> ShadowRun:
+    if detail is not None:
+        logger.info("Shadow run %s: %s", run.pk, detail)
+    for name, value in fields.items():
+        setattr(run, name, value)
+    run.finished_at = timezone.now()
+    run.save(update_fields=[*fields, "finished_at"])
+    return run

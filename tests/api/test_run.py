@@ -1,0 +1,383 @@
+"""POST /api/v1/prompts/{key}/run: resolve, render, call the model, record the call (issue #4).
+
+Every model call goes to the local fake server (the ``model_server`` fixture) on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from api import runtime
+from registry.models import Prompt
+from releases.cache import release_cache
+from releases.resolution import resolve
+from releases.services import release_deploy, release_shadow_start
+from runs import outbox
+from runs.calls import subject_hash
+from runs.execution import run_prepare
+from runs.models import Call, ModelPrice, Provider
+from tests.factories import PromptFactory, make_version
+
+URL = "/api/v1/prompts/support.refund-reply/run"
+CHAT = "/v1/chat/completions"
+SCHEMA = {
+    "type": "object",
+    "properties": {"reply": {"type": "string"}, "tone": {"type": "string"}},
+    "required": ["reply", "tone"],
+}
+
+
+@pytest.fixture
+def runner(make_client):
+    """A service that runs prompts through the registry (runs:execute only)."""
+    return make_client("runs:execute", name="runner")
+
+
+def run(client, body: dict[str, Any], url: str = URL, **headers: str):
+    return client.post(url, data=json.dumps(body), content_type="application/json", **headers)
+
+
+def released_prompt(
+    environments, manager, key: str, *, model: dict[str, Any], **extra: Any
+) -> Prompt:
+    """A prompt whose only version (bound to ``model``) is stable in staging."""
+    prompt = PromptFactory(key=key)
+    make_version(prompt, model=model, **extra)
+    release_deploy(
+        prompt=prompt, environment=environments["staging"], version=1, actor=manager, reason="t"
+    )
+    return prompt
+
+
+def test_a_run_answers_the_model_output_with_usage_cost_and_timing(
+    released, model_server, runner
+) -> None:
+    local = Provider.objects.get(name="local")
+    ModelPrice.objects.create(
+        provider=local, model="echo-1", input_per_million=Decimal(2), output_per_million=Decimal(8)
+    )
+    response = run(
+        runner,
+        {"environment": "staging", "subject": "user-7", "variables": {"customer_name": "Zoé"}},
+        HTTP_X_REQUEST_ID="req-123",
+    )
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert response["X-Request-Id"] == answer["request_id"] == "req-123"
+    assert answer["version"] == 2
+    assert answer["variant"] == "stable"
+    assert answer["sticky"] is True
+    assert "Greet Zoé" in answer["output"]
+    assert answer["answered_by"] == {"provider": "local", "model": "echo-1", "fallback": False}
+    usage = answer["usage"]
+    assert usage["input_tokens"] > 0
+    assert usage["output_tokens"] > 0
+    expected_cost = (usage["input_tokens"] * 2 + usage["output_tokens"] * 8) / 1_000_000
+    assert answer["cost"] == pytest.approx(expected_cost)
+    assert answer["latency_ms"] >= 0
+    assert answer["time_to_first_token_ms"] is None
+    assert [a["outcome"] for a in answer["attempts"]] == ["ok"]
+    assert answer["recorded"] is True
+
+    call = Call.objects.get(request_id="req-123")
+    assert call.source == Call.Source.RUN
+    assert call.status == Call.Status.OK
+    assert (call.prompt.key, call.version.number, call.environment.name) == (
+        "support.refund-reply",
+        2,
+        "staging",
+    )
+    assert call.variant == "stable"
+    assert call.sticky
+    assert call.locale == "en"
+    assert call.subject_hash == subject_hash("user-7")
+    assert "user-7" not in call.subject_hash
+    assert (call.input_tokens, call.output_tokens) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
+    assert call.cost == pytest.approx(Decimal(str(expected_cost)))
+    assert call.model == "echo-1"
+    assert call.output == answer["output"]
+
+
+def test_inputs_and_outputs_are_stored_redacted(released, model_server, runner) -> None:
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "jane.doe@example.com"}},
+    )
+    assert response.status_code == 200
+    # The caller gets the model's real answer; only the record is redacted.
+    assert "jane.doe@example.com" in response.json()["output"]
+    call = Call.objects.get()
+    assert call.inputs == {"customer_name": "[email]"}
+    assert "jane.doe@example.com" not in call.output
+    assert "[email]" in call.output
+    assert call.sticky is False
+    assert call.subject_hash == ""
+
+
+def test_bad_variables_are_refused_before_any_model_call(released, model_server, runner) -> None:
+    response = run(runner, {"environment": "staging", "variables": {"order_total": "lots"}})
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    pointers = {e["pointer"] for e in response.json()["errors"]}
+    assert {"/variables/customer_name", "/variables/order_total"} <= pointers
+    assert model_server.requests.for_path(CHAT) == []
+    assert not Call.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"environment": "staging", "stream": "yes"}, "/stream"),
+        ({"environment": "staging", "variables": []}, "/variables"),
+        ({"environment": 3}, "/environment"),
+        ({}, "/environment"),
+    ],
+)
+def test_malformed_bodies_are_400_problems(released, model_server, runner, body, pointer) -> None:
+    response = run(runner, body)
+    assert response.status_code == 400
+    assert pointer in {e["pointer"] for e in response.json()["errors"]}
+    assert not Call.objects.exists()
+
+
+def test_keys_need_the_runs_execute_scope_and_the_environment(
+    released, model_server, runner, reader_client, anonymous_client, make_client
+) -> None:
+    body = {"environment": "staging", "variables": {"customer_name": "A"}}
+    assert run(anonymous_client, body).status_code == 401
+    refused = run(reader_client, body)
+    assert refused.status_code == 403
+    assert refused.json()["required_scope"] == "runs:execute"
+    production_only = make_client("runs:execute", environments=("production",))
+    assert run(production_only, body).status_code == 403
+    assert run(runner, {**body, "environment": "development"}).status_code == 404
+    assert run(runner, body, url="/api/v1/prompts/no.such/run").status_code == 404
+    assert runner.get(URL).status_code == 405
+    assert model_server.requests.for_path(CHAT) == []
+    assert not Call.objects.exists()
+
+
+def test_a_failing_primary_falls_back_and_says_so(
+    environments, manager, model_server, runner
+) -> None:
+    released_prompt(
+        environments,
+        manager,
+        "support.fallback",
+        model={
+            "provider": "local",
+            "model": "fault-500",
+            "fallbacks": [{"provider": "local", "model": "echo-small"}],
+        },
+    )
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "B"}},
+        url="/api/v1/prompts/support.fallback/run",
+    )
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert answer["answered_by"] == {"provider": "local", "model": "echo-small", "fallback": True}
+    # The primary's retries (max_retries=2), then the fallback.
+    assert [(a["model"], a["outcome"]) for a in answer["attempts"]] == [
+        ("fault-500", "server_error"),
+        ("fault-500", "server_error"),
+        ("fault-500", "server_error"),
+        ("echo-small", "ok"),
+    ]
+    assert len(model_server.waits) == 2
+    call = Call.objects.get()
+    assert call.status == Call.Status.OK
+    assert call.model == "echo-small"
+    assert len(call.attempts) == 4
+
+
+def test_every_target_failing_is_a_502_problem_listing_the_attempts(
+    environments, manager, model_server, runner
+) -> None:
+    released_prompt(
+        environments,
+        manager,
+        "support.down",
+        model={
+            "provider": "local",
+            "model": "fault-429",
+            "fallbacks": [{"provider": "local", "model": "fault-malformed"}],
+        },
+    )
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "C"}},
+        url="/api/v1/prompts/support.down/run",
+    )
+    assert response.status_code == 502
+    assert response["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"].endswith("/provider-unavailable")
+    assert problem["request_id"] == response["X-Request-Id"]
+    outcomes = [(a["model"], a["outcome"]) for a in problem["attempts"]]
+    assert outcomes[0] == ("fault-429", "rate_limited")
+    assert outcomes[-1][0] == "fault-malformed"
+    assert "Traceback" not in response.content.decode()
+    call = Call.objects.get()
+    assert call.status == Call.Status.ERROR
+    assert call.error_class == outcomes[-1][1]
+    assert call.output == ""
+    assert call.cost is None
+
+
+def test_a_response_schema_gives_a_parsed_answer(environments, manager, model_server, runner):
+    released_prompt(
+        environments,
+        manager,
+        "support.structured",
+        model={"provider": "local", "model": "echo-1", "response_schema": SCHEMA},
+    )
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "D"}},
+        url="/api/v1/prompts/support.structured/run",
+    )
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert set(answer["parsed"]) >= {"reply", "tone"}
+    assert json.loads(answer["output"]) == answer["parsed"]
+    assert Call.objects.get().schema_valid is True
+
+
+def sse_events(response) -> list[tuple[str, dict[str, Any]]]:
+    text = b"".join(response.streaming_content).decode()
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
+
+
+def test_stream_sends_tokens_as_they_come_then_the_whole_answer(
+    released, model_server, runner
+) -> None:
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "Eve"}, "stream": True},
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream"
+    events = sse_events(response)
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "start"
+    assert kinds[-1] == "done"
+    assert kinds.count("token") >= 2
+    tokens = "".join(data["text"] for kind, data in events if kind == "token")
+    done = events[-1][1]
+    assert tokens == done["output"]
+    assert "Greet Eve" in tokens
+    assert done["time_to_first_token_ms"] is not None
+    assert events[0][1]["request_id"] == done["request_id"] == response["X-Request-Id"]
+    call = Call.objects.get()
+    assert call.time_to_first_token_ms is not None
+    assert call.output == tokens
+
+
+def test_a_stream_whose_models_all_fail_ends_with_an_error_event(
+    environments, manager, model_server, runner
+) -> None:
+    released_prompt(
+        environments, manager, "support.hang", model={"provider": "local", "model": "fault-500"}
+    )
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "F"}, "stream": True},
+        url="/api/v1/prompts/support.hang/run",
+    )
+    events = sse_events(response)
+    assert events[-1][0] == "error"
+    assert events[-1][1]["status"] == 502
+    assert len(events[-1][1]["attempts"]) == 3
+    assert Call.objects.get().status == Call.Status.ERROR
+
+
+def test_a_client_leaving_mid_stream_still_gets_the_call_recorded(released, model_server) -> None:
+    # The stream's generator, as the WSGI server drives it: one event read, then closed because
+    # the client went away (Django's test client cannot close a stream without also closing the
+    # test's database connection).
+    served = release_cache().lookup("staging", "support.refund-reply").release
+    prepared = run_prepare(
+        resolution=resolve(served, subject=None, locale=None), variables={"customer_name": "Gil"}
+    )
+    events = runtime._run_events(prepared, subject=None, request_id="left-early", path=URL)
+    assert next(events).startswith(b"event: start")
+    events.close()
+    call = Call.objects.get(request_id="left-early")
+    assert call.status == Call.Status.OK
+    assert "Gil" in call.output
+
+
+def test_a_sampled_call_queues_its_shadows_after_commit(
+    released,
+    model_server,
+    runner,
+    manager,
+    monkeypatch,
+    settings,
+    django_capture_on_commit_callbacks,
+) -> None:
+    release_shadow_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        versions=[1],
+        sample_percent=Decimal(100),
+        actor=manager,
+        reason="try v1 again",
+    )
+    settings.SHADOW_NOISE_FLOOR_PERCENT = 100
+    queued: list[dict[str, Any]] = []
+    monkeypatch.setattr(outbox.outbox, "put", queued.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run(
+            runner,
+            {"environment": "staging", "subject": "s-1", "variables": {"customer_name": "H"}},
+        )
+    assert response.status_code == 200
+    assert response.json()["shadow"] == [1]
+    call = Call.objects.get()
+    assert sorted((job["version"], job["kind"]) for job in queued) == [
+        (1, "candidate"),
+        (2, "noise"),
+    ]
+    assert all(job["call_id"] == call.pk for job in queued)
+    assert queued[0]["variables"] == {"customer_name": "H"}  # the real inputs, not the redacted
+
+
+def test_a_failed_live_call_queues_no_shadow(
+    environments, manager, model_server, runner, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    prompt = released_prompt(
+        environments, manager, "support.broken", model={"provider": "local", "model": "fault-500"}
+    )
+    make_version(prompt)
+    release_shadow_start(
+        prompt=prompt,
+        environment=environments["staging"],
+        versions=[2],
+        sample_percent=Decimal(100),
+        actor=manager,
+        reason="t",
+    )
+    queued: list[dict[str, Any]] = []
+    monkeypatch.setattr(outbox.outbox, "put", queued.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = run(
+            runner,
+            {"environment": "staging", "variables": {"customer_name": "I"}},
+            url="/api/v1/prompts/support.broken/run",
+        )
+    assert response.status_code == 502
+    assert queued == []

@@ -1,0 +1,194 @@
+"""Shadows end to end: live calls through the API, jobs through Redis, a real Celery worker.
+
+The worker is a separate process (``celery -A config worker``) on the test database and Redis,
+consuming a queue of its own, so nothing else on the machine takes these jobs. Waiting for it
+polls the database with a generous deadline; nothing here measures time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from releases.services import release_shadow_start
+from runs.models import Call, ShadowRun
+from runs.outbox import outbox
+from tests.factories import make_version
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE_SECONDS = 60.0
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+class Worker:
+    """One ``celery worker`` process on this test's queue; ``start()`` waits until it is ready."""
+
+    def __init__(self, queue: str, log: Path, env: dict[str, str]) -> None:
+        self.queue, self.log, self.env = queue, log, env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "--queues",
+                    self.queue,
+                    "--hostname",
+                    f"{self.queue}-{self.starts}@%h",
+                    "--concurrency",
+                    "1",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "--loglevel",
+                    "INFO",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: kill() takes the pool child too
+            )
+        wait_for(lambda: self.log.read_text().count(" ready.") >= self.starts, "the worker")
+
+    def stop(self) -> None:
+        """Warm shutdown: the job in hand finishes, queued ones stay in Redis."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=DEADLINE_SECONDS)
+        self.process = None
+
+    def kill(self) -> None:
+        """As a crash or an OOM kill: no chance to finish or hand anything back."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=DEADLINE_SECONDS)
+        self.process = None
+
+
+@pytest.fixture
+def worker(settings, needs_redis, tmp_path) -> Iterator[Worker]:
+    db = connection.settings_dict
+    queue = f"test-shadows-{uuid.uuid4().hex[:8]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_QUEUE": queue,
+        # A killed worker's job comes back this soon (production: an hour).
+        "CELERY_VISIBILITY_TIMEOUT": "3",
+        "DATABASE_CONN_MAX_AGE": "0",
+    }
+    worker = Worker(queue, tmp_path / "worker.log", env)
+    yield worker
+    worker.stop()
+    print(worker.log.read_text()[-3000:])  # shown by pytest when the test failed
+
+
+@pytest.fixture
+def shadowing(released, manager, model_server, make_client, settings):
+    """support.refund-reply in staging shadowing ``versions`` on every call; returns a live-call
+    function that goes through the API as a service would."""
+    settings.SHADOW_NOISE_FLOOR_PERCENT = 0
+    runner = make_client("runs:execute", name="runner")
+
+    def start(*versions: int) -> Callable[[], dict]:
+        release_shadow_start(
+            prompt=released.prompt,
+            environment=released.environments["staging"],
+            versions=list(versions),
+            sample_percent=Decimal(100),
+            actor=manager,
+            reason="compare",
+        )
+
+        def live() -> dict:
+            response = runner.post(
+                "/api/v1/prompts/support.refund-reply/run",
+                data=json.dumps({"environment": "staging", "variables": {"customer_name": "Al"}}),
+                content_type="application/json",
+            )
+            assert response.status_code == 200, response.content
+            return response.json()
+
+        return live
+
+    return start
+
+
+def finished(count: int) -> Callable[[], bool]:
+    return lambda: ShadowRun.objects.filter(status=ShadowRun.Status.OK).count() >= count
+
+
+def test_a_live_call_is_shadowed_by_the_worker(shadowing, worker) -> None:
+    worker.start()
+    live = shadowing(1)
+    answers = [live() for _ in range(3)]
+    assert outbox.flush(10)
+    wait_for(finished(3), "three shadow runs")
+    runs = ShadowRun.objects.select_related("call", "version")
+    assert {run.call.request_id for run in runs} == {a["request_id"] for a in answers}
+    assert all(run.version.number == 1 and run.exact_match for run in runs)
+
+
+def test_queued_shadow_work_waits_for_a_worker_and_is_not_lost(shadowing, worker) -> None:
+    live = shadowing(1)
+    worker.start()
+    worker.stop()  # the worker goes away; live calls go on
+    for _ in range(4):
+        live()
+    assert outbox.flush(10)
+    time.sleep(0.5)
+    assert not ShadowRun.objects.exists()  # queued in Redis, nobody to run them
+    worker.start()
+    wait_for(finished(4), "the queued shadow runs")
+    assert Call.objects.count() == 4
+
+
+def test_a_job_taken_by_a_worker_that_dies_is_run_by_the_next(shadowing, worker, released) -> None:
+    # A slow candidate, so the worker is surely mid-run when it is killed.
+    make_version(released.prompt, model={"provider": "local", "model": "slow-1500"})
+    live = shadowing(4)
+    worker.start()
+    live()
+    assert outbox.flush(10)
+    wait_for(
+        lambda: ShadowRun.objects.filter(status=ShadowRun.Status.PENDING).exists(),
+        "the worker to claim the job",
+    )
+    worker.kill()
+    assert ShadowRun.objects.get().status == ShadowRun.Status.PENDING
+    worker.start()
+    wait_for(finished(1), "the job to be redelivered and finished")
+    run = ShadowRun.objects.get()
+    assert run.version.number == 4
+    assert run.output != ""
