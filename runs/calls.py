@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 
 from .models import ModelPrice
+from .redaction import redact, redact_text
 
 MILLION = Decimal(1_000_000)
 
@@ -45,3 +48,12 @@ def price_cost(
         Decimal(input_tokens or 0) * price.input_per_million
         + Decimal(output_tokens or 0) * price.output_per_million
     ) / MILLION
+
+
+def stored_output(text: str, parsed: Any = None) -> str:
+    """An answer as a call record keeps it: redacted. A schema answer (``parsed``) is redacted as
+    a value and stored as JSON, so it still parses and compares as JSON (a card number written as
+    a bare JSON number would otherwise become text that is no longer JSON)."""
+    if parsed is None:
+        return redact_text(text)
+    return json.dumps(redact(parsed), ensure_ascii=False, sort_keys=True)

@@ -56,7 +56,7 @@ class Comparison:
 
 def compare(live: str, shadow: str, *, structured: bool) -> Comparison:
     if not structured:
-        return _compare_text(live, shadow, structure_diff=None)
+        return _compare_text(live, shadow, diff=None)
     live_value, live_error = _parse(live)
     shadow_value, shadow_error = _parse(shadow)
     if live_error is not None or shadow_error is not None:
@@ -66,7 +66,7 @@ def compare(live: str, shadow: str, *, structured: bool) -> Comparison:
             "live": live_error or "valid JSON",
             "shadow": shadow_error or "valid JSON",
         }
-        return _compare_text(live, shadow, structure_diff=[unparseable])
+        return _compare_text(live, shadow, diff=[unparseable])
     diff = structure_diff(live_value, shadow_value)
     if not diff:
         return Comparison(exact_match=True, similarity=1.0, structure_diff=[])
@@ -93,15 +93,13 @@ def similarity(a: str, b: str) -> float:
     return 2 * shared / total
 
 
-def _compare_text(
-    live: str, shadow: str, *, structure_diff: list[dict[str, Any]] | None
-) -> Comparison:
+def _compare_text(live: str, shadow: str, *, diff: list[dict[str, Any]] | None) -> Comparison:
     exact = normalize_text(live) == normalize_text(shadow)
     return Comparison(
         exact_match=exact,
-        # Equal normalized texts have equal tokens, so this is 1.0 exactly; saying so saves the work.
+        # Equal normalized texts have equal tokens: 1.0 exactly, without the work.
         similarity=1.0 if exact else similarity(live, shadow),
-        structure_diff=structure_diff,
+        structure_diff=diff,
     )
 
 

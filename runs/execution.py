@@ -30,10 +30,10 @@ from releases.models import Environment
 from releases.resolution import Resolution, version_render
 
 from . import outbox
-from .calls import call_cost, subject_hash
+from .calls import call_cost, stored_output, subject_hash
 from .models import Call, Provider
 from .providers import Attempt, Completion, ProviderUnavailable, binding_providers, complete
-from .redaction import redact, redact_text
+from .redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def _call_record(
                 output_tokens=completion.output_tokens,
             ),
             "schema_valid": True if prepared.binding.response_schema is not None else None,
-            "output": redact_text(completion.text),
+            "output": stored_output(completion.text, completion.parsed),
         }
     else:
         assert failure is not None

@@ -4,6 +4,7 @@ runs.shadows; reported outcomes: runs.events)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from registry.errors import Problem, ProblemsError
 
-from .models import Call, Provider, ShadowRun
+from .models import Call, ModelPrice, Provider, ShadowRun
 
 
 class ProviderInvalid(ProblemsError):
@@ -54,6 +55,44 @@ def provider_save(
         ) from exc
     provider.save()
     return provider, created
+
+
+@transaction.atomic
+def model_price_set(
+    *, provider: str, model: str, input_per_million: Decimal, output_per_million: Decimal
+) -> ModelPrice:
+    """Sets what ``model`` costs at ``provider`` per million input and output tokens (for the cost
+    of every call from now on; recorded calls keep theirs)."""
+    found = Provider.objects.filter(name=provider).first()
+    problems = []
+    if found is None:
+        problems.append(
+            Problem("unknown_provider", f"No provider named {provider!r}.", "/provider")
+        )
+    if not model or len(model) > 200:
+        problems.append(
+            Problem("invalid_model", "Name the model (at most 200 characters).", "/model")
+        )
+    for field, value in (
+        ("input_per_million", input_per_million),
+        ("output_per_million", output_per_million),
+    ):
+        if not value.is_finite() or value < 0 or value >= Decimal(1_000_000):
+            problems.append(
+                Problem(
+                    "invalid_price",
+                    "A price from 0 to 999999.999999 per million tokens.",
+                    f"/{field}",
+                )
+            )
+    if problems:
+        raise ProviderInvalid(problems)
+    price, _ = ModelPrice.objects.update_or_create(
+        provider=found,
+        model=model,
+        defaults={"input_per_million": input_per_million, "output_per_million": output_per_million},
+    )
+    return price
 
 
 DELETE_BATCH = 1000

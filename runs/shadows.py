@@ -29,12 +29,11 @@ from releases.selectors import served_version
 from releases.services import release_state
 from releases.state import shadow_budget
 
-from .calls import call_cost
+from .calls import call_cost, stored_output
 from .comparison import compare
 from .execution import attempts_as_dicts
 from .models import Call, ShadowRun
 from .providers import ProviderUnavailable, complete
-from .redaction import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: st
             error_class=str(last),
             attempts=attempts_as_dicts(failure.attempts),
         )
-    output = redact_text(completion.text)
+    output = stored_output(completion.text, completion.parsed)
     # Both sides redacted the same way, so an email in both answers still compares equal.
     comparison = compare(call.output, output, structured=binding.response_schema is not None)
     return _finish(

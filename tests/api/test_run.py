@@ -249,7 +249,9 @@ def test_a_response_schema_gives_a_parsed_answer(environments, manager, model_se
     answer = response.json()
     assert set(answer["parsed"]) >= {"reply", "tone"}
     assert json.loads(answer["output"]) == answer["parsed"]
-    assert Call.objects.get().schema_valid is True
+    call = Call.objects.get()
+    assert call.schema_valid is True
+    assert json.loads(call.output) == answer["parsed"]  # stored as JSON, redacted as a value
 
 
 def sse_events(response) -> list[tuple[str, dict[str, Any]]]:

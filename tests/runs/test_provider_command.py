@@ -3,12 +3,13 @@ environment variable name only."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from runs.models import Provider
+from runs.models import ModelPrice, Provider
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +82,28 @@ def test_list_names_the_key_variable_never_a_key():
     )
     output = run("list")
     assert "openai  https://api.openai.com/v1  key from $OPENAI_API_KEY" in output
+
+
+def test_price_sets_and_updates_a_models_price_and_list_shows_it():
+    run("add", "local", "--base-url", "http://127.0.0.1:8765/v1")
+    assert "set" in run("price", "local", "echo-1", "--input", "0.5", "--output", "1.5")
+    run("price", "local", "echo-1", "--input", "0.25", "--output", "1")
+    price = ModelPrice.objects.get(provider__name="local", model="echo-1")
+    assert (price.input_per_million, price.output_per_million) == (Decimal("0.25"), Decimal(1))
+    assert "echo-1  0.250000 in / 1.000000 out per million tokens" in run("list")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("nobody", "m", "--input", "1", "--output", "1"), "No provider named 'nobody'"),
+        (("local", "m", "--input", "-1", "--output", "1"), "input_per_million"),
+        (("local", "m", "--input", "1", "--output", "NaN"), "output_per_million"),
+        (("local", "m", "--input", "lots", "--output", "1"), "not an amount"),
+    ],
+)
+def test_price_refuses_bad_input_and_changes_nothing(args, message):
+    run("add", "local", "--base-url", "http://127.0.0.1:8765/v1")
+    with pytest.raises(CommandError, match=message):
+        run("price", *args)
+    assert not ModelPrice.objects.exists()

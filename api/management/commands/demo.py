@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -28,8 +29,8 @@ from registry.models import Prompt
 from registry.services import prompt_create, version_create
 from releases import services as releases
 from releases.selectors import environment_get
-from runs.models import Provider
-from runs.services import provider_save
+from runs.models import ModelPrice, Provider
+from runs.services import model_price_set, provider_save
 
 RELEASE_STEPS = {
     "deploy": releases.release_deploy,
@@ -44,6 +45,7 @@ ADMIN_USERNAME = "admin"
 ADMIN_URL = "http://127.0.0.1:8000/admin/"  # where ``make run`` serves it by default
 LOCAL_PROVIDER = "local"  # what every demo binding names
 LOCAL_PROVIDER_URL = "http://127.0.0.1:8765/v1"  # python -m runs.fake_provider's default port
+DEMO_PRICES = {"echo-1": ("0.50", "1.50"), "echo-small": ("0.15", "0.60")}  # per million tokens
 
 
 class Command(BaseCommand):
@@ -56,6 +58,16 @@ class Command(BaseCommand):
         if not Provider.objects.filter(name=LOCAL_PROVIDER).exists():
             provider_save(name=LOCAL_PROVIDER, base_url=LOCAL_PROVIDER_URL, timeout_seconds=10.0)
             self.stdout.write(f"Provider {LOCAL_PROVIDER}: added at {LOCAL_PROVIDER_URL}.")
+        # Example prices, so the demo's calls and shadow reports show costs; a price already set
+        # (in the admin or with `provider price`) is left alone.
+        for model, (given, taken) in DEMO_PRICES.items():
+            if not ModelPrice.objects.filter(provider__name=LOCAL_PROVIDER, model=model).exists():
+                model_price_set(
+                    provider=LOCAL_PROVIDER,
+                    model=model,
+                    input_per_million=Decimal(given),
+                    output_per_million=Decimal(taken),
+                )
         created = 0
         for spec in PROMPTS:
             if Prompt.objects.filter(key=spec["key"]).exists():

@@ -1,12 +1,16 @@
-"""``manage.py provider add NAME --base-url URL [--api-key-env VAR] [--timeout S] [--max-retries N]``
-and ``manage.py provider list``. ``add`` updates a provider that exists, so it is safe to repeat."""
+"""``manage.py provider add NAME --base-url URL [--api-key-env VAR] [--timeout S] [--max-retries N]``,
+``manage.py provider price NAME MODEL --input USD --output USD`` (per million tokens) and
+``manage.py provider list``. ``add`` and ``price`` update what exists, so they are safe to repeat."""
 
 from __future__ import annotations
+
+import argparse
+from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError
 
 from runs.models import Provider
-from runs.services import ProviderInvalid, provider_save
+from runs.services import ProviderInvalid, model_price_set, provider_save
 
 
 class Command(BaseCommand):
@@ -20,7 +24,14 @@ class Command(BaseCommand):
         add.add_argument("--api-key-env", default="", help="Environment variable with the key.")
         add.add_argument("--timeout", type=float, default=30.0, help="Seconds per attempt.")
         add.add_argument("--max-retries", type=int, default=2)
-        sub.add_parser("list", help="List providers.")
+        price = sub.add_parser("price", help="Set a model's price per million tokens.")
+        price.add_argument("name")
+        price.add_argument("model")
+        price.add_argument("--input", type=_amount, required=True, help="Per million input tokens.")
+        price.add_argument(
+            "--output", type=_amount, required=True, help="Per million output tokens."
+        )
+        sub.add_parser("list", help="List providers and their prices.")
 
     def handle(self, *args, action: str, **options) -> None:
         if action == "list":
@@ -30,6 +41,23 @@ class Command(BaseCommand):
                     f"{p.name}  {p.base_url}  {key}  timeout {p.timeout_seconds:g}s  "
                     f"retries {p.max_retries}{'' if p.enabled else '  (disabled)'}"
                 )
+                for price in p.prices.order_by("model"):
+                    self.stdout.write(
+                        f"  {price.model}  {price.input_per_million:f} in / "
+                        f"{price.output_per_million:f} out per million tokens"
+                    )
+            return
+        if action == "price":
+            try:
+                price = model_price_set(
+                    provider=options["name"],
+                    model=options["model"],
+                    input_per_million=options["input"],
+                    output_per_million=options["output"],
+                )
+            except ProviderInvalid as exc:
+                raise CommandError(_problems(exc)) from exc
+            self.stdout.write(f"Price of {options['name']}/{price.model} set.")
             return
         try:
             provider, created = provider_save(
@@ -40,8 +68,19 @@ class Command(BaseCommand):
                 max_retries=options["max_retries"],
             )
         except ProviderInvalid as exc:
-            raise CommandError(
-                "; ".join(f"{p.pointer[1:]}: {p.detail}" for p in exc.problems)
-            ) from exc
+            raise CommandError(_problems(exc)) from exc
         verb = "Added" if created else "Updated"
         self.stdout.write(f"{verb} provider {provider.name} at {provider.base_url}.")
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except (
+        InvalidOperation
+    ) as exc:  # argparse only turns ValueError and TypeError into usage errors
+        raise argparse.ArgumentTypeError(f"not an amount: {text!r}") from exc
+
+
+def _problems(exc: ProviderInvalid) -> str:
+    return "; ".join(f"{p.pointer[1:]}: {p.detail}" for p in exc.problems)
