@@ -307,3 +307,12 @@ def test_a_job_whose_shadow_was_stopped_meanwhile_calls_no_model(
     assert shadow_run_execute(**jobs[0]) is None
     assert len(model_server.requests.for_path(CHAT)) == requests
     assert not ShadowRun.objects.exists()
+
+
+def test_the_beat_schedule_runs_retention_hourly():
+    from config.celery import app
+
+    app.loader.import_default_modules()  # what a worker does at start: autodiscovers tasks
+    entry = app.conf.beat_schedule["delete-expired-calls"]
+    assert entry["task"] in app.tasks
+    assert entry["schedule"] == 3600.0
