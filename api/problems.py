@@ -30,6 +30,7 @@ from registry import errors as registry_errors
 from releases import errors as release_errors
 from releases.resolution import NotReleased
 from runs.events import EventBatchTooLarge
+from runs.services import CallNotFound
 
 from .parsers import RequestTooLarge
 
@@ -130,6 +131,7 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
         409, "nothing-to-roll-back", "There is no change left to roll back."
     ),
     # A count, not a size: the client splits the batch, as it would a body that is too large.
+    CallNotFound: ProblemType(404, "call-not-found", "No call with that request id."),
     EventBatchTooLarge: ProblemType(
         413, "too-many-events", "The batch holds more events than one request may."
     ),

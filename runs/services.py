@@ -3,6 +3,7 @@ runs.shadows; reported outcomes: runs.events)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -11,13 +12,17 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from registry.errors import Problem, ProblemsError
+from registry.errors import Problem, ProblemsError, RegistryError
 
 from .models import Call, ModelPrice, Provider, ShadowRun
 
 
 class ProviderInvalid(ProblemsError):
     message = "The provider's settings are not valid."
+
+
+class CallNotFound(RegistryError):
+    message = "There is no call with that request id (or the key may not see its environment)."
 
 
 @transaction.atomic
@@ -93,6 +98,24 @@ def model_price_set(
         defaults={"input_per_million": input_per_million, "output_per_million": output_per_million},
     )
     return price
+
+
+@transaction.atomic
+def call_feedback_set(
+    *, request_id: str, feedback: float, environments: Collection[str] = ()
+) -> Call:
+    """Records the user's verdict on a call the registry ran, after the fact (``feedback`` from -1,
+    bad, to 1, good; a later verdict replaces an earlier one). ``environments`` limits which calls
+    may be touched (empty: any). A request id a caller reused names its latest call."""
+    calls = Call.objects.select_for_update().filter(request_id=request_id)
+    if environments:
+        calls = calls.filter(environment__name__in=environments)
+    call = calls.order_by("-created_at", "-id").first()
+    if call is None:
+        raise CallNotFound()
+    call.feedback = feedback
+    call.save(update_fields=["feedback"])
+    return call
 
 
 DELETE_BATCH = 1000
