@@ -27,9 +27,9 @@ check-python:
 $(BIN)/python: | check-python
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml $(BIN)/python
+$(STAMP): pyproject.toml sdk/pyproject.toml $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]" -e ./sdk
 	test -f .env || printf '# Local development settings (see config/settings.py); not committed.\nDEBUG=true\n' > .env
 	touch $(STAMP)
 
@@ -58,6 +58,7 @@ lint: install
 	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file /dev/null
 
 test: install lint
+	scripts/check-sdk
 	scripts/ensure-services
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 	# The embedded default: SQLite, local-memory cache, eager Celery. The tests whose behaviour

@@ -1,10 +1,11 @@
 """The runtime path: resolve, render and bundle, as plain Django views over the release cache.
 
 Services call these thousands of times a second, so they skip DRF and Django's default middleware
-(``RuntimeMiddleware`` sits first and answers them itself): a bearer key checked against the
-in-memory keyring, a lookup in the in-process release cache, the pure resolution, ``json.dumps``.
-On a warm cache none of it touches the database. The same views are in the URLconf, so they also
-work behind any middleware, and ``api.schema`` describes them in the OpenAPI schema.
+(``api.middleware.RuntimeMiddleware`` sits first and answers them itself): a bearer key checked
+against the in-memory keyring, a lookup in the in-process release cache, the pure resolution,
+``json.dumps``. On a warm cache none of it touches the database. The same views are in the
+URLconf, so they also work behind any middleware, and ``api.schema`` describes them in the OpenAPI
+schema. ``api.run`` and ``api.stream`` are the runtime path's other views, on the helpers here.
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
-import re
-import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import DisallowedHost, RequestDataTooBig
-from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import ProblemsError, RegistryError
@@ -31,15 +27,6 @@ from releases.bucketing import HASH_VERSION
 from releases.cache import DATABASE_UNAVAILABLE, release_cache
 from releases.errors import EnvironmentNotFound
 from releases.resolution import NotReleased, Resolution, ServedRelease, resolve, version_render
-from runs.execution import (
-    CallOutcome,
-    PreparedRun,
-    attempts_as_dicts,
-    run_call,
-    run_prepare,
-    run_record,
-)
-from runs.models import Call
 
 from . import problems
 from .authentication import bearer_token
@@ -347,226 +334,6 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
     return _json(answer, degraded=degraded)
 
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,100}$")
-REQUEST_ID_HEADER = "X-Request-Id"
-STREAM_KEEPALIVE_SECONDS = 15.0
-
-
-def _request_id(request: HttpRequest) -> str:
-    """The caller's ``X-Request-Id`` when it is a sane token (so logs on both sides join up), else
-    a new one."""
-    given = request.META.get("HTTP_X_REQUEST_ID", "")
-    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
-
-
-@csrf_exempt  # a bearer key, never a cookie, authenticates it (when reached through the URLconf)
-def run_view(request: HttpRequest, key: str) -> HttpResponse:
-    """``POST /api/v1/prompts/{key}/run`` ``{environment, locale, subject, variables, stream}``"""
-    if request.method != "POST":
-        return _problem(
-            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
-        )
-    try:
-        entry = _authenticate(request, Scope.RUNS_EXECUTE)
-        data = _body(request)
-        stream = data.get("stream", False)
-        if not isinstance(stream, bool):
-            raise _Refused(
-                _problem(
-                    problems.VALIDATION,
-                    "The request has problems; see errors.",
-                    request,
-                    errors=[
-                        {
-                            "code": "invalid",
-                            "detail": "stream must be true or false.",
-                            "pointer": "/stream",
-                        }
-                    ],
-                )
-            )
-        environment = data.get("environment") or ""
-        _allow_environment(request, entry, environment)
-        subject = data.get("subject") or None
-        resolution, degraded = _resolve(
-            request, key, environment, data.get("locale") or None, subject
-        )
-        prepared = run_prepare(resolution=resolution, variables=data.get("variables") or {})
-    except _Refused as refused:
-        return refused.response
-    except RegistryError as exc:
-        return _domain_problem(exc, request)
-    except DatabaseError:  # the providers' settings are read from the database for every run
-        return _unavailable(request, "the binding's providers")
-    request_id = _request_id(request)
-    if stream:
-        response: HttpResponse = StreamingHttpResponse(
-            _run_events(prepared, subject=subject, request_id=request_id, path=request.path),
-            content_type="text/event-stream",
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the tokens back
-    else:
-        outcome = run_call(prepared)
-        call, shadows = run_record(
-            prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
-        )
-        if outcome.failure is not None:
-            response = _provider_problem(outcome, request_id=request_id, path=request.path)
-        else:
-            answer = run_answer(
-                prepared, outcome, request_id=request_id, call=call, shadows=shadows
-            )
-            response = _json(answer, degraded=degraded)
-    response[REQUEST_ID_HEADER] = request_id
-    return response
-
-
-def _provider_problem(outcome: CallOutcome, *, request_id: str, path: str) -> JsonResponse:
-    assert outcome.failure is not None
-    return JsonResponse(
-        _provider_problem_body(outcome, request_id=request_id, path=path),
-        status=502,
-        content_type=problems.CONTENT_TYPE,
-    )
-
-
-def _provider_problem_body(outcome: CallOutcome, *, request_id: str, path: str) -> dict[str, Any]:
-    return problems.problem_body(
-        problems.PROVIDER_UNAVAILABLE,
-        str(outcome.failure),
-        instance=path,
-        request_id=request_id,
-        attempts=attempts_as_dicts(outcome.attempts),
-    )
-
-
-def run_answer(
-    prepared: PreparedRun,
-    outcome: CallOutcome,
-    *,
-    request_id: str,
-    call: Call | None,
-    shadows: tuple[int, ...],
-) -> dict[str, Any]:
-    completion = outcome.completion
-    assert completion is not None
-    resolution = prepared.resolution
-    resolved = resolution_answer(resolution)
-    primary = (prepared.binding.provider, prepared.binding.model)
-    return {
-        "request_id": request_id,
-        **{
-            name: resolved[name]
-            for name in (
-                "prompt",
-                "environment",
-                "version",
-                "variant",
-                "reason",
-                "sticky",
-                "locale",
-                "requested_locale",
-                "revision",
-                "content_hash",
-                "trace",
-            )
-        },
-        "output": completion.text,
-        "parsed": completion.parsed,
-        "answered_by": {
-            "provider": completion.provider,
-            "model": completion.model,
-            "fallback": (completion.provider, completion.model) != primary,
-        },
-        "usage": {
-            "input_tokens": completion.input_tokens,
-            "output_tokens": completion.output_tokens,
-        },
-        "cost": float(call.cost) if call is not None and call.cost is not None else None,
-        "latency_ms": round(outcome.latency_ms, 1),
-        "time_to_first_token_ms": (
-            round(completion.time_to_first_token_ms, 1)
-            if completion.time_to_first_token_ms is not None
-            else None
-        ),
-        "attempts": attempts_as_dicts(completion.attempts),
-        "shadow": list(shadows),
-        "recorded": call is not None,
-    }
-
-
-def _sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
-
-
-def _run_events(
-    prepared: PreparedRun, *, subject: str | None, request_id: str, path: str
-) -> Iterator[bytes]:
-    """Server-sent events: ``start`` (what was resolved), ``token`` per content delta, then ``done``
-    (the whole answer, as the non-streaming call gives it) or ``error`` (the 502 problem document).
-
-    The model call runs in a thread that only does network I/O; this generator, on the request's
-    thread, records the call, even when the client went away before the end."""
-    tokens: queue.Queue[tuple[str, Any]] = queue.Queue()
-    thread = threading.Thread(
-        target=lambda: tokens.put(
-            ("end", run_call(prepared, on_token=lambda t: tokens.put(("token", t))))
-        ),
-        name=f"run-{request_id}",
-        daemon=True,
-    )
-    resolved = resolution_answer(prepared.resolution)
-    outcome: CallOutcome | None = None
-    thread.start()
-    try:
-        yield _sse(
-            "start",
-            {
-                "request_id": request_id,
-                **{
-                    k: resolved[k]
-                    for k in ("prompt", "environment", "version", "variant", "locale", "revision")
-                },
-            },
-        )
-        while outcome is None:
-            try:
-                kind, value = tokens.get(timeout=STREAM_KEEPALIVE_SECONDS)
-            except queue.Empty:
-                yield b": keep-alive\n\n"
-                continue
-            if kind == "token":
-                yield _sse("token", {"text": value})
-            else:
-                outcome = value
-        call, shadows = run_record(
-            prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
-        )
-        if outcome.failure is not None:
-            yield _sse("error", _provider_problem_body(outcome, request_id=request_id, path=path))
-        else:
-            yield _sse(
-                "done",
-                run_answer(
-                    prepared,
-                    outcome,
-                    request_id=request_id,
-                    call=call,
-                    shadows=shadows,
-                ),
-            )
-    finally:
-        if outcome is None:
-            # The client left mid-stream: the model call still costs, so it is still recorded.
-            thread.join()
-            while outcome is None:
-                kind, value = tokens.get()
-                outcome = value if kind == "end" else None
-            run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
-            logger.info("Run %s: the client left before the end of the stream", request_id)
-
-
 def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
     """``GET /api/v1/environments/{environment}/bundle``: every release there, for SDKs."""
     if request.method not in {"GET", "HEAD"}:
@@ -592,7 +359,12 @@ def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
 
 
 def bundle_etag(environment: str, releases: dict[str, ServedRelease]) -> str:
-    basis = ",".join(f"{k}:{releases[k].revision}" for k in sorted(releases))
+    return revisions_etag(environment, {k: r.revision for k, r in releases.items()})
+
+
+def revisions_etag(environment: str, revisions: Mapping[str, int]) -> str:
+    """The bundle's ETag from its releases' revisions alone (the stream's ``hello`` sends it)."""
+    basis = ",".join(f"{k}:{revisions[k]}" for k in sorted(revisions))
     return '"' + hashlib.sha256(f"{environment}|{basis}".encode()).hexdigest()[:32] + '"'
 
 
@@ -622,33 +394,12 @@ def bundle_body(environment: str, releases: dict[str, ServedRelease]) -> dict[st
     }
 
 
-ROUTES: list[tuple[re.Pattern[str], Callable[..., HttpResponse]]] = [
-    (re.compile(rf"^/api/v1/prompts/{KEY}/resolve$"), resolve_view),
-    (re.compile(rf"^/api/v1/prompts/{KEY}/render$"), render_view),
-    (re.compile(rf"^/api/v1/prompts/{KEY}/run$"), run_view),
-    (re.compile(rf"^/api/v1/environments/{ENVIRONMENT}/bundle$"), bundle_view),
-]
+# Without Redis (or once it fails mid-stream), how often a stream compares revisions with the
+# database: a rollback reaches a streaming SDK within about this long.
 
 
-class RuntimeMiddleware:
-    """First in ``MIDDLEWARE``: answers the runtime paths directly, skipping the rest of the
-    stack (sessions, CSRF, auth, messages), which those paths do not use. Everything else passes."""
+STREAM_KEEPALIVE_SECONDS = 15.0  # a comment line in an event stream, so proxies keep it open
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        path = request.path_info
-        if path.startswith("/api/v1/"):
-            for pattern, view in ROUTES:
-                match = pattern.match(path)
-                if match is not None:
-                    # Django's Host check normally runs in CommonMiddleware, which is skipped here.
-                    try:
-                        request.get_host()
-                    except DisallowedHost:
-                        return _problem(
-                            problems.BAD_HOST, "The Host header is not allowed.", request
-                        )
-                    return view(request, **match.groupdict())
-        return self.get_response(request)
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()

@@ -284,4 +284,26 @@ def runtime_paths(result, generator, request, public):
             },
         }
     }
+    paths["/api/v1/environments/{environment}/stream"] = {
+        "get": {
+            "operationId": "environments_stream",
+            "summary": "Release changes in the environment, as server-sent events, for SDKs.",
+            "description": "Needs the prompts:read scope. First `event: hello` with "
+            "`{environment, etag}` (the bundle's ETag now: fetch the bundle when it differs from "
+            "yours), then `event: release` with `{prompt, revision}` for each release change in "
+            "the environment, as it happens (Redis pub/sub; without Redis, a revision check every "
+            "second). `: keep-alive` comments every 15 s. The stream ends after "
+            "`RELEASE_STREAM_MAX_SECONDS` (default 300): reconnect.",
+            "tags": ["runtime"],
+            "security": security,
+            "parameters": [_path("environment", "The environment.")],
+            "responses": {
+                "200": {
+                    "description": "The event stream.",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_problem_responses(401, 403, 404, 503),
+            },
+        }
+    }
     return result

@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from . import calls, events, prompts, releases, runtime, versions
+from . import calls, events, prompts, releases, run, runtime, stream, versions
 
 
 class PromptKeyConverter:
@@ -49,9 +49,10 @@ urlpatterns = [
     # (and reversible) behind any middleware stack.
     path("prompts/<key:key>/resolve", runtime.resolve_view, name="resolve"),
     path("prompts/<key:key>/render", runtime.render_view, name="render"),
-    path("prompts/<key:key>/run", runtime.run_view, name="run"),
+    path("prompts/<key:key>/run", run.run_view, name="run"),
     path("calls/<str:request_id>/feedback", calls.CallFeedbackApi.as_view(), name="call-feedback"),
     path("environments/<slug:environment>/bundle", runtime.bundle_view, name="bundle"),
+    path("environments/<slug:environment>/stream", stream.stream_view, name="stream"),
     path("environments", releases.EnvironmentListApi.as_view(), name="environments"),
     path("events", events.EventBatchApi.as_view(), name="events"),
     path(R, releases.ReleaseDetailApi.as_view(), name="release"),

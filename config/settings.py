@@ -83,8 +83,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: answers resolve, render and bundle itself, skipping the rest (api/runtime.py).
-    "api.runtime.RuntimeMiddleware",
+    # First: answers resolve, render and bundle itself, skipping the rest (api/middleware.py).
+    "api.middleware.RuntimeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -220,6 +220,9 @@ PROMPT_TEMPLATE_CACHE_SIZE = env_int("PROMPT_TEMPLATE_CACHE_SIZE", default=4096,
 # The release cache (releases.cache): how often each web process compares its revisions with the
 # database, in case a change message was lost.
 RELEASE_CACHE_CHECK_SECONDS = env_int("RELEASE_CACHE_CHECK_SECONDS", default=30, minimum=1)
+# The release stream (GET /api/v1/environments/{environment}/stream): each one ends after this
+# many seconds, so the client reconnects (through any load balancer) and a sync worker is freed.
+RELEASE_STREAM_MAX_SECONDS = env_int("RELEASE_STREAM_MAX_SECONDS", default=300, minimum=1)
 
 # Runs (runs/): what a call record keeps, for how long, and how much shadowing a release may do.
 # Redaction rules applied to every stored input and output: any of email, phone, card (Luhn-checked

@@ -314,7 +314,10 @@ class ReleaseCache:
             backoff = min(backoff * 2, 10.0)
 
     def _listen_once(self, ready: threading.Event, stop: threading.Event) -> None:
-        pubsub = _redis_client().pubsub(ignore_subscribe_messages=True)
+        # The client is held for the whole subscription: a throwaway one would be collected,
+        # closing its pool, and the subscription would silently drop until the next reconnect.
+        client = _redis_client()
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(channel())
             pubsub.get_message(timeout=1.0)  # the subscribe confirmation
@@ -338,6 +341,7 @@ class ReleaseCache:
                     next_check = time.monotonic() + settings.RELEASE_CACHE_CHECK_SECONDS
         finally:
             pubsub.close()
+            client.close()
 
     def _dispatch(self, message: dict) -> None:
         """One pub/sub message. Anything malformed is logged and skipped: a bad message must

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from api import runtime
+from api import run as run_module
 from registry.models import Prompt
 from releases.cache import release_cache
 from releases.resolution import resolve
@@ -314,7 +314,7 @@ def test_a_client_leaving_mid_stream_still_gets_the_call_recorded(released, mode
     prepared = run_prepare(
         resolution=resolve(served, subject=None, locale=None), variables={"customer_name": "Gil"}
     )
-    events = runtime._run_events(prepared, subject=None, request_id="left-early", path=URL)
+    events = run_module._run_events(prepared, subject=None, request_id="left-early", path=URL)
     assert next(events).startswith(b"event: start")
     events.close()
     call = Call.objects.get(request_id="left-early")

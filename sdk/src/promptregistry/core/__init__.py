@@ -1,0 +1,80 @@
+"""The SDK's pure core: no I/O, no threads, nothing from the server.
+
+The same rules as the server, in their own copies, so that a service resolves and renders
+locally exactly what the registry would answer:
+
+- ``bucketing``: the traffic-split contract (``bucket``, ``assign``, ``HASH_VERSION``);
+- ``locales``: BCP 47 tags and the ``fr-CA`` → ``fr`` → default fallback;
+- ``variables``: the check of a caller's variables against the declared ones;
+- ``rendering``: the sandboxed, bounded Jinja render of the four sections, and chat messages;
+- ``bundle``: an environment's bundle read into immutable values, and ``resolve`` over it.
+
+The client (``promptregistry.client``) fetches bundles and hands them to this package; nothing
+here imports the client.
+"""
+
+from __future__ import annotations
+
+from .bucketing import BUCKETS, HASH_VERSION, Reason, assign, bucket
+from .bundle import (
+    Bundle,
+    Canary,
+    Experiment,
+    ReleaseData,
+    ReleaseState,
+    Resolution,
+    Shadow,
+    Variant,
+    VersionData,
+    bundle_from_json,
+    resolve,
+    version_render,
+)
+from .locales import (
+    locale_fallback_chain,
+    locale_index,
+    locale_normalize,
+    locale_pick,
+    locale_pick_indexed,
+)
+from .rendering import (
+    MAX_RENDER_CHARS,
+    MAX_RENDER_STEPS,
+    SECTIONS,
+    render_sections,
+    to_messages,
+)
+from .variables import VariableSpec, VariableType, variables_validate
+
+__all__ = [
+    "BUCKETS",
+    "HASH_VERSION",
+    "MAX_RENDER_CHARS",
+    "MAX_RENDER_STEPS",
+    "SECTIONS",
+    "Bundle",
+    "Canary",
+    "Experiment",
+    "Reason",
+    "ReleaseData",
+    "ReleaseState",
+    "Resolution",
+    "Shadow",
+    "VariableSpec",
+    "VariableType",
+    "Variant",
+    "VersionData",
+    "assign",
+    "bucket",
+    "bundle_from_json",
+    "locale_fallback_chain",
+    "locale_index",
+    "locale_normalize",
+    "locale_pick",
+    "locale_pick_indexed",
+    "render_sections",
+    "resolve",
+    "to_messages",
+    "variables_validate",
+    "version_render",
+]

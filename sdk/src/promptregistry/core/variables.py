@@ -1,0 +1,178 @@
+"""The check of a caller's variables against the ones a version declares: the server's rules.
+
+A copy of ``variables_validate`` in the server's ``registry/variables.py``, so a local render
+refuses exactly what ``POST …/render`` refuses, with the same codes, details and pointers:
+``unknown_variable`` (with a near miss suggested), ``missing_variable``, ``wrong_type``. Every
+problem is listed at once.
+
+Types are JSON's: ``bool`` is never an integer, ``3.0`` is not an integer, NaN and infinities
+are not numbers. (Declarations are checked by the server when a version is written; the SDK only
+reads committed versions, so it does not repeat that check.)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from promptregistry.errors import VariablesInvalid
+
+
+class VariableType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    LIST = "list"
+    OBJECT = "object"
+
+
+@dataclass(frozen=True, slots=True)
+class VariableSpec:
+    """One declared variable; ``default`` None means "no default" (an optional variable
+    without one renders as ``None``)."""
+
+    name: str
+    type: VariableType | str = VariableType.STRING
+    required: bool = True
+    default: object = None
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VariableSpec:
+        """A spec from its JSON form, as the server reads it: an unknown ``type`` stays the raw
+        value (and makes every value a ``wrong_type``), and ``required`` defaults to "no default
+        given"."""
+        raw_type = data.get("type", VariableType.STRING)
+        kind: Any
+        try:
+            kind = VariableType(raw_type)
+        except (ValueError, TypeError):
+            kind = raw_type
+        default = data.get("default")
+        return cls(
+            name=data.get("name", ""),
+            type=kind,
+            required=data.get("required", default is None),
+            default=default,
+            description=data.get("description", ""),
+        )
+
+
+def value_matches(kind: VariableType, value: object) -> bool:
+    """Whether ``value`` is a JSON value of type ``kind`` (``bool`` is not a number)."""
+    match kind:
+        case VariableType.STRING:
+            return isinstance(value, str)
+        case VariableType.INTEGER:
+            return isinstance(value, int) and not isinstance(value, bool)
+        case VariableType.NUMBER:
+            if isinstance(value, bool):
+                return False
+            if isinstance(value, float):
+                return math.isfinite(value)
+            return isinstance(value, int)
+        case VariableType.BOOLEAN:
+            return isinstance(value, bool)
+        case VariableType.LIST:
+            return isinstance(value, list)
+        case VariableType.OBJECT:
+            return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+    return False
+
+
+def describe_value(value: object) -> str:
+    """The JSON name of a value's type, with an article, for problem details."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number" if math.isfinite(value) else "a non-finite number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        if all(isinstance(key, str) for key in value):
+            return "an object"
+        return "an object with non-string keys"
+    return f"a {type(value).__name__}"
+
+
+def _with_article(kind: VariableType) -> str:
+    return f"an {kind.value}" if kind.value[0] in "aeiou" else f"a {kind.value}"
+
+
+def _pointer_token(token: object) -> str:
+    """Escape one JSON Pointer reference token (RFC 6901: ``~`` then ``/``)."""
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def _problem(code: str, detail: str, pointer: str) -> dict[str, object]:
+    return {"code": code, "detail": detail, "pointer": pointer}
+
+
+def variables_validate(
+    specs: Sequence[VariableSpec | Mapping[str, Any]],
+    values: Mapping[str, object],
+    *,
+    pointer: str = "/variables",
+) -> dict[str, object]:
+    """Check a caller's values against the declarations; return the values to render with.
+
+    ``specs`` are ``VariableSpec``s or their JSON form (as a bundle carries them). Raises one
+    ``VariablesInvalid`` listing every problem. The result holds exactly the declared names, in
+    declaration order: an optional variable left out (or sent as null) gets a copy of its
+    default, or ``None``, so ``{% if tone %}`` works under ``StrictUndefined``.
+    """
+    parsed = [
+        spec if isinstance(spec, VariableSpec) else VariableSpec.from_dict(spec) for spec in specs
+    ]
+    problems: list[dict[str, object]] = []
+    declared = {spec.name: spec for spec in parsed}
+    for key in values:
+        if key not in declared:
+            near = difflib.get_close_matches(str(key), list(declared), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else "."
+            problems.append(
+                _problem(
+                    "unknown_variable",
+                    f"'{key}' is not a variable of this version{hint}",
+                    f"{pointer}/{_pointer_token(key)}",
+                )
+            )
+
+    resolved: dict[str, object] = {}
+    for spec in parsed:
+        at = f"{pointer}/{_pointer_token(spec.name)}"
+        value = values.get(spec.name)
+        if value is None:
+            if spec.required:
+                problems.append(
+                    _problem("missing_variable", f"The variable '{spec.name}' is required.", at)
+                )
+            resolved[spec.name] = copy.deepcopy(spec.default)
+            continue
+        kind = spec.type if isinstance(spec.type, VariableType) else None
+        if kind is None or not value_matches(kind, value):
+            expected = _with_article(kind) if kind is not None else f"a {spec.type!r}"
+            problems.append(
+                _problem(
+                    "wrong_type",
+                    f"'{spec.name}' must be {expected}, not {describe_value(value)}.",
+                    at,
+                )
+            )
+        resolved[spec.name] = value
+
+    if problems:
+        raise VariablesInvalid(problems)
+    return resolved

@@ -1,0 +1,353 @@
+"""A resolved prompt: what ``Client.get`` answers.
+
+A ``Prompt`` is one resolution (which version, variant and locale a subject gets, and why) with
+the means to use it: ``render`` the chat messages locally, ``run`` them through the caller's
+OpenAI client, and ``report`` how the call went. Building one costs a few attribute stores (it is
+on ``get``'s hot path); copies of the bundle's data are made only when asked for.
+
+Reporting never raises and never blocks: an event is shaped into JSON and queued on the client's
+``Reporter``, which sends it in the background (``promptregistry.reporting``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import numbers
+import os
+import time
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from .core import Resolution, to_messages, version_render
+from .errors import RegistryError
+
+if TYPE_CHECKING:
+    from .reporting import Reporter
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Prompt"]
+
+# Values JSON carries as they are (a float only when finite, hence not here).
+_PLAIN = frozenset({str, int, bool})
+# Deeper than any variables a prompt declares: past it a value is sent as text.
+_MAX_DEPTH = 32
+_UNSET: Any = object()
+
+
+class Prompt:
+    """The prompt ``key`` as the environment serves it to one subject.
+
+    What was chosen and why: ``version`` (its number), ``variant`` (``stable``, ``canary`` or the
+    experiment variant), ``reason``, ``sticky`` (False when no subject was given and one was drawn
+    for this call), ``locale`` (the one used) and ``requested_locale``, ``revision`` (the release's),
+    ``bucket`` and ``salt`` (to recompute the draw), ``shadow`` (shadow versions sampled for this
+    call; the SDK does not run them). What it holds: ``model`` (the binding: provider, model,
+    parameters, response_schema, fallbacks), ``variables`` (the declared specs) and ``sections``
+    (the raw templates in ``locale``): copies, the caller's to change. And where it came
+    from: ``source`` (``live``, ``last-known-good`` or ``fallback``), ``environment``, ``subject``.
+    """
+
+    __slots__ = (
+        "_model",
+        "_reporter",
+        "environment",
+        "resolution",
+        "source",
+        "subject",
+    )
+
+    def __init__(
+        self,
+        resolution: Resolution,
+        *,
+        source: str,
+        reporter: Reporter | None = None,
+        environment: str | None = None,
+        subject: str | None = None,
+    ) -> None:
+        self.resolution = resolution
+        self.source = source
+        self.environment = environment or resolution.environment
+        self.subject = subject if subject is not None else resolution.subject
+        self._reporter = reporter
+        self._model: dict[str, Any] | None = None
+
+    # --- what was resolved --------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return self.resolution.prompt
+
+    @property
+    def version(self) -> int:
+        return self.resolution.number
+
+    @property
+    def variant(self) -> str:
+        return self.resolution.variant
+
+    @property
+    def reason(self) -> str:
+        return str(self.resolution.reason)
+
+    @property
+    def sticky(self) -> bool:
+        return self.resolution.sticky
+
+    @property
+    def locale(self) -> str:
+        return self.resolution.locale
+
+    @property
+    def requested_locale(self) -> str:
+        return self.resolution.requested_locale
+
+    @property
+    def revision(self) -> int:
+        return self.resolution.revision
+
+    @property
+    def bucket(self) -> int | None:
+        return self.resolution.bucket
+
+    @property
+    def salt(self) -> str:
+        return self.resolution.salt
+
+    @property
+    def shadow(self) -> tuple[int, ...]:
+        return self.resolution.shadow
+
+    @property
+    def content_hash(self) -> str:
+        return self.resolution.version.content_hash
+
+    @property
+    def model(self) -> dict[str, Any]:
+        # The bundle's binding is shared by every resolution: the caller gets its own copy.
+        if self._model is None:
+            self._model = copy.deepcopy(dict(self.resolution.version.model))
+        return self._model
+
+    @property
+    def variables(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(dict(spec)) for spec in self.resolution.version.variables]
+
+    @property
+    def sections(self) -> dict[str, str]:
+        return dict(self.resolution.version.templates[self.resolution.locale])
+
+    # --- using it -----------------------------------------------------------------------------
+
+    def render_sections(self, /, **variables: Any) -> dict[str, str]:
+        """The four sections rendered with ``variables``, checked against the declared ones first,
+        exactly as the registry's ``render`` answers ``rendered``. Raises ``VariablesInvalid``
+        (every problem listed) or ``RenderError``."""
+        return version_render(
+            self.resolution.version, locale=self.resolution.locale, variables=variables
+        )
+
+    def render(self, /, **variables: Any) -> list[dict[str, str]]:
+        """OpenAI chat messages: a ``system`` message from the system section, then one ``user``
+        message of context, instruction and format joined by blank lines (empty ones left out)."""
+        return to_messages(self.render_sections(**variables))
+
+    def run(self, openai_client: Any, /, **variables: Any) -> Any:
+        """Renders the messages, calls ``openai_client.chat.completions.create`` with the bound
+        model and parameters (and a ``json_schema`` response format when the binding has a
+        response schema), reports the outcome, and returns the completion.
+
+        Latency, token usage, the inputs and the answer's text are reported (the registry stores
+        them redacted). A failing call is reported with status ``error`` and the exception's
+        class, then re-raised. The binding's fallbacks are not tried: they name the registry's
+        providers, which ``openai_client`` may not reach (the registry's own ``run`` tries them).
+        Bad variables raise before any call, and are not reported."""
+        messages = self.render(**variables)
+        binding = self.resolution.version.model
+        model_name = binding.get("model")
+        if not isinstance(model_name, str) or not model_name:
+            raise RegistryError(f"{self.key} v{self.version} has no model binding to run.")
+        parameters = binding.get("parameters")
+        kwargs: dict[str, Any] = copy.deepcopy(dict(parameters)) if parameters else {}
+        schema = binding.get("response_schema")
+        if schema:
+            # As the registry's own run sends it (runs/providers.py): not strict, so a schema that
+            # OpenAI's strict mode refuses still runs.
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "response",
+                    "schema": copy.deepcopy(dict(schema)),
+                    "strict": False,
+                },
+            }
+        provider = binding.get("provider") or None
+        started = time.perf_counter()
+        try:
+            completion = openai_client.chat.completions.create(
+                model=model_name, messages=messages, **kwargs
+            )
+        except Exception as exc:
+            self.report(
+                status="error",
+                error_class=type(exc).__name__,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                inputs=variables,
+                provider=provider,
+                model=model_name,
+            )
+            raise
+        latency_ms = (time.perf_counter() - started) * 1000
+        usage = getattr(completion, "usage", None)
+        self.report(
+            latency_ms=latency_ms,
+            input_tokens=getattr(usage, "prompt_tokens", None),
+            output_tokens=getattr(usage, "completion_tokens", None),
+            inputs=variables,
+            output=_answer_text(completion),
+            provider=provider,
+            model=model_name,
+        )
+        return completion
+
+    def report(
+        self,
+        *,
+        latency_ms: float | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        feedback: float | None = None,
+        status: str = "ok",
+        error_class: str = "",
+        output: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        cost: float | None = None,
+        time_to_first_token_ms: float | None = None,
+        provider: str | None = _UNSET,
+        model: str | None = _UNSET,
+        request_id: str | None = None,
+    ) -> bool:
+        """Queues the outcome of a call made with this prompt for ``POST /api/v1/events``.
+
+        Returns True when queued; False when reporting is off, the queue is full (counted in the
+        reporter's ``dropped``), the prompt is a fallback without a version number, or the values
+        could not even be shaped into JSON. Never raises and never waits for the network: values
+        the registry refuses (a negative latency, a feedback of 5) are queued as they are and
+        counted in the reporter's ``rejected`` when it answers.
+
+        ``provider`` and ``model`` default to the binding's, so the registry can price the tokens
+        (``cost`` left out); pass None to leave them out.
+        """
+        reporter = self._reporter
+        if reporter is None or self.resolution.number < 1:
+            return False
+        try:
+            resolution = self.resolution
+            event: dict[str, Any] = {
+                # Set when queued: a retried batch carries the same ids, so it is stored once.
+                "event_id": _uuid4(),
+                "occurred_at": _now_rfc3339(),
+                "prompt": resolution.prompt,
+                "version": resolution.number,
+                "environment": self.environment,
+                "variant": resolution.variant,
+                "sticky": resolution.sticky,
+                "locale": resolution.locale,
+                "release_revision": resolution.revision,
+                "status": _json_safe(status),
+            }
+            if self.subject:
+                event["subject"] = self.subject
+            binding = resolution.version.model
+            for name, value in (
+                ("latency_ms", latency_ms),
+                ("time_to_first_token_ms", time_to_first_token_ms),
+                ("input_tokens", input_tokens),
+                ("output_tokens", output_tokens),
+                ("cost", cost),
+                ("feedback", feedback),
+                ("error_class", error_class or None),
+                ("provider", (binding.get("provider") or None) if provider is _UNSET else provider),
+                ("model", (binding.get("model") or None) if model is _UNSET else model),
+                ("request_id", request_id),
+                ("inputs", inputs),
+                ("output", output),
+            ):
+                if value is not None:
+                    # Plain values (nearly all of them) skip the walk through _json_safe.
+                    event[name] = value if type(value) in _PLAIN else _json_safe(value)
+        # Reporting must never break the caller's request: whatever the values are, the worst
+        # outcome is a lost event, logged.
+        except Exception:
+            logger.warning("Prompt registry: an outcome of %s could not be shaped", self.key)
+            return False
+        return reporter.put(event)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Prompt {self.key} v{self.version} variant={self.variant} locale={self.locale} "
+            f"source={self.source}>"
+        )
+
+
+def _uuid4() -> str:
+    """A random (version 4) UUID as text. ``str(uuid.uuid4())`` builds and checks a UUID object
+    first, several times the cost of formatting the 16 random bytes, on the caller's thread."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# The formatted second of the last timestamp: a report formats only the milliseconds. A tuple, so
+# threads swap it whole.
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _now_rfc3339() -> str:
+    """Now in UTC, RFC 3339 to the millisecond: ``2025-05-01T12:00:03.120Z``."""
+    global _last_second
+    now = time.time()
+    second = int(now)
+    cached = _last_second
+    if cached[0] != second:
+        cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _last_second = cached
+    return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
+
+
+def _answer_text(completion: Any) -> str | None:
+    choices = getattr(completion, "choices", None) or [None]
+    text = getattr(getattr(choices[0], "message", None), "content", None)
+    return text if isinstance(text, str) else None
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON can carry it, so one odd value can never stop a whole batch from being
+    encoded: numbers that are not JSON numbers (NaN, infinities) and objects JSON has no type for
+    become text, which the registry then refuses in that event alone (``wrong_type``), or stores
+    as text inside ``inputs``."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth >= _MAX_DEPTH:
+        return str(value)
+    if isinstance(value, Mapping):
+        return {
+            key if isinstance(key, str) else str(key): _json_safe(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(item, depth + 1) for item in value]
+    if isinstance(value, numbers.Integral):  # numpy's integers, for one
+        return int(value)
+    if isinstance(value, numbers.Real | Decimal):
+        number = float(value)
+        return number if math.isfinite(number) else str(value)
+    return str(value)

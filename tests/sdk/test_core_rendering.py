@@ -1,0 +1,279 @@
+"""The SDK's rendering (promptregistry.core.rendering) against the server's (registry.rendering):
+the same sections and chat messages for the demo prompts, with sample and generated variables,
+and the same refusals (codes, details, pointers, lines) for templates that fail. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from promptregistry.core import VersionData, version_render
+from promptregistry.core import rendering as sdk
+from promptregistry.errors import RegistryError as SdkError
+from promptregistry.errors import RenderError
+
+from api.demo_data import PROMPTS
+from registry import rendering as server
+from registry.errors import ProblemsError
+from registry.variables import VariableSpec, variables_validate
+
+# Sample variables for each demo prompt, as a service would send them.
+SAMPLES: dict[str, dict[str, Any]] = {
+    "support.refund-reply": {"customer_name": "Zoé", "order_id": "A-17", "refund_amount": 42.5},
+    "support.ticket-triage": {"ticket": "Where is my parcel?\nOrdered two weeks ago. Chargeback?"},
+    "marketing.product-description": {
+        "product_name": "Trail 40 backpack",
+        "features": ["40 litres", "rain cover", "hip belt"],
+        "tone": "playful",
+    },
+    "engineering.code-review-summary": {
+        "diff": "--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a = 1\n+a = 2\n",
+        "max_items": 3,
+    },
+    "sales.meeting-recap": {
+        "transcript": "Ana: we sign in May.\nBo: pricing next week.",
+        "attendees": ["Ana", "Bo"],
+    },
+    "search.query-rewrite": {"query": "gtx boots wmns 38"},
+}
+
+# (prompt key, version number, locale) for every demo version and translation.
+DEMO_CASES = [
+    (prompt["key"], number, locale)
+    for prompt in PROMPTS
+    for number, version in enumerate(prompt["versions"], start=1)
+    for locale in version["templates"]
+]
+
+
+def demo_version(key: str, number: int) -> dict[str, Any]:
+    prompt = next(p for p in PROMPTS if p["key"] == key)
+    return prompt["versions"][number - 1]
+
+
+def server_outcome(
+    version: dict[str, Any], locale: str, values: dict[str, Any], **limits: int
+) -> tuple[str, Any]:
+    """What ``POST …/render`` computes: validate, render the locale's sections, messages."""
+    try:
+        checked = variables_validate(
+            [VariableSpec.from_dict(v) for v in version["variables"]], values
+        )
+        rendered = server.render_sections(
+            sections=server.Sections.from_mapping(version["templates"][locale]),
+            variables=checked,
+            locale=locale,
+            **limits,
+        )
+    except ProblemsError as exc:
+        return (type(exc).__name__, exc.message, [p.as_dict() for p in exc.problems])
+    return ("ok", rendered.as_dict(), server.to_messages(rendered))
+
+
+def sdk_outcome(
+    version: dict[str, Any], locale: str, values: dict[str, Any], **limits: int
+) -> tuple[str, Any]:
+    data = VersionData(
+        number=1,
+        content_hash="",
+        variables=tuple(version["variables"]),
+        model=version["model"],
+        templates=version["templates"],
+    )
+    try:
+        rendered = version_render(data, locale=locale, variables=values, **limits)
+    except SdkError as exc:
+        # The server splits templates that cannot run (TemplateInvalid) from renders that
+        # failed (RenderFailed); the SDK's single RenderError keeps the server's message.
+        kind = {
+            "The prompt's templates are not valid.": "TemplateInvalid",
+            "The prompt could not be rendered with these variables.": "RenderFailed",
+        }.get(exc.message, type(exc).__name__)
+        return (kind, exc.message, exc.errors)  # type: ignore[attr-defined]
+    return ("ok", rendered, sdk.to_messages(rendered))
+
+
+@pytest.mark.parametrize(("key", "number", "locale"), DEMO_CASES)
+def test_a_demo_prompt_renders_as_on_the_server(key, number, locale):
+    version = demo_version(key, number)
+
+    outcome = sdk_outcome(version, locale, SAMPLES[key])
+
+    assert outcome == server_outcome(version, locale, SAMPLES[key])
+    assert outcome[0] == "ok"
+    assert outcome[2][0]["role"] == "system"
+
+
+def test_the_refund_reply_renders_what_the_customer_reads():
+    _, sections, messages = sdk_outcome(
+        demo_version("support.refund-reply", 3), "en", SAMPLES["support.refund-reply"]
+    )
+
+    assert sections["context"].endswith("Customers have 30 days to ask for a refund.")
+    assert messages == [
+        {"role": "system", "content": sections["system"]},
+        {
+            "role": "user",
+            "content": f"{sections['context']}\n\n{sections['instruction']}\n\n{sections['format']}",
+        },
+    ]
+
+
+# Generated values of each declared type: text with Jinja-looking and odd characters, numbers of
+# every size, lists; sometimes an optional variable is left out or a required one is missing.
+text = st.lists(
+    st.one_of(st.characters(codec="utf-8"), st.sampled_from(["{{", "}}", "{%", "\n", " "])),
+    max_size=30,
+).map("".join)
+BY_TYPE = {
+    "string": text,
+    "integer": st.integers(),
+    "number": st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False)),
+    "list": st.lists(st.one_of(text, st.integers()), max_size=4),
+}
+
+
+@st.composite
+def demo_values(draw: st.DrawFn) -> tuple[str, int, str, dict[str, Any]]:
+    key, number, locale = draw(st.sampled_from(DEMO_CASES))
+    values: dict[str, Any] = {}
+    for spec in demo_version(key, number)["variables"]:
+        if draw(st.integers(min_value=0, max_value=9)) == 0:
+            continue  # left out: the default, or a missing_variable on both sides
+        values[spec["name"]] = draw(BY_TYPE[spec.get("type", "string")])
+    if draw(st.integers(min_value=0, max_value=9)) == 0:
+        values["unexpected"] = draw(text)
+    return key, number, locale, values
+
+
+@settings(max_examples=300)
+@given(demo_values())
+def test_generated_values_render_as_on_the_server(case):
+    key, number, locale, values = case
+    version = demo_version(key, number)
+
+    assert sdk_outcome(version, locale, values) == server_outcome(version, locale, values)
+
+
+@pytest.mark.parametrize("max_chars", [1, 40, 120, 400])
+def test_the_output_cap_refuses_the_same_renders(max_chars):
+    version = demo_version("support.refund-reply", 3)
+    values = SAMPLES["support.refund-reply"]
+
+    outcome = sdk_outcome(version, "en", values, max_chars=max_chars)
+
+    assert outcome == server_outcome(version, "en", values, max_chars=max_chars)
+    if max_chars < 400:
+        assert outcome[2][0]["code"] == "render_too_large"
+
+
+def one_section(template: str) -> dict[str, Any]:
+    return {
+        "variables": [
+            {"name": "items", "type": "list", "required": False, "default": [3, 1, 2]},
+            {"name": "profile", "type": "object", "required": False, "default": {"a": 1}},
+        ],
+        "model": {},
+        "templates": {"fr": {"system": "Bonjour.", "instruction": template}},
+    }
+
+
+# Each of these fails (or nearly fails) on the server; the SDK must answer alike, to the letter.
+TEMPLATES = [
+    "{{ missing }}",
+    "{{ profile.b }}",
+    "{{ profile['b'] }}",
+    "{{ 1 / 0 }}",
+    "{{ items.__class__ }}",
+    "{{ items|attr('__class__') }}",
+    "{% set n = '__cla' ~ 'ss__' %}{{ items|attr(n) }}",  # refused at run time, not statically
+    "{{ '{0.__class__}'.format(items) }}",
+    "{{ items.append(4) }}",
+    "{% include 'other' %}",
+    "{{ items|nosuchfilter }}",
+    "{% if items is nosuchtest %}x{% endif %}",
+    "{% if %}",
+    "line one\n{{ 'x' * 10000000 }}",
+    "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+    "{{ range(200000)|list }}",
+    "{{ lipsum(100000) }}",
+    "{{ items|map('string') }}",
+    "{{ cycler }}",
+    "{{ '%*d' % (10000000, 1) }}",
+    "{{ 'ab'|center(10000000) }}",
+    "{{ 10 ** 100000 }}",
+    "{{ items|join(', ') }} / {{ items|sort|list }} / {{ profile|tojson }}",
+    "{% set ns = namespace(n=0) %}{% for i in items %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
+    "{{ items|sum }} {{ items|max }} {{ '%.2f'|format(3.14159) }}",
+    "   padded {{ items|first }}   \n\n",
+]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_failing_or_tricky_template_gets_the_server_answer(template):
+    version = one_section(template)
+
+    outcome = sdk_outcome(version, "fr", {})
+
+    assert outcome == server_outcome(version, "fr", {})
+
+
+def test_a_forbidden_access_names_section_locale_and_line():
+    with pytest.raises(RenderError) as caught:
+        sdk.render_sections(
+            sections={"context": "ok\n{{ x.__class__ }}"}, variables={"x": 1}, locale="fr"
+        )
+
+    assert caught.value.errors == [
+        {
+            "code": "template_forbidden",
+            "detail": "The context section (fr), line 2: Templates cannot reach the attribute "
+            "'__class__'.",
+            "pointer": "/templates/fr/context",
+            "line": 2,
+        }
+    ]
+
+
+def test_an_unknown_section_is_refused_rather_than_dropped():
+    with pytest.raises(RenderError) as caught:
+        sdk.render_sections(sections={"instructions": "Hi"}, variables={})
+
+    assert [e["code"] for e in caught.value.errors] == ["unknown_section"]
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        sdk.render_sections(sections={"system": "x"}, variables={}, max_steps=0)
+
+
+def test_a_section_compiles_once():
+    sdk.compile_cache_clear()
+    sections = {"system": "Hello {{ name }}", "instruction": "Bye {{ name }}"}
+
+    for _ in range(3):
+        sdk.render_sections(sections=sections, variables={"name": "Ana"})
+
+    info = sdk.compile_cache_info()
+    assert (info.misses, info.hits, info.size) == (2, 4, 2)
+
+
+@pytest.mark.parametrize(
+    ("sections", "messages"),
+    [
+        ({"system": "", "context": "", "instruction": "", "format": ""}, []),
+        ({"system": "S", "context": "", "instruction": "", "format": ""}, [("system", "S")]),
+        ({"system": "", "context": "C", "instruction": "", "format": "F"}, [("user", "C\n\nF")]),
+        (
+            {"system": "S", "context": "C", "instruction": "I", "format": "F"},
+            [("system", "S"), ("user", "C\n\nI\n\nF")],
+        ),
+    ],
+)
+def test_messages_are_the_server_messages(sections, messages):
+    expected = [{"role": role, "content": content} for role, content in messages]
+
+    assert sdk.to_messages(sections) == expected
+    assert server.to_messages(server.Sections(**sections)) == expected
