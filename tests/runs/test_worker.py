@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_SECONDS = 60.0
+VISIBILITY_TIMEOUT_SECONDS = 3  # a killed worker's job comes back this soon (production: an hour)
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -104,8 +105,7 @@ def worker(settings, needs_redis, tmp_path) -> Iterator[Worker]:
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_QUEUE": queue,
-        # A killed worker's job comes back this soon (production: an hour).
-        "CELERY_VISIBILITY_TIMEOUT": "3",
+        "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS),
         "DATABASE_CONN_MAX_AGE": "0",
     }
     worker = Worker(queue, tmp_path / "worker.log", env)
@@ -187,6 +187,9 @@ def test_a_job_taken_by_a_worker_that_dies_is_run_by_the_next(shadowing, worker,
     )
     worker.kill()
     assert ShadowRun.objects.get().status == ShadowRun.Status.PENDING
+    # Redis gives an unacknowledged job back once its visibility timeout has passed; a worker
+    # restores such jobs when it starts.
+    time.sleep(VISIBILITY_TIMEOUT_SECONDS + 0.5)
     worker.start()
     wait_for(finished(1), "the job to be redelivered and finished")
     run = ShadowRun.objects.get()
