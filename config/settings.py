@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "registry",
     "releases",
     "runs",
+    "evaluations",
     "api",
 ]
 
