@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from runs.events import MAX_EVENTS, IngestResult, RejectedEvent, events_ingest
+from runs.models import Call
 
 from .models import Scope
 from .permissions import HasScope
@@ -33,9 +34,7 @@ class EventSerializer(serializers.Serializer):
     prompt = serializers.CharField(help_text="The prompt's key.")
     version = serializers.IntegerField(min_value=1, help_text="A committed version's number.")
     environment = serializers.CharField()
-    # Not a ChoiceField: its enum would collide in the schema with the version's ``status``
-    # (drf-spectacular warns) until ENUM_NAME_OVERRIDES names both.
-    status = serializers.CharField(help_text="`ok` or `error`.")
+    status = serializers.ChoiceField(choices=Call.Status.choices)
     occurred_at = serializers.DateTimeField(
         required=False,
         help_text="RFC 3339 with an offset; at most 5 minutes ahead, no older than the retention."

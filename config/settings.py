@@ -207,6 +207,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two fields called status, two enums: each gets its own name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "VersionStatusEnum": "registry.models.PromptVersion.Status",
+        "CallStatusEnum": "runs.models.Call.Status",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.runtime_paths",  # the runtime path's plain Django views
