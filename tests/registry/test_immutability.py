@@ -150,8 +150,9 @@ def test_deleting_the_author_of_a_committed_version_keeps_the_label(prompt):
     assert (version.author_label, version.committed_by_label) == ("alice", "alice")
 
 
-def test_prompt_authors_have_exactly_the_permissions_of_migration_0003():
+def test_prompt_authors_have_exactly_the_permissions_of_their_migrations():
     migration = importlib.import_module("registry.migrations.0003_prompt_authors_group")
+    datasets = importlib.import_module("evaluations.migrations.0002_prompt_authors_write_datasets")
     expected = {
         f"{action}_{model}" for model, actions in migration.PERMISSIONS for action in actions
     }
@@ -159,7 +160,9 @@ def test_prompt_authors_have_exactly_the_permissions_of_migration_0003():
     group = Group.objects.get(name="Prompt authors")
 
     granted = set(group.permissions.values_list("content_type__app_label", "codename"))
-    assert granted == {("registry", codename) for codename in expected}
+    assert granted == {("registry", codename) for codename in expected} | {
+        ("evaluations", codename) for codename in datasets.CODENAMES
+    }
     assert "commit_promptversion" in expected
     assert not {"delete_prompt", "add_group"} & {codename for _app, codename in granted}
     assert Permission.objects.filter(codename="commit_promptversion").exists()
