@@ -62,7 +62,8 @@ def test_down_at_start_serves_the_last_known_good_and_says_so(
     status = client.status
     assert status.source == "last-known-good"
     assert status.stale is True
-    assert "ConnectError" in status.last_error
+    # Refused, or accepted by the closing proxy and reset: either way the registry is not there.
+    assert status.last_error.split(":")[0] in {"ConnectError", "ReadError", "RemoteProtocolError"}
     assert status.etag == live.status.etag
     assert answers(client) == expected
     assert client.get(KEY, subject="user-1").source == "last-known-good"
