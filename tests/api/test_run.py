@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from api import run as run_module
 from registry.models import Prompt
@@ -383,3 +384,39 @@ def test_a_failed_live_call_queues_no_shadow(
         )
     assert response.status_code == 502
     assert queued == []
+
+
+def test_with_the_database_down_a_run_is_a_503_and_calls_no_model(
+    released, model_server, runner, database_down
+) -> None:
+    body = {"environment": "staging", "variables": {"customer_name": "Jo"}}
+    assert run(runner, body).status_code == 200  # the release and the key are cached now
+    calls_before = len(model_server.requests.for_path(CHAT))
+
+    database_down()
+
+    # The release is served from memory, but the providers' settings live in the database.
+    response = run(runner, body)
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"].endswith("/database-unavailable")
+    assert response["Retry-After"] == "5"
+    assert len(model_server.requests.for_path(CHAT)) == calls_before
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024)
+def test_an_oversized_run_body_is_a_413_and_calls_no_model(released, model_server, runner):
+    response = run(runner, {"environment": "staging", "variables": {"customer_name": "A" * 4096}})
+    assert response.status_code == 413
+    assert response.json()["type"].endswith("/request-too-large")
+    assert model_server.requests.for_path(CHAT) == []
+    assert not Call.objects.exists()
+
+
+def test_a_run_body_that_is_not_json_is_refused(released, model_server, runner):
+    form = runner.post(URL, {"environment": "staging"})
+    broken = runner.post(URL, "{not json", content_type="application/json")
+    assert form.status_code == 415
+    assert broken.status_code == 400
+    assert broken.json()["type"].endswith("/malformed-request")
+    assert model_server.requests.for_path(CHAT) == []
