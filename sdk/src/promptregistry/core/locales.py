@@ -1,6 +1,7 @@
 """BCP 47 language tags and the locale fallback ``fr-CA`` → ``fr`` → the prompt's default.
 
-The server's rules, copied (``registry/locales.py``): a language (2–3 letters, or 5–8), an
+The one implementation of these rules: the server's ``registry.locales`` wraps this module. A
+language (2–3 letters, or 5–8), an
 optional script (4 letters), an optional region (2 letters or 3 digits) and optional variants;
 extensions and private use are refused; ``_`` reads as ``-``. Tags compare in canonical case
 (``zh-hant-tw`` → ``zh-Hant-TW``), and a more specific tag than the one asked for is never
