@@ -142,7 +142,7 @@ DOMAIN_EXTRAS: dict[type[Exception], Any] = {
     registry_errors.DraftExists: lambda e: {"draft_number": e.draft_number},
     registry_errors.DraftConflict: lambda e: {"current_tag": e.current_tag},
     release_errors.ReleaseConflict: lambda e: {"current_revision": e.current_revision},
-    release_errors.PromotionBlocked: lambda e: {"gate": e.gate},
+    release_errors.PromotionBlocked: lambda e: {"gate": e.gate, "failed_gates": list(e.failed)},
     EventBatchTooLarge: lambda e: {"max_events": e.limit},
 }
 

@@ -80,6 +80,7 @@ def release_representation(release: Release) -> dict:
             {
                 "name": state.experiment.name,
                 "salt": state.experiment.salt,
+                "planned_calls": state.experiment.planned_calls,
                 "variants": [
                     {"name": v.name, "version": v.version, "percent": v.weight / 100}
                     for v in state.experiment.variants
@@ -127,6 +128,7 @@ class ReleaseOutputSerializer(serializers.Serializer):
     class ExperimentSerializer(serializers.Serializer):
         name = serializers.CharField()
         salt = serializers.CharField()
+        planned_calls = serializers.IntegerField(allow_null=True)
         variants = serializers.ListField(child=serializers.DictField())
 
         class Meta:
@@ -224,8 +226,19 @@ class _Reason(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
+class _Promotion(_Reason):
+    """A change that puts a version in front of traffic: the promotion gates are consulted."""
+
+    override_gates = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Release even if promotion gates fail; needs a reason, which the release "
+        "history keeps with the gates overridden.",
+    )
+
+
 class ReleaseDeployApi(ReleaseChangeApi):
-    class InputSerializer(_Reason):
+    class InputSerializer(_Promotion):
         version = serializers.IntegerField(min_value=1)
 
         class Meta:
@@ -243,7 +256,7 @@ PERCENT = {"max_digits": 5, "decimal_places": 2, "min_value": 0, "max_value": 10
 
 
 class ReleaseCanaryStartApi(ReleaseChangeApi):
-    class InputSerializer(_Reason):
+    class InputSerializer(_Promotion):
         version = serializers.IntegerField(min_value=1)
         percent = serializers.DecimalField(**PERCENT)
 
@@ -274,7 +287,7 @@ class ReleaseCanaryPercentApi(ReleaseChangeApi):
 
 
 class ReleaseCanaryPromoteApi(ReleaseChangeApi):
-    class InputSerializer(_Reason):
+    class InputSerializer(_Promotion):
         class Meta:
             ref_name = "ReleaseCanaryPromoteInput"
 
@@ -311,10 +324,17 @@ class _VariantInput(serializers.Serializer):
 class ReleaseExperimentStartApi(ReleaseChangeApi):
     VariantSerializer = _VariantInput
 
-    class InputSerializer(_Reason):
+    class InputSerializer(_Promotion):
         name = serializers.CharField(max_length=100)
         # Nested, so that a bad variant's error points at /variants/<i>/<field>.
         variants = serializers.ListSerializer(child=_VariantInput(), min_length=2, max_length=10)
+        planned_calls = serializers.IntegerField(
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="Sticky calls (all variants) to collect before the final analysis; the "
+            "results correct each earlier look against it. Fixed for the experiment's life.",
+        )
 
         class Meta:
             ref_name = "ReleaseExperimentStartInput"
@@ -330,7 +350,7 @@ class ReleaseExperimentStartApi(ReleaseChangeApi):
 
 
 class ReleaseExperimentStopApi(ReleaseChangeApi):
-    class InputSerializer(_Reason):
+    class InputSerializer(_Promotion):
         winner = serializers.CharField(required=False, allow_null=True, default=None, max_length=50)
 
         class Meta:
@@ -407,7 +427,14 @@ class ReleaseEventSerializer(serializers.Serializer):
     before = serializers.JSONField()
     after = serializers.JSONField()
     restores = serializers.IntegerField(source="restores_id", allow_null=True)
+    overridden_gates = serializers.SerializerMethodField(
+        help_text="The failing promotion gates this change was released past (the reason says "
+        "why); empty when none were."
+    )
     created_at = serializers.DateTimeField()
+
+    def get_overridden_gates(self, event) -> list[dict]:
+        return event.overridden_gates or []
 
 
 class ReleaseHistoryApi(APIView):

@@ -90,3 +90,225 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class EvalRun(models.Model):
+    """One version of a prompt run over one dataset's cases, scored case by case.
+
+    Runs are done by Celery tasks in batches of cases; every scored case is an ``EvalResult``
+    unique per run and case key, so a batch redelivered after a worker restart skips what is
+    already scored and progress is simply results / ``total_cases``. ``baseline`` is the run of
+    the stable version over the same cases that the report compares against.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="eval_runs")
+    version = models.ForeignKey(
+        "registry.PromptVersion", on_delete=models.PROTECT, related_name="eval_runs"
+    )
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="runs")
+    include_holdout = models.BooleanField(
+        default=False, help_text="Gate runs score the frozen holdout too; authors' runs never do."
+    )
+    environment = models.ForeignKey(
+        "releases.Environment",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Whose stable version is the baseline.",
+    )
+    baseline = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total_cases = models.PositiveIntegerField(default=0)
+    # The dataset as the run saw it: a later import makes the run stale for gates.
+    dataset_updated_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by_label = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["version", "dataset", "-created_at"], name="evalrun_version_recent"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Eval run {self.pk} ({self.status})"
+
+
+class EvalResult(models.Model):
+    """One case of one eval run: the output and its score."""
+
+    run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="results")
+    # The key, not only the row: a re-import may delete the case, the report still names it.
+    case = models.ForeignKey(
+        Case, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    case_key = models.CharField(max_length=CASE_KEY_MAX)
+    must_pass = models.BooleanField(default=False)
+    holdout = models.BooleanField(default=False)
+    passed = models.BooleanField()
+    score = models.FloatField(null=True, blank=True)
+    detail = models.TextField(blank=True)
+    output = models.TextField(blank=True)
+    error_class = models.CharField(max_length=100, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "case_key"], name="evalresult_unique_case"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.case_key}: {'pass' if self.passed else 'fail'}"
+
+
+class PromotionGate(models.Model):
+    """A condition a version must meet before it is deployed or canaried in an environment.
+
+    The version needs a finished gate run (holdout included) over the named dataset's current
+    cases with at least ``min_pass_rate`` percent passing and, with ``must_pass_cases``, every
+    must-pass case passing. A gate without a prompt applies to every prompt that has a dataset of
+    that name; a gate naming a prompt also refuses when the prompt has no such dataset.
+    """
+
+    environment = models.ForeignKey(
+        "releases.Environment", on_delete=models.CASCADE, related_name="promotion_gates"
+    )
+    prompt = models.ForeignKey(
+        Prompt,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="promotion_gates",
+        help_text="Empty: every prompt that has a dataset of this name.",
+    )
+    dataset_name = models.CharField(max_length=DATASET_NAME_MAX)
+    min_pass_rate = models.DecimalField(
+        max_digits=5, decimal_places=2, help_text="Percent of cases that must pass, 0–100."
+    )
+    must_pass_cases = models.BooleanField(
+        default=True, help_text="Refuse a version that fails any must-pass case."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["environment", "dataset_name", "pk"]
+        constraints = [
+            # One gate per dataset name for a prompt, and one for every prompt (two partial
+            # constraints: SQLite has no NULLS NOT DISTINCT).
+            models.UniqueConstraint(
+                fields=["environment", "prompt", "dataset_name"],
+                condition=models.Q(prompt__isnull=False),
+                name="gate_unique_prompt_dataset",
+            ),
+            models.UniqueConstraint(
+                fields=["environment", "dataset_name"],
+                condition=models.Q(prompt__isnull=True),
+                name="gate_unique_dataset",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(min_pass_rate__gte=0, min_pass_rate__lte=100),
+                name="gate_pass_rate_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment} / {self.dataset_name} ≥ {self.min_pass_rate} %"
+
+
+class CanaryAnalysis(models.Model):
+    """The policy a canary is judged by, and where it stands.
+
+    Celery beat looks at every running analysis (``evaluations.tasks``); a worker holds the row
+    lock while it judges one, so two workers never analyse the same canary at once. ``policy`` is
+    the validated policy document (``evaluations.canary``). The canary is identified by its salt:
+    a new canary of the same release is a new analysis.
+    """
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        HELD = "held", "Held for a person"
+        PROMOTED = "promoted", "Promoted"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+        ENDED = "ended", "Ended (the canary changed by hand)"
+
+    release = models.ForeignKey(
+        "releases.Release", on_delete=models.CASCADE, related_name="canary_analyses"
+    )
+    canary_version = models.PositiveIntegerField()
+    canary_salt = models.CharField(max_length=200)
+    policy = models.JSONField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    step = models.PositiveSmallIntegerField(default=0, help_text="Index into the policy's steps.")
+    step_started_at = models.DateTimeField()
+    unmeasured_looks = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Looks in a row that could not measure; past the policy's retries: hold.",
+    )
+    last_looked_at = models.DateTimeField(null=True, blank=True)
+    hold_reason = models.TextField(blank=True)
+    created_by_label = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["release", "canary_salt"], name="canary_analysis_unique_canary"
+            ),
+        ]
+        verbose_name_plural = "canary analyses"
+
+    def __str__(self) -> str:
+        return f"Canary analysis of v{self.canary_version} ({self.status})"
+
+
+class CanaryVerdict(models.Model):
+    """One look at a canary: the outcome and every figure it was decided on. Append-only."""
+
+    class Outcome(models.TextChoices):
+        WAIT = "wait", "Waiting for the minimum sample"
+        PASS = "pass", "Passed: advanced"
+        PROMOTE = "promote", "Passed the last step: promoted"
+        FAILED = "failed", "Failed: rolled back"
+        UNMEASURED = "unmeasured", "Could not measure"
+        INCONCLUSIVE = "inconclusive", "Inconclusive: held for a person"
+
+    analysis = models.ForeignKey(CanaryAnalysis, on_delete=models.CASCADE, related_name="verdicts")
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    step = models.PositiveSmallIntegerField()
+    percent = models.DecimalField(max_digits=5, decimal_places=2)
+    summary = models.TextField()
+    figures = models.JSONField(default=dict)
+    release_event = models.ForeignKey(
+        "releases.ReleaseEvent", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} at step {self.step}"

@@ -47,8 +47,11 @@ class PromotionBlocked(RegistryError):
 
     message = "The version may not be released here yet."
 
-    def __init__(self, message: str, *, gate: str) -> None:
+    def __init__(self, message: str, *, gate: str, failed: tuple[dict, ...] = ()) -> None:
         self.gate = gate
+        # Every gate that failed ({"gate", "detail"}), not only the first: an author fixes all
+        # of them in one go, and an override names each one it overrides.
+        self.failed = failed or ({"gate": gate, "detail": message},)
         super().__init__(message)
 
 

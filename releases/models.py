@@ -68,6 +68,9 @@ class Release(models.Model):
     experiment_name = models.CharField(max_length=100, blank=True)
     experiment_variants = models.JSONField(default=list, blank=True)
     experiment_salt = models.CharField(max_length=200, blank=True)
+    experiment_planned_calls = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Sticky calls the experiment plans to collect."
+    )
 
     shadow_versions = models.JSONField(default=list, blank=True)  # version numbers
     shadow_sample = models.PositiveIntegerField(default=0, help_text="Basis points, 0–10000.")
@@ -110,6 +113,10 @@ class Release(models.Model):
         permissions = [
             ("deploy_release", "Can deploy a version and run canaries, experiments, shadows"),
             ("rollback_release", "Can roll a release back"),
+            (
+                "override_gates",
+                "Can release a version that a promotion gate refuses, with a reason",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -147,6 +154,11 @@ class ReleaseEvent(models.Model):
     restores = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # The gates this change was released past, [{"gate", "detail", "version"}], each failed when
+    # it was applied; the event's reason says why a release manager overrode them. Null, not an
+    # empty list, when none were: a nullable column is added without rebuilding the table, which
+    # on SQLite would drop the append-only triggers.
+    overridden_gates = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

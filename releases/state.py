@@ -34,6 +34,10 @@ class Experiment:
     name: str
     variants: tuple[Variant, ...]
     salt: str
+    # The sticky calls (all variants) the experiment plans to collect, fixed at its start: the
+    # results' sequential correction measures each look as a fraction of it. None: not planned,
+    # so results show figures but never call a difference significant before the stop.
+    planned_calls: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,7 @@ class ReleaseState:
                 {
                     "name": self.experiment.name,
                     "salt": self.experiment.salt,
+                    "planned_calls": self.experiment.planned_calls,
                     "variants": [
                         {"name": v.name, "version": v.version, "weight": v.weight}
                         for v in self.experiment.variants
@@ -122,6 +127,7 @@ class ReleaseState:
                         for v in experiment["variants"]
                     ),
                     experiment["salt"],
+                    experiment.get("planned_calls"),
                 )
                 if experiment
                 else None

@@ -66,7 +66,12 @@ def canary_abort(state: ReleaseState) -> ReleaseState:
 
 
 def experiment_start(
-    state: ReleaseState, *, name: str, variants: Sequence[tuple[str, int, int]], salt: str
+    state: ReleaseState,
+    *,
+    name: str,
+    variants: Sequence[tuple[str, int, int]],
+    salt: str,
+    planned_calls: int | None = None,
 ) -> ReleaseState:
     """``variants`` as (name, version, weight in basis points). A running experiment's weights
     are fixed: moving one boundary would reassign people, so it must be stopped first."""
@@ -79,7 +84,9 @@ def experiment_start(
         raise ReleaseStateInvalid("Deploy a stable version before starting an experiment.")
     return replace(
         state,
-        experiment=Experiment(name, tuple(Variant(n, v, w) for n, v, w in variants), salt),
+        experiment=Experiment(
+            name, tuple(Variant(n, v, w) for n, v, w in variants), salt, planned_calls
+        ),
     )
 
 

@@ -28,11 +28,15 @@ from .common import (
     _ensure_promotable,
     _new_salt,
     _releasable,
+    override_check,
     percent_to_basis_points,
 )
 
 Action = ReleaseEvent.Action
 MAX_VARIANTS = 10
+# An experiment's planned sample: below ~30 calls per variant no test means anything.
+PLANNED_CALLS_MIN_PER_VARIANT = 30
+PLANNED_CALLS_MAX = 1_000_000_000
 MAX_SHADOWS = 3
 
 
@@ -69,13 +73,16 @@ def release_deploy(
     actor: Actor,
     reason: str = "",
     expected_revision: int | None = None,
+    override_gates: bool = False,
 ) -> Release:
     """Makes ``version`` the stable version. Refused while a canary runs: promote or abort it."""
+    override_check(override_gates=override_gates, reason=reason)
+    overridden: list[dict] = []
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
         target = transitions.deploy(state, version=version)
         _releasable(release, version)
-        _ensure_promotable(release, version)
+        _ensure_promotable(release, version, override=override_gates, overridden=overridden)
         return target
 
     return _change(
@@ -86,6 +93,7 @@ def release_deploy(
         expected_revision=expected_revision,
         action=Action.DEPLOY,
         decide=decide,
+        overridden_gates=overridden,
     )
 
 
@@ -99,15 +107,18 @@ def release_canary_start(
     actor: Actor,
     reason: str = "",
     expected_revision: int | None = None,
+    override_gates: bool = False,
 ) -> Release:
     """Sends ``percent`` of subjects to ``version``, with a new salt."""
+    override_check(override_gates=override_gates, reason=reason)
+    overridden: list[dict] = []
     weight = percent_to_basis_points(percent, pointer="/percent")
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
         salt = _new_salt(release, "canary", str(version))
         target = transitions.canary_start(state, version=version, weight=weight, salt=salt)
         _releasable(release, version)
-        _ensure_promotable(release, version)
+        _ensure_promotable(release, version, override=override_gates, overridden=overridden)
         return target
 
     return _change(
@@ -118,6 +129,7 @@ def release_canary_start(
         expected_revision=expected_revision,
         action=Action.CANARY_START,
         decide=decide,
+        overridden_gates=overridden,
     )
 
 
@@ -157,12 +169,15 @@ def release_canary_promote(
     actor: Actor,
     reason: str = "",
     expected_revision: int | None = None,
+    override_gates: bool = False,
 ) -> Release:
     """The canary's version becomes stable for everyone."""
+    override_check(override_gates=override_gates, reason=reason)
+    overridden: list[dict] = []
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
         target = transitions.canary_promote(state)
-        _ensure_promotable(release, target.stable)
+        _ensure_promotable(release, target.stable, override=override_gates, overridden=overridden)
         return target
 
     return _change(
@@ -173,6 +188,7 @@ def release_canary_promote(
         expected_revision=expected_revision,
         action=Action.CANARY_PROMOTE,
         decide=decide,
+        overridden_gates=overridden,
     )
 
 
@@ -211,11 +227,15 @@ def release_experiment_start(
     actor: Actor,
     reason: str = "",
     expected_revision: int | None = None,
+    override_gates: bool = False,
+    planned_calls: int | None = None,
 ) -> Release:
     """Splits subjects between named variants (name, version, percent); the rest stay on stable.
 
     A running experiment's weights are fixed: moving one boundary would reassign people, so a
     change means stopping it and starting another (with a new salt)."""
+    override_check(override_gates=override_gates, reason=reason)
+    overridden: list[dict] = []
     problems: list[Problem] = []
     if not name.strip() or len(name) > 100:
         problems.append(
@@ -249,6 +269,19 @@ def release_experiment_start(
                 "weights_over_100", "The variants' percentages add up to over 100.", "/variants"
             )
         )
+    if planned_calls is not None and (
+        isinstance(planned_calls, bool)
+        or not isinstance(planned_calls, int)
+        or not len(variants) * PLANNED_CALLS_MIN_PER_VARIANT <= planned_calls <= PLANNED_CALLS_MAX
+    ):
+        problems.append(
+            Problem(
+                "invalid_planned_calls",
+                f"Plan from {PLANNED_CALLS_MIN_PER_VARIANT} sticky calls per variant to "
+                f"{PLANNED_CALLS_MAX:,}, or leave it empty.",
+                "/planned_calls",
+            )
+        )
     if problems:
         raise ReleaseInvalid(problems)
 
@@ -258,6 +291,7 @@ def release_experiment_start(
             name=name,
             variants=[(n, v, w) for (n, v, _), w in zip(variants, weights, strict=True)],
             salt=_new_salt(release, "experiment", name),
+            planned_calls=planned_calls,
         )
         for i, (_, number, _) in enumerate(variants):
             _releasable(release, number, pointer=f"/variants/{i}/version")
@@ -265,7 +299,7 @@ def release_experiment_start(
         # here (environment order, gates) cannot take a share of it either.
         for number in dict.fromkeys(n for _, n, _ in variants):
             if number != state.stable:
-                _ensure_promotable(release, number)
+                _ensure_promotable(release, number, override=override_gates, overridden=overridden)
         return target
 
     return _change(
@@ -276,6 +310,7 @@ def release_experiment_start(
         expected_revision=expected_revision,
         action=Action.EXPERIMENT_START,
         decide=decide,
+        overridden_gates=overridden,
     )
 
 
@@ -288,13 +323,18 @@ def release_experiment_stop(
     actor: Actor,
     reason: str = "",
     expected_revision: int | None = None,
+    override_gates: bool = False,
 ) -> Release:
     """Ends the experiment; the winner's version (if one is named) becomes stable."""
+    override_check(override_gates=override_gates, reason=reason)
+    overridden: list[dict] = []
 
     def decide(release: Release, state: ReleaseState) -> ReleaseState:
         target = transitions.experiment_stop(state, winner=winner)
         if target.stable != state.stable:
-            _ensure_promotable(release, target.stable)
+            _ensure_promotable(
+                release, target.stable, override=override_gates, overridden=overridden
+            )
         return target
 
     return _change(
@@ -305,6 +345,7 @@ def release_experiment_stop(
         expected_revision=expected_revision,
         action=Action.EXPERIMENT_STOP,
         decide=decide,
+        overridden_gates=overridden,
     )
 
 

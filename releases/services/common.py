@@ -11,7 +11,7 @@ from functools import partial
 from django.db import IntegrityError, transaction
 
 from registry.actors import Actor
-from registry.errors import VersionNotFound
+from registry.errors import Problem, VersionNotFound
 from registry.models import Prompt, PromptVersion
 
 from ..errors import (
@@ -70,6 +70,7 @@ def release_state(release: Release) -> ReleaseState:
                 Variant(v["name"], v["version"], v["weight"]) for v in release.experiment_variants
             ),
             release.experiment_salt,
+            release.experiment_planned_calls,
         )
     shadow = None
     if release.shadow_versions:
@@ -95,6 +96,7 @@ STATE_FIELDS = [
     "experiment_name",
     "experiment_variants",
     "experiment_salt",
+    "experiment_planned_calls",
     "shadow_versions",
     "shadow_sample",
     "shadow_salt",
@@ -121,6 +123,7 @@ def _apply_state(release: Release, state: ReleaseState) -> None:
         else []
     )
     release.experiment_salt = state.experiment.salt if state.experiment else ""
+    release.experiment_planned_calls = state.experiment.planned_calls if state.experiment else None
     release.shadow_versions = list(state.shadow.versions) if state.shadow else []
     release.shadow_sample = state.shadow.sample if state.shadow else 0
     release.shadow_salt = state.shadow.salt if state.shadow else ""
@@ -158,8 +161,15 @@ def _releasable(release: Release, number: int, *, pointer: str = "/version") -> 
     return version
 
 
-def _ensure_promotable(release: Release, number: int) -> None:
-    """The environment order and the registered promotion gates (not consulted by rollback)."""
+def _ensure_promotable(
+    release: Release, number: int, *, override: bool = False, overridden: list[dict] | None = None
+) -> None:
+    """The environment order and the registered promotion gates (not consulted by rollback).
+
+    Every failing gate is collected. Without ``override`` the first refuses the change (and the
+    problem lists them all); with it they are appended to ``overridden`` for the event to record.
+    """
+    failed: list[dict] = []
     environment = release.environment
     if environment.requires_previous_stable:
         previous = (
@@ -173,17 +183,43 @@ def _ensure_promotable(release: Release, number: int) -> None:
                 release__prompt=release.prompt, release__environment=previous, after__stable=number
             ).exists()
         ):
-            raise PromotionBlocked(
-                f"{environment.name} takes only versions that have been stable in "
-                f"{previous.name}; version {number} has not.",
-                gate="environment-order",
+            failed.append(
+                {
+                    "gate": "environment-order",
+                    "detail": f"{environment.name} takes only versions that have been stable in "
+                    f"{previous.name}; version {number} has not.",
+                }
             )
     for check in promotion_checks():
         verdict = check(prompt_id=release.prompt_id, environment=environment.name, version=number)
         if not verdict.passed:
-            raise PromotionBlocked(
-                verdict.detail or f"The {verdict.gate} gate failed.", gate=verdict.gate
+            failed.append(
+                {
+                    "gate": verdict.gate,
+                    "detail": verdict.detail or f"The {verdict.gate} gate failed.",
+                }
             )
+    if not failed:
+        return
+    if not override:
+        first = failed[0]
+        raise PromotionBlocked(first["detail"], gate=first["gate"], failed=tuple(failed))
+    if overridden is not None:
+        overridden.extend({**f, "version": number} for f in failed)
+
+
+def override_check(*, override_gates: bool, reason: str) -> None:
+    """An override is audited by its reason: refused without one."""
+    if override_gates and not reason.strip():
+        raise ReleaseInvalid(
+            [
+                Problem(
+                    "reason_required",
+                    "Say why the gates are overridden: the reason is kept in the release history.",
+                    "/reason",
+                )
+            ]
+        )
 
 
 def _record(
@@ -195,6 +231,7 @@ def _record(
     before: ReleaseState,
     after: ReleaseState,
     restores: ReleaseEvent | None = None,
+    overridden_gates: list[dict] | None = None,
 ) -> ReleaseEvent:
     _apply_state(release, after)
     release.revision += 1
@@ -209,6 +246,7 @@ def _record(
         before=before.as_dict(),
         after=after.as_dict(),
         restores=restores,
+        overridden_gates=overridden_gates or None,
     )
     _publish_on_commit(release)
     return event
@@ -236,10 +274,20 @@ def _change(
     expected_revision: int | None,
     action: str,
     decide,
+    overridden_gates: list[dict] | None = None,
 ) -> Release:
+    """``overridden_gates``: the list ``decide`` fills through ``_ensure_promotable``."""
     release = _locked_release(prompt=prompt, environment=environment)
     ensure_revision_matches(release, expected_revision)
     before = release_state(release)
     after = decide(release, before)
-    _record(release=release, action=action, actor=actor, reason=reason, before=before, after=after)
+    _record(
+        release=release,
+        action=action,
+        actor=actor,
+        reason=reason,
+        before=before,
+        after=after,
+        overridden_gates=overridden_gates,
+    )
     return release

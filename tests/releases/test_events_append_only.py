@@ -92,12 +92,19 @@ def test_release_managers_have_exactly_the_permissions_of_their_migrations(db):
     from importlib import import_module
 
     runs = import_module("runs.migrations.0003_release_managers_read_calls")
-    expected = {
-        f"{app}.{action}_{model}"
-        for app, models in PERMISSIONS.items()
-        for model, actions in models.items()
-        for action in actions
-    } | {f"runs.{codename}" for codename in runs.CODENAMES}
+    overrides = import_module("releases.migrations.0006_release_managers_override_gates")
+    evaluations = import_module("evaluations.migrations.0004_eval_and_analysis_permissions")
+    expected = (
+        {
+            f"{app}.{action}_{model}"
+            for app, models in PERMISSIONS.items()
+            for model, actions in models.items()
+            for action in actions
+        }
+        | {f"runs.{codename}" for codename in runs.CODENAMES}
+        | {f"releases.{overrides.CODENAME}"}
+        | {f"evaluations.{c}" for c in evaluations.GRANTS["Release managers"]}
+    )
 
     assert codenames(Group.objects.get(name="Release managers")) == expected
 
