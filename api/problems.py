@@ -26,6 +26,8 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from evaluations import experiments as evaluation_experiments
+from evaluations import gates as evaluation_gates
 from registry import errors as registry_errors
 from releases import errors as release_errors
 from releases.resolution import NotReleased
@@ -134,6 +136,21 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     CallNotFound: ProblemType(404, "call-not-found", "No call with that request id."),
     EventBatchTooLarge: ProblemType(
         413, "too-many-events", "The batch holds more events than one request may."
+    ),
+    # --- eval runs ---
+    # --- promotion gates ---
+    evaluation_gates.GateNotFound: ProblemType(404, "gate-not-found", "No such promotion gate."),
+    evaluation_gates.GateExists: ProblemType(
+        409, "gate-exists", "The environment has a gate on that dataset already."
+    ),
+    evaluation_gates.GateInvalid: VALIDATION,
+    # --- canary analysis ---
+    # --- experiment results ---
+    evaluation_experiments.NoExperimentRunning: ProblemType(
+        404, "no-experiment", "No experiment is running on this release."
+    ),
+    evaluation_experiments.ExperimentNotFound: ProblemType(
+        404, "experiment-not-found", "The release has no such experiment."
     ),
 }
 

@@ -1,7 +1,18 @@
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from . import calls, events, prompts, releases, run, runtime, stream, versions
+from . import (
+    calls,
+    events,
+    experiments,
+    gates,
+    prompts,
+    releases,
+    run,
+    runtime,
+    stream,
+    versions,
+)
 
 
 class PromptKeyConverter:
@@ -83,4 +94,29 @@ urlpatterns = [
     path(f"{R}/shadow", releases.ReleaseShadowStartApi.as_view(), name="release-shadow"),
     path(f"{R}/shadow/stop", releases.ReleaseShadowStopApi.as_view(), name="release-shadow-stop"),
     path(f"{R}/rollback", releases.ReleaseRollbackApi.as_view(), name="release-rollback"),
+    # --- eval runs ---
+    # --- promotion gates ---
+    path(
+        "environments/<slug:environment>/gates",
+        gates.EnvironmentGateCollectionApi.as_view(),
+        name="environment-gates",
+    ),
+    path(
+        "environments/<slug:environment>/gates/<int:gate_id>",
+        gates.EnvironmentGateDetailApi.as_view(),
+        name="environment-gate",
+    ),
+    path(
+        "prompts/<key:key>/versions/<int:number>/gates",
+        gates.VersionGateStatusApi.as_view(),
+        name="version-gates",
+    ),
+    # --- canary analysis ---
+    # --- experiment results ---
+    path(f"{R}/experiments", experiments.ExperimentListApi.as_view(), name="release-experiments"),
+    path(
+        f"{R}/experiment/results",
+        experiments.ExperimentResultsApi.as_view(),
+        name="release-experiment-results",
+    ),
 ]

@@ -315,3 +315,8 @@ class CaseAdmin(admin.ModelAdmin):
         return format_html(
             "<pre>{}</pre>", json.dumps(obj.expectation, ensure_ascii=False, indent=2)
         )
+
+
+# Eval runs, promotion gates and canary analyses have their own modules; importing them here is
+# what registers them (Django autodiscovers ``admin`` only).
+from . import admin_canary, admin_experiments, admin_gates, admin_runs  # noqa: E402, F401

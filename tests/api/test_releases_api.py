@@ -285,6 +285,20 @@ def test_each_change_answers_405_to_other_methods(releaser_client, released, end
             },
             "/variants/1/percent",
         ),
+        (
+            "experiment",
+            nothing,
+            {
+                "name": "tone",
+                "planned_calls": 10,
+                "variants": [
+                    {"name": "a", "version": 2, "percent": 50},
+                    {"name": "b", "version": 3, "percent": 50},
+                ],
+            },
+            "/planned_calls",
+        ),
+        ("deploy", nothing, {"version": 3, "override_gates": "maybe"}, "/override_gates"),
         ("rollback", nothing, {"to_event": "last"}, "/to_event"),
     ],
 )
@@ -389,7 +403,43 @@ def test_production_refuses_a_version_never_stable_in_staging(releaser_client, r
 
     problem = assert_problem(response, 409, "/problems/promotion-blocked")
     assert problem["gate"] == "environment-order"
+    assert [g["gate"] for g in problem["failed_gates"]] == ["environment-order"]
     assert released.release("production").stable_version.number == 1
+
+
+def test_an_override_needs_a_reason(releaser_client, released):
+    body = {"version": 3, "override_gates": True}
+
+    response = releaser_client.post(url("production", "deploy"), body, format="json")
+
+    problem = assert_problem(response, 400, "/problems/validation-error")
+    assert [(e["code"], e["pointer"]) for e in problem["errors"]] == [
+        ("reason_required", "/reason")
+    ]
+    assert released.release("production").stable_version.number == 1
+
+
+def test_an_override_with_a_reason_is_applied_and_shown_in_the_history(releaser_client, released):
+    body = {"version": 3, "override_gates": True, "reason": "Staging is down; CVE fix."}
+
+    response = releaser_client.post(url("production", "deploy"), body, format="json")
+    history = releaser_client.get(url("production", "history")).json()["results"]
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["stable"] == 3
+    [latest, *_] = history
+    assert latest["reason"] == "Staging is down; CVE fix."
+    assert [g["gate"] for g in latest["overridden_gates"]] == ["environment-order"]
+    assert all(event["overridden_gates"] == [] for event in history[1:])
+
+
+def test_an_experiment_answers_its_planned_sample(releaser_client, released):
+    body = {**ENDPOINTS["experiment"][1], "planned_calls": 5000}
+
+    response = releaser_client.post(url(suffix="experiment"), body, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["experiment"]["planned_calls"] == 5000
 
 
 def test_a_rollback_with_nothing_left_is_a_409(releaser_client, released):
@@ -481,6 +531,7 @@ def test_history_is_newest_first_and_paginated(reader_client, released):
         "before",
         "after",
         "restores",
+        "overridden_gates",
         "created_at",
     }
     last = reader_client.get(url(suffix="history"), {"page_size": 3, "page": 3}).json()

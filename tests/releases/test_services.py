@@ -494,6 +494,116 @@ def test_a_passing_gate_lets_the_change_through(released):
     assert release_state(release).stable == 3
 
 
+def test_every_failing_gate_is_listed_not_only_the_first(released, failing_gate):
+    def second(*, prompt_id: int, environment: str, version: int) -> GateVerdict:
+        return GateVerdict(passed=False, gate="must-pass", detail="Case refund-1 fails.")
+
+    promotion_check_register(second)
+    try:
+        with pytest.raises(PromotionBlocked) as refused:
+            change(released, services.release_deploy, version=3)
+    finally:
+        promotion_check_unregister(second)
+
+    assert refused.value.gate == "eval-suite"
+    assert list(refused.value.failed) == [
+        {"gate": "eval-suite", "detail": "Accuracy fell to 71 %."},
+        {"gate": "must-pass", "detail": "Case refund-1 fails."},
+    ]
+
+
+def test_an_override_with_a_reason_releases_past_the_gate_and_the_event_keeps_it(
+    released, failing_gate
+):
+    release = change(
+        released,
+        services.release_deploy,
+        version=3,
+        override_gates=True,
+        reason="Hotfix for the refund outage; the eval suite is being fixed.",
+    )
+
+    assert release_state(release).stable == 3
+    event = events(release)[-1]
+    assert event.overridden_gates == [
+        {"gate": "eval-suite", "detail": "Accuracy fell to 71 %.", "version": 3}
+    ]
+    assert event.reason.startswith("Hotfix")
+
+
+def test_an_override_without_a_reason_is_refused_and_changes_nothing(released, failing_gate):
+    before = snapshot(released.release("staging"))
+
+    with pytest.raises(ReleaseInvalid) as refused:
+        change(released, services.release_canary_start, version=3, percent=10, override_gates=True)
+
+    [problem] = refused.value.problems
+    assert (problem.code, problem.pointer) == ("reason_required", "/reason")
+    assert snapshot(released.release("staging")) == before
+    assert failing_gate == []  # refused before any gate is asked
+
+
+def test_an_override_with_nothing_failing_records_no_overridden_gates(released):
+    release = change(
+        released, services.release_deploy, version=3, override_gates=True, reason="Routine."
+    )
+
+    assert events(release)[-1].overridden_gates is None
+
+
+# --- an experiment's planned sample --------------------------------------------------------------
+
+
+def test_an_experiment_keeps_its_planned_sample_in_state_and_snapshots(released):
+    release = change(
+        released,
+        services.release_experiment_start,
+        name="tone",
+        variants=[("warm", 2, Decimal(30)), ("brief", 3, Decimal(20))],
+        planned_calls=4000,
+    )
+
+    assert release_state(release).experiment.planned_calls == 4000
+    assert events(release)[-1].after["experiment"]["planned_calls"] == 4000
+    stopped = change(released, services.release_experiment_stop, winner=None)
+    restored = change(released, services.release_rollback, reason="Keep testing.")
+    assert release_state(stopped).experiment is None
+    assert release_state(restored).experiment.planned_calls == 4000
+
+
+@pytest.mark.parametrize("planned", [0, 59, 1_000_000_001, True, 12.5, "4000"])
+def test_a_planned_sample_below_30_calls_a_variant_or_not_a_count_is_refused(released, planned):
+    before = snapshot(released.release("staging"))
+
+    with pytest.raises(ReleaseInvalid) as refused:
+        change(
+            released,
+            services.release_experiment_start,
+            name="tone",
+            variants=[("warm", 2, Decimal(30)), ("brief", 3, Decimal(20))],
+            planned_calls=planned,
+        )
+
+    assert [p.pointer for p in refused.value.problems] == ["/planned_calls"]
+    assert snapshot(released.release("staging")) == before
+
+
+def test_a_snapshot_from_before_planned_samples_reads_as_unplanned():
+    state = ReleaseState.from_dict(
+        {
+            "schema_version": 1,
+            "stable": 2,
+            "experiment": {
+                "name": "tone",
+                "salt": "s",
+                "variants": [{"name": "a", "version": 2, "weight": 5000}],
+            },
+        }
+    )
+
+    assert state.experiment.planned_calls is None
+
+
 # --- percents ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,31 @@
+"""Celery tasks of the evaluations app: thin adapters over its services (STYLE R2)."""
+
+from __future__ import annotations
+
+from celery import shared_task  # noqa: F401
+from django.db import DatabaseError
+
+# --- eval runs ---
+
+
+# acks_late + reject_on_worker_lost: a batch leaves the broker only once a worker has finished
+# it, so one taken by a worker that died is delivered again; results are unique per run and case
+# key, so the second delivery scores only what the first did not. Database errors (a failover)
+# are retried with backoff and jitter; model and render failures never raise (failed results).
+@shared_task(
+    name="evaluations.eval_run_batch",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    retry_jitter=True,
+    max_retries=5,
+)
+def eval_run_batch(*, run_id: int, cases: dict[str, int]) -> int:
+    from .evalruns import eval_run_batch_execute
+
+    return eval_run_batch_execute(run_id=run_id, cases=cases)
+
+
+# --- canary analysis ---
