@@ -53,6 +53,7 @@ RELEASES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
             {
                 "name": "chargeback-rule",
                 "variants": [("control", 1, 50), ("chargeback", 2, 50)],
+                "planned_calls": 2000,
                 "reason": "Does the chargeback rule change escalations?",
             },
         ),
@@ -408,3 +409,137 @@ PROMPTS: list[dict[str, Any]] = [
         ],
     },
 ]
+
+
+# --- evaluations ------------------------------------------------------------------------------
+
+# The refund reply's golden set, as an author would import it (JSONL). The local model echoes the
+# user message, so the expectations check what each version tells the customer: version 1 never
+# says when the money arrives, version 2 does, version 3 also reminds of the refund window.
+REFUND_GOLDEN_CASES = [
+    {
+        "key": "basic-eur",
+        "variables": {"customer_name": "Ada", "order_id": "A-1001", "refund_amount": 42.5},
+        "expectation": {"scorer": "contains", "values": ["A-1001", "42.5 EUR"]},
+    },
+    {
+        "key": "arrival-time",
+        "variables": {"customer_name": "Grace", "order_id": "A-1002", "refund_amount": 15},
+        "expectation": {"scorer": "contains", "value": "5 business days"},
+        "must_pass": True,
+    },
+    {
+        "key": "names-the-customer",
+        "variables": {"customer_name": "Linus", "order_id": "B-2001", "refund_amount": 99.99},
+        "expectation": {"scorer": "contains", "value": "Linus"},
+    },
+    {
+        "key": "amount-format",
+        "variables": {"customer_name": "Barbara", "order_id": "B-2002", "refund_amount": 1200},
+        "expectation": {"scorer": "regex", "pattern": "\\b1200 EUR\\b"},
+    },
+    {
+        "key": "refund-window-default",
+        "variables": {"customer_name": "Edsger", "order_id": "C-3001", "refund_amount": 8},
+        "expectation": {"scorer": "contains", "value": "30 days to ask for a refund"},
+    },
+    {
+        "key": "refund-window-custom",
+        "variables": {
+            "customer_name": "Frances",
+            "order_id": "C-3002",
+            "refund_amount": 64,
+            "policy_days": 14,
+        },
+        "expectation": {"scorer": "contains", "value": "14 days to ask"},
+    },
+    {
+        "key": "no-emoji",
+        "variables": {"customer_name": "Ken", "order_id": "D-4001", "refund_amount": 23},
+        "expectation": {"scorer": "regex", "pattern": "^[^\\U0001F300-\\U0001FAFF]*$"},
+    },
+    {
+        "key": "small-amount",
+        "variables": {"customer_name": "Dennis", "order_id": "D-4002", "refund_amount": 0.99},
+        "expectation": {"scorer": "contains", "value": "0.99 EUR"},
+    },
+    {
+        "key": "mentions-card",
+        "variables": {"customer_name": "Margaret", "order_id": "E-5001", "refund_amount": 310},
+        "expectation": {"scorer": "contains", "value": "reach the card"},
+        "must_pass": True,
+    },
+    {
+        "key": "similar-to-reviewed",
+        "variables": {"customer_name": "Alan", "order_id": "E-5002", "refund_amount": 50},
+        "expectation": {
+            "scorer": "similarity",
+            "value": "Order E-5002 was refunded: 50 EUR. Refunds reach the card within 5 "
+            "business days. Tell Alan the refund is on its way and when to expect it.",
+            "threshold": 0.6,
+        },
+    },
+    {
+        "key": "fr-delay",
+        "variables": {"customer_name": "Zoé", "order_id": "F-6001", "refund_amount": 18},
+        "expectation": {"scorer": "contains", "value": "5 jours ouvrés"},
+        "locale": "fr",
+    },
+    {
+        "key": "fr-order",
+        "variables": {"customer_name": "Léa", "order_id": "F-6002", "refund_amount": 75},
+        "expectation": {"scorer": "contains", "value": "F-6002"},
+        "locale": "fr",
+    },
+    # Frozen: authors' runs never see these; gates do.
+    {
+        "key": "holdout-large-refund",
+        "variables": {"customer_name": "Radia", "order_id": "H-9001", "refund_amount": 4999},
+        "expectation": {"scorer": "contains", "values": ["H-9001", "5 business days"]},
+        "holdout": True,
+    },
+    {
+        "key": "holdout-window",
+        "variables": {"customer_name": "Tim", "order_id": "H-9002", "refund_amount": 12},
+        "expectation": {"scorer": "contains", "value": "days to ask for a refund"},
+        "holdout": True,
+    },
+]
+
+# prompt key -> [(dataset name, description, cases)]
+DATASETS: dict[str, list[tuple[str, str, list[dict[str, Any]]]]] = {
+    "support.refund-reply": [
+        ("golden", "Real refund replies the support leads reviewed.", REFUND_GOLDEN_CASES)
+    ],
+}
+
+# (environment, dataset name, minimum pass rate in percent): production takes a version only when
+# its golden set passes, holdout included, with every must-pass case.
+GATES: list[tuple[str, str, int]] = [("production", "golden", 90)]
+
+# The refund reply's production canary is judged by numbers (docs/canary-analysis.md).
+CANARY_POLICIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("support.refund-reply", "production"): {
+        "steps": [10, 25, 50, 100],
+        "min_minutes": 30,
+        "min_calls": 200,
+        "max_minutes": 24 * 60,
+        "max_error_rate_increase": 1,
+        "max_p95_latency_increase": 20,
+    },
+}
+
+# Simulated traffic, so the A/B results page has something to show: reported outcomes (source
+# "reported", request ids "demo-…") for subjects drawn through the real release, per variant a
+# profile (error rate, latency median in ms, share of thumbs-up among those who gave feedback).
+TRAFFIC: dict[str, dict[str, Any]] = {
+    "support.ticket-triage": {
+        "environment": "production",
+        "subjects": 1200,
+        "seed": 20261127,
+        "profiles": {
+            "control": {"error_rate": 0.03, "latency_ms": 820, "thumbs_up": 0.71},
+            "chargeback": {"error_rate": 0.025, "latency_ms": 860, "thumbs_up": 0.78},
+        },
+    },
+}

@@ -26,6 +26,8 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from evaluations import canary as canary_analysis
+from evaluations import evalruns as evaluation_runs
 from evaluations import experiments as evaluation_experiments
 from evaluations import gates as evaluation_gates
 from registry import errors as registry_errors
@@ -138,6 +140,12 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
         413, "too-many-events", "The batch holds more events than one request may."
     ),
     # --- eval runs ---
+    evaluation_runs.DatasetNotFound: ProblemType(
+        404, "dataset-not-found", "The prompt has no dataset with that name."
+    ),
+    evaluation_runs.DatasetEmpty: ProblemType(400, "dataset-empty", "The dataset has no cases."),
+    evaluation_runs.EvalRunNotFound: ProblemType(404, "eval-run-not-found", "No such eval run."),
+    evaluation_runs.EvalRunEnded: ProblemType(409, "eval-run-ended", "The eval run has ended."),
     # --- promotion gates ---
     evaluation_gates.GateNotFound: ProblemType(404, "gate-not-found", "No such promotion gate."),
     evaluation_gates.GateExists: ProblemType(
@@ -145,6 +153,17 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     ),
     evaluation_gates.GateInvalid: VALIDATION,
     # --- canary analysis ---
+    canary_analysis.CanaryPolicyInvalid: VALIDATION,
+    canary_analysis.CanaryNotRunning: ProblemType(409, "no-canary", "No canary is running."),
+    canary_analysis.CanaryAnalysisExists: ProblemType(
+        409, "canary-analysis-exists", "The canary is being analysed already."
+    ),
+    canary_analysis.CanaryAnalysisNotFound: ProblemType(
+        404, "canary-analysis-not-found", "The release's canary has never been analysed."
+    ),
+    canary_analysis.CanaryAnalysisStateInvalid: ProblemType(
+        409, "canary-analysis-state", "That does not apply to the analysis as it is."
+    ),
     # --- experiment results ---
     evaluation_experiments.NoExperimentRunning: ProblemType(
         404, "no-experiment", "No experiment is running on this release."

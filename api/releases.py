@@ -256,15 +256,44 @@ PERCENT = {"max_digits": 5, "decimal_places": 2, "min_value": 0, "max_value": 10
 
 
 class ReleaseCanaryStartApi(ReleaseChangeApi):
+    """With ``analysis`` (a canary analysis policy) the canary starts at the policy's first step
+    and the analysis with it, in one transaction (docs/canary-analysis.md)."""
+
     class InputSerializer(_Promotion):
         version = serializers.IntegerField(min_value=1)
-        percent = serializers.DecimalField(**PERCENT)
+        percent = serializers.DecimalField(
+            **PERCENT,
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="Required without an analysis; with one, the policy's first step.",
+        )
+        analysis = serializers.JSONField(
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="A canary analysis policy: the registry ramps, promotes or rolls back the "
+            "canary by its verdicts. Fields left out take their defaults.",
+        )
 
         class Meta:
             ref_name = "ReleaseCanaryStartInput"
 
-    def change(self, request, **arguments):
-        return services.release_canary_start(**arguments)
+        def validate(self, attrs):
+            if attrs.get("analysis") is None and attrs.get("percent") is None:
+                raise serializers.ValidationError(
+                    {"percent": ["Give the canary's percent, or an analysis policy."]},
+                    code="required",
+                )
+            return attrs
+
+    def change(self, request, *, analysis, **arguments):
+        if analysis is None:
+            return services.release_canary_start(**arguments)
+        # The one place the release endpoints reach into evaluations, kept with its use.
+        from evaluations.canary import canary_analysis_start
+
+        return canary_analysis_start(policy=analysis, **arguments).release
 
     @_change_schema("releases_canary_start", InputSerializer)
     def post(self, request, environment, key):

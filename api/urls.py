@@ -3,6 +3,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from . import (
     calls,
+    canary,
+    evaluations,
     events,
     experiments,
     gates,
@@ -95,6 +97,18 @@ urlpatterns = [
     path(f"{R}/shadow/stop", releases.ReleaseShadowStopApi.as_view(), name="release-shadow-stop"),
     path(f"{R}/rollback", releases.ReleaseRollbackApi.as_view(), name="release-rollback"),
     # --- eval runs ---
+    path(
+        "prompts/<key:key>/versions/<int:number>/evaluations",
+        evaluations.EvalRunStartApi.as_view(),
+        name="evaluation-start",
+    ),
+    path("prompts/<key:key>/evaluations", evaluations.EvalRunListApi.as_view(), name="evaluations"),
+    path("evaluations/<int:run_id>", evaluations.EvalRunDetailApi.as_view(), name="evaluation"),
+    path(
+        "evaluations/<int:run_id>/cancel",
+        evaluations.EvalRunCancelApi.as_view(),
+        name="evaluation-cancel",
+    ),
     # --- promotion gates ---
     path(
         "environments/<slug:environment>/gates",
@@ -112,6 +126,19 @@ urlpatterns = [
         name="version-gates",
     ),
     # --- canary analysis ---
+    path(
+        f"{R}/canary/analysis", canary.CanaryAnalysisApi.as_view(), name="release-canary-analysis"
+    ),
+    path(
+        f"{R}/canary/analysis/resume",
+        canary.CanaryAnalysisResumeApi.as_view(),
+        name="release-canary-analysis-resume",
+    ),
+    path(
+        f"{R}/canary/analysis/stop",
+        canary.CanaryAnalysisStopApi.as_view(),
+        name="release-canary-analysis-stop",
+    ),
     # --- experiment results ---
     path(f"{R}/experiments", experiments.ExperimentListApi.as_view(), name="release-experiments"),
     path(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -15,4 +16,9 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     # Calls past CALL_RETENTION_DAYS go, with their shadow runs; hourly keeps each batch small.
     "delete-expired-calls": {"task": "runs.delete_expired_calls", "schedule": 3600.0},
+    # Every running canary analysis gets a look: advance, hold or roll back (evaluations.canary).
+    "analyse-canaries": {
+        "task": "evaluations.analyse_canaries",
+        "schedule": float(settings.CANARY_ANALYSIS_INTERVAL_SECONDS),
+    },
 }

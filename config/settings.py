@@ -211,6 +211,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "VersionStatusEnum": "registry.models.PromptVersion.Status",
         "CallStatusEnum": "runs.models.Call.Status",
+        "EvalRunStatusEnum": "evaluations.models.EvalRun.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -244,6 +245,18 @@ SHADOW_BUDGET_PER_HOUR = env_int("SHADOW_BUDGET_PER_HOUR", default=600, minimum=
 # Of the live calls sampled for a shadow, the percentage that also reruns the live version on the
 # same inputs: the noise floor a candidate's disagreement is judged against.
 SHADOW_NOISE_FLOOR_PERCENT = env_int("SHADOW_NOISE_FLOOR_PERCENT", default=20, minimum=0)
+# Canary analysis (evaluations.canary): beat looks at every running analysis this often, and a look
+# reads at most this many latencies and costs per arm (the newest) for its rank tests and p95.
+CANARY_ANALYSIS_INTERVAL_SECONDS = env_int(
+    "CANARY_ANALYSIS_INTERVAL_SECONDS", default=60, minimum=1
+)
+CANARY_ANALYSIS_SAMPLE_CAP = env_int("CANARY_ANALYSIS_SAMPLE_CAP", default=5000, minimum=100)
+
+# Eval runs (evaluations/evalruns.py): cases per Celery task (a worker restart redoes at most the
+# case in hand, the batch's scored cases are skipped), and the environment whose stable version a
+# run is compared with when none is named (absent there: the highest environment that has one).
+EVAL_BATCH_SIZE = env_int("EVAL_BATCH_SIZE", default=10, minimum=1)
+EVAL_BASELINE_ENVIRONMENT = env.str("EVAL_BASELINE_ENVIRONMENT", default="production")
 
 LOGGING = {
     "version": 1,

@@ -109,8 +109,10 @@ class EvalRun(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="eval_runs")
+    # A committed version is never deleted; a discarded draft takes its runs with it, since they
+    # judged content that no longer exists.
     version = models.ForeignKey(
-        "registry.PromptVersion", on_delete=models.PROTECT, related_name="eval_runs"
+        "registry.PromptVersion", on_delete=models.CASCADE, related_name="eval_runs"
     )
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="runs")
     include_holdout = models.BooleanField(

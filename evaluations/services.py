@@ -144,7 +144,9 @@ def dataset_update(*, dataset: Dataset, actor: Actor, description: str) -> Datas
     if problems:
         raise DatasetInvalid(problems)
     dataset.description = description
-    dataset.save(update_fields=["description", "updated_at"])
+    # Not updated_at: it says when the cases last changed, and an eval run over the cases as they
+    # were then stays valid for gates after a description edit.
+    dataset.save(update_fields=["description"])
     logger.info("Dataset changed: dataset=%s actor=%s", dataset.pk, actor.label)
     return dataset
 

@@ -9,6 +9,7 @@ be larger" for ranks): pass the stable version or control as ``a`` and the canar
 
 Functions (each checked against SciPy in tests/evaluations/test_statistics.py):
 
+- ``proportion_interval``: one rate's Wilson score interval.
 - ``two_proportions``: rates (error rate, pass rate, conversion); Newcombe's hybrid score
   interval for the difference, pooled two-sided z-test.
 - ``welch_t`` / ``welch_t_samples``: means with unequal variances; Welch–Satterthwaite df.
@@ -390,6 +391,16 @@ def _check_sample(name: str, sample: Sequence[float]) -> list[float]:
 # --- Two proportions ----------------------------------------------------------------------------
 
 
+def proportion_interval(*, successes: int, total: int, confidence: float = 0.95) -> Interval:
+    """Wilson's score interval for one rate (an arm's error rate, a variant's conversion)."""
+    _check_confidence(confidence)
+    successes, total = _check_count("successes", successes), _check_count("total", total)
+    if total == 0 or successes > total:
+        raise ValueError(f"need 0 <= successes <= total and total > 0, got {successes}/{total}")
+    low, high = _wilson(successes, total, _NORMAL.inv_cdf(0.5 + confidence / 2))
+    return Interval(low, high, confidence)
+
+
 def _wilson(successes: int, total: int, z: float) -> tuple[float, float]:
     """Wilson's score interval for one proportion: never outside [0, 1], and not empty at 0 or
     n successes (where the Wald interval collapses to a point)."""
@@ -397,7 +408,10 @@ def _wilson(successes: int, total: int, z: float) -> tuple[float, float]:
     z2 = z * z
     centre = (p + z2 / (2 * total)) / (1 + z2 / total)
     half = z / (1 + z2 / total) * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 or n successes the bound is exactly 0 or 1; rounding would leave it a hair inside.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == total else min(1.0, centre + half)
+    return low, high
 
 
 def two_proportions(

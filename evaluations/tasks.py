@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from celery import shared_task  # noqa: F401
+from celery import shared_task
 from django.db import DatabaseError
 
 # --- eval runs ---
@@ -29,3 +29,12 @@ def eval_run_batch(*, run_id: int, cases: dict[str, int]) -> int:
 
 
 # --- canary analysis ---
+
+
+@shared_task(name="evaluations.analyse_canaries")
+def analyse_canaries() -> int:
+    """Beat's tick (CANARY_ANALYSIS_INTERVAL_SECONDS): one look at every running analysis. Two
+    workers may run it at once; each analysis is looked at by one of them (a row lock)."""
+    from .canary import canary_analyses_look
+
+    return len(canary_analyses_look())

@@ -42,7 +42,10 @@ def experiment_text(experiment: Experiment | None) -> str:
     if experiment is None:
         return NONE
     variants = ", ".join(f"{v.name} {v.version} @ {points(v.weight)}" for v in experiment.variants)
-    return f"{experiment.name}: {variants}"
+    planned = (
+        f" (planned: {experiment.planned_calls:,} sticky calls)" if experiment.planned_calls else ""
+    )
+    return f"{experiment.name}: {variants}{planned}"
 
 
 def budget_text(shadow: Shadow) -> str:

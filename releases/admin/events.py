@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
@@ -44,6 +44,7 @@ class ReleaseEventAdmin(admin.ModelAdmin):
         "actor_label",
         "created_at",
         "reason",
+        "gates_overridden",
         "changes",
         "before_state",
         "after_state",
@@ -74,6 +75,23 @@ class ReleaseEventAdmin(admin.ModelAdmin):
     @admin.display(description="Reason")
     def short_reason(self, event: ReleaseEvent) -> str:
         return Truncator(event.reason).chars(80)
+
+    @admin.display(description="Gates overridden")
+    def gates_overridden(self, event: ReleaseEvent) -> SafeString | str:
+        # The failed gates a release manager released past; the reason says why.
+        if not event.overridden_gates:
+            return "—"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                "<li><b>{}</b> (version {}): {}</li>",
+                (
+                    (g.get("gate", ""), g.get("version", ""), g.get("detail", ""))
+                    for g in event.overridden_gates
+                ),
+            ),
+        )
 
     @admin.display(description="State before")
     def before_state(self, event: ReleaseEvent) -> str:

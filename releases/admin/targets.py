@@ -30,10 +30,18 @@ def canary_start(state: ReleaseState, *, version: int, weight: int) -> ReleaseSt
 
 
 def experiment_start(
-    state: ReleaseState, *, name: str, variants: Sequence[tuple[str, int, int]]
+    state: ReleaseState,
+    *,
+    name: str,
+    variants: Sequence[tuple[str, int, int]],
+    planned_calls: int | None = None,
 ) -> ReleaseState:
     return transitions.experiment_start(
-        state, name=name, variants=variants, salt=NEW_DRAW.format("experiment")
+        state,
+        name=name,
+        variants=variants,
+        salt=NEW_DRAW.format("experiment"),
+        planned_calls=planned_calls,
     )
 
 

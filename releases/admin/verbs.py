@@ -129,6 +129,14 @@ class ExperimentStartInputs(Inputs):
         help_text="One variant a line: name, version, percent (“control 7 50”). The rest of the "
         "subjects stay on stable.",
     )
+    planned_calls = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Planned sample",
+        help_text="Sticky calls over all variants to collect before the final analysis (at least "
+        "30 a variant). The A/B results correct earlier looks against it; empty: nothing is "
+        "called significant before the experiment stops.",
+    )
 
     def clean_variants(self) -> list[tuple[str, int, Decimal]]:
         parsed, wrong = [], []
@@ -192,7 +200,11 @@ class RollbackInputs(Inputs):
 
 
 class ConfirmForm(forms.Form):
-    """What every change carries besides its inputs: why, and the revision the page showed."""
+    """What every change carries besides its inputs: why, and the revision the page showed.
+
+    With ``can_override`` (a gated verb, a user with ``releases.override_gates``) it also takes
+    "release anyway"; without, the field does not exist, so a forged value never reaches the
+    service."""
 
     reason = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2, "cols": 60, "class": "vLargeTextField"}),
@@ -200,9 +212,24 @@ class ConfirmForm(forms.Form):
     )
     revision = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
 
-    def __init__(self, *args: Any, reason_required: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, reason_required: bool = True, can_override: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fields["reason"].required = reason_required
+        if can_override:
+            self.fields["override_gates"] = forms.BooleanField(
+                required=False,
+                label="Release anyway (override the failed gates)",
+                help_text="The reason above is kept in the release history with every gate "
+                "you override.",
+            )
+
+    def service_options(self) -> dict[str, Any]:
+        """What the service takes beyond the reason and revision: the override, if offered."""
+        if "override_gates" not in self.fields:
+            return {}
+        return {"override_gates": self.cleaned_data.get("override_gates", False)}
 
 
 # --- previews ---------------------------------------------------------------------------------
@@ -221,7 +248,14 @@ def preview_experiment_start(slot: Slot, data: dict[str, Any]) -> Preview:
         raise ReleaseInvalid(
             [percent_problem("/variants", "The variants' percentages add up to over 100.")]
         )
-    return Preview(targets.experiment_start(slot.state, name=data["name"], variants=variants))
+    return Preview(
+        targets.experiment_start(
+            slot.state,
+            name=data["name"],
+            variants=variants,
+            planned_calls=data.get("planned_calls"),
+        )
+    )
 
 
 def preview_shadow_start(slot: Slot, data: dict[str, Any]) -> Preview:
@@ -263,6 +297,9 @@ class Verb:
     # The way back (rollback, abort) never waits for someone to type a reason (DESIGN.md,
     # failure rules); every other change says why.
     reason_required: bool = True
+    # Puts a version in front of traffic, so the promotion gates are consulted (and may be
+    # overridden by a release manager with ``releases.override_gates``).
+    gated: bool = False
 
     def initial(self, slot: Slot | None) -> dict[str, Any]:
         return initial_inputs(self.name, slot)
@@ -277,6 +314,7 @@ VERBS: dict[str, Verb] = {
     for verb in [
         Verb(
             name="deploy",
+            gated=True,
             action=Action.DEPLOY,
             title="Deploy a version",
             submit="Deploy",
@@ -289,6 +327,7 @@ VERBS: dict[str, Verb] = {
         ),
         Verb(
             name="canary_start",
+            gated=True,
             action=Action.CANARY_START,
             title="Start a canary",
             submit="Start the canary",
@@ -319,6 +358,7 @@ VERBS: dict[str, Verb] = {
         ),
         Verb(
             name="canary_promote",
+            gated=True,
             action=Action.CANARY_PROMOTE,
             title="Promote the canary",
             submit="Promote",
@@ -340,6 +380,7 @@ VERBS: dict[str, Verb] = {
         ),
         Verb(
             name="experiment_start",
+            gated=True,
             action=Action.EXPERIMENT_START,
             title="Start an experiment",
             submit="Start the experiment",
@@ -347,11 +388,16 @@ VERBS: dict[str, Verb] = {
             inputs=ExperimentStartInputs,
             preview=preview_experiment_start,
             apply=lambda slot, d, p, **kw: services.release_experiment_start(
-                **_where(slot), name=d["name"], variants=d["variants"], **kw
+                **_where(slot),
+                name=d["name"],
+                variants=d["variants"],
+                planned_calls=d.get("planned_calls"),
+                **kw,
             ),
         ),
         Verb(
             name="experiment_stop",
+            gated=True,
             action=Action.EXPERIMENT_STOP,
             title="Stop the experiment",
             submit="Stop the experiment",
@@ -410,6 +456,7 @@ VERBS: dict[str, Verb] = {
 # The board's "Deploy a prompt": the deploy verb, for a prompt and environment chosen on the page.
 DEPLOY_A_PROMPT = Verb(
     name="deploy_prompt",
+    gated=True,
     action=Action.DEPLOY,
     title="Deploy a prompt",
     submit="Deploy",

@@ -124,9 +124,12 @@ def verb_links(
 
 
 def problems_text(exc: RegistryError, inputs: Inputs) -> list[str]:
-    """A domain error as the page shows it: problems next to their field where there is one."""
+    """A domain error as the page shows it: problems next to their field where there is one,
+    and every failed gate of a refused promotion, so all of them are fixed (or overridden) at once."""
     if isinstance(exc, PromotionBlocked):
-        return [f"{exc.message} (gate: {exc.gate})"]
+        return [f"{type(exc).message} Failed gates:"] + [
+            f"{failed['detail']} (gate: {failed['gate']})" for failed in exc.failed
+        ]
     lines = [exc.message]
     if isinstance(exc, ProblemsError):
         for problem in exc.problems:
@@ -176,13 +179,23 @@ def bound_data(verb: Verb, request: HttpRequest, slot: Slot | None) -> QueryDict
     return data
 
 
+OVERRIDE_PERMISSION = "releases.override_gates"
+
+
 def change_page(
     model_admin: ReleaseAdmin, request: HttpRequest, verb: Verb, slot: Slot | None
 ) -> HttpResponse:
-    """GET: the inputs, the state now and after, what traffic moves; POST: apply it."""
+    """GET: the inputs, the state now and after, what traffic moves; POST: apply it.
+
+    A change the promotion gates refuse shows every failed gate; a user who may override them
+    is then offered "release anyway" (the service records the gates and the reason)."""
     if not model_admin.has_verb_permission(request, verb.permission):
         raise PermissionDenied
     posted = request.method == "POST"
+    can_override = verb.gated and request.user.has_perm(OVERRIDE_PERMISSION)
+    if posted and "override_gates" in request.POST and not can_override:
+        raise PermissionDenied("Overriding promotion gates needs the override_gates permission.")
+    failed_gates: list[dict] = []
     data = bound_data(verb, request, slot)
     inputs = verb.inputs(data, slot=slot)
     if not posted and not inputs.complete():
@@ -197,6 +210,7 @@ def change_page(
         request.POST if posted else None,
         initial={"revision": slot.revision if slot else 0},
         reason_required=verb.reason_required,
+        can_override=can_override,
     )
     if posted and slot is not None and outcome.preview is not None and confirm.is_valid():
         try:
@@ -207,6 +221,7 @@ def change_page(
                 actor=Actor.for_user(request.user),
                 reason=confirm.cleaned_data["reason"],
                 expected_revision=confirm.cleaned_data["revision"],
+                **confirm.service_options(),
             )
         except ReleaseConflict as exc:
             # Show the new state with the user's inputs and reason kept; the next POST carries
@@ -215,9 +230,17 @@ def change_page(
             outcome = preview(verb, slot, inputs)
             outcome.errors.insert(0, CONFLICT.format(revision=exc.current_revision))
             confirm = ConfirmForm(
-                initial={"revision": slot.revision, "reason": confirm.cleaned_data["reason"]},
+                initial={
+                    "revision": slot.revision,
+                    "reason": confirm.cleaned_data["reason"],
+                    **confirm.service_options(),
+                },
                 reason_required=verb.reason_required,
+                can_override=can_override,
             )
+        except PromotionBlocked as exc:
+            failed_gates = list(exc.failed)
+            outcome.errors += problems_text(exc, inputs)
         except RegistryError as exc:
             outcome.errors += problems_text(exc, inputs)
         else:
@@ -236,6 +259,9 @@ def change_page(
         "visible_inputs": [f for f in inputs if not f.is_hidden],
         "confirm": confirm,
         "errors": outcome.errors,
+        "failed_gates": failed_gates,
+        # Offered once the gates refused (or when it was ticked): never as a default.
+        "offer_override": can_override and bool(failed_gates or confirm["override_gates"].value()),
         "preview": outcome.preview,
         "media": inputs.media,
         "versions": recent_versions(slot.prompt) if slot else [],

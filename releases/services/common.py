@@ -21,7 +21,7 @@ from ..errors import (
     VersionNotReleasable,
     percent_problem,
 )
-from ..gates import promotion_checks
+from ..gates import promotion_checks, verdicts_of
 from ..models import Environment, Release, ReleaseEvent
 from ..state import Canary, Experiment, ReleaseState, Shadow, Variant
 
@@ -191,14 +191,16 @@ def _ensure_promotable(
                 }
             )
     for check in promotion_checks():
-        verdict = check(prompt_id=release.prompt_id, environment=environment.name, version=number)
-        if not verdict.passed:
-            failed.append(
-                {
-                    "gate": verdict.gate,
-                    "detail": verdict.detail or f"The {verdict.gate} gate failed.",
-                }
-            )
+        # A check may stand for several gates (evaluations: every gate of the environment).
+        answer = check(prompt_id=release.prompt_id, environment=environment.name, version=number)
+        for verdict in verdicts_of(answer):
+            if not verdict.passed:
+                failed.append(
+                    {
+                        "gate": verdict.gate,
+                        "detail": verdict.detail or f"The {verdict.gate} gate failed.",
+                    }
+                )
     if not failed:
         return
     if not override:

@@ -18,6 +18,7 @@ from scipy import stats
 from evaluations.statistics import (
     chi2_sf,
     mann_whitney_u,
+    proportion_interval,
     sample_ratio_mismatch,
     sequential_threshold,
     significant,
@@ -117,6 +118,28 @@ def reference_proportions(sa: int, na: int, sb: int, nb: int, confidence: float 
     se = math.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
     z = d / se if se else 0.0
     return d, low, high, z, 2 * stats.norm.sf(abs(z))
+
+
+@given(
+    total=st.integers(min_value=1, max_value=100_000),
+    share=st.floats(min_value=0, max_value=1),
+    confidence=st.sampled_from([0.8, 0.9, 0.95, 0.99]),
+)
+def test_proportion_interval_matches_scipys_wilson_interval(total, share, confidence):
+    successes = round(total * share)
+    expected = stats.binomtest(successes, total).proportion_ci(confidence, method="wilson")
+
+    interval = proportion_interval(successes=successes, total=total, confidence=confidence)
+
+    assert interval.low == pytest.approx(expected.low, abs=1e-12)
+    assert interval.high == pytest.approx(expected.high, abs=1e-12)
+    assert 0.0 <= interval.low <= successes / total <= interval.high <= 1.0
+
+
+@pytest.mark.parametrize(("successes", "total"), [(0, 0), (5, 4), (-1, 3)])
+def test_proportion_interval_refuses_impossible_counts(successes, total):
+    with pytest.raises(ValueError, match=r"total|successes"):
+        proportion_interval(successes=successes, total=total)
 
 
 def test_two_proportions_on_newcombes_worked_example():

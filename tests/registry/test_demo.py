@@ -124,3 +124,42 @@ def test_an_admin_with_a_password_of_its_own_keeps_it(var_dir):
     assert not PASSWORD.search(output)
     assert "admin" in output
     assert authenticate(username="admin", password="correct horse battery staple") is not None
+
+
+def test_the_demo_has_a_golden_set_a_gate_an_analysed_canary_and_an_experiment_with_traffic(
+    var_dir, django_capture_on_commit_callbacks
+):
+    from evaluations.experiments import experiment_results
+    from evaluations.gates import version_gate_status
+    from evaluations.models import CanaryAnalysis, Dataset, PromotionGate
+    from releases.models import Release
+    from runs.models import Call
+
+    with django_capture_on_commit_callbacks(execute=True):
+        demo()
+
+    golden = Dataset.objects.get(prompt__key="support.refund-reply", name="golden")
+    assert golden.cases.count() == 14
+    assert golden.cases.filter(holdout=True).count() == 2
+    assert golden.cases.filter(must_pass=True).count() == 2
+    gate = PromotionGate.objects.get(environment__name="production")
+    assert (gate.dataset_name, gate.min_pass_rate) == ("golden", 90)
+    # No gate run yet: promoting the production canary waits for one (the README's tour).
+    [status] = version_gate_status(prompt=golden.prompt, version=3, environment=gate.environment)
+    assert not status.passed
+    analysis = CanaryAnalysis.objects.get(release__prompt__key="support.refund-reply")
+    assert (analysis.status, analysis.canary_version) == ("running", 3)
+
+    triage = Release.objects.get(
+        prompt__key="support.ticket-triage", environment__name="production"
+    )
+    results = experiment_results(release=triage)
+    assert {v.name for v in results.variants} == {"control", "chargeback"}
+    assert sum(v.calls for v in results.variants) == 1200
+    assert not results.decisions_held  # the split is the release's own: no sample-ratio alarm
+    assert Call.objects.filter(request_id__startswith="demo-").count() == 1200
+
+    with django_capture_on_commit_callbacks(execute=True):
+        demo()
+    assert Call.objects.count() == 1200
+    assert golden.cases.count() == 14

@@ -309,9 +309,18 @@ def test_an_experiment_and_shadows_go_through_their_pages(rita, released):
     assert (
         "50 % of subjects (experiment buckets 5000–9999) move from version 2 to version 3" in page
     )
-    post_change(rita, url("experiment_start", release.pk), release, name="tone", variants=variants)
+    post_change(
+        rita,
+        url("experiment_start", release.pk),
+        release,
+        name="tone",
+        variants=variants,
+        planned_calls="2000",
+    )
     release.refresh_from_db()
     assert release_state(release).experiment.name == "tone"
+    assert release_state(release).experiment.planned_calls == 2000
+    assert "(planned: 2,000 sticky calls)" in text(rita.get(url("change", release.pk)))
 
     page = text(rita.get(url("experiment_stop", release.pk), {"winner": "candidate"}))
     assert "50 % of subjects (experiment buckets 0–4999) move from version 2 to version 3" in page

@@ -12,7 +12,10 @@ password was set some other way keeps it.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import random
 import secrets
 from decimal import Decimal
 from pathlib import Path
@@ -22,13 +25,19 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from api.demo_data import PROMPTS, RELEASES
+from api.demo_data import CANARY_POLICIES, DATASETS, GATES, PROMPTS, RELEASES, TRAFFIC
+from evaluations.canary import canary_analysis_attach
+from evaluations.gates import promotion_gate_create
+from evaluations.models import PromotionGate
+from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
 from registry.content import VersionContent
 from registry.models import Prompt
 from registry.services import prompt_create, version_create
 from releases import services as releases
-from releases.selectors import environment_get
+from releases.resolution import resolve
+from releases.selectors import environment_get, served_releases
+from runs.events import events_ingest
 from runs.models import ModelPrice, Provider
 from runs.services import model_price_set, provider_save
 
@@ -77,6 +86,16 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo prompts: {created} loaded, {len(PROMPTS) - created} already there."
         )
+        for environment, dataset, min_pass_rate in GATES:
+            if not PromotionGate.objects.filter(
+                environment__name=environment, dataset_name=dataset, prompt=None
+            ).exists():
+                promotion_gate_create(
+                    environment=environment_get(name=environment),
+                    dataset_name=dataset,
+                    min_pass_rate=min_pass_rate,
+                    actor=DEMO_ACTOR,
+                )
         password = self._ensure_admin()
         if password is None:
             self.stdout.write(
@@ -114,6 +133,23 @@ class Command(BaseCommand):
                 actor=DEMO_ACTOR,
                 **arguments,
             )
+        for name, description, cases in DATASETS.get(spec["key"], []):
+            dataset = dataset_create(
+                prompt=prompt, name=name, description=description, actor=DEMO_ACTOR
+            )
+            lines = "\n".join(json.dumps(case, ensure_ascii=False) for case in cases)
+            dataset_import(dataset=dataset, content=lines, format="jsonl", actor=DEMO_ACTOR)
+        for (key, environment), policy in CANARY_POLICIES.items():
+            if key == spec["key"]:
+                canary_analysis_attach(
+                    prompt=prompt,
+                    environment=environment_get(name=environment),
+                    policy=policy,
+                    actor=DEMO_ACTOR,
+                    reason="Judge the canary by numbers from here on.",
+                )
+        if spec["key"] in TRAFFIC:
+            transaction.on_commit(lambda: _simulate_traffic(spec["key"], TRAFFIC[spec["key"]]))
 
     def _ensure_admin(self) -> str | None:
         """The admin login's password, or None when ``admin`` has a password of its own.
@@ -144,3 +180,44 @@ def _kept_password(path: Path) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as file:
         file.write(password + "\n")
     return password
+
+
+def _simulate_traffic(key: str, traffic: dict) -> None:
+    """Reports one call per simulated subject, through the release as it serves them: each
+    subject lands on the variant its bucket gives, so the split is the real one."""
+    release = served_releases(environment=traffic["environment"], prompt=key)[0]
+    rng = random.Random(traffic["seed"])
+    events = []
+    for number in range(traffic["subjects"]):
+        subject = f"demo-customer-{number}"
+        resolution = resolve(release, subject=subject, locale=None)
+        profile = traffic["profiles"].get(resolution.assignment.label)
+        if profile is None:
+            continue
+        failed = rng.random() < profile["error_rate"]
+        feedback = None
+        if not failed and rng.random() < 0.4:
+            feedback = 1.0 if rng.random() < profile["thumbs_up"] else -1.0
+        events.append(
+            {
+                "event_id": f"demo-{key}-{number}",
+                "request_id": f"demo-{number}",
+                "prompt": key,
+                "version": resolution.version.number,
+                "environment": traffic["environment"],
+                "variant": resolution.assignment.label,
+                "subject": subject,
+                "release_revision": release.revision,
+                "status": "error" if failed else "ok",
+                "error_class": "APITimeoutError" if failed else None,
+                "provider": "local",
+                "model": "echo-1",
+                "latency_ms": round(rng.lognormvariate(math.log(profile["latency_ms"]), 0.35), 1),
+                "input_tokens": rng.randint(60, 140),
+                "output_tokens": 0 if failed else rng.randint(20, 60),
+                "schema_valid": None if failed else rng.random() > 0.01,
+                "feedback": feedback,
+            }
+        )
+    for start in range(0, len(events), 1000):
+        events_ingest(events=events[start : start + 1000])

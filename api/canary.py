@@ -1,0 +1,216 @@
+"""Canary analysis over the API: read the analysis of a release's canary, attach one to a running
+canary, resume a held one, stop one (the canary itself stays as it is).
+
+A canary started with an ``analysis`` policy (``POST .../canary``, api/releases.py) has one from
+the start. Reading needs ``prompts:read``; every change needs ``releases:write``. Keys limited to
+environments reach only those.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from evaluations.canary import (
+    canary_analysis_attach,
+    canary_analysis_get,
+    canary_analysis_resume,
+    canary_analysis_stop,
+    canary_analysis_times,
+    canary_verdicts_recent,
+)
+from evaluations.models import CanaryAnalysis, CanaryVerdict
+from releases.selectors import release_get
+
+from .models import Scope
+from .permissions import HasScope, scope_by_method
+from .releases import IF_MATCH, _target, if_match_revision
+
+RECENT_VERDICTS = 20
+
+
+def analysis_representation(analysis: CanaryAnalysis) -> dict[str, Any]:
+    policy = analysis.policy
+    times = canary_analysis_times(analysis)
+    return {
+        "id": analysis.pk,
+        "canary_version": analysis.canary_version,
+        "canary_salt": analysis.canary_salt,
+        "status": analysis.status,
+        "status_reason": analysis.hold_reason,
+        "step": analysis.step,
+        "percent": policy["steps"][analysis.step],
+        "step_started_at": analysis.step_started_at,
+        "unmeasured_looks": analysis.unmeasured_looks,
+        "last_looked_at": analysis.last_looked_at,
+        "policy": policy,
+        "times": (
+            {
+                "earliest_promotion": times.earliest_promotion,
+                "latest_verdict": times.latest_verdict,
+            }
+            if times
+            else None
+        ),
+        "created_by": analysis.created_by_label,
+        "created_at": analysis.created_at,
+        "verdicts": [
+            {
+                "id": v.pk,
+                "outcome": v.outcome,
+                "step": v.step,
+                "percent": float(v.percent),
+                "summary": v.summary,
+                "figures": v.figures,
+                "release_event": v.release_event_id,
+                "created_at": v.created_at,
+            }
+            for v in canary_verdicts_recent(analysis=analysis, limit=RECENT_VERDICTS)
+        ],
+    }
+
+
+class AnalysisOutputSerializer(serializers.Serializer):
+    """Documents ``analysis_representation``."""
+
+    class TimesSerializer(serializers.Serializer):
+        earliest_promotion = serializers.DateTimeField(
+            help_text="The step's start plus the minimum minutes of this and every later step."
+        )
+        latest_verdict = serializers.DateTimeField(
+            help_text="The step's start plus its maximum minutes: without the minimum sample by "
+            "then, the step could not be measured (and, after the retries, holds)."
+        )
+
+        class Meta:
+            ref_name = "CanaryAnalysisTimes"
+
+    class VerdictSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        outcome = serializers.ChoiceField(choices=CanaryVerdict.Outcome.choices)
+        step = serializers.IntegerField()
+        percent = serializers.FloatField()
+        summary = serializers.CharField()
+        figures = serializers.JSONField(
+            help_text="calls per arm, minutes, and per check: canary, stable, difference, ci, "
+            "p_value, margin, status, passed; srm."
+        )
+        release_event = serializers.IntegerField(allow_null=True)
+        created_at = serializers.DateTimeField()
+
+        class Meta:
+            ref_name = "CanaryVerdict"
+
+    id = serializers.IntegerField()
+    canary_version = serializers.IntegerField()
+    canary_salt = serializers.CharField()
+    status = serializers.ChoiceField(choices=CanaryAnalysis.Status.choices)
+    status_reason = serializers.CharField(help_text="Why it is held, or why it ended.")
+    step = serializers.IntegerField(help_text="Index into policy.steps.")
+    percent = serializers.FloatField()
+    step_started_at = serializers.DateTimeField()
+    unmeasured_looks = serializers.IntegerField()
+    last_looked_at = serializers.DateTimeField(allow_null=True)
+    policy = serializers.JSONField()
+    times = TimesSerializer(allow_null=True, help_text="Only while the analysis runs.")
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    verdicts = VerdictSerializer(many=True, help_text=f"The latest {RECENT_VERDICTS}.")
+
+    class Meta:
+        ref_name = "CanaryAnalysis"
+
+
+class _Reason(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class CanaryAnalysisApi(APIView):
+    """``GET``: the analysis of the release's canary (else its latest); ``POST``: attach one to
+    the running canary."""
+
+    class AttachInputSerializer(_Reason):
+        analysis = serializers.JSONField(
+            help_text="The policy; fields left out take their defaults (docs/canary-analysis.md)."
+        )
+
+        class Meta:
+            ref_name = "CanaryAnalysisAttachInput"
+
+    def get_permissions(self):
+        return scope_by_method(self.request, read=Scope.PROMPTS_READ, write=Scope.RELEASES_WRITE)
+
+    @extend_schema(operation_id="releases_canary_analysis", responses=AnalysisOutputSerializer)
+    def get(self, request: Request, environment: str, key: str) -> Response:
+        prompt, env = _target(request, environment, key)
+        analysis = canary_analysis_get(release=release_get(prompt=prompt, environment=env))
+        return Response(analysis_representation(analysis))
+
+    @extend_schema(
+        operation_id="releases_canary_analysis_attach",
+        request=AttachInputSerializer,
+        responses={201: AnalysisOutputSerializer},
+        parameters=[IF_MATCH],
+    )
+    def post(self, request: Request, environment: str, key: str) -> Response:
+        prompt, env = _target(request, environment, key)
+        data = self.AttachInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        analysis = canary_analysis_attach(
+            prompt=prompt,
+            environment=env,
+            policy=data.validated_data["analysis"],
+            actor=request.user.actor,
+            reason=data.validated_data["reason"],
+            expected_revision=if_match_revision(request),
+        )
+        return Response(analysis_representation(analysis), status=status.HTTP_201_CREATED)
+
+
+class CanaryAnalysisResumeApi(APIView):
+    """A held analysis judges again, on a fresh window of its current step."""
+
+    permission_classes = [HasScope(Scope.RELEASES_WRITE)]
+
+    @extend_schema(
+        operation_id="releases_canary_analysis_resume",
+        request=None,
+        responses=AnalysisOutputSerializer,
+    )
+    def post(self, request: Request, environment: str, key: str) -> Response:
+        prompt, env = _target(request, environment, key)
+        analysis = canary_analysis_get(release=release_get(prompt=prompt, environment=env))
+        analysis = canary_analysis_resume(analysis_id=analysis.pk, actor=request.user.actor)
+        return Response(analysis_representation(analysis))
+
+
+class CanaryAnalysisStopApi(APIView):
+    """The analysis stops judging; the canary stays at its percent for a person to decide."""
+
+    permission_classes = [HasScope(Scope.RELEASES_WRITE)]
+
+    class InputSerializer(_Reason):
+        class Meta:
+            ref_name = "CanaryAnalysisStopInput"
+
+    @extend_schema(
+        operation_id="releases_canary_analysis_stop",
+        request=InputSerializer,
+        responses=AnalysisOutputSerializer,
+    )
+    def post(self, request: Request, environment: str, key: str) -> Response:
+        prompt, env = _target(request, environment, key)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        analysis = canary_analysis_get(release=release_get(prompt=prompt, environment=env))
+        analysis = canary_analysis_stop(
+            analysis_id=analysis.pk,
+            actor=request.user.actor,
+            reason=data.validated_data["reason"],
+        )
+        return Response(analysis_representation(analysis))

@@ -1,0 +1,275 @@
+"""Eval runs over the API: start one (202, it runs in the background), list, read, cancel.
+
+A run's representation carries its progress and pass rate, and the baseline's (the stable
+version's run over the same cases) with the difference in percentage points; reading one run
+adds the report so far: each case classified (regressed, fixed, ...), must-pass failures first.
+Holdout cases (gate runs) count in every figure but their output and detail are never sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from evaluations.evalreports import CaseChange, EvalReport, eval_run_report, eval_run_summary
+from evaluations.evalruns import eval_run_cancel, eval_run_get, eval_run_list, eval_run_start
+from evaluations.models import EvalRun
+from registry.selectors import prompt_get
+
+from .models import Scope
+from .pagination import Pagination
+from .permissions import HasScope, ensure_environment_allowed
+from .problems import INSUFFICIENT_SCOPE, ProblemException
+
+
+class BaselineSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    version = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=EvalRun.Status.choices)
+    pass_rate = serializers.FloatField(allow_null=True, help_text="Percent of scored cases.")
+
+    class Meta:
+        ref_name = "EvalRunBaseline"
+
+
+class ProgressSerializer(serializers.Serializer):
+    done = serializers.IntegerField(help_text="Cases scored so far.")
+    total = serializers.IntegerField()
+    percent = serializers.FloatField()
+
+    class Meta:
+        ref_name = "EvalRunProgress"
+
+
+class EvalRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.CharField()
+    prompt = serializers.CharField()
+    version = serializers.IntegerField()
+    dataset = serializers.CharField()
+    include_holdout = serializers.BooleanField(help_text="A gate run: holdout cases scored too.")
+    environment = serializers.CharField(
+        allow_null=True, help_text="Whose stable version is the baseline."
+    )
+    status = serializers.ChoiceField(choices=EvalRun.Status.choices)
+    progress = ProgressSerializer()
+    pass_rate = serializers.FloatField(
+        allow_null=True, help_text="Percent of the cases scored so far that passed."
+    )
+    baseline = BaselineSerializer(allow_null=True)
+    delta_points = serializers.FloatField(
+        allow_null=True, help_text="pass_rate minus the baseline's, in percentage points."
+    )
+    dataset_updated_at = serializers.DateTimeField(allow_null=True)
+    dataset_changed = serializers.BooleanField(
+        help_text="The dataset was imported into since the run read it."
+    )
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    class Meta:
+        ref_name = "EvalRun"
+
+
+def run_representation(run: EvalRun) -> dict[str, Any]:
+    """``run`` comes from ``eval_run_list``/``eval_run_get`` (annotated with its counts)."""
+    summary = eval_run_summary(run)
+    baseline = run.baseline
+    return {
+        "id": run.pk,
+        "url": reverse("evaluation", args=[run.pk]),
+        "prompt": run.prompt.key,
+        "version": run.version.number,
+        "dataset": run.dataset.name,
+        "include_holdout": run.include_holdout,
+        "environment": run.environment.name if run.environment else None,
+        "status": run.status,
+        "progress": {
+            "done": summary.done,
+            "total": summary.total,
+            "percent": summary.percent_done,
+        },
+        "pass_rate": summary.pass_rate,
+        "baseline": (
+            {
+                "id": baseline.pk,
+                "version": baseline.version.number,
+                "status": baseline.status,
+                "pass_rate": summary.baseline_pass_rate,
+            }
+            if baseline is not None
+            else None
+        ),
+        "delta_points": summary.delta_points,
+        "dataset_updated_at": run.dataset_updated_at,
+        "dataset_changed": run.dataset_updated_at != run.dataset.updated_at,
+        "created_by": run.created_by_label,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+class CaseRowSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    change = serializers.ChoiceField(choices=[(c.value, c.value) for c in CaseChange])
+    passed = serializers.BooleanField()
+    baseline_passed = serializers.BooleanField(allow_null=True)
+    must_pass = serializers.BooleanField()
+    holdout = serializers.BooleanField()
+    score = serializers.FloatField(allow_null=True)
+    error_class = serializers.CharField(allow_blank=True)
+    latency_ms = serializers.FloatField(allow_null=True)
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    cost = serializers.DecimalField(max_digits=14, decimal_places=8, allow_null=True)
+    detail = serializers.CharField(allow_null=True, help_text="null for a holdout case.")
+    output = serializers.CharField(allow_null=True, help_text="null for a holdout case.")
+    variables = serializers.DictField(allow_null=True, help_text="null for a holdout case.")
+
+    class Meta:
+        ref_name = "EvalCaseRow"
+
+
+class TotalsSerializer(serializers.Serializer):
+    cost = serializers.DecimalField(max_digits=20, decimal_places=8, allow_null=True)
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    latency_p50_ms = serializers.FloatField(allow_null=True)
+    latency_p95_ms = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        ref_name = "EvalRunTotals"
+
+
+class ReportSerializer(serializers.Serializer):
+    must_pass_failed = serializers.IntegerField()
+    counts = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Cases per change (regressed, fixed, ...)."
+    )
+    totals = TotalsSerializer()
+    cases = CaseRowSerializer(many=True, help_text="Must-pass failures first, then regressions.")
+
+    class Meta:
+        ref_name = "EvalRunReport"
+
+
+class EvalRunDetailSerializer(EvalRunSerializer):
+    report = ReportSerializer()
+
+    class Meta:
+        ref_name = "EvalRunDetail"
+
+
+def _report_representation(report: EvalReport) -> dict[str, Any]:
+    return {
+        "must_pass_failed": report.must_pass_failed,
+        "counts": report.counts,
+        "totals": report.totals,
+        "cases": report.rows,
+    }
+
+
+def _detail_response(run_id: int, status_code: int = status.HTTP_200_OK) -> Response:
+    run = eval_run_get(run_id=run_id)
+    data = run_representation(run) | {"report": _report_representation(eval_run_report(run))}
+    return Response(EvalRunDetailSerializer(data).data, status=status_code)
+
+
+class EvalRunStartApi(APIView):
+    """``POST /prompts/{key}/versions/{n}/evaluations``: queue a run; 202 with its address."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_WRITE)]
+
+    class InputSerializer(serializers.Serializer):
+        dataset = serializers.CharField(max_length=100)
+        environment = serializers.CharField(
+            required=False,
+            allow_null=True,
+            default=None,
+            max_length=50,
+            help_text="Whose stable version to compare with; default: EVAL_BASELINE_ENVIRONMENT "
+            "(production), else the highest environment that has a stable version.",
+        )
+        include_holdout = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="A gate run: score the frozen holdout cases too (needs releases:write).",
+        )
+
+        class Meta:
+            ref_name = "EvalRunStartInput"
+
+    @extend_schema(
+        operation_id="evaluations_start",
+        request=InputSerializer,
+        responses={202: EvalRunDetailSerializer},
+    )
+    def post(self, request: Request, key: str, number: int) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        if values["include_holdout"] and not request.auth.has_scope(Scope.RELEASES_WRITE):
+            # A gate run is what lets a version through a gate: release automation starts it.
+            raise ProblemException(
+                INSUFFICIENT_SCOPE,
+                "A gate run (include_holdout) needs the releases:write scope too.",
+                required_scope=str(Scope.RELEASES_WRITE),
+            )
+        if values["environment"]:
+            ensure_environment_allowed(request, values["environment"])
+        run = eval_run_start(
+            prompt=prompt_get(key=key),
+            version=number,
+            dataset_name=values["dataset"],
+            actor=request.user.actor,
+            include_holdout=values["include_holdout"],
+            environment=values["environment"],
+        )
+        response = _detail_response(run.pk, status.HTTP_202_ACCEPTED)
+        response["Location"] = reverse("evaluation", args=[run.pk])
+        return response
+
+
+class EvalRunListApi(APIView):
+    """``GET /prompts/{key}/evaluations``: the prompt's runs, newest first, paginated."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_READ)]
+    pagination_class = Pagination
+
+    @extend_schema(operation_id="evaluations_list", responses=EvalRunSerializer(many=True))
+    def get(self, request: Request, key: str) -> Response:
+        runs = eval_run_list(prompt=prompt_get(key=key))
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(runs, request, view=self)
+        data = [run_representation(run) for run in page]
+        return paginator.get_paginated_response(EvalRunSerializer(data, many=True).data)
+
+
+class EvalRunDetailApi(APIView):
+    """``GET /evaluations/{id}``: status, progress and the report so far."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_READ)]
+
+    @extend_schema(operation_id="evaluations_retrieve", responses=EvalRunDetailSerializer)
+    def get(self, request: Request, run_id: int) -> Response:
+        return _detail_response(run_id)
+
+
+class EvalRunCancelApi(APIView):
+    """``POST /evaluations/{id}/cancel``: stop a queued or running run."""
+
+    permission_classes = [HasScope(Scope.PROMPTS_WRITE)]
+
+    @extend_schema(operation_id="evaluations_cancel", request=None, responses=EvalRunSerializer)
+    def post(self, request: Request, run_id: int) -> Response:
+        eval_run_cancel(run=eval_run_get(run_id=run_id), actor=request.user.actor)
+        return Response(EvalRunSerializer(run_representation(eval_run_get(run_id=run_id))).data)

@@ -1,0 +1,275 @@
+"""The admin for canary analyses: the policy, its derived times and every verdict with its figures.
+
+The list shows each analysis with its release, canary version, status, step and derived times. An
+analysis's page is read-only: the policy, the derived times, the ramp drawn over time, and the
+verdicts, each with a table of the figures it was decided on. Resume and stop are verbs for users
+with ``change_canaryanalysis`` (release managers, migration 0004), as list actions and as buttons
+on the page; they go through ``evaluations.canary``'s services, as the API does. Neither changes
+traffic, so neither asks for a confirmation page.
+
+The releases admin never links here: releases sits below evaluations and does not import it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.timezone import localtime
+from django.views.decorators.http import require_POST
+
+from registry.actors import Actor
+from registry.errors import RegistryError
+
+from .canary import (
+    canary_analysis_resume,
+    canary_analysis_stop,
+    canary_analysis_times,
+    canary_verdicts_recent,
+)
+from .canary_metrics import check_text
+from .canary_policy import judged_steps
+from .models import CanaryAnalysis, CanaryVerdict
+
+TEMPLATES = "admin/evaluations/canaryanalysis"
+VERDICTS_SHOWN = 50
+# The ramp drawing: a step line of the canary's percent over the looks, in SVG user units.
+RAMP_WIDTH, RAMP_HEIGHT, RAMP_PAD = 640, 140, 24
+
+
+def _when(value: datetime | None) -> str:
+    return localtime(value).strftime("%Y-%m-%d %H:%M") if value else "—"
+
+
+def _figure(value: Any, unit: str) -> str:
+    if value is None:
+        return "—"
+    places = 6 if unit == "cost" else 2
+    return f"{value:,.{places}f}"
+
+
+def figure_rows(verdict: CanaryVerdict) -> list[dict[str, str]]:
+    """One row per check of a verdict: what its table shows."""
+    rows = []
+    for check in verdict.figures.get("checks", []):
+        unit = check["unit"]
+        ci = check.get("ci")
+        rows.append(
+            {
+                "label": check["label"],
+                "unit": {"pp": "%", "cost": ""}.get(unit, unit),
+                "canary": _figure(check.get("canary"), unit),
+                "stable": _figure(check.get("stable"), unit),
+                "difference": _figure(check.get("difference"), unit),
+                "ci": f"{_figure(ci[0], unit)} to {_figure(ci[1], unit)}" if ci else "—",
+                "p_value": f"{check['p_value']:.3g}" if check.get("p_value") is not None else "—",
+                "margin": f"{check['margin']:g}",
+                "status": check["status"].replace("_", " "),
+                "passed": check.get("passed"),
+                "text": check_text(check),
+            }
+        )
+    return rows
+
+
+def ramp_svg_points(analysis: CanaryAnalysis, verdicts: list[CanaryVerdict]) -> dict[str, Any]:
+    """The canary's percent over time as polyline points: it starts at the analysis's first
+    step and moves at each verdict that ramped, promoted (100 %) or rolled back (0 %)."""
+    steps = analysis.policy["steps"]
+    start = analysis.created_at
+    changes: list[tuple[datetime, float]] = [(start, steps[0])]
+    for verdict in sorted(verdicts, key=lambda v: (v.created_at, v.pk)):
+        at = verdict.created_at
+        if verdict.outcome == CanaryVerdict.Outcome.PASS:
+            changes.append((at, steps[min(verdict.step + 1, len(steps) - 1)]))
+        elif verdict.outcome == CanaryVerdict.Outcome.PROMOTE:
+            changes.append((at, 100))
+        elif verdict.outcome == CanaryVerdict.Outcome.FAILED:
+            changes.append((at, 0))
+    end = max([changes[-1][0], analysis.last_looked_at or start, analysis.updated_at])
+    span = max((end - start).total_seconds(), 1.0)
+    width, height = RAMP_WIDTH - 2 * RAMP_PAD, RAMP_HEIGHT - 2 * RAMP_PAD
+
+    def x(at: datetime) -> float:
+        return round(RAMP_PAD + (at - start).total_seconds() / span * width, 1)
+
+    def y(percent: float) -> float:
+        return round(RAMP_PAD + (1 - percent / 100) * height, 1)
+
+    points: list[str] = []
+    for i, (at, percent) in enumerate(changes):
+        if i:
+            points.append(f"{x(at)},{y(changes[i - 1][1])}")  # hold the level until the change
+        points.append(f"{x(at)},{y(percent)}")
+    points.append(f"{x(end)},{y(changes[-1][1])}")
+    return {
+        "points": " ".join(points),
+        "width": RAMP_WIDTH,
+        "height": RAMP_HEIGHT,
+        "labels": [{"y": y(p), "text": f"{p:g} %"} for p in sorted({0, *steps, 100})],
+        "start": _when(start),
+        "end": _when(end),
+        "pad": RAMP_PAD,
+        "right": RAMP_WIDTH - RAMP_PAD,
+        "bottom": RAMP_HEIGHT - RAMP_PAD,
+    }
+
+
+@admin.register(CanaryAnalysis)
+class CanaryAnalysisAdmin(admin.ModelAdmin):
+    list_display = [
+        "release_shown",
+        "version_shown",
+        "status",
+        "step_shown",
+        "earliest_promotion",
+        "latest_verdict",
+        "last_looked_at",
+    ]
+    list_select_related = ["release__prompt", "release__environment"]
+    list_filter = ["status", "release__environment"]
+    search_fields = ["release__prompt__key"]
+    ordering = ["-created_at", "-id"]
+    show_full_result_count = False
+    actions = ["resume_selected", "stop_selected"]
+    change_form_template = f"{TEMPLATES}/change_form.html"
+    readonly_fields = [
+        "release",
+        "canary_version",
+        "canary_salt",
+        "status",
+        "hold_reason",
+        "step",
+        "step_started_at",
+        "unmeasured_looks",
+        "last_looked_at",
+        "created_by_label",
+        "created_at",
+    ]
+    fields = readonly_fields
+
+    # Analyses are made by starting or attaching to a canary (the API), verdicts by the looks;
+    # neither is edited by hand.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_steer_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        """Resume and stop: the model's change permission, though the page itself is read-only."""
+        return request.user.has_perm("evaluations.change_canaryanalysis")
+
+    @admin.display(description="Release", ordering="release__prompt__key")
+    def release_shown(self, analysis: CanaryAnalysis) -> str:
+        return f"{analysis.release.prompt.key} @ {analysis.release.environment.name}"
+
+    @admin.display(description="Canary", ordering="canary_version")
+    def version_shown(self, analysis: CanaryAnalysis) -> str:
+        return f"v{analysis.canary_version}"
+
+    @admin.display(description="Step")
+    def step_shown(self, analysis: CanaryAnalysis) -> str:
+        steps = analysis.policy["steps"]
+        return (
+            f"{analysis.step + 1} of {judged_steps(analysis.policy)} · {steps[analysis.step]:g} %"
+        )
+
+    @admin.display(description="Earliest promotion")
+    def earliest_promotion(self, analysis: CanaryAnalysis) -> str:
+        times = canary_analysis_times(analysis)
+        return _when(times.earliest_promotion) if times else "—"
+
+    @admin.display(description="Latest verdict of the step")
+    def latest_verdict(self, analysis: CanaryAnalysis) -> str:
+        times = canary_analysis_times(analysis)
+        return _when(times.latest_verdict) if times else "—"
+
+    # --- the page ---------------------------------------------------------------------------
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        analysis = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if analysis is not None:
+            verdicts = canary_verdicts_recent(analysis=analysis, limit=VERDICTS_SHOWN)
+            context.update(
+                analysis=analysis,
+                policy_rows=[(name, value) for name, value in analysis.policy.items()],
+                times=canary_analysis_times(analysis),
+                verdicts=[(v, figure_rows(v)) for v in verdicts],
+                ramp=ramp_svg_points(analysis, verdicts),
+                can_steer=self.has_steer_permission(request),
+                resume_url=reverse("admin:evaluations_canaryanalysis_resume", args=[analysis.pk]),
+                stop_url=reverse("admin:evaluations_canaryanalysis_stop", args=[analysis.pk]),
+            )
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<int:analysis_id>/resume/",
+                view(require_POST(self.resume_view)),
+                name="evaluations_canaryanalysis_resume",
+            ),
+            path(
+                "<int:analysis_id>/stop/",
+                view(require_POST(self.stop_view)),
+                name="evaluations_canaryanalysis_stop",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _steer(self, request: HttpRequest, analysis_id: int, verb: str) -> HttpResponse:
+        if not self.has_steer_permission(request):
+            return HttpResponse(status=403)
+        analysis = get_object_or_404(CanaryAnalysis, pk=analysis_id)
+        self._apply(request, analysis, verb)
+        return HttpResponseRedirect(
+            reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk])
+        )
+
+    def resume_view(self, request: HttpRequest, analysis_id: int) -> HttpResponse:
+        return self._steer(request, analysis_id, "resume")
+
+    def stop_view(self, request: HttpRequest, analysis_id: int) -> HttpResponse:
+        return self._steer(request, analysis_id, "stop")
+
+    def _apply(self, request: HttpRequest, analysis: CanaryAnalysis, verb: str) -> bool:
+        actor = Actor.for_user(request.user)
+        try:
+            if verb == "resume":
+                canary_analysis_resume(analysis_id=analysis.pk, actor=actor)
+            else:
+                canary_analysis_stop(analysis_id=analysis.pk, actor=actor)
+        except RegistryError as exc:
+            self.message_user(request, f"{analysis}: {exc.message}", messages.ERROR)
+            return False
+        done = "resumed on a fresh window" if verb == "resume" else "stopped; the canary stays"
+        self.message_user(request, format_html("{}: {}.", str(analysis), done), messages.SUCCESS)
+        return True
+
+    @admin.action(permissions=["steer"], description="Resume selected held analyses")
+    def resume_selected(self, request: HttpRequest, queryset: QuerySet[CanaryAnalysis]) -> None:
+        for analysis in queryset:
+            self._apply(request, analysis, "resume")
+
+    @admin.action(permissions=["steer"], description="Stop selected analyses (canaries stay)")
+    def stop_selected(self, request: HttpRequest, queryset: QuerySet[CanaryAnalysis]) -> None:
+        for analysis in queryset:
+            self._apply(request, analysis, "stop")

@@ -1,0 +1,498 @@
+"""The figures of one look at a canary: each arm's calls in the window, and every check on them.
+
+Only sticky calls count (a call without a subject was drawn at random per request, so it says
+nothing about a split), and only the two arms of the canary: variant ``canary`` served by the
+canary's version, and variant ``stable`` served by the stable version, over the same window.
+Calls in an experiment's variants are in neither arm.
+
+Reads, a fixed number whatever the traffic:
+
+1. one aggregate query over both arms, grouped by variant: calls, errors, schema checks and
+   failures, cost count and sum, feedback count, sum and sum of squares;
+2. the latest ``CANARY_ANALYSIS_SAMPLE_CAP`` latencies and costs of each arm (four queries): the
+   rank tests and the p95 read at most that many values per arm, the newest first;
+3. the shadow report of the release since the window opened (``runs.selectors.shadow_report``),
+   when the canary's version has shadow runs in it.
+
+Each check answers one of: ``within`` (the canary is shown within its margin), ``failed`` (worse
+than its margin, and significantly so), ``unclear`` (neither, at this sample), ``not_judged`` (an
+optional signal, schema, cost, feedback or shadow agreement, with fewer than ``MIN_VALUES`` values
+in an arm) or ``unmeasured`` (a required figure is missing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from statistics import NormalDist
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, F, Q, Sum
+
+from releases.models import BASIS_POINTS, Release
+from runs.models import Call
+from runs.selectors import percentile, shadow_report
+
+from . import statistics
+
+CANARY, STABLE = "canary", "stable"
+# Below this many values in an arm, an optional signal (schema validity, cost, feedback, shadow
+# agreement) is not judged: its interval would be too wide to show anything either way.
+MIN_VALUES = 30
+
+
+class CheckStatus(StrEnum):
+    WITHIN = "within"
+    FAILED = "failed"
+    UNCLEAR = "unclear"
+    NOT_JUDGED = "not_judged"
+    UNMEASURED = "unmeasured"
+
+
+@dataclass
+class Arm:
+    calls: int = 0
+    errors: int = 0
+    schema_checked: int = 0
+    schema_failed: int = 0
+    cost_n: int = 0
+    cost_sum: Decimal = Decimal(0)
+    feedback_n: int = 0
+    feedback_mean: float | None = None
+    feedback_variance: float | None = None
+    latencies: list[float] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Window:
+    since: datetime
+    until: datetime
+    canary: Arm
+    stable: Arm
+    sample_cap: int
+
+    @property
+    def minutes(self) -> float:
+        return (self.until - self.since).total_seconds() / 60
+
+
+def window_measure(*, release: Release, since: datetime, until: datetime) -> Window:
+    """Both arms' figures for the window [since, until), in five queries."""
+    cap = settings.CANARY_ANALYSIS_SAMPLE_CAP
+    arms_filter = Q(variant=CANARY, version_id=release.canary_version_id)
+    if release.stable_version_id is not None:
+        arms_filter |= Q(variant=STABLE, version_id=release.stable_version_id)
+    calls = Call.objects.filter(
+        arms_filter,
+        prompt_id=release.prompt_id,
+        environment_id=release.environment_id,
+        sticky=True,
+        created_at__gte=since,
+        created_at__lt=until,
+    )
+    arms = {CANARY: Arm(), STABLE: Arm()}
+    for row in (
+        calls.order_by()
+        .values("variant")
+        .annotate(
+            calls=Count("id"),
+            errors=Count("id", filter=Q(status=Call.Status.ERROR)),
+            schema_checked=Count("schema_valid"),
+            schema_failed=Count("id", filter=Q(schema_valid=False)),
+            cost_n=Count("cost"),
+            cost_sum=Sum("cost"),
+            feedback_n=Count("feedback"),
+            # Sums, not Variance(): SQLite's VAR_SAMP raises on fewer than two values, and
+            # scores are bounded (-1..1), so the sum of squares loses nothing that matters.
+            feedback_sum=Sum("feedback"),
+            feedback_squares=Sum(F("feedback") * F("feedback")),
+        )
+    ):
+        arm = arms[row["variant"]]
+        arm.calls, arm.errors = row["calls"], row["errors"]
+        arm.schema_checked, arm.schema_failed = row["schema_checked"], row["schema_failed"]
+        # SQLite sums decimals as floats: back through str to keep the digits it has.
+        arm.cost_n, arm.cost_sum = row["cost_n"], Decimal(str(row["cost_sum"] or 0))
+        n = arm.feedback_n = row["feedback_n"]
+        if n:
+            arm.feedback_mean = row["feedback_sum"] / n
+        if n > 1:
+            arm.feedback_variance = max(
+                0.0, (row["feedback_squares"] - n * arm.feedback_mean**2) / (n - 1)
+            )
+    for name, arm in arms.items():
+        newest = calls.filter(variant=name).order_by("-created_at", "-id")
+        arm.latencies = list(
+            newest.filter(latency_ms__isnull=False).values_list("latency_ms", flat=True)[:cap]
+        )
+        arm.costs = [
+            float(c) for c in newest.filter(cost__isnull=False).values_list("cost", flat=True)[:cap]
+        ]
+    return Window(
+        since=since, until=until, canary=arms[CANARY], stable=arms[STABLE], sample_cap=cap
+    )
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+def _check(
+    name: str,
+    label: str,
+    status: CheckStatus,
+    *,
+    unit: str,
+    margin: float,
+    canary: float | None = None,
+    stable: float | None = None,
+    difference: float | None = None,
+    ci: tuple[float, float] | None = None,
+    p_value: float | None = None,
+    n_canary: int = 0,
+    n_stable: int = 0,
+    detail: str = "",
+    **extra: Any,
+) -> dict[str, Any]:
+    passed = {CheckStatus.WITHIN: True, CheckStatus.FAILED: False}.get(status)
+    return {
+        "name": name,
+        "label": label,
+        "status": str(status),
+        "passed": passed,
+        "unit": unit,
+        "canary": canary,
+        "stable": stable,
+        "difference": difference,
+        "ci": list(ci) if ci is not None else None,
+        "p_value": p_value,
+        "margin": margin,
+        "n_canary": n_canary,
+        "n_stable": n_stable,
+        "detail": detail,
+        **extra,
+    }
+
+
+def _by_interval(low: float, high: float, margin: float) -> CheckStatus:
+    """Worse is larger: the whole interval past the margin fails, the whole interval within it
+    passes, an interval across the margin is unclear."""
+    if low > margin:
+        return CheckStatus.FAILED
+    if high <= margin:
+        return CheckStatus.WITHIN
+    return CheckStatus.UNCLEAR
+
+
+def rate_check(
+    *,
+    name: str,
+    label: str,
+    canary: tuple[int, int],
+    stable: tuple[int, int],
+    margin_pp: float,
+    alpha: float,
+    optional: bool,
+) -> dict[str, Any]:
+    """A rate (errors, schema failures) as (events, total) per arm; the margin in percentage
+    points on canary − stable, judged by its (1 − alpha) Newcombe interval."""
+    (events_c, total_c), (events_s, total_s) = canary, stable
+    if min(total_c, total_s) < (MIN_VALUES if optional else 1):
+        status = CheckStatus.NOT_JUDGED if optional else CheckStatus.UNMEASURED
+        return _check(
+            name,
+            label,
+            status,
+            unit="pp",
+            margin=margin_pp,
+            n_canary=total_c,
+            n_stable=total_s,
+            detail=f"fewer than {MIN_VALUES} values in an arm",
+        )
+    result = statistics.two_proportions(
+        successes_a=events_s,
+        total_a=total_s,
+        successes_b=events_c,
+        total_b=total_c,
+        confidence=1 - alpha,
+    )
+    low, high = result.ci.low * 100, result.ci.high * 100
+    return _check(
+        name,
+        label,
+        _by_interval(low, high, margin_pp),
+        unit="pp",
+        margin=margin_pp,
+        canary=result.rate_b * 100,
+        stable=result.rate_a * 100,
+        difference=result.difference * 100,
+        ci=(low, high),
+        p_value=result.p_value,
+        n_canary=total_c,
+        n_stable=total_s,
+    )
+
+
+def _relative_increase(canary: float, stable: float) -> float | None:
+    if stable > 0:
+        return (canary - stable) / stable * 100
+    return 0.0 if canary == 0 else None  # from nothing to something: no finite percent
+
+
+def rank_check(
+    *,
+    name: str,
+    label: str,
+    canary_values: list[float],
+    stable_values: list[float],
+    canary_figure: float,
+    stable_figure: float,
+    margin_percent: float,
+    alpha: float,
+    unit: str,
+    sample_cap: int,
+) -> dict[str, Any]:
+    """Latency (figure: p95) or cost (figure: mean) per call: fails when the figure is more than
+    ``margin_percent`` above stable's *and* Mann–Whitney U says the canary's values tend to be
+    larger (p < alpha); within when the figure is within the margin; else unclear."""
+    increase = _relative_increase(canary_figure, stable_figure)
+    mw = statistics.mann_whitney_u(stable_values, canary_values)
+    worse = mw.p_value < alpha and mw.rank_biserial > 0
+    if increase is not None and increase <= margin_percent:
+        status = CheckStatus.WITHIN
+    elif worse:
+        status = CheckStatus.FAILED
+    else:
+        status = CheckStatus.UNCLEAR
+    return _check(
+        name,
+        label,
+        status,
+        unit=unit,
+        margin=margin_percent,
+        canary=canary_figure,
+        stable=stable_figure,
+        difference=canary_figure - stable_figure,
+        p_value=mw.p_value,
+        n_canary=len(canary_values),
+        n_stable=len(stable_values),
+        increase_percent=increase,
+        rank_biserial=mw.rank_biserial,
+        values_capped=max(len(canary_values), len(stable_values)) >= sample_cap,
+    )
+
+
+def latency_check(window: Window, *, margin: float, alpha: float) -> dict[str, Any]:
+    c, s = window.canary.latencies, window.stable.latencies
+    if not c or not s:
+        return _check(
+            "p95_latency",
+            "p95 latency",
+            CheckStatus.UNMEASURED,
+            unit="ms",
+            margin=margin,
+            n_canary=len(c),
+            n_stable=len(s),
+            detail="no latency recorded in an arm",
+        )
+    return rank_check(
+        name="p95_latency",
+        label="p95 latency",
+        canary_values=c,
+        stable_values=s,
+        canary_figure=percentile(sorted(c), 0.95),
+        stable_figure=percentile(sorted(s), 0.95),
+        margin_percent=margin,
+        alpha=alpha,
+        unit="ms",
+        sample_cap=window.sample_cap,
+    )
+
+
+def cost_check(window: Window, *, margin: float, alpha: float) -> dict[str, Any]:
+    c, s = window.canary, window.stable
+    if min(c.cost_n, s.cost_n) < MIN_VALUES:
+        return _check(
+            "cost",
+            "cost per call",
+            CheckStatus.NOT_JUDGED,
+            unit="cost",
+            margin=margin,
+            n_canary=c.cost_n,
+            n_stable=s.cost_n,
+            detail=f"fewer than {MIN_VALUES} calls with a cost in an arm",
+        )
+    return rank_check(
+        name="cost",
+        label="cost per call",
+        canary_values=c.costs,
+        stable_values=s.costs,
+        # The means over every call of the window (aggregated in the database), not the sample.
+        canary_figure=float(c.cost_sum / c.cost_n),
+        stable_figure=float(s.cost_sum / s.cost_n),
+        margin_percent=margin,
+        alpha=alpha,
+        unit="cost",
+        sample_cap=window.sample_cap,
+    )
+
+
+def feedback_check(window: Window, *, margin: float, alpha: float) -> dict[str, Any]:
+    """Mean feedback (−1..1), canary − stable, by Welch's t on the database's means and
+    variances: fails when the whole interval is below −margin, within when it is all above."""
+    c, s = window.canary, window.stable
+    common = {"unit": "score", "margin": margin, "n_canary": c.feedback_n, "n_stable": s.feedback_n}
+    if min(c.feedback_n, s.feedback_n) < MIN_VALUES:
+        return _check(
+            "feedback",
+            "feedback",
+            CheckStatus.NOT_JUDGED,
+            detail=f"fewer than {MIN_VALUES} calls with feedback in an arm",
+            **common,
+        )
+    difference = c.feedback_mean - s.feedback_mean
+    try:
+        result = statistics.welch_t(
+            mean_a=s.feedback_mean,
+            variance_a=max(0.0, s.feedback_variance or 0.0),
+            n_a=s.feedback_n,
+            mean_b=c.feedback_mean,
+            variance_b=max(0.0, c.feedback_variance or 0.0),
+            n_b=c.feedback_n,
+            confidence=1 - alpha,
+        )
+    except ValueError:
+        # Both arms gave one constant score: no sampling error, the difference is exact.
+        status = CheckStatus.WITHIN if difference >= -margin else CheckStatus.FAILED
+        return _check(
+            "feedback",
+            "feedback",
+            status,
+            canary=c.feedback_mean,
+            stable=s.feedback_mean,
+            difference=difference,
+            ci=(difference, difference),
+            detail="every score the same in each arm",
+            **common,
+        )
+    # Worse is smaller here: flip the signs to judge by the same rule as the rates.
+    status = _by_interval(-result.ci.high, -result.ci.low, margin)
+    return _check(
+        "feedback",
+        "feedback",
+        status,
+        canary=result.mean_b,
+        stable=result.mean_a,
+        difference=result.difference,
+        ci=(result.ci.low, result.ci.high),
+        p_value=result.p_value,
+        **common,
+    )
+
+
+def _wilson(successes: int, total: int, confidence: float) -> tuple[float, float]:
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p, z2 = successes / total, z * z
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = z / (1 + z2 / total) * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def shadow_check(
+    *, release: Release, since: datetime, margin: float, alpha: float
+) -> dict[str, Any] | None:
+    """The share of the canary version's shadow runs that answered as live did, against
+    ``min_shadow_agreement`` (percent) by its Wilson interval; None when the canary's version
+    has no shadow runs in the window (the check does not apply)."""
+    number = release.canary_version.number
+    report = shadow_report(release=release, since=since)
+    candidate = next((c for c in report.candidates if c.versions == (number,)), None)
+    if candidate is None or not candidate.runs:
+        return None
+    noise = report.noise.agreement
+    common = {"unit": "%", "margin": margin, "n_canary": candidate.finished}
+    common["n_stable"] = report.noise.finished
+    if candidate.finished < MIN_VALUES:
+        return _check(
+            "shadow_agreement",
+            "shadow agreement",
+            CheckStatus.NOT_JUDGED,
+            detail=f"fewer than {MIN_VALUES} finished shadow runs",
+            **common,
+        )
+    agreement = candidate.agreed / candidate.finished
+    low, high = _wilson(candidate.agreed, candidate.finished, 1 - alpha)
+    # Worse is smaller: judge the shortfall below the minimum by the same rule as the rates.
+    status = _by_interval(-high * 100, -low * 100, -margin)
+    return _check(
+        "shadow_agreement",
+        "shadow agreement",
+        status,
+        canary=agreement * 100,
+        stable=noise * 100 if noise is not None else None,
+        difference=(agreement - noise) * 100 if noise is not None else None,
+        ci=(low * 100, high * 100),
+        detail="stable: the noise floor (live against itself)",
+        **common,
+    )
+
+
+def srm_check(window: Window, *, release: Release) -> dict[str, Any] | None:
+    """Do the arms' counts match the split? The canary draws first with its weight; the rest of
+    the subjects go to an experiment's variants (their total weight) or stay on stable, so the
+    expected canary : stable ratio is w : (1 − w)(1 − e). None when there is nothing to check."""
+    canary_weight = release.canary_weight
+    experiment_weight = sum(v["weight"] for v in release.experiment_variants or [])
+    stable_weight = (BASIS_POINTS - canary_weight) * (BASIS_POINTS - experiment_weight)
+    counts = {CANARY: window.canary.calls, STABLE: window.stable.calls}
+    if canary_weight <= 0 or stable_weight <= 0 or not sum(counts.values()):
+        return None
+    result = statistics.sample_ratio_mismatch(
+        observed=counts,
+        weights={CANARY: canary_weight * BASIS_POINTS, STABLE: stable_weight},
+    )
+    return {
+        "arms": {a.name: {"observed": a.observed, "expected": a.expected} for a in result.arms},
+        "statistic": result.statistic,
+        "p_value": result.p_value,
+        "threshold": result.threshold,
+        "mismatch": result.mismatch,
+    }
+
+
+def _number(value: float | None, places: int = 2) -> str:
+    return "n/a" if value is None else f"{value:,.{places}f}"
+
+
+def check_text(check: dict[str, Any]) -> str:
+    """One clause of a verdict's summary, with the figures it was decided on."""
+    label, unit, status = check["label"], check["unit"], check["status"]
+    if status in (CheckStatus.NOT_JUDGED, CheckStatus.UNMEASURED):
+        return f"{label}: {status.replace('_', ' ')} ({check['detail']})"
+    places = 6 if unit == "cost" else 2
+    shown_unit = {"pp": " %", "%": " %", "ms": " ms"}.get(unit, "")
+    text = (
+        f"{label} {_number(check['canary'], places)}{shown_unit} vs "
+        f"{_number(check['stable'], places)}{shown_unit}"
+    )
+    if check.get("increase_percent") is not None:
+        text += f" ({check['increase_percent']:+.1f} %, margin +{check['margin']:g} %"
+    elif unit == "%":
+        text += f" (minimum {check['margin']:g} %"
+    else:
+        diff_unit = " pp" if unit == "pp" else ""
+        text += f" ({_number(check['difference'], places)}{diff_unit}"
+        if check["ci"] is not None:
+            low, high = check["ci"]
+            text += f", CI {_number(low, places)} to {_number(high, places)}{diff_unit}"
+        sign = "-" if check["name"] == "feedback" else "+"
+        text += f", margin {sign}{check['margin']:g}{diff_unit}"
+    if unit == "%" and check["ci"] is not None:
+        text += f", CI {_number(check['ci'][0])} to {_number(check['ci'][1])} %"
+    if check["p_value"] is not None:
+        text += f", p={check['p_value']:.3g}"
+    return f"{text}): {status}"

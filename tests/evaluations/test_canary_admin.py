@@ -1,0 +1,175 @@
+"""The admin for canary analyses: the list with derived times, an analysis's page with its
+policy, ramp and verdict figures, and the resume and stop verbs.
+
+Personas (STYLE R14):
+- ``rita`` (release manager): in "Release managers"; reads analyses, resumes and stops them.
+- ``alice`` (author, tests/conftest.py): in "Prompt authors"; no analysis permission: 403.
+- ``viewer`` (dave): staff with view permissions on analyses only: reads, never steers.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from evaluations import canary
+from evaluations.models import CanaryAnalysis
+from registry.actors import Actor
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+MANAGER = Actor(label="release-manager")
+LIST = "admin:evaluations_canaryanalysis_changelist"
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def rita():
+    user = UserFactory(username="rita", is_staff=True)
+    user.groups.add(Group.objects.get(name="Release managers"))
+    return user
+
+
+@pytest.fixture
+def viewer():
+    user = UserFactory(username="dave", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_canaryanalysis"))
+    return user
+
+
+@pytest.fixture
+def analysis(released) -> CanaryAnalysis:
+    """v3 canaried at 10 % in staging, failed on its error rate: rolled back with a verdict."""
+    from runs.models import Call
+
+    started = timezone.now() - timedelta(hours=1)
+    analysis = canary.canary_analysis_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        version=3,
+        policy={"steps": [50, 100], "min_minutes": 5, "min_calls": 30},
+        actor=MANAGER,
+        now=started,
+    )
+    release = released.release("staging")
+    Call.objects.bulk_create(
+        Call(
+            request_id=f"{variant}-{i}",
+            source=Call.Source.REPORTED,
+            created_at=started + timedelta(minutes=10),
+            prompt_id=release.prompt_id,
+            version=release.canary_version if variant == "canary" else release.stable_version,
+            environment_id=release.environment_id,
+            variant=variant,
+            sticky=True,
+            latency_ms=100.0 + i,
+            status=Call.Status.ERROR if variant == "canary" and i < 20 else Call.Status.OK,
+        )
+        for variant in ("canary", "stable")
+        for i in range(60)
+    )
+    canary.canary_analysis_look(analysis_id=analysis.pk)
+    analysis.refresh_from_db()
+    return analysis
+
+
+def test_the_list_shows_each_analysis_in_a_fixed_number_of_queries(rita, analysis):
+    client = client_for(rita)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse(LIST))
+    assert response.status_code == 200
+    assert b"support.refund-reply @ staging" in response.content
+    assert b"Rolled back" in response.content
+    assert b"1 of 1 \xc2\xb7 50 %" in response.content
+
+    canary.canary_analysis_start(
+        prompt=analysis.release.prompt,
+        environment=analysis.release.environment,
+        version=3,
+        policy={"steps": [50]},
+        actor=MANAGER,
+    )
+    with CaptureQueriesContext(connection) as more:
+        client.get(reverse(LIST))
+    assert len(more) == len(queries)
+
+
+def test_the_page_shows_the_policy_the_ramp_and_the_figures(rita, analysis):
+    response = client_for(rita).get(
+        reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk])
+    )
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "<svg" in content
+    assert "<polyline" in content
+    assert "max_error_rate_increase" in content
+    assert "Failed: rolled back" in content
+    assert "error rate" in content
+    assert "33.33" in content
+    assert "release event" in content
+
+
+def test_a_release_manager_resumes_and_stops_from_the_page(rita, released):
+    analysis = canary.canary_analysis_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        version=3,
+        policy={"steps": [50]},
+        actor=MANAGER,
+    )
+    CanaryAnalysis.objects.filter(pk=analysis.pk).update(status=CanaryAnalysis.Status.HELD)
+    client = client_for(rita)
+
+    page = client.get(reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk]))
+    assert b"Resume on a fresh window" in page.content
+    client.post(reverse("admin:evaluations_canaryanalysis_resume", args=[analysis.pk]))
+    analysis.refresh_from_db()
+    assert analysis.status == CanaryAnalysis.Status.RUNNING
+
+    client.post(
+        reverse(LIST),
+        {"action": "stop_selected", "_selected_action": [analysis.pk]},
+    )
+    analysis.refresh_from_db()
+    assert analysis.status == CanaryAnalysis.Status.ENDED
+    assert analysis.hold_reason == "Stopped by rita."
+
+
+def test_a_viewer_reads_but_cannot_steer(viewer, analysis):
+    client = client_for(viewer)
+    page = client.get(reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk]))
+    assert page.status_code == 200
+    assert b"Stop (the canary stays)" not in page.content
+
+    response = client.post(reverse("admin:evaluations_canaryanalysis_stop", args=[analysis.pk]))
+
+    assert response.status_code == 403
+    analysis.refresh_from_db()
+    assert analysis.status == CanaryAnalysis.Status.ROLLED_BACK
+
+
+def test_an_author_may_not_see_analyses(author, analysis):
+    assert client_for(author).get(reverse(LIST)).status_code == 403
+
+
+def test_resume_refused_is_reported_not_raised(rita, analysis):
+    client = client_for(rita)
+    response = client.post(
+        reverse("admin:evaluations_canaryanalysis_resume", args=[analysis.pk]), follow=True
+    )
+    assert response.status_code == 200
+    assert b"Only a held analysis resumes" in response.content
