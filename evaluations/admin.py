@@ -22,7 +22,8 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from registry.actors import Actor
-from registry.errors import ProblemsError, RegistryError
+from registry.admin.errors import ServiceErrorsAsMessages
+from registry.errors import ProblemsError
 
 from .models import Case, Dataset
 from .selectors import dataset_cases, dataset_list
@@ -71,7 +72,7 @@ class DatasetForm(forms.ModelForm):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
     form = DatasetForm
     list_display = [
         "name",
@@ -128,20 +129,6 @@ class DatasetAdmin(admin.ModelAdmin):
         obj.pk = created.pk
         obj.refresh_from_db()
         obj._state.adding = False
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except RegistryError as exc:
-            details = [p.detail for p in exc.problems] if isinstance(exc, ProblemsError) else []
-            self.message_user(request, " ".join([exc.message, *details]), messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     @admin.display(description="Cases", ordering="case_count")
     def case_count(self, obj: Dataset) -> int:

@@ -7,15 +7,13 @@ Release managers set their environments' gates; prompt authors may read them (mi
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest
 
 from registry.actors import Actor
-from registry.errors import ProblemsError, RegistryError
+from registry.admin.errors import ServiceErrorsAsMessages
 
 from .gates import promotion_gate_create, promotion_gate_delete, promotion_gate_list
 from .gates import promotion_gate_update as gate_update
@@ -40,7 +38,7 @@ class PromotionGateForm(forms.ModelForm):
 
 
 @admin.register(PromotionGate)
-class PromotionGateAdmin(admin.ModelAdmin):
+class PromotionGateAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
     form = PromotionGateForm
     list_display = [
         "dataset_name",
@@ -118,17 +116,3 @@ class PromotionGateAdmin(admin.ModelAdmin):
         # "Delete selected" too goes through the service, one gate at a time (each is logged).
         for gate in queryset.select_related("environment", "prompt"):
             promotion_gate_delete(gate=gate, actor=Actor.for_user(request.user))
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except RegistryError as exc:
-            details = [p.detail for p in exc.problems] if isinstance(exc, ProblemsError) else []
-            self.message_user(request, " ".join([exc.message, *details]), messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())

@@ -34,7 +34,7 @@ from registry.models import Prompt, PromptVersion
 from registry.selectors import version_content, version_get, version_render
 from releases.models import Environment, Release
 from releases.selectors import environment_get
-from runs.calls import call_cost
+from runs.calls import completion_cost
 from runs.models import Provider
 from runs.providers import ProviderUnavailable, binding_providers, complete
 
@@ -402,10 +402,5 @@ def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -
         latency_ms=completion.latency_ms,
         input_tokens=completion.input_tokens,
         output_tokens=completion.output_tokens,
-        cost=call_cost(
-            provider=completion.provider,
-            model=completion.model,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-        ),
+        cost=completion_cost(completion),
     )

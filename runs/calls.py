@@ -40,6 +40,16 @@ def call_cost(
     return price_cost(price, input_tokens=input_tokens, output_tokens=output_tokens)
 
 
+def completion_cost(completion: Any) -> Decimal | None:
+    """``call_cost`` of a provider's answer (``runs.providers.Completion``)."""
+    return call_cost(
+        provider=completion.provider,
+        model=completion.model,
+        input_tokens=completion.input_tokens,
+        output_tokens=completion.output_tokens,
+    )
+
+
 def price_cost(
     price: ModelPrice, *, input_tokens: int | None, output_tokens: int | None
 ) -> Decimal:

@@ -30,7 +30,7 @@ from releases.models import Environment
 from releases.resolution import Resolution, version_render
 
 from . import outbox
-from .calls import call_cost, stored_output, subject_hash
+from .calls import completion_cost, stored_output, subject_hash
 from .models import Call, Provider
 from .providers import Attempt, Completion, ProviderUnavailable, binding_providers, complete
 from .redaction import redact
@@ -167,12 +167,7 @@ def _call_record(
             "time_to_first_token_ms": completion.time_to_first_token_ms,
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
-            "cost": call_cost(
-                provider=completion.provider,
-                model=completion.model,
-                input_tokens=completion.input_tokens,
-                output_tokens=completion.output_tokens,
-            ),
+            "cost": completion_cost(completion),
             "schema_valid": True if prepared.binding.response_schema is not None else None,
             "output": stored_output(completion.text, completion.parsed),
         }

@@ -29,7 +29,7 @@ from releases.selectors import served_version
 from releases.services import release_state
 from releases.state import shadow_budget
 
-from .calls import call_cost, stored_output
+from .calls import completion_cost, stored_output
 from .comparison import compare
 from .execution import attempts_as_dicts
 from .models import Call, ShadowRun
@@ -125,12 +125,7 @@ def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: st
         latency_ms=completion.latency_ms,
         input_tokens=completion.input_tokens,
         output_tokens=completion.output_tokens,
-        cost=call_cost(
-            provider=completion.provider,
-            model=completion.model,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-        ),
+        cost=completion_cost(completion),
         output=output,
         exact_match=comparison.exact_match,
         similarity=comparison.similarity,

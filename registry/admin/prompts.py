@@ -4,24 +4,22 @@ the list reads ``prompt_list()``'s annotations, so it costs the same queries for
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.forms import Form
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from registry.actors import Actor
-from registry.errors import ProblemsError, RegistryError
 from registry.models import Prompt, PromptVersion
 from registry.selectors import prompt_list, version_list
 from registry.services import prompt_create, prompt_update
 
 from .display import version_by_number_url, version_url
+from .errors import ServiceErrorsAsMessages
 from .forms import PromptForm
 
 
@@ -61,7 +59,7 @@ class HasDraftFilter(admin.SimpleListFilter):
 
 
 @admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
     form = PromptForm
     list_display = [
         "key",
@@ -131,22 +129,6 @@ class PromptAdmin(admin.ModelAdmin):
         obj.pk = created.pk
         obj.refresh_from_db()
         obj._state.adding = False
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except RegistryError as exc:
-            # The form checks what the service checks; this is a race (the same key created
-            # meanwhile). The admin's transaction was rolled back.
-            details = [p.detail for p in exc.problems] if isinstance(exc, ProblemsError) else []
-            self.message_user(request, " ".join([exc.message, *details]), messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     # --- columns ----------------------------------------------------------------------------
 

@@ -8,22 +8,19 @@ Waiting polls the database with a generous deadline; nothing here measures time.
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 
 from evaluations.evalreports import eval_run_report
 from evaluations.evalruns import eval_run_get, eval_run_start
 from evaluations.models import EvalResult, EvalRun
 from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
+from tests.celery_worker import VISIBILITY_TIMEOUT_SECONDS, Worker, wait_for, worker_on_own_queue
 from tests.conftest import RELEASED_VARIABLES
 from tests.factories import PromptFactory, make_version
-from tests.runs.test_worker import VISIBILITY_TIMEOUT_SECONDS, Worker, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -32,21 +29,8 @@ ACTOR = Actor(label="tests")
 
 @pytest.fixture
 def worker(settings, needs_redis, tmp_path) -> Iterator[Worker]:
-    db = connection.settings_dict
-    queue = f"test-evals-{uuid.uuid4().hex[:8]}"
-    settings.CELERY_TASK_DEFAULT_QUEUE = queue
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "CELERY_QUEUE": queue,
-        "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS),
-        "DATABASE_CONN_MAX_AGE": "0",
-    }
-    worker = Worker(queue, tmp_path / "worker.log", env)
-    yield worker
-    worker.stop()
-    print(worker.log.read_text()[-3000:])  # shown by pytest when the test failed
+    with worker_on_own_queue(settings, tmp_path / "worker.log", purpose="evals") as worker:
+        yield worker
 
 
 def cases_file(names: list[str], value: str = "{name}") -> str:
