@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -41,13 +42,27 @@ def call_cost(
 
 
 def completion_cost(completion: Any) -> Decimal | None:
-    """``call_cost`` of a provider's answer (``runs.providers.Completion``)."""
-    return call_cost(
-        provider=completion.provider,
-        model=completion.model,
-        input_tokens=completion.input_tokens,
-        output_tokens=completion.output_tokens,
-    )
+    """``attempts_cost`` of a provider's answer (``runs.providers.Completion``)."""
+    return attempts_cost(completion.attempts)
+
+
+def attempts_cost(attempts: Sequence[Any]) -> Decimal | None:
+    """What every answered attempt cost (``runs.providers.Attempt``), each at its own model's
+    price; None when nothing was answered or a model that answered has no price (a partial sum
+    would read as the whole cost)."""
+    tokens: dict[tuple[str, str], list[int]] = {}
+    for attempt in attempts:
+        if attempt.input_tokens or attempt.output_tokens:
+            counts = tokens.setdefault((attempt.provider, attempt.model), [0, 0])
+            counts[0] += attempt.input_tokens
+            counts[1] += attempt.output_tokens
+    total = Decimal(0)
+    for (provider, model), (given, taken) in tokens.items():
+        cost = call_cost(provider=provider, model=model, input_tokens=given, output_tokens=taken)
+        if cost is None:
+            return None
+        total += cost
+    return total if tokens else None
 
 
 def price_cost(

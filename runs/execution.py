@@ -30,7 +30,7 @@ from releases.models import Environment
 from releases.resolution import Resolution, version_render
 
 from . import outbox
-from .calls import completion_cost, stored_output, subject_hash
+from .calls import attempts_cost, completion_cost, stored_output, subject_hash
 from .models import Call, Provider
 from .providers import Attempt, Completion, ProviderUnavailable, binding_providers, complete
 from .redaction import redact
@@ -143,6 +143,8 @@ def attempts_as_dicts(attempts: tuple[Attempt, ...]) -> list[dict[str, Any]]:
             "outcome": str(a.outcome),
             "detail": a.detail,
             "latency_ms": round(a.latency_ms, 1),
+            "input_tokens": a.input_tokens,
+            "output_tokens": a.output_tokens,
         }
         for a in attempts
     ]
@@ -179,6 +181,10 @@ def _call_record(
             "provider": prepared.binding.provider,
             "model": prepared.binding.model,
             "error_class": str(last.outcome) if last else "no_targets",
+            # Answers the schema refused were billed all the same.
+            "input_tokens": sum(a.input_tokens for a in failure.attempts),
+            "output_tokens": sum(a.output_tokens for a in failure.attempts),
+            "cost": attempts_cost(failure.attempts),
             # Every target answered, none validly: the schema is what failed.
             "schema_valid": (
                 False

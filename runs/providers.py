@@ -77,14 +77,19 @@ class Attempt:
     outcome: Outcome
     detail: str  # short and safe to show: never a stack trace, never the API key
     latency_ms: float
+    # What the provider billed for this call: an answer refused by the schema costs as much as a
+    # good one, so the call's tokens and cost add up every answered attempt, fallbacks included.
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
     """The answer of the target that succeeded, and everything tried on the way.
 
-    ``input_tokens``/``output_tokens`` add up every answered call to the winning target (a schema
-    repair is a second call at the same price); ``latency_ms`` is the whole wait, retries and
+    ``input_tokens``/``output_tokens`` add up every answered call, whichever target answered it
+    (a schema repair is a second call, and a target that answered invalidly before a fallback was
+    billed too; ``attempts`` has each call's own); ``latency_ms`` is the whole wait, retries and
     fallbacks included; ``time_to_first_token_ms`` is measured from the start of the winning call.
     """
 
@@ -191,13 +196,14 @@ def _complete_target(
     """Retry transient failures, repair one invalid answer; None means "try the next target"."""
     api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
     conversation = list(messages)
-    retries = input_tokens = output_tokens = 0
+    retries = 0
     repaired = False
 
-    def record(outcome: Outcome, detail: str, since: float) -> None:
+    def record(outcome: Outcome, detail: str, since: float, answer: _Answer | None = None) -> None:
         detail = _redact(detail, api_key)
         latency = (time.perf_counter() - since) * 1000
-        attempts.append(Attempt(provider.name, target.model, outcome, detail, latency))
+        tokens = (answer.input_tokens, answer.output_tokens) if answer else (0, 0)
+        attempts.append(Attempt(provider.name, target.model, outcome, detail, latency, *tokens))
         if outcome is not Outcome.OK:
             logger.warning("Model call %s/%s: %s %s", provider.name, target.model, outcome, detail)
 
@@ -226,11 +232,9 @@ def _complete_target(
                 _sleep(_backoff(retries, failure.retry_after))
                 retries += 1
                 continue
-            input_tokens += answer.input_tokens
-            output_tokens += answer.output_tokens
             parsed, error = (None, None) if schema is None else _validate(answer.text, schema)
             if error is not None:
-                record(Outcome.SCHEMA_INVALID, error, call_started)
+                record(Outcome.SCHEMA_INVALID, error, call_started, answer)
                 if repaired:
                     return None
                 repaired = True
@@ -240,14 +244,15 @@ def _complete_target(
                     {"role": "user", "content": REPAIR_MESSAGE.format(error=error)},
                 ]
                 continue
-            record(Outcome.OK, "", call_started)
+            record(Outcome.OK, "", call_started, answer)
             return Completion(
                 provider=provider.name,
                 model=target.model,
                 text=answer.text,
                 parsed=parsed,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
+                # ``attempts`` holds every target's calls so far, so these are the whole bill.
+                input_tokens=sum(a.input_tokens for a in attempts),
+                output_tokens=sum(a.output_tokens for a in attempts),
                 latency_ms=(time.perf_counter() - started) * 1000,
                 time_to_first_token_ms=answer.time_to_first_token_ms,
                 attempts=tuple(attempts),

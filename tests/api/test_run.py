@@ -255,6 +255,89 @@ def test_a_response_schema_gives_a_parsed_answer(environments, manager, model_se
     assert json.loads(call.output) == answer["parsed"]  # stored as JSON, redacted as a value
 
 
+def test_answers_the_schema_refused_are_billed_with_the_fallbacks(
+    environments, manager, model_server, runner
+):
+    """The primary answers twice (a repair) with JSON the schema refuses, then the fallback
+    answers: the call's tokens and cost are all three answers, each at its own model's price."""
+    local = Provider.objects.get(name="local")
+    for model, given, taken in [("fault-badjson", 1, 2), ("echo-1", 3, 5)]:
+        ModelPrice.objects.create(
+            provider=local,
+            model=model,
+            input_per_million=Decimal(given),
+            output_per_million=Decimal(taken),
+        )
+    released_prompt(
+        environments,
+        manager,
+        "support.billed",
+        model={
+            "provider": "local",
+            "model": "fault-badjson",
+            "response_schema": SCHEMA,
+            "fallbacks": [{"provider": "local", "model": "echo-1"}],
+        },
+    )
+
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "E"}},
+        url="/api/v1/prompts/support.billed/run",
+    )
+
+    assert response.status_code == 200, response.content
+    attempts = response.json()["attempts"]
+    assert [(a["model"], a["outcome"]) for a in attempts] == [
+        ("fault-badjson", "schema_invalid"),
+        ("fault-badjson", "schema_invalid"),
+        ("echo-1", "ok"),
+    ]
+    assert all(a["input_tokens"] > 0 and a["output_tokens"] > 0 for a in attempts)
+    prices = {"fault-badjson": (1, 2), "echo-1": (3, 5)}
+    expected = sum(
+        Decimal(
+            a["input_tokens"] * prices[a["model"]][0] + a["output_tokens"] * prices[a["model"]][1]
+        )
+        / 1_000_000
+        for a in attempts
+    )
+    call = Call.objects.get()
+    assert call.input_tokens == sum(a["input_tokens"] for a in attempts)
+    assert call.output_tokens == sum(a["output_tokens"] for a in attempts)
+    assert call.cost == pytest.approx(expected)
+    assert response.json()["usage"]["input_tokens"] == call.input_tokens
+
+
+def test_a_call_whose_answers_were_all_refused_still_records_what_they_cost(
+    environments, manager, model_server, runner
+):
+    ModelPrice.objects.create(
+        provider=Provider.objects.get(name="local"),
+        model="fault-badjson",
+        input_per_million=Decimal(1),
+        output_per_million=Decimal(1),
+    )
+    released_prompt(
+        environments,
+        manager,
+        "support.refused",
+        model={"provider": "local", "model": "fault-badjson", "response_schema": SCHEMA},
+    )
+
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "F"}},
+        url="/api/v1/prompts/support.refused/run",
+    )
+
+    assert response.status_code == 502
+    call = Call.objects.get()
+    assert (call.status, call.schema_valid) == (Call.Status.ERROR, False)
+    assert call.input_tokens > 0
+    assert call.cost == pytest.approx(Decimal(call.input_tokens + call.output_tokens) / 1_000_000)
+
+
 def sse_events(response) -> list[tuple[str, dict[str, Any]]]:
     text = b"".join(response.streaming_content).decode()
     events = []
