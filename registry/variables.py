@@ -10,22 +10,37 @@ calling service fixes everything in one round trip:
 Types are JSON's, because values arrive as JSON and leave to SDKs in other languages: ``bool`` is
 never an integer, ``3.0`` is not an integer, NaN and infinities are not numbers.
 
-Pure module: no Django, no models, so the standalone SDK can reuse it.
+The types, ``VariableSpec`` and the check of values are the SDK's (``promptregistry.core``, as
+the sandbox and the locale rules are: decision 0011); this module adds the check of declarations,
+which only authoring needs, and the registry's problem type. Pure module: no Django, no models.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 import keyword
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+
+from promptregistry import errors as core_errors
+from promptregistry.core import variables as core
+from promptregistry.core.variables import (
+    VariableSpec,
+    VariableType,
+    describe_value,
+    value_matches,
+    with_article,
+)
 
 from registry.errors import Problem, VariablesInvalid
+
+__all__ = [
+    "VariableSpec",
+    "VariableType",
+    "describe_value",
+    "value_matches",
+    "variable_specs_check",
+    "variables_validate",
+]
 
 MAX_NAME_CHARS = 64
 MAX_DESCRIPTION_CHARS = 500
@@ -56,118 +71,6 @@ RESERVED_NAMES = frozenset(
         "namespace",
     }
 )
-
-
-class VariableType(StrEnum):
-    STRING = "string"
-    INTEGER = "integer"
-    NUMBER = "number"
-    BOOLEAN = "boolean"
-    LIST = "list"
-    OBJECT = "object"
-
-
-@dataclass(frozen=True, slots=True)
-class VariableSpec:
-    """One declared variable.
-
-    ``default`` is only meaningful for an optional variable; ``None`` means "no default" (so a
-    default of JSON ``null`` cannot be declared, and needs none: an optional variable without a
-    default renders as ``None`` already).
-    """
-
-    name: str
-    type: VariableType = VariableType.STRING
-    required: bool = True
-    default: object = None
-    description: str = ""
-
-    def as_dict(self) -> dict[str, object]:
-        kind = self.type.value if isinstance(self.type, VariableType) else self.type
-        return {
-            "name": self.name,
-            "type": kind,
-            "required": self.required,
-            # A copy, so that a caller editing the dict cannot change this frozen spec's list.
-            "default": copy.deepcopy(self.default),
-            "description": self.description,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VariableSpec:
-        """Build a spec from its JSON/YAML form without validating it.
-
-        Validation is ``variable_specs_check``'s job, which needs the raw values to say what is
-        wrong: so a field of the wrong kind is carried through as given (an unknown ``type`` stays
-        the raw string instead of failing here). ``required`` defaults to "no default given", so
-        ``{name: tone, default: friendly}`` is an optional variable, as its author meant.
-        """
-        raw_type = data.get("type", VariableType.STRING)
-        kind: Any
-        try:
-            kind = VariableType(raw_type)
-        except (ValueError, TypeError):
-            kind = raw_type
-        default = data.get("default")
-        return cls(
-            name=data.get("name", ""),
-            type=kind,
-            required=data.get("required", default is None),
-            default=default,
-            description=data.get("description", ""),
-        )
-
-
-def value_matches(kind: VariableType, value: object) -> bool:
-    """Whether ``value`` is a JSON value of type ``kind`` (``bool`` is not a number)."""
-    match kind:
-        case VariableType.STRING:
-            return isinstance(value, str)
-        case VariableType.INTEGER:
-            return isinstance(value, int) and not isinstance(value, bool)
-        case VariableType.NUMBER:
-            if isinstance(value, bool):
-                return False
-            if isinstance(value, float):
-                return math.isfinite(value)
-            return isinstance(value, int)
-        case VariableType.BOOLEAN:
-            return isinstance(value, bool)
-        case VariableType.LIST:
-            return isinstance(value, list)
-        case VariableType.OBJECT:
-            return isinstance(value, dict) and all(isinstance(key, str) for key in value)
-    return False
-
-
-def describe_value(value: object) -> str:
-    """The JSON name of a value's type, with an article, for problem details."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number" if math.isfinite(value) else "a non-finite number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        if all(isinstance(key, str) for key in value):
-            return "an object"
-        return "an object with non-string keys"
-    return f"a {type(value).__name__}"
-
-
-def _with_article(kind: VariableType) -> str:
-    return f"an {kind.value}" if kind.value[0] in "aeiou" else f"a {kind.value}"
-
-
-def _pointer_token(token: object) -> str:
-    """Escape one JSON Pointer reference token (RFC 6901: ``~`` then ``/``)."""
-    return str(token).replace("~", "~0").replace("/", "~1")
 
 
 def _name_problem(name: object) -> tuple[str, str] | None:
@@ -254,7 +157,7 @@ def variable_specs_check(
                 problems.append(
                     Problem(
                         "invalid_default",
-                        f"The default of '{label}' must be {_with_article(kind)}, "
+                        f"The default of '{label}' must be {with_article(kind)}, "
                         f"not {describe_value(spec.default)}.",
                         f"{at}/default",
                     )
@@ -296,53 +199,17 @@ def variables_validate(
 ) -> dict[str, object]:
     """Check a caller's values against the declarations; return the values to render with.
 
-    Every problem is collected, then one ``VariablesInvalid`` lists them all: ``unknown_variable``
-    (not declared; a near miss is suggested), ``missing_variable`` (required and absent or null),
-    ``wrong_type`` (the detail says what was expected and what came). Pointers name the variable:
-    ``/variables/customer_name``.
-
-    The result holds exactly the declared names, in declaration order, because the template runs
-    under ``StrictUndefined``: an optional variable the caller left out (or sent as null) gets a
-    copy of its default, or ``None`` when it has none, so ``{% if tone %}`` works instead of
-    failing as undefined.
+    The SDK's check (``promptregistry.core.variables``), so that a local render and the server
+    refuse the same values with the same problems: ``unknown_variable`` (a near miss is
+    suggested), ``missing_variable`` (required and absent or null), ``wrong_type``; every one
+    listed in one ``VariablesInvalid``, pointers naming the variable (``/variables/name``).
+    The result holds exactly the declared names, in declaration order, with an optional
+    variable's default (or ``None``) where the caller sent none, since templates run under
+    ``StrictUndefined``.
     """
-    problems: list[Problem] = []
-    declared = {spec.name: spec for spec in specs}
-    for key in values:
-        if key not in declared:
-            near = difflib.get_close_matches(str(key), list(declared), n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else "."
-            problems.append(
-                Problem(
-                    "unknown_variable",
-                    f"'{key}' is not a variable of this version{hint}",
-                    f"{pointer}/{_pointer_token(key)}",
-                )
-            )
-
-    resolved: dict[str, object] = {}
-    for spec in specs:
-        at = f"{pointer}/{_pointer_token(spec.name)}"
-        value = values.get(spec.name)
-        if value is None:
-            if spec.required:
-                problems.append(
-                    Problem("missing_variable", f"The variable '{spec.name}' is required.", at)
-                )
-            resolved[spec.name] = copy.deepcopy(spec.default)
-            continue
-        kind = spec.type if isinstance(spec.type, VariableType) else None
-        if kind is None or not value_matches(kind, value):
-            expected = _with_article(kind) if kind is not None else f"a {spec.type!r}"
-            problems.append(
-                Problem(
-                    "wrong_type",
-                    f"'{spec.name}' must be {expected}, not {describe_value(value)}.",
-                    at,
-                )
-            )
-        resolved[spec.name] = value
-
-    if problems:
-        raise VariablesInvalid(problems)
-    return resolved
+    try:
+        return core.variables_validate(specs, values, pointer=pointer)
+    except core_errors.VariablesInvalid as exc:
+        raise VariablesInvalid(
+            [Problem(e["code"], e["detail"], e["pointer"]) for e in exc.errors]
+        ) from None

@@ -1,9 +1,9 @@
 """The check of a caller's variables against the ones a version declares: the server's rules.
 
-A copy of ``variables_validate`` in the server's ``registry/variables.py``, so a local render
-refuses exactly what ``POST …/render`` refuses, with the same codes, details and pointers:
-``unknown_variable`` (with a near miss suggested), ``missing_variable``, ``wrong_type``. Every
-problem is listed at once.
+The server's ``registry/variables.py`` validates with this very function (and checks
+declarations with these types), so a local render refuses exactly what ``POST …/render`` refuses,
+with the same codes, details and pointers: ``unknown_variable`` (with a near miss suggested),
+``missing_variable``, ``wrong_type``. Every problem is listed at once.
 
 Types are JSON's: ``bool`` is never an integer, ``3.0`` is not an integer, NaN and infinities
 are not numbers. (Declarations are checked by the server when a version is written; the SDK only
@@ -42,6 +42,17 @@ class VariableSpec:
     required: bool = True
     default: object = None
     description: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        kind = self.type.value if isinstance(self.type, VariableType) else self.type
+        return {
+            "name": self.name,
+            "type": kind,
+            "required": self.required,
+            # A copy, so that a caller editing the dict cannot change this frozen spec's list.
+            "default": copy.deepcopy(self.default),
+            "description": self.description,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VariableSpec:
@@ -107,11 +118,12 @@ def describe_value(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _with_article(kind: VariableType) -> str:
+def with_article(kind: VariableType) -> str:
+    """``"an integer"``, ``"a string"``: a type as problem details name it."""
     return f"an {kind.value}" if kind.value[0] in "aeiou" else f"a {kind.value}"
 
 
-def _pointer_token(token: object) -> str:
+def pointer_token(token: object) -> str:
     """Escape one JSON Pointer reference token (RFC 6901: ``~`` then ``/``)."""
     return str(token).replace("~", "~0").replace("/", "~1")
 
@@ -146,13 +158,13 @@ def variables_validate(
                 _problem(
                     "unknown_variable",
                     f"'{key}' is not a variable of this version{hint}",
-                    f"{pointer}/{_pointer_token(key)}",
+                    f"{pointer}/{pointer_token(key)}",
                 )
             )
 
     resolved: dict[str, object] = {}
     for spec in parsed:
-        at = f"{pointer}/{_pointer_token(spec.name)}"
+        at = f"{pointer}/{pointer_token(spec.name)}"
         value = values.get(spec.name)
         if value is None:
             if spec.required:
@@ -163,7 +175,7 @@ def variables_validate(
             continue
         kind = spec.type if isinstance(spec.type, VariableType) else None
         if kind is None or not value_matches(kind, value):
-            expected = _with_article(kind) if kind is not None else f"a {spec.type!r}"
+            expected = with_article(kind) if kind is not None else f"a {spec.type!r}"
             problems.append(
                 _problem(
                     "wrong_type",
