@@ -19,15 +19,13 @@ sandbox, ``sandbox``), so that the SDK renders what ``POST …/render`` would:
 
 from __future__ import annotations
 
-import re
-import string
 import threading
 from collections import OrderedDict
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, cast
 
-from jinja2 import TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError
 
@@ -43,6 +41,7 @@ from .sandbox import (
     budget_scope,
     count_loop_iterations,
 )
+from .template_rules import Issue, forbidden_usage
 
 __all__ = [
     "MAX_RENDER_CHARS",
@@ -56,75 +55,6 @@ __all__ = [
 
 SECTIONS = ("system", "context", "instruction", "format")
 COMPILE_CACHE_SIZE = 4096
-
-# Attribute names refused statically besides those starting with "_": the ways from a value to
-# code and frames (the server's list).
-_INTROSPECTION_NAMES = frozenset(
-    {
-        "mro",
-        "func_globals",
-        "func_code",
-        "func_closure",
-        "func_defaults",
-        "func_dict",
-        "im_func",
-        "im_self",
-        "im_class",
-        "gi_frame",
-        "gi_code",
-        "gi_yieldfrom",
-        "cr_frame",
-        "cr_code",
-        "cr_await",
-        "ag_frame",
-        "ag_code",
-        "ag_await",
-        "f_globals",
-        "f_locals",
-        "f_builtins",
-        "f_back",
-        "f_code",
-        "tb_frame",
-        "tb_next",
-    }
-)
-# Methods the immutable sandbox refuses to call on lists, dicts, sets and deques.
-_MUTATING_METHODS = frozenset(
-    {
-        "append",
-        "extend",
-        "insert",
-        "pop",
-        "popitem",
-        "popleft",
-        "remove",
-        "reverse",
-        "sort",
-        "clear",
-        "update",
-        "setdefault",
-        "add",
-        "discard",
-        "difference_update",
-        "intersection_update",
-        "symmetric_difference_update",
-        "appendleft",
-        "extendleft",
-        "rotate",
-    }
-)
-# Filters taking an attribute name: the positional index of that argument after the value.
-_ATTRIBUTE_ARGUMENTS = {
-    "attr": 0,
-    "selectattr": 0,
-    "rejectattr": 0,
-    "groupby": 0,
-    "sum": 0,
-    "sort": 2,
-    "unique": 1,
-    "min": 1,
-    "max": 1,
-}
 
 
 def _problem(code: str, detail: str, pointer: str, line: int | None = None) -> dict[str, object]:
@@ -163,128 +93,33 @@ def _sections(data: Mapping[str, object], *, pointer: str = "") -> dict[str, str
 # --- static checks ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Issue:
-    code: str
-    message: str
-    line: int | None
-
-
-def _forbidden_name(name: object) -> bool:
-    return isinstance(name, str) and (name.startswith("_") or name in _INTROSPECTION_NAMES)
-
-
-def _forbidden_path(path: object) -> str | None:
-    if not isinstance(path, str):
-        return None
-    for part in re.split(r"[.\[\]]", path):
-        if _forbidden_name(part):
-            return part
-    return None
-
-
-def _format_fields(fmt: str) -> Iterator[str]:
-    try:
-        parsed = list(string.Formatter().parse(fmt))
-    except ValueError:
-        return
-    for _literal, field, spec, _conversion in parsed:
-        if field:
-            yield field
-        if spec and "{" in spec:
-            yield from _format_fields(spec)
-
-
-def _const_str(node: nodes.Node | None) -> str | None:
-    if isinstance(node, nodes.Const) and isinstance(node.value, str):
-        return node.value
-    return None
-
-
-def _forbidden(ast: nodes.Template) -> list[_Issue]:
-    """What the template would do that the sandbox refuses (or that can never work), by line:
-    forbidden attributes and items, forbidden attribute arguments of filters and format
-    fields, mutating calls, include/import/extends, and unknown filters and tests."""
-    issues: list[_Issue] = []
-
-    def refuse(node: nodes.Node, message: str, code: str = "template_forbidden") -> None:
-        issues.append(_Issue(code, message, node.lineno))
-
-    for node in ast.find_all(
-        (
-            nodes.Getattr,
-            nodes.Getitem,
-            nodes.Filter,
-            nodes.Test,
-            nodes.Call,
-            nodes.Extends,
-            nodes.Include,
-            nodes.Import,
-            nodes.FromImport,
-        )
-    ):
-        if isinstance(node, nodes.Getattr) and _forbidden_name(node.attr):
-            refuse(node, f"Templates cannot reach the attribute '{node.attr}'.")
-        elif isinstance(node, nodes.Getitem) and _forbidden_name(_const_str(node.arg)):
-            refuse(node, f"Templates cannot reach the item '{_const_str(node.arg)}'.")
-        elif isinstance(node, nodes.Filter | nodes.Test):
-            kind = "filter" if isinstance(node, nodes.Filter) else "test"
-            known = ENVIRONMENT.filters if isinstance(node, nodes.Filter) else ENVIRONMENT.tests
-            if node.name not in known:
-                refuse(node, f"There is no {kind} named '{node.name}'.", "template_syntax")
-                continue
-            candidates = [kw.value for kw in node.kwargs if kw.key == "attribute"]
-            index = _ATTRIBUTE_ARGUMENTS.get(node.name) if kind == "filter" else None
-            if index is not None and len(node.args) > index:
-                candidates.append(node.args[index])
-            if node.name == "map" and _const_str(node.args[0] if node.args else None) == "attr":
-                candidates.extend(node.args[1:2])
-            for candidate in candidates:
-                part = _forbidden_path(_const_str(candidate))
-                if part is not None:
-                    refuse(node, f"Templates cannot reach the attribute '{part}'.")
-        elif isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
-            method = node.node.attr
-            if method in _MUTATING_METHODS:
-                refuse(node, f"Templates cannot change values; '{method}()' is not allowed.")
-            fmt = _const_str(node.node.node)
-            if method in {"format", "format_map"} and fmt is not None:
-                for field in _format_fields(fmt):
-                    part = _forbidden_path(field)
-                    if part is not None:
-                        refuse(node, f"Templates cannot reach the attribute '{part}'.")
-        elif isinstance(node, nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport):
-            refuse(node, "Sections stand alone: include, import and extends are not available.")
-    return issues
-
-
 # --- compiling, cached by text ---------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     template: Template | None  # None when the text has issues
-    issues: tuple[_Issue, ...]
+    issues: tuple[Issue, ...]
 
 
 def _compile_uncached(source: str) -> _Compiled:
     try:
         ast = ENVIRONMENT.parse(source)
-        issues = _forbidden(ast)
+        issues = forbidden_usage(ast)
         if issues:
             return _Compiled(None, tuple(issues))
         count_loop_iterations(ast)
         code = ENVIRONMENT.compile(ast)
     except TemplateSyntaxError as exc:
-        return _Compiled(None, (_Issue("template_syntax", exc.message or str(exc), exc.lineno),))
+        return _Compiled(None, (Issue("template_syntax", exc.message or str(exc), exc.lineno),))
     except (SyntaxError, RecursionError):
         # Python's own limits on the generated code: about 20 nested blocks, deep expressions.
         message = "The template nests blocks or expressions too deeply."
-        return _Compiled(None, (_Issue("template_syntax", message, None),))
+        return _Compiled(None, (Issue("template_syntax", message, None),))
     except (ValueError, OverflowError) as exc:
         # A literal Python refuses to convert, such as an integer of over 4300 digits.
         message = f"The template has a literal that cannot be read ({str(exc)[:80]})."
-        return _Compiled(None, (_Issue("template_syntax", message, None),))
+        return _Compiled(None, (Issue("template_syntax", message, None),))
     template = ENVIRONMENT.template_class.from_code(
         ENVIRONMENT, code, ENVIRONMENT.make_globals(None)
     )
