@@ -5,7 +5,9 @@ analysis's page is read-only: the policy, the derived times, the ramp drawn over
 verdicts, each with a table of the figures it was decided on. Resume and stop are verbs for users
 with ``change_canaryanalysis`` (release managers, migration 0004), as list actions and as buttons
 on the page; they go through ``evaluations.canary``'s services, as the API does. Neither changes
-traffic, so neither asks for a confirmation page.
+traffic, so neither asks for a confirmation page. "Look now" (same permission, POST) runs one look
+at once, the same look beat runs: without beat (``make run``) it is how an analysis gets judged.
+It may change traffic as the policy says, exactly as the next beat tick would.
 
 The releases admin never links here: releases sits below evaluations and does not import it.
 """
@@ -28,6 +30,8 @@ from registry.actors import Actor
 from registry.errors import RegistryError
 
 from .canary import (
+    Look,
+    canary_analysis_look,
     canary_analysis_resume,
     canary_analysis_stop,
     canary_analysis_times,
@@ -83,8 +87,12 @@ def ramp_svg_points(analysis: CanaryAnalysis, verdicts: list[CanaryVerdict]) -> 
     step and moves at each verdict that ramped, promoted (100 %) or rolled back (0 %)."""
     steps = analysis.policy["steps"]
     start = analysis.created_at
-    changes: list[tuple[datetime, float]] = [(start, steps[0])]
-    for verdict in sorted(verdicts, key=lambda v: (v.created_at, v.pk)):
+    ordered = sorted(verdicts, key=lambda v: (v.created_at, v.pk))
+    # Not steps[0]: an analysis attached to a running canary starts at the canary's step. The
+    # oldest verdict shown records the percent it judged; without one, the step is unchanged.
+    first = float(ordered[0].percent) if ordered else steps[analysis.step]
+    changes: list[tuple[datetime, float]] = [(start, first)]
+    for verdict in ordered:
         at = verdict.created_at
         if verdict.outcome == CanaryVerdict.Outcome.PASS:
             changes.append((at, steps[min(verdict.step + 1, len(steps) - 1)]))
@@ -119,6 +127,23 @@ def ramp_svg_points(analysis: CanaryAnalysis, verdicts: list[CanaryVerdict]) -> 
         "right": RAMP_WIDTH - RAMP_PAD,
         "bottom": RAMP_HEIGHT - RAMP_PAD,
     }
+
+
+def look_message(result: Look, analysis: CanaryAnalysis) -> tuple[int, str]:
+    """What a look triggered by hand did, for the person who triggered it."""
+    if result.outcome == "skipped":
+        return (
+            messages.WARNING,
+            "no look: the analysis is not running, another look holds it right now, or the "
+            "release changed during the look. Reload to see where it stands.",
+        )
+    if result.outcome == "ended":
+        analysis.refresh_from_db(fields=["hold_reason"])
+        return messages.WARNING, f"the analysis ended: {analysis.hold_reason}"
+    if result.verdict is None:  # a wait already stored for this step
+        return messages.INFO, "still waiting for the step's minimum sample."
+    level = messages.ERROR if result.outcome == CanaryVerdict.Outcome.FAILED else messages.INFO
+    return level, result.verdict.summary
 
 
 @admin.register(CanaryAnalysis)
@@ -216,6 +241,7 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
                 can_steer=self.has_steer_permission(request),
                 resume_url=reverse("admin:evaluations_canaryanalysis_resume", args=[analysis.pk]),
                 stop_url=reverse("admin:evaluations_canaryanalysis_stop", args=[analysis.pk]),
+                look_url=reverse("admin:evaluations_canaryanalysis_look", args=[analysis.pk]),
             )
         return super().change_view(request, object_id, form_url, extra_context=context)
 
@@ -231,6 +257,11 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
                 "<int:analysis_id>/stop/",
                 view(require_POST(self.stop_view)),
                 name="evaluations_canaryanalysis_stop",
+            ),
+            path(
+                "<int:analysis_id>/look/",
+                view(require_POST(self.look_view)),
+                name="evaluations_canaryanalysis_look",
             ),
             *super().get_urls(),
         ]
@@ -250,7 +281,19 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
     def stop_view(self, request: HttpRequest, analysis_id: int) -> HttpResponse:
         return self._steer(request, analysis_id, "stop")
 
+    def look_view(self, request: HttpRequest, analysis_id: int) -> HttpResponse:
+        return self._steer(request, analysis_id, "look")
+
     def _apply(self, request: HttpRequest, analysis: CanaryAnalysis, verb: str) -> bool:
+        if verb == "look":
+            try:
+                result = canary_analysis_look(analysis_id=analysis.pk)
+            except RegistryError as exc:
+                self.message_user(request, f"{analysis}: {exc.message}", messages.ERROR)
+                return False
+            level, text = look_message(result, analysis)
+            self.message_user(request, f"{analysis}: {text}", level)
+            return level != messages.ERROR
         actor = Actor.for_user(request.user)
         try:
             if verb == "resume":

@@ -118,7 +118,8 @@ def experiment_results_view(request: HttpRequest, release_id: int) -> HttpRespon
         Release.objects.select_related("prompt", "environment"), pk=release_id
     )
     chosen = request.GET.get("experiment", "")
-    if chosen and not chosen.isdigit():
+    # isdigit() alone admits "²", which int() refuses: a 500 instead of a 404.
+    if chosen and not (chosen.isascii() and chosen.isdigit()):
         raise Http404("Name an experiment by its start event id.")
     records = experiment_list(release=release)
     context = _context(request, f"{TITLE}: {release}") | {

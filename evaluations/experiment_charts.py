@@ -4,7 +4,7 @@
   line. Metrics have different units, so each row has its own scale, symmetric around zero: read
   a row for "which side of zero, and does the interval cross it", not for lengths between rows.
 - ``split_bars``: observed vs expected share of sticky calls per variant (the sample ratio check).
-- ``timeline_chart``: cumulative sticky calls per variant, per hour or day.
+- ``timeline_chart``: cumulative sticky calls per variant, per hour or day, x proportional to time.
 
 Every text that comes from users (variant names) is escaped by ``format_html``.
 """
@@ -150,10 +150,13 @@ def timeline_chart(points: Sequence[TimelinePoint], names: Sequence[str], unit: 
         return mark_safe("")
     top, bottom, left, right = 14, 190, 60, WIDTH - 150
     peak = max(max(p.cumulative.values(), default=0) for p in points) or 1
-    span = max(len(points) - 1, 1)
+    # x is time, not the point's index: hours or days without calls have no point, and spacing
+    # points evenly would squeeze those gaps out of an axis labelled with real times.
+    first = points[0].at
+    span = max((points[-1].at - first).total_seconds(), 1.0)
 
     def xy(index: int, count: int) -> str:
-        x = left + (right - left) * index / span
+        x = left + (right - left) * (points[index].at - first).total_seconds() / span
         y = bottom - (bottom - top) * count / peak
         return f"{x:.1f},{y:.1f}"
 

@@ -173,3 +173,131 @@ def test_resume_refused_is_reported_not_raised(rita, analysis):
     )
     assert response.status_code == 200
     assert b"Only a held analysis resumes" in response.content
+
+
+# --- look now -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sampled(released) -> CanaryAnalysis:
+    """v3 canaried at 50 % an hour ago (steps 50 → 100), both arms alike and error-free, enough
+    calls that the error rate's interval fits the default 1 pp margin: a look promotes it."""
+    from runs.models import Call
+
+    started = timezone.now() - timedelta(hours=1)
+    analysis = canary.canary_analysis_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        version=3,
+        policy={"steps": [50, 100], "min_minutes": 5, "min_calls": 30},
+        actor=MANAGER,
+        now=started,
+    )
+    release = released.release("staging")
+    Call.objects.bulk_create(
+        Call(
+            request_id=f"{variant}-{i}",
+            source=Call.Source.REPORTED,
+            created_at=started + timedelta(minutes=10),
+            prompt_id=release.prompt_id,
+            version=release.canary_version if variant == "canary" else release.stable_version,
+            environment_id=release.environment_id,
+            variant=variant,
+            sticky=True,
+            latency_ms=100.0 + i % 10,
+            status=Call.Status.OK,
+        )
+        for variant in ("canary", "stable")
+        for i in range(500)
+    )
+    return analysis
+
+
+def look_url(analysis: CanaryAnalysis) -> str:
+    return reverse("admin:evaluations_canaryanalysis_look", args=[analysis.pk])
+
+
+def test_a_release_manager_looks_now_and_reads_the_verdict(rita, released, sampled):
+    client = client_for(rita)
+    page = client.get(reverse("admin:evaluations_canaryanalysis_change", args=[sampled.pk]))
+    assert b"Look now" in page.content
+
+    response = client.post(look_url(sampled), follow=True)
+
+    assert response.status_code == 200
+    sampled.refresh_from_db()
+    assert sampled.status == CanaryAnalysis.Status.PROMOTED
+    assert sampled.verdicts.get().outcome == "promote"
+    assert released.release("staging").stable_version.number == 3
+    assert "passed the last step: promoted" in response.content.decode()
+    assert b"Look now" not in response.content  # only a running analysis is looked at
+
+
+def test_look_now_reports_a_wait_and_a_stopped_analysis(rita, released):
+    analysis = canary.canary_analysis_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        version=3,
+        policy={"steps": [50]},
+        actor=MANAGER,
+    )
+    client = client_for(rita)
+
+    waiting = client.post(look_url(analysis), follow=True).content.decode()
+    assert "waiting for the minimum sample" in waiting
+    assert "still waiting" in client.post(look_url(analysis), follow=True).content.decode()
+    assert analysis.verdicts.count() == 1  # a wait is stored once per step
+
+    canary.canary_analysis_stop(analysis_id=analysis.pk, actor=MANAGER)
+    stopped = client.post(look_url(analysis), follow=True).content.decode()
+    assert "no look: the analysis is not running" in stopped
+    assert analysis.verdicts.count() == 1
+
+
+def test_look_now_is_post_only_and_needs_the_change_permission(rita, viewer, author, sampled):
+    assert client_for(rita).get(look_url(sampled)).status_code == 405
+    viewer_page = client_for(viewer).get(
+        reverse("admin:evaluations_canaryanalysis_change", args=[sampled.pk])
+    )
+    assert b"Look now" not in viewer_page.content
+
+    assert client_for(viewer).post(look_url(sampled)).status_code == 403
+    assert client_for(author).post(look_url(sampled)).status_code == 403
+
+    sampled.refresh_from_db()
+    assert sampled.status == CanaryAnalysis.Status.RUNNING
+    assert not sampled.verdicts.exists()
+    assert sampled.last_looked_at is None
+
+
+def test_look_now_at_an_unknown_analysis_is_a_404(rita):
+    response = client_for(rita).post(
+        reverse("admin:evaluations_canaryanalysis_look", args=[999999])
+    )
+    assert response.status_code == 404
+
+
+def test_the_ramp_of_an_attached_analysis_starts_at_its_step(released):
+    from decimal import Decimal
+
+    from evaluations.admin_canary import RAMP_HEIGHT, RAMP_PAD, ramp_svg_points
+    from releases.services import release_canary_start
+
+    release_canary_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        version=3,
+        percent=Decimal(25),
+        actor=MANAGER,
+    )
+    analysis = canary.canary_analysis_attach(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        policy={"steps": [5, 25, 50, 100]},
+        actor=MANAGER,
+    )
+
+    ramp = ramp_svg_points(analysis, [])
+
+    y_25 = RAMP_PAD + 0.75 * (RAMP_HEIGHT - 2 * RAMP_PAD)
+    assert {float(p.split(",")[1]) for p in ramp["points"].split()} == {y_25}

@@ -325,6 +325,20 @@ def test_a_look_that_fails_to_measure_is_unmeasured_and_retried(released, manage
     assert analysis.unmeasured_looks == 0
 
 
+def test_a_handful_of_latencies_is_not_a_pass(released, manager):
+    analysis = start(released, manager)
+    # 200 calls per arm, but only 10 reported a latency: a p95 of 10 values shows nothing.
+    both_arms(released.release("staging"), latency=lambda i: 100.0 if i < 10 else None)
+
+    result = look(analysis)
+
+    figures = check(result.verdict, "p95_latency")
+    assert figures["status"] == "unmeasured"
+    assert figures["n_canary"] == 10
+    assert result.outcome == Outcome.UNMEASURED
+    assert released.release("staging").canary_weight == 5000
+
+
 def test_an_inconclusive_look_holds_for_a_person(released, manager):
     analysis = start(released, manager)
     release = released.release("staging")
@@ -727,3 +741,82 @@ def test_the_task_looks_at_every_running_analysis(released, manager):
     start(released, manager)
 
     assert analyse_canaries.apply().get() == 1
+
+
+# --- a look by hand: manage.py canary look ----------------------------------------------------------
+
+
+def canary_look(*args: str) -> tuple[str, str]:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out, err = StringIO(), StringIO()
+    call_command("canary", "look", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_the_command_looks_at_every_running_analysis_now(released, manager):
+    analysis = start(released, manager)
+    both_arms(released.release("staging"))
+
+    out, err = canary_look()
+
+    analysis.refresh_from_db()
+    assert analysis.verdicts.get().outcome == Outcome.PASS
+    assert analysis.step == 1
+    assert released.release("staging").canary_weight == 7500
+    assert f"support.refund-reply @ staging, analysis {analysis.pk}: pass: " in out
+    assert "passed: ramped to 75 %" in out
+    assert err == ""
+
+
+def test_the_command_looks_at_one_release(released, manager):
+    analysis = start(released, manager)
+    both_arms(released.release("staging"))
+    release_id = released.release("staging").pk
+
+    out, _ = canary_look("--release-id", str(release_id))
+
+    assert "passed: ramped to 75 %" in out
+    assert analysis.verdicts.count() == 1
+
+
+def test_the_command_reports_a_rollback_on_stderr_with_status_1(released, manager):
+    from django.core.management import CommandError
+
+    analysis = start(released, manager)
+    both_arms(released.release("staging"), errors=40)
+
+    with pytest.raises(CommandError) as raised:
+        canary_look()
+
+    assert raised.value.returncode == 1
+    analysis.refresh_from_db()
+    assert analysis.status == Status.ROLLED_BACK
+    assert released.release("staging").canary_version is None
+
+
+def test_the_command_refuses_an_unknown_release_or_one_without_a_running_analysis(
+    released, manager
+):
+    from django.core.management import CommandError
+
+    analysis = start(released, manager)
+    both_arms(released.release("staging"))
+    with pytest.raises(CommandError, match="No release with id 999999"):
+        canary_look("--release-id", "999999")
+    production = Release.objects.get(prompt=released.prompt, environment__name="production")
+    with pytest.raises(CommandError, match="has no running canary analysis"):
+        canary_look("--release-id", str(production.pk))
+    canary.canary_analysis_stop(analysis_id=analysis.pk, actor=manager)
+    with pytest.raises(CommandError, match="has no running canary analysis"):
+        canary_look("--release-id", str(released.release("staging").pk))
+
+    assert not analysis.verdicts.exists()
+    assert released.release("staging").canary_weight == 5000
+
+
+def test_the_command_says_when_nothing_runs(db):
+    out, _ = canary_look()
+    assert out == "No running canary analysis.\n"

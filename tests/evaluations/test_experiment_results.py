@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -398,6 +398,25 @@ def test_the_timeline_accumulates_per_variant(released, manager):
     ]
 
 
+def test_the_timeline_chart_spaces_points_by_time_not_by_index():
+    import re
+    from datetime import datetime
+
+    from evaluations.experiment_charts import timeline_chart
+    from evaluations.experiments import TimelinePoint
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    points = [  # hours 0, 1 and 10: eight empty hours between the last two
+        TimelinePoint(at=t0, cumulative={"a": 1}),
+        TimelinePoint(at=t0 + timedelta(hours=1), cumulative={"a": 2}),
+        TimelinePoint(at=t0 + timedelta(hours=10), cumulative={"a": 3}),
+    ]
+    svg = str(timeline_chart(points, ["a"], "hour"))
+    xs = [float(x) for x in re.findall(r"(\d+\.\d),", re.search(r'points="([^"]+)"', svg)[1])]
+    assert xs[2] - xs[0] == pytest.approx(10 * (xs[1] - xs[0]), abs=0.2)
+    assert "2026-01-01 10:00" in svg
+
+
 # --- The admin pages -----------------------------------------------------------------------------
 
 
@@ -467,6 +486,7 @@ def test_results_page_picks_a_past_experiment_and_refuses_unknown_ones(
     assert release_manager.get(f"{url}?experiment={first}").status_code == 200
     assert release_manager.get(f"{url}?experiment=999999").status_code == 404
     assert release_manager.get(f"{url}?experiment=abc").status_code == 404
+    assert release_manager.get(f"{url}?experiment=%C2%B2").status_code == 404  # "²" is a digit
 
 
 def test_outsiders_may_not_read_results(released, manager, client):
