@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from evaluations.canary import canary_analysis_start
 from registry.selectors import prompt_get
 from releases import services
 from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release
@@ -290,9 +291,6 @@ class ReleaseCanaryStartApi(ReleaseChangeApi):
     def change(self, request, *, analysis, **arguments):
         if analysis is None:
             return services.release_canary_start(**arguments)
-        # The one place the release endpoints reach into evaluations, kept with its use.
-        from evaluations.canary import canary_analysis_start
-
         return canary_analysis_start(policy=analysis, **arguments).release
 
     @_change_schema("releases_canary_start", InputSerializer)
