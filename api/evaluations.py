@@ -202,7 +202,8 @@ class EvalRunStartApi(APIView):
         include_holdout = serializers.BooleanField(
             required=False,
             default=False,
-            help_text="A gate run: score the frozen holdout cases too (needs releases:write).",
+            help_text="A gate run: score the frozen holdout cases too (needs releases:write). "
+            "Gates count a gate run only if it started after the version was committed.",
         )
 
         class Meta:

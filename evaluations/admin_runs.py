@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -65,18 +66,21 @@ class EvalRunStartForm(forms.Form):
     environment = forms.ModelChoiceField(
         queryset=Environment.objects.order_by("position"),
         required=False,
-        empty_label="Default (production, else the highest with a stable version)",
         help_text="Whose stable version the report compares with.",
     )
     include_holdout = forms.BooleanField(
         required=False,
         label="Gate run",
-        help_text="Score the frozen holdout cases too, as promotion gates need. Their outputs "
-        "are never shown.",
+        help_text="Score the frozen holdout cases too, as promotion gates need (they count "
+        "only runs started after the version was committed). Their outputs are never shown.",
     )
 
     def __init__(self, *args: Any, may_gate: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.fields["environment"].empty_label = (
+            f"Default ({settings.EVAL_BASELINE_ENVIRONMENT}, else the highest with a stable "
+            "version)"
+        )
         if not may_gate:
             del self.fields["include_holdout"]
 

@@ -17,6 +17,7 @@ an author can read is one a prompt can be tuned to pass.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,13 @@ class CaseRow:
     @property
     def change_label(self) -> str:
         return CHANGE_LABELS[self.change]
+
+    @property
+    def variables_json(self) -> str:
+        """The variables as the case file has them (JSON), for people to read."""
+        if self.variables is None:
+            return ""
+        return json.dumps(self.variables, ensure_ascii=False, indent=2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DatasetEmpty",
     "DatasetNotFound",
+    "EvalRunDatasetChanged",
     "EvalRunEnded",
     "EvalRunNotFound",
     "eval_run_batch_execute",
@@ -75,6 +76,10 @@ class EvalRunNotFound(RegistryError):
 
 class EvalRunEnded(RegistryError):
     message = "The eval run has ended already."
+
+
+class EvalRunDatasetChanged(RegistryError):
+    message = "The dataset's cases changed since the eval run read them."
 
 
 # --- lookups ----------------------------------------------------------------------------------
@@ -147,7 +152,8 @@ def eval_run_start(
        for a gate run, ``include_holdout``) and the dataset's ``updated_at``, so the run records
        the dataset exactly as it scored it. No cases: ``DatasetEmpty``.
     4. Reuse a baseline run of the stable version on the same cases (same dataset state, same
-       holdout choice) that finished or is still going; else start one too.
+       holdout choice, started after its commit) that finished or is still going; else start
+       one too.
     5. Queue the batches once the transaction commits (a worker must find the rows).
     """
     evaluated = version_get(prompt=prompt, number=version)
@@ -184,6 +190,8 @@ def eval_run_start(
                     include_holdout=include_holdout,
                     dataset_updated_at=locked.updated_at,
                     status__in=[EvalRun.Status.FINISHED, *IN_PROGRESS],
+                    # A run started while it was a draft may have scored other content.
+                    created_at__gte=stable.committed_at,
                 )
                 .order_by("-created_at", "-id")
                 .first()
@@ -235,6 +243,15 @@ def eval_run_resume(*, run: EvalRun, actor: Actor) -> int:
     itself lost its queue, say); returns how many. Safe to repeat: scored cases are skipped."""
     if run.status in ENDED:
         raise EvalRunEnded(f"Eval run {run.pk} is {run.status} already; start a new one.")
+    # The run's cases are the dataset's as it read them; after an import, the cases it still
+    # lacks are not known (a removed one would never be scored, a new one was never its own).
+    now = Dataset.objects.filter(pk=run.dataset_id).values_list("updated_at", flat=True).first()
+    if now != run.dataset_updated_at:
+        raise EvalRunDatasetChanged(
+            f"Eval run {run.pk}: the cases of {run.dataset.name!r} changed since the run read "
+            "them, so the cases it has still to score are not known; cancel it and start a new "
+            "run."
+        )
     done = set(EvalResult.objects.filter(run=run).values_list("case_key", flat=True))
     cases = {
         key: pk

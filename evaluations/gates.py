@@ -3,8 +3,10 @@
 A ``PromotionGate`` belongs to an environment and names a dataset. For a version to be deployed,
 canaried, promoted or made an experiment's variant or winner there, it needs a finished gate run
 (holdout included) over the dataset's *current* cases: a run of older cases says nothing about the
-cases as they are now. On that run it must reach the gate's minimum pass rate and, unless the gate
-says otherwise, pass every must-pass case. No run, no pass: a gate never assumes.
+cases as they are now. For a committed version the run must have started after the commit: a run
+started on the draft scored the draft as it was then, which may not be what was committed. On
+that run it must reach the gate's minimum pass rate and, unless the gate says otherwise, pass
+every must-pass case. No run, no pass: a gate never assumes.
 
 Each gate is judged as named checks, so a refusal says exactly what failed: ``golden-pass-rate``,
 ``golden-must-pass``, or, when nothing could be judged, ``golden-run`` (no current gate run) or
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
@@ -137,15 +140,17 @@ def _start_hint(prompt: Prompt, version: int, dataset: str, *, which: str = "one
     )
 
 
-def _no_run(gate: Gate, *, prompt: Prompt, version: int, dataset: Dataset) -> GateStatus:
+def _no_run(
+    gate: Gate, *, prompt: Prompt, version: int, dataset: Dataset, committed_at: datetime | None
+) -> GateStatus:
     """Why no run can be judged, and what to do about it."""
     runs = EvalRun.objects.filter(
         prompt=prompt, version__number=version, dataset=dataset, include_holdout=True
     )
-    # The newest run of the current cases, if any: it is queued, running, failed or cancelled.
-    latest = (
-        runs.filter(dataset_updated_at=dataset.updated_at).order_by("-created_at", "-id").first()
-    )
+    current = runs.filter(dataset_updated_at=dataset.updated_at)
+    counted = current.filter(created_at__gte=committed_at) if committed_at else current
+    # The newest run that could count, if any: it is queued, running, failed or cancelled.
+    latest = counted.order_by("-created_at", "-id").first()
     name = dataset.name
     if latest is not None and latest.status in (EvalRun.Status.QUEUED, EvalRun.Status.RUNNING):
         detail = (
@@ -156,6 +161,13 @@ def _no_run(gate: Gate, *, prompt: Prompt, version: int, dataset: Dataset) -> Ga
         detail = (
             f"The gate run of version {version} on {name!r} (run {latest.pk}) did not finish "
             f"({latest.status}); " + _start_hint(prompt, version, name, which="another") + "."
+        )
+    elif committed_at and current.filter(status=EvalRun.Status.FINISHED).exists():
+        detail = (
+            f"The gate runs of version {version} on {name!r} started before it was committed: "
+            "they scored the draft as it was then, not the version; "
+            + _start_hint(prompt, version, name)
+            + "."
         )
     elif runs.filter(status=EvalRun.Status.FINISHED).exists():
         detail = (
@@ -172,7 +184,14 @@ def _no_run(gate: Gate, *, prompt: Prompt, version: int, dataset: Dataset) -> Ga
     return GateStatus(gate, (GateVerdict(False, f"{name}-run", detail),))
 
 
-def _judge(gate: Gate, *, prompt: Prompt, version: int, dataset: Dataset | None) -> GateStatus:
+def _judge(
+    gate: Gate,
+    *,
+    prompt: Prompt,
+    version: int,
+    dataset: Dataset | None,
+    committed_at: datetime | None,
+) -> GateStatus:
     name = gate.dataset_name
     if dataset is None:
         return GateStatus(
@@ -186,22 +205,24 @@ def _judge(gate: Gate, *, prompt: Prompt, version: int, dataset: Dataset | None)
                 ),
             ),
         )
-    # The latest finished gate run over the cases as they are now (holdout included).
-    run = (
-        EvalRun.objects.filter(
-            prompt=prompt,
-            version__number=version,
-            dataset=dataset,
-            include_holdout=True,
-            status=EvalRun.Status.FINISHED,
-            dataset_updated_at=dataset.updated_at,
-        )
-        .select_related("baseline__version")
-        .order_by("-created_at", "-id")
-        .first()
+    # The latest finished gate run over the cases as they are now (holdout included) and, for a
+    # committed version, started after the commit: a batch renders the version as it is when it
+    # starts, so a run started on the draft may have scored content the commit no longer has.
+    runs = EvalRun.objects.filter(
+        prompt=prompt,
+        version__number=version,
+        dataset=dataset,
+        include_holdout=True,
+        status=EvalRun.Status.FINISHED,
+        dataset_updated_at=dataset.updated_at,
     )
+    if committed_at is not None:
+        runs = runs.filter(created_at__gte=committed_at)
+    run = runs.select_related("baseline__version").order_by("-created_at", "-id").first()
     if run is None:
-        return _no_run(gate, prompt=prompt, version=version, dataset=dataset)
+        return _no_run(
+            gate, prompt=prompt, version=version, dataset=dataset, committed_at=committed_at
+        )
     counts = EvalResult.objects.filter(run=run).aggregate(
         scored=Count("id"), passed=Count("id", filter=Q(passed=True))
     )
@@ -266,7 +287,15 @@ def _statuses(*, prompt_id: int, environment: str, version: int) -> list[GateSta
     if not applicable:
         return []
     prompt = Prompt.objects.only("key").get(pk=prompt_id)
-    return [_judge(g, prompt=prompt, version=version, dataset=d) for g, d in applicable]
+    committed_at = (
+        PromptVersion.objects.filter(prompt_id=prompt_id, number=version)
+        .values_list("committed_at", flat=True)
+        .first()
+    )
+    return [
+        _judge(g, prompt=prompt, version=version, dataset=d, committed_at=committed_at)
+        for g, d in applicable
+    ]
 
 
 def promotion_gates_check(*, prompt_id: int, environment: str, version: int) -> list[GateVerdict]:

@@ -426,3 +426,32 @@ def test_a_rollback_is_not_gated(releaser_client, released, staging_gate):
 
     assert response.status_code == 200
     assert response.json()["stable"] == 1  # v2 was deployed over v1 in setup
+
+
+def test_a_canary_is_promoted_only_once_its_gate_run_passes(
+    releaser_client, released, golden, staging_gate
+):
+    """The release manager's path: a canary started past the gate (overridden, with a reason)
+    is not promoted on a hunch: refused while there is no gate run, then while the run falls
+    short, then promoted once a passing run is in."""
+    started = releaser_client.post(
+        release_url("canary"),
+        {"version": 3, "percent": 10, "override_gates": True, "reason": "Smoke test first."},
+        format="json",
+    )
+    assert started.status_code == 200, started.content
+    before = staging_state(released)
+
+    no_run = releaser_client.post(release_url("canary/promote"), {}, format="json")
+    assert assert_problem(no_run, 409, "/problems/promotion-blocked")["gate"] == "golden-run"
+    gate_run(golden, 3, failing={"c2"})  # 75 %, below 90 %
+    short = releaser_client.post(release_url("canary/promote"), {}, format="json")
+    assert assert_problem(short, 409, "/problems/promotion-blocked")["gate"] == "golden-pass-rate"
+    assert staging_state(released) == before
+
+    gate_run(golden, 3)
+    promoted = releaser_client.post(release_url("canary/promote"), {}, format="json")
+    assert promoted.status_code == 200, promoted.content
+    assert (promoted.json()["stable"], promoted.json()["canary"]) == (3, None)
+    [latest, *_] = releaser_client.get(release_url("history")).json()["results"]
+    assert (latest["action"], latest["overridden_gates"]) == ("canary_promote", [])

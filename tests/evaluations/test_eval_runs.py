@@ -28,6 +28,7 @@ import pytest
 from evaluations.evalreports import CaseChange, eval_run_report, percentile
 from evaluations.evalruns import (
     DatasetEmpty,
+    EvalRunDatasetChanged,
     EvalRunEnded,
     eval_run_batch_execute,
     eval_run_cancel,
@@ -36,6 +37,8 @@ from evaluations.evalruns import (
 )
 from evaluations.models import Case, Dataset, EvalResult, EvalRun
 from evaluations.services import dataset_create, dataset_import
+from registry.services import version_commit
+from releases.services import release_deploy
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.evalrun_scene import ACTOR, CASES, jsonl
 from tests.factories import make_version
@@ -261,6 +264,55 @@ def test_resume_queues_only_the_cases_without_a_result(
     assert len(model_server.requests.for_path("/v1/chat/completions")) == 5
     with pytest.raises(EvalRunEnded):
         eval_run_resume(run=run, actor=ACTOR)
+
+
+def test_resume_is_refused_once_the_dataset_changed_and_queues_nothing(
+    released, golden, draft, model_server, django_capture_on_commit_callbacks
+):
+    """After an import the run's missing cases are not known: a removed case would never be
+    scored (the run would never finish) and a new one was never the run's."""
+    run = eval_run_start(
+        prompt=released.prompt,
+        version=draft.number,
+        dataset_name="golden",
+        actor=ACTOR,
+        environment="development",
+    )
+    dataset_import(dataset=golden, content=jsonl(CASES[:2]), format="jsonl", replace=True)
+
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(EvalRunDatasetChanged) as info,
+    ):
+        eval_run_resume(run=run, actor=ACTOR)
+
+    assert "cancel it and start a new run" in info.value.message
+    assert callbacks == []
+    assert not EvalResult.objects.filter(run=run).exists()
+    assert model_server.requests.for_path("/v1/chat/completions") == []
+
+
+def test_a_baseline_run_started_on_the_draft_is_not_reused_once_it_is_committed(
+    released, golden, run_now, django_capture_on_commit_callbacks
+):
+    """The stable version's run must be of the committed content: a run of the draft it was
+    may have scored other content."""
+    draft = make_version(released.prompt, commit=False, variables=RELEASED_VARIABLES)
+    of_the_draft = run_now(prompt=released.prompt, version=draft.number, environment="staging")
+    version_commit(version=draft, actor=ACTOR, message="v4")
+    with django_capture_on_commit_callbacks(execute=True):
+        release_deploy(
+            prompt=released.prompt,
+            environment=released.environments["staging"],
+            version=draft.number,
+            actor=ACTOR,
+        )
+
+    run = run_now(prompt=released.prompt, version=3, environment="staging")
+
+    assert run.baseline.version == draft
+    assert run.baseline_id != of_the_draft.pk
+    assert run.baseline.created_at >= run.baseline.version.committed_at
 
 
 def test_a_cancelled_run_scores_nothing_more(released, golden, draft, model_server):

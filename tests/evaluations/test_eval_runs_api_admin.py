@@ -216,6 +216,9 @@ def test_an_author_runs_an_evaluation_from_the_admin_and_reads_the_report(
     assert "40.0 %" in text
     assert "-20.0 pp" in text
     assert text.index("greet-ada") < text.index("hello-bob")
+    assert "v1, stable in production when the run started: 60.0 %" in text
+    # The variables as JSON, the way the case file has them (not Python's repr).
+    assert "<pre>{\n  &quot;customer_name&quot;: &quot;Ada&quot;\n}</pre>" in text
 
     listing = author_admin.get(reverse("admin:evaluations_evalrun_changelist"))
     assert listing.status_code == 200
@@ -231,6 +234,13 @@ def test_an_author_runs_an_evaluation_from_the_admin_and_reads_the_report(
         "pass_rate": 40.0,
         "in_progress": False,
     }
+
+
+def test_the_admin_form_names_the_default_baseline_environment(author_admin, golden, settings):
+    settings.EVAL_BASELINE_ENVIRONMENT = "staging"
+    page = author_admin.get(reverse("admin:evaluations_evalrun_add")).content.decode()
+    assert "Default (staging, else the highest with a stable version)" in page
+    assert "Default (production" not in page
 
 
 def test_the_admin_form_shows_a_start_that_fails(author_admin, golden, draft):
@@ -269,10 +279,15 @@ def test_holdout_results_are_frozen_in_the_admin(author_admin, golden, draft, ru
     assert "Say hello to Ada" in report.content.decode()
 
 
-def test_release_managers_may_start_gate_runs_and_outsiders_see_nothing(client, golden, draft):
+def test_gate_runs_need_an_author_who_may_release_and_outsiders_see_nothing(client, golden, draft):
+    # Release managers alone read runs but start none (migration 0004): a gate run is started by
+    # someone who may both start runs (Prompt authors) and release (releases.deploy_release).
     manager = UserFactory(username="rm", is_staff=True)
     manager.groups.add(Group.objects.get(name="Release managers"))
+    client.force_login(manager)
+    assert client.get(reverse("admin:evaluations_evalrun_add")).status_code == 403
     manager.user_permissions.add(*Group.objects.get(name="Prompt authors").permissions.all())
+    manager = type(manager).objects.get(pk=manager.pk)  # a fresh permission cache
     client.force_login(manager)
     assert (
         "include_holdout" in client.get(reverse("admin:evaluations_evalrun_add")).content.decode()

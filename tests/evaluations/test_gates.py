@@ -35,6 +35,7 @@ from evaluations.models import Case, Dataset, EvalResult, EvalRun, PromotionGate
 from registry.actors import Actor
 from registry.errors import VersionNotFound
 from registry.models import PromptVersion
+from registry.services import version_commit
 from releases import services
 from releases.errors import PromotionBlocked, ReleaseInvalid
 from releases.gates import promotion_checks
@@ -191,6 +192,30 @@ def test_a_run_without_the_holdout_does_not_count(released, staging_gate):
     gate_run(dataset_of(released), 3, include_holdout=False)
 
     assert refused(released).gate == "golden-run"
+
+
+def test_a_gate_run_of_the_draft_does_not_count_for_the_committed_version(released):
+    """A batch renders the version as it is then: a run started on the draft may have scored
+    content the author changed before committing, so only runs started after the commit count."""
+    golden(released.prompt)
+    gate(released.environments["staging"])
+    draft = make_version(released.prompt, commit=False)
+    before_commit = gate_run(dataset_of(released), draft.number)
+    version_commit(version=draft, actor=MANAGER, message="v4")
+    deploy = dict(service=services.release_deploy, version=draft.number)
+    before = snapshot(released.release("staging"))
+
+    with pytest.raises(PromotionBlocked) as info:
+        change(released, **deploy)
+
+    assert snapshot(released.release("staging")) == before
+    assert info.value.gate == "golden-run"
+    assert info.value.message.startswith(
+        "The gate runs of version 4 on 'golden' started before it was committed: they scored "
+        "the draft as it was then, not the version; start one: POST "
+    )
+    EvalRun.objects.filter(pk=before_commit.pk).update(created_at=timezone.now())  # as if after
+    assert release_state(change(released, **deploy)).stable == 4
 
 
 def test_a_running_gate_run_is_waited_for(released, staging_gate):
