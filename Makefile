@@ -15,7 +15,8 @@ SQLITE_TESTS := tests/test_settings.py tests/registry/test_immutability.py \
   tests/registry/test_services.py tests/registry/test_demo.py \
   tests/releases/test_events_append_only.py tests/releases/test_services.py \
   tests/api/test_run.py tests/api/test_events.py tests/runs/test_shadows.py \
-  tests/evaluations/test_eval_runs.py tests/evaluations/test_gates.py tests/api/test_gates_api.py \
+  tests/evaluations/test_eval_runs.py tests/evaluations/test_eval_runs_api_admin.py \
+  tests/evaluations/test_gates.py tests/api/test_gates_api.py \
   tests/evaluations/test_canary_analysis.py tests/evaluations/test_canary_api.py \
   tests/evaluations/test_experiment_results.py
 

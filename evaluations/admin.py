@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet, Value
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -37,6 +37,24 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+FROZEN = "frozen: a holdout case, shown to release managers only"
+
+
+def with_frozen_holdout(request: HttpRequest, cases: QuerySet[Case]) -> QuerySet[Case]:
+    """Marks the holdout cases this user may not read (``frozen``). A holdout is what a prompt was
+    never tuned on: authors see that it exists and how it is flagged, not its variables or
+    expectation. Release managers (who run the gates) and superusers see it whole. An
+    annotation, not state on the admin: ModelAdmins are shared between requests."""
+    may_read = request.user.has_perm("releases.deploy_release")
+    return cases.annotate(
+        frozen=ExpressionWrapper(Q(holdout=True) & Value(not may_read), BooleanField())
+    )
+
+
+def _frozen_or(obj: Case, text: SafeString) -> SafeString:
+    return format_html("<em>{}</em>", FROZEN) if getattr(obj, "frozen", obj.holdout) else text
+
+
 class CaseInline(admin.TabularInline):
     """The dataset's cases as a read-only table, in file order: they change by import only."""
 
@@ -54,15 +72,19 @@ class CaseInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Case]:
-        return super().get_queryset(request).order_by("position", "pk")
+        return with_frozen_holdout(request, super().get_queryset(request)).order_by(
+            "position", "pk"
+        )
 
     @admin.display(description="Variables")
     def variables_shown(self, obj: Case) -> SafeString:
-        return format_html("<code>{}</code>", Truncator(_json(obj.variables)).chars(160))
+        shown = format_html("<code>{}</code>", Truncator(_json(obj.variables)).chars(160))
+        return _frozen_or(obj, shown)
 
     @admin.display(description="Expectation")
     def expectation_shown(self, obj: Case) -> SafeString:
-        return format_html("<code>{}</code>", Truncator(_json(obj.expectation)).chars(160))
+        shown = format_html("<code>{}</code>", Truncator(_json(obj.expectation)).chars(160))
+        return _frozen_or(obj, shown)
 
 
 class DatasetForm(forms.ModelForm):
@@ -289,19 +311,26 @@ class CaseAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Case | None = None) -> bool:
         return False
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Case]:
+        return with_frozen_holdout(request, super().get_queryset(request))
+
     @admin.display(description="Scorer")
     def scorer(self, obj: Case) -> str:
         return str(obj.expectation.get("scorer", "")) if isinstance(obj.expectation, dict) else ""
 
     @admin.display(description="Variables")
     def variables_shown(self, obj: Case) -> SafeString:
-        return format_html("<pre>{}</pre>", json.dumps(obj.variables, ensure_ascii=False, indent=2))
+        shown = format_html(
+            "<pre>{}</pre>", json.dumps(obj.variables, ensure_ascii=False, indent=2)
+        )
+        return _frozen_or(obj, shown)
 
     @admin.display(description="Expectation")
     def expectation_shown(self, obj: Case) -> SafeString:
-        return format_html(
+        shown = format_html(
             "<pre>{}</pre>", json.dumps(obj.expectation, ensure_ascii=False, indent=2)
         )
+        return _frozen_or(obj, shown)
 
 
 # Eval runs, promotion gates and canary analyses have their own modules; importing them here is

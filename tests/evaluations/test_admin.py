@@ -118,6 +118,34 @@ def test_the_dataset_page_lists_its_cases_and_offers_the_import(author_client, d
     assert "bob" in page
     assert "&quot;customer_name&quot;: &quot;Ada&quot;" in page
     assert import_url(dataset) in page
+    # Bob is frozen: an author sees the case and its flags, not what it holds.
+    assert "&quot;Bob&quot;" not in page
+    assert "frozen: a holdout case" in page
+
+
+def test_release_managers_read_the_holdout_authors_do_not(author_client, dataset):
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from tests.factories import UserFactory
+
+    dataset_import(
+        dataset=dataset, content=jsonl(case("Bob", key="bob", holdout=True)), format="jsonl"
+    )
+    held = dataset.cases.get()
+    manager = UserFactory(username="rita", is_staff=True)
+    manager.groups.add(
+        Group.objects.get(name="Release managers"), Group.objects.get(name="Prompt authors")
+    )
+    client = Client()  # not the ``client`` fixture: author_client is that one
+    client.force_login(manager)
+
+    for url in (
+        reverse("admin:evaluations_case_change", args=[held.pk]),
+        reverse("admin:evaluations_dataset_change", args=[dataset.pk]),
+    ):
+        assert "Bob" not in author_client.get(url).content.decode()
+        assert "Bob" in client.get(url).content.decode()
 
 
 def test_the_dataset_list_costs_the_same_queries_for_one_dataset_or_many(author_client, released):
