@@ -301,3 +301,20 @@ def test_the_ramp_of_an_attached_analysis_starts_at_its_step(released):
 
     y_25 = RAMP_PAD + 0.75 * (RAMP_HEIGHT - 2 * RAMP_PAD)
     assert {float(p.split(",")[1]) for p in ramp["points"].split()} == {y_25}
+
+
+def test_the_release_page_links_to_its_canary_analysis(rita, analysis):
+    release = analysis.release
+    client = client_for(rita)
+    page = client.get(reverse("admin:releases_release_change", args=[release.pk]))
+    listed = client.get(
+        reverse("admin:evaluations_canaryanalysis_changelist"),
+        {"q": release.prompt.key, "release__environment__id__exact": release.environment_id},
+    )
+
+    assert page.status_code == 200
+    assert reverse("admin:evaluations_canaryanalysis_changelist") in page.content.decode()
+    assert listed.status_code == 200
+    assert reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk]) in (
+        listed.content.decode()
+    )
