@@ -21,16 +21,15 @@ Pure module: no Django, no models; limits come in as parameters.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Collection, Generator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import cast
 
 from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from jinja2 import meta as jinja_meta
 from jinja2.environment import Environment, Template
 from jinja2.exceptions import SecurityError
+from promptregistry.core.compile_cache import CompileCache, CompileCacheInfo
 from promptregistry.core.template_rules import Issue, forbidden_usage
 
 from registry.errors import Problem, RenderFailed, Severity, TemplateInvalid
@@ -152,55 +151,14 @@ def _compile_uncached(source: str) -> _Compiled:
     return _Compiled(template, (), names)
 
 
-class CompileCacheInfo(NamedTuple):
-    hits: int
-    misses: int
-    size: int
-    maxsize: int
+def _content_key(source: str) -> str:
+    # surrogatepass: JSON may carry a lone surrogate, which must hash, not crash.
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class _CompileCache:
-    """A bounded LRU of compiled sections keyed by the SHA-256 of their text."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self.hits = 0
-        self.misses = 0
-        self._entries: OrderedDict[str, _Compiled] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, source: str) -> _Compiled:
-        # surrogatepass: JSON may carry a lone surrogate, which must hash, not crash.
-        key = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry
-            self.misses += 1
-        # Compiled outside the lock: two threads meeting the same new text both compile it and
-        # the second store wins. Equal text compiles to an equal template, and a lock held over a
-        # compile would make every render wait for every other new template.
-        entry = _compile_uncached(source)
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-        return entry
-
-    def info(self) -> CompileCacheInfo:
-        with self._lock:
-            return CompileCacheInfo(self.hits, self.misses, len(self._entries), self.maxsize)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.hits = self.misses = 0
-
-
-_CACHE = _CompileCache(COMPILE_CACHE_SIZE)
+_CACHE: CompileCache[_Compiled] = CompileCache(
+    COMPILE_CACHE_SIZE, _compile_uncached, key=_content_key
+)
 
 
 def compile_cache_info() -> CompileCacheInfo:

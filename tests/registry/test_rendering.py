@@ -270,7 +270,9 @@ def test_template_check_and_render_share_the_cache() -> None:
 
 
 def test_the_cache_keeps_the_most_recently_used_entries() -> None:
-    cache = rendering._CompileCache(maxsize=2)
+    from promptregistry.core.compile_cache import CompileCache
+
+    cache = CompileCache(2, str.upper)
     cache.get("a")
     cache.get("b")
     cache.get("a")  # a is now the most recent

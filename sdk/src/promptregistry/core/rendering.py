@@ -19,11 +19,9 @@ sandbox, ``sandbox``), so that the SDK renders what ``POST …/render`` would:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import cast
 
 from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.environment import Template
@@ -31,6 +29,7 @@ from jinja2.exceptions import SecurityError
 
 from promptregistry.errors import RenderError
 
+from .compile_cache import CompileCache, CompileCacheInfo
 from .sandbox import (
     ENVIRONMENT,
     MAX_RENDER_CHARS,
@@ -126,57 +125,7 @@ def _compile_uncached(source: str) -> _Compiled:
     return _Compiled(template, ())
 
 
-class CompileCacheInfo(NamedTuple):
-    hits: int
-    misses: int
-    size: int
-    maxsize: int
-
-
-class _CompileCache:
-    """A bounded LRU of compiled sections keyed by their text.
-
-    The server keys by the text's SHA-256; here the text itself is the key, because a bundle's
-    strings are the same objects on every render and Python caches their hash, so a hit costs a
-    dictionary lookup instead of hashing the text on the hot path. A key is the string a bundle
-    already holds, so the cache adds little memory of its own."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self.hits = 0
-        self.misses = 0
-        self._entries: OrderedDict[str, _Compiled] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, source: str) -> _Compiled:
-        with self._lock:
-            entry = self._entries.get(source)
-            if entry is not None:
-                self._entries.move_to_end(source)
-                self.hits += 1
-                return entry
-            self.misses += 1
-        # Compiled outside the lock: two threads meeting the same new text both compile it and
-        # the second store wins; equal text compiles to an equal template.
-        entry = _compile_uncached(source)
-        with self._lock:
-            self._entries[source] = entry
-            self._entries.move_to_end(source)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
-        return entry
-
-    def info(self) -> CompileCacheInfo:
-        with self._lock:
-            return CompileCacheInfo(self.hits, self.misses, len(self._entries), self.maxsize)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.hits = self.misses = 0
-
-
-_CACHE = _CompileCache(COMPILE_CACHE_SIZE)
+_CACHE: CompileCache[_Compiled] = CompileCache(COMPILE_CACHE_SIZE, _compile_uncached)
 
 
 def compile_cache_info() -> CompileCacheInfo:
