@@ -361,6 +361,26 @@ def test_the_evaluate_command_starts_shows_resumes_and_cancels(
     assert queued.status == EvalRun.Status.FINISHED
 
 
+def test_evaluate_wait_gives_up_after_its_timeout_and_says_how_to_look_later(golden, draft):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    # No batch runs here (nothing commits), as when no worker is up: the wait must end.
+    with pytest.raises(CommandError, match=r"has not finished after 0 s .*evaluate show"):
+        call_command(
+            "evaluate",
+            "start",
+            KEY,
+            str(draft.number),
+            "golden",
+            "--wait",
+            "--timeout",
+            "0",
+            stdout=StringIO(),
+        )
+
+
 def test_a_runs_results_are_listed_read_only(author_admin, golden, draft, run_now):
     run = run_now(prompt=golden.prompt, version=draft.number)
     listing = author_admin.get(

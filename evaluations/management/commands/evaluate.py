@@ -1,6 +1,6 @@
 """``manage.py evaluate start|show|resume|cancel``: eval runs from the command line.
 
-- ``start PROMPT VERSION DATASET [--environment E] [--include-holdout] [--wait]``
+- ``start PROMPT VERSION DATASET [--environment E] [--include-holdout] [--wait [--timeout S]]``
 - ``show ID``: progress, pass rate against the stable version, and the cases that need a look
 - ``resume ID``: queue again the cases of an unfinished run that have no result (after the
   broker lost its queue; a worker restart needs nothing: its batch comes back by itself)
@@ -52,6 +52,13 @@ class Command(BaseCommand):
             "--include-holdout", action="store_true", help="A gate run: score the holdout too."
         )
         start.add_argument("--wait", action="store_true", help="Wait for the run and report.")
+        start.add_argument(
+            "--timeout",
+            type=float,
+            default=3600.0,
+            help="With --wait: give up after this many seconds (the run goes on; "
+            "`evaluate show ID` reports it later). Default 3600.",
+        )
         start.add_argument("--actor", default="command-line", help="Name recorded as starter.")
         for name, text in (
             ("show", "Show a run's report."),
@@ -76,7 +83,14 @@ class Command(BaseCommand):
                 )
                 self.stdout.write(f"Eval run {run.pk} started: {run.total_cases} case(s).")
                 if options["wait"]:
+                    deadline = time.monotonic() + options["timeout"]
                     while eval_run_get(run_id=run.pk).status in IN_PROGRESS:
+                        if time.monotonic() > deadline:
+                            raise CommandError(
+                                f"Eval run {run.pk} has not finished after {options['timeout']:g} "
+                                f"s (is a worker running?); `evaluate show {run.pk}` reports it "
+                                "later."
+                            )
                         time.sleep(WAIT_POLL_SECONDS)
                     self._show(run.pk)
             elif action == "show":
