@@ -196,6 +196,15 @@ def author_admin(client, author):
     return client
 
 
+def test_a_versions_page_offers_to_evaluate_it(author_admin, golden, draft):
+    page = author_admin.get(reverse("admin:registry_promptversion_change", args=[draft.pk]))
+    start = author_admin.get(reverse("admin:evaluations_evalrun_add"), {"version": draft.number})
+
+    link = f"{reverse('admin:evaluations_evalrun_add')}?version={draft.number}"
+    assert link in page.content.decode()
+    assert f'value="{draft.number}"' in start.content.decode()  # the version comes filled in
+
+
 def test_an_author_runs_an_evaluation_from_the_admin_and_reads_the_report(
     author_admin, golden, draft, model_server, django_capture_on_commit_callbacks
 ):
