@@ -68,7 +68,8 @@ test: install lint
 	# The embedded default: SQLite, local-memory cache, eager Celery. The tests whose behaviour
 	# depends on the database (triggers, constraints, transactions, the runtime and run paths);
 	# the pure ones (rendering, bucketing, redaction...) need no second run.
-	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -m "not postgres" -q $(SQLITE_TESTS)
+	# Two processes here too: each has its own in-memory database.
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -n 2 -m "not postgres" -q $(SQLITE_TESTS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
