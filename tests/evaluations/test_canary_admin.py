@@ -50,9 +50,10 @@ def viewer():
     return user
 
 
-@pytest.fixture
-def analysis(released) -> CanaryAnalysis:
-    """v3 canaried at 10 % in staging, failed on its error rate: rolled back with a verdict."""
+def analysed_canary(released, *, calls: int, errors: int, spread: int) -> CanaryAnalysis:
+    """v3 canaried at 50 % an hour ago (steps 50 → 100) under analysis, with ``calls`` sticky
+    calls per arm ten minutes in: the canary's first ``errors`` failed, latencies vary over
+    ``spread`` ms."""
     from runs.models import Call
 
     started = timezone.now() - timedelta(hours=1)
@@ -75,12 +76,19 @@ def analysis(released) -> CanaryAnalysis:
             environment_id=release.environment_id,
             variant=variant,
             sticky=True,
-            latency_ms=100.0 + i,
-            status=Call.Status.ERROR if variant == "canary" and i < 20 else Call.Status.OK,
+            latency_ms=100.0 + i % spread,
+            status=Call.Status.ERROR if variant == "canary" and i < errors else Call.Status.OK,
         )
         for variant in ("canary", "stable")
-        for i in range(60)
+        for i in range(calls)
     )
+    return analysis
+
+
+@pytest.fixture
+def analysis(released) -> CanaryAnalysis:
+    """Failed on its error rate (20 of 60 canary calls): rolled back with a verdict."""
+    analysis = analysed_canary(released, calls=60, errors=20, spread=60)
     canary.canary_analysis_look(analysis_id=analysis.pk)
     analysis.refresh_from_db()
     return analysis
@@ -180,37 +188,9 @@ def test_resume_refused_is_reported_not_raised(rita, analysis):
 
 @pytest.fixture
 def sampled(released) -> CanaryAnalysis:
-    """v3 canaried at 50 % an hour ago (steps 50 → 100), both arms alike and error-free, enough
-    calls that the error rate's interval fits the default 1 pp margin: a look promotes it."""
-    from runs.models import Call
-
-    started = timezone.now() - timedelta(hours=1)
-    analysis = canary.canary_analysis_start(
-        prompt=released.prompt,
-        environment=released.environments["staging"],
-        version=3,
-        policy={"steps": [50, 100], "min_minutes": 5, "min_calls": 30},
-        actor=MANAGER,
-        now=started,
-    )
-    release = released.release("staging")
-    Call.objects.bulk_create(
-        Call(
-            request_id=f"{variant}-{i}",
-            source=Call.Source.REPORTED,
-            created_at=started + timedelta(minutes=10),
-            prompt_id=release.prompt_id,
-            version=release.canary_version if variant == "canary" else release.stable_version,
-            environment_id=release.environment_id,
-            variant=variant,
-            sticky=True,
-            latency_ms=100.0 + i % 10,
-            status=Call.Status.OK,
-        )
-        for variant in ("canary", "stable")
-        for i in range(500)
-    )
-    return analysis
+    """Both arms alike and error-free, enough calls that the error rate's interval fits the
+    default 1 pp margin: a look promotes it."""
+    return analysed_canary(released, calls=500, errors=0, spread=10)
 
 
 def look_url(analysis: CanaryAnalysis) -> str:
