@@ -296,6 +296,24 @@ def test_a_stale_revision_shows_the_conflict_and_changes_nothing(rita, released)
     assert snapshot(release) == before
 
 
+def test_a_planned_sample_too_small_for_the_variants_is_refused_next_to_its_field(rita, released):
+    release = staging(released)
+    before = snapshot(release)
+
+    response = post_change(
+        rita,
+        url("experiment_start", release.pk),
+        release,
+        name="tone",
+        variants="control 2 50\ncandidate 3 50",
+        planned_calls="40",
+    )
+
+    assert response.status_code == 200
+    assert "Plan from 30 sticky calls per variant" in text(response)
+    assert snapshot(release) == before
+
+
 def test_an_experiment_and_shadows_go_through_their_pages(rita, released):
     release = staging(released)
     page = text(rita.get(url("experiment_start", release.pk)))
