@@ -278,3 +278,27 @@ def test_resume_and_stop_answer_405_to_get(releaser_client, released, suffix):
 
 def test_the_analysis_answers_405_to_delete(releaser_client, released):
     assert_problem(releaser_client.delete(url()), 405, "/problems/method-not-allowed")
+
+
+def test_a_gate_refusing_the_canary_starts_no_analysis_unless_overridden(releaser_client, released):
+    from releases.gates import GateVerdict, promotion_check_register, promotion_check_unregister
+
+    def refuse(*, prompt_id: int, environment: str, version: int) -> GateVerdict:
+        return GateVerdict(passed=False, gate="golden-run", detail="No gate run of version 3.")
+
+    promotion_check_register(refuse)
+    try:
+        refused = start_with_analysis(releaser_client)
+        overridden = start_with_analysis(
+            releaser_client, override_gates=True, reason="Hotfix; golden set broken."
+        )
+    finally:
+        promotion_check_unregister(refuse)
+
+    problem = assert_problem(refused, 409, "/problems/promotion-blocked")
+    assert problem["gate"] == "golden-run"
+    assert overridden.status_code == 200, overridden.json()
+    analysis = CanaryAnalysis.objects.get()  # the refused start left none behind
+    assert analysis.release.events.order_by("-id").first().overridden_gates == [
+        {"gate": "golden-run", "detail": "No gate run of version 3.", "version": 3}
+    ]
