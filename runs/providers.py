@@ -29,6 +29,7 @@ import jsonschema
 import openai
 
 from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
+from registry.json_schemas import schema_validator
 from runs.models import Provider
 
 logger = logging.getLogger(__name__)
@@ -401,7 +402,7 @@ def _validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         return None, _short(f"it is not valid JSON ({exc})")
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = schema_validator(schema)  # references stay inside the schema: never a fetch
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         return None, _short(error.message)
