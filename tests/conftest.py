@@ -295,3 +295,28 @@ def model_server(_model_server_process, db, monkeypatch):
         },
     )
     return server
+
+
+# --- Outbound requests (issue 12) -------------------------------------------------------------
+
+
+@pytest.fixture
+def recorder():
+    """A loopback HTTP server recording every request (tests/loopback.py): what user content
+    names as a URL must never be fetched, so its ``hits`` stay empty."""
+    from tests.loopback import recording
+
+    with recording() as rec:
+        yield rec
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    """A local file holding ``tests.loopback.MARKER``: its content must never surface."""
+    import json
+
+    from tests.loopback import MARKER
+
+    path = tmp_path / "secret.json"
+    path.write_text(json.dumps({"const": MARKER}))
+    return path

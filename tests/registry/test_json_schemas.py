@@ -1,14 +1,8 @@
 """registry.json_schemas: what an author's JSON Schema may hold, and validating without a fetch
-(issue 12, finding 2). Pure: no database. The loopback server below stands for any URL a schema
-could name; it must never be asked for anything."""
+(issue 12, finding 2). Pure: no database. The ``recorder`` (tests/loopback.py) stands for any URL
+a schema could name, and ``secret_file`` for any file: neither may ever be read."""
 
 from __future__ import annotations
-
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import jsonschema
 import pytest
@@ -20,53 +14,7 @@ from registry.json_schemas import (
     schema_validator,
 )
 from registry.regexes import MAX_REGEX_INPUT_CHARS
-
-MARKER = "leaked-3f9c2a"  # in every document the recorder serves: it must never surface
-
-
-class Recorder:
-    """A loopback HTTP server that records every request and answers a schema holding MARKER."""
-
-    def __init__(self) -> None:
-        self.hits: list[str] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                recorder.hits.append(self.path)
-                body = json.dumps({"const": MARKER}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/schema+json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
-    rec.thread.start()
-    yield rec
-    rec.server.shutdown()
-    rec.server.server_close()
-    rec.thread.join(timeout=5)
-
-
-@pytest.fixture
-def secret_file(tmp_path: Path) -> Path:
-    path = tmp_path / "secret.json"
-    path.write_text(json.dumps({"const": MARKER}))
-    return path
+from tests.loopback import MARKER
 
 
 def codes(schema, pointer: str = "") -> list[tuple[str, str]]:
