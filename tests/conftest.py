@@ -300,6 +300,13 @@ def model_server(_model_server_process, db, monkeypatch):
 # --- Outbound requests (issue 12) -------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _loopback_providers(settings) -> None:
+    """The suite's model servers listen on 127.0.0.1, as make run's does: loopback is allowed
+    (DEBUG allows it there; the suite runs with DEBUG off). Tests of the refusal turn it off."""
+    settings.PROVIDER_ALLOW_LOOPBACK = True
+
+
 @pytest.fixture
 def recorder():
     """A loopback HTTP server recording every request (tests/loopback.py): what user content
