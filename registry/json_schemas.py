@@ -47,9 +47,12 @@ from .regexes import MAX_REGEX_CHARS, MAX_REGEX_INPUT_CHARS, regex_problem
 
 MAX_SCHEMA_CHARS = 100_000  # as compact JSON; response schemas in practice are a few KB
 MAX_SCHEMA_DEPTH = 32  # nested objects and arrays
+# Objects and arrays in the document: checking a schema against the metaschema costs about a
+# millisecond per subschema, so this bounds the check itself to about a second.
+MAX_SCHEMA_NODES = 1_000
 # How many schema nodes checking one value may visit when every reference is replaced by what it
 # points at (a recursive reference counts once: its cost is bounded by the value's own depth).
-MAX_SCHEMA_EXPANDED_NODES = 100_000
+MAX_SCHEMA_EXPANDED_NODES = 10_000
 
 REFERENCE_KEYWORDS = ("$ref", "$dynamicRef")
 _NOT_FETCHED = (
@@ -87,8 +90,8 @@ def _nodes(value: Any, pointer: str = "") -> Iterator[tuple[str, Any, int]]:
 def schema_problems(schema: Any, *, pointer: str = "") -> list[Problem]:
     """Every reason not to save ``schema``, each at its pointer (under ``pointer``).
 
-    1. A JSON object within ``MAX_SCHEMA_CHARS`` and ``MAX_SCHEMA_DEPTH`` (else nothing more is
-       checked: the rest would walk what is refused for its size).
+    1. A JSON object within ``MAX_SCHEMA_CHARS``, ``MAX_SCHEMA_DEPTH`` and ``MAX_SCHEMA_NODES``
+       (else nothing more is checked: the rest would spend what the bounds are there to save).
     2. Valid against the JSON Schema 2020-12 metaschema.
     3. No ``$id``; every ``$ref``/``$dynamicRef`` starts with ``#`` and resolves in the document.
     4. Every ``pattern`` and ``patternProperties`` key is a regex ``registry.regexes`` accepts.
@@ -117,6 +120,14 @@ def schema_problems(schema: Any, *, pointer: str = "") -> list[Problem]:
                 "schema_too_deep",
                 f"The schema nests objects and arrays more than {MAX_SCHEMA_DEPTH} levels deep.",
                 pointer + deepest[0],
+            )
+        ]
+    if len(nodes) > MAX_SCHEMA_NODES:
+        return [
+            Problem(
+                "schema_too_large",
+                f"The schema has {len(nodes)} objects and arrays; at most {MAX_SCHEMA_NODES}.",
+                pointer,
             )
         ]
     try:
@@ -208,7 +219,10 @@ def _references_problems(
             )
     if problems:
         return problems
-    expanded = _expanded_nodes(schema, targets)
+    try:
+        expanded = _expanded_nodes(schema, targets)
+    except RecursionError:  # a chain of references thousands long: checking a value recurses too
+        expanded = MAX_SCHEMA_EXPANDED_NODES + 1
     if expanded > MAX_SCHEMA_EXPANDED_NODES:
         return [
             Problem(

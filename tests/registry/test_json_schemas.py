@@ -10,6 +10,7 @@ import pytest
 from registry.json_schemas import (
     MAX_SCHEMA_CHARS,
     MAX_SCHEMA_DEPTH,
+    MAX_SCHEMA_NODES,
     schema_problems,
     schema_validator,
 )
@@ -105,11 +106,17 @@ def test_size_depth_and_expansion_are_bounded() -> None:
         node["not"] = {}
         node = node["not"]
     assert codes(deep)[0][0] == "schema_too_deep"
+    wide = {"properties": {f"p{i}": {"type": "string"} for i in range(MAX_SCHEMA_NODES)}}
+    assert codes(wide) == [("schema_too_large", "")]
     # Each definition uses the previous one twice: 2**30 nodes to check a value, in 1 KB.
     defs = {"d0": {"type": "string"}}
     for i in range(1, 31):
         defs[f"d{i}"] = {"anyOf": [{"$ref": f"#/$defs/d{i - 1}"}, {"$ref": f"#/$defs/d{i - 1}"}]}
     assert codes({"$defs": defs, "$ref": "#/$defs/d30"}) == [("schema_too_large", "")]
+    # A chain of references deeper than Python's stack is refused too, not a crash.
+    chain = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(MAX_SCHEMA_NODES - 10)}
+    chain[f"d{MAX_SCHEMA_NODES - 10}"] = {"type": "string"}
+    assert codes({"$defs": chain, "$ref": "#/$defs/d0"}) == [("schema_too_large", "")]
 
 
 def test_invalid_json_schema_is_reported_at_the_bad_keyword() -> None:
