@@ -254,6 +254,23 @@ def needs_redis() -> None:
 
 # --- Runs (issue #4) ------------------------------------------------------------------------------
 
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch) -> None:
+    """No proxy from the environment may take a call off loopback."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
 
 @pytest.fixture(scope="session")
 def _model_server_process():
@@ -264,23 +281,13 @@ def _model_server_process():
 
 
 @pytest.fixture
-def model_server(_model_server_process, db, monkeypatch):
+def model_server(_model_server_process, db, monkeypatch, no_proxy):
     """The local OpenAI-compatible server (runs.fake_provider), configured as the provider named
     ``local``, with its request log and fault queues empty. Retries do not really sleep (their
     waits are recorded in ``model_server.waits``), and no proxy can take a call off loopback."""
     from runs import providers
     from runs.models import Provider
 
-    for name in (
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     server = _model_server_process
     server.reset()
     server.waits = []

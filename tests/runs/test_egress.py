@@ -29,20 +29,6 @@ from runs.services import ProviderInvalid, provider_save
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
 @pytest.fixture
 def production(settings) -> None:
     """The production defaults: no loopback, no allowed hosts."""

@@ -30,15 +30,6 @@ SCHEMA: dict[str, Any] = {
     "required": ["title", "score"],
     "additionalProperties": False,
 }
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
-
-
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No proxy from the environment may take a call off loopback."""
-    for name in (*PROXY_VARIABLES, "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture
