@@ -163,3 +163,13 @@ def test_the_demo_has_a_golden_set_a_gate_an_analysed_canary_and_an_experiment_w
         demo()
     assert Call.objects.count() == 1200
     assert golden.cases.count() == 14
+
+
+def test_without_loopback_the_demo_says_how_to_load_it(var_dir, settings):
+    # Production settings refuse a loopback provider (runs.egress): a clear error, nothing loaded.
+    from django.core.management import CommandError
+
+    settings.PROVIDER_ALLOW_LOOPBACK = False
+    with pytest.raises(CommandError, match="PROVIDER_ALLOW_LOOPBACK=true"):
+        demo()
+    assert not Prompt.objects.exists()
