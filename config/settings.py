@@ -9,6 +9,7 @@ Production settings are the same module with production values in the environmen
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -245,6 +246,25 @@ SHADOW_BUDGET_PER_HOUR = env_int("SHADOW_BUDGET_PER_HOUR", default=600, minimum=
 # Of the live calls sampled for a shadow, the percentage that also reruns the live version on the
 # same inputs: the noise floor a candidate's disagreement is judged against.
 SHADOW_NOISE_FLOOR_PERCENT = env_int("SHADOW_NOISE_FLOOR_PERCENT", default=20, minimum=0)
+
+# Model providers (runs.egress, docs/providers.md): where the server may send a model call, and
+# which environment variable a provider may name as its key (sent as a bearer token to its URL).
+# A key variable's name must match this pattern (whole name), and is never one of the service's
+# own settings or variables (SECRET_KEY, DATABASE_URL, REDIS_URL...), whatever the pattern says.
+PROVIDER_API_KEY_ENV_PATTERN = env.str(
+    "PROVIDER_API_KEY_ENV_PATTERN", default=r"[A-Z][A-Z0-9_]*_API_KEY"
+)
+try:
+    re.compile(PROVIDER_API_KEY_ENV_PATTERN)
+except re.error as exc:
+    raise ImproperlyConfigured(f"PROVIDER_API_KEY_ENV_PATTERN is not a regex: {exc}") from exc
+# Hosts a provider may reach over plain http or on a private or link-local address (an in-house
+# vLLM, say): exact names or IP addresses, or ".example.internal" for every name under it. Any
+# other host needs https and a public address.
+PROVIDER_ALLOWED_HOSTS = env.list("PROVIDER_ALLOWED_HOSTS", default=[])
+# Loopback (127.0.0.0/8, ::1, localhost): make run's local model server, the suite's fake one.
+# Never in production: a provider on loopback reaches whatever listens on the server itself.
+PROVIDER_ALLOW_LOOPBACK = env_bool("PROVIDER_ALLOW_LOOPBACK", default=DEBUG)
 # Canary analysis (evaluations.canary): beat looks at every running analysis this often, and a look
 # reads at most this many latencies and costs per arm (the newest) for its rank tests and p95.
 CANARY_ANALYSIS_INTERVAL_SECONDS = env_int(

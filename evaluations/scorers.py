@@ -16,19 +16,14 @@ The kinds: ``exact``, ``contains``, ``regex``, ``json_schema``, ``json_field``, 
 ``similarity`` (pure functions of output and expectation) and ``llm_judge`` (asks a rubric prompt
 released in the registry; see ``registry_judge`` for its contract).
 
-Regexes and catastrophic backtracking. Python's ``re`` cannot be interrupted, so both halves of
-the cost are bounded instead of timed:
-1. At check time, a pattern is refused when a quantifier applies to something that itself holds a
-   quantifier or an alternation (``(a+)+``, ``(\\w+\\s?)*``, ``(a|ab)*``: exponential), or when it
-   has more than one unbounded quantifier (``*``, ``+``, ``{n,}``, or a bound over 100) without
-   being anchored at the start, or more than two with (``.*foo.*bar``: cubic under ``search``).
-   Possessive quantifiers (``a++``) and atomic groups (``(?>...)``) never backtrack, so they do not
-   count: that is the way to write such a pattern safely.
-2. At run time, only outputs of at most ``MAX_REGEX_INPUT_CHARS`` characters are matched (a longer
-   one fails, saying so), so the remaining worst case, quadratic, stays around a second.
+Regexes and catastrophic backtracking: a ``regex`` pattern, and any ``pattern`` in a
+``json_schema`` scorer's schema, must pass ``registry.regexes.regex_problem`` (see its docstring),
+and only outputs of at most ``MAX_REGEX_INPUT_CHARS`` characters are matched (a longer one fails,
+saying so). A ``json_schema`` scorer's schema follows ``registry.json_schemas``: only references
+inside it, never a file or a URL.
 
-Dependencies: ``registry.errors``/``registry.content`` and ``runs.comparison`` (pure). The
-registry-backed judge imports the releases and runs apps only when it is called.
+Dependencies: ``registry.errors``/``content``/``regexes``/``json_schemas`` and ``runs.comparison``
+(pure). The registry-backed judge imports the releases and runs apps only when it is called.
 """
 
 from __future__ import annotations
@@ -41,22 +36,18 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from re import _constants as sre  # the parser's opcodes: the only way to read Python's own syntax
-from re import _parser as sre_parse
 from typing import Any
 
 import jsonschema
-import referencing.exceptions
 
 from registry.content import pointer_token
 from registry.errors import Problem
+from registry.json_schemas import schema_problems, schema_validator
+from registry.regexes import MAX_REGEX_CHARS, MAX_REGEX_INPUT_CHARS, regex_problem
 from runs.comparison import normalize_text, similarity
 
 logger = logging.getLogger(__name__)
 
-MAX_REGEX_CHARS = 1_000
-MAX_REGEX_INPUT_CHARS = 10_000
-UNBOUNDED_REPEAT = 100  # a {m,n} with n above this backtracks like an unbounded one
 MAX_CONTAINS_VALUES = 100
 MAX_TEXT_CHARS = 10_000  # an expected value longer than this is a mistake, not a test
 SHOWN_CHARS = 80  # values quoted in a Score's detail are cut to this
@@ -193,7 +184,7 @@ def _check_regex(r: _Reader) -> None:
         r.refuse("pattern", "invalid_regex", f"A pattern has at most {MAX_REGEX_CHARS} characters.")
         return
     anchored = r.data.get("full_match") is True
-    code, detail = _regex_problem(pattern, anchored=anchored)
+    code, detail = regex_problem(pattern, anchored=anchored)
     if code:
         r.refuse("pattern", code, detail)
 
@@ -205,9 +196,7 @@ def _check_json_schema(r: _Reader) -> None:
     if not isinstance(schema, Mapping):
         r.refuse("schema", "wrong_type", "'schema' must be a JSON Schema object.")
         return
-    error = _schema_error(json.dumps(schema, sort_keys=True))
-    if error:
-        r.refuse("schema", "invalid_json_schema", f"Not valid JSON Schema (2020-12): {error}")
+    r.problems += _schema_problems(json.dumps(schema, sort_keys=True), r.at("schema"))
 
 
 def _check_json_field(r: _Reader) -> None:
@@ -277,80 +266,6 @@ def scorer_check(expectation: Any, *, pointer: str = "") -> list[Problem]:
     return r.problems
 
 
-# --- regex safety ---------------------------------------------------------------------------------
-
-_REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT)
-
-
-@functools.lru_cache(maxsize=512)
-def _regex_problem(pattern: str, *, anchored: bool) -> tuple[str, str]:
-    """("", "") for a pattern that compiles and is safe, else (code, detail)."""
-    try:
-        parsed = sre_parse.parse(pattern)
-        re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        return "invalid_regex", f"Not a valid Python regular expression: {exc}"
-    nested: list[str] = []
-    unbounded = _walk(list(parsed), nested, inside_repeat=False)
-    if nested:
-        return (
-            "unsafe_regex",
-            "A quantifier applies to a group that holds another quantifier or an alternation "
-            "(as in (a+)+ or (a|ab)*), which can take exponential time; make the inner part "
-            "possessive (a++) or atomic ((?>...)).",
-        )
-    first = parsed[0] if len(parsed) else (None, None)
-    multiline = bool(parsed.state.flags & re.MULTILINE)
-    anchored = anchored or (
-        first[0] is sre.AT
-        and (
-            first[1] is sre.AT_BEGINNING_STRING or (first[1] is sre.AT_BEGINNING and not multiline)
-        )
-    )
-    allowed = 2 if anchored else 1
-    if unbounded > allowed:
-        return (
-            "unsafe_regex",
-            f"The pattern has {unbounded} unbounded quantifiers; at most {allowed} "
-            f"{'when anchored' if anchored else 'unless it is anchored with ^'} may backtrack, "
-            "or matching can take polynomial time. Make the others possessive (.*+, \\w++).",
-        )
-    return "", ""
-
-
-def _walk(items: Sequence[tuple[Any, Any]], nested: list[str], *, inside_repeat: bool) -> int:
-    """The unbounded backtracking quantifiers in ``items``; appends to ``nested`` for every
-    backtracking quantifier or alternation found inside a backtracking quantifier."""
-    count = 0
-    for op, av in items:
-        if op in _REPEATS:
-            low, high, body = av
-            variable = low != high
-            if variable and inside_repeat:
-                nested.append("repeat")
-            count += int(variable and (high is sre.MAXREPEAT or high > UNBOUNDED_REPEAT))
-            count += _walk(list(body), nested, inside_repeat=inside_repeat or variable)
-        elif op is sre.BRANCH:
-            if inside_repeat:
-                nested.append("branch")
-            count += sum(_walk(list(b), nested, inside_repeat=inside_repeat) for b in av[1])
-        elif op is sre.GROUPREF_EXISTS:
-            if inside_repeat:
-                nested.append("branch")
-            for branch in av[1:]:
-                if branch is not None:
-                    count += _walk(list(branch), nested, inside_repeat=inside_repeat)
-        elif op is sre.SUBPATTERN:
-            count += _walk(list(av[3]), nested, inside_repeat=inside_repeat)
-        elif op in (sre.ASSERT, sre.ASSERT_NOT):
-            count += _walk(list(av[1]), nested, inside_repeat=inside_repeat)
-        elif op is sre.ATOMIC_GROUP:
-            _walk(list(av), nested, inside_repeat=False)  # never backtracked into: not counted
-        elif op is sre.POSSESSIVE_REPEAT:
-            _walk(list(av[2]), nested, inside_repeat=False)
-    return count
-
-
 @functools.lru_cache(maxsize=512)
 def _compiled(pattern: str, flags: int) -> re.Pattern[str]:
     return re.compile(pattern, flags)
@@ -360,17 +275,14 @@ def _compiled(pattern: str, flags: int) -> re.Pattern[str]:
 
 
 @functools.lru_cache(maxsize=256)
-def _schema_error(schema_text: str) -> str:
-    try:
-        jsonschema.Draft202012Validator.check_schema(json.loads(schema_text))
-    except jsonschema.SchemaError as exc:
-        return exc.message
-    return ""
+def _schema_problems(schema_text: str, pointer: str) -> tuple[Problem, ...]:
+    # Cached: ``score`` checks its expectation again for every case of a run.
+    return tuple(schema_problems(json.loads(schema_text), pointer=pointer))
 
 
 @functools.lru_cache(maxsize=256)
-def _validator(schema_text: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(schema_text))
+def _validator(schema_text: str) -> jsonschema.protocols.Validator:
+    return schema_validator(json.loads(schema_text))
 
 
 def _refuse_constant(name: str) -> Any:
@@ -487,10 +399,7 @@ def _json_schema(output: str, e: Mapping[str, Any]) -> Score:
     if error:
         return _fail(f"Invalid: {error}.")
     validator = _validator(json.dumps(e["schema"], sort_keys=True))
-    try:
-        best = jsonschema.exceptions.best_match(validator.iter_errors(value))
-    except referencing.exceptions.Unresolvable as exc:
-        return _fail(f"The schema refers to something that cannot be resolved: {exc}.")
+    best = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if best is None:
         return _binary(True, "The output is valid against the schema.")
     at = "".join(f"/{pointer_token(p)}" for p in best.absolute_path) or "the root"

@@ -19,9 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from .errors import LocaleInvalid, Problem
+from .json_schemas import schema_problems
 from .locales import locale_normalize
 from .rendering import SECTIONS, Sections, template_check
 from .variables import VariableSpec, variable_specs_check
@@ -325,16 +324,16 @@ def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> li
                 )
             )
         else:
-            try:
-                jsonschema.Draft202012Validator.check_schema(binding.response_schema)
-            except jsonschema.SchemaError as exc:
-                problems.append(
-                    Problem(
-                        "invalid_response_schema",
-                        f"The response schema is not valid JSON Schema: {exc.message}",
-                        f"{pointer}/response_schema",
-                    )
+            problems += [
+                Problem(
+                    "invalid_response_schema" if p.code == "invalid_json_schema" else p.code,
+                    f"The response schema: {p.detail}",
+                    p.pointer,
                 )
+                for p in schema_problems(
+                    binding.response_schema, pointer=f"{pointer}/response_schema"
+                )
+            ]
     if len(binding.fallbacks) > MAX_FALLBACKS:
         problems.append(
             Problem(

@@ -12,12 +12,14 @@ version's answer to the same inputs, and how it compares with the live answer.
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
 from registry.models import Prompt, PromptVersion
 from releases.models import Environment, Release
+from runs.egress import provider_refusals
 
 PROVIDER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # the same rule as a binding's provider
 ENV_VAR_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
@@ -67,6 +69,15 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # The outbound policy (runs.egress), at save time: every writer (the command, the admin,
+        # provider_save) runs full_clean. Calls check again, resolving the host.
+        refusals = provider_refusals(
+            base_url=self.base_url or "", api_key_env=self.api_key_env or "", resolve=False
+        )
+        if refusals:
+            raise ValidationError(refusals)
 
 
 class ModelPrice(models.Model):

@@ -29,6 +29,8 @@ import jsonschema
 import openai
 
 from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
+from registry.json_schemas import schema_validator
+from runs import egress
 from runs.models import Provider
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class Outcome(StrEnum):
     BAD_REQUEST = "bad_request"
     UNKNOWN_PROVIDER = "unknown_provider"
     DISABLED = "disabled"
+    REFUSED = "refused"  # the outbound policy (runs.egress) refuses the provider's URL or key
 
 
 # Transient: the same request may well succeed a moment later. Anything else moves on to the
@@ -163,6 +166,17 @@ def complete(
             detail = f"No provider named {target.provider!r}." if provider is None else "Disabled."
             attempts.append(Attempt(target.provider, target.model, outcome, detail, 0.0))
             continue
+        # Checked again at each call: a row saved before the policy, or written around it, is
+        # refused here, before any key leaves the process.
+        refusals = egress.provider_refusals(
+            base_url=provider.base_url, api_key_env=provider.api_key_env, resolve=True
+        )
+        if refusals:
+            # The reasons name hosts and addresses: the log has them, the caller only the fields.
+            logger.warning("Provider refused: provider=%s %s", provider.name, refusals)
+            detail = f"The outbound policy refuses its {' and '.join(refusals)} (see the log)."
+            attempts.append(Attempt(target.provider, target.model, Outcome.REFUSED, detail, 0.0))
+            continue
         completion = _complete_target(
             provider=provider,
             target=target,
@@ -212,6 +226,9 @@ def _complete_target(
         api_key=api_key or NO_KEY,
         timeout=provider.timeout_seconds,
         max_retries=0,
+        # No redirects: one would take the key to a host runs.egress never checked (the client's
+        # default follows them). A 3xx is then a failed call, like a 4xx.
+        http_client=openai.DefaultHttpxClient(follow_redirects=False),
     )
     with client:
         while True:
@@ -401,7 +418,7 @@ def _validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
         return None, _short(f"it is not valid JSON ({exc})")
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = schema_validator(schema)  # references stay inside the schema: never a fetch
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         return None, _short(error.message)

@@ -97,6 +97,8 @@ def worker_on_own_queue(settings, log: Path, *, purpose: str) -> Iterator[Worker
         "CELERY_QUEUE": queue,
         "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_SECONDS),
         "DATABASE_CONN_MAX_AGE": "0",
+        # The worker calls the suite's loopback model server too (see _loopback_providers).
+        "PROVIDER_ALLOW_LOOPBACK": "true" if settings.PROVIDER_ALLOW_LOOPBACK else "false",
     }
     worker = Worker(queue, log, env)
     try:

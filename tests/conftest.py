@@ -254,6 +254,23 @@ def needs_redis() -> None:
 
 # --- Runs (issue #4) ------------------------------------------------------------------------------
 
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch) -> None:
+    """No proxy from the environment may take a call off loopback."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
 
 @pytest.fixture(scope="session")
 def _model_server_process():
@@ -264,23 +281,13 @@ def _model_server_process():
 
 
 @pytest.fixture
-def model_server(_model_server_process, db, monkeypatch):
+def model_server(_model_server_process, db, monkeypatch, no_proxy):
     """The local OpenAI-compatible server (runs.fake_provider), configured as the provider named
     ``local``, with its request log and fault queues empty. Retries do not really sleep (their
     waits are recorded in ``model_server.waits``), and no proxy can take a call off loopback."""
     from runs import providers
     from runs.models import Provider
 
-    for name in (
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     server = _model_server_process
     server.reset()
     server.waits = []
@@ -295,3 +302,35 @@ def model_server(_model_server_process, db, monkeypatch):
         },
     )
     return server
+
+
+# --- Outbound requests (issue 12) -------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _loopback_providers(settings) -> None:
+    """The suite's model servers listen on 127.0.0.1, as make run's does: loopback is allowed
+    (DEBUG allows it there; the suite runs with DEBUG off). Tests of the refusal turn it off."""
+    settings.PROVIDER_ALLOW_LOOPBACK = True
+
+
+@pytest.fixture
+def recorder():
+    """A loopback HTTP server recording every request (tests/loopback.py): what user content
+    names as a URL must never be fetched, so its ``hits`` stay empty."""
+    from tests.loopback import recording
+
+    with recording() as rec:
+        yield rec
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    """A local file holding ``tests.loopback.MARKER``: its content must never surface."""
+    import json
+
+    from tests.loopback import MARKER
+
+    path = tmp_path / "secret.json"
+    path.write_text(json.dumps({"const": MARKER}))
+    return path

@@ -216,6 +216,9 @@ class DraftEditor:
             case ["model", name, *rest] if name in MODEL_FIELDS:
                 if name == "fallbacks" and rest and rest[0].isdigit():
                     text = f"Fallback {int(rest[0]) + 1}: {text}"
+                elif name == "response_schema" and rest:
+                    # Where in the schema: a schema can be long, and the field holds all of it.
+                    text = f"{text} (at {problem.pointer.removeprefix('/model/response_schema')})"
                 self._add(form, MODEL_FIELDS[name], text)
             case _:
                 form.add_error(None, text)

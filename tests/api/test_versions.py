@@ -180,7 +180,8 @@ def test_it_lists_every_problem_of_invalid_content_at_once(author_client, prompt
     assert "order_id" in found["undeclared_variable"][0]["detail"]
     assert found["template_forbidden"][0]["pointer"] == "/templates/es/instruction"
     assert found["unknown_parameter"][0]["pointer"] == "/model/parameters/temprature"
-    assert found["invalid_response_schema"][0]["pointer"] == "/model/response_schema"
+    # The pointer names the value in the schema that is wrong, not just the schema.
+    assert found["invalid_response_schema"][0]["pointer"] == "/model/response_schema/type"
     assert found["missing_default_locale"][0]["pointer"] == "/templates"
     assert found["invalid_locale"][0]["pointer"] == "/templates/not a tag!!"
     assert all(e.get("severity", "error") == "error" for e in problem["errors"])
@@ -240,7 +241,7 @@ def test_it_refuses_a_template_that_reaches_for_internals(author_client, prompt,
                 }
             },
             "invalid_response_schema",
-            "/model/response_schema",
+            "/model/response_schema/required",
         ),
         (
             {"templates": {"fr": {"instruction": "Salue {{ customer_name }}."}}},

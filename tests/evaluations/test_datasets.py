@@ -448,6 +448,28 @@ def test_each_expectation_is_checked_by_its_scorer(dataset):
     ]
 
 
+def test_a_json_schema_expectation_naming_a_file_or_url_is_refused(dataset, recorder, secret_file):
+    # Issue 12, finding 2: refused at import, at the reference's pointer; nothing is fetched.
+    def schema_case(name: str, schema: dict) -> dict:
+        return {**case(name), "expectation": {"scorer": "json_schema", "schema": schema}}
+
+    content = jsonl(
+        schema_case("Ada", {"$ref": secret_file.as_uri()}),
+        schema_case("Bob", {"properties": {"a": {"$ref": f"{recorder.url}/a.json"}}}),
+        schema_case("Cy", {"patternProperties": {"(a|ab)*$": {}}}),
+        schema_case("Dee", {"$defs": {"a": {"type": "string"}}, "items": {"$ref": "#/$defs/a"}}),
+    )
+    with pytest.raises(CasesInvalid) as exc:
+        dataset_import(dataset=dataset, content=content, format="jsonl")
+    assert problems_of(exc) == [
+        (1, "schema_reference_refused", "/expectation/schema/$ref"),
+        (2, "schema_reference_refused", "/expectation/schema/properties/a/$ref"),
+        (3, "unsafe_regex", "/expectation/schema/patternProperties/(a|ab)*$"),
+    ]
+    assert recorder.hits == []
+    assert not dataset.cases.exists()
+
+
 # --- the command ------------------------------------------------------------------------------
 
 

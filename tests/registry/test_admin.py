@@ -440,6 +440,24 @@ def test_variable_and_model_problems_go_on_their_own_fields(
     assert not PromptVersion.objects.exists()
 
 
+def test_a_response_schema_naming_a_url_is_refused_on_its_field(
+    author_client: Client, prompt: Prompt, recorder
+) -> None:
+    # Issue 12, finding 2: the same check as the API, next to the field, saying where.
+    schema = {"type": "object", "properties": {"reply": {"$ref": f"{recorder.url}/r.json"}}}
+    data = version_form(
+        prompt=prompt, templates=template_rows({"en": EN}), response_schema=json.dumps(schema)
+    )
+
+    response = author_client.post(url("promptversion_add"), data)
+
+    errors = response.context["adminform"].form.errors["response_schema"]
+    assert "never a file or a URL" in errors[0]
+    assert "(at /properties/reply/$ref)" in errors[0]
+    assert recorder.hits == []
+    assert not PromptVersion.objects.exists()
+
+
 def test_a_draft_needs_a_template_in_the_default_locale(
     author_client: Client, prompt: Prompt
 ) -> None:

@@ -8,7 +8,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from registry.errors import Severity
@@ -163,3 +163,11 @@ def test_the_demo_has_a_golden_set_a_gate_an_analysed_canary_and_an_experiment_w
         demo()
     assert Call.objects.count() == 1200
     assert golden.cases.count() == 14
+
+
+def test_without_loopback_the_demo_says_how_to_load_it(var_dir, settings):
+    # Production settings refuse a loopback provider (runs.egress): a clear error, nothing loaded.
+    settings.PROVIDER_ALLOW_LOOPBACK = False
+    with pytest.raises(CommandError, match="PROVIDER_ALLOW_LOOPBACK=true"):
+        demo()
+    assert not Prompt.objects.exists()

@@ -195,7 +195,7 @@ def test_a_provider_added_a_moment_ago_counts_at_once(providers, prompt):
     with pytest.raises(ContentInvalid):
         make_version(prompt, model=model("openai"))
 
-    provider_save(name="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_KEY")
+    provider_save(name="openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY")
 
     assert make_version(prompt, model=model("openai")).provider == "openai"
 

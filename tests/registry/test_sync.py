@@ -404,6 +404,36 @@ BAD_FILES = {
         "is not a JSON value (text, number, true/false, null, list or mapping); quote it to make "
         "it text. (/model/response_schema/examples/0)",
     ),
+    # Issue 12, finding 2: a schema never names a file or a URL, nor runs a backtracking regex.
+    "schema naming a file": (
+        dict(
+            VALID,
+            key="support.bad",
+            model={**VALID["model"], "response_schema": {"$ref": "file:///etc/passwd"}},
+        ),
+        "leaves the schema: only references inside the schema ('#/$defs/name' or '#anchor') are "
+        "followed, never a file or a URL. (/model/response_schema/$ref)",
+    ),
+    "schema naming a URL": (
+        dict(
+            VALID,
+            key="support.bad",
+            model={
+                **VALID["model"],
+                "response_schema": {"items": {"$ref": "http://169.254.169.254/latest/"}},
+            },
+        ),
+        "(/model/response_schema/items/$ref)",
+    ),
+    "schema with a backtracking pattern": (
+        dict(
+            VALID,
+            key="support.bad",
+            model={**VALID["model"], "response_schema": {"pattern": "(x+x+)+y"}},
+        ),
+        "exponential time; make the inner part possessive (a++) or atomic ((?>...)). "
+        "(/model/response_schema/pattern)",
+    ),
     "invalid key": (dict(VALID, key="Support Bad"), "(/key)"),
     "invalid tag": (dict(VALID, key="support.bad", tags=["Not OK"]), "(/tags/0)"),
     "invalid default locale": (

@@ -30,15 +30,6 @@ SCHEMA: dict[str, Any] = {
     "required": ["title", "score"],
     "additionalProperties": False,
 }
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
-
-
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No proxy from the environment may take a call off loopback."""
-    for name in (*PROXY_VARIABLES, "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture
@@ -328,9 +319,9 @@ def test_a_streamed_answer_is_validated_against_the_schema(
 def test_the_api_key_comes_from_the_named_environment_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FAKE_PROVIDER_KEY", "sk-test-1234567890")
+    monkeypatch.setenv("FAKE_PROVIDER_API_KEY", "sk-test-1234567890")
     with FakeProvider(api_key="sk-test-1234567890") as keyed:
-        add_provider("keyed", keyed, api_key_env="FAKE_PROVIDER_KEY")
+        add_provider("keyed", keyed, api_key_env="FAKE_PROVIDER_API_KEY")
 
         result = complete(binding=binding("echo-1", provider="keyed"), messages=MESSAGES)
 
@@ -339,9 +330,9 @@ def test_the_api_key_comes_from_the_named_environment_variable(
 
 
 def test_the_api_key_never_shows_in_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAKE_PROVIDER_KEY", "sk-wrong-0987654321")
+    monkeypatch.setenv("FAKE_PROVIDER_API_KEY", "sk-wrong-0987654321")
     with FakeProvider(api_key="sk-right") as keyed:
-        add_provider("keyed", keyed, api_key_env="FAKE_PROVIDER_KEY")
+        add_provider("keyed", keyed, api_key_env="FAKE_PROVIDER_API_KEY")
 
         with pytest.raises(ProviderUnavailable) as raised:
             complete(binding=binding("echo-1", provider="keyed"), messages=MESSAGES)

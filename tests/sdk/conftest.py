@@ -29,22 +29,11 @@ from api.services import apikey_create
 from tests.conftest import Released
 
 KEY = "support.refund-reply"
-PROXY_VARIABLES = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
 
 
 @pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch) -> None:
-    """No proxy may take a client's request off loopback."""
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+def _loopback_only(no_proxy) -> None:
+    """No proxy may take a client's request off loopback (``no_proxy``, tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from api.demo_data import CANARY_POLICIES, DATASETS, GATES, PROMPTS, RELEASES, TRAFFIC
@@ -65,6 +65,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         if not Provider.objects.filter(name=LOCAL_PROVIDER).exists():
+            if not settings.PROVIDER_ALLOW_LOOPBACK:
+                # The outbound policy (runs.egress) refuses loopback providers in production.
+                raise CommandError(
+                    f"The demo's provider runs on loopback ({LOCAL_PROVIDER_URL}); load the demo "
+                    "with PROVIDER_ALLOW_LOOPBACK=true (DEBUG=true, as make run has, turns it on)."
+                )
             provider_save(name=LOCAL_PROVIDER, base_url=LOCAL_PROVIDER_URL, timeout_seconds=10.0)
             self.stdout.write(f"Provider {LOCAL_PROVIDER}: added at {LOCAL_PROVIDER_URL}.")
         # Example prices, so the demo's calls and shadow reports show costs; a price already set
