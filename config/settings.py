@@ -62,6 +62,9 @@ if not SECRET_KEY:
             "SECRET_KEY is not set. Set it in the environment (DEBUG=true allows a development key)."
         )
     SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
+# Earlier secrets, still accepted while what they signed or sealed lives on (sessions, queued shadow
+# jobs): rotate by moving the old SECRET_KEY here and dropping it later.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -245,6 +248,15 @@ SHADOW_BUDGET_PER_HOUR = env_int("SHADOW_BUDGET_PER_HOUR", default=600, minimum=
 # Of the live calls sampled for a shadow, the percentage that also reruns the live version on the
 # same inputs: the noise floor a candidate's disagreement is judged against.
 SHADOW_NOISE_FLOOR_PERCENT = env_int("SHADOW_NOISE_FLOOR_PERCENT", default=20, minimum=0)
+# Shadow jobs (runs.payloads, decision 0016) carry the caller's unredacted variables through the
+# broker, so they are encrypted and expire. SHADOW_PAYLOAD_KEYS: secrets of at least 32 characters,
+# newest first (the first seals, every one opens: rotate by putting a new one first and dropping the
+# old one once SHADOW_JOB_TTL_SECONDS have passed); empty: derived from SECRET_KEY and
+# SECRET_KEY_FALLBACKS. A job older than SHADOW_JOB_TTL_SECONDS is dropped (its shadow run recorded
+# as payload_expired, no model called); keep it above CELERY_VISIBILITY_TIMEOUT so a job a dead
+# worker held still runs once.
+SHADOW_PAYLOAD_KEYS = env.list("SHADOW_PAYLOAD_KEYS", default=[])
+SHADOW_JOB_TTL_SECONDS = env_int("SHADOW_JOB_TTL_SECONDS", default=7200, minimum=1)
 # Canary analysis (evaluations.canary): beat looks at every running analysis this often, and a look
 # reads at most this many latencies and costs per arm (the newest) for its rank tests and p95.
 CANARY_ANALYSIS_INTERVAL_SECONDS = env_int(
