@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from runs.calls import KeyRef
 from runs.events import MAX_EVENTS, IngestResult, RejectedEvent, events_ingest
 from runs.models import Call
 
@@ -164,6 +165,7 @@ class EventBatchApi(APIView):
         result = events_ingest(
             events=data.validated_data["events"],
             allowed_environments=environments or None,
+            key=KeyRef(id=request.auth.pk, label=request.auth.name),
         )
         if result.rejected and not result.accepted and not result.duplicates:
             raise _all_rejected(result)
