@@ -96,14 +96,12 @@ def _pair(text: str, match: re.Match[str]) -> tuple[list[Span], int]:
         return [], match.start("quoted" if match.group("quoted") else "bare")
     group = "quoted" if match.group("quoted") else "bare"
     start, end = match.span(group)
-    value = match.group(group)
-    if group == "bare" and value.lower() in _AUTH_SCHEMES:
-        # "Authorization: Basic dXNlcjpw…": the scheme is no secret, its credentials are.
+    if group == "bare" and match.group(group).lower() in _AUTH_SCHEMES:
+        # "Authorization: Basic dXNlcjpw…": the scheme is no secret, its credentials are (and a
+        # lone word is the secret itself: "password: token").
         token = _SCHEME_TOKEN.match(text, end)
-        if token is None:
-            return [], end
-        start, end = token.span("token")
-        value = token.group("token")
+        if token is not None:
+            start, end = token.span("token")
     while group == "bare" and end > start and text[end - 1] == ".":  # the sentence's end
         end -= 1
     if end == start or PLACEHOLDER.fullmatch(text[start:end]):

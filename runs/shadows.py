@@ -46,17 +46,15 @@ def shadow_run_execute(*, call_id: int, version: int, kind: str, payload: str) -
 
     ``payload`` is the sealed variables and locale (``runs.payloads``). One that has expired or
     that no key in force opens ends the run as an error naming why, and calls no model."""
-    call = Call.objects.select_related("prompt", "environment").filter(pk=call_id).first()
-    if call is None:
-        return None
-    claimed = _claim(call=call, number=version, kind=kind)
-    if claimed is None or claimed.status != ShadowRun.Status.PENDING:
+    claimed = _claim_job(call_id=call_id, number=version, kind=kind)
+    if not isinstance(claimed, tuple):
         return claimed
+    call, run = claimed
     try:
         opened = payload_open(payload)
     except PayloadError as exc:
-        return _finish(claimed, status=ShadowRun.Status.ERROR, error_class=exc.reason.value)
-    return _run(run=claimed, call=call, variables=opened.variables, locale=opened.locale)
+        return _finish(run, status=ShadowRun.Status.ERROR, error_class=exc.reason.value)
+    return _run(run=run, call=call, variables=opened.variables, locale=opened.locale)
 
 
 def shadow_run_refuse(
@@ -64,13 +62,24 @@ def shadow_run_refuse(
 ) -> ShadowRun | None:
     """A job the worker dropped unopened (its Celery expiry passed): its run ends as an error
     naming ``reason``, so the report counts the lost sample and no run stays pending."""
+    claimed = _claim_job(call_id=call_id, number=version, kind=kind)
+    if not isinstance(claimed, tuple):
+        return claimed
+    return _finish(claimed[1], status=ShadowRun.Status.ERROR, error_class=reason.value)
+
+
+def _claim_job(
+    *, call_id: int, number: int, kind: str
+) -> tuple[Call, ShadowRun] | ShadowRun | None:
+    """The live call and its pending run, to be run now; else the run as it stands (finished, or
+    None when the call is gone or the shadow stopped)."""
     call = Call.objects.select_related("prompt", "environment").filter(pk=call_id).first()
     if call is None:
         return None
-    claimed = _claim(call=call, number=version, kind=kind)
+    claimed = _claim(call=call, number=number, kind=kind)
     if claimed is None or claimed.status != ShadowRun.Status.PENDING:
         return claimed
-    return _finish(claimed, status=ShadowRun.Status.ERROR, error_class=reason.value)
+    return call, claimed
 
 
 def _claim(*, call: Call, number: int, kind: str) -> ShadowRun | None:

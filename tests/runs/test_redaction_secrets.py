@@ -39,6 +39,8 @@ ALL = list(RULES)
         ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic [secret]"),
         ("my pwd: 1234.", "my pwd: [secret]."),
         ("Cookie: sid=abc", "Cookie: [secret]"),
+        ("password: token", "password: [secret]"),
+        ("Authorization: Bearer", "Authorization: [secret]"),
     ],
 )
 def test_it_redacts_the_values_of_secret_pairs(text: str, expected: str) -> None:
@@ -256,6 +258,7 @@ SECRET_KEYS = ["password", "api_key", "clientSecret", "X-Auth-Token", "db_passwd
 def test_a_secret_in_a_pair_never_survives(
     name: str, value: str, separator: str, before: str, after: str
 ) -> None:
+    assume(value.strip("."))
     out = redact_text(f"{before}{name}{separator}{value}{after}", ALL)
     assert value.rstrip(".") not in out
 
