@@ -122,7 +122,9 @@ class EventBatchApi(APIView):
     """Reports up to 1,000 outcomes of calls a service made itself. Each event is checked on its
     own: the valid ones are stored and the answer (202) lists the rejected ones with their errors;
     when none is valid the answer is a 400 validation problem and nothing is stored. Idempotent by
-    ``event_id``: an id stored before (or earlier in the batch) is listed in ``duplicates``."""
+    ``event_id``: an id stored before (or earlier in the batch) is listed in ``duplicates``. Every
+    stored call keeps the key that reported it; a canary analysis counts it only if its policy
+    trusts that key (``sources``)."""
 
     permission_classes = [HasScope(Scope.EVENTS_WRITE)]
 
