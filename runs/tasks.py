@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import task_revoked
+from django.db import close_old_connections
 
 from .payloads import PayloadRefused
 from .services import calls_delete_expired
@@ -30,6 +31,8 @@ def shadow_job_expired(
     if not expired or getattr(sender, "name", None) != shadow_run_task.name or request is None:
         return
     job = request.kwargs or {}
+    # This runs in the worker's consumer, not in a task: no fixup has checked its connection.
+    close_old_connections()
     shadow_run_refuse(
         call_id=job["call_id"],
         version=job["version"],
