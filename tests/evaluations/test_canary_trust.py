@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
 from evaluations.canary_policy import (
     DEFAULT_SOURCES,
@@ -206,3 +207,21 @@ def test_the_api_refuses_a_policy_that_trusts_nothing(released, make_client) -> 
     )
     assert refused.status_code == 400, refused.content
     assert [e["pointer"] for e in refused.json()["errors"]] == ["/analysis/sources"]
+
+
+# --- the admin --------------------------------------------------------------------------------
+
+
+def test_the_admin_shows_what_an_analysis_trusts_and_who_reported_a_call(
+    released, manager, trusted, admin_client
+) -> None:
+    analysis = start(released, manager, sources={"keys": [trusted.key.pk]})
+    page = admin_client.get(
+        reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk])
+    ).content.decode()
+    assert f"reports and feedback from keys #{trusted.key.pk}" in page
+
+    report(trusted, "stable", 1, version=2, feedback=1)
+    call = Call.objects.get()
+    page = admin_client.get(reverse("admin:runs_call_change", args=[call.pk])).content.decode()
+    assert f"checkout-service (key #{trusted.key.pk})" in page
