@@ -225,3 +225,21 @@ def test_the_admin_shows_what_an_analysis_trusts_and_who_reported_a_call(
     call = Call.objects.get()
     page = admin_client.get(reverse("admin:runs_call_change", args=[call.pk])).content.decode()
     assert f"checkout-service (key #{trusted.key.pk})" in page
+
+
+def test_analyses_stored_before_get_the_sources_they_counted(released, manager) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module(
+        "evaluations.migrations.0006_canary_policies_name_their_trusted_sources"
+    )
+    analysis = start(released, manager)
+    old_policy = {k: v for k, v in analysis.policy.items() if k != "sources"}
+    type(analysis).objects.filter(pk=analysis.pk).update(policy=old_policy)
+
+    migration.fill_in_sources(apps, None)
+
+    analysis.refresh_from_db()
+    assert analysis.policy == {**old_policy, "sources": DEFAULT_SOURCES}
