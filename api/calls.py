@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from runs.calls import KeyRef
 from runs.services import call_feedback_set
 
 from .models import Scope
@@ -47,9 +48,11 @@ class CallFeedbackApi(APIView):
     def post(self, request: Request, request_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        key = request_key(request)
         call = call_feedback_set(
             request_id=request_id,
             feedback=data.validated_data["feedback"],
-            environments=request_key(request).environments,
+            environments=key.environments,
+            key=KeyRef(id=key.pk, label=key.name),
         )
         return Response(self.OutputSerializer(call).data)

@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from runs.calls import KeyRef
 from runs.events import MAX_EVENTS, IngestResult, RejectedEvent, events_ingest
 from runs.models import Call
 
@@ -121,7 +122,9 @@ class EventBatchApi(APIView):
     """Reports up to 1,000 outcomes of calls a service made itself. Each event is checked on its
     own: the valid ones are stored and the answer (202) lists the rejected ones with their errors;
     when none is valid the answer is a 400 validation problem and nothing is stored. Idempotent by
-    ``event_id``: an id stored before (or earlier in the batch) is listed in ``duplicates``."""
+    ``event_id``: an id stored before (or earlier in the batch) is listed in ``duplicates``. Every
+    stored call keeps the key that reported it; a canary analysis counts it only if its policy
+    trusts that key (``sources``)."""
 
     permission_classes = [HasScope(Scope.EVENTS_WRITE)]
 
@@ -164,6 +167,7 @@ class EventBatchApi(APIView):
         result = events_ingest(
             events=data.validated_data["events"],
             allowed_environments=environments or None,
+            key=KeyRef(id=request.auth.pk, label=request.auth.name),
         )
         if result.rejected and not result.accepted and not result.duplicates:
             raise _all_rejected(result)

@@ -63,6 +63,9 @@ if not SECRET_KEY:
             "SECRET_KEY is not set. Set it in the environment (DEBUG=true allows a development key)."
         )
     SECRET_KEY = "django-insecure-development-only-key-never-use-in-production"
+# Earlier secrets, still accepted while what they signed or sealed lives on (sessions, queued shadow
+# jobs): rotate by moving the old SECRET_KEY here and dropping it later.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -233,12 +236,19 @@ RELEASE_CACHE_CHECK_SECONDS = env_int("RELEASE_CACHE_CHECK_SECONDS", default=30,
 RELEASE_STREAM_MAX_SECONDS = env_int("RELEASE_STREAM_MAX_SECONDS", default=300, minimum=1)
 
 # Runs (runs/): what a call record keeps, for how long, and how much shadowing a release may do.
-# Redaction rules applied to every stored input and output: any of email, phone, card (Luhn-checked
-# numbers), iban (mod-97 checked), api_key (tokens shaped like secret keys); an empty list stores
-# inputs and outputs as they are.
+# Redaction rules applied to every stored input and output: any of secret (values of password: …,
+# secret=… pairs and of keys named like secrets), api_key (tokens shaped like secret keys), email,
+# ip (IPv4 and IPv6 addresses), iban (mod-97 checked), card (Luhn-checked numbers), phone; an empty
+# list stores inputs and outputs as they are.
 RUNS_REDACTION_RULES = env.list(
-    "RUNS_REDACTION_RULES", default=["email", "phone", "card", "iban", "api_key"]
+    "RUNS_REDACTION_RULES",
+    default=["secret", "api_key", "email", "ip", "iban", "card", "phone"],
 )
+# The operator's own redaction rules, a JSON object of name -> regex (a match becomes [name]), run
+# before the built-in ones, always. Checked at start-up (runs.E003): a new lowercase name, a regex
+# that compiles, with no backtracking unbounded quantifier (write \d++ or {1,40}), that matches
+# no empty text and no placeholder.
+RUNS_REDACTION_CUSTOM_RULES = env.json("RUNS_REDACTION_CUSTOM_RULES", default={})
 # Calls (and their shadow runs) older than this are deleted by the beat task runs.delete_old_calls.
 CALL_RETENTION_DAYS = env_int("CALL_RETENTION_DAYS", default=30, minimum=1)
 # Shadow runs per hour per release, when the release's shadow does not set its own budget.
@@ -265,6 +275,15 @@ PROVIDER_ALLOWED_HOSTS = env.list("PROVIDER_ALLOWED_HOSTS", default=[])
 # Loopback (127.0.0.0/8, ::1, localhost): make run's local model server, the suite's fake one.
 # Never in production: a provider on loopback reaches whatever listens on the server itself.
 PROVIDER_ALLOW_LOOPBACK = env_bool("PROVIDER_ALLOW_LOOPBACK", default=DEBUG)
+# Shadow jobs (runs.payloads, decision 0016) carry the caller's unredacted variables through the
+# broker, so they are encrypted and expire. SHADOW_PAYLOAD_KEYS: secrets of at least 32 characters,
+# newest first (the first seals, every one opens: rotate by putting a new one first and dropping the
+# old one once SHADOW_JOB_TTL_SECONDS have passed); empty: derived from SECRET_KEY and
+# SECRET_KEY_FALLBACKS. A job older than SHADOW_JOB_TTL_SECONDS is dropped (its shadow run recorded
+# as payload_expired, no model called); keep it above CELERY_VISIBILITY_TIMEOUT so a job a dead
+# worker held still runs once.
+SHADOW_PAYLOAD_KEYS = env.list("SHADOW_PAYLOAD_KEYS", default=[])
+SHADOW_JOB_TTL_SECONDS = env_int("SHADOW_JOB_TTL_SECONDS", default=7200, minimum=1)
 # Canary analysis (evaluations.canary): beat looks at every running analysis this often, and a look
 # reads at most this many latencies and costs per arm (the newest) for its rank tests and p95.
 CANARY_ANALYSIS_INTERVAL_SECONDS = env_int(

@@ -38,7 +38,7 @@ from .canary import (
     canary_verdicts_recent,
 )
 from .canary_metrics import check_text
-from .canary_policy import judged_steps
+from .canary_policy import judged_steps, sources_text
 from .models import CanaryAnalysis, CanaryVerdict
 
 TEMPLATES = "admin/evaluations/canaryanalysis"
@@ -234,7 +234,10 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
             verdicts = canary_verdicts_recent(analysis=analysis, limit=VERDICTS_SHOWN)
             context.update(
                 analysis=analysis,
-                policy_rows=[(name, value) for name, value in analysis.policy.items()],
+                policy_rows=[
+                    (name, sources_text(value) if name == "sources" else value)
+                    for name, value in analysis.policy.items()
+                ],
                 times=canary_analysis_times(analysis),
                 verdicts=[(v, figure_rows(v)) for v in verdicts],
                 ramp=ramp_svg_points(analysis, verdicts),

@@ -387,7 +387,10 @@ def _judge(
         # A savepoint: a failed query must not break the transaction the outcome is saved in.
         with transaction.atomic():
             window = metrics.window_measure(
-                release=release, since=analysis.step_started_at, until=now
+                release=release,
+                since=analysis.step_started_at,
+                until=now,
+                sources=policy["sources"],
             )
             figures["calls"] = {"canary": window.canary.calls, "stable": window.stable.calls}
             sampled = (

@@ -81,14 +81,57 @@ class Window:
         return (self.until - self.since).total_seconds() / 60
 
 
-def window_measure(*, release: Release, since: datetime, until: datetime) -> Window:
-    """Both arms' figures for the window [since, until), in five queries."""
+def trusted_calls(sources: dict[str, Any]) -> Q:
+    """The calls a policy's ``sources`` trust (decision 0017): the registry's runs, and reports
+    from any key or from the listed keys only. Never empty: the policy trusts one source at least."""
+    trusted = Q(source=Call.Source.RUN) if sources["runs"] else None
+    if sources["reports"]:
+        reports = Q(source=Call.Source.REPORTED)
+        if sources["keys"] is not None:
+            reports &= Q(reported_by_key_id__in=sources["keys"])
+        trusted = reports if trusted is None else trusted | reports
+    assert trusted is not None  # canary_policy_validate refuses a policy trusting nothing
+    return trusted
+
+
+def trusted_feedback(sources: dict[str, Any]) -> Q | None:
+    """Which feedback counts: feedback is always sent by an API key (with a report, or later for
+    a run), so it follows the trust in reports; None when no feedback counts."""
+    if not sources["reports"]:
+        return None
+    if sources["keys"] is None:
+        return Q(feedback__isnull=False)
+    return Q(feedback_key_id__in=sources["keys"])
+
+
+def window_measure(
+    *,
+    release: Release,
+    since: datetime,
+    until: datetime,
+    sources: dict[str, Any] | None = None,
+) -> Window:
+    """Both arms' figures for the window [since, until), in five queries, counting only the calls
+    (and the feedback) that ``sources`` (a validated policy's) trusts; None counts every one."""
     cap = settings.CANARY_ANALYSIS_SAMPLE_CAP
     arms_filter = Q(variant=CANARY, version_id=release.canary_version_id)
     if release.stable_version_id is not None:
         arms_filter |= Q(variant=STABLE, version_id=release.stable_version_id)
+    feedback = trusted_feedback(sources) if sources else Q(feedback__isnull=False)
+    feedback_figures = (
+        {
+            "feedback_n": Count("feedback", filter=feedback),
+            # Sums, not Variance(): SQLite's VAR_SAMP raises on fewer than two values, and
+            # scores are bounded (-1..1), so the sum of squares loses nothing that matters.
+            "feedback_sum": Sum("feedback", filter=feedback),
+            "feedback_squares": Sum(F("feedback") * F("feedback"), filter=feedback),
+        }
+        if feedback is not None
+        else {}
+    )
     calls = Call.objects.filter(
         arms_filter,
+        trusted_calls(sources) if sources else Q(),
         prompt_id=release.prompt_id,
         environment_id=release.environment_id,
         sticky=True,
@@ -106,11 +149,7 @@ def window_measure(*, release: Release, since: datetime, until: datetime) -> Win
             schema_failed=Count("id", filter=Q(schema_valid=False)),
             cost_n=Count("cost"),
             cost_sum=Sum("cost"),
-            feedback_n=Count("feedback"),
-            # Sums, not Variance(): SQLite's VAR_SAMP raises on fewer than two values, and
-            # scores are bounded (-1..1), so the sum of squares loses nothing that matters.
-            feedback_sum=Sum("feedback"),
-            feedback_squares=Sum(F("feedback") * F("feedback")),
+            **feedback_figures,
         )
     ):
         arm = arms[row["variant"]]
@@ -118,7 +157,7 @@ def window_measure(*, release: Release, since: datetime, until: datetime) -> Win
         arm.schema_checked, arm.schema_failed = row["schema_checked"], row["schema_failed"]
         # SQLite sums decimals as floats: back through str to keep the digits it has.
         arm.cost_n, arm.cost_sum = row["cost_n"], Decimal(str(row["cost_sum"] or 0))
-        n = arm.feedback_n = row["feedback_n"]
+        n = arm.feedback_n = row.get("feedback_n", 0)
         if n:
             arm.feedback_mean = row["feedback_sum"] / n
         if n > 1:

@@ -42,7 +42,13 @@ NUMBERS = {
     "alpha": (0.05, 0.001, 0.5, "the significance level"),
 }
 MEASURE_RETRIES = (3, 0, 20)
-FIELDS = frozenset({"steps", *PER_STEP, *NUMBERS, "measure_retries"})
+# Which calls the analysis counts (decision 0017): the registry's own runs, reports sent to
+# POST /events (and feedback sent by API keys), and, to narrow reports, the ids of the keys trusted.
+# The default keeps every source: a key may report only for its own environments, and services that
+# call the model themselves have nothing but reports to be judged on.
+DEFAULT_SOURCES: dict[str, Any] = {"runs": True, "reports": True, "keys": None}
+MAX_TRUSTED_KEYS = 100
+FIELDS = frozenset({"steps", *PER_STEP, *NUMBERS, "measure_retries", "sources"})
 
 
 class CanaryPolicyInvalid(ProblemsError):
@@ -159,10 +165,67 @@ def canary_policy_validate(policy: object, *, pointer: str = "") -> dict[str, An
             "/measure_retries",
         )
     result["measure_retries"] = retries
+    result["sources"] = _sources(policy.get("sources", DEFAULT_SOURCES), problem)
     if problems:
         raise CanaryPolicyInvalid(problems)
     result["measure_retries"] = int(retries)
     return result
+
+
+def _sources(value: object, problem: Any) -> dict[str, Any]:
+    """``{"runs": bool, "reports": bool, "keys": null | [key id, ...]}``, fields left out taking
+    the defaults; ``keys`` lists the only API keys whose reports and feedback count."""
+    if not isinstance(value, dict):
+        problem("invalid_sources", 'sources is an object: {"runs", "reports", "keys"}.', "/sources")
+        return {}
+    for name in sorted(set(value) - set(DEFAULT_SOURCES)):
+        problem("unknown_field", f"{name!r} is not a sources field.", f"/sources/{name}")
+    result = {**DEFAULT_SOURCES, **{k: v for k, v in value.items() if k in DEFAULT_SOURCES}}
+    for name in ("runs", "reports"):
+        if not isinstance(result[name], bool):
+            problem("invalid_boolean", f"sources.{name} is true or false.", f"/sources/{name}")
+    keys = result["keys"]
+    if keys is not None:
+        if (
+            not isinstance(keys, list)
+            or not 1 <= len(keys) <= MAX_TRUSTED_KEYS
+            or not all(_whole(key, 1, 2**31 - 1) for key in keys)
+        ):
+            problem(
+                "invalid_keys",
+                f"sources.keys is null (every key) or 1 to {MAX_TRUSTED_KEYS} API key ids.",
+                "/sources/keys",
+            )
+        else:
+            result["keys"] = sorted({int(key) for key in keys})
+            if result["reports"] is False:
+                problem(
+                    "keys_without_reports",
+                    "Trusted keys only count with reports: true.",
+                    "/sources/keys",
+                )
+    if result["runs"] is False and result["reports"] is False:
+        problem(
+            "no_trusted_source",
+            "Trust at least one source: the registry's runs or reports.",
+            "/sources",
+        )
+    return result
+
+
+def sources_text(sources: dict[str, Any]) -> str:
+    """What an analysis counts, in words: for the admin and the verdicts."""
+    parts = []
+    if sources["runs"]:
+        parts.append("the registry's runs")
+    if sources["reports"]:
+        keys = sources["keys"]
+        parts.append(
+            "reports and feedback from any key"
+            if keys is None
+            else "reports and feedback from keys " + ", ".join(f"#{key}" for key in keys)
+        )
+    return "; ".join(parts)
 
 
 def judged_steps(policy: dict[str, Any]) -> int:

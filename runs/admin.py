@@ -20,6 +20,7 @@ from releases.models import Release
 
 from .admin_display import (
     EMPTY,
+    api_key_shown,
     attempts_table,
     call_url,
     column_title,
@@ -304,6 +305,14 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
             },
         ),
         (
+            "Provenance",
+            {
+                "fields": ["reported_by", "feedback_by"],
+                "description": "The API keys that vouch for a reported outcome and for feedback; "
+                "a canary analysis counts them only if its policy trusts the key.",
+            },
+        ),
+        (
             "Inputs and output",
             {
                 "fields": ["inputs_display", "output_display", "attempts_display"],
@@ -315,6 +324,14 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
         return call_list()
+
+    @admin.display(description="Reported by")
+    def reported_by(self, call: Call) -> str:
+        return api_key_shown(call.reported_by_key_id, call.reported_by_key_label)
+
+    @admin.display(description="Feedback by")
+    def feedback_by(self, call: Call) -> str:
+        return api_key_shown(call.feedback_key_id, call.feedback_key_label)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Call], search_term: str

@@ -65,6 +65,11 @@ def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
     return f"{input_tokens or 0:,} in / {output_tokens or 0:,} out"
 
 
+def api_key_shown(key_id: int | None, label: str) -> str:
+    """An API key as a call keeps it: its name then, and its id (names are not unique)."""
+    return EMPTY if key_id is None else f"{label} (key #{key_id})"
+
+
 def diff_item(item: Any) -> str:
     """One structure difference as a line: a path as it is, anything else as compact JSON."""
     if isinstance(item, str):

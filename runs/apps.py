@@ -19,3 +19,8 @@ class RunsConfig(AppConfig):
 
         # A typo in RUNS_REDACTION_RULES must stop the process, not store calls unredacted.
         checks.register(redaction_rules_check)
+
+        from .payloads import shadow_payload_check
+
+        # Shadow payload keys too short to be keys, or jobs that expire before a redelivery.
+        checks.register(shadow_payload_check)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,15 @@ from .models import ModelPrice
 from .redaction import redact, redact_text
 
 MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """The API key a report or a feedback came with, as a call record keeps it (runs may not
+    import api, which owns the keys): its id, and its name at the time."""
+
+    id: int
+    label: str
 
 
 def subject_hash(subject: str | None) -> str:

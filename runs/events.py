@@ -31,7 +31,7 @@ from registry.locales import locale_normalize
 from registry.models import PROMPT_KEY_MAX, Prompt, PromptVersion
 from releases.models import Environment
 
-from .calls import price_cost, subject_hash
+from .calls import KeyRef, price_cost, subject_hash
 from .models import Call, ModelPrice
 from .redaction import redact, redact_text
 
@@ -363,8 +363,9 @@ def _price(checked: _Checked, refs: _References) -> None:
         values["cost"] = cost.quantize(COST_PLACES)
 
 
-def _call(values: dict[str, Any], *, now: datetime) -> Call:
+def _call(values: dict[str, Any], *, now: datetime, key: KeyRef | None) -> Call:
     subject = values["subject"]
+    vouched = values["feedback"] is not None and key is not None
     return Call(
         event_id=values["event_id"],
         source=Call.Source.REPORTED,
@@ -392,15 +393,24 @@ def _call(values: dict[str, Any], *, now: datetime) -> Call:
         schema_valid=values["schema_valid"],
         inputs=redact(values.get("inputs", {})),
         output=redact_text(values["output"]),
+        reported_by_key_id=key.id if key else None,
+        reported_by_key_label=key.label if key else "",
+        feedback_key_id=key.id if vouched else None,
+        feedback_key_label=key.label if vouched else "",
     )
 
 
 def events_ingest(
-    *, events: Sequence[Any], allowed_environments: Collection[str] | None = None
+    *,
+    events: Sequence[Any],
+    allowed_environments: Collection[str] | None = None,
+    key: KeyRef | None = None,
 ) -> IngestResult:
     """Stores the valid events of a batch, once each; returns what became of every event.
 
     ``allowed_environments``: the environments the caller may report for; None for every one.
+    ``key``: the API key that sent the batch, stored on every call (and its feedback) it reports,
+    so a canary analysis can count only the reports of keys it trusts.
 
     1. Refuse a batch of more than ``MAX_EVENTS`` whole (``EventBatchTooLarge``), storing nothing.
     2. Check each event's shape and values on its own, without the database.
@@ -429,7 +439,7 @@ def events_ingest(
         elif event.values["event_id"] in calls:
             repeated.add(event.values["event_id"])
         else:
-            calls[event.values["event_id"]] = _call(event.values, now=now)
+            calls[event.values["event_id"]] = _call(event.values, now=now, key=key)
 
     stored: set[str] = set()
     if calls:

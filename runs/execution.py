@@ -32,6 +32,7 @@ from releases.resolution import Resolution, version_render
 from . import outbox
 from .calls import attempts_cost, completion_cost, stored_output, subject_hash
 from .models import Call, Provider
+from .payloads import payload_seal
 from .providers import Attempt, Completion, ProviderUnavailable, binding_providers, complete
 from .redaction import redact
 
@@ -218,11 +219,10 @@ def _shadows_queue(*, call: Call, prepared: PreparedRun, shadows: tuple[int, ...
     """One shadow job per shadow version, and on a sample of calls the noise floor: the version
     that answered live, run again on the same inputs. Queued in memory (``outbox``), never waited
     for: a broker or worker that is down must not slow or fail the live call."""
-    base = {
-        "call_id": call.pk,
-        "variables": dict(prepared.variables),
-        "locale": prepared.resolution.requested_locale,
-    }
+    # The variables go unredacted (the shadow must answer what live answered), so sealed: the
+    # broker holds ciphertext that expires (runs.payloads, decision 0016).
+    sealed = payload_seal(variables=prepared.variables, locale=prepared.resolution.requested_locale)
+    base = {"call_id": call.pk, "payload": sealed}
     jobs = [{**base, "version": number, "kind": "candidate"} for number in shadows]
     if random.uniform(0, 100) < settings.SHADOW_NOISE_FLOOR_PERCENT:
         jobs.append({**base, "version": prepared.resolution.version.number, "kind": "noise"})

@@ -153,6 +153,18 @@ class Call(models.Model):
     inputs = models.JSONField(default=dict, blank=True, help_text="The variables, redacted.")
     output = models.TextField(blank=True, help_text="The answer, redacted.")
     attempts = models.JSONField(default=list, blank=True, help_text="Every model call tried.")
+    # Who vouches for a reported call and for feedback: the API key's id and name when it was sent.
+    # Plain values, not a foreign key: runs sits below api (which owns ApiKey), and a revoked or
+    # deleted key must not take its reports' provenance with it. A canary analysis counts a report
+    # or a feedback only when its policy trusts the key (evaluations.canary_policy, decision 0017).
+    reported_by_key_id = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The API key that reported this call (reported calls)."
+    )
+    reported_by_key_label = models.CharField(max_length=150, blank=True)
+    feedback_key_id = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The API key that sent the feedback."
+    )
+    feedback_key_label = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -80,8 +80,12 @@ class Outbox:
         close_old_connections()  # eager mode runs the task here, on this thread's connection
         try:
             # retry=False: a broker that is down fails this job now rather than holding the queue.
+            # expires: a job that waited longer than its sealed payload lives is dropped unrun.
             shadow_run_task.apply_async(
-                kwargs=job, retry=False, queue=settings.CELERY_TASK_DEFAULT_QUEUE
+                kwargs=job,
+                retry=False,
+                queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+                expires=settings.SHADOW_JOB_TTL_SECONDS,
             )
         except Exception:  # whatever the broker or an eager task raises: count it, keep going
             with self._lock:

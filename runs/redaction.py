@@ -1,22 +1,29 @@
 """Redaction of what a model call carries before it is stored (DESIGN.md, "Call / Outcome").
 
-Each match is replaced by a placeholder naming its kind, ``[email]``, ``[phone]``, ``[card]``,
-``[iban]`` or ``[api_key]``, so a stored answer still reads ("write to [email]") and two answers
-redacted the same way still compare equal. The rules in force are ``settings.RUNS_REDACTION_RULES``
-(read at call time); an unknown name there is a system check error (``redaction_rules_check``,
-registered by ``RunsConfig.ready()``) and a ``ValueError`` at call time, never a rule skipped.
+Each match is replaced by a placeholder naming its kind, ``[secret]``, ``[api_key]``, ``[email]``,
+``[ip]``, ``[iban]``, ``[card]`` or ``[phone]``, so a stored answer still reads ("write to
+[email]") and two answers redacted the same way still compare equal. The rules in force are
+``settings.RUNS_REDACTION_RULES`` (read at call time); an unknown name there is a system check error
+(``redaction_rules_check``, registered by ``RunsConfig.ready()``) and a ``ValueError`` at call time,
+never a rule skipped. ``settings.RUNS_REDACTION_CUSTOM_RULES`` adds the operator's own regexes
+(``[name]`` placeholders), always in force, run first, checked the same way
+(``runs.redaction_secrets``).
 
 Order. The rules always run in the order of ``Rule`` whatever the order of the setting, most
 specific first, because the later rules would otherwise eat part of an earlier kind's text and leave
 the rest in clear:
 
-1. ``api_key``: keys carry digit runs (a card or a phone to rules 4–5) and capitals with digits;
-2. ``email``: a local part may hold digits or ``+44…``;
-3. ``iban``: its BBAN is digits in groups of four, which rules 4–5 would take for a card or a phone;
-4. ``card``: ``3782 822463 10005`` is also phone-shaped;
-5. ``phone``: the loosest shape, last.
+1. ``secret``: the value after ``password:`` or ``api_key=`` is a secret whatever its shape, and
+   may look like any of the others;
+2. ``api_key``: keys carry digit runs (a card or a phone to rules 6–7) and capitals with digits;
+3. ``email``: a local part may hold digits or ``+44…``;
+4. ``ip``: dotted quads and colon groups, which rules 6–7 would otherwise judge as numbers;
+5. ``iban``: its BBAN is digits in groups of four, which rules 6–7 would take for a card or a phone;
+6. ``card``: ``3782 822463 10005`` is also phone-shaped;
+7. ``phone``: the loosest shape, last.
 
-What each rule takes (and leaves):
+What each rule takes (and leaves); ``secret``, ``ip`` and the AWS secret keys of ``api_key`` are
+described in ``runs.redaction_secrets``:
 
 - ``email``: ``local@domain.tld``, the top-level label alphabetic (or ``xn--``).
 - ``phone``: 7–15 digits in groups separated by single spaces, dots or dashes, with an optional
@@ -49,7 +56,9 @@ What each rule takes (and leaves):
 ``redact`` walks JSON-like values: strings anywhere are redacted, dict keys are kept as they are
 (they are the caller's field names), an ``int`` (or an integral ``float``) of 13–19 digits that
 passes Luhn becomes the string ``"[card]"``; other numbers are kept, since a bare number carries no
-``+``, leading ``0`` or grouping to tell a phone from an amount.
+``+``, leading ``0`` or grouping to tell a phone from an amount. With the ``secret`` rule, the
+value under a key named like a secret (``password``, ``apiKey``, ``client_secret``…) becomes
+``"[secret]"`` whatever it is, a number or a whole object included.
 
 Safety of the patterns: every pattern is linear, whatever the input. Bodies are possessive or
 atomic (no backtracking), and the decisions that need context (Luhn, mod-97, dates, what a number
@@ -79,12 +88,26 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 
+from .redaction_scan import Span, glued, scan
+from .redaction_secrets import (
+    custom_rule_problems,
+    custom_rules,
+    redact_aws_secrets,
+    redact_custom,
+    redact_ips,
+    redact_secret_pairs,
+    secret_name,
+    secret_value,
+)
+
 
 class Rule(StrEnum):
     """The redaction rules, in the order they run (see the module docstring for why)."""
 
+    SECRET = "secret"
     API_KEY = "api_key"
     EMAIL = "email"
+    IP = "ip"
     IBAN = "iban"
     CARD = "card"
     PHONE = "phone"
@@ -98,59 +121,6 @@ MAX_GROUPS = 8
 
 def placeholder(rule: Rule) -> str:
     return f"[{rule.value}]"
-
-
-# --- the scanner ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Span:
-    start: int
-    end: int
-    text: str
-
-
-# A decider looks at one candidate and returns the spans to replace (none: rejected) and where the
-# search resumes.
-_Decider = Callable[[str, re.Match[str]], tuple[list[_Span], int]]
-
-
-def _scan(
-    text: str,
-    pattern: re.Pattern[str],
-    decide: _Decider,
-    *,
-    right_after: re.Pattern[str] | None = None,
-) -> str:
-    """``text`` with the spans ``decide`` keeps replaced, in one left-to-right scan.
-
-    ``right_after`` is ``pattern`` without its lookbehind: it is tried where a replacement ends,
-    since the lookbehind sees the text replaced, not the placeholder (``a@b.comx-y@c.de``: once
-    the first address is a placeholder, the second starts after ``]``). Without it each such
-    neighbour would cost ``redact_text`` another pass.
-    """
-    out: list[str] = []
-    done = 0
-    pos = 0
-    while True:
-        match = right_after.match(text, done) if right_after and out and pos == done else None
-        if match is None and (match := pattern.search(text, pos)) is None:
-            break
-        spans, resume = decide(text, match)
-        for span in spans:
-            out.append(text[done : span.start])
-            out.append(span.text)
-            done = span.end
-        pos = max(resume, match.start() + 1)
-    if not out:
-        return text
-    out.append(text[done:])
-    return "".join(out)
-
-
-def _glued(text: str, index: int) -> bool:
-    """Whether the character at ``index`` joins the token before it into a longer word."""
-    return index < len(text) and (text[index].isalnum() or text[index] in "_-")
 
 
 # --- api keys -----------------------------------------------------------------------------------
@@ -175,35 +145,35 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 _TOKEN_SEPARATORS = re.compile(r"[-_]")
 
 
-def _prefixed_key(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
+def _prefixed_key(text: str, match: re.Match[str]) -> tuple[list[Span], int]:
     token = match.group()
     # An sk- key has digits; "sk-learn-model-selection-guide" is prose.
-    if _glued(text, match.end()) or (token.startswith("sk-") and not _has_digit(token)):
+    if glued(text, match.end()) or (token.startswith("sk-") and not _has_digit(token)):
         return [], match.start() + 1
-    return [_Span(match.start(), match.end(), placeholder(Rule.API_KEY))], match.end()
+    return [Span(match.start(), match.end(), placeholder(Rule.API_KEY))], match.end()
 
 
-def _bearer(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
+def _bearer(text: str, match: re.Match[str]) -> tuple[list[Span], int]:
     start, end = match.span("token")
     while end > start and text[end - 1] == ".":  # the end of the sentence, not of the token
         end -= 1
     if end - start < 12 or not _has_digit(text[start:end]):  # "Bearer authentication" is prose
         return [], match.start() + 1
-    return [_Span(start, end, placeholder(Rule.API_KEY))], end
+    return [Span(start, end, placeholder(Rule.API_KEY))], end
 
 
-def _long_token(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
+def _long_token(text: str, match: re.Match[str]) -> tuple[list[Span], int]:
     start, end = match.span()
     token = match.group()
     # Part of an email or a host name (the email rule takes it whole), or a bare UUID (an id).
     part_of_address = (start > 0 and text[start - 1] in "@.") or (
-        end < len(text) and (text[end] == "@" or (text[end] == "." and _glued(text, end + 1)))
+        end < len(text) and (text[end] == "@" or (text[end] == "." and glued(text, end + 1)))
     )
-    if part_of_address or _glued(text, end) or _UUID.fullmatch(token):
+    if part_of_address or glued(text, end) or _UUID.fullmatch(token):
         return [], end
     if not _looks_random(token):
         return [], end
-    return [_Span(start, end, placeholder(Rule.API_KEY))], end
+    return [Span(start, end, placeholder(Rule.API_KEY))], end
 
 
 def _looks_random(token: str) -> bool:
@@ -230,9 +200,10 @@ def _letter_digit_switches(token: str) -> int:
 
 
 def _redact_api_keys(text: str) -> str:
-    text = _scan(text, _PREFIXED_KEY, _prefixed_key)
-    text = _scan(text, _BEARER, _bearer)
-    return _scan(text, _LONG_TOKEN, _long_token)
+    text = scan(text, _PREFIXED_KEY, _prefixed_key)
+    text = scan(text, _BEARER, _bearer)
+    text = redact_aws_secrets(text)
+    return scan(text, _LONG_TOKEN, _long_token)
 
 
 # --- emails -------------------------------------------------------------------------------------
@@ -243,7 +214,7 @@ _EMAIL_RIGHT_AFTER = re.compile(_EMAIL_BODY)
 _LEADING_LETTERS = re.compile(r"[^\W\d_]*")
 
 
-def _email(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
+def _email(text: str, match: re.Match[str]) -> tuple[list[Span], int]:
     local, _, domain = match.group().partition("@")
     labels = domain.split(".")
     # Trim what follows the top-level domain: "a@b.co.555" and "a@b.com555-1234" are an address
@@ -257,7 +228,7 @@ def _email(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
     if len(labels) < 2 or not all(labels):
         return [], match.start() + 1
     end = match.start() + len(local) + 1 + len(".".join(labels))
-    return [_Span(match.start(), end, placeholder(Rule.EMAIL))], end
+    return [Span(match.start(), end, placeholder(Rule.EMAIL))], end
 
 
 def _is_tld(label: str) -> bool:
@@ -283,7 +254,7 @@ _IBAN_SPACES = " \u00a0"
 _IBAN = re.compile(r"(?<!\w)[A-Za-z]{2}[0-9]{2}(?:[ \u00a0]?+[A-Za-z0-9]){11,30}+")
 
 
-def _iban(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
+def _iban(text: str, match: re.Match[str]) -> tuple[list[Span], int]:
     start = match.start()
     # Where each alphanumeric character of the candidate ends, spaces skipped.
     ends = [start + i + 1 for i, char in enumerate(match.group()) if char not in _IBAN_SPACES]
@@ -294,11 +265,11 @@ def _iban(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
         if length > len(ends):
             continue
         end = ends[length - 1]
-        if _glued(text, end):
+        if glued(text, end):
             continue
         compact = "".join(char for char in text[start:end] if char not in _IBAN_SPACES)
         if _mod97_valid(compact):
-            return [_Span(start, end, placeholder(Rule.IBAN))], end
+            return [Span(start, end, placeholder(Rule.IBAN))], end
     return [], start + 1
 
 
@@ -360,7 +331,7 @@ def _glued_before(text: str, index: int, glue: str) -> bool:
 def _glued_after(text: str, index: int) -> bool:
     """Whether the run ending at ``index`` runs on into a word (``15T10``), an id, a time
     (``10:30``) or a decimal part (``567,89``)."""
-    return _glued(text, index) or (
+    return glued(text, index) or (
         index + 1 < len(text) and text[index] in ",.:/" and text[index + 1].isdigit()
     )
 
@@ -420,9 +391,9 @@ class _Run:
                 i = end
         return found
 
-    def spans(self, windows: Iterable[tuple[int, int]], rule: Rule) -> list[_Span]:
+    def spans(self, windows: Iterable[tuple[int, int]], rule: Rule) -> list[Span]:
         return [
-            _Span(self.groups[i].start, self.groups[j - 1].end, placeholder(rule))
+            Span(self.groups[i].start, self.groups[j - 1].end, placeholder(rule))
             for i, j in sorted(windows)
         ]
 
@@ -433,7 +404,7 @@ class _Run:
 _CARD_RUN = re.compile(r"(?<![0-9])[0-9]++(?:[ \u00a0\u202f-][0-9]++)*+")
 
 
-def _card(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
+def _card(text: str, match: re.Match[str]) -> tuple[list[Span], int]:
     if match.end() - match.start() < 13:  # fewer digits than any card
         return [], match.end()
     # Any separator splits: a card glued by a dash to other digits is still a card.
@@ -503,7 +474,7 @@ _PHONE_RUN = re.compile(
 )
 
 
-def _phone(text: str, match: re.Match[str]) -> tuple[list[_Span], int]:
+def _phone(text: str, match: re.Match[str]) -> tuple[list[Span], int]:
     if match.end() - match.start() < 7:  # fewer digits than any phone
         return [], match.end()
     # Split only at spaces: "192.168.10.25" or "2024-01-15" is one thing, judged whole.
@@ -571,11 +542,13 @@ def _is_date(a: _Group, b: _Group, c: _Group) -> bool:
 # --- the rules ----------------------------------------------------------------------------------
 
 _PASSES: dict[Rule, Callable[[str], str]] = {
+    Rule.SECRET: redact_secret_pairs,
     Rule.API_KEY: _redact_api_keys,
-    Rule.EMAIL: lambda text: _scan(text, _EMAIL, _email, right_after=_EMAIL_RIGHT_AFTER),
-    Rule.IBAN: lambda text: _scan(text, _IBAN, _iban),
-    Rule.CARD: lambda text: _scan(text, _CARD_RUN, _card),
-    Rule.PHONE: lambda text: _scan(text, _PHONE_RUN, _phone),
+    Rule.EMAIL: lambda text: scan(text, _EMAIL, _email, right_after=_EMAIL_RIGHT_AFTER),
+    Rule.IP: redact_ips,
+    Rule.IBAN: lambda text: scan(text, _IBAN, _iban),
+    Rule.CARD: lambda text: scan(text, _CARD_RUN, _card),
+    Rule.PHONE: lambda text: scan(text, _PHONE_RUN, _phone),
 }
 
 
@@ -590,17 +563,29 @@ def _rules_in_force(rules: Sequence[str] | None) -> tuple[Rule, ...]:
     return tuple(rule for rule in Rule if rule.value in names)
 
 
+@dataclass(frozen=True, slots=True)
+class _InForce:
+    rules: tuple[Rule, ...]
+    custom: tuple[tuple[str, re.Pattern[str]], ...]  # RUNS_REDACTION_CUSTOM_RULES, compiled
+
+
+def _in_force(rules: Sequence[str] | None) -> _InForce:
+    return _InForce(_rules_in_force(rules), custom_rules(reserved=RULES))
+
+
 def redact_text(text: str, rules: Sequence[str] | None = None) -> str:
-    """``text`` with every match of ``rules`` (None: ``settings.RUNS_REDACTION_RULES``) replaced
-    by its placeholder. Raises ``ValueError`` for an unknown rule name."""
-    in_force = _rules_in_force(rules)
-    return _redact_text(text, in_force)
+    """``text`` with every match of ``rules`` (None: ``settings.RUNS_REDACTION_RULES``) and of the
+    custom rules replaced by its placeholder. Raises ``ValueError`` for an unknown rule name or a
+    custom rule the system check refuses."""
+    return _redact_text(text, _in_force(rules))
 
 
-def _redact_text(text: str, rules: tuple[Rule, ...]) -> str:
+def _redact_text(text: str, in_force: _InForce) -> str:
     for _ in range(MAX_PASSES):
         before = text
-        for rule in rules:
+        # The operator's own rules first: they know their ids better than the generic shapes do.
+        text = redact_custom(text, in_force.custom)
+        for rule in in_force.rules:
             text = _PASSES[rule](text)
         if text == before:
             break
@@ -608,22 +593,31 @@ def _redact_text(text: str, rules: tuple[Rule, ...]) -> str:
 
 
 def redact(value: Any, rules: Sequence[str] | None = None) -> Any:
-    """A JSON-like ``value`` with its strings redacted (dict keys kept), and integral numbers that
-    are Luhn-valid card numbers replaced by ``"[card]"``. Tuples stay tuples; other values are
-    returned as they are."""
-    return _redact_value(value, _rules_in_force(rules))
+    """A JSON-like ``value`` with its strings redacted (dict keys kept), integral numbers that
+    are Luhn-valid card numbers replaced by ``"[card]"``, and, with the ``secret`` rule, every
+    value under a key named like a secret (``password``, ``api_key``…) replaced by
+    ``"[secret]"``. Tuples stay tuples; other values are returned as they are."""
+    return _redact_value(value, _in_force(rules))
 
 
-def _redact_value(value: Any, rules: tuple[Rule, ...]) -> Any:
+def _redact_value(value: Any, in_force: _InForce) -> Any:
     if isinstance(value, str):
-        return _redact_text(value, rules)
+        return _redact_text(value, in_force)
     if isinstance(value, dict):
-        return {key: _redact_value(item, rules) for key, item in value.items()}
+        secrets = Rule.SECRET in in_force.rules
+        return {
+            key: (
+                secret_value(item)
+                if secrets and isinstance(key, str) and secret_name(key)
+                else _redact_value(item, in_force)
+            )
+            for key, item in value.items()
+        }
     if isinstance(value, list):
-        return [_redact_value(item, rules) for item in value]
+        return [_redact_value(item, in_force) for item in value]
     if isinstance(value, tuple):
-        return tuple(_redact_value(item, rules) for item in value)
-    if Rule.CARD in rules and _is_card_number(value):
+        return tuple(_redact_value(item, in_force) for item in value)
+    if Rule.CARD in in_force.rules and _is_card_number(value):
         return placeholder(Rule.CARD)
     return value
 
@@ -645,7 +639,8 @@ def _is_card_number(value: Any) -> bool:
 
 def redaction_rules_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """``RUNS_REDACTION_RULES`` names known rules only (runs.E001, runs.E002); an empty list is a
-    warning (runs.W001): every input and output would be stored as it came."""
+    warning (runs.W001): every input and output would be stored as it came. Every custom rule
+    compiles and is safe to run (runs.E003, ``custom_rule_problems``)."""
     names = settings.RUNS_REDACTION_RULES
     if isinstance(names, str) or not isinstance(names, list | tuple):
         return [
@@ -672,4 +667,13 @@ def redaction_rules_check(app_configs: Any = None, **kwargs: Any) -> list[checks
                 id="runs.W001",
             )
         )
+    messages += [
+        checks.Error(
+            problem,
+            hint="RUNS_REDACTION_CUSTOM_RULES maps names to regexes, e.g. "
+            '{"customer_id": "CUST-[0-9]{8}"}. Until this is fixed, redaction refuses to run.',
+            id="runs.E003",
+        )
+        for problem in custom_rule_problems(settings.RUNS_REDACTION_CUSTOM_RULES, reserved=RULES)
+    ]
     return messages

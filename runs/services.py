@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from registry.errors import Problem, ProblemsError, RegistryError
 
+from .calls import KeyRef
 from .models import Call, ModelPrice, Provider, ShadowRun
 
 
@@ -102,11 +103,16 @@ def model_price_set(
 
 @transaction.atomic
 def call_feedback_set(
-    *, request_id: str, feedback: float, environments: Collection[str] = ()
+    *,
+    request_id: str,
+    feedback: float,
+    environments: Collection[str] = (),
+    key: KeyRef | None = None,
 ) -> Call:
     """Records the user's verdict on a call the registry ran, after the fact (``feedback`` from -1,
     bad, to 1, good; a later verdict replaces an earlier one). ``environments`` limits which calls
-    may be touched (empty: any). A request id a caller reused names its latest call."""
+    may be touched (empty: any). A request id a caller reused names its latest call. ``key`` is the
+    API key that sent it, kept with it: a canary analysis counts it only if it trusts that key."""
     calls = Call.objects.select_for_update().filter(request_id=request_id)
     if environments:
         calls = calls.filter(environment__name__in=environments)
@@ -114,7 +120,9 @@ def call_feedback_set(
     if call is None:
         raise CallNotFound()
     call.feedback = feedback
-    call.save(update_fields=["feedback"])
+    call.feedback_key_id = key.id if key else None
+    call.feedback_key_label = key.label if key else ""
+    call.save(update_fields=["feedback", "feedback_key_id", "feedback_key_label"])
     return call
 
 

@@ -33,6 +33,7 @@ from .calls import completion_cost, stored_output
 from .comparison import compare
 from .execution import attempts_as_dicts
 from .models import Call, ShadowRun
+from .payloads import PayloadError, PayloadRefused, payload_open
 from .providers import ProviderUnavailable, complete
 
 logger = logging.getLogger(__name__)
@@ -40,17 +41,45 @@ logger = logging.getLogger(__name__)
 BUDGET_WINDOW = timedelta(hours=1)
 
 
-def shadow_run_execute(
-    *, call_id: int, version: int, kind: str, variables: Mapping[str, Any], locale: str
+def shadow_run_execute(*, call_id: int, version: int, kind: str, payload: str) -> ShadowRun | None:
+    """Run one shadow job; returns its row (None when the live call is gone, e.g. expired).
+
+    ``payload`` is the sealed variables and locale (``runs.payloads``). One that has expired or
+    that no key in force opens ends the run as an error naming why, and calls no model."""
+    claimed = _claim_job(call_id=call_id, number=version, kind=kind)
+    if not isinstance(claimed, tuple):
+        return claimed
+    call, run = claimed
+    try:
+        opened = payload_open(payload)
+    except PayloadError as exc:
+        return _finish(run, status=ShadowRun.Status.ERROR, error_class=exc.reason.value)
+    return _run(run=run, call=call, variables=opened.variables, locale=opened.locale)
+
+
+def shadow_run_refuse(
+    *, call_id: int, version: int, kind: str, reason: PayloadRefused
 ) -> ShadowRun | None:
-    """Run one shadow job; returns its row (None when the live call is gone, e.g. expired)."""
+    """A job the worker dropped unopened (its Celery expiry passed): its run ends as an error
+    naming ``reason``, so the report counts the lost sample and no run stays pending."""
+    claimed = _claim_job(call_id=call_id, number=version, kind=kind)
+    if not isinstance(claimed, tuple):
+        return claimed
+    return _finish(claimed[1], status=ShadowRun.Status.ERROR, error_class=reason.value)
+
+
+def _claim_job(
+    *, call_id: int, number: int, kind: str
+) -> tuple[Call, ShadowRun] | ShadowRun | None:
+    """The live call and its pending run, to be run now; else the run as it stands (finished, or
+    None when the call is gone or the shadow stopped)."""
     call = Call.objects.select_related("prompt", "environment").filter(pk=call_id).first()
     if call is None:
         return None
-    claimed = _claim(call=call, number=version, kind=kind)
+    claimed = _claim(call=call, number=number, kind=kind)
     if claimed is None or claimed.status != ShadowRun.Status.PENDING:
         return claimed
-    return _run(run=claimed, call=call, variables=variables, locale=locale)
+    return call, claimed
 
 
 def _claim(*, call: Call, number: int, kind: str) -> ShadowRun | None:

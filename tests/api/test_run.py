@@ -21,6 +21,7 @@ from runs import outbox
 from runs.calls import subject_hash
 from runs.execution import run_prepare
 from runs.models import Call, ModelPrice, Provider
+from runs.payloads import payload_open
 from tests.factories import PromptFactory, make_version
 
 URL = "/api/v1/prompts/support.refund-reply/run"
@@ -439,7 +440,9 @@ def test_a_sampled_call_queues_its_shadows_after_commit(
         (2, "noise"),
     ]
     assert all(job["call_id"] == call.pk for job in queued)
-    assert queued[0]["variables"] == {"customer_name": "H"}  # the real inputs, not the redacted
+    # The real inputs, not the redacted, and sealed: no variable in the job in clear text.
+    assert "variables" not in queued[0]
+    assert payload_open(queued[0]["payload"]).variables == {"customer_name": "H"}
 
 
 def test_a_failed_live_call_queues_no_shadow(

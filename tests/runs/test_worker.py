@@ -7,12 +7,14 @@ polls the database with a generous deadline; nothing here measures time.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
+import redis
 
 from releases.services import release_shadow_start
 from runs.models import Call, ShadowRun
@@ -46,10 +48,12 @@ def shadowing(released, manager, model_server, make_client, settings):
             reason="compare",
         )
 
-        def live() -> dict:
+        def live(**variables: str) -> dict:
             response = runner.post(
                 "/api/v1/prompts/support.refund-reply/run",
-                data=json.dumps({"environment": "staging", "variables": {"customer_name": "Al"}}),
+                data=json.dumps(
+                    {"environment": "staging", "variables": variables or {"customer_name": "Al"}}
+                ),
                 content_type="application/json",
             )
             assert response.status_code == 200, response.content
@@ -110,3 +114,46 @@ def test_a_job_taken_by_a_worker_that_dies_is_run_by_the_next(shadowing, worker,
     run = ShadowRun.objects.get()
     assert run.version.number == 4
     assert run.output != ""
+
+
+SECRET = "Zelda Quux-Ambersmith"
+
+
+def test_what_waits_in_redis_is_sealed_and_expires(shadowing, worker, settings) -> None:
+    live = shadowing(1)  # no worker: the job stays in Redis, where it is read as it lies
+    answer = live(customer_name=SECRET)
+    assert outbox.flush(10)
+    broker = redis.Redis.from_url(settings.REDIS_URL)
+    [raw] = broker.lrange(settings.CELERY_TASK_DEFAULT_QUEUE, 0, -1)
+    message = json.loads(raw)
+    body = base64.b64decode(message["body"])
+    _args, kwargs, _embed = json.loads(body)
+    # The right message (its ids are in the clear), and the variable in neither the envelope, its
+    # headers (kwargsrepr), nor the body.
+    assert kwargs["call_id"] == Call.objects.get(request_id=answer["request_id"]).pk
+    for text in (raw, body):
+        assert SECRET.encode() not in text
+        assert b"Zelda" not in text
+    assert message["headers"]["expires"] is not None
+    worker.start()
+    wait_for(finished(1), "the sealed job to run")
+    assert ShadowRun.objects.get().call.request_id == answer["request_id"]
+
+
+def test_a_job_that_waited_past_its_expiry_is_dropped_unrun(
+    shadowing, worker, settings, model_server
+) -> None:
+    settings.SHADOW_JOB_TTL_SECONDS = 1
+    live = shadowing(1)
+    live()
+    assert outbox.flush(10)
+    calls_before = len(model_server.requests.for_path("/v1/chat/completions"))
+    time.sleep(1.5)  # the job's expiry passes while no worker runs
+    worker.start()
+    wait_for(
+        lambda: ShadowRun.objects.filter(status=ShadowRun.Status.ERROR).exists(),
+        "the expired job's run to be recorded",
+    )
+    run = ShadowRun.objects.get()
+    assert run.error_class == "payload_expired"
+    assert len(model_server.requests.for_path("/v1/chat/completions")) == calls_before
