@@ -26,7 +26,7 @@ from .locales import locale_normalize
 from .rendering import SECTIONS, Sections, template_check
 from .variables import VariableSpec, variable_specs_check
 
-PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 MODEL_NAME_MAX = 200
 MAX_FALLBACKS = 5
 
@@ -268,7 +268,7 @@ def sections_hash(sections: Sections) -> str:
 
 def _target_check(target: ModelTarget, pointer: str) -> list[Problem]:
     problems: list[Problem] = []
-    if not PROVIDER_NAME.match(target.provider or ""):
+    if not PROVIDER_NAME.fullmatch(target.provider or ""):
         problems.append(
             Problem(
                 "invalid_provider",
@@ -379,7 +379,7 @@ def model_binding_providers_check(
     return [
         _provider_unknown(name, configured, at)
         for name, at in targets
-        if isinstance(name, str) and PROVIDER_NAME.match(name) and name not in configured
+        if isinstance(name, str) and PROVIDER_NAME.fullmatch(name) and name not in configured
     ]
 
 
