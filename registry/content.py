@@ -276,11 +276,19 @@ def _target_check(target: ModelTarget, pointer: str) -> list[Problem]:
                 f"{pointer}/provider",
             )
         )
-    if not target.model or len(target.model) > MODEL_NAME_MAX or not target.model.strip():
+    model = target.model
+    # The name goes to the provider as is: "gpt-4o\n" would be another, unknown, model.
+    if (
+        not model
+        or len(model) > MODEL_NAME_MAX
+        or model != model.strip()
+        or not model.isprintable()
+    ):
         problems.append(
             Problem(
                 "invalid_model",
-                f"Name the model (1 to {MODEL_NAME_MAX} characters).",
+                f"Name the model (1 to {MODEL_NAME_MAX} printable characters, no space at "
+                "either end).",
                 f"{pointer}/model",
             )
         )
