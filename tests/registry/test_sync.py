@@ -645,12 +645,19 @@ def test_a_changed_file_with_the_exported_message_gets_an_import_message(tmp_pat
 
 
 def laughs(levels: int) -> str:
-    """A "billion laughs" file: each level names the one before it ten times, so a few hundred
-    bytes stand for 10**levels strings to whatever walks the document."""
-    lines = ["key: support.bad", 'l0: &l0 "lol"']
+    """A valid prompt file holding a "billion laughs": each level names the one before it ten
+    times, so a few hundred bytes stand for 10**levels strings to whatever walks the document
+    (here the JSON check of the response schema)."""
+    lines = ['l0: &l0 "lol"']
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
-    lines.append(f"description: *l{levels}")
-    return "\n".join(lines) + "\n"
+    valid = dict(VALID, key="support.bad")
+    valid["model"] = {**VALID["model"], "response_schema": {"examples": "BOMB"}}
+    body = yaml.safe_dump(valid, sort_keys=False)
+    return (
+        "\n".join(lines)
+        + "\n"
+        + body.replace("'BOMB'", f"*l{levels}").replace("BOMB", f"*l{levels}")
+    )
 
 
 def test_a_billion_laughs_file_is_refused_at_its_first_anchor(tmp_path):
@@ -661,7 +668,7 @@ def test_a_billion_laughs_file_is_refused_at_its_first_anchor(tmp_path):
 
     [failure] = exc.value.failures
     [problem] = failure.problems
-    assert (problem.code, problem.line) == ("yaml_alias", 2)
+    assert (problem.code, problem.line) == ("yaml_alias", 1)
     assert "the anchor &l0 is not allowed" in problem.detail
 
 
