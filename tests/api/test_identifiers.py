@@ -21,6 +21,7 @@ from django.test import Client
 from django.urls import reverse
 from promptregistry.store import BundleStore
 
+from api.services import ApiKeyInvalid, apikey_create
 from evaluations.models import Case, Dataset
 from registry.content import VersionContent, content_check
 from registry.models import Prompt
@@ -138,6 +139,14 @@ def test_an_experiment_variant_ending_in_a_newline_is_refused(released, manager)
         )
 
     assert [p.pointer for p in exc.value.problems] == ["/variants/0/name"]
+
+
+@pytest.mark.parametrize("name", ["ci-bot\n", "ci\nbot", "ci-bot#12"])
+def test_an_api_key_name_cannot_forge_an_audit_label(name):
+    with pytest.raises(ApiKeyInvalid) as exc:
+        apikey_create(name=name, scopes=["prompts:read"])
+
+    assert [p.code for p in exc.value.problems] == ["invalid_name"]
 
 
 # --- the model validators (what the admin's forms check) ---------------------------------------
