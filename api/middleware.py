@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 
 from . import problems
@@ -29,22 +32,64 @@ API_PREFIX = "/api/"
 REDIRECTED_METHODS = frozenset({"GET", "HEAD"})
 
 
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """The ``SECURE_*`` settings the runtime path applies, read once: each ``settings.X`` costs
+    about a microsecond, a few per request on the fast path. ``override_settings`` (and any other
+    change through ``setting_changed``) drops the copy, so they still act as read at call time."""
+
+    redirect: bool
+    exempt: tuple[re.Pattern[str], ...]
+    ssl_host: str | None
+    hsts: str | None  # the Strict-Transport-Security value, None when off
+    nosniff: bool
+
+
+_transport: Transport | None = None
+
+
+def transport() -> Transport:
+    global _transport
+    if _transport is None:
+        hsts = None
+        if settings.SECURE_HSTS_SECONDS:
+            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            hsts += "; includeSubDomains" if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS else ""
+            hsts += "; preload" if settings.SECURE_HSTS_PRELOAD else ""
+        _transport = Transport(
+            redirect=settings.SECURE_SSL_REDIRECT,
+            exempt=tuple(re.compile(r) for r in settings.SECURE_REDIRECT_EXEMPT),
+            ssl_host=settings.SECURE_SSL_HOST,
+            hsts=hsts,
+            nosniff=settings.SECURE_CONTENT_TYPE_NOSNIFF,
+        )
+    return _transport
+
+
+@receiver(setting_changed)
+def _transport_changed(*, setting: str, **kwargs: object) -> None:
+    global _transport
+    if setting.startswith("SECURE_"):
+        _transport = None
+
+
 def https_refusal(request: HttpRequest) -> HttpResponse | None:
     """What ``SecurityMiddleware`` would answer to a plain-http request, for the paths that do not
     reach it; ``None`` lets the request through.
 
     Honours ``SECURE_SSL_REDIRECT``, ``SECURE_PROXY_SSL_HEADER`` (through ``is_secure``),
-    ``SECURE_REDIRECT_EXEMPT`` and ``SECURE_SSL_HOST``, read at call time. A GET or HEAD is
-    redirected with a 301 as Django does; any other method is refused with a 403 problem. Repeating
-    a write over https would hide the misconfigured client for ever, while its key and payload
-    keep crossing the network in clear on every first attempt: the client must fix its URL.
+    ``SECURE_REDIRECT_EXEMPT`` and ``SECURE_SSL_HOST``. A GET or HEAD is redirected with a 301 as
+    Django does; any other method is refused with a 403 problem. Repeating a write over https
+    would hide the misconfigured client for ever, while its key and payload keep crossing the
+    network in clear on every first attempt: the client must fix its URL.
     """
-    if not settings.SECURE_SSL_REDIRECT or request.is_secure():
+    policy = transport()
+    if not policy.redirect or request.is_secure():
         return None
     path = request.path.lstrip("/")
-    if any(re.search(pattern, path) for pattern in settings.SECURE_REDIRECT_EXEMPT):
+    if any(pattern.search(path) for pattern in policy.exempt):
         return None
-    location = f"https://{settings.SECURE_SSL_HOST or request.get_host()}{request.get_full_path()}"
+    location = f"https://{policy.ssl_host or request.get_host()}{request.get_full_path()}"
     if request.method in REDIRECTED_METHODS:
         return HttpResponsePermanentRedirect(location)
     return _problem(
@@ -58,14 +103,10 @@ def https_refusal(request: HttpRequest) -> HttpResponse | None:
 def secure_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """The headers ``SecurityMiddleware`` adds to every answer, that a JSON API needs: HSTS on
     https (so a client that learnt it never tries http again) and ``nosniff``."""
-    if settings.SECURE_HSTS_SECONDS and request.is_secure():
-        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
-        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-            hsts += "; includeSubDomains"
-        if settings.SECURE_HSTS_PRELOAD:
-            hsts += "; preload"
-        response.headers.setdefault("Strict-Transport-Security", hsts)
-    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+    policy = transport()
+    if policy.hsts and request.is_secure():
+        response.headers.setdefault("Strict-Transport-Security", policy.hsts)
+    if policy.nosniff:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
 

@@ -190,6 +190,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
 # `manage.py dataset import`; evaluations.casefiles).
 PROMPT_FILE_MAX_BYTES = env_int("PROMPT_FILE_MAX_BYTES", default=2_097_152, minimum=1024)
 DATASET_FILE_MAX_BYTES = env_int("DATASET_FILE_MAX_BYTES", default=5_242_880, minimum=1024)
+DATA_UPLOAD_MAX_NUMBER_FILES = 1  # the only upload, a case import, is one file
 FILE_UPLOAD_HANDLERS = [
     "config.uploads.TruncatingUploadHandler",  # stores no file past DATASET_FILE_MAX_BYTES + 1
     "django.core.files.uploadhandler.MemoryFileUploadHandler",

@@ -347,3 +347,13 @@ def test_the_import_reads_at_most_one_byte_past_the_limit():
     file = io.BytesIO(b"x" * 10_000)
     with override_settings(DATASET_FILE_MAX_BYTES=1024):
         assert len(case_file_read(file)) == 1025
+
+
+def test_an_upload_of_several_files_is_refused(author_client, dataset):
+    files = [upload(jsonl(case("Ada")), f"cases{i}.jsonl") for i in range(2)]
+
+    response = author_client.post(import_url(dataset), {"file": files, "dry_run": "on"})
+
+    # Each file would be stored up to the limit: one file a request, as the form takes.
+    assert response.status_code == 400
+    assert not Case.objects.exists()
