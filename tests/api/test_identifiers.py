@@ -118,11 +118,17 @@ def test_a_binding_whose_provider_ends_in_a_newline_is_refused_before_it_is_look
 
 
 @pytest.mark.parametrize(
-    "fields", [{"name": "local\n"}, {"name": "local", "api_key_env": "OPENAI_API_KEY\n"}]
+    ("fields", "pointer"),
+    [
+        ({"name": "local\n"}, "/name"),
+        ({"name": "local", "api_key_env": "OPENAI_API_KEY\n"}, "/api_key_env"),
+    ],
 )
-def test_a_provider_named_with_a_newline_is_refused(fields):
-    with pytest.raises(ProviderInvalid):
+def test_a_provider_named_with_a_newline_is_refused(fields, pointer):
+    with pytest.raises(ProviderInvalid) as exc:
         provider_save(**({"base_url": "http://127.0.0.1:9/v1"} | fields))
+
+    assert pointer in [p.pointer for p in exc.value.problems]
     assert not Provider.objects.filter(name__startswith="local\n").exists()
 
 
