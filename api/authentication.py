@@ -28,7 +28,7 @@ class KeyPrincipal:
 
     @property
     def actor(self) -> Actor:
-        return Actor(label=f"key:{self.key.name}")
+        return Actor.for_api_key(name=self.key.name, key_id=self.key.pk)
 
 
 def bearer_token(header: str) -> str | None:

@@ -4,43 +4,145 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponse
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 
 from . import problems
 from .run import run_view
 from .runtime import ENVIRONMENT, KEY, _problem, bundle_view, render_view, resolve_view
 from .stream import stream_view
 
+# Matched with ``fullmatch``: with ``match``, ``$`` also matches before a final newline, so
+# ".../resolve%0A" would be answered as ".../resolve".
 ROUTES: list[tuple[re.Pattern[str], Callable[..., HttpResponse]]] = [
-    (re.compile(rf"^/api/v1/prompts/{KEY}/resolve$"), resolve_view),
-    (re.compile(rf"^/api/v1/prompts/{KEY}/render$"), render_view),
-    (re.compile(rf"^/api/v1/prompts/{KEY}/run$"), run_view),
-    (re.compile(rf"^/api/v1/environments/{ENVIRONMENT}/bundle$"), bundle_view),
-    (re.compile(rf"^/api/v1/environments/{ENVIRONMENT}/stream$"), stream_view),
+    (re.compile(rf"/api/v1/prompts/{KEY}/resolve"), resolve_view),
+    (re.compile(rf"/api/v1/prompts/{KEY}/render"), render_view),
+    (re.compile(rf"/api/v1/prompts/{KEY}/run"), run_view),
+    (re.compile(rf"/api/v1/environments/{ENVIRONMENT}/bundle"), bundle_view),
+    (re.compile(rf"/api/v1/environments/{ENVIRONMENT}/stream"), stream_view),
 ]
+API_PREFIX = "/api/"
+# Methods a redirect may repeat: a 301 makes most clients send a POST again as a GET, without its
+# body (urllib, requests and browsers all do), which would turn a write into a confusing 405.
+REDIRECTED_METHODS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """The ``SECURE_*`` settings the runtime path applies, read once: each ``settings.X`` costs
+    about a microsecond, a few per request on the fast path. ``override_settings`` (and any other
+    change through ``setting_changed``) drops the copy, so they still act as read at call time."""
+
+    redirect: bool
+    exempt: tuple[re.Pattern[str], ...]
+    ssl_host: str | None
+    hsts: str | None  # the Strict-Transport-Security value, None when off
+    nosniff: bool
+
+
+_transport: Transport | None = None
+
+
+def transport() -> Transport:
+    global _transport
+    if _transport is None:
+        hsts = None
+        if settings.SECURE_HSTS_SECONDS:
+            hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            hsts += "; includeSubDomains" if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS else ""
+            hsts += "; preload" if settings.SECURE_HSTS_PRELOAD else ""
+        _transport = Transport(
+            redirect=settings.SECURE_SSL_REDIRECT,
+            exempt=tuple(re.compile(r) for r in settings.SECURE_REDIRECT_EXEMPT),
+            ssl_host=settings.SECURE_SSL_HOST,
+            hsts=hsts,
+            nosniff=settings.SECURE_CONTENT_TYPE_NOSNIFF,
+        )
+    return _transport
+
+
+@receiver(setting_changed)
+def _transport_changed(*, setting: str, **kwargs: object) -> None:
+    global _transport
+    if setting.startswith("SECURE_"):
+        _transport = None
+
+
+def https_refusal(request: HttpRequest) -> HttpResponse | None:
+    """What ``SecurityMiddleware`` would answer to a plain-http request, for the paths that do not
+    reach it; ``None`` lets the request through.
+
+    Honours ``SECURE_SSL_REDIRECT``, ``SECURE_PROXY_SSL_HEADER`` (through ``is_secure``),
+    ``SECURE_REDIRECT_EXEMPT`` and ``SECURE_SSL_HOST``. A GET or HEAD is redirected with a 301 as
+    Django does; any other method is refused with a 403 problem. Repeating a write over https
+    would hide the misconfigured client for ever, while its key and payload keep crossing the
+    network in clear on every first attempt: the client must fix its URL.
+    """
+    policy = transport()
+    if not policy.redirect or request.is_secure():
+        return None
+    path = request.path.lstrip("/")
+    if any(pattern.search(path) for pattern in policy.exempt):
+        return None
+    location = f"https://{policy.ssl_host or request.get_host()}{request.get_full_path()}"
+    if request.method in REDIRECTED_METHODS:
+        return HttpResponsePermanentRedirect(location)
+    return _problem(
+        problems.HTTPS_REQUIRED,
+        f"Send this request to {location}; plain http is refused, not redirected, for "
+        f"{request.method}.",
+        request,
+    )
+
+
+def secure_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """The headers ``SecurityMiddleware`` adds to every answer, that a JSON API needs: HSTS on
+    https (so a client that learnt it never tries http again) and ``nosniff``."""
+    policy = transport()
+    if policy.hsts and request.is_secure():
+        response.headers.setdefault("Strict-Transport-Security", policy.hsts)
+    if policy.nosniff:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
 
 
 class RuntimeMiddleware:
     """First in ``MIDDLEWARE``: answers the runtime paths directly, skipping the rest of the
-    stack (sessions, CSRF, auth, messages), which those paths do not use. Everything else passes."""
+    stack (sessions, CSRF, auth, messages), which those paths do not use. Everything else passes.
+
+    Of what it skips, it keeps the Host check and ``SecurityMiddleware``'s https redirect and
+    headers (``https_refusal``, ``secure_headers``); a write over plain http to any API path is
+    refused here too, rather than redirected as a GET further down the stack."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
-        if path.startswith("/api/v1/"):
-            for pattern, view in ROUTES:
-                match = pattern.match(path)
-                if match is not None:
-                    # Django's Host check normally runs in CommonMiddleware, which is skipped here.
-                    try:
-                        request.get_host()
-                    except DisallowedHost:
-                        return _problem(
-                            problems.BAD_HOST, "The Host header is not allowed.", request
-                        )
-                    return view(request, **match.groupdict())
+        if not path.startswith(API_PREFIX):
+            return self.get_response(request)
+        for pattern, view in ROUTES:
+            match = pattern.fullmatch(path)
+            if match is not None:
+                # Django's Host check normally runs in CommonMiddleware, which is skipped here.
+                try:
+                    request.get_host()
+                except DisallowedHost:
+                    return _problem(problems.BAD_HOST, "The Host header is not allowed.", request)
+                response = https_refusal(request)
+                if response is None:
+                    response = view(request, **match.groupdict())
+                return secure_headers(request, response)
+        if request.method not in REDIRECTED_METHODS:
+            try:
+                refusal = https_refusal(request)
+            except DisallowedHost:
+                refusal = None  # CommonMiddleware answers it, further down
+            if refusal is not None:
+                return refusal
         return self.get_response(request)

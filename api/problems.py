@@ -61,6 +61,8 @@ BAD_HOST = ProblemType(400, "bad-host", "The Host header names no host this serv
 UNAUTHENTICATED = ProblemType(401, "unauthenticated", "A valid API key is needed.")
 FORBIDDEN = ProblemType(403, "forbidden", "This API key may not do that.")
 INSUFFICIENT_SCOPE = ProblemType(403, "insufficient-scope", "The API key lacks a scope this needs.")
+# SECURE_SSL_REDIRECT is on and a write came over plain http (api/middleware.py says why not 301).
+HTTPS_REQUIRED = ProblemType(403, "https-required", "This service answers only over https.")
 ENVIRONMENT_FORBIDDEN = ProblemType(
     403, "environment-forbidden", "The API key is limited to other environments."
 )

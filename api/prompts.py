@@ -42,10 +42,14 @@ class PromptCollectionApi(APIView):
         class Meta:
             ref_name = "PromptCreateInput"
 
-        key = serializers.CharField(max_length=150)
+        # Identifiers are not trimmed: "support.x\n" is refused with a pointer at the key, never
+        # stored as another key than the one the client sent and will ask for.
+        key = serializers.CharField(max_length=150, trim_whitespace=False)
         description = serializers.CharField(required=False, allow_blank=True, default="")
         default_locale = serializers.CharField(required=False, default="en", max_length=35)
-        tags = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+        tags = serializers.ListField(
+            child=serializers.CharField(trim_whitespace=False), required=False, default=list
+        )
 
     class QuerySerializer(serializers.Serializer):
         class Meta:
@@ -106,7 +110,9 @@ class PromptDetailApi(APIView):
             ref_name = "PromptUpdateInput"
 
         description = serializers.CharField(required=False, allow_blank=True)
-        tags = serializers.ListField(child=serializers.CharField(), required=False)
+        tags = serializers.ListField(
+            child=serializers.CharField(trim_whitespace=False), required=False
+        )
 
     def get_permissions(self):
         return scope_by_method(self.request, read=Scope.PROMPTS_READ, write=Scope.PROMPTS_WRITE)

@@ -49,7 +49,7 @@ from .runtime import (
 logger = logging.getLogger(__name__)
 
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,100}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,100}")
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
@@ -57,7 +57,7 @@ def _request_id(request: HttpRequest) -> str:
     """The caller's ``X-Request-Id`` when it is a sane token (so logs on both sides join up), else
     a new one."""
     given = request.META.get("HTTP_X_REQUEST_ID", "")
-    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 @csrf_exempt  # a bearer key, never a cookie, authenticates it (when reached through the URLconf)

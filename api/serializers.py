@@ -34,8 +34,11 @@ class SectionsSerializer(serializers.Serializer):
     )
 
 
+# Identifiers (a variable's name, a provider, a model) are not trimmed: the registry refuses
+# "name\n" with a pointer at it, as the admin and the importer do, rather than the API storing a
+# name other than the one the client sent.
 class VariableSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=64)
+    name = serializers.CharField(max_length=64, trim_whitespace=False)
     type = serializers.ChoiceField(choices=[str(t) for t in VariableType], default="string")
     # No default here: left out, a variable is optional exactly when it has a default, as in an
     # export file (``VariableSpec.from_dict``), so the API and the importer read a body alike.
@@ -47,8 +50,8 @@ class VariableSerializer(serializers.Serializer):
 
 
 class ModelTargetSerializer(serializers.Serializer):
-    provider = serializers.CharField(max_length=63)
-    model = serializers.CharField(max_length=200)
+    provider = serializers.CharField(max_length=63, trim_whitespace=False)
+    model = serializers.CharField(max_length=200, trim_whitespace=False)
     parameters = serializers.DictField(required=False, default=dict)
 
 

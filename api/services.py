@@ -34,8 +34,16 @@ def apikey_create(
     ]
     if not scopes:
         problems.append(Problem("no_scope", "Give the key at least one scope.", "/scopes"))
-    if not name.strip() or len(name) > 100:
-        problems.append(Problem("invalid_name", "Name the key (1 to 100 characters).", "/name"))
+    # The name is what audit labels show ("key:<name>#<id>"): no line breaks or other control
+    # characters to forge a line with, no "#" to forge an id with.
+    if not name.strip() or len(name) > 100 or not name.isprintable() or "#" in name:
+        problems.append(
+            Problem(
+                "invalid_name",
+                "Name the key (1 to 100 printable characters, without '#').",
+                "/name",
+            )
+        )
     # A misspelt limit would make a key that silently fits no environment at all.
     existing = set(environment_list(names=environments).values_list("name", flat=True))
     problems += [

@@ -189,6 +189,17 @@ SECURE_PROXY_SSL_HEADER = (_proxy_header, "https") if _proxy_header else None
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
     "DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576, minimum=1024
 )
+# Files people hand the registry, read up to this size before anything parses them: a prompt file
+# of `manage.py prompts import` (registry.yamlfiles) and a dataset's case file (admin upload,
+# `manage.py dataset import`; evaluations.casefiles).
+PROMPT_FILE_MAX_BYTES = env_int("PROMPT_FILE_MAX_BYTES", default=2_097_152, minimum=1024)
+DATASET_FILE_MAX_BYTES = env_int("DATASET_FILE_MAX_BYTES", default=5_242_880, minimum=1024)
+DATA_UPLOAD_MAX_NUMBER_FILES = 1  # the only upload, a case import, is one file
+FILE_UPLOAD_HANDLERS = [
+    "config.uploads.TruncatingUploadHandler",  # stores no file past DATASET_FILE_MAX_BYTES + 1
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],

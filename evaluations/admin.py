@@ -10,11 +10,14 @@ import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.core.files.uploadedfile import UploadedFile
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet, Value
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -25,6 +28,7 @@ from registry.actors import Actor
 from registry.admin.errors import ServiceErrorsAsMessages
 from registry.errors import ProblemsError
 
+from .casefiles import MAX_IMPORT_CASES, case_file_read, file_too_large
 from .models import Case, Dataset
 from .selectors import dataset_cases, dataset_list
 from .services import ImportFormat, dataset_create, dataset_import, dataset_update
@@ -211,7 +215,7 @@ class DatasetAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
             try:
                 result = dataset_import(
                     dataset=dataset,
-                    content=upload.read(),
+                    content=case_file_read(upload),
                     format=form.format_for(upload.name),
                     replace=form.cleaned_data["replace"],
                     dry_run=form.cleaned_data["dry_run"],
@@ -234,7 +238,7 @@ class DatasetAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
 
 
 class CaseImportForm(forms.Form):
-    file = forms.FileField(help_text="UTF-8, at most 5 MB and 5,000 cases.")
+    file = forms.FileField()  # its help text names DATASET_FILE_MAX_BYTES as it is now
     format = forms.ChoiceField(
         choices=[("", "From the file's extension")]
         + [(f.value, f.value.upper()) for f in ImportFormat],
@@ -250,6 +254,21 @@ class CaseImportForm(forms.Form):
         initial=True,
         help_text="Check and show what would be imported; store nothing.",
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limit = settings.DATASET_FILE_MAX_BYTES
+        self.fields[
+            "file"
+        ].help_text = f"UTF-8, at most {filesizeformat(limit)} and {MAX_IMPORT_CASES:,} cases."
+
+    def clean_file(self) -> UploadedFile:
+        # The size the upload handlers counted, before a byte of the file is read (they stop
+        # storing it past the limit: config.uploads).
+        upload = self.cleaned_data["file"]
+        if upload.size > settings.DATASET_FILE_MAX_BYTES:
+            raise forms.ValidationError(file_too_large(upload.size, at_least=True).detail)
+        return upload
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

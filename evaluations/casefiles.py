@@ -21,7 +21,9 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, BinaryIO
+
+from django.conf import settings
 
 from registry.errors import LocaleInvalid, Problem, Severity, VariablesInvalid
 from registry.locales import locale_normalize
@@ -29,10 +31,10 @@ from registry.variables import VariableSpec, VariableType, variables_validate
 
 # A golden set is 50-200 cases; the caps leave room and keep one import a short transaction.
 MAX_IMPORT_CASES = 5_000
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
 # Keys travel in reports, URLs and files: letters, digits and a few separators.
-CASE_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+# ``\Z``, not ``$``: ``$`` also matches before a final newline (RegexValidator searches).
+CASE_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*\Z"
 CASE_KEY_MAX = 100
 
 _CASE_KEY = re.compile(CASE_KEY_PATTERN)
@@ -443,6 +445,23 @@ def _csv_pointer(pointer: str) -> str:
     return pointer
 
 
+def file_too_large(size: int, *, at_least: bool = False) -> Problem:
+    """The refusal of a case file of ``size`` bytes (``at_least``: the reader stopped there)."""
+    limit = settings.DATASET_FILE_MAX_BYTES
+    shown = f"over {limit:,}" if at_least else f"{size:,}"
+    return Problem(
+        "file_too_large",
+        f"The file is {shown} bytes; an import takes at most {limit:,} (DATASET_FILE_MAX_BYTES). "
+        "Split it into several datasets.",
+    )
+
+
+def case_file_read(file: BinaryIO) -> bytes:
+    """At most ``DATASET_FILE_MAX_BYTES`` + 1 bytes of ``file``: enough for ``cases_parse`` to
+    refuse a larger one, never the whole of it in memory."""
+    return file.read(settings.DATASET_FILE_MAX_BYTES + 1)
+
+
 def cases_parse(
     *, content: str | bytes, format: ImportFormat | str, specs: Sequence[VariableSpec] | None
 ) -> tuple[list[CaseData], list[Problem]]:
@@ -461,14 +480,8 @@ def cases_parse(
             )
         ]
     raw = content.encode("utf-8") if isinstance(content, str) else content
-    if len(raw) > MAX_IMPORT_BYTES:
-        return [], [
-            Problem(
-                "file_too_large",
-                f"The file is {len(raw):,} bytes; an import takes at most {MAX_IMPORT_BYTES:,}. "
-                "Split it into several datasets.",
-            )
-        ]
+    if len(raw) > settings.DATASET_FILE_MAX_BYTES:
+        return [], [file_too_large(len(raw))]
     try:
         text = raw.decode("utf-8-sig")  # a spreadsheet's CSV often starts with a BOM
     except UnicodeDecodeError as exc:

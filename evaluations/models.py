@@ -16,7 +16,8 @@ from registry.models import Prompt
 
 from .casefiles import CASE_KEY_MAX, CASE_KEY_PATTERN
 
-DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+# ``\Z``, not ``$``: ``$`` also matches before a final newline (RegexValidator searches).
+DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*\Z"
 DATASET_NAME_MAX = 100
 
 

@@ -12,12 +12,20 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    label: str  # what history shows: a username, or "key:<name>" for an API key
+    # What history shows: a username, or "key:<name>#<id>" for an API key. Labels are stored as
+    # written; events recorded before the id was added read "key:<name>".
+    label: str
     user_id: int | None = None
 
     @classmethod
     def for_user(cls, user: Any) -> Actor:
         return cls(label=user.get_username(), user_id=user.pk)
+
+    @classmethod
+    def for_api_key(cls, *, name: str, key_id: int) -> Actor:
+        """``key:ci-bot#12``: a key's name is not unique (two teams may both call theirs
+        "ci-bot"), its id is, and the admin finds the key by it."""
+        return cls(label=f"key:{name}#{key_id}")
 
     @classmethod
     def system(cls, label: str = "system") -> Actor:

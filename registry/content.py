@@ -25,7 +25,7 @@ from .locales import locale_normalize
 from .rendering import SECTIONS, Sections, template_check
 from .variables import VariableSpec, variable_specs_check
 
-PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 MODEL_NAME_MAX = 200
 MAX_FALLBACKS = 5
 
@@ -267,7 +267,7 @@ def sections_hash(sections: Sections) -> str:
 
 def _target_check(target: ModelTarget, pointer: str) -> list[Problem]:
     problems: list[Problem] = []
-    if not PROVIDER_NAME.match(target.provider or ""):
+    if not PROVIDER_NAME.fullmatch(target.provider or ""):
         problems.append(
             Problem(
                 "invalid_provider",
@@ -275,11 +275,19 @@ def _target_check(target: ModelTarget, pointer: str) -> list[Problem]:
                 f"{pointer}/provider",
             )
         )
-    if not target.model or len(target.model) > MODEL_NAME_MAX or not target.model.strip():
+    model = target.model
+    # The name goes to the provider as is: "gpt-4o\n" would be another, unknown, model.
+    if (
+        not model
+        or len(model) > MODEL_NAME_MAX
+        or model != model.strip()
+        or not model.isprintable()
+    ):
         problems.append(
             Problem(
                 "invalid_model",
-                f"Name the model (1 to {MODEL_NAME_MAX} characters).",
+                f"Name the model (1 to {MODEL_NAME_MAX} printable characters, no space at "
+                "either end).",
                 f"{pointer}/model",
             )
         )
@@ -378,7 +386,7 @@ def model_binding_providers_check(
     return [
         _provider_unknown(name, configured, at)
         for name, at in targets
-        if isinstance(name, str) and PROVIDER_NAME.match(name) and name not in configured
+        if isinstance(name, str) and PROVIDER_NAME.fullmatch(name) and name not in configured
     ]
 
 

@@ -18,7 +18,8 @@ from django.db.models import Q
 
 from .variables import VariableType
 
-PROMPT_KEY_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]|\.(?=[a-z0-9]))*$"
+# ``\Z``, not ``$``: ``$`` also matches before a final newline (RegexValidator searches).
+PROMPT_KEY_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]|\.(?=[a-z0-9]))*\Z"
 PROMPT_KEY_MAX = 150
 
 

@@ -36,7 +36,7 @@ from .models import Variable as VariableRow
 from .providers import configured_providers
 from .selectors import template_sections, version_content
 
-TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,49}$")
+TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,49}")
 MAX_TAGS = 20
 DESCRIPTION_MAX = 2000
 
@@ -53,7 +53,7 @@ def prompt_fields_check(
     if key is not None and (
         not isinstance(key, str)
         or len(key) > PROMPT_KEY_MAX
-        or not re.match(PROMPT_KEY_PATTERN, key)
+        or not re.fullmatch(PROMPT_KEY_PATTERN, key)
     ):
         problems.append(
             Problem(
@@ -79,7 +79,7 @@ def prompt_fields_check(
         if len(tags) > MAX_TAGS:
             problems.append(Problem("too_many_tags", f"At most {MAX_TAGS} tags.", "/tags"))
         for i, tag in enumerate(tags):
-            if not isinstance(tag, str) or not TAG_PATTERN.match(tag):
+            if not isinstance(tag, str) or not TAG_PATTERN.fullmatch(tag):
                 problems.append(
                     Problem(
                         "invalid_tag",

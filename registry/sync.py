@@ -41,6 +41,7 @@ from .models import Prompt, PromptVersion
 from .providers import configured_providers
 from .selectors import version_content
 from .services import prompt_create, prompt_fields_check, prompt_update, version_create
+from .yamlfiles import AliasRefused, FileTooLarge, LiteralDumper, NoAliasLoader, NotAFile, read_text
 
 FILE_SUFFIX = ".yaml"
 PROMPT_FIELDS = ("key", "description", "default_locale", "tags")
@@ -107,18 +108,6 @@ def prompt_document(prompt: Prompt, version: PromptVersion) -> dict[str, Any]:
     }
 
 
-class _LiteralDumper(yaml.SafeDumper):
-    """Multi-line template text as YAML block scalars, so diffs in git read like the prompt."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str):
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_LiteralDumper.add_representer(str, _str_representer)
-
-
 def prompts_export(*, directory: Path) -> list[Path]:
     """Writes one file per prompt with a committed version; returns the paths written.
 
@@ -147,7 +136,7 @@ def prompts_export(*, directory: Path) -> list[Path]:
         path = directory / f"{prompt.key}{FILE_SUFFIX}"
         text = yaml.dump(
             prompt_document(prompt, version),
-            Dumper=_LiteralDumper,
+            Dumper=LiteralDumper,
             sort_keys=False,
             allow_unicode=True,
             width=100,
@@ -165,10 +154,16 @@ def _yaml_error(exc: yaml.YAMLError) -> Problem:
     mark = getattr(exc, "problem_mark", None)
     what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     context = getattr(exc, "context", None)
-    detail = f"Not valid YAML: {what}" + (f" ({context})" if context else "")
+    refused = isinstance(exc, AliasRefused)
+    detail = ("Not allowed in a prompt file: " if refused else "Not valid YAML: ") + what
+    detail += f" ({context})" if context else ""
     if mark is not None:
         detail += f", column {mark.column + 1}"
-    return Problem("invalid_yaml", detail, line=mark.line + 1 if mark is not None else None)
+    return Problem(
+        "yaml_alias" if refused else "invalid_yaml",
+        detail,
+        line=mark.line + 1 if mark is not None else None,
+    )
 
 
 def _not_json(value: Any, pointer: str) -> list[Problem]:
@@ -252,15 +247,17 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, yaml.Node | None, list[Pro
     or a wrong file name is reported along with whatever that check finds.
     """
     try:
-        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+        loader = NoAliasLoader(read_text(path))
         try:
             # The node tree keeps each value's line; the document is built from it.
             root = loader.get_single_node()
             data = loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, NotAFile) as exc:
         return None, None, [Problem("unreadable", f"Cannot read the file: {exc}")]
+    except FileTooLarge as exc:
+        return None, None, [Problem("file_too_large", str(exc))]
     except yaml.YAMLError as exc:
         return None, None, [_yaml_error(exc)]
     if not isinstance(data, dict):

@@ -24,13 +24,16 @@ STATE_SCHEMA_VERSION = 1
 # A shadow's own budget of shadow runs per hour; none means the SHADOW_BUDGET_PER_HOUR setting.
 # 0 is refused: sampling calls only to run none of them is a stopped shadow with extra steps.
 SHADOW_BUDGET_MIN, SHADOW_BUDGET_MAX = 1, 100_000
+# ``\Z``, not ``$``: RegexValidator searches, and ``$`` also matches before a final newline, so
+# "production\n" would pass. Code that checks a name itself uses ``re.fullmatch``.
+ENVIRONMENT_NAME_PATTERN = r"^[a-z][a-z0-9-]*\Z"
 
 
 class Environment(models.Model):
     name = models.CharField(
         max_length=50,
         unique=True,
-        validators=[RegexValidator(r"^[a-z][a-z0-9-]*$", "Lowercase letters, digits and '-'.")],
+        validators=[RegexValidator(ENVIRONMENT_NAME_PATTERN, "Lowercase letters, digits and '-'.")],
     )
     position = models.PositiveSmallIntegerField(
         unique=True, help_text="Order of promotion: development before staging before production."

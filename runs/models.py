@@ -21,8 +21,9 @@ from registry.models import Prompt, PromptVersion
 from releases.models import Environment, Release
 from runs.egress import provider_refusals
 
-PROVIDER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"  # the same rule as a binding's provider
-ENV_VAR_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}$"
+# ``\Z``, not ``$``: ``$`` also matches before a final newline (RegexValidator searches).
+PROVIDER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}\Z"  # the same rule as a binding's provider
+ENV_VAR_PATTERN = r"^[A-Z_][A-Z0-9_]{0,127}\Z"
 
 
 class Provider(models.Model):

@@ -95,7 +95,7 @@ class PromptForm(forms.ModelForm):
 
     def clean_tags(self) -> list[str]:
         tags = [t.strip() for t in self.cleaned_data["tags"].split(",") if t.strip()]
-        bad = [t for t in tags if not TAG_PATTERN.match(t)]
+        bad = [t for t in tags if not TAG_PATTERN.fullmatch(t)]
         if bad:
             raise forms.ValidationError(
                 "A tag is 1 to 50 lowercase letters, digits, '-', '_', '.' or ':'; not %(bad)s.",

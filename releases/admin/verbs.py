@@ -119,7 +119,7 @@ class CanaryPercentInputs(Inputs):
     percent = percent_input(help_text="The canary's new share of subjects, 0–100.")
 
 
-VARIANT_LINE = re.compile(r"^(?P<name>\S+)\s+v?(?P<version>\d+)\s+(?P<percent>[\d.]+)\s*%?$")
+VARIANT_LINE = re.compile(r"(?P<name>\S+)\s+v?(?P<version>\d+)\s+(?P<percent>[\d.]+)\s*%?")
 
 
 class ExperimentStartInputs(Inputs):
@@ -142,7 +142,7 @@ class ExperimentStartInputs(Inputs):
         parsed, wrong = [], []
         lines = [line.strip() for line in self.cleaned_data["variants"].splitlines()]
         for number, line in enumerate((line for line in lines if line), start=1):
-            match = VARIANT_LINE.match(line)
+            match = VARIANT_LINE.fullmatch(line)
             if match is None:
                 wrong.append(number)
                 continue

@@ -40,6 +40,10 @@ PLANNED_CALLS_MAX = 1_000_000_000
 MAX_SHADOWS = 3
 
 
+def _label_valid(name: str) -> bool:
+    return name.isprintable() and name == name.strip()
+
+
 def shadow_budget_problems(
     budget_per_hour: object, *, pointer: str = "/budget_per_hour"
 ) -> list[Problem]:
@@ -249,11 +253,14 @@ def release_experiment_start(
     if len(set(names)) != len(names):
         problems.append(Problem("duplicate_variant", "Variant names must be unique.", "/variants"))
     for i, n in enumerate(names):
-        if n in {"stable", "canary"} or not n.strip() or len(n) > 50:
+        # A name is a label in answers, call records and metrics: "control\n" or " control"
+        # would be a second variant that looks like the first.
+        if n in {"stable", "canary"} or not n.strip() or len(n) > 50 or not _label_valid(n):
             problems.append(
                 Problem(
                     "invalid_name",
-                    "Variant names are 1 to 50 characters, not stable or canary.",
+                    "Variant names are 1 to 50 printable characters, not stable or canary, "
+                    "with no space at either end.",
                     f"/variants/{i}/name",
                 )
             )

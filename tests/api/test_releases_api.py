@@ -132,7 +132,7 @@ def test_each_change_works_and_answers_the_release(releaser_client, released, en
     assert response["ETag"] == f'"{revision + 1}"'
     event = ReleaseEvent.objects.filter(release__environment__name="staging").latest("id")
     assert (event.actor_label, event.reason, event.revision) == (
-        "key:release-bot",
+        f"key:release-bot#{releaser_client.key.pk}",
         "Ticket 42.",
         revision + 1,
     )
@@ -661,3 +661,18 @@ def test_every_bad_shadow_field_is_listed_at_once(releaser_client, released):
     problem = assert_problem(response, 400, "/problems/validation-error")
     assert {"/sample_percent", "/budget_per_hour"} <= {e["pointer"] for e in problem["errors"]}
     assert released.release("staging").shadow_versions == []
+
+
+def test_two_keys_with_the_same_name_are_told_apart_in_the_history(make_client, released):
+    first = make_client("prompts:read", "releases:write", name="ci-bot")
+    second = make_client("prompts:read", "releases:write", name="ci-bot")
+
+    first.post(url(suffix="deploy"), {"version": 1, "reason": "First."}, format="json")
+    second.post(url(suffix="deploy"), {"version": 2, "reason": "Second."}, format="json")
+
+    events = ReleaseEvent.objects.filter(release__environment__name="staging").order_by("-id")[:2]
+    labels = [e.actor_label for e in reversed(events)]
+    assert labels == [f"key:ci-bot#{first.key.pk}", f"key:ci-bot#{second.key.pk}"]
+    assert first.key.pk != second.key.pk
+    history = first.get(url(suffix="history")).json()
+    assert [e["actor"] for e in history["results"][:2]] == labels[::-1]

@@ -63,7 +63,7 @@ def test_it_opens_a_draft(author_client, committed):
     assert data["number"] == 2
     assert data["status"] == "draft"
     assert data["parent"] == 1
-    assert data["author"] == "key:author-ci"
+    assert data["author"] == f"key:author-ci#{author_client.key.pk}"
     assert data["committed_at"] is None
     assert data["templates"]["en"] == {
         "context": "",
@@ -85,7 +85,7 @@ def test_it_commits_at_once_with_commit_true(author_client, prompt):
     data = response.json()
     assert data["number"] == 1
     assert data["status"] == "committed"
-    assert data["committed_by"] == "key:author-ci"
+    assert data["committed_by"] == f"key:author-ci#{author_client.key.pk}"
     assert data["committed_at"] is not None
     assert "immutable" in response["Cache-Control"]
     assert PromptVersion.objects.get(prompt=prompt).status == PromptVersion.Status.COMMITTED
@@ -562,7 +562,7 @@ def test_it_commits_a_draft(author_client, draft):
     data = response.json()
     assert data["status"] == "committed"
     assert data["message"] == "Work in progress."
-    assert data["committed_by"] == "key:author-ci"
+    assert data["committed_by"] == f"key:author-ci#{author_client.key.pk}"
     assert "immutable" in response["Cache-Control"]
     assert PromptVersion.objects.get(pk=draft.pk).status == PromptVersion.Status.COMMITTED
 

@@ -10,6 +10,7 @@ Personas (STYLE R14):
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -17,10 +18,12 @@ from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
-from django.test import Client
+from django.test import Client, RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from evaluations import admin as evaluations_admin
+from evaluations.casefiles import case_file_read
 from evaluations.models import Case, Dataset
 from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
@@ -305,3 +308,52 @@ def test_an_author_changes_a_datasets_description_but_not_its_name(author_client
     assert response.status_code == 302
     dataset.refresh_from_db()
     assert (dataset.name, dataset.description) == ("golden", "Real tickets from May.")
+
+
+# --- uploads over the size limit (DATASET_FILE_MAX_BYTES) -------------------------------------
+
+
+@override_settings(DATASET_FILE_MAX_BYTES=1024)
+def test_an_upload_over_the_limit_is_refused_by_its_size_before_it_is_read(
+    author_client, dataset, monkeypatch
+):
+    def never(**kwargs):
+        raise AssertionError("the import must not see a file over the limit")
+
+    monkeypatch.setattr(evaluations_admin, "dataset_import", never)
+    rows = jsonl(*(case(f"Ada {i}", key=f"k{i}") for i in range(200)))
+    assert len(rows) > 4 * 1024
+
+    response = author_client.post(import_url(dataset), {"file": upload(rows), "dry_run": "on"})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "The file is over 1,024 bytes; an import takes at most 1,024" in page
+    assert not Case.objects.exists()
+
+
+@override_settings(DATASET_FILE_MAX_BYTES=1024)
+def test_no_uploaded_file_is_stored_past_the_limit():
+    body = b"x" * 100_000
+    request = RequestFactory().post("/upload/", {"file": SimpleUploadedFile("big.jsonl", body)})
+
+    stored = request.FILES["file"]
+
+    assert stored.size == 1025  # one byte over: the form refuses it as too large
+    assert stored.read() == body[:1025]
+
+
+def test_the_import_reads_at_most_one_byte_past_the_limit():
+    file = io.BytesIO(b"x" * 10_000)
+    with override_settings(DATASET_FILE_MAX_BYTES=1024):
+        assert len(case_file_read(file)) == 1025
+
+
+def test_an_upload_of_several_files_is_refused(author_client, dataset):
+    files = [upload(jsonl(case("Ada")), f"cases{i}.jsonl") for i in range(2)]
+
+    response = author_client.post(import_url(dataset), {"file": files, "dry_run": "on"})
+
+    # Each file would be stored up to the limit: one file a request, as the form takes.
+    assert response.status_code == 400
+    assert not Case.objects.exists()

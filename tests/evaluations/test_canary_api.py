@@ -63,7 +63,7 @@ def test_a_canary_starts_with_an_analysis_at_its_first_step(releaser_client, rel
     analysis = CanaryAnalysis.objects.get()
     assert analysis.policy["min_minutes"] == [15, 30, 0]
     assert analysis.policy["max_error_rate_increase"] == 1.0  # a default, stored
-    assert analysis.created_by_label == "key:release-bot"
+    assert analysis.created_by_label == f"key:release-bot#{releaser_client.key.pk}"
 
 
 def test_a_canary_without_analysis_or_percent_is_a_400(releaser_client, released):
@@ -258,7 +258,9 @@ def test_stop_leaves_the_canary_as_it_is(releaser_client, released):
 
     assert response.status_code == 200
     assert response.json()["status"] == "ended"
-    assert response.json()["status_reason"] == "Stopped by key:release-bot: judging by hand"
+    assert response.json()["status_reason"] == (
+        f"Stopped by key:release-bot#{releaser_client.key.pk}: judging by hand"
+    )
     assert response.json()["times"] is None
     assert released.release("staging").revision == revision
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 from evaluations import casefiles
 from evaluations.models import Case, Dataset
@@ -251,12 +252,12 @@ def test_too_many_cases_are_refused_with_the_line_past_the_cap(dataset, monkeypa
     assert dataset_import(dataset=dataset, content=jsonl(*rows[:3]), format="jsonl").created
 
 
-def test_a_file_over_the_size_cap_is_refused_before_it_is_read(dataset, monkeypatch):
-    monkeypatch.setattr(casefiles, "MAX_IMPORT_BYTES", 100)
+@override_settings(DATASET_FILE_MAX_BYTES=1024)
+def test_a_file_over_the_size_cap_is_refused_before_it_is_read(dataset):
     with pytest.raises(CasesInvalid) as exc:
-        dataset_import(dataset=dataset, content="x" * 101, format="jsonl")
+        dataset_import(dataset=dataset, content="x" * 1025, format="jsonl")
     assert [p.code for p in exc.value.problems] == ["file_too_large"]
-    assert "at most 100" in exc.value.problems[0].detail
+    assert "at most 1,024" in exc.value.problems[0].detail
 
 
 # --- append and replace -----------------------------------------------------------------------

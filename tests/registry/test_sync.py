@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
@@ -13,13 +14,15 @@ import pytest
 import yaml
 from django.core.management import CommandError, call_command
 from django.db import transaction
+from django.test import override_settings
 
 from registry.actors import Actor
 from registry.errors import DraftExists
 from registry.models import Prompt, PromptVersion
 from registry.selectors import version_content, version_get
 from registry.services import prompt_create
-from registry.sync import prompts_import_apply, prompts_import_plan
+from registry.sync import SyncInvalid, prompts_import_apply, prompts_import_plan
+from registry.yamlfiles import LiteralDumper
 from tests.factories import PromptFactory, make_version
 
 pytestmark = pytest.mark.django_db
@@ -436,6 +439,20 @@ BAD_FILES = {
     ),
     "invalid key": (dict(VALID, key="Support Bad"), "(/key)"),
     "invalid tag": (dict(VALID, key="support.bad", tags=["Not OK"]), "(/tags/0)"),
+    # A block scalar ends in a newline: "abc\n" is not a tag (re.match with "$" let it through).
+    "tag ending in a newline": (
+        "key: support.bad\ntags:\n  - |\n    billing\n"
+        + yaml.safe_dump({k: v for k, v in VALID.items() if k not in ("key", "tags")}),
+        "support.bad.yaml:3: A tag is",
+    ),
+    "alias": (
+        "key: support.bad\ntags: &tags [support]\nmessage: *tags\n",
+        "support.bad.yaml:2: Not allowed in a prompt file: the anchor &tags is not allowed",
+    ),
+    "merge key": (
+        "key: support.bad\nmodel:\n  <<: *base\n",
+        "Not allowed in a prompt file: the alias *base is not allowed",
+    ),
     "invalid default locale": (
         dict(VALID, key="support.bad", default_locale="not a locale"),
         "(/default_locale)",
@@ -652,3 +669,80 @@ def test_a_changed_file_with_the_exported_message_gets_an_import_message(tmp_pat
     latest = prompt.versions.order_by("-number").first()
     assert latest.number == 2
     assert latest.message == f"Imported from {prompt.key}.yaml."
+
+
+# --- import: what a hostile file costs ------------------------------------------------------------
+
+
+def laughs(levels: int) -> str:
+    """A valid prompt file holding a "billion laughs": each level names the one before it ten
+    times, so a few hundred bytes stand for 10**levels strings to whatever walks the document
+    (here the JSON check of the response schema)."""
+    lines = ['l0: &l0 "lol"']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    valid = dict(VALID, key="support.bad")
+    valid["model"] = {**VALID["model"], "response_schema": {"examples": "BOMB"}}
+    body = yaml.safe_dump(valid, sort_keys=False)
+    return (
+        "\n".join(lines)
+        + "\n"
+        + body.replace("'BOMB'", f"*l{levels}").replace("BOMB", f"*l{levels}")
+    )
+
+
+def test_a_billion_laughs_file_is_refused_at_its_first_anchor(tmp_path):
+    (tmp_path / "support.bad.yaml").write_text(laughs(12), encoding="utf-8")
+
+    with pytest.raises(SyncInvalid) as exc:
+        prompts_import_plan(directory=tmp_path)
+
+    [failure] = exc.value.failures
+    [problem] = failure.problems
+    assert (problem.code, problem.line) == ("yaml_alias", 1)
+    assert "the anchor &l0 is not allowed" in problem.detail
+
+
+@override_settings(PROMPT_FILE_MAX_BYTES=1024)
+def test_a_file_over_the_size_limit_is_refused_unparsed(tmp_path):
+    write(tmp_path / "support.valid.yaml", dict(VALID, description="x" * 2000))
+
+    with pytest.raises(SyncInvalid) as exc:
+        prompts_import_plan(directory=tmp_path)
+
+    [problem] = exc.value.failures[0].problems
+    assert problem.code == "file_too_large"
+    assert "larger than 1,024 bytes (PROMPT_FILE_MAX_BYTES)" in problem.detail
+
+
+def test_a_fifo_named_like_a_prompt_file_is_refused_not_opened(tmp_path):
+    # Opening a FIFO for reading blocks until someone writes to it: the import would hang.
+    os.mkfifo(tmp_path / "support.bad.yaml")
+    write(tmp_path / "support.valid.yaml", VALID)
+
+    with pytest.raises(SyncInvalid) as exc:
+        prompts_import_plan(directory=tmp_path)
+
+    [failure] = exc.value.failures
+    assert failure.path.name == "support.bad.yaml"
+    assert [p.code for p in failure.problems] == ["unreadable"]
+
+
+def test_a_key_ending_in_a_newline_is_refused_even_in_a_file_named_after_it(tmp_path):
+    write(tmp_path / "support.bad\n.yaml", dict(VALID, key="support.bad\n"))
+
+    with pytest.raises(SyncInvalid) as exc:
+        prompts_import_plan(directory=tmp_path)
+
+    assert [(p.code, p.pointer) for p in exc.value.failures[0].problems] == [
+        ("invalid_key", "/key")
+    ]
+    assert not Prompt.objects.exists()
+
+
+def test_the_export_never_writes_an_anchor_for_a_value_used_twice():
+    shared = {"temperature": 0.2}
+
+    text = yaml.dump({"a": shared, "b": shared}, Dumper=LiteralDumper)
+
+    assert "&" not in text
+    assert "*" not in text

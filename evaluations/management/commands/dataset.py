@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from evaluations.casefiles import case_file_read
 from evaluations.models import Dataset
 from evaluations.selectors import DatasetNotFound, dataset_get
 from evaluations.services import ImportFormat, dataset_import
@@ -49,7 +50,8 @@ class Command(BaseCommand):
         if kind is None:
             raise CommandError(f"Cannot tell the format of {path.name}; pass --format jsonl|csv.")
         try:
-            content = path.read_bytes()
+            with path.open("rb") as file:
+                content = case_file_read(file)  # the import refuses a larger file
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc}") from exc
         try:

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 # The file's own format: a reader meeting another number ignores the file instead of misreading it.
 FORMAT = 1
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class BundleStore:
     def __init__(self, directory: str | os.PathLike[str], environment: str) -> None:
         self.directory = Path(directory)
         # Environment names are slugs on the server; anything else is quoted, never a path.
-        name = environment if _SAFE_NAME.match(environment) else quote(environment, safe="")
+        name = environment if _SAFE_NAME.fullmatch(environment) else quote(environment, safe="")
         self.path = self.directory / f"{name}.json"
 
     def save(self, *, etag: str, bundle: Mapping[str, Any]) -> bool:
