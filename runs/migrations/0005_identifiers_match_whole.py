@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("runs", "0003_release_managers_read_calls"),
+        ("runs", "0004_calls_record_the_reporting_key"),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("evaluations", "0005_discarded_drafts_take_their_eval_runs"),
+        ("evaluations", "0006_canary_policies_name_their_trusted_sources"),
     ]
 
     operations = [
