@@ -33,7 +33,7 @@ from .calls import completion_cost, stored_output
 from .comparison import compare
 from .execution import attempts_as_dicts
 from .models import Call, ShadowRun
-from .providers import ProviderUnavailable, complete
+from .providers import Outcome, ProviderUnavailable, complete
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,15 @@ def shadow_run_execute(
     claimed = _claim(call=call, number=version, kind=kind)
     if claimed is None or claimed.status != ShadowRun.Status.PENDING:
         return claimed
-    return _run(run=claimed, call=call, variables=variables, locale=locale)
+    try:
+        return _run(run=claimed, call=call, variables=variables, locale=locale)
+    except Exception:
+        # A claimed run never stays pending: a pending row is what a redelivery runs again, so
+        # a job failing the same way each time would come back for ever (and the report would
+        # wait on it). If even this write fails (the database is down), the task fails, and is
+        # acknowledged as failed: never retried in a loop.
+        logger.exception("Shadow run %s failed unexpectedly", claimed.pk)
+        return _finish(claimed, status=ShadowRun.Status.ERROR, error_class=str(Outcome.UNEXPECTED))
 
 
 def _claim(*, call: Call, number: int, kind: str) -> ShadowRun | None:
