@@ -302,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
             hang_seconds=self.server.provider.hang_seconds,
             malformed=fault is Fault.MALFORMED,
         )
-        self.server.provider.streams.append(record)
+        self.server.provider.stream_ended(record)
 
     def _send_broken(
         self, request: ChatRequest, completion: Completion, injected: Injected
@@ -343,8 +343,9 @@ class FakeProvider:
         self.api_key, self.retry_after_ms, self.hang_seconds = api_key, retry_after_ms, hang_seconds
         self.faults = FaultQueue()
         self.requests = RequestLog()
-        # How each streamed answer went (appended by handler threads; see RequestLog).
+        # How each streamed answer went, logged by handler threads once they are done with it.
         self.streams: list[StreamRecord] = []
+        self._streamed = threading.Condition()
         self._port = port
         self._server: FakeServer | None = None
         self._thread: threading.Thread | None = None
@@ -396,7 +397,20 @@ class FakeProvider:
     def reset(self) -> None:
         self.faults.clear()
         self.requests.clear()
-        self.streams.clear()
+        with self._streamed:
+            self.streams.clear()
+
+    def stream_ended(self, record: StreamRecord) -> None:
+        with self._streamed:
+            self.streams.append(record)
+            self._streamed.notify_all()
+
+    def wait_for_streams(self, count: int, timeout: float = 5.0) -> list[StreamRecord]:
+        """The streams logged once ``count`` have ended (or ``timeout`` passed): a handler logs
+        its stream after the client may already have moved on."""
+        with self._streamed:
+            self._streamed.wait_for(lambda: len(self.streams) >= count, timeout)
+            return list(self.streams)
 
     def __enter__(self) -> FakeProvider:
         return self.start()

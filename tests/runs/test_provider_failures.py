@@ -78,7 +78,7 @@ def test_a_stream_broken_half_way_is_an_outcome_and_the_fallback_answers(
     assert broken.input_tokens > 0
     assert result.output_tokens == broken.output_tokens + answered.output_tokens
     assert "".join(tokens).endswith(result.text)  # the abandoned start came first
-    assert [record.model for record in fake.streams] == [f"fault-{fault}", "echo-1"]
+    assert [record.model for record in fake.wait_for_streams(2)] == [f"fault-{fault}", "echo-1"]
 
 
 def test_an_error_event_mid_stream_carries_the_providers_message(fake: FakeProvider) -> None:
@@ -169,7 +169,7 @@ def test_a_cancelled_stream_is_cut_at_the_socket_and_no_fallback_is_tried(
     (attempt,) = raised.value.attempts
     assert (attempt.outcome, attempt.detail) == (Outcome.CANCELLED, "The client left.")
     assert attempt.output_tokens > 0  # the three tokens answered were billed
-    (stream,) = wait_for_streams(fake, 1)
+    (stream,) = fake.wait_for_streams(1)
     assert stream.end is StreamEnd.CLIENT_CLOSED
     assert stream.sent < stream.total
 
@@ -197,15 +197,5 @@ def test_a_cancel_from_another_thread_wakes_a_blocked_read(fake: FakeProvider) -
 
     (attempt,) = raised.value.attempts
     assert attempt.outcome is Outcome.CANCELLED
-    (stream,) = wait_for_streams(fake, 1)
+    (stream,) = fake.wait_for_streams(1)
     assert stream.end is StreamEnd.CLIENT_CLOSED  # not STOPPED: the stall did not run its course
-
-
-def wait_for_streams(fake: FakeProvider, count: int, timeout: float = 5.0) -> list[Any]:
-    """The fake logs a stream once its handler is done with it: a bounded wait for that."""
-    done = threading.Event()
-    for _ in range(int(timeout / 0.02)):
-        if len(fake.streams) >= count:
-            break
-        done.wait(0.02)
-    return list(fake.streams)
