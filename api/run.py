@@ -301,6 +301,8 @@ def _call_streamed(
     outcome: CallOutcome | None = None
     try:
         outcome = run_call(prepared, on_token=lambda t: tokens.put(("token", t)), cancel=cancel)
+    except Exception:  # run_call answers every failure as an outcome: this would be a bug in it
+        logger.exception("The model call of a streamed run crashed")
     finally:
         tokens.put(("end", outcome))
 
