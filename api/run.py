@@ -326,13 +326,8 @@ def _call_end(
         if kind == "end":
             return _ended(prepared, value, started_at=started_at, started=started)
     logger.warning("A cancelled model call did not end within %.1f s", grace)
-    return failed_outcome(
-        prepared,
-        outcome=Outcome.CANCELLED,
-        detail=f"Cancelled; the call did not stop within {grace:.0f} s.",
-        started_at=started_at,
-        latency_ms=(time.monotonic() - started) * 1000,
-    )
+    detail = f"Cancelled; the call did not stop within {grace:.0f} s."
+    return _failed(prepared, Outcome.CANCELLED, detail, started_at=started_at, started=started)
 
 
 def _ended(
@@ -340,10 +335,14 @@ def _ended(
 ) -> CallOutcome:
     if outcome is not None:
         return outcome
+    detail = "The model call stopped without an outcome."
+    return _failed(prepared, Outcome.UNEXPECTED, detail, started_at=started_at, started=started)
+
+
+def _failed(
+    prepared: PreparedRun, outcome: Outcome, detail: str, *, started_at: datetime, started: float
+) -> CallOutcome:
+    latency_ms = (time.monotonic() - started) * 1000
     return failed_outcome(
-        prepared,
-        outcome=Outcome.UNEXPECTED,
-        detail="The model call stopped without an outcome.",
-        started_at=started_at,
-        latency_ms=(time.monotonic() - started) * 1000,
+        prepared, outcome=outcome, detail=detail, started_at=started_at, latency_ms=latency_ms
     )

@@ -42,6 +42,16 @@ def run(client, body: dict[str, Any], url: str = URL, **headers: str):
     return client.post(url, data=json.dumps(body), content_type="application/json", **headers)
 
 
+def priced(model: str) -> None:
+    """``model`` of the ``local`` provider costs 1 per million tokens, in and out."""
+    ModelPrice.objects.create(
+        provider=Provider.objects.get(name="local"),
+        model=model,
+        input_per_million=Decimal(1),
+        output_per_million=Decimal(1),
+    )
+
+
 def released_prompt(
     environments, manager, key: str, *, model: dict[str, Any], **extra: Any
 ) -> Prompt:
@@ -312,12 +322,7 @@ def test_answers_the_schema_refused_are_billed_with_the_fallbacks(
 def test_a_call_whose_answers_were_all_refused_still_records_what_they_cost(
     environments, manager, model_server, runner
 ):
-    ModelPrice.objects.create(
-        provider=Provider.objects.get(name="local"),
-        model="fault-badjson",
-        input_per_million=Decimal(1),
-        output_per_million=Decimal(1),
-    )
+    priced("fault-badjson")
     released_prompt(
         environments,
         manager,
@@ -396,12 +401,7 @@ def test_a_client_leaving_mid_stream_cancels_the_model_and_records_the_call(
     # The stream's generator, as the WSGI server drives it: two events read, then closed because
     # the client went away (Django's test client cannot close a stream without also closing the
     # test's database connection; tests/faults/ does it over a real connection).
-    ModelPrice.objects.create(
-        provider=Provider.objects.get(name="local"),
-        model="echo-1",
-        input_per_million=Decimal(1),
-        output_per_million=Decimal(1),
-    )
+    priced("echo-1")
     model_server.faults.push("echo-1", "trickle-20")  # 200 tokens, 20 ms apart
     served = release_cache().lookup("staging", "support.refund-reply").release
     prepared = run_prepare(
@@ -435,12 +435,7 @@ def test_a_schema_that_fails_to_apply_is_a_502_with_the_answer_billed(
         raise LookupError("PointerToNowhere: '/$defs/missing' does not exist")
 
     monkeypatch.setattr(providers, "_validate", unresolvable)
-    ModelPrice.objects.create(
-        provider=Provider.objects.get(name="local"),
-        model="echo-1",
-        input_per_million=Decimal(1),
-        output_per_million=Decimal(1),
-    )
+    priced("echo-1")
     released_prompt(
         environments,
         manager,

@@ -40,19 +40,12 @@ FAULTS = {
     "garbage": ("malformed", "malformed"),
     "reset": ("connection_error", "connection_error"),
 }
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*PROXY_VARIABLES, "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 @pytest.fixture
 def provider(model_server) -> Any:
-    """The fake as the ``local`` provider: one try per target, a one-second read timeout (a
+    """The fake as the ``local`` provider (``model_server``: no proxy can take a call off
+    loopback; the registry's client trusts none, the test's httpx neither): one try per target, a one-second read timeout (a
     stall costs a second), and a price for every model so that costs show."""
     local = Provider.objects.get(name="local")
     Provider.objects.filter(pk=local.pk).update(timeout_seconds=1.0, max_retries=0)

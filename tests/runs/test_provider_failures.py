@@ -9,7 +9,6 @@ an outcome, and the next fallback is tried.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ from runs.providers import Outcome, ProviderUnavailable, complete
 pytestmark = pytest.mark.django_db
 
 MESSAGES = [{"role": "user", "content": "Summarise the release notes for version two, please"}]
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
 # Each fault streamed, and the outcome its attempt ends with.
 STREAMED = [
     ("drop", Outcome.CONNECTION_ERROR),
@@ -36,22 +34,12 @@ STREAMED = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*PROXY_VARIABLES, "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProvider]:
-    monkeypatch.setattr(providers, "_sleep", lambda seconds: None)
-    with FakeProvider(hang_seconds=5) as server:
-        # One try per target and a short read timeout: a stall costs half a second.
-        Provider.objects.create(
-            name="local", base_url=server.base_url, timeout_seconds=0.5, max_retries=0
-        )
-        yield server
+def fake(model_server: FakeProvider) -> FakeProvider:
+    """The fake as ``local`` (tests/conftest.py), with one try per target and a short read
+    timeout: a stall costs half a second."""
+    Provider.objects.filter(name="local").update(timeout_seconds=0.5, max_retries=0)
+    return model_server
 
 
 def binding(model: str, *fallbacks: str, **extra: Any) -> ModelBinding:
