@@ -25,6 +25,10 @@ from releases.services import release_deploy
 from runs.models import Call, ModelPrice, Provider
 from tests.factories import PromptFactory, make_version
 
+# A live server needs transactional tests, whose flush the append-only release events refuse on
+# SQLite: these run on PostgreSQL, as ``make test`` runs them.
+pytestmark = pytest.mark.postgres
+
 READ_TIMEOUT = 10.0  # shorter than the stream's keep-alive interval: a hung stream fails here
 VARIABLES = {"customer_name": "Ada Lovelace, who ordered the analytical engine spare parts"}
 SCHEMA = {
