@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from registry.content import ModelBinding, ModelTarget
@@ -187,3 +189,27 @@ def test_a_cancel_from_another_thread_wakes_a_blocked_read(fake: FakeProvider) -
     assert attempt.outcome is Outcome.CANCELLED
     (stream,) = fake.wait_for_streams(1)
     assert stream.end is StreamEnd.CLIENT_CLOSED  # not STOPPED: the stall did not run its course
+
+
+@pytest.mark.parametrize(
+    ("raised", "outcome"),
+    [
+        (httpx.ReadTimeout("timed out"), Outcome.TIMEOUT),
+        (httpx.RemoteProtocolError("incomplete chunked read"), Outcome.CONNECTION_ERROR),
+        (httpx.ReadError("[Errno 104] Connection reset by peer"), Outcome.CONNECTION_ERROR),
+        (
+            openai.APIError("overloaded", request=httpx.Request("POST", "http://x"), body=None),
+            Outcome.STREAM_ERROR,
+        ),
+    ],
+)
+def test_client_errors_mid_stream_are_outcomes_wrapped_or_not(
+    raised: Exception, outcome: Outcome
+) -> None:
+    """Mid-stream, a client may pass httpx's errors on unwrapped (openai 3.x wraps them, others
+    did not): either way they are outcomes, never an exception that escapes the walk."""
+    with pytest.raises(providers._Failure) as failure, providers._translated():
+        raise raised
+
+    assert failure.value.outcome is outcome
+    assert "Traceback" not in failure.value.detail
