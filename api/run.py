@@ -10,24 +10,31 @@ import logging
 import queue
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import RegistryError
+from runs.cancel import Cancellation
 from runs.execution import (
     CallOutcome,
     PreparedRun,
     attempts_as_dicts,
+    failed_outcome,
     run_call,
     run_prepare,
     run_record,
 )
 from runs.models import Call
+from runs.providers import Outcome
 
 from . import problems
 from .models import Scope
@@ -197,6 +204,13 @@ def run_answer(
     }
 
 
+# After cancelling a streamed call, how much longer than its slowest provider's timeout the request
+# waits for the call's own outcome (its attempts, the tokens of what was answered) before recording
+# what it knows without them. Cancelling cuts the answer's socket, so the wait is normally nil; only
+# a call still waiting for the answer's headers takes up to the provider's timeout.
+CANCEL_GRACE_SECONDS = 2.0
+
+
 def _run_events(
     prepared: PreparedRun, *, subject: str | None, request_id: str, path: str
 ) -> Iterator[bytes]:
@@ -204,15 +218,26 @@ def _run_events(
     (the whole answer, as the non-streaming call gives it) or ``error`` (the 502 problem document).
 
     The model call runs in a thread that only does network I/O; this generator, on the request's
-    thread, records the call, even when the client went away before the end."""
+    thread, records the call, even when the client went away before the end. Nothing here waits
+    without a bound:
+
+    1. the thread always ends with an ``("end", outcome)`` marker, whatever the call raised;
+    2. every wait for the thread has a timeout (a keep-alive comment while tokens are slow);
+    3. past ``RUN_STREAM_MAX_SECONDS`` the call is cancelled and answered as an ``error`` event;
+    4. a client that leaves (the server closes this generator) cancels the call instead of
+       waiting for the model to finish; the call is recorded either way.
+    """
     tokens: queue.Queue[tuple[str, Any]] = queue.Queue()
+    cancel = Cancellation()
+    started_at, started = timezone.now(), time.monotonic()
     thread = threading.Thread(
-        target=lambda: tokens.put(
-            ("end", run_call(prepared, on_token=lambda t: tokens.put(("token", t))))
-        ),
+        target=_call_streamed,
+        args=(prepared, tokens, cancel),
         name=f"run-{request_id}",
         daemon=True,
     )
+    max_seconds = settings.RUN_STREAM_MAX_SECONDS
+    deadline = started + max_seconds
     resolved = resolution_answer(prepared.resolution)
     outcome: CallOutcome | None = None
     thread.start()
@@ -228,15 +253,20 @@ def _run_events(
             },
         )
         while outcome is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                cancel.cancel(f"The stream reached its maximum duration ({max_seconds} s).")
+                outcome = _call_end(prepared, tokens, started_at=started_at, started=started)
+                break
             try:
-                kind, value = tokens.get(timeout=STREAM_KEEPALIVE_SECONDS)
+                kind, value = tokens.get(timeout=min(STREAM_KEEPALIVE_SECONDS, remaining))
             except queue.Empty:
                 yield b": keep-alive\n\n"
                 continue
             if kind == "token":
                 yield _sse("token", {"text": value})
             else:
-                outcome = value
+                outcome = _ended(prepared, value, started_at=started_at, started=started)
         call, shadows = run_record(
             prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
         )
@@ -255,10 +285,64 @@ def _run_events(
             )
     finally:
         if outcome is None:
-            # The client left mid-stream: the model call still costs, so it is still recorded.
-            thread.join()
-            while outcome is None:
-                kind, value = tokens.get()
-                outcome = value if kind == "end" else None
+            # The client left mid-stream: stop the model (it would go on answering, and billing,
+            # for no one), then record what the call cost up to there.
+            cancel.cancel("The client left before the end of the stream.")
+            outcome = _call_end(prepared, tokens, started_at=started_at, started=started)
             run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
             logger.info("Run %s: the client left before the end of the stream", request_id)
+
+
+def _call_streamed(
+    prepared: PreparedRun, tokens: queue.Queue[tuple[str, Any]], cancel: Cancellation
+) -> None:
+    """The streamed run's thread: the model call, then the end marker, whatever happened (None
+    for an outcome when the call itself was torn down)."""
+    outcome: CallOutcome | None = None
+    try:
+        outcome = run_call(prepared, on_token=lambda t: tokens.put(("token", t)), cancel=cancel)
+    except Exception:  # run_call answers every failure as an outcome: this would be a bug in it
+        logger.exception("The model call of a streamed run crashed")
+    finally:
+        tokens.put(("end", outcome))
+
+
+def _call_end(
+    prepared: PreparedRun,
+    tokens: queue.Queue[tuple[str, Any]],
+    *,
+    started_at: datetime,
+    started: float,
+) -> CallOutcome:
+    """The cancelled call's outcome, from its thread within the grace period, else what is known."""
+    providers = prepared.providers.values()
+    grace = max((p.timeout_seconds for p in providers), default=0.0) + CANCEL_GRACE_SECONDS
+    until = time.monotonic() + grace
+    while (remaining := until - time.monotonic()) > 0:
+        try:
+            kind, value = tokens.get(timeout=remaining)
+        except queue.Empty:
+            break
+        if kind == "end":
+            return _ended(prepared, value, started_at=started_at, started=started)
+    logger.warning("A cancelled model call did not end within %.1f s", grace)
+    detail = f"Cancelled; the call did not stop within {grace:.0f} s."
+    return _failed(prepared, Outcome.CANCELLED, detail, started_at=started_at, started=started)
+
+
+def _ended(
+    prepared: PreparedRun, outcome: CallOutcome | None, *, started_at: datetime, started: float
+) -> CallOutcome:
+    if outcome is not None:
+        return outcome
+    detail = "The model call stopped without an outcome."
+    return _failed(prepared, Outcome.UNEXPECTED, detail, started_at=started_at, started=started)
+
+
+def _failed(
+    prepared: PreparedRun, outcome: Outcome, detail: str, *, started_at: datetime, started: float
+) -> CallOutcome:
+    latency_ms = (time.monotonic() - started) * 1000
+    return failed_outcome(
+        prepared, outcome=outcome, detail=detail, started_at=started_at, latency_ms=latency_ms
+    )

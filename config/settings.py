@@ -245,6 +245,10 @@ RELEASE_CACHE_CHECK_SECONDS = env_int("RELEASE_CACHE_CHECK_SECONDS", default=30,
 # The release stream (GET /api/v1/environments/{environment}/stream): each one ends after this
 # many seconds, so the client reconnects (through any load balancer) and a sync worker is freed.
 RELEASE_STREAM_MAX_SECONDS = env_int("RELEASE_STREAM_MAX_SECONDS", default=300, minimum=1)
+# A streamed run (POST /api/v1/prompts/{key}/run with "stream": true) is cancelled after this many
+# seconds, retries and fallbacks included, and answered as an error event with the call recorded:
+# a model that trickles tokens for ever must not hold a worker for ever.
+RUN_STREAM_MAX_SECONDS = env_int("RUN_STREAM_MAX_SECONDS", default=300, minimum=1)
 
 # Runs (runs/): what a call record keeps, for how long, and how much shadowing a release may do.
 # Redaction rules applied to every stored input and output: any of secret (values of password: …,

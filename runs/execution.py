@@ -31,9 +31,17 @@ from releases.resolution import Resolution, version_render
 
 from . import outbox
 from .calls import attempts_cost, completion_cost, stored_output, subject_hash
+from .cancel import Cancellation
 from .models import Call, Provider
 from .payloads import payload_seal
-from .providers import Attempt, Completion, ProviderUnavailable, binding_providers, complete
+from .providers import (
+    Attempt,
+    Completion,
+    Outcome,
+    ProviderUnavailable,
+    binding_providers,
+    complete,
+)
 from .redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -86,9 +94,16 @@ def run_prepare(*, resolution: Resolution, variables: Mapping[str, Any]) -> Prep
 
 
 def run_call(
-    prepared: PreparedRun, *, on_token: Callable[[str], None] | None = None
+    prepared: PreparedRun,
+    *,
+    on_token: Callable[[str], None] | None = None,
+    cancel: Cancellation | None = None,
 ) -> CallOutcome:
-    """The model call, with the binding's retries and fallbacks. No database: thread-safe."""
+    """The model call, with the binding's retries and fallbacks. No database: thread-safe.
+
+    Never raises an Exception: whatever goes wrong is an outcome the caller answers and records
+    (a streamed run's thread that raised would leave its client waiting for an end that never
+    comes)."""
     started_at = timezone.now()
     started = time.perf_counter()
     try:
@@ -97,10 +112,32 @@ def run_call(
             messages=prepared.messages,
             on_token=on_token,
             providers=prepared.providers,
+            cancel=cancel,
         )
     except ProviderUnavailable as failure:
         return CallOutcome(None, failure, started_at, (time.perf_counter() - started) * 1000)
+    except Exception as exc:
+        # ``complete`` turns every attempt's failure into an outcome; this is the last guard,
+        # for a fault in the walk itself.
+        logger.exception("The model call of %s failed unexpectedly", prepared.binding.model)
+        return failed_outcome(
+            prepared,
+            outcome=Outcome.UNEXPECTED,
+            detail=f"Unexpected {type(exc).__name__}.",
+            started_at=started_at,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
     return CallOutcome(completion, None, started_at, completion.latency_ms)
+
+
+def failed_outcome(
+    prepared: PreparedRun, *, outcome: Outcome, detail: str, started_at: datetime, latency_ms: float
+) -> CallOutcome:
+    """A failed call whose attempts are unknown (the walk itself failed, or never reported back):
+    one attempt on the primary, with what is known."""
+    binding = prepared.binding
+    attempt = Attempt(binding.provider, binding.model, outcome, detail, latency_ms)
+    return CallOutcome(None, ProviderUnavailable([attempt]), started_at, latency_ms)
 
 
 def run_record(

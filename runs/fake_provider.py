@@ -10,7 +10,9 @@ with an optional usage chunk and ``data: [DONE]``) and ``GET /v1/models``; what 
 same bytes for the same request, is decided in ``runs.fake_answers``.
 
 Faults come from the model name (``fault-429``, ``fault-500``, ``fault-malformed``,
-``fault-badjson``, ``fault-hang``, ``slow-<ms>``) or from a per-model queue
+``fault-badjson``, ``fault-hang``, ``slow-<ms>``, and the answers broken on the wire that
+``runs.fake_faults`` writes: ``fault-drop``, ``fault-error-event``, ``fault-stall``,
+``fault-garbage``, ``fault-reset``, ``fault-trickle-<ms>``) or from a per-model queue
 (``fake.faults.push("echo-1", "429", count=2)`` or ``POST /_control/faults``), so a test can make
 the first N calls fail and the next one succeed.
 """
@@ -28,7 +30,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -41,8 +42,8 @@ from runs.fake_answers import (
     complete,
     completion_body,
     parse_chat_request,
-    stream_chunks,
 )
+from runs.fake_faults import BROKEN, Fault, StreamRecord, Wire, broken_body, stream_body, trickled
 
 logger = logging.getLogger(__name__)
 
@@ -53,30 +54,23 @@ HANG_SECONDS = 30.0  # longer than any client timeout the registry or the tests 
 MODELS = ("echo-1", "echo-small", "fault-429", "fault-500", "fault-malformed", "fault-badjson")
 
 
-class Fault(StrEnum):
-    RATE_LIMIT = "429"  # with Retry-After, as OpenAI answers it
-    SERVER_ERROR = "500"
-    MALFORMED = "malformed"  # a 200 whose body is not JSON (cut in half, as by a proxy)
-    BAD_JSON = "badjson"  # a valid completion whose content is not the JSON asked for
-    HANG = "hang"  # no answer until the server stops
-    SLOW = "slow"  # the normal answer, late
-
-
 @dataclass(frozen=True, slots=True)
 class Injected:
     fault: Fault
-    delay: float = 0.0  # seconds, for Fault.SLOW
+    delay: float = 0.0  # seconds, for Fault.SLOW and Fault.TRICKLE
+
+
+TIMED = (Fault.SLOW, Fault.TRICKLE)  # named with their milliseconds: ``slow-250``
 
 
 def parse_fault(spec: str) -> Injected:
-    """``"429"``, ``"500"``, ``"malformed"``, ``"badjson"``, ``"hang"`` or ``"slow-<ms>"``."""
-    if match := re.fullmatch(r"slow-([0-9]{1,6})", spec):
-        return Injected(Fault.SLOW, int(match[1]) / 1000)
-    if spec in {fault.value for fault in Fault if fault is not Fault.SLOW}:
+    """A Fault's value (``"429"``, ``"reset"``…), or ``"slow-<ms>"`` / ``"trickle-<ms>"``."""
+    if match := re.fullmatch(r"(slow|trickle)-([0-9]{1,6})", spec):
+        return Injected(Fault(match[1]), int(match[2]) / 1000)
+    if spec in {fault.value for fault in Fault if fault not in TIMED}:
         return Injected(Fault(spec))
-    raise ValueError(
-        f"Unknown fault {spec!r}: expected 429, 500, malformed, badjson, hang, slow-<ms>"
-    )
+    expected = ", ".join(f.value for f in Fault if f not in TIMED)
+    raise ValueError(f"Unknown fault {spec!r}: expected {expected}, slow-<ms>, trickle-<ms>")
 
 
 def fault_for_model(model: str) -> Injected | None:
@@ -245,7 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
         completion = complete(request, break_json=fault is Fault.BAD_JSON)
         request_id = {"x-request-id": f"req_{request.digest}"}
         if request.stream:
-            self._send_stream(request, completion, malformed=fault is Fault.MALFORMED)
+            self._send_stream(request, completion, injected)
+        elif injected is not None and fault in BROKEN:
+            self._send_broken(request, completion, injected)
         elif fault is Fault.MALFORMED:
             payload = json.dumps(completion_body(request, completion)).encode()
             self._send(200, payload[: len(payload) // 2], request_id)  # cut short, as by a proxy
@@ -279,20 +275,54 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _wire(self, *, chunked: bool = False) -> Wire:
+        return Wire(self.connection, self.wfile, self.server.stopping, chunked=chunked)
+
     def _send_stream(
-        self, request: ChatRequest, completion: Completion, *, malformed: bool
+        self, request: ChatRequest, completion: Completion, injected: Injected | None
     ) -> None:
+        fault = injected.fault if injected else None
+        chunked = fault is Fault.DROP  # a dropped *chunked* body is what the client can tell
+        if chunked:
+            # HTTP/1.1 for this answer alone (chunked bodies need it), and no keep-alive after it.
+            self.protocol_version, self.close_connection = "HTTP/1.1", True
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("x-request-id", f"req_{request.digest}")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
         self.end_headers()
-        events = [
-            json.dumps(chunk, ensure_ascii=False) for chunk in stream_chunks(request, completion)
-        ]
-        # Malformed: the first event cut in half, then the stream ends without [DONE].
-        events = [events[0][: len(events[0]) // 2]] if malformed else [*events, "[DONE]"]
-        for event in events:
-            self.wfile.write(f"data: {event}\n\n".encode())
+        record = stream_body(
+            self._wire(chunked=chunked),
+            request,
+            completion,
+            fault=fault if fault in BROKEN else None,
+            delay=injected.delay if injected else 0.0,
+            hang_seconds=self.server.provider.hang_seconds,
+            malformed=fault is Fault.MALFORMED,
+        )
+        self.server.provider.stream_ended(record)
+
+    def _send_broken(
+        self, request: ChatRequest, completion: Completion, injected: Injected
+    ) -> None:
+        """A non-streamed answer broken on the wire (see runs.fake_faults)."""
+        wire, fault = self._wire(), injected.fault
+        if fault is Fault.RESET:  # no answer at all: the connection is reset
+            wire.reset()
+            return
+        body, length = broken_body(request, completion, fault)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if fault is Fault.TRICKLE:
+            trickled(wire, body, injected.delay)
+            return
+        wire.write(body)
+        if fault is Fault.STALL:  # the rest of the announced body never comes
+            wire.pause(self.server.provider.hang_seconds)
 
 
 class FakeProvider:
@@ -313,6 +343,9 @@ class FakeProvider:
         self.api_key, self.retry_after_ms, self.hang_seconds = api_key, retry_after_ms, hang_seconds
         self.faults = FaultQueue()
         self.requests = RequestLog()
+        # How each streamed answer went, logged by handler threads once they are done with it.
+        self.streams: list[StreamRecord] = []
+        self._streamed = threading.Condition()
         self._port = port
         self._server: FakeServer | None = None
         self._thread: threading.Thread | None = None
@@ -364,6 +397,20 @@ class FakeProvider:
     def reset(self) -> None:
         self.faults.clear()
         self.requests.clear()
+        with self._streamed:
+            self.streams.clear()
+
+    def stream_ended(self, record: StreamRecord) -> None:
+        with self._streamed:
+            self.streams.append(record)
+            self._streamed.notify_all()
+
+    def wait_for_streams(self, count: int, timeout: float = 5.0) -> list[StreamRecord]:
+        """The streams logged once ``count`` have ended (or ``timeout`` passed): a handler logs
+        its stream after the client may already have moved on."""
+        with self._streamed:
+            self._streamed.wait_for(lambda: len(self.streams) >= count, timeout)
+            return list(self.streams)
 
     def __enter__(self) -> FakeProvider:
         return self.start()

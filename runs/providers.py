@@ -12,38 +12,36 @@ Call it outside any transaction (STYLE R6): it does network I/O and may sleep fo
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 
 from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
 from registry.json_schemas import schema_validator
 from runs import egress
+from runs.cancel import Cancellation
 from runs.models import Provider
+from runs.retries import backoff_seconds, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE_SECONDS = 0.25
-BACKOFF_CAP_SECONDS = 8.0
-# A provider asking for a longer pause than this gets it shortened: a caller is waiting, and the
-# next retry (or the fallback) is a better use of the time than a minute's sleep.
-RETRY_AFTER_CAP_SECONDS = 20.0
 MAX_ANSWER_CHARS = 1_000_000  # an answer longer than this is treated as malformed, never parsed
 DETAIL_CHARS = 300  # an Attempt's detail and the repair message's error stay short
 NO_KEY = "not-needed"  # servers without keys (vLLM, Ollama, the fake) still need a non-empty key
 REPAIR_MESSAGE = "Your answer did not match the JSON Schema: {error}. Answer again with JSON only."
+# A stream cut before the provider's usage chunk still cost something: its tokens are estimated at
+# OpenAI's rule of thumb (and the fake provider's count) of four characters a token.
+CHARS_PER_TOKEN = 4
 
 # Faked by tests (monkeypatched to record the waits): retries then run instantly and the waits
 # themselves can be asserted.
@@ -62,6 +60,13 @@ class Outcome(StrEnum):
     UNKNOWN_PROVIDER = "unknown_provider"
     DISABLED = "disabled"
     REFUSED = "refused"  # the outbound policy (runs.egress) refuses the provider's URL or key
+    STREAM_ERROR = (
+        "stream_error"  # an error event (``data: {"error": …}``) in the middle of a stream
+    )
+    CANCELLED = "cancelled"  # stopped here: the client left, or the stream reached its maximum
+    # Anything else: an exception no rule above names, from the client, the answer's shape or the
+    # response schema. The walk goes on to the next target; the log has the traceback.
+    UNEXPECTED = "unexpected_error"
 
 
 # Transient: the same request may well succeed a moment later. Anything else moves on to the
@@ -122,11 +127,19 @@ class ProviderUnavailable(Exception):
 
 
 class _Failure(Exception):
-    """One call failed: how (an Outcome), why (a safe detail), and how long the server asks to wait."""
+    """One call failed: how (an Outcome), why (a safe detail), how long the server asks to wait,
+    and the part of the answer that was streamed before it failed (its tokens were billed)."""
 
-    def __init__(self, outcome: Outcome, detail: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        outcome: Outcome,
+        detail: str,
+        retry_after: float | None = None,
+        answer: _Answer | None = None,
+    ) -> None:
         super().__init__(detail)
         self.outcome, self.detail, self.retry_after = outcome, detail, retry_after
+        self.answer = answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +156,7 @@ def complete(
     messages: list[dict[str, str]],
     on_token: Callable[[str], None] | None = None,
     providers: Mapping[str, Provider] | None = None,
+    cancel: Cancellation | None = None,
 ) -> Completion:
     """Ask the binding's primary, then its fallbacks, until one answers (validly, given a schema).
 
@@ -152,7 +166,10 @@ def complete(
     With ``on_token`` the answer is streamed and each content delta is passed on as it arrives. A
     stream that fails half-way is retried or falls back like any failed call, so ``on_token`` may
     see the start of an answer that is then abandoned; the Completion's text is the one to keep.
-    Raises ProviderUnavailable when every target failed.
+
+    Every attempt ends in an outcome, whatever was raised, so the walk always ends. ``cancel``
+    (another thread's) stops it: the attempt under way ends ``cancelled`` and no other starts.
+    Raises ProviderUnavailable when every target failed or the call was cancelled.
     """
     started = time.perf_counter()
     attempts: list[Attempt] = []
@@ -185,9 +202,12 @@ def complete(
             on_token=on_token,
             attempts=attempts,
             started=started,
+            cancel=cancel,
         )
         if completion is not None:
             return completion
+        if cancel is not None and cancel.cancelled:
+            break
     raise ProviderUnavailable(attempts)
 
 
@@ -206,6 +226,7 @@ def _complete_target(
     on_token: Callable[[str], None] | None,
     attempts: list[Attempt],
     started: float,
+    cancel: Cancellation | None,
 ) -> Completion | None:
     """Retry transient failures, repair one invalid answer; None means "try the next target"."""
     api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
@@ -233,6 +254,9 @@ def _complete_target(
     with client:
         while True:
             call_started = time.perf_counter()
+            if cancel is not None and cancel.cancelled:
+                record(Outcome.CANCELLED, cancel.reason, call_started)
+                return None
             try:
                 answer = _call(
                     client=client,
@@ -241,15 +265,36 @@ def _complete_target(
                     messages=conversation,
                     on_token=on_token,
                     started=call_started,
+                    cancel=cancel,
                 )
             except _Failure as failure:
-                record(failure.outcome, failure.detail, call_started)
-                if failure.outcome not in RETRYABLE or retries >= provider.max_retries:
+                outcome, detail = failure.outcome, failure.detail
+                if cancel is not None and cancel.cancelled:
+                    # Cutting the answer's socket makes the read fail as a lost connection.
+                    outcome, detail = Outcome.CANCELLED, cancel.reason
+                record(outcome, detail, call_started, failure.answer)
+                if outcome not in RETRYABLE or retries >= provider.max_retries:
                     return None
-                _sleep(_backoff(retries, failure.retry_after))
+                _pause(backoff_seconds(retries, failure.retry_after), cancel)
                 retries += 1
                 continue
-            parsed, error = (None, None) if schema is None else _validate(answer.text, schema)
+            except Exception as exc:
+                # Whatever else the call raised (a bug in reading a strange answer, say) still
+                # ends the attempt: a call that dies here would leave its caller waiting for ever.
+                logger.exception(
+                    "Model call %s/%s failed unexpectedly", provider.name, target.model
+                )
+                record(Outcome.UNEXPECTED, f"Unexpected {type(exc).__name__}.", call_started)
+                return None
+            try:
+                parsed, error = (None, None) if schema is None else _validate(answer.text, schema)
+            except Exception as exc:
+                # The schema itself cannot be applied (a dangling $ref, say): no answer can pass
+                # it here, so this target is done; the answer was billed all the same.
+                logger.exception("Response schema of %s/%s failed", provider.name, target.model)
+                detail = f"The response schema could not be applied ({type(exc).__name__})."
+                record(Outcome.UNEXPECTED, detail, call_started, answer)
+                return None
             if error is not None:
                 record(Outcome.SCHEMA_INVALID, error, call_started, answer)
                 if repaired:
@@ -284,6 +329,7 @@ def _call(
     messages: list[dict[str, str]],
     on_token: Callable[[str], None] | None,
     started: float,
+    cancel: Cancellation | None = None,
 ) -> _Answer:
     """One request; every way it can fail becomes a _Failure."""
     # Only the parameters a binding may hold (registry.content validates their values).
@@ -303,13 +349,8 @@ def _call(
         if not isinstance(text, str):
             raise _Failure(Outcome.MALFORMED, "The answer has no text content.")
         _check_size(len(text))
-        usage = getattr(response, "usage", None)
-        return _Answer(
-            text=text,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            time_to_first_token_ms=None,
-        )
+        input_tokens, output_tokens = _usage(getattr(response, "usage", None))
+        return _Answer(text, input_tokens, output_tokens, time_to_first_token_ms=None)
     with _translated():
         stream = create(
             model=target.model,
@@ -318,35 +359,88 @@ def _call(
             stream_options={"include_usage": True},
             **kwargs,
         )
-    parts: list[str] = []
-    size, first_token, finished, usage = 0, None, False, None
-    with stream:
-        chunks = iter(stream)
-        while True:
-            with _translated():
-                chunk = next(chunks, None)
-            if chunk is None:
-                break
-            usage = getattr(chunk, "usage", None) or usage
-            for choice in (getattr(chunk, "choices", None) or [])[:1]:
-                finished = finished or getattr(choice, "finish_reason", None) is not None
-                delta = getattr(getattr(choice, "delta", None), "content", None)
-                if not delta:
-                    continue
-                if first_token is None:
-                    first_token = (time.perf_counter() - started) * 1000
-                size += len(delta)
-                _check_size(size)
-                parts.append(delta)
-                on_token(delta)  # outside _translated(): the caller's errors stay the caller's
-    if not finished:
-        raise _Failure(Outcome.MALFORMED, "The stream ended before a finish reason.")
-    return _Answer(
-        text="".join(parts),
-        input_tokens=usage.prompt_tokens if usage else 0,
-        output_tokens=usage.completion_tokens if usage else 0,
-        time_to_first_token_ms=first_token,
-    )
+    reading = _Reading(started=started, messages=messages)
+    watching = cancel.watching(stream.response) if cancel is not None else contextlib.nullcontext()
+    try:
+        with watching, stream:
+            _read_stream(iter(stream), reading, on_token, cancel)
+    except _Failure as failure:
+        failure.answer = reading.answer()  # what streamed before the failure was billed
+        raise
+    except Exception as exc:
+        # Not the client's (``_translated`` took those): our reading of a strange chunk, or the
+        # caller's ``on_token``. Still an outcome, with the answer's start billed.
+        logger.exception("Reading the stream of %s failed unexpectedly", target.model)
+        detail = f"Unexpected {type(exc).__name__} while reading the stream."
+        raise _Failure(Outcome.UNEXPECTED, detail, answer=reading.answer()) from exc
+    if not reading.finished:
+        raise _Failure(
+            Outcome.MALFORMED, "The stream ended before a finish reason.", answer=reading.answer()
+        )
+    return reading.answer()
+
+
+class _Reading:
+    """A streamed answer as it arrives: its text, when it started, whether it finished, its usage."""
+
+    def __init__(self, *, started: float, messages: list[dict[str, str]]) -> None:
+        self.started, self.messages = started, messages
+        self.parts: list[str] = []
+        self.size, self.first_token, self.finished, self.usage = 0, None, False, None
+
+    def answer(self) -> _Answer:
+        """The answer so far. Without the provider's usage (a stream cut before its last chunk),
+        its tokens are estimated: the prompt's once any text came back, and the text's."""
+        text = "".join(self.parts)
+        if self.usage is not None:
+            input_tokens, output_tokens = _usage(self.usage)
+        elif text:
+            prompt = sum(len(m.get("content") or "") for m in self.messages)
+            input_tokens, output_tokens = _estimated(prompt), _estimated(len(text))
+        else:
+            input_tokens = output_tokens = 0
+        return _Answer(text, input_tokens, output_tokens, self.first_token)
+
+
+def _read_stream(
+    chunks: Iterator[Any],
+    reading: _Reading,
+    on_token: Callable[[str], None],
+    cancel: Cancellation | None,
+) -> None:
+    while True:
+        with _translated():
+            chunk = next(chunks, None)
+        if cancel is not None and cancel.cancelled:
+            raise _Failure(Outcome.CANCELLED, cancel.reason)
+        if chunk is None:
+            return
+        reading.usage = getattr(chunk, "usage", None) or reading.usage
+        for choice in (getattr(chunk, "choices", None) or [])[:1]:
+            reading.finished = (
+                reading.finished or getattr(choice, "finish_reason", None) is not None
+            )
+            delta = getattr(getattr(choice, "delta", None), "content", None)
+            if not delta:
+                continue
+            if not isinstance(delta, str):  # the client's lenient parsing lets any JSON through
+                raise _Failure(Outcome.MALFORMED, "A chunk's content is not text.")
+            if reading.first_token is None:
+                reading.first_token = (time.perf_counter() - reading.started) * 1000
+            reading.size += len(delta)
+            _check_size(reading.size)
+            reading.parts.append(delta)
+            on_token(delta)  # outside _translated(): the caller's errors are not the provider's
+
+
+def _usage(usage: Any) -> tuple[int, int]:
+    """(input, output) tokens of a usage object; a count that is not an integer counts as 0."""
+    counts = (getattr(usage, "prompt_tokens", 0), getattr(usage, "completion_tokens", 0))
+    return tuple(n if isinstance(n, int) and n >= 0 else 0 for n in counts)  # type: ignore[return-value]
+
+
+def _estimated(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN)
 
 
 @contextlib.contextmanager
@@ -358,9 +452,9 @@ def _translated() -> Iterator[None]:
         status = exc.status_code
         detail = f"HTTP {status}: {_error_message(exc)}"
         if status == 429:
-            raise _Failure(Outcome.RATE_LIMITED, detail, _retry_after(exc.response)) from exc
+            raise _Failure(Outcome.RATE_LIMITED, detail, retry_after_seconds(exc.response)) from exc
         if status >= 500:
-            raise _Failure(Outcome.SERVER_ERROR, detail, _retry_after(exc.response)) from exc
+            raise _Failure(Outcome.SERVER_ERROR, detail, retry_after_seconds(exc.response)) from exc
         raise _Failure(Outcome.BAD_REQUEST, detail) from exc
     except openai.APITimeoutError as exc:  # before APIConnectionError, its base class
         raise _Failure(Outcome.TIMEOUT, "No answer within the provider's timeout.") from exc
@@ -369,6 +463,16 @@ def _translated() -> Iterator[None]:
     except (openai.APIResponseValidationError, ValueError) as exc:
         # openai 3.x raises a bare json.JSONDecodeError (a ValueError) on a body that is not JSON.
         raise _Failure(Outcome.MALFORMED, f"Unreadable answer: {type(exc).__name__}") from exc
+    except openai.APIError as exc:
+        # What is left of the client's own errors: an error event in the middle of a stream (it
+        # raises the bare APIError for ``data: {"error": …}``, as OpenAI sends on an overload).
+        raise _Failure(Outcome.STREAM_ERROR, f"Error event mid-stream: {exc.message}") from exc
+    except httpx.TimeoutException as exc:
+        # Mid-stream the client reads the body itself and passes httpx's errors on unwrapped.
+        raise _Failure(Outcome.TIMEOUT, "No data within the provider's timeout.") from exc
+    except httpx.TransportError as exc:  # the connection dropped, reset, or broke HTTP mid-answer
+        reason = str(exc) or type(exc).__name__
+        raise _Failure(Outcome.CONNECTION_ERROR, f"Connection lost: {reason}") from exc
 
 
 def _error_message(exc: openai.APIStatusError) -> str:
@@ -379,30 +483,12 @@ def _error_message(exc: openai.APIStatusError) -> str:
     return message if isinstance(message, str) else exc.response.reason_phrase
 
 
-def _retry_after(response: Any) -> float | None:
-    """Seconds the server asks us to wait: ``retry-after-ms``, else ``Retry-After`` (seconds or date)."""
-    headers = getattr(response, "headers", None) or {}
-    for name, divisor in (("retry-after-ms", 1000), ("retry-after", 1)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / divisor
-        except ValueError:
-            seconds = math.nan
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    with contextlib.suppress(TypeError, ValueError):
-        when = email.utils.parsedate_to_datetime(headers.get("retry-after", ""))
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    return None
-
-
-def _backoff(retry: int, retry_after: float | None) -> float:
-    """The server's Retry-After when given (capped), else exponential backoff with full jitter."""
-    if retry_after is not None:
-        return min(retry_after, RETRY_AFTER_CAP_SECONDS)
-    return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**retry))
+def _pause(seconds: float, cancel: Cancellation | None) -> None:
+    """A retry's backoff; a cancellation ends it at once (the caller is gone)."""
+    if cancel is None:
+        _sleep(seconds)
+    else:
+        cancel.wait(seconds)
 
 
 def _check_size(size: int) -> None:

@@ -34,7 +34,7 @@ from .comparison import compare
 from .execution import attempts_as_dicts
 from .models import Call, ShadowRun
 from .payloads import PayloadError, PayloadRefused, payload_open
-from .providers import ProviderUnavailable, complete
+from .providers import Outcome, ProviderUnavailable, complete
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,15 @@ def shadow_run_execute(*, call_id: int, version: int, kind: str, payload: str) -
         opened = payload_open(payload)
     except PayloadError as exc:
         return _finish(run, status=ShadowRun.Status.ERROR, error_class=exc.reason.value)
-    return _run(run=run, call=call, variables=opened.variables, locale=opened.locale)
+    try:
+        return _run(run=run, call=call, variables=opened.variables, locale=opened.locale)
+    except Exception:
+        # A claimed run never stays pending: a pending row is what a redelivery runs again, so
+        # a job failing the same way each time would come back for ever (and the report would
+        # wait on it). If even this write fails (the database is down), the task fails, and is
+        # acknowledged as failed: never retried in a loop.
+        logger.exception("Shadow run %s failed unexpectedly", run.pk)
+        return _finish(run, status=ShadowRun.Status.ERROR, error_class=str(Outcome.UNEXPECTED))
 
 
 def shadow_run_refuse(

@@ -43,6 +43,16 @@ def run(client, body: dict[str, Any], url: str = URL, **headers: str):
     return client.post(url, data=json.dumps(body), content_type="application/json", **headers)
 
 
+def priced(model: str) -> None:
+    """``model`` of the ``local`` provider costs 1 per million tokens, in and out."""
+    ModelPrice.objects.create(
+        provider=Provider.objects.get(name="local"),
+        model=model,
+        input_per_million=Decimal(1),
+        output_per_million=Decimal(1),
+    )
+
+
 def released_prompt(
     environments, manager, key: str, *, model: dict[str, Any], **extra: Any
 ) -> Prompt:
@@ -313,12 +323,7 @@ def test_answers_the_schema_refused_are_billed_with_the_fallbacks(
 def test_a_call_whose_answers_were_all_refused_still_records_what_they_cost(
     environments, manager, model_server, runner
 ):
-    ModelPrice.objects.create(
-        provider=Provider.objects.get(name="local"),
-        model="fault-badjson",
-        input_per_million=Decimal(1),
-        output_per_million=Decimal(1),
-    )
+    priced("fault-badjson")
     released_prompt(
         environments,
         manager,
@@ -391,20 +396,72 @@ def test_a_stream_whose_models_all_fail_ends_with_an_error_event(
     assert Call.objects.get().status == Call.Status.ERROR
 
 
-def test_a_client_leaving_mid_stream_still_gets_the_call_recorded(released, model_server) -> None:
-    # The stream's generator, as the WSGI server drives it: one event read, then closed because
+def test_a_client_leaving_mid_stream_cancels_the_model_and_records_the_call(
+    released, model_server
+) -> None:
+    # The stream's generator, as the WSGI server drives it: two events read, then closed because
     # the client went away (Django's test client cannot close a stream without also closing the
-    # test's database connection).
+    # test's database connection; tests/faults/ does it over a real connection).
+    priced("echo-1")
+    model_server.faults.push("echo-1", "trickle-20")  # 200 tokens, 20 ms apart
     served = release_cache().lookup("staging", "support.refund-reply").release
     prepared = run_prepare(
         resolution=resolve(served, subject=None, locale=None), variables={"customer_name": "Gil"}
     )
     events = run_module._run_events(prepared, subject=None, request_id="left-early", path=URL)
     assert next(events).startswith(b"event: start")
+    assert next(events).startswith(b"event: token")
     events.close()
+
     call = Call.objects.get(request_id="left-early")
-    assert call.status == Call.Status.OK
-    assert "Gil" in call.output
+    assert (call.status, call.error_class) == (Call.Status.ERROR, "cancelled")
+    (attempt,) = call.attempts
+    assert attempt["detail"] == "The client left before the end of the stream."
+    # What was answered before the cut was billed: estimated, as no usage chunk came.
+    assert call.output_tokens > 0
+    assert call.cost == Decimal(call.input_tokens + call.output_tokens) / 1_000_000
+    [stream] = model_server.wait_for_streams(1)
+    assert stream.end == "client_closed"  # cut, not sent to its end
+    assert stream.sent < stream.total
+
+
+def test_a_schema_that_fails_to_apply_is_a_502_with_the_answer_billed(
+    environments, manager, model_server, runner, monkeypatch
+):
+    """Any exception while validating an answer (a dangling ``$ref``, say) ends the attempt:
+    a 502 problem with the attempts, and the call recorded with what the answers cost."""
+    from runs import providers
+
+    def unresolvable(text, schema):
+        raise LookupError("PointerToNowhere: '/$defs/missing' does not exist")
+
+    monkeypatch.setattr(providers, "_validate", unresolvable)
+    priced("echo-1")
+    released_prompt(
+        environments,
+        manager,
+        "support.dangling",
+        model={"provider": "local", "model": "echo-1", "response_schema": SCHEMA},
+    )
+
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "K"}},
+        url="/api/v1/prompts/support.dangling/run",
+    )
+
+    assert response.status_code == 502
+    problem = response.json()
+    assert problem["type"].endswith("/provider-unavailable")
+    [attempt] = problem["attempts"]
+    assert attempt["outcome"] == "unexpected_error"
+    assert attempt["detail"] == "The response schema could not be applied (LookupError)."
+    assert "PointerToNowhere" not in response.content.decode()  # the type only, never the text
+    call = Call.objects.get()
+    assert (call.status, call.error_class) == (Call.Status.ERROR, "unexpected_error")
+    assert call.input_tokens > 0
+    assert call.output_tokens > 0
+    assert call.cost == Decimal(call.input_tokens + call.output_tokens) / 1_000_000
 
 
 def test_a_sampled_call_queues_its_shadows_after_commit(

@@ -281,6 +281,85 @@ def test_badjson_answers_content_that_is_not_the_json_asked_for(client: OpenAI) 
         json.loads(content[content.index("{") :])  # not even once the prose is stripped
 
 
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        # The client (openai 3.x) wraps httpx's errors mid-stream; the registry maps both forms.
+        ("drop", openai.APIConnectionError),  # RemoteProtocolError: incomplete chunked read
+        ("error-event", openai.APIError),  # the bare APIError, for data: {"error": ...}
+        ("garbage", json.JSONDecodeError),  # after a chunk whose content is a number
+        ("reset", openai.APIConnectionError),  # ReadError: connection reset by peer
+    ],
+)
+def test_a_stream_broken_half_way_fails_in_the_client_after_some_tokens(
+    fake: FakeProvider, client: OpenAI, fault: str, error: type[Exception]
+) -> None:
+    stream = client.chat.completions.create(model=f"fault-{fault}", messages=MESSAGES, stream=True)
+    chunks: list[Any] = []
+
+    with pytest.raises(error):
+        chunks.extend(stream)
+
+    assert len(chunks) >= 2 or fault == "reset"  # a reset may discard what was in flight
+    [record] = fake.wait_for_streams(1)
+    assert (record.fault, record.end) == (fault, "cut")
+    assert record.sent < record.total
+
+
+def test_a_stalled_stream_times_out_after_some_tokens(
+    fake: FakeProvider, connect: Callable[..., OpenAI]
+) -> None:
+    stream = connect(fake, timeout=0.5).chat.completions.create(
+        model="fault-stall", messages=MESSAGES, stream=True
+    )
+    chunks: list[Any] = []
+
+    with pytest.raises(openai.APITimeoutError):
+        chunks.extend(stream)
+
+    assert len(chunks) >= 2
+    stream.close()
+    [record] = fake.wait_for_streams(1)
+    assert record.end == "client_closed"  # the stall noticed the client going, not its end
+
+
+def test_a_trickle_ends_as_soon_as_the_client_closes(fake: FakeProvider, client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="fault-trickle-20", messages=MESSAGES, stream=True
+    )
+    first = [next(stream), next(stream)]
+    stream.close()
+
+    [record] = fake.wait_for_streams(1)
+    assert len(first) == 2
+    assert (record.end, record.total) == ("client_closed", 203)  # role, 200 words, finish, [DONE]
+    assert record.sent < record.total
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        ("drop", openai.APIConnectionError),
+        ("stall", openai.APITimeoutError),
+        ("garbage", json.JSONDecodeError),
+        ("reset", openai.APIConnectionError),
+    ],
+)
+def test_the_broken_faults_break_a_plain_answer_too(
+    connect: Callable[..., OpenAI], fake: FakeProvider, fault: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        connect(fake, timeout=0.5).chat.completions.create(
+            model=f"fault-{fault}", messages=MESSAGES
+        )
+
+
+def test_an_error_body_in_a_200_is_no_completion(client: OpenAI) -> None:
+    completion = client.chat.completions.create(model="fault-error-event", messages=MESSAGES)
+
+    assert completion.choices is None  # the client's lenient parsing: the registry checks shapes
+
+
 def test_a_hung_answer_times_out_and_the_server_still_stops_promptly(
     connect: Callable[..., OpenAI],
 ) -> None:

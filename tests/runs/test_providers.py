@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from registry.content import ModelBinding, ModelTarget
-from runs import providers
+from runs import providers, retries
 from runs.fake_provider import FakeProvider
 from runs.models import Provider
 from runs.providers import Outcome, ProviderUnavailable, complete
@@ -121,7 +121,7 @@ def test_server_errors_exhaust_the_retries_then_the_fallback_answers(
     fake: FakeProvider, local: Provider, waits: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The top of each jitter range: the waits show the exponential backoff itself.
-    monkeypatch.setattr(providers.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(retries.random, "uniform", lambda low, high: high)
 
     result = complete(binding=binding("fault-500", "local/echo-small"), messages=MESSAGES)
 
@@ -137,12 +137,12 @@ def test_server_errors_exhaust_the_retries_then_the_fallback_answers(
 
 
 def test_the_backoff_is_jittered_and_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(providers.random, "uniform", lambda low, high: (low, high))
+    monkeypatch.setattr(retries.random, "uniform", lambda low, high: (low, high))
 
-    assert providers._backoff(0, None) == (0, 0.25)
-    assert providers._backoff(3, None) == (0, 2.0)
-    assert providers._backoff(9, None) == (0, 8.0)
-    assert providers._backoff(0, 600.0) == 20.0  # a Retry-After is honoured up to a cap
+    assert retries.backoff_seconds(0, None) == (0, 0.25)
+    assert retries.backoff_seconds(3, None) == (0, 2.0)
+    assert retries.backoff_seconds(9, None) == (0, 8.0)
+    assert retries.backoff_seconds(0, 600.0) == 20.0  # a Retry-After is honoured up to a cap
 
 
 def test_a_hanging_provider_times_out_then_the_fallback_answers(

@@ -203,6 +203,33 @@ def test_a_candidate_whose_model_fails_records_the_failure(
     assert len(run.attempts) == 3
 
 
+def test_a_shadow_job_that_fails_unexpectedly_ends_in_error_and_is_not_run_again(
+    live, jobs, model_server, monkeypatch
+):
+    """Any exception once the run is claimed (here the comparison) ends the row in ``error``:
+    a row left ``pending`` is what a redelivery runs again, so the job would come back for ever."""
+    from runs import shadows
+    from runs.tasks import shadow_run_task
+
+    live()
+
+    def broken_compare(*args, **kwargs):
+        raise RuntimeError("comparison bug")
+
+    monkeypatch.setattr(shadows, "compare", broken_compare)
+    shadow_run_task(**jobs[0])  # the task itself returns: nothing to retry
+    run = ShadowRun.objects.get()
+    assert run.status == ShadowRun.Status.ERROR
+    assert run.error_class == "unexpected_error"
+    assert run.finished_at is not None
+
+    requests = len(model_server.requests.for_path(CHAT))
+    again = shadow_run_execute(**jobs[0])  # delivered again: finished, so no model is called
+    assert again.pk == run.pk
+    assert again.status == ShadowRun.Status.ERROR
+    assert len(model_server.requests.for_path(CHAT)) == requests
+
+
 def test_schema_outputs_are_compared_as_json(
     environments, manager, model_server, runner, jobs, settings, django_capture_on_commit_callbacks
 ):
