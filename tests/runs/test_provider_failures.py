@@ -101,18 +101,36 @@ def test_the_same_faults_without_streaming_are_outcomes_too(
     assert [a.outcome for a in result.attempts] == [outcome, Outcome.OK]
 
 
-def test_a_schema_that_cannot_be_applied_ends_the_attempt_and_bills_the_answer(
-    fake: FakeProvider,
-) -> None:
-    """A dangling ``$ref`` makes jsonschema raise while validating, not report an error."""
+def test_a_dangling_reference_is_a_schema_failure_never_an_exception(fake: FakeProvider) -> None:
+    """The schema's validator (registry.json_schemas) reports a reference it cannot follow as a
+    validation error: the answer is refused, repaired once, and both answers are billed."""
     dangling = {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}
 
     with pytest.raises(ProviderUnavailable) as raised:
         complete(binding=binding("echo-1", response_schema=dangling), messages=MESSAGES)
 
+    attempts = raised.value.attempts
+    assert [a.outcome for a in attempts] == [Outcome.SCHEMA_INVALID, Outcome.SCHEMA_INVALID]
+    assert all((a.input_tokens, a.output_tokens) != (0, 0) for a in attempts)
+
+
+def test_a_schema_that_cannot_be_applied_ends_the_attempt_and_bills_the_answer(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever raises while validating an answer ends the attempt as an outcome."""
+
+    def unresolvable(text: str, schema: Any) -> Any:
+        raise LookupError("PointerToNowhere: '/$defs/missing' does not exist")
+
+    monkeypatch.setattr(providers, "_validate", unresolvable)
+    schema = {"type": "object"}
+
+    with pytest.raises(ProviderUnavailable) as raised:
+        complete(binding=binding("echo-1", response_schema=schema), messages=MESSAGES)
+
     (attempt,) = raised.value.attempts
     assert attempt.outcome is Outcome.UNEXPECTED
-    assert attempt.detail.startswith("The response schema could not be applied (")
+    assert attempt.detail == "The response schema could not be applied (LookupError)."
     assert (attempt.input_tokens, attempt.output_tokens) != (0, 0)
 
 
