@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import ProblemsError, RegistryError
 from registry.rendering import to_messages
+from registry.strictjson import JSONRefused, strict_json_loads
 from releases.bucketing import HASH_VERSION
 from releases.cache import DATABASE_UNAVAILABLE, release_cache
 from releases.errors import EnvironmentNotFound
@@ -280,11 +281,13 @@ def _body(request: HttpRequest) -> dict[str, Any]:
             )
         ) from exc
     try:
-        data = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
-        raise _Refused(
-            _problem(problems.MALFORMED, f"The body is not valid JSON: {exc}", request)
-        ) from exc
+        # The same strict parser as the DRF views: a value PostgreSQL cannot store would
+        # otherwise reach the model and then fail to be recorded.
+        data = strict_json_loads(raw or b"{}")
+    except JSONRefused as exc:
+        problem = problems.MALFORMED if exc.malformed else problems.VALIDATION
+        extra = {"errors": [e.as_dict() for e in exc.errors]} if exc.errors else {}
+        raise _Refused(_problem(problem, exc.msg, request, **extra)) from exc
     if not isinstance(data, dict):
         raise _Refused(_problem(problems.MALFORMED, "The body must be a JSON object.", request))
     errors = []

@@ -186,6 +186,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
     "DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576, minimum=1024
 )
 
+# JSON a caller sends (registry.strictjson): arrays and objects nested deeper than this are refused
+# with a 400, before anything walks them.
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", default=64, minimum=2)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
