@@ -227,6 +227,10 @@ SPECTACULAR_SETTINGS = {
 PROMPT_SECTION_MAX_CHARS = env_int("PROMPT_SECTION_MAX_CHARS", default=50_000, minimum=1)
 PROMPT_RENDER_MAX_CHARS = env_int("PROMPT_RENDER_MAX_CHARS", default=200_000, minimum=1)
 PROMPT_TEMPLATE_CACHE_SIZE = env_int("PROMPT_TEMPLATE_CACHE_SIZE", default=4096, minimum=1)
+# Version diffs (registry.linediff): past this many differing lines on either side of a section
+# (after the lines both share at the start and end), the section is not compared line by line
+# (quadratic) but shown as one replaced block, flagged ``coarse``.
+VERSION_DIFF_MAX_LINES = env_int("VERSION_DIFF_MAX_LINES", default=1000, minimum=1)
 
 # The release cache (releases.cache): how often each web process compares its revisions with the
 # database, in case a change message was lost.

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from django.contrib.messages import get_messages
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -850,6 +850,21 @@ def test_diff_shows_the_changed_lines_side_by_side(
     assert 'class="tag-replace"' in page
     assert "in a {{ tone }} tone." in page
     assert [d.name for d, _, _ in response.context["variables"]] == ["tone"]
+
+
+@override_settings(VERSION_DIFF_MAX_LINES=100)
+def test_diff_says_when_a_section_is_too_large_to_compare_line_by_line(
+    author_client: Client, committed: PromptVersion
+) -> None:
+    """Issue 12, finding 7b: the coarse diff is flagged on the page, not passed off as exact."""
+    make_version(committed.prompt, templates={"en": {**EN, "format": "a\nb\n" * 200}})
+    third = make_version(committed.prompt, templates={"en": {**EN, "format": "b\na\n" * 200}})
+
+    response = author_client.get(url("promptversion_diff", third.pk), {"before": 2, "after": 3})
+
+    page = response.content.decode()
+    assert page.count('class="help diff-coarse"') == 1
+    assert "Too many lines differ to compare them one by one" in page
 
 
 def test_diff_compares_any_two_versions_of_the_prompt(
