@@ -33,6 +33,7 @@ from . import problems
 from .authentication import bearer_token
 from .keyring import KeyEntry, keyring
 from .models import Scope
+from .ratelimit import limiter, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class _Refused(Exception):
 
 
 def _authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> KeyEntry:
-    """The bearer key, which must carry ``scope``: checked before anything else is read."""
+    """The bearer key, which must carry ``scope`` and have a token left in that scope's bucket
+    (``api.ratelimit``): checked before anything else is read."""
     raw = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
     if raw is None:
         raise _Refused(
@@ -79,6 +81,15 @@ def _authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> Ke
                 required_scope=str(scope),
             )
         )
+    wait = limiter.take(key_id=entry.pk, scope=str(scope))
+    if wait > 0:
+        response = _problem(
+            problems.THROTTLED,
+            f"This key has made too many {scope} requests; retry in {retry_after(wait)} s.",
+            request,
+        )
+        response["Retry-After"] = retry_after(wait)
+        raise _Refused(response)
     return entry
 
 

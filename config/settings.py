@@ -190,10 +190,25 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
 # with a 400, before anything walks them.
 JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", default=64, minimum=2)
 
+# Rate limits per API key and scope (api.ratelimit): "N/s", "N/min" or "N/hour" is a token bucket
+# of N requests refilled at N per period (a burst of N, then N per period), shared by every web
+# node through Redis; "off" lifts a scope's limit. "default" covers views that need no scope.
+# Override some in the environment: API_RATE_LIMITS="runs:execute=5/s,prompts:read=off".
+API_RATE_LIMITS_ENABLED = env_bool("API_RATE_LIMITS_ENABLED", default=True)
+API_RATE_LIMITS = {
+    "prompts:read": "1000/s",  # resolve, render, bundle, stream: cheap, and SDKs read bundles
+    "prompts:write": "20/s",
+    "releases:write": "10/s",
+    "runs:execute": "50/s",  # each one calls a model
+    "events:write": "100/s",  # each request is a batch of up to 1,000 events
+    "default": "100/s",
+} | env.dict("API_RATE_LIMITS", default={})
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.LimitedJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.ratelimit.ApiKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "PAGE_SIZE": 50,
