@@ -39,7 +39,7 @@ class JSONBodyRefused(APIException):
     default_code = "invalid_json"
 
     def __init__(self, refused: JSONRefused) -> None:
-        super().__init__(refused.msg)
+        super().__init__(str(refused))
         self.malformed = refused.malformed
         self.errors = [error.as_dict() for error in refused.errors]
 

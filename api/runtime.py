@@ -298,7 +298,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     except JSONRefused as exc:
         problem = problems.MALFORMED if exc.malformed else problems.VALIDATION
         extra = {"errors": [e.as_dict() for e in exc.errors]} if exc.errors else {}
-        raise _Refused(_problem(problem, exc.msg, request, **extra)) from exc
+        raise _Refused(_problem(problem, str(exc), request, **extra)) from exc
     if not isinstance(data, dict):
         raise _Refused(_problem(problems.MALFORMED, "The body must be a JSON object.", request))
     errors = []

@@ -68,11 +68,23 @@ class JSONRefused(ValueError):
     ``malformed`` is true when it is not JSON at all (syntax, encoding, ``NaN``, too deep to
     read): an API answers ``malformed-request``; otherwise it is JSON holding values that cannot
     be stored (``validation-error``). ``errors`` points at each value found, when there is one.
+    Like ``json.JSONDecodeError``, ``msg`` is the reason alone and ``colno`` the column of a
+    syntax error (None otherwise); ``str()`` is the whole sentence, for a problem's detail.
     """
 
-    def __init__(self, message: str, *, malformed: bool, errors: list[JSONError] = ()) -> None:
-        super().__init__(message)
-        self.msg = message
+    def __init__(
+        self,
+        reason: str,
+        *,
+        malformed: bool,
+        errors: list[JSONError] | tuple[()] = (),
+        colno: int | None = None,
+        where: str = "",
+    ) -> None:
+        prefix = "The body is not valid JSON: " if malformed else ""
+        super().__init__(prefix + reason + where)
+        self.msg = reason
+        self.colno = colno
         self.malformed = malformed
         self.errors = list(errors)
 
@@ -99,7 +111,7 @@ def strict_json_loads(raw: str | bytes, *, max_depth: int | None = None) -> Any:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise JSONRefused(f"The body is not valid JSON: {exc}", malformed=True) from exc
+            raise JSONRefused(str(exc), malformed=True) from exc
     else:
         text = raw
     refused: list[_Refused] = []
@@ -120,11 +132,12 @@ def strict_json_loads(raw: str | bytes, *, max_depth: int | None = None) -> Any:
     try:
         data = json.loads(text, parse_constant=constant, parse_float=number)
     except RecursionError as exc:
-        raise JSONRefused(
-            "The body is not valid JSON: it is nested too deeply.", malformed=True
-        ) from exc
-    except ValueError as exc:  # JSONDecodeError, and ints past sys.get_int_max_str_digits()
-        raise JSONRefused(f"The body is not valid JSON: {exc}", malformed=True) from exc
+        raise JSONRefused("it is nested too deeply.", malformed=True) from exc
+    except json.JSONDecodeError as exc:
+        where = f": line {exc.lineno} column {exc.colno} (char {exc.pos})"
+        raise JSONRefused(exc.msg, malformed=True, colno=exc.colno, where=where) from exc
+    except ValueError as exc:  # ints past sys.get_int_max_str_digits()
+        raise JSONRefused(str(exc), malformed=True) from exc
     might_be_deep = text.count("[") + text.count("{") > max_depth
     if refused or might_be_deep or _SUSPECT_ESCAPE.search(text):
         _check(data, max_depth=max_depth, any_refused=bool(refused))
@@ -168,13 +181,9 @@ def _check(data: Any, *, max_depth: int, any_refused: bool) -> None:
         return
     numbers_only = all(e.code in (NOT_JSON_NUMBER, NUMBER_TOO_LARGE) for e in errors)
     if any_refused and numbers_only:
-        raise JSONRefused(
-            "The body is not valid JSON: " + errors[0].detail, malformed=True, errors=errors
-        )
+        raise JSONRefused(errors[0].detail, malformed=True, errors=errors)
     if too_deep and all(e.code == TOO_DEEP for e in errors):
-        raise JSONRefused(
-            "The body is not valid JSON: it is nested too deeply.", malformed=True, errors=errors
-        )
+        raise JSONRefused("it is nested too deeply.", malformed=True, errors=errors)
     raise JSONRefused(
         "The body holds values that cannot be stored.", malformed=False, errors=errors
     )

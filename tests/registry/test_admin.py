@@ -397,6 +397,45 @@ def test_a_bad_template_is_refused_next_to_its_section_and_nothing_is_saved(
     assert not LocalizedTemplate.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("parameters", '{"temperature": NaN}', "NaN is not a JSON number. (at /temperature)"),
+        ("parameters", '{"stop": ["\\u0000"]}', "Null characters"),
+        ("fallbacks", '[{"provider": "\\ud800"}]', "Unpaired surrogates"),
+        ("response_schema", '{"maximum": 1e400}', "The number is too large."),
+    ],
+    ids=["nan", "nul", "surrogate", "overflow"],
+)
+def test_json_fields_go_through_the_strict_parser(
+    author_client: Client, prompt: Prompt, field: str, value: str, expected: str
+) -> None:
+    """Issue 12, finding 5: what PostgreSQL would refuse on save (a 500) is a form error."""
+    data = version_form(prompt=prompt, templates=template_rows({"en": EN}), **{field: value})
+
+    response = author_client.post(url("promptversion_add"), data)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert expected in errors[field][0]
+    assert not PromptVersion.objects.exists()
+
+
+def test_a_variable_default_goes_through_the_strict_parser(
+    author_client: Client, prompt: Prompt
+) -> None:
+    tags = {"name": "tags", "type": "list", "required": False, "default": '["\\u0000"]'}
+    data = version_form(
+        prompt=prompt, variables=[CUSTOMER, tags], templates=template_rows({"en": EN})
+    )
+
+    response = author_client.post(url("promptversion_add"), data)
+
+    assert response.status_code == 200
+    assert not PromptVersion.objects.exists()
+    assert "Null characters (\\u0000) are not allowed. (at /0)" in response.content.decode()
+
+
 def test_every_problem_of_a_section_is_listed_and_the_page_keeps_the_text(
     author_client: Client, prompt: Prompt
 ) -> None:
