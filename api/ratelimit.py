@@ -8,8 +8,9 @@ burst N requests and then keep to N per period. An empty bucket answers 429 ``th
 ``Retry-After``: the seconds until a token is back.
 
 - With Redis (``REDIS_URL``), the bucket lives there and one Lua script reads, refills and takes
-  it atomically, on Redis's clock: every web node sees the same bucket, and a request costs one
-  round trip (``EVALSHA``).
+  it atomically, on Redis's clock: every web node sees the same bucket. A request costs at most
+  one round trip (``EVALSHA``), and a busy key far less: each process leases a few tokens at a
+  time (see ``RateLimiter``).
 - Without Redis (the embedded default), each process keeps its own buckets.
 - Redis failing never fails a request: the limiter has its own client (a 0.25 s timeout, no
   retries), logs the failure, and for ``_COOLDOWN_SECONDS`` limits with the process's own buckets
@@ -42,14 +43,28 @@ DEFAULT_SCOPE = "default"
 _KEY_PREFIX = "promptregistry:ratelimit:"
 _COOLDOWN_SECONDS = 5.0
 _TIMEOUT_SECONDS = 0.25
-_PERIODS = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_MAX_LEASE = 20
+_LEASE_SECONDS = 1.0
+_PERIODS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
 
-# KEYS[1]: the bucket; ARGV: capacity, refill rate (tokens per second). Returns {1, "0"} when a
-# token was taken, else {0, seconds until one is back}. Redis's own clock (TIME) is every node's.
+# KEYS[1]: the bucket; ARGV: capacity, refill rate (tokens per second), tokens wanted. Returns
+# {tokens granted (at least 1, at most wanted), "0"}, or {0, seconds until a token is back}.
+# Redis's own clock (TIME) is every node's.
 _TAKE = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
+local wanted = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -60,17 +75,17 @@ if tokens == nil or at == nil then
   at = now
 end
 tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
-local allowed = 0
+local granted = math.min(wanted, math.floor(tokens))
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+if granted >= 1 then
+  tokens = tokens - granted
 else
+  granted = 0
   wait = (1 - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
-return {allowed, tostring(wait)}
+return {granted, tostring(wait)}
 """
 
 
@@ -100,6 +115,12 @@ def limit_for(scope: str) -> Limit | None:
     limits = settings.API_RATE_LIMITS
     spec = limits.get(scope, limits.get(DEFAULT_SCOPE, "off"))
     return limit_parse(spec)
+
+
+def lease_size(limit: Limit) -> int:
+    """How many tokens a process takes from the shared bucket at once: a fiftieth of the burst,
+    so up to 50 processes can hold a lease of a full bucket, and 1 (exact) below 100."""
+    return max(1, min(_MAX_LEASE, limit.capacity // 50))
 
 
 class LocalBuckets:
@@ -137,14 +158,37 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
+class _Lease:
+    """Tokens this process took from a shared bucket ahead of need, and the refusal it was
+    last given (so a key over its limit is refused here, with no round trip, until then)."""
+
+    __slots__ = ("expires", "refused_until", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.expires = 0.0
+        self.refused_until = 0.0
+
+
 class RateLimiter:
     """Takes a token for (key, scope); answers 0 when the request may go on, else the seconds to
-    wait. ``client`` is a redis-py client, or None for in-process buckets only."""
+    wait. ``client`` is a redis-py client, or None for in-process buckets only.
+
+    With Redis, a process takes tokens from the shared bucket a few at a time (``lease_size``:
+    1 for small limits, so they are exact; up to ``_MAX_LEASE`` for large ones) and spends them
+    locally for up to ``_LEASE_SECONDS``: a busy key costs one round trip per lease, not per
+    request. No key ever gets more than its limit (every request spends a token taken from the
+    shared bucket); leased tokens a process does not use in time are lost, which can only
+    refuse a little early, never let more through. A refusal is remembered for the wait Redis
+    gave, so a key hammering past its limit costs no round trips either.
+    """
 
     def __init__(self, client: Any = None) -> None:
         self._client = client
         self._script: Any = None
         self._local = LocalBuckets()
+        self._leases: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
         self._redis_paused_until = 0.0
 
     def take(self, *, key_id: int, scope: str) -> float:
@@ -153,22 +197,37 @@ class RateLimiter:
             return 0.0
         bucket = f"{_KEY_PREFIX}{key_id}:{scope}"
         client = self._redis()
-        if client is not None and time.monotonic() >= self._redis_paused_until:
-            try:
-                if self._script is None:
-                    self._script = client.register_script(_TAKE)
-                allowed, wait = self._script(keys=[bucket], args=[limit.capacity, limit.per_second])
-            except RedisError as exc:
-                # Fail open: a limiter must never be why a request fails. Limit locally meanwhile.
-                self._redis_paused_until = time.monotonic() + _COOLDOWN_SECONDS
-                logger.warning(
-                    "Rate limiter: Redis failed (%s); limiting in this process for %s s",
-                    type(exc).__name__,
-                    _COOLDOWN_SECONDS,
-                )
-            else:
-                return 0.0 if int(allowed) else float(wait)
-        return self._local.take(bucket, limit)
+        now = time.monotonic()
+        if client is None or now < self._redis_paused_until:
+            return self._local.take(bucket, limit)
+        with self._lock:
+            lease = self._leases.setdefault(bucket, _Lease())
+            if lease.tokens > 0 and now < lease.expires:
+                lease.tokens -= 1
+                return 0.0
+            if now < lease.refused_until:
+                return lease.refused_until - now
+        try:
+            if self._script is None:
+                self._script = client.register_script(_TAKE)
+            granted, wait = self._script(
+                keys=[bucket], args=[limit.capacity, limit.per_second, lease_size(limit)]
+            )
+        except RedisError as exc:
+            # Fail open: a limiter must never be why a request fails. Limit locally meanwhile.
+            self._redis_paused_until = time.monotonic() + _COOLDOWN_SECONDS
+            logger.warning(
+                "Rate limiter: Redis failed (%s); limiting in this process for %s s",
+                type(exc).__name__,
+                _COOLDOWN_SECONDS,
+            )
+            return self._local.take(bucket, limit)
+        with self._lock:
+            if int(granted) >= 1:
+                lease.tokens, lease.expires = int(granted) - 1, now + _LEASE_SECONDS
+                return 0.0
+            lease.tokens, lease.refused_until = 0, now + float(wait)
+            return float(wait)
 
     def _redis(self) -> Any:
         if self._client is None and settings.REDIS_URL:
@@ -176,8 +235,10 @@ class RateLimiter:
         return self._client
 
     def reset(self) -> None:
-        """Forgets the in-process buckets and any pause (tests)."""
+        """Forgets the in-process buckets, leases and any pause (tests)."""
         self._local.clear()
+        with self._lock:
+            self._leases.clear()
         self._redis_paused_until = 0.0
 
 

@@ -205,3 +205,31 @@ def test_limits_are_parsed_and_a_typo_stops_the_process():
     for bad in ("600", "600/fortnight", "0/s", "-1/s", "many/s"):
         with pytest.raises(ImproperlyConfigured):
             limit_parse(bad)
+
+
+class CountingScript:
+    """Wraps a limiter's Lua script to count round trips to Redis."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.script, self.calls = limiter._redis().register_script(ratelimit._TAKE), 0
+        limiter._script = self
+
+    def __call__(self, **kwargs):
+        self.calls += 1
+        return self.script(**kwargs)
+
+
+@pytest.mark.usefixtures("needs_redis")
+@limits(prompts_read="500/day", default="off")
+def test_a_busy_key_leases_tokens_and_never_gets_more_than_its_limit():
+    """Two nodes take tokens a few at a time (a round trip per lease, not per request); together
+    they never let more than the bucket through, and refusals cost no round trip once known."""
+    nodes = [RateLimiter(redis_client(settings.REDIS_URL)) for _ in range(2)]
+    counters = [CountingScript(node) for node in nodes]
+
+    allowed = sum(nodes[i % 2].take(key_id=9, scope="prompts:read") == 0.0 for i in range(700))
+
+    assert ratelimit.lease_size(limit_parse("500/day")) == 10
+    assert allowed == 500
+    # 50 leases of 10, then one refusal per node that both remember.
+    assert sum(c.calls for c in counters) == 52
