@@ -201,7 +201,9 @@ class RateLimiter:
         if client is None or now < self._redis_paused_until:
             return self._local.take(bucket, limit)
         with self._lock:
-            lease = self._leases.setdefault(bucket, _Lease())
+            lease = self._leases.get(bucket)
+            if lease is None:
+                lease = self._leases[bucket] = _Lease()
             if lease.tokens > 0 and now < lease.expires:
                 lease.tokens -= 1
                 return 0.0

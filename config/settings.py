@@ -190,7 +190,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
 # with a 400, before anything walks them.
 JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", default=64, minimum=2)
 
-# Rate limits per API key and scope (api.ratelimit): "N/s", "N/min" or "N/hour" is a token bucket
+# Rate limits per API key and scope (api.ratelimit): "N/s", "N/min", "N/hour" or "N/day" is a bucket
 # of N requests refilled at N per period (a burst of N, then N per period), shared by every web
 # node through Redis; "off" lifts a scope's limit. "default" covers views that need no scope.
 # Override some in the environment: API_RATE_LIMITS="runs:execute=5/s,prompts:read=off".
