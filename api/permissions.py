@@ -34,6 +34,7 @@ def HasScope(scope: Scope | str) -> type[BasePermission]:
             return True
 
     _HasScope.__name__ = _HasScope.__qualname__ = f"HasScope({scope})"
+    _HasScope.scope = scope  # the bucket api.ratelimit takes the request's token from
     return _HasScope
 
 

@@ -36,7 +36,7 @@ from releases.resolution import NotReleased
 from runs.events import EventBatchTooLarge
 from runs.services import CallNotFound
 
-from .parsers import RequestTooLarge
+from .parsers import JSONBodyRefused, RequestTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +295,10 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         return problem_response(
             VALIDATION, "The request has problems; see errors.", instance=instance, errors=errors
         )
+    if isinstance(exc, JSONBodyRefused):
+        problem = MALFORMED if exc.malformed else VALIDATION
+        extra = {"errors": exc.errors} if exc.errors else {}
+        return problem_response(problem, str(exc.detail), instance=instance, **extra)
     if isinstance(exc, RequestTooLarge):
         return problem_response(TOO_LARGE, str(exc.detail), instance=instance)
     if isinstance(exc, RequestDataTooBig):

@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import ProblemsError, RegistryError
 from registry.rendering import to_messages
+from registry.strictjson import JSONRefused, strict_json_loads
 from releases.bucketing import HASH_VERSION
 from releases.cache import DATABASE_UNAVAILABLE, release_cache
 from releases.errors import EnvironmentNotFound
@@ -32,6 +33,7 @@ from . import problems
 from .authentication import bearer_token
 from .keyring import KeyEntry, keyring
 from .models import Scope
+from .ratelimit import limiter, retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,8 @@ class _Refused(Exception):
 
 
 def _authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> KeyEntry:
-    """The bearer key, which must carry ``scope``: checked before anything else is read."""
+    """The bearer key, which must carry ``scope`` and have a token left in that scope's bucket
+    (``api.ratelimit``): checked before anything else is read."""
     raw = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
     if raw is None:
         raise _Refused(
@@ -78,6 +81,15 @@ def _authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> Ke
                 required_scope=str(scope),
             )
         )
+    wait = limiter.take(key_id=entry.pk, scope=str(scope))
+    if wait > 0:
+        response = _problem(
+            problems.THROTTLED,
+            f"This key has made too many {scope} requests; retry in {retry_after(wait)} s.",
+            request,
+        )
+        response["Retry-After"] = retry_after(wait)
+        raise _Refused(response)
     return entry
 
 
@@ -280,11 +292,13 @@ def _body(request: HttpRequest) -> dict[str, Any]:
             )
         ) from exc
     try:
-        data = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
-        raise _Refused(
-            _problem(problems.MALFORMED, f"The body is not valid JSON: {exc}", request)
-        ) from exc
+        # The same strict parser as the DRF views: a value PostgreSQL cannot store would
+        # otherwise reach the model and then fail to be recorded.
+        data = strict_json_loads(raw or b"{}")
+    except JSONRefused as exc:
+        problem = problems.MALFORMED if exc.malformed else problems.VALIDATION
+        extra = {"errors": [e.as_dict() for e in exc.errors]} if exc.errors else {}
+        raise _Refused(_problem(problem, str(exc), request, **extra)) from exc
     if not isinstance(data, dict):
         raise _Refused(_problem(problems.MALFORMED, "The body must be a JSON object.", request))
     errors = []

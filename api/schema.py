@@ -309,3 +309,21 @@ def runtime_paths(result, generator, request, public):
         }
     }
     return result
+
+
+def throttled_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: every operation that takes an API key may answer 429
+    (``api.ratelimit``), with ``Retry-After``."""
+    throttled = _problem_responses(429)["429"]
+    throttled["description"] = "The key's rate limit for this scope is spent (RFC 9457 problem)."
+    throttled["headers"] = {
+        "Retry-After": {
+            "description": "Whole seconds until the request may be sent again.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and operation.get("security") != [{}]:
+                operation.setdefault("responses", {}).setdefault("429", throttled)
+    return result

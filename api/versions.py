@@ -224,6 +224,11 @@ class SectionDiffSerializer(serializers.Serializer):
     after = serializers.CharField(allow_blank=True)
     rows = DiffRowSerializer(many=True)
     unified = serializers.CharField(allow_blank=True)
+    coarse = serializers.BooleanField(
+        help_text="Too many lines differ to compare them one by one (VERSION_DIFF_MAX_LINES): "
+        "the lines shared at the start and the end are kept and everything between is one "
+        "replaced block."
+    )
 
 
 class ValueDiffSerializer(serializers.Serializer):

@@ -201,10 +201,29 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
 
+# JSON a caller sends (registry.strictjson): arrays and objects nested deeper than this are refused
+# with a 400, before anything walks them.
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", default=64, minimum=2)
+
+# Rate limits per API key and scope (api.ratelimit): "N/s", "N/min", "N/hour" or "N/day" is a bucket
+# of N requests refilled at N per period (a burst of N, then N per period), shared by every web
+# node through Redis; "off" lifts a scope's limit. "default" covers views that need no scope.
+# Override some in the environment: API_RATE_LIMITS="runs:execute=5/s,prompts:read=off".
+API_RATE_LIMITS_ENABLED = env_bool("API_RATE_LIMITS_ENABLED", default=True)
+API_RATE_LIMITS = {
+    "prompts:read": "1000/s",  # resolve, render, bundle, stream: cheap, and SDKs read bundles
+    "prompts:write": "20/s",
+    "releases:write": "10/s",
+    "runs:execute": "50/s",  # each one calls a model
+    "events:write": "100/s",  # each request is a batch of up to 1,000 events
+    "default": "100/s",
+} | env.dict("API_RATE_LIMITS", default={})
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.LimitedJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.ratelimit.ApiKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pagination",
     "PAGE_SIZE": 50,
@@ -231,6 +250,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.runtime_paths",  # the runtime path's plain Django views
+        "api.schema.throttled_responses",  # 429 from api.ratelimit, on every keyed operation
     ],
 }
 
@@ -238,6 +258,10 @@ SPECTACULAR_SETTINGS = {
 PROMPT_SECTION_MAX_CHARS = env_int("PROMPT_SECTION_MAX_CHARS", default=50_000, minimum=1)
 PROMPT_RENDER_MAX_CHARS = env_int("PROMPT_RENDER_MAX_CHARS", default=200_000, minimum=1)
 PROMPT_TEMPLATE_CACHE_SIZE = env_int("PROMPT_TEMPLATE_CACHE_SIZE", default=4096, minimum=1)
+# Version diffs (registry.linediff): past this many differing lines on either side of a section
+# (after the lines both share at the start and end), the section is not compared line by line
+# (quadratic) but shown as one replaced block, flagged ``coarse``.
+VERSION_DIFF_MAX_LINES = env_int("VERSION_DIFF_MAX_LINES", default=1000, minimum=1)
 
 # The release cache (releases.cache): how often each web process compares its revisions with the
 # database, in case a change message was lost.

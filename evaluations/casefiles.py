@@ -27,6 +27,7 @@ from django.conf import settings
 
 from registry.errors import LocaleInvalid, Problem, Severity, VariablesInvalid
 from registry.locales import locale_normalize
+from registry.strictjson import NULL_CHARACTER, JSONRefused, strict_json_loads
 from registry.variables import VariableSpec, VariableType, variables_validate
 
 # A golden set is 50-200 cases; the caps leave room and keep one import a short transaction.
@@ -79,13 +80,26 @@ class CaseData:
 # --- parsing --------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> float:
-    # NaN and infinities are not JSON, and PostgreSQL's jsonb refuses them.
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _json_loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    """The API's strict parser (no NaN, infinities, unpaired surrogates, deep nesting: what
+    PostgreSQL's jsonb or UTF-8 refuse). Its ``JSONRefused`` is a ``ValueError`` with ``msg`` and
+    ``colno``, as ``json.JSONDecodeError`` is."""
+    return strict_json_loads(text)
+
+
+# The strict parser's codes for text PostgreSQL cannot store, as a case file's problems name them.
+_STORABLE_CODES = {NULL_CHARACTER: "nul_character"}
+
+
+def _refusal_problems(exc: JSONRefused) -> list[Problem]:
+    """A line the strict parser refused: where each value that cannot be stored is, or why the
+    line is not JSON (with its column, when it has one)."""
+    if not exc.malformed:
+        return [
+            Problem(_STORABLE_CODES.get(e.code, e.code), e.detail, e.pointer) for e in exc.errors
+        ]
+    where = f" (column {exc.colno})" if exc.colno else ""
+    return [Problem("invalid_json", f"Not valid JSON: {exc.msg.rstrip('.')}{where}.")]
 
 
 def _nul_pointers(value: Any, pointer: str) -> Iterator[str]:
@@ -276,15 +290,8 @@ def _jsonl_rows(text: str) -> Iterator[_Row]:
             continue
         try:
             data = _json_loads(line)
-        except ValueError as exc:
-            detail = getattr(exc, "msg", str(exc))
-            column = getattr(exc, "colno", None)
-            where = f" (column {column})" if column else ""
-            yield _Row(
-                line=number,
-                unreadable=True,
-                problems=[Problem("invalid_json", f"Not valid JSON: {detail}{where}.")],
-            )
+        except JSONRefused as exc:
+            yield _Row(line=number, unreadable=True, problems=_refusal_problems(exc))
             continue
         if not isinstance(data, dict):
             yield _Row(

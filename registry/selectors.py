@@ -4,7 +4,6 @@ walks relations row by row."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,6 +14,7 @@ from django.db.models import Count, Max, Prefetch, Q, QuerySet
 
 from .content import ModelBinding, ModelTarget, VersionContent, content_check, sections_hash
 from .errors import Problem, PromptNotFound, VersionNotFound
+from .linediff import line_diff_bounded, line_diff_coarse, unified_text
 from .locales import locale_normalize, locale_pick
 from .models import LocalizedTemplate, Prompt, PromptVersion, Variable
 from .providers import configured_providers
@@ -208,6 +208,9 @@ class SectionDiff:
     after: str
     rows: list[DiffRow] = field(default_factory=list)
     unified: str = ""
+    # Too many lines differ to compare them one by one (``VERSION_DIFF_MAX_LINES``): the lines
+    # the two share at the start and the end are kept, everything between is one replaced block.
+    coarse: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,10 @@ class VersionDiff:
     model: list[ValueDiff]
 
     @property
+    def coarse(self) -> bool:
+        return any(d.coarse for d in self.templates)
+
+    @property
     def is_empty(self) -> bool:
         return all(d.change is Change.UNCHANGED for d in self.templates) and not (
             self.variables or self.model
@@ -242,12 +249,15 @@ def _text_diff(locale: str, section: str, before: str | None, after: str | None)
         change = Change.REMOVED
     else:
         change = Change.UNCHANGED if before == after else Change.CHANGED
-    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-    rows = [DiffRow(tag, a[i1:i2], b[j1:j2]) for tag, i1, i2, j1, j2 in matcher.get_opcodes()]
-    unified = "\n".join(
-        difflib.unified_diff(a, b, f"{locale}/{section}", f"{locale}/{section}", lineterm="")
+    opcodes = line_diff_bounded(a, b, max_lines=settings.VERSION_DIFF_MAX_LINES)
+    coarse = opcodes is None
+    if opcodes is None:
+        opcodes = line_diff_coarse(a, b)
+    rows = [DiffRow(tag, a[i1:i2], b[j1:j2]) for tag, i1, i2, j1, j2 in opcodes]
+    unified = unified_text(a, b, opcodes, f"{locale}/{section}")
+    return SectionDiff(
+        locale, section, change, before or "", after or "", rows, unified, coarse=coarse
     )
-    return SectionDiff(locale, section, change, before or "", after or "", rows, unified)
 
 
 def _value_diffs(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[ValueDiff]:

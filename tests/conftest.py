@@ -119,16 +119,20 @@ def _postgres_only(request) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_release_cache():
-    """Every test starts and ends with an empty in-process release cache and keyring: they are
-    process singletons, and a snapshot or key left by one test must not answer another."""
+    """Every test starts and ends with an empty in-process release cache, keyring and rate-limit
+    buckets: they are process singletons, and a snapshot or key left by one test must not answer
+    another."""
     from api.keyring import keyring
+    from api.ratelimit import limiter
     from releases.cache import release_cache
 
     release_cache().clear()
     keyring.reset()
+    limiter.reset()
     yield
     release_cache().clear()
     keyring.reset()
+    limiter.reset()
 
 
 @pytest.fixture

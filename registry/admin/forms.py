@@ -17,6 +17,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.db.models import Model
+from django.forms.fields import InvalidJSONInput
 from django.forms.models import BaseInlineFormSet
 
 from registry.content import ModelBinding, ModelTarget, VersionContent, content_check
@@ -27,6 +28,7 @@ from registry.providers import configured_providers
 from registry.rendering import SECTIONS, Sections
 from registry.selectors import version_list
 from registry.services import DESCRIPTION_MAX, MAX_TAGS, TAG_PATTERN
+from registry.strictjson import JSONRefused, strict_json_loads
 from registry.variables import VariableSpec, VariableType
 
 # Where a problem under /model/<name> goes on the version form.
@@ -294,13 +296,21 @@ class VariableForm(forms.ModelForm):
             data["default"] = None
             return data
         try:
-            data["default"] = json.loads(raw)
-        except ValueError:
-            if data.get("type") == VariableType.STRING:
+            data["default"] = strict_json_loads(raw)
+        except JSONRefused as exc:
+            if exc.malformed and not exc.errors and data.get("type") == VariableType.STRING:
                 data["default"] = raw
+            elif exc.errors:
+                self.add_error("default", json_refusal(exc))
             else:
                 self.add_error("default", 'Enter JSON, e.g. 3, true, ["a", "b"] or {"k": 1}.')
         return data
+
+
+def json_refusal(exc: JSONRefused) -> str:
+    """What the strict parser refused, for a form field: the first value and where it is."""
+    first = exc.errors[0]
+    return f"{first.detail} (at {first.pointer})" if first.pointer else first.detail
 
 
 class TemplateForm(forms.ModelForm):
@@ -327,7 +337,34 @@ class TemplateForm(forms.ModelForm):
         return data
 
 
-class OptionalJSONField(forms.JSONField):
+class StrictJSONField(forms.JSONField):
+    """A JSON field read by the API's strict parser (``registry.strictjson``): no ``NaN`` or
+    infinities, NULs, unpaired surrogates or deep nesting, which PostgreSQL would refuse on save
+    (a 500) or the renderer could not write back."""
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled or value in self.empty_values or not isinstance(value, str):
+            return super().to_python(value)
+        try:
+            strict_json_loads(value)
+        except JSONRefused as exc:
+            if exc.errors:
+                raise forms.ValidationError(json_refusal(exc), code="invalid") from exc
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from exc
+        return super().to_python(value)
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # Shown again as typed: decoded and dumped back, an unpaired surrogate could not be
+        # written into the page.
+        if isinstance(data, str) and not self.disabled:
+            try:
+                strict_json_loads(data)
+            except JSONRefused:
+                return InvalidJSONInput(data)
+        return super().bound_data(data, initial)
+
+
+class OptionalJSONField(StrictJSONField):
     """A JSON field that shows nothing, rather than ``null``, when there is no value."""
 
     def prepare_value(self, value: Any) -> Any:
@@ -361,7 +398,11 @@ class VersionForm(forms.ModelForm):
             "response_schema": forms.Textarea(attrs={"rows": 3, "cols": 80}),
             "fallbacks": forms.Textarea(attrs={"rows": 2, "cols": 80}),
         }
-        field_classes = {"response_schema": OptionalJSONField}
+        field_classes = {
+            "parameters": StrictJSONField,
+            "response_schema": OptionalJSONField,
+            "fallbacks": StrictJSONField,
+        }
         help_texts = {
             "parameters": 'JSON object, e.g. {"temperature": 0.2, "max_tokens": 500}.',
             "response_schema": "Optional JSON Schema the model's answer must match.",

@@ -38,10 +38,11 @@ from registry.selectors import (
     version_render,
     version_translation_status,
 )
+from registry.strictjson import JSONRefused, strict_json_loads
 from registry.variables import VariableSpec, VariableType
 
 from .display import translation_badges
-from .forms import pointer_parts
+from .forms import json_refusal, pointer_parts
 
 if TYPE_CHECKING:
     from .versions import PromptVersionAdmin
@@ -172,9 +173,11 @@ class PreviewForm(forms.Form):
 
     def _json(self, name: str, raw: str, *, strict: bool) -> Any:
         try:
-            return json.loads(raw)
-        except ValueError:
-            if strict:
+            return strict_json_loads(raw)
+        except JSONRefused as exc:
+            if exc.errors:
+                self.add_error(name, json_refusal(exc))
+            elif strict:
                 self.add_error(name, "This is not valid JSON.")
             return raw  # a number input with text in it: variables_validate names the type
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
 from registry.selectors import version_content
@@ -851,3 +852,18 @@ def test_it_answers_404_when_rendering_an_unknown_version(reader_client, committ
     response = reader_client.post(version_url(4, "render"), {}, format="json")
 
     assert_problem(response, 404, "/problems/version-not-found")
+
+
+@override_settings(VERSION_DIFF_MAX_LINES=100)
+def test_a_diff_too_large_to_compare_line_by_line_says_so(reader_client, prompt):
+    """Issue 12, finding 7b: past the limit the section is one replaced block, flagged."""
+    make_version(prompt, templates={"en": {**EN, "format": "a\nb\n" * 200}})
+    make_version(prompt, templates={"en": {**EN, "format": "b\na\n" * 200}})
+
+    response = reader_client.get(version_url(2, "diff"), {"against": 1})
+
+    assert response.status_code == 200
+    sections = {t["section"]: t for t in response.json()["templates"]}
+    assert sections["format"]["coarse"] is True
+    assert [row["tag"] for row in sections["format"]["rows"]] == ["replace"]
+    assert sections["system"]["coarse"] is False

@@ -135,6 +135,30 @@ def test_holdout_cases_are_left_out_of_iteration_runs(dataset):
     assert (listed.case_count, listed.holdout_count, listed.must_pass_count) == (3, 1, 0)
 
 
+def test_case_files_go_through_the_strict_parser(dataset):
+    """Issue 12, finding 5: values PostgreSQL or UTF-8 cannot hold, and numbers that overflow,
+    are refused with their line and pointer, as the API refuses them."""
+    expectation = '"expectation": {"scorer": "exact", "value": "x"}'
+    content = "\n".join(
+        [
+            '{"variables": {"customer_name": "\\ud800"}, ' + expectation + "}",  # 1
+            '{"variables": {"customer_name": "x", "order_total": 1e400}, ' + expectation + "}",
+            '{"variables": {"customer_name": "x"}, "expectation": {"scorer": "exact", '
+            '"value": "\\u0000"}}',  # 3
+        ]
+    )
+    with pytest.raises(CasesInvalid) as exc:
+        dataset_import(dataset=dataset, content=content, format="jsonl")
+
+    assert problems_of(exc) == [
+        (1, "lone_surrogates_not_allowed", "/variables/customer_name"),
+        (2, "invalid_json", ""),
+        (3, "nul_character", "/expectation/value"),
+    ]
+    assert "too large" in exc.value.problems[1].detail
+    assert not Case.objects.exists()
+
+
 def test_every_jsonl_problem_is_listed_with_its_line_and_nothing_is_stored(dataset):
     content = "\n".join(
         [

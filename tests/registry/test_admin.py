@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from django.contrib.messages import get_messages
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -395,6 +395,45 @@ def test_a_bad_template_is_refused_next_to_its_section_and_nothing_is_saved(
     assert template_errors(response, "en") == {}
     assert not PromptVersion.objects.exists()
     assert not LocalizedTemplate.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("parameters", '{"temperature": NaN}', "NaN is not a JSON number. (at /temperature)"),
+        ("parameters", '{"stop": ["\\u0000"]}', "Null characters"),
+        ("fallbacks", '[{"provider": "\\ud800"}]', "Unpaired surrogates"),
+        ("response_schema", '{"maximum": 1e400}', "The number is too large."),
+    ],
+    ids=["nan", "nul", "surrogate", "overflow"],
+)
+def test_json_fields_go_through_the_strict_parser(
+    author_client: Client, prompt: Prompt, field: str, value: str, expected: str
+) -> None:
+    """Issue 12, finding 5: what PostgreSQL would refuse on save (a 500) is a form error."""
+    data = version_form(prompt=prompt, templates=template_rows({"en": EN}), **{field: value})
+
+    response = author_client.post(url("promptversion_add"), data)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert expected in errors[field][0]
+    assert not PromptVersion.objects.exists()
+
+
+def test_a_variable_default_goes_through_the_strict_parser(
+    author_client: Client, prompt: Prompt
+) -> None:
+    tags = {"name": "tags", "type": "list", "required": False, "default": '["\\u0000"]'}
+    data = version_form(
+        prompt=prompt, variables=[CUSTOMER, tags], templates=template_rows({"en": EN})
+    )
+
+    response = author_client.post(url("promptversion_add"), data)
+
+    assert response.status_code == 200
+    assert not PromptVersion.objects.exists()
+    assert "Null characters (\\u0000) are not allowed. (at /0)" in response.content.decode()
 
 
 def test_every_problem_of_a_section_is_listed_and_the_page_keeps_the_text(
@@ -868,6 +907,21 @@ def test_diff_shows_the_changed_lines_side_by_side(
     assert 'class="tag-replace"' in page
     assert "in a {{ tone }} tone." in page
     assert [d.name for d, _, _ in response.context["variables"]] == ["tone"]
+
+
+@override_settings(VERSION_DIFF_MAX_LINES=100)
+def test_diff_says_when_a_section_is_too_large_to_compare_line_by_line(
+    author_client: Client, committed: PromptVersion
+) -> None:
+    """Issue 12, finding 7b: the coarse diff is flagged on the page, not passed off as exact."""
+    make_version(committed.prompt, templates={"en": {**EN, "format": "a\nb\n" * 200}})
+    third = make_version(committed.prompt, templates={"en": {**EN, "format": "b\na\n" * 200}})
+
+    response = author_client.get(url("promptversion_diff", third.pk), {"before": 2, "after": 3})
+
+    page = response.content.decode()
+    assert page.count('class="help diff-coarse"') == 1
+    assert "Too many lines differ to compare them one by one" in page
 
 
 def test_diff_compares_any_two_versions_of_the_prompt(

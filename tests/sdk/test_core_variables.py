@@ -140,3 +140,48 @@ def test_optional_variables_left_out_get_their_default_or_none():
     ]
 
     assert sdk_validate(specs, {"n": None}) == {"tone": "friendly", "n": None}
+
+
+def test_suggestions_and_unknown_names_are_bounded(monkeypatch):
+    """A body of many (long) unknown names costs a few comparisons, not one per name (issue 12,
+    finding 7a: 1 MiB of them once took ~47 s in difflib)."""
+    from promptregistry.core import variables as core
+
+    specs = [{"name": "customer_name", "type": "string", "required": False}]
+    names = [f"customer_nam{i}" for i in range(1000)] + ["customer_nam" + "e" * 5000]
+    calls = []
+    real = core.difflib.get_close_matches
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.difflib, "get_close_matches", counted)
+    with pytest.raises(SdkInvalid) as caught:
+        sdk_validate(specs, dict.fromkeys(names, 1))
+
+    assert len(calls) == core.MAX_SUGGESTIONS
+    errors = caught.value.errors
+    assert len(errors) == core.MAX_UNKNOWN_LISTED + 1
+    assert all(e["code"] == "unknown_variable" for e in errors[:-1])
+    assert "did you mean 'customer_name'?" in errors[0]["detail"]
+    assert errors[core.MAX_SUGGESTIONS]["detail"].endswith("is not a variable of this version.")
+    assert errors[-1] == {
+        "code": "more_unknown_variables",
+        "detail": f"And {1001 - core.MAX_UNKNOWN_LISTED} more unknown variables, not listed.",
+        "pointer": "/variables",
+    }
+
+
+def test_a_long_unknown_name_gets_no_suggestion_and_a_shortened_detail():
+    from promptregistry.core import variables as core
+
+    long_name = "customer_name" + "x" * 500
+    with pytest.raises(SdkInvalid) as caught:
+        sdk_validate([{"name": "customer_name", "required": False}], {long_name: 1})
+
+    (error,) = caught.value.errors
+    assert error["pointer"] == "/variables/" + long_name
+    assert "did you mean" not in error["detail"]
+    assert len(error["detail"]) < len(long_name)
+    assert len(long_name) > core.MAX_SUGGESTED_NAME_CHARS

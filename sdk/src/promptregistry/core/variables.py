@@ -3,7 +3,9 @@
 The server's ``registry/variables.py`` validates with this very function (and checks
 declarations with these types), so a local render refuses exactly what ``POST …/render`` refuses,
 with the same codes, details and pointers: ``unknown_variable`` (with a near miss suggested),
-``missing_variable``, ``wrong_type``. Every problem is listed at once.
+``missing_variable``, ``wrong_type``. Every problem is listed at once, except that past
+``MAX_UNKNOWN_LISTED`` unknown names the rest are counted in one ``more_unknown_variables``
+problem (pointing at the variables), and only the first ``MAX_SUGGESTIONS`` get a suggestion.
 
 Types are JSON's: ``bool`` is never an integer, ``3.0`` is not an integer, NaN and infinities
 are not numbers. (Declarations are checked by the server when a version is written; the SDK only
@@ -128,6 +130,28 @@ def pointer_token(token: object) -> str:
     return str(token).replace("~", "~0").replace("/", "~1")
 
 
+# A request is at most a few MiB of names, but every suggestion costs a difflib comparison with
+# every declared name (quadratic in the names' lengths): a 1 MiB body of unknown names once took
+# ~47 s. So only the first few unknown names get a suggestion, only names of a plausible length
+# are compared, and past a count the unknown names are summed up in one last problem.
+MAX_SUGGESTIONS = 5
+MAX_SUGGESTED_NAME_CHARS = 64
+MAX_UNKNOWN_LISTED = 20
+_SHORTENED_CHARS = 80  # an unknown name quoted in a detail (its pointer holds it whole)
+
+
+def _near_miss(name: str, declared: Mapping[str, object]) -> str | None:
+    if len(name) > MAX_SUGGESTED_NAME_CHARS:
+        return None
+    candidates = [d for d in declared if len(d) <= MAX_SUGGESTED_NAME_CHARS]
+    near = difflib.get_close_matches(name, candidates, n=1)
+    return near[0] if near else None
+
+
+def _shortened(name: str) -> str:
+    return name if len(name) <= _SHORTENED_CHARS else name[: _SHORTENED_CHARS - 1] + "…"
+
+
 def _problem(code: str, detail: str, pointer: str) -> dict[str, object]:
     return {"code": code, "detail": detail, "pointer": pointer}
 
@@ -150,17 +174,28 @@ def variables_validate(
     ]
     problems: list[dict[str, object]] = []
     declared = {spec.name: spec for spec in parsed}
-    for key in values:
-        if key not in declared:
-            near = difflib.get_close_matches(str(key), list(declared), n=1)
-            hint = f"; did you mean '{near[0]}'?" if near else "."
-            problems.append(
-                _problem(
-                    "unknown_variable",
-                    f"'{key}' is not a variable of this version{hint}",
-                    f"{pointer}/{pointer_token(key)}",
-                )
+    unknown = [key for key in values if key not in declared]
+    for index, key in enumerate(unknown[:MAX_UNKNOWN_LISTED]):
+        hint = "."
+        if index < MAX_SUGGESTIONS:
+            near = _near_miss(str(key), declared)
+            hint = f"; did you mean '{near}'?" if near else "."
+        problems.append(
+            _problem(
+                "unknown_variable",
+                f"'{_shortened(str(key))}' is not a variable of this version{hint}",
+                f"{pointer}/{pointer_token(key)}",
             )
+        )
+    if len(unknown) > MAX_UNKNOWN_LISTED:
+        more = len(unknown) - MAX_UNKNOWN_LISTED
+        problems.append(
+            _problem(
+                "more_unknown_variables",
+                f"And {more} more unknown variable{'s' if more > 1 else ''}, not listed.",
+                pointer,
+            )
+        )
 
     resolved: dict[str, object] = {}
     for spec in parsed:
