@@ -14,6 +14,7 @@ import pytest
 from jsonschema import Draft7Validator
 from rest_framework.test import APIClient
 
+from tests.api.helpers import sse_events
 from tests.factories import PromptFactory, event, make_version
 
 pytestmark = pytest.mark.django_db
@@ -81,15 +82,6 @@ def documented(openapi: dict[str, Any], path: str, method: str, response) -> dic
     if media.endswith("json"):
         validate(openapi, content[media]["schema"], json.loads(response.content))
     return described
-
-
-def sse(response) -> list[tuple[str, dict[str, Any]]]:
-    text = b"".join(response.streaming_content).decode()
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 @pytest.fixture
@@ -248,7 +240,7 @@ def test_a_streamed_run_sends_documented_events(openapi, service, released, mode
     described = documented(openapi, RUN_PATH, "post", response)
     event_schema = described["content"]["text/event-stream"]["schema"]
     payloads = {"start": "RunStreamStart", "token": "RunStreamToken", "done": "RunAnswer"}
-    events = sse(response)
+    events = sse_events(response)
     kinds = [kind for kind, _ in events]
     assert (kinds[0], kinds[-1]) == ("start", "done")
     for kind, data in events:
@@ -265,7 +257,7 @@ def test_a_streamed_run_no_model_answers_ends_with_a_documented_error_event(
 
     response = post(service, "/api/v1/prompts/support.down/run", {**GREETING, "stream": True})
 
-    kind, data = sse(response)[-1]
+    kind, data = sse_events(response)[-1]
     assert kind == "error"
     component(openapi, "RunFailure", data)
 
@@ -323,7 +315,7 @@ def test_stream_says_hello_as_documented(openapi, service, released, settings):
     assert response.status_code == 200
     path = "/api/v1/environments/{environment}/stream"
     described = documented(openapi, path, "get", response)
-    events = sse(response)
+    events = sse_events(response)
     assert [kind for kind, _ in events] == ["hello"]
     kind, data = events[0]
     validate(
