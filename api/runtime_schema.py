@@ -381,6 +381,8 @@ def runtime_paths(result, generator, request, public):
             description="Needs the runs:execute scope. With `stream: true` the answer is "
             "server-sent events: `start`, `token` (each content delta), then `done` (the same "
             "object as the non-streaming answer) or `error` (the 502 problem document). "
+            "A stream always ends: past `RUN_STREAM_MAX_SECONDS` (default 300) the model call "
+            "is cancelled and answered as an `error` event (attempt outcome `cancelled`). "
             "`X-Request-Id` is taken from the request when given, and always answered.",
             parameters=[key],
             requestBody=_runtime_body(stream={"type": "boolean", "default": False}),
