@@ -4,8 +4,9 @@ Services call these thousands of times a second, so they skip DRF and Django's d
 (``api.middleware.RuntimeMiddleware`` sits first and answers them itself): a bearer key checked
 against the in-memory keyring, a lookup in the in-process release cache, the pure resolution,
 ``json.dumps``. On a warm cache none of it touches the database. The same views are in the
-URLconf, so they also work behind any middleware, and ``api.schema`` describes them in the OpenAPI
-schema. ``api.run`` and ``api.stream`` are the runtime path's other views, on the helpers here.
+URLconf, so they also work behind any middleware, and ``api.runtime_schema`` describes them in the
+OpenAPI schema. ``api.run`` and ``api.stream`` are the runtime path's other views, on the helpers
+here.
 """
 
 from __future__ import annotations

@@ -333,7 +333,7 @@ def _operation(operation_id: str, summary: str, **rest: Any) -> dict[str, Any]:
 def runtime_paths(result, generator, request, public):
     """drf-spectacular postprocessing hook: describes the runtime path's plain Django views.
 
-    Their refusals are listed here, not derived (``api.schema.problem_responses``): the runtime
+    Their refusals are listed here, not derived (``api.schema.documented_problems``): the runtime
     path changes nothing (no 409) and answers 503 when the database is down and it holds no copy.
     """
     result.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
