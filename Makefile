@@ -63,7 +63,9 @@ lint: install
 test: install lint
 	scripts/check-sdk
 	scripts/ensure-services
-	# Two processes, one per core (pytest-django gives each its own test database).
+	# Two processes, one per core (pytest-django gives each its own test database). It includes the
+	# API fuzzing (tests/api/test_fuzz.py: Schemathesis on every operation, bounded and seeded),
+	# one test per operation, shared between the two processes like any other.
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -n 2
 	# The embedded default: SQLite, local-memory cache, eager Celery. The tests whose behaviour
 	# depends on the database (triggers, constraints, transactions, the runtime and run paths);

@@ -19,9 +19,9 @@ import threading
 from dataclasses import dataclass
 from functools import partial
 
-from django.db import DatabaseError, transaction
+from django.db import transaction
 
-from releases.cache import publish, release_cache
+from releases.cache import DATABASE_OUTAGE, publish, release_cache
 
 from .models import ApiKey, key_hash, key_lookup_id
 
@@ -107,7 +107,7 @@ class Keyring:
                 entry = self._active().get(lookup_id) or self._read(lookup_id)
             else:
                 entry = self._read(lookup_id)
-        except DatabaseError:
+        except DATABASE_OUTAGE:
             logger.warning("Database unavailable: checking key %s from memory", lookup_id)
             entry = self._last_known.get(lookup_id)
         if entry is None or not hmac.compare_digest(entry.hashed_key, key_hash(raw)):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from enum import StrEnum
 
 from django.db import models
 
 KEY_PREFIX = "pr"
+# What ``key_generate`` makes a lookup id of (12 hex digits). A bearer token is checked against it
+# before the id is looked up: anything else is an unknown key, and never reaches the database.
+LOOKUP_ID = re.compile(r"[0-9a-f]{12}")
 
 
 class Scope(StrEnum):
@@ -35,7 +39,7 @@ def key_generate() -> tuple[str, str]:
 
 def key_lookup_id(raw: str) -> str | None:
     parts = raw.split("_", 2)
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 12:
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not LOOKUP_ID.fullmatch(parts[1]):
         return None
     return parts[1]
 

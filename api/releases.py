@@ -468,11 +468,13 @@ class ReleaseHistoryApi(APIView):
     """``GET /releases/{environment}/{key}/history``: newest first, paginated."""
 
     permission_classes = [HasScope(Scope.PROMPTS_READ)]
+    # Read by drf-spectacular too: the history is documented as the paginated object it is.
+    pagination_class = Pagination
 
     @extend_schema(operation_id="releases_history", responses=ReleaseEventSerializer(many=True))
     def get(self, request: Request, environment: str, key: str) -> Response:
         prompt, env = _target(request, environment, key)
         events = release_history(release=release_get(prompt=prompt, environment=env))
-        paginator = Pagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(events, request, view=self)
         return paginator.get_paginated_response(ReleaseEventSerializer(page, many=True).data)

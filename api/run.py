@@ -17,12 +17,12 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import RegistryError
+from releases.cache import DATABASE_OUTAGE
 from runs.cancel import Cancellation
 from runs.execution import (
     CallOutcome,
@@ -104,7 +104,7 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
         return refused.response
     except RegistryError as exc:
         return _domain_problem(exc, request)
-    except DatabaseError:  # the providers' settings are read from the database for every run
+    except DATABASE_OUTAGE:  # the providers' settings are read from the database for every run
         return _unavailable(request, "the binding's providers")
     request_id = _request_id(request)
     if stream:

@@ -4,8 +4,9 @@ Services call these thousands of times a second, so they skip DRF and Django's d
 (``api.middleware.RuntimeMiddleware`` sits first and answers them itself): a bearer key checked
 against the in-memory keyring, a lookup in the in-process release cache, the pure resolution,
 ``json.dumps``. On a warm cache none of it touches the database. The same views are in the
-URLconf, so they also work behind any middleware, and ``api.schema`` describes them in the OpenAPI
-schema. ``api.run`` and ``api.stream`` are the runtime path's other views, on the helpers here.
+URLconf, so they also work behind any middleware, and ``api.runtime_schema`` describes them in the
+OpenAPI schema. ``api.run`` and ``api.stream`` are the runtime path's other views, on the helpers
+here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +41,11 @@ logger = logging.getLogger(__name__)
 
 KEY = r"(?P<key>[a-z0-9][a-z0-9._-]*)"
 ENVIRONMENT = r"(?P<environment>[a-z][a-z0-9-]*)"
+# An environment name as ``releases.models.Environment`` allows it (at most 50 characters). Names
+# from a query or a body are checked against it before any lookup: a name that cannot exist is the
+# caller's mistake (400), and must never reach PostgreSQL, which refuses some strings (a NUL)
+# with an error that would otherwise read as the database being down.
+ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,49}")
 DEGRADED_HEADER = "X-Registry-Degraded"
 UNAVAILABLE = problems.DATABASE_UNAVAILABLE
 
@@ -93,21 +100,27 @@ def _authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> Ke
     return entry
 
 
+def _invalid(request: HttpRequest, code: str, detail: str, pointer: str) -> _Refused:
+    return _Refused(
+        _problem(
+            problems.VALIDATION,
+            detail,
+            request,
+            errors=[{"code": code, "detail": detail, "pointer": pointer}],
+        )
+    )
+
+
 def _allow_environment(request: HttpRequest, entry: KeyEntry, environment: str) -> None:
     if not environment:
-        raise _Refused(
-            _problem(
-                problems.VALIDATION,
-                "Name the environment.",
-                request,
-                errors=[
-                    {
-                        "code": "required",
-                        "detail": "Name the environment.",
-                        "pointer": "/environment",
-                    }
-                ],
-            )
+        raise _invalid(request, "required", "Name the environment.", "/environment")
+    if not ENVIRONMENT_NAME.fullmatch(environment):
+        raise _invalid(
+            request,
+            "invalid",
+            "Not an environment name: up to 50 lowercase letters, digits and '-', "
+            "starting with a letter.",
+            "/environment",
         )
     if not entry.allows_environment(environment):
         raise _Refused(

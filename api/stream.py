@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from releases.cache import channel, release_cache
+from releases.cache import DATABASE_OUTAGE, channel, release_cache
 from releases.errors import EnvironmentNotFound
 from releases.selectors import release_revisions
 
@@ -147,7 +147,7 @@ def _subscribe(client: redis.Redis) -> redis.client.PubSub | None:
 def _revisions(environment: str) -> dict[str, int] | None:
     try:
         return release_revisions(environment=environment)
-    except DatabaseError:
+    except DATABASE_OUTAGE:
         logger.warning(
             "Release stream could not read revisions: env=%s", environment, exc_info=True
         )

@@ -27,9 +27,17 @@ class PromptKeyConverter:
         return value
 
 
-register_converter(PromptKeyConverter, "key")
+class EnvironmentConverter(PromptKeyConverter):
+    """An environment name as ``releases.models.Environment`` allows it: any other address is a
+    404, as it is on the runtime path (``api.middleware``)."""
 
-R = "releases/<slug:environment>/<key:key>"
+    regex = r"[a-z][a-z0-9-]*"
+
+
+register_converter(PromptKeyConverter, "key")
+register_converter(EnvironmentConverter, "environment")
+
+R = "releases/<environment:environment>/<key:key>"
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -64,8 +72,8 @@ urlpatterns = [
     path("prompts/<key:key>/render", runtime.render_view, name="render"),
     path("prompts/<key:key>/run", run.run_view, name="run"),
     path("calls/<str:request_id>/feedback", calls.CallFeedbackApi.as_view(), name="call-feedback"),
-    path("environments/<slug:environment>/bundle", runtime.bundle_view, name="bundle"),
-    path("environments/<slug:environment>/stream", stream.stream_view, name="stream"),
+    path("environments/<environment:environment>/bundle", runtime.bundle_view, name="bundle"),
+    path("environments/<environment:environment>/stream", stream.stream_view, name="stream"),
     path("environments", releases.EnvironmentListApi.as_view(), name="environments"),
     path("events", events.EventBatchApi.as_view(), name="events"),
     path(R, releases.ReleaseDetailApi.as_view(), name="release"),
@@ -111,12 +119,12 @@ urlpatterns = [
     ),
     # --- promotion gates ---
     path(
-        "environments/<slug:environment>/gates",
+        "environments/<environment:environment>/gates",
         gates.EnvironmentGateCollectionApi.as_view(),
         name="environment-gates",
     ),
     path(
-        "environments/<slug:environment>/gates/<int:gate_id>",
+        "environments/<environment:environment>/gates/<int:gate_id>",
         gates.EnvironmentGateDetailApi.as_view(),
         name="environment-gate",
     ),

@@ -249,8 +249,8 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "api.schema.runtime_paths",  # the runtime path's plain Django views
-        "api.schema.throttled_responses",  # 429 from api.ratelimit, on every keyed operation
+        "api.schema.documented_problems",  # every refusal, as a problem document
+        "api.runtime_schema.runtime_paths",  # the runtime path's plain Django views
     ],
 }
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 from .resolution import ServedRelease
 
@@ -41,6 +41,11 @@ logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "promptregistry:changes:"
 DATABASE_UNAVAILABLE = "database-unavailable"
+# What an outage looks like: the database cannot be reached (stopped, restarting, the connection
+# lost mid-query, a statement timeout). Only these are served from the copy held and said so. A
+# query PostgreSQL refuses for what it was given (DataError: a NUL in a string, a value out of
+# range) is no outage, and must never be answered as one: it propagates as the bug it is.
+DATABASE_OUTAGE = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,7 @@ class ReleaseCache:
             if snapshot is None:
                 try:
                     snapshot = self._load_environment(environment)
-                except DatabaseError:
+                except DATABASE_OUTAGE:
                     logger.warning(
                         "Database unavailable loading env=%s", environment, exc_info=True
                     )
@@ -137,7 +142,7 @@ class ReleaseCache:
             # A newer revision was announced but its reload failed: try again below.
         try:
             return Lookup(self._load_release(environment, prompt))
-        except DatabaseError:
+        except DATABASE_OUTAGE:
             logger.warning(
                 "Database unavailable: serving cached env=%s prompt=%s",
                 environment,
@@ -159,7 +164,7 @@ class ReleaseCache:
                 try:
                     for prompt in self._behind_in(environment):
                         self._load_release(environment, prompt)
-                except DatabaseError:
+                except DATABASE_OUTAGE:
                     logger.warning(
                         "Database unavailable: serving cached env=%s", environment, exc_info=True
                     )
@@ -167,7 +172,7 @@ class ReleaseCache:
                 return self._environments.get(environment, snapshot), ""
         try:
             return self._load_environment(environment), ""
-        except DatabaseError:
+        except DATABASE_OUTAGE:
             logger.warning(
                 "Database unavailable: serving cached env=%s", environment, exc_info=True
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 PROBLEM_JSON = "application/problem+json"
@@ -18,6 +19,16 @@ def assert_problem(response: Any, status: int, type_: str) -> dict[str, Any]:
     assert body["title"]
     assert body["detail"]
     return body
+
+
+def sse_events(response: Any) -> list[tuple[str, dict[str, Any]]]:
+    """A streamed answer's server-sent events as (event, its JSON data); comments left out."""
+    text = b"".join(response.streaming_content).decode()
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        events.append((lines["event"], json.loads(lines["data"])))
+    return events
 
 
 def error_codes(body: dict[str, Any]) -> list[str]:

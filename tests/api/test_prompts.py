@@ -114,6 +114,17 @@ def test_it_caps_the_page_size(reader_client, monkeypatch):
     assert len(response.json()["results"]) == 2
 
 
+@pytest.mark.parametrize("page_size", ["abc", "0", "-1", "1.5", "٥", ""])
+def test_it_refuses_a_page_size_that_is_no_whole_number(reader_client, page_size):
+    # Found by the API fuzzing: an unreadable page_size used to be ignored silently.
+    PromptFactory()
+
+    response = reader_client.get(PROMPTS, {"page_size": page_size})
+
+    body = assert_problem(response, 400, "/problems/validation-error")
+    assert [e["pointer"] for e in body["errors"]] == ["/page_size"]
+
+
 def test_it_answers_a_problem_for_a_page_past_the_end(reader_client):
     PromptFactory()
 

@@ -22,6 +22,7 @@ from runs.calls import subject_hash
 from runs.execution import run_prepare
 from runs.models import Call, ModelPrice, Provider
 from runs.payloads import payload_open
+from tests.api.helpers import sse_events
 from tests.factories import PromptFactory, make_version
 
 URL = "/api/v1/prompts/support.refund-reply/run"
@@ -342,15 +343,6 @@ def test_a_call_whose_answers_were_all_refused_still_records_what_they_cost(
     assert (call.status, call.schema_valid) == (Call.Status.ERROR, False)
     assert call.input_tokens > 0
     assert call.cost == pytest.approx(Decimal(call.input_tokens + call.output_tokens) / 1_000_000)
-
-
-def sse_events(response) -> list[tuple[str, dict[str, Any]]]:
-    text = b"".join(response.streaming_content).decode()
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 def test_stream_sends_tokens_as_they_come_then_the_whole_answer(

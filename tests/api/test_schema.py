@@ -57,7 +57,15 @@ def test_it_declares_the_bearer_scheme_on_every_authoring_operation(schema):
             assert {"apiKey": []} in security, (path, method)
 
 
-@pytest.mark.parametrize("path", ["/api/v1/prompts", "/api/v1/prompts/{key}/versions"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/prompts",
+        "/api/v1/prompts/{key}/versions",
+        "/api/v1/prompts/{key}/evaluations",
+        "/api/v1/releases/{environment}/{key}/history",
+    ],
+)
 def test_it_documents_lists_as_the_pages_they_are(schema, path):
     operation = schema["paths"][path]["get"]
     ref = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
@@ -99,3 +107,25 @@ def test_the_docs_render_with_local_assets_only(anonymous_client, path, marker):
         assert asset.startswith("/static/drf_spectacular_sidecar/"), asset
         assert finders.find(asset.removeprefix("/static/")), asset
     assert not re.search(r"cdn|unpkg|jsdelivr|cdnjs", html, re.IGNORECASE)
+
+
+def test_every_operation_documents_its_refusals_as_problem_documents(schema):
+    """What the API fuzzing (tests/api/test_fuzz.py) found undocumented: every operation names the
+    refusals it can answer (a key: 401, 403; a path naming something: 404), each with the
+    problem document's schema."""
+    problem = {"$ref": "#/components/schemas/Problem"}
+    components = schema["components"]["schemas"]
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert {"401", "403", "429"} <= set(responses), (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+            if "requestBody" in operation:
+                assert {"400", "413", "415"} <= set(responses), (method, path)
+            for status, response in responses.items():
+                if status >= "400":
+                    content = response["content"]["application/problem+json"]["schema"]
+                    if content != problem:  # a problem with more members (a run's attempts)
+                        content = components[content["$ref"].rsplit("/", 1)[-1]]
+                        assert problem in content["allOf"], (method, path, status)

@@ -1,0 +1,433 @@
+"""The OpenAPI description of the runtime path's plain Django views (resolve, render, run, bundle,
+stream), which drf-spectacular cannot see: added by a postprocessing hook.
+
+Written by hand, so tests/api/test_runtime_schema.py calls each view for real and validates its
+answers (bodies, problem documents, headers, event-stream payloads) against these components:
+this description cannot drift from what the views send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .schema import PROBLEM_REF, problem_responses
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:  # OpenAPI 3.0 refuses an empty list
+        schema["required"] = required
+    return schema
+
+
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+NULLABLE_INTEGER = {"type": "integer", "nullable": True}
+SECTIONS = _object([], **{name: STRING for name in ("system", "context", "instruction", "format")})
+TRACE = _object(
+    ["bucket", "salt", "hash_version"],
+    bucket={**NULLABLE_INTEGER, "description": "0-9999; null when no split drew"},
+    salt={**STRING, "description": "the salt of the decision that picked the version"},
+    hash_version=INTEGER,
+)
+RESOLUTION = _object(
+    [
+        "prompt",
+        "environment",
+        "version",
+        "variant",
+        "reason",
+        "sticky",
+        "locale",
+        "requested_locale",
+        "sections",
+        "variables",
+        "model",
+        "revision",
+        "content_hash",
+        "shadow",
+        "trace",
+    ],
+    prompt=STRING,
+    environment=STRING,
+    version=INTEGER,
+    variant={**STRING, "description": "stable, canary or the experiment variant"},
+    reason={"type": "string", "enum": ["stable", "canary", "experiment"]},
+    sticky={"type": "boolean", "description": "false when no subject was sent"},
+    locale={**STRING, "description": "the locale served, after fallback"},
+    requested_locale=STRING,
+    sections={**SECTIONS, "description": "the raw templates"},
+    variables={"type": "array", "items": {"type": "object"}},
+    model={"type": "object", "description": "the model binding"},
+    revision=INTEGER,
+    content_hash=STRING,
+    shadow={"type": "array", "items": INTEGER, "description": "shadow versions, when sampled"},
+    trace=ref("ResolutionTrace"),
+)
+RENDERING = {
+    "allOf": [
+        ref("Resolution"),
+        _object(
+            ["rendered", "messages"],
+            rendered=SECTIONS,
+            messages={
+                "type": "array",
+                "items": _object(
+                    ["role", "content"],
+                    role={"type": "string", "enum": ["system", "user"]},
+                    content=STRING,
+                ),
+            },
+        ),
+    ]
+}
+ATTEMPT = _object(
+    ["provider", "model", "outcome", "detail", "latency_ms", "input_tokens", "output_tokens"],
+    provider=STRING,
+    model=STRING,
+    outcome={**STRING, "description": "ok, timeout, rate_limited, server_error, …"},
+    detail=STRING,
+    latency_ms={"type": "number"},
+    input_tokens=NULLABLE_INTEGER,
+    output_tokens=NULLABLE_INTEGER,
+)
+_RUN_START_FIELDS = ["request_id", "prompt", "environment", "version", "variant", "locale"]
+RUN_START = _object(
+    [*_RUN_START_FIELDS, "revision"],
+    request_id=STRING,
+    prompt=STRING,
+    environment=STRING,
+    version=INTEGER,
+    variant=STRING,
+    locale=STRING,
+    revision=INTEGER,
+)
+RUN_ANSWER = _object(
+    [
+        *_RUN_START_FIELDS,
+        "reason",
+        "sticky",
+        "requested_locale",
+        "revision",
+        "content_hash",
+        "trace",
+        "output",
+        "parsed",
+        "answered_by",
+        "usage",
+        "cost",
+        "latency_ms",
+        "time_to_first_token_ms",
+        "attempts",
+        "shadow",
+        "recorded",
+    ],
+    request_id=STRING,
+    prompt=STRING,
+    environment=STRING,
+    version=INTEGER,
+    variant=STRING,
+    reason={"type": "string", "enum": ["stable", "canary", "experiment"]},
+    sticky={"type": "boolean"},
+    locale=STRING,
+    requested_locale=STRING,
+    revision=INTEGER,
+    content_hash=STRING,
+    trace=ref("ResolutionTrace"),
+    output={**STRING, "description": "The model's text."},
+    parsed={
+        "nullable": True,
+        "description": "The JSON value, when the version has a response schema.",
+    },
+    answered_by=_object(
+        ["provider", "model", "fallback"],
+        provider=STRING,
+        model=STRING,
+        fallback={"type": "boolean"},
+    ),
+    usage=_object(
+        ["input_tokens", "output_tokens"],
+        input_tokens=NULLABLE_INTEGER,
+        output_tokens=NULLABLE_INTEGER,
+    ),
+    cost={"type": "number", "nullable": True, "description": "null: no price configured"},
+    latency_ms={"type": "number"},
+    time_to_first_token_ms={"type": "number", "nullable": True},
+    attempts={"type": "array", "items": ref("RunAttempt")},
+    shadow={"type": "array", "items": INTEGER},
+    recorded={"type": "boolean", "description": "false: the call could not be stored"},
+)
+# The 502 of a run: the problem document plus what was tried.
+RUN_FAILURE = {
+    "allOf": [
+        PROBLEM_REF,
+        _object(
+            ["request_id", "attempts"],
+            request_id=STRING,
+            attempts={"type": "array", "items": ref("RunAttempt")},
+        ),
+    ]
+}
+BUNDLE_VERSION = _object(
+    ["number", "content_hash", "variables", "model", "templates"],
+    number=INTEGER,
+    content_hash=STRING,
+    variables={"type": "array", "items": {"type": "object"}},
+    model={"type": "object"},
+    templates={
+        "type": "object",
+        "description": "locale -> the four sections",
+        "additionalProperties": SECTIONS,
+    },
+)
+BUNDLE_RELEASE = _object(
+    ["prompt", "default_locale", "revision", "state", "versions"],
+    prompt=STRING,
+    default_locale=STRING,
+    revision=INTEGER,
+    state={
+        "type": "object",
+        "description": "stable, canary, experiment and shadow, with their salts",
+        "required": ["schema_version", "stable", "canary", "experiment", "shadow"],
+        "properties": {
+            "schema_version": INTEGER,
+            "stable": NULLABLE_INTEGER,
+            "canary": {"type": "object", "nullable": True},
+            "experiment": {"type": "object", "nullable": True},
+            "shadow": {"type": "object", "nullable": True},
+        },
+    },
+    versions={
+        "type": "object",
+        "description": "version number -> version",
+        "additionalProperties": ref("BundleVersion"),
+    },
+)
+BUNDLE = _object(
+    ["environment", "hash_version", "releases"],
+    environment=STRING,
+    hash_version=INTEGER,
+    releases={
+        "type": "object",
+        "description": "prompt key -> release",
+        "additionalProperties": ref("BundleRelease"),
+    },
+)
+
+
+def _events(names: list[str], description: str) -> dict[str, Any]:
+    """One server-sent event as an OpenAPI 3.0 reader (Schemathesis) parses it: its name, and its
+    ``data``, a JSON document of the component the description names."""
+    return _object(
+        ["event", "data"],
+        event={"type": "string", "enum": names},
+        data={**STRING, "description": description},
+    )
+
+
+RUN_EVENT = _events(
+    ["start", "token", "done", "error"],
+    "JSON: RunStreamStart (start), RunStreamToken (token), RunAnswer (done), RunFailure (error).",
+)
+RUN_TOKEN = _object(["text"], text=STRING)
+STREAM_EVENT = _events(
+    ["hello", "release"],
+    "JSON: ReleaseStreamHello (hello), ReleaseStreamChange (release).",
+)
+STREAM_HELLO = _object(
+    ["environment", "etag"],
+    environment=STRING,
+    etag={**STRING, "description": "the bundle's ETag now"},
+)
+STREAM_CHANGE = _object(["prompt", "revision"], prompt=STRING, revision=INTEGER)
+
+COMPONENTS = {
+    "Resolution": RESOLUTION,
+    "ResolutionTrace": TRACE,
+    "Rendering": RENDERING,
+    "RunAttempt": ATTEMPT,
+    "RunAnswer": RUN_ANSWER,
+    "RunFailure": RUN_FAILURE,
+    "RunStreamEvent": RUN_EVENT,
+    "RunStreamStart": RUN_START,
+    "RunStreamToken": RUN_TOKEN,
+    "Bundle": BUNDLE,
+    "BundleRelease": BUNDLE_RELEASE,
+    "BundleVersion": BUNDLE_VERSION,
+    "ReleaseStreamEvent": STREAM_EVENT,
+    "ReleaseStreamHello": STREAM_HELLO,
+    "ReleaseStreamChange": STREAM_CHANGE,
+}
+
+_ETAG = {"ETag": {"description": "Send it back as If-None-Match for a 304.", "schema": STRING}}
+_DEGRADED = {
+    "X-Registry-Degraded": {
+        "description": "Present when the answer may be stale: `database-unavailable`.",
+        "schema": {"type": "string", "enum": ["database-unavailable"]},
+    }
+}
+_REQUEST_ID = {
+    "X-Request-Id": {
+        "description": "The caller's X-Request-Id when it is a sane token, else a new one.",
+        "schema": STRING,
+    }
+}
+_NOT_MODIFIED = {"description": "Not modified (If-None-Match).", "headers": _ETAG}
+
+
+def _json(description: str, component: str, headers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": headers,
+        "content": {"application/json": {"schema": ref(component)}},
+    }
+
+
+def _query(name: str, description: str, *, required: bool = False) -> dict:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _path(name: str, description: str) -> dict:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _runtime_body(**extra: dict) -> dict:
+    """The JSON body render and run take: who is served, where, in which locale, with what."""
+    properties = {
+        "environment": {"type": "string"},
+        "locale": {"type": "string"},
+        "subject": {"type": "string"},
+        "variables": {"type": "object"},
+        **extra,
+    }
+    schema = {"type": "object", "required": ["environment"], "properties": properties}
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(operation_id: str, summary: str, **rest: Any) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": ["runtime"],
+        "security": [{"apiKey": []}],
+        **rest,
+    }
+
+
+def runtime_paths(result, generator, request, public):
+    """drf-spectacular postprocessing hook: describes the runtime path's plain Django views.
+
+    Their refusals are listed here, not derived (``api.schema.documented_problems``): the runtime
+    path changes nothing (no 409) and answers 503 when the database is down and it holds no copy.
+    """
+    result.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
+    key = _path("key", "The prompt's key.")
+    environment = _path("environment", "The environment.")
+    body_errors = problem_responses(400, 401, 403, 404, 413, 415, 429, 503)
+    paths = result.setdefault("paths", {})
+    paths["/api/v1/prompts/{key}/resolve"] = {
+        "get": _operation(
+            "prompts_resolve",
+            "Which version serves this subject, in this locale, in this environment.",
+            parameters=[
+                key,
+                _query("environment", "The environment.", required=True),
+                _query("locale", "BCP 47; falls back fr-CA -> fr -> the prompt's default."),
+                _query("subject", "Who is served (user, account, session); sticky when given."),
+            ],
+            responses={
+                "200": _json("The resolved prompt.", "Resolution", {**_ETAG, **_DEGRADED}),
+                "304": _NOT_MODIFIED,
+                **problem_responses(400, 401, 403, 404, 429, 503),
+            },
+        )
+    }
+    paths["/api/v1/prompts/{key}/render"] = {
+        "post": _operation(
+            "prompts_render",
+            "Resolve, then render with the variables into chat messages.",
+            parameters=[key],
+            requestBody=_runtime_body(),
+            responses={
+                "200": _json("The rendered prompt.", "Rendering", _DEGRADED),
+                **body_errors,
+            },
+        )
+    }
+    run_answer = _json("The model's answer, or (stream) its server-sent events.", "RunAnswer", {})
+    run_answer["headers"] = {**_REQUEST_ID, **_DEGRADED}
+    run_answer["content"]["text/event-stream"] = {"schema": ref("RunStreamEvent")}
+    paths["/api/v1/prompts/{key}/run"] = {
+        "post": _operation(
+            "prompts_run",
+            "Resolve, render and call the model (retries, fallbacks, schema checks); "
+            "records the call and queues its shadows.",
+            description="Needs the runs:execute scope. With `stream: true` the answer is "
+            "server-sent events: `start`, `token` (each content delta), then `done` (the same "
+            "object as the non-streaming answer) or `error` (the 502 problem document). "
+            "A stream always ends: past `RUN_STREAM_MAX_SECONDS` (default 300) the model call "
+            "is cancelled and answered as an `error` event (attempt outcome `cancelled`). "
+            "`X-Request-Id` is taken from the request when given, and always answered.",
+            parameters=[key],
+            requestBody=_runtime_body(stream={"type": "boolean", "default": False}),
+            responses={
+                "200": run_answer,
+                **body_errors,
+                "502": {
+                    "description": "No model answered: every provider the binding names failed; "
+                    "the call is recorded with its attempts.",
+                    "headers": _REQUEST_ID,
+                    "content": {"application/problem+json": {"schema": ref("RunFailure")}},
+                },
+            },
+        )
+    }
+    paths["/api/v1/environments/{environment}/bundle"] = {
+        "get": _operation(
+            "environments_bundle",
+            "Every release in the environment with its versions, for local evaluation.",
+            parameters=[environment],
+            responses={
+                "200": _json("The bundle (hash_version 1).", "Bundle", {**_ETAG, **_DEGRADED}),
+                "304": _NOT_MODIFIED,
+                **problem_responses(401, 403, 404, 429, 503),
+            },
+        )
+    }
+    paths["/api/v1/environments/{environment}/stream"] = {
+        "get": _operation(
+            "environments_stream",
+            "Release changes in the environment, as server-sent events, for SDKs.",
+            description="Needs the prompts:read scope. First `event: hello` with "
+            "`{environment, etag}` (the bundle's ETag now: fetch the bundle when it differs from "
+            "yours), then `event: release` with `{prompt, revision}` for each release change in "
+            "the environment, as it happens (Redis pub/sub; without Redis, a revision check every "
+            "second). `: keep-alive` comments every 15 s. The stream ends after "
+            "`RELEASE_STREAM_MAX_SECONDS` (default 300): reconnect.",
+            parameters=[environment],
+            responses={
+                "200": {
+                    "description": "The event stream.",
+                    "content": {"text/event-stream": {"schema": ref("ReleaseStreamEvent")}},
+                },
+                **problem_responses(401, 403, 404, 429, 503),
+            },
+        )
+    }
+    return result
