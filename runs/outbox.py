@@ -80,8 +80,14 @@ class Outbox:
         close_old_connections()  # eager mode runs the task here, on this thread's connection
         try:
             # retry=False: a broker that is down fails this job now rather than holding the queue.
+            # The limits travel with the job (Celery takes the sender's over the worker's), so
+            # they are read here, at call time.
             shadow_run_task.apply_async(
-                kwargs=job, retry=False, queue=settings.CELERY_TASK_DEFAULT_QUEUE
+                kwargs=job,
+                retry=False,
+                queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+                soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+                time_limit=settings.CELERY_TASK_TIME_LIMIT,
             )
         except Exception:  # whatever the broker or an eager task raises: count it, keep going
             with self._lock:
