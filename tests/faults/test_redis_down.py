@@ -1,0 +1,120 @@
+"""Redis stopped: the web serves from the database, nothing a caller sends is refused or lost.
+
+Redis is the release cache's pub/sub, the Django cache and the Celery broker. Behind a proxy taken
+down (tests/faults/conftest.py), the server must answer every runtime and release call from
+PostgreSQL, show a release change at once, accept events, and answer a run (its shadow jobs are
+dropped and counted: shadows are a sample). When Redis is back, the cache is trusted again.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from releases.models import Release
+from runs.models import Call, ShadowRun
+from tests.faults.conftest import wait_until
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+KEY = "support.refund-reply"
+DEGRADED = "x-registry-degraded"
+
+
+def runtime_calls(web, key: str) -> dict[str, object]:
+    """Resolve, render and bundle of staging, as a service calls them."""
+    return {
+        "resolve": web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", key),
+        "render": web.post(
+            f"/api/v1/prompts/{KEY}/render",
+            key,
+            {"environment": "staging", "variables": {"customer_name": "Al"}},
+        ),
+        "bundle": web.get("/api/v1/environments/staging/bundle", key),
+    }
+
+
+def test_with_redis_down_the_runtime_path_and_release_changes_work_from_the_database(
+    released, web, redis_proxy, service_key, manager_key
+):
+    warm = runtime_calls(web, service_key)
+    assert {name: r.status_code for name, r in warm.items()} == dict.fromkeys(warm, 200)
+
+    redis_proxy.down()
+    answers = runtime_calls(web, service_key)
+    assert {name: r.status_code for name, r in answers.items()} == dict.fromkeys(answers, 200)
+    assert not any(DEGRADED in r.headers for r in answers.values())
+    assert answers["resolve"].json()["version"] == 2
+
+    # A release change is committed and shows at once, though its message never reached Redis.
+    revision = Release.objects.get(prompt=released.prompt, environment__name="staging").revision
+    deployed = web.post(
+        f"/api/v1/releases/staging/{KEY}/deploy",
+        manager_key,
+        {"version": 1, "reason": "back to v1"},
+        headers={"If-Match": str(revision)},
+    )
+    assert deployed.status_code == 200, deployed.text
+    assert released.release("staging").stable_version.number == 1
+    resolved = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key)
+    assert (resolved.status_code, resolved.json()["version"]) == (200, 1)
+
+    # An event batch is accepted and stored: events never go through Redis.
+    events = [
+        {
+            "event_id": f"e-{n}",
+            "prompt": KEY,
+            "version": 2,
+            "environment": "staging",
+            "status": "ok",
+        }
+        for n in range(3)
+    ]
+    response = web.post("/api/v1/events", service_key, {"events": events})
+    assert response.status_code == 202, response.text
+    assert Call.objects.filter(request_id__in=["e-0", "e-1", "e-2"]).count() == 3
+
+    # Redis back: the listener subscribes again and the cache is trusted; changes still show.
+    redis_proxy.up()
+    again = web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 2})
+    assert again.status_code == 200, again.text
+    resolved = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key)
+    assert (resolved.status_code, resolved.json()["version"]) == (200, 2)
+    assert redis_proxy.connections > 0
+
+
+def test_with_the_broker_refusing_a_run_answers_and_its_shadow_is_dropped_and_counted(
+    released, manager, web, redis_proxy, service_key, model_server, settings
+):
+    import redis
+
+    from releases.services import release_shadow_start
+
+    release_shadow_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        versions=[1],
+        sample_percent=Decimal(100),
+        actor=manager,
+        reason="compare",
+    )
+    body = {"environment": "staging", "variables": {"customer_name": "Al"}}
+
+    redis_proxy.down()
+    response = web.post(f"/api/v1/prompts/{KEY}/run", service_key, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["shadow"] == [1]  # sampled; its job could not be queued
+    assert Call.objects.filter(request_id=response.json()["request_id"]).exists()
+    wait_until(lambda: "could not be queued" in web.log.read_text(), what="the drop")
+    assert not ShadowRun.objects.exists()
+
+    # The broker back: the next call's shadow job is queued again (no worker here to run it).
+    redis_proxy.up()
+    assert web.post(f"/api/v1/prompts/{KEY}/run", service_key, body).status_code == 200
+    queue = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        wait_until(lambda: queue.llen(settings.CELERY_TASK_DEFAULT_QUEUE) == 1, what="the job")
+    finally:
+        queue.delete(settings.CELERY_TASK_DEFAULT_QUEUE)
+        queue.close()
