@@ -8,7 +8,9 @@ this proxy, never touching the service itself.
 - ``down()``: the port is closed (new connections are refused) and every open connection is cut,
   as when the service stops or restarts;
 - ``up()``: listens on the same port again, as when it comes back;
-- ``cut()``: drops the open connections only (a connection reset mid-stream).
+- ``cut()``: drops the open connections only (a connection reset mid-stream);
+- ``hold()``: cuts the open connections, then accepts new ones and never answers them (a host
+  gone from the network, a server wedged): what a client without a timeout waits on for ever.
 
 The client speaks first in every protocol it fronts (HTTP, PostgreSQL, Redis): a connection is
 passed on once its first bytes arrive. Subclasses may refuse a connection by its first bytes (``refuses``) or cut one when a chunk
@@ -33,6 +35,7 @@ class TcpProxy:
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._stop = threading.Event()
+        self._holding = False
         self.up()
 
     @property
@@ -40,6 +43,11 @@ class TcpProxy:
         return ("127.0.0.1", self.port)
 
     def up(self) -> None:
+        if self._holding:  # the held connections are reset; new ones pass again
+            self._holding = False
+            self.cut()
+        if self._listener is not None:
+            return
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -57,6 +65,10 @@ class TcpProxy:
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
+        self.cut()
+
+    def hold(self) -> None:
+        self._holding = True
         self.cut()
 
     def cut(self) -> None:
@@ -95,6 +107,10 @@ class TcpProxy:
                 threading.Thread(target=self._serve, args=(client, stop), daemon=True).start()
 
     def _serve(self, client: socket.socket, stop: threading.Event) -> None:
+        if self._holding:
+            with self._lock:
+                self._open.add(client)  # silent until up() or down() cuts it
+            return
         try:
             first = client.recv(65536)
             if not first or self.refuses(first):

@@ -105,3 +105,26 @@ def test_with_the_database_down_cached_releases_are_served_and_said_to_be(
     assert Call.objects.filter(request_id="e-1").count() == 1
     resolved = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key)
     assert resolved.json()["version"] == 1
+
+
+def test_a_database_that_accepts_connections_and_never_answers_is_a_503_not_a_hang(
+    released, web, postgres, service_key, manager_key
+):
+    assert web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key).is_success
+    assert web.get("/api/v1/environments", manager_key).is_success
+
+    postgres.hold()  # a host gone from the network: connecting waits for an answer never sent
+    # What needs no database still answers at once.
+    resolved = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key)
+    assert resolved.status_code == 200
+    # What needs it gives up after DATABASE_CONNECT_TIMEOUT, within the client's own timeout.
+    assert_unavailable(
+        web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 1})
+    )
+    assert_unavailable(
+        web.get(f"/api/v1/prompts/{KEY}/resolve?environment=production", service_key)
+    )
+
+    postgres.up()
+    deployed = web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 1})
+    assert deployed.status_code == 200, deployed.text
