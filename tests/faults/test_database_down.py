@@ -36,7 +36,7 @@ def assert_unavailable(response) -> None:
     assert response.headers["Retry-After"]
 
 
-def test_with_the_database_down_cached_releases_are_served_and_said_to_be(
+def test_with_the_database_down_cached_releases_are_served_changes_refused_nothing_lost(
     released, web, postgres, redis_proxy, service_key, manager_key, model_server
 ):
     # Warm: this server has read staging and the keys.
@@ -106,13 +106,8 @@ def test_with_the_database_down_cached_releases_are_served_and_said_to_be(
     resolved = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key)
     assert resolved.json()["version"] == 1
 
-
-def test_a_database_that_accepts_connections_and_never_answers_is_a_503_not_a_hang(
-    released, web, postgres, service_key, manager_key
-):
-    assert web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key).is_success
-    assert web.get("/api/v1/environments", manager_key).is_success
-
+    # Then a database that accepts connections and never answers (a host gone from the network,
+    # a wedged server): a 503 after DATABASE_CONNECT_TIMEOUT, never a request held for ever.
     postgres.hold()  # a host gone from the network: connecting waits for an answer never sent
     # What needs no database still answers at once.
     resolved = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key)
@@ -126,5 +121,5 @@ def test_a_database_that_accepts_connections_and_never_answers_is_a_503_not_a_ha
     )
 
     postgres.up()
-    deployed = web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 1})
+    deployed = web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 2})
     assert deployed.status_code == 200, deployed.text

@@ -43,7 +43,7 @@ def worker(settings, needs_redis, tmp_path) -> Iterator[Worker]:
         yield worker
 
 
-def test_a_shadow_run_past_its_time_limit_is_an_error_not_pending(
+def test_a_shadow_run_or_eval_batch_past_its_time_limit_fails_never_pending_or_running(
     released, manager, model_server, make_client, worker, settings
 ):
     settings.SHADOW_NOISE_FLOOR_PERCENT = 0
@@ -72,10 +72,8 @@ def test_a_shadow_run_past_its_time_limit_is_an_error_not_pending(
     assert run.finished_at is not None
     assert "exceeded" in worker.log.read_text()  # Celery's own word for a time limit
 
-
-def test_an_eval_batch_past_its_time_limit_fails_its_cases_and_the_run_ends(
-    model_server, worker, settings
-):
+    # An eval batch, with its own limits (EVAL_BATCH_*_TIME_LIMIT): its cases fail saying why,
+    # and the run ends rather than stay running.
     settings.EVAL_BATCH_SOFT_TIME_LIMIT, settings.EVAL_BATCH_TIME_LIMIT = SOFT, HARD
     prompt = PromptFactory()
     make_version(prompt, model={"provider": "local", "model": "fault-hang"})
@@ -91,19 +89,18 @@ def test_an_eval_batch_past_its_time_limit_fails_its_cases_and_the_run_ends(
     dataset_import(
         dataset=dataset, content="".join(json.dumps(x) + "\n" for x in lines), format="jsonl"
     )
-    worker.start()
-    run = eval_run_start(
+    evaluation = eval_run_start(
         prompt=prompt, version=1, dataset_name="golden", actor=Actor(label="tests")
     )
 
     def ended() -> bool:
-        return EvalRun.objects.get(pk=run.pk).status not in (
+        return EvalRun.objects.get(pk=evaluation.pk).status not in (
             EvalRun.Status.QUEUED,
             EvalRun.Status.RUNNING,
         )
 
     wait_for(ended, "the timed-out run to end")
-    assert EvalRun.objects.get(pk=run.pk).status == EvalRun.Status.FINISHED
-    results = EvalResult.objects.filter(run=run)
+    assert EvalRun.objects.get(pk=evaluation.pk).status == EvalRun.Status.FINISHED
+    results = EvalResult.objects.filter(run=evaluation)
     assert sorted(results.values_list("case_key", flat=True)) == ["ada", "bob", "cy"]
     assert set(results.values_list("passed", "error_class")) == {(False, "time_limit")}

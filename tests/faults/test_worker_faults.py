@@ -21,6 +21,7 @@ from runs.models import Call, ShadowRun
 from runs.outbox import outbox
 from tests.celery_worker import VISIBILITY_TIMEOUT_SECONDS, Worker, wait_for, worker_on_own_queue
 from tests.factories import make_version
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -62,45 +63,42 @@ def done(count: int) -> Callable[[], bool]:
     return lambda: ShadowRun.objects.filter(status=ShadowRun.Status.OK).count() >= count
 
 
-def test_jobs_sent_while_the_worker_is_dead_and_the_one_it_held_are_all_run_once(live, worker):
-    worker.start()
-    live()
-    assert outbox.flush(10)
-    wait_for(lambda: ShadowRun.objects.exists(), "the worker to claim the first job")
-    worker.kill()
-    answers = [live(), live()]  # the live path never waits for a worker
-    assert outbox.flush(10)
-    assert {a["request_id"] for a in answers} <= set(
-        Call.objects.values_list("request_id", flat=True)
-    )
-
-    time.sleep(VISIBILITY_TIMEOUT_SECONDS + 0.5)  # the killed worker's job comes back
-    worker.start()
-    wait_for(done(3), "the three shadow jobs")
-    runs = ShadowRun.objects.all()
-    assert runs.count() == 3  # one per live call: the redelivered job did not run twice
-    assert set(runs.values_list("call_id", flat=True)) == set(
-        Call.objects.values_list("pk", flat=True)
-    )
-
-
-def test_a_worker_whose_redis_restarts_takes_the_jobs_sent_meanwhile(
-    live, worker, settings, tmp_path
+def test_every_shadow_job_accepted_is_run_once_through_a_redis_restart_and_a_killed_worker(
+    live, worker, settings
 ):
-    from tests.tcp_proxy import TcpProxy
-
     address = urlsplit(settings.REDIS_URL)
-    proxy = TcpProxy((address.hostname or "127.0.0.1", address.port or 6379))
+    redis_proxy = TcpProxy((address.hostname or "127.0.0.1", address.port or 6379))
+    worker.env["REDIS_URL"] = f"redis://127.0.0.1:{redis_proxy.port}{address.path or '/0'}"
     try:
-        worker.env["REDIS_URL"] = f"redis://127.0.0.1:{proxy.port}{address.path or '/0'}"
         worker.start()
-        proxy.down()  # the worker's connections cut, new ones refused
+        # 1. The worker's Redis restarts while it waits for work: its connections are cut and
+        # refused, jobs are queued meanwhile (this process still reaches Redis), and it takes
+        # them once it has connected again.
+        redis_proxy.down()
         live()
         live()
-        assert outbox.flush(10)  # this process still reaches Redis: the jobs are queued
-        proxy.up()
+        assert outbox.flush(10)
+        redis_proxy.up()
         wait_for(done(2), "the worker to reconnect and run the queued jobs")
-        assert proxy.connections > 1  # it did connect again
+        assert redis_proxy.connections > 1  # it did connect again
+
+        # 2. The worker is killed mid-job, and jobs arrive while no worker is alive: the one it
+        # held comes back after the visibility timeout, and every one is run, once.
+        live()
+        assert outbox.flush(10)
+        wait_for(lambda: ShadowRun.objects.count() == 3, "the worker to claim the third job")
+        worker.kill()
+        answers = [live(), live()]  # the live path never waits for a worker
+        assert outbox.flush(10)
+        recorded = set(Call.objects.values_list("request_id", flat=True))
+        assert {a["request_id"] for a in answers} <= recorded
+        time.sleep(VISIBILITY_TIMEOUT_SECONDS + 0.5)
+        worker.start()
+        wait_for(done(5), "the held job and the ones sent while the worker was dead")
+        runs = ShadowRun.objects.all()
+        assert runs.count() == 5  # one per live call: the redelivered job did not run twice
+        calls = set(Call.objects.values_list("pk", flat=True))
+        assert set(runs.values_list("call_id", flat=True)) == calls
     finally:
         worker.stop()  # before its Redis goes for good: a warm shutdown needs it
-        proxy.down()
+        redis_proxy.down()
