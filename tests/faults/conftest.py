@@ -9,8 +9,11 @@ take down.
   db, reached only through those proxies, and the API keys a service and a release manager hold.
   A fresh server per test: its release cache and key ring start empty.
 
-Every wait is bounded (``wait_until``, ``Web.DEADLINE``, the HTTP client's timeout); nothing
-measures how long something took.
+- ``worker``: a real Celery worker (tests/celery_worker.py) on a queue of its own, not started.
+- ``shadow_all``: makes staging shadow a version on every live call.
+
+Every wait is bounded (``wait_for``, the HTTP client's timeout); nothing measures how long
+something took.
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,19 +34,12 @@ import httpx
 import pytest
 
 from api.services import apikey_create
+from tests.celery_worker import Worker, wait_for, worker_on_own_queue
 from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy")
 REQUEST_TIMEOUT_SECONDS = 15.0  # a request past this is a hang, and the test fails on it
-
-
-def wait_until(predicate: Callable[[], object], *, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"Waited {timeout} s for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -74,8 +70,6 @@ def _free_port() -> int:
 
 class Web:
     """One gunicorn server on loopback. ``get``/``post`` send the given key's bearer token."""
-
-    DEADLINE = 30.0
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
@@ -117,7 +111,7 @@ class Web:
                     pytest.fail(f"The web server exited:\n{self.log_tail()}")
                 return False
 
-        wait_until(answers, what="the web server", timeout=self.DEADLINE)
+        wait_for(answers, "the web server")
 
     def stop(self) -> None:
         self.http.close()
@@ -169,6 +163,7 @@ def web_env(postgres, redis_proxy, settings, monkeypatch) -> dict[str, str]:
         "CELERY_QUEUE": queue,
         "CELERY_VISIBILITY_TIMEOUT": "3",
         "RELEASE_CACHE_CHECK_SECONDS": "1",
+        "SHADOW_NOISE_FLOOR_PERCENT": "0",  # one shadow job per sampled call, none drawn at random
     }
 
 
@@ -193,3 +188,30 @@ def manager_key(db) -> str:
     """Release automation's key."""
     _, raw = apikey_create(name="release-bot", scopes=("prompts:read", "releases:write"))
     return raw
+
+
+@pytest.fixture
+def worker(settings, needs_redis, tmp_path) -> Iterator[Worker]:
+    with worker_on_own_queue(settings, tmp_path / "worker.log", purpose="faults") as worker:
+        yield worker
+
+
+@pytest.fixture
+def shadow_all(released, manager, settings) -> Callable[[int], None]:
+    """``shadow_all(n)``: staging (stable v2) shadows version n on every live call, with no
+    noise-floor reruns, so each live call queues exactly one shadow job."""
+    from releases.services import release_shadow_start
+
+    settings.SHADOW_NOISE_FLOOR_PERCENT = 0
+
+    def start(version: int) -> None:
+        release_shadow_start(
+            prompt=released.prompt,
+            environment=released.environments["staging"],
+            versions=[version],
+            sample_percent=Decimal(100),
+            actor=manager,
+            reason="compare",
+        )
+
+    return start

@@ -12,7 +12,7 @@ import pytest
 
 from releases.models import Release
 from runs.models import Call
-from tests.faults.conftest import wait_until
+from tests.celery_worker import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -28,6 +28,23 @@ def runtime_calls(web, key: str) -> tuple:
         web.post(f"/api/v1/prompts/{KEY}/render", key, RENDER),
         web.get("/api/v1/environments/staging/bundle", key),
     )
+
+
+def listening(postgres) -> bool:
+    """Whether the server's release listener is subscribed, so its copies are trusted again. Its
+    channel is named after the database as the server reaches it: through the proxy."""
+    import redis
+    from django.conf import settings
+    from django.db import connection
+
+    from releases.cache import CHANNEL_PREFIX
+
+    channel = f"{CHANNEL_PREFIX}127.0.0.1:{postgres.port}/{connection.settings_dict['NAME']}"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        return dict(client.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
+    finally:
+        client.close()
 
 
 def assert_unavailable(response) -> None:
@@ -52,9 +69,9 @@ def test_with_the_database_down_cached_releases_are_served_changes_refused_nothi
         assert DEGRADED not in response.headers
     # Redis lost too: nothing vouches for the copies any more; served, and said to be.
     redis_proxy.down()
-    wait_until(
+    wait_for(
         lambda: DEGRADED in runtime_calls(web, service_key)[0].headers,
-        what="the server to stop trusting its copies",
+        "the server to stop trusting its copies",
     )
     resolved, rendered, bundled = runtime_calls(web, service_key)
     for response in (resolved, rendered, bundled):
@@ -91,6 +108,7 @@ def test_with_the_database_down_cached_releases_are_served_changes_refused_nothi
     # Back: the same server reconnects by itself; the retried change and batch go through.
     postgres.up()
     redis_proxy.up()
+    wait_for(lambda: listening(postgres), "the server's release listener to subscribe again")
     resolved = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key)
     assert resolved.status_code == 200
     assert DEGRADED not in resolved.headers

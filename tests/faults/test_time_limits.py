@@ -10,8 +10,6 @@ failed with ``time_limit``: never ``pending`` or ``running`` for ever.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from decimal import Decimal
 
 import pytest
 
@@ -19,10 +17,9 @@ from evaluations.evalruns import eval_run_start
 from evaluations.models import EvalResult, EvalRun
 from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
-from releases.services import release_shadow_start
 from runs.models import ShadowRun
 from runs.outbox import outbox
-from tests.celery_worker import Worker, wait_for, worker_on_own_queue
+from tests.celery_worker import wait_for
 from tests.factories import PromptFactory, make_version
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -31,32 +28,21 @@ SOFT, HARD = 1, 2  # seconds; the fake model hangs for 5 (tests/conftest.py)
 
 
 @pytest.fixture
-def worker(settings, needs_redis, tmp_path) -> Iterator[Worker]:
-    # A job carries the limits of the process that sent it (the outbox here; beat for the canary
-    # tick), and the worker's own apply to what comes without: both are set.
+def limited(worker, settings):
+    """The fault suite's worker with tiny limits. A job carries the limits of the process that
+    sent it (the outbox, the eval batch queue: this process), and the worker's own apply to what
+    comes without (beat's ticks): both are set."""
     settings.CELERY_TASK_SOFT_TIME_LIMIT, settings.CELERY_TASK_TIME_LIMIT = SOFT, HARD
-    with worker_on_own_queue(settings, tmp_path / "worker.log", purpose="limits") as worker:
-        worker.env |= {
-            "CELERY_TASK_SOFT_TIME_LIMIT": str(SOFT),
-            "CELERY_TASK_TIME_LIMIT": str(HARD),
-        }
-        yield worker
+    worker.env |= {"CELERY_TASK_SOFT_TIME_LIMIT": str(SOFT), "CELERY_TASK_TIME_LIMIT": str(HARD)}
+    return worker
 
 
 def test_a_shadow_run_or_eval_batch_past_its_time_limit_fails_never_pending_or_running(
-    released, manager, model_server, make_client, worker, settings
+    released, shadow_all, model_server, make_client, limited, settings
 ):
-    settings.SHADOW_NOISE_FLOOR_PERCENT = 0
     make_version(released.prompt, model={"provider": "local", "model": "fault-hang"})
-    release_shadow_start(
-        prompt=released.prompt,
-        environment=released.environments["staging"],
-        versions=[4],
-        sample_percent=Decimal(100),
-        actor=manager,
-        reason="compare",
-    )
-    worker.start()
+    shadow_all(4)
+    limited.start()
     response = make_client("runs:execute").post(
         "/api/v1/prompts/support.refund-reply/run",
         data=json.dumps({"environment": "staging", "variables": {"customer_name": "Al"}}),
@@ -70,7 +56,7 @@ def test_a_shadow_run_or_eval_batch_past_its_time_limit_fails_never_pending_or_r
     run = shadow_runs.get()
     assert (run.status, run.error_class) == (ShadowRun.Status.ERROR, "time_limit")
     assert run.finished_at is not None
-    assert "exceeded" in worker.log.read_text()  # Celery's own word for a time limit
+    assert "exceeded" in limited.log.read_text()  # Celery's own word for a time limit
 
     # An eval batch, with its own limits (EVAL_BATCH_*_TIME_LIMIT): its cases fail saying why,
     # and the run ends rather than stay running.

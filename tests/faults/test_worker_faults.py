@@ -10,41 +10,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from decimal import Decimal
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import pytest
 
-from releases.services import release_shadow_start
 from runs.models import Call, ShadowRun
 from runs.outbox import outbox
-from tests.celery_worker import VISIBILITY_TIMEOUT_SECONDS, Worker, wait_for, worker_on_own_queue
+from tests.celery_worker import VISIBILITY_TIMEOUT_SECONDS, wait_for
 from tests.factories import make_version
-from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def worker(settings, needs_redis, tmp_path) -> Iterator[Worker]:
-    with worker_on_own_queue(settings, tmp_path / "worker.log", purpose="faults") as worker:
-        yield worker
-
-
-@pytest.fixture
-def live(released, manager, model_server, make_client, settings) -> Callable[[], dict]:
+def live(released, shadow_all, model_server, make_client) -> Callable[[], dict]:
     """Staging shadows v4 (a slow model: a worker is surely mid-job when killed) on every call."""
-    settings.SHADOW_NOISE_FLOOR_PERCENT = 0
     make_version(released.prompt, model={"provider": "local", "model": "slow-500"})
-    release_shadow_start(
-        prompt=released.prompt,
-        environment=released.environments["staging"],
-        versions=[4],
-        sample_percent=Decimal(100),
-        actor=manager,
-        reason="compare",
-    )
+    shadow_all(4)
     runner = make_client("runs:execute", name="runner")
 
     def call() -> dict:
@@ -64,10 +47,9 @@ def done(count: int) -> Callable[[], bool]:
 
 
 def test_every_shadow_job_accepted_is_run_once_through_a_redis_restart_and_a_killed_worker(
-    live, worker, settings
+    live, worker, redis_proxy, settings
 ):
     address = urlsplit(settings.REDIS_URL)
-    redis_proxy = TcpProxy((address.hostname or "127.0.0.1", address.port or 6379))
     worker.env["REDIS_URL"] = f"redis://127.0.0.1:{redis_proxy.port}{address.path or '/0'}"
     try:
         worker.start()
@@ -101,4 +83,3 @@ def test_every_shadow_job_accepted_is_run_once_through_a_redis_restart_and_a_kil
         assert set(runs.values_list("call_id", flat=True)) == calls
     finally:
         worker.stop()  # before its Redis goes for good: a warm shutdown needs it
-        redis_proxy.down()
