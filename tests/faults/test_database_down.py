@@ -105,10 +105,18 @@ def test_with_the_database_down_cached_releases_are_served_changes_refused_nothi
     assert_unavailable(web.post(f"/api/v1/prompts/{KEY}/run", service_key, RENDER))
     assert not model_server.requests.for_path("/v1/chat/completions")
 
-    # Back: the same server reconnects by itself; the retried change and batch go through.
-    postgres.up()
+    # Redis back before the database: the listener subscribes again but can vouch for no copy
+    # from before (messages may have been missed meanwhile); the last known copies are still
+    # served, and said to be, rather than dropped for 503s.
     redis_proxy.up()
     wait_for(lambda: listening(postgres), "the server's release listener to subscribe again")
+    for response in runtime_calls(web, service_key):
+        assert response.status_code == 200, response.text
+        assert response.headers[DEGRADED] == "database-unavailable"
+
+    # The database back: the same server reconnects by itself; the retried change and batch go
+    # through.
+    postgres.up()
     resolved = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key)
     assert resolved.status_code == 200
     assert DEGRADED not in resolved.headers
