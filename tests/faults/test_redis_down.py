@@ -87,7 +87,17 @@ def test_with_redis_down_everything_answers_from_the_database_and_nothing_accept
     wait_for(lambda: "could not be queued" in web.log.read_text(), "the drop")
     assert not ShadowRun.objects.exists()
 
-    # 5. Redis back: the listener subscribes again and changes still show; shadow jobs queue.
+    # 5. Redis that accepts connections and never answers (a wedged server, a host gone from the
+    # network): every call still answers, and the job in hand is given up after a timeout
+    # rather than holding the shadow queue for ever.
+    redis_proxy.hold()
+    answers = runtime_calls(web, service_key)
+    assert {name: r.status_code for name, r in answers.items()} == dict.fromkeys(answers, 200)
+    response = web.post(f"/api/v1/prompts/{KEY}/run", service_key, body)
+    assert response.status_code == 200, response.text
+    wait_for(lambda: web.log.read_text().count("could not be queued") >= 2, "the second drop")
+
+    # 6. Redis back: the listener subscribes again and changes still show; shadow jobs queue.
     redis_proxy.up()
     again = web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 2})
     assert again.status_code == 200, again.text
