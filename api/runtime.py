@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -64,7 +65,10 @@ def _authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> Ke
         raise _Refused(
             _problem(problems.UNAUTHENTICATED, "Send 'Authorization: Bearer <key>'.", request)
         )
-    entry = keyring.authenticate(raw)
+    try:
+        entry = keyring.authenticate(raw)
+    except DatabaseError:
+        raise _Refused(_unavailable(request, "this API key")) from None
     if entry is None:
         raise _Refused(
             _problem(problems.UNAUTHENTICATED, "The API key is unknown or revoked.", request)

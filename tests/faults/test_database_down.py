@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from api.services import apikey_create
 from releases.models import Release
 from runs.models import Call
 from tests.celery_worker import wait_for
@@ -62,11 +63,15 @@ def test_with_the_database_down_cached_releases_are_served_changes_refused_nothi
     assert web.get("/api/v1/environments", manager_key).is_success
     revision = Release.objects.get(prompt=released.prompt, environment__name="staging").revision
 
+    _, new_key = apikey_create(name="new-service", scopes=("prompts:read",))  # not seen there
+
     postgres.down()
     # Redis still vouches for the copies (no change can commit meanwhile): current, no header.
     for response in runtime_calls(web, service_key):
         assert response.status_code == 200, response.text
         assert DEGRADED not in response.headers
+    # A key the server has never seen cannot be checked: the outage is said, not a bad key.
+    assert_unavailable(web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", new_key))
     # Redis lost too: nothing vouches for the copies any more; served, and said to be.
     redis_proxy.down()
     wait_for(
