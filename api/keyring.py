@@ -99,6 +99,8 @@ class Keyring:
         return entry
 
     def authenticate(self, raw: str) -> KeyEntry | None:
+        """The key's entry, or None when it is unknown or revoked. Raises ``DatabaseError`` when
+        the database is down and this process has never seen the key."""
         lookup_id = key_lookup_id(raw)
         if lookup_id is None:
             return None
@@ -108,8 +110,12 @@ class Keyring:
             else:
                 entry = self._read(lookup_id)
         except DATABASE_OUTAGE:
-            logger.warning("Database unavailable: checking key %s from memory", lookup_id)
             entry = self._last_known.get(lookup_id)
+            if entry is None:
+                # Never seen here and unreadable: whether the key is valid cannot be told, so the
+                # caller hears of the outage (the caller answers 503), never that its key is wrong.
+                raise
+            logger.warning("Database unavailable: checking key %s from memory", lookup_id)
         if entry is None or not hmac.compare_digest(entry.hashed_key, key_hash(raw)):
             return None
         return entry

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -39,6 +40,8 @@ from runs.services import CallNotFound
 from .parsers import JSONBodyRefused, RequestTooLarge
 
 logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_SECONDS = 5  # what the runtime path's 503 says too (api.runtime)
 
 CONTENT_TYPE = "application/problem+json"
 TYPE_BASE = "/problems/"
@@ -74,7 +77,8 @@ TOO_LARGE = ProblemType(413, "request-too-large", "The request body is too large
 UNSUPPORTED_MEDIA = ProblemType(415, "unsupported-media-type", "Send application/json.")
 THROTTLED = ProblemType(429, "throttled", "Too many requests.")
 NOT_RELEASED = ProblemType(404, "not-released", "The prompt has no release in that environment.")
-# The database is down and this process holds no copy of what was asked for (runtime path).
+# The database is down and this process holds no copy of what was asked for (runtime path), or
+# a call that must write (a release change, an event batch) cannot reach it.
 DATABASE_UNAVAILABLE = ProblemType(
     503, "database-unavailable", "The registry cannot read its database and holds no copy."
 )
@@ -313,6 +317,18 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         errors = [{"code": "invalid", "detail": m, "pointer": ""} for m in exc.messages]
         return problem_response(
             VALIDATION, "The request has problems; see errors.", instance=instance, errors=errors
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database cannot be reached (stopped, failing over, refusing connections): nothing
+        # was committed and the caller may retry, so a 503 problem saying when, never a 500.
+        # Input that PostgreSQL refuses (DataError, IntegrityError) is no outage and is not
+        # answered as one.
+        logger.warning("Database unavailable: %s %s", type(exc).__name__, instance)
+        return problem_response(
+            DATABASE_UNAVAILABLE,
+            "The database is unavailable; nothing was changed. Try again shortly.",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+            instance=instance,
         )
     if isinstance(exc, drf.APIException):
         problem = _lookup(exc, _DRF_PROBLEMS) or ProblemType(

@@ -27,7 +27,7 @@ from registry.errors import ProblemsError, RegistryError
 from registry.rendering import to_messages
 from registry.strictjson import JSONRefused, strict_json_loads
 from releases.bucketing import HASH_VERSION
-from releases.cache import DATABASE_UNAVAILABLE, release_cache
+from releases.cache import DATABASE_OUTAGE, DATABASE_UNAVAILABLE, release_cache
 from releases.errors import EnvironmentNotFound
 from releases.resolution import NotReleased, Resolution, ServedRelease, resolve, version_render
 
@@ -74,7 +74,10 @@ def _authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> Ke
         raise _Refused(
             _problem(problems.UNAUTHENTICATED, "Send 'Authorization: Bearer <key>'.", request)
         )
-    entry = keyring.authenticate(raw)
+    try:
+        entry = keyring.authenticate(raw)
+    except DATABASE_OUTAGE:
+        raise _Refused(_unavailable(request, "this API key")) from None
     if entry is None:
         raise _Refused(
             _problem(problems.UNAUTHENTICATED, "The API key is unknown or revoked.", request)

@@ -126,6 +126,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Seconds to wait for PostgreSQL to accept a connection. Without it a host gone from the network
+# (a failover, a partition) holds every request that needs the database for ever; with it they
+# answer a 503 problem and the release cache serves what it holds (libpq's minimum is 2).
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", default=3, minimum=2)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: cache and Celery broker. Unset: local-memory cache and tasks run eagerly in-process.
@@ -155,6 +161,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", default=3600, minimum=1)
 }
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # with late acks, a worker holds no more than it runs
+# Every task's time limits (seconds). At the soft limit the task is interrupted
+# (SoftTimeLimitExceeded) and marks its row failed (`time_limit`); at the hard limit the worker
+# kills the pool process and marks the same row failed itself (runs.tasks, evaluations.tasks), so
+# no shadow run or eval run is left pending or running for ever. Keep the hard limit below the
+# visibility timeout, or a job still running is delivered to a second worker as well.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", default=300, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", default=360, minimum=2)
+if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be above CELERY_TASK_SOFT_TIME_LIMIT")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -334,6 +349,12 @@ CANARY_ANALYSIS_SAMPLE_CAP = env_int("CANARY_ANALYSIS_SAMPLE_CAP", default=5000,
 # case in hand, the batch's scored cases are skipped), and the environment whose stable version a
 # run is compared with when none is named (absent there: the highest environment that has one).
 EVAL_BATCH_SIZE = env_int("EVAL_BATCH_SIZE", default=10, minimum=1)
+# An eval batch makes up to EVAL_BATCH_SIZE model calls, each with its retries and fallbacks: it
+# gets its own limits (sent with each batch), longer than a shadow run's.
+EVAL_BATCH_SOFT_TIME_LIMIT = env_int("EVAL_BATCH_SOFT_TIME_LIMIT", default=1800, minimum=1)
+EVAL_BATCH_TIME_LIMIT = env_int("EVAL_BATCH_TIME_LIMIT", default=1920, minimum=2)
+if EVAL_BATCH_TIME_LIMIT <= EVAL_BATCH_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("EVAL_BATCH_TIME_LIMIT must be above EVAL_BATCH_SOFT_TIME_LIMIT")
 EVAL_BASELINE_ENVIRONMENT = env.str("EVAL_BASELINE_ENVIRONMENT", default="production")
 
 LOGGING = {

@@ -35,6 +35,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -314,6 +315,10 @@ def canary_analyses_look(*, now: datetime | None = None) -> list[Look]:
     for analysis_id in running.values_list("id", flat=True):
         try:
             looks.append(canary_analysis_look(analysis_id=analysis_id, now=now))
+        except SoftTimeLimitExceeded:
+            # The tick's time is up (CELERY_TASK_SOFT_TIME_LIMIT): the look in hand rolled back,
+            # and it and the ones not reached stay running for the next tick to look at.
+            raise
         except Exception:
             logger.exception("Canary analysis look failed: analysis=%s", analysis_id)
     return looks
@@ -409,6 +414,8 @@ def _judge(
             figures["checks"] = checks
             figures["srm"] = metrics.srm_check(window, release=release)
             figures["sample_cap"] = window.sample_cap
+    except SoftTimeLimitExceeded:
+        raise  # not a measurement that failed: the tick's time is up (canary_analyses_look)
     except Exception as exc:
         logger.exception("Canary analysis could not measure: analysis=%s", analysis.pk)
         figures["error"] = f"{type(exc).__name__}: {exc}"

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
@@ -58,6 +59,7 @@ __all__ = [
     "eval_run_start",
 ]
 
+TIME_LIMIT = "time_limit"  # error_class of the cases of a batch stopped by its time limit
 ENDED = (EvalRun.Status.FINISHED, EvalRun.Status.FAILED, EvalRun.Status.CANCELLED)
 IN_PROGRESS = (EvalRun.Status.QUEUED, EvalRun.Status.RUNNING)
 DETAIL_CHARS = 2000  # a failed case's detail stays readable in a report row
@@ -227,6 +229,9 @@ def _batches_queue(*, run_id: int, cases: Mapping[str, int]) -> None:
             eval_run_batch.apply_async(
                 kwargs={"run_id": run_id, "cases": dict(items[start : start + size])},
                 queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+                # A batch's own limits, longer than a shadow run's (CELERY_TASK_*_TIME_LIMIT).
+                soft_time_limit=settings.EVAL_BATCH_SOFT_TIME_LIMIT,
+                time_limit=settings.EVAL_BATCH_TIME_LIMIT,
             )
     except BrokerUnavailable:
         # The run is committed: leave it queued and say how to go on, rather than answer the
@@ -329,6 +334,8 @@ def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
                 break
             try:
                 result = _case_result(run_id=run_id, key=key, case=rows.get(pk), target=target)
+            except SoftTimeLimitExceeded:
+                raise  # the batch's time is up: eval_run_batch_timed_out fails the rest
             except Exception as exc:
                 # A bug of ours (a scorer, say) must not crash the batch over and over and leave
                 # the run short of its total: the case fails, saying so, and the log has why.
@@ -339,6 +346,32 @@ def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
             scored += 1
     _finish_if_complete(run_id=run_id, total=run.total_cases)
     return scored
+
+
+def eval_run_batch_timed_out(*, run_id: int, cases: Mapping[str, int]) -> int:
+    """The batch ran past its time limit (EVAL_BATCH_*_TIME_LIMIT): every case of it with no
+    result yet gets a failed one saying so, so the run still reaches its total and finishes
+    rather than stay running for ever. Returns how many cases it failed."""
+    run = EvalRun.objects.filter(pk=run_id).only("status", "total_cases").first()
+    if run is None or run.status in ENDED:
+        return 0
+    done = set(
+        EvalResult.objects.filter(run_id=run_id, case_key__in=list(cases)).values_list(
+            "case_key", flat=True
+        )
+    )
+    rows = Case.objects.in_bulk([pk for key, pk in cases.items() if key not in done])
+    detail = "The batch ran past its time limit before this case was scored."
+    failed = [
+        _failed(run_id, key, rows.get(pk), TIME_LIMIT, detail)
+        for key, pk in cases.items()
+        if key not in done
+    ]
+    # ignore_conflicts: a case scored by another delivery meanwhile keeps its real result.
+    EvalResult.objects.bulk_create(failed, ignore_conflicts=True)
+    logger.warning("Eval batch timed out: run=%s cases failed=%d", run_id, len(failed))
+    _finish_if_complete(run_id=run_id, total=run.total_cases)
+    return len(failed)
 
 
 def _finish_if_complete(*, run_id: int, total: int) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
+from celery.signals import task_failure
 from django.db import DatabaseError
+
+from runs.tasks import TIME_LIMITS
 
 # --- eval runs ---
 
@@ -26,6 +31,22 @@ def eval_run_batch(*, run_id: int, cases: dict[str, int]) -> int:
     from .evalruns import eval_run_batch_execute
 
     return eval_run_batch_execute(run_id=run_id, cases=cases)
+
+
+@task_failure.connect
+def _eval_run_batch_time_limit(
+    sender: Any = None, exception: BaseException | None = None, kwargs: Any = None, **_: Any
+) -> None:
+    """A batch stopped by its time limit fails its unscored cases, so the run finishes: at the
+    soft limit in the pool process, at the hard limit (the pool process killed) in the worker's
+    main process. The batch is acknowledged either way, not delivered again."""
+    if getattr(sender, "name", None) != "evaluations.eval_run_batch":
+        return
+    if not isinstance(exception, TIME_LIMITS):
+        return
+    from .evalruns import eval_run_batch_timed_out
+
+    eval_run_batch_timed_out(run_id=kwargs["run_id"], cases=kwargs["cases"])
 
 
 # --- canary analysis ---

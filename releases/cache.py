@@ -11,7 +11,8 @@ Failure rules (DESIGN.md):
   from the database (and refreshes its copy). When Redis is back, snapshots are reloaded whole,
   since messages may have been missed meanwhile.
 - Database down: a lookup serves the copy it has and says so (``degraded``); the web answers with
-  a header. That includes a trusted copy whose reload failed: a change was announced (its
+  a header. A reconnect to Redis makes no copy current any more, but keeps them: they are the last
+  known releases for as long as the database stays down. That includes a trusted copy whose reload failed: a change was announced (its
   revision is newer than the copy's) but could not be read, so the copy is known to be behind.
 - Unknown environments are never stored, so callers naming environments at random cannot grow
   the cache.
@@ -93,10 +94,14 @@ class ReleaseCache:
     def __init__(self, *, listen: bool = True) -> None:
         self._lock = threading.Lock()
         # Per environment, prompt key -> snapshot. Copy-on-write: readers never see a dict being
-        # changed. Only the environments in ``_complete`` were loaded whole; the others hold the
-        # few releases an untrusted lookup read one by one.
+        # changed. Only the environments in ``_complete`` were loaded whole since the listener last
+        # subscribed; the others hold the        # few releases an untrusted lookup read one by one.
         self._environments: dict[str, dict[str, ServedRelease]] = {}
         self._complete: set[str] = set()
+        # Environments loaded whole at some time. After a reconnect their copies are no longer
+        # current (messages may have been missed) but are kept: with the database down they are
+        # the last known releases, served saying so, rather than nothing at all.
+        self._whole: set[str] = set()
         # The newest revision announced per (environment, prompt): a snapshot older than this is
         # never served as current, which closes the race of a load that read the database just
         # before a change and finished just after its message, and tells a lookup that a reload
@@ -133,7 +138,8 @@ class ReleaseCache:
                     logger.warning(
                         "Database unavailable loading env=%s", environment, exc_info=True
                     )
-                    return Lookup(None, DATABASE_UNAVAILABLE)
+                    held = self._environments.get(environment, {}).get(prompt)
+                    return Lookup(held, DATABASE_UNAVAILABLE)
                 if snapshot is None:
                     return Lookup(None)  # no such environment
             held = snapshot.get(prompt)
@@ -176,7 +182,7 @@ class ReleaseCache:
             logger.warning(
                 "Database unavailable: serving cached env=%s", environment, exc_info=True
             )
-            if environment in self._complete:
+            if environment in self._whole:
                 return self._environments.get(environment), DATABASE_UNAVAILABLE
             return None, DATABASE_UNAVAILABLE
 
@@ -212,6 +218,7 @@ class ReleaseCache:
                     merged[key] = release
             self._environments[environment] = merged
             self._complete.add(environment)
+            self._whole.add(environment)
         # Changed while we read: those few are reloaded one by one.
         for key in self._behind_in(environment):
             self._load_release(environment, key)
@@ -256,6 +263,7 @@ class ReleaseCache:
         with self._lock:
             self._environments = {}
             self._complete = set()
+            self._whole = set()
             self._announced = {}
             self._generation += 1
 
@@ -326,9 +334,9 @@ class ReleaseCache:
         try:
             pubsub.subscribe(channel())
             pubsub.get_message(timeout=1.0)  # the subscribe confirmation
-            # Messages may have been missed while not subscribed: drop every snapshot.
+            # Messages may have been missed while not subscribed: no snapshot is current any
+            # more. They are kept only as the last known copies for when the database is down.
             with self._lock:
-                self._environments = {}
                 self._complete = set()
                 self._generation += 1
             for kind, handlers in self._handlers.items():

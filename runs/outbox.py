@@ -81,11 +81,15 @@ class Outbox:
         try:
             # retry=False: a broker that is down fails this job now rather than holding the queue.
             # expires: a job that waited longer than its sealed payload lives is dropped unrun.
+            # The limits travel with the job (Celery takes the sender's over the worker's), so
+            # they are read here, at call time.
             shadow_run_task.apply_async(
                 kwargs=job,
                 retry=False,
                 queue=settings.CELERY_TASK_DEFAULT_QUEUE,
                 expires=settings.SHADOW_JOB_TTL_SECONDS,
+                soft_time_limit=settings.CELERY_TASK_SOFT_TIME_LIMIT,
+                time_limit=settings.CELERY_TASK_TIME_LIMIT,
             )
         except Exception:  # whatever the broker or an eager task raises: count it, keep going
             with self._lock:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -39,6 +40,7 @@ from .providers import Outcome, ProviderUnavailable, complete
 logger = logging.getLogger(__name__)
 
 BUDGET_WINDOW = timedelta(hours=1)
+TIME_LIMIT = "time_limit"  # error_class of a job stopped by its Celery time limit
 
 
 def shadow_run_execute(*, call_id: int, version: int, kind: str, payload: str) -> ShadowRun | None:
@@ -56,6 +58,8 @@ def shadow_run_execute(*, call_id: int, version: int, kind: str, payload: str) -
         return _finish(run, status=ShadowRun.Status.ERROR, error_class=exc.reason.value)
     try:
         return _run(run=run, call=call, variables=opened.variables, locale=opened.locale)
+    except SoftTimeLimitExceeded:
+        raise  # the job's time is up: the task_failure hook records it as time_limit
     except Exception:
         # A claimed run never stays pending: a pending row is what a redelivery runs again, so
         # a job failing the same way each time would come back for ever (and the report would
@@ -179,3 +183,16 @@ def _finish(run: ShadowRun, *, detail: Exception | None = None, **fields: Any) -
     run.finished_at = timezone.now()
     run.save(update_fields=[*fields, "finished_at"])
     return run
+
+
+def shadow_run_timed_out(*, call_id: int, version: int, kind: str) -> int:
+    """The job ran past its Celery time limit: its row, if still pending, is an error saying so.
+
+    Called by the worker when the job was interrupted (soft limit) or its process killed (hard
+    limit); a row that finished meanwhile is left as it is. Returns how many rows it changed."""
+    changed = ShadowRun.objects.filter(
+        call_id=call_id, version__number=version, kind=kind, status=ShadowRun.Status.PENDING
+    ).update(status=ShadowRun.Status.ERROR, error_class=TIME_LIMIT, finished_at=timezone.now())
+    if changed:
+        logger.warning("Shadow run timed out: call=%s version=%s kind=%s", call_id, version, kind)
+    return changed

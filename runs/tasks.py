@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
-from celery.signals import task_revoked
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import task_failure, task_revoked
 from django.db import close_old_connections
 
 from .payloads import PayloadRefused
 from .services import calls_delete_expired
-from .shadows import shadow_run_execute, shadow_run_refuse
+from .shadows import shadow_run_execute, shadow_run_refuse, shadow_run_timed_out
+
+# What a task that ran past CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT fails with.
+TIME_LIMITS = (SoftTimeLimitExceeded, TimeLimitExceeded)
 
 
 # acks_late + reject_on_worker_lost: a job leaves the broker only once a worker has finished it,
@@ -44,3 +48,16 @@ def shadow_job_expired(
 @shared_task(name="runs.delete_expired_calls", ignore_result=True)
 def delete_expired_calls_task() -> int:
     return calls_delete_expired()
+
+
+@task_failure.connect
+def _shadow_run_time_limit(
+    sender: Any = None, exception: BaseException | None = None, kwargs: Any = None, **_: Any
+) -> None:
+    """A shadow job stopped by its time limit leaves its row an error, never pending: at the soft
+    limit this runs in the pool process as the exception leaves the task; at the hard limit the
+    pool process is gone and the worker's main process runs it. Either way the job is
+    acknowledged (a time limit is a failure, not a lost worker), so it is not delivered again."""
+    if getattr(sender, "name", None) != "runs.shadow_run" or not isinstance(exception, TIME_LIMITS):
+        return
+    shadow_run_timed_out(call_id=kwargs["call_id"], version=kwargs["version"], kind=kwargs["kind"])

@@ -325,6 +325,30 @@ def test_a_look_that_fails_to_measure_is_unmeasured_and_retried(released, manage
     assert analysis.unmeasured_looks == 0
 
 
+def test_a_tick_past_its_soft_time_limit_stops_and_leaves_the_analysis_running(
+    released, manager, monkeypatch
+):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    analysis = start(released, manager)
+    both_arms(released.release("staging"))
+
+    def out_of_time(*args: Any, **kwargs: Any) -> None:
+        raise SoftTimeLimitExceeded()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(canary.metrics, "srm_check", out_of_time)
+        # Not a failed measurement (no verdict, no unmeasured look): the tick ends, the look's
+        # transaction rolls back, and the analysis waits for the next tick.
+        with pytest.raises(SoftTimeLimitExceeded):
+            canary.canary_analyses_look(now=LOOK)
+
+    analysis.refresh_from_db()
+    assert (analysis.status, analysis.unmeasured_looks) == (Status.RUNNING, 0)
+    assert not analysis.verdicts.exists()
+    assert [look.outcome for look in canary.canary_analyses_look(now=LOOK)] == [Outcome.PASS]
+
+
 def test_a_handful_of_latencies_is_not_a_pass(released, manager):
     analysis = start(released, manager)
     # 200 calls per arm, but only 10 reported a latency: a p95 of 10 values shows nothing.

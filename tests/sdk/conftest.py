@@ -14,7 +14,6 @@ The SDK is imported inside the fixtures: the stream endpoint's own tests need no
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ import pytest
 
 from api.services import apikey_create
 from tests.conftest import Released
+from tests.tcp_proxy import TcpProxy
 
 KEY = "support.refund-reply"
 
@@ -66,112 +66,34 @@ def split(released: Released, manager) -> Released:
     return released
 
 
-class Gate:
-    """A TCP proxy on 127.0.0.1 in front of the live server.
-
-    ``down()`` closes the port (new connections are refused) and cuts every open connection;
-    ``up()`` listens on the same port again; ``cut()`` drops the open connections only (a stream
-    broken mid-run). With ``refuse_streams`` set, a request for ``…/stream`` is cut as it comes
+class Gate(TcpProxy):
+    """The TCP proxy (tests/tcp_proxy.py) in front of the live server: ``down()``, ``up()`` and
+    ``cut()`` as there. With ``refuse_streams`` set, a request for ``…/stream`` is cut as it comes
     in while every other request passes. ``streams`` counts the stream requests let through."""
 
     def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
         self.refuse_streams = False
         self.streams = 0
-        self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
-        self._listener: socket.socket | None = None
-        self._stop = threading.Event()
-        self.up()
+        super().__init__(target)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def up(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        listener.settimeout(0.05)  # so the accept loop notices down() quickly
-        self.port = listener.getsockname()[1]
-        self._listener, self._stop = listener, threading.Event()
-        threading.Thread(target=self._accept, args=(listener, self._stop), daemon=True).start()
-
-    def down(self) -> None:
-        # Under the lock: a connection accepted just before is either cut here or refused by
-        # _serve, never left open.
-        with self._lock:
-            self._stop.set()
-            if self._listener is not None:
-                self._listener.close()
-                self._listener = None
-        self.cut()
-
-    def cut(self) -> None:
-        with self._lock:
-            sockets, self._open = list(self._open), set()
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self, listener: socket.socket, stop: threading.Event) -> None:
-        with contextlib.suppress(OSError), listener:
-            while not stop.is_set():
-                try:
-                    client, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                client.settimeout(None)
-                threading.Thread(target=self._serve, args=(client, stop), daemon=True).start()
-
-    def _is_stream(self, data: bytes) -> bool:
+    @staticmethod
+    def _is_stream(data: bytes) -> bool:
         line = data.split(b"\r\n", 1)[0]
         return line.startswith(b"GET ") and b"/stream " in line
 
-    def _serve(self, client: socket.socket, stop: threading.Event) -> None:
-        try:
-            first = client.recv(65536)
-            if not first or (self.refuse_streams and self._is_stream(first)):
-                client.close()
-                return
-            upstream = socket.create_connection(self.target, timeout=5)
-            upstream.settimeout(None)
-        except OSError:
-            client.close()
-            return
-        with self._lock:
-            if stop.is_set():  # the gate went down meanwhile
-                client.close()
-                upstream.close()
-                return
-            self._open |= {client, upstream}
+    def refuses(self, first: bytes) -> bool:
+        return self.refuse_streams and self._is_stream(first)
+
+    def cuts(self, data: bytes) -> bool:
+        return self.refuse_streams and self._is_stream(data)
+
+    def accepted(self, first: bytes) -> None:
         if self._is_stream(first):
             self.streams += 1
-        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-        with contextlib.suppress(OSError):
-            upstream.sendall(first)
-            self._pump(client, upstream)
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                if self.refuse_streams and self._is_stream(data):
-                    break
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._open -= {source, target}
-            for sock in (source, target):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
 
 
 @pytest.fixture
