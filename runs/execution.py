@@ -41,6 +41,7 @@ from .providers import (
     ProviderUnavailable,
     binding_providers,
     complete,
+    reraise_time_limit,
 )
 from .redaction import redact
 
@@ -117,6 +118,7 @@ def run_call(
     except ProviderUnavailable as failure:
         return CallOutcome(None, failure, started_at, (time.perf_counter() - started) * 1000)
     except Exception as exc:
+        reraise_time_limit(exc)
         # ``complete`` turns every attempt's failure into an outcome; this is the last guard,
         # for a fault in the walk itself.
         logger.exception("The model call of %s failed unexpectedly", prepared.binding.model)

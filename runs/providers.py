@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import jsonschema
 import openai
+from celery.exceptions import SoftTimeLimitExceeded
 
 from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
 from registry.json_schemas import schema_validator
@@ -268,6 +269,7 @@ def _complete_target(
                     cancel=cancel,
                 )
             except _Failure as failure:
+                reraise_time_limit(failure)
                 outcome, detail = failure.outcome, failure.detail
                 if cancel is not None and cancel.cancelled:
                     # Cutting the answer's socket makes the read fail as a lost connection.
@@ -279,6 +281,7 @@ def _complete_target(
                 retries += 1
                 continue
             except Exception as exc:
+                reraise_time_limit(exc)
                 # Whatever else the call raised (a bug in reading a strange answer, say) still
                 # ends the attempt: a call that dies here would leave its caller waiting for ever.
                 logger.exception(
@@ -289,6 +292,7 @@ def _complete_target(
             try:
                 parsed, error = (None, None) if schema is None else _validate(answer.text, schema)
             except Exception as exc:
+                reraise_time_limit(exc)
                 # The schema itself cannot be applied (a dangling $ref, say): no answer can pass
                 # it here, so this target is done; the answer was billed all the same.
                 logger.exception("Response schema of %s/%s failed", provider.name, target.model)
@@ -441,6 +445,19 @@ def _usage(usage: Any) -> tuple[int, int]:
 
 def _estimated(chars: int) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def reraise_time_limit(exc: BaseException) -> None:
+    """A worker task's soft time limit ends the task, never just one attempt: Celery raises it in
+    whatever code was running, and the openai client wraps it like any error of the connection,
+    so it is looked for along the chain of causes and raised again as itself."""
+    seen: BaseException | None = exc
+    for _ in range(16):  # a chain of causes is short; a cycle must not loop
+        if seen is None:
+            return
+        if isinstance(seen, SoftTimeLimitExceeded):
+            raise seen
+        seen = seen.__cause__ or seen.__context__
 
 
 @contextlib.contextmanager

@@ -164,6 +164,7 @@ def web_env(postgres, redis_proxy, settings, monkeypatch) -> dict[str, str]:
         "CELERY_VISIBILITY_TIMEOUT": "3",
         "RELEASE_CACHE_CHECK_SECONDS": "1",
         "SHADOW_NOISE_FLOOR_PERCENT": "0",  # one shadow job per sampled call, none drawn at random
+        "PROVIDER_ALLOW_LOOPBACK": "true",  # the fake model server listens on 127.0.0.1
     }
 
 
