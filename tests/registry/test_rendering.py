@@ -33,8 +33,13 @@ LEAKS = ("<class", "built-in", "<function", "<module", "<bound method", "mapping
 
 
 def render(template: str, section: str = "instruction", /, **variables: Any) -> str:
+    # No deadline: which of the counted budgets refuses a template must not depend on the
+    # machine's speed (the deadline has its own tests, on a clock they control).
     rendered = render_sections(
-        sections=Sections(**{section: template}), variables=variables, locale="fr-CA"
+        sections=Sections(**{section: template}),
+        variables=variables,
+        locale="fr-CA",
+        deadline_ms=None,
     )
     return str(getattr(rendered, section))
 
