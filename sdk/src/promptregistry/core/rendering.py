@@ -4,12 +4,14 @@ A copy of what decides output and failures in the server's ``registry/rendering.
 sandbox, ``sandbox``), so that the SDK renders what ``POST …/render`` would:
 
 1. templates run in an ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``, no autoescape
-   and no loader, under the same bounded budget (200,000 characters and 1,000,000 steps by
-   default, the server's defaults; both are parameters);
+   and no loader, under the same bounded budget (200,000 characters, 1,000,000 steps and a
+   250 ms deadline by default, the server's defaults; all are parameters; see ``sandbox``);
 2. before anything runs, a section is refused when it reaches what the sandbox forbids
    (attributes starting with ``_``, introspection names, mutating calls, includes): committed
    versions never do, since the server refuses them when they are saved;
-3. compiled templates are cached by their text, so a section compiles once per process;
+3. compiled templates are cached by their text, so a section compiles once per process
+   (``compile_sections``; the bundle keeps each version's compiled sections, so a render from
+   it goes straight to ``render_compiled``);
 4. each rendered section is stripped of leading and trailing whitespace;
 5. every failure is a ``RenderError`` listing problems with the server's codes and pointers
    (``/templates/{locale}/{section}``), never a Jinja exception.

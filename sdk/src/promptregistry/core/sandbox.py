@@ -35,7 +35,9 @@ Each is wired through a hook Jinja documents: the sandbox's intercepted binary o
 ``nodes.EnvironmentAttribute`` calls added to ``for`` loops. The service still runs renders under
 a worker time limit behind all of this.
 
-Pure module: no Django, no I/O; limits come from the caller through ``RenderBudget``. The server
+Pure module: no Django, no I/O; limits come from the caller through ``RenderBudget``: on the
+server from the settings ``PROMPT_RENDER_MAX_CHARS``, ``PROMPT_RENDER_MAX_STEPS`` and
+``PROMPT_RENDER_DEADLINE_MS``, in the SDK from ``Client(render_deadline_ms=…)``. The server
 (``registry.rendering``) and this SDK (``promptregistry.core.rendering``) both render in it: one
 implementation, so a local render and ``POST …/render`` can never drift apart.
 """
