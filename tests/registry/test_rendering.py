@@ -130,6 +130,23 @@ def test_sections_render_with_their_variables() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "later",
+    ["{{ x }}", "{{ m() }}", "{{ ns.v }}", "{% block b %}{{ self.a() }}{% endblock %}"],
+)
+def test_a_section_never_sees_what_an_earlier_one_set(later: str) -> None:
+    # The sections of one render share one context (built once per render): what a section
+    # sets, defines or declares as a block must be gone when the next one runs.
+    first = (
+        "{% set x = 1 %}{% macro m() %}M{% endmacro %}{% set ns = namespace(v=2) %}"
+        "{% block a %}A{% endblock %}"
+    )
+    with pytest.raises(RenderFailed) as caught:
+        render_sections(sections=Sections(system=first, instruction=later), variables={})
+    assert problem_of(caught).code in {"undefined", "render_error"}
+    assert problem_of(caught).pointer == "/templates/instruction"
+
+
 def test_rendered_sections_are_stripped_at_the_edges_only() -> None:
     text = "\n{% if true %}\n  Line one.\n\n  Line two.\n{% endif %}\n"
     assert render(text) == "Line one.\n\n  Line two."
