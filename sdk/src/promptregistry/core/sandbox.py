@@ -501,17 +501,25 @@ def render_template(template: Template, context: Context, budget: RenderBudget) 
     """
     context.vars = {}
     context.exported_vars = set()
-    context.blocks = {name: [block] for name, block in template.blocks.items()}
+    context.blocks = (
+        {name: [block] for name, block in template.blocks.items()} if template.blocks else {}
+    )
     stream = template.root_render_func(context)
     chunks: list[str] = []
-    emit, append = budget.emit, chunks.append
+    append = chunks.append
+    # RenderBudget.emit, inlined: this loop runs for every chunk of every prompt.
+    output, limit = budget.output, budget.max_chars
     try:
         for chunk in stream:
-            emit(chunk)
+            output += len(chunk)
+            if output > limit:
+                budget.output = output - len(chunk)
+                budget.emit(chunk)  # raises render_too_large
             append(chunk)
     except Exception:
         ENVIRONMENT.handle_exception()  # raises it again, its traceback in template lines
     finally:
+        budget.output = output
         # A generator: closing it on an abort releases the template's frames at once.
         stream.close()
     return "".join(chunks)
