@@ -8,7 +8,7 @@
 - ``steps``: loop iterations, calls (``CALL_STEPS`` each), and every item an operation touches
   (a filter over a list of n items costs n, a new list or dict costs its length), at most
   ``max_steps``;
-- a wall-clock ``deadline`` (seconds), read every ``CLOCK_EVERY`` charges: the backstop for what
+- a wall-clock ``deadline`` (seconds), read every ``CLOCK_EVERY`` steps: the backstop for what
   no counter sees, such as one comparison of two large values inside a loop.
 
 Values built by a template are *weighed* (``weigh``): the number of characters they would print
@@ -122,9 +122,10 @@ class RenderBudget:
         """Refuse the render once it is past its deadline."""
         self._countdown = CLOCK_EVERY
         if self._deadline_at is not None and self._clock() > self._deadline_at:
+            milliseconds = (self.deadline or 0) * 1000
             raise BudgetExceeded(
                 "render_too_slow",
-                f"The template runs longer than its deadline of {self.deadline * 1000:g} ms.",  # type: ignore[operator]
+                f"The template runs longer than its deadline of {milliseconds:g} ms.",
             )
 
     def emit(self, chunk: str) -> None:
