@@ -9,6 +9,8 @@
 3. Times, in rounds (the median and the best round are printed, per call):
    - ``get`` alone: the local resolution of one prompt for a subject and a locale;
    - ``get`` + ``render``: the chat messages, rendered locally;
+   - ``render`` alone: the same messages from a ``Prompt`` already resolved (variables checked,
+     four sections rendered in the sandbox under the default budget and deadline);
    - ``report``: queueing one outcome (the caller's share; sending is the reporter thread's);
    - the baseline: ``POST /api/v1/prompts/{key}/render`` over loopback with the same subject,
      locale and variables, one request after the other (min, median and p99 of every call).
@@ -126,6 +128,9 @@ def main() -> None:
         def get_render() -> object:
             return registry.get(KEY, subject=SUBJECT, locale=LOCALE).render(**VARIABLES)
 
+        def render() -> object:
+            return prompt.render(**VARIABLES)
+
         # The outcome queue alone: its send discards, and it is big enough never to drop.
         reporter = Reporter(lambda batch: 0, capacity=10_000_000)
         reported = Prompt(
@@ -144,6 +149,7 @@ def main() -> None:
             "get + render": local_rounds(
                 get_render, rounds=args.rounds, iterations=args.iterations // 4
             ),
+            "render": local_rounds(render, rounds=args.rounds, iterations=args.iterations // 4),
             "report (queue only)": local_rounds(
                 report, rounds=args.rounds, iterations=args.iterations // 4
             ),

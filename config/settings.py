@@ -272,6 +272,13 @@ SPECTACULAR_SETTINGS = {
 # Prompt rendering (registry.rendering): caps that keep one template from eating a worker.
 PROMPT_SECTION_MAX_CHARS = env_int("PROMPT_SECTION_MAX_CHARS", default=50_000, minimum=1)
 PROMPT_RENDER_MAX_CHARS = env_int("PROMPT_RENDER_MAX_CHARS", default=200_000, minimum=1)
+# Steps one render may take: a loop iteration is one, a call 5, an operation over a list one per
+# item it touches (registry.sandbox). A million is about a second of CPU at worst.
+PROMPT_RENDER_MAX_STEPS = env_int("PROMPT_RENDER_MAX_STEPS", default=1_000_000, minimum=1)
+# Wall-clock milliseconds one render may take (all four sections) before it is refused with a
+# 400 render_too_slow; checked inside the sandbox as it runs. The SDK's Client has the same
+# default (render_deadline_ms).
+PROMPT_RENDER_DEADLINE_MS = env_int("PROMPT_RENDER_DEADLINE_MS", default=250, minimum=1)
 PROMPT_TEMPLATE_CACHE_SIZE = env_int("PROMPT_TEMPLATE_CACHE_SIZE", default=4096, minimum=1)
 # Version diffs (registry.linediff): past this many differing lines on either side of a section
 # (after the lines both share at the start and end), the section is not compared line by line

@@ -10,8 +10,9 @@ preview, ``POST …/render``, ``run_prompt`` and (as a copy) the SDK. The contra
   time (attributes starting with ``_``, introspection names, mutating calls, includes), so an
   author sees the problem when saving, with its line, instead of a failed render in production;
 - compiled templates are cached by the SHA-256 of their text, so equal text compiles once;
-- a render is bounded (``sandbox.RenderBudget``): output, text built on the way, loop iterations
-  and calls, so a template cannot hold a worker's memory or CPU;
+- a render is bounded (``sandbox.RenderBudget``): output, text built on the way, steps charged
+  by what each operation touches (before it runs where the size is known), the weight of every
+  value built, and a wall-clock deadline, so a template cannot hold a worker's memory or CPU;
 - every failure is a domain error (``TemplateInvalid``, ``RenderFailed``) listing ``Problem``s
   with section, locale and line, never a Jinja exception, so the API answers 400 and not 500.
 
@@ -21,9 +22,8 @@ Pure module: no Django, no models; limits come in as parameters.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Generator, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import cast
 
 from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from jinja2 import meta as jinja_meta
@@ -38,11 +38,14 @@ from registry.sandbox import (
     GLOBAL_NAMES,
     MAX_RENDER_CHARS,
     MAX_RENDER_STEPS,
+    RENDER_DEADLINE_MS,
     BudgetExceeded,
     RenderBudget,
     Unprintable,
     budget_scope,
-    count_loop_iterations,
+    compile_template,
+    new_context,
+    render_template,
 )
 
 SECTIONS = ("system", "context", "instruction", "format")
@@ -132,8 +135,7 @@ def _compile_uncached(source: str) -> _Compiled:
             names = _names(ast)
         if issues:
             return _Compiled(None, tuple(issues), names)
-        count_loop_iterations(ast)
-        code = ENVIRONMENT.compile(ast)
+        template = compile_template(ast)
     except TemplateSyntaxError as exc:
         issue = Issue("template_syntax", exc.message or str(exc), exc.lineno)
         return _Compiled(None, (issue,), names)
@@ -145,9 +147,6 @@ def _compile_uncached(source: str) -> _Compiled:
         # A literal Python refuses to convert, such as an integer of over 4300 digits.
         message = f"The template has a literal that cannot be read ({str(exc)[:80]})."
         return _Compiled(None, (Issue("template_syntax", message, None),), names)
-    template = ENVIRONMENT.template_class.from_code(
-        ENVIRONMENT, code, ENVIRONMENT.make_globals(None)
-    )
     return _Compiled(template, (), names)
 
 
@@ -280,22 +279,6 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
-def _render_one(template: Template, variables: Mapping[str, object], budget: RenderBudget) -> str:
-    chunks: list[str] = []
-    # Jinja annotates generate() as an Iterator; it is a generator, and closing it on an abort
-    # releases the template's frames at once.
-    stream = cast(Generator[str, None, None], template.generate(dict(variables)))
-    try:
-        # Counted chunk by chunk, so an oversized render stops as soon as it is known to be,
-        # instead of after the whole text has been built.
-        for chunk in stream:
-            budget.emit(chunk)
-            chunks.append(chunk)
-    finally:
-        stream.close()
-    return "".join(chunks)
-
-
 def render_sections(
     *,
     sections: Sections,
@@ -303,16 +286,19 @@ def render_sections(
     locale: str = "",
     max_chars: int = MAX_RENDER_CHARS,
     max_steps: int = MAX_RENDER_STEPS,
+    deadline_ms: float | None = RENDER_DEADLINE_MS,
     pointer: str = "/templates",
 ) -> Sections:
     """Render the four sections with already validated variables (``variables_validate``).
 
     1. Compile every non-empty section (cached by content hash); if any has a syntax error or a
        forbidden construct, raise ``TemplateInvalid`` listing the problems of all sections.
-    2. Render the sections in order under one budget: ``max_chars`` characters of output in
-       total, ``max_chars * WORK_FACTOR`` characters built on the way, ``max_steps`` loop
-       iterations and calls. Going over raises ``RenderFailed`` (``render_too_large``,
-       ``render_too_complex``) as soon as it happens.
+    2. Render the sections in order under one budget (``sandbox``): ``max_chars`` characters of
+       output in total, ``max_chars * WORK_FACTOR`` characters built or read on the way,
+       ``max_steps`` steps (loop iterations, calls, and the items every operation touches), and
+       ``deadline_ms`` milliseconds of wall-clock time (None: no deadline). Going over raises
+       ``RenderFailed`` (``render_too_large``, ``render_too_complex``, ``render_too_slow``) as
+       soon as it happens.
     3. Strip each rendered section of leading and trailing whitespace: authors' templates end
        with a newline and ``{% if %}`` blocks leave blank lines at the edges, and a chat message
        should carry neither. Whitespace inside a section is kept as rendered.
@@ -322,8 +308,8 @@ def render_sections(
     ``render_error`` (``RenderFailed``: anything else raised while rendering, such as a division
     by zero). No Jinja exception escapes.
     """
-    if max_chars < 1 or max_steps < 1:
-        raise ValueError("max_chars and max_steps must be positive.")
+    if max_chars < 1 or max_steps < 1 or (deadline_ms is not None and deadline_ms <= 0):
+        raise ValueError("max_chars, max_steps and deadline_ms must be positive.")
     templates: dict[str, Template | None] = {}
     invalid: list[Problem] = []
     for section in SECTIONS:
@@ -343,13 +329,16 @@ def render_sections(
         raise TemplateInvalid(invalid)
 
     rendered: dict[str, str] = {}
-    with budget_scope(RenderBudget(max_chars=max_chars, max_steps=max_steps)) as budget:
+    deadline = deadline_ms / 1000 if deadline_ms is not None else None
+    budget = RenderBudget(max_chars=max_chars, max_steps=max_steps, deadline=deadline)
+    context = new_context(variables)
+    with budget_scope(budget):
         for section, template in templates.items():
             if template is None:
                 rendered[section] = ""
                 continue
             try:
-                rendered[section] = _render_one(template, variables, budget).strip()
+                rendered[section] = render_template(template, context, budget).strip()
             except Exception as exc:
                 # Total: whatever the template raised (Jinja's errors, the budget's, a
                 # ZeroDivisionError) leaves as a domain error naming section, locale and line.

@@ -12,11 +12,16 @@ from promptregistry.core.sandbox import (
     GLOBAL_NAMES,
     MAX_RENDER_CHARS,
     MAX_RENDER_STEPS,
+    RENDER_DEADLINE_MS,
+    WORK_FACTOR,
     BudgetExceeded,
     RenderBudget,
     Unprintable,
     budget_scope,
+    compile_template,
     count_loop_iterations,
+    new_context,
+    render_template,
 )
 
 __all__ = [
@@ -25,9 +30,14 @@ __all__ = [
     "GLOBAL_NAMES",
     "MAX_RENDER_CHARS",
     "MAX_RENDER_STEPS",
+    "RENDER_DEADLINE_MS",
+    "WORK_FACTOR",
     "BudgetExceeded",
     "RenderBudget",
     "Unprintable",
     "budget_scope",
+    "compile_template",
     "count_loop_iterations",
+    "new_context",
+    "render_template",
 ]

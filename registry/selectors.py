@@ -172,6 +172,8 @@ def version_render(
         variables=values,
         locale=chosen,
         max_chars=settings.PROMPT_RENDER_MAX_CHARS,
+        max_steps=settings.PROMPT_RENDER_MAX_STEPS,
+        deadline_ms=settings.PROMPT_RENDER_DEADLINE_MS,
     )
     return RenderResult(
         locale=chosen,

@@ -115,4 +115,6 @@ def version_render(version: ServedVersion, *, locale: str, variables: Mapping[st
         variables=values,
         locale=locale,
         max_chars=settings.PROMPT_RENDER_MAX_CHARS,
+        max_steps=settings.PROMPT_RENDER_MAX_STEPS,
+        deadline_ms=settings.PROMPT_RENDER_DEADLINE_MS,
     )

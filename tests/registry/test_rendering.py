@@ -33,8 +33,13 @@ LEAKS = ("<class", "built-in", "<function", "<module", "<bound method", "mapping
 
 
 def render(template: str, section: str = "instruction", /, **variables: Any) -> str:
+    # No deadline: which of the counted budgets refuses a template must not depend on the
+    # machine's speed (the deadline has its own tests, on a clock they control).
     rendered = render_sections(
-        sections=Sections(**{section: template}), variables=variables, locale="fr-CA"
+        sections=Sections(**{section: template}),
+        variables=variables,
+        locale="fr-CA",
+        deadline_ms=None,
     )
     return str(getattr(rendered, section))
 
@@ -123,6 +128,23 @@ def test_sections_render_with_their_variables() -> None:
         instruction="Reply to Ann Lee about:\n- 1. refund\n- 2. delay",
         format='{"ok": true}',
     )
+
+
+@pytest.mark.parametrize(
+    "later",
+    ["{{ x }}", "{{ m() }}", "{{ ns.v }}", "{% block b %}{{ self.a() }}{% endblock %}"],
+)
+def test_a_section_never_sees_what_an_earlier_one_set(later: str) -> None:
+    # The sections of one render share one context (built once per render): what a section
+    # sets, defines or declares as a block must be gone when the next one runs.
+    first = (
+        "{% set x = 1 %}{% macro m() %}M{% endmacro %}{% set ns = namespace(v=2) %}"
+        "{% block a %}A{% endblock %}"
+    )
+    with pytest.raises(RenderFailed) as caught:
+        render_sections(sections=Sections(system=first, instruction=later), variables={})
+    assert problem_of(caught).code in {"undefined", "render_error"}
+    assert problem_of(caught).pointer == "/templates/instruction"
 
 
 def test_rendered_sections_are_stripped_at_the_edges_only() -> None:

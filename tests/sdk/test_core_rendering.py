@@ -56,7 +56,11 @@ def demo_version(key: str, number: int) -> dict[str, Any]:
 def server_outcome(
     version: dict[str, Any], locale: str, values: dict[str, Any], **limits: int
 ) -> tuple[str, Any]:
-    """What ``POST …/render`` computes: validate, render the locale's sections, messages."""
+    """What ``POST …/render`` computes: validate, render the locale's sections, messages.
+
+    Without a deadline (on both sides), unless one is given: which budget refuses a heavy
+    template must not depend on the machine's speed."""
+    limits.setdefault("deadline_ms", None)
     try:
         checked = variables_validate(
             [VariableSpec.from_dict(v) for v in version["variables"]], values
@@ -75,6 +79,7 @@ def server_outcome(
 def sdk_outcome(
     version: dict[str, Any], locale: str, values: dict[str, Any], **limits: int
 ) -> tuple[str, Any]:
+    limits.setdefault("deadline_ms", None)
     data = VersionData(
         number=1,
         content_hash="",

@@ -42,6 +42,7 @@ import httpx
 
 from .core.bucketing import HASH_VERSION
 from .core.bundle import Bundle, ReleaseData, bundle_from_json, resolve
+from .core.rendering import RENDER_DEADLINE_MS
 from .errors import BundleInvalid, PromptNotFound, RegistryUnavailable
 from .prompt import Prompt
 from .reporting import Reporter, events_sender
@@ -114,11 +115,17 @@ class Client:
         timeout: float = 5.0,
         report: bool = True,
         http: httpx.Client | None = None,
+        render_deadline_ms: float | None = RENDER_DEADLINE_MS,
     ) -> None:
         if not environment:
             raise ValueError("Name the environment.")
         if refresh_interval <= 0 or timeout <= 0:
             raise ValueError("refresh_interval and timeout must be above 0 seconds.")
+        if render_deadline_ms is not None and render_deadline_ms <= 0:
+            raise ValueError("render_deadline_ms must be above 0 (or None: no deadline).")
+        # Every Prompt this client hands out renders under this deadline (as the server's
+        # PROMPT_RENDER_DEADLINE_MS): a template cannot hold the caller's thread for long.
+        self.render_deadline_ms = render_deadline_ms
         self.base_url = base_url.rstrip("/")
         self.environment = environment
         self.refresh_interval = float(refresh_interval)
@@ -200,6 +207,7 @@ class Client:
             reporter=self._reporter,
             environment=self.environment,
             subject=subject,
+            render_deadline_ms=self.render_deadline_ms,
         )
 
     # --- state -------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class VariablesInvalid(_ProblemsError):
 
 class RenderError(_ProblemsError):
     """A template could not be rendered: ``template_syntax``, ``template_forbidden``,
-    ``undefined``, ``render_too_large``, ``render_too_complex`` or ``render_error``."""
+    ``undefined``, ``render_too_large``, ``render_too_complex``, ``render_too_slow`` or
+    ``render_error``."""
 
     message = "The prompt could not be rendered with these variables."

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from .core import Resolution, to_messages, version_render
+from .core.rendering import RENDER_DEADLINE_MS
 from .errors import RegistryError
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class Prompt:
 
     __slots__ = (
         "_model",
+        "_render_deadline_ms",
         "_reporter",
         "environment",
         "resolution",
@@ -68,12 +70,14 @@ class Prompt:
         reporter: Reporter | None = None,
         environment: str | None = None,
         subject: str | None = None,
+        render_deadline_ms: float | None = RENDER_DEADLINE_MS,
     ) -> None:
         self.resolution = resolution
         self.source = source
         self.environment = environment or resolution.environment
         self.subject = subject if subject is not None else resolution.subject
         self._reporter = reporter
+        self._render_deadline_ms = render_deadline_ms
         self._model: dict[str, Any] | None = None
 
     # --- what was resolved --------------------------------------------------------------------
@@ -146,9 +150,13 @@ class Prompt:
     def render_sections(self, /, **variables: Any) -> dict[str, str]:
         """The four sections rendered with ``variables``, checked against the declared ones first,
         exactly as the registry's ``render`` answers ``rendered``. Raises ``VariablesInvalid``
-        (every problem listed) or ``RenderError``."""
+        (every problem listed) or ``RenderError`` (``render_too_slow`` past the client's
+        ``render_deadline_ms``)."""
         return version_render(
-            self.resolution.version, locale=self.resolution.locale, variables=variables
+            self.resolution.version,
+            locale=self.resolution.locale,
+            variables=variables,
+            deadline_ms=self._render_deadline_ms,
         )
 
     def render(self, /, **variables: Any) -> list[dict[str, str]]:

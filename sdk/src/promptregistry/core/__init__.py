@@ -40,6 +40,7 @@ from .locales import (
 from .rendering import (
     MAX_RENDER_CHARS,
     MAX_RENDER_STEPS,
+    RENDER_DEADLINE_MS,
     SECTIONS,
     render_sections,
     to_messages,
@@ -51,6 +52,7 @@ __all__ = [
     "HASH_VERSION",
     "MAX_RENDER_CHARS",
     "MAX_RENDER_STEPS",
+    "RENDER_DEADLINE_MS",
     "SECTIONS",
     "Bundle",
     "Canary",

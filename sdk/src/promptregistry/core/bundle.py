@@ -30,7 +30,15 @@ from promptregistry.errors import BundleInvalid, LocaleInvalid, NotReleased
 
 from .bucketing import BUCKETS, HASH_VERSION, Reason, assign, bucket
 from .locales import locale_index, locale_normalize, locale_pick_indexed
-from .rendering import MAX_RENDER_CHARS, SECTIONS, render_sections
+from .rendering import (
+    MAX_RENDER_CHARS,
+    MAX_RENDER_STEPS,
+    RENDER_DEADLINE_MS,
+    SECTIONS,
+    CompiledSections,
+    compile_sections,
+    render_compiled,
+)
 from .variables import VariableSpec, variables_validate
 
 STATE_SCHEMA_VERSION = 1
@@ -111,12 +119,16 @@ class VersionData:
     templates: Mapping[str, Mapping[str, str]]  # locale -> the four sections
     specs: tuple[VariableSpec, ...] = field(init=False, repr=False, compare=False)
     locales: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    # locale -> its sections compiled, filled by the first render: the templates never change,
+    # so later renders skip checking the sections and looking up each text in the cache.
+    compiled: dict[str, CompiledSections] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "specs", tuple(VariableSpec.from_dict(spec) for spec in self.variables)
         )
         object.__setattr__(self, "locales", MappingProxyType(locale_index(self.templates)))
+        object.__setattr__(self, "compiled", {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,11 +438,24 @@ def version_render(
     locale: str,
     variables: Mapping[str, Any],
     max_chars: int = MAX_RENDER_CHARS,
+    max_steps: int = MAX_RENDER_STEPS,
+    deadline_ms: float | None = RENDER_DEADLINE_MS,
 ) -> dict[str, str]:
     """The version's sections in ``locale`` (a key of ``version.templates``, as ``resolve``
     answers it) rendered with the caller's variables, validated against the declared ones first.
     Raises ``VariablesInvalid`` (every problem listed) or ``RenderError``."""
     values = variables_validate(version.specs, variables)
-    return render_sections(
-        sections=version.templates[locale], variables=values, locale=locale, max_chars=max_chars
+    compiled = version.compiled.get(locale)
+    if compiled is None:
+        # Two threads may both compile it; equal text gives equal templates, the last one stays.
+        compiled = version.compiled[locale] = compile_sections(
+            version.templates[locale], locale=locale
+        )
+    return render_compiled(
+        compiled,
+        variables=values,
+        locale=locale,
+        max_chars=max_chars,
+        max_steps=max_steps,
+        deadline_ms=deadline_ms,
     )

@@ -4,12 +4,14 @@ A copy of what decides output and failures in the server's ``registry/rendering.
 sandbox, ``sandbox``), so that the SDK renders what ``POST …/render`` would:
 
 1. templates run in an ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``, no autoescape
-   and no loader, under the same bounded budget (200,000 characters and 1,000,000 steps by
-   default, the server's defaults; both are parameters);
+   and no loader, under the same bounded budget (200,000 characters, 1,000,000 steps and a
+   250 ms deadline by default, the server's defaults; all are parameters; see ``sandbox``);
 2. before anything runs, a section is refused when it reaches what the sandbox forbids
    (attributes starting with ``_``, introspection names, mutating calls, includes): committed
    versions never do, since the server refuses them when they are saved;
-3. compiled templates are cached by their text, so a section compiles once per process;
+3. compiled templates are cached by their text, so a section compiles once per process
+   (``compile_sections``; the bundle keeps each version's compiled sections, so a render from
+   it goes straight to ``render_compiled``);
 4. each rendered section is stripped of leading and trailing whitespace;
 5. every failure is a ``RenderError`` listing problems with the server's codes and pointers
    (``/templates/{locale}/{section}``), never a Jinja exception.
@@ -19,9 +21,8 @@ sandbox, ``sandbox``), so that the SDK renders what ``POST …/render`` would:
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
 
 from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.environment import Template
@@ -34,20 +35,27 @@ from .sandbox import (
     ENVIRONMENT,
     MAX_RENDER_CHARS,
     MAX_RENDER_STEPS,
+    RENDER_DEADLINE_MS,
     BudgetExceeded,
     RenderBudget,
     Unprintable,
     budget_scope,
-    count_loop_iterations,
+    compile_template,
+    new_context,
+    render_template,
 )
 from .template_rules import Issue, forbidden_usage
 
 __all__ = [
     "MAX_RENDER_CHARS",
     "MAX_RENDER_STEPS",
+    "RENDER_DEADLINE_MS",
     "SECTIONS",
+    "CompiledSections",
     "compile_cache_clear",
     "compile_cache_info",
+    "compile_sections",
+    "render_compiled",
     "render_sections",
     "to_messages",
 ]
@@ -107,8 +115,7 @@ def _compile_uncached(source: str) -> _Compiled:
         issues = forbidden_usage(ast)
         if issues:
             return _Compiled(None, tuple(issues))
-        count_loop_iterations(ast)
-        code = ENVIRONMENT.compile(ast)
+        template = compile_template(ast)
     except TemplateSyntaxError as exc:
         return _Compiled(None, (Issue("template_syntax", exc.message or str(exc), exc.lineno),))
     except (SyntaxError, RecursionError):
@@ -119,9 +126,6 @@ def _compile_uncached(source: str) -> _Compiled:
         # A literal Python refuses to convert, such as an integer of over 4300 digits.
         message = f"The template has a literal that cannot be read ({str(exc)[:80]})."
         return _Compiled(None, (Issue("template_syntax", message, None),))
-    template = ENVIRONMENT.template_class.from_code(
-        ENVIRONMENT, code, ENVIRONMENT.make_globals(None)
-    )
     return _Compiled(template, ())
 
 
@@ -160,51 +164,32 @@ def _template_line(exc: BaseException) -> int | None:
     return line
 
 
-def _render_one(template: Template, variables: Mapping[str, object], budget: RenderBudget) -> str:
-    chunks: list[str] = []
-    # A generator: closing it on an abort releases the template's frames at once.
-    stream = cast(Generator[str, None, None], template.generate(dict(variables)))
-    try:
-        # Counted chunk by chunk, so an oversized render stops as soon as it is known to be.
-        for chunk in stream:
-            budget.emit(chunk)
-            chunks.append(chunk)
-    finally:
-        stream.close()
-    return "".join(chunks)
+@dataclass(frozen=True, slots=True)
+class CompiledSections:
+    """The four sections of one locale, compiled and checked: what ``render_compiled`` runs.
+
+    Holds only templates that compiled without issues; a caller may keep it as long as the text
+    it came from (the SDK keeps one per version and locale of its bundle)."""
+
+    templates: tuple[tuple[str, Template], ...]  # (section, template), empty sections left out
 
 
-def render_sections(
-    *,
-    sections: Mapping[str, object],
-    variables: Mapping[str, object],
-    locale: str = "",
-    max_chars: int = MAX_RENDER_CHARS,
-    max_steps: int = MAX_RENDER_STEPS,
-    pointer: str = "/templates",
-) -> dict[str, str]:
-    """Render the four sections with already validated variables (``variables_validate``).
-
-    1. Compile every non-empty section (cached); if any has a syntax error or a forbidden
-       construct, raise ``RenderError`` listing the problems of all sections.
-    2. Render the sections in order under one budget (``max_chars`` characters of output in
-       total, ``max_steps`` loop iterations and calls); going over raises ``RenderError``
-       (``render_too_large``, ``render_too_complex``) as soon as it happens.
-    3. Strip each rendered section of leading and trailing whitespace.
-
-    Returns ``{"system", "context", "instruction", "format"}`` → text. Errors name section,
-    locale and line: ``undefined``, ``template_forbidden``, ``render_error`` and the above.
-    """
-    if max_chars < 1 or max_steps < 1:
-        raise ValueError("max_chars and max_steps must be positive.")
+def compile_sections(
+    sections: Mapping[str, object], *, locale: str = "", pointer: str = "/templates"
+) -> CompiledSections:
+    """Compile every non-empty section (cached by text); if any has a syntax error or a
+    forbidden construct, raise ``RenderError`` listing the problems of all sections."""
     sources = _sections(sections)
-    templates: dict[str, Template | None] = {}
+    templates: list[tuple[str, Template]] = []
     invalid: list[dict[str, object]] = []
     for section in SECTIONS:
         source = sources[section]
-        compiled = _CACHE.get(source) if source else None
-        templates[section] = compiled.template if compiled is not None else None
-        for issue in compiled.issues if compiled is not None else ():
+        if not source:
+            continue
+        compiled = _CACHE.get(source)
+        if compiled.template is not None:
+            templates.append((section, compiled.template))
+        for issue in compiled.issues:
             invalid.append(
                 _problem(
                     issue.code,
@@ -215,15 +200,71 @@ def render_sections(
             )
     if invalid:
         raise RenderError(invalid, "The prompt's templates are not valid.")
+    return CompiledSections(tuple(templates))
 
-    rendered: dict[str, str] = {}
-    with budget_scope(RenderBudget(max_chars=max_chars, max_steps=max_steps)) as budget:
-        for section, template in templates.items():
-            if template is None:
-                rendered[section] = ""
-                continue
+
+def render_sections(
+    *,
+    sections: Mapping[str, object],
+    variables: Mapping[str, object],
+    locale: str = "",
+    max_chars: int = MAX_RENDER_CHARS,
+    max_steps: int = MAX_RENDER_STEPS,
+    deadline_ms: float | None = RENDER_DEADLINE_MS,
+    pointer: str = "/templates",
+) -> dict[str, str]:
+    """Render the four sections with already validated variables (``variables_validate``).
+
+    1. Compile every non-empty section (``compile_sections``: cached; every problem of every
+       section raised at once as a ``RenderError``).
+    2. Render the sections in order under one budget (``sandbox``: ``max_chars`` characters of
+       output in total, ``max_steps`` steps, a deadline of ``deadline_ms`` milliseconds); going
+       over raises ``RenderError`` (``render_too_large``, ``render_too_complex``,
+       ``render_too_slow``) as soon as it happens.
+    3. Strip each rendered section of leading and trailing whitespace.
+
+    Returns ``{"system", "context", "instruction", "format"}`` → text. Errors name section,
+    locale and line: ``undefined``, ``template_forbidden``, ``render_error`` and the above.
+    """
+    _check_limits(max_chars, max_steps, deadline_ms)
+    return render_compiled(
+        compile_sections(sections, locale=locale, pointer=pointer),
+        variables=variables,
+        locale=locale,
+        max_chars=max_chars,
+        max_steps=max_steps,
+        deadline_ms=deadline_ms,
+        pointer=pointer,
+    )
+
+
+def _check_limits(max_chars: int, max_steps: int, deadline_ms: float | None) -> None:
+    if max_chars < 1 or max_steps < 1 or (deadline_ms is not None and deadline_ms <= 0):
+        raise ValueError("max_chars, max_steps and deadline_ms must be positive.")
+
+
+def render_compiled(
+    compiled: CompiledSections,
+    *,
+    variables: Mapping[str, object],
+    locale: str = "",
+    max_chars: int = MAX_RENDER_CHARS,
+    max_steps: int = MAX_RENDER_STEPS,
+    deadline_ms: float | None = RENDER_DEADLINE_MS,
+    pointer: str = "/templates",
+) -> dict[str, str]:
+    """Steps 2 and 3 of ``render_sections``, for sections compiled by ``compile_sections``."""
+    rendered = dict.fromkeys(SECTIONS, "")
+    budget = RenderBudget(
+        max_chars=max_chars,
+        max_steps=max_steps,
+        deadline=deadline_ms / 1000 if deadline_ms is not None else None,
+    )
+    context = new_context(variables)
+    with budget_scope(budget):
+        for section, template in compiled.templates:
             try:
-                rendered[section] = _render_one(template, variables, budget).strip()
+                rendered[section] = render_template(template, context, budget).strip()
             except Exception as exc:
                 # Total: whatever the template raised leaves as a RenderError naming section,
                 # locale and line.

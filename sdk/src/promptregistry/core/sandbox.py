@@ -1,25 +1,43 @@
-"""The Jinja environment prompts render in, and the budget that bounds one render.
+"""The Jinja environment prompts render in, and how a render is charged to its budget.
 
 The ``rendering`` modules own the contract (what is checked, cached, rendered and how errors
-read); this module owns the sandbox it runs in: one ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``
-and no autoescape (prompts are text, not HTML), no loader, and a budget per render, so that a
-template can refuse to run but never hold a worker's memory or CPU:
+read); this module owns the sandbox it runs in: one ``ImmutableSandboxedEnvironment`` with
+``StrictUndefined`` and no autoescape (prompts are text, not HTML), no loader, and a budget per
+render (``budget.RenderBudget``), so that a template can refuse to run but never hold a worker's
+memory or CPU. Every operation is charged by what it touches, *before* it runs wherever the size
+is known:
 
-- output: ``max_chars`` characters across the four sections (counted by ``rendering``);
-- work: ``max_chars * WORK_FACTOR`` characters built on the way (filter results, ``~``, ``+``,
-  ``%``, call results, text captured by macros and ``{% set %}``/``{% filter %}`` blocks);
-- steps: ``max_steps`` loop iterations and calls (macros, methods, globals, mapped filters;
-  a call counts ``CALL_STEPS``);
+- output: ``max_chars`` characters across the four sections;
+- work: ``max_chars * WORK_FACTOR`` characters of text built or read on the way (a filter or a
+  method over text is charged its input's length before it runs, its result after; ``~``, ``+``,
+  ``%``, text captured by macros and ``{% set %}``/``{% filter %}`` blocks);
+- steps: ``max_steps`` (default 1,000,000): a loop iteration is one, a call (macro, method,
+  global, filter) ``CALL_STEPS``, and an operation over a list, tuple or dict one per item: a
+  filter's input (``big|max`` over 100,000 items costs 100,000 before ``max`` runs), the right
+  side of ``in`` and both sides of a comparison, each item a lazy filter (``map``, ``select``)
+  yields;
+- values: every list, tuple and dict a template builds (literals, slices, filter and call
+  results, ``+``) is weighed: the characters it would print as, a value nested in it counted each
+  time it appears, remembered per container so a new one costs its length. A value heavier than
+  the work budget is refused as it is built, so ``[ns.l, ns.l]`` in a loop stops after about
+  twenty doublings; printing a value (``{{ x }}``, ``~``, ``|string``, ``|tojson``, ``%``,
+  ``format``, ``join``) is refused when its weight exceeds ``max_chars``, before anything walks it;
 - single values: operations that build a large value in one go (``'x' * n``, ``center(n)``,
-  ``'%*d'``, ``replace('', s)``, ``10 ** n``, ``join``, ``lipsum(n)``) are checked *before* they
-  run against ``max_chars``, since afterwards the memory is already spent.
+  ``'%*d'``, ``replace('', s)``, ``10 ** n``, ``join``, ``lipsum(n)``) are checked before they run
+  against ``max_chars`` (``sandbox_checks``);
+- time: a wall-clock deadline per render (``deadline``, default 250 ms), read every few charges,
+  refuses the render (``render_too_slow``) when what no counter sees (one large comparison in a
+  loop) adds up.
 
 Each is wired through a hook Jinja documents: the sandbox's intercepted binary operators and
-``call``, ``Environment.call_filter``, the ``code_generator_class`` (buffers that count what they
-capture) and ``nodes.EnvironmentAttribute`` calls added to ``for`` loops. It is defence in layers,
-not a proof: the service should still run renders under a worker time limit.
+``call``, the filters and tests in the environment (wrapped), the ``code_generator_class``
+(literals, slices, comparisons, ``~`` and buffers that count what they capture) and
+``nodes.EnvironmentAttribute`` calls added to ``for`` loops. The service still runs renders under
+a worker time limit behind all of this.
 
-Pure module: no Django, no I/O; limits come from the caller through ``RenderBudget``. The server
+Pure module: no Django, no I/O; limits come from the caller through ``RenderBudget``: on the
+server from the settings ``PROMPT_RENDER_MAX_CHARS``, ``PROMPT_RENDER_MAX_STEPS`` and
+``PROMPT_RENDER_DEADLINE_MS``, in the SDK from ``Client(render_deadline_ms=…)``. The server
 (``registry.rendering``) and this SDK (``promptregistry.core.rendering``) both render in it: one
 implementation, so a local render and ``POST …/render`` can never drift apart.
 """
@@ -27,245 +45,107 @@ implementation, so a local render and ``POST …/render`` can never drift apart.
 from __future__ import annotations
 
 import functools
-import re
-import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes
-from jinja2.compiler import CodeGenerator, Frame
+from jinja2.compiler import CodeGenerator, Frame, operators
+from jinja2.environment import Template
 from jinja2.filters import make_attrgetter
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum, pass_eval_context
 
-MAX_RENDER_CHARS = 200_000
-# Steps: a loop iteration is one, a call (macro, method, global, mapped filter) costs CALL_STEPS
-# because it costs about that much more time. A million steps is about a second of CPU at worst
-# (exponentially recursive macros); prompts use a few thousand.
-MAX_RENDER_STEPS = 1_000_000
-CALL_STEPS = 5
-# Text built along the way may be this many times the output cap: a chain of filters over a
-# long document builds several copies of it.
-WORK_FACTOR = 10
+from .budget import (
+    CALL_STEPS,
+    MAX_RENDER_CHARS,
+    MAX_RENDER_STEPS,
+    RENDER_DEADLINE_MS,
+    WORK_FACTOR,
+    BudgetExceeded,
+    RenderBudget,
+    budget_scope,
+    current_budget,
+)
+from .sandbox_checks import (
+    FILTER_CHECKS,
+    check_power,
+    check_printf,
+    check_repeat,
+    check_str_method,
+    counted_items,
+)
 
-_MAX_INT_BITS = 4096
+__all__ = [
+    "CALL_STEPS",
+    "ENVIRONMENT",
+    "GLOBAL_NAMES",
+    "MAX_RENDER_CHARS",
+    "MAX_RENDER_STEPS",
+    "RENDER_DEADLINE_MS",
+    "WORK_FACTOR",
+    "BudgetExceeded",
+    "RenderBudget",
+    "Unprintable",
+    "budget_scope",
+    "compile_template",
+    "count_loop_iterations",
+    "new_context",
+    "render_template",
+]
 
-
-class BudgetExceeded(Exception):
-    """A render went over one of its budgets; ``code`` is the problem code to report."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+# Filters whose cost does not depend on their input's size (len(), a default, an attribute).
+_CONSTANT_FILTERS = frozenset({"attr", "count", "d", "default", "first", "last", "length"})
+# Filters that go through a list's items without turning them into text: charged one step per
+# item. Every other filter turns its input into text, so a list given to one is weighed first.
+_ITEM_FILTERS = frozenset(
+    {
+        "batch",
+        "dictsort",
+        "groupby",
+        "items",
+        "join",  # its items are weighed one by one (sandbox_checks.counted_items)
+        "list",
+        "map",
+        "max",
+        "min",
+        "random",
+        "reject",
+        "rejectattr",
+        "reverse",
+        "select",
+        "selectattr",
+        "slice",
+        "sort",
+        "sum",
+        "unique",
+    }
+)
+# Tests that compare their value with their argument, item by item.
+_COMPARING_TESTS = frozenset(
+    {"in", "eq", "equalto", "==", "ne", "!=", "lt", "<", "le", "<=", "gt", ">", "ge", ">="}
+    | {"lessthan", "greaterthan"}
+)
+_CONTAINERS = (list, tuple, dict)
 
 
 class Unprintable(TypeError):
     """A template printed a function, class or iterator instead of a value."""
 
 
-def _size(value: object) -> int:
-    if isinstance(value, str | bytes | list | tuple | dict | set | frozenset):
-        return len(value)
-    return 0
-
-
-@dataclass(slots=True)
-class RenderBudget:
-    """What one render may still spend, across its four sections."""
-
-    max_chars: int = MAX_RENDER_CHARS
-    max_steps: int = MAX_RENDER_STEPS
-    output: int = 0
-    work: int = 0
-    steps: int = 0
-
-    def emit(self, chunk: str) -> None:
-        self.output += len(chunk)
-        if self.output > self.max_chars:
-            raise BudgetExceeded(
-                "render_too_large",
-                f"The rendered prompt is longer than {self.max_chars} characters.",
-            )
-
-    def charge(self, value: object) -> None:
-        self.work += _size(value)
-        if self.work > self.max_chars * WORK_FACTOR:
-            raise BudgetExceeded(
-                "render_too_large",
-                f"The template builds more than {self.max_chars * WORK_FACTOR} characters of "
-                "text on the way to its output.",
-            )
-
-    def step(self, weight: int = 1) -> None:
-        self.steps += weight
-        if self.steps > self.max_steps:
-            raise BudgetExceeded(
-                "render_too_complex",
-                f"The template runs more than {self.max_steps} steps (a loop iteration is one, "
-                f"a call {CALL_STEPS}).",
-            )
-
-    def allow(self, size: int, what: str) -> None:
-        """Refuse *before* building a value of ``size`` characters that could not be output."""
-        if size > self.max_chars:
-            raise BudgetExceeded(
-                "render_too_large",
-                f"{what} would build more than the {self.max_chars} characters a prompt may have.",
-            )
-
-
-# One budget per render; a ContextVar so concurrent renders (threads, async) never share one.
-_BUDGET: ContextVar[RenderBudget | None] = ContextVar("prompt_render_budget", default=None)
-
-
-@contextmanager
-def budget_scope(budget: RenderBudget) -> Iterator[RenderBudget]:
-    """Charge everything the templates do inside the ``with`` block to ``budget``."""
-    token = _BUDGET.set(budget)
-    try:
-        yield budget
-    finally:
-        _BUDGET.reset(token)
-
-
-def _budget() -> RenderBudget:
-    # Outside budget_scope (Jinja folding constants at compile time) a fresh default budget still
-    # applies the per-value limits.
-    budget = _BUDGET.get()
-    return budget if budget is not None else RenderBudget()
-
-
-# --- pre-checks of the operations that build a large value in one go ---------------------------
-
-_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
-_DIGITS = re.compile(r"\d+")
-
-
-def _width(digits: str) -> int:
-    # int() refuses strings over 4300 digits; anything over nine digits is too wide anyway.
-    return int(digits) if len(digits) <= 9 else 10**9
-
-
-def _ints(values: object) -> Iterator[int]:
-    items: Iterable[object]
-    if isinstance(values, Mapping):
-        items = values.values()
-    elif isinstance(values, tuple | list):
-        items = values
-    else:
-        items = (values,)
+def _counted(items: Iterable[Any], budget: RenderBudget) -> Iterator[Any]:
+    """A lazy filter's result, one step per item it yields."""
     for item in items:
-        if isinstance(item, int):
-            yield item
+        budget.step()
+        yield item
 
 
-def _check_printf(fmt: str, args: object) -> None:
-    """``'%*d' % (n, 1)``, ``'%.999999999f'|format(x)``: widths and precisions are sizes."""
-    budget = _budget()
-    starred = False
-    for spec in _PRINTF_SPEC.finditer(fmt):
-        for part in spec.groups():
-            if part == "*":
-                starred = True
-            elif part:
-                budget.allow(_width(part), "A %-format width")
-    if starred:
-        for value in _ints(args):
-            budget.allow(value, "A %-format width")
-
-
-def _check_format_string(fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
-    """``'{:>999999999}'.format(x)`` and nested widths (``'{:{w}}'``) are sizes too."""
-    budget = _budget()
-    try:
-        fields = list(string.Formatter().parse(fmt))
-    except ValueError:
-        return  # malformed: the call itself raises, and that becomes a render error
-    for _literal, _field, spec, _conversion in fields:
-        if not spec:
-            continue
-        for digits in _DIGITS.findall(spec):
-            budget.allow(_width(digits), "A format width")
-        if "{" in spec:
-            for value in (*_ints(args), *_ints(dict(kwargs))):
-                budget.allow(value, "A format width")
-
-
-def _replace_size(text: str, old: str, new: str, count: object) -> int:
-    occurrences = len(text) + 1 if old == "" else text.count(old)
-    if isinstance(count, int) and count >= 0:
-        occurrences = min(occurrences, count)
-    return len(text) + occurrences * max(0, len(new) - len(old))
-
-
-def _counted_items(items: Iterable[object], separator: int, what: str) -> list[object]:
-    """Materialize what a join will glue together, refusing as soon as it is too long."""
-    budget = _budget()
-    total = 0
-    kept: list[object] = []
-    for item in items:
-        total += len(str(item)) + separator
-        budget.allow(total, what)
-        kept.append(item)
-    return kept
-
-
-def _check_str_method(owner: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    budget = _budget()
-    if name in {"center", "ljust", "rjust", "zfill"}:
-        width = args[0] if args else kwargs.get("width")
-        if isinstance(width, int):
-            budget.allow(width, f"{name}({width})")
-    elif name == "expandtabs":
-        tabsize = args[0] if args else kwargs.get("tabsize", 8)
-        if isinstance(tabsize, int):
-            budget.allow(len(owner) + owner.count("\t") * tabsize, "expandtabs()")
-    elif name == "replace" and len(args) >= 2:
-        old, new = args[0], args[1]
-        count = args[2] if len(args) > 2 else kwargs.get("count", -1)
-        if isinstance(old, str) and isinstance(new, str):
-            budget.allow(_replace_size(owner, old, new, count), "replace()")
-    elif name == "translate" and args and isinstance(args[0], Mapping):
-        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
-        budget.allow(len(owner) * max(1, longest), "translate()")
-    elif name == "format":
-        _check_format_string(owner, args, kwargs)
-    elif name == "format_map" and args and isinstance(args[0], Mapping):
-        _check_format_string(owner, (), args[0])
-
-
-def _check_repeat(left: object, right: object) -> None:
-    for sequence, times in ((left, right), (right, left)):
-        if isinstance(times, int) and isinstance(sequence, str | list | tuple):
-            weight = (
-                len(sequence)
-                if isinstance(sequence, str)
-                else sum(max(1, _size(item)) for item in sequence)
-            )
-            _budget().allow(weight * max(times, 0), "Repeating a value")
-    if (
-        isinstance(left, int)
-        and isinstance(right, int)
-        and left.bit_length() + right.bit_length() > _MAX_INT_BITS
-    ):
-        raise BudgetExceeded("render_too_large", "A multiplication gives too large a number.")
-
-
-def _check_power(base: object, exponent: object) -> None:
-    # 10 ** 10000000 would run until the worker is killed; a prompt needs no such number.
-    if (
-        isinstance(base, int)
-        and isinstance(exponent, int)
-        and abs(base) > 1
-        and abs(base).bit_length() * max(exponent, 0) > _MAX_INT_BITS
-    ):
-        raise BudgetExceeded("render_too_large", "A power gives too large a number.")
+def _charged_result(result: Any, budget: RenderBudget) -> Any:
+    if isinstance(result, Iterator) and not isinstance(result, str | bytes):
+        return _counted(result, budget)
+    budget.charge(result)
+    return result
 
 
 # --- the environment -----------------------------------------------------------------------------
@@ -282,7 +162,7 @@ class _CaptureBuffer(list[str]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._budget = _budget()
+        self._budget = current_budget()
 
     def append(self, item: str) -> None:
         self._budget.charge(item)
@@ -296,23 +176,81 @@ class _CaptureBuffer(list[str]):
 
 
 class _PromptCodeGenerator(CodeGenerator):
-    """Jinja's code generator, with captured text and filter and ``~`` results charged."""
+    """Jinja's code generator, with what the template builds, compares and joins charged."""
 
     def buffer(self, frame: Frame) -> None:
         frame.buffer = self.temporary_identifier()
         self.writeline(f"{frame.buffer} = environment.prompt_buffer()")
 
-    def visit_Filter(self, node: nodes.Filter, frame: Frame) -> None:
-        self.write("environment.prompt_charge(")
-        super().visit_Filter(node, frame)
+    def _charged(self, hook: str, visit: Callable[[], None]) -> None:
+        self.write(f"environment.{hook}(")
+        visit()
         self.write(")")
 
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        # "~" is not an interceptable operator, and doubling a namespace value in a loop
-        # reaches a gigabyte in 30 iterations.
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        # A literal may nest a value in itself: [ns.l, ns.l] doubles what printing walks.
         self.write("environment.prompt_charge(")
-        super().visit_Concat(node, frame)
+        super().visit_List(node, frame)
         self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.prompt_charge(")
+        super().visit_Dict(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # a target ({% for a, b in … %}), not a value
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.prompt_charge(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
+
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, nodes.Slice):
+            super().visit_Getitem(node, frame)
+            return
+        # A slice copies: big[:] in a loop copies big each time.
+        self.write("environment.prompt_charge(")
+        super().visit_Getitem(node, frame)
+        self.write(")")
+
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        self.write("(")
+        self._operand(node.expr, frame)
+        for operand in node.ops:
+            self.visit(operand, frame)
+        self.write(")")
+
+    def visit_Operand(self, node: nodes.Operand, frame: Frame) -> None:
+        # `x in big` and `a == b` go through big, or through both lists, item by item.
+        self.write(f" {operators[node.op]} ")
+        self._operand(node.expr, frame)
+
+    def _operand(self, expr: nodes.Expr, frame: Frame) -> None:
+        if isinstance(expr, nodes.Const):
+            self.visit(expr, frame)
+        else:
+            self._charged("prompt_touch", lambda: self.visit(expr, frame))
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        # "~" turns each operand into text, and doubling a namespace value in a loop reaches a
+        # gigabyte in 30 iterations: operands are weighed before, the result charged after.
+        # Jinja's own visit_Concat, with each operand wrapped.
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"environment.prompt_charge({join}((")
+        for arg in node.nodes:
+            if isinstance(arg, nodes.Const):
+                self.visit(arg, frame)
+            else:
+                self._charged("prompt_text", lambda arg=arg: self.visit(arg, frame))
+            self.write(", ")
+        self.write(")))")
 
 
 class _PromptEnvironment(ImmutableSandboxedEnvironment):
@@ -320,47 +258,39 @@ class _PromptEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        budget = current_budget()
         if operator == "*":
-            _check_repeat(left, right)
+            check_repeat(left, right)
         elif operator == "**":
-            _check_power(left, right)
+            check_power(left, right)
         elif operator == "%" and isinstance(left, str):
-            _check_printf(left, right)
+            budget.printable(right, "A %-format")
+            check_printf(left, right)
         result = super().call_binop(context, operator, left, right)
-        _budget().charge(result)
+        budget.charge(result)
         return result
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         if getattr(obj, "__func__", None) is _PromptEnvironment.prompt_iter:
             return obj(*args)  # our own loop counter (count_loop_iterations), not a template call
-        budget = _budget()
+        budget = current_budget()
         budget.step(CALL_STEPS)
         # The sandbox hands out str.format wrapped; the wrapper keeps the method in __wrapped__.
         target = getattr(obj, "__wrapped__", obj)
         owner = getattr(target, "__self__", None)
         if isinstance(owner, str):
+            # A method of a text goes through it: text.upper() in a loop costs the text each time.
+            budget.charge_text(len(owner))
             name = getattr(target, "__name__", "")
+            for value in (*args, *kwargs.values()):
+                budget.printable(value, f"{name}()")
             if name == "join" and args:
-                args = (_counted_items(args[0], len(owner), "join()"), *args[1:])
+                args = (counted_items(args[0], len(owner), "join()"), *args[1:])
             else:
-                _check_str_method(owner, name, args, kwargs)
+                check_str_method(owner, name, args, kwargs)
+        elif type(owner) in _CONTAINERS:
+            budget.touch(owner)  # index(), count(), copy() go through the items
         result = super().call(context, obj, *args, **kwargs)
-        budget.charge(result)
-        return result
-
-    def call_filter(
-        self,
-        name: str,
-        value: Any,
-        args: Any = None,
-        kwargs: Any = None,
-        context: Context | None = None,
-        eval_ctx: EvalContext | None = None,
-    ) -> Any:
-        # map() applies its filter to each item through here: range(100000)|map(...) counts.
-        budget = _budget()
-        budget.step(CALL_STEPS)
-        result = super().call_filter(name, value, args, kwargs, context, eval_ctx)
         budget.charge(result)
         return result
 
@@ -370,11 +300,19 @@ class _PromptEnvironment(ImmutableSandboxedEnvironment):
         return _CaptureBuffer()
 
     def prompt_charge(self, value: Any) -> Any:
-        _budget().charge(value)
+        current_budget().charge(value)
+        return value
+
+    def prompt_touch(self, value: Any) -> Any:
+        current_budget().touch(value)
+        return value
+
+    def prompt_text(self, value: Any) -> Any:
+        current_budget().printable(value, "Joining with ~")
         return value
 
     def prompt_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        budget = _budget()
+        budget = current_budget()
         for item in iterable:
             budget.step()
             yield item
@@ -383,27 +321,42 @@ class _PromptEnvironment(ImmutableSandboxedEnvironment):
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-def _printable(value: object, depth: int = 0) -> bool:
+def _printable(value: object, seen: set[int], depth: int = 0) -> bool:
+    """Only data prints: text, numbers, and lists and dicts of them (32 levels at most).
+
+    ``seen`` holds the containers already found printable, so a value nested many times in
+    another is looked at once."""
     if type(value) in _PLAIN or isinstance(value, str | int | float):
         return True
     if isinstance(value, Undefined):
         str(value)  # StrictUndefined raises the undefined (or security) error here
-    if depth >= 32:
+    if depth >= 32 or type(value) not in _CONTAINERS:
         return False
-    if isinstance(value, list | tuple):
-        return all(_printable(item, depth + 1) for item in value)
+    if id(value) in seen:
+        return True
     if isinstance(value, dict):
-        return all(
-            _printable(key, depth + 1) and _printable(item, depth + 1)
+        printable = all(
+            _printable(key, seen, depth + 1) and _printable(item, seen, depth + 1)
             for key, item in value.items()
         )
-    return False
+    else:
+        printable = all(_printable(item, seen, depth + 1) for item in value)  # type: ignore[attr-defined]
+    if printable:
+        seen.add(id(value))
+    return printable
 
 
 def _finalize(value: object) -> object:
     """Refuse to print anything but data: ``{{ items|map('upper') }}`` would otherwise put
-    ``<generator object …>`` in a prompt, and ``{{ cycler }}`` a class name."""
-    if type(value) in _PLAIN or isinstance(value, Undefined) or _printable(value):
+    ``<generator object …>`` in a prompt, and ``{{ cycler }}`` a class name; and refuse, before
+    walking it, a value that would print longer than the prompt may be."""
+    if type(value) in _PLAIN or isinstance(value, Undefined):
+        return value
+    if type(value) in _CONTAINERS:
+        current_budget().printable(value, "Printing a value")
+        if _printable(value, set()):
+            return value
+    elif _printable(value, set()):
         return value
     raise Unprintable(
         f"The template prints a {type(value).__name__} object, not a value; call it, or turn it "
@@ -426,85 +379,16 @@ ENVIRONMENT = _PromptEnvironment(
 def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
     """Jinja's lorem ipsum, bounded: ``lipsum(100000)`` would build text for minutes."""
     if isinstance(n, int) and isinstance(max, int):
-        _budget().allow(n * max * 12, f"lipsum({n})")
+        current_budget().allow(n * max * 12, f"lipsum({n})")
     return generate_lorem_ipsum(n=n, html=html, min=min, max=max)
 
 
 ENVIRONMENT.globals["lipsum"] = _lipsum
 # Names a template may use without declaring them: range, dict, lipsum, cycler, joiner, namespace.
 GLOBAL_NAMES = frozenset(ENVIRONMENT.globals)
-
-
-def _guard_filter(name: str, check: Callable[..., None]) -> None:
-    """Wrap a built-in filter so ``check`` sees its arguments before it builds anything.
-
-    ``check`` takes the arguments a template writes (value first), whatever Jinja passes first:
-    some filters get the environment or eval context as a leading argument (``jinja_pass_arg``,
-    which functools.wraps copies onto the wrapper so Jinja keeps passing it).
-    """
-    original = ENVIRONMENT.filters[name]
-    skip = 1 if getattr(original, "jinja_pass_arg", None) is not None else 0
-
-    @functools.wraps(original)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        check(*args[skip:], **kwargs)
-        return original(*args, **kwargs)
-
-    ENVIRONMENT.filters[name] = guarded
-
-
-def _center_check(value: Any, width: Any = 80) -> None:
-    if isinstance(width, int):
-        _budget().allow(width, f"center({width})")
-
-
-def _indent_check(text: Any, width: Any = 4, first: Any = False, blank: Any = False) -> None:
-    unit = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
-    text = str(text)
-    _budget().allow(len(text) + (text.count("\n") + 1) * unit, "indent()")
-
-
-def _count_check(value: Any, count: Any, fill_with: Any = None) -> None:
-    if isinstance(count, int):
-        _budget().allow(count, "batch() or slice()")
-
-
-def _replace_check(text: Any, old: Any, new: Any, count: Any = None) -> None:
-    _budget().allow(_replace_size(str(text), str(old), str(new), count), "replace()")
-
-
-def _format_check(value: Any, *args: Any, **kwargs: Any) -> None:
-    _check_printf(str(value), kwargs or args)
-
-
-def _wordwrap_check(
-    text: Any,
-    width: Any = 79,
-    break_long_words: Any = True,
-    wrapstring: Any = None,
-    break_on_hyphens: Any = True,
-) -> None:
-    separator = str(wrapstring if wrapstring is not None else ENVIRONMENT.newline_sequence)
-    text = str(text)
-    # At most one line per two characters (a letter and a space), so one separator each.
-    _budget().allow(len(text) + (len(text) // 2 + 1) * len(separator), "wordwrap()")
-
-
-def _tojson_check(value: Any, indent: Any = None) -> None:
-    width = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
-    if width > 16:
-        # Indentation repeats per nesting level and line; no prompt needs more than a few spaces.
-        raise BudgetExceeded("render_too_large", "tojson() indents by at most 16.")
-
-
-_guard_filter("center", _center_check)
-_guard_filter("indent", _indent_check)
-_guard_filter("batch", _count_check)
-_guard_filter("slice", _count_check)
-_guard_filter("replace", _replace_check)
-_guard_filter("format", _format_check)
-_guard_filter("wordwrap", _wordwrap_check)
-_guard_filter("tojson", _tojson_check)
+# Jinja's default template globals are a ChainMap over these, copied key by key into every
+# render's context: the largest cost of a small render. Nothing adds globals after this.
+_GLOBALS = dict(ENVIRONMENT.globals)
 _jinja_join = ENVIRONMENT.filters["join"]
 
 
@@ -513,12 +397,63 @@ def _join(eval_ctx: EvalContext, value: Iterable[Any], d: Any = "", attribute: A
     """Jinja's ``join``, counting as it goes: ``range(100000)|map(...)`` is lazy until here."""
     if attribute is not None:
         value = map(make_attrgetter(eval_ctx.environment, attribute), value)
-    items = _counted_items(value, len(str(d)), "join()")
+    items = counted_items(value, len(str(d)), "join()")
     result: str = _jinja_join(eval_ctx, items, d)
     return result
 
 
 ENVIRONMENT.filters["join"] = _join
+
+
+def _metered_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a filter so it is charged by its input before it runs, and by its result after.
+
+    Jinja passes some filters the environment or eval context first (``jinja_pass_arg``, which
+    functools.wraps copies onto the wrapper so Jinja keeps passing it); the value is next.
+    """
+    skip = 1 if getattr(original, "jinja_pass_arg", None) is not None else 0
+    check = FILTER_CHECKS.get(name)
+    constant, items = name in _CONSTANT_FILTERS, name in _ITEM_FILTERS
+
+    @functools.wraps(original)
+    def metered(*args: Any, **kwargs: Any) -> Any:
+        budget = current_budget()
+        budget.step(CALL_STEPS)
+        if not constant and len(args) > skip:
+            value = args[skip]
+            if items or type(value) not in _CONTAINERS:
+                budget.touch(value)
+            else:
+                budget.printable(value, f"The {name} filter")
+            if not items:
+                for argument in (*args[skip + 1 :], *kwargs.values()):
+                    budget.printable(argument, f"The {name} filter")
+        if check is not None:
+            check(*args[skip:], **kwargs)
+        return _charged_result(original(*args, **kwargs), budget)
+
+    return metered
+
+
+def _metered_test(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    comparing = name in _COMPARING_TESTS
+
+    @functools.wraps(original)
+    def metered(*args: Any, **kwargs: Any) -> Any:
+        budget = current_budget()
+        budget.step()
+        if comparing:
+            for value in args:
+                budget.touch(value)
+        return original(*args, **kwargs)
+
+    return metered
+
+
+for _name, _filter in list(ENVIRONMENT.filters.items()):
+    ENVIRONMENT.filters[_name] = _metered_filter(_name, _filter)
+for _name, _test in list(ENVIRONMENT.tests.items()):
+    ENVIRONMENT.tests[_name] = _metered_test(_name, _test)
 
 
 def count_loop_iterations(ast: nodes.Template) -> None:
@@ -540,3 +475,51 @@ def count_loop_iterations(ast: nodes.Template) -> None:
         )
         counted.set_environment(ENVIRONMENT)
         loop.iter = counted
+
+
+def compile_template(ast: nodes.Template) -> Template:
+    """A parsed template (already checked by ``template_rules``), counted and compiled."""
+    count_loop_iterations(ast)
+    code = ENVIRONMENT.compile(ast)
+    return ENVIRONMENT.template_class.from_code(ENVIRONMENT, code, _GLOBALS)
+
+
+def new_context(variables: Mapping[str, object]) -> Context:
+    """The context one render's sections run in, one after the other (``render_template``)."""
+    return Context(ENVIRONMENT, {**_GLOBALS, **variables}, None, {})
+
+
+def render_template(template: Template, context: Context, budget: RenderBudget) -> str:
+    """Render one compiled template in ``context`` (from ``new_context``), its output counted
+    chunk by chunk so an oversized render stops as soon as it is known to be (call inside
+    ``budget_scope``).
+
+    ``Template.generate`` without its per-call overhead: the context is built once per render
+    and its template-level names (``{% set %}`` outside blocks, ``{% block %}``) are reset here,
+    so no section sees another's; Jinja's traceback rewriting (template lines in errors) runs
+    only when something is raised.
+    """
+    context.vars = {}
+    context.exported_vars = set()
+    context.blocks = (
+        {name: [block] for name, block in template.blocks.items()} if template.blocks else {}
+    )
+    stream = template.root_render_func(context)
+    chunks: list[str] = []
+    append = chunks.append
+    # RenderBudget.emit, inlined: this loop runs for every chunk of every prompt.
+    output, limit = budget.output, budget.max_chars
+    try:
+        for chunk in stream:
+            output += len(chunk)
+            if output > limit:
+                budget.output = output - len(chunk)
+                budget.emit(chunk)  # raises render_too_large
+            append(chunk)
+    except Exception:
+        ENVIRONMENT.handle_exception()  # raises it again, its traceback in template lines
+    finally:
+        budget.output = output
+        # A generator: closing it on an abort releases the template's frames at once.
+        stream.close()
+    return "".join(chunks)
