@@ -9,14 +9,14 @@ server's ``render_sections`` under a small budget and its wall-clock deadline. E
   (a ``render_error`` only for the ordinary errors of a wrong operation, such as ``'a' + 1``);
   never another exception, never a ``MemoryError`` or ``RecursionError`` in disguise;
 - keep its memory (tracemalloc's peak) under a bound tied to the budget;
-- end within hypothesis's per-example deadline, a hang detector (several times the render's
-  own deadline, which the sandbox enforces itself).
+- end: the sandbox enforces the render's own deadline, so no example may hang the run. No
+  wall-clock threshold is asserted here (a loaded machine would make it flaky): a render past
+  its deadline is one of the clear refusals (``render_too_slow``).
 """
 
 from __future__ import annotations
 
 import tracemalloc
-from datetime import timedelta
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -209,7 +209,7 @@ def _assert_clear_problems(error: RenderFailed | TemplateInvalid) -> None:
 
 @settings(
     max_examples=120,
-    deadline=timedelta(milliseconds=DEADLINE_MS * 12),
+    deadline=None,  # the sandbox's own deadline bounds each render; see the docstring
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(TEMPLATES)
