@@ -441,12 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"Fake provider: cannot listen on {HOST}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    print(f"Fake OpenAI-compatible provider on {provider.base_url}", flush=True)
     # The handlers raise rather than set an Event: Event.set() in a signal handler can deadlock
-    # on the lock that Event.wait() holds in the same (main) thread.
+    # on the lock that Event.wait() holds in the same (main) thread. They are in place before the
+    # address is printed: whoever reads it may stop the server at once.
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
+        print(f"Fake OpenAI-compatible provider on {provider.base_url}", flush=True)
         while True:
             time.sleep(3600)
     except _Stop:
