@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -50,6 +51,9 @@ def project_env(database: str) -> dict:
         "SECURE_SSL_REDIRECT": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
+        # One key drives every request: the limiter stays on (its cost is part of the path
+        # measured) with a limit no round of wrk reaches.
+        "API_RATE_LIMITS": "prompts:read=1000000/s",
     }
 
 
@@ -195,16 +199,16 @@ def main() -> None:
         ),
     ]
     # Rounds interleave the targets so a slow spell of the machine hits all of them alike; each
-    # target's best round is reported (the least disturbed measurement of the same work).
+    # target's median round is reported (a best round flatters: it is the one the machine spared).
     results: dict[str, list[dict]] = {name: [] for name, *_ in targets}
     for round_ in range(1, args.rounds + 1):
         print(f"round {round_}")
         for name, app, env, url, key in targets:
             results[name].append(measure(name, app, env, url, args.seconds, key))
-    best = {name: max(runs, key=lambda r: r["rps"]) for name, runs in results.items()}
-    bare, small, large = (best[name] for name, *_ in targets)
-    print("\nbest of each:")
-    for name, result in best.items():
+    median = {name: _median_round(runs) for name, runs in results.items()}
+    bare, small, large = (median[name] for name, *_ in targets)
+    print(f"\nmedian of {args.rounds} rounds:")
+    for name, result in median.items():
         print(
             f"{name:<28} {result['rps']:>9.0f} req/s   p50 {result['p50']:6.2f} ms   "
             f"p99 {result['p99']:6.2f} ms"
@@ -214,6 +218,11 @@ def main() -> None:
     print(
         f"{args.large} prompts / 10 prompts: {large['rps'] / small['rps']:.2f}   (target >= 0.90)"
     )
+
+
+def _median_round(runs: list[dict]) -> dict:
+    """Each figure's median over the rounds (req/s, p50 and p99 each on its own)."""
+    return {field: statistics.median(run[field] for run in runs) for field in ("rps", "p50", "p99")}
 
 
 def fetch_once(env: dict, path: str, key: str) -> bytes:

@@ -226,10 +226,12 @@ JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", default=64, minimum=2)
 # Override some in the environment: API_RATE_LIMITS="runs:execute=5/s,prompts:read=off".
 API_RATE_LIMITS_ENABLED = env_bool("API_RATE_LIMITS_ENABLED", default=True)
 API_RATE_LIMITS = {
-    "prompts:read": "1000/s",  # resolve, render, bundle, stream: cheap, and SDKs read bundles
+    # resolve, render, bundle, stream: cheap, and one service key may serve thousands of users a
+    # second through resolve; the limit is there to stop a runaway, not to shape normal traffic
+    "prompts:read": "10000/s",
     "prompts:write": "20/s",
     "releases:write": "10/s",
-    "runs:execute": "50/s",  # each one calls a model
+    "runs:execute": "100/s",  # each one calls a model
     "events:write": "100/s",  # each request is a batch of up to 1,000 events
     "default": "100/s",
 } | env.dict("API_RATE_LIMITS", default={})
