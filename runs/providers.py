@@ -12,7 +12,6 @@ Call it outside any transaction (STYLE R6): it does network I/O and may sleep fo
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
 from registry.json_schemas import schema_validator
+from registry.strictjson import strict_json_loads
 from runs import egress
 from runs.cancel import Cancellation
 from runs.models import Provider
@@ -518,7 +518,9 @@ def _check_size(size: int) -> None:
 def _validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
     """(value, None) when the text is JSON valid against the schema, else (None, what is wrong)."""
     try:
-        value = json.loads(text)
+        # The strict parser the API reads bodies with: a model's NaN, Infinity or NUL would pass
+        # json.loads, then fail the answer's JSON and the call record's jsonb (no record kept).
+        value = strict_json_loads(text)
     except (ValueError, RecursionError) as exc:
         return None, _short(f"it is not valid JSON ({exc})")
     validator = schema_validator(schema)  # references stay inside the schema: never a fetch

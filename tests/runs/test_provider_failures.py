@@ -231,3 +231,17 @@ def test_client_errors_mid_stream_are_outcomes_wrapped_or_not(
 
     assert failure.value.outcome is outcome
     assert "Traceback" not in failure.value.detail
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ['{"a": NaN}', '{"a": Infinity}', '{"a": 1e400}', '{"a": "\\u0000"}', '{"a": "\\ud800"}'],
+)
+def test_an_answer_only_lax_json_accepts_is_not_valid_json(answer: str) -> None:
+    """What the API refuses in a body is refused in a model's answer too: it could be neither
+    answered as JSON nor stored in the call record."""
+    parsed, error = providers._validate(answer, {"type": "object"})
+
+    assert parsed is None
+    assert error is not None
+    assert error.startswith("it is not valid JSON")
