@@ -119,8 +119,11 @@ TEMPLATES = [
 ]
 
 # Database: DATABASE_URL (PostgreSQL through psycopg 3), or the embedded SQLite file.
+# Set but empty counts as unset, as for REDIS_URL (an env file's "DATABASE_URL=" line).
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+    "default": env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+    ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,13 @@ def test_without_redis_the_cache_is_local_memory_and_tasks_run_eagerly(tmp_path)
     assert values["database"] == "django.db.backends.sqlite3"
 
 
+def test_an_empty_database_url_is_the_embedded_default(tmp_path):
+    values = settings_with(tmp_path, **PRODUCTION, DATABASE_URL="", REDIS_URL="")
+
+    assert values["database"] == "django.db.backends.sqlite3"
+    assert values["eager"] is True
+
+
 def test_with_redis_the_cache_and_broker_use_it(tmp_path):
     url = "redis://127.0.0.1:6379/15"
 
