@@ -34,7 +34,16 @@ class EnvironmentConverter(PromptKeyConverter):
     regex = r"[a-z][a-z0-9-]*"
 
 
+class RequestIdConverter(PromptKeyConverter):
+    """A call's request id as a caller may have chosen it (events take any text of up to 100
+    characters), less what no stored id holds: a NUL, which PostgreSQL's text refuses, would
+    otherwise reach the query as an error instead of being the 404 it is."""
+
+    regex = r"[^/\x00]{1,100}"
+
+
 register_converter(PromptKeyConverter, "key")
+register_converter(RequestIdConverter, "request_id")
 register_converter(EnvironmentConverter, "environment")
 
 R = "releases/<environment:environment>/<key:key>"
@@ -71,7 +80,11 @@ urlpatterns = [
     path("prompts/<key:key>/resolve", runtime.resolve_view, name="resolve"),
     path("prompts/<key:key>/render", runtime.render_view, name="render"),
     path("prompts/<key:key>/run", run.run_view, name="run"),
-    path("calls/<str:request_id>/feedback", calls.CallFeedbackApi.as_view(), name="call-feedback"),
+    path(
+        "calls/<request_id:request_id>/feedback",
+        calls.CallFeedbackApi.as_view(),
+        name="call-feedback",
+    ),
     path("environments/<environment:environment>/bundle", runtime.bundle_view, name="bundle"),
     path("environments/<environment:environment>/stream", stream.stream_view, name="stream"),
     path("environments", releases.EnvironmentListApi.as_view(), name="environments"),

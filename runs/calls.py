@@ -90,5 +90,12 @@ def stored_output(text: str, parsed: Any = None) -> str:
     a value and stored as JSON, so it still parses and compares as JSON (a card number written as
     a bare JSON number would otherwise become text that is no longer JSON)."""
     if parsed is None:
-        return redact_text(text)
+        return storable(redact_text(text))
     return json.dumps(redact(parsed), ensure_ascii=False, sort_keys=True)
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can keep it: its ``text`` refuses a NUL character, which a model may
+    well answer (or echo from a template), and a record refused for it would be lost. Each NUL
+    becomes U+FFFD, the character that stands for one that could not be kept."""
+    return text.replace("\x00", "\ufffd")

@@ -531,6 +531,8 @@ def _validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
 
 
 def _short(text: str) -> str:
+    # A detail is stored with the call (jsonb refuses a NUL): a provider's message may hold one.
+    text = text.replace("\x00", "\ufffd")
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
 
 

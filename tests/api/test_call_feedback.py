@@ -80,3 +80,12 @@ def test_feedback_needs_the_events_write_scope(ran, reader_client, anonymous_cli
     refused = feedback(reader_client, "req-feedback-1", {"feedback": 1})
     assert refused.status_code == 403
     assert refused.json()["required_scope"] == "events:write"
+
+
+@pytest.mark.parametrize("request_id", ["req%00feedback-1", "req-feedback-1%00", "x" * 101])
+def test_a_request_id_no_call_can_have_is_a_404_problem(ran, reporter, request_id):
+    response = feedback(reporter, request_id, {"feedback": 1})
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert Call.objects.get(request_id="req-feedback-1").feedback is None

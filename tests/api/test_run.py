@@ -555,3 +555,31 @@ def test_a_run_body_that_is_not_json_is_refused(released, model_server, runner):
     assert broken.status_code == 400
     assert broken.json()["type"].endswith("/malformed-request")
     assert model_server.requests.for_path(CHAT) == []
+
+
+def test_an_answer_holding_a_nul_is_answered_and_recorded(
+    environments, manager, model_server, runner
+):
+    """The echo model answers the NUL a template printed: PostgreSQL's text cannot keep it, and the
+    call record must not be lost for it (it was, with only a log line)."""
+    released_prompt(
+        environments,
+        manager,
+        "support.nul",
+        model={"provider": "local", "model": "echo-1"},
+        templates={"en": {"instruction": 'Greet {{ customer_name }}{{ "\\x00" }}.'}},
+    )
+
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "Nul"}},
+        url="/api/v1/prompts/support.nul/run",
+    )
+
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert "\x00" in answer["output"]  # the caller gets the answer as the model gave it
+    assert answer["recorded"] is True
+    call = Call.objects.get(request_id=answer["request_id"])
+    assert "\x00" not in call.output
+    assert "Greet Nul\ufffd." in call.output
