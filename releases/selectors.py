@@ -13,7 +13,7 @@ from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
 from .errors import EnvironmentNotFound, ReleaseNotFound
 from .models import Environment, Release, ReleaseEvent
 from .resolution import ServedRelease, ServedVersion
-from .services import release_state
+from .state import release_state
 
 
 def environment_list(*, names: Iterable[str] = ()) -> QuerySet[Environment]:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from .models import STATE_SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from .models import Release
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +157,37 @@ def shadow_budget(state: ReleaseState) -> int:
     if state.shadow.budget_per_hour is not None:
         return state.shadow.budget_per_hour
     return settings.SHADOW_BUDGET_PER_HOUR
+
+
+def release_state(release: Release) -> ReleaseState:
+    """The release's state as a value (one query for the version numbers if not selected).
+
+    A read of one row, here rather than in ``services`` so that ``selectors`` (which the release
+    cache imports) can use it without importing the services, which import the cache."""
+    canary = None
+    if release.canary_version_id is not None:
+        canary = Canary(release.canary_version.number, release.canary_weight, release.canary_salt)
+    experiment = None
+    if release.experiment_name:
+        experiment = Experiment(
+            release.experiment_name,
+            tuple(
+                Variant(v["name"], v["version"], v["weight"]) for v in release.experiment_variants
+            ),
+            release.experiment_salt,
+            release.experiment_planned_calls,
+        )
+    shadow = None
+    if release.shadow_versions:
+        shadow = Shadow(
+            tuple(release.shadow_versions),
+            release.shadow_sample,
+            release.shadow_salt,
+            release.shadow_budget_per_hour,
+        )
+    return ReleaseState(
+        stable=release.stable_version.number if release.stable_version_id else None,
+        canary=canary,
+        experiment=experiment,
+        shadow=shadow,
+    )

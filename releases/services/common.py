@@ -14,6 +14,7 @@ from registry.actors import Actor
 from registry.errors import Problem, VersionNotFound
 from registry.models import Prompt, PromptVersion
 
+from ..cache import release_changed
 from ..errors import (
     PromotionBlocked,
     ReleaseConflict,
@@ -23,7 +24,7 @@ from ..errors import (
 )
 from ..gates import promotion_checks, verdicts_of
 from ..models import Environment, Release, ReleaseEvent
-from ..state import Canary, Experiment, ReleaseState, Shadow, Variant
+from ..state import ReleaseState, release_state
 
 
 def percent_to_basis_points(percent: Decimal | int | float | str, *, pointer: str) -> int:
@@ -55,37 +56,6 @@ def _new_salt(release: Release, purpose: str, detail: str) -> str:
     suffix = "/" + secrets.token_hex(4)
     readable = f"{release.prompt.key}/{release.environment.name}/{purpose}/{detail}"
     return readable[: SALT_MAX_CHARS - len(suffix)] + suffix
-
-
-def release_state(release: Release) -> ReleaseState:
-    """The release's state as a value (one query for the version numbers if not selected)."""
-    canary = None
-    if release.canary_version_id is not None:
-        canary = Canary(release.canary_version.number, release.canary_weight, release.canary_salt)
-    experiment = None
-    if release.experiment_name:
-        experiment = Experiment(
-            release.experiment_name,
-            tuple(
-                Variant(v["name"], v["version"], v["weight"]) for v in release.experiment_variants
-            ),
-            release.experiment_salt,
-            release.experiment_planned_calls,
-        )
-    shadow = None
-    if release.shadow_versions:
-        shadow = Shadow(
-            tuple(release.shadow_versions),
-            release.shadow_sample,
-            release.shadow_salt,
-            release.shadow_budget_per_hour,
-        )
-    return ReleaseState(
-        stable=release.stable_version.number if release.stable_version_id else None,
-        canary=canary,
-        experiment=experiment,
-        shadow=shadow,
-    )
 
 
 STATE_FIELDS = [
@@ -255,7 +225,6 @@ def _record(
 
 
 def _publish_on_commit(release: Release) -> None:
-    from ..cache import release_changed  # the cache imports services' selectors; keep it lazy
 
     transaction.on_commit(
         partial(
