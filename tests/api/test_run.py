@@ -66,6 +66,18 @@ def released_prompt(
     return prompt
 
 
+def run_released(
+    environments, manager, runner, key: str, *, model: dict[str, Any], variables: dict, **extra
+):
+    """Release a one-version prompt bound to ``model`` in staging, then run it there."""
+    released_prompt(environments, manager, key, model=model, **extra)
+    return run(
+        runner,
+        {"environment": "staging", "variables": variables},
+        url=f"/api/v1/prompts/{key}/run",
+    )
+
+
 def test_a_run_answers_the_model_output_with_usage_cost_and_timing(
     released, model_server, runner
 ) -> None:
@@ -180,20 +192,17 @@ def test_keys_need_the_runs_execute_scope_and_the_environment(
 def test_a_failing_primary_falls_back_and_says_so(
     environments, manager, model_server, runner
 ) -> None:
-    released_prompt(
+    response = run_released(
         environments,
         manager,
+        runner,
         "support.fallback",
         model={
             "provider": "local",
             "model": "fault-500",
             "fallbacks": [{"provider": "local", "model": "echo-small"}],
         },
-    )
-    response = run(
-        runner,
-        {"environment": "staging", "variables": {"customer_name": "B"}},
-        url="/api/v1/prompts/support.fallback/run",
+        variables={"customer_name": "B"},
     )
     assert response.status_code == 200, response.content
     answer = response.json()
@@ -215,20 +224,17 @@ def test_a_failing_primary_falls_back_and_says_so(
 def test_every_target_failing_is_a_502_problem_listing_the_attempts(
     environments, manager, model_server, runner
 ) -> None:
-    released_prompt(
+    response = run_released(
         environments,
         manager,
+        runner,
         "support.down",
         model={
             "provider": "local",
             "model": "fault-429",
             "fallbacks": [{"provider": "local", "model": "fault-malformed"}],
         },
-    )
-    response = run(
-        runner,
-        {"environment": "staging", "variables": {"customer_name": "C"}},
-        url="/api/v1/prompts/support.down/run",
+        variables={"customer_name": "C"},
     )
     assert response.status_code == 502
     assert response["Content-Type"] == "application/problem+json"
@@ -247,16 +253,13 @@ def test_every_target_failing_is_a_502_problem_listing_the_attempts(
 
 
 def test_a_response_schema_gives_a_parsed_answer(environments, manager, model_server, runner):
-    released_prompt(
+    response = run_released(
         environments,
         manager,
+        runner,
         "support.structured",
         model={"provider": "local", "model": "echo-1", "response_schema": SCHEMA},
-    )
-    response = run(
-        runner,
-        {"environment": "staging", "variables": {"customer_name": "D"}},
-        url="/api/v1/prompts/support.structured/run",
+        variables={"customer_name": "D"},
     )
     assert response.status_code == 200, response.content
     answer = response.json()
@@ -280,9 +283,10 @@ def test_answers_the_schema_refused_are_billed_with_the_fallbacks(
             input_per_million=Decimal(given),
             output_per_million=Decimal(taken),
         )
-    released_prompt(
+    response = run_released(
         environments,
         manager,
+        runner,
         "support.billed",
         model={
             "provider": "local",
@@ -290,12 +294,7 @@ def test_answers_the_schema_refused_are_billed_with_the_fallbacks(
             "response_schema": SCHEMA,
             "fallbacks": [{"provider": "local", "model": "echo-1"}],
         },
-    )
-
-    response = run(
-        runner,
-        {"environment": "staging", "variables": {"customer_name": "E"}},
-        url="/api/v1/prompts/support.billed/run",
+        variables={"customer_name": "E"},
     )
 
     assert response.status_code == 200, response.content
@@ -325,17 +324,13 @@ def test_a_call_whose_answers_were_all_refused_still_records_what_they_cost(
     environments, manager, model_server, runner
 ):
     priced("fault-badjson")
-    released_prompt(
+    response = run_released(
         environments,
         manager,
+        runner,
         "support.refused",
         model={"provider": "local", "model": "fault-badjson", "response_schema": SCHEMA},
-    )
-
-    response = run(
-        runner,
-        {"environment": "staging", "variables": {"customer_name": "F"}},
-        url="/api/v1/prompts/support.refused/run",
+        variables={"customer_name": "F"},
     )
 
     assert response.status_code == 502
@@ -429,17 +424,13 @@ def test_a_schema_that_fails_to_apply_is_a_502_with_the_answer_billed(
 
     monkeypatch.setattr(providers, "_validate", unresolvable)
     priced("echo-1")
-    released_prompt(
+    response = run_released(
         environments,
         manager,
+        runner,
         "support.dangling",
         model={"provider": "local", "model": "echo-1", "response_schema": SCHEMA},
-    )
-
-    response = run(
-        runner,
-        {"environment": "staging", "variables": {"customer_name": "K"}},
-        url="/api/v1/prompts/support.dangling/run",
+        variables={"customer_name": "K"},
     )
 
     assert response.status_code == 502
@@ -562,18 +553,14 @@ def test_an_answer_holding_a_nul_is_answered_and_recorded(
 ):
     """The echo model answers the NUL a template printed: PostgreSQL's text cannot keep it, and the
     call record must not be lost for it (it was, with only a log line)."""
-    released_prompt(
+    response = run_released(
         environments,
         manager,
+        runner,
         "support.nul",
         model={"provider": "local", "model": "echo-1"},
         templates={"en": {"instruction": 'Greet {{ customer_name }}{{ "\\x00" }}.'}},
-    )
-
-    response = run(
-        runner,
-        {"environment": "staging", "variables": {"customer_name": "Nul"}},
-        url="/api/v1/prompts/support.nul/run",
+        variables={"customer_name": "Nul"},
     )
 
     assert response.status_code == 200, response.content
