@@ -21,7 +21,6 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -33,6 +32,7 @@ from evaluations import experiments as evaluation_experiments
 from evaluations import gates as evaluation_gates
 from registry import errors as registry_errors
 from releases import errors as release_errors
+from releases.cache import DATABASE_OUTAGE
 from releases.resolution import NotReleased
 from runs.events import EventBatchTooLarge
 from runs.services import CallNotFound
@@ -318,7 +318,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         return problem_response(
             VALIDATION, "The request has problems; see errors.", instance=instance, errors=errors
         )
-    if isinstance(exc, OperationalError | InterfaceError):
+    if isinstance(exc, DATABASE_OUTAGE):
         # The database cannot be reached (stopped, failing over, refusing connections): nothing
         # was committed and the caller may retry, so a 503 problem saying when, never a 500.
         # Input that PostgreSQL refuses (DataError, IntegrityError) is no outage and is not

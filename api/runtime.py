@@ -170,7 +170,7 @@ def _unavailable(request: HttpRequest, what: str) -> HttpResponse:
     response = _problem(
         UNAVAILABLE, f"The database is unavailable and {what} is not cached here.", request
     )
-    response["Retry-After"] = "5"
+    response["Retry-After"] = str(problems.DATABASE_RETRY_AFTER_SECONDS)
     response[DEGRADED_HEADER] = DATABASE_UNAVAILABLE
     return response
 

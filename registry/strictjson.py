@@ -195,3 +195,11 @@ def _string_problem(text: str) -> str:
     if _SURROGATE.search(text):
         return LONE_SURROGATE
     return ""
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can keep it, in ``text`` and ``jsonb`` alike: it refuses a NUL
+    character and a lone surrogate, which a model may well answer (or echo from a template), and
+    a record refused for them would be lost. Each becomes U+FFFD, the character that stands for
+    one that could not be kept."""
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", "\ufffd"))

@@ -12,6 +12,8 @@ from typing import Any
 
 from django.conf import settings
 
+from registry.strictjson import storable
+
 from .models import ModelPrice
 from .redaction import redact, redact_text
 
@@ -92,10 +94,3 @@ def stored_output(text: str, parsed: Any = None) -> str:
     if parsed is None:
         return storable(redact_text(text))
     return json.dumps(redact(parsed), ensure_ascii=False, sort_keys=True)
-
-
-def storable(text: str) -> str:
-    """``text`` as PostgreSQL can keep it: its ``text`` refuses a NUL character, which a model may
-    well answer (or echo from a template), and a record refused for it would be lost. Each NUL
-    becomes U+FFFD, the character that stands for one that could not be kept."""
-    return text.replace("\x00", "\ufffd")

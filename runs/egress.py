@@ -123,10 +123,23 @@ def _resolved(host: str, port: int) -> list[Address]:
     return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
 
 
+# IPv6 forms that carry an IPv4 address the network may deliver to: NAT64 (64:ff9b::/96), the
+# deprecated IPv4-compatible form (::/96) and SIIT's translated form (::ffff:0:0:0/96).
+_EMBEDDING_IPV4 = tuple(
+    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "::/96", "::ffff:0:0:0/96")
+)
+
+
 def _unmapped(address: Address) -> Address:
-    # ::ffff:127.0.0.1 is 127.0.0.1 to the kernel.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+    # ::ffff:127.0.0.1 is 127.0.0.1 to the kernel; 64:ff9b::a9fe:a9fe is 169.254.169.254 to NAT64.
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in _EMBEDDING_IPV4) and int(address) > 1:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 
@@ -169,6 +182,10 @@ def url_refusal(url: str, *, resolve: bool) -> str | None:
     addresses = _literal_addresses(host)
     if addresses is None and resolve:
         addresses = _resolved(host, port)
+        if not addresses and not allowed:
+            # A name that does not resolve now may resolve elsewhere a moment later, when the
+            # client looks it up again: never let a call leave unchecked.
+            return f"{host} could not be resolved, so its addresses could not be checked."
     loopback = bool(addresses) and all(_is_this_machine(a) for a in addresses or ())
     if (
         parts.scheme == "http"

@@ -28,7 +28,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
 from registry.json_schemas import schema_validator
-from registry.strictjson import strict_json_loads
+from registry.strictjson import storable, strict_json_loads
 from runs import egress
 from runs.cancel import Cancellation
 from runs.models import Provider
@@ -531,8 +531,7 @@ def _validate(text: str, schema: Mapping[str, Any]) -> tuple[Any, str | None]:
 
 
 def _short(text: str) -> str:
-    # A detail is stored with the call (jsonb refuses a NUL): a provider's message may hold one.
-    text = text.replace("\x00", "\ufffd")
+    text = storable(text)  # a detail is stored with the call: a provider's message may hold a NUL
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
 
 

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
@@ -35,7 +34,7 @@ from .comparison import compare
 from .execution import attempts_as_dicts
 from .models import Call, ShadowRun
 from .payloads import PayloadError, PayloadRefused, payload_open
-from .providers import Outcome, ProviderUnavailable, complete
+from .providers import Outcome, ProviderUnavailable, complete, reraise_time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +57,8 @@ def shadow_run_execute(*, call_id: int, version: int, kind: str, payload: str) -
         return _finish(run, status=ShadowRun.Status.ERROR, error_class=exc.reason.value)
     try:
         return _run(run=run, call=call, variables=opened.variables, locale=opened.locale)
-    except SoftTimeLimitExceeded:
-        raise  # the job's time is up: the task_failure hook records it as time_limit
-    except Exception:
+    except Exception as exc:
+        reraise_time_limit(exc)  # the job's time is up: the task_failure hook records time_limit
         # A claimed run never stays pending: a pending row is what a redelivery runs again, so
         # a job failing the same way each time would come back for ever (and the report would
         # wait on it). If even this write fails (the database is down), the task fails, and is

@@ -60,4 +60,7 @@ def _shadow_run_time_limit(
     acknowledged (a time limit is a failure, not a lost worker), so it is not delivered again."""
     if getattr(sender, "name", None) != "runs.shadow_run" or not isinstance(exception, TIME_LIMITS):
         return
+    # At the hard limit this runs in the worker's main process, outside any task: no fixup has
+    # checked its connection (as for shadow_job_expired).
+    close_old_connections()
     shadow_run_timed_out(call_id=kwargs["call_id"], version=kwargs["version"], kind=kwargs["kind"])

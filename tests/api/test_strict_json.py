@@ -14,7 +14,7 @@ import pytest
 from django.test import override_settings
 
 from registry.models import PromptVersion
-from registry.strictjson import JSONRefused, strict_json_loads
+from registry.strictjson import JSONRefused, storable, strict_json_loads
 from runs.models import Call
 from tests.api.helpers import assert_problem
 from tests.factories import PromptFactory, event, make_version
@@ -194,3 +194,18 @@ def test_the_parser_refuses_what_is_not_json_as_malformed(raw):
     with pytest.raises(JSONRefused) as refused:
         strict_json_loads(raw)
     assert refused.value.malformed
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("a\x00b", "a\ufffdb"),
+        ("a\ud800b", "a\ufffdb"),
+        ("\udfff\x00", "\ufffd\ufffd"),
+        ("ok", "ok"),
+    ],
+)
+def test_text_is_made_storable_character_for_character(text, kept):
+    """What a model answers is stored, not refused: PostgreSQL cannot keep a NUL or a lone
+    surrogate, so each becomes U+FFFD and the record is kept."""
+    assert storable(text) == kept

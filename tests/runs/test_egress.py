@@ -61,6 +61,10 @@ PUBLIC = "https://93.184.215.14/v1"  # a literal public address: nothing to reso
         ("https://2130706433/v1", "loopback"),  # 127.0.0.1 as one number
         ("https://0x7f.1/v1", "loopback"),
         ("https://169.254.169.254/latest/meta-data/", "link-local"),
+        ("https://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "link-local"),  # through NAT64
+        ("https://[::a9fe:a9fe]/v1", "link-local"),  # IPv4-compatible
+        ("https://[::ffff:0:a9fe:a9fe]/v1", "link-local"),  # IPv4-translated
+        ("https://[2002:a00:5::1]/v1", "private"),  # 6to4 of 10.0.0.5
         ("https://10.0.0.5/v1", "private"),
         ("https://192.168.1.10/v1", "private"),
         ("https://100.64.0.1/v1", "private"),
@@ -104,6 +108,18 @@ def test_at_call_time_a_name_is_checked_by_what_it_resolves_to(production, monke
     with pytest.raises(egress.EgressRefused, match="link-local"):
         egress.check_url(url)
     egress.check_url("https://api.good.example/v1")
+
+
+def test_at_call_time_a_name_that_does_not_resolve_is_refused(production, monkeypatch):
+    """Unchecked, it could resolve to anything when the client looks it up again."""
+
+    def resolver(host, port, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(egress.socket, "getaddrinfo", resolver)
+    why = egress.url_refusal("https://api.flaky.example/v1", resolve=True)
+    assert why is not None
+    assert "could not be resolved" in why
 
 
 @pytest.mark.parametrize(
