@@ -311,18 +311,23 @@ def _bounded_pattern(validator, pattern, instance, schema):
     yield from _BASE.VALIDATORS["pattern"](validator, pattern, instance, schema)
 
 
-def _bounded_pattern_properties(validator, pattern_properties, instance, schema):
-    if isinstance(instance, Mapping):
-        long = next((k for k in instance if len(k) > MAX_REGEX_INPUT_CHARS), None)
-        if long is not None:
-            yield ValidationError(
-                f"a property name of {len(long)} characters is longer than the "
-                f"{MAX_REGEX_INPUT_CHARS} a pattern is matched against"
-            )
-            return
-    yield from _BASE.VALIDATORS["patternProperties"](
-        validator, pattern_properties, instance, schema
-    )
+def _bounded_names(keyword: str):
+    """``keyword``'s validator, refusing first an object with a property name too long to match a
+    pattern against: ``patternProperties`` matches each name, and ``additionalProperties`` and
+    ``unevaluatedProperties`` match them against the sibling ``patternProperties`` too."""
+
+    def validate(validator, value, instance, schema):
+        if isinstance(instance, Mapping):
+            long = next((k for k in instance if len(k) > MAX_REGEX_INPUT_CHARS), None)
+            if long is not None:
+                yield ValidationError(
+                    f"a property name of {len(long)} characters is longer than the "
+                    f"{MAX_REGEX_INPUT_CHARS} a pattern is matched against"
+                )
+                return
+        yield from _BASE.VALIDATORS[keyword](validator, value, instance, schema)
+
+    return validate
 
 
 SafeValidator = jsonschema.validators.extend(
@@ -331,7 +336,10 @@ SafeValidator = jsonschema.validators.extend(
         "$ref": _bounded_reference("$ref"),
         "$dynamicRef": _bounded_reference("$dynamicRef"),
         "pattern": _bounded_pattern,
-        "patternProperties": _bounded_pattern_properties,
+        **{
+            keyword: _bounded_names(keyword)
+            for keyword in ("patternProperties", "additionalProperties", "unevaluatedProperties")
+        },
     },
 )
 

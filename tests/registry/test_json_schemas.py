@@ -169,3 +169,31 @@ def test_a_pattern_never_runs_on_a_text_past_the_bound() -> None:
     messages = [e.message for e in validator.iter_errors({long: 1})]
     assert any("property name" in m for m in messages)
     assert list(validator.iter_errors({"s": "abc"})) == []
+
+
+@pytest.mark.parametrize("keyword", ["additionalProperties", "unevaluatedProperties"])
+def test_a_long_property_name_is_not_matched_through_the_other_keywords(
+    keyword, monkeypatch
+) -> None:
+    """``additionalProperties`` and ``unevaluatedProperties`` match every name against the
+    sibling ``patternProperties`` themselves (jsonschema's ``_utils``): the bound holds there too."""
+    import re
+    import types
+
+    from jsonschema import _utils
+
+    matched: list[int] = []
+
+    def search(pattern, text, *args):
+        matched.append(len(text))
+        return re.search(pattern, text, *args)
+
+    monkeypatch.setattr(_utils, "re", types.SimpleNamespace(search=search))
+    validator = schema_validator({"patternProperties": {"^a": {}}, keyword: False})
+    long = "b" * (MAX_REGEX_INPUT_CHARS + 1)
+
+    messages = [e.message for e in validator.iter_errors({long: 1})]
+
+    assert any("property name" in m for m in messages)
+    assert all(size <= MAX_REGEX_INPUT_CHARS for size in matched)
+    assert list(validator.iter_errors({"abc": 1})) == []
