@@ -95,7 +95,7 @@ class ReleaseCache:
         self._lock = threading.Lock()
         # Per environment, prompt key -> snapshot. Copy-on-write: readers never see a dict being
         # changed. Only the environments in ``_complete`` were loaded whole since the listener last
-        # subscribed; the others hold the        # few releases an untrusted lookup read one by one.
+        # subscribed; the others hold the few releases an untrusted lookup read one by one.
         self._environments: dict[str, dict[str, ServedRelease]] = {}
         self._complete: set[str] = set()
         # Environments loaded whole at some time. After a reconnect their copies are no longer

@@ -249,9 +249,15 @@ def test_an_unknown_section_is_refused_rather_than_dropped():
     assert [e["code"] for e in caught.value.errors] == ["unknown_section"]
 
 
-def test_limits_must_be_positive():
+@pytest.mark.parametrize(
+    "limits", [{"max_steps": 0}, {"max_chars": 0}, {"deadline_ms": 0}, {"deadline_ms": -1}]
+)
+def test_limits_must_be_positive(limits):
     with pytest.raises(ValueError, match="positive"):
-        sdk.render_sections(sections={"system": "x"}, variables={}, max_steps=0)
+        sdk.render_sections(sections={"system": "x"}, variables={}, **limits)
+    compiled = sdk.compile_sections({"system": "x"})
+    with pytest.raises(ValueError, match="positive"):  # the compiled path checks them too
+        sdk.render_compiled(compiled, variables={}, **limits)
 
 
 def test_a_section_compiles_once():

@@ -226,7 +226,6 @@ def render_sections(
     Returns ``{"system", "context", "instruction", "format"}`` → text. Errors name section,
     locale and line: ``undefined``, ``template_forbidden``, ``render_error`` and the above.
     """
-    _check_limits(max_chars, max_steps, deadline_ms)
     return render_compiled(
         compile_sections(sections, locale=locale, pointer=pointer),
         variables=variables,
@@ -254,6 +253,7 @@ def render_compiled(
     pointer: str = "/templates",
 ) -> dict[str, str]:
     """Steps 2 and 3 of ``render_sections``, for sections compiled by ``compile_sections``."""
+    _check_limits(max_chars, max_steps, deadline_ms)
     rendered = dict.fromkeys(SECTIONS, "")
     budget = RenderBudget(
         max_chars=max_chars,
