@@ -84,7 +84,8 @@ def problem_responses(*statuses: int) -> dict:
 def _expected_problems(method: str, operation: dict) -> list[int]:
     """The refusals any operation of the authoring and release paths can answer, from its shape:
 
-    - every operation needs a key with a scope (401, 403) and counts against its rate (429);
+    - every operation needs a key with a scope (401, 403), counts against its rate (429) and
+      reads the database, which may be unreachable (503, ``api.problems``);
     - a body or a query or header parameter can be invalid (400);
     - a path parameter names something that may not exist, as does a page number (404);
     - a change can conflict with the current state (409);
@@ -94,7 +95,7 @@ def _expected_problems(method: str, operation: dict) -> list[int]:
     has_body = "requestBody" in operation
     statuses = []
     if operation.get("security"):
-        statuses += [401, 403, 429]
+        statuses += [401, 403, 429, 503]
     if has_body or any(p["in"] != "path" for p in parameters):
         statuses.append(400)
     if any(p["in"] == "path" or p["name"] == "page" for p in parameters):

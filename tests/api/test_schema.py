@@ -111,14 +111,14 @@ def test_the_docs_render_with_local_assets_only(anonymous_client, path, marker):
 
 def test_every_operation_documents_its_refusals_as_problem_documents(schema):
     """What the API fuzzing (tests/api/test_fuzz.py) found undocumented: every operation names the
-    refusals it can answer (a key: 401, 403; a path naming something: 404), each with the
-    problem document's schema."""
+    refusals it can answer (a key: 401, 403; a path naming something: 404; the database out of
+    reach: 503), each with the problem document's schema."""
     problem = {"$ref": "#/components/schemas/Problem"}
     components = schema["components"]["schemas"]
     for path, item in schema["paths"].items():
         for method, operation in item.items():
             responses = operation["responses"]
-            assert {"401", "403", "429"} <= set(responses), (method, path)
+            assert {"401", "403", "429", "503"} <= set(responses), (method, path)
             if "{" in path:
                 assert "404" in responses, (method, path)
             if "requestBody" in operation:
