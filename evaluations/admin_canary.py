@@ -28,6 +28,7 @@ from django.views.decorators.http import require_POST
 
 from registry.actors import Actor
 from registry.errors import RegistryError
+from registry.templatetags.registry_display import decimal, money, p_value
 
 from .canary import (
     Look,
@@ -52,10 +53,8 @@ def _when(value: datetime | None) -> str:
 
 
 def _figure(value: Any, unit: str) -> str:
-    if value is None:
-        return "—"
-    places = 6 if unit == "cost" else 2
-    return f"{value:,.{places}f}"
+    """A check's figure in its unit's precision (the unit itself is its own column)."""
+    return money(value) if unit == "cost" else decimal(value)
 
 
 def figure_rows(verdict: CanaryVerdict) -> list[dict[str, str]]:
@@ -72,7 +71,7 @@ def figure_rows(verdict: CanaryVerdict) -> list[dict[str, str]]:
                 "stable": _figure(check.get("stable"), unit),
                 "difference": _figure(check.get("difference"), unit),
                 "ci": f"{_figure(ci[0], unit)} to {_figure(ci[1], unit)}" if ci else "—",
-                "p_value": f"{check['p_value']:.3g}" if check.get("p_value") is not None else "—",
+                "p_value": p_value(check.get("p_value")),
                 "margin": f"{check['margin']:g}",
                 "status": check["status"].replace("_", " "),
                 "passed": check.get("passed"),
