@@ -152,7 +152,13 @@ def experiment_results_view(request: HttpRequest, release_id: int) -> HttpRespon
         ],
         "forest_plot": forest_plot(results.comparisons),
         "split_bars": split_bars(results.variants),
-        "timeline_chart": timeline_chart(results.timeline, names, results.timeline_unit),
+        "timeline_chart": timeline_chart(
+            results.timeline,
+            names,
+            results.timeline_unit,
+            start=results.record.started_at,
+            end=results.record.stopped_at or results.computed_at,
+        ),
     }
     return TemplateResponse(request, f"{TEMPLATES}/results.html", context)
 
