@@ -6,12 +6,14 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        from registry.providers import provider_directory_register
+        from registry.providers import model_catalog_register, provider_directory_register
 
-        from .selectors import provider_names
+        from .selectors import priced_models, provider_names
 
         # Bindings must name a configured provider; the registry asks us which (decision 0008).
         provider_directory_register(provider_names)
+        # The workbench's model picker offers each provider's priced models.
+        model_catalog_register(priced_models)
 
         from django.core import checks
 

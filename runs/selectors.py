@@ -36,7 +36,7 @@ from django.db.models.functions import RowNumber
 from registry.models import PromptVersion
 from releases.models import Release
 
-from .models import Call, Provider, ShadowRun
+from .models import Call, ModelPrice, Provider, ShadowRun
 
 # Percentiles read at most this many latencies per side, the latest first: enough for a stable
 # p95 (250 values above it), and bounded, so the report costs the same after a month of shadows.
@@ -56,6 +56,15 @@ def provider_names() -> frozenset[str]:
     """Every configured provider's name, disabled ones included: disabling one must not make the
     drafts that name it uncommittable (docs/decisions/0008)."""
     return frozenset(Provider.objects.values_list("name", flat=True))
+
+
+def priced_models() -> dict[str, list[str]]:
+    """Per provider (every configured one, with or without prices), the models it has a price
+    for: what the version editor offers to pick from."""
+    models: dict[str, list[str]] = {name: [] for name in provider_names()}
+    for provider, model in ModelPrice.objects.values_list("provider__name", "model"):
+        models.setdefault(provider, []).append(model)
+    return models
 
 
 def call_list() -> QuerySet[Call]:
