@@ -4,7 +4,7 @@ tests/api/test_problem_types.py).
 
 drf-spectacular emits OpenAPI 3.0.3, whose schemas are not quite JSON Schema: ``nullable: true``
 says ``null`` is allowed too (for a ``type``, an ``enum``, an ``allOf``/``oneOf`` or a ``$ref``),
-and ``discriminator`` (which jsonschema ignores) only names the member that tells ``oneOf``'s
+``exclusiveMinimum``/``exclusiveMaximum`` are booleans qualifying ``minimum``/``maximum``, and ``discriminator`` (which jsonschema ignores) only names the member that tells ``oneOf``'s
 branches apart; each branch's ``type`` enum does that work here.
 """
 
@@ -31,6 +31,11 @@ def json_schema(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     converted = {key: json_schema(value) for key, value in node.items()}
+    # 3.0's exclusive bounds are booleans on minimum/maximum (JSON Schema draft 4); draft 7's are
+    # the bounds themselves.
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(converted.get(exclusive), bool) and converted.pop(exclusive):
+            converted[exclusive] = converted.pop(bound)
     if converted.pop("nullable", False):
         if "enum" in converted and None not in converted["enum"]:
             converted["enum"] = [*converted["enum"], None]
@@ -40,6 +45,37 @@ def json_schema(node: Any) -> Any:
             converted = {"anyOf": [{"type": "null"}, converted]}
         # With neither (``{"nullable": true}`` alone: any value), there is nothing to widen.
     return converted
+
+
+def strict(openapi: dict[str, Any]) -> dict[str, Any]:
+    """``openapi`` where an object that lists its properties allows no other: a member a view
+    sends that the schema does not document fails validation too. ``allOf`` of objects is merged
+    first (each branch alone would refuse the others' members)."""
+    components = openapi["components"]["schemas"]
+
+    def resolved(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"$ref"}:
+            return resolved(components[node["$ref"].rsplit("/", 1)[-1]])
+        return node
+
+    def tighten(node: Any) -> Any:
+        if isinstance(node, list):
+            return [tighten(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: tighten(value) for key, value in node.items()}
+        branches = [resolved(b) for b in node.get("allOf", ())]
+        if branches and all("properties" in b for b in branches):
+            merged: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
+            for branch in branches:
+                merged["properties"] |= tighten(branch["properties"])
+                merged["required"] += branch.get("required", [])
+            node = {**{k: v for k, v in node.items() if k != "allOf"}, **merged}
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        return node
+
+    return {**openapi, "components": {**openapi["components"], "schemas": tighten(components)}}
 
 
 def validate(openapi: dict[str, Any], schema: dict[str, Any], instance: Any) -> None:
