@@ -239,3 +239,40 @@ def test_the_database_out_of_reach_is_a_database_unavailable_problem(
 
     _check(openapi, RELEASE, response, "/problems/database-unavailable", 503)
     assert response["Retry-After"]
+
+
+# A request line over gunicorn's limit_request_line (4,094 bytes by default) never reaches the
+# application: gunicorn answers its own 414 page (docs/api.md, "Long URLs"). Under it, a query value
+# longer than the application allows is a 400 problem document.
+LONG = "a" * 3_900
+
+
+@pytest.mark.parametrize(
+    ("operation", "path", "query", "type_"),
+    [
+        (RESOLVE, f"/api/v1/prompts/{KEY}/resolve", {"environment": LONG}, "validation-error"),
+        (
+            RESOLVE,
+            f"/api/v1/prompts/{KEY}/resolve",
+            {"environment": "staging", "locale": LONG},
+            "invalid-locale",
+        ),
+        (("/api/v1/prompts", "get"), "/api/v1/prompts", {"search": LONG}, "validation-error"),
+        (("/api/v1/prompts", "get"), "/api/v1/prompts", {"tag": LONG}, "validation-error"),
+        (
+            ("/api/v1/prompts/{key}/versions/{number}/gates", "get"),
+            f"/api/v1/prompts/{KEY}/versions/2/gates",
+            {"environment": LONG},
+            "validation-error",
+        ),
+    ],
+)
+def test_an_over_long_query_value_under_the_request_line_limit_is_a_problem(
+    openapi, released, make_client, operation, path, query, type_
+):
+    client = make_client("prompts:read", "releases:write")
+
+    response = client.get(path, query)
+
+    assert len(response.request["QUERY_STRING"]) < 4_000
+    _check(openapi, operation, response, f"/problems/{type_}", 400)
