@@ -160,7 +160,13 @@ RUN_ANSWER = _object(
     time_to_first_token_ms={"type": "number", "nullable": True},
     attempts={"type": "array", "items": ref("RunAttempt")},
     shadow={"type": "array", "items": INTEGER},
-    recorded={"type": "boolean", "description": "false: the call could not be stored"},
+    recorded={
+        "type": "boolean",
+        "description": "false: the answer is the model's, but its call record could not be "
+        "written (the database failed after the model answered); it is logged at ERROR with "
+        "the request id, no shadow was queued, and feedback for it will find no call. Not "
+        "retried with a 5xx: the model was paid already, and a retry would pay again.",
+    },
 )
 # The 502 of a run: the provider-unavailable problem, with what was tried (api.schema).
 RUN_FAILURE = problem_ref(PROBLEM_TYPES["provider-unavailable"])
