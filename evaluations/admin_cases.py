@@ -85,12 +85,15 @@ class CaseForm(forms.ModelForm):
     class Meta:
         model = Case
         fields = ["dataset", "key", "variables", "expectation", "holdout", "must_pass", "locale"]
-        help_texts = {"key": "Optional: left empty, a key is made from the case's content."}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if "key" in self.fields:
+        if "key" in self.fields:  # a new case's; an existing case's key is fixed (read-only)
             self.fields["key"].required = False
+            self.fields["key"].help_text = (
+                "Optional: left empty, a key is made from the case's content. Fixed once the case "
+                "exists: reports compare runs by key."
+            )
         if self.instance.pk is not None:
             self.initial["variables"] = _pretty(self.instance.variables)
             self.initial["expectation"] = _pretty(self.instance.expectation)
