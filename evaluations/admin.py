@@ -15,7 +15,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
-from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet, Value
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -28,6 +28,7 @@ from registry.actors import Actor
 from registry.admin.errors import ServiceErrorsAsMessages
 from registry.errors import ProblemsError
 
+from .admin_holdout import frozen_or, with_frozen_holdout
 from .casefiles import MAX_IMPORT_CASES, case_file_read, file_too_large
 from .models import Case, Dataset
 from .selectors import dataset_cases, dataset_list
@@ -39,24 +40,6 @@ _SUFFIXES = {".jsonl": ImportFormat.JSONL, ".ndjson": ImportFormat.JSONL, ".csv"
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-FROZEN = "frozen: a holdout case, shown to release managers only"
-
-
-def with_frozen_holdout(request: HttpRequest, cases: QuerySet[Case]) -> QuerySet[Case]:
-    """Marks the holdout cases this user may not read (``frozen``). A holdout is what a prompt was
-    never tuned on: authors see that it exists and how it is flagged, not its variables or
-    expectation. Release managers (who run the gates) and superusers see it whole. An
-    annotation, not state on the admin: ModelAdmins are shared between requests."""
-    may_read = request.user.has_perm("releases.deploy_release")
-    return cases.annotate(
-        frozen=ExpressionWrapper(Q(holdout=True) & Value(not may_read), BooleanField())
-    )
-
-
-def frozen_or(obj: Case, text: SafeString) -> SafeString:
-    return format_html("<em>{}</em>", FROZEN) if getattr(obj, "frozen", obj.holdout) else text
 
 
 class CaseInline(admin.TabularInline):
