@@ -18,7 +18,7 @@ SQLITE_TESTS := tests/test_settings.py tests/registry/test_immutability.py \
   tests/evaluations/test_eval_runs.py tests/evaluations/test_eval_runs_api_admin.py \
   tests/evaluations/test_gates.py tests/api/test_gates_api.py \
   tests/evaluations/test_canary_analysis.py tests/evaluations/test_canary_api.py \
-  tests/evaluations/test_experiment_results.py
+  tests/evaluations/test_experiment_results.py tests/registry/test_hub.py
 
 .PHONY: run test lint check-python venv install demo clean
 
