@@ -65,6 +65,7 @@ lint: install
 test: install lint
 	scripts/check-sdk
 	scripts/ensure-services
+	scripts/ensure-browser
 	# Two processes, one per core (pytest-django gives each its own test database). It includes the
 	# API fuzzing (tests/api/test_fuzz.py: Schemathesis on every operation, bounded and seeded),
 	# one test per operation, shared between the two processes like any other.
