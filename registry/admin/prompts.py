@@ -118,8 +118,7 @@ class PromptAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
     change_form_template = "admin/registry/prompt/change_form.html"
     change_list_template = "admin/registry/prompt/change_list.html"
     # The environments' columns (one per environment, from ``hub``) come after the draft.
-    list_display = ["prompt_label", "latest_version", "draft_version"]
-    list_display_links = ["prompt_label"]
+    list_display = ["key", "about", "latest_version", "draft_version"]
     search_fields = ["key", "description", "tags"]
     search_help_text = "Part of a key, a description or a tag; several words must all match."
     list_filter = [TagFilter, HasDraftFilter]
@@ -269,12 +268,11 @@ class PromptAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
 
     # --- columns ----------------------------------------------------------------------------
 
-    @admin.display(description="Prompt", ordering="key")
-    def prompt_label(self, obj: Prompt) -> SafeString:
-        """The key (the row's link), the start of the description and the tags under it."""
+    @admin.display(description="Description")
+    def about(self, obj: Prompt) -> SafeString:
+        """The start of the description, and the tags under it."""
         return format_html(
-            '<strong>{}</strong><br><small class="prompt-description">{}</small>{}',
-            obj.key,
+            '<span class="prompt-description">{}</span>{}',
             Truncator(obj.description).chars(70),
             format_html('<br><small class="prompt-tags">{}</small>', " · ".join(obj.tags))
             if obj.tags
@@ -304,5 +302,8 @@ class PromptAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
         """The open draft, or where the next one starts: the latest version's page (whose "New
         draft from this version" copies it) or an empty draft."""
         step = next_step(obj, obj.latest_number, obj.draft_number)
-        label = f"v{obj.draft_number} (draft)" if obj.draft_number is not None else step.label
-        return format_html('<a href="{}" class="prompt-nowrap">{}</a>', step.url, label)
+        if obj.draft_number is not None:
+            return format_html('<a href="{}">v{} (draft)</a>', step.url, obj.draft_number)
+        return format_html(
+            '<small><a href="{}" title="{}">new draft</a></small>', step.url, step.label
+        )

@@ -74,9 +74,7 @@ def served_cell(release: Release) -> SafeString:
         '<a href="{}">{}</a>{}',
         release_url(release.pk),
         first,
-        format_html_join(
-            "", '<br><small class="prompt-hub-nowrap">{}</small>', ((r,) for r in rest)
-        ),
+        format_html_join("", "<br><small>{}</small>", ((r,) for r in rest)),
     )
 
 
