@@ -23,14 +23,20 @@ from .variables import VariableSpec, VariableType, variables_validate
 
 
 def prompt_list(*, search: str = "", tag: str = "") -> QuerySet[Prompt]:
-    """Prompts with their latest committed number and draft number, in one query."""
+    """Prompts with their latest committed number and draft number, in one query.
+
+    ``search`` matches part of the key, the description or a tag, in any case."""
     qs = Prompt.objects.annotate(
         latest_number=Max("versions__number", filter=Q(versions__status="committed")),
         draft_number=Max("versions__number", filter=Q(versions__status="draft")),
         version_count=Count("versions"),
     ).order_by("key")
     if search:
-        qs = qs.filter(Q(key__icontains=search) | Q(description__icontains=search))
+        # Tags are matched in the list's JSON text: portable to SQLite, and tags are short words
+        # (a search for a quote or a comma may match across two tags, which is harmless).
+        qs = qs.filter(
+            Q(key__icontains=search) | Q(description__icontains=search) | Q(tags__icontains=search)
+        )
     if tag:
         # JSON containment is not portable to SQLite; tags are few, so match the quoted element.
         qs = qs.filter(tags__icontains=f'"{tag}"')

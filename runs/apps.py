@@ -26,3 +26,10 @@ class RunsConfig(AppConfig):
 
         # Shadow payload keys too short to be keys, or jobs that expire before a redelivery.
         checks.register(shadow_payload_check)
+
+        from registry.admin.hub import prompt_panel_register
+
+        from .admin_hub import calls_panel
+
+        # A prompt's page shows its recent calls (the registry asks; registry/admin/hub.py).
+        prompt_panel_register("calls", calls_panel)

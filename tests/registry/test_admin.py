@@ -1071,10 +1071,10 @@ def test_staff_outside_the_group_sees_no_registry_and_authors_see_nothing_else(
     users = client.get(reverse("admin:auth_user_changelist"))
 
     assert [app["app_label"] for app in outsider_index.context["app_list"]] == []
-    # Prompts, and their golden datasets: nothing about releases, runs or users.
+    # Prompts, and their golden datasets (in order of use): nothing about releases, runs or users.
     assert [app["app_label"] for app in author_index.context["app_list"]] == [
-        "evaluations",
         "registry",
+        "evaluations",
     ]
     assert users.status_code == 403
 
