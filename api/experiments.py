@@ -325,7 +325,7 @@ class _TimelinePointSerializer(serializers.Serializer):
 
 
 class _TimelineSerializer(serializers.Serializer):
-    unit = serializers.ChoiceField(choices=["hour", "day"])
+    unit = serializers.ChoiceField(choices=["minute", "hour", "day", "week"])
     points = _TimelinePointSerializer(many=True)
 
     class Meta:

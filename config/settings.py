@@ -185,6 +185,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Dates read 2026-12-07 14:05 in the admin (config/formats/en/formats.py): half the width of
+# Django's "Dec. 7, 2026, 2:05 p.m.", so date columns stay on one line.
+FORMAT_MODULE_PATH = ["config.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))

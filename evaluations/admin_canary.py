@@ -22,12 +22,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timezone import localtime
 from django.views.decorators.http import require_POST
 
 from registry.actors import Actor
 from registry.errors import RegistryError
+from registry.templatetags.registry_display import basis_points, decimal, money, p_value
 
 from .canary import (
     Look,
@@ -39,12 +41,14 @@ from .canary import (
 )
 from .canary_metrics import check_text
 from .canary_policy import judged_steps, sources_text
+from .chart_time import axis_window, time_ticks
 from .models import CanaryAnalysis, CanaryVerdict
 
 TEMPLATES = "admin/evaluations/canaryanalysis"
 VERDICTS_SHOWN = 50
 # The ramp drawing: a step line of the canary's percent over the looks, in SVG user units.
-RAMP_WIDTH, RAMP_HEIGHT, RAMP_PAD = 640, 140, 24
+RAMP_WIDTH, RAMP_HEIGHT, RAMP_PAD = 640, 160, 40
+RAMP_LABEL_GAP = 11  # px between two percent labels, about a line of their 10 px text
 
 
 def _when(value: datetime | None) -> str:
@@ -52,10 +56,8 @@ def _when(value: datetime | None) -> str:
 
 
 def _figure(value: Any, unit: str) -> str:
-    if value is None:
-        return "—"
-    places = 6 if unit == "cost" else 2
-    return f"{value:,.{places}f}"
+    """A check's figure in its unit's precision (the unit itself is its own column)."""
+    return money(value) if unit == "cost" else decimal(value)
 
 
 def figure_rows(verdict: CanaryVerdict) -> list[dict[str, str]]:
@@ -72,7 +74,7 @@ def figure_rows(verdict: CanaryVerdict) -> list[dict[str, str]]:
                 "stable": _figure(check.get("stable"), unit),
                 "difference": _figure(check.get("difference"), unit),
                 "ci": f"{_figure(ci[0], unit)} to {_figure(ci[1], unit)}" if ci else "—",
-                "p_value": f"{check['p_value']:.3g}" if check.get("p_value") is not None else "—",
+                "p_value": p_value(check.get("p_value")),
                 "margin": f"{check['margin']:g}",
                 "status": check["status"].replace("_", " "),
                 "passed": check.get("passed"),
@@ -82,9 +84,16 @@ def figure_rows(verdict: CanaryVerdict) -> list[dict[str, str]]:
     return rows
 
 
-def ramp_svg_points(analysis: CanaryAnalysis, verdicts: list[CanaryVerdict]) -> dict[str, Any]:
+def ramp_svg_points(
+    analysis: CanaryAnalysis, verdicts: list[CanaryVerdict], *, now: datetime | None = None
+) -> dict[str, Any]:
     """The canary's percent over time as polyline points: it starts at the analysis's first
-    step and moves at each verdict that ramped, promoted (100 %) or rolled back (0 %)."""
+    step and moves at each verdict that ramped, promoted (100 %) or rolled back (0 %).
+
+    A running analysis's line runs to ``now`` (its level holds until the next look), an ended
+    one's to its last change; either way the axis is at least a minute wide
+    (``chart_time.axis_window``), so a fresh analysis is a line at its step, not an empty box.
+    The percent labels skip a step too close to the one below to be read (10 % above 5 %)."""
     steps = analysis.policy["steps"]
     start = analysis.created_at
     ordered = sorted(verdicts, key=lambda v: (v.created_at, v.pk))
@@ -100,8 +109,11 @@ def ramp_svg_points(analysis: CanaryAnalysis, verdicts: list[CanaryVerdict]) -> 
             changes.append((at, 100))
         elif verdict.outcome == CanaryVerdict.Outcome.FAILED:
             changes.append((at, 0))
-    end = max([changes[-1][0], analysis.last_looked_at or start, analysis.updated_at])
-    span = max((end - start).total_seconds(), 1.0)
+    last = [changes[-1][0], analysis.last_looked_at or start, analysis.updated_at]
+    if analysis.status == CanaryAnalysis.Status.RUNNING:
+        last.append(now or timezone.now())
+    start, end = axis_window(start, max(last), "minute")
+    span = (end - start).total_seconds()
     width, height = RAMP_WIDTH - 2 * RAMP_PAD, RAMP_HEIGHT - 2 * RAMP_PAD
 
     def x(at: datetime) -> float:
@@ -116,11 +128,27 @@ def ramp_svg_points(analysis: CanaryAnalysis, verdicts: list[CanaryVerdict]) -> 
             points.append(f"{x(at)},{y(changes[i - 1][1])}")  # hold the level until the change
         points.append(f"{x(at)},{y(percent)}")
     points.append(f"{x(end)},{y(changes[-1][1])}")
+    labels: list[dict[str, Any]] = []
+    for percent in sorted({0, *steps, 100}, reverse=True):
+        if labels and y(percent) - labels[-1]["y"] < RAMP_LABEL_GAP and percent != 0:
+            continue
+        if labels and percent == 0 and y(0) - labels[-1]["y"] < RAMP_LABEL_GAP:
+            labels.pop()  # 0 % is kept: the floor of the chart
+        labels.append({"y": y(percent), "text": basis_points(round(percent * 100))})
+    ticks = time_ticks(start, end, most=5)
     return {
         "points": " ".join(points),
         "width": RAMP_WIDTH,
         "height": RAMP_HEIGHT,
-        "labels": [{"y": y(p), "text": f"{p:g} %"} for p in sorted({0, *steps, 100})],
+        "labels": labels[::-1],
+        "ticks": [
+            {
+                "x": x(tick.at),
+                "text": tick.label,
+                "anchor": "start" if i == 0 else "end" if i == len(ticks) - 1 else "middle",
+            }
+            for i, tick in enumerate(ticks)
+        ],
         "start": _when(start),
         "end": _when(end),
         "pad": RAMP_PAD,
@@ -240,7 +268,7 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
                 ],
                 times=canary_analysis_times(analysis),
                 verdicts=[(v, figure_rows(v)) for v in verdicts],
-                ramp=ramp_svg_points(analysis, verdicts),
+                ramp=ramp_svg_points(analysis, verdicts, now=timezone.now()),
                 can_steer=self.has_steer_permission(request),
                 resume_url=reverse("admin:evaluations_canaryanalysis_resume", args=[analysis.pk]),
                 stop_url=reverse("admin:evaluations_canaryanalysis_stop", args=[analysis.pk]),

@@ -13,6 +13,7 @@ and to its app list under "Evaluations". Who may look: staff who may read calls 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
@@ -23,6 +24,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 
+from registry.templatetags.registry_display import EMPTY, count, decimal, money, ms, percent
 from releases.models import Release, ReleaseEvent
 
 from .experiment_analysis import Mean, Rate, VariantFigures, format_difference
@@ -47,39 +49,36 @@ def can_view_results(request: HttpRequest) -> bool:
     )
 
 
-def _percent(rate: Rate) -> str:
+def _rate(rate: Rate) -> str:
     if rate.rate is None or rate.ci is None:
-        return "—"
-    return f"{rate.rate:.2%} ({rate.ci.low:.1%}–{rate.ci.high:.1%}) · {rate.count:,}/{rate.total:,}"
+        return EMPTY
+    return (
+        f"{percent(rate.rate)} ({percent(rate.ci.low)}–{percent(rate.ci.high)}) · "
+        f"{count(rate.count)}/{count(rate.total)}"
+    )
 
 
-def _mean(mean: Mean, digits: int = 2) -> str:
+def _mean(mean: Mean, unit: Callable[[float], str]) -> str:
+    """A mean in its unit, its 95 % interval in brackets, and how many calls it is over."""
     if mean.mean is None:
-        return "—"
+        return EMPTY
     if mean.ci is None:
-        return f"{mean.mean:.{digits}f} (n = {mean.n:,})"
-    return f"{mean.mean:.{digits}f} ({mean.ci.low:.{digits}f}–{mean.ci.high:.{digits}f}) · n = {mean.n:,}"
-
-
-def _ms(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f} ms"
+        return f"{unit(mean.mean)} (n = {count(mean.n)})"
+    return f"{unit(mean.mean)} ({unit(mean.ci.low)}–{unit(mean.ci.high)}) · n = {count(mean.n)}"
 
 
 def _variant_row(v: VariantFigures) -> dict[str, str]:
     """The figures of one variant, written for the table (95 % intervals in brackets)."""
     return {
-        "error_rate": _percent(v.error_rate),
-        "schema_failure_rate": _percent(v.schema_failure_rate),
-        "feedback": _mean(v.feedback),
-        "latency": _mean(v.latency_ms, 0),
-        "p50": _ms(v.latency_p50_ms),
-        "p95": _ms(v.latency_p95_ms),
-        "cost": _mean(v.cost, 6),
-        "tokens": " / ".join(
-            "—" if m.mean is None else f"{m.mean:,.0f}" for m in (v.input_tokens, v.output_tokens)
-        ),
-        "share": (f"{v.observed_share:.1%}" if v.observed_share is not None else "—")
-        + f" (expected {v.expected_share:.1%})",
+        "error_rate": _rate(v.error_rate),
+        "schema_failure_rate": _rate(v.schema_failure_rate),
+        "feedback": _mean(v.feedback, decimal),
+        "latency": _mean(v.latency_ms, ms),
+        "p50": ms(v.latency_p50_ms),
+        "p95": ms(v.latency_p95_ms),
+        "cost": _mean(v.cost, money),
+        "tokens": " / ".join(count(m.mean) for m in (v.input_tokens, v.output_tokens)),
+        "share": f"{percent(v.observed_share)} (expected {percent(v.expected_share)})",
     }
 
 
@@ -143,8 +142,8 @@ def experiment_results_view(request: HttpRequest, release_id: int) -> HttpRespon
         "comparisons": [
             (
                 c,
-                "—" if c.difference is None else format_difference(c.metric, c.difference),
-                "—"
+                EMPTY if c.difference is None else format_difference(c.metric, c.difference),
+                EMPTY
                 if c.ci is None
                 else f"{format_difference(c.metric, c.ci.low)} to "
                 f"{format_difference(c.metric, c.ci.high)}",
@@ -153,7 +152,13 @@ def experiment_results_view(request: HttpRequest, release_id: int) -> HttpRespon
         ],
         "forest_plot": forest_plot(results.comparisons),
         "split_bars": split_bars(results.variants),
-        "timeline_chart": timeline_chart(results.timeline, names, results.timeline_unit),
+        "timeline_chart": timeline_chart(
+            results.timeline,
+            names,
+            results.timeline_unit,
+            start=results.record.started_at,
+            end=results.record.stopped_at or results.computed_at,
+        ),
     }
     return TemplateResponse(request, f"{TEMPLATES}/results.html", context)
 

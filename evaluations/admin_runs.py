@@ -27,6 +27,7 @@ from django.views.decorators.http import require_POST
 
 from registry.actors import Actor
 from registry.errors import ProblemsError, RegistryError
+from registry.templatetags.registry_display import EMPTY, percent, percent_points
 from releases.models import Environment
 
 from .evalreports import eval_run_report, eval_run_summary
@@ -41,16 +42,17 @@ from .evalruns import (
 from .models import Dataset, EvalResult, EvalRun
 
 TEMPLATES = "admin/evaluations/evalrun"
-EMPTY = "—"
 GATE_RUN_PERMISSION = "releases.deploy_release"
 
 
 def _percent(value: float | None) -> str:
-    return EMPTY if value is None else f"{value:.1f} %"
+    """A pass rate as the reports keep it (0–100)."""
+    return percent(None if value is None else value / 100)
 
 
 def _points(value: float | None) -> str:
-    return EMPTY if value is None else f"{value:+.1f} pp"
+    """A difference of pass rates in percentage points, as the reports keep it."""
+    return percent_points(None if value is None else value / 100)
 
 
 def run_url(run_id: int) -> str:

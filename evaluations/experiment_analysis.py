@@ -22,6 +22,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from statistics import NormalDist
 
+from registry.templatetags.registry_display import (
+    MINUS,
+    decimal,
+    money,
+    ms,
+    p_phrase,
+    percent,
+    percent_points,
+    sig_figs,
+)
+
 from .statistics import (
     Interval,
     ProportionsResult,
@@ -51,7 +62,7 @@ METRICS: dict[Metric, tuple[str, bool, str]] = {
     Metric.SCHEMA_FAILURE_RATE: ("schema-failure rate", True, "points"),
     Metric.FEEDBACK: ("mean feedback", False, ""),
     Metric.LATENCY: ("mean latency", True, "ms"),
-    Metric.COST: ("mean cost per call", True, ""),
+    Metric.COST: ("mean cost per call", True, "cost"),
 }
 
 
@@ -178,7 +189,7 @@ def experiment_look(
                 explanation=(
                     "No planned sample: figures are shown, but nothing is declared significant "
                     "until the experiment stops; its results then are the one final look, at "
-                    f"the full alpha ({alpha:g})."
+                    f"the full alpha ({sig_figs(alpha)})."
                 ),
             )
         return Look(
@@ -189,7 +200,7 @@ def experiment_look(
             threshold=alpha,
             explanation=(
                 "No planned sample: the experiment has stopped, so this is the one final look, "
-                f"judged at the full alpha ({alpha:g})."
+                f"judged at the full alpha ({sig_figs(alpha)})."
             ),
         )
     fraction = min(sticky_calls / planned_calls, 1.0)
@@ -197,7 +208,7 @@ def experiment_look(
     if fraction >= 1.0:
         text = (
             f"The planned sample ({planned_calls:,} sticky calls) is reached: this is the final "
-            f"look, judged at the full alpha ({alpha:g})."
+            f"look, judged at the full alpha ({sig_figs(alpha)})."
         )
         if sticky_calls > planned_calls:
             text += " Looking further past the plan adds error."
@@ -210,8 +221,8 @@ def experiment_look(
             explanation=text,
         )
     text = (
-        f"{fraction:.0%} of the planned sample ({sticky_calls:,} of {planned_calls:,} sticky "
-        f"calls): a difference counts only with p < {threshold:.2g}, the alpha spent so far "
+        f"{percent(fraction)} of the planned sample ({sticky_calls:,} of {planned_calls:,} sticky "
+        f"calls): a difference counts only with p < {sig_figs(threshold)}, the alpha spent so far "
         "(O'Brien–Fleming type), so that looking early and often does not make a false win likely."
     )
     if not running:
@@ -325,10 +336,13 @@ def format_difference(metric: Metric, value: float) -> str:
     """A difference as a reader writes it: rates in percentage points, the others in their unit."""
     unit = METRICS[metric][2]
     if unit == "points":
-        return f"{value * 100:+.2f} points"
+        return percent_points(value)
     if unit == "ms":
-        return f"{value:+.1f} ms"
-    return f"{value:+.4g}"
+        return ms(value, signed=True)
+    if unit == "cost":
+        return money(value, signed=True)
+    text = decimal(value, 2)
+    return text if text.startswith(MINUS) or text == "0" else f"+{text}"
 
 
 def _reading(
@@ -352,7 +366,7 @@ def _reading(
     )
     figures = (
         f"(95 % CI {format_difference(metric, ci.low)} to {format_difference(metric, ci.high)}, "
-        f"p = {p_value:.2g})"
+        f"{p_phrase(p_value)})"
     )
     if held:
         return f"{said} {figures}; no claim: the sample ratio does not match the split."
@@ -360,12 +374,12 @@ def _reading(
         return f"{said} {figures}; no claim yet: {_no_claim(look)}."
     if not significant:
         return (
-            f"{said} {figures}: not significant at this look (it needs p < {look.threshold:.2g}); "
+            f"{said} {figures}: not significant at this look (it needs p < {sig_figs(look.threshold)}); "
             "the difference may be noise."
         )
     better = (difference < 0) == lower_is_better
     return (
-        f"{said} {figures}: significant at this look (p < {look.threshold:.2g}), "
+        f"{said} {figures}: significant at this look (p < {sig_figs(look.threshold)}), "
         f"so {name} is {'better' if better else 'worse'} on this metric."
     )
 

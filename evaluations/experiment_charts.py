@@ -4,7 +4,8 @@
   line. Metrics have different units, so each row has its own scale, symmetric around zero: read
   a row for "which side of zero, and does the interval cross it", not for lengths between rows.
 - ``split_bars``: observed vs expected share of sticky calls per variant (the sample ratio check).
-- ``timeline_chart``: cumulative sticky calls per variant, per hour or day, x proportional to time.
+- ``timeline_chart``: cumulative sticky calls per variant over the experiment's window, in buckets
+  that follow its length (``chart_time``), x proportional to time, the legend beside it in HTML.
 
 Every text that comes from users (variant names) is escaped by ``format_html``.
 """
@@ -12,10 +13,14 @@ Every text that comes from users (variant names) is escaped by ``format_html``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from registry.templatetags.registry_display import percent
+
+from .chart_time import WIDTHS, axis_window, time_ticks
 from .experiment_analysis import Comparison, VariantFigures, format_difference
 from .experiments import TimelinePoint
 
@@ -120,8 +125,8 @@ def split_bars(variants: Sequence[VariantFigures]) -> SafeString:
                 '<line x1="{}" y1="{}" x2="{}" y2="{}" class="expected"/>'
                 '<text x="{}" y="{}" class="value">{} (expected {})</text></g>',
                 v.name,
-                f"{observed:.1%}",
-                f"{v.expected_share:.1%}",
+                percent(observed),
+                percent(v.expected_share),
                 y + 12,
                 v.name,
                 PLOT_LEFT,
@@ -134,8 +139,8 @@ def split_bars(variants: Sequence[VariantFigures]) -> SafeString:
                 y + 20,
                 PLOT_RIGHT + 12,
                 y + 12,
-                f"{observed:.1%}",
-                f"{v.expected_share:.1%}",
+                percent(observed),
+                percent(v.expected_share),
             )
         )
     return _svg(
@@ -145,61 +150,96 @@ def split_bars(variants: Sequence[VariantFigures]) -> SafeString:
     )
 
 
-def timeline_chart(points: Sequence[TimelinePoint], names: Sequence[str], unit: str) -> SafeString:
+def timeline_chart(
+    points: Sequence[TimelinePoint],
+    names: Sequence[str],
+    unit: str,
+    *,
+    start: datetime,
+    end: datetime,
+) -> SafeString:
+    """Cumulative sticky calls per variant from ``start`` to ``end`` (the experiment's window), as
+    steps: each line rises at the end of a bucket that had calls and holds its level until the
+    next. x is time (``chart_time``), so a window of one bucket is still a line along the axis;
+    the legend is HTML under the chart, one entry per variant, so names never overlap."""
     if not points:
         return mark_safe("")
-    top, bottom, left, right = 14, 190, 60, WIDTH - 150
+    top, bottom, left, right = 14, 190, 60, WIDTH - 20
+    width = WIDTHS[unit]
+    start, end = axis_window(min(start, points[0].at), max(end, points[-1].at + width), unit)
     peak = max(max(p.cumulative.values(), default=0) for p in points) or 1
-    # x is time, not the point's index: hours or days without calls have no point, and spacing
-    # points evenly would squeeze those gaps out of an axis labelled with real times.
-    first = points[0].at
-    span = max((points[-1].at - first).total_seconds(), 1.0)
+    span = (end - start).total_seconds()
 
-    def xy(index: int, count: int) -> str:
-        x = left + (right - left) * (points[index].at - first).total_seconds() / span
-        y = bottom - (bottom - top) * count / peak
-        return f"{x:.1f},{y:.1f}"
+    def x(at: datetime) -> float:
+        return round(left + (right - left) * min((at - start).total_seconds(), span) / span, 1)
+
+    def y(count: int) -> float:
+        return round(bottom - (bottom - top) * count / peak, 1)
 
     lines = []
     for i, name in enumerate(names):
-        coordinates = " ".join(xy(j, p.cumulative.get(name, 0)) for j, p in enumerate(points))
-        if len(points) == 1:  # one bucket: a visible step from zero
-            coordinates = f"{xy(0, 0)} {coordinates}"
-        last = points[-1].cumulative.get(name, 0)
+        level, steps = 0, [f"{x(start)},{y(0)}"]
+        for p in points:
+            reached = p.cumulative.get(name, 0)
+            if reached != level:
+                # The bucket's calls are counted by its end: hold the level until then, rise.
+                at = x(p.at + width)
+                steps += [f"{at},{y(level)}", f"{at},{y(reached)}"]
+                level = reached
+        steps.append(f"{x(end)},{y(level)}")
         lines.append(
             format_html(
-                '<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>'
-                '<text x="{}" y="{}" class="value" fill="{}">{} ({})</text>',
-                coordinates,
-                colour(i),
-                right + 8,
-                xy(len(points) - 1, last).split(",")[1],
+                '<polyline points="{}" fill="none" stroke="{}" stroke-width="2"><title>{}: {}'
+                "</title></polyline>",
+                " ".join(steps),
                 colour(i),
                 name,
-                f"{last:,}",
+                f"{level:,} sticky calls",
             )
         )
-    fmt = "%Y-%m-%d %H:00" if unit == "hour" else "%Y-%m-%d"
+    ticks = format_html_join(
+        "",
+        '<line x1="{x}" y1="{b}" x2="{x}" y2="{b6}" class="axis-line"/>'
+        '<text x="{x}" y="{by}" class="axis" text-anchor="{anchor}">{label}</text>',
+        (
+            {
+                "x": x(tick.at),
+                "b": bottom,
+                "b6": bottom + 5,
+                "by": bottom + 18,
+                "anchor": "start" if j == 0 else "end" if x(tick.at) > right - 40 else "middle",
+                "label": tick.label,
+            }
+            for j, tick in enumerate(time_ticks(start, end))
+        ),
+    )
     axes = format_html(
         '<line x1="{l}" y1="{b}" x2="{r}" y2="{b}" class="axis-line"/>'
         '<line x1="{l}" y1="{t}" x2="{l}" y2="{b}" class="axis-line"/>'
+        '<line x1="{l}" y1="{t}" x2="{r}" y2="{t}" class="grid-line"/>'
         '<text x="{lt}" y="{ty}" class="axis" text-anchor="end">{peak}</text>'
-        '<text x="{lt}" y="{b}" class="axis" text-anchor="end">0</text>'
-        '<text x="{l}" y="{by}" class="axis">{first}</text>'
-        '<text x="{r}" y="{by}" class="axis" text-anchor="end">{last}</text>',
+        '<text x="{lt}" y="{b}" class="axis" text-anchor="end">0</text>{ticks}',
         l=left,
         r=right,
         t=top,
         b=bottom,
         lt=left - 6,
         ty=top + 4,
-        by=bottom + 16,
         peak=f"{peak:,}",
-        first=points[0].at.strftime(fmt),
-        last=points[-1].at.strftime(fmt),
+        ticks=ticks,
     )
-    return _svg(
-        bottom + 24,
+    legend = format_html_join(
+        "",
+        '<li><span class="experiment-swatch" style="background: {}"></span>{} <small>({})</small>'
+        "</li>",
+        (
+            (colour(i), name, f"{points[-1].cumulative.get(name, 0):,}")
+            for i, name in enumerate(names)
+        ),
+    )
+    chart = _svg(
+        bottom + 26,
         f"Cumulative sticky calls per variant, per {unit}",
         format_html("{}{}", axes, format_html_join("", "{}", ((line,) for line in lines))),
     )
+    return format_html('{}<ul class="experiment-legend">{}</ul>', chart, legend)

@@ -12,7 +12,7 @@ variant − control. The judgement itself is pure and lives in ``evaluations.exp
 
 Cost: a fixed number of queries whatever the number of calls: the experiment events (1); counts,
 means and variances grouped by variant (1); a latency histogram grouped by variant (1, so p50 and
-p95 need no values read: see ``LATENCY_BUCKETS_PER_E``); the daily or hourly timeline (1).
+p95 need no values read: see ``LATENCY_BUCKETS_PER_E``); the timeline, per minute, hour, day or week (1).
 
 Imports registry, releases and runs; never ``api``.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
@@ -34,6 +34,7 @@ from releases.models import Release, ReleaseEvent
 from releases.state import Experiment, ReleaseState, Variant
 from runs.models import Call
 
+from .chart_time import timeline_unit
 from .experiment_analysis import (
     Comparison,
     Look,
@@ -52,8 +53,6 @@ Action = ReleaseEvent.Action
 # bucket spans 1 % of the latency and the percentile (its bucket's geometric middle) is within
 # about 0.5 % of the exact one, for any number of calls, in at most ~1,400 rows per variant.
 LATENCY_BUCKETS_PER_E = 100
-# The timeline counts hourly up to this window length, daily beyond it.
-HOURLY_TIMELINE_UP_TO = timedelta(days=3)
 
 
 class NoExperimentRunning(RegistryError):
@@ -102,7 +101,7 @@ class ExperimentResults:
     srm: SrmResult | None  # None before any sticky call
     decisions_held: bool  # the sample ratio does not match the split: decide nothing
     excluded_non_sticky: int
-    timeline_unit: str  # "hour" or "day"
+    timeline_unit: str  # "minute", "hour", "day" or "week" (chart_time.timeline_unit)
     timeline: list[TimelinePoint]
     computed_at: datetime
 
@@ -383,9 +382,11 @@ def _srm(figures: list[VariantFigures]) -> SrmResult | None:
 def _timeline(
     calls: QuerySet[Call], record: ExperimentRecord, names: list[str]
 ) -> tuple[str, list[TimelinePoint]]:
-    """Cumulative sticky calls per variant, per hour (short windows) or per day."""
+    """Cumulative sticky calls per variant, per minute, hour, day or week: the bucket follows the
+    experiment's window (``chart_time.timeline_unit``), so an hour-old experiment is not one
+    point and a month-long one is not seven hundred."""
     end = record.stopped_at or timezone.now()
-    unit = "hour" if end - record.started_at <= HOURLY_TIMELINE_UP_TO else "day"
+    unit = timeline_unit(end - record.started_at)
     rows = (
         calls.annotate(at=Trunc("created_at", unit))
         .values("at", "variant")

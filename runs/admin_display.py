@@ -10,13 +10,21 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
+
+from registry.templatetags.registry_display import (
+    EMPTY,
+    decimal,
+    money,
+    ms,
+    percent,
+    tokens_in_out,
+)
 
 from .models import ShadowRun
 from .selectors import (
@@ -29,8 +37,6 @@ from .selectors import (
     Verdict,
 )
 
-EMPTY = "—"
-
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
@@ -40,29 +46,6 @@ def text_block(value: str) -> SafeString:
     if not value:
         return format_html('<span class="runs-quiet">{}</span>', "(empty)")
     return format_html('<pre class="runs-text">{}</pre>', value)
-
-
-def milliseconds(value: float | None) -> str:
-    return EMPTY if value is None else f"{value:,.0f} ms"
-
-
-def money(value: Decimal | None) -> str:
-    """A cost to the micro-unit, trailing zeros dropped down to cents: 0.000123, 1.50."""
-    if value is None:
-        return EMPTY
-    text = f"{Decimal(value).quantize(Decimal('0.000001')):f}"
-    whole, _, fraction = text.partition(".")
-    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
-
-
-def percent(value: float | None) -> str:
-    return EMPTY if value is None else f"{value * 100:.1f} %"
-
-
-def tokens(input_tokens: int | None, output_tokens: int | None) -> str:
-    if input_tokens is None and output_tokens is None:
-        return EMPTY
-    return f"{input_tokens or 0:,} in / {output_tokens or 0:,} out"
 
 
 def api_key_shown(key_id: int | None, label: str) -> str:
@@ -90,7 +73,7 @@ def attempts_table(attempts: Any) -> SafeString | str:
                     f"{attempt.get('provider', '')}/{attempt.get('model', '')}",
                     attempt.get("outcome", ""),
                     attempt.get("detail", ""),
-                    milliseconds(latency) if isinstance(latency, int | float) else EMPTY,
+                    ms(latency) if isinstance(latency, int | float) else EMPTY,
                 )
             )
         else:
@@ -162,18 +145,18 @@ def report_rows(report: ShadowReport) -> list[Row]:
         ),
         row(
             "Mean similarity",
-            lambda s: EMPTY if s.mean_similarity is None else f"{s.mean_similarity:.3f}",
+            lambda s: decimal(s.mean_similarity, 3),
             "0 (unlike) to 1 (identical), over answered runs.",
         ),
-        row("Latency p50", lambda s: milliseconds(s.latency_p50)),
+        row("Latency p50", lambda s: ms(s.latency_p50)),
         row(
             "Latency p95",
-            lambda s: milliseconds(s.latency_p95),
+            lambda s: ms(s.latency_p95),
             f"Over the latest answered runs (at most {LATENCY_SAMPLE:,} per side).",
         ),
         row("Mean cost per run", lambda s: money(s.mean_cost)),
         row("Total cost", lambda s: money(s.total_cost)),
-        row("Tokens", lambda s: tokens(s.input_tokens, s.output_tokens)),
+        row("Tokens", lambda s: tokens_in_out(s.input_tokens, s.output_tokens)),
     ]
 
 

@@ -12,8 +12,8 @@ from django.utils.timezone import localtime
 
 from registry.admin.hub import Link, Panel
 from registry.models import Prompt
+from registry.templatetags.registry_display import ms
 
-from .admin_display import milliseconds
 from .selectors import call_list
 
 RECENT_CALLS = 10
@@ -41,7 +41,7 @@ def calls_panel(request: HttpRequest, prompt: Prompt) -> Panel | None:
                 f"v{call.version.number}",
                 call.variant or "—",
                 call.status,
-                milliseconds(call.latency_ms),
+                ms(call.latency_ms),
             ]
             for call in calls
         ],

@@ -5,43 +5,27 @@ states, and the small pieces of HTML the board shows. Pure text functions first 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
-from fractions import Fraction
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from registry.templatetags.registry_display import basis_points
 from releases.state import Canary, Experiment, ReleaseState, Shadow, shadow_budget
 
 NONE = "none"
 PARTS = ("stable", "canary", "experiment", "shadows")
 
 
-def points(weight: int) -> str:
-    """Basis points as a percent, without trailing zeros: 500 -> "5 %", 1250 -> "12.5 %"."""
-    text = f"{Decimal(weight).scaleb(-2):f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return f"{text} %"
-
-
-def share(value: Fraction) -> str:
-    """A share of all subjects as a percent. Shares multiply draws (a canary's rest times an
-    experiment's variant), so they may need more than two decimals: those are rounded, and say so."""
-    hundredths = value * 10_000
-    if hundredths.denominator == 1:
-        return points(int(hundredths))
-    return "≈ " + points(round(hundredths))
-
-
 def canary_text(canary: Canary | None) -> str:
-    return f"{canary.version} @ {points(canary.weight)}" if canary else NONE
+    return f"{canary.version} @ {basis_points(canary.weight)}" if canary else NONE
 
 
 def experiment_text(experiment: Experiment | None) -> str:
     if experiment is None:
         return NONE
-    variants = ", ".join(f"{v.name} {v.version} @ {points(v.weight)}" for v in experiment.variants)
+    variants = ", ".join(
+        f"{v.name} {v.version} @ {basis_points(v.weight)}" for v in experiment.variants
+    )
     planned = (
         f" (planned: {experiment.planned_calls:,} sticky calls)" if experiment.planned_calls else ""
     )
@@ -59,7 +43,7 @@ def shadow_text(shadow: Shadow | None) -> str:
     if shadow is None:
         return NONE
     return (
-        f"{', '.join(map(str, shadow.versions))} @ {points(shadow.sample)} of calls, "
+        f"{', '.join(map(str, shadow.versions))} @ {basis_points(shadow.sample)} of calls, "
         f"{budget_text(shadow)}"
     )
 
@@ -106,7 +90,7 @@ def state_changes(before: ReleaseState, after: ReleaseState) -> list[Change]:
         if old[part] != new[part]:
             if part == "canary" and before.canary and after.canary and _same_draw(before, after):
                 # Same canary, new percent: "8 @ 5 % → 25 %", as a ramp reads.
-                changes.append(Change(part, old[part], points(after.canary.weight)))
+                changes.append(Change(part, old[part], basis_points(after.canary.weight)))
             elif part == "shadows" and same_sampling(before.shadow, after.shadow):
                 # Same shadows, new budget: "9 @ 10 % of calls, 600 runs/hour → 100 runs/hour".
                 changes.append(Change(part, old[part], budget_text(after.shadow)))
@@ -146,10 +130,10 @@ def canary_cell(canary: Canary | None) -> SafeString | str:
     width = f"{canary.weight / 100:.2f}"  # a number we computed: safe in the style attribute
     return format_html(
         '<span class="release-bar" title="{}"><span style="width:{}%"></span></span> {} @ {}',
-        f"{points(canary.weight)} of subjects get version {canary.version}",
+        f"{basis_points(canary.weight)} of subjects get version {canary.version}",
         width,
         canary.version,
-        points(canary.weight),
+        basis_points(canary.weight),
     )
 
 
@@ -159,7 +143,7 @@ def experiment_cell(experiment: Experiment | None) -> SafeString | str:
     variants = format_html_join(
         mark_safe("<br>"),  # a constant; format_html_join escapes a plain separator
         '<span class="release-nowrap">{} <small>v{} @ {}</small></span>',
-        ((v.name, v.version, points(v.weight)) for v in experiment.variants),
+        ((v.name, v.version, basis_points(v.weight)) for v in experiment.variants),
     )
     return format_html("<strong>{}</strong><br>{}", experiment.name, variants)
 
@@ -170,7 +154,7 @@ def shadow_cell(shadow: Shadow | None) -> SafeString | str:
     return format_html(
         '{} @ {}<br><small class="release-nowrap">{}</small>',
         ", ".join(map(str, shadow.versions)),
-        points(shadow.sample),
+        basis_points(shadow.sample),
         budget_text(shadow),
     )
 

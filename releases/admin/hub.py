@@ -18,11 +18,11 @@ from django.utils.safestring import SafeString, mark_safe
 
 from registry.admin.hub import Cell, Columns, Link, Panel
 from registry.models import Prompt
+from registry.templatetags.registry_display import basis_points
 from releases.models import Environment, Release
 from releases.selectors import environment_list, prompt_releases
 from releases.state import ReleaseState, release_state
 
-from .display import points
 from .views import prompt_history_url, release_url, verb_url
 
 VIEW_PERMISSION = "releases.view_release"
@@ -49,15 +49,15 @@ def served_parts(state: ReleaseState) -> dict[str, str]:
     ``{"stable": "v2", "canary": "v3 @ 25 %"}``."""
     parts = {} if state.stable is None else {"stable": f"v{state.stable}"}
     if state.canary:
-        parts["canary"] = f"v{state.canary.version} @ {points(state.canary.weight)}"
+        parts["canary"] = f"v{state.canary.version} @ {basis_points(state.canary.weight)}"
     if state.experiment:
         variants = ", ".join(
-            f"{v.name} v{v.version} @ {points(v.weight)}" for v in state.experiment.variants
+            f"{v.name} v{v.version} @ {basis_points(v.weight)}" for v in state.experiment.variants
         )
         parts["experiment"] = f"{state.experiment.name}: {variants}"
     if state.shadow:
         versions = ", ".join(f"v{n}" for n in state.shadow.versions)
-        parts["shadows"] = f"{versions} @ {points(state.shadow.sample)}"
+        parts["shadows"] = f"{versions} @ {basis_points(state.shadow.sample)}"
     return parts
 
 

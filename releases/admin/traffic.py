@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise, product
 
+from registry.templatetags.registry_display import share_of_all
 from releases.bucketing import BUCKETS, assign
 from releases.state import ReleaseState
 
-from .display import budget_text, same_sampling, share
+from .display import budget_text, same_sampling
 
 Range = tuple[int, int]  # [low, high) in buckets
 
@@ -51,7 +52,11 @@ class Traffic:
         """(version, share before, share after) for every version either state serves."""
         versions = sorted(set(self.before) | set(self.after), key=lambda v: (v is None, v or 0))
         return [
-            (v, share(self.before.get(v, Fraction(0))), share(self.after.get(v, Fraction(0))))
+            (
+                v,
+                share_of_all(self.before.get(v, Fraction(0))),
+                share_of_all(self.after.get(v, Fraction(0))),
+            )
             for v in versions
         ]
 
@@ -133,7 +138,7 @@ def sentence(move: Move, *, stable_before: int | None) -> str:
     where = ""
     if move.buckets is not None:
         where = f" ({move.draw} buckets {move.buckets[0]}–{move.buckets[1] - 1})"
-    who = f"{share(move.share)} of subjects{where}"
+    who = f"{share_of_all(move.share)} of subjects{where}"
     if move.source is None:
         return f"{who} start getting version {move.target}"
     if move.target is None:
@@ -158,7 +163,7 @@ def shadow_sentence(before: ReleaseState, after: ReleaseState) -> str:
         )
     versions = ", ".join(map(str, new.versions))
     return (
-        f"Shadows: a sample of {share(Fraction(new.sample, BUCKETS))} of calls also runs "
+        f"Shadows: a sample of {share_of_all(Fraction(new.sample, BUCKETS))} of calls also runs "
         f"version{'s' if len(new.versions) > 1 else ''} {versions}, out of users' sight, within "
         f"{budget}; no subject changes version because of it."
     )

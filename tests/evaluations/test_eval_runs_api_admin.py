@@ -222,10 +222,10 @@ def test_an_author_runs_an_evaluation_from_the_admin_and_reads_the_report(
     assert page.status_code == 200
     text = page.content.decode()
     assert "Regressed" in text
-    assert "40.0 %" in text
-    assert "-20.0 pp" in text
+    assert "40 %" in text
+    assert "-20 points" in text
     assert text.index("greet-ada") < text.index("hello-bob")
-    assert "v1, stable in production when the run started: 60.0 %" in text
+    assert "v1, stable in production when the run started: 60 %" in text
     # The variables as JSON, the way the case file has them (not Python's repr).
     assert "<pre>{\n  &quot;customer_name&quot;: &quot;Ada&quot;\n}</pre>" in text
 
