@@ -28,6 +28,7 @@ from registry.actors import Actor
 from registry.admin.errors import ServiceErrorsAsMessages
 from registry.errors import ProblemsError
 
+from .admin_marks import CaseMarks
 from .casefiles import MAX_IMPORT_CASES, case_file_read, file_too_large
 from .models import Case, Dataset
 from .selectors import dataset_cases, dataset_list
@@ -59,14 +60,21 @@ def _frozen_or(obj: Case, text: SafeString) -> SafeString:
     return format_html("<em>{}</em>", FROZEN) if getattr(obj, "frozen", obj.holdout) else text
 
 
-class CaseInline(admin.TabularInline):
+class CaseInline(CaseMarks, admin.TabularInline):
     """The dataset's cases as a read-only table, in file order: they change by import only."""
 
     model = Case
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["key", "variables_shown", "expectation_shown", "holdout", "must_pass", "locale"]
+    fields = [
+        "key",
+        "variables_shown",
+        "expectation_shown",
+        "holdout_mark",
+        "must_pass_mark",
+        "locale",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
@@ -301,10 +309,18 @@ class HasLocaleFilter(admin.SimpleListFilter):
 
 
 @admin.register(Case)
-class CaseAdmin(admin.ModelAdmin):
+class CaseAdmin(CaseMarks, admin.ModelAdmin):
     """Every case across datasets, to find the holdout or must-pass ones; read-only (by import)."""
 
-    list_display = ["key", "dataset", "scorer", "holdout", "must_pass", "locale", "position"]
+    list_display = [
+        "key",
+        "dataset",
+        "scorer",
+        "holdout_mark",
+        "must_pass_mark",
+        "locale",
+        "position",
+    ]
     list_select_related = ["dataset", "dataset__prompt"]
     list_filter = ["holdout", "must_pass", HasLocaleFilter, "dataset__prompt", "dataset"]
     search_fields = ["key", "dataset__name", "dataset__prompt__key"]
@@ -315,8 +331,8 @@ class CaseAdmin(admin.ModelAdmin):
         "position",
         "variables_shown",
         "expectation_shown",
-        "holdout",
-        "must_pass",
+        "holdout_mark",
+        "must_pass_mark",
         "locale",
         "created_at",
         "updated_at",

@@ -27,10 +27,12 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from registry.actors import Actor
-from registry.errors import ProblemsError, RegistryError
+from registry.admin.errors import error_text
+from registry.errors import RegistryError
 from registry.models import Prompt
 from releases.models import Environment
 
+from .admin_marks import CaseMarks
 from .evalreports import eval_run_report, eval_run_summary
 from .evalruns import (
     IN_PROGRESS,
@@ -293,9 +295,8 @@ class EvalRunAdmin(admin.ModelAdmin):
                 environment=data["environment"].name,
             )
         except RegistryError as exc:
-            details = [p.detail for p in exc.problems] if isinstance(exc, ProblemsError) else []
             self.message_user(
-                request, " ".join(["No gate run started.", exc.message, *details]), messages.ERROR
+                request, error_text(exc, subject="No gate run started"), messages.ERROR
             )
             return HttpResponseRedirect(back or reverse("admin:evaluations_evalrun_changelist"))
         self.log_addition(request, run, "Started from a release's confirmation page.")
@@ -342,10 +343,7 @@ class EvalRunAdmin(admin.ModelAdmin):
                         environment=data["environment"].name if data["environment"] else None,
                     )
                 except RegistryError as exc:
-                    details = (
-                        [p.detail for p in exc.problems] if isinstance(exc, ProblemsError) else []
-                    )
-                    form.add_error(None, " ".join([exc.message, *details]))
+                    form.add_error(None, error_text(exc))
                 else:
                     self.log_addition(request, run, "Started.")
                     self.message_user(
@@ -365,15 +363,15 @@ class EvalRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(EvalResult)
-class EvalResultAdmin(admin.ModelAdmin):
+class EvalResultAdmin(CaseMarks, admin.ModelAdmin):
     """Each scored case, read-only. A holdout case's output and detail are never shown."""
 
     list_display = [
         "case_key",
         "run_link",
         "passed",
-        "must_pass",
-        "holdout",
+        "must_pass_mark",
+        "holdout_mark",
         "score",
         "error_class",
         "latency_ms",
@@ -388,8 +386,8 @@ class EvalResultAdmin(admin.ModelAdmin):
         "case_key",
         "passed",
         "score",
-        "must_pass",
-        "holdout",
+        "must_pass_mark",
+        "holdout_mark",
         "error_class",
         "detail_shown",
         "output_shown",

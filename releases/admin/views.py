@@ -24,6 +24,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 
 from registry.actors import Actor
+from registry.admin.errors import error_text, with_subject
 from registry.errors import ProblemsError, RegistryError
 from registry.models import Prompt
 from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseNotFound
@@ -543,13 +544,13 @@ def confirm_selected(
             except ReleaseConflict:
                 failed.append(f"{row.slot.release}: changed meanwhile, left as it is")
             except RegistryError as exc:
-                failed.append(f"{row.slot.release}: {exc.message}")
+                failed.append(error_text(exc, subject=str(row.slot.release)))
             else:
                 done.append(f"{release} (now {state_summary(release_state(release))})")
         if done:
             model_admin.message_user(request, f"{verb.title}: {'; '.join(done)}.", messages.SUCCESS)
         for failure in failed:
-            model_admin.message_user(request, f"Not changed: {failure}.", messages.ERROR)
+            model_admin.message_user(request, with_subject("Not changed", failure), messages.ERROR)
         return None
     context = {
         **model_admin.admin_site.each_context(request),

@@ -302,7 +302,7 @@ def test_a_refused_gate_run_comes_back_with_why_and_starts_nothing(rita, release
 
     assert response.status_code == 302
     assert response.url.startswith(page_of(released.release("staging"), version=3))
-    assert "No gate run started." in text(rita.get(response.url))
+    assert "No gate run started: " in text(rita.get(response.url))
     assert not EvalRun.objects.exists()
 
 
