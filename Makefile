@@ -18,7 +18,7 @@ SQLITE_TESTS := tests/test_settings.py tests/registry/test_immutability.py \
   tests/evaluations/test_eval_runs.py tests/evaluations/test_eval_runs_api_admin.py \
   tests/evaluations/test_gates.py tests/api/test_gates_api.py \
   tests/evaluations/test_canary_analysis.py tests/evaluations/test_canary_api.py \
-  tests/evaluations/test_experiment_results.py
+  tests/evaluations/test_experiment_results.py tests/registry/test_hub.py
 
 .PHONY: run test lint check-python venv install demo clean
 
@@ -46,13 +46,15 @@ lint test: export SECURE_SSL_REDIRECT ?= false
 lint test: export DEBUG = false
 # The local OpenAI-compatible server (runs/fake_provider.py) runs beside the web server as the
 # provider named local, so a prompt can be run with no API key; it stops with the web server.
+# devserver is runserver ending its banner with the admin's address and login in a box, printed
+# once it listens on $(HOST):$(PORT) (api/management/commands/devserver.py).
 run: install
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py provider add local --base-url http://127.0.0.1:$(FAKE_PROVIDER_PORT)/v1 --timeout 10
 	$(BIN)/python manage.py demo --admin-url http://$(HOST):$(PORT)/admin/
 	$(BIN)/python -m runs.fake_provider --port $(FAKE_PROVIDER_PORT) & fake=$$!; \
 	  trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
-	  $(BIN)/python manage.py runserver $(HOST):$(PORT)
+	  $(BIN)/python manage.py devserver $(HOST):$(PORT)
 
 lint: install
 	$(BIN)/ruff check .
@@ -63,6 +65,7 @@ lint: install
 test: install lint
 	scripts/check-sdk
 	scripts/ensure-services
+	scripts/ensure-browser
 	# Two processes, one per core (pytest-django gives each its own test database). It includes the
 	# API fuzzing (tests/api/test_fuzz.py: Schemathesis on every operation, bounded and seeded),
 	# one test per operation, shared between the two processes like any other.

@@ -179,6 +179,36 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     ),
 }
 
+# Every problem type the API answers, by slug: the registry the OpenAPI schema documents, one
+# component per type (``api.schema``). A new type goes here (a module constant or a
+# ``DOMAIN_PROBLEMS`` entry is picked up) and is documented, or tests/api/test_problem_types.py fails.
+PROBLEM_TYPES: dict[str, ProblemType] = {
+    problem.slug: problem
+    for problem in (
+        VALIDATION,
+        MALFORMED,
+        BAD_HOST,
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        INSUFFICIENT_SCOPE,
+        HTTPS_REQUIRED,
+        ENVIRONMENT_FORBIDDEN,
+        NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        NOT_ACCEPTABLE,
+        CONFLICT,
+        TOO_LARGE,
+        UNSUPPORTED_MEDIA,
+        THROTTLED,
+        NOT_RELEASED,
+        DATABASE_UNAVAILABLE,
+        PROVIDER_UNAVAILABLE,
+        SERVER_ERROR,
+        *DOMAIN_PROBLEMS.values(),
+    )
+}
+
+
 # What a client needs to recover, beyond the message: the draft to open, the hash to send again.
 DOMAIN_EXTRAS: dict[type[Exception], Any] = {
     registry_errors.DraftExists: lambda e: {"draft_number": e.draft_number},

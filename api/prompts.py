@@ -61,7 +61,7 @@ class PromptCollectionApi(APIView):
             allow_blank=True,
             default="",
             max_length=200,
-            help_text="Part of the key or description.",
+            help_text="Part of the key, the description or a tag.",
         )
         tag = serializers.CharField(
             required=False,

@@ -50,6 +50,7 @@ from .runtime import (
     _resolve,
     _sse,
     _unavailable,
+    method_not_allowed,
     resolution_answer,
 )
 
@@ -71,9 +72,7 @@ def _request_id(request: HttpRequest) -> str:
 def run_view(request: HttpRequest, key: str) -> HttpResponse:
     """``POST /api/v1/prompts/{key}/run`` ``{environment, locale, subject, variables, stream}``"""
     if request.method != "POST":
-        return _problem(
-            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
-        )
+        return method_not_allowed(request, ("POST",))
     try:
         entry = _authenticate(request, Scope.RUNS_EXECUTE)
         data = _body(request)

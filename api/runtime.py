@@ -61,6 +61,15 @@ def _problem(problem: problems.ProblemType, detail: str, request: HttpRequest, *
     return response
 
 
+def method_not_allowed(request: HttpRequest, allowed: tuple[str, ...]) -> HttpResponse:
+    """A 405 problem with the ``Allow`` header RFC 9110 (15.5.6) requires, as DRF's views send."""
+    response = _problem(
+        problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
+    )
+    response["Allow"] = ", ".join(allowed)
+    return response
+
+
 class _Refused(Exception):
     def __init__(self, response: HttpResponse) -> None:
         self.response = response
@@ -246,9 +255,7 @@ def _resolve(
 def resolve_view(request: HttpRequest, key: str) -> HttpResponse:
     """``GET /api/v1/prompts/{key}/resolve?environment=&locale=&subject=``"""
     if request.method not in {"GET", "HEAD"}:
-        return _problem(
-            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
-        )
+        return method_not_allowed(request, ("GET", "HEAD"))
     environment = request.GET.get("environment", "")
     try:
         _authorize(request, environment)
@@ -340,9 +347,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
 def render_view(request: HttpRequest, key: str) -> HttpResponse:
     """``POST /api/v1/prompts/{key}/render`` ``{environment, locale, subject, variables}``"""
     if request.method != "POST":
-        return _problem(
-            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
-        )
+        return method_not_allowed(request, ("POST",))
     try:
         entry = _authenticate(request)
         data = _body(request)
@@ -367,9 +372,7 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
 def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
     """``GET /api/v1/environments/{environment}/bundle``: every release there, for SDKs."""
     if request.method not in {"GET", "HEAD"}:
-        return _problem(
-            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
-        )
+        return method_not_allowed(request, ("GET", "HEAD"))
     try:
         _authorize(request, environment)
     except _Refused as refused:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schema import PROBLEM_REF, problem_responses
+from .problems import PROBLEM_TYPES
+from .schema import problem_ref, problem_responses
 
 
 def ref(name: str) -> dict[str, str]:
@@ -159,19 +160,16 @@ RUN_ANSWER = _object(
     time_to_first_token_ms={"type": "number", "nullable": True},
     attempts={"type": "array", "items": ref("RunAttempt")},
     shadow={"type": "array", "items": INTEGER},
-    recorded={"type": "boolean", "description": "false: the call could not be stored"},
+    recorded={
+        "type": "boolean",
+        "description": "false: the answer is the model's, but its call record could not be "
+        "written (the database failed after the model answered); it is logged at ERROR with "
+        "the request id, no shadow was queued, and feedback for it will find no call. Not "
+        "retried with a 5xx: the model was paid already, and a retry would pay again.",
+    },
 )
-# The 502 of a run: the problem document plus what was tried.
-RUN_FAILURE = {
-    "allOf": [
-        PROBLEM_REF,
-        _object(
-            ["request_id", "attempts"],
-            request_id=STRING,
-            attempts={"type": "array", "items": ref("RunAttempt")},
-        ),
-    ]
-}
+# The 502 of a run: the provider-unavailable problem, with what was tried (api.schema).
+RUN_FAILURE = problem_ref(PROBLEM_TYPES["provider-unavailable"])
 BUNDLE_VERSION = _object(
     ["number", "content_hash", "variables", "model", "templates"],
     number=INTEGER,
@@ -330,6 +328,38 @@ def _operation(operation_id: str, summary: str, **rest: Any) -> dict[str, Any]:
     }
 
 
+def _types(*slugs: str) -> list:
+    return [PROBLEM_TYPES[slug] for slug in slugs]
+
+
+# What every runtime view may refuse (api.runtime): the key and its scope, its rate, the Host
+# header, the environment's name and whether the key may read it, the database when nothing is
+# cached, and (the view's pattern not matched: a key or an environment that cannot be) no route.
+_REFUSED = (
+    "unauthenticated",
+    "insufficient-scope",
+    "environment-forbidden",
+    "throttled",
+    "validation-error",
+    "bad-host",
+    "not-found",
+    "database-unavailable",
+)
+# Resolving: no release there (or no such prompt or environment), a locale that is not BCP 47 or
+# has no template.
+_RESOLVE_REFUSED = ("not-released", "invalid-locale", "locale-unavailable")
+# Render and run: a JSON body (api.runtime._body), over plain http (api.middleware), and the
+# variables it renders with.
+_BODY_REFUSED = (
+    "malformed-request",
+    "request-too-large",
+    "unsupported-media-type",
+    "https-required",
+    "invalid-variables",
+    "render-failed",
+)
+
+
 def runtime_paths(result, generator, request, public):
     """drf-spectacular postprocessing hook: describes the runtime path's plain Django views.
 
@@ -339,7 +369,9 @@ def runtime_paths(result, generator, request, public):
     result.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
     key = _path("key", "The prompt's key.")
     environment = _path("environment", "The environment.")
-    body_errors = problem_responses(400, 401, 403, 404, 413, 415, 429, 503)
+    resolve_errors = problem_responses(*_types(*_REFUSED, *_RESOLVE_REFUSED))
+    body_errors = problem_responses(*_types(*_REFUSED, *_RESOLVE_REFUSED, *_BODY_REFUSED))
+    environment_errors = problem_responses(*_types(*_REFUSED, "environment-not-found"))
     paths = result.setdefault("paths", {})
     paths["/api/v1/prompts/{key}/resolve"] = {
         "get": _operation(
@@ -354,7 +386,7 @@ def runtime_paths(result, generator, request, public):
             responses={
                 "200": _json("The resolved prompt.", "Resolution", {**_ETAG, **_DEGRADED}),
                 "304": _NOT_MODIFIED,
-                **problem_responses(400, 401, 403, 404, 429, 503),
+                **resolve_errors,
             },
         )
     }
@@ -406,7 +438,7 @@ def runtime_paths(result, generator, request, public):
             responses={
                 "200": _json("The bundle (hash_version 1).", "Bundle", {**_ETAG, **_DEGRADED}),
                 "304": _NOT_MODIFIED,
-                **problem_responses(401, 403, 404, 429, 503),
+                **environment_errors,
             },
         )
     }
@@ -426,7 +458,7 @@ def runtime_paths(result, generator, request, public):
                     "description": "The event stream.",
                     "content": {"text/event-stream": {"schema": ref("ReleaseStreamEvent")}},
                 },
-                **problem_responses(401, 403, 404, 429, 503),
+                **environment_errors,
             },
         )
     }

@@ -4,7 +4,10 @@ described in ``api.runtime_schema``."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+from .problems import PROBLEM_TYPES, ProblemType
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -28,12 +31,17 @@ _PROBLEM_ERROR = {
         "detail": {"type": "string"},
         "pointer": {"type": "string", "description": "JSON Pointer (RFC 6901) into the request."},
         "line": {"type": "integer", "description": "The template line, for template problems."},
-        "severity": {"type": "string", "enum": ["warning"]},
+        "severity": {
+            "type": "string",
+            "enum": ["error", "warning"],
+            "description": "In a version's `warnings`, always `warning`.",
+        },
     },
 }
 _PROBLEM = {
     "type": "object",
-    "description": "RFC 9457 problem details; some types add members (e.g. `current_revision`).",
+    "description": "RFC 9457 problem details, as every problem type has them. Each type is a "
+    "component of its own (`Problem<Type>`), with its `type` URI and its extra members.",
     "required": ["type", "title", "status", "detail"],
     "properties": {
         "type": {"type": "string", "description": "The problem type, e.g. `/problems/not-found`."},
@@ -45,23 +53,96 @@ _PROBLEM = {
     },
 }
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
-_PROBLEM_CONTENT = {"application/problem+json": {"schema": PROBLEM_REF}}
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
+
+# The members a problem type adds to RFC 9457's (api.problems: DOMAIN_EXTRAS and the views that
+# pass extra members), each with whether every document of the type has it.
+_MEMBERS: dict[str, dict[str, tuple[dict, bool]]] = {
+    "draft-exists": {"draft_number": ({**_INTEGER, "description": "The open draft."}, True)},
+    "draft-changed": {"current_tag": ({**_STRING, "description": "The draft's ETag now."}, True)},
+    "stale-revision": {
+        "current_revision": ({**_INTEGER, "description": "Send it as If-Match."}, True)
+    },
+    "promotion-blocked": {
+        "gate": ({**_STRING, "description": "The first refusal: a gate, or the order."}, True),
+        "failed_gates": (
+            {
+                "type": "array",
+                "description": "Every refusal, the first one included.",
+                "items": {
+                    "type": "object",
+                    "required": ["gate", "detail"],
+                    "properties": {"gate": _STRING, "detail": _STRING},
+                },
+            },
+            True,
+        ),
+    },
+    "too-many-events": {"max_events": (_INTEGER, True)},
+    "insufficient-scope": {
+        "required_scope": ({**_STRING, "description": "e.g. `runs:execute`"}, True)
+    },
+    "environment-forbidden": {"environment": (_STRING, True)},
+    "provider-unavailable": {
+        "request_id": ({**_STRING, "description": "The call, as recorded."}, True),
+        "attempts": (
+            {"type": "array", "items": {"$ref": "#/components/schemas/RunAttempt"}},
+            True,
+        ),
+    },
+}
+
+
+def problem_component_name(problem: ProblemType) -> str:
+    """``/problems/stale-revision`` -> ``ProblemStaleRevision``."""
+    return "Problem" + "".join(part.capitalize() for part in problem.slug.split("-"))
+
+
+def problem_ref(problem: ProblemType) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{problem_component_name(problem)}"}
+
+
+def _problem_component(problem: ProblemType) -> dict:
+    members = _MEMBERS.get(problem.slug, {})
+    properties = {
+        **_PROBLEM["properties"],
+        "type": {"type": "string", "enum": [problem.uri]},
+        "title": {**_STRING, "description": f"“{problem.title}”"},
+        "status": {"type": "integer", "enum": [problem.status]},
+        **{name: schema for name, (schema, _) in members.items()},
+    }
+    required = [*_PROBLEM["required"], *(n for n, (_, always) in members.items() if always)]
+    return {
+        "type": "object",
+        "description": f"`{problem.uri}` ({problem.status}): {problem.title}",
+        "required": required,
+        "properties": properties,
+    }
+
+
+def problem_components() -> dict[str, dict]:
+    """One component per problem type of ``api.problems.PROBLEM_TYPES``, plus the shared base."""
+    components = {"Problem": _PROBLEM, "ProblemError": _PROBLEM_ERROR}
+    for problem in PROBLEM_TYPES.values():
+        components[problem_component_name(problem)] = _problem_component(problem)
+    return components
+
+
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before trying again.",
         "schema": {"type": "integer"},
     }
 }
-# What each refusal means on any operation, for the responses drf-spectacular cannot infer.
+# What each refusal means on any operation; the types an operation answers are listed with it.
 _PROBLEM_DESCRIPTIONS = {
-    400: "The request is not valid (validation-error, malformed-request, …): `errors` lists "
-    "each problem with a JSON Pointer.",
-    401: "No API key, or an unknown or revoked one (unauthenticated).",
-    403: "The key lacks the scope this needs, or is limited to other environments.",
-    404: "Nothing at this address: no such prompt, version, environment, release, … "
-    "(the `type` says which).",
-    409: "The change conflicts with the current state (a stale revision, a committed version, "
-    "an existing draft, …); the document says what to send again.",
+    400: "The request is not valid: `errors` lists each problem with a JSON Pointer.",
+    401: "No API key, or an unknown or revoked one.",
+    403: "The key lacks the scope this needs, or is limited to other environments, or a write "
+    "came over plain http.",
+    404: "Nothing at this address (the `type` says what is missing).",
+    409: "The change conflicts with the current state; the document says what to send again.",
     413: "The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
     415: "The body is not application/json.",
     429: "Too many requests for this API key: wait Retry-After seconds.",
@@ -70,59 +151,176 @@ _PROBLEM_DESCRIPTIONS = {
 }
 
 
-def _problem_response(status: int) -> dict:
-    response = {"description": _PROBLEM_DESCRIPTIONS[status], "content": _PROBLEM_CONTENT}
-    if status in {429, 503}:
-        response["headers"] = _RETRY_AFTER
-    return response
+def problem_schema(types: list[ProblemType]) -> dict:
+    """The body of a refusal that may be any of ``types``: a reference to the one component, or
+    ``oneOf`` them with the ``type`` member as discriminator (each type's URI names its
+    component), so a client generator can tell them apart."""
+    if len(types) == 1:
+        return problem_ref(types[0])
+    return {
+        "oneOf": [problem_ref(p) for p in types],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {p.uri: problem_ref(p)["$ref"] for p in types},
+        },
+    }
 
 
-def problem_responses(*statuses: int) -> dict:
-    return {str(status): _problem_response(status) for status in statuses}
+def problem_responses(*types: ProblemType) -> dict[str, dict]:
+    """The responses of an operation that may refuse with ``types``, one per status."""
+    by_status: dict[int, list[ProblemType]] = {}
+    for problem in types:
+        listed = by_status.setdefault(problem.status, [])
+        if problem not in listed:
+            listed.append(problem)
+    responses = {}
+    for status in sorted(by_status):
+        listed = by_status[status]
+        names = ", ".join(f"`{p.slug}`" for p in listed)
+        response = {
+            "description": f"{_PROBLEM_DESCRIPTIONS.get(status, listed[0].title)} ({names})",
+            "content": {"application/problem+json": {"schema": problem_schema(listed)}},
+        }
+        if status in {429, 503}:
+            response["headers"] = _RETRY_AFTER
+        responses[str(status)] = response
+    return responses
 
 
-def _expected_problems(method: str, operation: dict) -> list[int]:
+def _types(*slugs: str) -> list[ProblemType]:
+    return [PROBLEM_TYPES[slug] for slug in slugs]
+
+
+# The domain refusals each operation can answer beyond what its shape implies (``_shape_problems``):
+# what the services it calls raise (api.problems.DOMAIN_PROBLEMS maps them to types).
+_RELEASE_CHANGE = ("release-state", "stale-revision")
+_PROMOTION = ("version-not-found", "version-not-releasable", "promotion-blocked")
+OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
+    "prompts_list": (),
+    "prompts_create": ("prompt-exists",),
+    "prompts_retrieve": (),
+    "prompts_update": (),
+    "versions_list": (),
+    "versions_create": ("invalid-content", "draft-exists"),
+    "versions_retrieve": (),
+    "versions_update": ("invalid-content", "version-immutable", "draft-changed"),
+    "versions_discard": ("version-immutable", "draft-changed"),
+    "versions_commit": ("invalid-content", "version-immutable", "draft-changed"),
+    "versions_diff": (),
+    "versions_render": (
+        "invalid-variables",
+        "invalid-template",
+        "render-failed",
+        "invalid-locale",
+        "locale-unavailable",
+    ),
+    "calls_feedback": ("call-not-found",),
+    "environments_list": (),
+    "events_create": ("too-many-events",),
+    "releases_retrieve": ("release-not-found",),
+    "releases_history": ("release-not-found",),
+    "releases_deploy": (*_RELEASE_CHANGE, *_PROMOTION),
+    "releases_canary_start": (*_RELEASE_CHANGE, *_PROMOTION),
+    "releases_canary_percent": _RELEASE_CHANGE,
+    "releases_canary_promote": (*_RELEASE_CHANGE, "promotion-blocked"),
+    "releases_canary_abort": _RELEASE_CHANGE,
+    "releases_experiment_start": (*_RELEASE_CHANGE, *_PROMOTION),
+    "releases_experiment_stop": (*_RELEASE_CHANGE, "promotion-blocked"),
+    "releases_shadow_start": (*_RELEASE_CHANGE, "version-not-found", "version-not-releasable"),
+    "releases_shadow_stop": _RELEASE_CHANGE,
+    "releases_rollback": (*_RELEASE_CHANGE, "nothing-to-roll-back"),
+    "releases_canary_analysis": ("release-not-found", "canary-analysis-not-found"),
+    "releases_canary_analysis_attach": ("release-not-found", "no-canary", "canary-analysis-exists"),
+    "releases_canary_analysis_resume": (
+        "release-not-found",
+        "canary-analysis-not-found",
+        "canary-analysis-state",
+        "no-canary",
+    ),
+    "releases_canary_analysis_stop": (
+        "release-not-found",
+        "canary-analysis-not-found",
+        "canary-analysis-state",
+    ),
+    "releases_experiments": ("release-not-found",),
+    "releases_experiment_results": ("release-not-found", "no-experiment", "experiment-not-found"),
+    "evaluations_start": (
+        "dataset-not-found",
+        "dataset-empty",
+        "environment-not-found",
+        "environment-forbidden",
+    ),
+    "evaluations_list": (),
+    "evaluations_retrieve": (),
+    "evaluations_cancel": ("eval-run-ended",),
+    "gates_list": (),
+    "gates_create": ("gate-exists", "prompt-not-found"),
+    "gates_retrieve": (),
+    "gates_update": ("gate-exists",),
+    "gates_delete": (),
+    "versions_gates": ("environment-not-found", "environment-forbidden"),
+}
+# What a path parameter names, when it names nothing.
+_PATH_PROBLEMS = {
+    "key": "prompt-not-found",
+    "number": "version-not-found",
+    "environment": "environment-not-found",
+    "run_id": "eval-run-not-found",
+    "gate_id": "gate-not-found",
+}
+
+
+def _shape_problems(method: str, operation: dict) -> list[ProblemType]:
     """The refusals any operation of the authoring and release paths can answer, from its shape:
 
     - every operation needs a key with a scope (401, 403), counts against its rate (429) and
-      reads the database, which may be unreachable (503, ``api.problems``);
-    - a body or a query or header parameter can be invalid (400);
-    - a path parameter names something that may not exist, as does a page number (404);
-    - a change can conflict with the current state (409);
-    - a body can be too large or not JSON (413, 415).
+      reads the database, which may be unreachable (503, ``api.problems``); a write over plain
+      http is refused (403, ``api.middleware``);
+    - a body or a query or header parameter can be invalid (400), a body be no JSON (400), too
+      large (413) or of another media type (415);
+    - an address whose parameters match no route, or a page past the last, is a 404, and a path
+      parameter names something that may not exist (404); one naming an environment may be one
+      the key is limited away from (403).
     """
     parameters = operation.get("parameters", [])
+    names = {p["name"] for p in parameters if p["in"] == "path"}
     has_body = "requestBody" in operation
-    statuses = []
+    slugs = []
     if operation.get("security"):
-        statuses += [401, 403, 429, 503]
+        slugs += ["unauthenticated", "insufficient-scope", "throttled", "database-unavailable"]
+    if method not in {"get", "head"}:
+        slugs.append("https-required")
+    if "environment" in names:
+        slugs.append("environment-forbidden")
     if has_body or any(p["in"] != "path" for p in parameters):
-        statuses.append(400)
-    if any(p["in"] == "path" or p["name"] == "page" for p in parameters):
-        statuses.append(404)
-    if method in {"post", "put", "patch", "delete"}:
-        statuses.append(409)
+        slugs.append("validation-error")
     if has_body:
-        statuses += [413, 415]
-    return statuses
+        slugs += ["malformed-request", "request-too-large", "unsupported-media-type"]
+    if names or any(p["name"] == "page" for p in parameters):
+        slugs.append("not-found")
+    slugs += [_PATH_PROBLEMS[name] for name in sorted(names) if name in _PATH_PROBLEMS]
+    return _types(*slugs)
 
 
 def documented_problems(result, generator, request, public):
     """drf-spectacular postprocessing hook: every refusal an operation can answer is documented,
-    as the problem document it is (``api.problems``). drf-spectacular documents the successes of
-    the DRF views; this adds their refusals, and a problem body to a refusal documented without
-    one. The runtime path's hand-written operations list theirs (``api.runtime_schema``)."""
-    result.setdefault("components", {}).setdefault("schemas", {}).update(
-        {"Problem": _PROBLEM, "ProblemError": _PROBLEM_ERROR}
-    )
+    as the problem types it can be (``api.problems``), each a component of its own. drf-spectacular
+    documents the successes of the DRF views; this adds their refusals. The runtime path's
+    hand-written operations list theirs (``api.runtime_schema``)."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in problem_components().items():
+        # A serializer named like a problem component would be replaced unseen (VersionDetail's
+        # warnings were documented as problem documents that way): its own ref_name, please.
+        if name in schemas and schemas[name] != schema:
+            raise ImproperlyConfigured(f"The component {name} is a problem type's already.")
+        schemas[name] = schema
     for item in result.get("paths", {}).values():
         for method, operation in item.items():
             if method == "parameters":
                 continue
+            domain = OPERATION_PROBLEMS[operation["operationId"]]
+            types = _shape_problems(method, operation) + _types(*domain)
             responses = operation.setdefault("responses", {})
-            for status in _expected_problems(method, operation):
-                responses.setdefault(str(status), _problem_response(status))
-            for status, response in responses.items():
-                if status[0] in "45" and "content" not in response:
-                    response["content"] = _PROBLEM_CONTENT
+            for status, response in problem_responses(*types).items():
+                responses[status] = response
     return result

@@ -77,12 +77,21 @@ class ContentInputSerializer(serializers.Serializer):
         return VersionContent.from_dict(merged)
 
 
-class ProblemSerializer(serializers.Serializer):
-    code = serializers.CharField()
+class ContentWarningSerializer(serializers.Serializer):
+    """Something worth a look in a version's content that does not stop it being committed (a
+    stale translation, an unused variable): ``registry.errors.Problem`` with the warning
+    severity. Not a problem document, which is an answer's error (``api.problems``)."""
+
+    code = serializers.CharField(help_text="Machine-readable, e.g. `stale_translation`.")
     detail = serializers.CharField()
-    pointer = serializers.CharField()
-    line = serializers.IntegerField(required=False)
-    severity = serializers.CharField(required=False)
+    pointer = serializers.CharField(
+        allow_blank=True, help_text="JSON Pointer (RFC 6901) into the version's content."
+    )
+    line = serializers.IntegerField(required=False, help_text="The template line, when one.")
+    severity = serializers.ChoiceField(choices=["warning"])
+
+    class Meta:
+        ref_name = "ContentWarning"
 
 
 class TranslationSerializer(serializers.Serializer):
@@ -109,7 +118,7 @@ class VersionDetailSerializer(VersionSummarySerializer):
     model = ModelBindingSerializer()
     templates = serializers.DictField(child=SectionsSerializer())
     translations = TranslationSerializer(many=True)
-    warnings = ProblemSerializer(many=True)
+    warnings = ContentWarningSerializer(many=True)
 
     def to_representation(self, version: PromptVersion) -> dict[str, Any]:
         # The declared fields above describe the shape for the schema; the content is read once.

@@ -19,15 +19,14 @@ from releases.cache import DATABASE_OUTAGE, channel, release_cache
 from releases.errors import EnvironmentNotFound
 from releases.selectors import release_revisions
 
-from . import problems
 from .runtime import (
     STREAM_KEEPALIVE_SECONDS,
     _authorize,
     _domain_problem,
-    _problem,
     _Refused,
     _sse,
     _unavailable,
+    method_not_allowed,
     revisions_etag,
 )
 
@@ -40,9 +39,7 @@ STREAM_CHECK_SECONDS = 1.0
 def stream_view(request: HttpRequest, environment: str) -> HttpResponse:
     """``GET /api/v1/environments/{environment}/stream``: release changes as server-sent events."""
     if request.method != "GET":
-        return _problem(
-            problems.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here.", request
-        )
+        return method_not_allowed(request, ("GET",))
     try:
         _authorize(request, environment)
     except _Refused as refused:

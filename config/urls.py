@@ -1,11 +1,19 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from . import views
+from .site import by_use
+
 admin.site.site_header = "Prompt Registry"
 admin.site.site_title = "Prompt Registry"
 admin.site.index_title = "Prompts, versions and releases"
+admin.site.site_url = "/"  # "View site": the home page (config/views.py)
+admin.site.get_app_list = by_use(admin.site.get_app_list)  # Prompts first (config/site.py)
 
 urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("api.urls")),
 ]

@@ -1,7 +1,7 @@
 """The admin for golden datasets (STYLE R13): the dataset list with case counts, a dataset's page
-with its cases (read-only: cases change by import, where every row is checked), the "Import cases"
-page with a dry run, and the case list with holdout and must-pass filters. Writes go through
-``evaluations.services``. Templates live in ``templates/admin/evaluations/``.
+with its cases (each links to its own page, where it is edited: ``admin_cases``), and the "Import
+cases" page with a dry run. Writes go through ``evaluations.services``. Templates live in
+``templates/admin/evaluations/``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
-from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet, Value
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -28,6 +28,7 @@ from registry.actors import Actor
 from registry.admin.errors import ServiceErrorsAsMessages
 from registry.errors import ProblemsError
 
+from .admin_holdout import frozen_or, with_frozen_holdout
 from .admin_marks import CaseMarks
 from .casefiles import MAX_IMPORT_CASES, case_file_read, file_too_large
 from .models import Case, Dataset
@@ -42,26 +43,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-FROZEN = "frozen: a holdout case, shown to release managers only"
-
-
-def with_frozen_holdout(request: HttpRequest, cases: QuerySet[Case]) -> QuerySet[Case]:
-    """Marks the holdout cases this user may not read (``frozen``). A holdout is what a prompt was
-    never tuned on: authors see that it exists and how it is flagged, not its variables or
-    expectation. Release managers (who run the gates) and superusers see it whole. An
-    annotation, not state on the admin: ModelAdmins are shared between requests."""
-    may_read = request.user.has_perm("releases.deploy_release")
-    return cases.annotate(
-        frozen=ExpressionWrapper(Q(holdout=True) & Value(not may_read), BooleanField())
-    )
-
-
-def _frozen_or(obj: Case, text: SafeString) -> SafeString:
-    return format_html("<em>{}</em>", FROZEN) if getattr(obj, "frozen", obj.holdout) else text
-
-
 class CaseInline(CaseMarks, admin.TabularInline):
-    """The dataset's cases as a read-only table, in file order: they change by import only."""
+    """The dataset's cases as a table in file order; each is changed on its own page (where it
+    is checked as an imported row is), so the table itself is read-only."""
 
     model = Case
     extra = 0
@@ -91,12 +75,12 @@ class CaseInline(CaseMarks, admin.TabularInline):
     @admin.display(description="Variables")
     def variables_shown(self, obj: Case) -> SafeString:
         shown = format_html("<code>{}</code>", Truncator(_json(obj.variables)).chars(160))
-        return _frozen_or(obj, shown)
+        return frozen_or(obj, shown)
 
     @admin.display(description="Expectation")
     def expectation_shown(self, obj: Case) -> SafeString:
         shown = format_html("<code>{}</code>", Truncator(_json(obj.expectation)).chars(160))
-        return _frozen_or(obj, shown)
+        return frozen_or(obj, shown)
 
 
 class DatasetForm(forms.ModelForm):
@@ -195,6 +179,7 @@ class DatasetAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
 
     def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args, **kwargs):
         context["can_import"] = self.has_import_permission(request, context.get("original"))
+        context["can_add_case"] = request.user.has_perm("evaluations.add_case")
         return super().render_change_form(request, context, *args, **kwargs)
 
     def import_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -293,81 +278,12 @@ class CaseImportForm(forms.Form):
         return _SUFFIXES["." + filename.rsplit(".", 1)[-1].lower()]
 
 
-class HasLocaleFilter(admin.SimpleListFilter):
-    title = "locale"
-    parameter_name = "has_locale"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("yes", "A locale of its own"), ("no", "The default locale")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Case]) -> QuerySet[Case]:
-        if self.value() == "yes":
-            return queryset.exclude(locale="")
-        if self.value() == "no":
-            return queryset.filter(locale="")
-        return queryset
-
-
-@admin.register(Case)
-class CaseAdmin(CaseMarks, admin.ModelAdmin):
-    """Every case across datasets, to find the holdout or must-pass ones; read-only (by import)."""
-
-    list_display = [
-        "key",
-        "dataset",
-        "scorer",
-        "holdout_mark",
-        "must_pass_mark",
-        "locale",
-        "position",
-    ]
-    list_select_related = ["dataset", "dataset__prompt"]
-    list_filter = ["holdout", "must_pass", HasLocaleFilter, "dataset__prompt", "dataset"]
-    search_fields = ["key", "dataset__name", "dataset__prompt__key"]
-    ordering = ["dataset", "position", "pk"]
-    fields = [
-        "dataset",
-        "key",
-        "position",
-        "variables_shown",
-        "expectation_shown",
-        "holdout_mark",
-        "must_pass_mark",
-        "locale",
-        "created_at",
-        "updated_at",
-    ]
-    readonly_fields = fields
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Case | None = None) -> bool:
-        return False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Case]:
-        return with_frozen_holdout(request, super().get_queryset(request))
-
-    @admin.display(description="Scorer")
-    def scorer(self, obj: Case) -> str:
-        return str(obj.expectation.get("scorer", "")) if isinstance(obj.expectation, dict) else ""
-
-    @admin.display(description="Variables")
-    def variables_shown(self, obj: Case) -> SafeString:
-        shown = format_html(
-            "<pre>{}</pre>", json.dumps(obj.variables, ensure_ascii=False, indent=2)
-        )
-        return _frozen_or(obj, shown)
-
-    @admin.display(description="Expectation")
-    def expectation_shown(self, obj: Case) -> SafeString:
-        shown = format_html(
-            "<pre>{}</pre>", json.dumps(obj.expectation, ensure_ascii=False, indent=2)
-        )
-        return _frozen_or(obj, shown)
-
-
-# Eval runs, promotion gates and canary analyses have their own modules; importing them here is
-# what registers them (Django autodiscovers ``admin`` only).
-from . import admin_canary, admin_experiments, admin_gates, admin_runs  # noqa: E402, F401
+# Cases, eval runs, promotion gates and canary analyses have their own modules; importing them
+# here is what registers them (Django autodiscovers ``admin`` only).
+from . import (  # noqa: E402, F401
+    admin_canary,
+    admin_cases,
+    admin_experiments,
+    admin_gates,
+    admin_runs,
+)

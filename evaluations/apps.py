@@ -21,3 +21,12 @@ class EvaluationsConfig(AppConfig):
         from .canary import canary_analysis_change_notice
 
         change_notice_register(canary_analysis_change_notice)
+
+        from registry.admin.hub import prompt_panel_register
+
+        from .admin_hub import datasets_panel, eval_runs_panel, experiments_panel
+
+        # A prompt's page shows what was measured of it (the registry asks; registry/admin/hub.py).
+        prompt_panel_register("datasets", datasets_panel)
+        prompt_panel_register("eval_runs", eval_runs_panel)
+        prompt_panel_register("experiments", experiments_panel)

@@ -19,7 +19,7 @@ import io
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, BinaryIO
 
@@ -300,25 +300,40 @@ def _jsonl_rows(text: str) -> Iterator[_Row]:
                 problems=[Problem("not_an_object", "Each line must be one JSON object: a case.")],
             )
             continue
-        row = _Row(
-            line=number,
-            key=data.get("key"),
-            variables=data.get("variables"),
-            expectation=data.get("expectation"),
-            holdout=data.get("holdout", False),
-            must_pass=data.get("must_pass", False),
-            locale=data.get("locale", ""),
-        )
-        for name in data:
-            if name not in _JSONL_FIELDS:
-                row.problems.append(
-                    Problem(
-                        "unknown_field",
-                        f"'{name}' is not a case field; use {', '.join(sorted(_JSONL_FIELDS))}.",
-                        f"/{name}",
-                    )
+        yield _object_row(data, line=number)
+
+
+def _object_row(data: Mapping[str, Any], *, line: int) -> _Row:
+    """A case given as a JSON object (a JSONL line, or one case edited in the admin)."""
+    row = _Row(
+        line=line,
+        key=data.get("key"),
+        variables=data.get("variables"),
+        expectation=data.get("expectation"),
+        holdout=data.get("holdout", False),
+        must_pass=data.get("must_pass", False),
+        locale=data.get("locale", ""),
+    )
+    for name in data:
+        if name not in _JSONL_FIELDS:
+            row.problems.append(
+                Problem(
+                    "unknown_field",
+                    f"'{name}' is not a case field; use {', '.join(sorted(_JSONL_FIELDS))}.",
+                    f"/{name}",
                 )
-        yield row
+            )
+    return row
+
+
+def case_check(
+    *, data: Mapping[str, Any], specs: Sequence[VariableSpec] | None
+) -> tuple[CaseData | None, list[Problem]]:
+    """One case, given as a JSONL line's object (``key``, ``variables``, ``expectation``,
+    ``holdout``, ``must_pass``, ``locale``), checked exactly as an imported row is: the same
+    checks, the same problems (without a line). ``specs`` as for ``cases_parse``."""
+    case, problems = _row_check(_object_row(data, line=0), specs)
+    return case, [replace(p, line=None) for p in problems]
 
 
 def _csv_flag(text: str) -> bool | str:

@@ -81,7 +81,7 @@ class CaseRow:
 
     @property
     def variables_json(self) -> str:
-        """The variables as the case file has them (JSON), for people to read."""
+        """The variables the case had when it was scored (JSON), for people to read."""
         if self.variables is None:
             return ""
         return json.dumps(self.variables, ensure_ascii=False, indent=2)
@@ -179,7 +179,7 @@ RESULT_FIELDS = (
     "cost",
     "detail",
     "output",
-    "case__variables",
+    "variables",
 )
 
 
@@ -214,7 +214,7 @@ def eval_run_report(run: EvalRun) -> EvalReport:
                 cost=r["cost"],
                 detail=None if frozen else r["detail"],
                 output=None if frozen else r["output"],
-                variables=None if frozen else r["case__variables"],
+                variables=None if frozen else r["variables"],
             )
         )
     rows.sort(key=lambda row: (not (row.must_pass and not row.passed), _ORDER[row.change]))

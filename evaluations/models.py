@@ -163,6 +163,11 @@ class EvalResult(models.Model):
     case_key = models.CharField(max_length=CASE_KEY_MAX)
     must_pass = models.BooleanField(default=False)
     holdout = models.BooleanField(default=False)
+    # The case as it was scored: cases are edited in place (the admin, an import with replace),
+    # and a report must show the variables and expectation this output was judged on, not the
+    # case's current ones (docs/decisions/0021). None: the case was gone before it was scored.
+    variables = models.JSONField(null=True, blank=True)
+    expectation = models.JSONField(null=True, blank=True)
     passed = models.BooleanField()
     score = models.FloatField(null=True, blank=True)
     detail = models.TextField(blank=True)

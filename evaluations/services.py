@@ -18,7 +18,7 @@ from registry.actors import Actor
 from registry.errors import Problem, ProblemsError, RegistryError
 from registry.models import Prompt
 
-from .casefiles import CaseData, ImportFormat, cases_parse
+from .casefiles import CaseData, ImportFormat, case_check, cases_parse
 from .models import DATASET_NAME_MAX, DATASET_NAME_PATTERN, Case, Dataset
 from .selectors import dataset_declared_variables
 
@@ -28,11 +28,16 @@ _DATASET_NAME = re.compile(DATASET_NAME_PATTERN)
 
 __all__ = [
     "CaseData",
+    "CaseInvalid",
     "CasesInvalid",
     "DatasetExists",
     "DatasetInvalid",
     "ImportFormat",
     "ImportResult",
+    "case_add",
+    "case_remove",
+    "case_update",
+    "case_validate",
     "dataset_create",
     "dataset_import",
     "dataset_update",
@@ -52,6 +57,10 @@ class DatasetInvalid(ProblemsError):
 
 class CasesInvalid(ProblemsError):
     message = "The cases could not be imported; nothing was stored."
+
+
+class CaseInvalid(ProblemsError):
+    message = "The case was not stored; nothing changed."
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -151,6 +160,121 @@ def dataset_update(*, dataset: Dataset, actor: Actor, description: str) -> Datas
     return dataset
 
 
+# --- one case -----------------------------------------------------------------------------------
+#
+# A case added, edited or removed in the admin is checked as an imported row is
+# (``casefiles.case_check``: one validation path), and changes the dataset as an import does:
+# under the dataset's row lock, with ``updated_at`` moved on, so eval runs over the cases as they
+# were stop counting for gates. A case's key is fixed once it exists (reports compare results by
+# key); its results keep the variables and expectation they were scored on (decision 0021).
+
+
+def _no_committed_version(prompt: Prompt) -> Problem:
+    return Problem(
+        "no_committed_version",
+        f"{prompt.key} has no committed version yet: cases are checked against the variables "
+        "its latest committed version declares.",
+    )
+
+
+def _key_exists(key: str) -> Problem:
+    return Problem("key_exists", f"The dataset has a case {key!r} already.", "/key")
+
+
+def case_validate(
+    *, dataset: Dataset, data: dict[str, object], case: Case | None = None
+) -> CaseData:
+    """``data`` (a case as a JSONL line has it) checked for ``dataset``, as an import checks a
+    row, and its key against the dataset's other cases; raises ``CaseInvalid`` with every
+    problem. ``case``: the case being edited (its key is kept, whatever ``data`` says)."""
+    if case is not None:
+        data = {**data, "key": case.key}
+    specs = dataset_declared_variables(prompt=dataset.prompt)
+    checked, problems = case_check(data=data, specs=specs)
+    if specs is None:
+        problems.insert(0, _no_committed_version(dataset.prompt))
+    if (
+        checked is not None
+        and case is None
+        and Case.objects.filter(dataset=dataset, key=checked.key).exists()
+    ):
+        problems.append(_key_exists(checked.key))
+    if problems or checked is None:
+        raise CaseInvalid(problems)
+    return checked
+
+
+def _lock(dataset: Dataset) -> None:
+    # Imports and single-case writes into one dataset run one after the other: a key check made
+    # before another writer's insert would pass and then collide.
+    Dataset.objects.select_for_update().only("pk").get(pk=dataset.pk)
+
+
+def _locked_case(case: Case) -> Case:
+    try:
+        return Case.objects.select_for_update().get(pk=case.pk, dataset_id=case.dataset_id)
+    except Case.DoesNotExist as exc:
+        raise CaseInvalid(
+            [Problem("case_removed", f"The case {case.key!r} was removed meanwhile.")]
+        ) from exc
+
+
+@transaction.atomic
+def case_add(*, dataset: Dataset, data: dict[str, object], actor: Actor) -> Case:
+    """Add one case after the dataset's others; raises ``CaseInvalid`` (nothing stored)."""
+    _lock(dataset)
+    checked = case_validate(dataset=dataset, data=data)
+    top = Case.objects.filter(dataset=dataset).aggregate(top=Max("position"))["top"]
+    case = Case(
+        dataset=dataset,
+        key=checked.key,
+        position=0 if top is None else top + 1,
+        **checked.fields(),
+    )
+    try:
+        # The lock orders writers of this dataset; the constraint still backs the key check.
+        with transaction.atomic():
+            case.save(force_insert=True)
+    except IntegrityError as exc:
+        raise CaseInvalid([_key_exists(checked.key)]) from exc
+    dataset.save(update_fields=["updated_at"])
+    logger.info("Case added: dataset=%s case=%s actor=%s", dataset.pk, case.pk, actor.label)
+    return case
+
+
+@transaction.atomic
+def case_update(*, case: Case, data: dict[str, object], actor: Actor) -> bool:
+    """Change one case's variables, expectation, flags and locale (its key is fixed); returns
+    whether anything changed. An unchanged save leaves the dataset's ``updated_at`` alone, so
+    the gate runs over it still count."""
+    dataset = case.dataset
+    _lock(dataset)
+    # The row as it is now, under the lock: the instance read for the form may be stale.
+    case = _locked_case(case)
+    checked = case_validate(dataset=dataset, data=data, case=case)
+    fields = checked.fields()
+    if all(getattr(case, name) == value for name, value in fields.items()):
+        return False
+    for name, value in fields.items():
+        setattr(case, name, value)
+    case.save(update_fields=[*fields, "updated_at"])
+    dataset.save(update_fields=["updated_at"])
+    logger.info("Case changed: dataset=%s case=%s actor=%s", dataset.pk, case.pk, actor.label)
+    return True
+
+
+@transaction.atomic
+def case_remove(*, case: Case, actor: Actor) -> None:
+    """Remove one case. Its eval results stay, with its key and what they were scored on."""
+    dataset = case.dataset
+    _lock(dataset)
+    case = _locked_case(case)
+    pk = case.pk
+    case.delete()
+    dataset.save(update_fields=["updated_at"])
+    logger.info("Case removed: dataset=%s case=%s actor=%s", dataset.pk, pk, actor.label)
+
+
 # --- import: applying -------------------------------------------------------------------------
 
 
@@ -181,14 +305,7 @@ def dataset_import(
     specs = dataset_declared_variables(prompt=dataset.prompt)
     cases, problems = cases_parse(content=content, format=format, specs=specs)
     if specs is None:
-        problems.insert(
-            0,
-            Problem(
-                "no_committed_version",
-                f"{dataset.prompt.key} has no committed version yet: cases are checked against "
-                "the variables its latest committed version declares.",
-            ),
-        )
+        problems.insert(0, _no_committed_version(dataset.prompt))
     if problems:
         raise CasesInvalid(problems)
 

@@ -9,12 +9,17 @@ block: ``line_diff_coarse``, which the caller flags, so a reader knows it is not
 
 Opcodes are ``SequenceMatcher``'s ``(tag, i1, i2, j1, j2)``; the unified text is rendered from
 them, so it never runs a second, unbounded matcher.
+
+Inside a changed line, ``word_diff`` marks the words that changed, under the same kind of bounds
+(per line, and per page through a ``WordBudget``): see "words inside a changed line" below.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 Opcode = tuple[str, int, int, int, int]
 
@@ -136,3 +141,117 @@ def _range(start: int, stop: int) -> str:
     if not length:
         beginning -= 1
     return f"{beginning},{length}"
+
+
+# --- words inside a changed line -------------------------------------------------------------
+#
+# A changed line is paired with its counterpart (the n-th deleted line of a replaced block with
+# its n-th inserted line) and the two are compared token by token: a token is a run of word
+# characters (any script: ``\w`` is Unicode), a run of whitespace, or one other character. The
+# same bounds as for lines: the tokens both lines share at the start and the end are set aside
+# (linear), the middle is compared only when it is at most ``WORD_DIFF_MAX_TOKENS`` tokens on each
+# side and the page's ``WordBudget`` still covers it; otherwise the middle is one changed span and
+# the result says it is not word by word (``exact=False``).
+
+_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
+
+# Tokens per side of a line's differing middle compared word by word (a quadratic comparison:
+# 400 × 400 tokens is a few milliseconds); past it, the middle is one changed span.
+WORD_DIFF_MAX_TOKENS = 400
+# Token comparisons (|middle a| × |middle b|) a whole page may spend on word diffs: a page of
+# 1,000 changed lines of 400 tokens each would otherwise cost 160 million. Past it, lines are
+# still paired and their shared ends kept, their middles shown whole.
+WORD_DIFF_PAGE_BUDGET = 4_000_000
+
+
+@dataclass
+class WordBudget:
+    """What is left of a page's word-diff budget; one per page (or per request), shared by every
+    line it compares, so the page's work is bounded however many lines changed."""
+
+    remaining: int = WORD_DIFF_PAGE_BUDGET
+    exhausted: bool = False
+
+    def spend(self, cost: int) -> bool:
+        if cost > self.remaining:
+            self.exhausted = True
+            return False
+        self.remaining -= cost
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A stretch of a line: ``changed`` when it is not in the other line."""
+
+    text: str
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WordDiff:
+    before: list[Span]
+    after: list[Span]
+    # False: the middle of the line was too long (or the page's budget spent) to compare word by
+    # word; it is one changed span on each side.
+    exact: bool = True
+
+
+def tokens(text: str) -> list[str]:
+    """Words, whitespace runs and single other characters; joined, they give back ``text``."""
+    return _TOKEN.findall(text)
+
+
+def word_diff(before: str, after: str, *, budget: WordBudget) -> WordDiff:
+    """The spans of two paired lines, the changed ones marked (see the comment above)."""
+    a, b = tokens(before), tokens(after)
+    start, end = _common_ends(a, b)
+    middle_a, middle_b = a[start : len(a) - end], b[start : len(b) - end]
+    head, tail = "".join(a[:start]), "".join(a[len(a) - end :])
+    exact = max(len(middle_a), len(middle_b)) <= WORD_DIFF_MAX_TOKENS and budget.spend(
+        len(middle_a) * len(middle_b)
+    )
+    left: list[Span] = [Span(head, False)]
+    right: list[Span] = [Span(head, False)]
+    if exact and middle_a and middle_b:
+        matcher = difflib.SequenceMatcher(a=middle_a, b=middle_b, autojunk=False)
+        for tag, i1, i2, j1, j2 in _absorb_glue(matcher.get_opcodes(), middle_a):
+            changed = tag != "equal"
+            left.append(Span("".join(middle_a[i1:i2]), changed))
+            right.append(Span("".join(middle_b[j1:j2]), changed))
+    else:
+        left.append(Span("".join(middle_a), True))
+        right.append(Span("".join(middle_b), True))
+    left.append(Span(tail, False))
+    right.append(Span(tail, False))
+    return WordDiff(_joined(left), _joined(right), exact)
+
+
+def _absorb_glue(opcodes: list[Opcode], a: Sequence[str]) -> list[Opcode]:
+    """An equal run of only spaces and punctuation between two changes counts as changed: two
+    unrelated sentences share their spaces and commas, and marking every word between them on
+    its own reads as confetti."""
+    out: list[Opcode] = []
+    for index, code in enumerate(opcodes):
+        tag, i1, i2, j1, j2 = code
+        inner = 0 < index < len(opcodes) - 1
+        if tag == "equal" and inner and not any(_WORD.search(token) for token in a[i1:i2]):
+            code = ("replace", i1, i2, j1, j2)
+        out.append(code)
+    return out
+
+
+_WORD = re.compile(r"\w")
+
+
+def _joined(spans: list[Span]) -> list[Span]:
+    """Empty spans dropped, neighbours with the same mark joined."""
+    out: list[Span] = []
+    for span in spans:
+        if not span.text:
+            continue
+        if out and out[-1].changed == span.changed:
+            out[-1] = Span(out[-1].text + span.text, span.changed)
+        else:
+            out.append(span)
+    return out

@@ -9,7 +9,7 @@ its own) any well-formed name is accepted. See docs/decisions/0008-bindings-name
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 ProviderDirectory = Callable[[], Iterable[str]]
 
@@ -40,3 +40,27 @@ def configured_providers() -> frozenset[str] | None:
     if directory is None:
         return None
     return frozenset(directory())
+
+
+# --- the models each provider prices, for the editor's model picker ---------------------------
+
+ModelCatalog = Callable[[], Mapping[str, Sequence[str]]]
+
+_catalog: ModelCatalog | None = None
+
+
+def model_catalog_register(catalog: ModelCatalog | None) -> None:
+    """Makes ``catalog`` the one answering ``priced_models()``; None removes it. Filled by the
+    same app as the directory (``RunsConfig.ready()``): prices live with the providers."""
+    global _catalog
+    _catalog = catalog
+
+
+def priced_models() -> dict[str, list[str]]:
+    """Per configured provider, the models it has a price for (what an author most likely
+    means), sorted; empty when nobody registered a catalog. A suggestion list: a binding may
+    name any model."""
+    catalog = _catalog
+    if catalog is None:
+        return {}
+    return {provider: sorted(models) for provider, models in catalog().items()}

@@ -104,6 +104,80 @@ class _Compiled:
     template: Template | None  # None when the text has issues
     issues: tuple[Issue, ...]
     names: tuple[tuple[str, int], ...]  # variables the text uses, with the line of first use
+    kinds: tuple[tuple[str, str], ...] = ()  # a type guessed for each, from how the text uses it
+
+
+@dataclass(frozen=True, slots=True)
+class VariableUse:
+    """A variable a template uses: where first, and the type its use suggests (a
+    ``VariableType`` value), for an editor that offers to declare it."""
+
+    name: str
+    line: int
+    kind: str
+
+
+# Filters whose input says what a variable holds (the first that applies wins; see _kinds).
+_LIST_FILTERS = frozenset(
+    {"join", "first", "last", "sort", "unique", "map", "select", "reject", "selectattr",
+     "rejectattr", "sum", "batch", "slice", "list"}
+)  # fmt: skip
+_NUMBER_FILTERS = frozenset({"round", "abs", "filesizeformat"})
+_OBJECT_FILTERS = frozenset({"dictsort", "items"})
+_ARITHMETIC = (nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod, nodes.Pow)
+
+
+def _kinds(ast: nodes.Template, used: Collection[str]) -> tuple[tuple[str, str], ...]:
+    """A guess at each used variable's type, from the parsed template (no second parser):
+    iterated or joined: ``list``; an attribute or key read: ``object``; compared with or
+    computed against a number: ``number``; only ever tested (``{% if flag %}``): ``boolean``;
+    anything else: ``string``. A guess only: the author confirms it when declaring."""
+    evidence: dict[str, set[str]] = {}
+
+    def note(node: nodes.Node, kind: str) -> None:
+        if isinstance(node, nodes.Name) and node.name in used:
+            evidence.setdefault(node.name, set()).add(kind)
+
+    tested: set[int] = set()
+    for node in ast.find_all((nodes.For, nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.For):
+            note(node.iter, "list")
+            if isinstance(node.iter, nodes.Filter):
+                note(node.iter.node, "list")
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            note(node.node, "list" if isinstance(node.arg.value, int) else "object")
+        elif isinstance(node, nodes.Getattr | nodes.Getitem):
+            note(node.node, "object")
+        elif node.name in _LIST_FILTERS:
+            note(node.node, "list")
+        elif node.name in _NUMBER_FILTERS:
+            note(node.node, "number")
+        elif node.name in _OBJECT_FILTERS:
+            note(node.node, "object")
+    for node in ast.find_all(nodes.Compare):
+        operands = [node.expr, *(op.expr for op in node.ops)]
+        if any(isinstance(o, nodes.Const) and type(o.value) in (int, float) for o in operands):
+            for operand in operands:
+                note(operand, "number")
+    for node in ast.find_all(_ARITHMETIC):
+        sides = (node.left, node.right)
+        if any(isinstance(o, nodes.Const) and type(o.value) in (int, float) for o in sides):
+            for side in sides:
+                note(side, "number")
+    for node in ast.find_all((nodes.If, nodes.CondExpr)):
+        test = node.test.node if isinstance(node.test, nodes.Not) else node.test
+        if isinstance(test, nodes.Name):
+            tested.add(id(test))
+    only_tested = set(used)
+    for name in ast.find_all(nodes.Name):
+        if name.ctx == "load" and id(name) not in tested:
+            only_tested.discard(name.name)
+    kinds = {}
+    for name in used:
+        found = evidence.get(name, set())
+        kind = next((k for k in ("list", "object", "number") if k in found), None)
+        kinds[name] = kind or ("boolean" if name in only_tested else "string")
+    return tuple(sorted(kinds.items()))
 
 
 class _VariableTracker(jinja_meta.TrackingCodeGenerator):
@@ -131,10 +205,12 @@ def _compile_uncached(source: str) -> _Compiled:
     try:
         ast = ENVIRONMENT.parse(source)
         issues = forbidden_usage(ast)
+        kinds: tuple[tuple[str, str], ...] = ()
         if not any(issue.code == "template_syntax" for issue in issues):
             names = _names(ast)
+            kinds = _kinds(ast, {name for name, _line in names})
         if issues:
-            return _Compiled(None, tuple(issues), names)
+            return _Compiled(None, tuple(issues), names, kinds)
         template = compile_template(ast)
     except TemplateSyntaxError as exc:
         issue = Issue("template_syntax", exc.message or str(exc), exc.lineno)
@@ -147,7 +223,7 @@ def _compile_uncached(source: str) -> _Compiled:
         # A literal Python refuses to convert, such as an integer of over 4300 digits.
         message = f"The template has a literal that cannot be read ({str(exc)[:80]})."
         return _Compiled(None, (Issue("template_syntax", message, None),), names)
-    return _Compiled(template, (), names)
+    return _Compiled(template, (), names, kinds)
 
 
 def _content_key(source: str) -> str:
@@ -192,6 +268,19 @@ def variables_used(sections: Sections) -> frozenset[str]:
         if source:
             used.update(name for name, _line in _CACHE.get(source).names)
     return frozenset(used)
+
+
+def template_variables(source: str) -> tuple[VariableUse, ...]:
+    """The variables one section's text uses, by name, each with its first line and a guessed
+    type; empty when the text does not parse (what it uses cannot be known). Cached with the
+    compiled template, so an editor may ask on every keystroke."""
+    if not source:
+        return ()
+    compiled = _CACHE.get(source)
+    kinds = dict(compiled.kinds)
+    return tuple(
+        VariableUse(name, line, kinds.get(name, "string")) for name, line in compiled.names
+    )
 
 
 def template_check(

@@ -23,14 +23,20 @@ from .variables import VariableSpec, VariableType, variables_validate
 
 
 def prompt_list(*, search: str = "", tag: str = "") -> QuerySet[Prompt]:
-    """Prompts with their latest committed number and draft number, in one query."""
+    """Prompts with their latest committed number and draft number, in one query.
+
+    ``search`` matches part of the key, the description or a tag, in any case."""
     qs = Prompt.objects.annotate(
         latest_number=Max("versions__number", filter=Q(versions__status="committed")),
         draft_number=Max("versions__number", filter=Q(versions__status="draft")),
         version_count=Count("versions"),
     ).order_by("key")
     if search:
-        qs = qs.filter(Q(key__icontains=search) | Q(description__icontains=search))
+        # Tags are matched in the list's JSON text: portable to SQLite, and tags are short words
+        # (a search for a quote or a comma may match across two tags, which is harmless).
+        qs = qs.filter(
+            Q(key__icontains=search) | Q(description__icontains=search) | Q(tags__icontains=search)
+        )
     if tag:
         # JSON containment is not portable to SQLite; tags are few, so match the quoted element.
         qs = qs.filter(tags__icontains=f'"{tag}"')
@@ -155,16 +161,30 @@ class RenderResult:
 def version_render(
     *, version: PromptVersion, locale: str | None, variables: Mapping[str, Any]
 ) -> RenderResult:
-    """Renders a version (preview, the authoring API); the runtime path renders the same way.
+    """Renders a version (preview, the authoring API); the runtime path renders the same way."""
+    return content_render(
+        content=version_content(version),
+        default_locale=version.prompt.default_locale,
+        locale=locale,
+        variables=variables,
+    )
+
+
+def content_render(
+    *,
+    content: VersionContent,
+    default_locale: str,
+    locale: str | None,
+    variables: Mapping[str, Any],
+) -> RenderResult:
+    """Renders a version's content, saved or not (the workbench previews unsaved text with it).
 
     1. Pick the locale by fallback (fr-CA -> fr -> the prompt's default).
     2. Validate the variables against the declared ones, listing every problem.
     3. Render in the sandbox, with the size cap.
     """
-    content = version_content(version)
-    default = version.prompt.default_locale
-    requested = locale_normalize(locale) if locale else default
-    chosen = locale_pick(requested, content.templates.keys(), default=default)
+    requested = locale_normalize(locale) if locale else default_locale
+    chosen = locale_pick(requested, content.templates.keys(), default=default_locale)
     values = variables_validate(content.variables, variables)
     sections = content.templates[chosen]
     rendered = render_sections(
@@ -183,6 +203,50 @@ def version_render(
         messages=to_messages(rendered),
         variables=values,
     )
+
+
+def draft_translation_status(
+    *, prompt: Prompt, version: PromptVersion | None, content: VersionContent
+) -> list[TranslationStatus]:
+    """What ``version_translation_status`` will say once ``content`` is saved as the prompt's
+    draft (``version``, or a new draft when None), for an editor showing unsaved text.
+
+    The rule ``version_draft_create``/``update`` write by: a translation whose text is unchanged
+    from the row it replaces (the draft's own, or for a new draft its parent's, the latest
+    commit) keeps the source hash it had; any other one is written against the current
+    default-locale text, so it is current.
+    """
+    default = prompt.default_locale
+    if version is None:
+        version = (
+            PromptVersion.objects.filter(prompt=prompt, status=PromptVersion.Status.COMMITTED)
+            .order_by("-number")
+            .first()
+        )
+    previous = (
+        {t.locale: t for t in LocalizedTemplate.objects.filter(version=version)}
+        if version is not None
+        else {}
+    )
+    source = content.templates.get(default)
+    current = sections_hash(source) if source is not None else ""
+    statuses = []
+    for locale in sorted(content.templates, key=lambda loc: (loc != default, loc)):
+        before = previous.get(locale)
+        if locale == default:
+            state = TranslationState.SOURCE
+        elif before is None or sections_hash(template_sections(before)) != sections_hash(
+            content.templates[locale]
+        ):
+            state = TranslationState.CURRENT
+        else:
+            state = (
+                TranslationState.CURRENT
+                if before.source_hash == current
+                else TranslationState.STALE
+            )
+        statuses.append(TranslationStatus(locale, state))
+    return statuses
 
 
 class Change(StrEnum):

@@ -68,6 +68,12 @@ def release_board(*, environment: Environment | None = None) -> QuerySet[Release
     return releases if environment is None else releases.filter(environment=environment)
 
 
+def prompt_releases(*, prompt_ids: Iterable[int]) -> QuerySet[Release]:
+    """The releases of these prompts in every environment, versions joined: one query for a
+    whole page of prompts (the prompt list's columns, a prompt's page)."""
+    return _releases().filter(prompt_id__in=list(prompt_ids)).order_by("environment__position")
+
+
 def prompt_release_history(*, prompt: Prompt) -> QuerySet[ReleaseEvent]:
     """Every release event of a prompt, in all its environments, newest first; paginate it."""
     return (

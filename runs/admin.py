@@ -38,8 +38,10 @@ from .admin_display import (
 )
 from .models import Call, ModelPrice, Provider, ShadowRun
 from .selectors import (
+    CALL_TEXT_SEARCH_WINDOW,
     MIN_RUNS,
     call_list,
+    call_search,
     call_variants,
     prompt_version_numbers,
     shadow_disagreements,
@@ -235,6 +237,13 @@ class ShadowRunInline(MeasuredRecords, admin.TabularInline):
         return format_html('<a href="{}">Shadow report</a>', report_url(run.release_id))
 
 
+# Buttons other apps put on a call's page ("Add to a dataset", from evaluations), without runs
+# importing them: the dependency points the other way (evaluations imports runs). Each tool
+# answers (label, url) for a request and a call, or None when that user may not use it.
+CallPageTool = Callable[[HttpRequest, Call], tuple[str, str] | None]
+CALL_PAGE_TOOLS: list[CallPageTool] = []
+
+
 @admin.register(Call)
 class CallAdmin(MeasuredRecords, admin.ModelAdmin):
     change_form_template = f"{TEMPLATES}/record_change_form.html"
@@ -261,8 +270,12 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
         "source",
     ]
     list_select_related = ["prompt", "version", "environment"]
-    search_fields = ["request_id"]
-    search_help_text = "A request id, exactly as the caller sent or received it."
+    search_fields = ["request_id"]  # shows the box; the search itself is call_search's
+    search_help_text = (
+        "A request id (exactly), a prompt key, a version (v3), or text found in the redacted "
+        f"inputs or output of the newest {CALL_TEXT_SEARCH_WINDOW:,} calls the filters select: "
+        "narrow by time, prompt or version to search older ones."
+    )
     show_full_result_count = False  # the filtered count is enough; skip counting every call
     show_facets = admin.ShowFacets.NEVER  # a count per filter choice reads the whole table
     list_per_page = 50
@@ -336,7 +349,15 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Call], search_term: str
     ) -> tuple[QuerySet[Call], bool]:
-        return self.exact_search(queryset, search_term, "request_id")
+        if not search_term.strip():
+            return queryset, False
+        return call_search(queryset, search_term), False
+
+    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args, **kwargs):
+        call = context.get("original")
+        tools = [tool(request, call) for tool in CALL_PAGE_TOOLS] if call is not None else []
+        context["call_tools"] = [tool for tool in tools if tool is not None]
+        return super().render_change_form(request, context, *args, **kwargs)
 
     @admin.display(description="Prompt", ordering="prompt__key")
     def prompt_key(self, call: Call) -> str:

@@ -6,12 +6,14 @@ class RunsConfig(AppConfig):
     verbose_name = "Runs"
 
     def ready(self) -> None:
-        from registry.providers import provider_directory_register
+        from registry.providers import model_catalog_register, provider_directory_register
 
-        from .selectors import provider_names
+        from .selectors import priced_models, provider_names
 
         # Bindings must name a configured provider; the registry asks us which (decision 0008).
         provider_directory_register(provider_names)
+        # The workbench's model picker offers each provider's priced models.
+        model_catalog_register(priced_models)
 
         from django.core import checks
 
@@ -24,3 +26,10 @@ class RunsConfig(AppConfig):
 
         # Shadow payload keys too short to be keys, or jobs that expire before a redelivery.
         checks.register(shadow_payload_check)
+
+        from registry.admin.hub import prompt_panel_register
+
+        from .admin_hub import calls_panel
+
+        # A prompt's page shows its recent calls (the registry asks; registry/admin/hub.py).
+        prompt_panel_register("calls", calls_panel)

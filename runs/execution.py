@@ -145,14 +145,23 @@ def failed_outcome(
 def run_record(
     *, prepared: PreparedRun, outcome: CallOutcome, subject: str | None, request_id: str
 ) -> tuple[Call | None, tuple[int, ...]]:
-    """Record the call; once committed, queue its shadows. Never raises for a database failure:
-    the caller has its answer already, and losing the record is better than losing the answer."""
+    """Record the call; once committed, queue its shadows. Returns no call when the record cannot
+    be written: the model has answered (and been paid for) already, so the caller still gets the
+    answer, told ``recorded: false`` (decision 0020), and the loss is logged at ERROR with the
+    request id for operators to find.
+
+    What can fail to be written: the database out of reach or refusing the row (``DatabaseError``:
+    connection lost mid-run, a failover, a value it refuses), or a text no UTF-8 encoder can write
+    (``UnicodeEncodeError``; a NUL and a lone surrogate in the output are stored as U+FFFD before
+    that, ``runs.calls.stored_output``, as are attempts' details, ``runs.providers``)."""
     try:
         call = _call_record(
             prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
         )
-    except DatabaseError:
-        logger.exception("The call %s could not be recorded", request_id)
+    except (DatabaseError, UnicodeEncodeError):
+        logger.exception(
+            "The call %s could not be recorded; its caller is answered recorded=false", request_id
+        )
         return None, ()
     shadows = prepared.resolution.shadow if outcome.completion is not None else ()
     if shadows:

@@ -9,6 +9,7 @@ over a bounded sample (the latest ``LATENCY_SAMPLE`` values of each side).
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -26,17 +27,19 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Sum,
+    TextField,
     Value,
     When,
     Window,
 )
-from django.db.models.functions import RowNumber
+from django.db.models.functions import Cast, RowNumber
 
-from registry.models import PromptVersion
+from registry.models import Prompt, PromptVersion
 from releases.models import Release
 
-from .models import Call, Provider, ShadowRun
+from .models import Call, ModelPrice, Provider, ShadowRun
 
 # Percentiles read at most this many latencies per side, the latest first: enough for a stable
 # p95 (250 values above it), and bounded, so the report costs the same after a month of shadows.
@@ -56,6 +59,15 @@ def provider_names() -> frozenset[str]:
     """Every configured provider's name, disabled ones included: disabling one must not make the
     drafts that name it uncommittable (docs/decisions/0008)."""
     return frozenset(Provider.objects.values_list("name", flat=True))
+
+
+def priced_models() -> dict[str, list[str]]:
+    """Per provider (every configured one, with or without prices), the models it has a price
+    for: what the version editor offers to pick from."""
+    models: dict[str, list[str]] = {name: [] for name in provider_names()}
+    for provider, model in ModelPrice.objects.values_list("provider__name", "model"):
+        models.setdefault(provider, []).append(model)
+    return models
 
 
 def call_list() -> QuerySet[Call]:
@@ -79,6 +91,70 @@ def shadowed_releases() -> QuerySet[Release]:
         .select_related("prompt", "environment")
         .order_by("prompt__key", "environment__position")
     )
+
+
+# --- search -------------------------------------------------------------------------------------
+#
+# The calls list's search box. Request ids, prompt keys and version numbers are matched exactly,
+# on indexes. Text is looked for (case-insensitive) in the stored redacted inputs and output of
+# the newest ``CALL_TEXT_SEARCH_WINDOW`` calls the list's filters select, never the whole table:
+# there is no index for "contains" (a trigram index on the text would be another extension and a
+# large index on the largest table), so the scan is bounded instead, at the cost of older calls
+# being found only once the filters (time, prompt, version) narrow the list to them.
+
+CALL_TEXT_SEARCH_WINDOW = 10_000
+_VERSION_TOKEN = re.compile(r"v(\d{1,9})", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class CallSearch:
+    """A search term read: prompt keys and version numbers named in it, and the rest as text."""
+
+    prompt_keys: tuple[str, ...]
+    versions: tuple[int, ...]
+    text: str
+
+
+def call_search_parse(term: str) -> CallSearch:
+    """Words that are a prompt's key or ``v<number>`` narrow by prompt and version (one query
+    for the keys); the other words, as written, are the text."""
+    words = term.split()
+    keys = (
+        set(Prompt.objects.filter(key__in=words).values_list("key", flat=True)) if words else set()
+    )
+    versions = []
+    rest = []
+    for word in words:
+        match = _VERSION_TOKEN.fullmatch(word)
+        if word in keys:
+            continue
+        if match:
+            versions.append(int(match.group(1)))
+            continue
+        rest.append(word)
+    return CallSearch(tuple(sorted(keys)), tuple(versions), " ".join(rest))
+
+
+def call_search(queryset: QuerySet[Call], term: str) -> QuerySet[Call]:
+    """``queryset`` (the list as filtered) narrowed by the search term (see above): the calls of
+    the prompts and versions it names, and, when it has text, those whose request id is the text
+    or whose redacted inputs or output contain it, among the newest ``CALL_TEXT_SEARCH_WINDOW``.
+    Two queries at most before the list's own: the keys, then the text matches' ids."""
+    search = call_search_parse(term)
+    if search.prompt_keys:
+        queryset = queryset.filter(prompt__key__in=search.prompt_keys)
+    if search.versions:
+        queryset = queryset.filter(version__number__in=search.versions)
+    if not search.text:
+        return queryset
+    window = queryset.order_by("-created_at", "-id").values("pk")[:CALL_TEXT_SEARCH_WINDOW]
+    matched = list(
+        Call.objects.filter(pk__in=Subquery(window))
+        .annotate(inputs_text=Cast("inputs", output_field=TextField()))
+        .filter(Q(output__icontains=search.text) | Q(inputs_text__icontains=search.text))
+        .values_list("pk", flat=True)[:CALL_TEXT_SEARCH_WINDOW]
+    )
+    return queryset.filter(Q(request_id=search.text) | Q(pk__in=matched))
 
 
 # --- the shadow report ----------------------------------------------------------------------------

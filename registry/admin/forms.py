@@ -132,6 +132,7 @@ class DraftEditor:
         self.formsets: dict[type[Model], BaseInlineFormSet] = {}
         self.content: VersionContent | None = None  # set once the check found no error
         self.warnings: list[Problem] = []
+        self.errors: list[Problem] = []  # every error the domain check found, placed or not
         self._field_errors: dict[int, set[str]] = {}
 
     def formset(self, model: type[Model]) -> BaseInlineFormSet:
@@ -184,6 +185,7 @@ class DraftEditor:
             problems = [p for p in problems if p.code != "missing_default_locale"]
         self.warnings = [p for p in problems if p.severity is Severity.WARNING]
         errors = [p for p in problems if p.severity is Severity.ERROR]
+        self.errors = errors
         # The fields that failed their own validation, before the domain check adds to them.
         self._field_errors = {
             id(f): set(f.errors) for f in [form, *variable_forms, *template_forms.values()]
@@ -379,6 +381,7 @@ class VersionForm(forms.ModelForm):
     (the admin's ``If-Match``)."""
 
     editor: DraftEditor | None = None  # bound per request by PromptVersionAdmin.get_form
+    conflict_tag: str | None = None  # the newer save's tag, when this one was refused over it
     loaded_hash = forms.CharField(required=False, widget=forms.HiddenInput)
 
     class Meta:
@@ -478,11 +481,19 @@ class VersionForm(forms.ModelForm):
                 )
         if not adding:
             loaded = data.get("loaded_hash")
+            # "Save mine over theirs": the author saw the conflict and chose to overwrite the
+            # save they were shown (its tag); a save newer than that one is refused again.
+            overwrite = self.data.get("_overwrite") if self.is_bound else None
+            if loaded and overwrite and overwrite == self.instance.edit_tag:
+                data["loaded_hash"] = loaded = overwrite
             if loaded and loaded != self.instance.edit_tag:
+                self.conflict_tag = self.instance.edit_tag
+                who = self.instance.author_label or "someone"
                 self.add_error(
                     None,
-                    "Someone saved this draft after you opened it. Copy your "
-                    "changes, reload the page and apply them again.",
+                    f"Someone saved this draft after you opened it ({who}); nothing was saved. "
+                    "Your text is still here: compare it with the saved draft (open this page "
+                    "in a new tab), then save yours over it, or reload to take theirs.",
                 )
         if self.editor is not None:
             self.editor.check(self, prompt)

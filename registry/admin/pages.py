@@ -6,16 +6,20 @@ parses, calls one selector, and presents (STYLE R2); each checks its permission 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from itertools import zip_longest
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from registry.errors import (
     LocaleInvalid,
@@ -25,10 +29,10 @@ from registry.errors import (
     TemplateInvalid,
     VariablesInvalid,
 )
+from registry.linediff import Span, WordBudget, word_diff
 from registry.models import PromptVersion
 from registry.rendering import SECTIONS
 from registry.selectors import (
-    DiffRow,
     SectionDiff,
     version_check,
     version_content,
@@ -264,6 +268,20 @@ def group_by_section(
 
 
 # --- diff -------------------------------------------------------------------------------------
+#
+# Two layouts of the same comparison: ``split`` (the versions side by side) and ``unified`` (one
+# column, removed lines above the lines that replace them). Inside a changed line that has a
+# counterpart, the words that changed are marked (``registry.linediff.word_diff``). The HTML of a
+# line is built here with ``format_html``: every piece of template text is escaped (templates are
+# text an author wrote, ``<script>`` included), only the <del>/<ins> marks are ours.
+
+
+class DiffLayout(StrEnum):
+    SPLIT = "split"
+    UNIFIED = "unified"
+
+
+DIFF_LAYOUT_SESSION_KEY = "registry_diff_layout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,13 +293,88 @@ class Line:
     left: str | None
     right_no: int | None
     right: str | None
+    left_html: SafeString | None = None
+    right_html: SafeString | None = None
 
 
-def side_by_side(rows: Sequence[DiffRow]) -> list[Line]:
+@dataclass(frozen=True, slots=True)
+class UnifiedLine:
+    """One row of the unified table: a line of the old version (``-``), the new one (``+``) or
+    both (`` ``)."""
+
+    sign: str  # " ", "-", "+"
+    old_no: int | None
+    new_no: int | None
+    html: SafeString
+
+
+def spans_html(spans: Sequence[Span], mark: str) -> SafeString:
+    """A line's spans, the changed ones inside ``<del>`` or ``<ins>`` (``mark``); a changed run
+    of whitespace alone carries ``ws`` so that it shows."""
+    pieces: list[SafeString | str] = []
+    for span in spans:
+        if not span.changed:
+            pieces.append(span.text)
+        elif span.text.isspace():
+            pieces.append(format_html('<{} class="ws">{}</{}>', mark, span.text, mark))
+        else:
+            pieces.append(format_html("<{}>{}</{}>", mark, span.text, mark))
+    return format_html_join("", "{}", ((piece,) for piece in pieces))
+
+
+def _whole(text: str) -> SafeString:
+    return format_html("{}", text)
+
+
+def _paired(
+    before: Sequence[str], after: Sequence[str], *, words: bool, budget: WordBudget
+) -> Iterator[tuple[SafeString | None, SafeString | None, bool]]:
+    """A replaced block's lines, the n-th old with the n-th new: their HTML with the changed words
+    marked (when ``words``), and whether the comparison was word by word."""
+    for left, right in zip_longest(before, after):
+        if left is None or right is None or not words:
+            yield (
+                None if left is None else _whole(left),
+                None if right is None else _whole(right),
+                True,
+            )
+            continue
+        diff = word_diff(left, right, budget=budget)
+        yield spans_html(diff.before, "del"), spans_html(diff.after, "ins"), diff.exact
+
+
+@dataclass(frozen=True, slots=True)
+class SectionView:
+    diff: SectionDiff
+    lines: list[Line]
+    unified: list[UnifiedLine]
+    # Some changed line was too long to compare word by word (or the page's budget was spent).
+    words_coarse: bool = False
+
+
+def section_view(diff: SectionDiff, budget: WordBudget) -> SectionView:
+    """Both layouts of one section. A coarse section's replaced block is not paired line by line
+    (its lines are not aligned), so its words are not compared either."""
     lines: list[Line] = []
+    unified: list[UnifiedLine] = []
     left_no = right_no = 0
-    for row in rows:
-        for left, right in zip_longest(row.before, row.after):
+    words_coarse = False
+    for row in diff.rows:
+        if row.tag == "equal":
+            for text in row.before:
+                left_no += 1
+                right_no += 1
+                html = _whole(text)
+                lines.append(Line("equal", left_no, text, right_no, text, html, html))
+                unified.append(UnifiedLine(" ", left_no, right_no, html))
+            continue
+        removed: list[UnifiedLine] = []
+        added: list[UnifiedLine] = []
+        pairs = _paired(row.before, row.after, words=not diff.coarse, budget=budget)
+        for (left, right), (left_html, right_html, exact) in zip(
+            zip_longest(row.before, row.after), pairs, strict=True
+        ):
+            words_coarse |= not exact
             left_no += left is not None
             right_no += right is not None
             lines.append(
@@ -291,21 +384,33 @@ def side_by_side(rows: Sequence[DiffRow]) -> list[Line]:
                     left,
                     right_no if right is not None else None,
                     right,
+                    left_html,
+                    right_html,
                 )
             )
-    return lines
-
-
-@dataclass(frozen=True, slots=True)
-class SectionView:
-    diff: SectionDiff
-    lines: list[Line]
+            if left_html is not None:
+                removed.append(UnifiedLine("-", left_no, None, left_html))
+            if right_html is not None:
+                added.append(UnifiedLine("+", None, right_no, right_html))
+        unified += removed + added
+    return SectionView(diff, lines, unified, words_coarse)
 
 
 def pretty(value: Any) -> str:
     if value is None:
         return ""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def diff_layout(request: HttpRequest) -> DiffLayout:
+    """``?layout=split|unified`` when given (and remembered in the session for the next
+    comparison), else the last one chosen, else split."""
+    asked = request.GET.get("layout", "")
+    if asked in DiffLayout:
+        request.session[DIFF_LAYOUT_SESSION_KEY] = asked
+        return DiffLayout(asked)
+    remembered = request.session.get(DIFF_LAYOUT_SESSION_KEY, "")
+    return DiffLayout(remembered) if remembered in DiffLayout else DiffLayout.SPLIT
 
 
 class DiffForm(forms.Form):
@@ -329,7 +434,7 @@ class DiffForm(forms.Form):
 
 
 def diff(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
-    """Two versions of one prompt side by side; by default this one against its parent."""
+    """Two versions of one prompt, split or unified; by default this one against its parent."""
     version = version_or_404(model_admin, request, object_id)
     versions = list(version_list(prompt=version.prompt))
     default_before = (
@@ -341,8 +446,10 @@ def diff(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: str) 
     bound = "before" in request.GET or "after" in request.GET
     form = DiffForm(request.GET if bound else None, versions=versions, initial=initial)
     numbers = form.cleaned_data if bound and form.is_valid() else (initial if not bound else None)
+    layout = diff_layout(request)
     result = None
     locales: dict[str, list[SectionView]] = {}
+    budget = WordBudget()
     if numbers is not None:
         result = version_diff(
             before=version_get(prompt=version.prompt, number=numbers["before"]),
@@ -351,9 +458,8 @@ def diff(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: str) 
         for section in result.templates:
             if not section.before and not section.after:
                 continue  # a section empty in both versions has nothing to show
-            locales.setdefault(section.locale, []).append(
-                SectionView(section, side_by_side(section.rows))
-            )
+            locales.setdefault(section.locale, []).append(section_view(section, budget))
+    shown = {"before": numbers["before"], "after": numbers["after"]} if numbers else {}
     context = page_context(
         model_admin,
         request,
@@ -362,6 +468,12 @@ def diff(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: str) 
         form=form,
         result=result,
         locales=locales,
+        layout=layout.value,
+        layouts=[
+            (choice.value, choice.value.capitalize(), "?" + urlencode({**shown, "layout": choice}))
+            for choice in DiffLayout
+        ],
+        words_budget_spent=budget.exhausted,
         variables=[(d, pretty(d.before), pretty(d.after)) for d in result.variables]
         if result
         else [],

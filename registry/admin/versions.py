@@ -13,8 +13,8 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import Prefetch, QuerySet
 from django.forms import BaseInlineFormSet, Form, ModelForm
-from django.http import HttpRequest, HttpResponse
-from django.urls import URLPattern, path
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -22,12 +22,12 @@ from django.utils.text import Truncator
 from django.views.decorators.http import require_POST
 
 from registry.actors import Actor
-from registry.errors import RegistryError
+from registry.errors import DraftConflict, RegistryError
 from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
 from registry.selectors import version_translation_status
 from registry.services import version_draft_create, version_draft_discard, version_draft_update
 
-from . import pages, verbs
+from . import pages, verbs, workbench
 from .display import status_badge, translation_badges, version_url
 from .forms import DraftEditor, DraftInlineFormSet, TemplateForm, VariableForm, VersionForm
 
@@ -257,6 +257,12 @@ class PromptVersionAdmin(admin.ModelAdmin):
         }
         try:
             return super().changeform_view(request, object_id, form_url, context)
+        except DraftConflict:
+            # Saved by someone else between the form's check and the service's lock: the
+            # transaction was rolled back. Showing the form again runs the check again, which
+            # now sees the newer save and says so in place, with the author's text kept.
+            request._registry_draft_editor = None  # type: ignore[attr-defined]
+            return super().changeform_view(request, object_id, form_url, context)
         except RegistryError as exc:
             # The form checked everything it could; what is left is a race with another writer
             # (a draft opened, committed or saved meanwhile). The transaction was rolled back.
@@ -268,6 +274,60 @@ class PromptVersionAdmin(admin.ModelAdmin):
                 back=request.get_full_path(),
                 prompt_id=int(prompt_id) if prompt_id.isdigit() else None,
             )
+
+    # --- the workbench: a draft's change form, laid out for writing ---------------------------
+
+    def uses_workbench(self, request: HttpRequest, obj: PromptVersion | None) -> bool:
+        """A new draft, or a draft the user may change; committed versions and view-only users
+        keep the read-only page."""
+        if obj is None:
+            return self.has_add_permission(request)
+        return not obj.is_committed and self.has_change_permission(request, obj)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: PromptVersion | None = None,
+    ) -> HttpResponse:
+        response = super().render_change_form(request, context, add, change, form_url, obj)
+        if self.uses_workbench(request, obj):
+            extra = workbench.workbench_context(
+                request,
+                response.context_data,
+                obj,
+                getattr(request, "_registry_draft_editor", None),
+            )
+            if extra is not None:
+                response.context_data.update(extra)
+                response.template_name = workbench.TEMPLATE
+        return response
+
+    def response_add(
+        self, request: HttpRequest, obj: PromptVersion, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        return self._workbench_response(request, obj) or super().response_add(
+            request, obj, post_url_continue
+        )
+
+    def response_change(self, request: HttpRequest, obj: PromptVersion) -> HttpResponse:
+        return self._workbench_response(request, obj) or super().response_change(request, obj)
+
+    def _workbench_response(self, request: HttpRequest, obj: PromptVersion) -> HttpResponse | None:
+        """After a save from the workbench: "Save and commit" goes on to the commit
+        confirmation; a plain save stays on the workbench (writing is not done yet)."""
+        if "_workbench" not in request.POST:
+            return None
+        if "_commit" in request.POST and self.has_commit_permission(request):
+            self.message_user(request, f"Saved {obj}; review and commit it.", messages.SUCCESS)
+            return HttpResponseRedirect(
+                reverse("admin:registry_promptversion_commit", args=[obj.pk])
+            )
+        self.message_user(request, f"Saved {obj}.", messages.SUCCESS)
+        return HttpResponseRedirect(version_url(obj.pk))
 
     # --- list columns and read-only fields ---------------------------------------------------
 
@@ -311,6 +371,11 @@ class PromptVersionAdmin(admin.ModelAdmin):
         info = f"{self.opts.app_label}_{self.opts.model_name}"
         wrap = self.admin_site.admin_view
         return [
+            path(
+                "workbench/preview/",
+                wrap(self.workbench_preview_view),
+                name=f"{info}_workbench_preview",
+            ),
             path("<path:object_id>/preview/", wrap(self.preview_view), name=f"{info}_preview"),
             path("<path:object_id>/diff/", wrap(self.diff_view), name=f"{info}_diff"),
             path("<path:object_id>/commit/", wrap(self.commit_view), name=f"{info}_commit"),
@@ -323,6 +388,9 @@ class PromptVersionAdmin(admin.ModelAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def workbench_preview_view(self, request: HttpRequest) -> HttpResponse:
+        return workbench.preview(self, request)
 
     def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return pages.preview(self, request, object_id)

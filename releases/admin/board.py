@@ -74,6 +74,10 @@ class EnvironmentFilter(admin.SimpleListFilter):
         return queryset.none() if environment is None else queryset.filter(environment=environment)
 
 
+def stop(release: Release) -> views.Link:
+    return views.Link("Stop experiment", views.verb_url("experiment_stop", release.pk))
+
+
 def button_links(links: list[views.Link]) -> SafeString:
     return format_html_join(
         " ",
@@ -135,9 +139,14 @@ class ReleaseAdmin(admin.ModelAdmin):
 
         @admin.display(description="")
         def buttons(release: Release) -> SafeString:
-            links = views.verb_links(
-                release, release_state(release), deploy=deploy, rollback=rollback, compact=True
-            )
+            state = release_state(release)
+            links = views.verb_links(release, state, deploy=deploy, rollback=rollback, compact=True)
+            if deploy and state.experiment is not None:
+                # A running experiment ends from its row too: the confirmation page picks the
+                # winner (or none) and shows who moves before it applies.
+                back = views.verb_url("rollback", release.pk)
+                at = next((i for i, link in enumerate(links) if link.url == back), len(links))
+                links.insert(at, stop(release))  # before "Roll back", which stays last
             return button_links(links)
 
         return [

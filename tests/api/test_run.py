@@ -570,3 +570,34 @@ def test_an_answer_holding_a_nul_is_answered_and_recorded(
     call = Call.objects.get(request_id=answer["request_id"])
     assert "\x00" not in call.output
     assert "Greet Nul\ufffd." in call.output
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_that_cannot_be_recorded_is_answered_recorded_false_and_logged(
+    released, model_server, runner, monkeypatch, caplog, stream
+):
+    """The database refuses the call's row after the model answered (a failover mid-run): the
+    caller gets the answer it paid for, told ``recorded: false``, and operators an ERROR naming
+    the request id. No 5xx: the model was paid already, and a retry would pay again."""
+    from django.db import OperationalError
+
+    def refuse(**fields):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(Call.objects, "create", refuse)
+
+    response = run(
+        runner,
+        {"environment": "staging", "variables": {"customer_name": "Ana"}, "stream": stream},
+        HTTP_X_REQUEST_ID="lost-1",
+    )
+
+    assert response.status_code == 200
+    answer = sse_events(response)[-1][1] if stream else response.json()
+    assert answer["recorded"] is False
+    assert answer["output"]
+    assert answer["request_id"] == "lost-1"
+    assert not Call.objects.exists()
+    (record,) = [r for r in caplog.records if "could not be recorded" in r.getMessage()]
+    assert record.levelname == "ERROR"
+    assert "lost-1" in record.getMessage()

@@ -321,14 +321,34 @@ def test_a_key_created_after_the_keyring_was_loaded_works(service, make_client, 
     assert newcomer.get(RESOLVE, {"environment": "staging"}).status_code == 200
 
 
+RUN = f"/api/v1/prompts/{KEY}/run"
+STREAM = "/api/v1/environments/staging/stream"
+# Each runtime view with the methods it answers: any other is a 405 naming them in ``Allow``
+# (RFC 9110 15.5.6), as the DRF views' 405s do.
+RUNTIME_ALLOWED = {
+    RESOLVE: {"GET", "HEAD"},
+    RENDER: {"POST"},
+    RUN: {"POST"},
+    bundle_url("staging"): {"GET", "HEAD"},
+    STREAM: {"GET"},
+}
+
+
 @pytest.mark.parametrize(
     ("method", "url"),
-    [("post", RESOLVE), ("delete", RESOLVE), ("get", RENDER), ("post", bundle_url("staging"))],
+    [
+        (method, url)
+        for url, allowed in RUNTIME_ALLOWED.items()
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        if method not in allowed
+    ],
 )
-def test_other_methods_are_a_405(service, released, method, url):
-    response = getattr(service, method)(url)
+def test_other_methods_are_a_405_naming_the_allowed_ones(service, released, method, url):
+    response = service.generic(method, url)
 
-    assert_problem(response, 405, "/problems/method-not-allowed")
+    problem = assert_problem(response, 405, "/problems/method-not-allowed")
+    assert method in problem["detail"]
+    assert {m.strip() for m in response["Allow"].split(",")} == RUNTIME_ALLOWED[url]
 
 
 # --- render --------------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 import pytest
-from jsonschema import Draft7Validator
 from rest_framework.test import APIClient
 
 from tests.api.helpers import sse_events
+from tests.api.openapi import component, documented, served_openapi, validate
 from tests.factories import PromptFactory, event, make_version
 
 pytestmark = pytest.mark.django_db
@@ -33,55 +33,7 @@ GREETING = {"environment": "staging", "variables": {"customer_name": "Ana"}}
 def openapi(django_db_blocker) -> dict[str, Any]:
     """The schema as served, with OpenAPI 3.0's ``nullable`` turned into JSON Schema."""
     with django_db_blocker.unblock():
-        response = APIClient().get("/api/v1/schema/", {"format": "json"})
-    assert response.status_code == 200
-    return _json_schema(response.json())
-
-
-def _json_schema(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _json_schema(value) for key, value in node.items()}
-    if converted.pop("nullable", False):
-        if "type" in converted:
-            converted["type"] = [converted["type"], "null"]
-        elif "allOf" in converted or "$ref" in converted:
-            converted = {"anyOf": [{"type": "null"}, converted]}
-    return converted
-
-
-def validate(openapi: dict[str, Any], schema: dict[str, Any], instance: Any) -> None:
-    """``instance`` against ``schema`` (local ``$ref`` into the document's components only)."""
-    Draft7Validator({**schema, "components": openapi["components"]}).validate(instance)
-
-
-def component(openapi: dict[str, Any], name: str, instance: Any) -> None:
-    validate(openapi, {"$ref": f"#/components/schemas/{name}"}, instance)
-
-
-def documented(openapi: dict[str, Any], path: str, method: str, response) -> dict[str, Any]:
-    """Checks the answer against its operation: a documented status, a documented content type
-    whose schema the JSON body meets, and every documented header present meets its schema.
-    Returns the response's description."""
-    operation = openapi["paths"][path][method]
-    described = operation["responses"].get(str(response.status_code))
-    assert described is not None, (response.status_code, sorted(operation["responses"]))
-    for name, header in described.get("headers", {}).items():
-        if name in response:
-            value = response[name]
-            schema = header["schema"]
-            validate(openapi, schema, int(value) if schema.get("type") == "integer" else value)
-    content = described.get("content")
-    if content is None:
-        assert not response.content
-        return described
-    media = response["Content-Type"].split(";")[0]
-    assert media in content, (media, sorted(content))
-    if media.endswith("json"):
-        validate(openapi, content[media]["schema"], json.loads(response.content))
-    return described
+        return served_openapi()
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ cases" page (dry run, every problem, all or nothing), and the case list's filter
 
 Personas (STYLE R14):
 - ``author`` (alice, tests/conftest.py): in "Prompt authors"; adds and changes datasets, imports
-  cases (migration evaluations/0002 gives the group add/change/view on datasets and cases).
+  cases (migration evaluations/0002 gives the group add/change/view on datasets and cases, 0009
+  delete on cases; adding, editing and removing one case: test_case_editing.py).
 - ``viewer`` (dave): staff with view permissions on datasets and cases only: reads, never imports.
 - ``outsider`` (carol): staff in no group: every dataset page answers 403.
 """
@@ -83,12 +84,12 @@ def upload(text: str, name: str = "cases.jsonl") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, text.encode("utf-8"))
 
 
-def test_prompt_authors_may_add_change_and_view_datasets_and_cases_but_not_delete(author):
+def test_prompt_authors_may_add_change_and_view_datasets_and_cases_and_remove_cases(author):
     for codename in ("add", "change", "view"):
         assert author.has_perm(f"evaluations.{codename}_dataset")
         assert author.has_perm(f"evaluations.{codename}_case")
     assert not author.has_perm("evaluations.delete_dataset")
-    assert not author.has_perm("evaluations.delete_case")
+    assert author.has_perm("evaluations.delete_case")  # evaluations/0009
 
 
 def test_an_author_creates_a_dataset_through_the_service(author_client, released):
@@ -281,15 +282,18 @@ def test_the_case_list_filters_holdout_and_must_pass_cases(author_client, datase
     assert keys("holdout__exact=0&must_pass__exact=0") == {"plain"}
 
 
-def test_cases_are_read_only_in_the_admin(author_client, dataset):
+def test_a_case_page_never_renames_the_case_nor_stores_half_of_a_case(author_client, dataset):
+    """Cases are edited on their own page now (test_case_editing.py); a post without an
+    expectation is refused whole, and the key is fixed."""
     dataset_import(dataset=dataset, content=jsonl(case("Ada", key="a")), format="jsonl")
     stored = Case.objects.get()
     change = reverse("admin:evaluations_case_change", args=[stored.pk])
-    assert author_client.get(change).status_code == 200  # a view page
-    author_client.post(change, {"key": "renamed", "holdout": "on"})
+    assert author_client.get(change).status_code == 200
+    refused = author_client.post(change, {"key": "renamed", "holdout": "on"})
+    assert refused.status_code == 200
+    assert "expectation" in refused.context["adminform"].form.errors
     stored.refresh_from_db()
     assert (stored.key, stored.holdout) == ("a", False)
-    assert author_client.get(reverse("admin:evaluations_case_add")).status_code == 403
 
 
 def test_an_author_changes_a_datasets_description_but_not_its_name(author_client, dataset):

@@ -905,7 +905,7 @@ def test_diff_shows_the_changed_lines_side_by_side(
     ]
     page = response.content.decode()
     assert 'class="tag-replace"' in page
-    assert "in a {{ tone }} tone." in page
+    assert "Greet {{ customer_name }} <ins>in a {{ tone }} tone</ins>." in page
     assert [d.name for d, _, _ in response.context["variables"]] == ["tone"]
 
 
@@ -944,6 +944,77 @@ def test_diff_compares_any_two_versions_of_the_prompt(
         ("parameters.temperature", 0.7, 0.2)
     ]
     assert "after" in no_such_version.context["form"].errors
+
+
+def test_diff_marks_the_changed_words_and_escapes_the_text(
+    author_client: Client, committed: PromptVersion
+) -> None:
+    """Issue 13, item 7: the words that changed inside a line are marked; template text is
+    text, so markup in it reaches the page escaped, marks included."""
+    second = make_version(
+        committed.prompt,
+        templates={
+            "en": {**EN, "system": "You are a <b>courteous</b> support agent."},
+            "fr": FR,
+        },
+    )
+
+    response = author_client.get(url("promptversion_diff", second.pk))
+
+    page = response.content.decode()
+    assert "You are a <ins>&lt;b&gt;</ins>courteous<ins>&lt;/b&gt;</ins> support agent." in page
+    assert "<b>courteous" not in page
+
+
+def test_diff_has_a_unified_layout_chosen_by_a_link_and_remembered(
+    author_client: Client, committed: PromptVersion
+) -> None:
+    second = make_version(
+        committed.prompt,
+        templates={"en": {**EN, "instruction": "Greet {{ customer_name }} warmly."}, "fr": FR},
+    )
+    diff_url = url("promptversion_diff", second.pk)
+
+    split = author_client.get(diff_url, {"before": 1, "after": 2})
+    unified = author_client.get(diff_url, {"before": 1, "after": 2, "layout": "unified"})
+    remembered = author_client.get(diff_url)
+    unknown = author_client.get(diff_url, {"layout": "sideways"})
+
+    assert split.context["layout"] == "split"
+    assert 'class="diff-table split"' in split.content.decode()
+    assert '<a class="diff-layout" href="?before=1&amp;after=2&amp;layout=unified">' in (
+        split.content.decode()
+    )
+    page = unified.content.decode()
+    assert 'class="diff-table unified"' in page
+    instruction = next(
+        v for v in unified.context["locales"]["en"] if v.diff.section == "instruction"
+    )
+    assert [(line.sign, line.old_no, line.new_no) for line in instruction.unified] == [
+        ("-", 1, None),
+        ("+", None, 1),
+    ]
+    assert "Greet {{ customer_name }} <ins>warmly</ins>." in page
+    assert '<input type="hidden" name="layout" value="unified">' in page
+    assert remembered.context["layout"] == "unified"  # the last choice, from the session
+    assert unknown.status_code == 200
+    assert unknown.context["layout"] == "unified"  # an unknown layout is ignored
+
+
+def test_diff_says_when_a_line_is_too_long_to_compare_word_by_word(
+    author_client: Client, committed: PromptVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("registry.linediff.WORD_DIFF_MAX_TOKENS", 4)
+    second = make_version(
+        committed.prompt,
+        templates={"en": {**EN, "system": "You are a brisk and busy agent."}, "fr": FR},
+    )
+
+    response = author_client.get(url("promptversion_diff", second.pk))
+
+    page = response.content.decode()
+    assert page.count('class="help diff-words-coarse"') == 1
+    assert "You are a <ins>brisk and busy</ins> agent." in page
 
 
 # --- who may do what --------------------------------------------------------------------------------
@@ -1000,10 +1071,10 @@ def test_staff_outside_the_group_sees_no_registry_and_authors_see_nothing_else(
     users = client.get(reverse("admin:auth_user_changelist"))
 
     assert [app["app_label"] for app in outsider_index.context["app_list"]] == []
-    # Prompts, and their golden datasets: nothing about releases, runs or users.
+    # Prompts, and their golden datasets (in order of use): nothing about releases, runs or users.
     assert [app["app_label"] for app in author_index.context["app_list"]] == [
-        "evaluations",
         "registry",
+        "evaluations",
     ]
     assert users.status_code == 403
 

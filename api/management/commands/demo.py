@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import secrets
 from decimal import Decimal
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -26,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from api.demo_data import CANARY_POLICIES, DATASETS, GATES, PROMPTS, RELEASES, TRAFFIC
+from api.demo_login import ADMIN_USERNAME, kept_password, password_path
 from evaluations.canary import canary_analysis_attach
 from evaluations.gates import promotion_gate_create
 from evaluations.models import PromotionGate
@@ -50,7 +48,6 @@ RELEASE_STEPS = {
 }
 
 DEMO_ACTOR = Actor(label="demo")
-ADMIN_USERNAME = "admin"
 ADMIN_URL = "http://127.0.0.1:8000/admin/"  # where ``make run`` serves it by default
 LOCAL_PROVIDER = "local"  # what every demo binding names
 LOCAL_PROVIDER_URL = "http://127.0.0.1:8765/v1"  # python -m runs.fake_provider's default port
@@ -165,27 +162,13 @@ class Command(BaseCommand):
         3. An ``admin`` whose password is another one keeps it: someone set it (``createsuperuser``,
            ``changepassword``), and ``make run`` must not take their login away.
         """
-        password = _kept_password(settings.VAR_DIR / "admin-password.txt")
+        password = kept_password(password_path())
         User = get_user_model()
         user = User.objects.filter(username=ADMIN_USERNAME).first()
         if user is None:
             User.objects.create_superuser(ADMIN_USERNAME, "admin@example.com", password)
             return password
         return password if user.check_password(password) else None
-
-
-def _kept_password(path: Path) -> str:
-    """The password in ``path``, or a new one written there readable by its owner only."""
-    if path.exists() and (kept := path.read_text(encoding="utf-8").strip()):
-        return kept
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(12)
-    # Created 0600 from the start: a chmod after writing would leave a moment where others read it.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(password + "\n")
-    return password
 
 
 def _simulate_traffic(key: str, traffic: dict) -> None:
