@@ -29,6 +29,7 @@ from registry.admin.errors import ServiceErrorsAsMessages
 from registry.errors import ProblemsError
 
 from .admin_holdout import frozen_or, with_frozen_holdout
+from .admin_marks import CaseMarks
 from .casefiles import MAX_IMPORT_CASES, case_file_read, file_too_large
 from .models import Case, Dataset
 from .selectors import dataset_cases, dataset_list
@@ -42,7 +43,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
-class CaseInline(admin.TabularInline):
+class CaseInline(CaseMarks, admin.TabularInline):
     """The dataset's cases as a table in file order; each is changed on its own page (where it
     is checked as an imported row is), so the table itself is read-only."""
 
@@ -50,7 +51,14 @@ class CaseInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["key", "variables_shown", "expectation_shown", "holdout", "must_pass", "locale"]
+    fields = [
+        "key",
+        "variables_shown",
+        "expectation_shown",
+        "holdout_mark",
+        "must_pass_mark",
+        "locale",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:

@@ -14,6 +14,7 @@ The releases admin never links here: releases sits below evaluations and does no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.timezone import localtime
 from django.views.decorators.http import require_POST
 
@@ -157,19 +157,98 @@ def ramp_svg_points(
     }
 
 
+def duration_text(minutes: int) -> str:
+    """``30 min``, ``4 h``, ``1 h 30 min``, ``2 days``: a policy's minutes as a person says them."""
+    days, rest = divmod(minutes, 24 * 60)
+    if days and not rest:
+        return f"{days} day{'s' if days != 1 else ''}"
+    hours, mins = divmod(minutes, 60)
+    if hours and mins:
+        return f"{hours} h {mins} min"
+    return f"{hours} h" if hours else f"{mins} min"
+
+
+def policy_steps(policy: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per judged step: its share of subjects, when it may be judged, when it gives up."""
+    judged = judged_steps(policy)
+    return [
+        {
+            "step": f"{i + 1} of {judged}",
+            "share": f"{policy['steps'][i]:g} % of subjects",
+            "judged_after": f"{duration_text(policy['min_minutes'][i])} and "
+            f"{policy['min_calls'][i]:,} sticky calls in each arm",
+            "gives_up_after": duration_text(policy["max_minutes"][i]),
+        }
+        for i in range(judged)
+    ]
+
+
+# What each margin checks, in words: (label, sentence with the number and its unit).
+MARGINS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "max_error_rate_increase": (
+        "Error rate",
+        lambda v: f"at most {v:g} percentage point{'s' if v != 1 else ''} above stable",
+    ),
+    "max_schema_failure_increase": (
+        "Answers that fail the response schema",
+        lambda v: f"at most {v:g} percentage point{'s' if v != 1 else ''} above stable",
+    ),
+    "max_p95_latency_increase": ("p95 latency", lambda v: f"at most {v:g} % above stable"),
+    "max_cost_increase": ("Cost per call", lambda v: f"at most {v:g} % above stable"),
+    "max_feedback_decrease": (
+        "Feedback",
+        lambda v: f"at most {v:g} points below stable, on the −1 to 1 feedback scale",
+    ),
+    "min_shadow_agreement": (
+        "Shadow agreement",
+        lambda v: (
+            f"at least {v:g} % of the canary's shadow runs answer as the live call did "
+            "(checked only when it has shadow runs)"
+        ),
+    ),
+}
+
+
+def policy_sentences(policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy as a page says it: the ramp, the margins with their units, the rules."""
+    steps = policy["steps"]
+    judged = [f"{p:g} %" for p in steps[: judged_steps(policy)]]
+    ramp = ", ".join(judged) + " of subjects"
+    ramp += ", then promoted to 100 %." if steps[-1] >= 100 else "; passing the last promotes."
+    alpha = policy["alpha"]
+    retries = policy["measure_retries"]
+    return {
+        "ramp": ramp,
+        "steps": policy_steps(policy),
+        "margins": [(label, say(policy[name])) for name, (label, say) in MARGINS.items()],
+        "rules": [
+            f"Differences are judged with {100 * (1 - alpha):g} % confidence: a check fails when "
+            "the canary is shown worse than stable by more than its margin, passes when it is "
+            "shown within it; otherwise the step holds for a person.",
+            f"A step that cannot be measured {retries} look{'s' if retries != 1 else ''} in a row "
+            "holds for a person."
+            if retries
+            else "A step that cannot be measured holds for a person at once.",
+            f"Calls counted: {sources_text(policy['sources'])}.",
+        ],
+    }
+
+
 def look_message(result: Look, analysis: CanaryAnalysis) -> tuple[int, str]:
-    """What a look triggered by hand did, for the person who triggered it."""
+    """What a look triggered by hand did, for the person who triggered it. A verdict's summary
+    names the analysis itself ("Canary analysis of v3, step 1 of 3 ..."): it is said alone, never
+    after the same words again."""
     if result.outcome == "skipped":
         return (
             messages.WARNING,
-            "no look: the analysis is not running, another look holds it right now, or the "
-            "release changed during the look. Reload to see where it stands.",
+            f"{analysis}: no look. It is not running, another look holds it right now, or the "
+            "release changed during the look; reload to see where it stands.",
         )
     if result.outcome == "ended":
         analysis.refresh_from_db(fields=["hold_reason"])
-        return messages.WARNING, f"the analysis ended: {analysis.hold_reason}"
+        return messages.WARNING, f"{analysis} ended: {analysis.hold_reason}"
     if result.verdict is None:  # a wait already stored for this step
-        return messages.INFO, "still waiting for the step's minimum sample."
+        return messages.INFO, f"{analysis}: still waiting for the step's minimum sample."
     level = messages.ERROR if result.outcome == CanaryVerdict.Outcome.FAILED else messages.INFO
     return level, result.verdict.summary
 
@@ -192,17 +271,18 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ["resume_selected", "stop_selected"]
     change_form_template = f"{TEMPLATES}/change_form.html"
+    # In users' words: the step as "2 of 4", why it holds, who started it. The salt, the step's
+    # index and the raw counter are internals (the salt is on the release's history).
     readonly_fields = [
         "release",
-        "canary_version",
-        "canary_salt",
+        "version_shown",
         "status",
-        "hold_reason",
-        "step",
+        "hold_reason_shown",
+        "step_shown",
         "step_started_at",
-        "unmeasured_looks",
+        "looks_shown",
         "last_looked_at",
-        "created_by_label",
+        "started_by",
         "created_at",
     ]
     fields = readonly_fields
@@ -237,6 +317,21 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
             f"{analysis.step + 1} of {judged_steps(analysis.policy)} · {steps[analysis.step]:g} %"
         )
 
+    @admin.display(description="Why it stopped or waits")
+    def hold_reason_shown(self, analysis: CanaryAnalysis) -> str:
+        return analysis.hold_reason or "—"
+
+    @admin.display(description="Looks that could not measure")
+    def looks_shown(self, analysis: CanaryAnalysis) -> str:
+        retries = analysis.policy["measure_retries"]
+        if not analysis.unmeasured_looks:
+            return f"None in a row (it holds for a person after {retries})"
+        return f"{analysis.unmeasured_looks} in a row (it holds for a person after {retries})"
+
+    @admin.display(description="Started by")
+    def started_by(self, analysis: CanaryAnalysis) -> str:
+        return analysis.created_by_label or "—"
+
     @admin.display(description="Earliest promotion")
     def earliest_promotion(self, analysis: CanaryAnalysis) -> str:
         times = canary_analysis_times(analysis)
@@ -262,10 +357,7 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
             verdicts = canary_verdicts_recent(analysis=analysis, limit=VERDICTS_SHOWN)
             context.update(
                 analysis=analysis,
-                policy_rows=[
-                    (name, sources_text(value) if name == "sources" else value)
-                    for name, value in analysis.policy.items()
-                ],
+                policy=policy_sentences(analysis.policy),
                 times=canary_analysis_times(analysis),
                 verdicts=[(v, figure_rows(v)) for v in verdicts],
                 ramp=ramp_svg_points(analysis, verdicts, now=timezone.now()),
@@ -323,7 +415,7 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{analysis}: {exc.message}", messages.ERROR)
                 return False
             level, text = look_message(result, analysis)
-            self.message_user(request, f"{analysis}: {text}", level)
+            self.message_user(request, text, level)
             return level != messages.ERROR
         actor = Actor.for_user(request.user)
         try:
@@ -335,7 +427,7 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
             self.message_user(request, f"{analysis}: {exc.message}", messages.ERROR)
             return False
         done = "resumed on a fresh window" if verb == "resume" else "stopped; the canary stays"
-        self.message_user(request, format_html("{}: {}.", str(analysis), done), messages.SUCCESS)
+        self.message_user(request, f"{analysis} {done}.", messages.SUCCESS)
         return True
 
     @admin.action(permissions=["steer"], description="Resume selected held analyses")

@@ -38,6 +38,7 @@ from runs import admin as runs_admin
 from runs.models import Call
 
 from .admin_holdout import frozen_or, with_frozen_holdout
+from .admin_marks import CaseMarks
 from .models import Case, Dataset
 from .services import CaseInvalid, case_add, case_remove, case_update, case_validate
 
@@ -176,8 +177,8 @@ READ_FIELDS = [
     "position",
     "variables_shown",
     "expectation_shown",
-    "holdout",
-    "must_pass",
+    "holdout_mark",
+    "must_pass_mark",
     "locale",
     "created_at",
     "updated_at",
@@ -187,11 +188,19 @@ INFO_FIELDS = ["position", "created_at", "updated_at"]
 
 
 @admin.register(Case)
-class CaseAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
+class CaseAdmin(CaseMarks, ServiceErrorsAsMessages, admin.ModelAdmin):
     """Every case across datasets, to find the holdout or must-pass ones; a case's page edits it."""
 
     form = CaseForm
-    list_display = ["key", "dataset", "scorer", "holdout", "must_pass", "locale", "position"]
+    list_display = [
+        "key",
+        "dataset",
+        "scorer",
+        "holdout_mark",
+        "must_pass_mark",
+        "locale",
+        "position",
+    ]
     list_select_related = ["dataset", "dataset__prompt"]
     list_filter = ["holdout", "must_pass", HasLocaleFilter, "dataset__prompt", "dataset"]
     search_fields = ["key", "dataset__name", "dataset__prompt__key"]

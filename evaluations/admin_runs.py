@@ -22,14 +22,18 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from registry.actors import Actor
-from registry.errors import ProblemsError, RegistryError
+from registry.admin.errors import error_text
+from registry.errors import RegistryError
+from registry.models import Prompt
 from registry.templatetags.registry_display import EMPTY, percent, percent_points
 from releases.models import Environment
 
+from .admin_marks import CaseMarks
 from .evalreports import eval_run_report, eval_run_summary
 from .evalruns import (
     IN_PROGRESS,
@@ -39,7 +43,7 @@ from .evalruns import (
     eval_run_list,
     eval_run_start,
 )
-from .models import Dataset, EvalResult, EvalRun
+from .models import DATASET_NAME_MAX, Dataset, EvalResult, EvalRun
 
 TEMPLATES = "admin/evaluations/evalrun"
 GATE_RUN_PERMISSION = "releases.deploy_release"
@@ -55,8 +59,29 @@ def _points(value: float | None) -> str:
     return percent_points(None if value is None else value / 100)
 
 
-def run_url(run_id: int) -> str:
-    return reverse("admin:evaluations_evalrun_change", args=[run_id])
+def run_url(run_id: int, *, next_url: str = "") -> str:
+    url = reverse("admin:evaluations_evalrun_change", args=[run_id])
+    return f"{url}?{urlencode({'next': next_url})}" if next_url else url
+
+
+def safe_next(request: HttpRequest, url: str | None) -> str:
+    """``url`` if it is a page of this site (a gate run's way back), else ''."""
+    if url and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return url
+    return ""
+
+
+def ended_message(run: EvalRun) -> tuple[int, str]:
+    """What a gate run came to, for the page it comes back to."""
+    summary = eval_run_summary(run)
+    what = f"Gate run #{run.pk} of version {run.version.number} on {run.dataset.name}"
+    if run.status == EvalRun.Status.FINISHED:
+        rate = _percent(summary.pass_rate)
+        return messages.SUCCESS, f"{what} finished: {rate} of cases pass."
+    reason = f": {run.error}" if run.error else "."
+    return messages.WARNING, f"{what} {run.get_status_display().lower()}{reason}"
 
 
 class EvalRunStartForm(forms.Form):
@@ -85,6 +110,16 @@ class EvalRunStartForm(forms.Form):
         )
         if not may_gate:
             del self.fields["include_holdout"]
+
+
+class GateRunForm(forms.Form):
+    """A gate run started from a release's confirmation page: its hidden fields say which."""
+
+    prompt = forms.ModelChoiceField(queryset=Prompt.objects.all())
+    version = forms.IntegerField(min_value=1)
+    dataset = forms.CharField(max_length=DATASET_NAME_MAX)
+    environment = forms.ModelChoiceField(queryset=Environment.objects.all(), to_field_name="name")
+    next = forms.CharField(required=False)
 
 
 @admin.register(EvalRun)
@@ -164,6 +199,7 @@ class EvalRunAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("<int:run_id>/progress/", wrap(self.progress_view), name=f"{info}_progress"),
+            path("gate/", wrap(require_POST(self.gate_view)), name=f"{info}_gate"),
             path(
                 "<int:run_id>/cancel/", wrap(require_POST(self.cancel_view)), name=f"{info}_cancel"
             ),
@@ -188,8 +224,16 @@ class EvalRunAdmin(admin.ModelAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        """The run's page: progress, figures, and every case, must-pass failures first."""
+        """The run's page: progress, figures, and every case, must-pass failures first.
+
+        With ``?next=`` (a gate run started from a release's confirmation page) the page goes
+        back there once the run has ended: the script does on its last poll, a reload does."""
         run = self._run(request, object_id)
+        next_url = safe_next(request, request.GET.get("next"))
+        if next_url and run.status not in IN_PROGRESS:
+            level, text = ended_message(run)
+            self.message_user(request, text, level)
+            return HttpResponseRedirect(next_url)
         report = eval_run_report(run)
         context = {
             **self.admin_site.each_context(request),
@@ -209,6 +253,7 @@ class EvalRunAdmin(admin.ModelAdmin):
             "baseline_pass_rate": _percent(report.baseline.pass_rate if report.baseline else None),
             "delta": _points(report.delta_points),
             "dataset_changed": run.dataset_updated_at != run.dataset.updated_at,
+            "next_url": next_url,
             "has_view_permission": True,
         }
         return TemplateResponse(request, f"{TEMPLATES}/run.html", context)
@@ -227,6 +272,42 @@ class EvalRunAdmin(admin.ModelAdmin):
                 "in_progress": run.status in IN_PROGRESS,
             }
         )
+
+    def gate_view(self, request: HttpRequest) -> HttpResponse:
+        """Starts the gate run a release's confirmation page asks for (POST), then shows its
+        progress and comes back to ``next`` when it ends; an eager run (the embedded default)
+        has ended already and comes straight back.
+
+        Who may release may start it: ``releases.deploy_release`` (as for any gate run) and
+        seeing eval runs, to watch it; not ``add_evalrun``, which release managers lack."""
+        if not (self.may_gate(request) and self.has_view_permission(request)):
+            raise PermissionDenied
+        form = GateRunForm(request.POST)
+        if not form.is_valid():
+            return HttpResponse("The gate run's form is incomplete.", status=400)
+        data = form.cleaned_data
+        back = safe_next(request, data["next"])
+        try:
+            run = eval_run_start(
+                prompt=data["prompt"],
+                version=data["version"],
+                dataset_name=data["dataset"],
+                actor=Actor.for_user(request.user),
+                include_holdout=True,
+                environment=data["environment"].name,
+            )
+        except RegistryError as exc:
+            self.message_user(
+                request, error_text(exc, subject="No gate run started"), messages.ERROR
+            )
+            return HttpResponseRedirect(back or reverse("admin:evaluations_evalrun_changelist"))
+        self.log_addition(request, run, "Started from a release's confirmation page.")
+        run = eval_run_get(run_id=run.pk)
+        if back and run.status not in IN_PROGRESS:
+            level, text = ended_message(run)
+            self.message_user(request, text, level)
+            return HttpResponseRedirect(back)
+        return HttpResponseRedirect(run_url(run.pk, next_url=back))
 
     def cancel_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
         run = self._run(request, run_id)
@@ -264,10 +345,7 @@ class EvalRunAdmin(admin.ModelAdmin):
                         environment=data["environment"].name if data["environment"] else None,
                     )
                 except RegistryError as exc:
-                    details = (
-                        [p.detail for p in exc.problems] if isinstance(exc, ProblemsError) else []
-                    )
-                    form.add_error(None, " ".join([exc.message, *details]))
+                    form.add_error(None, error_text(exc))
                 else:
                     self.log_addition(request, run, "Started.")
                     self.message_user(
@@ -287,15 +365,15 @@ class EvalRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(EvalResult)
-class EvalResultAdmin(admin.ModelAdmin):
+class EvalResultAdmin(CaseMarks, admin.ModelAdmin):
     """Each scored case, read-only. A holdout case's output and detail are never shown."""
 
     list_display = [
         "case_key",
         "run_link",
         "passed",
-        "must_pass",
-        "holdout",
+        "must_pass_mark",
+        "holdout_mark",
         "score",
         "error_class",
         "latency_ms",
@@ -310,8 +388,8 @@ class EvalResultAdmin(admin.ModelAdmin):
         "case_key",
         "passed",
         "score",
-        "must_pass",
-        "holdout",
+        "must_pass_mark",
+        "holdout_mark",
         "error_class",
         "detail_shown",
         "output_shown",

@@ -8,11 +8,19 @@ class EvaluationsConfig(AppConfig):
     def ready(self) -> None:
         # releases sits below evaluations and asks through its protocol: deploys and canaries
         # consult the promotion gates from here on (rollback never does).
-        from releases.gates import promotion_check_register
+        # The confirmation pages also read each gate's state, to show it before the click.
+        from releases.gates import promotion_check_register, promotion_gate_reader_register
 
-        from .gates import promotion_gates_check
+        from .gates import promotion_gates_check, promotion_gates_report
 
         promotion_check_register(promotion_gates_check)
+        promotion_gate_reader_register(promotion_gates_report)
+        # A canary ramped, promoted or aborted by hand ends its analysis: said before the click.
+        from releases.notices import change_notice_register
+
+        from .canary import canary_analysis_change_notice
+
+        change_notice_register(canary_analysis_change_notice)
 
         from registry.admin.hub import prompt_panel_register
 

@@ -52,6 +52,7 @@ from releases.services import (
     release_canary_set_percent,
     release_canary_start,
 )
+from releases.state import ReleaseState
 
 from . import canary_metrics as metrics
 from .canary_policy import (
@@ -113,6 +114,46 @@ def canary_analysis_times(analysis: CanaryAnalysis) -> CanaryTimes | None:
     return canary_policy_times(
         policy=analysis.policy, step=analysis.step, step_started_at=analysis.step_started_at
     )
+
+
+def canary_analysis_change_notice(
+    *, release_id: int, before: ReleaseState, after: ReleaseState
+) -> list[str]:
+    """``releases.notices.ChangeNotice``: what a release change does to the canary analysis that
+    drives the canary, said on the confirmation page before the click. The look (step 2 of the
+    module docstring) ends an analysis whose canary is gone, is another one, or is not at its
+    step's percent; a hand-made change that does so ends it."""
+    if before.canary is None:
+        return []
+    analysis = CanaryAnalysis.objects.filter(
+        release_id=release_id, canary_salt=before.canary.salt, status__in=ACTIVE
+    ).first()
+    if analysis is None:
+        return []
+    steps = analysis.policy["steps"]
+    which = (
+        f"the canary analysis ({analysis.get_status_display().lower()}, step {analysis.step + 1} "
+        f"of {judged_steps(analysis.policy)} at {steps[analysis.step]:g} %)"
+    )
+    kept = "Its verdicts stay on its page."
+    if after.canary is None and after.stable == before.canary.version:
+        return [
+            f"Promoting by hand ends {which}: it takes the decision the analysis was to make. {kept}"
+        ]
+    if after.canary is None:
+        return [f"This ends {which}: with the canary gone there is nothing left to judge. {kept}"]
+    if after.canary.salt != before.canary.salt:
+        return [
+            f"This ends {which}: it judges the canary of version {before.canary.version}, which "
+            f"this change replaces. {kept}"
+        ]
+    if after.canary.weight != _basis_points(steps[analysis.step]):
+        return [
+            f"Setting the canary to {after.canary.weight / 100:g} % by hand ends {which}: from "
+            "then on the canary is yours to steer, and the analysis will not ramp, promote or "
+            "roll it back any more."
+        ]
+    return []
 
 
 # --- starting, attaching, resuming, stopping ------------------------------------------------------

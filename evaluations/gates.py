@@ -38,9 +38,10 @@ from django.db.models import Count, Q, QuerySet
 from registry.actors import Actor
 from registry.errors import Problem, ProblemsError, RegistryError, VersionNotFound
 from registry.models import Prompt, PromptVersion
-from releases.gates import GateVerdict
+from releases.gates import GateReport, GateState, GateVerdict
 from releases.models import Environment
 
+from .evalruns import IN_PROGRESS
 from .models import DATASET_NAME_MAX, DATASET_NAME_PATTERN, Dataset, EvalResult, EvalRun
 from .models import PromotionGate as Gate
 
@@ -80,6 +81,8 @@ class GateStatus:
     failed_must_pass: tuple[str, ...] = ()
     # The failing must-pass cases that passed in the run's baseline (the stable version).
     regressed_must_pass: tuple[str, ...] = ()
+    # No run judged and one that would count is queued or running: the gate waits for it.
+    pending: EvalRun | None = None
 
     @property
     def passed(self) -> bool:
@@ -133,11 +136,10 @@ def _applicable(*, prompt_id: int, environment: str) -> list[tuple[Gate, Dataset
     ]
 
 
-def _start_hint(prompt: Prompt, version: int, dataset: str, *, which: str = "one") -> str:
-    return (
-        f"start {which}: POST /api/v1/prompts/{prompt.key}/versions/{version}/evaluations "
-        f'{{"dataset": "{dataset}", "include_holdout": true}}'
-    )
+def _start_hint(*, which: str = "one") -> str:
+    # Words, not a request: the admin offers a button beside the refusal, the API's docs name the
+    # endpoint (docs/gates.md), and the same sentence is read in both (and in the history).
+    return f"start {which}: an eval run of the version over every case, holdout included"
 
 
 def _no_run(
@@ -152,7 +154,7 @@ def _no_run(
     # The newest run that could count, if any: it is queued, running, failed or cancelled.
     latest = counted.order_by("-created_at", "-id").first()
     name = dataset.name
-    if latest is not None and latest.status in (EvalRun.Status.QUEUED, EvalRun.Status.RUNNING):
+    if latest is not None and latest.status in IN_PROGRESS:
         detail = (
             f"The gate run of version {version} on {name!r} (run {latest.pk}) is still "
             f"{latest.status}; release it once the run has finished and passed."
@@ -160,28 +162,23 @@ def _no_run(
     elif latest is not None:
         detail = (
             f"The gate run of version {version} on {name!r} (run {latest.pk}) did not finish "
-            f"({latest.status}); " + _start_hint(prompt, version, name, which="another") + "."
+            f"({latest.status}); " + _start_hint(which="another") + "."
         )
     elif committed_at and current.filter(status=EvalRun.Status.FINISHED).exists():
         detail = (
             f"The gate runs of version {version} on {name!r} started before it was committed: "
-            "they scored the draft as it was then, not the version; "
-            + _start_hint(prompt, version, name)
-            + "."
+            "they scored the draft as it was then, not the version; " + _start_hint() + "."
         )
     elif runs.filter(status=EvalRun.Status.FINISHED).exists():
         detail = (
             f"No gate run of version {version} on {name!r} since its cases changed; "
-            + _start_hint(prompt, version, name)
+            + _start_hint()
             + "."
         )
     else:
-        detail = (
-            f"No gate run of version {version} on {name!r} yet; "
-            + _start_hint(prompt, version, name)
-            + "."
-        )
-    return GateStatus(gate, (GateVerdict(False, f"{name}-run", detail),))
+        detail = f"No gate run of version {version} on {name!r} yet; " + _start_hint() + "."
+    pending = latest if latest is not None and latest.status in IN_PROGRESS else None
+    return GateStatus(gate, (GateVerdict(False, f"{name}-run", detail),), pending=pending)
 
 
 def _judge(
@@ -303,6 +300,39 @@ def promotion_gates_check(*, prompt_id: int, environment: str, version: int) -> 
     configured: nothing to refuse."""
     statuses = _statuses(prompt_id=prompt_id, environment=environment, version=version)
     return [v for status in statuses for v in status.verdicts]
+
+
+def _report(status: GateStatus, *, version: int) -> GateReport:
+    gate = status.gate
+    if status.run is not None:
+        state = GateState.PASSED if status.passed else GateState.FAILED
+    elif status.pending is not None:
+        state = GateState.RUNNING
+    elif any(v.gate.endswith("-dataset") for v in status.verdicts):
+        state = GateState.NO_DATASET
+    else:
+        state = GateState.NO_RUN
+    run = status.run or status.pending
+    return GateReport(
+        name=gate.dataset_name,
+        version=version,
+        state=state,
+        min_pass_rate=gate.min_pass_rate,
+        must_pass_cases=gate.must_pass_cases,
+        details=tuple(v.detail for v in status.verdicts),
+        pass_rate=status.pass_rate,
+        passed_cases=status.passed_cases,
+        total_cases=status.total_cases,
+        run_id=run.pk if run is not None else None,
+        startable=state in (GateState.NO_RUN, GateState.FAILED),
+    )
+
+
+def promotion_gates_report(*, prompt_id: int, environment: str, version: int) -> list[GateReport]:
+    """``releases.gates.PromotionGateReader``: every applicable gate, passed or not, as the
+    release confirmation pages show it (the same judgement as ``promotion_gates_check``)."""
+    statuses = _statuses(prompt_id=prompt_id, environment=environment, version=version)
+    return [_report(status, version=version) for status in statuses]
 
 
 # --- selectors --------------------------------------------------------------------------------

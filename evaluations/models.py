@@ -290,7 +290,8 @@ class CanaryAnalysis(models.Model):
         verbose_name_plural = "canary analyses"
 
     def __str__(self) -> str:
-        return f"Canary analysis of v{self.canary_version} ({self.status})"
+        # No status: a message made of it ("...: stopped") would say the old one.
+        return f"Canary analysis of v{self.canary_version}"
 
 
 class CanaryVerdict(models.Model):
@@ -319,4 +320,4 @@ class CanaryVerdict(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.outcome} at step {self.step}"
+        return f"{self.get_outcome_display()} (step {self.step + 1})"

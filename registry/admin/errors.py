@@ -14,6 +14,24 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from registry.errors import ProblemsError, RegistryError
 
 
+def error_text(exc: RegistryError, *, subject: str = "") -> str:
+    """A service's refusal as one message: its sentence, then each problem's detail not said
+    already, after ``subject`` ("support.refund-reply @ staging: ...") unless the sentence
+    begins with it. A message never says the same words twice."""
+    lines = [exc.message]
+    if isinstance(exc, ProblemsError):
+        lines += [p.detail for p in exc.problems if p.detail not in lines]
+    text = " ".join(lines)
+    if subject and not text.casefold().startswith(subject.casefold()):
+        text = f"{subject}: {text}"
+    return text
+
+
+def with_subject(subject: str, text: str) -> str:
+    """``subject: text`` ending with one full stop, not two."""
+    return f"{subject}: {text.rstrip('.')}."
+
+
 class ServiceErrorsAsMessages:
     """Mix into a ``ModelAdmin`` before ``admin.ModelAdmin``."""
 
@@ -27,6 +45,5 @@ class ServiceErrorsAsMessages:
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except RegistryError as exc:
-            details = [p.detail for p in exc.problems] if isinstance(exc, ProblemsError) else []
-            self.message_user(request, " ".join([exc.message, *details]), messages.ERROR)
+            self.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())

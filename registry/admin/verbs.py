@@ -22,7 +22,6 @@ from registry.errors import (
     ContentInvalid,
     DraftConflict,
     DraftExists,
-    ProblemsError,
     RegistryError,
     VersionImmutable,
 )
@@ -31,16 +30,11 @@ from registry.selectors import TranslationState, version_check, version_translat
 from registry.services import version_branch, version_commit, version_draft_discard
 
 from .display import translation_badges, version_by_number_url, version_url
+from .errors import error_text
 from .pages import TEMPLATES, page_context, version_or_404
 
 if TYPE_CHECKING:
     from .versions import PromptVersionAdmin
-
-
-def problem_lines(exc: RegistryError) -> list[str]:
-    if isinstance(exc, ProblemsError) and exc.problems:
-        return [p.detail for p in exc.problems]
-    return []
 
 
 def draft_exists_text(exc: DraftExists, prompt_id: int) -> str:
@@ -64,8 +58,7 @@ def refused(
     if isinstance(exc, DraftExists) and prompt_id is not None:
         text = draft_exists_text(exc, prompt_id)
     else:
-        details = problem_lines(exc)
-        text = exc.message + (" " + " ".join(details) if details else "")
+        text = error_text(exc)
     model_admin.message_user(request, text, messages.ERROR)
     return HttpResponseRedirect(back)
 
@@ -217,10 +210,7 @@ def commit_selected(
             try:
                 version_commit(version=draft, actor=actor, message=message)
             except RegistryError as exc:
-                details = problem_lines(exc)
-                failed.append(
-                    f"{draft}: {exc.message}" + (f" {' '.join(details)}" if details else "")
-                )
+                failed.append(error_text(exc, subject=str(draft)))
             else:
                 committed.append(str(draft))
         if committed:

@@ -279,6 +279,24 @@ def preview_rollback(slot: Slot, data: dict[str, Any]) -> Preview:
     return Preview(ReleaseState.from_dict(event.before), undoes=event)
 
 
+def gated_versions(verb: Verb, before: ReleaseState, after: ReleaseState) -> tuple[int, ...]:
+    """The versions the verb's service asks the promotion gates about (``releases.services``):
+    the one it puts in front of traffic, or each new variant of an experiment."""
+    if not verb.gated:
+        return ()
+    match verb.action:
+        case Action.DEPLOY | Action.CANARY_PROMOTE:
+            return (after.stable,) if after.stable is not None else ()
+        case Action.CANARY_START:
+            return (after.canary.version,) if after.canary is not None else ()
+        case Action.EXPERIMENT_START if after.experiment is not None:
+            variants = (v.version for v in after.experiment.variants)
+            return tuple(dict.fromkeys(n for n in variants if n != before.stable))
+        case Action.EXPERIMENT_STOP if after.stable != before.stable:
+            return (after.stable,) if after.stable is not None else ()
+    return ()
+
+
 # --- the verbs --------------------------------------------------------------------------------
 
 Apply = Callable[..., Release]

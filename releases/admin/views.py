@@ -20,14 +20,17 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
 
 from registry.actors import Actor
+from registry.admin.errors import error_text, with_subject
 from registry.errors import ProblemsError, RegistryError
 from registry.models import Prompt
 from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseNotFound
+from releases.gates import GateReport, promotion_gate_reports
 from releases.models import Release, ReleaseEvent
+from releases.notices import change_notices
 from releases.selectors import (
     environment_list,
     events_page,
@@ -35,7 +38,7 @@ from releases.selectors import (
     release_get,
     release_history,
 )
-from releases.services import release_state
+from releases.services import environment_order_refusal, release_state
 from releases.state import ReleaseState
 
 from .display import PARTS, Change, part_texts, state_changes, state_summary
@@ -49,6 +52,7 @@ from .verbs import (
     Preview,
     Slot,
     Verb,
+    gated_versions,
     recent_versions,
 )
 
@@ -180,6 +184,68 @@ def bound_data(verb: Verb, request: HttpRequest, slot: Slot | None) -> QueryDict
 
 
 OVERRIDE_PERMISSION = "releases.override_gates"
+# Where a gate run is started from this page: the evaluations admin registers the URL (releases
+# does not import evaluations); without it the gates are listed with no button.
+GATE_RUN_URL = "admin:evaluations_evalrun_gate"
+
+
+@dataclass(frozen=True, slots=True)
+class GateVersion:
+    """One version the change puts in front of traffic, and what stands between it and release."""
+
+    number: int
+    gates: list[GateReport]
+    order_refusal: str  # the environment order's refusal, or ''
+
+
+@dataclass(frozen=True, slots=True)
+class GatePanel:
+    environment: str
+    versions: list[GateVersion]
+    start_url: str  # '' when gate runs cannot be started from here
+    back_url: str  # this page with the same inputs: where a gate run comes back to
+
+    @property
+    def checked(self) -> bool:
+        return any(v.gates or v.order_refusal for v in self.versions)
+
+    @property
+    def startable(self) -> bool:
+        return bool(self.start_url) and any(g.startable for v in self.versions for g in v.gates)
+
+
+def back_url(request: HttpRequest, inputs: Inputs) -> str:
+    """This confirmation page with the inputs it shows, as a link opens it (GET)."""
+    data = inputs.data
+    params = [(name, value) for name in inputs.fields for value in data.getlist(name)]
+    return f"{request.path}?{urlencode(params)}" if params else request.path
+
+
+def gate_panel(
+    request: HttpRequest, verb: Verb, slot: Slot, preview: Preview, inputs: Inputs
+) -> GatePanel | None:
+    """The promotion gates the change would meet, per version it puts in front of traffic, with
+    their state now: shown before the click, so a refusal is never a surprise."""
+    numbers = gated_versions(verb, slot.state, preview.state)
+    if not numbers:
+        return None
+    versions = [
+        GateVersion(
+            number,
+            promotion_gate_reports(
+                prompt_id=slot.prompt.pk, environment=slot.environment.name, version=number
+            ),
+            environment_order_refusal(
+                prompt=slot.prompt, environment=slot.environment, number=number
+            ),
+        )
+        for number in numbers
+    ]
+    try:
+        start_url = reverse(GATE_RUN_URL)
+    except NoReverseMatch:
+        start_url = ""
+    return GatePanel(slot.environment.name, versions, start_url, back_url(request, inputs))
 
 
 def change_page(
@@ -208,7 +274,8 @@ def change_page(
         outcome = preview(verb, slot, inputs)
     confirm = ConfirmForm(
         request.POST if posted else None,
-        initial={"revision": slot.revision if slot else 0},
+        # A gate run comes back with the reason typed before it (``?reason=``).
+        initial={"revision": slot.revision if slot else 0, "reason": request.GET.get("reason", "")},
         reason_required=verb.reason_required,
         can_override=can_override,
     )
@@ -271,6 +338,12 @@ def change_page(
     }
     if slot is not None and outcome.preview is not None:
         context.update(comparison(slot.state, outcome.preview.state))
+        context["gate_panel"] = gate_panel(request, verb, slot, outcome.preview, inputs)
+        context["notices"] = change_notices(
+            release_id=slot.release.pk if slot.release else None,
+            before=slot.state,
+            after=outcome.preview.state,
+        )
     return TemplateResponse(request, f"{TEMPLATES}/confirm_change.html", context)
 
 
@@ -471,13 +544,13 @@ def confirm_selected(
             except ReleaseConflict:
                 failed.append(f"{row.slot.release}: changed meanwhile, left as it is")
             except RegistryError as exc:
-                failed.append(f"{row.slot.release}: {exc.message}")
+                failed.append(error_text(exc, subject=str(row.slot.release)))
             else:
                 done.append(f"{release} (now {state_summary(release_state(release))})")
         if done:
             model_admin.message_user(request, f"{verb.title}: {'; '.join(done)}.", messages.SUCCESS)
         for failure in failed:
-            model_admin.message_user(request, f"Not changed: {failure}.", messages.ERROR)
+            model_admin.message_user(request, with_subject("Not changed", failure), messages.ERROR)
         return None
     context = {
         **model_admin.admin_site.each_context(request),

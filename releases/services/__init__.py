@@ -27,6 +27,7 @@ from .changes import (
 from .common import (
     STATE_FIELDS,
     ensure_revision_matches,
+    environment_order_refusal,
     percent_to_basis_points,
     release_state,
 )
@@ -35,6 +36,7 @@ from .rollback import release_rollback, rollback_target
 __all__ = [
     "STATE_FIELDS",
     "ensure_revision_matches",
+    "environment_order_refusal",
     "percent_to_basis_points",
     "release_canary_abort",
     "release_canary_promote",

@@ -131,6 +131,27 @@ def _releasable(release: Release, number: int, *, pointer: str = "/version") -> 
     return version
 
 
+def environment_order_refusal(*, prompt: Prompt, environment: Environment, number: int) -> str:
+    """Why the environment order refuses ``number`` in ``environment``, or '' when it does not
+    (the environment does not require it, or the version has been stable in the one before)."""
+    if not environment.requires_previous_stable:
+        return ""
+    previous = (
+        Environment.objects.filter(position__lt=environment.position).order_by("-position").first()
+    )
+    if (
+        previous is None
+        or ReleaseEvent.objects.filter(
+            release__prompt=prompt, release__environment=previous, after__stable=number
+        ).exists()
+    ):
+        return ""
+    return (
+        f"{environment.name} takes only versions that have been stable in {previous.name}; "
+        f"version {number} has not."
+    )
+
+
 def _ensure_promotable(
     release: Release, number: int, *, override: bool = False, overridden: list[dict] | None = None
 ) -> None:
@@ -141,25 +162,9 @@ def _ensure_promotable(
     """
     failed: list[dict] = []
     environment = release.environment
-    if environment.requires_previous_stable:
-        previous = (
-            Environment.objects.filter(position__lt=environment.position)
-            .order_by("-position")
-            .first()
-        )
-        if (
-            previous is not None
-            and not ReleaseEvent.objects.filter(
-                release__prompt=release.prompt, release__environment=previous, after__stable=number
-            ).exists()
-        ):
-            failed.append(
-                {
-                    "gate": "environment-order",
-                    "detail": f"{environment.name} takes only versions that have been stable in "
-                    f"{previous.name}; version {number} has not.",
-                }
-            )
+    order = environment_order_refusal(prompt=release.prompt, environment=environment, number=number)
+    if order:
+        failed.append({"gate": "environment-order", "detail": order})
     for check in promotion_checks():
         # A check may stand for several gates (evaluations: every gate of the environment).
         answer = check(prompt_id=release.prompt_id, environment=environment.name, version=number)

@@ -9,6 +9,7 @@ Personas (STYLE R14):
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -124,7 +125,8 @@ def test_the_page_shows_the_policy_the_ramp_and_the_figures(rita, analysis):
     content = response.content.decode()
     assert "<svg" in content
     assert "<polyline" in content
-    assert "max_error_rate_increase" in content
+    assert "Error rate" in content
+    assert "at most 1 percentage point above stable" in content
     assert "Failed: rolled back" in content
     assert "error rate" in content
     assert "33.33" in content
@@ -230,7 +232,7 @@ def test_look_now_reports_a_wait_and_a_stopped_analysis(rita, released):
 
     canary.canary_analysis_stop(analysis_id=analysis.pk, actor=MANAGER)
     stopped = client.post(look_url(analysis), follow=True).content.decode()
-    assert "no look: the analysis is not running" in stopped
+    assert "Canary analysis of v3: no look. It is not running" in stopped
     assert analysis.verdicts.count() == 1
 
 
@@ -298,3 +300,74 @@ def test_the_release_page_links_to_its_canary_analysis(rita, analysis):
     assert reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk]) in (
         listed.content.decode()
     )
+
+
+# --- in users' words --------------------------------------------------------------------------------
+
+
+def test_the_page_says_the_step_and_the_policy_in_words_and_hides_the_internals(rita, released):
+    analysis = canary.canary_analysis_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        version=3,
+        policy={
+            "steps": [5, 25, 50, 100],
+            "min_minutes": [30, 60, 90, 0],
+            "min_calls": 1000,
+            "max_minutes": 1440,
+            "max_p95_latency_increase": 15,
+            "max_feedback_decrease": 0.2,
+            "alpha": 0.01,
+        },
+        actor=MANAGER,
+    )
+
+    response = client_for(rita).get(
+        reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk])
+    )
+
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode()))
+    assert "Step: 1 of 3 · 5 %" in page
+    assert "Ramps through 5 %, 25 %, 50 % of subjects, then promoted to 100 %." in page
+    assert "2 of 3 25 % of subjects 1 h and 1,000 sticky calls in each arm 1 day" in page
+    assert "3 of 3 50 % of subjects 1 h 30 min and 1,000 sticky calls in each arm" in page
+    assert "p95 latency at most 15 % above stable" in page
+    assert "Feedback at most 0.2 points below stable, on the −1 to 1 feedback scale" in page
+    assert "judged with 99 % confidence" in page
+    assert "Looks that could not measure: None in a row (it holds for a person after 3)" in page
+    # Internals: the salt, the step as an index, the snake_case keys, the model's help text.
+    for internal in (
+        analysis.canary_salt,
+        "Index into the policy",
+        "min_calls",
+        "alpha",
+        "max_p95_latency_increase",
+        "Canary salt",
+        "Unmeasured looks",
+    ):
+        assert internal not in page, internal
+
+
+def test_a_look_reports_a_verdict_without_saying_its_subject_twice(rita, released, sampled):
+    response = client_for(rita).post(look_url(sampled), follow=True)
+
+    message = next(iter(response.context["messages"])).message
+    assert message.startswith("Canary analysis of v3, step 1 of 1 (50 %)")
+    assert message.count("Canary analysis of v3") == 1
+
+
+def test_stopping_says_it_once_with_the_analysis_as_it_is_now(rita, released):
+    analysis = canary.canary_analysis_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        version=3,
+        policy={"steps": [50]},
+        actor=MANAGER,
+    )
+
+    response = client_for(rita).post(
+        reverse("admin:evaluations_canaryanalysis_stop", args=[analysis.pk]), follow=True
+    )
+
+    messages = [m.message for m in response.context["messages"]]
+    assert messages == ["Canary analysis of v3 stopped; the canary stays."]

@@ -169,9 +169,8 @@ def test_a_version_without_a_gate_run_is_refused_with_how_to_start_one(released,
 
     assert blocked.gate == "golden-run"
     assert blocked.message == (
-        "No gate run of version 3 on 'golden' yet; start one: POST "
-        "/api/v1/prompts/support.refund-reply/versions/3/evaluations "
-        '{"dataset": "golden", "include_holdout": true}.'
+        "No gate run of version 3 on 'golden' yet; start one: an eval run of the version over "
+        "every case, holdout included."
     )
 
 
@@ -212,7 +211,7 @@ def test_a_gate_run_of_the_draft_does_not_count_for_the_committed_version(releas
     assert info.value.gate == "golden-run"
     assert info.value.message.startswith(
         "The gate runs of version 4 on 'golden' started before it was committed: they scored "
-        "the draft as it was then, not the version; start one: POST "
+        "the draft as it was then, not the version; start one: an eval run of the version"
     )
     EvalRun.objects.filter(pk=before_commit.pk).update(created_at=timezone.now())  # as if after
     assert release_state(change(released, **deploy)).stable == 4
@@ -233,7 +232,9 @@ def test_a_failed_gate_run_is_named_with_how_to_start_another(released, staging_
     blocked = refused(released)
 
     assert blocked.gate == "golden-run"
-    assert f"(run {run.pk}) did not finish (failed); start another: POST" in blocked.message
+    assert f"(run {run.pk}) did not finish (failed); start another: an eval run" in (
+        blocked.message
+    )
 
 
 def test_a_run_of_another_version_does_not_count(released, staging_gate):
@@ -637,7 +638,10 @@ def test_the_board_shows_every_failed_gate_and_offers_an_override(rita, released
     page = text(response)
     assert response.status_code == 200
     assert "(gate: golden-run)" in page
-    assert "edge-cases" not in page  # it passes
+    refusal = re.search(
+        r'class="errornote release-errors">(.*?)</div>', response.content.decode(), re.S
+    )
+    assert "edge-cases" not in refusal.group(1)  # it passes: the gates' table says so
     assert "Release anyway (override the failed gates)" in page
     assert "Release anyway" not in text(rita.get(deploy_page(release)))  # only once refused
     assert release_state(released.release("staging")).stable == 2
