@@ -154,6 +154,7 @@ def test_prompt_authors_have_exactly_the_permissions_of_their_migrations():
     migration = importlib.import_module("registry.migrations.0003_prompt_authors_group")
     datasets = importlib.import_module("evaluations.migrations.0002_prompt_authors_write_datasets")
     evals = importlib.import_module("evaluations.migrations.0004_eval_and_analysis_permissions")
+    cases = importlib.import_module("evaluations.migrations.0009_prompt_authors_remove_cases")
     expected = {
         f"{action}_{model}" for model, actions in migration.PERMISSIONS for action in actions
     }
@@ -163,7 +164,7 @@ def test_prompt_authors_have_exactly_the_permissions_of_their_migrations():
     granted = set(group.permissions.values_list("content_type__app_label", "codename"))
     assert granted == {("registry", codename) for codename in expected} | {
         ("evaluations", codename)
-        for codename in (*datasets.CODENAMES, *evals.GRANTS["Prompt authors"])
+        for codename in (*datasets.CODENAMES, *evals.GRANTS["Prompt authors"], *cases.CODENAMES)
     }
     assert "commit_promptversion" in expected
     assert not {"delete_prompt", "add_group"} & {codename for _app, codename in granted}
