@@ -15,13 +15,14 @@ from runs.services import call_feedback_set
 
 from .models import Scope
 from .permissions import HasScope, request_key
+from .serializers import StrictFloatField
 
 
 class CallFeedbackApi(APIView):
     permission_classes = [HasScope(Scope.EVENTS_WRITE)]
 
     class InputSerializer(serializers.Serializer):
-        feedback = serializers.FloatField(
+        feedback = StrictFloatField(
             min_value=-1, max_value=1, help_text="-1 (bad) to 1 (good); replaces an earlier one."
         )
 

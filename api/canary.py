@@ -30,6 +30,7 @@ from releases.selectors import release_get
 from .models import Scope
 from .permissions import HasScope, scope_by_method
 from .releases import IF_MATCH, _target, if_match_revision
+from .serializers import StrictCharField
 
 RECENT_VERDICTS = 20
 
@@ -127,7 +128,7 @@ class AnalysisOutputSerializer(serializers.Serializer):
 
 
 class _Reason(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
 class CanaryAnalysisApi(APIView):
@@ -135,7 +136,7 @@ class CanaryAnalysisApi(APIView):
     the running canary."""
 
     class AttachInputSerializer(_Reason):
-        analysis = serializers.JSONField(
+        analysis = serializers.DictField(
             help_text="The policy; fields left out take their defaults (docs/canary-analysis.md)."
         )
 

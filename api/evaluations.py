@@ -26,6 +26,14 @@ from .models import Scope
 from .pagination import Pagination
 from .permissions import HasScope, ensure_environment_allowed
 from .problems import INSUFFICIENT_SCOPE, ProblemException
+from .serializers import (
+    DATASET_MAX_CHARS,
+    DATASET_PATTERN,
+    ENVIRONMENT_MAX_CHARS,
+    ENVIRONMENT_PATTERN,
+    StrictBooleanField,
+    StrictCharField,
+)
 
 
 class BaselineSerializer(serializers.Serializer):
@@ -190,16 +198,21 @@ class EvalRunStartApi(APIView):
     permission_classes = [HasScope(Scope.PROMPTS_WRITE)]
 
     class InputSerializer(serializers.Serializer):
-        dataset = serializers.CharField(max_length=100)
-        environment = serializers.CharField(
+        dataset = StrictCharField(
+            max_length=DATASET_MAX_CHARS,
+            pattern=DATASET_PATTERN,
+            help_text="The dataset's name, e.g. golden.",
+        )
+        environment = StrictCharField(
             required=False,
             allow_null=True,
             default=None,
-            max_length=50,
+            max_length=ENVIRONMENT_MAX_CHARS,
+            pattern=ENVIRONMENT_PATTERN,
             help_text="Whose stable version to compare with; default: EVAL_BASELINE_ENVIRONMENT "
             "(production), else the highest environment that has a stable version.",
         )
-        include_holdout = serializers.BooleanField(
+        include_holdout = StrictBooleanField(
             required=False,
             default=False,
             help_text="A gate run: score the frozen holdout cases too (needs releases:write). "

@@ -22,6 +22,15 @@ from runs.models import Call
 from .models import Scope
 from .permissions import HasScope
 from .problems import VALIDATION, ProblemException
+from .serializers import (
+    ENVIRONMENT_MAX_CHARS,
+    ENVIRONMENT_PATTERN,
+    KEY_MAX_CHARS,
+    KEY_PATTERN,
+    LOCALE_MAX_CHARS,
+    LOCALE_PATTERN,
+    StrictCharField,
+)
 
 
 # Events are not parsed with this serializer, it only documents them: ``events_ingest`` checks
@@ -32,9 +41,11 @@ class EventSerializer(serializers.Serializer):
     event_id = serializers.CharField(
         max_length=100, help_text="Your id for this outcome: a retry with the same id is ignored."
     )
-    prompt = serializers.CharField(help_text="The prompt's key.")
+    prompt = StrictCharField(
+        max_length=KEY_MAX_CHARS, pattern=KEY_PATTERN, help_text="The prompt's key."
+    )
     version = serializers.IntegerField(min_value=1, help_text="A committed version's number.")
-    environment = serializers.CharField()
+    environment = StrictCharField(max_length=ENVIRONMENT_MAX_CHARS, pattern=ENVIRONMENT_PATTERN)
     status = serializers.ChoiceField(choices=Call.Status.choices)
     occurred_at = serializers.DateTimeField(
         required=False,
@@ -53,7 +64,9 @@ class EventSerializer(serializers.Serializer):
     subject = serializers.CharField(
         required=False, allow_blank=True, max_length=256, help_text="Stored only as a keyed hash."
     )
-    locale = serializers.CharField(required=False, allow_blank=True, help_text="BCP 47.")
+    locale = StrictCharField(
+        required=False, max_length=LOCALE_MAX_CHARS, pattern=LOCALE_PATTERN, help_text="BCP 47."
+    )
     request_id = serializers.CharField(
         required=False, allow_blank=True, max_length=100, help_text="Default: the event id."
     )
@@ -86,7 +99,7 @@ class EventSerializer(serializers.Serializer):
 
 
 class EventBatchSerializer(serializers.Serializer):
-    events = EventSerializer(many=True, min_length=1, max_length=MAX_EVENTS)
+    events = serializers.ListField(child=EventSerializer(), min_length=1, max_length=MAX_EVENTS)
 
     class Meta:
         ref_name = "EventBatch"

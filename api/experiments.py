@@ -390,7 +390,7 @@ class ExperimentResultsApi(APIView):
         parameters=[
             OpenApiParameter(
                 "experiment",
-                int,
+                {"type": "integer", "minimum": 1},
                 description="The start event id of a past experiment; default: the running one.",
             )
         ],

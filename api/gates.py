@@ -29,6 +29,17 @@ from releases.selectors import environment_get
 
 from .models import Scope
 from .permissions import HasScope, ensure_environment_allowed, scope_by_method
+from .serializers import (
+    DATASET_MAX_CHARS,
+    DATASET_PATTERN,
+    ENVIRONMENT_MAX_CHARS,
+    ENVIRONMENT_PATTERN,
+    KEY_MAX_CHARS,
+    KEY_PATTERN,
+    DecimalNumberField,
+    StrictBooleanField,
+    StrictCharField,
+)
 
 
 class GateOutputSerializer(serializers.Serializer):
@@ -57,14 +68,17 @@ class GateOutputSerializer(serializers.Serializer):
 
 # The values are checked by the service (pass rate range and decimals, dataset name, prompt), so
 # the API and the admin answer the same words; the serializers only parse the JSON types.
-_DATASET = {"max_length": 100, "help_text": "The dataset's name, e.g. golden."}
+_DATASET = {
+    "max_length": DATASET_MAX_CHARS,
+    "pattern": DATASET_PATTERN,
+    "help_text": "The dataset's name, e.g. golden.",
+}
 _PASS_RATE = {
-    "max_digits": None,
-    "decimal_places": None,
     "help_text": "Percent of the gate run's cases that must pass, 0–100, at most two decimals.",
 }
 _PROMPT = {
-    "max_length": 150,
+    "max_length": KEY_MAX_CHARS,
+    "pattern": KEY_PATTERN,
     "allow_null": True,
     "help_text": "A prompt key: the gate is on that prompt alone, and refuses it while it has no "
     "such dataset. Null or absent: every prompt with a dataset of that name.",
@@ -79,11 +93,11 @@ class EnvironmentGateCollectionApi(APIView):
     """``GET /environments/{environment}/gates`` lists the gates; ``POST`` adds one."""
 
     class InputSerializer(serializers.Serializer):
-        dataset = serializers.CharField(**_DATASET)
-        min_pass_rate = serializers.DecimalField(**_PASS_RATE)
-        must_pass_cases = serializers.BooleanField(required=False, default=True)
-        prompt = serializers.CharField(required=False, default=None, **_PROMPT)
-        enabled = serializers.BooleanField(required=False, default=True)
+        dataset = StrictCharField(**_DATASET)
+        min_pass_rate = DecimalNumberField(**_PASS_RATE)
+        must_pass_cases = StrictBooleanField(required=False, default=True)
+        prompt = StrictCharField(required=False, default=None, **_PROMPT)
+        enabled = StrictBooleanField(required=False, default=True)
 
         class Meta:
             ref_name = "PromotionGateCreateInput"
@@ -122,11 +136,11 @@ class EnvironmentGateDetailApi(APIView):
     """``GET``, ``PATCH`` (the fields sent) and ``DELETE /environments/{environment}/gates/{id}``."""
 
     class InputSerializer(serializers.Serializer):
-        dataset = serializers.CharField(required=False, **_DATASET)
-        min_pass_rate = serializers.DecimalField(required=False, **_PASS_RATE)
-        must_pass_cases = serializers.BooleanField(required=False)
-        prompt = serializers.CharField(required=False, **_PROMPT)
-        enabled = serializers.BooleanField(required=False)
+        dataset = StrictCharField(required=False, **_DATASET)
+        min_pass_rate = DecimalNumberField(required=False, **_PASS_RATE)
+        must_pass_cases = StrictBooleanField(required=False)
+        prompt = StrictCharField(required=False, **_PROMPT)
+        enabled = StrictBooleanField(required=False)
 
         class Meta:
             ref_name = "PromotionGateUpdateInput"
@@ -245,12 +259,21 @@ class VersionGateStatusApi(APIView):
     permission_classes = [HasScope(Scope.PROMPTS_READ)]
 
     class QuerySerializer(serializers.Serializer):
-        environment = serializers.SlugField(max_length=50)
+        environment = serializers.RegexField(ENVIRONMENT_PATTERN, max_length=ENVIRONMENT_MAX_CHARS)
 
     @extend_schema(
         operation_id="versions_gates",
         parameters=[
-            OpenApiParameter("environment", str, required=True, description="e.g. production.")
+            OpenApiParameter(
+                "environment",
+                {
+                    "type": "string",
+                    "pattern": ENVIRONMENT_PATTERN,
+                    "maxLength": ENVIRONMENT_MAX_CHARS,
+                },
+                required=True,
+                description="e.g. production.",
+            )
         ],
         responses=VersionGatesSerializer,
     )

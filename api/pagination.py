@@ -1,3 +1,12 @@
+"""Page-number pagination, as strict as the schema says it is.
+
+DRF serves the first page for an empty ``page`` and the default size for a ``page_size`` it
+cannot read (``true``, ``null``, ``-3``), and silently cuts a larger one to ``max_page_size``: a
+client with a bug gets an answer other than the one it asked for, and never hears of it. Here
+each is a 400 problem pointing at the parameter, and the schema publishes the same bounds
+(``minimum``, ``maximum``). A page past the last one is a 404 (``not-found``), as in DRF.
+"""
+
 from __future__ import annotations
 
 from rest_framework.exceptions import ValidationError
@@ -8,20 +17,30 @@ class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
 
-    def get_page_size(self, request) -> int:
-        """DRF ignores a ``page_size`` it cannot read and serves the default page; here it is
-        refused like any other bad parameter (a 400 problem), and a larger one than
-        ``max_page_size`` is served that many."""
-        raw = request.query_params.get(self.page_size_query_param)
+    def _number(self, request, name: str, *, maximum: int | None = None) -> int | None:
+        raw = request.query_params.get(name)
         if raw is None:
-            return self.page_size
+            return None
         if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-            raise ValidationError({self.page_size_query_param: ["A whole number, 1 or more."]})
-        return min(int(raw), self.max_page_size)
+            raise ValidationError({name: ["A whole number, 1 or more."]})
+        if maximum is not None and int(raw) > maximum:
+            raise ValidationError({name: [f"At most {maximum}."]}, code="max_value")
+        return int(raw)
+
+    def get_page_size(self, request) -> int:
+        size = self._number(request, self.page_size_query_param, maximum=self.max_page_size)
+        return self.page_size if size is None else size
+
+    def get_page_number(self, request, paginator) -> int:
+        # No ``page=last`` (DRF's alias): the schema says a page is a number.
+        number = self._number(request, self.page_query_param)
+        return 1 if number is None else number
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
-            if parameter["name"] in {self.page_query_param, self.page_size_query_param}:
+            if parameter["name"] == self.page_query_param:
                 parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] |= {"minimum": 1, "maximum": self.max_page_size}
         return parameters

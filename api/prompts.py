@@ -9,12 +9,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from registry.selectors import prompt_get, prompt_list
-from registry.services import prompt_create, prompt_update
+from registry.services import MAX_TAGS, prompt_create, prompt_update
 
 from .authentication import KeyPrincipal
 from .models import Scope
 from .pagination import Pagination
 from .permissions import scope_by_method
+from .serializers import (
+    KEY_MAX_CHARS,
+    KEY_PATTERN,
+    LOCALE_PATTERN,
+    TAG_MAX_CHARS,
+    TAG_PATTERN,
+    StrictCharField,
+)
 
 
 class PromptOutputSerializer(serializers.Serializer):
@@ -44,11 +52,18 @@ class PromptCollectionApi(APIView):
 
         # Identifiers are not trimmed: "support.x\n" is refused with a pointer at the key, never
         # stored as another key than the one the client sent and will ask for.
-        key = serializers.CharField(max_length=150, trim_whitespace=False)
-        description = serializers.CharField(required=False, allow_blank=True, default="")
-        default_locale = serializers.CharField(required=False, default="en", max_length=35)
+        key = StrictCharField(max_length=KEY_MAX_CHARS, trim_whitespace=False, pattern=KEY_PATTERN)
+        description = StrictCharField(required=False, allow_blank=True, default="")
+        default_locale = StrictCharField(
+            required=False, default="en", max_length=35, pattern=LOCALE_PATTERN
+        )
         tags = serializers.ListField(
-            child=serializers.CharField(trim_whitespace=False), required=False, default=list
+            child=StrictCharField(
+                trim_whitespace=False, max_length=TAG_MAX_CHARS, pattern=TAG_PATTERN
+            ),
+            required=False,
+            default=list,
+            max_length=MAX_TAGS,
         )
 
     class QuerySerializer(serializers.Serializer):
@@ -56,14 +71,14 @@ class PromptCollectionApi(APIView):
             ref_name = "PromptListQuery"
 
         # CharField refuses NUL characters, which PostgreSQL cannot compare text with.
-        search = serializers.CharField(
+        search = StrictCharField(
             required=False,
             allow_blank=True,
             default="",
             max_length=200,
             help_text="Part of the key, the description or a tag.",
         )
-        tag = serializers.CharField(
+        tag = StrictCharField(
             required=False,
             allow_blank=True,
             default="",
@@ -109,9 +124,13 @@ class PromptDetailApi(APIView):
         class Meta:
             ref_name = "PromptUpdateInput"
 
-        description = serializers.CharField(required=False, allow_blank=True)
+        description = StrictCharField(required=False, allow_blank=True)
         tags = serializers.ListField(
-            child=serializers.CharField(trim_whitespace=False), required=False
+            child=StrictCharField(
+                trim_whitespace=False, max_length=TAG_MAX_CHARS, pattern=TAG_PATTERN
+            ),
+            required=False,
+            max_length=MAX_TAGS,
         )
 
     def get_permissions(self):

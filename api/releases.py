@@ -7,6 +7,7 @@ another one: the check runs before any service is called.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -26,22 +27,27 @@ from releases.state import shadow_budget
 from .models import Scope
 from .pagination import Pagination
 from .permissions import HasScope, ensure_environment_allowed
+from .serializers import PercentField, StrictBooleanField, StrictCharField, StrictIntegerField
 
+# The revision as an ETag: 12, "12" or W/"12"; * (any revision) is the same as leaving it out.
+_IF_MATCH = re.compile(r'(?:W/)?"?([0-9]+)"?')
 IF_MATCH = OpenApiParameter(
     "If-Match",
-    str,
+    {"type": "string", "pattern": r'^(?:\*|(?:W/)?"?[0-9]+"?)$'},
     OpenApiParameter.HEADER,
-    description="The release revision you read; the change is refused if it moved on.",
+    description='The release revision you read (`12` or `"12"`, as the ETag says); the change '
+    "is refused if it moved on. `*` or no header: whatever the revision.",
 )
 
 
 def if_match_revision(request: Request) -> int | None:
-    value = request.headers.get("If-Match", "").strip().removeprefix("W/").strip('"')
-    if not value or value == "*":
+    value = request.headers.get("If-Match")
+    if value is None or value.strip() == "*":
         return None
-    if not value.isdigit():
+    match = _IF_MATCH.fullmatch(value.strip())
+    if match is None:
         raise serializers.ValidationError({"If-Match": ["Send the release revision, a number."]})
-    return int(value)
+    return int(match[1])
 
 
 class EnvironmentSerializer(serializers.Serializer):
@@ -190,9 +196,7 @@ class ReleaseChangeApi(APIView, ABC):
     permission_classes = [HasScope(Scope.RELEASES_WRITE)]
 
     class InputSerializer(serializers.Serializer):
-        reason = serializers.CharField(
-            required=False, allow_blank=True, default="", max_length=2000
-        )
+        reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
 
     @abstractmethod
     def change(self, request: Request, **arguments) -> Release:
@@ -224,13 +228,13 @@ def _change_schema(operation_id: str, serializer):
 
 
 class _Reason(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
 class _Promotion(_Reason):
     """A change that puts a version in front of traffic: the promotion gates are consulted."""
 
-    override_gates = serializers.BooleanField(
+    override_gates = StrictBooleanField(
         required=False,
         default=False,
         help_text="Release even if promotion gates fail; needs a reason, which the release "
@@ -240,7 +244,7 @@ class _Promotion(_Reason):
 
 class ReleaseDeployApi(ReleaseChangeApi):
     class InputSerializer(_Promotion):
-        version = serializers.IntegerField(min_value=1)
+        version = StrictIntegerField(min_value=1)
 
         class Meta:
             ref_name = "ReleaseDeployInput"
@@ -253,17 +257,13 @@ class ReleaseDeployApi(ReleaseChangeApi):
         return super().post(request, environment, key)
 
 
-PERCENT = {"max_digits": 5, "decimal_places": 2, "min_value": 0, "max_value": 100}
-
-
 class ReleaseCanaryStartApi(ReleaseChangeApi):
     """With ``analysis`` (a canary analysis policy) the canary starts at the policy's first step
     and the analysis with it, in one transaction (docs/canary-analysis.md)."""
 
     class InputSerializer(_Promotion):
-        version = serializers.IntegerField(min_value=1)
-        percent = serializers.DecimalField(
-            **PERCENT,
+        version = StrictIntegerField(min_value=1)
+        percent = PercentField(
             required=False,
             allow_null=True,
             default=None,
@@ -284,7 +284,7 @@ class ReleaseCanaryStartApi(ReleaseChangeApi):
             if attrs.get("analysis") is None and attrs.get("percent") is None:
                 raise serializers.ValidationError(
                     {"percent": ["Give the canary's percent, or an analysis policy."]},
-                    code="required",
+                    code="percent_or_analysis",
                 )
             return attrs
 
@@ -300,7 +300,7 @@ class ReleaseCanaryStartApi(ReleaseChangeApi):
 
 class ReleaseCanaryPercentApi(ReleaseChangeApi):
     class InputSerializer(_Reason):
-        percent = serializers.DecimalField(**PERCENT)
+        percent = PercentField()
 
         class Meta:
             ref_name = "ReleaseCanaryPercentInput"
@@ -340,9 +340,9 @@ class ReleaseCanaryAbortApi(ReleaseChangeApi):
 
 
 class _VariantInput(serializers.Serializer):
-    name = serializers.CharField(max_length=50)
-    version = serializers.IntegerField(min_value=1)
-    percent = serializers.DecimalField(**PERCENT)
+    name = StrictCharField(max_length=50)
+    version = StrictIntegerField(min_value=1)
+    percent = PercentField()
 
     class Meta:
         ref_name = "ReleaseExperimentVariantInput"
@@ -352,10 +352,10 @@ class ReleaseExperimentStartApi(ReleaseChangeApi):
     VariantSerializer = _VariantInput
 
     class InputSerializer(_Promotion):
-        name = serializers.CharField(max_length=100)
+        name = StrictCharField(max_length=100)
         # Nested, so that a bad variant's error points at /variants/<i>/<field>.
-        variants = serializers.ListSerializer(child=_VariantInput(), min_length=2, max_length=10)
-        planned_calls = serializers.IntegerField(
+        variants = serializers.ListField(child=_VariantInput(), min_length=2, max_length=10)
+        planned_calls = StrictIntegerField(
             required=False,
             allow_null=True,
             default=None,
@@ -378,7 +378,7 @@ class ReleaseExperimentStartApi(ReleaseChangeApi):
 
 class ReleaseExperimentStopApi(ReleaseChangeApi):
     class InputSerializer(_Promotion):
-        winner = serializers.CharField(required=False, allow_null=True, default=None, max_length=50)
+        winner = StrictCharField(required=False, allow_null=True, default=None, max_length=50)
 
         class Meta:
             ref_name = "ReleaseExperimentStopInput"
@@ -393,9 +393,11 @@ class ReleaseExperimentStopApi(ReleaseChangeApi):
 
 class ReleaseShadowStartApi(ReleaseChangeApi):
     class InputSerializer(_Reason):
-        versions = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1)
-        sample_percent = serializers.DecimalField(**PERCENT)
-        budget_per_hour = serializers.IntegerField(
+        versions = serializers.ListField(
+            child=StrictIntegerField(min_value=1), min_length=1, max_length=3
+        )
+        sample_percent = PercentField()
+        budget_per_hour = StrictIntegerField(
             required=False,
             allow_null=True,
             default=None,
@@ -432,7 +434,7 @@ class ReleaseShadowStopApi(ReleaseChangeApi):
 
 class ReleaseRollbackApi(ReleaseChangeApi):
     class InputSerializer(_Reason):
-        to_event = serializers.IntegerField(required=False, allow_null=True, default=None)
+        to_event = StrictIntegerField(required=False, allow_null=True, default=None)
 
         class Meta:
             ref_name = "ReleaseRollbackInput"

@@ -12,6 +12,14 @@ from typing import Any
 
 from .problems import PROBLEM_TYPES
 from .schema import problem_ref, problem_responses
+from .serializers import (
+    ENVIRONMENT_MAX_CHARS,
+    ENVIRONMENT_PATTERN,
+    KEY_MAX_CHARS,
+    KEY_PATTERN,
+    LOCALE_MAX_CHARS,
+    LOCALE_PATTERN,
+)
 
 
 def ref(name: str) -> dict[str, str]:
@@ -285,33 +293,53 @@ def _json(description: str, component: str, headers: dict[str, Any]) -> dict[str
     }
 
 
-def _query(name: str, description: str, *, required: bool = False) -> dict:
+# What the views accept, as ``api.runtime`` checks it: an environment name (a 400 otherwise), a
+# locale that is empty (no preference: the prompt's default) or a BCP 47 tag (``invalid-locale``
+# otherwise), a subject of any text (empty: none). A key that cannot exist is a 404.
+KEY_SCHEMA = {"type": "string", "pattern": KEY_PATTERN, "maxLength": KEY_MAX_CHARS}
+ENVIRONMENT_SCHEMA = {
+    "type": "string",
+    "pattern": ENVIRONMENT_PATTERN,
+    "maxLength": ENVIRONMENT_MAX_CHARS,
+}
+LOCALE_SCHEMA = {
+    "type": "string",
+    "pattern": "^$|" + LOCALE_PATTERN,
+    "maxLength": LOCALE_MAX_CHARS,
+}
+
+
+def _query(name: str, description: str, schema: dict, *, required: bool = False) -> dict:
     return {
         "name": name,
         "in": "query",
         "required": required,
         "description": description,
-        "schema": {"type": "string"},
+        "schema": schema,
     }
 
 
-def _path(name: str, description: str) -> dict:
+def _path(name: str, description: str, schema: dict) -> dict:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
-        "schema": {"type": "string"},
+        "schema": schema,
     }
 
 
 def _runtime_body(**extra: dict) -> dict:
     """The JSON body render and run take: who is served, where, in which locale, with what."""
     properties = {
-        "environment": {"type": "string"},
-        "locale": {"type": "string"},
-        "subject": {"type": "string"},
-        "variables": {"type": "object"},
+        "environment": ENVIRONMENT_SCHEMA,
+        "locale": {**LOCALE_SCHEMA, "nullable": True, "description": "null or empty: default"},
+        "subject": {**STRING, "nullable": True, "description": "null or empty: none (not sticky)"},
+        "variables": {
+            "type": "object",
+            "description": "name -> value; checked against the version's declared variables "
+            "(`invalid-variables` lists every problem)",
+        },
         **extra,
     }
     schema = {"type": "object", "required": ["environment"], "properties": properties}
@@ -367,8 +395,8 @@ def runtime_paths(result, generator, request, public):
     path changes nothing (no 409) and answers 503 when the database is down and it holds no copy.
     """
     result.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
-    key = _path("key", "The prompt's key.")
-    environment = _path("environment", "The environment.")
+    key = _path("key", "The prompt's key.", KEY_SCHEMA)
+    environment = _path("environment", "The environment.", ENVIRONMENT_SCHEMA)
     resolve_errors = problem_responses(*_types(*_REFUSED, *_RESOLVE_REFUSED))
     body_errors = problem_responses(*_types(*_REFUSED, *_RESOLVE_REFUSED, *_BODY_REFUSED))
     environment_errors = problem_responses(*_types(*_REFUSED, "environment-not-found"))
@@ -379,9 +407,17 @@ def runtime_paths(result, generator, request, public):
             "Which version serves this subject, in this locale, in this environment.",
             parameters=[
                 key,
-                _query("environment", "The environment.", required=True),
-                _query("locale", "BCP 47; falls back fr-CA -> fr -> the prompt's default."),
-                _query("subject", "Who is served (user, account, session); sticky when given."),
+                _query("environment", "The environment.", ENVIRONMENT_SCHEMA, required=True),
+                _query(
+                    "locale",
+                    "BCP 47; falls back fr-CA -> fr -> the prompt's default (also when empty).",
+                    LOCALE_SCHEMA,
+                ),
+                _query(
+                    "subject",
+                    "Who is served (user, account, session); sticky when given.",
+                    STRING,
+                ),
             ],
             responses={
                 "200": _json("The resolved prompt.", "Resolution", {**_ETAG, **_DEGRADED}),

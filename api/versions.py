@@ -33,9 +33,12 @@ from .models import Scope
 from .pagination import Pagination
 from .permissions import HasScope, scope_by_method
 from .serializers import (
+    LOCALE_PATTERN,
     ContentInputSerializer,
     ModelBindingSerializer,
     SectionsSerializer,
+    StrictBooleanField,
+    StrictCharField,
     VersionDetailSerializer,
     VersionSummarySerializer,
 )
@@ -84,10 +87,8 @@ class VersionCollectionApi(APIView):
         # A new version is whole: unlike an edit, it has no content to take the other parts from.
         model = ModelBindingSerializer()
         templates = serializers.DictField(child=SectionsSerializer(), allow_empty=False)
-        message = serializers.CharField(
-            required=False, allow_blank=True, default="", max_length=5000
-        )
-        commit = serializers.BooleanField(required=False, default=False)
+        message = StrictCharField(required=False, allow_blank=True, default="", max_length=5000)
+        commit = StrictBooleanField(required=False, default=False)
 
     def get_permissions(self):
         return scope_by_method(self.request, read=Scope.PROMPTS_READ, write=Scope.PROMPTS_WRITE)
@@ -127,7 +128,7 @@ class VersionDetailApi(APIView):
         class Meta:
             ref_name = "VersionUpdateInput"
 
-        message = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        message = StrictCharField(required=False, allow_blank=True, max_length=5000)
 
     def get_permissions(self):
         return scope_by_method(self.request, read=Scope.PROMPTS_READ, write=Scope.PROMPTS_WRITE)
@@ -192,7 +193,7 @@ class VersionCommitApi(APIView):
         class Meta:
             ref_name = "VersionCommitInput"
 
-        message = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        message = StrictCharField(required=False, allow_blank=True, max_length=5000)
 
     @extend_schema(
         operation_id="versions_commit", request=InputSerializer, responses=VersionDetailSerializer
@@ -288,7 +289,9 @@ class VersionRenderApi(APIView):
         class Meta:
             ref_name = "VersionRenderInput"
 
-        locale = serializers.CharField(required=False, allow_null=True, default=None, max_length=35)
+        locale = StrictCharField(
+            required=False, allow_null=True, default=None, max_length=35, pattern=LOCALE_PATTERN
+        )
         variables = serializers.DictField(required=False, default=dict)
 
     class OutputSerializer(serializers.Serializer):

@@ -104,17 +104,20 @@ def test_it_paginates_with_page_size(reader_client):
     assert last.json()["next"] is None
 
 
-def test_it_caps_the_page_size(reader_client, monkeypatch):
+def test_it_refuses_a_page_size_above_the_maximum(reader_client, monkeypatch):
+    # It used to be cut to the maximum silently; the schema publishes the bound (maximum).
     for n in range(3):
         PromptFactory(key=f"prompt-{n}")
     monkeypatch.setattr(Pagination, "max_page_size", 2)
 
-    response = reader_client.get(PROMPTS, {"page_size": 1000})
+    assert len(reader_client.get(PROMPTS, {"page_size": 2}).json()["results"]) == 2
+    response = reader_client.get(PROMPTS, {"page_size": 3})
 
-    assert len(response.json()["results"]) == 2
+    body = assert_problem(response, 400, "/problems/validation-error")
+    assert [(e["code"], e["pointer"]) for e in body["errors"]] == [("max_value", "/page_size")]
 
 
-@pytest.mark.parametrize("page_size", ["abc", "0", "-1", "1.5", "٥", ""])
+@pytest.mark.parametrize("page_size", ["abc", "0", "-1", "1.5", "٥", "", "true", "null", "2 "])
 def test_it_refuses_a_page_size_that_is_no_whole_number(reader_client, page_size):
     # Found by the API fuzzing: an unreadable page_size used to be ignored silently.
     PromptFactory()
@@ -123,6 +126,18 @@ def test_it_refuses_a_page_size_that_is_no_whole_number(reader_client, page_size
 
     body = assert_problem(response, 400, "/problems/validation-error")
     assert [e["pointer"] for e in body["errors"]] == ["/page_size"]
+
+
+@pytest.mark.parametrize("page", ["", "abc", "0", "-1", "1.5", "true", "null", "last"])
+def test_it_refuses_a_page_that_is_no_whole_number(reader_client, page):
+    # An empty page used to serve the first page, and "abc" answered 404 as if it were a page
+    # past the end: both are a bad parameter.
+    PromptFactory()
+
+    response = reader_client.get(PROMPTS, {"page": page})
+
+    body = assert_problem(response, 400, "/problems/validation-error")
+    assert [e["pointer"] for e in body["errors"]] == ["/page"]
 
 
 def test_it_answers_a_problem_for_a_page_past_the_end(reader_client):

@@ -72,7 +72,7 @@ def test_a_canary_without_analysis_or_percent_is_a_400(releaser_client, released
     body = assert_problem(response, 400, "/problems/validation-error")
     assert body["errors"] == [
         {
-            "code": "required",
+            "code": "percent_or_analysis",
             "detail": "Give the canary's percent, or an analysis policy.",
             "pointer": "/percent",
         }
