@@ -19,6 +19,17 @@ from registry.models import Prompt, PromptVersion
 from tests.factories import PromptFactory, UserFactory, make_version
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> Iterator[None]:
+    """Passwords hashed with a fast hasher, as Django's testing docs advise: the production
+    hasher spends about half a second of CPU a hash by design, and the suite makes hundreds of
+    users. What is tested is who may log in, not the hasher's cost."""
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 @pytest.fixture
 def make_client(db) -> Callable[..., APIClient]:
     """``make_client("prompts:read", environments=["staging"])``: a client with a fresh key."""
