@@ -1,12 +1,13 @@
 """The rules of a release's state machine, as pure functions: a state and a change in, the target
 state out, or ``ReleaseStateInvalid`` when the change does not apply to that state.
 
-The services call these under the row lock, after the checks that need the database (is the
-version committed, do the gates pass); the admin calls them to show the target state on its
-confirmation pages before anything is applied. One set of rules, so what the page shows is what
-the service does.
+Each verb of ``releases.services`` (``Deploy``, ``CanaryStart``, ...) calls these from its
+``decide``, under the row lock, next to the checks that need the database (is the version
+committed, do the gates pass), and from its ``preview``, which the admin shows on its confirmation
+pages before anything is applied. One set of rules, so what the page shows is what the service
+does (decision 0007).
 
-A new draw's salt is the caller's: the service makes a real one; a preview passes a placeholder.
+A new draw's salt is the caller's: ``decide`` makes a real one; ``preview`` passes a placeholder.
 """
 
 from __future__ import annotations

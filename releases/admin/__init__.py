@@ -3,7 +3,7 @@ permissioned confirmation page that shows the target state and what traffic move
 applies, the release history timeline per release and per prompt, and the read-only audit log.
 
 Modules, in dependency order: ``display`` (how states read), ``traffic`` (who moves, pure),
-``targets`` (a change's target state, pure), ``verbs`` (inputs, previews, services per verb),
+``verbs`` (inputs per verb, and the ``releases.services`` change class each builds),
 ``queries`` (reads not yet in ``releases.selectors``), ``views`` (the pages), ``board``
 (``ReleaseAdmin``), ``events`` (``ReleaseEventAdmin``, ``EnvironmentAdmin``). Templates live in
 ``templates/admin/releases/release/``. Every change goes through ``releases.services``.

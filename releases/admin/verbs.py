@@ -1,16 +1,17 @@
-"""The release verbs as the admin offers them: for each, its inputs form, how its target state is
-previewed (``targets``, pure) and which service applies it.
+"""The release verbs as the admin offers them: for each, its inputs form and the
+``ReleaseChange`` of ``releases.services`` it builds from them.
 
-One ``Verb`` per service in ``releases.services``; the confirmation view (``views.confirm``) is the
-same for all of them: parse the inputs, preview the target, and on POST call ``apply`` with the
-revision the page showed (STYLE R2: parse -> call one service -> present).
+The table (``VERBS``) names one change class per verb; the confirmation view
+(``views.change_page``) is the same for all of them: parse the inputs, build the change and
+preview it (``ReleaseChange.preview``: the service's own rules, with a placeholder salt), and on
+POST execute that change with the revision the page showed (STYLE R2: parse -> call one service
+-> present).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from decimal import Decimal
 from typing import Any
 
@@ -19,18 +20,25 @@ from django.conf import settings
 from django.contrib.admin import site as default_site
 from django.contrib.admin.widgets import AutocompleteSelect
 
+from registry.actors import Actor
 from registry.models import Prompt, PromptVersion
 from registry.selectors import version_list
-from releases import services
-from releases.errors import NothingToRollBack, ReleaseInvalid, percent_problem
-from releases.models import BASIS_POINTS, Environment, Release, ReleaseEvent
-from releases.services import percent_to_basis_points, release_state, rollback_target
-from releases.services.changes import shadow_budget_problems
-from releases.state import ReleaseState
+from releases.models import Environment, Release, ReleaseEvent
+from releases.services import (
+    CanaryAbort,
+    CanaryPercent,
+    CanaryPromote,
+    CanaryStart,
+    Deploy,
+    ExperimentStart,
+    ExperimentStop,
+    ReleaseChange,
+    Rollback,
+    ShadowStart,
+    ShadowStop,
+)
+from releases.state import ReleaseState, release_state
 
-from . import targets
-
-Action = ReleaseEvent.Action
 RAMP_STEPS = (5, 25, 50, 100)  # the quick buttons: the usual canary ramp
 
 
@@ -54,7 +62,10 @@ class Slot:
 
 @dataclass(frozen=True, slots=True)
 class Preview:
+    """What a confirmation page shows, and the change it applies on "yes"."""
+
     state: ReleaseState
+    change: ReleaseChange
     undoes: ReleaseEvent | None = None  # rollback: the change whose ``before`` is restored
 
 
@@ -159,6 +170,9 @@ class ExperimentStopInputs(Inputs):
         required=False, help_text="Its version becomes stable; with no winner, stable stays."
     )
 
+    def clean_winner(self) -> str | None:
+        return self.cleaned_data["winner"] or None
+
     def __init__(self, data: Any = None, *, slot: Slot | None, initial: Any = None) -> None:
         super().__init__(data, slot=slot, initial=initial)
         experiment = slot.state.experiment if slot is not None else None
@@ -232,99 +246,65 @@ class ConfirmForm(forms.Form):
         return {"override_gates": self.cleaned_data.get("override_gates", False)}
 
 
-# --- previews ---------------------------------------------------------------------------------
-
-
-def weight(percent: Decimal, pointer: str) -> int:
-    return percent_to_basis_points(percent, pointer=pointer)
-
-
-def preview_experiment_start(slot: Slot, data: dict[str, Any]) -> Preview:
-    variants = [
-        (name, version, weight(percent, f"/variants/{i}/percent"))
-        for i, (name, version, percent) in enumerate(data["variants"])
-    ]
-    if sum(w for _, _, w in variants) > BASIS_POINTS:
-        raise ReleaseInvalid(
-            [percent_problem("/variants", "The variants' percentages add up to over 100.")]
-        )
-    return Preview(
-        targets.experiment_start(
-            slot.state,
-            name=data["name"],
-            variants=variants,
-            planned_calls=data.get("planned_calls"),
-        )
-    )
-
-
-def preview_shadow_start(slot: Slot, data: dict[str, Any]) -> Preview:
-    sample = weight(data["sample_percent"], "/sample_percent")
-    if problems := shadow_budget_problems(data["budget_per_hour"]):
-        raise ReleaseInvalid(problems)
-    return Preview(
-        targets.shadow_start(
-            slot.state,
-            versions=data["versions"],
-            sample=sample,
-            budget_per_hour=data["budget_per_hour"],
-        )
-    )
-
-
-def preview_rollback(slot: Slot, data: dict[str, Any]) -> Preview:
-    if slot.release is None:
-        raise NothingToRollBack()
-    event = rollback_target(slot.release, data.get("to_event"))
-    return Preview(ReleaseState.from_dict(event.before), undoes=event)
-
-
-def gated_versions(verb: Verb, before: ReleaseState, after: ReleaseState) -> tuple[int, ...]:
-    """The versions the verb's service asks the promotion gates about (``releases.services``):
-    the one it puts in front of traffic, or each new variant of an experiment."""
-    if not verb.gated:
-        return ()
-    match verb.action:
-        case Action.DEPLOY | Action.CANARY_PROMOTE:
-            return (after.stable,) if after.stable is not None else ()
-        case Action.CANARY_START:
-            return (after.canary.version,) if after.canary is not None else ()
-        case Action.EXPERIMENT_START if after.experiment is not None:
-            variants = (v.version for v in after.experiment.variants)
-            return tuple(dict.fromkeys(n for n in variants if n != before.stable))
-        case Action.EXPERIMENT_STOP if after.stable != before.stable:
-            return (after.stable,) if after.stable is not None else ()
-    return ()
-
-
 # --- the verbs --------------------------------------------------------------------------------
-
-Apply = Callable[..., Release]
 
 
 @dataclass(frozen=True, slots=True)
 class Verb:
+    """A release change as the admin offers it: the ``ReleaseChange`` it builds from its inputs
+    (each input the change takes, by name), and the page around it."""
+
     name: str  # URL name suffix, and the event action's value where they match
-    action: str  # the ReleaseEvent action it writes
+    change: type[ReleaseChange]
     title: str
     submit: str
     permission: str  # "deploy" or "rollback": ModelAdmin.has_<permission>_permission()
     inputs: type[Inputs]
-    preview: Callable[[Slot, dict[str, Any]], Preview]
-    apply: Apply  # (slot, data, preview, *, actor, reason, expected_revision) -> Release
     # The way back (rollback, abort) never waits for someone to type a reason (DESIGN.md,
     # failure rules); every other change says why.
     reason_required: bool = True
-    # Puts a version in front of traffic, so the promotion gates are consulted (and may be
-    # overridden by a release manager with ``releases.override_gates``).
-    gated: bool = False
+
+    @property
+    def action(self) -> str:
+        return self.change.action
+
+    @property
+    def gated(self) -> bool:
+        """Puts a version in front of traffic, so the promotion gates are consulted (and may be
+        overridden by a release manager with ``releases.override_gates``)."""
+        return self.change.gated
 
     def initial(self, slot: Slot | None) -> dict[str, Any]:
         return initial_inputs(self.name, slot)
 
+    def preview(self, slot: Slot, data: dict[str, Any]) -> Preview:
+        """The change the inputs name, checked, and the state it would leave: what the page
+        shows before anything is applied (a domain error says why it cannot apply)."""
+        names = {f.name for f in fields(self.change)}
+        change = self.change(**{name: value for name, value in data.items() if name in names})
+        change.check(reason="")  # the reason is the confirm form's; an override comes on apply
+        decision = change.preview(slot.release, slot.state)
+        return Preview(decision.target, change.confirmed(decision), undoes=decision.restores)
 
-def _where(slot: Slot) -> dict[str, Any]:
-    return {"prompt": slot.prompt, "environment": slot.environment}
+    def apply(
+        self,
+        slot: Slot,
+        preview: Preview,
+        *,
+        actor: Actor,
+        reason: str,
+        expected_revision: int,
+        **options: Any,
+    ) -> Release:
+        """The previewed change, with the confirm form's options (``override_gates``), under the
+        revision the page showed."""
+        return replace(preview.change, **options).execute(
+            prompt=slot.prompt,
+            environment=slot.environment,
+            actor=actor,
+            reason=reason,
+            expected_revision=expected_revision,
+        )
 
 
 VERBS: dict[str, Verb] = {
@@ -332,141 +312,84 @@ VERBS: dict[str, Verb] = {
     for verb in [
         Verb(
             name="deploy",
-            gated=True,
-            action=Action.DEPLOY,
+            change=Deploy,
             title="Deploy a version",
             submit="Deploy",
             permission="deploy",
             inputs=DeployInputs,
-            preview=lambda slot, d: Preview(targets.deploy(slot.state, version=d["version"])),
-            apply=lambda slot, d, p, **kw: services.release_deploy(
-                **_where(slot), version=d["version"], **kw
-            ),
         ),
         Verb(
             name="canary_start",
-            gated=True,
-            action=Action.CANARY_START,
+            change=CanaryStart,
             title="Start a canary",
             submit="Start the canary",
             permission="deploy",
             inputs=CanaryStartInputs,
-            preview=lambda slot, d: Preview(
-                targets.canary_start(
-                    slot.state, version=d["version"], weight=weight(d["percent"], "/percent")
-                )
-            ),
-            apply=lambda slot, d, p, **kw: services.release_canary_start(
-                **_where(slot), version=d["version"], percent=d["percent"], **kw
-            ),
         ),
         Verb(
             name="canary_percent",
-            action=Action.CANARY_PERCENT,
+            change=CanaryPercent,
             title="Ramp the canary",
             submit="Set the percent",
             permission="deploy",
             inputs=CanaryPercentInputs,
-            preview=lambda slot, d: Preview(
-                targets.canary_percent(slot.state, weight=weight(d["percent"], "/percent"))
-            ),
-            apply=lambda slot, d, p, **kw: services.release_canary_set_percent(
-                **_where(slot), percent=d["percent"], **kw
-            ),
         ),
         Verb(
             name="canary_promote",
-            gated=True,
-            action=Action.CANARY_PROMOTE,
+            change=CanaryPromote,
             title="Promote the canary",
             submit="Promote",
             permission="deploy",
             inputs=NoInputs,
-            preview=lambda slot, d: Preview(targets.canary_promote(slot.state)),
-            apply=lambda slot, d, p, **kw: services.release_canary_promote(**_where(slot), **kw),
         ),
         Verb(
             name="canary_abort",
-            action=Action.CANARY_ABORT,
+            change=CanaryAbort,
             title="Abort the canary",
             submit="Abort the canary",
             permission="deploy",
             inputs=NoInputs,
-            preview=lambda slot, d: Preview(targets.canary_abort(slot.state)),
-            apply=lambda slot, d, p, **kw: services.release_canary_abort(**_where(slot), **kw),
             reason_required=False,
         ),
         Verb(
             name="experiment_start",
-            gated=True,
-            action=Action.EXPERIMENT_START,
+            change=ExperimentStart,
             title="Start an experiment",
             submit="Start the experiment",
             permission="deploy",
             inputs=ExperimentStartInputs,
-            preview=preview_experiment_start,
-            apply=lambda slot, d, p, **kw: services.release_experiment_start(
-                **_where(slot),
-                name=d["name"],
-                variants=d["variants"],
-                planned_calls=d.get("planned_calls"),
-                **kw,
-            ),
         ),
         Verb(
             name="experiment_stop",
-            gated=True,
-            action=Action.EXPERIMENT_STOP,
+            change=ExperimentStop,
             title="Stop the experiment",
             submit="Stop the experiment",
             permission="deploy",
             inputs=ExperimentStopInputs,
-            preview=lambda slot, d: Preview(
-                targets.experiment_stop(slot.state, winner=d["winner"])
-            ),
-            apply=lambda slot, d, p, **kw: services.release_experiment_stop(
-                **_where(slot), winner=d["winner"] or None, **kw
-            ),
         ),
         Verb(
             name="shadow_start",
-            action=Action.SHADOW_START,
+            change=ShadowStart,
             title="Start shadows",
             submit="Start the shadows",
             permission="deploy",
             inputs=ShadowStartInputs,
-            preview=preview_shadow_start,
-            apply=lambda slot, d, p, **kw: services.release_shadow_start(
-                **_where(slot),
-                versions=d["versions"],
-                sample_percent=d["sample_percent"],
-                budget_per_hour=d["budget_per_hour"],
-                **kw,
-            ),
         ),
         Verb(
             name="shadow_stop",
-            action=Action.SHADOW_STOP,
+            change=ShadowStop,
             title="Stop shadows",
             submit="Stop the shadows",
             permission="deploy",
             inputs=NoInputs,
-            preview=lambda slot, d: Preview(targets.shadow_stop(slot.state)),
-            apply=lambda slot, d, p, **kw: services.release_shadow_stop(**_where(slot), **kw),
         ),
         Verb(
             name="rollback",
-            action=Action.ROLLBACK,
+            change=Rollback,
             title="Roll back",
             submit="Roll back",
             permission="rollback",
             inputs=RollbackInputs,
-            preview=preview_rollback,
-            # The event the page showed, not "the default": under the revision check they are
-            # the same, and this applies exactly what was confirmed.
-            apply=lambda slot, d, p, **kw: services.release_rollback(
-                **_where(slot), to_event=p.undoes.pk, **kw
-            ),
             reason_required=False,
         ),
     ]
@@ -474,14 +397,11 @@ VERBS: dict[str, Verb] = {
 # The board's "Deploy a prompt": the deploy verb, for a prompt and environment chosen on the page.
 DEPLOY_A_PROMPT = Verb(
     name="deploy_prompt",
-    gated=True,
-    action=Action.DEPLOY,
+    change=Deploy,
     title="Deploy a prompt",
     submit="Deploy",
     permission="deploy",
     inputs=PromptDeployInputs,
-    preview=VERBS["deploy"].preview,
-    apply=VERBS["deploy"].apply,
 )
 
 

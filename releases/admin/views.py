@@ -52,7 +52,6 @@ from .verbs import (
     Preview,
     Slot,
     Verb,
-    gated_versions,
     recent_versions,
 )
 
@@ -222,11 +221,11 @@ def back_url(request: HttpRequest, inputs: Inputs) -> str:
 
 
 def gate_panel(
-    request: HttpRequest, verb: Verb, slot: Slot, preview: Preview, inputs: Inputs
+    request: HttpRequest, slot: Slot, preview: Preview, inputs: Inputs
 ) -> GatePanel | None:
     """The promotion gates the change would meet, per version it puts in front of traffic, with
     their state now: shown before the click, so a refusal is never a surprise."""
-    numbers = gated_versions(verb, slot.state, preview.state)
+    numbers = preview.change.gated_versions(slot.state, preview.state)
     if not numbers:
         return None
     versions = [
@@ -283,7 +282,6 @@ def change_page(
         try:
             release = verb.apply(
                 slot,
-                inputs.cleaned_data,
                 outcome.preview,
                 actor=Actor.for_user(request.user),
                 reason=confirm.cleaned_data["reason"],
@@ -338,7 +336,7 @@ def change_page(
     }
     if slot is not None and outcome.preview is not None:
         context.update(comparison(slot.state, outcome.preview.state))
-        context["gate_panel"] = gate_panel(request, verb, slot, outcome.preview, inputs)
+        context["gate_panel"] = gate_panel(request, slot, outcome.preview, inputs)
         context["notices"] = change_notices(
             release_id=slot.release.pk if slot.release else None,
             before=slot.state,
@@ -535,7 +533,6 @@ def confirm_selected(
             try:
                 release = verb.apply(
                     row.slot,
-                    {},
                     row.preview,
                     actor=actor,
                     reason=form.cleaned_data["reason"],

@@ -1,40 +1,75 @@
-"""Release changes: deploy, canary, experiment, shadow, rollback (STYLE R1, R3, R5, R6).
+"""Release changes: deploy, canary, experiment, shadow, rollback (STYLE R1, R3, R5, R6, R21).
 
-Every change follows the same steps, in one transaction:
+Each verb is a small named thing, as Wagtail's actions are: a frozen ``ReleaseChange`` holding
+its inputs (``Deploy(version=3)``), read top to bottom in its module (``deploy``, ``canary``,
+``experiment``, ``shadow``, ``rollback``), with a ``release_<verb>`` function beside it for code
+and the API. The admin's verb table names the classes (``releases.admin.verbs``).
 
-1. lock the release row (creating it on first use), in the project's lock order: prompt first;
-2. compare the caller's revision *inside* the lock (a revision read outside it is stale by the
+Every change follows the same steps, in one transaction (``ReleaseChange.execute``):
+
+1. check the change's own values (``check``: percents, names, an override's reason);
+2. lock the release row (creating it on first use), in the project's lock order: prompt first;
+3. compare the caller's revision *inside* the lock (a revision read outside it is stale by the
    time we write) and refuse a stale one with ``ReleaseConflict``;
-3. compute the new state from the locked row, validating versions, percents and gates;
-4. save with ``update_fields``, bump the revision, write the ``ReleaseEvent`` with the full state
-   before and after;
-5. after commit, tell every web node (``releases.cache``): never from inside the transaction.
+4. ``decide`` from the locked row: a ``Decision`` with the target state (``releases.transitions``)
+   after the checks that need the database (versions committed, gates), and the failing gates it
+   overrode;
+5. save with ``update_fields``, bump the revision, write the ``ReleaseEvent`` with the full state
+   before and after and the gates overridden (``change_record``);
+6. after commit, tell every web node (``releases.cache``): never from inside the transaction.
+
+The shared helpers are public, in ``common``.
 """
 
 from __future__ import annotations
 
-from .changes import (
+from .canary import (
+    CanaryAbort,
+    CanaryPercent,
+    CanaryPromote,
+    CanaryStart,
     release_canary_abort,
     release_canary_promote,
     release_canary_set_percent,
     release_canary_start,
-    release_deploy,
-    release_experiment_start,
-    release_experiment_stop,
-    release_shadow_start,
-    release_shadow_stop,
 )
 from .common import (
     STATE_FIELDS,
+    Decision,
+    GateFailure,
+    PromotingChange,
+    ReleaseChange,
     ensure_revision_matches,
     environment_order_refusal,
     percent_to_basis_points,
     release_state,
 )
-from .rollback import release_rollback, rollback_target
+from .deploy import Deploy, release_deploy
+from .experiment import (
+    ExperimentStart,
+    ExperimentStop,
+    release_experiment_start,
+    release_experiment_stop,
+)
+from .rollback import Rollback, release_rollback, rollback_target
+from .shadow import ShadowStart, ShadowStop, release_shadow_start, release_shadow_stop
 
 __all__ = [
     "STATE_FIELDS",
+    "CanaryAbort",
+    "CanaryPercent",
+    "CanaryPromote",
+    "CanaryStart",
+    "Decision",
+    "Deploy",
+    "ExperimentStart",
+    "ExperimentStop",
+    "GateFailure",
+    "PromotingChange",
+    "ReleaseChange",
+    "Rollback",
+    "ShadowStart",
+    "ShadowStop",
     "ensure_revision_matches",
     "environment_order_refusal",
     "percent_to_basis_points",

@@ -1,12 +1,16 @@
-"""What every release change shares: percent parsing, salts, the state <-> row mapping, the row
-lock and revision check, version and promotion checks, and recording the event (see the package
-docstring for the steps)."""
+"""What every release change shares: the ``ReleaseChange`` each verb is, the ``Decision`` it
+returns, and the public helpers the verbs use (percent parsing, salts, the row lock and revision
+check, version and promotion checks, recording the event). See the package docstring for the
+steps one change takes."""
 
 from __future__ import annotations
 
 import secrets
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import partial
+from typing import ClassVar
 
 from django.db import IntegrityError, transaction
 
@@ -25,6 +29,122 @@ from ..errors import (
 from ..gates import promotion_checks, verdicts_of
 from ..models import Environment, Release, ReleaseEvent
 from ..state import ReleaseState, release_state
+
+# --- what a change decides ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GateFailure:
+    """A promotion gate (or the environment order) that refused ``version``."""
+
+    gate: str
+    detail: str
+    version: int
+
+    def as_dict(self) -> dict[str, object]:
+        """As the event's ``overridden_gates`` keeps it."""
+        return {"gate": self.gate, "detail": self.detail, "version": self.version}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a change decided about the release as it is: the state it leaves, the failing gates
+    it was released past (an override; empty without one), and, for a rollback, the event whose
+    ``before`` it restores."""
+
+    target: ReleaseState
+    overridden: tuple[GateFailure, ...] = ()
+    restores: ReleaseEvent | None = None
+
+
+class ReleaseChange(ABC):
+    """One release verb with its inputs, as Wagtail's actions are: built from the caller's values,
+    then ``execute``d on a prompt in an environment. The admin builds one from its form to preview
+    it and to apply it; the API and code call the ``release_<verb>`` function beside each class.
+
+    A verb writes ``check`` (its own values, before any lock), ``decide`` (under the lock: the
+    target state, the checks that need the database, the gates) and ``preview`` (the target for a
+    confirmation page, before anything is applied)."""
+
+    action: ClassVar[ReleaseEvent.Action]  # the event it writes
+    # Puts a version in front of traffic: the promotion gates are consulted (``gated_versions``).
+    gated: ClassVar[bool] = False
+
+    def check(self, *, reason: str) -> None:
+        """Refuses the change's own values (``ReleaseInvalid`` naming every problem); called
+        before the lock, and by the admin's preview. Nothing to check by default."""
+        return None
+
+    @abstractmethod
+    def decide(self, release: Release, state: ReleaseState) -> Decision:
+        """The decision about the locked ``release`` in ``state``, or the domain error that
+        refuses it (state rules, versions, gates)."""
+
+    @abstractmethod
+    def preview(self, release: Release | None, state: ReleaseState) -> Decision:
+        """``decide`` as a confirmation page shows it: a new draw's salt is a placeholder
+        (``new_draw``), no gate is consulted (the page lists them), and the release may not
+        exist yet. The service stays the judge on apply."""
+
+    def confirmed(self, decision: Decision) -> ReleaseChange:
+        """The change to apply once a person confirmed ``decision`` (the page's preview): itself,
+        unless the preview resolved a default the service would look up again (rollback)."""
+        return self
+
+    def gated_versions(self, before: ReleaseState, after: ReleaseState) -> tuple[int, ...]:
+        """The versions whose promotion gates the change meets, going from ``before`` to
+        ``after``; none for a change that puts no new version in front of traffic."""
+        return ()
+
+    @transaction.atomic
+    def execute(
+        self,
+        *,
+        prompt: Prompt,
+        environment: Environment,
+        actor: Actor,
+        reason: str = "",
+        expected_revision: int | None = None,
+    ) -> Release:
+        """The change in one transaction: check the values, lock the row, compare the revision
+        inside the lock, decide, save and record the event; every web node hears after commit."""
+        self.check(reason=reason)
+        release = release_lock(prompt=prompt, environment=environment)
+        ensure_revision_matches(release, expected_revision)
+        before = release_state(release)
+        decision = self.decide(release, before)
+        change_record(
+            release=release,
+            action=self.action,
+            actor=actor,
+            reason=reason,
+            before=before,
+            decision=decision,
+        )
+        return release
+
+
+class PromotingChange(ReleaseChange):
+    """A change that may put versions in front of traffic: the environment order and the
+    promotion gates are asked about each one, and a failure refuses the change unless
+    ``override_gates`` (with a reason, kept in the event with every gate overridden; 0012)."""
+
+    gated = True
+    override_gates: bool
+
+    def check(self, *, reason: str) -> None:
+        override_reason_check(override_gates=self.override_gates, reason=reason)
+
+    def gates(self, release: Release, numbers: tuple[int, ...]) -> tuple[GateFailure, ...]:
+        """The gate failures of ``numbers`` this change overrides, or ``PromotionBlocked``."""
+        return tuple(
+            failure
+            for number in numbers
+            for failure in promotion_gates_check(release, number, override=self.override_gates)
+        )
+
+
+# --- values -------------------------------------------------------------------------------------
 
 
 def percent_to_basis_points(percent: Decimal | int | float | str, *, pointer: str) -> int:
@@ -45,63 +165,47 @@ def percent_to_basis_points(percent: Decimal | int | float | str, *, pointer: st
     return int(points)
 
 
+def override_reason_check(*, override_gates: bool, reason: str) -> None:
+    """An override is audited by its reason: refused without one."""
+    if override_gates and not reason.strip():
+        raise ReleaseInvalid(
+            [
+                Problem(
+                    "reason_required",
+                    "Say why the gates are overridden: the reason is kept in the release history.",
+                    "/reason",
+                )
+            ]
+        )
+
+
 SALT_MAX_CHARS = Release._meta.get_field("canary_salt").max_length
+NEW_DRAW = "(new {} draw)"  # a preview's salt: never a real one, "<prompt>/<env>/<purpose>/..."
 
 
-def _new_salt(release: Release, purpose: str, detail: str) -> str:
-    # Readable for "why did user X get version 7?", and unique per start: a random suffix means
-    # restarting the same canary re-draws its subjects instead of silently reusing the old ones.
-    # The readable part is cut to fit the column (a 150-character key and a 100-character
-    # experiment name would not); the random suffix alone keeps salts apart.
+def new_salt(release: Release, purpose: str, detail: str) -> str:
+    """A salt for a new draw of subjects (canary, experiment, shadow).
+
+    Readable for "why did user X get version 7?", and unique per start: a random suffix means
+    restarting the same canary re-draws its subjects instead of silently reusing the old ones.
+    The readable part is cut to fit the column (a 150-character key and a 100-character
+    experiment name would not); the random suffix alone keeps salts apart."""
     suffix = "/" + secrets.token_hex(4)
     readable = f"{release.prompt.key}/{release.environment.name}/{purpose}/{detail}"
     return readable[: SALT_MAX_CHARS - len(suffix)] + suffix
 
 
-STATE_FIELDS = [
-    "stable_version",
-    "canary_version",
-    "canary_weight",
-    "canary_salt",
-    "experiment_name",
-    "experiment_variants",
-    "experiment_salt",
-    "experiment_planned_calls",
-    "shadow_versions",
-    "shadow_sample",
-    "shadow_salt",
-    "shadow_budget_per_hour",
-]
+def new_draw(purpose: str) -> str:
+    """The placeholder salt a preview shows for a new draw (the real one exists on apply)."""
+    return NEW_DRAW.format(purpose)
 
 
-def _apply_state(release: Release, state: ReleaseState) -> None:
-    numbers = state.versions()
-    by_number = {
-        v.number: v for v in PromptVersion.objects.filter(prompt=release.prompt, number__in=numbers)
-    }
-    release.stable_version = by_number[state.stable] if state.stable is not None else None
-    release.canary_version = by_number[state.canary.version] if state.canary else None
-    release.canary_weight = state.canary.weight if state.canary else 0
-    release.canary_salt = state.canary.salt if state.canary else ""
-    release.experiment_name = state.experiment.name if state.experiment else ""
-    release.experiment_variants = (
-        [
-            {"name": v.name, "version": v.version, "weight": v.weight}
-            for v in state.experiment.variants
-        ]
-        if state.experiment
-        else []
-    )
-    release.experiment_salt = state.experiment.salt if state.experiment else ""
-    release.experiment_planned_calls = state.experiment.planned_calls if state.experiment else None
-    release.shadow_versions = list(state.shadow.versions) if state.shadow else []
-    release.shadow_sample = state.shadow.sample if state.shadow else 0
-    release.shadow_salt = state.shadow.salt if state.shadow else ""
-    release.shadow_budget_per_hour = state.shadow.budget_per_hour if state.shadow else None
+# --- the row ------------------------------------------------------------------------------------
 
 
-def _locked_release(*, prompt: Prompt, environment: Environment) -> Release:
-    """The release row, locked; created on first use (the unique constraint settles a race)."""
+def release_lock(*, prompt: Prompt, environment: Environment) -> Release:
+    """The release row, locked; created on first use (the unique constraint settles a race).
+    Lock order: the prompt first, then its release."""
     Prompt.objects.select_for_update().filter(pk=prompt.pk).first()
     try:
         with transaction.atomic():
@@ -116,11 +220,16 @@ def _locked_release(*, prompt: Prompt, environment: Environment) -> Release:
 
 
 def ensure_revision_matches(release: Release, expected_revision: int | None) -> None:
+    """Call under the lock: a revision compared outside it is stale by the time we write."""
     if expected_revision is not None and expected_revision != release.revision:
         raise ReleaseConflict(current_revision=release.revision)
 
 
-def _releasable(release: Release, number: int, *, pointer: str = "/version") -> PromptVersion:
+# --- versions and gates -------------------------------------------------------------------------
+
+
+def version_releasable(release: Release, number: int) -> PromptVersion:
+    """The release's prompt's version ``number``, if it exists and is committed."""
     version = PromptVersion.objects.filter(prompt=release.prompt, number=number).first()
     if version is None:
         raise VersionNotFound(f"{release.prompt.key} has no version {number}.")
@@ -152,65 +261,91 @@ def environment_order_refusal(*, prompt: Prompt, environment: Environment, numbe
     )
 
 
-def _ensure_promotable(
-    release: Release, number: int, *, override: bool = False, overridden: list[dict] | None = None
-) -> None:
-    """The environment order and the registered promotion gates (not consulted by rollback).
-
-    Every failing gate is collected. Without ``override`` the first refuses the change (and the
-    problem lists them all); with it they are appended to ``overridden`` for the event to record.
-    """
-    failed: list[dict] = []
+def promotion_gates_check(
+    release: Release, number: int, *, override: bool
+) -> tuple[GateFailure, ...]:
+    """The environment order and the registered promotion gates for ``number`` (rollback never
+    asks). Every failing gate is collected: without ``override`` they refuse the change
+    (``PromotionBlocked``, naming them all); with it they are returned, for the event to keep."""
+    failed: list[GateFailure] = []
     environment = release.environment
     order = environment_order_refusal(prompt=release.prompt, environment=environment, number=number)
     if order:
-        failed.append({"gate": "environment-order", "detail": order})
+        failed.append(GateFailure("environment-order", order, number))
     for check in promotion_checks():
         # A check may stand for several gates (evaluations: every gate of the environment).
         answer = check(prompt_id=release.prompt_id, environment=environment.name, version=number)
         for verdict in verdicts_of(answer):
             if not verdict.passed:
-                failed.append(
-                    {
-                        "gate": verdict.gate,
-                        "detail": verdict.detail or f"The {verdict.gate} gate failed.",
-                    }
-                )
-    if not failed:
-        return
-    if not override:
-        first = failed[0]
-        raise PromotionBlocked(first["detail"], gate=first["gate"], failed=tuple(failed))
-    if overridden is not None:
-        overridden.extend({**f, "version": number} for f in failed)
-
-
-def override_check(*, override_gates: bool, reason: str) -> None:
-    """An override is audited by its reason: refused without one."""
-    if override_gates and not reason.strip():
-        raise ReleaseInvalid(
-            [
-                Problem(
-                    "reason_required",
-                    "Say why the gates are overridden: the reason is kept in the release history.",
-                    "/reason",
-                )
-            ]
+                detail = verdict.detail or f"The {verdict.gate} gate failed."
+                failed.append(GateFailure(verdict.gate, detail, number))
+    if failed and not override:
+        raise PromotionBlocked(
+            failed[0].detail,
+            gate=failed[0].gate,
+            failed=tuple({"gate": f.gate, "detail": f.detail} for f in failed),
         )
+    return tuple(failed)
 
 
-def _record(
+# --- recording ----------------------------------------------------------------------------------
+
+STATE_FIELDS = [
+    "stable_version",
+    "canary_version",
+    "canary_weight",
+    "canary_salt",
+    "experiment_name",
+    "experiment_variants",
+    "experiment_salt",
+    "experiment_planned_calls",
+    "shadow_versions",
+    "shadow_sample",
+    "shadow_salt",
+    "shadow_budget_per_hour",
+]
+
+
+def state_apply(release: Release, state: ReleaseState) -> None:
+    """Writes ``state`` onto the row's fields (``STATE_FIELDS``), unsaved."""
+    numbers = state.versions()
+    by_number = {
+        v.number: v for v in PromptVersion.objects.filter(prompt=release.prompt, number__in=numbers)
+    }
+    release.stable_version = by_number[state.stable] if state.stable is not None else None
+    release.canary_version = by_number[state.canary.version] if state.canary else None
+    release.canary_weight = state.canary.weight if state.canary else 0
+    release.canary_salt = state.canary.salt if state.canary else ""
+    release.experiment_name = state.experiment.name if state.experiment else ""
+    release.experiment_variants = (
+        [
+            {"name": v.name, "version": v.version, "weight": v.weight}
+            for v in state.experiment.variants
+        ]
+        if state.experiment
+        else []
+    )
+    release.experiment_salt = state.experiment.salt if state.experiment else ""
+    release.experiment_planned_calls = state.experiment.planned_calls if state.experiment else None
+    release.shadow_versions = list(state.shadow.versions) if state.shadow else []
+    release.shadow_sample = state.shadow.sample if state.shadow else 0
+    release.shadow_salt = state.shadow.salt if state.shadow else ""
+    release.shadow_budget_per_hour = state.shadow.budget_per_hour if state.shadow else None
+
+
+def change_record(
     *,
     release: Release,
-    action: str,
+    action: ReleaseEvent.Action,
     actor: Actor,
     reason: str,
     before: ReleaseState,
-    after: ReleaseState,
-    restores: ReleaseEvent | None = None,
-    overridden_gates: list[dict] | None = None,
+    decision: Decision,
 ) -> ReleaseEvent:
-    _apply_state(release, after)
+    """Saves the decided state on the locked row, bumps the revision, writes the event with the
+    full state before and after (and the gates overridden), and tells every web node after
+    commit (STYLE R3, R5, R6)."""
+    state_apply(release, decision.target)
     release.revision += 1
     release.save(update_fields=[*STATE_FIELDS, "revision", "updated_at"])
     event = ReleaseEvent.objects.create(
@@ -221,16 +356,10 @@ def _record(
         actor_label=actor.label,
         reason=reason,
         before=before.as_dict(),
-        after=after.as_dict(),
-        restores=restores,
-        overridden_gates=overridden_gates or None,
+        after=decision.target.as_dict(),
+        restores=decision.restores,
+        overridden_gates=[f.as_dict() for f in decision.overridden] or None,
     )
-    _publish_on_commit(release)
-    return event
-
-
-def _publish_on_commit(release: Release) -> None:
-
     transaction.on_commit(
         partial(
             release_changed,
@@ -239,31 +368,4 @@ def _publish_on_commit(release: Release) -> None:
             revision=release.revision,
         )
     )
-
-
-def _change(
-    *,
-    prompt: Prompt,
-    environment: Environment,
-    actor: Actor,
-    reason: str,
-    expected_revision: int | None,
-    action: str,
-    decide,
-    overridden_gates: list[dict] | None = None,
-) -> Release:
-    """``overridden_gates``: the list ``decide`` fills through ``_ensure_promotable``."""
-    release = _locked_release(prompt=prompt, environment=environment)
-    ensure_revision_matches(release, expected_revision)
-    before = release_state(release)
-    after = decide(release, before)
-    _record(
-        release=release,
-        action=action,
-        actor=actor,
-        reason=reason,
-        before=before,
-        after=after,
-        overridden_gates=overridden_gates,
-    )
-    return release
+    return event

@@ -1,29 +1,19 @@
 """Rollback: restores the full state before an earlier event, as a new event; history is never
-rewritten and no gate is consulted."""
+rewritten and no gate is consulted: the way back is always open."""
 
 from __future__ import annotations
 
-from django.db import transaction
+from dataclasses import dataclass, replace
 
 from registry.actors import Actor
 from registry.models import Prompt
 
-from ..errors import (
-    NothingToRollBack,
-    ReleaseStateInvalid,
-)
+from ..errors import NothingToRollBack, ReleaseStateInvalid
 from ..models import Environment, Release, ReleaseEvent
 from ..state import ReleaseState
-from .common import (
-    _locked_release,
-    _record,
-    ensure_revision_matches,
-    release_state,
-)
+from .common import Decision, ReleaseChange
 
 Action = ReleaseEvent.Action
-MAX_VARIANTS = 10
-MAX_SHADOWS = 3
 
 
 def rollback_target(release: Release, to_event: int | None = None) -> ReleaseEvent:
@@ -66,7 +56,32 @@ def rollback_target(release: Release, to_event: int | None = None) -> ReleaseEve
     raise NothingToRollBack()
 
 
-@transaction.atomic
+@dataclass(frozen=True, kw_only=True)
+class Rollback(ReleaseChange):
+    """Restores the state before the last change not rolled back yet (or before ``to_event``),
+    as a new event that names the event it restores. Never consults gates or the environment
+    order, and its reason may be empty: the way back never waits."""
+
+    action = Action.ROLLBACK
+
+    to_event: int | None = None
+
+    def decide(self, release: Release, state: ReleaseState) -> Decision:
+        event = rollback_target(release, self.to_event)
+        return Decision(ReleaseState.from_dict(event.before), restores=event)
+
+    def preview(self, release: Release | None, state: ReleaseState) -> Decision:
+        # Not pure: the target is the event's ``before``, the same read ``decide`` makes.
+        if release is None:
+            raise NothingToRollBack()
+        return self.decide(release, state)
+
+    def confirmed(self, decision: Decision) -> Rollback:
+        # The event the page showed, not "the default": under the revision check they are the
+        # same, and this applies exactly what was confirmed.
+        return replace(self, to_event=decision.restores.pk if decision.restores else None)
+
+
 def release_rollback(
     *,
     prompt: Prompt,
@@ -76,21 +91,11 @@ def release_rollback(
     to_event: int | None = None,
     expected_revision: int | None = None,
 ) -> Release:
-    """Restores the state before the last change (or before ``to_event``), as a new event.
-
-    Never consults gates or the environment order: the way back is always open."""
-    release = _locked_release(prompt=prompt, environment=environment)
-    ensure_revision_matches(release, expected_revision)
-    target = rollback_target(release, to_event)
-    before = release_state(release)
-    after = ReleaseState.from_dict(target.before)
-    _record(
-        release=release,
-        action=Action.ROLLBACK,
+    """``Rollback`` to before the last change, or before ``to_event``."""
+    return Rollback(to_event=to_event).execute(
+        prompt=prompt,
+        environment=environment,
         actor=actor,
         reason=reason,
-        before=before,
-        after=after,
-        restores=target,
+        expected_revision=expected_revision,
     )
-    return release
