@@ -13,6 +13,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls.converters import StringConverter
 from django.urls.resolvers import RegexPattern, RoutePattern
 
 from . import problems
@@ -27,7 +28,7 @@ class FastRoute:
     ".../resolve%0A" would be answered as ".../resolve"), and its view."""
 
     regex: re.Pattern[str]
-    converters: tuple[tuple[str, Any], ...]
+    converters: tuple[tuple[str, Any], ...]  # those whose ``to_python`` changes the string
     view: Callable[..., HttpResponse]
 
 
@@ -42,7 +43,11 @@ def _fast_routes(
 ) -> Iterator[FastRoute]:
     for entry in patterns:
         regex = prefix + _bare(entry.pattern)
-        found = converters + tuple(entry.pattern.converters.items())
+        found = converters + tuple(
+            (name, converter)
+            for name, converter in entry.pattern.converters.items()
+            if type(converter).to_python is not StringConverter.to_python  # the string as it is
+        )
         if isinstance(entry, URLResolver):
             yield from _fast_routes(entry.url_patterns, regex, found)
         elif is_runtime_view(entry.callback):
