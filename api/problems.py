@@ -8,7 +8,10 @@ Types are relative URI references (``/problems/draft-exists``): stable strings f
 on, resolved against the service's own address, where docs/api.md lists them.
 
 Domain errors never know about HTTP; the table below maps each class (by its MRO, so a subclass
-inherits its parent's type unless it has its own) to a status and type.
+inherits its parent's type unless it has its own) to a status and type. ``answer_exception`` is the
+one exception handler: the DRF views reach it through ``problem_exception_handler``
+(``REST_FRAMEWORK["EXCEPTION_HANDLER"]``), the runtime path's plain views through
+``api.fastpath.runtime_view``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ pattern exists once and the fast path cannot drift from the URLconf."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from django.urls.resolvers import RegexPattern
 from api import run, runtime, stream
 from api.fastpath import is_runtime_view, runtime_view
 from api.middleware import RuntimeMiddleware, fast_routes
+from registry.errors import DraftExists
 
 # A value each converter of the URLconf accepts, to build an address for every pattern.
 SAMPLES = {
@@ -160,3 +162,46 @@ def test_no_runtime_module_imports_another_modules_private_names(module):
     ]
 
     assert private == []
+
+
+def test_a_runtime_view_answers_a_domain_error_as_the_drf_views_do():
+    """The same table and the same handler (``api.problems.answer_exception``): the document a
+    DRF view sends for this error (tests/api/test_problems.py), with the request it answers."""
+
+    @runtime_view("GET")
+    def refuses(request):
+        raise DraftExists(7)
+
+    response = refuses(RequestFactory().get("/api/v2/somewhere"))
+
+    assert response.status_code == 409
+    assert response["Content-Type"] == "application/problem+json"
+    assert json.loads(response.content) == {
+        "type": "/problems/draft-exists",
+        "title": "The prompt has an open draft already.",
+        "status": 409,
+        "detail": DraftExists(7).message,
+        "instance": "/api/v2/somewhere",
+        "draft_number": 7,
+    }
+
+
+def test_a_runtime_view_leaves_a_bug_to_djangos_500_handler():
+    @runtime_view("GET")
+    def broken(request):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError):
+        broken(RequestFactory().get("/api/v2/somewhere"))
+
+
+def test_a_runtime_view_refuses_another_method_with_the_allowed_ones():
+    @runtime_view("GET", "HEAD")
+    def reads(request):
+        return HttpResponse()
+
+    response = reads(RequestFactory().delete("/api/v2/somewhere"))
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+    assert json.loads(response.content)["type"] == "/problems/method-not-allowed"
