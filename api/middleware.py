@@ -3,29 +3,62 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls.converters import StringConverter
+from django.urls.resolvers import RegexPattern, RoutePattern
 
 from . import problems
-from .run import run_view
-from .runtime import ENVIRONMENT, KEY, _problem, bundle_view, render_view, resolve_view
-from .stream import stream_view
+from .fastpath import is_runtime_view
+from .problems import ProblemAnswer, problem_json
 
-# Matched with ``fullmatch``: with ``match``, ``$`` also matches before a final newline, so
-# ".../resolve%0A" would be answered as ".../resolve".
-ROUTES: list[tuple[re.Pattern[str], Callable[..., HttpResponse]]] = [
-    (re.compile(rf"/api/v1/prompts/{KEY}/resolve"), resolve_view),
-    (re.compile(rf"/api/v1/prompts/{KEY}/render"), render_view),
-    (re.compile(rf"/api/v1/prompts/{KEY}/run"), run_view),
-    (re.compile(rf"/api/v1/environments/{ENVIRONMENT}/bundle"), bundle_view),
-    (re.compile(rf"/api/v1/environments/{ENVIRONMENT}/stream"), stream_view),
-]
+
+@dataclass(frozen=True, slots=True)
+class FastRoute:
+    """One runtime URL of the URLconf: its whole path as one regular expression, matched with
+    ``fullmatch`` (with ``match``, ``$`` also matches before a final newline, so
+    ".../resolve%0A" would be answered as ".../resolve"), and its view."""
+
+    regex: re.Pattern[str]
+    converters: tuple[tuple[str, Any], ...]  # those whose ``to_python`` changes the string
+    view: Callable[..., HttpResponse]
+
+
+def fast_routes(resolver: URLResolver) -> tuple[FastRoute, ...]:
+    """Every URL of the URLconf whose view is a ``runtime_view``, in the URLconf's order: the
+    patterns (and their converters) are the URLconf's own, so they exist once."""
+    return tuple(_fast_routes(resolver.url_patterns, _bare(resolver.pattern), ()))
+
+
+def _fast_routes(
+    patterns: list[URLPattern | URLResolver], prefix: str, converters: tuple[tuple[str, Any], ...]
+) -> Iterator[FastRoute]:
+    for entry in patterns:
+        regex = prefix + _bare(entry.pattern)
+        found = converters + tuple(
+            (name, converter)
+            for name, converter in entry.pattern.converters.items()
+            if type(converter).to_python is not StringConverter.to_python  # the string as it is
+        )
+        if isinstance(entry, URLResolver):
+            yield from _fast_routes(entry.url_patterns, regex, found)
+        elif is_runtime_view(entry.callback):
+            yield FastRoute(re.compile(regex), found, entry.callback)
+
+
+def _bare(pattern: RoutePattern | RegexPattern) -> str:
+    """A pattern's regular expression without its anchors, to be joined to its parents'."""
+    return pattern.regex.pattern.removeprefix("^").removesuffix(r"\Z").removesuffix("$")
+
+
 API_PREFIX = "/api/"
 # Methods a redirect may repeat: a 301 makes most clients send a POST again as a GET, without its
 # body (urllib, requests and browsers all do), which would turn a write into a confusing 405.
@@ -92,12 +125,11 @@ def https_refusal(request: HttpRequest) -> HttpResponse | None:
     location = f"https://{policy.ssl_host or request.get_host()}{request.get_full_path()}"
     if request.method in REDIRECTED_METHODS:
         return HttpResponsePermanentRedirect(location)
-    return _problem(
-        problems.HTTPS_REQUIRED,
+    detail = (
         f"Send this request to {location}; plain http is refused, not redirected, for "
-        f"{request.method}.",
-        request,
+        f"{request.method}."
     )
+    return problem_json(ProblemAnswer(problems.HTTPS_REQUIRED, detail), request)
 
 
 def secure_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -115,28 +147,38 @@ class RuntimeMiddleware:
     """First in ``MIDDLEWARE``: answers the runtime paths directly, skipping the rest of the
     stack (sessions, CSRF, auth, messages), which those paths do not use. Everything else passes.
 
-    Of what it skips, it keeps the Host check and ``SecurityMiddleware``'s https redirect and
-    headers (``https_refusal``, ``secure_headers``); a write over plain http to any API path is
-    refused here too, rather than redirected as a GET further down the stack."""
+    The runtime paths are the URLconf's URLs whose view is a ``runtime_view`` (``fast_routes``,
+    read once, when Django loads the middleware). Of what it skips, it keeps the Host check and
+    ``SecurityMiddleware``'s https redirect and headers (``https_refusal``, ``secure_headers``);
+    a write over plain http to any API path is refused here too, rather than redirected as a GET
+    further down the stack."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        self.routes = fast_routes(get_resolver())
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         path = request.path_info
         if not path.startswith(API_PREFIX):
             return self.get_response(request)
-        for pattern, view in ROUTES:
-            match = pattern.fullmatch(path)
+        for route in self.routes:
+            match = route.regex.fullmatch(path)
             if match is not None:
+                kwargs = match.groupdict()
+                try:
+                    for name, converter in route.converters:
+                        kwargs[name] = converter.to_python(kwargs[name])
+                except ValueError:  # as Django's resolver: not this URL after all
+                    continue
                 # Django's Host check normally runs in CommonMiddleware, which is skipped here.
                 try:
                     request.get_host()
                 except DisallowedHost:
-                    return _problem(problems.BAD_HOST, "The Host header is not allowed.", request)
+                    bad_host = ProblemAnswer(problems.BAD_HOST, "The Host header is not allowed.")
+                    return problem_json(bad_host, request)
                 response = https_refusal(request)
                 if response is None:
-                    response = view(request, **match.groupdict())
+                    response = route.view(request, **kwargs)
                 return secure_headers(request, response)
         if request.method not in REDIRECTED_METHODS:
             try:

@@ -24,7 +24,7 @@ from registry.strictjson import JSONRefused, strict_json_loads
 class RequestTooLarge(APIException):
     """413; defined here rather than in ``api.problems`` (which maps it) because ``problems``
     imports DRF's views, whose ``APIView`` imports this module: importing ``problems`` from here
-    would be circular when ``problems`` is the first of the two to load (``api.runtime``)."""
+    would be circular when ``problems`` is the first of the two to load (``api.fastpath``)."""
 
     status_code = 413
     default_detail = "The request body is too large."

@@ -8,13 +8,17 @@ Types are relative URI references (``/problems/draft-exists``): stable strings f
 on, resolved against the service's own address, where docs/api.md lists them.
 
 Domain errors never know about HTTP; the table below maps each class (by its MRO, so a subclass
-inherits its parent's type unless it has its own) to a status and type.
+inherits its parent's type unless it has its own) to a status and type. ``answer_exception`` is the
+one exception handler: the DRF views reach it through ``problem_exception_handler``
+(``REST_FRAMEWORK["EXCEPTION_HANDLER"]``), the runtime path's plain views through
+``api.fastpath.runtime_view``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +35,7 @@ from evaluations import evalruns as evaluation_runs
 from evaluations import experiments as evaluation_experiments
 from evaluations import gates as evaluation_gates
 from registry import errors as registry_errors
+from registry.strictjson import JSONRefused
 from releases import errors as release_errors
 from releases.cache import DATABASE_OUTAGE
 from releases.resolution import NotReleased
@@ -41,7 +46,8 @@ from .parsers import JSONBodyRefused, RequestTooLarge
 
 logger = logging.getLogger(__name__)
 
-DATABASE_RETRY_AFTER_SECONDS = 5  # what the runtime path's 503 says too (api.runtime)
+DATABASE_RETRY_AFTER_SECONDS = 5  # what the runtime path's 503 says too (api.fastpath)
+BEARER_CHALLENGE = 'Bearer realm="api"'
 
 CONTENT_TYPE = "application/problem+json"
 TYPE_BASE = "/problems/"
@@ -232,13 +238,36 @@ _DRF_PROBLEMS: dict[type[Exception], ProblemType] = {
 
 
 class ProblemException(drf.APIException):
-    """Raised by views for a problem with no domain error behind it (a scope, an environment)."""
+    """Raised by views for a problem with no domain error behind it (a scope, an environment),
+    with the headers its answer needs (``Retry-After``, ``Allow``)."""
 
-    def __init__(self, problem: ProblemType, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        problem: ProblemType,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.problem = problem
         self.status_code = problem.status
+        self.headers = dict(headers or {})
         self.extra = extra
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemAnswer:
+    """The problem document that answers an exception, and the headers it needs: what both the
+    DRF views (a ``Response``) and the runtime path's plain views (a ``JsonResponse``) send."""
+
+    problem: ProblemType
+    detail: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body(self, instance: str) -> dict[str, Any]:
+        return problem_body(self.problem, self.detail, instance=instance, **self.extra)
 
 
 def problem_body(
@@ -254,18 +283,6 @@ def problem_body(
         body["instance"] = instance
     body.update(extra)
     return body
-
-
-def problem_response(
-    problem: ProblemType, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
-) -> Response:
-    response = Response(
-        problem_body(problem, detail, **extra),
-        status=problem.status,
-        headers=headers,
-        content_type=CONTENT_TYPE,
-    )
-    return response
 
 
 def problem_for(exc: Exception) -> ProblemType:
@@ -311,84 +328,109 @@ def _drf_errors(detail: Any, pointer: str = "") -> list[dict[str, Any]]:
     return [{"code": getattr(detail, "code", "invalid"), "detail": str(detail), "pointer": pointer}]
 
 
-def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """``REST_FRAMEWORK["EXCEPTION_HANDLER"]``. Rolls the transaction back as DRF's own does."""
+def answer_exception(exc: Exception, *, path: str = "") -> ProblemAnswer | None:
+    """The one exception handler of the API, for the DRF views and the runtime path's plain views
+    alike (STYLE R12): the problem document that answers ``exc``, or None for an exception that is
+    a bug (Django then answers 500, through ``server_error_view``).
+
+    Rolls the request's transaction back (``ATOMIC_REQUESTS``) as DRF's own handler does."""
     set_rollback()
-    request = context.get("request")
-    instance = request.path if request is not None else ""
+    answer = _answer(exc, path)
+    if answer is not None and answer.problem.status == 401:
+        # RFC 9110 (11.6.1): a 401 names the scheme that would work.
+        answer = replace(answer, headers={"WWW-Authenticate": BEARER_CHALLENGE, **answer.headers})
+    return answer
+
+
+def _answer(exc: Exception, path: str) -> ProblemAnswer | None:
     if isinstance(exc, ProblemException):
-        return problem_response(exc.problem, str(exc.detail), instance=instance, **exc.extra)
+        return ProblemAnswer(exc.problem, str(exc.detail), exc.extra, exc.headers)
     if isinstance(exc, registry_errors.RegistryError):
-        problem = problem_for(exc)
         extra = problem_extra(exc)
         if isinstance(exc, registry_errors.ProblemsError):
             extra["errors"] = [p.as_dict() for p in exc.problems]
-        return problem_response(problem, exc.message, instance=instance, **extra)
+        return ProblemAnswer(problem_for(exc), exc.message, extra)
     if isinstance(exc, drf.ValidationError):
         errors = _drf_errors(exc.detail)
-        return problem_response(
-            VALIDATION, "The request has problems; see errors.", instance=instance, errors=errors
+        return ProblemAnswer(
+            VALIDATION, "The request has problems; see errors.", {"errors": errors}
         )
     if isinstance(exc, JSONBodyRefused):
-        problem = MALFORMED if exc.malformed else VALIDATION
         extra = {"errors": exc.errors} if exc.errors else {}
-        return problem_response(problem, str(exc.detail), instance=instance, **extra)
+        return ProblemAnswer(MALFORMED if exc.malformed else VALIDATION, str(exc.detail), extra)
+    if isinstance(exc, JSONRefused):  # the runtime path parses its bodies itself
+        extra = {"errors": [e.as_dict() for e in exc.errors]} if exc.errors else {}
+        return ProblemAnswer(MALFORMED if exc.malformed else VALIDATION, str(exc), extra)
     if isinstance(exc, RequestTooLarge):
-        return problem_response(TOO_LARGE, str(exc.detail), instance=instance)
+        return ProblemAnswer(TOO_LARGE, str(exc.detail))
     if isinstance(exc, RequestDataTooBig):
-        # DRF >= 3.16 hands JSON parsers ``request.body``, whose own check raises this first.
+        # DRF >= 3.16 hands JSON parsers ``request.body``, whose own check raises this first; the
+        # runtime path reads ``request.body`` itself.
         detail = f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
-        return problem_response(TOO_LARGE, detail, instance=instance)
+        return ProblemAnswer(TOO_LARGE, detail)
     if isinstance(exc, Http404):
-        return problem_response(NOT_FOUND, "Not found.", instance=instance)
+        return ProblemAnswer(NOT_FOUND, "Not found.")
     if isinstance(exc, DjangoPermissionDenied):
-        return problem_response(FORBIDDEN, str(exc) or FORBIDDEN.title, instance=instance)
+        return ProblemAnswer(FORBIDDEN, str(exc) or FORBIDDEN.title)
     if isinstance(exc, DjangoValidationError):
         errors = [{"code": "invalid", "detail": m, "pointer": ""} for m in exc.messages]
-        return problem_response(
-            VALIDATION, "The request has problems; see errors.", instance=instance, errors=errors
+        return ProblemAnswer(
+            VALIDATION, "The request has problems; see errors.", {"errors": errors}
         )
     if isinstance(exc, DATABASE_OUTAGE):
         # The database cannot be reached (stopped, failing over, refusing connections): nothing
         # was committed and the caller may retry, so a 503 problem saying when, never a 500.
         # Input that PostgreSQL refuses (DataError, IntegrityError) is no outage and is not
         # answered as one.
-        logger.warning("Database unavailable: %s %s", type(exc).__name__, instance)
-        return problem_response(
+        logger.warning("Database unavailable: %s %s", type(exc).__name__, path)
+        return ProblemAnswer(
             DATABASE_UNAVAILABLE,
             "The database is unavailable; nothing was changed. Try again shortly.",
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-            instance=instance,
         )
     if isinstance(exc, drf.APIException):
         problem = _lookup(exc, _DRF_PROBLEMS) or ProblemType(
             exc.status_code, "error", str(exc.default_detail)
         )
-        headers = {}
-        if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
-            headers["WWW-Authenticate"] = 'Bearer realm="api"'
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait))
-        return problem_response(problem, str(exc.detail), headers=headers, instance=instance)
+        headers = {"Retry-After": str(int(exc.wait))} if getattr(exc, "wait", None) else {}
+        return ProblemAnswer(problem, str(exc.detail), headers=headers)
     return None
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """``REST_FRAMEWORK["EXCEPTION_HANDLER"]``: ``answer_exception`` as a DRF ``Response``."""
+    request = context.get("request")
+    path = request.path if request is not None else ""
+    answer = answer_exception(exc, path=path)
+    if answer is None:
+        return None
+    return Response(
+        answer.body(path),
+        status=answer.problem.status,
+        headers=dict(answer.headers),
+        content_type=CONTENT_TYPE,
+    )
+
+
+def problem_json(answer: ProblemAnswer, request: HttpRequest) -> JsonResponse:
+    """A problem document as a plain Django response: what the runtime path and the 404 and 500
+    handlers send."""
+    response = JsonResponse(
+        answer.body(request.path), status=answer.problem.status, content_type=CONTENT_TYPE
+    )
+    for name, value in answer.headers.items():
+        response[name] = value
+    return response
 
 
 def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
-def problem_json(problem: ProblemType, detail: str, request: HttpRequest) -> JsonResponse:
-    return JsonResponse(
-        problem_body(problem, detail, instance=request.path),
-        status=problem.status,
-        content_type=CONTENT_TYPE,
-    )
-
-
 def not_found_view(request: HttpRequest, exception: Exception | None = None):
     """``handler404``: a problem document under /api/, Django's page elsewhere."""
     if _is_api(request):
-        return problem_json(NOT_FOUND, "There is nothing at this address.", request)
+        return problem_json(ProblemAnswer(NOT_FOUND, "There is nothing at this address."), request)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
@@ -397,9 +439,8 @@ def not_found_view(request: HttpRequest, exception: Exception | None = None):
 def server_error_view(request: HttpRequest):
     """``handler500``: never a stack trace; the log has it."""
     if _is_api(request):
-        return problem_json(
-            SERVER_ERROR, "An unexpected error occurred; it has been logged.", request
-        )
+        answer = ProblemAnswer(SERVER_ERROR, "An unexpected error occurred; it has been logged.")
+        return problem_json(answer, request)
     from django.views.defaults import server_error
 
     return server_error(request)

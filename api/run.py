@@ -1,7 +1,7 @@
 """``POST /api/v1/prompts/{key}/run``: resolve, render, call the model, record the call.
 
-A plain view on the runtime path like resolve and render (``api.runtime`` holds their shared
-helpers); ``runs.execution`` does the work. With ``stream: true`` the answer is server-sent events.
+A plain view on the runtime path like resolve and render (``api.fastpath``); ``runs.execution``
+does the work. With ``stream: true`` the answer is server-sent events.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
 
-from registry.errors import RegistryError
 from releases.cache import DATABASE_OUTAGE
+from releases.resolution import resolve
 from runs.cancel import Cancellation
 from runs.execution import (
     CallOutcome,
@@ -37,22 +36,23 @@ from runs.models import Call
 from runs.providers import Outcome
 
 from . import problems
-from .models import Scope
-from .runtime import (
+from .fastpath import (
+    KEEPALIVE,
     STREAM_KEEPALIVE_SECONDS,
-    _allow_environment,
-    _authenticate,
-    _body,
-    _domain_problem,
-    _json,
-    _problem,
-    _Refused,
-    _resolve,
-    _sse,
-    _unavailable,
-    method_not_allowed,
-    resolution_answer,
+    allow_environment,
+    authenticate,
+    cached_release,
+    event_stream,
+    invalid,
+    json_response,
+    read_body,
+    runtime_view,
+    sse,
+    unavailable,
 )
+from .models import Scope
+from .problems import ProblemAnswer, problem_json
+from .runtime import resolution_answer
 
 logger = logging.getLogger(__name__)
 
@@ -68,83 +68,50 @@ def _request_id(request: HttpRequest) -> str:
     return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
-@csrf_exempt  # a bearer key, never a cookie, authenticates it (when reached through the URLconf)
+@runtime_view("POST")
 def run_view(request: HttpRequest, key: str) -> HttpResponse:
     """``POST /api/v1/prompts/{key}/run`` ``{environment, locale, subject, variables, stream}``"""
-    if request.method != "POST":
-        return method_not_allowed(request, ("POST",))
+    entry = authenticate(request, Scope.RUNS_EXECUTE)
+    data = read_body(request)
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise invalid("invalid", "stream must be true or false.", "/stream")
+    environment = data.get("environment") or ""
+    allow_environment(entry, environment)
+    release, degraded = cached_release(environment, key)
+    subject = data.get("subject") or None
+    resolution = resolve(release, subject=subject, locale=data.get("locale") or None)
     try:
-        entry = _authenticate(request, Scope.RUNS_EXECUTE)
-        data = _body(request)
-        stream = data.get("stream", False)
-        if not isinstance(stream, bool):
-            raise _Refused(
-                _problem(
-                    problems.VALIDATION,
-                    "The request has problems; see errors.",
-                    request,
-                    errors=[
-                        {
-                            "code": "invalid",
-                            "detail": "stream must be true or false.",
-                            "pointer": "/stream",
-                        }
-                    ],
-                )
-            )
-        environment = data.get("environment") or ""
-        _allow_environment(request, entry, environment)
-        subject = data.get("subject") or None
-        resolution, degraded = _resolve(
-            request, key, environment, data.get("locale") or None, subject
-        )
         prepared = run_prepare(resolution=resolution, variables=data.get("variables") or {})
-    except _Refused as refused:
-        return refused.response
-    except RegistryError as exc:
-        return _domain_problem(exc, request)
-    except DATABASE_OUTAGE:  # the providers' settings are read from the database for every run
-        return _unavailable(request, "the binding's providers")
+    except DATABASE_OUTAGE as exc:  # the providers' settings are read from the database
+        raise unavailable("the binding's providers") from exc
     request_id = _request_id(request)
     if stream:
-        response: HttpResponse = StreamingHttpResponse(
-            _run_events(prepared, subject=subject, request_id=request_id, path=request.path),
-            content_type="text/event-stream",
-        )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the tokens back
+        events = _run_events(prepared, subject=subject, request_id=request_id, path=request.path)
+        response: HttpResponse = event_stream(events)
     else:
         outcome = run_call(prepared)
         call, shadows = run_record(
             prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
         )
         if outcome.failure is not None:
-            response = _provider_problem(outcome, request_id=request_id, path=request.path)
+            response = problem_json(_provider_problem(outcome, request_id=request_id), request)
         else:
             answer = run_answer(
                 prepared, outcome, request_id=request_id, call=call, shadows=shadows
             )
-            response = _json(answer, degraded=degraded)
+            response = json_response(answer, degraded=degraded)
     response[REQUEST_ID_HEADER] = request_id
     return response
 
 
-def _provider_problem(outcome: CallOutcome, *, request_id: str, path: str) -> JsonResponse:
+def _provider_problem(outcome: CallOutcome, *, request_id: str) -> ProblemAnswer:
+    """Every model the binding names failed: a 502 listing the attempts."""
     assert outcome.failure is not None
-    return JsonResponse(
-        _provider_problem_body(outcome, request_id=request_id, path=path),
-        status=502,
-        content_type=problems.CONTENT_TYPE,
-    )
-
-
-def _provider_problem_body(outcome: CallOutcome, *, request_id: str, path: str) -> dict[str, Any]:
-    return problems.problem_body(
+    return ProblemAnswer(
         problems.PROVIDER_UNAVAILABLE,
         str(outcome.failure),
-        instance=path,
-        request_id=request_id,
-        attempts=attempts_as_dicts(outcome.attempts),
+        {"request_id": request_id, "attempts": attempts_as_dicts(outcome.attempts)},
     )
 
 
@@ -241,7 +208,7 @@ def _run_events(
     outcome: CallOutcome | None = None
     thread.start()
     try:
-        yield _sse(
+        yield sse(
             "start",
             {
                 "request_id": request_id,
@@ -260,19 +227,19 @@ def _run_events(
             try:
                 kind, value = tokens.get(timeout=min(STREAM_KEEPALIVE_SECONDS, remaining))
             except queue.Empty:
-                yield b": keep-alive\n\n"
+                yield KEEPALIVE
                 continue
             if kind == "token":
-                yield _sse("token", {"text": value})
+                yield sse("token", {"text": value})
             else:
                 outcome = _ended(prepared, value, started_at=started_at, started=started)
         call, shadows = run_record(
             prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
         )
         if outcome.failure is not None:
-            yield _sse("error", _provider_problem_body(outcome, request_id=request_id, path=path))
+            yield sse("error", _provider_problem(outcome, request_id=request_id).body(path))
         else:
-            yield _sse(
+            yield sse(
                 "done",
                 run_answer(
                     prepared,

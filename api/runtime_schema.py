@@ -293,7 +293,7 @@ def _json(description: str, component: str, headers: dict[str, Any]) -> dict[str
     }
 
 
-# What the views accept, as ``api.runtime`` checks it: an environment name (a 400 otherwise), a
+# What the views accept, as ``api.fastpath`` checks it: an environment name (a 400 otherwise), a
 # locale that is empty (no preference: the prompt's default) or a BCP 47 tag (``invalid-locale``
 # otherwise), a subject of any text (empty: none). A key that cannot exist is a 404.
 KEY_SCHEMA = {"type": "string", "pattern": KEY_PATTERN, "maxLength": KEY_MAX_CHARS}
@@ -360,7 +360,7 @@ def _types(*slugs: str) -> list:
     return [PROBLEM_TYPES[slug] for slug in slugs]
 
 
-# What every runtime view may refuse (api.runtime): the key and its scope, its rate, the Host
+# What every runtime view may refuse (api.fastpath): the key and its scope, its rate, the Host
 # header, the environment's name and whether the key may read it, the database when nothing is
 # cached, and (the view's pattern not matched: a key or an environment that cannot be) no route.
 _REFUSED = (
@@ -376,7 +376,7 @@ _REFUSED = (
 # Resolving: no release there (or no such prompt or environment), a locale that is not BCP 47 or
 # has no template.
 _RESOLVE_REFUSED = ("not-released", "invalid-locale", "locale-unavailable")
-# Render and run: a JSON body (api.runtime._body), over plain http (api.middleware), and the
+# Render and run: a JSON body (api.fastpath.read_body), over plain http (api.middleware), and the
 # variables it renders with.
 _BODY_REFUSED = (
     "malformed-request",

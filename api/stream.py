@@ -1,6 +1,6 @@
 """``GET /api/v1/environments/{environment}/stream``: release changes as server-sent events, so
 SDKs apply a rollback within a second instead of at their next poll. A plain view on the runtime
-path (``api.runtime`` holds the shared helpers).
+path, like resolve and bundle (``api.fastpath``).
 """
 
 from __future__ import annotations
@@ -13,22 +13,22 @@ from collections.abc import Iterator
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 
 from releases.cache import DATABASE_OUTAGE, channel, release_cache
-from releases.errors import EnvironmentNotFound
 from releases.selectors import release_revisions
 
-from .runtime import (
+from .fastpath import (
+    KEEPALIVE,
     STREAM_KEEPALIVE_SECONDS,
-    _authorize,
-    _domain_problem,
-    _Refused,
-    _sse,
-    _unavailable,
-    method_not_allowed,
-    revisions_etag,
+    allow_environment,
+    authenticate,
+    cached_environment,
+    event_stream,
+    runtime_view,
+    sse,
 )
+from .runtime import revisions_etag
 
 logger = logging.getLogger(__name__)
 
@@ -36,25 +36,12 @@ logger = logging.getLogger(__name__)
 STREAM_CHECK_SECONDS = 1.0
 
 
+@runtime_view("GET")
 def stream_view(request: HttpRequest, environment: str) -> HttpResponse:
     """``GET /api/v1/environments/{environment}/stream``: release changes as server-sent events."""
-    if request.method != "GET":
-        return method_not_allowed(request, ("GET",))
-    try:
-        _authorize(request, environment)
-    except _Refused as refused:
-        return refused.response
-    releases, degraded = release_cache().environment(environment)
-    if releases is None and degraded:
-        return _unavailable(request, f"the {environment} bundle")
-    if releases is None:
-        return _domain_problem(
-            EnvironmentNotFound(f"There is no environment {environment!r}."), request
-        )
-    response = StreamingHttpResponse(_release_events(environment), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the events back
-    return response
+    allow_environment(authenticate(request), environment)
+    cached_environment(environment)  # an unknown environment is a 404, not an empty stream
+    return event_stream(_release_events(environment))
 
 
 def _release_events(environment: str) -> Iterator[bytes]:
@@ -78,13 +65,13 @@ def _release_events(environment: str) -> Iterator[bytes]:
             held, _ = release_cache().environment(environment)
             revisions = {key: r.revision for key, r in (held or {}).items()}
         _release_connection()
-        yield _sse(
+        yield sse(
             "hello", {"environment": environment, "etag": revisions_etag(environment, revisions)}
         )
         check_at = started + STREAM_CHECK_SECONDS
         while (now := time.monotonic()) < ends_at:
             if now >= keepalive_at:
-                yield b": keep-alive\n\n"
+                yield KEEPALIVE
                 keepalive_at = now + STREAM_KEEPALIVE_SECONDS
             wait = max(0.0, min(ends_at, keepalive_at, now + STREAM_CHECK_SECONDS) - now)
             changes: list[tuple[str, int]] = []
@@ -111,7 +98,7 @@ def _release_events(environment: str) -> Iterator[bytes]:
             for prompt, revision in changes:
                 if revision > revisions.get(prompt, 0):
                     revisions[prompt] = revision
-                    yield _sse("release", {"prompt": prompt, "revision": revision})
+                    yield sse("release", {"prompt": prompt, "revision": revision})
     finally:
         if subscription is not None:
             subscription.close()

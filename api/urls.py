@@ -1,4 +1,5 @@
 from django.urls import path, register_converter
+from django.urls.converters import StringConverter
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from . import (
@@ -17,19 +18,16 @@ from . import (
 )
 
 
-class PromptKeyConverter:
+class PromptKeyConverter(StringConverter):
+    """A prompt key; the string as it is (``StringConverter``), which the runtime path's routes
+    then need not convert (``api.middleware.fast_routes``)."""
+
     regex = r"[a-z0-9][a-z0-9._-]*"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
 
 
 class EnvironmentConverter(PromptKeyConverter):
     """An environment name as ``releases.models.Environment`` allows it: any other address is a
-    404, as it is on the runtime path (``api.middleware``)."""
+    404, on the runtime path too (whose routes are these patterns, ``api.middleware``)."""
 
     regex = r"[a-z][a-z0-9-]*"
 
@@ -75,8 +73,9 @@ urlpatterns = [
         versions.VersionRenderApi.as_view(),
         name="version-render",
     ),
-    # The runtime path: RuntimeMiddleware answers these first; the URLconf keeps them reachable
-    # (and reversible) behind any middleware stack.
+    # The runtime path: their views are ``runtime_view``s, so RuntimeMiddleware answers these
+    # URLs (read from here) before the middleware stack; the URLconf also keeps them reachable
+    # (and reversible) behind any stack.
     path("prompts/<key:key>/resolve", runtime.resolve_view, name="resolve"),
     path("prompts/<key:key>/render", runtime.render_view, name="render"),
     path("prompts/<key:key>/run", run.run_view, name="run"),

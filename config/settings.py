@@ -88,7 +88,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: answers resolve, render and bundle itself, skipping the rest (api/middleware.py).
+    # First: answers the runtime path (resolve, render, run, bundle, stream) itself, skipping the
+    # rest (api/middleware.py).
     "api.middleware.RuntimeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
