@@ -30,6 +30,7 @@ from releases.bucketing import HASH_VERSION
 from releases.cache import DATABASE_OUTAGE, DATABASE_UNAVAILABLE, release_cache
 from releases.errors import EnvironmentNotFound
 from releases.resolution import NotReleased, Resolution, ServedRelease, resolve, version_render
+from runs.calls import SUBJECT_MAX_CHARS
 
 from . import problems
 from .authentication import bearer_token
@@ -242,6 +243,13 @@ def _not_modified(request: HttpRequest, etag: str) -> HttpResponse | None:
 def _resolve(
     request: HttpRequest, key: str, environment: str, locale: str | None, subject: str | None
 ):
+    if subject is not None and len(subject) > SUBJECT_MAX_CHARS:
+        raise _invalid(
+            request,
+            "max_length",
+            f"A subject is at most {SUBJECT_MAX_CHARS} characters.",
+            "/subject",
+        )
     release, degraded = _lookup(request, environment, key)
     try:
         resolution = resolve(release, subject=subject, locale=locale)

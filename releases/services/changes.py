@@ -8,6 +8,7 @@ from django.db import transaction
 
 from registry.actors import Actor
 from registry.errors import Problem
+from registry.labels import label_valid
 from registry.models import Prompt
 
 from .. import transitions
@@ -37,11 +38,14 @@ MAX_VARIANTS = 10
 # An experiment's planned sample: below ~30 calls per variant no test means anything.
 PLANNED_CALLS_MIN_PER_VARIANT = 30
 PLANNED_CALLS_MAX = 1_000_000_000
+# The fewest an experiment can plan for: its fewest variants (2), 30 each.
+PLANNED_CALLS_MIN = 2 * PLANNED_CALLS_MIN_PER_VARIANT
 MAX_SHADOWS = 3
 
 
 def _label_valid(name: str) -> bool:
-    return name.isprintable() and name == name.strip()
+    # The rule the API's schema publishes (registry.labels.LABEL_PATTERN).
+    return label_valid(name)
 
 
 def shadow_budget_problems(
@@ -279,13 +283,25 @@ def release_experiment_start(
     if planned_calls is not None and (
         isinstance(planned_calls, bool)
         or not isinstance(planned_calls, int)
-        or not len(variants) * PLANNED_CALLS_MIN_PER_VARIANT <= planned_calls <= PLANNED_CALLS_MAX
+        or not PLANNED_CALLS_MIN <= planned_calls <= PLANNED_CALLS_MAX
     ):
         problems.append(
             Problem(
                 "invalid_planned_calls",
                 f"Plan from {PLANNED_CALLS_MIN_PER_VARIANT} sticky calls per variant to "
                 f"{PLANNED_CALLS_MAX:,}, or leave it empty.",
+                "/planned_calls",
+            )
+        )
+    elif (
+        planned_calls is not None and planned_calls < len(variants) * PLANNED_CALLS_MIN_PER_VARIANT
+    ):
+        # Across fields (the schema states only the bounds for the fewest variants).
+        problems.append(
+            Problem(
+                "planned_calls_below_variants",
+                f"Plan at least {PLANNED_CALLS_MIN_PER_VARIANT} sticky calls per variant "
+                f"({len(variants) * PLANNED_CALLS_MIN_PER_VARIANT} for {len(variants)}).",
                 "/planned_calls",
             )
         )
