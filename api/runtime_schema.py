@@ -299,7 +299,7 @@ def _json(description: str, component: str, headers: dict[str, Any]) -> dict[str
 # The key and environment schemas are the DRF routes' too (api.serializers).
 LOCALE_SCHEMA = {
     "type": "string",
-    "pattern": "^$|" + LOCALE_PATTERN,
+    "pattern": r"^(?!\n)$|" + LOCALE_PATTERN,
     "maxLength": LOCALE_MAX_CHARS,
 }
 SUBJECT_SCHEMA = {"type": "string", "maxLength": SUBJECT_MAX_CHARS}

@@ -33,38 +33,40 @@ from registry.variables import VariableType
 # documented JSON type (a 400 ``validation-error`` pointing at it), then DRF's own checks run.
 # Query parameters are text on the wire and keep DRF's parsing (``?against=3``).
 #
-# ``pattern`` (an ECMA-262 regular expression, anchored) is what the schema publishes for a
+# ``pattern`` (an ECMA-262 regular expression, anchored; ``(?!\n)$`` because Python's ``$``, which
+# Python validators and generators use, also matches before a trailing newline) is what the
+# schema publishes for a
 # string field: the registry checks the same rule itself with its own problem codes
 # (``invalid_key``, ``invalid_locale``...), so the schema tells clients and generators what the
 # server refuses. ``tests/api/test_strict_fields.py`` holds each pattern against its rule.
 
 # A prompt key (registry.models.PROMPT_KEY_PATTERN): parts of [a-z0-9_-] joined by single dots.
-KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*$"
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*(?!\n)$"
 KEY_MAX_CHARS = 150
 # An environment name (releases.models.ENVIRONMENT_NAME_PATTERN), at most 50 characters.
-ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]*$"
+ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]*(?!\n)$"
 ENVIRONMENT_MAX_CHARS = 50
 # A BCP 47 tag as promptregistry.core.locales reads it ("_" stands for "-"; case-insensitive).
 LOCALE_PATTERN = (
     r"^(?:[A-Za-z]{2,3}|[A-Za-z]{5,8})(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|[0-9]{3}))?"
-    r"(?:[-_](?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$"
+    r"(?:[-_](?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*(?!\n)$"
 )
 LOCALE_MAX_CHARS = 64
 # A dataset's name (evaluations.models.DATASET_NAME_PATTERN), at most 100 characters.
-DATASET_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+DATASET_PATTERN = r"^[a-z0-9][a-z0-9._-]*(?!\n)$"
 DATASET_MAX_CHARS = 100
 # A tag (registry.services.TAG_PATTERN), at most 50 characters.
-TAG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]*$"
+TAG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]*(?!\n)$"
 TAG_MAX_CHARS = 50
 # A provider's name (runs.models.PROVIDER_NAME_PATTERN). Which names are configured is data, not
 # shape (providers are added in the admin or with `manage.py provider add`), so the schema gives
 # the rule for a name and an unconfigured one is refused as content (``unknown_provider``).
-PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_.-]*(?!\n)$"
 PROVIDER_MAX_CHARS = 63
 # A declared variable's name (registry.variables): an ASCII identifier, letter first.
-VARIABLE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+VARIABLE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(?!\n)$"
 # A percent with at most two decimals, 0-100, when sent as a string ("12.5").
-PERCENT_PATTERN = r"^(?:100(?:\.0{1,2})?|[0-9]{1,2}(?:\.[0-9]{1,2})?)$"
+PERCENT_PATTERN = r"^(?:100(?:\.0{1,2})?|[0-9]{1,2}(?:\.[0-9]{1,2})?)(?!\n)$"
 # An id a caller chooses (an event's id): no control or invisible character, not only spaces; and a
 # label (an experiment variant's name): the same, with no space at either end (registry.labels).
 ID_PATTERN = labels.ID_PATTERN

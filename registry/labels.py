@@ -23,11 +23,15 @@ import re
 INVISIBLE = r"\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
 SPACE = r" \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
 
+# ``(?!\n)`` before the final ``$``: Python's ``$`` (which Python-based validators and generators
+# such as jsonschema and Schemathesis use) also matches before a trailing newline; ECMA-262's does
+# not, and there the lookahead is always true.
+END = r"(?!\n)$"
 # An id (an event's id): no invisible character, and not only spaces. Spaces at the ends are the
 # caller's to choose: an id is compared, never shown as a name.
-ID_PATTERN = rf"^[^{INVISIBLE}]*[^{INVISIBLE}{SPACE}][^{INVISIBLE}]*$"
+ID_PATTERN = rf"^[^{INVISIBLE}]*[^{INVISIBLE}{SPACE}][^{INVISIBLE}]*{END}"
 # A label (an experiment variant's name): no invisible character, no space at either end.
-LABEL_PATTERN = rf"^[^{INVISIBLE}{SPACE}](?:[^{INVISIBLE}]*[^{INVISIBLE}{SPACE}])?$"
+LABEL_PATTERN = rf"^[^{INVISIBLE}{SPACE}](?:[^{INVISIBLE}]*[^{INVISIBLE}{SPACE}])?{END}"
 
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
 _LABEL = re.compile(LABEL_PATTERN.removeprefix("^").removesuffix("$"))
