@@ -30,7 +30,7 @@ from releases.selectors import release_get
 from .models import Scope
 from .permissions import HasScope, scope_by_method
 from .releases import IF_MATCH, _target, if_match_revision
-from .serializers import StrictCharField
+from .serializers import CanaryPolicyField, StrictCharField
 
 RECENT_VERDICTS = 20
 
@@ -117,7 +117,7 @@ class AnalysisOutputSerializer(serializers.Serializer):
     step_started_at = serializers.DateTimeField()
     unmeasured_looks = serializers.IntegerField()
     last_looked_at = serializers.DateTimeField(allow_null=True)
-    policy = serializers.JSONField()
+    policy = CanaryPolicyField(help_text="The policy as validated: every field, per-step lists.")
     times = TimesSerializer(allow_null=True, help_text="Only while the analysis runs.")
     created_by = serializers.CharField()
     created_at = serializers.DateTimeField()
@@ -136,7 +136,7 @@ class CanaryAnalysisApi(APIView):
     the running canary."""
 
     class AttachInputSerializer(_Reason):
-        analysis = serializers.DictField(
+        analysis = CanaryPolicyField(
             help_text="The policy; fields left out take their defaults (docs/canary-analysis.md)."
         )
 

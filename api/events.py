@@ -9,14 +9,23 @@ was valid, a 400 validation problem listing them all. A batch over ``MAX_EVENTS`
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from runs.calls import KeyRef
-from runs.events import MAX_EVENTS, IngestResult, RejectedEvent, events_ingest
+from runs.calls import SUBJECT_MAX_CHARS, KeyRef
+from runs.events import (
+    COST_PLACES,
+    MAX_COST,
+    MAX_EVENTS,
+    MAX_INTEGER,
+    IngestResult,
+    RejectedEvent,
+    events_ingest,
+)
 from runs.models import Call
 
 from .models import Scope
@@ -25,6 +34,7 @@ from .problems import VALIDATION, ProblemException
 from .serializers import (
     ENVIRONMENT_MAX_CHARS,
     ENVIRONMENT_PATTERN,
+    ID_PATTERN,
     KEY_MAX_CHARS,
     KEY_PATTERN,
     LOCALE_MAX_CHARS,
@@ -32,70 +42,96 @@ from .serializers import (
     StrictCharField,
 )
 
-
 # Events are not parsed with this serializer, it only documents them: ``events_ingest`` checks
 # each event and rejects it alone, where a serializer would refuse the whole batch for one bad event.
+# So the schema here says what runs.events' field rules refuse, field by field (the bounds are
+# theirs: tests/api/test_events_schema.py sends each refusal and validates it against the schema).
+_OPTIONAL = {"required": False, "allow_null": True}
+
+
 class EventSerializer(serializers.Serializer):
     """One outcome. Fields other than these are refused; null is the same as leaving a field out."""
 
-    event_id = serializers.CharField(
-        max_length=100, help_text="Your id for this outcome: a retry with the same id is ignored."
+    event_id = StrictCharField(
+        max_length=100,
+        trim_whitespace=False,
+        pattern=ID_PATTERN,
+        help_text="Your id for this outcome: a retry with the same id is ignored. No control or "
+        "invisible characters, not only spaces.",
     )
     prompt = StrictCharField(
         max_length=KEY_MAX_CHARS, pattern=KEY_PATTERN, help_text="The prompt's key."
     )
-    version = serializers.IntegerField(min_value=1, help_text="A committed version's number.")
+    version = serializers.IntegerField(
+        min_value=1, max_value=MAX_INTEGER, help_text="A committed version's number."
+    )
     environment = StrictCharField(max_length=ENVIRONMENT_MAX_CHARS, pattern=ENVIRONMENT_PATTERN)
     status = serializers.ChoiceField(choices=Call.Status.choices)
     occurred_at = serializers.DateTimeField(
-        required=False,
+        **_OPTIONAL,
         help_text="RFC 3339 with an offset; at most 5 minutes ahead, no older than the retention."
         " Default: when the event arrives.",
     )
     variant = serializers.CharField(
-        required=False,
+        **_OPTIONAL,
         allow_blank=True,
         max_length=64,
         help_text="stable, canary or the experiment variant.",
     )
     sticky = serializers.BooleanField(
-        required=False, help_text="What resolve answered; default: whether a subject is sent."
+        **_OPTIONAL, help_text="What resolve answered; default: whether a subject is sent."
     )
     subject = serializers.CharField(
-        required=False, allow_blank=True, max_length=256, help_text="Stored only as a keyed hash."
+        **_OPTIONAL,
+        allow_blank=True,
+        max_length=SUBJECT_MAX_CHARS,
+        help_text="Stored only as a keyed hash.",
     )
     locale = StrictCharField(
-        required=False, max_length=LOCALE_MAX_CHARS, pattern=LOCALE_PATTERN, help_text="BCP 47."
+        **_OPTIONAL, max_length=LOCALE_MAX_CHARS, pattern=LOCALE_PATTERN, help_text="BCP 47."
     )
     request_id = serializers.CharField(
-        required=False, allow_blank=True, max_length=100, help_text="Default: the event id."
+        **_OPTIONAL, allow_blank=True, max_length=100, help_text="Default: the event id."
     )
     release_revision = serializers.IntegerField(
-        required=False, min_value=0, help_text="The revision resolve answered."
+        **_OPTIONAL, min_value=0, max_value=MAX_INTEGER, help_text="The revision resolve answered."
     )
-    provider = serializers.CharField(required=False, allow_blank=True, max_length=63)
-    model = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    latency_ms = serializers.FloatField(required=False, min_value=0)
-    time_to_first_token_ms = serializers.FloatField(required=False, min_value=0)
-    input_tokens = serializers.IntegerField(required=False, min_value=0)
-    output_tokens = serializers.IntegerField(required=False, min_value=0)
+    provider = serializers.CharField(**_OPTIONAL, allow_blank=True, max_length=63)
+    model = serializers.CharField(**_OPTIONAL, allow_blank=True, max_length=200)
+    latency_ms = serializers.FloatField(**_OPTIONAL, min_value=0)
+    time_to_first_token_ms = serializers.FloatField(**_OPTIONAL, min_value=0)
+    input_tokens = serializers.IntegerField(**_OPTIONAL, min_value=0, max_value=MAX_INTEGER)
+    output_tokens = serializers.IntegerField(**_OPTIONAL, min_value=0, max_value=MAX_INTEGER)
     cost = serializers.FloatField(
-        required=False,
+        **_OPTIONAL,
         min_value=0,
+        # The column holds DECIMAL(14, 8): below a million, to the hundred-millionth.
+        max_value=float(MAX_COST - COST_PLACES),
         help_text="Default: from the tokens and the model's price, when it has one.",
     )
-    error_class = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    error_class = serializers.CharField(**_OPTIONAL, allow_blank=True, max_length=100)
     feedback = serializers.FloatField(
-        required=False, min_value=-1, max_value=1, help_text="-1 (bad) to 1 (good)."
+        **_OPTIONAL, min_value=-1, max_value=1, help_text="-1 (bad) to 1 (good)."
     )
-    schema_valid = serializers.BooleanField(required=False)
-    inputs = serializers.DictField(required=False, help_text="The variables; stored redacted.")
+    schema_valid = serializers.BooleanField(**_OPTIONAL)
+    inputs = serializers.DictField(**_OPTIONAL, help_text="The variables; stored redacted.")
     output = serializers.CharField(
-        required=False, allow_blank=True, help_text="The answer; stored redacted."
+        **_OPTIONAL, allow_blank=True, help_text="The answer; stored redacted."
     )
 
     class Meta:
         ref_name = "Event"
+
+
+class EventSerializerSchema(OpenApiSerializerExtension):
+    """``additionalProperties: false``: ``events_ingest`` refuses any other field
+    (``unknown_field``), and the schema says so."""
+
+    target_class = EventSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        return {**schema, "additionalProperties": False}
 
 
 class EventBatchSerializer(serializers.Serializer):

@@ -24,6 +24,7 @@ from registry.strictjson import strict_json_loads
 from releases.cache import DATABASE_OUTAGE, DATABASE_UNAVAILABLE, release_cache
 from releases.errors import EnvironmentNotFound
 from releases.resolution import NotReleased, ServedRelease
+from runs.calls import SUBJECT_MAX_CHARS
 
 from . import problems
 from .authentication import bearer_token
@@ -130,6 +131,16 @@ def invalid(code: str, detail: str, pointer: str) -> ProblemException:
     """A validation problem about one member of the request."""
     errors = [{"code": code, "detail": detail, "pointer": pointer}]
     return ProblemException(problems.VALIDATION, detail, errors=errors)
+
+
+def subject_of(value: str | None) -> str | None:
+    """The subject a request draws its bucket with (None: it names none), at most
+    ``SUBJECT_MAX_CHARS``, as the schema publishes and as an event may report it."""
+    if value and len(value) > SUBJECT_MAX_CHARS:
+        raise invalid(
+            "max_length", f"A subject is at most {SUBJECT_MAX_CHARS} characters.", "/subject"
+        )
+    return value or None
 
 
 def unavailable(what: str) -> ProblemException:

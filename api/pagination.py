@@ -9,8 +9,10 @@ each is a 400 problem pointing at the parameter, and the schema publishes the sa
 
 from __future__ import annotations
 
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
+
+MAX_DIGITS = 18
 
 
 class Pagination(PageNumberPagination):
@@ -21,11 +23,17 @@ class Pagination(PageNumberPagination):
         raw = request.query_params.get(name)
         if raw is None:
             return None
-        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        if not (raw.isascii() and raw.isdigit()) or not raw.strip("0"):
             raise ValidationError({name: ["A whole number, 1 or more."]})
-        if maximum is not None and int(raw) > maximum:
+        # int() refuses more than 4,300 digits (a ValueError, CVE-2020-10735); no page or size
+        # needs more than 18, so a longer number is read as past any bound without converting it.
+        digits = raw.lstrip("0")
+        number = int(digits) if len(digits) <= MAX_DIGITS else None
+        if maximum is not None and (number is None or number > maximum):
             raise ValidationError({name: [f"At most {maximum}."]}, code="max_value")
-        return int(raw)
+        if number is None:  # a page past the last one: what DRF answers for it
+            raise NotFound(self.invalid_page_message)
+        return number
 
     def get_page_size(self, request) -> int:
         size = self._number(request, self.page_size_query_param, maximum=self.max_page_size)

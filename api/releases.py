@@ -22,12 +22,20 @@ from releases import services
 from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release
 from releases.selectors import environment_get, environment_list, release_get, release_history
 from releases.services import release_state
+from releases.services.experiment import PLANNED_CALLS_MAX, PLANNED_CALLS_MIN
 from releases.state import shadow_budget
 
 from .models import Scope
 from .pagination import Pagination
 from .permissions import HasScope, ensure_environment_allowed
-from .serializers import PercentField, StrictBooleanField, StrictCharField, StrictIntegerField
+from .serializers import (
+    CanaryPolicyField,
+    PercentField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    VariantNameField,
+)
 
 # The revision as an ETag: 12, "12" or W/"12"; * (any revision) is the same as leaving it out.
 _IF_MATCH = re.compile(r'(?:W/)?"?([0-9]+)"?')
@@ -269,7 +277,7 @@ class ReleaseCanaryStartApi(ReleaseChangeApi):
             default=None,
             help_text="Required without an analysis; with one, the policy's first step.",
         )
-        analysis = serializers.JSONField(
+        analysis = CanaryPolicyField(
             required=False,
             allow_null=True,
             default=None,
@@ -340,7 +348,7 @@ class ReleaseCanaryAbortApi(ReleaseChangeApi):
 
 
 class _VariantInput(serializers.Serializer):
-    name = StrictCharField(max_length=50)
+    name = VariantNameField()
     version = StrictIntegerField(min_value=1)
     percent = PercentField()
 
@@ -359,6 +367,8 @@ class ReleaseExperimentStartApi(ReleaseChangeApi):
             required=False,
             allow_null=True,
             default=None,
+            min_value=PLANNED_CALLS_MIN,
+            max_value=PLANNED_CALLS_MAX,
             help_text="Sticky calls (all variants) to collect before the final analysis; the "
             "results correct each earlier look against it. Fixed for the experiment's life.",
         )

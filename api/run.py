@@ -48,6 +48,7 @@ from .fastpath import (
     read_body,
     runtime_view,
     sse,
+    subject_of,
     unavailable,
 )
 from .models import Scope
@@ -79,7 +80,7 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
     environment = data.get("environment") or ""
     allow_environment(entry, environment)
     release, degraded = cached_release(environment, key)
-    subject = data.get("subject") or None
+    subject = subject_of(data.get("subject"))
     resolution = resolve(release, subject=subject, locale=data.get("locale") or None)
     try:
         prepared = run_prepare(resolution=resolution, variables=data.get("variables") or {})

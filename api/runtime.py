@@ -30,6 +30,7 @@ from .fastpath import (
     not_modified,
     read_body,
     runtime_view,
+    subject_of,
 )
 
 
@@ -41,7 +42,7 @@ def resolve_view(request: HttpRequest, key: str) -> HttpResponse:
     release, degraded = cached_release(environment, key)
     resolution = resolve(
         release,
-        subject=request.GET.get("subject") or None,
+        subject=subject_of(request.GET.get("subject")),
         locale=request.GET.get("locale") or None,
     )
     answer = resolution_answer(resolution)
@@ -58,7 +59,7 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
     allow_environment(entry, environment)
     release, degraded = cached_release(environment, key)
     resolution = resolve(
-        release, subject=data.get("subject") or None, locale=data.get("locale") or None
+        release, subject=subject_of(data.get("subject")), locale=data.get("locale") or None
     )
     rendered = version_render(
         resolution.version, locale=resolution.locale, variables=data.get("variables") or {}

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from runs.calls import SUBJECT_MAX_CHARS
+
 from .problems import PROBLEM_TYPES
 from .schema import problem_ref, problem_responses
 from .serializers import (
-    ENVIRONMENT_MAX_CHARS,
-    ENVIRONMENT_PATTERN,
-    KEY_MAX_CHARS,
-    KEY_PATTERN,
+    ENVIRONMENT_SCHEMA,
+    KEY_SCHEMA,
     LOCALE_MAX_CHARS,
     LOCALE_PATTERN,
 )
@@ -295,18 +295,14 @@ def _json(description: str, component: str, headers: dict[str, Any]) -> dict[str
 
 # What the views accept, as ``api.fastpath`` checks it: an environment name (a 400 otherwise), a
 # locale that is empty (no preference: the prompt's default) or a BCP 47 tag (``invalid-locale``
-# otherwise), a subject of any text (empty: none). A key that cannot exist is a 404.
-KEY_SCHEMA = {"type": "string", "pattern": KEY_PATTERN, "maxLength": KEY_MAX_CHARS}
-ENVIRONMENT_SCHEMA = {
-    "type": "string",
-    "pattern": ENVIRONMENT_PATTERN,
-    "maxLength": ENVIRONMENT_MAX_CHARS,
-}
+# otherwise), a subject of up to 256 characters (empty: none). A key that cannot exist is a 404.
+# The key and environment schemas are the DRF routes' too (api.serializers).
 LOCALE_SCHEMA = {
     "type": "string",
-    "pattern": "^$|" + LOCALE_PATTERN,
+    "pattern": r"^(?!\n)$|" + LOCALE_PATTERN,
     "maxLength": LOCALE_MAX_CHARS,
 }
+SUBJECT_SCHEMA = {"type": "string", "maxLength": SUBJECT_MAX_CHARS}
 
 
 def _query(name: str, description: str, schema: dict, *, required: bool = False) -> dict:
@@ -334,7 +330,11 @@ def _runtime_body(**extra: dict) -> dict:
     properties = {
         "environment": ENVIRONMENT_SCHEMA,
         "locale": {**LOCALE_SCHEMA, "nullable": True, "description": "null or empty: default"},
-        "subject": {**STRING, "nullable": True, "description": "null or empty: none (not sticky)"},
+        "subject": {
+            **SUBJECT_SCHEMA,
+            "nullable": True,
+            "description": "null or empty: none (not sticky)",
+        },
         "variables": {
             "type": "object",
             "description": "name -> value; checked against the version's declared variables "
@@ -416,7 +416,7 @@ def runtime_paths(result, generator, request, public):
                 _query(
                     "subject",
                     "Who is served (user, account, session); sticky when given.",
-                    STRING,
+                    SUBJECT_SCHEMA,
                 ),
             ],
             responses={

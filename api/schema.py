@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 from .problems import PROBLEM_TYPES, ProblemType
+from .serializers import ENVIRONMENT_SCHEMA, KEY_SCHEMA
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -323,4 +324,23 @@ def documented_problems(result, generator, request, public):
             responses = operation.setdefault("responses", {})
             for status, response in problem_responses(*types).items():
                 responses[status] = response
+    return result
+
+
+# Path parameters whose URL converter (api.urls) is looser than the name's rule: the converter
+# only routes (an impossible key there is a 404, prompt-not-found), the schema states the rule, as
+# it does for the runtime path's routes (api.runtime_schema).
+PATH_PARAMETER_SCHEMAS = {"key": KEY_SCHEMA, "environment": ENVIRONMENT_SCHEMA}
+
+
+def path_parameters(result, generator, request, public):
+    """drf-spectacular postprocessing hook: every ``{key}`` and ``{environment}`` path parameter
+    of the DRF routes published with the rule of a prompt key and of an environment name."""
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETER_SCHEMAS:
+                    parameter["schema"] = dict(PATH_PARAMETER_SCHEMAS[parameter["name"]])
     return result

@@ -14,8 +14,11 @@ from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 
+from evaluations import canary_policy
+from registry import labels
 from registry.content import VersionContent
 from registry.errors import Problem
 from registry.models import PromptVersion
@@ -30,38 +33,56 @@ from registry.variables import VariableType
 # documented JSON type (a 400 ``validation-error`` pointing at it), then DRF's own checks run.
 # Query parameters are text on the wire and keep DRF's parsing (``?against=3``).
 #
-# ``pattern`` (an ECMA-262 regular expression, anchored) is what the schema publishes for a
+# ``pattern`` (an ECMA-262 regular expression, anchored; ``(?!\n)$`` because Python's ``$``, which
+# Python validators and generators use, also matches before a trailing newline) is what the
+# schema publishes for a
 # string field: the registry checks the same rule itself with its own problem codes
 # (``invalid_key``, ``invalid_locale``...), so the schema tells clients and generators what the
 # server refuses. ``tests/api/test_strict_fields.py`` holds each pattern against its rule.
 
 # A prompt key (registry.models.PROMPT_KEY_PATTERN): parts of [a-z0-9_-] joined by single dots.
-KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*$"
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*(?!\n)$"
 KEY_MAX_CHARS = 150
 # An environment name (releases.models.ENVIRONMENT_NAME_PATTERN), at most 50 characters.
-ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]*$"
+ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]*(?!\n)$"
 ENVIRONMENT_MAX_CHARS = 50
 # A BCP 47 tag as promptregistry.core.locales reads it ("_" stands for "-"; case-insensitive).
 LOCALE_PATTERN = (
     r"^(?:[A-Za-z]{2,3}|[A-Za-z]{5,8})(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|[0-9]{3}))?"
-    r"(?:[-_](?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$"
+    r"(?:[-_](?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*(?!\n)$"
 )
 LOCALE_MAX_CHARS = 64
 # A dataset's name (evaluations.models.DATASET_NAME_PATTERN), at most 100 characters.
-DATASET_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+DATASET_PATTERN = r"^[a-z0-9][a-z0-9._-]*(?!\n)$"
 DATASET_MAX_CHARS = 100
 # A tag (registry.services.TAG_PATTERN), at most 50 characters.
-TAG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]*$"
+TAG_PATTERN = r"^[a-z0-9][a-z0-9_.:-]*(?!\n)$"
 TAG_MAX_CHARS = 50
 # A provider's name (runs.models.PROVIDER_NAME_PATTERN). Which names are configured is data, not
 # shape (providers are added in the admin or with `manage.py provider add`), so the schema gives
 # the rule for a name and an unconfigured one is refused as content (``unknown_provider``).
-PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+PROVIDER_PATTERN = r"^[a-z0-9][a-z0-9_.-]*(?!\n)$"
 PROVIDER_MAX_CHARS = 63
 # A declared variable's name (registry.variables): an ASCII identifier, letter first.
-VARIABLE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+VARIABLE_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(?!\n)$"
 # A percent with at most two decimals, 0-100, when sent as a string ("12.5").
-PERCENT_PATTERN = r"^(?:100(?:\.0{1,2})?|[0-9]{1,2}(?:\.[0-9]{1,2})?)$"
+PERCENT_PATTERN = r"^(?:100(?:\.0{1,2})?|[0-9]{1,2}(?:\.[0-9]{1,2})?)(?!\n)$"
+# An id a caller chooses (an event's id): no control or invisible character, not only spaces; and a
+# label (an experiment variant's name): the same, with no space at either end (registry.labels).
+ID_PATTERN = labels.ID_PATTERN
+LABEL_PATTERN = labels.LABEL_PATTERN
+# Names the release state gives its own arms: no experiment variant may take one.
+RESERVED_VARIANT_NAMES = ("stable", "canary")
+VARIANT_NAME_MAX_CHARS = 50
+
+# The path parameters and the runtime path's query and body, as the schema publishes them on every
+# route (api.schema.path_parameters for the DRF routes, api.runtime_schema for the runtime path).
+KEY_SCHEMA = {"type": "string", "pattern": KEY_PATTERN, "maxLength": KEY_MAX_CHARS}
+ENVIRONMENT_SCHEMA = {
+    "type": "string",
+    "pattern": ENVIRONMENT_PATTERN,
+    "maxLength": ENVIRONMENT_MAX_CHARS,
+}
 
 
 class StrictCharField(serializers.CharField):
@@ -75,6 +96,19 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class VariantNameField(StrictCharField):
+    """An experiment variant's name: a label (``LABEL_PATTERN``) of up to 50 characters, and
+    neither ``stable`` nor ``canary``; the service checks the same rule (``invalid_name``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            max_length=VARIANT_NAME_MAX_CHARS,
+            trim_whitespace=False,
+            pattern=LABEL_PATTERN,
+            **kwargs,
+        )
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -168,6 +202,18 @@ class StrictCharFieldSchema(OpenApiSerializerFieldExtension):
         return schema
 
 
+class VariantNameFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = VariantNameField
+    priority = 1  # before StrictCharFieldSchema, which matches it as a subclass
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        schema["pattern"] = self.target.pattern
+        # OpenAPI 3.0 has ``not``: the two names the release state keeps for itself.
+        schema["not"] = {"enum": list(RESERVED_VARIANT_NAMES)}
+        return schema
+
+
 class PercentFieldSchema(OpenApiSerializerFieldExtension):
     target_class = DecimalNumberField
     match_subclasses = True
@@ -196,6 +242,112 @@ class NonEmptyDictFieldSchema(OpenApiSerializerFieldExtension):
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
         if not self.target.allow_empty:
             schema["minProperties"] = 1
+        return schema
+
+
+# --- A canary analysis policy ----------------------------------------------------------------
+# Its rules are evaluations.canary_policy's (every bound below is read from there); the schema
+# states each field's shape. What it cannot state, across fields or items, the service refuses with
+# a code of its own: steps not ascending (``steps_not_ascending``), no step below 100
+# (``no_step_to_judge``), a per-step list of another length than the steps (``wrong_length``),
+# max_minutes below min_minutes (``max_below_min``), trusted keys without reports
+# (``keys_without_reports``), no source at all (``no_trusted_source``).
+
+
+def _per_step(name: str, default: int, low: int, high: int) -> dict[str, Any]:
+    whole = {"type": "integer", "minimum": low, "maximum": high}
+    return {
+        "description": f"One number for every step, or a list with one per step (default "
+        f"{default}).",
+        "anyOf": [
+            whole,
+            {"type": "array", "items": whole, "minItems": 1, "maxItems": canary_policy.MAX_STEPS},
+        ],
+    }
+
+
+CANARY_POLICY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A canary analysis policy (docs/canary-analysis.md); fields left out take "
+    "their defaults. As read back, every field is there and the per-step ones are lists.",
+    "additionalProperties": False,
+    "properties": {
+        "steps": {
+            "type": "array",
+            "description": "The canary's percentages, ascending, at least one below 100 "
+            f"(default {canary_policy.DEFAULT_STEPS}).",
+            "minItems": 1,
+            "maxItems": canary_policy.MAX_STEPS,
+            "items": {
+                "type": "number",
+                "minimum": 0,
+                "exclusiveMinimum": True,
+                "maximum": 100,
+                "multipleOf": 0.01,
+            },
+        },
+        **{
+            name: _per_step(name, default, low, high)
+            for name, (default, low, high) in canary_policy.PER_STEP.items()
+        },
+        **{
+            name: {
+                "type": "number",
+                "minimum": low,
+                "maximum": high,
+                "description": f"{meaning[0].upper()}{meaning[1:]} (default {default:g}).",
+            }
+            for name, (default, low, high, meaning) in canary_policy.NUMBERS.items()
+        },
+        "measure_retries": {
+            "type": "integer",
+            "minimum": canary_policy.MEASURE_RETRIES[1],
+            "maximum": canary_policy.MEASURE_RETRIES[2],
+            "description": f"Looks without the minimum sample before the analysis holds "
+            f"(default {canary_policy.MEASURE_RETRIES[0]}).",
+        },
+        "sources": {
+            "type": "object",
+            "description": "Which calls count: the registry's runs, reports (POST /events and "
+            "feedback), and the only API keys whose reports count (null: every key).",
+            "additionalProperties": False,
+            "properties": {
+                "runs": {"type": "boolean"},
+                "reports": {"type": "boolean"},
+                "keys": {
+                    "type": "array",
+                    "nullable": True,
+                    "minItems": 1,
+                    "maxItems": canary_policy.MAX_TRUSTED_KEYS,
+                    "items": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                },
+            },
+        },
+    },
+}
+
+
+class CanaryPolicyField(serializers.JSONField):
+    """A canary analysis policy as sent: checked by the service (``canary_policy_validate``, every
+    problem with a pointer under ``/analysis``); published as the ``CanaryPolicy`` component."""
+
+
+class CanaryPolicyFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = CanaryPolicyField
+
+    def map_serializer_field(self, auto_schema, direction):
+        component = ResolvedComponent(
+            name="CanaryPolicy",
+            type=ResolvedComponent.SCHEMA,
+            object="CanaryPolicy",
+            schema=CANARY_POLICY_SCHEMA,
+        )
+        auto_schema.registry.register_on_missing(component)
+        schema: dict[str, Any] = {"allOf": [component.ref]}
+        if self.target.allow_null:
+            schema["nullable"] = True
+        if self.target.help_text:
+            schema["description"] = str(self.target.help_text)
         return schema
 
 

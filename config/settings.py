@@ -274,6 +274,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.documented_problems",  # every refusal, as a problem document
+        "api.schema.path_parameters",  # {key} and {environment}: the names' rules
         "api.runtime_schema.runtime_paths",  # the runtime path's plain Django views
     ],
 }

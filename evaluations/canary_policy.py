@@ -21,6 +21,7 @@ from .canary_metrics import MIN_VALUES
 # --- fields -----------------------------------------------------------------------------------
 
 MAX_STEPS = 10
+_TOLERANCE = Decimal("1e-9")
 WEEK_MINUTES = 7 * 24 * 60
 
 DEFAULT_STEPS = [5, 25, 50, 100]
@@ -72,6 +73,14 @@ def _steps(value: object, problems: list[Problem]) -> list[int | float]:
             exact = Decimal(str(step)) if _is_number(step) else None
         except InvalidOperation:
             exact = None
+        if exact is not None and exact.is_finite() and isinstance(step, float):
+            # A float arrives as the binary number nearest to what was sent: 0.07 computed as
+            # 7 * 0.01 is 0.07000000000000001. Within a billionth of a hundredth it is that
+            # hundredth (as the API's percents, and JSON Schema's ``multipleOf`` on floats).
+            hundredths = (exact * 100).to_integral_value()
+            if abs(exact * 100 - hundredths) <= _TOLERANCE:
+                exact = hundredths / 100
+                step = float(exact)
         if exact is None or not exact.is_finite() or not 0 < exact <= 100:
             problems.append(
                 Problem("invalid_percent", "A step is a percentage above 0, at most 100.", f"/{i}")

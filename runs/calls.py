@@ -29,6 +29,12 @@ class KeyRef:
     label: str
 
 
+# The longest subject a call may name (an email is at most 254): the same on the runtime path
+# (resolve, render, run) and in reported events, so whatever the runtime path took, an SDK can
+# report back. Only its hash is stored, so the bound is the contract's, not a column's.
+SUBJECT_MAX_CHARS = 256
+
+
 def subject_hash(subject: str | None) -> str:
     """A keyed hash of the subject: calls by one user can be grouped, the user cannot be read back.
 

@@ -27,11 +27,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from registry.errors import LocaleInvalid, Problem, RegistryError
+from registry.labels import id_valid
 from registry.locales import locale_normalize
 from registry.models import PROMPT_KEY_MAX, Prompt, PromptVersion
 from releases.models import Environment
 
-from .calls import KeyRef, price_cost, subject_hash
+from .calls import SUBJECT_MAX_CHARS, KeyRef, price_cost, subject_hash
 from .models import Call, ModelPrice
 from .redaction import redact, redact_text
 
@@ -112,8 +113,10 @@ def _text(value: Any, *, max_length: int | None = None, allow_blank: bool = True
 
 def _event_id(value: Any) -> str:
     text = _text(value, max_length=100, allow_blank=False)
-    if not text.isprintable():
-        raise _Invalid("not_printable", "The event id may not hold control characters.")
+    if not id_valid(text):
+        raise _Invalid(
+            "not_printable", "The event id may not hold control or invisible characters."
+        )
     return text
 
 
@@ -206,7 +209,7 @@ _FIELDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "occurred_at": (_timestamp, _NO_VALUE),
     "variant": (partial(_text, max_length=64), ""),
     "sticky": (_boolean, _NO_VALUE),
-    "subject": (partial(_text, max_length=256), ""),
+    "subject": (partial(_text, max_length=SUBJECT_MAX_CHARS), ""),
     "locale": (_locale, ""),
     "request_id": (partial(_text, max_length=100), _NO_VALUE),
     "release_revision": (partial(_integer, minimum=0), None),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from registry.actors import Actor
+from registry import labels
 from registry.errors import Problem
 from registry.models import Prompt
 
@@ -27,12 +28,15 @@ MAX_VARIANTS = 10
 # An experiment's planned sample: below ~30 calls per variant no test means anything.
 PLANNED_CALLS_MIN_PER_VARIANT = 30
 PLANNED_CALLS_MAX = 1_000_000_000
+# The fewest an experiment can plan for: its fewest variants (2), 30 each.
+PLANNED_CALLS_MIN = 2 * PLANNED_CALLS_MIN_PER_VARIANT
 
 
 def label_valid(name: str) -> bool:
     """A name is a label in answers, call records and metrics: "control\\n" or " control" would be
-    a second variant that looks like the first."""
-    return name.isprintable() and name == name.strip()
+    a second variant that looks like the first. The rule the API's schema publishes
+    (``registry.labels.LABEL_PATTERN``)."""
+    return labels.label_valid(name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,15 +98,24 @@ class ExperimentStart(PromotingChange):
         if planned is not None and (
             isinstance(planned, bool)
             or not isinstance(planned, int)
-            or not len(self.variants) * PLANNED_CALLS_MIN_PER_VARIANT
-            <= planned
-            <= PLANNED_CALLS_MAX
+            or not PLANNED_CALLS_MIN <= planned <= PLANNED_CALLS_MAX
         ):
             problems.append(
                 Problem(
                     "invalid_planned_calls",
                     f"Plan from {PLANNED_CALLS_MIN_PER_VARIANT} sticky calls per variant to "
                     f"{PLANNED_CALLS_MAX:,}, or leave it empty.",
+                    "/planned_calls",
+                )
+            )
+        elif planned is not None and planned < len(self.variants) * PLANNED_CALLS_MIN_PER_VARIANT:
+            # Across fields (the schema states only the bounds for the fewest variants).
+            problems.append(
+                Problem(
+                    "planned_calls_below_variants",
+                    f"Plan at least {PLANNED_CALLS_MIN_PER_VARIANT} sticky calls per variant "
+                    f"({len(self.variants) * PLANNED_CALLS_MIN_PER_VARIANT} for "
+                    f"{len(self.variants)}).",
                     "/planned_calls",
                 )
             )
