@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from registry.actors import Actor
 from registry import labels
+from registry.actors import Actor
 from registry.errors import Problem
 from registry.models import Prompt
 
