@@ -34,6 +34,7 @@ from registry.templatetags.registry_display import basis_points, decimal, money,
 from .canary import (
     Look,
     canary_analysis_look,
+    canary_analysis_overtaken,
     canary_analysis_resume,
     canary_analysis_stop,
     canary_analysis_times,
@@ -319,6 +320,9 @@ class CanaryAnalysisAdmin(admin.ModelAdmin):
 
     @admin.display(description="Why it stopped or waits")
     def hold_reason_shown(self, analysis: CanaryAnalysis) -> str:
+        overtaken = "" if analysis.hold_reason else canary_analysis_overtaken(analysis)
+        if overtaken:
+            return f"{overtaken} It ends at its next look (Look now ends it at once)."
         return analysis.hold_reason or "—"
 
     @admin.display(description="Looks that could not measure")

@@ -131,11 +131,25 @@ def canary_analysis_change_notice(
     if analysis is None:
         return []
     steps = analysis.policy["steps"]
+    kept = "Its verdicts stay on its page."
+    # A hand-made change since the analysis's last look (a ramp off its step) has ended it in all
+    # but name: the look records it. Said as it is, not as if this change were the one to end it.
+    overtaken = canary_analysis_overtaken(analysis)
+    back_on_step = (
+        after.canary is not None
+        and after.canary.salt == analysis.canary_salt
+        and after.canary.weight == _basis_points(steps[analysis.step])
+    )
+    if overtaken and not back_on_step:
+        return [
+            f"The canary analysis (step {analysis.step + 1} of {judged_steps(analysis.policy)} at "
+            f"{steps[analysis.step]:g} %) no longer steers this canary: {overtaken} It records "
+            f"that it ended at its next look. {kept}"
+        ]
     which = (
         f"the canary analysis ({analysis.get_status_display().lower()}, step {analysis.step + 1} "
         f"of {judged_steps(analysis.policy)} at {steps[analysis.step]:g} %)"
     )
-    kept = "Its verdicts stay on its page."
     if after.canary is None and after.stable == before.canary.version:
         return [
             f"Promoting by hand ends {which}: it takes the decision the analysis was to make. {kept}"
@@ -363,6 +377,15 @@ def canary_analyses_look(*, now: datetime | None = None) -> list[Look]:
         except Exception:
             logger.exception("Canary analysis look failed: analysis=%s", analysis_id)
     return looks
+
+
+def canary_analysis_overtaken(analysis: CanaryAnalysis) -> str:
+    """Why an active analysis no longer drives its release's canary (changed by hand since its
+    last look, which will end it), or ''."""
+    if analysis.status not in ACTIVE:
+        return ""
+    release = Release.objects.select_related("canary_version").get(pk=analysis.release_id)
+    return _canary_changed(analysis, release)
 
 
 def _canary_changed(analysis: CanaryAnalysis, release: Release) -> str:

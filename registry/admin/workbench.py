@@ -11,6 +11,7 @@ renders it with ``content_render``, the checks a save runs and the render path o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,17 @@ PREVIEW_DEBOUNCE_MS = 400
 
 
 # --- the page ---------------------------------------------------------------------------------
+
+# A template problem's detail starts with its place ("The format section (en), line 2: …", for the
+# API and the preview page, where nothing else says where). Beside a link that names the place
+# already ("en · format, line 2"), the message is said once: without it.
+_SECTION_NAMES = "|".join(SECTIONS)
+_PLACE = re.compile(rf"^The (?:{_SECTION_NAMES}) section(?: \([^)]*\))?(?:, line \d+)?: ")
+
+
+def without_place(detail: str) -> str:
+    """``detail`` without its leading "The <section> section (<locale>), line N: "."""
+    return _PLACE.sub("", detail, count=1) or detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +123,7 @@ def error_links(
         for name, errors in row.errors.items():
             anchor = row[name].auto_id if name in row.fields else f"wb-locale-{i}"
             where = locale if name == "__all__" else f"{locale} · {name}"
-            links += [ErrorLink(e, where, anchor, lines.get(e)) for e in errors]
+            links += [ErrorLink(without_place(e), where, anchor, lines.get(e)) for e in errors]
     for error in variables.non_form_errors():
         links.append(ErrorLink(error, "Variables", "wb-variables"))
     for i, row in enumerate(variables.forms):
@@ -206,6 +218,8 @@ def problem_json(problem: Problem) -> dict[str, Any]:
         case ["templates", locale, *rest]:
             data["locale"] = locale
             data["section"] = rest[0] if rest and rest[0] in SECTIONS else ""
+            # Said after a link that names the place: the detail without its own.
+            data["message"] = without_place(problem.detail)
         case ["model", name, *_] if name in MODEL_FIELDS:
             data["field"] = MODEL_FIELDS[name]
         case ["variables", index, *rest] if index.isdigit():

@@ -109,3 +109,20 @@ def test_the_ab_and_canary_charts_on_the_demo_data(admin_page, demo, visit):
     ramp = admin_page.locator("svg.canary-ramp polyline").bounding_box()
     assert ramp is not None
     assert ramp["width"] > 200  # the running canary's level, drawn up to now
+
+
+@pytest.mark.parametrize(
+    "key", ["support.ticket-triage", "support.refund-reply", "marketing.product-description"]
+)
+def test_a_release_page_with_long_changes_in_its_history_fits(admin_page, demo, visit, key):
+    """The crawl above measures one release page; the demo's experiment and canary releases have
+    the longest history rows ("experiment none → chargeback-rule: control 1 @ 50 %, …"), which
+    once widened the page to 1,424 pixels at 800."""
+    from releases.models import Release
+
+    release = Release.objects.get(prompt__key=key, environment__name="production")
+    for viewport, strict in ((WIDE, True), (NARROW, False)):
+        admin_page.set_viewport_size(viewport)
+        visit(admin_page, f"/admin/releases/release/{release.pk}/")
+        fit = measure(admin_page, strict=strict)
+        assert fit.fits, f"{key} at {viewport['width']} px: {fit.describe()}"

@@ -91,3 +91,37 @@ def test_an_author_writes_previews_and_commits_a_first_version(admin_page, visit
     assert draft.status == PromptVersion.Status.COMMITTED
     assert [s.state for s in version_translation_status(draft)] == ["source", "current"]
     assert not page.console_errors
+
+
+def test_the_preview_s_problem_list_says_what_refuses_a_save_and_says_each_place_once(
+    admin_page, visit
+) -> None:
+    page = admin_page
+    prompt = Prompt.objects.create(key="support.hello", default_locale="en")
+    visit(page, f"/admin/registry/promptversion/add/?prompt={prompt.pk}")
+    english = page.locator("fieldset.wb-locale.wb-active")
+    page.fill("#id_model_name", "echo-1")
+    type_into(page, english, "instruction", "Hello {{ customer_name }}.")
+    page.locator("#wb-suggestions").get_by_role("button", name="Declare as string").click()
+
+    # Only the sample value is missing: that stops the preview, not a save, and the list says so.
+    problems = page.locator("#wb-preview-problems")
+    expect(problems).to_contain_text("1 sample value to fill in for the preview")
+    expect(problems).not_to_contain_text("saving would be refused")
+
+    # A template error does refuse a save; its link names the place, the message does not repeat it.
+    type_into(page, english, "format", "Short.\n{{ ''.__class__ }}")
+    # (A template that does not compile blocks the render, so its samples are not checked.)
+    expect(problems).to_contain_text("1 problem (saving would be refused)")
+    item = problems.locator("li", has_text="en · format, line 2")
+    expect(item).to_have_text(
+        "en · format, line 2: Templates cannot reach the attribute '__class__'."
+    )
+
+    # Saved with the sample still empty: the draft is saved, and nothing says it would be refused.
+    type_into(page, english, "format", "Short.")
+    page.keyboard.press("Control+s")
+    expect(page.locator("ul.messagelist")).to_contain_text("Saved support.hello v1.")
+    expect(page.locator("#wb-preview-problems")).to_contain_text("sample value")
+    expect(page.locator("#wb-preview-problems")).not_to_contain_text("saving would be refused")
+    assert not page.console_errors

@@ -456,3 +456,36 @@ def test_no_gate_refusal_tells_a_person_to_send_an_http_request(rita, released):
         refusals.append(text(response))
     assert all("The version may not be released here yet." in page for page in refusals)
     assert [HTTP_INSTRUCTION.findall(page) for page in refusals] == [[], [], [], []]
+
+
+def test_after_a_ramp_by_hand_the_next_page_says_the_analysis_no_longer_steers(rita, analysed):
+    """Ramped to 25 % by hand (the analysis had it at 10 %): until its next look records the end,
+    the analysis is still "running", but the next confirmation must not say that this change is
+    the one to end an analysis "running, step 1 of 3 at 10 %"."""
+    services.release_canary_set_percent(
+        prompt=analysed.prompt,
+        environment=analysed.environment,
+        percent=Decimal(25),
+        actor=Actor(label="tests"),
+    )
+
+    promote = notices_text(rita.get(page_of(analysed, "canary_promote")))
+    ramp = notices_text(rita.get(page_of(analysed, "canary_percent", percent=50)))
+
+    for notice in (promote, ramp):
+        assert "ends the canary analysis" not in notice
+        assert (
+            "The canary analysis (step 1 of 3 at 10 %) no longer steers this canary: The canary "
+            "was set to 25 % by hand; the analysis had it at 10 %. It records that it ended at "
+            "its next look." in notice
+        )
+    # Back to the analysis's own step: it steers again from its next look, and nothing is said.
+    assert notices_text(rita.get(page_of(analysed, "canary_percent", percent=10))) == ""
+
+    # Its own page says why, rather than a bare "running" with nothing to explain it.
+    analysis = canary.canary_analysis_get(release=analysed)
+    page = text(rita.get(reverse("admin:evaluations_canaryanalysis_change", args=[analysis.pk])))
+    assert (
+        "The canary was set to 25 % by hand; the analysis had it at 10 %. It ends at its next"
+        in (page)
+    )

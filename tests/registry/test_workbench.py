@@ -311,6 +311,10 @@ def test_an_invalid_template_is_listed_at_the_top_with_a_link_to_its_line(
     page = response.content.decode()
     assert f'href="#id_templates-{fr}-instruction" class="wb-goto" data-line="2"' in page
     assert "Nothing was saved." in page
+    # The link names the place; the message after it does not say it again.
+    assert not link.text.startswith("The instruction section"), link.text
+    assert link.text.startswith("Expected an expression")
+    assert "fr · instruction, line 2</a>: Expected an expression" in page
     assert next(t for t in response.context["locale_tabs"] if t.locale == "fr").error_count == 1
 
 
@@ -398,6 +402,12 @@ def test_preview_lists_a_bad_template_s_problem_with_locale_section_and_line(
     )
     assert problem["code"] == "template_syntax"
     assert data["render"]["blocked"] is True
+    # The detail says its place (for the API and the preview page); the workbench says it in the
+    # link before the message, so the message comes without it too.
+    assert problem["detail"].startswith("The instruction section (en), line 2: ")
+    assert problem["message"] == problem["detail"].removeprefix(
+        "The instruction section (en), line 2: "
+    )
 
 
 def test_preview_offers_undeclared_variables_with_a_type_and_flags_unused_ones(

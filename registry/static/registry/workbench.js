@@ -520,7 +520,8 @@
       item.appendChild(link);
       item.appendChild(document.createTextNode(": "));
     }
-    item.appendChild(document.createTextNode(problem.detail));
+    // After a link that names the place, the message without its own ("en · format, line 2: …").
+    item.appendChild(document.createTextNode(link && problem.message ? problem.message : problem.detail));
     return item;
   }
 
@@ -564,21 +565,29 @@
     translations = {};
     (data.translations || []).forEach(function (t) { translations[t.locale] = t.state; });
     var list = make("ul", "wb-problems");
-    var errors = 0;
+    // A sample value is the preview's input, not the draft's: a missing one stops the preview,
+    // never a save.
+    var errors = 0, samples = 0;
     (data.problems || []).forEach(function (problem) {
-      errors += problem.severity === "error" ? 1 : 0;
+      if (problem.severity === "error") {
+        if (problem.value !== undefined) samples += 1;
+        else errors += 1;
+      }
       list.appendChild(problemItem(problem, placeProblem(problem)));
     });
     var box = one("#wb-preview-problems");
     box.innerHTML = "";
     if (list.children.length) {
-      box.appendChild(make("strong", "", errors ? errors + (errors === 1 ? " problem" : " problems") + " (saving would be refused)" : "Warnings"));
+      var heads = [];
+      if (errors) heads.push(errors + (errors === 1 ? " problem" : " problems") + " (saving would be refused)");
+      if (samples) heads.push(samples + (samples === 1 ? " sample value" : " sample values") + " to fill in for the preview (saving does not need them)");
+      box.appendChild(make("strong", "", heads.length ? heads.join("; ") : "Warnings"));
       box.appendChild(list);
     }
     showVariableFindings(data);
     showMessages(data.render);
     renderTabs();
-    status(errors ? "Rendered with the problems listed." : "Up to date.");
+    status(errors || samples ? "Rendered with the problems listed." : "Up to date.");
   }
 
   function showMessages(render) {
