@@ -21,8 +21,7 @@ from registry.selectors import prompt_get
 from releases import services
 from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release
 from releases.selectors import environment_get, environment_list, release_get, release_history
-from releases.services import release_state
-from releases.state import shadow_budget
+from releases.state import release_state, shadow_budget
 
 from .models import Scope
 from .pagination import Pagination

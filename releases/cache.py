@@ -37,6 +37,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
 from .resolution import ServedRelease
+from .selectors import environment_exists, release_revisions, served_releases
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +200,6 @@ class ReleaseCache:
     # -- loading ---------------------------------------------------------------------------
 
     def _load_environment(self, environment: str) -> dict[str, ServedRelease] | None:
-        from .selectors import environment_exists, served_releases
-
         generation = self._generation
         loaded = {r.prompt: r for r in served_releases(environment=environment)}
         # Unknown environments are never stored: a caller naming environments at random must not
@@ -226,8 +225,6 @@ class ReleaseCache:
 
     def _load_release(self, environment: str, prompt: str) -> ServedRelease | None:
         """Reads one release and stores it unless the copy held is newer; returns the newer."""
-        from .selectors import served_releases
-
         generation = self._generation
         found = served_releases(environment=environment, prompt=prompt)
         release = found[0] if found else None
@@ -394,8 +391,6 @@ class ReleaseCache:
             logger.exception("Change handler failed: kind=%s", data.get("kind"))
 
     def _check_revisions(self) -> None:
-        from .selectors import release_revisions
-
         try:
             for environment in list(self._complete):
                 revisions = release_revisions(environment=environment)

@@ -26,8 +26,7 @@ from registry.rendering import to_messages
 from releases.models import Release
 from releases.resolution import version_render
 from releases.selectors import served_version
-from releases.services import release_state
-from releases.state import shadow_budget
+from releases.state import release_state, shadow_budget
 
 from .calls import completion_cost, stored_output
 from .comparison import compare

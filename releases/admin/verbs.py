@@ -24,9 +24,9 @@ from registry.selectors import version_list
 from releases import services
 from releases.errors import NothingToRollBack, ReleaseInvalid, percent_problem
 from releases.models import BASIS_POINTS, Environment, Release, ReleaseEvent
-from releases.services import percent_to_basis_points, release_state, rollback_target
+from releases.services import percent_to_basis_points, rollback_target
 from releases.services.changes import shadow_budget_problems
-from releases.state import ReleaseState
+from releases.state import ReleaseState, release_state
 
 from . import targets
 

@@ -29,7 +29,6 @@ from .common import (
     ensure_revision_matches,
     environment_order_refusal,
     percent_to_basis_points,
-    release_state,
 )
 from .rollback import release_rollback, rollback_target
 
@@ -48,6 +47,5 @@ __all__ = [
     "release_rollback",
     "release_shadow_start",
     "release_shadow_stop",
-    "release_state",
     "rollback_target",
 ]

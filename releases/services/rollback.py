@@ -13,12 +13,11 @@ from ..errors import (
     ReleaseStateInvalid,
 )
 from ..models import Environment, Release, ReleaseEvent
-from ..state import ReleaseState
+from ..state import ReleaseState, release_state
 from .common import (
     _locked_release,
     _record,
     ensure_revision_matches,
-    release_state,
 )
 
 Action = ReleaseEvent.Action

@@ -19,7 +19,7 @@ from evaluations.gates import promotion_gate_create
 from evaluations.models import Case, Dataset, EvalResult, EvalRun, PromotionGate
 from registry.actors import Actor
 from registry.models import PromptVersion
-from releases.services import release_state
+from releases.state import release_state
 from tests.api.helpers import assert_problem, error_codes
 
 pytestmark = pytest.mark.django_db

@@ -40,7 +40,7 @@ from releases import services
 from releases.errors import PromotionBlocked, ReleaseInvalid
 from releases.gates import promotion_checks
 from releases.models import Release
-from releases.services import release_state
+from releases.state import release_state
 from tests.factories import PromptFactory, UserFactory, make_version
 
 pytestmark = pytest.mark.django_db
