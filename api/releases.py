@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluations.canary import canary_analysis_start
+from evaluations.canary.services import canary_analysis_start
 from registry.selectors import prompt_get
 from releases import services
 from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from evaluations.gates import promotion_gate_create
+from evaluations.gates.services import promotion_gate_create
 from evaluations.models import Case, Dataset, EvalResult, EvalRun, PromotionGate
 from registry.actors import Actor
 from registry.models import PromptVersion

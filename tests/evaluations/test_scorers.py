@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from evaluations import scorers
-from evaluations.scorers import JudgeFailed, JudgeRequest, Score, score, scorer_check
+from evaluations.scoring import scorers
+from evaluations.scoring.scorers import JudgeFailed, JudgeRequest, Score, score, scorer_check
 from releases.services import release_deploy
 from runs.models import Call
 from tests.factories import PromptFactory, make_version

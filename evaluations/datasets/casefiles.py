@@ -1,10 +1,10 @@
 """Case files: JSONL and CSV golden-set files read into cases, every problem listed.
 
 ``cases_parse`` reads a whole file and checks every row: the variables against the declared ones
-(``registry.variables``), the expectation (``evaluations.scorers.scorer_check``), flags, locale
-and key; each problem carries the row's line and a JSON Pointer to the field (for CSV, the
+(``registry.variables``), the expectation (``evaluations.scoring.scorers.scorer_check``), flags,
+locale and key; each problem carries the row's line and a JSON Pointer to the field (for CSV, the
 column: ``/var.order_total``). Keys are generated when absent (see ``key_generated``).
-``evaluations.services.dataset_import`` stores the result, all or nothing.
+``evaluations.datasets.services.dataset_import`` stores the result, all or nothing.
 
 Pure module: no Django, no models (the caps, key pattern and formats live here and the models
 import them), so it is tested without a database.
@@ -119,15 +119,15 @@ def _nul_pointers(value: Any, pointer: str) -> Iterator[str]:
 
 
 def _scorer_problems(expectation: Mapping[str, Any]) -> list[Problem]:
-    """The scorer's own check of an expectation, once ``evaluations.scorers`` exists.
+    """The scorer's own check of an expectation, once ``evaluations.scoring.scorers`` exists.
 
     Imported lazily: the scorers module is pure and may not be there yet; until it is, an
     expectation is only checked to be an object naming its scorer.
     """
     try:
-        scorers = importlib.import_module("evaluations.scorers")
+        scorers = importlib.import_module("evaluations.scoring.scorers")
     except ModuleNotFoundError as exc:
-        if exc.name != "evaluations.scorers":
+        if exc.name != "evaluations.scoring.scorers":
             raise
         return []
     check = getattr(scorers, "scorer_check", None)

@@ -11,7 +11,7 @@ from registry.errors import RegistryError
 from registry.models import Prompt, PromptVersion, Variable
 from registry.variables import VariableSpec, VariableType
 
-from .models import Case, Dataset
+from ..models import Case, Dataset
 
 
 class DatasetNotFound(RegistryError):

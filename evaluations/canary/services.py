@@ -6,7 +6,7 @@ the system actor ``canary-analysis``) and ``runs`` for the calls; neither knows 
 
 The policy (``canary_policy_validate``) is stored validated, every field filled in. Its steps are
 percentages; a final 100 is not judged (at 100 % there is no stable arm to compare with): passing
-the step before it promotes. The figures of a look are in ``evaluations.canary_metrics``.
+the step before it promotes. The figures of a look are in ``evaluations.canary.metrics``.
 
 A look (``canary_analysis_look``), in one transaction per analysis:
 
@@ -54,15 +54,15 @@ from releases.services import (
 )
 from releases.state import ReleaseState
 
-from . import canary_metrics as metrics
-from .canary_policy import (
+from ..models import CanaryAnalysis, CanaryVerdict
+from . import metrics
+from .policy import (
     CanaryPolicyInvalid,
     CanaryTimes,
     canary_policy_times,
     canary_policy_validate,
     judged_steps,
 )
-from .models import CanaryAnalysis, CanaryVerdict
 
 logger = logging.getLogger(__name__)
 

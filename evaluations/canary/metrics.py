@@ -37,7 +37,7 @@ from releases.models import BASIS_POINTS, Release
 from runs.models import Call
 from runs.selectors import percentile, shadow_report
 
-from . import statistics
+from .. import statistics
 
 CANARY, STABLE = "canary", "stable"
 # Below this many values in an arm, an optional signal (schema validity, cost, feedback, shadow

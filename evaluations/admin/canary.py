@@ -4,10 +4,10 @@ The list shows each analysis with its release, canary version, status, step and 
 analysis's page is read-only: the policy, the derived times, the ramp drawn over time, and the
 verdicts, each with a table of the figures it was decided on. Resume and stop are verbs for users
 with ``change_canaryanalysis`` (release managers, migration 0004), as list actions and as buttons
-on the page; they go through ``evaluations.canary``'s services, as the API does. Neither changes
-traffic, so neither asks for a confirmation page. "Look now" (same permission, POST) runs one look
-at once, the same look beat runs: without beat (``make run``) it is how an analysis gets judged.
-It may change traffic as the policy says, exactly as the next beat tick would.
+on the page; they go through ``evaluations.canary.services``, as the API does. Neither
+changes traffic, so neither asks for a confirmation page. "Look now" (same permission, POST) runs
+one look at once, the same look beat runs: without beat (``make run``) it is how an analysis gets
+judged. It may change traffic as the policy says, exactly as the next beat tick would.
 
 The releases admin never links here: releases sits below evaluations and does not import it.
 """
@@ -31,7 +31,9 @@ from registry.actors import Actor
 from registry.errors import RegistryError
 from registry.templatetags.registry_display import basis_points, decimal, money, p_value
 
-from .canary import (
+from ..canary.metrics import check_text
+from ..canary.policy import judged_steps, sources_text
+from ..canary.services import (
     Look,
     canary_analysis_look,
     canary_analysis_resume,
@@ -39,10 +41,8 @@ from .canary import (
     canary_analysis_times,
     canary_verdicts_recent,
 )
-from .canary_metrics import check_text
-from .canary_policy import judged_steps, sources_text
-from .chart_time import axis_window, time_ticks
-from .models import CanaryAnalysis, CanaryVerdict
+from ..chart_time import axis_window, time_ticks
+from ..models import CanaryAnalysis, CanaryVerdict
 
 TEMPLATES = "admin/evaluations/canaryanalysis"
 VERDICTS_SHOWN = 50
