@@ -23,11 +23,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from registry.errors import RegistryError
 from releases.cache import DATABASE_OUTAGE
+from runs.calls import attempts_as_dicts
 from runs.cancel import Cancellation
 from runs.execution import (
     CallOutcome,
     PreparedRun,
-    attempts_as_dicts,
     failed_outcome,
     run_call,
     run_prepare,

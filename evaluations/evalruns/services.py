@@ -41,7 +41,9 @@ from runs.providers import ProviderUnavailable, binding_providers, complete
 
 from ..datasets.selectors import DatasetNotFound, dataset_cases, dataset_get
 from ..models import Case, Dataset, EvalResult, EvalRun
-from ..scoring.scorers import registry_judge, score
+from ..scoring.judge import registry_judge
+from ..scoring.scorers import score
+from ..tasks import eval_run_batch
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +222,6 @@ def eval_run_start(
 def _batches_queue(*, run_id: int, cases: Mapping[str, int]) -> None:
     """One task per ``EVAL_BATCH_SIZE`` cases, keyed ``{case key: case id}``: the key names a case
     removed from the dataset meanwhile, so the run still reaches its total."""
-    from ..tasks import eval_run_batch  # the tasks module imports this one
-
     items = list(cases.items())
     size = settings.EVAL_BATCH_SIZE
     try:
