@@ -31,7 +31,7 @@ from registry.actors import Actor
 from registry.errors import RegistryError
 from registry.templatetags.registry_display import basis_points, decimal, money, p_value
 
-from ..canary.metrics import check_text
+from ..canary.metrics import Check, check_text
 from ..canary.policy import judged_steps, sources_text
 from ..canary.services import (
     Look,
@@ -63,21 +63,22 @@ def _figure(value: Any, unit: str) -> str:
 def figure_rows(verdict: CanaryVerdict) -> list[dict[str, str]]:
     """One row per check of a verdict: what its table shows."""
     rows = []
-    for check in verdict.figures.get("checks", []):
-        unit = check["unit"]
-        ci = check.get("ci")
+    for stored in verdict.figures.get("checks", []):
+        check = Check.from_dict(stored)
+        unit = check.unit
+        ci = check.ci
         rows.append(
             {
-                "label": check["label"],
+                "label": check.label,
                 "unit": {"pp": "%", "cost": ""}.get(unit, unit),
-                "canary": _figure(check.get("canary"), unit),
-                "stable": _figure(check.get("stable"), unit),
-                "difference": _figure(check.get("difference"), unit),
+                "canary": _figure(check.canary, unit),
+                "stable": _figure(check.stable, unit),
+                "difference": _figure(check.difference, unit),
                 "ci": f"{_figure(ci[0], unit)} to {_figure(ci[1], unit)}" if ci else "—",
-                "p_value": p_value(check.get("p_value")),
-                "margin": f"{check['margin']:g}",
-                "status": check["status"].replace("_", " "),
-                "passed": check.get("passed"),
+                "p_value": p_value(check.p_value),
+                "margin": f"{check.margin:g}",
+                "status": check.status.replace("_", " "),
+                "passed": check.passed,
                 "text": check_text(check),
             }
         )
