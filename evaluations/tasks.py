@@ -1,4 +1,9 @@
-"""Celery tasks of the evaluations app: thin adapters over its services (STYLE R2)."""
+"""Celery tasks of the evaluations app: thin adapters over its services (STYLE R2).
+
+Each task imports its service inside the task: the service publishes the task (it imports this
+module), so this is the one lazy import in the app. The task names are fixed (``name=``): queued
+tasks carry them, whatever module the code moves to.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reads of the evaluations app (STYLE R1, R16): datasets and their cases.
+"""Reads of golden datasets (STYLE R1, R16): datasets and their cases.
 
 Imports the registry; never ``api``.
 """

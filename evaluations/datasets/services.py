@@ -1,4 +1,4 @@
-"""Writes of the evaluations app (STYLE R1): golden datasets and their cases.
+"""Writes of golden datasets (STYLE R1): datasets and their cases.
 
 Imports the registry (prompts, the ``Problem`` vocabulary); nothing below the evaluations app
 imports this module. Reading case files is ``evaluations.datasets.casefiles``' job (pure); storing
