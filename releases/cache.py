@@ -36,8 +36,8 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
+from . import selectors
 from .resolution import ServedRelease
-from .selectors import environment_exists, release_revisions, served_releases
 
 logger = logging.getLogger(__name__)
 
@@ -201,10 +201,10 @@ class ReleaseCache:
 
     def _load_environment(self, environment: str) -> dict[str, ServedRelease] | None:
         generation = self._generation
-        loaded = {r.prompt: r for r in served_releases(environment=environment)}
+        loaded = {r.prompt: r for r in selectors.served_releases(environment=environment)}
         # Unknown environments are never stored: a caller naming environments at random must not
         # grow this cache (or the periodic check).
-        if not loaded and not environment_exists(name=environment):
+        if not loaded and not selectors.environment_exists(name=environment):
             return None
         with self._lock:
             if generation != self._generation:
@@ -226,7 +226,7 @@ class ReleaseCache:
     def _load_release(self, environment: str, prompt: str) -> ServedRelease | None:
         """Reads one release and stores it unless the copy held is newer; returns the newer."""
         generation = self._generation
-        found = served_releases(environment=environment, prompt=prompt)
+        found = selectors.served_releases(environment=environment, prompt=prompt)
         release = found[0] if found else None
         with self._lock:
             held = self._environments.get(environment, {}).get(prompt)
@@ -393,7 +393,7 @@ class ReleaseCache:
     def _check_revisions(self) -> None:
         try:
             for environment in list(self._complete):
-                revisions = release_revisions(environment=environment)
+                revisions = selectors.release_revisions(environment=environment)
                 held = self._environments.get(environment, {})
                 for prompt, revision in revisions.items():
                     if prompt not in held or held[prompt].revision < revision:
