@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluations.canary import (
+from evaluations.canary.services import (
     canary_analysis_attach,
     canary_analysis_get,
     canary_analysis_resume,

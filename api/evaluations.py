@@ -17,8 +17,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluations.evalreports import CaseChange, EvalReport, eval_run_report, eval_run_summary
-from evaluations.evalruns import eval_run_cancel, eval_run_get, eval_run_list, eval_run_start
+from evaluations.evalruns.report import CaseChange, EvalReport, eval_run_report, eval_run_summary
+from evaluations.evalruns.services import (
+    eval_run_cancel,
+    eval_run_get,
+    eval_run_list,
+    eval_run_start,
+)
 from evaluations.models import EvalRun
 from registry.selectors import prompt_get
 

@@ -6,7 +6,7 @@
   results of the running experiment, or of the one named; the same figures as the admin page.
 
 Keys limited to environments see theirs only. The figures come from
-``evaluations.experiments.experiment_results``; this module only shapes them.
+``evaluations.experiments.selectors.experiment_results``; this module only shapes them.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluations.experiment_analysis import Mean, Rate
-from evaluations.experiments import (
+from evaluations.experiments.analysis import Mean, Rate
+from evaluations.experiments.selectors import (
     ExperimentRecord,
     ExperimentResults,
     experiment_list,

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluations.gates import (
+from evaluations.gates.services import (
     KEEP,
     GateStatus,
     promotion_gate_create,

@@ -30,10 +30,10 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from evaluations import canary as canary_analysis
-from evaluations import evalruns as evaluation_runs
-from evaluations import experiments as evaluation_experiments
-from evaluations import gates as evaluation_gates
+from evaluations.canary import services as canary_analysis
+from evaluations.evalruns import services as evaluation_runs
+from evaluations.experiments import selectors as evaluation_experiments
+from evaluations.gates import services as evaluation_gates
 from registry import errors as registry_errors
 from registry.strictjson import JSONRefused
 from releases import errors as release_errors

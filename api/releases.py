@@ -16,14 +16,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluations.canary import canary_analysis_start
+from evaluations.canary.services import canary_analysis_start
 from registry.selectors import prompt_get
 from releases import services
 from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release
 from releases.selectors import environment_get, environment_list, release_get, release_history
-from releases.services import release_state
 from releases.services.experiment import PLANNED_CALLS_MAX, PLANNED_CALLS_MIN
-from releases.state import shadow_budget
+from releases.state import release_state, shadow_budget
 
 from .models import Scope
 from .pagination import Pagination

@@ -22,11 +22,11 @@ from django.utils import timezone
 
 from releases.cache import DATABASE_OUTAGE
 from releases.resolution import resolve
+from runs.calls import attempts_as_dicts
 from runs.cancel import Cancellation
 from runs.execution import (
     CallOutcome,
     PreparedRun,
-    attempts_as_dicts,
     failed_outcome,
     run_call,
     run_prepare,

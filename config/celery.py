@@ -16,7 +16,8 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     # Calls past CALL_RETENTION_DAYS go, with their shadow runs; hourly keeps each batch small.
     "delete-expired-calls": {"task": "runs.delete_expired_calls", "schedule": 3600.0},
-    # Every running canary analysis gets a look: advance, hold or roll back (evaluations.canary).
+    # Every running canary analysis gets a look: advance, hold or roll back
+    # (evaluations.canary.services).
     "analyse-canaries": {
         "task": "evaluations.analyse_canaries",
         "schedule": float(settings.CANARY_ANALYSIS_INTERVAL_SECONDS),

@@ -213,7 +213,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(
 )
 # Files people hand the registry, read up to this size before anything parses them: a prompt file
 # of `manage.py prompts import` (registry.yamlfiles) and a dataset's case file (admin upload,
-# `manage.py dataset import`; evaluations.casefiles).
+# `manage.py dataset import`; evaluations.datasets.casefiles).
 PROMPT_FILE_MAX_BYTES = env_int("PROMPT_FILE_MAX_BYTES", default=2_097_152, minimum=1024)
 DATASET_FILE_MAX_BYTES = env_int("DATASET_FILE_MAX_BYTES", default=5_242_880, minimum=1024)
 DATA_UPLOAD_MAX_NUMBER_FILES = 1  # the only upload, a case import, is one file
@@ -355,16 +355,18 @@ PROVIDER_ALLOW_LOOPBACK = env_bool("PROVIDER_ALLOW_LOOPBACK", default=DEBUG)
 # worker held still runs once.
 SHADOW_PAYLOAD_KEYS = env.list("SHADOW_PAYLOAD_KEYS", default=[])
 SHADOW_JOB_TTL_SECONDS = env_int("SHADOW_JOB_TTL_SECONDS", default=7200, minimum=1)
-# Canary analysis (evaluations.canary): beat looks at every running analysis this often, and a look
-# reads at most this many latencies and costs per arm (the newest) for its rank tests and p95.
+# Canary analysis (evaluations.canary.services): beat looks at every running analysis this often,
+# and a look reads at most this many latencies and costs per arm (the newest) for its rank tests and
+# p95.
 CANARY_ANALYSIS_INTERVAL_SECONDS = env_int(
     "CANARY_ANALYSIS_INTERVAL_SECONDS", default=60, minimum=1
 )
 CANARY_ANALYSIS_SAMPLE_CAP = env_int("CANARY_ANALYSIS_SAMPLE_CAP", default=5000, minimum=100)
 
-# Eval runs (evaluations/evalruns.py): cases per Celery task (a worker restart redoes at most the
-# case in hand, the batch's scored cases are skipped), and the environment whose stable version a
-# run is compared with when none is named (absent there: the highest environment that has one).
+# Eval runs (evaluations/evalruns/services.py): cases per Celery task (a worker restart redoes at
+# most the case in hand, the batch's scored cases are skipped), and the environment whose stable
+# version a run is compared with when none is named (absent there: the highest environment that has
+# one).
 EVAL_BATCH_SIZE = env_int("EVAL_BATCH_SIZE", default=10, minimum=1)
 # An eval batch makes up to EVAL_BATCH_SIZE model calls, each with its retries and fallbacks: it
 # gets its own limits (sent with each batch), longer than a shadow run's.

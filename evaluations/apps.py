@@ -11,20 +11,20 @@ class EvaluationsConfig(AppConfig):
         # The confirmation pages also read each gate's state, to show it before the click.
         from releases.gates import promotion_check_register, promotion_gate_reader_register
 
-        from .gates import promotion_gates_check, promotion_gates_report
+        from .gates.services import promotion_gates_check, promotion_gates_report
 
         promotion_check_register(promotion_gates_check)
         promotion_gate_reader_register(promotion_gates_report)
         # A canary ramped, promoted or aborted by hand ends its analysis: said before the click.
         from releases.notices import change_notice_register
 
-        from .canary import canary_analysis_change_notice
+        from .canary.services import canary_analysis_change_notice
 
         change_notice_register(canary_analysis_change_notice)
 
         from registry.admin.hub import prompt_panel_register
 
-        from .admin_hub import datasets_panel, eval_runs_panel, experiments_panel
+        from .admin.hub import datasets_panel, eval_runs_panel, experiments_panel
 
         # A prompt's page shows what was measured of it (the registry asks; registry/admin/hub.py).
         prompt_panel_register("datasets", datasets_panel)

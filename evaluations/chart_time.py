@@ -1,8 +1,8 @@
 """Time on the charts' x axes: the bucket a timeline counts in, and the ticks that label an axis.
 
-Pure (no ORM, no settings): the experiment timeline (``experiments._timeline``) and the charts
-(``experiment_charts``, the canary ramp in ``admin_canary``) share it, and its tests run on bare
-datetimes.
+Pure (no ORM, no settings): the experiment timeline (``experiments.selectors._timeline``) and the
+charts (``experiments.charts``, the canary ramp in ``admin.canary``) share it, and its tests run on
+bare datetimes.
 
 1. ``timeline_unit(span)``: the bucket follows the span of the window, so a chart has a few dozen
    points whatever the window: minutes up to two hours, hours up to three days, days up to four

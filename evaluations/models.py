@@ -1,10 +1,10 @@
 """Golden datasets: the cases a prompt version is judged on before it is released.
 
 A ``Case`` is a set of variables to render the prompt with and an expectation a scorer checks the
-output against (``evaluations.scorers``). Its ``key`` is stable within its dataset, so an eval run's
-report can say which cases regressed against the stable version from one run to the next. A
-``holdout`` case is frozen: authors' iteration runs never see it, only gates do, so a prompt cannot
-be tuned to pass it.
+output against (``evaluations.scoring.scorers``). Its ``key`` is stable within its dataset, so an
+eval run's report can say which cases regressed against the stable version from one run to the next.
+A ``holdout`` case is frozen: authors' iteration runs never see it, only gates do, so a prompt
+cannot be tuned to pass it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.db import models
 
 from registry.models import Prompt
 
-from .casefiles import CASE_KEY_MAX, CASE_KEY_PATTERN
+from .datasets.casefiles import CASE_KEY_MAX, CASE_KEY_PATTERN
 
 # ``\Z``, not ``$``: ``$`` also matches before a final newline (RegexValidator searches).
 DATASET_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*\Z"
@@ -250,8 +250,8 @@ class CanaryAnalysis(models.Model):
 
     Celery beat looks at every running analysis (``evaluations.tasks``); a worker holds the row
     lock while it judges one, so two workers never analyse the same canary at once. ``policy`` is
-    the validated policy document (``evaluations.canary``). The canary is identified by its salt:
-    a new canary of the same release is a new analysis.
+    the validated policy document (``evaluations.canary.services``). The canary is identified by its
+    salt: a new canary of the same release is a new analysis.
     """
 
     class Status(models.TextChoices):

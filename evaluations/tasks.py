@@ -1,4 +1,9 @@
-"""Celery tasks of the evaluations app: thin adapters over its services (STYLE R2)."""
+"""Celery tasks of the evaluations app: thin adapters over its services (STYLE R2).
+
+Each task imports its service inside the task: the service publishes the task (it imports this
+module), so this is the one lazy import in the app. The task names are fixed (``name=``): queued
+tasks carry them, whatever module the code moves to.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from runs.tasks import TIME_LIMITS
     max_retries=5,
 )
 def eval_run_batch(*, run_id: int, cases: dict[str, int]) -> int:
-    from .evalruns import eval_run_batch_execute
+    from .evalruns.services import eval_run_batch_execute
 
     return eval_run_batch_execute(run_id=run_id, cases=cases)
 
@@ -44,7 +49,7 @@ def _eval_run_batch_time_limit(
         return
     if not isinstance(exception, TIME_LIMITS):
         return
-    from .evalruns import eval_run_batch_timed_out
+    from .evalruns.services import eval_run_batch_timed_out
 
     eval_run_batch_timed_out(run_id=kwargs["run_id"], cases=kwargs["cases"])
 
@@ -56,6 +61,6 @@ def _eval_run_batch_time_limit(
 def analyse_canaries() -> int:
     """Beat's tick (CANARY_ANALYSIS_INTERVAL_SECONDS): one look at every running analysis. Two
     workers may run it at once; each analysis is looked at by one of them (a row lock)."""
-    from .canary import canary_analyses_look
+    from .canary.services import canary_analyses_look
 
     return len(canary_analyses_look())

@@ -2,8 +2,8 @@
 
 Authors write JSON Schemas in two places: a model binding's response schema (checked here by
 ``registry.content``, used by ``runs.providers``) and a ``json_schema`` scorer's expectation
-(``evaluations.scorers``). Both are user content, and jsonschema's defaults would let them make the
-server act (DESIGN "One guarded way out": nothing fetches a URL found in user content):
+(``evaluations.scoring.scorers``). Both are user content, and jsonschema's defaults would let them
+make the server act (DESIGN "One guarded way out": nothing fetches a URL found in user content):
 
 - A ``$ref`` (or ``$dynamicRef``) to ``file:///etc/passwd`` or ``http://169.254.169.254/...`` makes
   jsonschema fetch it with ``urllib`` when it validates, and the fetched text can surface in the

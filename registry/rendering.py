@@ -1,8 +1,8 @@
 """The rendering engine (STYLE R10): sandboxed, strict, cached and total.
 
 Everything that turns a prompt's four sections into text goes through this module: the admin
-preview, ``POST …/render``, ``run_prompt`` and (as a copy) the SDK. The contract (DESIGN.md,
-"Rendering contract"):
+preview, ``POST …/render``, ``runs.execution.run_prepare`` and the SDK (whose sandbox this module
+uses). The contract (DESIGN.md, "Rendering contract"):
 
 - templates run in ``sandbox.ENVIRONMENT``: an ``ImmutableSandboxedEnvironment`` with
   ``StrictUndefined``, no autoescape (prompts are text) and no loader, so a section stands alone;

@@ -36,6 +36,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
+from . import selectors
 from .resolution import ServedRelease
 
 logger = logging.getLogger(__name__)
@@ -199,13 +200,11 @@ class ReleaseCache:
     # -- loading ---------------------------------------------------------------------------
 
     def _load_environment(self, environment: str) -> dict[str, ServedRelease] | None:
-        from .selectors import environment_exists, served_releases
-
         generation = self._generation
-        loaded = {r.prompt: r for r in served_releases(environment=environment)}
+        loaded = {r.prompt: r for r in selectors.served_releases(environment=environment)}
         # Unknown environments are never stored: a caller naming environments at random must not
         # grow this cache (or the periodic check).
-        if not loaded and not environment_exists(name=environment):
+        if not loaded and not selectors.environment_exists(name=environment):
             return None
         with self._lock:
             if generation != self._generation:
@@ -226,10 +225,8 @@ class ReleaseCache:
 
     def _load_release(self, environment: str, prompt: str) -> ServedRelease | None:
         """Reads one release and stores it unless the copy held is newer; returns the newer."""
-        from .selectors import served_releases
-
         generation = self._generation
-        found = served_releases(environment=environment, prompt=prompt)
+        found = selectors.served_releases(environment=environment, prompt=prompt)
         release = found[0] if found else None
         with self._lock:
             held = self._environments.get(environment, {}).get(prompt)
@@ -394,11 +391,9 @@ class ReleaseCache:
             logger.exception("Change handler failed: kind=%s", data.get("kind"))
 
     def _check_revisions(self) -> None:
-        from .selectors import release_revisions
-
         try:
             for environment in list(self._complete):
-                revisions = release_revisions(environment=environment)
+                revisions = selectors.release_revisions(environment=environment)
                 held = self._environments.get(environment, {})
                 for prompt, revision in revisions.items():
                     if prompt not in held or held[prompt].revision < revision:

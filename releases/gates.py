@@ -1,9 +1,9 @@
 """Promotion checks: how a release asks the evaluations app whether a version may ship.
 
 ``releases`` sits below ``evaluations`` and cannot import it. Instead it defines this protocol and
-a registry; ``EvaluationsConfig.ready()`` registers its gate check (``evaluations.gates``). Deploy,
-canary start and promote, experiment start and stop with a winner call every registered check;
-rollback never does.
+a registry; ``EvaluationsConfig.ready()`` registers its gate check (``evaluations.gates.services``).
+Deploy, canary start and promote, experiment start and stop with a winner call every registered
+check; rollback never does.
 
 A check answers one verdict, or several: one check may stand for many gates (every promotion gate
 of an environment), and a refusal must name each one that failed, not only the first.

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
@@ -16,6 +16,9 @@ from registry.strictjson import storable
 
 from .models import ModelPrice
 from .redaction import redact, redact_text
+
+if TYPE_CHECKING:
+    from .providers import Attempt
 
 MILLION = Decimal(1_000_000)
 
@@ -100,3 +103,19 @@ def stored_output(text: str, parsed: Any = None) -> str:
     if parsed is None:
         return storable(redact_text(text))
     return json.dumps(redact(parsed), ensure_ascii=False, sort_keys=True)
+
+
+def attempts_as_dicts(attempts: Sequence[Attempt]) -> list[dict[str, Any]]:
+    """Every attempt of a call as its record and the run API show it."""
+    return [
+        {
+            "provider": a.provider,
+            "model": a.model,
+            "outcome": str(a.outcome),
+            "detail": a.detail,
+            "latency_ms": round(a.latency_ms, 1),
+            "input_tokens": a.input_tokens,
+            "output_tokens": a.output_tokens,
+        }
+        for a in attempts
+    ]

@@ -3,7 +3,7 @@
 Three steps, so the run endpoint can stream: ``run_prepare`` (rendering and provider lookup: may
 read the database, raises the registry's validation errors), ``run_call`` (the model call: network
 only, no database, safe in a thread of its own), ``run_record`` (the call record, and the shadows
-queued once it is committed). ``prompt_run`` does the three in order.
+queued once it is committed). The run endpoints call the three in order.
 
 The model call happens outside any transaction (STYLE R6): it may take seconds, and holding a
 transaction (or a row lock) open across it would stall everything else waiting on the database.
@@ -30,7 +30,7 @@ from releases.models import Environment
 from releases.resolution import Resolution, version_render
 
 from . import outbox
-from .calls import attempts_cost, completion_cost, stored_output, subject_hash
+from .calls import attempts_as_dicts, attempts_cost, completion_cost, stored_output, subject_hash
 from .cancel import Cancellation
 from .models import Call, Provider
 from .payloads import payload_seal
@@ -70,14 +70,6 @@ class CallOutcome:
     @property
     def attempts(self) -> tuple[Attempt, ...]:
         return self.completion.attempts if self.completion else self.failure.attempts  # type: ignore[union-attr]
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    prepared: PreparedRun
-    outcome: CallOutcome
-    call: Call | None  # None when the database could not take the record (the answer still goes)
-    shadows: tuple[int, ...]  # the shadow versions queued for this call
 
 
 def run_prepare(*, resolution: Resolution, variables: Mapping[str, Any]) -> PreparedRun:
@@ -167,36 +159,6 @@ def run_record(
     if shadows:
         _shadows_queue(call=call, prepared=prepared, shadows=shadows)
     return call, shadows
-
-
-def prompt_run(
-    *,
-    resolution: Resolution,
-    variables: Mapping[str, Any],
-    subject: str | None,
-    request_id: str,
-) -> RunResult:
-    prepared = run_prepare(resolution=resolution, variables=variables)
-    outcome = run_call(prepared)
-    call, shadows = run_record(
-        prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
-    )
-    return RunResult(prepared=prepared, outcome=outcome, call=call, shadows=shadows)
-
-
-def attempts_as_dicts(attempts: tuple[Attempt, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "provider": a.provider,
-            "model": a.model,
-            "outcome": str(a.outcome),
-            "detail": a.detail,
-            "latency_ms": round(a.latency_ms, 1),
-            "input_tokens": a.input_tokens,
-            "output_tokens": a.output_tokens,
-        }
-        for a in attempts
-    ]
 
 
 def _call_record(

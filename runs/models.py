@@ -157,7 +157,7 @@ class Call(models.Model):
     # Who vouches for a reported call and for feedback: the API key's id and name when it was sent.
     # Plain values, not a foreign key: runs sits below api (which owns ApiKey), and a revoked or
     # deleted key must not take its reports' provenance with it. A canary analysis counts a report
-    # or a feedback only when its policy trusts the key (evaluations.canary_policy, decision 0017).
+    # or a feedback only when its policy trusts the key (evaluations.canary.policy, decision 0017).
     reported_by_key_id = models.PositiveIntegerField(
         null=True, blank=True, help_text="The API key that reported this call (reported calls)."
     )

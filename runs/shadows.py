@@ -26,12 +26,10 @@ from registry.rendering import to_messages
 from releases.models import Release
 from releases.resolution import version_render
 from releases.selectors import served_version
-from releases.services import release_state
-from releases.state import shadow_budget
+from releases.state import release_state, shadow_budget
 
-from .calls import completion_cost, stored_output
+from .calls import attempts_as_dicts, completion_cost, stored_output
 from .comparison import compare
-from .execution import attempts_as_dicts
 from .models import Call, ShadowRun
 from .payloads import PayloadError, PayloadRefused, payload_open
 from .providers import Outcome, ProviderUnavailable, complete, reraise_time_limit

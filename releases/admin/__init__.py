@@ -4,7 +4,7 @@ applies, the release history timeline per release and per prompt, and the read-o
 
 Modules, in dependency order: ``display`` (how states read), ``traffic`` (who moves, pure),
 ``verbs`` (inputs per verb, and the ``releases.services`` change class each builds),
-``queries`` (reads not yet in ``releases.selectors``), ``views`` (the pages), ``board``
+``views`` (the pages), ``hub`` (the release panels on a prompt's page), ``board``
 (``ReleaseAdmin``), ``events`` (``ReleaseEventAdmin``, ``EnvironmentAdmin``). Templates live in
 ``templates/admin/releases/release/``. Every change goes through ``releases.services``.
 

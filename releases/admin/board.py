@@ -29,7 +29,7 @@ from django.utils.timesince import timesince
 
 from releases.models import Environment, Release
 from releases.selectors import environment_list, release_board
-from releases.services import release_state
+from releases.state import release_state
 
 from . import views
 from .display import canary_cell, experiment_cell, shadow_cell

@@ -38,8 +38,8 @@ from releases.selectors import (
     release_get,
     release_history,
 )
-from releases.services import environment_order_refusal, release_state
-from releases.state import ReleaseState
+from releases.services import environment_order_refusal
+from releases.state import ReleaseState, release_state
 
 from .display import PARTS, Change, part_texts, state_changes, state_summary
 from .traffic import sentences, traffic_between

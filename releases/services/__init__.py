@@ -42,7 +42,6 @@ from .common import (
     ensure_revision_matches,
     environment_order_refusal,
     percent_to_basis_points,
-    release_state,
 )
 from .deploy import Deploy, release_deploy
 from .experiment import (
@@ -83,6 +82,5 @@ __all__ = [
     "release_rollback",
     "release_shadow_start",
     "release_shadow_stop",
-    "release_state",
     "rollback_target",
 ]

@@ -56,9 +56,9 @@ from schemathesis.core.parameters import ParameterLocation
 
 from api.models import Scope
 from api.services import apikey_create
-from evaluations.evalruns import eval_run_start
-from evaluations.gates import promotion_gate_create
-from evaluations.services import dataset_create, dataset_import
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.evalruns.services import eval_run_start
+from evaluations.gates.services import promotion_gate_create
 from registry.actors import Actor
 from runs.models import Call
 from tests.conftest import RELEASED_VARIABLES

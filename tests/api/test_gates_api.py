@@ -15,11 +15,11 @@ from decimal import Decimal
 
 import pytest
 
-from evaluations.gates import promotion_gate_create
+from evaluations.gates.services import promotion_gate_create
 from evaluations.models import Case, Dataset, EvalResult, EvalRun, PromotionGate
 from registry.actors import Actor
 from registry.models import PromptVersion
-from releases.services import release_state
+from releases.state import release_state
 from tests.api.helpers import assert_problem, error_codes
 
 pytestmark = pytest.mark.django_db

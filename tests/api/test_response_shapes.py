@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 
 from api.models import Scope
-from evaluations import canary
-from evaluations.evalruns import eval_run_start
-from evaluations.gates import promotion_gate_create
+from evaluations.canary import services as canary
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.evalruns.services import eval_run_start
+from evaluations.gates.services import promotion_gate_create
 from evaluations.models import CanaryAnalysis, EvalRun
-from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
 from releases.services import (
     release_canary_start,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from config.celery import app as celery_app
-from evaluations.evalruns import eval_run_get, eval_run_start
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.evalruns.services import eval_run_get, eval_run_start
 from evaluations.models import Dataset, EvalRun
-from evaluations.services import dataset_create, dataset_import
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.evalrun_scene import ACTOR, CASES, jsonl
 from tests.factories import make_version

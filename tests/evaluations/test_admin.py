@@ -23,10 +23,10 @@ from django.test import Client, RequestFactory, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from evaluations import admin as evaluations_admin
-from evaluations.casefiles import case_file_read
+from evaluations.admin import datasets as evaluations_admin
+from evaluations.datasets.casefiles import case_file_read
+from evaluations.datasets.services import dataset_create, dataset_import
 from evaluations.models import Case, Dataset
-from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
 from tests.factories import PromptFactory, UserFactory, make_version
 

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluations import canary
+from evaluations.canary import services as canary
 from evaluations.models import CanaryAnalysis
 from registry.actors import Actor
 from tests.factories import UserFactory
@@ -262,7 +262,7 @@ def test_look_now_at_an_unknown_analysis_is_a_404(rita):
 def test_the_ramp_of_an_attached_analysis_starts_at_its_step(released):
     from decimal import Decimal
 
-    from evaluations.admin_canary import RAMP_HEIGHT, RAMP_PAD, ramp_svg_points
+    from evaluations.admin.canary import RAMP_HEIGHT, RAMP_PAD, ramp_svg_points
     from releases.services import release_canary_start
 
     release_canary_start(

@@ -18,8 +18,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from evaluations import canary
-from evaluations.canary_policy import (
+from evaluations.canary import services as canary
+from evaluations.canary.policy import (
     CanaryPolicyInvalid,
     canary_policy_times,
     canary_policy_validate,
@@ -469,7 +469,7 @@ def test_the_beat_tick_looks_at_running_analyses_only(released, manager):
 def test_a_look_reads_a_fixed_number_of_queries_whatever_the_traffic(released, manager):
     from django.test.utils import CaptureQueriesContext
 
-    from evaluations.canary_metrics import window_measure
+    from evaluations.canary.metrics import window_measure
 
     start(released, manager)
     release = released.release("staging")

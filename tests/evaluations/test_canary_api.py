@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from evaluations import canary
+from evaluations.canary import services as canary
 from evaluations.models import CanaryAnalysis
 from registry.actors import Actor
 from releases.services import release_canary_start

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from evaluations.canary_policy import (
+from evaluations.canary.policy import (
     DEFAULT_SOURCES,
     CanaryPolicyInvalid,
     canary_policy_validate,

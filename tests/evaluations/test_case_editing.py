@@ -21,11 +21,9 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
-from evaluations.casefiles import cases_parse
-from evaluations.evalreports import eval_run_report
-from evaluations.models import Case, Dataset, EvalResult
-from evaluations.selectors import dataset_declared_variables
-from evaluations.services import (
+from evaluations.datasets.casefiles import cases_parse
+from evaluations.datasets.selectors import dataset_declared_variables
+from evaluations.datasets.services import (
     CaseInvalid,
     case_add,
     case_remove,
@@ -33,6 +31,8 @@ from evaluations.services import (
     dataset_create,
     dataset_import,
 )
+from evaluations.evalruns.report import eval_run_report
+from evaluations.models import Case, Dataset, EvalResult
 from registry.actors import Actor
 from tests.factories import PromptFactory, UserFactory, make_version
 from tests.runs.test_selectors import make_call

@@ -1,5 +1,5 @@
 """The charts' time axes and the A/B timeline on edge cases: one point, one hour, a day, a month
-(evaluations/chart_time.py, evaluations/experiment_charts.py). Pure: no database."""
+(evaluations/chart_time.py, evaluations/experiments/charts.py). Pure: no database."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from evaluations.chart_time import axis_window, time_ticks, timeline_unit
-from evaluations.experiment_charts import timeline_chart
-from evaluations.experiments import TimelinePoint
+from evaluations.experiments.charts import timeline_chart
+from evaluations.experiments.selectors import TimelinePoint
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 

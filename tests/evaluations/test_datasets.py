@@ -15,10 +15,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from evaluations import casefiles
-from evaluations.models import Case, Dataset
-from evaluations.selectors import DatasetNotFound, dataset_cases, dataset_get, dataset_list
-from evaluations.services import (
+from evaluations.datasets import casefiles
+from evaluations.datasets.selectors import DatasetNotFound, dataset_cases, dataset_get, dataset_list
+from evaluations.datasets.services import (
     CasesInvalid,
     DatasetExists,
     DatasetInvalid,
@@ -26,6 +25,7 @@ from evaluations.services import (
     dataset_create,
     dataset_import,
 )
+from evaluations.models import Case, Dataset
 from registry.actors import Actor
 from tests.factories import PromptFactory, make_version
 

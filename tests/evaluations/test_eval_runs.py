@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import pytest
 
-from evaluations.evalreports import CaseChange, eval_run_report, percentile
-from evaluations.evalruns import (
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.evalruns.report import CaseChange, eval_run_report, percentile
+from evaluations.evalruns.services import (
     DatasetEmpty,
     EvalRunDatasetChanged,
     EvalRunEnded,
@@ -36,7 +37,6 @@ from evaluations.evalruns import (
     eval_run_start,
 )
 from evaluations.models import Case, Dataset, EvalResult, EvalRun
-from evaluations.services import dataset_create, dataset_import
 from registry.services import version_commit
 from releases.services import release_deploy
 from tests.conftest import RELEASED_VARIABLES

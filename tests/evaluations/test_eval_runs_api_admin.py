@@ -9,12 +9,12 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
-from evaluations.evalruns import (
+from evaluations.datasets.services import dataset_create
+from evaluations.evalruns.services import (
     eval_run_resume,
     eval_run_start,
 )
 from evaluations.models import EvalResult, EvalRun
-from evaluations.services import dataset_create
 from tests.api.helpers import assert_problem
 from tests.evaluations.evalrun_scene import ACTOR, CASES, KEY
 from tests.factories import UserFactory

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from evaluations.evalreports import eval_run_report
-from evaluations.evalruns import eval_run_get, eval_run_start
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.evalruns.report import eval_run_report
+from evaluations.evalruns.services import eval_run_get, eval_run_start
 from evaluations.models import EvalResult, EvalRun
-from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
 from tests.celery_worker import VISIBILITY_TIMEOUT_SECONDS, Worker, wait_for, worker_on_own_queue
 from tests.conftest import RELEASED_VARIABLES

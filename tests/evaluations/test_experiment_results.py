@@ -22,8 +22,8 @@ from django.urls import reverse
 from django.utils import timezone
 from scipy import stats
 
-from evaluations.experiment_analysis import Metric, experiment_look
-from evaluations.experiments import (
+from evaluations.experiments.analysis import Metric, experiment_look
+from evaluations.experiments.selectors import (
     ExperimentNotFound,
     NoExperimentRunning,
     experiment_list,
@@ -403,8 +403,8 @@ def test_the_timeline_chart_spaces_points_by_time_not_by_index():
     import re
     from datetime import datetime
 
-    from evaluations.experiment_charts import timeline_chart
-    from evaluations.experiments import TimelinePoint
+    from evaluations.experiments.charts import timeline_chart
+    from evaluations.experiments.selectors import TimelinePoint
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     points = [  # hours 0, 1 and 10: eight empty hours between the last two

@@ -1,5 +1,5 @@
 """The promotion gates on the release confirmation pages (releases/admin/views.py, the gates'
-include) and the gate run started from there (evaluations/admin_runs.py ``gate_view``): each
+include) and the gate run started from there (evaluations/admin/evalruns.py ``gate_view``): each
 gate's state for the version before the click, a button that starts the gate run and comes back
 to the same page, the canary analysis a change would end, and no refusal that tells a person to
 send an HTTP request.
@@ -28,8 +28,8 @@ from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.urls import reverse
 
-from evaluations import canary
-from evaluations.admin_runs import run_url
+from evaluations.admin.evalruns import run_url
+from evaluations.canary import services as canary
 from evaluations.models import EvalRun
 from registry.actors import Actor
 from releases import services

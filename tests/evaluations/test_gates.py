@@ -1,6 +1,6 @@
-"""Promotion gates (evaluations/gates.py): what each outcome of a gate does to a deploy, a canary,
-an experiment and a rollback; the override and its audit; the gate services' validation; and the
-admin's side (the gates' list, "release anyway" on the release board's confirmation pages).
+"""Promotion gates (evaluations/gates/services.py): what each outcome of a gate does to a deploy, a
+canary, an experiment and a rollback; the override and its audit; the gate services' validation; and
+the admin's side (the gates' list, "release anyway" on the release board's confirmation pages).
 
 Eval runs are rows here, written directly with the models: the gate judges the rows, whoever
 wrote them. Data comes from the ``released`` fixture (tests/conftest.py): support.refund-reply
@@ -21,7 +21,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluations.gates import (
+from evaluations.gates.services import (
     GateExists,
     GateInvalid,
     promotion_gate_create,
@@ -40,7 +40,7 @@ from releases import services
 from releases.errors import PromotionBlocked, ReleaseInvalid
 from releases.gates import promotion_checks
 from releases.models import Release
-from releases.services import release_state
+from releases.state import release_state
 from tests.factories import PromptFactory, UserFactory, make_version
 
 pytestmark = pytest.mark.django_db

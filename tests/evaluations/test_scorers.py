@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from evaluations import scorers
-from evaluations.scorers import JudgeFailed, JudgeRequest, Score, score, scorer_check
+from evaluations.scoring import scorers
+from evaluations.scoring.judge import registry_judge
+from evaluations.scoring.scorers import JudgeFailed, JudgeRequest, Score, score, scorer_check
 from releases.services import release_deploy
 from runs.models import Call
 from tests.factories import PromptFactory, make_version
@@ -443,6 +444,11 @@ def test_a_judge_that_fails_is_a_failed_score_not_an_exception() -> None:
     assert score("x", JUDGE, judge=judge) == Score(False, 0.0, "judge failed: the model is down")
 
 
+def test_a_judged_expectation_without_a_judge_fails_saying_so() -> None:
+    # scorers is pure: the judge that asks the registry is handed in, never imported.
+    assert score("x", JUDGE) == Score(False, 0.0, "judge failed: no judge was given to ask")
+
+
 def test_the_rubric_contract() -> None:
     schema = {
         "type": "object",
@@ -526,9 +532,14 @@ def judge_expectation(key: str, **extra: Any) -> dict[str, Any]:
     return {"scorer": "llm_judge", "prompt": key, "environment": "staging", **extra}
 
 
+def judged(output: str, expectation: dict[str, Any], **kwargs: Any) -> Score:
+    """Scored as an eval run scores: by the judge that asks the registry."""
+    return score(output, expectation, judge=registry_judge, **kwargs)
+
+
 def test_a_released_rubric_judges_through_the_model(rubric, model_server) -> None:
     rubric("qa.rubric-pass", PASSING)
-    result = score(
+    result = judged(
         "Your refund is on its way",
         judge_expectation("qa.rubric-pass", expected="a refund"),
         inputs={"customer_name": "Ada"},
@@ -547,16 +558,16 @@ def test_a_released_rubric_judges_through_the_model(rubric, model_server) -> Non
 
 def test_a_low_judged_score_fails(rubric, model_server) -> None:
     rubric("qa.rubric-fail", FAILING)
-    result = score("Whatever", judge_expectation("qa.rubric-fail"))
+    result = judged("Whatever", judge_expectation("qa.rubric-fail"))
     assert (result.passed, result.score) == (False, 0.0)
     assert result.detail.startswith("Judged 0 (pass at 0.5): ")
-    assert score("Whatever", judge_expectation("qa.rubric-fail", pass_threshold=0)).passed
+    assert judged("Whatever", judge_expectation("qa.rubric-fail", pass_threshold=0)).passed
 
 
 def test_a_judge_answer_out_of_range_fails(rubric, model_server) -> None:
     # A schema that does not bound the score: the model's 2 is valid against it, not for us.
     rubric("qa.rubric-loose", rubric_schema({"type": "number", "minimum": 2}))
-    result = score("x", judge_expectation("qa.rubric-loose"))
+    result = judged("x", judge_expectation("qa.rubric-loose"))
     assert result == Score(
         False, 0.0, "judge failed: the score must be a number from 0 to 1, not 2"
     )
@@ -565,16 +576,16 @@ def test_a_judge_answer_out_of_range_fails(rubric, model_server) -> None:
 def test_a_rubric_that_is_not_released_fails_to_judge(rubric, model_server) -> None:
     rubric("qa.rubric-draft", PASSING, deploy=False)
     for key, environment in (("qa.rubric-draft", "staging"), ("no.such", "staging")):
-        result = score("x", {**judge_expectation(key), "environment": environment})
+        result = judged("x", {**judge_expectation(key), "environment": environment})
         assert result == Score(False, 0.0, f"judge failed: {key} has no release in staging")
-    other = score("x", {**judge_expectation("qa.rubric-draft"), "environment": "nowhere"})
+    other = judged("x", {**judge_expectation("qa.rubric-draft"), "environment": "nowhere"})
     assert other.detail == "judge failed: qa.rubric-draft has no release in nowhere"
     assert model_server.requests.for_path(CHAT) == []
 
 
 def test_a_failing_model_fails_to_judge(rubric, model_server) -> None:
     rubric("qa.rubric-down", PASSING, model="fault-500")
-    result = score("x", judge_expectation("qa.rubric-down"))
+    result = judged("x", judge_expectation("qa.rubric-down"))
     assert (result.passed, result.score) == (False, 0.0)
     assert result.detail.startswith("judge failed: No model answered after 3 attempts")
     assert "server_error" in result.detail
@@ -583,14 +594,14 @@ def test_a_failing_model_fails_to_judge(rubric, model_server) -> None:
 
 def test_a_model_answering_bad_json_fails_to_judge(rubric, model_server) -> None:
     rubric("qa.rubric-badjson", PASSING, model="fault-badjson")
-    result = score("x", judge_expectation("qa.rubric-badjson"))
+    result = judged("x", judge_expectation("qa.rubric-badjson"))
     assert result.passed is False
     assert "schema_invalid" in result.detail
 
 
 def test_a_prompt_breaking_the_rubric_contract_fails_before_any_call(rubric, model_server) -> None:
     rubric("qa.not-a-rubric", {"type": "object", "properties": {"verdict": {"type": "string"}}})
-    result = score("x", judge_expectation("qa.not-a-rubric"))
+    result = judged("x", judge_expectation("qa.not-a-rubric"))
     assert result.passed is False
     assert result.detail.startswith("judge failed: qa.not-a-rubric v1 is no rubric: ")
     assert "must require 'score' as a number" in result.detail
@@ -606,8 +617,8 @@ def test_a_rubric_requiring_expected_fails_when_the_case_has_none(rubric, model_
             {"name": "expected", "type": "string", "required": True},
         ],
     )
-    result = score("x", judge_expectation("qa.rubric-strict"))
+    result = judged("x", judge_expectation("qa.rubric-strict"))
     assert result.passed is False
     assert "expected" in result.detail
     assert model_server.requests.for_path(CHAT) == []
-    assert score("x", judge_expectation("qa.rubric-strict", expected="y")).passed
+    assert judged("x", judge_expectation("qa.rubric-strict", expected="y")).passed

@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from evaluations.evalruns import eval_run_start
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.evalruns.services import eval_run_start
 from evaluations.models import EvalResult, EvalRun
-from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
 from runs.models import ShadowRun
 from runs.outbox import outbox

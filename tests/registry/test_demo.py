@@ -129,8 +129,8 @@ def test_an_admin_with_a_password_of_its_own_keeps_it(var_dir):
 def test_the_demo_has_a_golden_set_a_gate_an_analysed_canary_and_an_experiment_with_traffic(
     var_dir, django_capture_on_commit_callbacks
 ):
-    from evaluations.experiments import experiment_results
-    from evaluations.gates import version_gate_status
+    from evaluations.experiments.selectors import experiment_results
+    from evaluations.gates.services import version_gate_status
     from evaluations.models import CanaryAnalysis, Dataset, PromotionGate
     from releases.models import Release
     from runs.models import Call

@@ -22,8 +22,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from evaluations.evalruns import eval_run_start
-from evaluations.services import dataset_create, dataset_import
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.evalruns.services import eval_run_start
 from registry.actors import Actor
 from registry.models import Prompt
 from registry.selectors import prompt_list

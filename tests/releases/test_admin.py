@@ -29,8 +29,7 @@ from releases import services
 from releases.admin.display import state_changes
 from releases.admin.traffic import sentences, traffic_between
 from releases.models import Release, ReleaseEvent
-from releases.services import release_state
-from releases.state import Canary, Experiment, ReleaseState, Shadow, Variant
+from releases.state import Canary, Experiment, ReleaseState, Shadow, Variant, release_state
 from tests.factories import PromptFactory, UserFactory, make_version
 
 pytestmark = pytest.mark.django_db

@@ -18,8 +18,7 @@ from releases import services
 from releases.errors import ReleaseConflict
 from releases.gates import GateVerdict, promotion_check_register, promotion_check_unregister
 from releases.models import Release, ReleaseEvent
-from releases.services import release_state
-from releases.state import ReleaseState
+from releases.state import ReleaseState, release_state
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

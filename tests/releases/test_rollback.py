@@ -16,8 +16,7 @@ from releases.errors import NothingToRollBack, ReleaseConflict, ReleaseStateInva
 from releases.models import Release, ReleaseEvent
 from releases.resolution import resolve
 from releases.selectors import served_releases
-from releases.services import release_state
-from releases.state import ReleaseState
+from releases.state import ReleaseState, release_state
 
 pytestmark = pytest.mark.django_db
 

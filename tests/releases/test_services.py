@@ -23,8 +23,7 @@ from releases.errors import (
 )
 from releases.gates import GateVerdict, promotion_check_register, promotion_check_unregister
 from releases.models import Release, ReleaseEvent
-from releases.services import release_state
-from releases.state import ReleaseState, shadow_budget
+from releases.state import ReleaseState, release_state, shadow_budget
 from tests.factories import PromptFactory, UserFactory, make_version
 
 pytestmark = pytest.mark.django_db

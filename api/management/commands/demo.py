@@ -24,10 +24,10 @@ from django.db import transaction
 
 from api.demo_data import CANARY_POLICIES, DATASETS, GATES, PROMPTS, RELEASES, TRAFFIC
 from api.demo_login import ADMIN_USERNAME, kept_password, password_path
-from evaluations.canary import canary_analysis_attach
-from evaluations.gates import promotion_gate_create
+from evaluations.canary.services import canary_analysis_attach
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.gates.services import promotion_gate_create
 from evaluations.models import PromotionGate
-from evaluations.services import dataset_create, dataset_import
 from registry.actors import Actor
 from registry.content import VersionContent
 from registry.models import Prompt

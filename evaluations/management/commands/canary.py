@@ -1,7 +1,7 @@
 """``manage.py canary look [--release-id N]``: one look at running canary analyses, now.
 
-The same look Celery beat runs every minute (``evaluations.canary``). Without beat (``make run``,
-the embedded default) nothing else judges a canary, so run this, or press "Look now" on the
+The same look Celery beat runs every minute (``evaluations.canary.services``). Without beat (``make
+run``, the embedded default) nothing else judges a canary, so run this, or press "Look now" on the
 analysis's admin page. A look may ramp, promote or roll back the canary, as the policy says.
 Without ``--release-id`` every running analysis is looked at, each on its own. Prints one line per
 look; a rollback or a refused look goes to stderr and makes the exit status 1 (a script notices).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluations.canary import Look, canary_analysis_look
+from evaluations.canary.services import Look, canary_analysis_look
 from evaluations.models import CanaryAnalysis, CanaryVerdict
 from registry.errors import RegistryError
 from releases.models import Release

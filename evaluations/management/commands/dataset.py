@@ -6,10 +6,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluations.casefiles import case_file_read
+from evaluations.datasets.casefiles import case_file_read
+from evaluations.datasets.selectors import DatasetNotFound, dataset_get
+from evaluations.datasets.services import ImportFormat, dataset_import
 from evaluations.models import Dataset
-from evaluations.selectors import DatasetNotFound, dataset_get
-from evaluations.services import ImportFormat, dataset_import
 from registry.actors import Actor
 from registry.errors import ProblemsError, RegistryError
 from registry.selectors import prompt_get

@@ -13,8 +13,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluations.evalreports import CHANGE_LABELS, CaseChange, eval_run_report
-from evaluations.evalruns import (
+from evaluations.evalruns.report import CHANGE_LABELS, CaseChange, eval_run_report
+from evaluations.evalruns.services import (
     IN_PROGRESS,
     eval_run_cancel,
     eval_run_get,

@@ -1,11 +1,16 @@
 """The SDK's pure core: no I/O, no threads, nothing from the server.
 
-The same rules as the server, in their own copies, so that a service resolves and renders
-locally exactly what the registry would answer:
+The same rules as the server, so that a service resolves and renders locally exactly what the
+registry would answer. The server imports this package for the rules it shares (``locales``,
+``variables``, ``sandbox``, ``template_rules``, ``compile_cache``: one implementation, installed
+with the server); the traffic split is the one rule written twice (the server's is
+``releases.bucketing``), both held to ``shared/contracts/bucketing-vectors.json``:
 
 - ``bucketing``: the traffic-split contract (``bucket``, ``assign``, ``HASH_VERSION``);
 - ``locales``: BCP 47 tags and the ``fr-CA`` → ``fr`` → default fallback;
 - ``variables``: the check of a caller's variables against the declared ones;
+- ``sandbox``, ``sandbox_checks``, ``template_rules``, ``budget``, ``compile_cache``: the Jinja
+  sandbox, the template constructs it refuses, the render budget and the compiled-template cache;
 - ``rendering``: the sandboxed, bounded Jinja render of the four sections, and chat messages;
 - ``bundle``: an environment's bundle read into immutable values, and ``resolve`` over it.
 

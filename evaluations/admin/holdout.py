@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from .models import Case
+from ..models import Case
 
 FROZEN = "frozen: a holdout case, shown to release managers only"
 

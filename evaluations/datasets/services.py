@@ -1,8 +1,8 @@
-"""Writes of the evaluations app (STYLE R1): golden datasets and their cases.
+"""Writes of golden datasets (STYLE R1): datasets and their cases.
 
 Imports the registry (prompts, the ``Problem`` vocabulary); nothing below the evaluations app
-imports this module. Reading case files is ``evaluations.casefiles``' job (pure); storing them,
-all or nothing, is ``dataset_import``'s.
+imports this module. Reading case files is ``evaluations.datasets.casefiles``' job (pure); storing
+them, all or nothing, is ``dataset_import``'s.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from registry.actors import Actor
 from registry.errors import Problem, ProblemsError, RegistryError
 from registry.models import Prompt
 
+from ..models import DATASET_NAME_MAX, DATASET_NAME_PATTERN, Case, Dataset
 from .casefiles import CaseData, ImportFormat, case_check, cases_parse
-from .models import DATASET_NAME_MAX, DATASET_NAME_PATTERN, Case, Dataset
 from .selectors import dataset_declared_variables
 
 logger = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ from registry.admin.hub import Link, Panel
 from registry.models import Prompt
 from releases.models import Release, ReleaseEvent
 
-from .admin_experiments import can_view_results
-from .evalreports import eval_run_summary
-from .evalruns import eval_run_list
-from .selectors import dataset_list
+from ..datasets.selectors import dataset_list
+from ..evalruns.report import eval_run_summary
+from ..evalruns.services import eval_run_list
+from .experiments import can_view_results
 
 RECENT_RUNS = 10
 EMPTY = "—"

@@ -6,7 +6,7 @@ the system actor ``canary-analysis``) and ``runs`` for the calls; neither knows 
 
 The policy (``canary_policy_validate``) is stored validated, every field filled in. Its steps are
 percentages; a final 100 is not judged (at 100 % there is no stable arm to compare with): passing
-the step before it promotes. The figures of a look are in ``evaluations.canary_metrics``.
+the step before it promotes. The figures of a look are in ``evaluations.canary.metrics``.
 
 A look (``canary_analysis_look``), in one transaction per analysis:
 
@@ -30,7 +30,7 @@ A look (``canary_analysis_look``), in one transaction per analysis:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -54,15 +54,15 @@ from releases.services import (
 )
 from releases.state import ReleaseState
 
-from . import canary_metrics as metrics
-from .canary_policy import (
+from ..models import CanaryAnalysis, CanaryVerdict
+from . import metrics
+from .policy import (
     CanaryPolicyInvalid,
     CanaryTimes,
     canary_policy_times,
     canary_policy_validate,
     judged_steps,
 )
-from .models import CanaryAnalysis, CanaryVerdict
 
 logger = logging.getLogger(__name__)
 
@@ -434,24 +434,30 @@ def canary_analysis_look(*, analysis_id: int, now: datetime | None = None) -> Lo
             analysis.save(update_fields=["status", "hold_reason", "last_looked_at", "updated_at"])
             logger.info("Canary analysis ended: analysis=%s (%s)", analysis.pk, changed)
             return Look("ended")
-        outcome, figures, detail = _judge(analysis, release, now)
-        return _act(analysis, release, outcome, figures, detail, now)
+        judgement = _judge(analysis, release, now)
+        return _act(analysis, release, judgement, now)
 
 
-def _judge(
-    analysis: CanaryAnalysis, release: Release, now: datetime
-) -> tuple[str, dict[str, Any], str]:
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What a look decided: the outcome, the figures it was decided on, and a headline."""
+
+    outcome: str
+    figures: metrics.LookFigures
+    headline: str
+
+
+def _judge(analysis: CanaryAnalysis, release: Release, now: datetime) -> Judgement:
     """The outcome of this look, its figures and a headline."""
     policy, step = analysis.policy, analysis.step
     minutes = (now - analysis.step_started_at).total_seconds() / 60
-    figures: dict[str, Any] = {
-        "window": {"since": analysis.step_started_at.isoformat(), "until": now.isoformat()},
-        "minutes": round(minutes, 2),
-        "needed": {
-            "minutes": policy["min_minutes"][step],
-            "calls_per_arm": policy["min_calls"][step],
-        },
-    }
+    figures = metrics.LookFigures(
+        since=analysis.step_started_at,
+        until=now,
+        minutes=round(minutes, 2),
+        needed_minutes=policy["min_minutes"][step],
+        needed_calls_per_arm=policy["min_calls"][step],
+    )
     try:
         # A savepoint: a failed query must not break the transaction the outcome is saved in.
         with transaction.atomic():
@@ -461,47 +467,50 @@ def _judge(
                 until=now,
                 sources=policy["sources"],
             )
-            figures["calls"] = {"canary": window.canary.calls, "stable": window.stable.calls}
+            figures = replace(figures, calls=(window.canary.calls, window.stable.calls))
             sampled = (
                 minutes >= policy["min_minutes"][step]
                 and min(window.canary.calls, window.stable.calls) >= policy["min_calls"][step]
             )
             if not sampled:
                 if minutes < policy["max_minutes"][step]:
-                    return Outcome.WAIT, figures, "waiting for the minimum sample"
-                return (
+                    return Judgement(Outcome.WAIT, figures, "waiting for the minimum sample")
+                return Judgement(
                     Outcome.UNMEASURED,
                     figures,
                     f"no minimum sample by the step's deadline ({policy['max_minutes'][step]} min)",
                 )
             checks = _checks(window, release, policy)
-            figures["checks"] = checks
-            figures["srm"] = metrics.srm_check(window, release=release)
-            figures["sample_cap"] = window.sample_cap
+            srm = metrics.srm_check(window, release=release)
+            figures = replace(figures, checks=checks, srm=srm, sample_cap=window.sample_cap)
     except SoftTimeLimitExceeded:
         raise  # not a measurement that failed: the tick's time is up (canary_analyses_look)
     except Exception as exc:
         logger.exception("Canary analysis could not measure: analysis=%s", analysis.pk)
-        figures["error"] = f"{type(exc).__name__}: {exc}"
-        return Outcome.UNMEASURED, figures, f"measuring failed ({type(exc).__name__})"
-    statuses = {c["status"] for c in checks}
+        figures = replace(figures, error=f"{type(exc).__name__}: {exc}")
+        return Judgement(Outcome.UNMEASURED, figures, f"measuring failed ({type(exc).__name__})")
+    statuses = {c.status for c in checks}
     if metrics.CheckStatus.FAILED in statuses:
-        return Outcome.FAILED, figures, "failed"
+        return Judgement(Outcome.FAILED, figures, "failed")
     if metrics.CheckStatus.UNMEASURED in statuses:
-        return Outcome.UNMEASURED, figures, "a required figure is missing"
-    if figures["srm"] is not None and figures["srm"]["mismatch"]:
-        return (
+        return Judgement(Outcome.UNMEASURED, figures, "a required figure is missing")
+    if srm is not None and srm.mismatch:
+        return Judgement(
             Outcome.INCONCLUSIVE,
             figures,
-            f"sample ratio mismatch (p={figures['srm']['p_value']:.3g}): the split is not what "
+            f"sample ratio mismatch (p={srm.p_value:.3g}): the split is not what "
             "the canary's weight says, so no figure can be trusted",
         )
     if metrics.CheckStatus.UNCLEAR in statuses:
-        return Outcome.INCONCLUSIVE, figures, "not every check shows the canary within its margin"
-    return Outcome.PASS, figures, "every check within its margin"
+        return Judgement(
+            Outcome.INCONCLUSIVE, figures, "not every check shows the canary within its margin"
+        )
+    return Judgement(Outcome.PASS, figures, "every check within its margin")
 
 
-def _checks(window: metrics.Window, release: Release, policy: dict[str, Any]) -> list[dict]:
+def _checks(
+    window: metrics.Window, release: Release, policy: dict[str, Any]
+) -> tuple[metrics.Check, ...]:
     alpha = policy["alpha"]
     c, s = window.canary, window.stable
     checks = [
@@ -533,35 +542,28 @@ def _checks(window: metrics.Window, release: Release, policy: dict[str, Any]) ->
         margin=policy["min_shadow_agreement"],
         alpha=alpha,
     )
-    return checks + ([shadow] if shadow is not None else [])
+    return tuple(checks) + ((shadow,) if shadow is not None else ())
 
 
-def _summary(analysis: CanaryAnalysis, figures: dict[str, Any], headline: str) -> str:
+def _summary(analysis: CanaryAnalysis, figures: metrics.LookFigures, headline: str) -> str:
     policy, step = analysis.policy, analysis.step
-    calls = figures.get("calls", {})
+    canary, stable = figures.calls if figures.calls is not None else ("?", "?")
     text = (
         f"Canary analysis of v{analysis.canary_version}, step {step + 1} of "
-        f"{judged_steps(policy)} ({policy['steps'][step]:g} %), {figures['minutes']:.0f} min, "
-        f"{calls.get('canary', '?')} canary / {calls.get('stable', '?')} stable sticky calls: "
-        f"{headline}."
+        f"{judged_steps(policy)} ({policy['steps'][step]:g} %), {figures.minutes:.0f} min, "
+        f"{canary} canary / {stable} stable sticky calls: {headline}."
     )
-    checks = sorted(figures.get("checks", []), key=lambda c: c["status"] != "failed")
+    checks = sorted(figures.checks or (), key=lambda c: c.status != metrics.CheckStatus.FAILED)
     if checks:
         text += " " + "; ".join(metrics.check_text(c) for c in checks) + "."
-    if figures.get("error"):
-        text += f" {figures['error']}"
+    if figures.error:
+        text += f" {figures.error}"
     return text
 
 
-def _act(
-    analysis: CanaryAnalysis,
-    release: Release,
-    outcome: str,
-    figures: dict[str, Any],
-    detail: str,
-    now: datetime,
-) -> Look:
+def _act(analysis: CanaryAnalysis, release: Release, judgement: Judgement, now: datetime) -> Look:
     """Applies the outcome to the release and the analysis and stores the verdict."""
+    outcome, figures, detail = judgement.outcome, judgement.figures, judgement.headline
     policy, step = analysis.policy, analysis.step
     judged_step = (step, policy["steps"][step])
     event: ReleaseEvent | None = None
@@ -644,7 +646,7 @@ def _verdict(
     analysis: CanaryAnalysis,
     outcome: str,
     judged_step: tuple[int, int | float],
-    figures: dict[str, Any],
+    figures: metrics.LookFigures,
     summary: str,
     *,
     event: ReleaseEvent | None = None,
@@ -656,6 +658,6 @@ def _verdict(
         step=step,
         percent=Decimal(str(percent)),
         summary=summary,
-        figures=figures,
+        figures=figures.as_dict(),
         release_event=event,
     )

@@ -8,7 +8,7 @@ variant is one of the experiment's with that variant's version. Only sticky call
 a subject) count; the others are reported as excluded, never used.
 
 The control is the **first** variant of the experiment, as it was started; every difference is
-variant − control. The judgement itself is pure and lives in ``evaluations.experiment_analysis``.
+variant − control. The judgement itself is pure and lives in ``evaluations.experiments.analysis``.
 
 Cost: a fixed number of queries whatever the number of calls: the experiment events (1); counts,
 means and variances grouped by variant (1); a latency histogram grouped by variant (1, so p50 and
@@ -34,8 +34,9 @@ from releases.models import Release, ReleaseEvent
 from releases.state import Experiment, ReleaseState, Variant
 from runs.models import Call
 
-from .chart_time import timeline_unit
-from .experiment_analysis import (
+from ..chart_time import timeline_unit
+from ..statistics import SrmResult, sample_ratio_mismatch
+from .analysis import (
     Comparison,
     Look,
     VariantFigures,
@@ -45,7 +46,6 @@ from .experiment_analysis import (
     srm_held,
     variant_compare,
 )
-from .statistics import SrmResult, sample_ratio_mismatch
 
 Action = ReleaseEvent.Action
 

@@ -41,9 +41,9 @@ from registry.models import Prompt, PromptVersion
 from releases.gates import GateReport, GateState, GateVerdict
 from releases.models import Environment
 
-from .evalruns import IN_PROGRESS
-from .models import DATASET_NAME_MAX, DATASET_NAME_PATTERN, Dataset, EvalResult, EvalRun
-from .models import PromotionGate as Gate
+from ..evalruns.services import IN_PROGRESS
+from ..models import DATASET_NAME_MAX, DATASET_NAME_PATTERN, Dataset, EvalResult, EvalRun
+from ..models import PromotionGate as Gate
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,13 @@ An expectation is the case's JSON, naming its scorer and that scorer's parameter
   Dataset imports call it, so a bad case is refused before any run.
 - ``score(output, expectation, *, judge=None, inputs=None)`` returns a ``Score``. It checks the
   expectation again first (a hostile regex never runs, even from an unchecked case) and never
-  raises for a bad output or a failed judge: either is a failed ``Score`` that says why.
+  raises for a bad output or a failed judge: either is a failed ``Score`` that says why. An
+  ``llm_judge`` expectation needs a ``judge`` (a ``Judge``); without one it fails, saying so.
 
 The kinds: ``exact``, ``contains``, ``regex``, ``json_schema``, ``json_field``, ``numeric``,
 ``similarity`` (pure functions of output and expectation) and ``llm_judge`` (asks a rubric prompt
-released in the registry; see ``registry_judge`` for its contract).
+released in the registry: ``evaluations.scoring.judge.registry_judge``; this module holds only its
+contract, ``JudgeRequest``, ``JudgeFailed`` and ``rubric_check``).
 
 Regexes and catastrophic backtracking: a ``regex`` pattern, and any ``pattern`` in a
 ``json_schema`` scorer's schema, must pass ``registry.regexes.regex_problem`` (see its docstring),
@@ -23,7 +25,8 @@ saying so). A ``json_schema`` scorer's schema follows ``registry.json_schemas``:
 inside it, never a file or a URL.
 
 Dependencies: ``registry.errors``/``content``/``regexes``/``json_schemas`` and ``runs.comparison``
-(pure). The registry-backed judge imports the releases and runs apps only when it is called.
+(pure). The judge that asks the registry, which needs the releases and runs apps, is
+``evaluations.scoring.judge``: this module never imports it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ logger = logging.getLogger(__name__)
 MAX_CONTAINS_VALUES = 100
 MAX_TEXT_CHARS = 10_000  # an expected value longer than this is a mistake, not a test
 SHOWN_CHARS = 80  # values quoted in a Score's detail are cut to this
-JUDGE_SUBJECT = "evaluations:judge"  # every case of a run is judged by the same rubric variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,54 +515,6 @@ def rubric_check(*, variables: Sequence[Mapping[str, Any]], response_schema: Any
     return problems
 
 
-def registry_judge(request: JudgeRequest) -> Any:
-    """The judge that runs the rubric prompt released in the registry, as the run API does.
-
-    1. Look the rubric's release up in the release cache and resolve it for one fixed subject, so
-       every case is judged by the same variant while a canary of the rubric runs.
-    2. Check the resolved version against the rubric contract (``rubric_check``).
-    3. Render it with the variables it declares (``run_prepare``) and call its model with its
-       retries and fallbacks (``run_call``), outside any transaction. The call is not recorded:
-       a judgement is not traffic, and must not count in the rubric's canary or A/B statistics.
-    4. Answer the parsed JSON (the binding's schema was checked by the provider layer).
-    """
-    from django.db import DatabaseError
-
-    from registry.errors import ProblemsError, RegistryError
-    from releases.cache import release_cache
-    from releases.resolution import resolve
-    from runs.execution import run_call, run_prepare
-
-    found = release_cache().lookup(request.environment, request.prompt)
-    if found.release is None:
-        why = " (the database is unavailable)" if found.degraded else ""
-        raise JudgeFailed(f"{request.prompt} has no release in {request.environment}{why}")
-    try:
-        resolution = resolve(found.release, subject=JUDGE_SUBJECT, locale=request.locale)
-        version = resolution.version
-        broken = rubric_check(
-            variables=version.variables, response_schema=version.model.get("response_schema")
-        )
-        if broken:
-            raise JudgeFailed(
-                f"{request.prompt} v{version.number} is no rubric: {'; '.join(broken)}"
-            )
-        declared = {v.get("name") for v in version.variables}
-        variables = {k: v for k, v in request.variables.items() if k in declared}
-        prepared = run_prepare(resolution=resolution, variables=variables)
-    except ProblemsError as exc:
-        details = "; ".join(p.detail for p in exc.problems)
-        raise JudgeFailed(f"{exc.message} {details}".strip()) from exc
-    except RegistryError as exc:
-        raise JudgeFailed(exc.message) from exc
-    except DatabaseError as exc:
-        raise JudgeFailed("the database is unavailable") from exc
-    outcome = run_call(prepared)
-    if outcome.completion is None:
-        raise JudgeFailed(str(outcome.failure))
-    return outcome.completion.parsed
-
-
 def _llm_judge(
     output: str, e: Mapping[str, Any], *, judge: Judge, inputs: Mapping[str, Any] | None
 ) -> Score:
@@ -602,12 +556,15 @@ def score(
     inputs: Mapping[str, Any] | None = None,
 ) -> Score:
     """How ``output`` meets ``expectation``. ``inputs`` (the case's variables) reach an LLM
-    judge's rubric as ``input``; ``judge`` replaces the registry-backed judge (tests)."""
+    judge's rubric as ``input``; ``judge`` answers an ``llm_judge`` expectation (eval runs pass
+    ``evaluations.scoring.judge.registry_judge``)."""
     problems = scorer_check(expectation)
     if problems:
         listed = "; ".join(f"{p.pointer or '/'}: {p.detail}" for p in problems)
         return _fail(f"The expectation is not valid: {listed}")
     kind = expectation["scorer"]
     if kind == "llm_judge":
-        return _llm_judge(output, expectation, judge=judge or registry_judge, inputs=inputs)
+        if judge is None:
+            return _fail("judge failed: no judge was given to ask")
+        return _llm_judge(output, expectation, judge=judge, inputs=inputs)
     return _PURE[kind](output, expectation)

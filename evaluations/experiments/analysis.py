@@ -1,8 +1,8 @@
 """The judgement behind A/B results: per-variant figures, the look, and each variant against control.
 
 Pure: it works on counts, means and variances the database has already aggregated
-(``evaluations.experiments`` reads them), and on ``evaluations.statistics``. How a look is judged
-follows that module's docstring:
+(``evaluations.experiments.selectors`` reads them), and on ``evaluations.statistics``. How a look is
+judged follows that module's docstring:
 
 1. The sample ratio is checked first; a mismatch holds every decision (no "significant" at all).
 2. The information fraction is sticky calls so far / the experiment's ``planned_calls``. With no
@@ -33,7 +33,7 @@ from registry.templatetags.registry_display import (
     sig_figs,
 )
 
-from .statistics import (
+from ..statistics import (
     Interval,
     ProportionsResult,
     SrmResult,

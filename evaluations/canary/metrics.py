@@ -37,7 +37,7 @@ from releases.models import BASIS_POINTS, Release
 from runs.models import Call
 from runs.selectors import percentile, shadow_report
 
-from . import statistics
+from .. import statistics
 
 CANARY, STABLE = "canary", "stable"
 # Below this many values in an arm, an optional signal (schema validity, cost, feedback, shadow
@@ -180,41 +180,153 @@ def window_measure(
 # --- checks ---------------------------------------------------------------------------------------
 
 
-def _check(
-    name: str,
-    label: str,
-    status: CheckStatus,
-    *,
-    unit: str,
-    margin: float,
-    canary: float | None = None,
-    stable: float | None = None,
-    difference: float | None = None,
-    ci: tuple[float, float] | None = None,
-    p_value: float | None = None,
-    n_canary: int = 0,
-    n_stable: int = 0,
-    detail: str = "",
-    **extra: Any,
-) -> dict[str, Any]:
-    passed = {CheckStatus.WITHIN: True, CheckStatus.FAILED: False}.get(status)
-    return {
-        "name": name,
-        "label": label,
-        "status": str(status),
-        "passed": passed,
-        "unit": unit,
-        "canary": canary,
-        "stable": stable,
-        "difference": difference,
-        "ci": list(ci) if ci is not None else None,
-        "p_value": p_value,
-        "margin": margin,
-        "n_canary": n_canary,
-        "n_stable": n_stable,
-        "detail": detail,
-        **extra,
-    }
+@dataclass(frozen=True, slots=True)
+class RankFigures:
+    """What a rank check (latency, cost) adds: the figure's increase over stable, the effect size,
+    and whether the values read were capped (``CANARY_ANALYSIS_SAMPLE_CAP``)."""
+
+    increase_percent: float | None
+    rank_biserial: float
+    values_capped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check of a look, with the figures it was decided on. Stored in a verdict's figures as
+    ``as_dict()`` gives it (the API serves that JSON); ``from_dict`` reads a stored one back."""
+
+    name: str
+    label: str
+    status: CheckStatus
+    unit: str
+    margin: float
+    canary: float | None = None
+    stable: float | None = None
+    difference: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    n_canary: int = 0
+    n_stable: int = 0
+    detail: str = ""
+    rank: RankFigures | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        return {CheckStatus.WITHIN: True, CheckStatus.FAILED: False}.get(self.status)
+
+    def as_dict(self) -> dict[str, Any]:
+        stored = {
+            "name": self.name,
+            "label": self.label,
+            "status": str(self.status),
+            "passed": self.passed,
+            "unit": self.unit,
+            "canary": self.canary,
+            "stable": self.stable,
+            "difference": self.difference,
+            "ci": list(self.ci) if self.ci is not None else None,
+            "p_value": self.p_value,
+            "margin": self.margin,
+            "n_canary": self.n_canary,
+            "n_stable": self.n_stable,
+            "detail": self.detail,
+        }
+        if self.rank is not None:
+            stored["increase_percent"] = self.rank.increase_percent
+            stored["rank_biserial"] = self.rank.rank_biserial
+            stored["values_capped"] = self.rank.values_capped
+        return stored
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Check:
+        ci = stored.get("ci")
+        rank = None
+        if "rank_biserial" in stored:
+            rank = RankFigures(
+                stored.get("increase_percent"),
+                stored["rank_biserial"],
+                bool(stored.get("values_capped")),
+            )
+        return cls(
+            name=stored["name"],
+            label=stored["label"],
+            status=CheckStatus(stored["status"]),
+            unit=stored["unit"],
+            margin=stored["margin"],
+            canary=stored.get("canary"),
+            stable=stored.get("stable"),
+            difference=stored.get("difference"),
+            ci=(ci[0], ci[1]) if ci else None,
+            p_value=stored.get("p_value"),
+            n_canary=stored.get("n_canary", 0),
+            n_stable=stored.get("n_stable", 0),
+            detail=stored.get("detail", ""),
+            rank=rank,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SrmArm:
+    name: str
+    observed: int
+    expected: float
+
+
+@dataclass(frozen=True, slots=True)
+class SrmFigures:
+    """The sample ratio check of a look: does the arms' split match the canary's weight?"""
+
+    arms: tuple[SrmArm, ...]
+    statistic: float
+    p_value: float
+    threshold: float
+    mismatch: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arms": {a.name: {"observed": a.observed, "expected": a.expected} for a in self.arms},
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "threshold": self.threshold,
+            "mismatch": self.mismatch,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LookFigures:
+    """Everything a look measured, as its verdict stores it (``as_dict``): the window, the minutes
+    and calls the step needs, then, once measured, the calls per arm, the checks and the sample
+    ratio check; or the error that stopped the measuring."""
+
+    since: datetime
+    until: datetime
+    minutes: float
+    needed_minutes: float
+    needed_calls_per_arm: int
+    calls: tuple[int, int] | None = None  # (canary, stable)
+    checks: tuple[Check, ...] | None = None
+    srm: SrmFigures | None = None
+    sample_cap: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        stored: dict[str, Any] = {
+            "window": {"since": self.since.isoformat(), "until": self.until.isoformat()},
+            "minutes": self.minutes,
+            "needed": {
+                "minutes": self.needed_minutes,
+                "calls_per_arm": self.needed_calls_per_arm,
+            },
+        }
+        if self.calls is not None:
+            stored["calls"] = {CANARY: self.calls[0], STABLE: self.calls[1]}
+        if self.checks is not None:
+            stored["checks"] = [c.as_dict() for c in self.checks]
+            stored["srm"] = self.srm.as_dict() if self.srm is not None else None
+            stored["sample_cap"] = self.sample_cap
+        if self.error is not None:
+            stored["error"] = self.error
+        return stored
 
 
 def _by_interval(low: float, high: float, margin: float) -> CheckStatus:
@@ -236,13 +348,13 @@ def rate_check(
     margin_pp: float,
     alpha: float,
     optional: bool,
-) -> dict[str, Any]:
+) -> Check:
     """A rate (errors, schema failures) as (events, total) per arm; the margin in percentage
     points on canary − stable, judged by its (1 − alpha) Newcombe interval."""
     (events_c, total_c), (events_s, total_s) = canary, stable
     if min(total_c, total_s) < (MIN_VALUES if optional else 1):
         status = CheckStatus.NOT_JUDGED if optional else CheckStatus.UNMEASURED
-        return _check(
+        return Check(
             name,
             label,
             status,
@@ -260,7 +372,7 @@ def rate_check(
         confidence=1 - alpha,
     )
     low, high = result.ci.low * 100, result.ci.high * 100
-    return _check(
+    return Check(
         name,
         label,
         _by_interval(low, high, margin_pp),
@@ -294,7 +406,7 @@ def rank_check(
     alpha: float,
     unit: str,
     sample_cap: int,
-) -> dict[str, Any]:
+) -> Check:
     """Latency (figure: p95) or cost (figure: mean) per call: fails when the figure is more than
     ``margin_percent`` above stable's *and* Mann–Whitney U says the canary's values tend to be
     larger (p < alpha); within when the figure is within the margin; else unclear."""
@@ -307,7 +419,7 @@ def rank_check(
         status = CheckStatus.FAILED
     else:
         status = CheckStatus.UNCLEAR
-    return _check(
+    return Check(
         name,
         label,
         status,
@@ -319,18 +431,20 @@ def rank_check(
         p_value=mw.p_value,
         n_canary=len(canary_values),
         n_stable=len(stable_values),
-        increase_percent=increase,
-        rank_biserial=mw.rank_biserial,
-        values_capped=max(len(canary_values), len(stable_values)) >= sample_cap,
+        rank=RankFigures(
+            increase_percent=increase,
+            rank_biserial=mw.rank_biserial,
+            values_capped=max(len(canary_values), len(stable_values)) >= sample_cap,
+        ),
     )
 
 
-def latency_check(window: Window, *, margin: float, alpha: float) -> dict[str, Any]:
+def latency_check(window: Window, *, margin: float, alpha: float) -> Check:
     c, s = window.canary.latencies, window.stable.latencies
     # Required, so a handful of latencies (calls reported without one) is not a pass: the p95
     # of five values is their maximum, and no rank test could show it worse.
     if min(len(c), len(s)) < MIN_VALUES:
-        return _check(
+        return Check(
             "p95_latency",
             "p95 latency",
             CheckStatus.UNMEASURED,
@@ -354,10 +468,10 @@ def latency_check(window: Window, *, margin: float, alpha: float) -> dict[str, A
     )
 
 
-def cost_check(window: Window, *, margin: float, alpha: float) -> dict[str, Any]:
+def cost_check(window: Window, *, margin: float, alpha: float) -> Check:
     c, s = window.canary, window.stable
     if min(c.cost_n, s.cost_n) < MIN_VALUES:
-        return _check(
+        return Check(
             "cost",
             "cost per call",
             CheckStatus.NOT_JUDGED,
@@ -382,13 +496,13 @@ def cost_check(window: Window, *, margin: float, alpha: float) -> dict[str, Any]
     )
 
 
-def feedback_check(window: Window, *, margin: float, alpha: float) -> dict[str, Any]:
+def feedback_check(window: Window, *, margin: float, alpha: float) -> Check:
     """Mean feedback (−1..1), canary − stable, by Welch's t on the database's means and
     variances: fails when the whole interval is below −margin, within when it is all above."""
     c, s = window.canary, window.stable
     common = {"unit": "score", "margin": margin, "n_canary": c.feedback_n, "n_stable": s.feedback_n}
     if min(c.feedback_n, s.feedback_n) < MIN_VALUES:
-        return _check(
+        return Check(
             "feedback",
             "feedback",
             CheckStatus.NOT_JUDGED,
@@ -409,7 +523,7 @@ def feedback_check(window: Window, *, margin: float, alpha: float) -> dict[str, 
     except ValueError:
         # Both arms gave one constant score: no sampling error, the difference is exact.
         status = CheckStatus.WITHIN if difference >= -margin else CheckStatus.FAILED
-        return _check(
+        return Check(
             "feedback",
             "feedback",
             status,
@@ -422,7 +536,7 @@ def feedback_check(window: Window, *, margin: float, alpha: float) -> dict[str, 
         )
     # Worse is smaller here: flip the signs to judge by the same rule as the rates.
     status = _by_interval(-result.ci.high, -result.ci.low, margin)
-    return _check(
+    return Check(
         "feedback",
         "feedback",
         status,
@@ -443,9 +557,7 @@ def _wilson(successes: int, total: int, confidence: float) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def shadow_check(
-    *, release: Release, since: datetime, margin: float, alpha: float
-) -> dict[str, Any] | None:
+def shadow_check(*, release: Release, since: datetime, margin: float, alpha: float) -> Check | None:
     """The share of the canary version's shadow runs that answered as live did, against
     ``min_shadow_agreement`` (percent) by its Wilson interval; None when the canary's version
     has no shadow runs in the window (the check does not apply)."""
@@ -458,7 +570,7 @@ def shadow_check(
     common = {"unit": "%", "margin": margin, "n_canary": candidate.finished}
     common["n_stable"] = report.noise.finished
     if candidate.finished < MIN_VALUES:
-        return _check(
+        return Check(
             "shadow_agreement",
             "shadow agreement",
             CheckStatus.NOT_JUDGED,
@@ -469,7 +581,7 @@ def shadow_check(
     low, high = _wilson(candidate.agreed, candidate.finished, 1 - alpha)
     # Worse is smaller: judge the shortfall below the minimum by the same rule as the rates.
     status = _by_interval(-high * 100, -low * 100, -margin)
-    return _check(
+    return Check(
         "shadow_agreement",
         "shadow agreement",
         status,
@@ -482,7 +594,7 @@ def shadow_check(
     )
 
 
-def srm_check(window: Window, *, release: Release) -> dict[str, Any] | None:
+def srm_check(window: Window, *, release: Release) -> SrmFigures | None:
     """Do the arms' counts match the split? The canary draws first with its weight; the rest of
     the subjects go to an experiment's variants (their total weight) or stay on stable, so the
     expected canary : stable ratio is w : (1 − w)(1 − e). None when there is nothing to check."""
@@ -496,44 +608,44 @@ def srm_check(window: Window, *, release: Release) -> dict[str, Any] | None:
         observed=counts,
         weights={CANARY: canary_weight * BASIS_POINTS, STABLE: stable_weight},
     )
-    return {
-        "arms": {a.name: {"observed": a.observed, "expected": a.expected} for a in result.arms},
-        "statistic": result.statistic,
-        "p_value": result.p_value,
-        "threshold": result.threshold,
-        "mismatch": result.mismatch,
-    }
+    return SrmFigures(
+        arms=tuple(SrmArm(a.name, a.observed, a.expected) for a in result.arms),
+        statistic=result.statistic,
+        p_value=result.p_value,
+        threshold=result.threshold,
+        mismatch=result.mismatch,
+    )
 
 
 def _number(value: float | None, places: int = 2) -> str:
     return "n/a" if value is None else f"{value:,.{places}f}"
 
 
-def check_text(check: dict[str, Any]) -> str:
+def check_text(check: Check) -> str:
     """One clause of a verdict's summary, with the figures it was decided on."""
-    label, unit, status = check["label"], check["unit"], check["status"]
+    label, unit, status = check.label, check.unit, check.status
     if status in (CheckStatus.NOT_JUDGED, CheckStatus.UNMEASURED):
-        return f"{label}: {status.replace('_', ' ')} ({check['detail']})"
+        return f"{label}: {status.replace('_', ' ')} ({check.detail})"
     places = 6 if unit == "cost" else 2
     shown_unit = {"pp": " %", "%": " %", "ms": " ms"}.get(unit, "")
     text = (
-        f"{label} {_number(check['canary'], places)}{shown_unit} vs "
-        f"{_number(check['stable'], places)}{shown_unit}"
+        f"{label} {_number(check.canary, places)}{shown_unit} vs "
+        f"{_number(check.stable, places)}{shown_unit}"
     )
-    if check.get("increase_percent") is not None:
-        text += f" ({check['increase_percent']:+.1f} %, margin +{check['margin']:g} %"
+    if check.rank is not None and check.rank.increase_percent is not None:
+        text += f" ({check.rank.increase_percent:+.1f} %, margin +{check.margin:g} %"
     elif unit == "%":
-        text += f" (minimum {check['margin']:g} %"
+        text += f" (minimum {check.margin:g} %"
     else:
         diff_unit = " pp" if unit == "pp" else ""
-        text += f" ({_number(check['difference'], places)}{diff_unit}"
-        if check["ci"] is not None:
-            low, high = check["ci"]
+        text += f" ({_number(check.difference, places)}{diff_unit}"
+        if check.ci is not None:
+            low, high = check.ci
             text += f", CI {_number(low, places)} to {_number(high, places)}{diff_unit}"
-        sign = "-" if check["name"] == "feedback" else "+"
-        text += f", margin {sign}{check['margin']:g}{diff_unit}"
-    if unit == "%" and check["ci"] is not None:
-        text += f", CI {_number(check['ci'][0])} to {_number(check['ci'][1])} %"
-    if check["p_value"] is not None:
-        text += f", p={check['p_value']:.3g}"
+        sign = "-" if check.name == "feedback" else "+"
+        text += f", margin {sign}{check.margin:g}{diff_unit}"
+    if unit == "%" and check.ci is not None:
+        text += f", CI {_number(check.ci[0])} to {_number(check.ci[1])} %"
+    if check.p_value is not None:
+        text += f", p={check.p_value:.3g}"
     return f"{text}): {status}"

@@ -2,8 +2,8 @@
 progress bar (polling a small JSON endpoint while it runs) and the report against the stable
 version, the "Run an evaluation" page, and the results, read-only.
 
-Everything a page does goes through ``evaluations.evalruns`` (start, cancel, lookups) and
-``evaluations.evalreports`` (the report): the API calls the same functions. Runs and results are
+Everything a page does goes through ``evaluations.evalruns.services`` (start, cancel, lookups) and
+``evaluations.evalruns.report`` (the report): the API calls the same functions. Runs and results are
 records of what happened: nobody changes them here. Starting a run needs ``add_evalrun`` (Prompt
 authors have it), a gate run (holdout included) ``releases.deploy_release`` too, and cancelling
 one ``add_evalrun``. Outputs are model text: every value goes through autoescaping.
@@ -33,9 +33,8 @@ from registry.models import Prompt
 from registry.templatetags.registry_display import EMPTY, percent, percent_points
 from releases.models import Environment
 
-from .admin_marks import CaseMarks
-from .evalreports import eval_run_report, eval_run_summary
-from .evalruns import (
+from ..evalruns.report import eval_run_report, eval_run_summary
+from ..evalruns.services import (
     IN_PROGRESS,
     EvalRunNotFound,
     eval_run_cancel,
@@ -43,7 +42,8 @@ from .evalruns import (
     eval_run_list,
     eval_run_start,
 )
-from .models import DATASET_NAME_MAX, Dataset, EvalResult, EvalRun
+from ..models import DATASET_NAME_MAX, Dataset, EvalResult, EvalRun
+from .marks import CaseMarks
 
 TEMPLATES = "admin/evaluations/evalrun"
 GATE_RUN_PERMISSION = "releases.deploy_release"

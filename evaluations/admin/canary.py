@@ -4,10 +4,10 @@ The list shows each analysis with its release, canary version, status, step and 
 analysis's page is read-only: the policy, the derived times, the ramp drawn over time, and the
 verdicts, each with a table of the figures it was decided on. Resume and stop are verbs for users
 with ``change_canaryanalysis`` (release managers, migration 0004), as list actions and as buttons
-on the page; they go through ``evaluations.canary``'s services, as the API does. Neither changes
-traffic, so neither asks for a confirmation page. "Look now" (same permission, POST) runs one look
-at once, the same look beat runs: without beat (``make run``) it is how an analysis gets judged.
-It may change traffic as the policy says, exactly as the next beat tick would.
+on the page; they go through ``evaluations.canary.services``, as the API does. Neither
+changes traffic, so neither asks for a confirmation page. "Look now" (same permission, POST) runs
+one look at once, the same look beat runs: without beat (``make run``) it is how an analysis gets
+judged. It may change traffic as the policy says, exactly as the next beat tick would.
 
 The releases admin never links here: releases sits below evaluations and does not import it.
 """
@@ -31,7 +31,9 @@ from registry.actors import Actor
 from registry.errors import RegistryError
 from registry.templatetags.registry_display import basis_points, decimal, money, p_value
 
-from .canary import (
+from ..canary.metrics import Check, check_text
+from ..canary.policy import judged_steps, sources_text
+from ..canary.services import (
     Look,
     canary_analysis_look,
     canary_analysis_overtaken,
@@ -40,10 +42,8 @@ from .canary import (
     canary_analysis_times,
     canary_verdicts_recent,
 )
-from .canary_metrics import check_text
-from .canary_policy import judged_steps, sources_text
-from .chart_time import axis_window, time_ticks
-from .models import CanaryAnalysis, CanaryVerdict
+from ..chart_time import axis_window, time_ticks
+from ..models import CanaryAnalysis, CanaryVerdict
 
 TEMPLATES = "admin/evaluations/canaryanalysis"
 VERDICTS_SHOWN = 50
@@ -64,21 +64,22 @@ def _figure(value: Any, unit: str) -> str:
 def figure_rows(verdict: CanaryVerdict) -> list[dict[str, str]]:
     """One row per check of a verdict: what its table shows."""
     rows = []
-    for check in verdict.figures.get("checks", []):
-        unit = check["unit"]
-        ci = check.get("ci")
+    for stored in verdict.figures.get("checks", []):
+        check = Check.from_dict(stored)
+        unit = check.unit
+        ci = check.ci
         rows.append(
             {
-                "label": check["label"],
+                "label": check.label,
                 "unit": {"pp": "%", "cost": ""}.get(unit, unit),
-                "canary": _figure(check.get("canary"), unit),
-                "stable": _figure(check.get("stable"), unit),
-                "difference": _figure(check.get("difference"), unit),
+                "canary": _figure(check.canary, unit),
+                "stable": _figure(check.stable, unit),
+                "difference": _figure(check.difference, unit),
                 "ci": f"{_figure(ci[0], unit)} to {_figure(ci[1], unit)}" if ci else "—",
-                "p_value": p_value(check.get("p_value")),
-                "margin": f"{check['margin']:g}",
-                "status": check["status"].replace("_", " "),
-                "passed": check.get("passed"),
+                "p_value": p_value(check.p_value),
+                "margin": f"{check.margin:g}",
+                "status": check.status.replace("_", " "),
+                "passed": check.passed,
                 "text": check_text(check),
             }
         )

@@ -20,9 +20,9 @@ from django.utils.safestring import SafeString, mark_safe
 
 from registry.templatetags.registry_display import percent
 
-from .chart_time import WIDTHS, axis_window, time_ticks
-from .experiment_analysis import Comparison, VariantFigures, format_difference
-from .experiments import TimelinePoint
+from ..chart_time import WIDTHS, axis_window, time_ticks
+from .analysis import Comparison, VariantFigures, format_difference
+from .selectors import TimelinePoint
 
 WIDTH = 760
 LABEL_WIDTH = 250

@@ -1,12 +1,12 @@
 """Case files: JSONL and CSV golden-set files read into cases, every problem listed.
 
 ``cases_parse`` reads a whole file and checks every row: the variables against the declared ones
-(``registry.variables``), the expectation (``evaluations.scorers.scorer_check``), flags, locale
-and key; each problem carries the row's line and a JSON Pointer to the field (for CSV, the
+(``registry.variables``), the expectation (``evaluations.scoring.scorers.scorer_check``), flags,
+locale and key; each problem carries the row's line and a JSON Pointer to the field (for CSV, the
 column: ``/var.order_total``). Keys are generated when absent (see ``key_generated``).
-``evaluations.services.dataset_import`` stores the result, all or nothing.
+``evaluations.datasets.services.dataset_import`` stores the result, all or nothing.
 
-Pure module: no Django, no models (the caps, key pattern and formats live here and the models
+Pure module: no ORM, no models (the caps, key pattern and formats live here and the models
 import them), so it is tested without a database.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
 import io
 import json
 import re
@@ -29,6 +28,8 @@ from registry.errors import LocaleInvalid, Problem, Severity, VariablesInvalid
 from registry.locales import locale_normalize
 from registry.strictjson import NULL_CHARACTER, JSONRefused, strict_json_loads
 from registry.variables import VariableSpec, VariableType, variables_validate
+
+from ..scoring.scorers import scorer_check
 
 # A golden set is 50-200 cases; the caps leave room and keep one import a short transaction.
 MAX_IMPORT_CASES = 5_000
@@ -119,22 +120,9 @@ def _nul_pointers(value: Any, pointer: str) -> Iterator[str]:
 
 
 def _scorer_problems(expectation: Mapping[str, Any]) -> list[Problem]:
-    """The scorer's own check of an expectation, once ``evaluations.scorers`` exists.
-
-    Imported lazily: the scorers module is pure and may not be there yet; until it is, an
-    expectation is only checked to be an object naming its scorer.
-    """
-    try:
-        scorers = importlib.import_module("evaluations.scorers")
-    except ModuleNotFoundError as exc:
-        if exc.name != "evaluations.scorers":
-            raise
-        return []
-    check = getattr(scorers, "scorer_check", None)
-    if check is None:
-        return []
+    """The scorer's own check of an expectation (``evaluations.scoring.scorers``, pure)."""
     problems = []
-    for problem in check(expectation, pointer="/expectation"):
+    for problem in scorer_check(expectation, pointer="/expectation"):
         if getattr(problem, "severity", Severity.ERROR) != Severity.ERROR:
             continue
         problems.append(Problem(problem.code, problem.detail, problem.pointer))

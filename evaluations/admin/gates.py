@@ -1,6 +1,6 @@
 """The admin for promotion gates per environment (STYLE R13): the list by environment with its
-filters, and the add and change pages. Writes go through ``evaluations.gates``' services, so the
-admin refuses what the API refuses, in the same words.
+filters, and the add and change pages. Writes go through ``evaluations.gates.services``,
+so the admin refuses what the API refuses, in the same words.
 
 Release managers set their environments' gates; prompt authors may read them (migration 0004).
 """
@@ -15,9 +15,9 @@ from django.http import HttpRequest
 from registry.actors import Actor
 from registry.admin.errors import ServiceErrorsAsMessages
 
-from .gates import promotion_gate_create, promotion_gate_delete, promotion_gate_list
-from .gates import promotion_gate_update as gate_update
-from .models import PromotionGate
+from ..gates.services import promotion_gate_create, promotion_gate_delete, promotion_gate_list
+from ..gates.services import promotion_gate_update as gate_update
+from ..models import PromotionGate
 
 
 class PromotionGateForm(forms.ModelForm):

@@ -1,6 +1,6 @@
 """How the admin marks a case's flags (holdout, must pass): a neutral tag, never an icon that
-reads as a verdict. Shared by the cases' pages (``evaluations.admin``) and the eval results'
-(``evaluations.admin_runs``)."""
+reads as a verdict. Shared by the cases' pages (``evaluations.admin.datasets``) and the eval
+results' (``evaluations.admin.evalruns``)."""
 
 from __future__ import annotations
 

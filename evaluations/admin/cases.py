@@ -8,7 +8,7 @@ saves a case row itself, and Django's own model validation of the row is skipped
 second set of rules, with other words). Every change is in the admin's history (LogEntry), as
 any other admin change.
 
-A holdout case is frozen for authors (``admin_holdout.with_frozen_holdout``): they see that it exists and
+A holdout case is frozen for authors (``holdout.with_frozen_holdout``): they see that it exists and
 its flags, not its variables or expectation, so they may not change or remove it either.
 """
 
@@ -37,10 +37,10 @@ from registry.strictjson import JSONRefused, strict_json_loads
 from runs import admin as runs_admin
 from runs.models import Call
 
-from .admin_holdout import frozen_or, with_frozen_holdout
-from .admin_marks import CaseMarks
-from .models import Case, Dataset
-from .services import CaseInvalid, case_add, case_remove, case_update, case_validate
+from ..datasets.services import CaseInvalid, case_add, case_remove, case_update, case_validate
+from ..models import Case, Dataset
+from .holdout import frozen_or, with_frozen_holdout
+from .marks import CaseMarks
 
 TEMPLATES = "admin/evaluations/case"
 # Where a case's problems go: the field named by the first step of its pointer.

@@ -1,4 +1,4 @@
-"""Reads of the evaluations app (STYLE R1, R16): datasets and their cases.
+"""Reads of golden datasets (STYLE R1, R16): datasets and their cases.
 
 Imports the registry; never ``api``.
 """
@@ -11,7 +11,7 @@ from registry.errors import RegistryError
 from registry.models import Prompt, PromptVersion, Variable
 from registry.variables import VariableSpec, VariableType
 
-from .models import Case, Dataset
+from ..models import Case, Dataset
 
 
 class DatasetNotFound(RegistryError):

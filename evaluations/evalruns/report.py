@@ -25,7 +25,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from .models import EvalResult, EvalRun
+from ..models import EvalResult, EvalRun
 
 
 class CaseChange(StrEnum):

@@ -3,7 +3,7 @@
 - ``/admin/evaluations/experiments/``: every release with an experiment, running or past.
 - ``/admin/evaluations/experiments/<release id>/[?experiment=<start event id>]``: the running
   experiment's results (or a past one's), with a selector of the release's experiments and three
-  server-rendered SVG charts (``evaluations.experiment_charts``).
+  server-rendered SVG charts (``evaluations.experiments.charts``).
 
 There is no model to hang these on (results are read from calls and release events, and the
 releases admin must not import evaluations), so the pages are added to the admin site's own URLs
@@ -27,9 +27,9 @@ from django.urls import URLPattern, URLResolver, path, reverse
 from registry.templatetags.registry_display import EMPTY, count, decimal, money, ms, percent
 from releases.models import Release, ReleaseEvent
 
-from .experiment_analysis import Mean, Rate, VariantFigures, format_difference
-from .experiment_charts import colour, forest_plot, split_bars, timeline_chart
-from .experiments import (
+from ..experiments.analysis import Mean, Rate, VariantFigures, format_difference
+from ..experiments.charts import colour, forest_plot, split_bars, timeline_chart
+from ..experiments.selectors import (
     ExperimentNotFound,
     NoExperimentRunning,
     experiment_list,

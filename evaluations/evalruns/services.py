@@ -1,7 +1,7 @@
 """Eval runs: a prompt version run over a dataset's cases by Celery tasks, scored case by case.
 
 Writes (``eval_run_start``, ``eval_run_cancel``, ``eval_run_resume``, ``eval_run_batch_execute``)
-and the run lookups; the report against the stable version is ``evaluations.evalreports``.
+and the run lookups; the report against the stable version is ``evaluations.evalruns.report``.
 
 How a run survives a worker restart. Its cases go out in batches (``EVAL_BATCH_SIZE`` each) as
 late-acknowledged tasks (``evaluations.tasks``), so a batch taken by a worker that dies is given
@@ -39,9 +39,11 @@ from runs.calls import completion_cost
 from runs.models import Provider
 from runs.providers import ProviderUnavailable, binding_providers, complete
 
-from .models import Case, Dataset, EvalResult, EvalRun
-from .scorers import registry_judge, score
-from .selectors import DatasetNotFound, dataset_cases, dataset_get
+from ..datasets.selectors import DatasetNotFound, dataset_cases, dataset_get
+from ..models import Case, Dataset, EvalResult, EvalRun
+from ..scoring.judge import registry_judge
+from ..scoring.scorers import score
+from ..tasks import eval_run_batch
 
 logger = logging.getLogger(__name__)
 
@@ -220,8 +222,6 @@ def eval_run_start(
 def _batches_queue(*, run_id: int, cases: Mapping[str, int]) -> None:
     """One task per ``EVAL_BATCH_SIZE`` cases, keyed ``{case key: case id}``: the key names a case
     removed from the dataset meanwhile, so the run still reaches its total."""
-    from .tasks import eval_run_batch  # the tasks module imports this one
-
     items = list(cases.items())
     size = settings.EVAL_BATCH_SIZE
     try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from registry.errors import Problem, ProblemsError
 
-from .canary_metrics import MIN_VALUES
+from .metrics import MIN_VALUES
 
 # --- fields -----------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The admin for golden datasets (STYLE R13): the dataset list with case counts, a dataset's page
-with its cases (each links to its own page, where it is edited: ``admin_cases``), and the "Import
-cases" page with a dry run. Writes go through ``evaluations.services``. Templates live in
+with its cases (each links to its own page, where it is edited: ``admin.cases``), and the "Import
+cases" page with a dry run. Writes go through ``evaluations.datasets.services``. Templates live in
 ``templates/admin/evaluations/``.
 """
 
@@ -28,12 +28,12 @@ from registry.actors import Actor
 from registry.admin.errors import ServiceErrorsAsMessages
 from registry.errors import ProblemsError
 
-from .admin_holdout import frozen_or, with_frozen_holdout
-from .admin_marks import CaseMarks
-from .casefiles import MAX_IMPORT_CASES, case_file_read, file_too_large
-from .models import Case, Dataset
-from .selectors import dataset_cases, dataset_list
-from .services import ImportFormat, dataset_create, dataset_import, dataset_update
+from ..datasets.casefiles import MAX_IMPORT_CASES, case_file_read, file_too_large
+from ..datasets.selectors import dataset_cases, dataset_list
+from ..datasets.services import ImportFormat, dataset_create, dataset_import, dataset_update
+from ..models import Case, Dataset
+from .holdout import frozen_or, with_frozen_holdout
+from .marks import CaseMarks
 
 TEMPLATES = "admin/evaluations/dataset"
 _SUFFIXES = {".jsonl": ImportFormat.JSONL, ".ndjson": ImportFormat.JSONL, ".csv": ImportFormat.CSV}
@@ -276,14 +276,3 @@ class CaseImportForm(forms.Form):
         if self.cleaned_data["format"]:
             return ImportFormat(self.cleaned_data["format"])
         return _SUFFIXES["." + filename.rsplit(".", 1)[-1].lower()]
-
-
-# Cases, eval runs, promotion gates and canary analyses have their own modules; importing them
-# here is what registers them (Django autodiscovers ``admin`` only).
-from . import (  # noqa: E402, F401
-    admin_canary,
-    admin_cases,
-    admin_experiments,
-    admin_gates,
-    admin_runs,
-)
