@@ -1,6 +1,6 @@
 """Evaluations: golden datasets, scorers, eval runs, promotion gates, canary analysis, A/B results.
 
-One subpackage per feature, as in ``releases`` (decision 0025): ``datasets``, ``scoring``,
+One subpackage per feature, as in ``releases`` (decision 0026): ``datasets``, ``scoring``,
 ``evalruns``, ``gates``, ``canary``, ``experiments``, and ``admin`` (the admin, one module per
 feature). In each, ``services`` holds the writes and ``selectors`` the reads (STYLE R1). Shared by
 the features: ``models``, ``statistics`` and ``chart_time`` (pure), ``tasks`` (the Celery
