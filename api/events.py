@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from runs.calls import KeyRef
-from runs.events import MAX_EVENTS, IngestResult, RejectedEvent, events_ingest
+from runs.events import MAX_EVENTS, IngestResult, events_ingest
 from runs.models import Call
 
 from .models import Scope
@@ -114,21 +114,14 @@ class ErrorSerializer(serializers.Serializer):
         ref_name = "EventError"
 
 
+# Reads a ``RejectedEvent``: the answer's ``rejected`` and the 400 problem's.
 class RejectedSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     event_id = serializers.CharField(allow_null=True)
-    errors = ErrorSerializer(many=True)
+    errors = ErrorSerializer(source="problems", many=True)
 
     class Meta:
         ref_name = "RejectedEvent"
-
-
-def rejected_representation(rejected: RejectedEvent) -> dict:
-    return {
-        "index": rejected.index,
-        "event_id": rejected.event_id,
-        "errors": [problem.as_dict() for problem in rejected.problems],
-    }
 
 
 class EventBatchApi(APIView):
@@ -188,7 +181,7 @@ class EventBatchApi(APIView):
             {
                 "accepted": len(result.accepted),
                 "duplicates": list(result.duplicates),
-                "rejected": [rejected_representation(r) for r in result.rejected],
+                "rejected": RejectedSerializer(result.rejected, many=True).data,
             },
             status=status.HTTP_202_ACCEPTED,
         )
@@ -199,5 +192,5 @@ def _all_rejected(result: IngestResult) -> ProblemException:
         VALIDATION,
         "No event in the batch is valid; see errors.",
         errors=[problem.as_dict() for r in result.rejected for problem in r.problems],
-        rejected=[rejected_representation(r) for r in result.rejected],
+        rejected=RejectedSerializer(result.rejected, many=True).data,
     )
