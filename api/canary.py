@@ -8,7 +8,8 @@ environments reach only those.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -27,57 +28,39 @@ from evaluations.canary.services import (
 from evaluations.models import CanaryAnalysis, CanaryVerdict
 from releases.selectors import release_get
 
+from .fields import NumberField
 from .models import Scope
 from .permissions import HasScope, scope_by_method
 from .releases import IF_MATCH, _target, if_match_revision
 from .serializers import CanaryPolicyField, StrictCharField
 
+if TYPE_CHECKING:
+    from evaluations.canary.policy import CanaryTimes
+
 RECENT_VERDICTS = 20
 
 
-def analysis_representation(analysis: CanaryAnalysis) -> dict[str, Any]:
-    policy = analysis.policy
-    times = canary_analysis_times(analysis)
-    return {
-        "id": analysis.pk,
-        "canary_version": analysis.canary_version,
-        "canary_salt": analysis.canary_salt,
-        "status": analysis.status,
-        "status_reason": analysis.hold_reason,
-        "step": analysis.step,
-        "percent": policy["steps"][analysis.step],
-        "step_started_at": analysis.step_started_at,
-        "unmeasured_looks": analysis.unmeasured_looks,
-        "last_looked_at": analysis.last_looked_at,
-        "policy": policy,
-        "times": (
-            {
-                "earliest_promotion": times.earliest_promotion,
-                "latest_verdict": times.latest_verdict,
-            }
-            if times
-            else None
-        ),
-        "created_by": analysis.created_by_label,
-        "created_at": analysis.created_at,
-        "verdicts": [
-            {
-                "id": v.pk,
-                "outcome": v.outcome,
-                "step": v.step,
-                "percent": float(v.percent),
-                "summary": v.summary,
-                "figures": v.figures,
-                "release_event": v.release_event_id,
-                "created_at": v.created_at,
-            }
-            for v in canary_verdicts_recent(analysis=analysis, limit=RECENT_VERDICTS)
-        ],
-    }
+@dataclass(frozen=True, slots=True)
+class _AnalysisShown:
+    """What an analysis answer shows: the row, its times, its latest verdicts (each read once)."""
+
+    analysis: CanaryAnalysis
+    times: CanaryTimes | None
+    verdicts: list[CanaryVerdict]
 
 
+class _StepPercentField(NumberField):
+    """The percent of the analysis' current step, as its policy gives it."""
+
+    def to_representation(self, analysis: CanaryAnalysis) -> int | float:
+        return analysis.policy["steps"][analysis.step]
+
+
+# Every analysis answer is ``AnalysisOutputSerializer(analysis).data``: the fields below are both
+# the answer and its schema.
 class AnalysisOutputSerializer(serializers.Serializer):
-    """Documents ``analysis_representation``."""
+    """A canary analysis: its policy, where it stands (step, status, times) and its latest
+    verdicts."""
 
     class TimesSerializer(serializers.Serializer):
         earliest_promotion = serializers.DateTimeField(
@@ -92,7 +75,7 @@ class AnalysisOutputSerializer(serializers.Serializer):
             ref_name = "CanaryAnalysisTimes"
 
     class VerdictSerializer(serializers.Serializer):
-        id = serializers.IntegerField()
+        id = serializers.IntegerField(source="pk")
         outcome = serializers.ChoiceField(choices=CanaryVerdict.Outcome.choices)
         step = serializers.IntegerField()
         percent = serializers.FloatField()
@@ -101,30 +84,44 @@ class AnalysisOutputSerializer(serializers.Serializer):
             help_text="calls per arm, minutes, and per check: canary, stable, difference, ci, "
             "p_value, margin, status, passed; srm."
         )
-        release_event = serializers.IntegerField(allow_null=True)
+        release_event = serializers.IntegerField(source="release_event_id", allow_null=True)
         created_at = serializers.DateTimeField()
 
         class Meta:
             ref_name = "CanaryVerdict"
 
-    id = serializers.IntegerField()
-    canary_version = serializers.IntegerField()
-    canary_salt = serializers.CharField()
-    status = serializers.ChoiceField(choices=CanaryAnalysis.Status.choices)
-    status_reason = serializers.CharField(help_text="Why it is held, or why it ended.")
-    step = serializers.IntegerField(help_text="Index into policy.steps.")
-    percent = serializers.FloatField()
-    step_started_at = serializers.DateTimeField()
-    unmeasured_looks = serializers.IntegerField()
-    last_looked_at = serializers.DateTimeField(allow_null=True)
-    policy = CanaryPolicyField(help_text="The policy as validated: every field, per-step lists.")
+    id = serializers.IntegerField(source="analysis.pk")
+    canary_version = serializers.IntegerField(source="analysis.canary_version")
+    canary_salt = serializers.CharField(source="analysis.canary_salt")
+    status = serializers.ChoiceField(
+        source="analysis.status", choices=CanaryAnalysis.Status.choices
+    )
+    status_reason = serializers.CharField(
+        source="analysis.hold_reason", help_text="Why it is held, or why it ended."
+    )
+    step = serializers.IntegerField(source="analysis.step", help_text="Index into policy.steps.")
+    percent = _StepPercentField(source="analysis")
+    step_started_at = serializers.DateTimeField(source="analysis.step_started_at")
+    unmeasured_looks = serializers.IntegerField(source="analysis.unmeasured_looks")
+    last_looked_at = serializers.DateTimeField(source="analysis.last_looked_at", allow_null=True)
+    policy = CanaryPolicyField(
+        source="analysis.policy", help_text="The policy as validated: every field, per-step lists."
+    )
     times = TimesSerializer(allow_null=True, help_text="Only while the analysis runs.")
-    created_by = serializers.CharField()
-    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField(source="analysis.created_by_label")
+    created_at = serializers.DateTimeField(source="analysis.created_at")
     verdicts = VerdictSerializer(many=True, help_text=f"The latest {RECENT_VERDICTS}.")
 
     class Meta:
         ref_name = "CanaryAnalysis"
+
+    def to_representation(self, analysis: CanaryAnalysis) -> dict[str, Any]:
+        shown = _AnalysisShown(
+            analysis,
+            canary_analysis_times(analysis),
+            canary_verdicts_recent(analysis=analysis, limit=RECENT_VERDICTS),
+        )
+        return super().to_representation(shown)
 
 
 class _Reason(serializers.Serializer):
@@ -150,7 +147,7 @@ class CanaryAnalysisApi(APIView):
     def get(self, request: Request, environment: str, key: str) -> Response:
         prompt, env = _target(request, environment, key)
         analysis = canary_analysis_get(release=release_get(prompt=prompt, environment=env))
-        return Response(analysis_representation(analysis))
+        return Response(AnalysisOutputSerializer(analysis).data)
 
     @extend_schema(
         operation_id="releases_canary_analysis_attach",
@@ -170,7 +167,7 @@ class CanaryAnalysisApi(APIView):
             reason=data.validated_data["reason"],
             expected_revision=if_match_revision(request),
         )
-        return Response(analysis_representation(analysis), status=status.HTTP_201_CREATED)
+        return Response(AnalysisOutputSerializer(analysis).data, status=status.HTTP_201_CREATED)
 
 
 class CanaryAnalysisResumeApi(APIView):
@@ -187,7 +184,7 @@ class CanaryAnalysisResumeApi(APIView):
         prompt, env = _target(request, environment, key)
         analysis = canary_analysis_get(release=release_get(prompt=prompt, environment=env))
         analysis = canary_analysis_resume(analysis_id=analysis.pk, actor=request.user.actor)
-        return Response(analysis_representation(analysis))
+        return Response(AnalysisOutputSerializer(analysis).data)
 
 
 class CanaryAnalysisStopApi(APIView):
@@ -214,4 +211,4 @@ class CanaryAnalysisStopApi(APIView):
             actor=request.user.actor,
             reason=data.validated_data["reason"],
         )
-        return Response(analysis_representation(analysis))
+        return Response(AnalysisOutputSerializer(analysis).data)

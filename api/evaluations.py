@@ -8,6 +8,7 @@ Holdout cases (gate runs) count in every figure but their output and detail are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.urls import reverse
@@ -17,7 +18,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluations.evalruns.report import CaseChange, EvalReport, eval_run_report, eval_run_summary
+from evaluations.evalruns.report import (
+    CaseChange,
+    EvalReport,
+    RunSummary,
+    eval_run_report,
+    eval_run_summary,
+)
 from evaluations.evalruns.services import (
     eval_run_cancel,
     eval_run_get,
@@ -41,10 +48,43 @@ from .serializers import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _BaselineShown:
+    run: EvalRun
+    pass_rate: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _RunShown:
+    """What a run answer shows: the run (from ``eval_run_list``/``eval_run_get``, annotated with
+    its counts), its figures, and its baseline's."""
+
+    run: EvalRun
+    summary: RunSummary
+    baseline: _BaselineShown | None
+
+    @classmethod
+    def of(cls, run: EvalRun) -> _RunShown:
+        summary = eval_run_summary(run)
+        baseline = run.baseline
+        return cls(
+            run=run,
+            summary=summary,
+            baseline=None
+            if baseline is None
+            else _BaselineShown(run=baseline, pass_rate=summary.baseline_pass_rate),
+        )
+
+    @property
+    def report(self) -> EvalReport:
+        """The report so far (read by the detail answer only)."""
+        return eval_run_report(self.run)
+
+
 class BaselineSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    version = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=EvalRun.Status.choices)
+    id = serializers.IntegerField(source="run.pk")
+    version = serializers.IntegerField(source="run.version.number")
+    status = serializers.ChoiceField(source="run.status", choices=EvalRun.Status.choices)
     pass_rate = serializers.FloatField(allow_null=True, help_text="Percent of scored cases.")
 
     class Meta:
@@ -54,81 +94,67 @@ class BaselineSerializer(serializers.Serializer):
 class ProgressSerializer(serializers.Serializer):
     done = serializers.IntegerField(help_text="Cases scored so far.")
     total = serializers.IntegerField()
-    percent = serializers.FloatField()
+    percent = serializers.FloatField(source="percent_done")
 
     class Meta:
         ref_name = "EvalRunProgress"
 
 
+class _RunUrlField(serializers.CharField):
+    """The run's page: where a person follows it."""
+
+    def to_representation(self, run: EvalRun) -> str:
+        return reverse("evaluation", args=[run.pk])
+
+
+class _DatasetChangedField(serializers.BooleanField):
+    def to_representation(self, run: EvalRun) -> bool:
+        return run.dataset_updated_at != run.dataset.updated_at
+
+
+# Every run answer is ``EvalRunSerializer(run)`` (``EvalRunDetailSerializer`` with its report):
+# the fields below are both the answer and its schema.
 class EvalRunSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    url = serializers.CharField()
-    prompt = serializers.CharField()
-    version = serializers.IntegerField()
-    dataset = serializers.CharField()
-    include_holdout = serializers.BooleanField(help_text="A gate run: holdout cases scored too.")
-    environment = serializers.CharField(
-        allow_null=True, help_text="Whose stable version is the baseline."
+    id = serializers.IntegerField(source="run.pk")
+    url = _RunUrlField(source="run")
+    prompt = serializers.CharField(source="run.prompt.key")
+    version = serializers.IntegerField(source="run.version.number")
+    dataset = serializers.CharField(source="run.dataset.name")
+    include_holdout = serializers.BooleanField(
+        source="run.include_holdout", help_text="A gate run: holdout cases scored too."
     )
-    status = serializers.ChoiceField(choices=EvalRun.Status.choices)
-    progress = ProgressSerializer()
+    environment = serializers.CharField(
+        source="run.environment.name",
+        allow_null=True,
+        help_text="Whose stable version is the baseline.",
+    )
+    status = serializers.ChoiceField(source="run.status", choices=EvalRun.Status.choices)
+    progress = ProgressSerializer(source="summary")
     pass_rate = serializers.FloatField(
-        allow_null=True, help_text="Percent of the cases scored so far that passed."
+        source="summary.pass_rate",
+        allow_null=True,
+        help_text="Percent of the cases scored so far that passed.",
     )
     baseline = BaselineSerializer(allow_null=True)
     delta_points = serializers.FloatField(
-        allow_null=True, help_text="pass_rate minus the baseline's, in percentage points."
+        source="summary.delta_points",
+        allow_null=True,
+        help_text="pass_rate minus the baseline's, in percentage points.",
     )
-    dataset_updated_at = serializers.DateTimeField(allow_null=True)
-    dataset_changed = serializers.BooleanField(
-        help_text="The dataset was imported into since the run read it."
+    dataset_updated_at = serializers.DateTimeField(source="run.dataset_updated_at", allow_null=True)
+    dataset_changed = _DatasetChangedField(
+        source="run", help_text="The dataset was imported into since the run read it."
     )
-    created_by = serializers.CharField()
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
+    created_by = serializers.CharField(source="run.created_by_label")
+    created_at = serializers.DateTimeField(source="run.created_at")
+    started_at = serializers.DateTimeField(source="run.started_at", allow_null=True)
+    finished_at = serializers.DateTimeField(source="run.finished_at", allow_null=True)
 
     class Meta:
         ref_name = "EvalRun"
 
-
-def run_representation(run: EvalRun) -> dict[str, Any]:
-    """``run`` comes from ``eval_run_list``/``eval_run_get`` (annotated with its counts)."""
-    summary = eval_run_summary(run)
-    baseline = run.baseline
-    return {
-        "id": run.pk,
-        "url": reverse("evaluation", args=[run.pk]),
-        "prompt": run.prompt.key,
-        "version": run.version.number,
-        "dataset": run.dataset.name,
-        "include_holdout": run.include_holdout,
-        "environment": run.environment.name if run.environment else None,
-        "status": run.status,
-        "progress": {
-            "done": summary.done,
-            "total": summary.total,
-            "percent": summary.percent_done,
-        },
-        "pass_rate": summary.pass_rate,
-        "baseline": (
-            {
-                "id": baseline.pk,
-                "version": baseline.version.number,
-                "status": baseline.status,
-                "pass_rate": summary.baseline_pass_rate,
-            }
-            if baseline is not None
-            else None
-        ),
-        "delta_points": summary.delta_points,
-        "dataset_updated_at": run.dataset_updated_at,
-        "dataset_changed": run.dataset_updated_at != run.dataset.updated_at,
-        "created_by": run.created_by_label,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-    }
+    def to_representation(self, run: EvalRun) -> dict[str, Any]:
+        return super().to_representation(_RunShown.of(run))
 
 
 class CaseRowSerializer(serializers.Serializer):
@@ -169,7 +195,9 @@ class ReportSerializer(serializers.Serializer):
         child=serializers.IntegerField(), help_text="Cases per change (regressed, fixed, ...)."
     )
     totals = TotalsSerializer()
-    cases = CaseRowSerializer(many=True, help_text="Must-pass failures first, then regressions.")
+    cases = CaseRowSerializer(
+        source="rows", many=True, help_text="Must-pass failures first, then regressions."
+    )
 
     class Meta:
         ref_name = "EvalRunReport"
@@ -182,19 +210,9 @@ class EvalRunDetailSerializer(EvalRunSerializer):
         ref_name = "EvalRunDetail"
 
 
-def _report_representation(report: EvalReport) -> dict[str, Any]:
-    return {
-        "must_pass_failed": report.must_pass_failed,
-        "counts": report.counts,
-        "totals": report.totals,
-        "cases": report.rows,
-    }
-
-
 def _detail_response(run_id: int, status_code: int = status.HTTP_200_OK) -> Response:
     run = eval_run_get(run_id=run_id)
-    data = run_representation(run) | {"report": _report_representation(eval_run_report(run))}
-    return Response(EvalRunDetailSerializer(data).data, status=status_code)
+    return Response(EvalRunDetailSerializer(run).data, status=status_code)
 
 
 class EvalRunStartApi(APIView):
@@ -269,8 +287,7 @@ class EvalRunListApi(APIView):
         runs = eval_run_list(prompt=prompt_get(key=key))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(runs, request, view=self)
-        data = [run_representation(run) for run in page]
-        return paginator.get_paginated_response(EvalRunSerializer(data, many=True).data)
+        return paginator.get_paginated_response(EvalRunSerializer(page, many=True).data)
 
 
 class EvalRunDetailApi(APIView):
@@ -291,4 +308,4 @@ class EvalRunCancelApi(APIView):
     @extend_schema(operation_id="evaluations_cancel", request=None, responses=EvalRunSerializer)
     def post(self, request: Request, run_id: int) -> Response:
         eval_run_cancel(run=eval_run_get(run_id=run_id), actor=request.user.actor)
-        return Response(EvalRunSerializer(run_representation(eval_run_get(run_id=run_id))).data)
+        return Response(EvalRunSerializer(eval_run_get(run_id=run_id)).data)

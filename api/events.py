@@ -23,7 +23,6 @@ from runs.events import (
     MAX_EVENTS,
     MAX_INTEGER,
     IngestResult,
-    RejectedEvent,
     events_ingest,
 )
 from runs.models import Call
@@ -150,21 +149,14 @@ class ErrorSerializer(serializers.Serializer):
         ref_name = "EventError"
 
 
+# Reads a ``RejectedEvent``: the answer's ``rejected`` and the 400 problem's.
 class RejectedSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     event_id = serializers.CharField(allow_null=True)
-    errors = ErrorSerializer(many=True)
+    errors = ErrorSerializer(source="problems", many=True)
 
     class Meta:
         ref_name = "RejectedEvent"
-
-
-def rejected_representation(rejected: RejectedEvent) -> dict:
-    return {
-        "index": rejected.index,
-        "event_id": rejected.event_id,
-        "errors": [problem.as_dict() for problem in rejected.problems],
-    }
 
 
 class EventBatchApi(APIView):
@@ -224,7 +216,7 @@ class EventBatchApi(APIView):
             {
                 "accepted": len(result.accepted),
                 "duplicates": list(result.duplicates),
-                "rejected": [rejected_representation(r) for r in result.rejected],
+                "rejected": RejectedSerializer(result.rejected, many=True).data,
             },
             status=status.HTTP_202_ACCEPTED,
         )
@@ -235,5 +227,5 @@ def _all_rejected(result: IngestResult) -> ProblemException:
         VALIDATION,
         "No event in the batch is valid; see errors.",
         errors=[problem.as_dict() for r in result.rejected for problem in r.problems],
-        rejected=[rejected_representation(r) for r in result.rejected],
+        rejected=RejectedSerializer(result.rejected, many=True).data,
     )

@@ -11,152 +11,24 @@ Keys limited to environments see theirs only. The figures come from
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from evaluations.experiments.analysis import Mean, Rate
 from evaluations.experiments.selectors import (
-    ExperimentRecord,
     ExperimentResults,
     experiment_list,
     experiment_results,
 )
-from evaluations.statistics import Interval
 from registry.selectors import prompt_get
 from releases.models import Release
 from releases.selectors import environment_get, release_get
 
+from .fields import BasisPointsPercentField, OffsetDateTimeField
 from .models import Scope
 from .permissions import HasScope, ensure_environment_allowed
-
-
-def _interval(ci: Interval | None) -> dict[str, float] | None:
-    return None if ci is None else {"low": ci.low, "high": ci.high, "confidence": ci.confidence}
-
-
-def _rate(rate: Rate) -> dict[str, Any]:
-    return {"count": rate.count, "total": rate.total, "rate": rate.rate, "ci": _interval(rate.ci)}
-
-
-def _mean(mean: Mean) -> dict[str, Any]:
-    return {"n": mean.n, "mean": mean.mean, "ci": _interval(mean.ci)}
-
-
-def experiment_representation(record: ExperimentRecord) -> dict[str, Any]:
-    experiment = record.experiment
-    return {
-        "name": experiment.name,
-        "start_event": record.start_event_id,
-        "stop_event": record.stop_event_id,
-        "running": record.running,
-        "started_at": record.started_at.isoformat(),
-        "stopped_at": record.stopped_at.isoformat() if record.stopped_at else None,
-        "stopped_by": record.stop_action,
-        "planned_calls": experiment.planned_calls,
-        "salt": experiment.salt,
-        "stable_version": record.stable_before,
-        "winner": record.winner,
-        "variants": [
-            {"name": v.name, "version": v.version, "percent": v.weight / 100}
-            for v in experiment.variants
-        ],
-    }
-
-
-def results_representation(results: ExperimentResults) -> dict[str, Any]:
-    look, srm = results.look, results.srm
-    warnings = []
-    if results.decisions_held:
-        warnings.append(
-            "Sample ratio mismatch: the observed split does not match the weights "
-            f"(p = {srm.p_value:.2g} < {srm.threshold:g}). Assignment or logging is broken, so "
-            "every figure is suspect and no decision is made until it is explained."
-        )
-    return {
-        "prompt": results.release.prompt.key,
-        "environment": results.release.environment.name,
-        "experiment": experiment_representation(results.record),
-        "control": results.control,
-        "alpha": results.alpha,
-        "look": {
-            "sticky_calls": look.sticky_calls,
-            "planned_calls": look.planned_calls,
-            "information_fraction": look.information_fraction,
-            "final": look.final,
-            "threshold": look.threshold,
-            "explanation": look.explanation,
-        },
-        "sample_ratio": None
-        if srm is None
-        else {
-            "statistic": srm.statistic,
-            "df": srm.df,
-            "p_value": srm.p_value,
-            "threshold": srm.threshold,
-            "mismatch": srm.mismatch,
-            "variants": [
-                {"name": arm.name, "observed": arm.observed, "expected": arm.expected}
-                for arm in srm.arms
-            ],
-        },
-        "decisions_held": results.decisions_held,
-        "warnings": warnings,
-        "excluded_non_sticky_calls": results.excluded_non_sticky,
-        "variants": [
-            {
-                "name": v.name,
-                "version": v.version,
-                "percent": v.weight / 100,
-                "control": v.control,
-                "calls": v.calls,
-                "expected_share": v.expected_share,
-                "observed_share": v.observed_share,
-                "error_rate": _rate(v.error_rate),
-                "schema_failure_rate": _rate(v.schema_failure_rate),
-                "feedback": _mean(v.feedback),
-                "latency_ms": {
-                    **_mean(v.latency_ms),
-                    "p50": v.latency_p50_ms,
-                    "p95": v.latency_p95_ms,
-                },
-                "cost": _mean(v.cost),
-                "input_tokens": {"n": v.input_tokens.n, "mean": v.input_tokens.mean},
-                "output_tokens": {"n": v.output_tokens.n, "mean": v.output_tokens.mean},
-            }
-            for v in results.variants
-        ],
-        "comparisons": [
-            {
-                "variant": c.variant,
-                "metric": str(c.metric),
-                "label": c.label,
-                "test": c.test,
-                "control_value": c.control_value,
-                "variant_value": c.variant_value,
-                "difference": c.difference,
-                "ci": _interval(c.ci),
-                "p_value": c.p_value,
-                "threshold": c.threshold,
-                "significant": c.significant,
-                "lower_is_better": c.lower_is_better,
-                "reading": c.reading,
-            }
-            for c in results.comparisons
-        ],
-        "timeline": {
-            "unit": results.timeline_unit,
-            "points": [{"at": p.at.isoformat(), "calls": p.cumulative} for p in results.timeline],
-        },
-        "computed_at": results.computed_at.isoformat(),
-    }
-
-
-# --- Documentation of the shapes above (drf-spectacular) ---------------------------------------
 
 
 class _IntervalSerializer(serializers.Serializer):
@@ -171,33 +43,38 @@ class _IntervalSerializer(serializers.Serializer):
 class _VariantSerializer(serializers.Serializer):
     name = serializers.CharField()
     version = serializers.IntegerField()
-    percent = serializers.FloatField()
+    percent = BasisPointsPercentField(source="weight")
 
     class Meta:
         ref_name = "ExperimentVariant"
 
 
+# Reads an ``ExperimentRecord``.
 class ExperimentSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    start_event = serializers.IntegerField(help_text="Names the experiment: ?experiment=<this>.")
-    stop_event = serializers.IntegerField(allow_null=True)
-    running = serializers.BooleanField()
-    started_at = serializers.DateTimeField()
-    stopped_at = serializers.DateTimeField(allow_null=True)
-    stopped_by = serializers.CharField(
-        allow_null=True, help_text="experiment_stop, or rollback when a rollback ended it."
+    name = serializers.CharField(source="experiment.name")
+    start_event = serializers.IntegerField(
+        source="start_event_id", help_text="Names the experiment: ?experiment=<this>."
     )
-    planned_calls = serializers.IntegerField(allow_null=True)
-    salt = serializers.CharField()
+    stop_event = serializers.IntegerField(source="stop_event_id", allow_null=True)
+    running = serializers.BooleanField()
+    started_at = OffsetDateTimeField()
+    stopped_at = OffsetDateTimeField(allow_null=True)
+    stopped_by = serializers.CharField(
+        source="stop_action",
+        allow_null=True,
+        help_text="experiment_stop, or rollback when a rollback ended it.",
+    )
+    planned_calls = serializers.IntegerField(source="experiment.planned_calls", allow_null=True)
+    salt = serializers.CharField(source="experiment.salt")
     stable_version = serializers.IntegerField(
-        allow_null=True, help_text="The stable version while it ran."
+        source="stable_before", allow_null=True, help_text="The stable version while it ran."
     )
     winner = serializers.CharField(
         allow_null=True,
         help_text="The variant whose version became stable at the stop; null if stable did not "
         "move.",
     )
-    variants = _VariantSerializer(many=True)
+    variants = _VariantSerializer(source="experiment.variants", many=True)
 
     class Meta:
         ref_name = "Experiment"
@@ -222,9 +99,19 @@ class _MeanSerializer(serializers.Serializer):
         ref_name = "ExperimentMean"
 
 
-class _LatencySerializer(_MeanSerializer):
-    p50 = serializers.FloatField(allow_null=True, help_text="Within about 0.5 %.")
-    p95 = serializers.FloatField(allow_null=True, help_text="Within about 0.5 %.")
+# Reads a ``VariantFigures``: its latency mean, and the percentiles beside it.
+class _LatencySerializer(serializers.Serializer):
+    n = serializers.IntegerField(source="latency_ms.n")
+    mean = serializers.FloatField(source="latency_ms.mean", allow_null=True)
+    ci = _IntervalSerializer(
+        source="latency_ms.ci", allow_null=True, help_text="Student's t interval."
+    )
+    p50 = serializers.FloatField(
+        source="latency_p50_ms", allow_null=True, help_text="Within about 0.5 %."
+    )
+    p95 = serializers.FloatField(
+        source="latency_p95_ms", allow_null=True, help_text="Within about 0.5 %."
+    )
 
     class Meta:
         ref_name = "ExperimentLatency"
@@ -241,7 +128,7 @@ class _TokensSerializer(serializers.Serializer):
 class _VariantFiguresSerializer(serializers.Serializer):
     name = serializers.CharField()
     version = serializers.IntegerField()
-    percent = serializers.FloatField()
+    percent = BasisPointsPercentField(source="weight")
     control = serializers.BooleanField()
     calls = serializers.IntegerField(help_text="Sticky calls in the window.")
     expected_share = serializers.FloatField()
@@ -249,7 +136,7 @@ class _VariantFiguresSerializer(serializers.Serializer):
     error_rate = _RateSerializer()
     schema_failure_rate = _RateSerializer()
     feedback = _MeanSerializer()
-    latency_ms = _LatencySerializer()
+    latency_ms = _LatencySerializer(source="*")
     cost = _MeanSerializer()
     input_tokens = _TokensSerializer()
     output_tokens = _TokensSerializer()
@@ -308,47 +195,71 @@ class _SampleRatioSerializer(serializers.Serializer):
     p_value = serializers.FloatField()
     threshold = serializers.FloatField()
     mismatch = serializers.BooleanField()
-    variants = _ArmSerializer(many=True)
+    variants = _ArmSerializer(source="arms", many=True)
 
     class Meta:
         ref_name = "ExperimentSampleRatio"
 
 
 class _TimelinePointSerializer(serializers.Serializer):
-    at = serializers.DateTimeField()
+    at = OffsetDateTimeField()
     calls = serializers.DictField(
-        child=serializers.IntegerField(), help_text="Cumulative sticky calls per variant."
+        source="cumulative",
+        child=serializers.IntegerField(),
+        help_text="Cumulative sticky calls per variant.",
     )
 
     class Meta:
         ref_name = "ExperimentTimelinePoint"
 
 
+# Reads an ``ExperimentResults``: its timeline and the unit of its points.
 class _TimelineSerializer(serializers.Serializer):
-    unit = serializers.ChoiceField(choices=["minute", "hour", "day", "week"])
-    points = _TimelinePointSerializer(many=True)
+    unit = serializers.ChoiceField(
+        source="timeline_unit", choices=["minute", "hour", "day", "week"]
+    )
+    points = _TimelinePointSerializer(source="timeline", many=True)
 
     class Meta:
         ref_name = "ExperimentTimeline"
 
 
+class _WarningsField(serializers.ListField):
+    """Reads an ``ExperimentResults``: what a reader must know before reading the figures."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=serializers.CharField(), source="*", **kwargs)
+
+    def to_representation(self, results: ExperimentResults) -> list[str]:
+        srm = results.srm
+        if not results.decisions_held:
+            return []
+        return [
+            "Sample ratio mismatch: the observed split does not match the weights "
+            f"(p = {srm.p_value:.2g} < {srm.threshold:g}). Assignment or logging is broken, so "
+            "every figure is suspect and no decision is made until it is explained."
+        ]
+
+
+# Reads an ``ExperimentResults``. Every answer here is one of these serializers over the figures
+# (``evaluations.experiments``): the fields are both the answer and its schema.
 class ExperimentResultsSerializer(serializers.Serializer):
-    prompt = serializers.CharField()
-    environment = serializers.CharField()
-    experiment = ExperimentSerializer()
+    prompt = serializers.CharField(source="release.prompt.key")
+    environment = serializers.CharField(source="release.environment.name")
+    experiment = ExperimentSerializer(source="record")
     control = serializers.CharField(help_text="The first variant.")
     alpha = serializers.FloatField()
     look = _LookSerializer()
-    sample_ratio = _SampleRatioSerializer(allow_null=True)
+    sample_ratio = _SampleRatioSerializer(source="srm", allow_null=True)
     decisions_held = serializers.BooleanField(
         help_text="True on a sample ratio mismatch: nothing is significant, decide nothing."
     )
-    warnings = serializers.ListField(child=serializers.CharField())
-    excluded_non_sticky_calls = serializers.IntegerField()
+    warnings = _WarningsField()
+    excluded_non_sticky_calls = serializers.IntegerField(source="excluded_non_sticky")
     variants = _VariantFiguresSerializer(many=True)
     comparisons = _ComparisonSerializer(many=True)
-    timeline = _TimelineSerializer()
-    computed_at = serializers.DateTimeField()
+    timeline = _TimelineSerializer(source="*")
+    computed_at = OffsetDateTimeField()
 
     class Meta:
         ref_name = "ExperimentResults"
@@ -371,7 +282,7 @@ class ExperimentListApi(APIView):
     @extend_schema(operation_id="releases_experiments", responses=ExperimentSerializer(many=True))
     def get(self, request: Request, environment: str, key: str) -> Response:
         release = _release(request, environment, key)
-        return Response([experiment_representation(r) for r in experiment_list(release=release)])
+        return Response(ExperimentSerializer(experiment_list(release=release), many=True).data)
 
 
 class ExperimentResultsApi(APIView):
@@ -403,4 +314,4 @@ class ExperimentResultsApi(APIView):
         results = experiment_results(
             release=release, experiment_event=query.validated_data.get("experiment")
         )
-        return Response(results_representation(results))
+        return Response(ExperimentResultsSerializer(results).data)

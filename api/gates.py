@@ -191,23 +191,32 @@ class GateCheckSerializer(serializers.Serializer):
         ref_name = "PromotionGateCheck"
 
 
+# Reads the ``GateStatus``: its run and the figures it judged from it.
 class GateRunSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+    id = serializers.IntegerField(source="run.pk")
     pass_rate = serializers.FloatField(allow_null=True)
     passed_cases = serializers.IntegerField()
     total_cases = serializers.IntegerField()
-    baseline = serializers.IntegerField(allow_null=True, help_text="The stable version's run.")
-    finished_at = serializers.DateTimeField(allow_null=True)
+    baseline = serializers.IntegerField(
+        source="run.baseline_id", allow_null=True, help_text="The stable version's run."
+    )
+    finished_at = serializers.DateTimeField(source="run.finished_at", allow_null=True)
 
     class Meta:
         ref_name = "PromotionGateRun"
+
+    def get_attribute(self, status_: GateStatus) -> GateStatus | None:
+        # The whole status (figures beside the run), or null when no run was judged.
+        return status_ if status_.run is not None else None
 
 
 class GateStatusSerializer(serializers.Serializer):
     gate = GateOutputSerializer()
     passed = serializers.BooleanField()
-    checks = GateCheckSerializer(many=True)
-    run = GateRunSerializer(allow_null=True, help_text="The gate run judged; null: none yet.")
+    checks = GateCheckSerializer(source="verdicts", many=True)
+    run = GateRunSerializer(
+        source="*", allow_null=True, help_text="The gate run judged; null: none yet."
+    )
     failed_must_pass = serializers.ListField(child=serializers.CharField())
     regressed_must_pass = serializers.ListField(
         child=serializers.CharField(),
@@ -227,30 +236,6 @@ class VersionGatesSerializer(serializers.Serializer):
 
     class Meta:
         ref_name = "VersionGates"
-
-
-def _status_data(status_: GateStatus) -> dict:
-    run = status_.run
-    rate = status_.pass_rate
-    return {
-        "gate": status_.gate,
-        "passed": status_.passed,
-        "checks": [
-            {"gate": v.gate, "passed": v.passed, "detail": v.detail} for v in status_.verdicts
-        ],
-        "run": {
-            "id": run.pk,
-            "pass_rate": float(rate) if rate is not None else None,
-            "passed_cases": status_.passed_cases,
-            "total_cases": status_.total_cases,
-            "baseline": run.baseline_id,
-            "finished_at": run.finished_at,
-        }
-        if run is not None
-        else None,
-        "failed_must_pass": list(status_.failed_must_pass),
-        "regressed_must_pass": list(status_.regressed_must_pass),
-    }
 
 
 class VersionGateStatusApi(APIView):
@@ -291,6 +276,6 @@ class VersionGateStatusApi(APIView):
             "version": number,
             "environment": environment,
             "passed": all(s.passed for s in statuses),
-            "gates": [_status_data(s) for s in statuses],
+            "gates": statuses,
         }
         return Response(VersionGatesSerializer(body).data)

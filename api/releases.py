@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -22,8 +24,9 @@ from releases import services
 from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release
 from releases.selectors import environment_get, environment_list, release_get, release_history
 from releases.services.experiment import PLANNED_CALLS_MAX, PLANNED_CALLS_MIN
-from releases.state import release_state, shadow_budget
+from releases.state import ReleaseState, Shadow, release_state, shadow_budget
 
+from .fields import BasisPointsPercentField, OffsetDateTimeField
 from .models import Scope
 from .pagination import Pagination
 from .permissions import HasScope, ensure_environment_allowed
@@ -74,109 +77,91 @@ class EnvironmentListApi(APIView):
         return Response(EnvironmentSerializer(environments, many=True).data)
 
 
-def release_representation(release: Release) -> dict:
-    state = release_state(release)
-    return {
-        "prompt": release.prompt.key,
-        "environment": release.environment.name,
-        "revision": release.revision,
-        "stable": state.stable,
-        "canary": (
-            {
-                "version": state.canary.version,
-                "percent": state.canary.weight / 100,
-                "salt": state.canary.salt,
-            }
-            if state.canary
-            else None
-        ),
-        "experiment": (
-            {
-                "name": state.experiment.name,
-                "salt": state.experiment.salt,
-                "planned_calls": state.experiment.planned_calls,
-                "variants": [
-                    {"name": v.name, "version": v.version, "percent": v.weight / 100}
-                    for v in state.experiment.variants
-                ],
-            }
-            if state.experiment
-            else None
-        ),
-        "shadow": (
-            {
-                "versions": list(state.shadow.versions),
-                "sample_percent": state.shadow.sample / 100,
-                "salt": state.shadow.salt,
-                # The release's own budget (null: none set) and the one in force, so that a
-                # reader never has to know the server's setting.
-                "budget_per_hour": state.shadow.budget_per_hour,
-                "effective_budget_per_hour": shadow_budget(state),
-            }
-            if state.shadow
-            else None
-        ),
-        "updated_at": release.updated_at.isoformat(),
-    }
+@dataclass(frozen=True, slots=True)
+class _ReleaseShown:
+    """What a release answer shows: the row, and its state read once (``release_state``)."""
+
+    release: Release
+    state: ReleaseState
 
 
+class _EffectiveBudgetField(serializers.IntegerField):
+    """The shadow budget in force: the shadow's own, else the server's (``shadow_budget``)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(source="*", **kwargs)
+
+    def to_representation(self, shadow: Shadow) -> int:
+        return shadow_budget(ReleaseState(shadow=shadow))
+
+
+class _VariantSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    percent = BasisPointsPercentField(source="weight")
+
+    class Meta:
+        ref_name = "ReleaseVariant"
+
+
+# Every release answer is ``ReleaseOutputSerializer(release).data``: the fields below are both the
+# answer and its schema.
 class ReleaseOutputSerializer(serializers.Serializer):
-    """Documents the shape of ``release_representation``."""
+    """A prompt's release in one environment: the versions it serves and its revision (the ETag,
+    which a change may send back in If-Match)."""
 
     class CanarySerializer(serializers.Serializer):
         version = serializers.IntegerField()
-        percent = serializers.FloatField()
+        percent = BasisPointsPercentField(source="weight")
         salt = serializers.CharField()
 
         class Meta:
             ref_name = "ReleaseCanary"
 
-    class VariantSerializer(serializers.Serializer):
-        name = serializers.CharField()
-        version = serializers.IntegerField()
-        percent = serializers.FloatField()
-
-        class Meta:
-            ref_name = "ReleaseVariant"
-
     class ExperimentSerializer(serializers.Serializer):
         name = serializers.CharField()
         salt = serializers.CharField()
         planned_calls = serializers.IntegerField(allow_null=True)
-        variants = serializers.ListField(child=serializers.DictField())
+        variants = _VariantSerializer(many=True)
 
         class Meta:
             ref_name = "ReleaseExperiment"
 
     class ShadowSerializer(serializers.Serializer):
         versions = serializers.ListField(child=serializers.IntegerField())
-        sample_percent = serializers.FloatField()
+        sample_percent = BasisPointsPercentField(source="sample")
         salt = serializers.CharField()
+        # The release's own budget (null: none set) and the one in force, so that a reader
+        # never has to know the server's setting.
         budget_per_hour = serializers.IntegerField(
             allow_null=True, help_text="Shadow runs per hour set on the release; null: none."
         )
-        effective_budget_per_hour = serializers.IntegerField(
+        effective_budget_per_hour = _EffectiveBudgetField(
             help_text="The budget in force: budget_per_hour, else the server's default."
         )
 
         class Meta:
             ref_name = "ReleaseShadow"
 
-    prompt = serializers.CharField()
-    environment = serializers.CharField()
-    revision = serializers.IntegerField()
-    stable = serializers.IntegerField(allow_null=True)
-    canary = CanarySerializer(allow_null=True)
-    experiment = ExperimentSerializer(allow_null=True)
-    shadow = ShadowSerializer(allow_null=True)
-    updated_at = serializers.DateTimeField()
+    prompt = serializers.CharField(source="release.prompt.key")
+    environment = serializers.CharField(source="release.environment.name")
+    revision = serializers.IntegerField(source="release.revision")
+    stable = serializers.IntegerField(source="state.stable", allow_null=True)
+    canary = CanarySerializer(source="state.canary", allow_null=True)
+    experiment = ExperimentSerializer(source="state.experiment", allow_null=True)
+    shadow = ShadowSerializer(source="state.shadow", allow_null=True)
+    updated_at = OffsetDateTimeField(source="release.updated_at")
 
     class Meta:
         ref_name = "Release"
 
+    def to_representation(self, release: Release) -> dict[str, Any]:
+        # The state costs a query for the version numbers: read it once, not once per field.
+        return super().to_representation(_ReleaseShown(release, release_state(release)))
+
 
 def _release_response(release: Release, status_code: int = status.HTTP_200_OK) -> Response:
-    response = Response(release_representation(release), status=status_code)
+    response = Response(ReleaseOutputSerializer(release).data, status=status_code)
     response["ETag"] = f'"{release.revision}"'
     return response
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -17,13 +18,21 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 
-from evaluations import canary_policy
+from evaluations.canary import policy as canary_policy
 from registry import labels
 from registry.content import VersionContent
 from registry.errors import Problem
 from registry.models import PromptVersion
-from registry.selectors import version_check, version_content, version_translation_status
+from registry.rendering import Sections
+from registry.selectors import (
+    TranslationStatus,
+    version_check,
+    version_content,
+    version_translation_status,
+)
 from registry.variables import VariableType
+
+from .fields import AbsentWhenNullIntegerField
 
 # --- Strict fields -------------------------------------------------------------------------------
 # DRF's fields coerce: a CharField stores 424242 as "424242", a BooleanField reads "yes" and 1 as
@@ -246,7 +255,7 @@ class NonEmptyDictFieldSchema(OpenApiSerializerFieldExtension):
 
 
 # --- A canary analysis policy ----------------------------------------------------------------
-# Its rules are evaluations.canary_policy's (every bound below is read from there); the schema
+# Its rules are evaluations.canary.policy's (every bound below is read from there); the schema
 # states each field's shape. What it cannot state, across fields or items, the service refuses with
 # a code of its own: steps not ascending (``steps_not_ascending``), no step below 100
 # (``no_step_to_judge``), a per-step list of another length than the steps (``wrong_length``),
@@ -416,7 +425,7 @@ class ContentWarningSerializer(serializers.Serializer):
     pointer = serializers.CharField(
         allow_blank=True, help_text="JSON Pointer (RFC 6901) into the version's content."
     )
-    line = serializers.IntegerField(required=False, help_text="The template line, when one.")
+    line = AbsentWhenNullIntegerField(required=False, help_text="The template line, when one.")
     severity = serializers.ChoiceField(choices=["warning"])
 
     class Meta:
@@ -441,28 +450,42 @@ class VersionSummarySerializer(serializers.Serializer):
     committed_at = serializers.DateTimeField(allow_null=True)
 
 
+@dataclass(frozen=True, slots=True)
+class VersionShown:
+    """A version with what its detail shows beside the row, each read once: the content as a
+    value (templates by locale, sorted), each locale's translation state, the content's
+    warnings. The row's own fields (number, status, parent...) are read through."""
+
+    version: PromptVersion
+    content: VersionContent
+    templates: dict[str, Sections]
+    translations: list[TranslationStatus]
+    warnings: list[Problem]
+
+    @classmethod
+    def of(cls, version: PromptVersion) -> VersionShown:
+        content = version_content(version)
+        return cls(
+            version=version,
+            content=content,
+            templates=dict(sorted(content.templates.items())),
+            translations=version_translation_status(version),
+            warnings=[p for p in version_check(version) if p.severity != "error"],
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.version, name)
+
+
+# Every version answer is ``VersionDetailSerializer(version).data``: the fields below are both the
+# answer and its schema.
 class VersionDetailSerializer(VersionSummarySerializer):
     prompt = serializers.CharField(source="prompt.key")
-    variables = VariableSerializer(many=True)
-    model = ModelBindingSerializer()
+    variables = VariableSerializer(many=True, source="content.variables")
+    model = ModelBindingSerializer(source="content.model")
     templates = serializers.DictField(child=SectionsSerializer())
     translations = TranslationSerializer(many=True)
     warnings = ContentWarningSerializer(many=True)
 
     def to_representation(self, version: PromptVersion) -> dict[str, Any]:
-        # The declared fields above describe the shape for the schema; the content is read once.
-        data = dict(VersionSummarySerializer(version).data)
-        data["prompt"] = version.prompt.key
-        content = version_content(version)
-        data["variables"] = [v.as_dict() for v in content.variables]
-        data["model"] = content.model.as_dict()
-        data["templates"] = {loc: s.as_dict() for loc, s in sorted(content.templates.items())}
-        data["translations"] = [
-            {"locale": t.locale, "state": str(t.state)} for t in version_translation_status(version)
-        ]
-        data["warnings"] = [p.as_dict() for p in version_check(version) if _is_warning(p)]
-        return data
-
-
-def _is_warning(problem: Problem) -> bool:
-    return problem.severity != "error"
+        return super().to_representation(VersionShown.of(version))

@@ -14,7 +14,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.api.helpers import sse_events
-from tests.api.openapi import component, documented, served_openapi, validate
+from tests.api.openapi import component, documented, served_openapi, strict, validate
 from tests.factories import PromptFactory, event, make_version
 
 pytestmark = pytest.mark.django_db
@@ -31,9 +31,10 @@ GREETING = {"environment": "staging", "variables": {"customer_name": "Ana"}}
 
 @pytest.fixture(scope="module")
 def openapi(django_db_blocker) -> dict[str, Any]:
-    """The schema as served, with OpenAPI 3.0's ``nullable`` turned into JSON Schema."""
+    """The schema as served, with OpenAPI 3.0's ``nullable`` turned into JSON Schema, and strict:
+    a member a view sends that the description leaves out fails validation too."""
     with django_db_blocker.unblock():
-        return served_openapi()
+        return strict(served_openapi())
 
 
 @pytest.fixture
@@ -43,6 +44,29 @@ def service(make_client):
 
 def post(client, path: str, body: Any):
     return client.post(path, data=json.dumps(body), content_type="application/json")
+
+
+def experiment_with_shadow(released) -> None:
+    """Staging splits every subject between v2 and v3 and shadows v1: the answers' fullest
+    shapes (a variant, a shadow list, a release state with an experiment)."""
+    from decimal import Decimal
+
+    from registry.actors import Actor
+    from releases.services import release_experiment_start, release_shadow_start
+
+    actor = Actor(label="tests")
+    staging = released.environments["staging"]
+    release_experiment_start(
+        prompt=released.prompt,
+        environment=staging,
+        name="tone",
+        variants=[("control", 2, Decimal(50)), ("treatment", 3, Decimal(50))],
+        planned_calls=1000,
+        actor=actor,
+    )
+    release_shadow_start(
+        prompt=released.prompt, environment=staging, versions=[1], sample_percent=100, actor=actor
+    )
 
 
 # --- resolve -------------------------------------------------------------------------------------
@@ -81,6 +105,17 @@ def test_resolve_a_canary_answers_its_trace(openapi, service, released):
     response = service.get(RESOLVE, {"environment": "staging", "subject": "user-1"})
 
     assert response.json()["reason"] == "canary"
+    documented(openapi, R, "get", response)
+
+
+def test_resolve_an_experiment_with_a_shadow_answers_as_documented(openapi, service, released):
+    experiment_with_shadow(released)
+
+    response = service.get(RESOLVE, {"environment": "staging", "subject": "user-1"})
+
+    answer = response.json()
+    assert (answer["reason"], answer["shadow"]) == ("experiment", [1])
+    assert answer["variant"] in {"control", "treatment"}
     documented(openapi, R, "get", response)
 
 
@@ -172,6 +207,51 @@ def test_run_answers_a_run_answer_with_its_request_id(openapi, service, released
     assert response["X-Request-Id"] == response.json()["request_id"]
 
 
+STRUCTURED = {
+    "type": "object",
+    "properties": {"reply": {"type": "string"}, "tone": {"type": "string"}},
+    "required": ["reply", "tone"],
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_run_a_fallback_answered_with_a_parsed_answer_is_as_documented(
+    openapi, service, environments, manager, model_server, stream
+):
+    """The run answer's fullest shape: answered by a fallback after failed attempts, with the
+    parsed JSON of a response schema; alone, and as a stream's ``done`` event."""
+    prompt = PromptFactory(key="support.structured")
+    model = {
+        "provider": "local",
+        "model": "fault-500",
+        "response_schema": STRUCTURED,
+        "fallbacks": [{"provider": "local", "model": "echo-1"}],
+    }
+    make_version(prompt, model=model)
+    _deploy(prompt, environments, manager)
+
+    response = post(
+        service, "/api/v1/prompts/support.structured/run", {**GREETING, "stream": stream}
+    )
+
+    assert response.status_code == 200
+    described = documented(openapi, RUN_PATH, "post", response)
+    if stream:
+        kind, answer = sse_events(response)[-1]
+        assert kind == "done"
+        validate(
+            openapi,
+            described["content"]["text/event-stream"]["schema"],
+            {"event": kind, "data": json.dumps(answer)},
+        )
+        component(openapi, "RunAnswer", answer)
+    else:
+        answer = response.json()
+    assert answer["answered_by"]["fallback"] is True
+    assert {a["outcome"] for a in answer["attempts"]} == {"server_error", "ok"}
+    assert set(answer["parsed"]) >= {"reply", "tone"}
+
+
 def test_a_run_no_model_answers_is_a_documented_502(
     openapi, service, environments, manager, model_server
 ):
@@ -250,6 +330,17 @@ def test_bundle_answers_a_bundle_with_its_etag_and_a_304(openapi, service, relea
     documented(openapi, B, "get", again)
 
 
+def test_bundle_with_an_experiment_is_as_documented(openapi, service, released):
+    experiment_with_shadow(released)
+
+    response = service.get(BUNDLE)
+
+    state = response.json()["releases"][KEY]["state"]
+    assert state["experiment"]["name"] == "tone"
+    assert state["shadow"]["versions"] == [1]
+    documented(openapi, B, "get", response)
+
+
 def test_bundle_refusals_are_documented_problems(openapi, service, make_client, released):
     unknown = service.get("/api/v1/environments/nowhere/bundle")
     assert unknown.status_code == 404
@@ -279,16 +370,40 @@ def test_stream_says_hello_as_documented(openapi, service, released, settings):
     assert data["etag"] == service.get(BUNDLE)["ETag"]
 
 
-def test_a_release_change_event_is_as_documented(openapi):
-    from api.stream import _release_message
+def test_a_release_change_event_is_as_documented(openapi, service, released, settings):
+    """A real change heard by an open stream (from the database, checked every second without
+    Redis): its ``release`` event as the stream sends it."""
+    from decimal import Decimal
 
-    message = {
-        "data": json.dumps(
-            {"kind": "release", "environment": "staging", "prompt": KEY, "revision": 3}
-        )
-    }
-    ((prompt, revision),) = _release_message(message, "staging")
-    component(openapi, "ReleaseStreamChange", {"prompt": prompt, "revision": revision})
+    from registry.actors import Actor
+    from releases.services import release_canary_start
+
+    settings.RELEASE_STREAM_MAX_SECONDS = 10  # bounds the wait should the event never come
+    settings.REDIS_URL = ""
+    response = service.get(STREAM)
+    chunks = iter(response.streaming_content)
+    assert next(chunks).startswith(b"event: hello\n")
+    release = release_canary_start(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        version=3,
+        percent=Decimal(10),
+        actor=Actor(label="tests"),
+    )
+
+    chunk = next(chunk for chunk in chunks if chunk.startswith(b"event: "))
+    response.close()
+
+    fields = dict(line.split(": ", 1) for line in chunk.decode().strip().splitlines())
+    kind, data = fields["event"], json.loads(fields["data"])
+    assert (kind, data) == ("release", {"prompt": KEY, "revision": release.revision})
+    path = "/api/v1/environments/{environment}/stream"
+    validate(
+        openapi,
+        documented(openapi, path, "get", response)["content"]["text/event-stream"]["schema"],
+        {"event": kind, "data": json.dumps(data)},
+    )
+    component(openapi, "ReleaseStreamChange", data)
 
 
 # --- events (a DRF view: its schema is generated, its refusals added by api.schema) -------------
