@@ -36,6 +36,7 @@ from .authentication import bearer_token
 from .keyring import KeyEntry, keyring
 from .models import Scope
 from .ratelimit import limiter, retry_after
+from .resolve_path import query_values, resolution_body, resolution_etag
 
 logger = logging.getLogger(__name__)
 
@@ -210,11 +211,18 @@ def resolution_answer(resolution: Resolution) -> dict[str, Any]:
 
 
 def _json(data: Any, *, status: int = 200, etag: str = "", degraded: str = "") -> HttpResponse:
-    response = HttpResponse(
-        json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+    return _json_bytes(
+        json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
         status=status,
-        content_type="application/json",
+        etag=etag,
+        degraded=degraded,
     )
+
+
+def _json_bytes(
+    body: bytes, *, status: int = 200, etag: str = "", degraded: str = ""
+) -> HttpResponse:
+    response = HttpResponse(body, status=status, content_type="application/json")
     response["Cache-Control"] = "private, no-cache"
     response["X-Content-Type-Options"] = "nosniff"
     if etag:
@@ -256,48 +264,25 @@ def resolve_view(request: HttpRequest, key: str) -> HttpResponse:
     """``GET /api/v1/prompts/{key}/resolve?environment=&locale=&subject=``"""
     if request.method not in {"GET", "HEAD"}:
         return method_not_allowed(request, ("GET", "HEAD"))
-    environment = request.GET.get("environment", "")
+    query = query_values(request)  # request.GET, without building a QueryDict
+    environment = query.get("environment", "")
     try:
         _authorize(request, environment)
         resolution, degraded = _resolve(
             request,
             key,
             environment,
-            request.GET.get("locale") or None,
-            request.GET.get("subject") or None,
+            query.get("locale") or None,
+            query.get("subject") or None,
         )
     except _Refused as refused:
         return refused.response
-    answer = resolution_answer(resolution)
-    etag = _etag(answer)
+    # The answer is ``resolution_answer``'s, encoded without building it (api/resolve_path.py).
+    etag = resolution_etag(resolution)
     not_modified = _not_modified(request, etag)
     if not_modified is not None:
         return not_modified
-    return _json(answer, etag=etag, degraded=degraded)
-
-
-def _etag(answer: dict[str, Any]) -> str:
-    # Everything that can differ between two answers for the same URL. Versions are immutable, so
-    # the number stands for its content; the trace differs only with the subject drawn, which
-    # for a request without one (not sticky) is new each time.
-    trace = answer["trace"]
-    basis = "|".join(
-        str(part)
-        for part in (
-            answer["environment"],
-            answer["prompt"],
-            answer["revision"],
-            answer["version"],
-            answer["variant"],
-            answer["locale"],
-            answer["requested_locale"],
-            answer["sticky"],
-            answer["shadow"],
-            trace["bucket"],
-            trace["salt"],
-        )
-    )
-    return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'
+    return _json_bytes(resolution_body(resolution), etag=etag, degraded=degraded)
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
