@@ -71,6 +71,33 @@ def _transport_changed(*, setting: str, **kwargs: object) -> None:
     global _transport
     if setting.startswith("SECURE_"):
         _transport = None
+    if setting in HOST_SETTINGS:
+        _allowed_hosts.clear()
+
+
+# ``Host`` headers that passed Django's check (``request.get_host()``, a few microseconds of
+# settings reads and parsing on every runtime request). Only a plain ``Host`` is remembered (no
+# ``X-Forwarded-Host``), its validity depends on nothing but the settings below, and at most
+# ``MAX_ALLOWED_HOSTS`` of them: a refused host is never remembered, so the set cannot grow.
+HOST_SETTINGS = frozenset({"ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST"})
+MAX_ALLOWED_HOSTS = 64
+_allowed_hosts: set[str] = set()
+
+
+def host_allowed(request: HttpRequest) -> bool:
+    """Django's Host check (``request.get_host()`` against ``ALLOWED_HOSTS``), remembered for a
+    ``Host`` header it already allowed."""
+    meta = request.META
+    host = meta.get("HTTP_HOST") if "HTTP_X_FORWARDED_HOST" not in meta else None
+    if host is not None and host in _allowed_hosts:
+        return True
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return False
+    if host is not None and len(_allowed_hosts) < MAX_ALLOWED_HOSTS:
+        _allowed_hosts.add(host)
+    return True
 
 
 def https_refusal(request: HttpRequest) -> HttpResponse | None:
@@ -130,9 +157,7 @@ class RuntimeMiddleware:
             match = pattern.fullmatch(path)
             if match is not None:
                 # Django's Host check normally runs in CommonMiddleware, which is skipped here.
-                try:
-                    request.get_host()
-                except DisallowedHost:
+                if not host_allowed(request):
                     return _problem(problems.BAD_HOST, "The Host header is not allowed.", request)
                 response = https_refusal(request)
                 if response is None:
