@@ -11,7 +11,10 @@ on the database and key that ``bench/resolve.py`` seeded (``promptregistry_bench
   removes work shows here even on a busy machine;
 - the functions that cost most per request (own time, and cumulative);
 - CPU microseconds per request without the profiler (the median of 5 batches, ``process_time``,
-  so other processes on the machine disturb it less than wall time).
+  so other processes on the machine disturb it less than wall time);
+- the calls per request again, each counted in the step of the path it is made in (``STEPS``:
+  the Host check, the query, the key and rate limit...; the rest is Django's and WSGI's own, as
+  in the bare view). The table in docs/releases.md, Performance, is this output.
 
 ``--bare`` profiles ``bench/bare_app.py`` the same way (the baseline of the ratio). Run from the
 repository root; needs PostgreSQL and Redis as ``bench/resolve.py`` does. Never run by the tests.
@@ -57,6 +60,59 @@ def environ(path: str, query: str, key: str) -> dict:
     if key:
         env["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     return env
+
+
+# A function of the path -> the step its calls are counted in (the innermost step wins). Names of
+# before and after issue 14 both, so that the same table compares them.
+STEPS = {
+    "get_host": "Host check",
+    "host_allowed": "Host check",
+    "GET": "reading the query",
+    "query_values": "reading the query",
+    "_authenticate": "key check and rate limit",
+    "_resolve": "cache lookup and resolution",
+    "resolution_answer": "answer, JSON and ETag",
+    "dumps": "answer, JSON and ETag",
+    "_etag": "answer, JSON and ETag",
+    "resolution_body": "answer, JSON and ETag",
+    "resolution_etag": "answer, JSON and ETag",
+    "_json": "response object and headers",
+    "_json_bytes": "response object and headers",
+    "_not_modified": "response object and headers",
+    "secure_headers": "response object and headers",
+}
+_STEP_FILES = ("/api/", "/handlers/wsgi.py", "/http/request.py", "/json/__init__.py")
+OTHER = "Django and WSGI, the middleware and view themselves"
+
+
+def calls_by_step(one, requests: int) -> dict[str, float]:
+    """Python and C function calls per request, by step (``sys.setprofile``: this thread only)."""
+    counts: dict[str, int] = {}
+    stack: list[tuple[object, str]] = []
+
+    def hook(frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            step = STEPS.get(code.co_name)
+            new_step = step and (not stack or stack[-1][1] != step)
+            if new_step and any(f in code.co_filename for f in _STEP_FILES):
+                stack.append((frame, step))
+        elif event == "return":
+            if stack and stack[-1][0] is frame:
+                stack.pop()
+            return
+        elif event != "c_call":
+            return
+        where = stack[-1][1] if stack else OTHER
+        counts[where] = counts.get(where, 0) + 1
+
+    sys.setprofile(hook)
+    try:
+        for _ in range(requests):
+            one()
+    finally:
+        sys.setprofile(None)
+    return {step: n / requests for step, n in sorted(counts.items(), key=lambda kv: -kv[1])}
 
 
 def application(bare: bool):
@@ -132,6 +188,11 @@ def main() -> None:
         f"{args.requests // 5}; min {min(batches):.1f})"
     )
     print(f"function calls per request under cProfile: {calls:.1f}\n")
+    steps = calls_by_step(one, min(args.requests, 2000))
+    print("function calls per request, by step of the path:")
+    for step, count in steps.items():
+        print(f"{count:8.1f}  {step}")
+    print(f"{sum(steps.values()):8.1f}  total\n")
     for order in ("tottime", "cumulative"):
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats(order).print_stats(args.top)
