@@ -208,10 +208,16 @@ def read_body(request: HttpRequest) -> dict[str, Any]:
 
 def json_response(data: Any, *, etag: str = "", degraded: str = "") -> HttpResponse:
     """A 200 with ``data`` as compact JSON, never stored by a shared cache."""
-    response = HttpResponse(
-        json.dumps(data, ensure_ascii=False, separators=(",", ":")),
-        content_type="application/json",
+    return json_bytes_response(
+        json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
+        etag=etag,
+        degraded=degraded,
     )
+
+
+def json_bytes_response(body: bytes, *, etag: str = "", degraded: str = "") -> HttpResponse:
+    """``json_response`` for a body already encoded (resolve encodes from cached fragments)."""
+    response = HttpResponse(body, content_type="application/json")
     response["Cache-Control"] = "private, no-cache"
     response["X-Content-Type-Options"] = "nosniff"
     if etag:

@@ -104,6 +104,33 @@ def _transport_changed(*, setting: str, **kwargs: object) -> None:
     global _transport
     if setting.startswith("SECURE_"):
         _transport = None
+    if setting in HOST_SETTINGS:
+        _allowed_hosts.clear()
+
+
+# ``Host`` headers that passed Django's check (``request.get_host()``, a few microseconds of
+# settings reads and parsing on every runtime request). Only a plain ``Host`` is remembered (no
+# ``X-Forwarded-Host``), its validity depends on nothing but the settings below, and at most
+# ``MAX_ALLOWED_HOSTS`` of them: a refused host is never remembered, so the set cannot grow.
+HOST_SETTINGS = frozenset({"ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST"})
+MAX_ALLOWED_HOSTS = 64
+_allowed_hosts: set[str] = set()
+
+
+def host_allowed(request: HttpRequest) -> bool:
+    """Django's Host check (``request.get_host()`` against ``ALLOWED_HOSTS``), remembered for a
+    ``Host`` header it already allowed."""
+    meta = request.META
+    host = meta.get("HTTP_HOST") if "HTTP_X_FORWARDED_HOST" not in meta else None
+    if host is not None and host in _allowed_hosts:
+        return True
+    try:
+        request.get_host()
+    except DisallowedHost:
+        return False
+    if host is not None and len(_allowed_hosts) < MAX_ALLOWED_HOSTS:
+        _allowed_hosts.add(host)
+    return True
 
 
 def https_refusal(request: HttpRequest) -> HttpResponse | None:
@@ -171,9 +198,7 @@ class RuntimeMiddleware:
                 except ValueError:  # as Django's resolver: not this URL after all
                     continue
                 # Django's Host check normally runs in CommonMiddleware, which is skipped here.
-                try:
-                    request.get_host()
-                except DisallowedHost:
+                if not host_allowed(request):
                     bad_host = ProblemAnswer(problems.BAD_HOST, "The Host header is not allowed.")
                     return problem_json(bad_host, request)
                 response = https_refusal(request)

@@ -10,7 +10,7 @@ burst N requests and then keep to N per period. An empty bucket answers 429 ``th
 - With Redis (``REDIS_URL``), the bucket lives there and one Lua script reads, refills and takes
   it atomically, on Redis's clock: every web node sees the same bucket. A request costs at most
   one round trip (``EVALSHA``), and a busy key far less: each process leases a few tokens at a
-  time (see ``RateLimiter``).
+  time, more while it spends them fast (see ``RateLimiter``).
 - Without Redis (the embedded default), each process keeps its own buckets.
 - Redis failing never fails a request: the limiter has its own client (a 0.25 s timeout, no
   retries), logs the failure, and for ``_COOLDOWN_SECONDS`` limits with the process's own buckets
@@ -32,6 +32,8 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
@@ -44,6 +46,7 @@ _KEY_PREFIX = "promptregistry:ratelimit:"
 _COOLDOWN_SECONDS = 5.0
 _TIMEOUT_SECONDS = 0.25
 _MAX_LEASE = 20
+_MAX_GROWN_LEASE = 1000
 _LEASE_SECONDS = 1.0
 _PERIODS = {
     "s": 1,
@@ -109,18 +112,45 @@ def limit_parse(spec: str) -> Limit | None:
     return Limit(capacity=count, per_second=count / _PERIODS[match.group(2)])
 
 
+# Each scope's limit, read from the settings once (the runtime path asks on every request);
+# ``override_settings`` and any other change through ``setting_changed`` drop them.
+_limits: dict[str, Limit | None] = {}
+
+
 def limit_for(scope: str) -> Limit | None:
+    try:
+        return _limits[scope]
+    except KeyError:
+        pass
     if not settings.API_RATE_LIMITS_ENABLED:
-        return None
-    limits = settings.API_RATE_LIMITS
-    spec = limits.get(scope, limits.get(DEFAULT_SCOPE, "off"))
-    return limit_parse(spec)
+        limit = None
+    else:
+        limits = settings.API_RATE_LIMITS
+        limit = limit_parse(limits.get(scope, limits.get(DEFAULT_SCOPE, "off")))
+    _limits[scope] = limit
+    return limit
+
+
+@receiver(setting_changed)
+def _limits_changed(*, setting: str, **kwargs: object) -> None:
+    if setting.startswith("API_RATE_LIMITS"):
+        _limits.clear()
 
 
 def lease_size(limit: Limit) -> int:
     """How many tokens a process takes from the shared bucket at once: a fiftieth of the burst,
     so up to 50 processes can hold a lease of a full bucket, and 1 (exact) below 100."""
     return max(1, min(_MAX_LEASE, limit.capacity // 50))
+
+
+def lease_max(limit: Limit) -> int:
+    """The most a lease grows to while a process spends its leases before they expire: still at
+    most a fiftieth of the burst, and a fiftieth of what the bucket refills in a lease's time, so
+    what a process may lose when it stops spending is a small share of either."""
+    grown = min(
+        _MAX_GROWN_LEASE, limit.capacity // 50, int(limit.per_second * _LEASE_SECONDS) // 50
+    )
+    return max(lease_size(limit), grown)
 
 
 class LocalBuckets:
@@ -162,12 +192,13 @@ class _Lease:
     """Tokens this process took from a shared bucket ahead of need, and the refusal it was
     last given (so a key over its limit is refused here, with no round trip, until then)."""
 
-    __slots__ = ("expires", "refused_until", "tokens")
+    __slots__ = ("expires", "refused_until", "size", "tokens")
 
     def __init__(self) -> None:
         self.tokens = 0
         self.expires = 0.0
         self.refused_until = 0.0
+        self.size = 0  # the tokens the last lease granted
 
 
 class RateLimiter:
@@ -177,7 +208,9 @@ class RateLimiter:
     With Redis, a process takes tokens from the shared bucket a few at a time (``lease_size``:
     1 for small limits, so they are exact; up to ``_MAX_LEASE`` for large ones) and spends them
     locally for up to ``_LEASE_SECONDS``: a busy key costs one round trip per lease, not per
-    request. No key ever gets more than its limit (every request spends a token taken from the
+    request. A process that spent its whole lease before it expired asks for twice as many next
+    time, up to ``lease_max`` (for a large limit, a round trip every thousand requests); one that
+    let a lease expire, or was refused, starts again from ``lease_size``. No key ever gets more than its limit (every request spends a token taken from the
     shared bucket); leased tokens a process does not use in time are lost, which can only
     refuse a little early, never let more through. A refusal is remembered for the wait Redis
     gave, so a key hammering past its limit costs no round trips either.
@@ -209,11 +242,14 @@ class RateLimiter:
                 return 0.0
             if now < lease.refused_until:
                 return lease.refused_until - now
+            wanted = lease_size(limit)
+            if now < lease.expires:  # the last lease was spent before it expired: a busy key
+                wanted = max(wanted, min(lease_max(limit), lease.size * 2))
         try:
             if self._script is None:
                 self._script = client.register_script(_TAKE)
             granted, wait = self._script(
-                keys=[bucket], args=[limit.capacity, limit.per_second, lease_size(limit)]
+                keys=[bucket], args=[limit.capacity, limit.per_second, wanted]
             )
         except RedisError as exc:
             # Fail open: a limiter must never be why a request fails. Limit locally meanwhile.
@@ -226,9 +262,11 @@ class RateLimiter:
             return self._local.take(bucket, limit)
         with self._lock:
             if int(granted) >= 1:
-                lease.tokens, lease.expires = int(granted) - 1, now + _LEASE_SECONDS
+                lease.size = int(granted)
+                lease.tokens, lease.expires = lease.size - 1, now + _LEASE_SECONDS
                 return 0.0
-            lease.tokens, lease.refused_until = 0, now + float(wait)
+            lease.tokens, lease.size, lease.refused_until = 0, 0, now + float(wait)
+            lease.expires = 0.0
             return float(wait)
 
     def _redis(self) -> Any:
@@ -239,6 +277,7 @@ class RateLimiter:
     def reset(self) -> None:
         """Forgets the in-process buckets, leases and any pause (tests)."""
         self._local.clear()
+        _limits.clear()
         with self._lock:
             self._leases.clear()
         self._redis_paused_until = 0.0

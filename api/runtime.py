@@ -26,28 +26,33 @@ from .fastpath import (
     authenticate,
     cached_environment,
     cached_release,
+    json_bytes_response,
     json_response,
     not_modified,
     read_body,
     runtime_view,
     subject_of,
 )
+from .resolve_path import query_values, resolution_body, resolution_etag
 
 
 @runtime_view("GET", "HEAD")
 def resolve_view(request: HttpRequest, key: str) -> HttpResponse:
     """``GET /api/v1/prompts/{key}/resolve?environment=&locale=&subject=``"""
-    environment = request.GET.get("environment", "")
+    query = query_values(request)  # request.GET, without building a QueryDict
+    environment = query.get("environment", "")
     allow_environment(authenticate(request), environment)
     release, degraded = cached_release(environment, key)
     resolution = resolve(
         release,
-        subject=subject_of(request.GET.get("subject")),
-        locale=request.GET.get("locale") or None,
+        subject=subject_of(query.get("subject")),
+        locale=query.get("locale") or None,
     )
-    answer = resolution_answer(resolution)
-    etag = resolution_etag(answer)
-    return not_modified(request, etag) or json_response(answer, etag=etag, degraded=degraded)
+    # The answer is ``resolution_answer``'s, encoded without building it (api/resolve_path.py).
+    etag = resolution_etag(resolution)
+    return not_modified(request, etag) or json_bytes_response(
+        resolution_body(resolution), etag=etag, degraded=degraded
+    )
 
 
 @runtime_view("POST")
@@ -104,30 +109,6 @@ def resolution_answer(resolution: Resolution) -> dict[str, Any]:
             "hash_version": HASH_VERSION,
         },
     }
-
-
-def resolution_etag(answer: dict[str, Any]) -> str:
-    # Everything that can differ between two answers for the same URL. Versions are immutable, so
-    # the number stands for its content; the trace differs only with the subject drawn, which
-    # for a request without one (not sticky) is new each time.
-    trace = answer["trace"]
-    basis = "|".join(
-        str(part)
-        for part in (
-            answer["environment"],
-            answer["prompt"],
-            answer["revision"],
-            answer["version"],
-            answer["variant"],
-            answer["locale"],
-            answer["requested_locale"],
-            answer["sticky"],
-            answer["shadow"],
-            trace["bucket"],
-            trace["salt"],
-        )
-    )
-    return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'
 
 
 def bundle_etag(environment: str, releases: dict[str, ServedRelease]) -> str:

@@ -274,7 +274,10 @@ class ReleaseCache:
         self._handlers.setdefault(kind, []).append(handler)
 
     def _ensure_listener(self) -> None:
-        if not self._listen or not settings.REDIS_URL or self._listener_pid == os.getpid():
+        # Asked twice per resolve: the listener already running in this process answers first,
+        # before the settings are read. (``stop`` clears the pid, so a stopped cache falls through
+        # to ``_listen``.)
+        if self._listener_pid == os.getpid() or not self._listen or not settings.REDIS_URL:
             return
         with self._lock:
             if not self._listen or self._listener_pid == os.getpid():

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +41,10 @@ class ServedVersion:
     variables: tuple[Mapping[str, Any], ...]
     model: Mapping[str, Any]
     templates: Mapping[str, Mapping[str, str]]  # locale -> the four sections
+    # Values its readers derive from this immutable version, computed on first use and kept as
+    # long as the cached release is (the runtime's encoded answer, api/resolve_path.py). Never
+    # part of the version's identity.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ def resolve(release: ServedRelease, *, subject: str | None, locale: str | None) 
         shadow = tuple(n for n in state.shadow.versions if n != chosen)
     version = release.versions[chosen]
     requested = locale_normalize(locale) if locale else release.default_locale
-    used = locale_pick(requested, version.templates.keys(), default=release.default_locale)
+    used = _locale_pick(requested, tuple(version.templates), release.default_locale)
     return Resolution(
         release=release,
         version=version,
@@ -103,6 +108,13 @@ def resolve(release: ServedRelease, *, subject: str | None, locale: str | None) 
         requested_locale=requested,
         shadow=shadow,
     )
+
+
+@lru_cache(maxsize=1024)
+def _locale_pick(requested: str, available: tuple[str, ...], default: str) -> str:
+    """``locale_pick`` remembered: the same few (request, locales, default) come again and again
+    (a failure is not remembered: it raises each time)."""
+    return locale_pick(requested, available, default=default)
 
 
 def version_render(version: ServedVersion, *, locale: str, variables: Mapping[str, Any]):

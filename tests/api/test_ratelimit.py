@@ -233,3 +233,70 @@ def test_a_busy_key_leases_tokens_and_never_gets_more_than_its_limit():
     assert allowed == 500
     # 50 leases of 10, then one refusal per node that both remember.
     assert sum(c.calls for c in counters) == 52
+
+
+def test_a_lease_grows_only_to_a_fiftieth_of_the_burst_and_of_the_refill():
+    assert ratelimit.lease_max(limit_parse("1000000/s")) == 1000  # the ceiling
+    assert ratelimit.lease_max(limit_parse("100000/s")) == 1000
+    assert ratelimit.lease_max(limit_parse("10000/s")) == 200
+    # A large burst refilled slowly: a lease that expires unspent would lose a big share of the
+    # refill, so it does not grow.
+    assert ratelimit.lease_max(limit_parse("100000/hour")) == 20
+    assert ratelimit.lease_max(limit_parse("500/day")) == 10
+    assert ratelimit.lease_max(limit_parse("5/s")) == 1
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.usefixtures("needs_redis")
+@limits(prompts_read="3000/s", default="off")
+def test_a_key_spending_its_leases_fast_leases_more_each_time(monkeypatch):
+    """Leases double while the process spends each one before it expires (fewer round trips for
+    a busy key), start again small once one expires, and the bucket still lets no more through
+    than its limit."""
+    clock = FakeClock()
+    monkeypatch.setattr(ratelimit, "time", clock)
+    node = RateLimiter(redis_client(settings.REDIS_URL))
+    counter = CountingScript(node)
+    assert (
+        ratelimit.lease_size(limit_parse("3000/s")),
+        ratelimit.lease_max(limit_parse("3000/s")),
+    ) == (20, 60)
+
+    allowed = sum(node.take(key_id=11, scope="prompts:read") == 0.0 for _ in range(500))
+
+    assert allowed == 500
+    # 20, 40, then 60 at a time: 20 + 40 + 7 x 60 = 480, and one more lease for the last 20.
+    assert counter.calls == 10
+
+    clock.now += 2 * ratelimit._LEASE_SECONDS  # the lease expires unspent
+    node.take(key_id=11, scope="prompts:read")
+    assert counter.calls == 11
+    assert node._leases[f"{ratelimit._KEY_PREFIX}11:prompts:read"].size == 20
+
+
+def _redis_seconds(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return seconds + micros / 1e6
+
+
+@pytest.mark.usefixtures("needs_redis")
+@limits(prompts_read="3000/s", default="off")
+def test_growing_leases_never_let_more_than_the_limit_through():
+    """Two nodes, each leasing up to 60 at a time: what they let through stays within the burst
+    plus what the bucket refilled meanwhile, on Redis's clock (the one the bucket uses)."""
+    nodes = [RateLimiter(redis_client(settings.REDIS_URL)) for _ in range(2)]
+    clock = redis_client(settings.REDIS_URL)
+
+    started = _redis_seconds(clock)
+    allowed = sum(nodes[i % 2].take(key_id=12, scope="prompts:read") == 0.0 for i in range(8000))
+    elapsed = _redis_seconds(clock) - started
+
+    assert allowed <= 3000 + 3000 * elapsed
+    assert allowed >= 3000 - 2 * ratelimit.lease_max(limit_parse("3000/s"))  # few lost

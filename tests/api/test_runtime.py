@@ -638,3 +638,28 @@ def test_the_runtime_path_still_refuses_a_host_it_does_not_serve(service, releas
         RESOLVE, {"environment": "staging", "subject": "user-1"}, HTTP_HOST="evil.example.com"
     )
     assert_problem(response, 400, "/problems/bad-host")
+
+
+def test_a_host_once_allowed_is_refused_again_when_the_settings_change(service, released):
+    """The middleware remembers hosts Django's check allowed; a change of ``ALLOWED_HOSTS``
+    forgets them."""
+    query = {"environment": "staging", "subject": "user-1"}
+    with override_settings(ALLOWED_HOSTS=["api.example.com", "other.example.com"]):
+        assert service.get(RESOLVE, query, HTTP_HOST="api.example.com").status_code == 200
+        assert service.get(RESOLVE, query, HTTP_HOST="api.example.com").status_code == 200
+    with override_settings(ALLOWED_HOSTS=["other.example.com"]):
+        response = service.get(RESOLVE, query, HTTP_HOST="api.example.com")
+
+    assert_problem(response, 400, "/problems/bad-host")
+
+
+@override_settings(ALLOWED_HOSTS=["api.example.com"], USE_X_FORWARDED_HOST=True)
+def test_a_remembered_host_never_lets_a_forwarded_host_through(service, released):
+    query = {"environment": "staging", "subject": "user-1"}
+    assert service.get(RESOLVE, query, HTTP_HOST="api.example.com").status_code == 200
+
+    response = service.get(
+        RESOLVE, query, HTTP_HOST="api.example.com", HTTP_X_FORWARDED_HOST="evil.example.com"
+    )
+
+    assert_problem(response, 400, "/problems/bad-host")

@@ -1,0 +1,112 @@
+"""What a resolve costs per request, made small: its query read once, its answer encoded from
+per-version fragments, its ETag.
+
+Resolve is the hottest path of the service (bench/resolve.py holds it near a bare Django view;
+bench/profile_resolve.py shows where its time goes).
+
+- ``query_values``: the query string as ``request.GET`` reads it (same decoding, same limit on
+  the number of fields, the last of repeated names), without building a ``QueryDict``, which
+  costs several times the parse itself.
+- ``resolution_body``: most of the answer is the version's content (sections, variables,
+  model), which is immutable; it is encoded once per version and locale, kept on the version
+  (``ServedVersion.memo``, so it lives as long as the cached release does), and spliced with the
+  few fields a request decides (variant, locale, bucket...). The bytes are exactly
+  ``json.dumps(resolution_answer(resolution), ensure_ascii=False, separators=(",", ":"))``,
+  field order included: tests/api/test_resolve_path.py compares the two over every kind of
+  decision.
+- ``resolution_etag``: the ETag the view always sent, from the resolution without the answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from json.encoder import encode_basestring  # what json.dumps uses with ensure_ascii=False
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
+from django.core.handlers.wsgi import get_bytes_from_wsgi
+from django.http import HttpRequest
+
+from releases.bucketing import HASH_VERSION
+from releases.resolution import Resolution, ServedVersion
+
+_TRAILER = f',"hash_version":{HASH_VERSION}}}}}'
+
+
+def query_values(request: HttpRequest) -> dict[str, str]:
+    """``request.GET`` as a plain dict (the last value of a repeated name, as ``.get`` gives).
+    Raises ``TooManyFieldsSent`` (a 400) past ``DATA_UPLOAD_MAX_NUMBER_FIELDS``, as it does."""
+    raw = get_bytes_from_wsgi(request.META, "QUERY_STRING", "")
+    encoding = request.encoding or settings.DEFAULT_CHARSET
+    try:
+        query = raw.decode(encoding)
+    except UnicodeDecodeError:
+        query = raw.decode("iso-8859-1")  # as QueryDict does for misbehaving user agents
+    try:
+        return dict(
+            parse_qsl(
+                query,
+                keep_blank_values=True,
+                encoding=encoding,
+                max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,
+            )
+        )
+    except ValueError as exc:
+        raise TooManyFieldsSent(
+            "The number of GET/POST parameters exceeded settings.DATA_UPLOAD_MAX_NUMBER_FIELDS."
+        ) from exc
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _content(version: ServedVersion, locale: str) -> str:
+    """``"sections":…,"variables":…,"model":…`` for ``locale``, encoded on first use."""
+    key = ("resolve-content", locale)
+    encoded = version.memo.get(key)
+    if encoded is None:
+        encoded = version.memo[key] = (
+            f'"sections":{_dumps(version.templates[locale])},'
+            f'"variables":{_dumps(list(version.variables))},'
+            f'"model":{_dumps(version.model)}'
+        )
+    return encoded
+
+
+def resolution_body(resolution: Resolution) -> bytes:
+    """The JSON answer of ``GET …/resolve`` (the shape of ``api.runtime.resolution_answer``)."""
+    release, version, assignment = resolution.release, resolution.version, resolution.assignment
+    bucket = assignment.bucket
+    return (
+        f'{{"prompt":{encode_basestring(release.prompt)}'
+        f',"environment":{encode_basestring(release.environment)}'
+        f',"version":{int(version.number)}'
+        f',"variant":{encode_basestring(assignment.label)}'
+        f',"reason":{encode_basestring(str(assignment.reason))}'
+        f',"sticky":{"true" if assignment.sticky else "false"}'
+        f',"locale":{encode_basestring(resolution.locale)}'
+        f',"requested_locale":{encode_basestring(resolution.requested_locale)}'
+        f",{_content(version, resolution.locale)}"
+        f',"revision":{int(release.revision)}'
+        f',"content_hash":{encode_basestring(version.content_hash)}'
+        f',"shadow":[{",".join(str(int(n)) for n in resolution.shadow)}]'
+        f',"trace":{{"bucket":{"null" if bucket is None else int(bucket)}'
+        f',"salt":{encode_basestring(resolution.salt)}'
+        f"{_TRAILER}"
+    ).encode()
+
+
+def resolution_etag(resolution: Resolution) -> str:
+    """Everything that can differ between two answers for the same URL. Versions are immutable,
+    so the number stands for its content; the trace differs only with the subject drawn, which
+    for a request without one (not sticky) is new each time."""
+    release, version, assignment = resolution.release, resolution.version, resolution.assignment
+    basis = (
+        f"{release.environment}|{release.prompt}|{release.revision}|{version.number}|"
+        f"{assignment.label}|{resolution.locale}|{resolution.requested_locale}|"
+        f"{assignment.sticky}|{list(resolution.shadow)}|{assignment.bucket}|{resolution.salt}"
+    )
+    return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'
