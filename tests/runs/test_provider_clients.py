@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -223,6 +225,7 @@ def test_threads_share_one_client(clients):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_starts_with_no_clients_and_a_free_lock(clients):
     provider = Provider(name="local", base_url="http://127.0.0.1:9/v1", timeout_seconds=5.0)
     with clients.lease(provider, None) as parents:
@@ -242,11 +245,23 @@ def test_a_forked_child_starts_with_no_clients_and_a_free_lock(clients):
                 os._exit(code)
     finally:
         clients._lock.release()
-    _, status = os.waitpid(pid, 0)
+    status = _waited(pid)
 
     assert os.waitstatus_to_exitcode(status) == 0
     assert len(clients) == 1
     assert not parents.is_closed()
+
+
+def _waited(pid: int, seconds: float = 60.0) -> int:
+    """The child's wait status; a child stuck past ``seconds`` is killed (and fails the test)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
 
 
 # --- the outbound policy with a reused client ---------------------------------------------------
