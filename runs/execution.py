@@ -31,9 +31,9 @@ from releases.models import Environment
 from releases.resolution import Resolution, version_render
 
 from . import outbox
-from .calls import attempts_cost, completion_cost, stored_output, subject_hash
+from .calls import attempts_cost, billed_models, stored_output, subject_hash
 from .cancel import Cancellation
-from .models import Call, Provider
+from .models import Call, ModelPrice, Provider
 from .payloads import payload_seal
 from .providers import (
     Attempt,
@@ -205,17 +205,36 @@ def _call_record(
 ) -> Call:
     resolution = prepared.resolution
     release = resolution.release
-    # The rows the record points at, in one round trip (the served release names them by key).
-    version_id, prompt_id, environment_id = (
+    # The rows the record points at, in one round trip (the served release names them by key),
+    # and with them the price of the model that answered, when one did (a walk that billed
+    # several models looks the others up in attempts_cost).
+    billed = list(billed_models(outcome.attempts))
+    price_columns: dict[str, Subquery] = {}
+    if len(billed) == 1:
+        provider, model = billed[0]
+        price = ModelPrice.objects.filter(provider__name=provider, model=model)
+        price_columns = {
+            name: Subquery(price.values(name)[:1])
+            for name in ("input_per_million", "output_per_million")
+        }
+    version_id, prompt_id, environment_id, *price_row = (
         PromptVersion.objects.filter(prompt__key=release.prompt, number=resolution.version.number)
         .annotate(
             environment_id=Subquery(
                 Environment.objects.filter(name=release.environment).values("pk")[:1]
-            )
+            ),
+            **price_columns,
         )
-        .values_list("pk", "prompt_id", "environment_id")
+        .values_list("pk", "prompt_id", "environment_id", *price_columns)
         .get()
     )
+    known: dict[tuple[str, str], ModelPrice | None] = {}
+    if price_row:
+        given, taken = price_row
+        priced = given is not None and taken is not None
+        known[billed[0]] = (
+            ModelPrice(input_per_million=given, output_per_million=taken) if priced else None
+        )
     completion, failure = outcome.completion, outcome.failure
     fields: dict[str, Any] = {}
     if completion is not None:
@@ -226,7 +245,7 @@ def _call_record(
             "time_to_first_token_ms": completion.time_to_first_token_ms,
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
-            "cost": completion_cost(completion),
+            "cost": attempts_cost(completion.attempts, known),
             "schema_valid": True if prepared.binding.response_schema is not None else None,
             "output": stored_output(completion.text, completion.parsed),
         }
@@ -241,7 +260,7 @@ def _call_record(
             # Answers the schema refused were billed all the same.
             "input_tokens": sum(a.input_tokens for a in failure.attempts),
             "output_tokens": sum(a.output_tokens for a in failure.attempts),
-            "cost": attempts_cost(failure.attempts),
+            "cost": attempts_cost(failure.attempts, known),
             # Every target answered, none validly: the schema is what failed.
             "schema_valid": (
                 False
