@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -67,19 +67,39 @@ def completion_cost(completion: Any) -> Decimal | None:
     return attempts_cost(completion.attempts)
 
 
-def attempts_cost(attempts: Sequence[Any]) -> Decimal | None:
-    """What every answered attempt cost (``runs.providers.Attempt``), each at its own model's
-    price; None when nothing was answered or a model that answered has no price (a partial sum
-    would read as the whole cost)."""
+def billed_models(attempts: Sequence[Any]) -> dict[tuple[str, str], list[int]]:
+    """The (provider, model) pairs that answered (``runs.providers.Attempt``), with their input
+    and output tokens added up: what ``attempts_cost`` prices."""
     tokens: dict[tuple[str, str], list[int]] = {}
     for attempt in attempts:
         if attempt.input_tokens or attempt.output_tokens:
             counts = tokens.setdefault((attempt.provider, attempt.model), [0, 0])
             counts[0] += attempt.input_tokens
             counts[1] += attempt.output_tokens
+    return tokens
+
+
+def attempts_cost(
+    attempts: Sequence[Any], prices: Mapping[tuple[str, str], ModelPrice | None] | None = None
+) -> Decimal | None:
+    """What every answered attempt cost (``runs.providers.Attempt``), each at its own model's
+    price; None when nothing was answered or a model that answered has no price (a partial sum
+    would read as the whole cost). ``prices``: those already read, by (provider, model), None for
+    a model known to have none; the others are looked up."""
+    tokens = billed_models(attempts)
     total = Decimal(0)
     for (provider, model), (given, taken) in tokens.items():
-        cost = call_cost(provider=provider, model=model, input_tokens=given, output_tokens=taken)
+        if prices is not None and (provider, model) in prices:
+            price = prices[provider, model]
+            cost = (
+                None
+                if price is None
+                else price_cost(price, input_tokens=given, output_tokens=taken)
+            )
+        else:
+            cost = call_cost(
+                provider=provider, model=model, input_tokens=given, output_tokens=taken
+            )
         if cost is None:
             return None
         total += cost

@@ -21,6 +21,14 @@ before each call (a row written before the rules, or straight to the database, i
 What remains: a name resolved here may resolve elsewhere a moment later (DNS rebinding). Over
 https the certificate must still match the name, and plain http goes only to allowed hosts.
 
+Reused clients (``runs.providers.ProviderClients``, one per provider per process) change none of
+this: the check runs before every call, the client is used only once it passed, and a pooled
+connection, which goes to the address it was opened to whatever the name resolves to now, is only
+reused under the settings that approved that address (they are part of the client's key: a change
+to ``PROVIDER_ALLOWED_HOSTS`` or ``PROVIDER_ALLOW_LOOPBACK`` builds a new client, so new connections).
+Under unchanged settings the verdict on an address never changes, so an address approved when the
+connection opened is approved now.
+
 Settings are read at each call, so ``override_settings`` works and a change needs no restart.
 """
 

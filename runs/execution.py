@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from registry.content import ModelBinding
@@ -30,9 +31,15 @@ from releases.models import Environment
 from releases.resolution import Resolution, version_render
 
 from . import outbox
-from .calls import attempts_as_dicts, attempts_cost, completion_cost, stored_output, subject_hash
+from .calls import (
+    attempts_as_dicts,
+    attempts_cost,
+    billed_models,
+    stored_output,
+    subject_hash,
+)
 from .cancel import Cancellation
-from .models import Call, Provider
+from .models import Call, ModelPrice, Provider
 from .payloads import payload_seal
 from .providers import (
     Attempt,
@@ -166,10 +173,36 @@ def _call_record(
 ) -> Call:
     resolution = prepared.resolution
     release = resolution.release
-    version = PromptVersion.objects.select_related("prompt").get(
-        prompt__key=release.prompt, number=resolution.version.number
+    # The rows the record points at, in one round trip (the served release names them by key),
+    # and with them the price of the model that answered, when one did (a walk that billed
+    # several models looks the others up in attempts_cost).
+    billed = list(billed_models(outcome.attempts))
+    price_columns: dict[str, Subquery] = {}
+    if len(billed) == 1:
+        provider, model = billed[0]
+        price = ModelPrice.objects.filter(provider__name=provider, model=model)
+        price_columns = {
+            name: Subquery(price.values(name)[:1])
+            for name in ("input_per_million", "output_per_million")
+        }
+    version_id, prompt_id, environment_id, *price_row = (
+        PromptVersion.objects.filter(prompt__key=release.prompt, number=resolution.version.number)
+        .annotate(
+            environment_id=Subquery(
+                Environment.objects.filter(name=release.environment).values("pk")[:1]
+            ),
+            **price_columns,
+        )
+        .values_list("pk", "prompt_id", "environment_id", *price_columns)
+        .get()
     )
-    environment = Environment.objects.get(name=release.environment)
+    known: dict[tuple[str, str], ModelPrice | None] = {}
+    if price_row:
+        given, taken = price_row
+        priced = given is not None and taken is not None
+        known[billed[0]] = (
+            ModelPrice(input_per_million=given, output_per_million=taken) if priced else None
+        )
     completion, failure = outcome.completion, outcome.failure
     fields: dict[str, Any] = {}
     if completion is not None:
@@ -180,7 +213,7 @@ def _call_record(
             "time_to_first_token_ms": completion.time_to_first_token_ms,
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
-            "cost": completion_cost(completion),
+            "cost": attempts_cost(completion.attempts, known),
             "schema_valid": True if prepared.binding.response_schema is not None else None,
             "output": stored_output(completion.text, completion.parsed),
         }
@@ -195,7 +228,7 @@ def _call_record(
             # Answers the schema refused were billed all the same.
             "input_tokens": sum(a.input_tokens for a in failure.attempts),
             "output_tokens": sum(a.output_tokens for a in failure.attempts),
-            "cost": attempts_cost(failure.attempts),
+            "cost": attempts_cost(failure.attempts, known),
             # Every target answered, none validly: the schema is what failed.
             "schema_valid": (
                 False
@@ -205,24 +238,25 @@ def _call_record(
                 else None
             ),
         }
-    with transaction.atomic():
-        return Call.objects.create(
-            request_id=request_id,
-            source=Call.Source.RUN,
-            created_at=outcome.started_at,
-            prompt=version.prompt,
-            version=version,
-            environment=environment,
-            variant=resolution.assignment.label,
-            sticky=resolution.assignment.sticky,
-            release_revision=release.revision,
-            locale=resolution.locale,
-            subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
-            latency_ms=outcome.latency_ms,
-            inputs=redact(dict(prepared.variables)),
-            attempts=attempts_as_dicts(outcome.attempts),
-            **fields,
-        )
+    # One INSERT in autocommit: a transaction around it would add a BEGIN and a COMMIT, two more
+    # round trips to the database on every run, for a single statement that is atomic anyway.
+    return Call.objects.create(
+        request_id=request_id,
+        source=Call.Source.RUN,
+        created_at=outcome.started_at,
+        prompt_id=prompt_id,
+        version_id=version_id,
+        environment_id=environment_id,
+        variant=resolution.assignment.label,
+        sticky=resolution.assignment.sticky,
+        release_revision=release.revision,
+        locale=resolution.locale,
+        subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
+        latency_ms=outcome.latency_ms,
+        inputs=redact(dict(prepared.variables)),
+        attempts=attempts_as_dicts(outcome.attempts),
+        **fields,
+    )
 
 
 def _shadows_queue(*, call: Call, prepared: PreparedRun, shadows: tuple[int, ...]) -> None:

@@ -7,15 +7,23 @@ what was tried. The client's own retries are off (``max_retries=0``): retries it
 invisible to us, and ours honour ``Retry-After`` with a cap we choose.
 
 Call it outside any transaction (STYLE R6): it does network I/O and may sleep for seconds.
+
+One client per provider per process (``clients``): building one costs a TLS context (the CA bundle
+read and parsed, tens of milliseconds) and a new connection pool, so every call would pay for a
+handshake too. See ``ProviderClients`` for when a client is rebuilt.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,6 +33,7 @@ import httpx
 import jsonschema
 import openai
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
 from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
 from registry.json_schemas import schema_validator
@@ -243,16 +252,7 @@ def _complete_target(
         if outcome is not Outcome.OK:
             logger.warning("Model call %s/%s: %s %s", provider.name, target.model, outcome, detail)
 
-    client = openai.OpenAI(
-        base_url=provider.base_url,
-        api_key=api_key or NO_KEY,
-        timeout=provider.timeout_seconds,
-        max_retries=0,
-        # No redirects: one would take the key to a host runs.egress never checked (the client's
-        # default follows them). A 3xx is then a failed call, like a 4xx.
-        http_client=openai.DefaultHttpxClient(follow_redirects=False),
-    )
-    with client:
+    with clients.lease(provider, api_key) as client:
         while True:
             call_started = time.perf_counter()
             if cancel is not None and cancel.cancelled:
@@ -323,6 +323,162 @@ def _complete_target(
                 time_to_first_token_ms=answer.time_to_first_token_ms,
                 attempts=tuple(attempts),
             )
+
+
+# --- one client per provider per process --------------------------------------------------------
+
+CLIENTS_CAPACITY = 64  # providers with a live client in one process; the least recently used goes
+
+
+def _build_client(provider: Provider, api_key: str | None) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=provider.base_url,
+        api_key=api_key or NO_KEY,
+        timeout=provider.timeout_seconds,
+        max_retries=0,
+        # No redirects: one would take the key to a host runs.egress never checked (the client's
+        # default follows them). A 3xx is then a failed call, like a 4xx.
+        http_client=openai.DefaultHttpxClient(follow_redirects=False),
+    )
+
+
+def _client_key(provider: Provider, api_key: str | None) -> tuple[Any, ...]:
+    """Everything a client is built from, and the outbound policy its pooled connections were
+    checked under. The key's value only as a digest (the key itself stays in the client)."""
+    return (
+        provider.pk,
+        provider.updated_at,  # any save of the row: its revision
+        provider.base_url,
+        hashlib.sha256(api_key.encode()).hexdigest() if api_key else None,
+        provider.timeout_seconds,
+        provider.max_retries,
+        # A pooled connection goes to the address it was opened to, whatever the name resolves
+        # to now: only reused under the policy that approved that address (runs.egress).
+        tuple(settings.PROVIDER_ALLOWED_HOSTS),
+        settings.PROVIDER_ALLOW_LOOPBACK,
+    )
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    key: tuple[Any, ...]
+    client: openai.OpenAI
+    users: int = 0  # calls under way with this client
+    retired: bool = False  # replaced or evicted: closed once its last call ends
+    closed: bool = False
+
+
+class ProviderClients:
+    """One ``openai.OpenAI`` per provider per process, shared by its threads.
+
+    - Rebuilt when anything it was built from changes: the provider's row (its ``updated_at``, so
+      any save), the base URL, the key's value in its variable, the timeout, the outbound policy's
+      settings (``_client_key``). The old one is closed once its last call under way ends.
+    - Bounded: past ``capacity`` providers the least recently used client is retired the same way.
+    - Thread-safe: a lock guards the table; the client itself (httpx's pool) is thread-safe.
+    - After ``fork`` the child starts with an empty table and a new lock: the parent's pooled
+      sockets are the parent's (two processes writing to one TLS connection corrupt it), and a
+      lock held by a parent's thread at the fork would stay held in the child for ever.
+
+    The egress check (``runs.egress``) still runs before each call, before the client is used.
+    """
+
+    def __init__(self, capacity: int = CLIENTS_CAPACITY) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.built = 0  # clients built by this process (tests and the bench count them)
+        _tables.add(self)
+
+    def reset(self) -> None:
+        """Forget every client without closing it (the fork's child: they are the parent's)."""
+        self._lock = threading.Lock()
+        self._entries = OrderedDict()
+        self.built = 0
+
+    def clear(self) -> None:
+        """Retire every client (closed once its calls end)."""
+        with self._lock:
+            entries, self._entries = list(self._entries.values()), OrderedDict()
+            closing = [e for e in entries if self._retire(e)]
+        for entry in closing:
+            entry.client.close()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @contextlib.contextmanager
+    def lease(self, provider: Provider, api_key: str | None) -> Iterator[openai.OpenAI]:
+        """The provider's client for one call (built, or rebuilt, when needed)."""
+        key = _client_key(provider, api_key)
+        entry = self._take(provider.name, key)
+        if entry is None:
+            # Built outside the lock: it takes milliseconds, and other providers' calls go on.
+            built = _Entry(key, _build_client(provider, api_key))
+            entry, closing = self._put(provider.name, built)
+            for old in closing:
+                old.client.close()
+        try:
+            yield entry.client
+        finally:
+            with self._lock:
+                entry.users -= 1
+                close = self._closable(entry)
+            if close:
+                entry.client.close()
+
+    def _take(self, name: str, key: tuple[Any, ...]) -> _Entry | None:
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None or entry.key != key:
+                return None
+            self._entries.move_to_end(name)
+            entry.users += 1
+            return entry
+
+    def _put(self, name: str, built: _Entry) -> tuple[_Entry, list[_Entry]]:
+        """Install a new client (or take the one another thread installed meanwhile); returns it
+        and the entries to close now."""
+        closing: list[_Entry] = []
+        with self._lock:
+            self.built += 1
+            current = self._entries.get(name)
+            if current is not None and current.key == built.key:
+                closing.append(built)  # another thread built the same one first: use theirs
+                built = current
+            else:
+                if current is not None and self._retire(current):
+                    closing.append(current)
+                self._entries[name] = built
+            self._entries.move_to_end(name)
+            built.users += 1
+            while len(self._entries) > self.capacity:
+                _, oldest = self._entries.popitem(last=False)
+                if self._retire(oldest):
+                    closing.append(oldest)
+        return built, closing
+
+    def _retire(self, entry: _Entry) -> bool:
+        """Mark it retired; True when it may be closed now (no call under way). Under the lock."""
+        entry.retired = True
+        return self._closable(entry)
+
+    @staticmethod
+    def _closable(entry: _Entry) -> bool:
+        if entry.retired and entry.users == 0 and not entry.closed:
+            entry.closed = True
+            return True
+        return False
+
+
+def _reset_after_fork() -> None:
+    for table in list(_tables):
+        table.reset()
+
+
+_tables: weakref.WeakSet[ProviderClients] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_reset_after_fork)
+clients = ProviderClients()
 
 
 def _call(

@@ -10,7 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from api import run as run_module
 from registry.models import Prompt
@@ -601,3 +603,30 @@ def test_a_call_that_cannot_be_recorded_is_answered_recorded_false_and_logged(
     (record,) = [r for r in caplog.records if "could not be recorded" in r.getMessage()]
     assert record.levelname == "ERROR"
     assert "lost-1" in record.getMessage()
+
+
+# As deployed (PostgreSQL and Redis); the embedded SQLite configuration adds reads of its own.
+@pytest.mark.postgres
+def test_a_warm_run_reads_and_writes_the_database_three_times(
+    released, model_server, runner
+) -> None:
+    """The run path's round trips (issue 14, item 7): the binding's providers, the rows the record
+    points at with the answering model's price (one query), and the record's single INSERT. Not
+    a transaction around it: a BEGIN and a COMMIT would be two more round trips on every run."""
+    priced("echo-1")
+    body = {"environment": "staging", "variables": {"customer_name": "Ada"}}
+    assert run(runner, body).status_code == 200  # warms the key's last use and the release cache
+
+    with CaptureQueriesContext(connection) as queries:
+        response = run(runner, body)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["recorded"] is True
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements == ["SELECT", "SELECT", "INSERT"], statements
+    assert 'FROM "runs_provider"' in queries.captured_queries[0]["sql"]
+    assert 'INTO "runs_call"' in queries.captured_queries[2]["sql"]
+    assert Call.objects.count() == 2
+    assert (
+        response.json()["cost"] == float(Call.objects.latest("pk").cost) > 0
+    )  # priced in the read
