@@ -86,7 +86,9 @@ else
   granted = 0
   wait = (1 - tokens) / rate
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+-- Lua's tostring keeps 14 significant digits: the time to the tenth of a millisecond only,
+-- and every call rounding it would refill a fraction of a token more than the clock did.
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.6f', now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / rate * 1000) + 1000)
 return {granted, tostring(wait)}
 """
