@@ -143,12 +143,12 @@ def subject_of(value: str | None) -> str | None:
     return value or None
 
 
-def unavailable(what: str) -> ProblemException:
-    """The database is down and this process holds no copy of ``what``: a 503 saying when to
-    retry, marked degraded."""
+def unavailable(what: str = "", *, detail: str = "") -> ProblemException:
+    """The database is down and this process holds no copy of ``what`` (or ``detail`` says why
+    else it is needed): a 503 saying when to retry, marked degraded."""
     return ProblemException(
         problems.DATABASE_UNAVAILABLE,
-        f"The database is unavailable and {what} is not cached here.",
+        detail or f"The database is unavailable and {what} is not cached here.",
         headers={
             "Retry-After": str(problems.DATABASE_RETRY_AFTER_SECONDS),
             DEGRADED_HEADER: DATABASE_UNAVAILABLE,

@@ -84,8 +84,10 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
     resolution = resolve(release, subject=subject, locale=data.get("locale") or None)
     try:
         prepared = run_prepare(resolution=resolution, variables=data.get("variables") or {})
-    except DATABASE_OUTAGE as exc:  # the providers' settings are read from the database
-        raise unavailable("the binding's providers") from exc
+    except DATABASE_OUTAGE as exc:  # no model is paid for a call that could not be recorded
+        raise unavailable(
+            detail="The database is unavailable, and a run is recorded: no model was called.",
+        ) from exc
     request_id = _request_id(request)
     if stream:
         events = _run_events(prepared, subject=subject, request_id=request_id, path=request.path)

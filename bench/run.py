@@ -252,6 +252,7 @@ print("{calls} calls of /run in-process, under cProfile: per call", round(
     stats.total_tt / {calls} * 1000, 2), "ms (profiled)")
 stats.sort_stats("cumulative").print_stats(25)
 stats.sort_stats("cumulative").print_stats(r"/(runs|api|releases|registry)/", 30)
+stats.sort_stats("tottime").print_stats(20)
 """
     print(sh(PYTHON, "-c", code, env=env), flush=True)
 

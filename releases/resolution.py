@@ -36,6 +36,7 @@ class NotReleased(RegistryError):
 
 @dataclass(frozen=True, slots=True)
 class ServedVersion:
+    pk: int  # the version's row: call records point at it without a query
     number: int
     content_hash: str
     variables: tuple[Mapping[str, Any], ...]
@@ -51,6 +52,10 @@ class ServedVersion:
 class ServedRelease:
     prompt: str
     environment: str
+    # The rows a call record points at, known from the load: a run writes its record with no
+    # query to find them.
+    prompt_id: int
+    environment_id: int
     default_locale: str
     revision: int
     state: ReleaseState

@@ -118,6 +118,7 @@ def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
         if (v.prompt_id, v.number) not in pairs:
             continue  # the IN lists over-select across prompts; the pairs decide
         served[(v.prompt_id, v.number)] = ServedVersion(
+            pk=v.pk,
             number=v.number,
             content_hash=v.content_hash,
             variables=tuple(
@@ -168,6 +169,8 @@ def served_releases(*, environment: str, prompt: str | None = None) -> list[Serv
         ServedRelease(
             prompt=r.prompt.key,
             environment=environment,
+            prompt_id=r.prompt_id,
+            environment_id=r.environment_id,
             default_locale=r.prompt.default_locale,
             revision=r.revision,
             state=states[r.pk],

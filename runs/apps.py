@@ -8,6 +8,8 @@ class RunsConfig(AppConfig):
     def ready(self) -> None:
         from registry.providers import model_catalog_register, provider_directory_register
 
+        # Imported for its signals: a saved provider or price drops the run path's copy.
+        from . import provider_cache  # noqa: F401
         from .selectors import priced_models, provider_names
 
         # Bindings must name a configured provider; the registry asks us which (decision 0008).

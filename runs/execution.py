@@ -20,33 +20,30 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
-from django.db.models import Subquery
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from registry.content import ModelBinding
-from registry.models import PromptVersion
 from registry.rendering import Sections, to_messages
-from releases.models import Environment
 from releases.resolution import Resolution, version_render
 
 from . import outbox
 from .calls import (
     attempts_as_dicts,
     attempts_cost,
-    billed_models,
+    call_insert,
     stored_output,
     subject_hash,
 )
 from .cancel import Cancellation
-from .models import Call, ModelPrice, Provider
+from .models import Call, Provider
 from .payloads import payload_seal
+from .provider_cache import PricesByModel, provider_cache
 from .providers import (
     Attempt,
     Completion,
     Outcome,
     ProviderUnavailable,
-    binding_providers,
     complete,
     reraise_time_limit,
 )
@@ -63,6 +60,7 @@ class PreparedRun:
     messages: list[dict[str, str]]
     binding: ModelBinding
     providers: Mapping[str, Provider]
+    prices: PricesByModel  # every target's, so the record prices the call without a read
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +81,26 @@ def run_prepare(*, resolution: Resolution, variables: Mapping[str, Any]) -> Prep
     """Render the version for the caller's variables; raises the registry's validation errors."""
     rendered = version_render(resolution.version, locale=resolution.locale, variables=variables)
     binding = ModelBinding.from_dict(resolution.version.model)
+    found = provider_cache.binding(binding)
+    _database_reachable()
     return PreparedRun(
         resolution=resolution,
         variables=variables,
         rendered=rendered,
         messages=to_messages(rendered),
         binding=binding,
-        providers=binding_providers(binding),
+        providers=found.providers,
+        prices=found.prices,
     )
+
+
+def _database_reachable() -> None:
+    """Raises ``DatabaseError`` when the database cannot be reached: a model call is paid for, and
+    one whose record could not be written is refused before it is made (503), not answered
+    ``recorded: false`` by the thousand through an outage. The providers come from memory, so
+    nothing else reaches the database before the call; this reads nothing, one round trip."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
 
 
 def run_call(
@@ -173,36 +183,7 @@ def _call_record(
 ) -> Call:
     resolution = prepared.resolution
     release = resolution.release
-    # The rows the record points at, in one round trip (the served release names them by key),
-    # and with them the price of the model that answered, when one did (a walk that billed
-    # several models looks the others up in attempts_cost).
-    billed = list(billed_models(outcome.attempts))
-    price_columns: dict[str, Subquery] = {}
-    if len(billed) == 1:
-        provider, model = billed[0]
-        price = ModelPrice.objects.filter(provider__name=provider, model=model)
-        price_columns = {
-            name: Subquery(price.values(name)[:1])
-            for name in ("input_per_million", "output_per_million")
-        }
-    version_id, prompt_id, environment_id, *price_row = (
-        PromptVersion.objects.filter(prompt__key=release.prompt, number=resolution.version.number)
-        .annotate(
-            environment_id=Subquery(
-                Environment.objects.filter(name=release.environment).values("pk")[:1]
-            ),
-            **price_columns,
-        )
-        .values_list("pk", "prompt_id", "environment_id", *price_columns)
-        .get()
-    )
-    known: dict[tuple[str, str], ModelPrice | None] = {}
-    if price_row:
-        given, taken = price_row
-        priced = given is not None and taken is not None
-        known[billed[0]] = (
-            ModelPrice(input_per_million=given, output_per_million=taken) if priced else None
-        )
+    prices = prepared.prices
     completion, failure = outcome.completion, outcome.failure
     fields: dict[str, Any] = {}
     if completion is not None:
@@ -213,7 +194,7 @@ def _call_record(
             "time_to_first_token_ms": completion.time_to_first_token_ms,
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
-            "cost": attempts_cost(completion.attempts, known),
+            "cost": attempts_cost(completion.attempts, prices),
             "schema_valid": True if prepared.binding.response_schema is not None else None,
             "output": stored_output(completion.text, completion.parsed),
         }
@@ -228,7 +209,7 @@ def _call_record(
             # Answers the schema refused were billed all the same.
             "input_tokens": sum(a.input_tokens for a in failure.attempts),
             "output_tokens": sum(a.output_tokens for a in failure.attempts),
-            "cost": attempts_cost(failure.attempts, known),
+            "cost": attempts_cost(failure.attempts, prices),
             # Every target answered, none validly: the schema is what failed.
             "schema_valid": (
                 False
@@ -238,24 +219,27 @@ def _call_record(
                 else None
             ),
         }
-    # One INSERT in autocommit: a transaction around it would add a BEGIN and a COMMIT, two more
-    # round trips to the database on every run, for a single statement that is atomic anyway.
-    return Call.objects.create(
-        request_id=request_id,
-        source=Call.Source.RUN,
-        created_at=outcome.started_at,
-        prompt_id=prompt_id,
-        version_id=version_id,
-        environment_id=environment_id,
-        variant=resolution.assignment.label,
-        sticky=resolution.assignment.sticky,
-        release_revision=release.revision,
-        locale=resolution.locale,
-        subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
-        latency_ms=outcome.latency_ms,
-        inputs=redact(dict(prepared.variables)),
-        attempts=attempts_as_dicts(outcome.attempts),
-        **fields,
+    # One INSERT in autocommit, the record's only round trip: the rows it points at come with the
+    # served release, the prices with the providers. A transaction around it would add a BEGIN
+    # and a COMMIT for a single statement that is atomic anyway.
+    return call_insert(
+        Call(
+            request_id=request_id,
+            source=Call.Source.RUN,
+            created_at=outcome.started_at,
+            prompt_id=release.prompt_id,
+            version_id=resolution.version.pk,
+            environment_id=release.environment_id,
+            variant=resolution.assignment.label,
+            sticky=resolution.assignment.sticky,
+            release_revision=release.revision,
+            locale=resolution.locale,
+            subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
+            latency_ms=outcome.latency_ms,
+            inputs=redact(dict(prepared.variables)),
+            attempts=attempts_as_dicts(outcome.attempts),
+            **fields,
+        )
     )
 
 

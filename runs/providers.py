@@ -41,6 +41,7 @@ from registry.strictjson import storable, strict_json_loads
 from runs import egress
 from runs.cancel import Cancellation
 from runs.models import Provider
+from runs.provider_cache import provider_cache
 from runs.retries import backoff_seconds, retry_after_seconds
 
 logger = logging.getLogger(__name__)
@@ -221,10 +222,10 @@ def complete(
     raise ProviderUnavailable(attempts)
 
 
-def binding_providers(binding: ModelBinding) -> dict[str, Provider]:
-    """The configured providers a binding names (primary and fallbacks), in one query."""
-    names = {binding.provider, *(t.provider for t in binding.fallbacks)}
-    return {p.name: p for p in Provider.objects.filter(name__in=names)}
+def binding_providers(binding: ModelBinding) -> Mapping[str, Provider]:
+    """The configured providers a binding names (primary and fallbacks), held in memory while
+    the copy is trusted (``runs.provider_cache``), else read from the database."""
+    return provider_cache.binding(binding).providers
 
 
 def _complete_target(
@@ -499,18 +500,15 @@ def _call(
             "type": "json_schema",
             "json_schema": {"name": "response", "schema": dict(schema), "strict": False},
         }
-    create: Any = client.chat.completions.create  # Any: the messages' TypedDicts are the caller's
     if on_token is None:
+        body = {"model": target.model, "messages": messages, **kwargs}
         with _translated():
-            response = create(model=target.model, messages=messages, **kwargs)
-        # Lenient parsing lets a JSON body that is not a completion through: check the shape.
-        choices = getattr(response, "choices", None) or [None]
-        text = getattr(getattr(choices[0], "message", None), "content", None)
-        if not isinstance(text, str):
-            raise _Failure(Outcome.MALFORMED, "The answer has no text content.")
-        _check_size(len(text))
-        input_tokens, output_tokens = _usage(getattr(response, "usage", None))
-        return _Answer(text, input_tokens, output_tokens, time_to_first_token_ms=None)
+            # The client's low-level post: its authentication, timeout and errors, without the
+            # typed request and response models that cost more than the model server's answer
+            # on a local model (issue 14, item 7). The body is the JSON as it came.
+            answer = client.post("/chat/completions", body=body, cast_to=object)
+        return _answer_of(answer)
+    create: Any = client.chat.completions.create  # Any: the messages' TypedDicts are the caller's
     with _translated():
         stream = create(
             model=target.model,
@@ -538,6 +536,20 @@ def _call(
             Outcome.MALFORMED, "The stream ended before a finish reason.", answer=reading.answer()
         )
     return reading.answer()
+
+
+def _answer_of(answer: Any) -> _Answer:
+    """A chat completion's text and usage, from its JSON; anything not shaped like one is
+    malformed (the body may be any JSON, or text under another content type)."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    text = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(text, str):
+        raise _Failure(Outcome.MALFORMED, "The answer has no text content.")
+    _check_size(len(text))
+    input_tokens, output_tokens = _usage(answer.get("usage"))
+    return _Answer(text, input_tokens, output_tokens, time_to_first_token_ms=None)
 
 
 class _Reading:
@@ -594,8 +606,14 @@ def _read_stream(
 
 
 def _usage(usage: Any) -> tuple[int, int]:
-    """(input, output) tokens of a usage object; a count that is not an integer counts as 0."""
-    counts = (getattr(usage, "prompt_tokens", 0), getattr(usage, "completion_tokens", 0))
+    """(input, output) tokens of a usage object (a streamed chunk's) or its JSON (an answer's); a
+    count that is not an integer counts as 0."""
+    read = (
+        usage.get
+        if isinstance(usage, dict)
+        else lambda name, default: getattr(usage, name, default)
+    )
+    counts = (read("prompt_tokens", 0), read("completion_tokens", 0))
     return tuple(n if isinstance(n, int) and n >= 0 else 0 for n in counts)  # type: ignore[return-value]
 
 

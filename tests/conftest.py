@@ -130,20 +130,23 @@ def _postgres_only(request) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_release_cache():
-    """Every test starts and ends with an empty in-process release cache, keyring and rate-limit
-    buckets: they are process singletons, and a snapshot or key left by one test must not answer
-    another."""
+    """Every test starts and ends with an empty in-process release cache, keyring, rate-limit
+    buckets and provider table: they are process singletons, and a snapshot or key left by one
+    test must not answer another."""
     from api.keyring import keyring
     from api.ratelimit import limiter
     from releases.cache import release_cache
+    from runs.provider_cache import provider_cache
 
     release_cache().clear()
     keyring.reset()
     limiter.reset()
+    provider_cache.clear()
     yield
     release_cache().clear()
     keyring.reset()
     limiter.reset()
+    provider_cache.clear()
 
 
 @pytest.fixture

@@ -78,6 +78,7 @@ def test_the_body_and_etag_are_the_answers(state, subject, locale):
 
 def test_content_with_every_json_kind_and_escape():
     version = ServedVersion(
+        pk=4,
         number=4,
         content_hash="ab" * 32,
         variables=(
@@ -103,6 +104,8 @@ def test_content_with_every_json_kind_and_escape():
     release = ServedRelease(
         prompt="support.refund-reply",
         environment="staging-eu",
+        prompt_id=1,
+        environment_id=1,
         default_locale="fr",
         revision=123456,
         state=ReleaseState(stable=4),

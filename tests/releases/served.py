@@ -9,6 +9,7 @@ from releases.state import ReleaseState
 def version(number: int, *locales: str) -> ServedVersion:
     """Version ``number`` with a template per locale (English alone by default)."""
     return ServedVersion(
+        pk=number,
         number=number,
         content_hash=f"{number:064x}",
         variables=(),
@@ -30,6 +31,8 @@ def served(state: ReleaseState, *locales: str) -> ServedRelease:
     return ServedRelease(
         prompt="support.refund-reply",
         environment="production",
+        prompt_id=1,
+        environment_id=3,
         default_locale="en",
         revision=7,
         state=state,
