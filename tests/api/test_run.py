@@ -606,9 +606,12 @@ def test_a_call_that_cannot_be_recorded_is_answered_recorded_false_and_logged(
     assert "lost-1" in record.getMessage()
 
 
-# As deployed (PostgreSQL and Redis); the embedded SQLite configuration adds reads of its own.
+# As deployed (PostgreSQL and Redis): without Redis's listener the keys and the providers are read
+# from the database on each run, and the embedded SQLite configuration adds reads of its own.
 @pytest.mark.postgres
-def test_a_warm_run_asks_the_database_once_and_writes_once(released, model_server, runner) -> None:
+def test_a_warm_run_asks_the_database_once_and_writes_once(
+    released, model_server, runner, needs_redis
+) -> None:
     """The run path's round trips (issue 14, item 7): a statement that reads nothing, so that a
     model is never paid for a call whose record cannot be written, and the record's single
     INSERT. The providers and prices are held in memory (runs.provider_cache), the rows the
