@@ -77,6 +77,14 @@ def call_list() -> QuerySet[Call]:
     )
 
 
+def traffic_calls(calls: QuerySet[Call] | None = None) -> QuerySet[Call]:
+    """``calls`` (default: all) without the playground's: the calls a release served or a service
+    reported. What release metrics (canary analysis, A/B results, a prompt's recent calls, the
+    calls list by default) count: an author's playground runs are no one's traffic (decision
+    0036)."""
+    return (Call.objects.all() if calls is None else calls).exclude(source=Call.Source.PLAYGROUND)
+
+
 def shadow_run_list() -> QuerySet[ShadowRun]:
     """Shadow runs, newest first, with their call, version and release joined."""
     return ShadowRun.objects.select_related(
