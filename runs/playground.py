@@ -32,7 +32,8 @@ from releases.state import ReleaseState
 
 from .calls import attempts_as_dicts
 from .execution import CallOutcome, PreparedRun, run_prepare, run_record
-from .models import PROVIDER_NAME_PATTERN, Call, Provider
+from .models import PROVIDER_NAME_PATTERN, Call
+from .selectors import enabled_provider_names
 
 MODEL_MAX_CHARS = 200  # Call.model's length
 
@@ -61,7 +62,7 @@ def playground_target_check(*, provider: str, model: str) -> list[Problem]:
     if provider:
         if not re.fullmatch(PROVIDER_NAME_PATTERN, provider):
             problems.append(Problem("invalid", "Not a provider name.", "/provider"))
-        elif not Provider.objects.filter(name=provider, enabled=True).exists():
+        elif provider not in enabled_provider_names():
             detail = f"{provider!r} is not a configured, enabled provider."
             problems.append(Problem("unknown_provider", detail, "/provider"))
     if len(model) > MODEL_MAX_CHARS:

@@ -61,6 +61,13 @@ def provider_names() -> frozenset[str]:
     return frozenset(Provider.objects.values_list("name", flat=True))
 
 
+def enabled_provider_names() -> list[str]:
+    """The providers a call may go to now, by name: what the playground offers."""
+    return list(
+        Provider.objects.filter(enabled=True).order_by("name").values_list("name", flat=True)
+    )
+
+
 def priced_models() -> dict[str, list[str]]:
     """Per provider (every configured one, with or without prices), the models it has a price
     for: what the version editor offers to pick from."""

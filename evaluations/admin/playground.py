@@ -26,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -45,8 +46,6 @@ from registry.errors import (
     LocaleInvalid,
     LocaleUnavailable,
     Problem,
-    ProblemsError,
-    RegistryError,
     RenderFailed,
     TemplateInvalid,
     VariablesInvalid,
@@ -59,7 +58,6 @@ from registry.variables import VariableSpec, VariableType
 from releases.cache import DATABASE_OUTAGE
 from runs.calls import attempts_as_dicts
 from runs.execution import CallOutcome, PreparedRun
-from runs.models import Provider
 from runs.playground import (
     NoEnvironment,
     PlaygroundInvalid,
@@ -68,8 +66,10 @@ from runs.playground import (
     playground_prepare,
     playground_record,
 )
+from runs.selectors import enabled_provider_names
 from runs.streaming import call_streamed
 
+from ..datasets.selectors import dataset_list, prompt_cases
 from ..datasets.services import CaseInvalid, case_add
 from ..models import Case, Dataset
 from .cases import FROM_CALL_SCORER, FROM_CALL_THRESHOLD, may_read_holdout
@@ -105,25 +105,18 @@ def _shown(spec: VariableSpec, value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _starting_case(request: HttpRequest, version: PromptVersion) -> Case | None:
-    """``?case=<id>``: one of the prompt's cases the user may read (a holdout only for those who
-    run gates, as on the case pages)."""
-    raw = request.GET.get("case", "")
-    if not raw.isdigit() or not request.user.has_perm("evaluations.view_case"):
-        return None
-    cases = Case.objects.filter(pk=int(raw), dataset__prompt=version.prompt)
-    if not may_read_holdout(request):
-        cases = cases.filter(holdout=False)
-    return cases.first()
-
-
-def _cases_offered(request: HttpRequest, version: PromptVersion) -> list[Case]:
+def _readable_cases(request: HttpRequest, version: PromptVersion) -> QuerySet[Case] | None:
+    """The prompt's cases this user may read (a holdout only for those who run gates, as on the
+    case pages); None when they may read none."""
     if not request.user.has_perm("evaluations.view_case"):
-        return []
-    cases = Case.objects.filter(dataset__prompt=version.prompt).select_related("dataset")
-    if not may_read_holdout(request):
-        cases = cases.filter(holdout=False)
-    return list(cases.order_by("dataset__name", "position", "pk")[:CASES_LISTED])
+        return None
+    return prompt_cases(prompt=version.prompt, include_holdout=may_read_holdout(request))
+
+
+def _starting_case(request: HttpRequest, version: PromptVersion) -> Case | None:
+    """``?case=<id>``: one of the cases the user may read."""
+    raw, cases = request.GET.get("case", ""), _readable_cases(request, version)
+    return cases.filter(pk=int(raw)).first() if raw.isdigit() and cases is not None else None
 
 
 def playground_view(request: HttpRequest, version_id: int) -> HttpResponse:
@@ -143,7 +136,7 @@ def playground_view(request: HttpRequest, version_id: int) -> HttpResponse:
     for spec in content.variables:
         if spec.name in values:
             form.initial[field_name(spec.name)] = _shown(spec, values[spec.name])
-    datasets = list(Dataset.objects.filter(prompt=prompt).order_by("name"))
+    readable = _readable_cases(request, version)
     base = reverse("admin:playground", args=[version.pk])
     context = {
         **admin.site.each_context(request),
@@ -154,15 +147,17 @@ def playground_view(request: HttpRequest, version_id: int) -> HttpResponse:
         "form": form,
         "start": start,
         "case": case,
-        "cases": _cases_offered(request, version),
+        "cases": [] if readable is None else list(readable[:CASES_LISTED]),
         "versions": list(version_list(prompt=prompt)),
         "locales": list(content.templates),
-        "providers": list(
-            Provider.objects.filter(enabled=True).order_by("name").values_list("name", flat=True)
-        ),
+        "providers": enabled_provider_names(),
         "models": priced_models(),
         "binding": {"provider": version.provider, "model": version.model_name},
-        "datasets": datasets if request.user.has_perm("evaluations.add_case") else [],
+        "datasets": (
+            list(dataset_list(prompt=prompt))
+            if request.user.has_perm("evaluations.add_case")
+            else []
+        ),
         "version_url": reverse("admin:registry_promptversion_change", args=[version.pk]),
         "config": {
             "runUrl": base + "run/",
@@ -226,7 +221,7 @@ def run_view(request: HttpRequest, version_id: int) -> HttpResponse:
     content = version_content(version)
     form = PreviewForm(request.POST, specs=content.variables, locale="")
     values = form.values() if form.is_valid() else {}
-    if not form.is_valid():
+    if not form.is_valid():  # values() adds an error for JSON that does not parse
         return _invalid("Some values are not valid.", _form_errors(form))
     target = Target(
         version=version,
@@ -366,9 +361,11 @@ def case_view(request: HttpRequest, version_id: int) -> HttpResponse:
     )
 
 
-def _case_errors(exc: ProblemsError | RegistryError) -> list[dict[str, str]]:
-    problems = exc.problems if isinstance(exc, ProblemsError) else []
-    return [{"field": (pointer_parts(p.pointer) or [""])[0], "detail": p.detail} for p in problems]
+def _case_errors(exc: CaseInvalid) -> list[dict[str, str]]:
+    """Each problem with the case field it is about (its pointer's first step)."""
+    return [
+        {"field": (pointer_parts(p.pointer) or [""])[0], "detail": p.detail} for p in exc.problems
+    ]
 
 
 # --- hooking the pages into the admin site ------------------------------------------------------

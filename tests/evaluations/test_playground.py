@@ -27,23 +27,12 @@ from runs.models import Call, ModelPrice, Provider
 from runs.playground import PlaygroundInvalid, Target, playground_prepare, playground_record
 from tests.api.helpers import PROBLEM_JSON, sse_events
 from tests.conftest import RELEASED_VARIABLES
+from tests.evaluations.test_case_editing import logged_in, user_in
 from tests.factories import AUTHOR, PromptFactory, UserFactory, make_version
 
 pytestmark = pytest.mark.django_db
 
 GOOD = {"var_customer_name": "Ada", "var_order_total": "12.5", "locale": ""}
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def staff(username: str, *groups: str):
-    user = UserFactory(username=username, is_staff=True)
-    user.groups.add(*Group.objects.filter(name__in=groups))
-    return user
 
 
 @pytest.fixture
@@ -113,12 +102,12 @@ def test_only_those_who_may_run_it_see_the_page_and_its_link(author_client, v3, 
     version_page = author_client.get(reverse("admin:registry_promptversion_change", args=[v3.pk]))
     assert page_url(v3).encode() in version_page.content
 
-    for user in (staff("rita", "Release managers"), staff("olaf")):
+    for user in (user_in("rita", "Release managers"), user_in("olaf")):
         client = logged_in(user)
         assert client.get(page_url(v3)).status_code == 403
         assert run(client, v3).status_code == 403
         assert save_case(client, v3, output="x").status_code == 403
-    version_page = logged_in(staff("rita2", "Release managers")).get(
+    version_page = logged_in(user_in("rita2", "Release managers")).get(
         reverse("admin:registry_promptversion_change", args=[v3.pk])
     )
     assert version_page.status_code == 200
