@@ -152,7 +152,8 @@ def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
 
 
 def served_version(*, prompt_id: int, number: int) -> ServedVersion | None:
-    """One committed version as the runtime serves it (a shadow run renders it in a worker)."""
+    """One version as the runtime serves it (a shadow run renders it in a worker; the playground
+    runs a draft too)."""
     return _served_versions([(prompt_id, number)]).get((prompt_id, number))
 
 

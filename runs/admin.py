@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -48,6 +48,7 @@ from .selectors import (
     shadow_run_list,
     shadowed_releases,
     structure_differences,
+    traffic_calls,
 )
 from .services import provider_save
 
@@ -153,6 +154,40 @@ class VariantFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(variant=self.value()) if self.value() else queryset
+
+
+class SourceFilter(admin.SimpleListFilter):
+    """Release traffic by default (run and reported calls): the playground's runs are shown when
+    asked for, by their source or with every call (decision 0036)."""
+
+    title = "source"
+    parameter_name = "source"
+    EVERY = "all"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [*Call.Source.choices, (self.EVERY, "Every source")]
+
+    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+        # "All" is not the default here: the default (no parameter) is release traffic.
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "Release traffic",
+        }
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == str(lookup),
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value is None:
+            return traffic_calls(queryset)
+        if value == self.EVERY:
+            return queryset
+        return queryset.filter(source=value)
 
 
 class ShadowedReleaseFilter(admin.SimpleListFilter):
@@ -288,7 +323,7 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
         "environment",
         VariantFilter,
         "status",
-        "source",
+        SourceFilter,
     ]
     list_select_related = ["prompt", "version", "environment"]
     search_fields = ["request_id"]  # shows the box; the search itself is call_search's

@@ -14,7 +14,7 @@ from registry.admin.hub import Link, Panel
 from registry.models import Prompt
 from registry.templatetags.registry_display import ms
 
-from .selectors import call_list
+from .selectors import call_list, traffic_calls
 
 RECENT_CALLS = 10
 
@@ -26,7 +26,8 @@ def calls_url(prompt: Prompt) -> str:
 def calls_panel(request: HttpRequest, prompt: Prompt) -> Panel | None:
     if not request.user.has_perm("runs.view_call"):
         return None
-    calls = list(call_list().filter(prompt=prompt)[:RECENT_CALLS])
+    # Release traffic only: the playground's runs are on the calls list, under their source.
+    calls = list(traffic_calls(call_list()).filter(prompt=prompt)[:RECENT_CALLS])
     return Panel(
         title="Recent calls",
         headers=["When", "Environment", "Version", "Variant", "Status", "Latency"],

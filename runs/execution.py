@@ -152,9 +152,15 @@ def failed_outcome(
 
 
 def run_record(
-    *, prepared: PreparedRun, outcome: CallOutcome, subject: str | None, request_id: str
+    *,
+    prepared: PreparedRun,
+    outcome: CallOutcome,
+    subject: str | None,
+    request_id: str,
+    source: Call.Source = Call.Source.RUN,
 ) -> tuple[Call | None, tuple[int, ...]]:
-    """Record the call; once committed, queue its shadows. Returns no call when the record cannot
+    """Record the call (``source``: the run API's, or the playground's, which no release served
+    and so names no release revision); once committed, queue its shadows. Returns no call when the record cannot
     be written: the model has answered (and been paid for) already, so the caller still gets the
     answer, told ``recorded: false`` (decision 0020), and the loss is logged at ERROR with the
     request id for operators to find.
@@ -165,7 +171,11 @@ def run_record(
     that, ``runs.calls.stored_output``, as are attempts' details, ``runs.providers``)."""
     try:
         call = _call_record(
-            prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
+            prepared=prepared,
+            outcome=outcome,
+            subject=subject,
+            request_id=request_id,
+            source=source,
         )
     except (DatabaseError, UnicodeEncodeError):
         logger.exception(
@@ -179,7 +189,12 @@ def run_record(
 
 
 def _call_record(
-    *, prepared: PreparedRun, outcome: CallOutcome, subject: str | None, request_id: str
+    *,
+    prepared: PreparedRun,
+    outcome: CallOutcome,
+    subject: str | None,
+    request_id: str,
+    source: Call.Source,
 ) -> Call:
     resolution = prepared.resolution
     release = resolution.release
@@ -225,14 +240,14 @@ def _call_record(
     return call_insert(
         Call(
             request_id=request_id,
-            source=Call.Source.RUN,
+            source=source,
             created_at=outcome.started_at,
             prompt_id=release.prompt_id,
             version_id=resolution.version.pk,
             environment_id=release.environment_id,
             variant=resolution.assignment.label,
             sticky=resolution.assignment.sticky,
-            release_revision=release.revision,
+            release_revision=None if source == Call.Source.PLAYGROUND else release.revision,
             locale=resolution.locale,
             subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
             latency_ms=outcome.latency_ms,

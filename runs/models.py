@@ -4,8 +4,10 @@ A provider is an OpenAI or OpenAI-compatible server (vLLM, TGI, Ollama, the loca
 ``base_url``. Its credentials never live here: ``api_key_env`` names the environment variable that
 holds the key, read at call time.
 
-A ``Call`` is one served or executed call, whether the registry ran it (``run``) or a service that
-called the model itself reported it (``reported``, through the events endpoint). Its inputs and
+A ``Call`` is one served or executed call, whether the registry ran it (``run``), a service that
+called the model itself reported it (``reported``, through the events endpoint), or an author ran
+it in the admin's playground (``playground``: never release traffic, so left out of every release
+metric, decision 0036). Its inputs and
 outputs are stored redacted and its subject only as a keyed hash. A ``ShadowRun`` is a shadowed
 version's answer to the same inputs, and how it compares with the live answer.
 """
@@ -107,6 +109,7 @@ class Call(models.Model):
     class Source(models.TextChoices):
         RUN = "run", "Run by the registry"
         REPORTED = "reported", "Reported by a service"
+        PLAYGROUND = "playground", "Run in the playground"
 
     class Status(models.TextChoices):
         OK = "ok"
@@ -116,7 +119,9 @@ class Call(models.Model):
     request_id = models.CharField(max_length=100, db_index=True)
     # Reported outcomes: the service's own id for the event, the key of idempotent ingestion.
     event_id = models.CharField(max_length=100, null=True, blank=True, unique=True)
-    source = models.CharField(max_length=10, choices=Source.choices)
+    source = models.CharField(
+        max_length=10, choices=Source.choices
+    )  # "playground", 10, the longest
     created_at = models.DateTimeField(db_index=True)
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="calls")
     version = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="calls")
@@ -169,6 +174,9 @@ class Call(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # A playground run is a paid model call an author starts by hand: its own permission
+        # (decision 0036), granted to prompt authors by migration 0007.
+        permissions = [("run_playground", "Can run prompts in the playground")]
         indexes = [
             models.Index(
                 fields=["prompt", "environment", "-created_at"], name="call_prompt_recent"

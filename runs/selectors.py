@@ -61,6 +61,13 @@ def provider_names() -> frozenset[str]:
     return frozenset(Provider.objects.values_list("name", flat=True))
 
 
+def enabled_provider_names() -> list[str]:
+    """The providers a call may go to now, by name: what the playground offers."""
+    return list(
+        Provider.objects.filter(enabled=True).order_by("name").values_list("name", flat=True)
+    )
+
+
 def priced_models() -> dict[str, list[str]]:
     """Per provider (every configured one, with or without prices), the models it has a price
     for: what the version editor offers to pick from."""
@@ -75,6 +82,14 @@ def call_list() -> QuerySet[Call]:
     return Call.objects.select_related("prompt", "version", "environment").order_by(
         "-created_at", "-id"
     )
+
+
+def traffic_calls(calls: QuerySet[Call] | None = None) -> QuerySet[Call]:
+    """``calls`` (default: all) without the playground's: the calls a release served or a service
+    reported. What release metrics (canary analysis, A/B results, a prompt's recent calls, the
+    calls list by default) count: an author's playground runs are no one's traffic (decision
+    0036)."""
+    return (Call.objects.all() if calls is None else calls).exclude(source=Call.Source.PLAYGROUND)
 
 
 def shadow_run_list() -> QuerySet[ShadowRun]:

@@ -35,7 +35,7 @@ from django.db.models import Count, F, Q, Sum
 
 from releases.models import BASIS_POINTS, Release
 from runs.models import Call
-from runs.selectors import percentile, shadow_report
+from runs.selectors import percentile, shadow_report, traffic_calls
 
 from .. import statistics
 
@@ -129,7 +129,7 @@ def window_measure(
         if feedback is not None
         else {}
     )
-    calls = Call.objects.filter(
+    calls = traffic_calls().filter(
         arms_filter,
         trusted_calls(sources) if sources else Q(),
         prompt_id=release.prompt_id,

@@ -46,6 +46,15 @@ def dataset_cases(dataset: Dataset, *, include_holdout: bool) -> QuerySet[Case]:
     return qs.order_by("position", "pk")
 
 
+def prompt_cases(*, prompt: Prompt, include_holdout: bool) -> QuerySet[Case]:
+    """The cases of every dataset of the prompt, by dataset name, then in file order (what the
+    playground offers to start from); holdout cases only with ``include_holdout``."""
+    qs = Case.objects.filter(dataset__prompt=prompt).select_related("dataset")
+    if not include_holdout:
+        qs = qs.filter(holdout=False)
+    return qs.order_by("dataset__name", "position", "pk")
+
+
 def dataset_declared_variables(*, prompt: Prompt) -> tuple[VariableSpec, ...] | None:
     """The variables the prompt's latest committed version declares (None: nothing committed).
 

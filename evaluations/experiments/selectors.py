@@ -33,6 +33,7 @@ from registry.errors import RegistryError
 from releases.models import Release, ReleaseEvent
 from releases.state import Experiment, ReleaseState, Variant
 from runs.models import Call
+from runs.selectors import traffic_calls
 
 from ..chart_time import timeline_unit
 from ..statistics import SrmResult, sample_ratio_mismatch
@@ -191,9 +192,13 @@ def experiment_calls(*, release: Release, record: ExperimentRecord) -> QuerySet[
     variants = Q()
     for variant in record.experiment.variants:
         variants |= Q(variant=variant.name, version__number=variant.version)
-    return Call.objects.filter(
-        window, variants, prompt_id=release.prompt_id, environment_id=release.environment_id
-    ).order_by()
+    return (
+        traffic_calls()
+        .filter(
+            window, variants, prompt_id=release.prompt_id, environment_id=release.environment_id
+        )
+        .order_by()
+    )
 
 
 def experiment_results(

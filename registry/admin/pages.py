@@ -47,6 +47,7 @@ from registry.variables import VariableSpec, VariableType
 
 from .display import translation_badges
 from .forms import json_refusal, pointer_parts
+from .samples import samples_remember
 
 if TYPE_CHECKING:
     from .versions import PromptVersionAdmin
@@ -212,6 +213,12 @@ def preview(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: st
     if submitted and form.is_valid():
         values = form.values()
         if form.is_valid():  # values() may have found JSON that does not parse
+            samples_remember(  # the playground starts from the last preview
+                request,
+                version_id=version.pk,
+                values=values,
+                locale=form.cleaned_data["locale"] or "",
+            )
             try:
                 result = version_render(
                     version=version, locale=form.cleaned_data["locale"] or None, variables=values

@@ -47,6 +47,7 @@ from registry.variables import VariableType
 
 from .display import translation_badges
 from .forms import MODEL_FIELDS, DraftEditor, pointer_parts
+from .samples import samples_remember
 
 if TYPE_CHECKING:
     from .versions import PromptVersionAdmin
@@ -312,9 +313,18 @@ def preview(model_admin: PromptVersionAdmin, request: HttpRequest) -> JsonRespon
             {"locale": s.locale, "state": str(s.state)}
             for s in draft_translation_status(prompt=prompt, version=version, content=content)
         ]
+    values = sample_values(doc)
     render_problems, answer["render"] = render_for_preview(
-        content, prompt, doc.get("locale"), sample_values(doc), problems
+        content, prompt, doc.get("locale"), values, problems
     )
+    if version is not None:  # the playground starts from the draft's last preview
+        locale = doc.get("locale")
+        samples_remember(
+            request,
+            version_id=version.pk,
+            values=values,
+            locale=locale if isinstance(locale, str) else "",
+        )
     answer["problems"] = [problem_json(p) for p in [*problems, *render_problems]]
     return JsonResponse(answer)
 

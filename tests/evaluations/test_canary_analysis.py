@@ -483,6 +483,25 @@ def test_a_look_reads_a_fixed_number_of_queries_whatever_the_traffic(released, m
     assert counts == [5, 5]
 
 
+def test_playground_calls_never_count_in_a_canary_window(released, manager):
+    """Decision 0036: an author's playground run is no one's traffic, whatever its row says."""
+    from evaluations.canary.metrics import window_measure
+
+    start(released, manager)
+    release = released.release("staging")
+    both_arms(release, n=20)
+    record(release, "canary", 30, errors=30)
+    Call.objects.filter(variant="canary", status=Call.Status.ERROR).update(
+        source=Call.Source.PLAYGROUND
+    )
+
+    window = window_measure(release=release, since=T0, until=LOOK)
+    assert (window.canary.calls, window.canary.errors) == (20, 0)
+    trusting = {"runs": True, "reports": True, "keys": None}
+    window = window_measure(release=release, since=T0, until=LOOK, sources=trusting)
+    assert (window.canary.calls, window.canary.errors) == (20, 0)
+
+
 # --- the policy and its derived times -------------------------------------------------------------
 
 

@@ -77,10 +77,10 @@ def record(released, release, variant, version, *, n=1, at=None, **fields) -> No
         values = {k: (v[i] if isinstance(v, list) else v) for k, v in fields.items()}
         values.setdefault("status", Call.Status.OK)
         values.setdefault("sticky", True)
+        values.setdefault("source", Call.Source.RUN)
         rows.append(
             Call(
                 request_id=f"req-{next(_ids)}",
-                source=Call.Source.RUN,
                 created_at=at + timedelta(milliseconds=i),
                 prompt=released.prompt,
                 version=released.versions[version],
@@ -247,6 +247,18 @@ def test_only_sticky_calls_of_the_window_and_the_variants_count(released, manage
     assert [v.calls for v in results.variants] == [10, 8]
     assert results.excluded_non_sticky == 7
     assert results.look.sticky_calls == 18
+
+
+def test_playground_calls_do_not_count(released, manager):
+    """Decision 0036: runs from the admin's playground are left out, even on a variant's version."""
+    release = start(released, manager)
+    record(released, release, "control", 2, n=3)
+    record(released, release, "control", 2, n=5, source=Call.Source.PLAYGROUND)
+    record(released, release, "treatment", 3, n=4)
+
+    results = experiment_results(release=release)
+
+    assert [v.calls for v in results.variants] == [3, 4]
 
 
 def test_calls_after_the_stop_do_not_count(released, manager):
