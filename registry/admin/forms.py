@@ -177,6 +177,8 @@ class DraftEditor:
             content,
             default_locale=prompt.default_locale if prompt is not None else "",
             max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+            max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+            max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
             providers=configured_providers(),
         )
         if prompt is None:

@@ -295,6 +295,8 @@ def preview(model_admin: PromptVersionAdmin, request: HttpRequest) -> JsonRespon
         content,
         default_locale=prompt.default_locale,
         max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+        max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+        max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
         providers=configured_providers(),
     )
     declared = [v.name for v in content.variables]
