@@ -214,10 +214,21 @@
     return one("[name$='-" + name + "']", row);
   }
 
+  // Only a history (a messages variable) has a place: the "after" choice is off for other types
+  // (a disabled field is not posted, so changing the type back leaves no stray place).
+  function syncPlace(row) {
+    var after = field(row, "after");
+    if (!after) return;
+    after.disabled = field(row, "type").value !== "messages";
+    after.title = after.disabled ? "Only a messages variable has a place." : "The section its history follows (—: after the context).";
+  }
+
   function wireRow(row) {
     all("input, select", row).forEach(function (input) {
       input.addEventListener(input.type === "text" ? "input" : "change", changed);
     });
+    field(row, "type").addEventListener("change", function () { syncPlace(row); });
+    syncPlace(row);
     var remove = field(row, "DELETE");
     if (remove) {
       remove.addEventListener("change", function () { row.classList.toggle("wb-removed", remove.checked); });
@@ -236,6 +247,7 @@
     if (name) {
       field(row, "name").value = name;
       field(row, "type").value = kind || "string";
+      syncPlace(row);
     } else {
       field(row, "name").focus();
     }
@@ -271,7 +283,7 @@
         description: field(row, "description").value
       };
       // Only a history has a place; sent when chosen, so the check can refuse it elsewhere.
-      if (after && after.value) variable.after = after.value;
+      if (after && after.value && !after.disabled) variable.after = after.value;
       variables.push(variable);
       collectedRows.push(row);
     });
