@@ -11,6 +11,7 @@ import pytest
 
 from runs.models import Call
 from tests.api.helpers import assert_problem, error_codes
+from tests.api.openapi import documented, served_openapi, strict
 from tests.api.test_run import CHAT, released_prompt, run
 
 pytestmark = pytest.mark.django_db
@@ -78,6 +79,28 @@ def test_render_inserts_the_history_after_the_context(chat, service):
         "after": "context",
     }
     assert "after" not in body["variables"][0]
+
+
+def test_answers_with_a_history_are_the_documented_shapes(chat, service, author_client):
+    """Messages with the history's roles, and a variable with its place, as the schema says."""
+    openapi = strict(served_openapi())
+    variables = {
+        "question": "Where is my parcel?",
+        "history": [*TURNS, {"role": "tool", "content": "{}"}],
+    }
+
+    runtime = render(service, variables)
+    authoring = author_client.post(
+        f"/api/v1/prompts/{KEY}/versions/1/render", {"variables": variables}, format="json"
+    )
+    shown = author_client.get(f"/api/v1/prompts/{KEY}/versions/1")
+
+    assert runtime.status_code == authoring.status_code == shown.status_code == 200
+    documented(openapi, "/api/v1/prompts/{key}/render", "post", runtime)
+    documented(openapi, "/api/v1/prompts/{key}/versions/{number}/render", "post", authoring)
+    documented(openapi, "/api/v1/prompts/{key}/versions/{number}", "get", shown)
+    assert authoring.json()["messages"] == runtime.json()["messages"]
+    assert shown.json()["variables"][1]["after"] == "context"
 
 
 def test_without_a_history_the_messages_are_those_of_a_one_shot_prompt(chat, service):
