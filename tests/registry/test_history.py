@@ -241,7 +241,8 @@ def test_two_histories_go_in_declaration_order_and_the_messages_are_copies():
         ("user", "I\n\nF"),
     ]
     messages[1]["content"] = "changed in the messages"
-    assert blocks[0][1][0]["content"] == "e"
+    assert blocks[0][1] == (("user", "e"),)
+    assert hash(render_sections(sections=SECTIONS, variables={}, history=blocks))
 
 
 def test_a_template_may_read_the_history_it_is_not_rendered_into_the_text():

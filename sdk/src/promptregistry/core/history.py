@@ -43,8 +43,9 @@ MAX_HISTORY_MESSAGES = 500
 MAX_HISTORY_CHARS = 200_000
 MAX_ENTRY_PROBLEMS = 20
 
-# (place, messages): one messages variable's history, ready to insert.
-HistoryBlock = tuple[str, tuple[Mapping[str, str], ...]]
+# (place, ((role, content), ...)): one messages variable's history, ready to insert; tuples all
+# through, so a rendered result that carries it stays immutable (and hashable).
+HistoryBlock = tuple[str, tuple[tuple[str, str], ...]]
 
 
 def _problem(code: str, detail: str, pointer: str) -> dict[str, object]:
@@ -162,8 +163,7 @@ def place_problem(label: str, after: object, *, pointer: str) -> dict[str, objec
 def history_block(after: str | None, value: Sequence[Mapping[str, str]]) -> HistoryBlock:
     """A checked history, copied into the messages a render inserts (a caller editing its list
     afterwards changes nothing), with its place (``None``: the default)."""
-    messages = tuple({"role": m["role"], "content": m["content"]} for m in value)
-    return (after or DEFAULT_PLACE, messages)
+    return (after or DEFAULT_PLACE, tuple((m["role"], m["content"]) for m in value))
 
 
 def place_history(
@@ -177,7 +177,7 @@ def place_history(
     3. After each section, the histories placed there (in the order given) are inserted, after
        the user text gathered so far; an empty history inserts nothing and splits nothing.
     """
-    by_place: dict[str, list[Mapping[str, str]]] = {}
+    by_place: dict[str, list[tuple[str, str]]] = {}
     for after, messages in history:
         by_place.setdefault(after, []).extend(messages)
     result: list[dict[str, str]] = []
@@ -198,6 +198,6 @@ def place_history(
         inserted = by_place.get(place)
         if inserted:
             flush()
-            result.extend({"role": m["role"], "content": m["content"]} for m in inserted)
+            result.extend({"role": role, "content": content} for role, content in inserted)
     flush()
     return result
