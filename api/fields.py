@@ -37,6 +37,17 @@ class NumberField(serializers.FloatField):
         return value
 
 
+class AbsentWhenNullChoiceField(serializers.ChoiceField):
+    """A choice left out of the answer, not written as null, when there is none (the ``after``
+    of a variable that is not a history); declare it ``required=False``."""
+
+    def get_attribute(self, instance: Any) -> Any:
+        value = super().get_attribute(instance)
+        if value is None:
+            raise serializers.SkipField()
+        return value
+
+
 class AbsentWhenNullIntegerField(serializers.IntegerField):
     """An integer left out of the answer, not written as null, when there is none (a warning's
     ``line``); declare it ``required=False`` so the schema says it may be absent."""

@@ -87,7 +87,7 @@ RENDERING = {
                 "type": "array",
                 "items": _object(
                     ["role", "content"],
-                    role={"type": "string", "enum": ["system", "user"]},
+                    role={"type": "string", "enum": ["system", "user", "assistant", "tool"]},
                     content=STRING,
                 ),
             },
@@ -338,7 +338,9 @@ def _runtime_body(**extra: dict) -> dict:
         "variables": {
             "type": "object",
             "description": "name -> value; checked against the version's declared variables "
-            "(`invalid-variables` lists every problem)",
+            "(`invalid-variables` lists every problem). A `messages` variable takes a "
+            'conversation history, `[{"role": "user" | "assistant" | "tool", "content": "…"}]`, '
+            "inserted as chat messages after the section its `after` names",
         },
         **extra,
     }

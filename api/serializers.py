@@ -30,9 +30,9 @@ from registry.selectors import (
     version_content,
     version_translation_status,
 )
-from registry.variables import VariableType
+from registry.variables import PLACES, VariableType
 
-from .fields import AbsentWhenNullIntegerField
+from .fields import AbsentWhenNullChoiceField, AbsentWhenNullIntegerField
 
 # --- Strict fields -------------------------------------------------------------------------------
 # DRF's fields coerce: a CharField stores 424242 as "424242", a BooleanField reads "yes" and 1 as
@@ -380,6 +380,14 @@ class VariableSerializer(serializers.Serializer):
     required = StrictBooleanField(required=False)
     default = serializers.JSONField(required=False, allow_null=True, default=None)
     description = StrictCharField(required=False, allow_blank=True, default="", max_length=500)
+    after = AbsentWhenNullChoiceField(
+        choices=list(PLACES),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="A `messages` variable's place: the section its history follows "
+        "(default: context, so before the instruction). Only a `messages` variable has one.",
+    )
 
 
 class ModelTargetSerializer(serializers.Serializer):

@@ -276,7 +276,7 @@ class VersionDiffApi(APIView):
 
 
 class MessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=["system", "user"])
+    role = serializers.ChoiceField(choices=["system", "user", "assistant", "tool"])
     content = serializers.CharField()
 
 

@@ -290,6 +290,11 @@ PROMPT_RENDER_MAX_STEPS = env_int("PROMPT_RENDER_MAX_STEPS", default=1_000_000, 
 # default (render_deadline_ms).
 PROMPT_RENDER_DEADLINE_MS = env_int("PROMPT_RENDER_DEADLINE_MS", default=250, minimum=1)
 PROMPT_TEMPLATE_CACHE_SIZE = env_int("PROMPT_TEMPLATE_CACHE_SIZE", default=4096, minimum=1)
+# A conversation history (a ``messages`` variable, promptregistry.core.history): at most this
+# many messages and this many characters of content, else 400 invalid-variables naming the
+# variable. The SDK checks a local render with the same defaults.
+PROMPT_HISTORY_MAX_MESSAGES = env_int("PROMPT_HISTORY_MAX_MESSAGES", default=500, minimum=1)
+PROMPT_HISTORY_MAX_CHARS = env_int("PROMPT_HISTORY_MAX_CHARS", default=200_000, minimum=1)
 # Version diffs (registry.linediff): past this many differing lines on either side of a section
 # (after the lines both share at the start and end), the section is not compared line by line
 # (quadratic) but shown as one replaced block, flagged ``coarse``.

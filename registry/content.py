@@ -23,7 +23,13 @@ from .errors import LocaleInvalid, Problem
 from .json_schemas import schema_problems
 from .locales import locale_normalize
 from .rendering import SECTIONS, Sections, template_check
-from .variables import VariableSpec, variable_specs_check
+from .variables import (
+    MAX_HISTORY_CHARS,
+    MAX_HISTORY_MESSAGES,
+    VariableSpec,
+    VariableType,
+    variable_specs_check,
+)
 
 PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 MODEL_NAME_MAX = 200
@@ -160,7 +166,7 @@ class VersionContent:
         )
 
 
-VARIABLE_FIELDS = frozenset({"name", "type", "required", "default", "description"})
+VARIABLE_FIELDS = frozenset({"name", "type", "required", "default", "description", "after"})
 TARGET_FIELDS = frozenset({"provider", "model", "parameters"})
 BINDING_FIELDS = TARGET_FIELDS | {"response_schema", "fallbacks"}
 
@@ -424,10 +430,13 @@ def content_check(
     default_locale: str,
     max_section_chars: int = 50_000,
     providers: frozenset[str] | None = None,
+    max_messages: int = MAX_HISTORY_MESSAGES,
+    max_history_chars: int = MAX_HISTORY_CHARS,
 ) -> list[Problem]:
     """Every problem in a version's content, errors and warnings, in one list.
 
-    1. The declared variables (names, types, defaults).
+    1. The declared variables (names, types, defaults; a history's default within
+       ``max_messages`` and ``max_history_chars``, its place a section).
     2. The model binding (provider and model names, known parameters, a valid response schema);
        with ``providers`` (``registry.providers.configured_providers()``), every provider it
        names is one of them. None skips that part: this module stays pure.
@@ -436,12 +445,16 @@ def content_check(
        declared-but-unused ones (warnings), section length.
     5. No NUL character anywhere: PostgreSQL cannot store one in text or JSON.
     """
-    problems = variable_specs_check(content.variables)
+    problems = variable_specs_check(
+        content.variables, max_messages=max_messages, max_history_chars=max_history_chars
+    )
     problems += nul_characters_check(content.canonical())
     problems += model_binding_check(content.model)
     if providers is not None:
         problems += model_binding_providers_check(content.model, configured=providers)
     declared = {v.name for v in content.variables}
+    # Histories are inserted as messages, not through the text: no "unused" warning for them.
+    inserted = {v.name for v in content.variables if v.type == VariableType.MESSAGES}
     seen: dict[str, str] = {}
     for locale in content.templates:
         pointer = f"/templates/{pointer_token(locale)}"
@@ -468,7 +481,11 @@ def content_check(
                 Problem("empty_template", f"The {locale} template has no text.", pointer)
             )
         problems += template_check(
-            sections, locale=locale, declared=declared, max_section_chars=max_section_chars
+            sections,
+            locale=locale,
+            declared=declared,
+            max_section_chars=max_section_chars,
+            inserted=inserted,
         )
     if default_locale not in seen:
         problems.append(

@@ -146,6 +146,9 @@ class Variable(models.Model):
     required = models.BooleanField(default=True)
     default = models.JSONField(null=True, blank=True)
     description = models.CharField(max_length=500, blank=True)
+    # A ``messages`` variable's place: the section its history follows ("" for every other
+    # type, and for a history that goes to the default place, after the context).
+    after = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         ordering = ["version", "position"]

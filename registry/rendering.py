@@ -13,6 +13,9 @@ uses). The contract (DESIGN.md, "Rendering contract"):
 - a render is bounded (``sandbox.RenderBudget``): output, text built on the way, steps charged
   by what each operation touches (before it runs where the size is known), the weight of every
   value built, and a wall-clock deadline, so a template cannot hold a worker's memory or CPU;
+- a conversation history (a ``messages`` variable) is not text: it travels with the rendered
+  sections (``Sections.history``) and ``to_messages`` inserts it where the variable declares
+  (``promptregistry.core.history.place_history``, the very function the SDK calls);
 - every failure is a domain error (``TemplateInvalid``, ``RenderFailed``) listing ``Problem``s
   with section, locale and line, never a Jinja exception, so the API answers 400 and not 500.
 
@@ -22,7 +25,7 @@ Pure module: no Django, no models; limits come in as parameters.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from jinja2 import TemplateSyntaxError, UndefinedError, nodes
@@ -30,6 +33,7 @@ from jinja2 import meta as jinja_meta
 from jinja2.environment import Environment, Template
 from jinja2.exceptions import SecurityError
 from promptregistry.core.compile_cache import CompileCache, CompileCacheInfo
+from promptregistry.core.history import HistoryBlock, place_history
 from promptregistry.core.template_rules import Issue, forbidden_usage
 
 from registry.errors import Problem, RenderFailed, Severity, TemplateInvalid
@@ -56,12 +60,15 @@ COMPILE_CACHE_SIZE = 4096
 
 @dataclass(frozen=True, slots=True)
 class Sections:
-    """The four sections of a localized template, as written or as rendered."""
+    """The four sections of a localized template, as written or as rendered; once rendered,
+    ``history`` holds the conversation histories to insert, as ``(place, messages)`` pairs
+    (``registry.variables.histories``). Never part of ``as_dict``: it is not a section."""
 
     system: str = ""
     context: str = ""
     instruction: str = ""
     format: str = ""
+    history: tuple[HistoryBlock, ...] = ()
 
     def as_dict(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in SECTIONS}
@@ -290,6 +297,7 @@ def template_check(
     declared: Collection[str],
     pointer: str = "/templates",
     max_section_chars: int = MAX_SECTION_CHARS,
+    inserted: Collection[str] = (),
 ) -> list[Problem]:
     """Every problem in one locale's sections, without rendering anything.
 
@@ -298,7 +306,8 @@ def template_check(
     ``template_forbidden`` (see ``_forbidden``), ``undeclared_variable`` for each variable used
     but not declared. Then, as warnings, ``unused_variable`` for each declared variable that no
     section of this locale uses; skipped when a section could not be parsed, since its variables
-    are unknown.
+    are unknown. The ``inserted`` variables (histories, which the render inserts as messages
+    rather than through the text) are declared but never warned about.
     """
     problems: list[Problem] = []
     used: set[str] = set()
@@ -344,7 +353,7 @@ def template_check(
                 )
     if all_parsed:
         for name in declared_names:
-            if name not in used:
+            if name not in used and name not in inserted:
                 problems.append(
                     Problem(
                         "unused_variable",
@@ -377,8 +386,10 @@ def render_sections(
     max_steps: int = MAX_RENDER_STEPS,
     deadline_ms: float | None = RENDER_DEADLINE_MS,
     pointer: str = "/templates",
+    history: Sequence[HistoryBlock] = (),
 ) -> Sections:
-    """Render the four sections with already validated variables (``variables_validate``).
+    """Render the four sections with already validated variables (``variables_validate``);
+    ``history`` (``registry.variables.histories`` of the same values) travels with the result.
 
     1. Compile every non-empty section (cached by content hash); if any has a syntax error or a
        forbidden construct, raise ``TemplateInvalid`` listing the problems of all sections.
@@ -432,7 +443,7 @@ def render_sections(
                 # Total: whatever the template raised (Jinja's errors, the budget's, a
                 # ZeroDivisionError) leaves as a domain error naming section, locale and line.
                 raise _domain_error(exc, section=section, locale=locale, pointer=pointer) from exc
-    return Sections(**rendered)
+    return Sections(**rendered, history=tuple(history))
 
 
 def _domain_error(
@@ -462,11 +473,7 @@ def _domain_error(
 def to_messages(rendered: Sections) -> list[dict[str, str]]:
     """OpenAI chat messages: the system section as a ``system`` message, then one ``user``
     message of context, instruction and format joined by blank lines. Empty sections are left
-    out, and so is a message with nothing in it."""
-    messages: list[dict[str, str]] = []
-    if rendered.system:
-        messages.append({"role": "system", "content": rendered.system})
-    user = [text for text in (rendered.context, rendered.instruction, rendered.format) if text]
-    if user:
-        messages.append({"role": "user", "content": "\n\n".join(user)})
-    return messages
+    out, and so is a message with nothing in it. The rendered histories go where they were
+    declared (after the context by default), splitting the user message there; the SDK's
+    function, so a local render gives the same messages."""
+    return place_history(rendered.as_dict(), rendered.history)

@@ -19,7 +19,7 @@ from .locales import locale_normalize, locale_pick
 from .models import LocalizedTemplate, Prompt, PromptVersion, Variable
 from .providers import configured_providers
 from .rendering import SECTIONS, Sections, render_sections, to_messages
-from .variables import VariableSpec, VariableType, variables_validate
+from .variables import VariableSpec, VariableType, histories, variables_validate
 
 
 def prompt_list(*, search: str = "", tag: str = "") -> QuerySet[Prompt]:
@@ -85,6 +85,7 @@ def version_content(version: PromptVersion) -> VersionContent:
                 required=v.required,
                 default=v.default,
                 description=v.description,
+                after=v.after or None,
             )
             for v in sorted(version.variables.all(), key=lambda v: v.position)
         ),
@@ -113,6 +114,8 @@ def version_check(version: PromptVersion) -> list[Problem]:
         version_content(version),
         default_locale=version.prompt.default_locale,
         max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+        max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+        max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
         providers=configured_providers(),
     )
 
@@ -185,7 +188,12 @@ def content_render(
     """
     requested = locale_normalize(locale) if locale else default_locale
     chosen = locale_pick(requested, content.templates.keys(), default=default_locale)
-    values = variables_validate(content.variables, variables)
+    values = variables_validate(
+        content.variables,
+        variables,
+        max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+        max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
+    )
     sections = content.templates[chosen]
     rendered = render_sections(
         sections=sections,
@@ -194,6 +202,7 @@ def content_render(
         max_chars=settings.PROMPT_RENDER_MAX_CHARS,
         max_steps=settings.PROMPT_RENDER_MAX_STEPS,
         deadline_ms=settings.PROMPT_RENDER_DEADLINE_MS,
+        history=histories(content.variables, values),
     )
     return RenderResult(
         locale=chosen,

@@ -35,6 +35,7 @@ from .models import PROMPT_KEY_MAX, PROMPT_KEY_PATTERN, LocalizedTemplate, Promp
 from .models import Variable as VariableRow
 from .providers import configured_providers
 from .selectors import template_sections, version_content
+from .variables import DEFAULT_PLACE, VariableType
 
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,49}")
 MAX_TAGS = 20
@@ -179,6 +180,8 @@ def _content_validated(
             content,
             default_locale=prompt.default_locale,
             max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+            max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+            max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
             providers=providers,
         )
     )
@@ -209,6 +212,8 @@ def _content_write(
             required=v.required,
             default=v.default,
             description=v.description,
+            # A history's place is stored even when it is the default, so it reads back named.
+            after=(v.after or DEFAULT_PLACE) if v.type == VariableType.MESSAGES else "",
         )
         for i, v in enumerate(content.variables)
     )

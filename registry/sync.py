@@ -391,6 +391,8 @@ def _content(
             content,
             default_locale=default_locale,
             max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+            max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+            max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
         )
     )
     if not problems:

@@ -8,7 +8,9 @@ calling service fixes everything in one round trip:
 - ``variables_validate`` checks the values a caller sends, before anything is rendered (STYLE R10).
 
 Types are JSON's, because values arrive as JSON and leave to SDKs in other languages: ``bool`` is
-never an integer, ``3.0`` is not an integer, NaN and infinities are not numbers.
+never an integer, ``3.0`` is not an integer, NaN and infinities are not numbers. A ``messages``
+variable is a conversation history (``promptregistry.core.history``): a list of chat messages
+that the render inserts after a section, checked entry by entry.
 
 The types, ``VariableSpec`` and the check of values are the SDK's (``promptregistry.core``, as
 the sandbox and the locale rules are: decision 0011); this module adds the check of declarations,
@@ -23,10 +25,19 @@ from collections.abc import Mapping, Sequence
 
 from promptregistry import errors as core_errors
 from promptregistry.core import variables as core
+from promptregistry.core.history import (
+    DEFAULT_PLACE,
+    MAX_HISTORY_CHARS,
+    MAX_HISTORY_MESSAGES,
+    PLACES,
+    history_problems,
+    place_problem,
+)
 from promptregistry.core.variables import (
     VariableSpec,
     VariableType,
     describe_value,
+    histories,
     value_matches,
     with_article,
 )
@@ -34,9 +45,14 @@ from promptregistry.core.variables import (
 from registry.errors import Problem, VariablesInvalid
 
 __all__ = [
+    "DEFAULT_PLACE",
+    "MAX_HISTORY_CHARS",
+    "MAX_HISTORY_MESSAGES",
+    "PLACES",
     "VariableSpec",
     "VariableType",
     "describe_value",
+    "histories",
     "value_matches",
     "variable_specs_check",
     "variables_validate",
@@ -100,7 +116,11 @@ def _name_problem(name: object) -> tuple[str, str] | None:
 
 
 def variable_specs_check(
-    specs: Sequence[VariableSpec], *, pointer: str = "/variables"
+    specs: Sequence[VariableSpec],
+    *,
+    pointer: str = "/variables",
+    max_messages: int = MAX_HISTORY_MESSAGES,
+    max_history_chars: int = MAX_HISTORY_CHARS,
 ) -> list[Problem]:
     """Every problem in a version's variable declarations (empty list: they are fine).
 
@@ -112,7 +132,10 @@ def variable_specs_check(
     3. a default, when given, has the declared type;
     4. a required variable has no default: one that may be left out is optional, and a default
        on a required one would never be used, so having both is refused rather than guessed at;
-    5. the description is a string of at most 500 characters.
+    5. the description is a string of at most 500 characters;
+    6. a ``messages`` variable's default is a history as a caller's value would be checked
+       (roles, contents, count and size); its ``after`` is a section (or none: after the
+       context), and no other type has an ``after``.
     """
     problems: list[Problem] = []
     seen: set[str] = set()
@@ -162,6 +185,17 @@ def variable_specs_check(
                         f"{at}/default",
                     )
                 )
+            elif kind is VariableType.MESSAGES:
+                problems += [
+                    Problem(str(p["code"]), str(p["detail"]), str(p["pointer"]))
+                    for p in history_problems(
+                        label,
+                        spec.default,  # type: ignore[arg-type]  # a list: value_matches said so
+                        pointer=f"{at}/default",
+                        max_messages=max_messages,
+                        max_chars=max_history_chars,
+                    )
+                ]
             if spec.required is True:
                 problems.append(
                     Problem(
@@ -171,6 +205,25 @@ def variable_specs_check(
                         f"{at}/required",
                     )
                 )
+        if kind is VariableType.MESSAGES:
+            wrong_place = place_problem(label, spec.after, pointer=f"{at}/after")
+            if wrong_place is not None:
+                problems.append(
+                    Problem(
+                        str(wrong_place["code"]),
+                        str(wrong_place["detail"]),
+                        str(wrong_place["pointer"]),
+                    )
+                )
+        elif spec.after is not None and kind is not None:
+            problems.append(
+                Problem(
+                    "invalid_place",
+                    f"Only a messages variable has a place; '{label}' is "
+                    f"{with_article(kind)}, so leave 'after' out.",
+                    f"{at}/after",
+                )
+            )
         if not isinstance(spec.description, str):
             problems.append(
                 Problem(
@@ -196,6 +249,8 @@ def variables_validate(
     values: Mapping[str, object],
     *,
     pointer: str = "/variables",
+    max_messages: int = MAX_HISTORY_MESSAGES,
+    max_history_chars: int = MAX_HISTORY_CHARS,
 ) -> dict[str, object]:
     """Check a caller's values against the declarations; return the values to render with.
 
@@ -205,10 +260,19 @@ def variables_validate(
     listed in one ``VariablesInvalid``, pointers naming the variable (``/variables/name``).
     The result holds exactly the declared names, in declaration order, with an optional
     variable's default (or ``None``) where the caller sent none, since templates run under
-    ``StrictUndefined``.
+    ``StrictUndefined``. A history (``messages``) is checked entry by entry, each wrong entry
+    listed with its pointer (``/variables/history/3/role``), and bounded by ``max_messages``
+    entries and ``max_history_chars`` characters (callers pass the settings
+    ``PROMPT_HISTORY_MAX_MESSAGES`` and ``PROMPT_HISTORY_MAX_CHARS``).
     """
     try:
-        return core.variables_validate(specs, values, pointer=pointer)
+        return core.variables_validate(
+            specs,
+            values,
+            pointer=pointer,
+            max_messages=max_messages,
+            max_history_chars=max_history_chars,
+        )
     except core_errors.VariablesInvalid as exc:
         raise VariablesInvalid(
             [Problem(e["code"], e["detail"], e["pointer"]) for e in exc.errors]

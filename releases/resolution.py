@@ -24,7 +24,7 @@ from django.conf import settings
 from registry.errors import RegistryError
 from registry.locales import locale_normalize, locale_pick
 from registry.rendering import Sections, render_sections
-from registry.variables import VariableSpec, variables_validate
+from registry.variables import VariableSpec, histories, variables_validate
 
 from .bucketing import Assignment, Reason, assign, bucket
 from .state import ReleaseState
@@ -124,9 +124,15 @@ def _locale_pick(requested: str, available: tuple[str, ...], default: str) -> st
 
 def version_render(version: ServedVersion, *, locale: str, variables: Mapping[str, Any]):
     """The version's sections in ``locale`` rendered with the caller's variables, validated against
-    the declared ones first (every problem listed). Raises the registry's rendering errors."""
+    the declared ones first (every problem listed), with the histories of its ``messages``
+    variables for ``to_messages``. Raises the registry's rendering errors."""
     specs = [VariableSpec.from_dict(v) for v in version.variables]
-    values = variables_validate(specs, variables)
+    values = variables_validate(
+        specs,
+        variables,
+        max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+        max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
+    )
     return render_sections(
         sections=Sections.from_mapping(version.templates[locale]),
         variables=values,
@@ -134,4 +140,5 @@ def version_render(version: ServedVersion, *, locale: str, variables: Mapping[st
         max_chars=settings.PROMPT_RENDER_MAX_CHARS,
         max_steps=settings.PROMPT_RENDER_MAX_STEPS,
         deadline_ms=settings.PROMPT_RENDER_DEADLINE_MS,
+        history=histories(specs, values),
     )

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from django.db.models import Prefetch, QuerySet
 
 from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
+from registry.variables import VariableSpec
 
 from .errors import EnvironmentNotFound, ReleaseNotFound
 from .models import Environment, Release, ReleaseEvent
@@ -122,13 +123,14 @@ def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
             number=v.number,
             content_hash=v.content_hash,
             variables=tuple(
-                {
-                    "name": var.name,
-                    "type": var.type,
-                    "required": var.required,
-                    "default": var.default,
-                    "description": var.description,
-                }
+                VariableSpec(
+                    name=var.name,
+                    type=var.type,
+                    required=var.required,
+                    default=var.default,
+                    description=var.description,
+                    after=var.after or None,
+                ).as_dict()
                 for var in v.variables.all()
             ),
             model={

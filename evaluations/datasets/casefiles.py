@@ -201,7 +201,12 @@ def _row_check(
         ]
         if specs is not None:
             try:
-                variables_validate(specs, variables)
+                variables_validate(
+                    specs,
+                    variables,
+                    max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+                    max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
+                )
             except VariablesInvalid as exc:
                 problems += exc.problems
 

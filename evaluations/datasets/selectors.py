@@ -76,6 +76,7 @@ def dataset_declared_variables(*, prompt: Prompt) -> tuple[VariableSpec, ...] | 
             required=v.required,
             default=v.default,
             description=v.description,
+            after=v.after or None,
         )
         for v in Variable.objects.filter(version_id=latest).order_by("position")
     )

@@ -29,7 +29,7 @@ from registry.rendering import SECTIONS, Sections
 from registry.selectors import version_list
 from registry.services import DESCRIPTION_MAX, MAX_TAGS, TAG_PATTERN
 from registry.strictjson import JSONRefused, strict_json_loads
-from registry.variables import VariableSpec, VariableType
+from registry.variables import PLACES, VariableSpec, VariableType
 
 # Where a problem under /model/<name> goes on the version form.
 MODEL_FIELDS = {
@@ -177,6 +177,8 @@ class DraftEditor:
             content,
             default_locale=prompt.default_locale if prompt is not None else "",
             max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+            max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+            max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
             providers=configured_providers(),
         )
         if prompt is None:
@@ -259,6 +261,7 @@ def variable_spec(data: Mapping[str, Any]) -> VariableSpec:
         required=bool(data.get("required", False)),
         default=data.get("default"),
         description=data.get("description", ""),
+        after=data.get("after") or None,
     )
 
 
@@ -280,10 +283,17 @@ class VariableForm(forms.ModelForm):
         widget=forms.TextInput(attrs={"size": 18}),
         help_text='JSON: "friendly", 3, true, ["a", "b"]',
     )
+    # A history's place (a messages variable): the section it follows. Any value reaches the
+    # content check, which says in its own words that only a history has a place.
+    after = forms.ChoiceField(
+        required=False,
+        choices=[("", "—"), *((place, place) for place in PLACES)],
+        help_text="messages only: the section the history follows (— : after the context)",
+    )
 
     class Meta:
         model = Variable
-        fields = ["name", "type", "required", "default", "description"]
+        fields = ["name", "type", "required", "default", "after", "description"]
         widgets = {"description": forms.TextInput(attrs={"size": 40})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ parses, calls one selector, and presents (STYLE R2); each checks its permission 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -113,6 +114,24 @@ def variable_field(spec: VariableSpec) -> forms.Field:
                 initial="" if spec.default is None else json.dumps(spec.default),
                 widget=forms.NumberInput(attrs={"step": step}),
             )
+        case VariableType.MESSAGES:
+            return forms.CharField(
+                required=False,
+                strip=False,
+                label=label,
+                help_text=help_text + HISTORY_HELP,
+                initial=""
+                if spec.default is None
+                else json.dumps(spec.default, indent=2, ensure_ascii=False),
+                widget=forms.Textarea(
+                    attrs={
+                        "rows": 5,
+                        "cols": 60,
+                        "class": "vLargeTextField",
+                        "placeholder": "user: Where is my parcel?\nassistant: It left on Monday.",
+                    }
+                ),
+            )
         case VariableType.LIST | VariableType.OBJECT:
             return forms.CharField(
                 required=False,
@@ -132,6 +151,33 @@ def variable_field(spec: VariableSpec) -> forms.Field:
                 initial=spec.default if isinstance(spec.default, str) else "",
                 widget=forms.Textarea(attrs={"rows": 2, "cols": 60, "class": "vLargeTextField"}),
             )
+
+
+HISTORY_HELP = (
+    " — one message per line as 'user: …', 'assistant: …' or 'tool: …' (the lines after one"
+    ' continue it), or JSON: [{"role": "user", "content": "…"}]'
+)
+# A line that starts a message of a typed transcript. "system" is read too, so that the check
+# refuses it in its own words instead of it silently joining the message before.
+_TRANSCRIPT_LINE = re.compile(r"(user|assistant|tool|system):[ \t]?(.*)")
+
+
+def transcript_messages(text: str) -> list[dict[str, str]] | str:
+    """A history typed as a transcript, ``role: text`` per message (later lines continue it),
+    as chat messages; the text itself when a line before the first role says nothing of whose
+    it is (the check then says a history is a list)."""
+    messages: list[dict[str, str]] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        start = _TRANSCRIPT_LINE.fullmatch(line)
+        if start is not None:
+            messages.append({"role": start.group(1), "content": start.group(2)})
+        elif messages:
+            messages[-1]["content"] += "\n" + line
+        elif line.strip():
+            return text
+    for message in messages:
+        message["content"] = message["content"].strip("\n")
+    return messages
 
 
 def field_name(variable: str) -> str:
@@ -170,9 +216,14 @@ class PreviewForm(forms.Form):
                 continue
             elif spec.type is VariableType.STRING:
                 values[spec.name] = raw.replace("\r\n", "\n")
+            elif spec.type is VariableType.MESSAGES and not raw.lstrip().startswith("["):
+                values[spec.name] = transcript_messages(raw)
             else:
                 values[spec.name] = self._json(
-                    name, raw, strict=spec.type in (VariableType.LIST, VariableType.OBJECT)
+                    name,
+                    raw,
+                    strict=spec.type
+                    in (VariableType.LIST, VariableType.OBJECT, VariableType.MESSAGES),
                 )
         return values
 
@@ -248,7 +299,8 @@ def preview(model_admin: PromptVersionAdmin, request: HttpRequest, object_id: st
 def place_variable_problems(form: PreviewForm, problems: Sequence[Problem]) -> None:
     for problem in problems:
         parts = pointer_parts(problem.pointer)
-        name = field_name(parts[1]) if len(parts) == 2 and parts[0] == "variables" else None
+        # A history's entry (/variables/history/3/role) goes to the history's input too.
+        name = field_name(parts[1]) if len(parts) >= 2 and parts[0] == "variables" else None
         form.add_error(name if name in form.fields else None, problem.detail)
 
 

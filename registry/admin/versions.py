@@ -78,7 +78,7 @@ class VariableInline(DraftOnlyInline, admin.TabularInline):
     model = Variable
     form = VariableForm
     formset = DraftInlineFormSet
-    fields = ["name", "type", "required", "default", "description"]
+    fields = ["name", "type", "required", "default", "after", "description"]
     ordering = ["position"]
     extra = 1
 

@@ -226,7 +226,7 @@ def problem_json(problem: Problem) -> dict[str, Any]:
         case ["variables", index, *rest] if index.isdigit():
             data["variable"] = int(index)
             data["field"] = rest[0] if rest else ""
-        case ["values", name]:
+        case ["values", name, *_]:  # a history's entry (/values/history/3/role) too
             data["value"] = name
     return data
 
@@ -296,15 +296,19 @@ def preview(model_admin: PromptVersionAdmin, request: HttpRequest) -> JsonRespon
         content,
         default_locale=prompt.default_locale,
         max_section_chars=settings.PROMPT_SECTION_MAX_CHARS,
+        max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+        max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
         providers=configured_providers(),
     )
     declared = [v.name for v in content.variables]
+    # A history is inserted as messages: no template needs to use it.
+    inserted = {v.name for v in content.variables if v.type == VariableType.MESSAGES}
     uses = variable_uses(content)
     # A section that does not parse may use any declared variable: flag none as unused then.
     parsed = not any(p.code in ("template_syntax", "section_too_long") for p in problems)
     answer: dict[str, Any] = {
         "undeclared": [u for name, u in uses.items() if name not in declared],
-        "unused": [n for n in declared if n not in uses] if parsed else [],
+        "unused": [n for n in declared if n not in uses and n not in inserted] if parsed else [],
         "translations": [],
         "render": None,
     }

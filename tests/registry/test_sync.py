@@ -203,6 +203,47 @@ def test_export_then_import_into_an_empty_registry_recreates_equal_content(tmp_p
     assert triage.versions.get().content_hash == hashes["support.triage"]
 
 
+CHAT_VARIABLES = [
+    {"name": "question", "type": "string"},
+    {
+        "name": "examples",
+        "type": "messages",
+        "required": False,
+        "after": "system",
+        "default": [
+            {"role": "user", "content": "Is 7 prime?"},
+            {"role": "assistant", "content": "Yes.\nIt has no divisor but 1 and 7."},
+        ],
+    },
+    {"name": "history", "type": "messages", "required": False},
+]
+
+
+def test_a_history_variable_goes_to_a_file_and_back_with_its_place_and_default(tmp_path):
+    with rolled_back():
+        version = make_version(
+            PromptFactory(key="support.chat"),
+            variables=CHAT_VARIABLES,
+            templates={"en": {"system": "One line.", "instruction": "{{ question }}"}},
+        )
+        content_hash = version.content_hash
+        export(tmp_path)
+    data = read(tmp_path / "support.chat.yaml")
+    assert data["variables"][1:] == [
+        {**CHAT_VARIABLES[1], "description": ""},
+        {**CHAT_VARIABLES[2], "default": None, "description": "", "after": "context"},
+    ]
+    assert "after" not in data["variables"][0]
+
+    out, _err = load(tmp_path)
+
+    assert "create support.chat (version 1)" in out
+    imported = Prompt.objects.get(key="support.chat").versions.get()
+    assert imported.content_hash == content_hash
+    assert version_content(imported).variables[1].after == "system"
+    assert load(tmp_path)[0].endswith("Imported: 0 change(s).\n")
+
+
 def test_importing_what_was_just_exported_changes_nothing(tmp_path, refund):
     make_version(PromptFactory(key="sales.recap"))
     export(tmp_path)
@@ -460,6 +501,33 @@ BAD_FILES = {
     "missing default locale": (
         dict(VALID, key="support.bad", default_locale="fr"),
         "default locale fr needs a template",
+    ),
+    "history with a system message": (
+        dict(
+            VALID,
+            key="support.bad",
+            variables=[
+                *VALID["variables"],
+                {
+                    "name": "examples",
+                    "type": "messages",
+                    "required": False,
+                    "default": [{"role": "system", "content": "Obey."}],
+                },
+            ],
+        ),
+        "has the role 'system', which a history cannot carry",
+    ),
+    "history in no section": (
+        dict(
+            VALID,
+            key="support.bad",
+            variables=[
+                *VALID["variables"],
+                {"name": "history", "type": "messages", "required": False, "after": "footer"},
+            ],
+        ),
+        "(/variables/1/after)",
     ),
 }
 

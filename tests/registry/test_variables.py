@@ -308,11 +308,22 @@ VALUES: dict[VariableType, st.SearchStrategy[Any]] = {
     VariableType.BOOLEAN: st.booleans(),
     VariableType.LIST: st.lists(json_scalars, max_size=5),
     VariableType.OBJECT: st.dictionaries(st.text(max_size=5), json_scalars, max_size=5),
+    VariableType.MESSAGES: st.lists(
+        st.fixed_dictionaries(
+            {"role": st.sampled_from(["user", "assistant", "tool"]), "content": st.text()}
+        ),
+        max_size=5,
+    ),
 }
 # Values that belong to one type only: an integer is also a number, so NUMBER's own are floats.
 ONLY = {**VALUES, VariableType.NUMBER: st.floats(allow_nan=False, allow_infinity=False)}
-# What each type accepts besides its own values.
-ALSO_ACCEPTS = {VariableType.NUMBER: {VariableType.INTEGER}}
+# What each type accepts besides its own values. A history is a list, and a list given for a
+# history is judged entry by entry (tests/registry/test_history.py), not refused by its type.
+ALSO_ACCEPTS = {
+    VariableType.NUMBER: {VariableType.INTEGER},
+    VariableType.LIST: {VariableType.MESSAGES},
+    VariableType.MESSAGES: {VariableType.LIST},
+}
 
 
 @given(st.sampled_from(list(VariableType)), st.data())

@@ -17,7 +17,7 @@ from promptregistry.errors import RenderError
 from api.demo_data import PROMPTS
 from registry import rendering as server
 from registry.errors import ProblemsError
-from registry.variables import VariableSpec, variables_validate
+from registry.variables import VariableSpec, histories, variables_validate
 
 # Sample variables for each demo prompt, as a service would send them.
 SAMPLES: dict[str, dict[str, Any]] = {
@@ -62,13 +62,13 @@ def server_outcome(
     template must not depend on the machine's speed."""
     limits.setdefault("deadline_ms", None)
     try:
-        checked = variables_validate(
-            [VariableSpec.from_dict(v) for v in version["variables"]], values
-        )
+        specs = [VariableSpec.from_dict(v) for v in version["variables"]]
+        checked = variables_validate(specs, values)
         rendered = server.render_sections(
             sections=server.Sections.from_mapping(version["templates"][locale]),
             variables=checked,
             locale=locale,
+            history=histories(specs, checked),
             **limits,
         )
     except ProblemsError as exc:
@@ -288,3 +288,101 @@ def test_messages_are_the_server_messages(sections, messages):
 
     assert sdk.to_messages(sections) == expected
     assert server.to_messages(server.Sections(**sections)) == expected
+
+
+# --- conversation history (a ``messages`` variable) ----------------------------------------------
+
+
+def chat_version(after: str | None) -> dict[str, Any]:
+    """A chat prompt: a history placed ``after`` a section (None: the default place)."""
+    history: dict[str, Any] = {"name": "history", "type": "messages", "required": False}
+    if after is not None:
+        history["after"] = after
+    return {
+        "variables": [
+            {"name": "question", "type": "string"},
+            {
+                "name": "examples",
+                "type": "messages",
+                "required": False,
+                "after": "system",
+                "default": [
+                    {"role": "user", "content": "Is 7 prime?"},
+                    {"role": "assistant", "content": "Yes."},
+                ],
+            },
+            history,
+        ],
+        "model": {},
+        "templates": {
+            "en": {
+                "system": "You answer in one line.",
+                "context": "Known facts: {{ (history or [])|length }} turns so far.",
+                "instruction": "{{ question }}",
+                "format": "Answer in English.",
+            }
+        },
+    }
+
+
+TURNS = [
+    {"role": "user", "content": "Hello {{ question }}"},
+    {"role": "assistant", "content": "Hi!"},
+    {"role": "tool", "content": '{"ok": true}'},
+]
+
+
+@pytest.mark.parametrize("after", [None, "system", "context", "instruction", "format"])
+@pytest.mark.parametrize("turns", [TURNS, [], None])
+def test_a_history_is_placed_as_on_the_server(after, turns):
+    version = chat_version(after)
+    values = {"question": "Is 9 prime?", "history": turns}
+
+    outcome = sdk_outcome(version, "en", values)
+
+    assert outcome == server_outcome(version, "en", values)
+    roles = [m["role"] for m in outcome[2]]
+    assert roles[:3] == ["system", "user", "assistant"]  # the examples, after the system
+    # The user text is split only where a history goes between two of its sections.
+    splits = bool(turns) and after in (None, "context", "instruction")
+    assert len(outcome[2]) == 3 + (len(TURNS) if turns else 0) + (2 if splits else 1)
+
+
+# Histories of every shape, right and wrong: roles (system among them), contents that are not
+# strings, extra fields, entries that are not objects, lists too long or too large for the limits.
+message = st.one_of(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool"]), "content": text}
+    ),
+    st.fixed_dictionaries(
+        {
+            "role": st.one_of(st.sampled_from(["system", "robot", ""]), st.integers(), st.none()),
+            "content": st.one_of(text, st.integers(), st.none(), st.lists(text, max_size=1)),
+        },
+        optional={"name": text, "tool_call_id": text},
+    ),
+    text,
+    st.integers(),
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.one_of(st.lists(message, max_size=30), text, st.none()),
+    st.sampled_from([None, "system", "context", "instruction", "format"]),
+)
+def test_generated_histories_get_the_server_answer(turns, after):
+    version = chat_version(after)
+    values = {"question": "q", "history": turns}
+
+    assert sdk_outcome(version, "en", values) == server_outcome(version, "en", values)
+
+
+def test_the_sdk_bounds_a_history_as_the_server_does_by_default():
+    version = chat_version(None)
+    values = {"question": "q", "history": [{"role": "user", "content": "x" * 1000}] * 201}
+
+    outcome = sdk_outcome(version, "en", values)
+
+    assert outcome == server_outcome(version, "en", values)
+    assert [p["code"] for p in outcome[2]] == ["history_too_large"]

@@ -214,10 +214,21 @@
     return one("[name$='-" + name + "']", row);
   }
 
+  // Only a history (a messages variable) has a place: the "after" choice is off for other types
+  // (a disabled field is not posted, so changing the type back leaves no stray place).
+  function syncPlace(row) {
+    var after = field(row, "after");
+    if (!after) return;
+    after.disabled = field(row, "type").value !== "messages";
+    after.title = after.disabled ? "Only a messages variable has a place." : "The section its history follows (—: after the context).";
+  }
+
   function wireRow(row) {
     all("input, select", row).forEach(function (input) {
       input.addEventListener(input.type === "text" ? "input" : "change", changed);
     });
+    field(row, "type").addEventListener("change", function () { syncPlace(row); });
+    syncPlace(row);
     var remove = field(row, "DELETE");
     if (remove) {
       remove.addEventListener("change", function () { row.classList.toggle("wb-removed", remove.checked); });
@@ -236,6 +247,7 @@
     if (name) {
       field(row, "name").value = name;
       field(row, "type").value = kind || "string";
+      syncPlace(row);
     } else {
       field(row, "name").focus();
     }
@@ -262,13 +274,17 @@
       if (!name) return;
       var type = field(row, "type").value;
       var required = field(row, "required");
-      variables.push({
+      var after = field(row, "after");
+      var variable = {
         name: name,
         type: type,
         required: !!(required && required.checked),
         default: parseDefault(field(row, "default").value, type).value,
         description: field(row, "description").value
-      });
+      };
+      // Only a history has a place; sent when chosen, so the check can refuse it elsewhere.
+      if (after && after.value && !after.disabled) variable.after = after.value;
+      variables.push(variable);
       collectedRows.push(row);
     });
     return variables;
@@ -333,11 +349,11 @@
         input.type = "checkbox";
         input.checked = !!initial;
       } else {
-        input = make(v.type === "list" || v.type === "object" || v.type === "string" ? "textarea" : "input");
-        if (input.tagName === "TEXTAREA") input.rows = v.type === "string" ? 1 : 2;
+        input = make(v.type === "list" || v.type === "object" || v.type === "string" || v.type === "messages" ? "textarea" : "input");
+        if (input.tagName === "TEXTAREA") input.rows = v.type === "string" ? 1 : v.type === "messages" ? 4 : 2;
         if (initial === null || initial === undefined) initial = "";
         input.value = typeof initial === "string" ? initial : JSON.stringify(initial);
-        input.placeholder = v.type === "list" ? '["a", "b"]' : v.type === "object" ? '{"key": "value"}' : v.required ? "required" : "left out";
+        input.placeholder = v.type === "list" ? '["a", "b"]' : v.type === "object" ? '{"key": "value"}' : v.type === "messages" ? "user: Where is my parcel?\nassistant: It left on Monday.\n(or JSON: [{\"role\": \"user\", \"content\": \"…\"}])" : v.required ? "required" : "left out";
       }
       input.id = id;
       input.dataset.variable = v.name;
@@ -353,6 +369,23 @@
     });
   }
 
+  // A history typed as a transcript: "user: …", "assistant: …" or "tool: …" starts a message,
+  // the lines after it continue it (registry/admin/pages.py transcript_messages, the preview
+  // page's reading). "system: …" is read too, so the check refuses it in its own words. Text
+  // before the first role is sent as it is: the check says a history is a list.
+  function transcriptMessages(text) {
+    var messages = [];
+    var lines = text.replace(/\r\n/g, "\n").split("\n");
+    for (var i = 0; i < lines.length; i++) {
+      var start = /^(user|assistant|tool|system):[ \t]?([\s\S]*)$/.exec(lines[i]);
+      if (start) messages.push({ role: start[1], content: start[2] });
+      else if (messages.length) messages[messages.length - 1].content += "\n" + lines[i];
+      else if (lines[i].trim()) return text;
+    }
+    messages.forEach(function (message) { message.content = message.content.replace(/^\n+|\n+$/g, ""); });
+    return messages;
+  }
+
   function sampleValues(variables) {
     var values = {};
     variables.forEach(function (v) {
@@ -366,6 +399,8 @@
       if (raw === "") return; // left out: its default applies, or it is reported missing
       if (v.type === "string") {
         values[v.name] = raw;
+      } else if (v.type === "messages" && raw.trim().charAt(0) !== "[") {
+        values[v.name] = transcriptMessages(raw);
       } else if (v.type === "integer" || v.type === "number") {
         values[v.name] = raw.trim() !== "" && isFinite(Number(raw)) ? Number(raw) : raw;
       } else {

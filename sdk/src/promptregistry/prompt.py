@@ -161,7 +161,9 @@ class Prompt:
 
     def render(self, /, **variables: Any) -> list[dict[str, str]]:
         """OpenAI chat messages: a ``system`` message from the system section, then one ``user``
-        message of context, instruction and format joined by blank lines (empty ones left out)."""
+        message of context, instruction and format joined by blank lines (empty ones left out).
+        A ``messages`` variable's history (a list of ``{"role", "content"}``) is inserted after
+        the section it names (the context by default), as the server's ``render`` does."""
         return to_messages(self.render_sections(**variables))
 
     def run(self, openai_client: Any, /, **variables: Any) -> Any:

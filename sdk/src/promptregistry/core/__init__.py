@@ -9,6 +9,8 @@ with the server); the traffic split is the one rule written twice (the server's 
 - ``bucketing``: the traffic-split contract (``bucket``, ``assign``, ``HASH_VERSION``);
 - ``locales``: BCP 47 tags and the ``fr-CA`` → ``fr`` → default fallback;
 - ``variables``: the check of a caller's variables against the declared ones;
+- ``history``: the ``messages`` variable type (a conversation history), its check and where the
+  render inserts it among the chat messages (the server calls it too);
 - ``sandbox``, ``sandbox_checks``, ``template_rules``, ``budget``, ``compile_cache``: the Jinja
   sandbox, the template constructs it refuses, the render budget and the compiled-template cache;
 - ``rendering``: the sandboxed, bounded Jinja render of the four sections, and chat messages;

@@ -36,10 +36,11 @@ from .rendering import (
     RENDER_DEADLINE_MS,
     SECTIONS,
     CompiledSections,
+    RenderedSections,
     compile_sections,
     render_compiled,
 )
-from .variables import VariableSpec, variables_validate
+from .variables import VariableSpec, histories, variables_validate
 
 STATE_SCHEMA_VERSION = 1
 
@@ -440,10 +441,11 @@ def version_render(
     max_chars: int = MAX_RENDER_CHARS,
     max_steps: int = MAX_RENDER_STEPS,
     deadline_ms: float | None = RENDER_DEADLINE_MS,
-) -> dict[str, str]:
+) -> RenderedSections:
     """The version's sections in ``locale`` (a key of ``version.templates``, as ``resolve``
-    answers it) rendered with the caller's variables, validated against the declared ones first.
-    Raises ``VariablesInvalid`` (every problem listed) or ``RenderError``."""
+    answers it) rendered with the caller's variables, validated against the declared ones first,
+    carrying the histories of its ``messages`` variables for ``to_messages``. Raises
+    ``VariablesInvalid`` (every problem listed) or ``RenderError``."""
     values = variables_validate(version.specs, variables)
     compiled = version.compiled.get(locale)
     if compiled is None:
@@ -458,4 +460,5 @@ def version_render(
         max_chars=max_chars,
         max_steps=max_steps,
         deadline_ms=deadline_ms,
+        history=histories(version.specs, values),
     )

@@ -16,12 +16,14 @@ sandbox, ``sandbox``), so that the SDK renders what ``POST …/render`` would:
 5. every failure is a ``RenderError`` listing problems with the server's codes and pointers
    (``/templates/{locale}/{section}``), never a Jinja exception.
 
-``to_messages`` turns rendered sections into OpenAI chat messages exactly as the server does.
+``to_messages`` turns rendered sections into OpenAI chat messages exactly as the server does,
+with the conversation histories of ``messages`` variables inserted where they go (``history``):
+a render answers a ``RenderedSections``, the four sections as a dict that also carries them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from jinja2 import TemplateSyntaxError, UndefinedError
@@ -31,6 +33,7 @@ from jinja2.exceptions import SecurityError
 from promptregistry.errors import RenderError
 
 from .compile_cache import CompileCache, CompileCacheInfo
+from .history import HistoryBlock, place_history
 from .sandbox import (
     ENVIRONMENT,
     MAX_RENDER_CHARS,
@@ -52,6 +55,7 @@ __all__ = [
     "RENDER_DEADLINE_MS",
     "SECTIONS",
     "CompiledSections",
+    "RenderedSections",
     "compile_cache_clear",
     "compile_cache_info",
     "compile_sections",
@@ -237,6 +241,18 @@ def render_sections(
     )
 
 
+class RenderedSections(dict[str, str]):
+    """The four rendered sections (a plain ``dict`` to read and compare), and ``history``: the
+    conversation histories of the version's ``messages`` variables, as ``(place, messages)``
+    pairs, which ``to_messages`` inserts. Equal to a dict of the same sections."""
+
+    __slots__ = ("history",)
+
+    def __init__(self, sections: Mapping[str, str], history: Sequence[HistoryBlock] = ()) -> None:
+        super().__init__(sections)
+        self.history: tuple[HistoryBlock, ...] = tuple(history)
+
+
 def _check_limits(max_chars: int, max_steps: int, deadline_ms: float | None) -> None:
     if max_chars < 1 or max_steps < 1 or (deadline_ms is not None and deadline_ms <= 0):
         raise ValueError("max_chars, max_steps and deadline_ms must be positive.")
@@ -251,8 +267,10 @@ def render_compiled(
     max_steps: int = MAX_RENDER_STEPS,
     deadline_ms: float | None = RENDER_DEADLINE_MS,
     pointer: str = "/templates",
-) -> dict[str, str]:
-    """Steps 2 and 3 of ``render_sections``, for sections compiled by ``compile_sections``."""
+    history: Sequence[HistoryBlock] = (),
+) -> RenderedSections:
+    """Steps 2 and 3 of ``render_sections``, for sections compiled by ``compile_sections``;
+    ``history`` (``variables.histories``) travels with the result to ``to_messages``."""
     _check_limits(max_chars, max_steps, deadline_ms)
     rendered = dict.fromkeys(SECTIONS, "")
     budget = RenderBudget(
@@ -269,7 +287,7 @@ def render_compiled(
                 # Total: whatever the template raised leaves as a RenderError naming section,
                 # locale and line.
                 raise _render_error(exc, section=section, locale=locale, pointer=pointer) from exc
-    return rendered
+    return RenderedSections(rendered, history)
 
 
 def _render_error(exc: Exception, *, section: str, locale: str, pointer: str) -> RenderError:
@@ -302,12 +320,8 @@ def _render_error(exc: Exception, *, section: str, locale: str, pointer: str) ->
 def to_messages(rendered: Mapping[str, str]) -> list[dict[str, str]]:
     """OpenAI chat messages: the system section as a ``system`` message, then one ``user``
     message of context, instruction and format joined by blank lines. Empty sections are left
-    out, and so is a message with nothing in it."""
-    messages: list[dict[str, str]] = []
-    system = rendered.get("system", "")
-    if system:
-        messages.append({"role": "system", "content": system})
-    user = [text for text in (rendered.get(name, "") for name in SECTIONS[1:]) if text]
-    if user:
-        messages.append({"role": "user", "content": "\n\n".join(user)})
-    return messages
+    out, and so is a message with nothing in it. A ``RenderedSections``' histories go where they
+    were declared (after the context by default), splitting the user message there
+    (``history.place_history``, which the server calls too)."""
+    history = rendered.history if isinstance(rendered, RenderedSections) else ()
+    return place_history(rendered, history)

@@ -8,7 +8,9 @@ with the same codes, details and pointers: ``unknown_variable`` (with a near mis
 problem (pointing at the variables), and only the first ``MAX_SUGGESTIONS`` get a suggestion.
 
 Types are JSON's: ``bool`` is never an integer, ``3.0`` is not an integer, NaN and infinities
-are not numbers. (Declarations are checked by the server when a version is written; the SDK only
+are not numbers. A ``messages`` variable (a conversation history) is a list of chat messages,
+each checked by ``history.history_problems`` (roles, contents, count and size, every wrong entry
+with its pointer). (Declarations are checked by the server when a version is written; the SDK only
 reads committed versions, so it does not repeat that check.)
 """
 
@@ -24,6 +26,15 @@ from typing import Any
 
 from promptregistry.errors import VariablesInvalid
 
+from .history import (
+    DEFAULT_PLACE,
+    MAX_HISTORY_CHARS,
+    MAX_HISTORY_MESSAGES,
+    HistoryBlock,
+    history_block,
+    history_problems,
+)
+
 
 class VariableType(StrEnum):
     STRING = "string"
@@ -32,22 +43,25 @@ class VariableType(StrEnum):
     BOOLEAN = "boolean"
     LIST = "list"
     OBJECT = "object"
+    MESSAGES = "messages"  # a conversation history, inserted as chat messages (``history``)
 
 
 @dataclass(frozen=True, slots=True)
 class VariableSpec:
     """One declared variable; ``default`` None means "no default" (an optional variable
-    without one renders as ``None``)."""
+    without one renders as ``None``). ``after`` is a ``messages`` variable's place: the section
+    its history follows (None: the default, after the context)."""
 
     name: str
     type: VariableType | str = VariableType.STRING
     required: bool = True
     default: object = None
     description: str = ""
+    after: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         kind = self.type.value if isinstance(self.type, VariableType) else self.type
-        return {
+        data: dict[str, object] = {
             "name": self.name,
             "type": kind,
             "required": self.required,
@@ -55,6 +69,13 @@ class VariableSpec:
             "default": copy.deepcopy(self.default),
             "description": self.description,
         }
+        # Only a history has a place (and always one, so both spellings of the default hash
+        # alike); other variables keep the five fields they always had, and their hashes.
+        if kind == VariableType.MESSAGES:
+            data["after"] = self.after or DEFAULT_PLACE
+        elif self.after is not None:
+            data["after"] = self.after
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VariableSpec:
@@ -74,6 +95,7 @@ class VariableSpec:
             required=data.get("required", default is None),
             default=default,
             description=data.get("description", ""),
+            after=data.get("after"),
         )
 
 
@@ -96,6 +118,9 @@ def value_matches(kind: VariableType, value: object) -> bool:
             return isinstance(value, list)
         case VariableType.OBJECT:
             return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+        case VariableType.MESSAGES:
+            # The entries are ``history.history_problems``'s to judge, each with its pointer.
+            return isinstance(value, list)
     return False
 
 
@@ -122,6 +147,8 @@ def describe_value(value: object) -> str:
 
 def with_article(kind: VariableType) -> str:
     """``"an integer"``, ``"a string"``: a type as problem details name it."""
+    if kind == VariableType.MESSAGES:
+        return "a list of messages"
     return f"an {kind.value}" if kind.value[0] in "aeiou" else f"a {kind.value}"
 
 
@@ -161,10 +188,13 @@ def variables_validate(
     values: Mapping[str, object],
     *,
     pointer: str = "/variables",
+    max_messages: int = MAX_HISTORY_MESSAGES,
+    max_history_chars: int = MAX_HISTORY_CHARS,
 ) -> dict[str, object]:
     """Check a caller's values against the declarations; return the values to render with.
 
-    ``specs`` are ``VariableSpec``s or their JSON form (as a bundle carries them). Raises one
+    A ``messages`` value is checked entry by entry (``history.history_problems``, bounded by
+    ``max_messages`` entries and ``max_history_chars`` characters of content). ``specs`` are ``VariableSpec``s or their JSON form (as a bundle carries them). Raises one
     ``VariablesInvalid`` listing every problem. The result holds exactly the declared names, in
     declaration order: an optional variable left out (or sent as null) gets a copy of its
     default, or ``None``, so ``{% if tone %}`` works under ``StrictUndefined``.
@@ -218,8 +248,30 @@ def variables_validate(
                     at,
                 )
             )
+        elif kind == VariableType.MESSAGES:
+            problems.extend(
+                history_problems(
+                    spec.name,
+                    value,  # type: ignore[arg-type]  # a list: value_matches said so
+                    pointer=at,
+                    max_messages=max_messages,
+                    max_chars=max_history_chars,
+                )
+            )
         resolved[spec.name] = value
 
     if problems:
         raise VariablesInvalid(problems)
     return resolved
+
+
+def histories(
+    specs: Sequence[VariableSpec], values: Mapping[str, object]
+) -> tuple[HistoryBlock, ...]:
+    """The histories among values checked by ``variables_validate``, in declaration order, each
+    with its place, ready for the render to insert (an empty or absent one inserts nothing)."""
+    return tuple(
+        history_block(spec.after, values[spec.name])  # type: ignore[arg-type]
+        for spec in specs
+        if spec.type == VariableType.MESSAGES and values.get(spec.name)
+    )
