@@ -155,6 +155,7 @@ def test_prompt_authors_have_exactly_the_permissions_of_their_migrations():
     datasets = importlib.import_module("evaluations.migrations.0002_prompt_authors_write_datasets")
     evals = importlib.import_module("evaluations.migrations.0004_eval_and_analysis_permissions")
     cases = importlib.import_module("evaluations.migrations.0009_prompt_authors_remove_cases")
+    playground = importlib.import_module("runs.migrations.0007_prompt_authors_run_the_playground")
     expected = {
         f"{action}_{model}" for model, actions in migration.PERMISSIONS for action in actions
     }
@@ -165,7 +166,7 @@ def test_prompt_authors_have_exactly_the_permissions_of_their_migrations():
     assert granted == {("registry", codename) for codename in expected} | {
         ("evaluations", codename)
         for codename in (*datasets.CODENAMES, *evals.GRANTS["Prompt authors"], *cases.CODENAMES)
-    }
+    } | {("runs", codename) for codename in playground.CODENAMES}
     assert "commit_promptversion" in expected
     assert not {"delete_prompt", "add_group"} & {codename for _app, codename in granted}
     assert Permission.objects.filter(codename="commit_promptversion").exists()
