@@ -151,6 +151,11 @@ def environments(db) -> dict:
     """development -> staging -> production, as migration 0003 makes them: production takes only
     versions that have been stable in staging. Written again if a transactional test's flush
     removed them."""
+    return environments_ensure()
+
+
+def environments_ensure() -> dict:
+    """The ``environments`` fixture's work, for fixtures of a wider scope."""
     from importlib import import_module
 
     from releases.models import Environment
