@@ -159,20 +159,10 @@ def _load_demo(state: _DemoState, server) -> str:
     holds it already, unchanged; the local model server is its provider."""
     if state.loaded:
         return state.output
-    from runs.models import Provider
-    from tests.conftest import environments_ensure
+    from tests.conftest import environments_ensure, model_server_configure
 
     environments_ensure()
-    server.reset()
-    Provider.objects.update_or_create(
-        name="local",
-        defaults={
-            "base_url": server.base_url,
-            "timeout_seconds": 2.0,
-            "max_retries": 2,
-            "enabled": True,
-        },
-    )
+    model_server_configure(server)
     return state.load()
 
 
