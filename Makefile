@@ -11,7 +11,7 @@ FAKE_PROVIDER_PORT ?= 8765
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/promptregistry
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-SQLITE_TESTS := tests/test_settings.py tests/registry/test_immutability.py \
+SQLITE_TESTS := tests/registry/test_immutability.py \
   tests/registry/test_services.py tests/registry/test_demo.py \
   tests/releases/test_events_append_only.py tests/releases/test_services.py \
   tests/api/test_run.py tests/api/test_events.py tests/runs/test_shadows.py \
@@ -72,7 +72,8 @@ test: install lint
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -n 2
 	# The embedded default: SQLite, local-memory cache, eager Celery. The tests whose behaviour
 	# depends on the database (triggers, constraints, transactions, the runtime and run paths);
-	# the pure ones (rendering, bucketing, redaction...) need no second run.
+	# the pure ones (rendering, bucketing, redaction...) need no second run, nor tests/test_settings.py:
+	# each of its cases starts a fresh Python with the whole environment it states, whichever run it is in.
 	# Two processes here too: each has its own in-memory database.
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -n 2 -m "not postgres" -q $(SQLITE_TESTS)
 

@@ -154,6 +154,11 @@ def environments(db) -> dict:
     """development -> staging -> production, as migration 0003 makes them: production takes only
     versions that have been stable in staging. Written again if a transactional test's flush
     removed them."""
+    return environments_ensure()
+
+
+def environments_ensure() -> dict:
+    """The ``environments`` fixture's work, for fixtures of a wider scope."""
     from importlib import import_module
 
     from releases.models import Environment
@@ -304,12 +309,19 @@ def model_server(_model_server_process, db, monkeypatch, no_proxy):
     ``local``, with its request log and fault queues empty. Retries do not really sleep (their
     waits are recorded in ``model_server.waits``), and no proxy can take a call off loopback."""
     from runs import providers
-    from runs.models import Provider
 
-    server = _model_server_process
-    server.reset()
+    server = model_server_configure(_model_server_process)
     server.waits = []
     monkeypatch.setattr(providers, "_sleep", server.waits.append)
+    return server
+
+
+def model_server_configure(server):
+    """The ``model_server`` fixture's work on the database, for fixtures of a wider scope: the
+    server's request log and fault queues emptied, and the provider ``local`` pointing at it."""
+    from runs.models import Provider
+
+    server.reset()
     Provider.objects.update_or_create(
         name="local",
         defaults={

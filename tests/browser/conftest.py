@@ -1,11 +1,22 @@
 """Browser tests: Playwright driving Debian's Chromium (by executable path, never a downloaded
 browser) headless, against the live server pytest-django runs in a thread of the test process.
 
-- ``browser``: a Chromium of the test's own, started after the test database is set up and
-  closed before it is flushed (Playwright's sync API keeps an event loop running in this thread
-  while it is open, and Django refuses ORM calls from such a thread unless told they are safe).
+- ``browser``: one Chromium for the browser tests a test process runs in a row (package scope),
+  started after the test database is set up and closed when the process leaves this package:
+  launching it costs seconds, and each test gets a fresh browser context of its own (its own
+  cookies, storage and cache), which is what isolates browser tests from each other. While it is
+  open, Playwright's sync API keeps an event loop running in this thread, and Django refuses ORM
+  calls from such a thread unless told they are safe (``DJANGO_ALLOW_ASYNC_UNSAFE``, set for as
+  long as the browser is open, and only then).
 - ``demo``: the demo registry ``make run`` loads (``manage.py demo``), with the local model server
-  as its provider, so pages are looked at on the data a new user sees.
+  as its provider, so pages are looked at on the data a new user sees; for a test that changes
+  it (a transactional test: the database is flushed after it).
+- ``shared_demo``: the same demo registry for a test that only looks at it. It is loaded once and
+  shared by the looking tests a test process runs in a row, without a flush between them (a load
+  and a flush cost seconds each). A looking test that changes the data after all fails, and the
+  data is flushed and loaded again for the next test, so no test sees another's changes. A test
+  that changes the data uses ``demo`` (it reuses a load no test has changed yet, and its flush
+  ends it).
 - ``admin_page``: a page of a fresh browser context, 1,400 pixels wide, logged in to the admin as
   a superuser. When the test ends, its last screen is kept as a screenshot under
   ``var/test-artifacts/browser/`` (``BROWSER_ARTIFACTS`` moves it), pass or fail.
@@ -29,6 +40,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connections
 from django.test import Client
+from django.test.utils import override_settings
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS", "var/test-artifacts/browser"))
@@ -46,59 +58,193 @@ WIDE = {"width": 1400, "height": 900}
 NARROW = {"width": 800, "height": 900}
 # Playwright waits this long at most for a page or an element: no test waits without a bound.
 TIMEOUT_MS = 15_000
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
 
-@pytest.fixture
-def browser(browser_settings):
+@pytest.fixture(scope="package")
+def _chromium(django_db_setup) -> Iterator:
+    """One Chromium for the browser tests this process runs in a row (see the module docstring)."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"No Chromium at {CHROMIUM}: run scripts/ensure-browser (make test does).")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-            # The test's ORM calls made while the browser was open ran in the loop's context and
-            # got connections of their own (asgiref's Local): close them in that context, or they
-            # stay open and keep the test database from being dropped.
-            connections.close_all()
+    # Playwright's sync API keeps an event loop in this thread while the browser is open; Django
+    # refuses ORM calls from a thread with a running loop. The tests' own ORM calls (and the
+    # flush after a transactional test) are synchronous: let them through, for this long only.
+    unsafe = os.environ.get(ASYNC_UNSAFE)
+    os.environ[ASYNC_UNSAFE] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True
+            )
+            try:
+                yield browser
+            finally:
+                browser.close()
+                # The ORM calls made while the browser was open ran in the loop's context and got
+                # connections of their own (asgiref's Local): close them in that context, or they
+                # stay open and keep the test database from being dropped.
+                connections.close_all()
+    finally:
+        if unsafe is None:
+            os.environ.pop(ASYNC_UNSAFE, None)
+        else:
+            os.environ[ASYNC_UNSAFE] = unsafe
 
 
 @pytest.fixture
-def browser_settings(settings, live_server, monkeypatch):
+def browser(_chromium, browser_settings):
+    return _chromium
+
+
+@pytest.fixture
+def browser_settings(settings, live_server):
     """The live server over plain HTTP on localhost, as the browser reaches it."""
     settings.ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
     settings.SESSION_COOKIE_SECURE = False
     settings.CSRF_COOKIE_SECURE = False
     settings.SECURE_SSL_REDIRECT = False
     settings.CSRF_TRUSTED_ORIGINS = [live_server.url]
-    # Playwright's sync API keeps an event loop in this thread; Django refuses ORM calls from a
-    # thread with a running loop. The test's own ORM calls are synchronous: let them through.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     return settings
 
 
-@pytest.fixture
-def demo(browser_settings, environments, model_server, tmp_path) -> str:
-    """The demo registry, as ``make run`` loads it; returns the command's output."""
-    browser_settings.VAR_DIR = tmp_path
-    out = StringIO()
-    call_command("demo", stdout=out)
-    return out.getvalue()
+class _DemoState:
+    """Whether this process's test database holds the demo registry as ``manage.py demo`` left it."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.var_dir = var_dir
+        self.output = ""  # what the command printed when it loaded what is in the database
+        self.loaded = False  # the demo is in the database, changed by no test
+
+    def load(self) -> str:
+        with override_settings(VAR_DIR=self.var_dir, PROVIDER_ALLOW_LOOPBACK=True):
+            out = StringIO()
+            call_command("demo", stdout=out)
+        self.output, self.loaded = out.getvalue(), True
+        return self.output
+
+
+def _flush() -> None:
+    """What pytest-django does after a transactional test (TransactionTestCase's teardown)."""
+    call_command("flush", verbosity=0, interactive=False, database="default")
+
+
+def _row_counts() -> dict[str, int]:
+    """Rows per table, sessions aside (logging in writes one): what a looking test leaves as is."""
+    from django.apps import apps
+    from django.contrib.sessions.models import Session
+
+    return {
+        model._meta.label: model._base_manager.count()
+        for model in apps.get_models()
+        if model is not Session and model._meta.managed and not model._meta.proxy
+    }
+
+
+@pytest.fixture(scope="package")
+def _demo_state(_chromium, django_db_blocker, tmp_path_factory) -> Iterator[_DemoState]:
+    """The demo registry's state in this process's database, for as long as it runs browser tests
+    in a row; flushed when it leaves them, as a transactional test would be (the tests after them
+    expect an empty database or the migrations' rows, never the demo's)."""
+    state = _DemoState(tmp_path_factory.mktemp("demo-var"))
+    yield state
+    if state.loaded:
+        with django_db_blocker.unblock():
+            _flush()
+
+
+def _load_demo(state: _DemoState, server) -> str:
+    """Loads the demo (on the migrations' environments, as ``make run`` does) unless the database
+    holds it already, unchanged; the local model server is its provider."""
+    if state.loaded:
+        return state.output
+    from tests.conftest import environments_ensure, model_server_configure
+
+    environments_ensure()
+    model_server_configure(server)
+    return state.load()
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_demo(request, _demo_state, django_db_blocker) -> None:
+    """A transactional test that does not ask for the demo finds no demo: it meets the database as
+    it would after any transactional test's flush."""
+    if request.node.get_closest_marker("django_db") is None or "demo" in request.fixturenames:
+        return
+    if _demo_state.loaded:
+        _demo_state.loaded = False
+        with django_db_blocker.unblock():
+            _flush()
 
 
 @pytest.fixture
-def superuser(transactional_db):
+def demo(browser_settings, environments, model_server, _demo_state) -> str:
+    """The demo registry, as ``make run`` loads it, for a test that changes it; returns the
+    command's output. The test is transactional: its flush ends this copy of the demo."""
+    output = _load_demo(_demo_state, model_server)
+    _demo_state.loaded = False  # whatever the test does, the flush after it removes the demo
+    return output
+
+
+@pytest.fixture
+def shared_demo(
+    request, browser_settings, _demo_state, _model_server_process, django_db_blocker
+) -> Iterator[str]:
+    """The demo registry for a test that only looks at it (see the module docstring); returns the
+    command's output. The test gets the database as the live server does, outside any transaction,
+    and must leave every table's rows as they were (sessions aside)."""
+    if request.node.get_closest_marker("django_db"):
+        pytest.fail("shared_demo is for looking tests: a django_db test changes data, use demo")
+    with django_db_blocker.unblock():
+        output = _load_demo(_demo_state, _model_server_process)
+        before = _row_counts()
+        yield output
+        changed = {
+            table: (count, after)
+            for (table, count), after in zip(before.items(), _row_counts().values(), strict=True)
+            if count != after
+        }
+        if changed:
+            _demo_state.loaded = False
+            _flush()
+            pytest.fail(
+                f"A test on shared_demo changed the demo data (rows before, after: {changed}); "
+                "a test that changes it uses the demo fixture and django_db(transaction=True)."
+            )
+
+
+@pytest.fixture(autouse=True)
+def _live_server_helper(request) -> Iterator[None]:
+    """pytest-django's own (``pytest_django.fixtures._live_server_helper``, overridden here by
+    name), but a test on ``shared_demo`` does not get ``transactional_db``: its flush after every
+    test is what the shared demo saves. Every other test using the live server gets it, as before."""
+    if "live_server" not in request.fixturenames:
+        yield
+        return
+    if "shared_demo" not in request.fixturenames:
+        request.getfixturevalue("transactional_db")
+    live_server = request.getfixturevalue("live_server")
+    live_server._live_server_modified_settings.enable()
+    yield
+    live_server._live_server_modified_settings.disable()
+
+
+@pytest.fixture
+def superuser(request, django_db_blocker):
+    """The demo's admin (or a new superuser): in the looking tests' database when the test uses
+    ``shared_demo``, else in the test's transactional one."""
+    if "shared_demo" in request.fixturenames:
+        request.getfixturevalue("shared_demo")
+    else:
+        request.getfixturevalue("transactional_db")
     user_model = get_user_model()
-    return user_model.objects.filter(
-        username="admin"
-    ).first() or user_model.objects.create_superuser(
-        "admin", "admin@example.com", "not-a-real-password-1"
-    )
+    with django_db_blocker.unblock():
+        return user_model.objects.filter(
+            username="admin"
+        ).first() or user_model.objects.create_superuser(
+            "admin", "admin@example.com", "not-a-real-password-1"
+        )
 
 
 def _artifact_name(nodeid: str) -> str:

@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-pytestmark = pytest.mark.django_db(transaction=True)
-
 LOGIN = re.compile(r"user (?P<user>\S+)\s+password (?P<password>\S+)")
 
 
-def test_the_printed_login_opens_the_admin(browser, demo, live_server):
-    match = LOGIN.search(demo)
-    assert match, demo
+def test_the_printed_login_opens_the_admin(browser, shared_demo, live_server):
+    match = LOGIN.search(shared_demo)
+    assert match, shared_demo
     context = browser.new_context(base_url=live_server.url)
     try:
         page = context.new_page()
@@ -28,7 +24,7 @@ def test_the_printed_login_opens_the_admin(browser, demo, live_server):
         context.close()
 
 
-def test_a_wrong_password_is_refused_in_place(browser, demo, live_server):
+def test_a_wrong_password_is_refused_in_place(browser, shared_demo, live_server):
     context = browser.new_context(base_url=live_server.url)
     try:
         page = context.new_page()
@@ -42,7 +38,7 @@ def test_a_wrong_password_is_refused_in_place(browser, demo, live_server):
         context.close()
 
 
-def test_from_the_index_to_a_released_prompt(admin_page, demo):
+def test_from_the_index_to_a_released_prompt(admin_page, shared_demo):
     admin_page.goto("/admin/")
     admin_page.locator("#content-main a[href='/admin/registry/prompt/']").first.click()
     admin_page.wait_for_url("**/admin/registry/prompt/")

@@ -9,10 +9,8 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.django_db(transaction=True)
 
-
-def test_from_the_prompt_list_through_the_hub_to_a_release(admin_page, demo, visit):
+def test_from_the_prompt_list_through_the_hub_to_a_release(admin_page, shared_demo, visit):
     visit(admin_page, "/admin/registry/prompt/")
     headers = admin_page.locator("#result_list thead th").all_inner_texts()
     assert [h.strip().lower() for h in headers[-3:]] == ["development", "staging", "production"]
@@ -35,7 +33,9 @@ def test_from_the_prompt_list_through_the_hub_to_a_release(admin_page, demo, vis
     assert "support.refund-reply in production" in admin_page.locator("#content h1").inner_text()
 
 
-def test_view_site_opens_the_home_page_and_the_index_is_in_order_of_use(admin_page, demo, visit):
+def test_view_site_opens_the_home_page_and_the_index_is_in_order_of_use(
+    admin_page, shared_demo, visit
+):
     visit(admin_page, "/admin/")
     sections = admin_page.locator("#content-main .module caption").all_inner_texts()
     assert [s.strip().upper() for s in sections][:4] == [
@@ -58,6 +58,7 @@ def test_view_site_opens_the_home_page_and_the_index_is_in_order_of_use(admin_pa
     admin_page.go_back()
 
 
+@pytest.mark.django_db(transaction=True)  # it adds a prompt
 def test_a_new_prompt_is_one_click_from_its_first_version(admin_page, demo, visit):
     visit(admin_page, "/admin/registry/prompt/add/")
     admin_page.fill("#id_key", "sales.thank-you")
