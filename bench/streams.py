@@ -1,0 +1,489 @@
+"""Release streams at scale: N followers of one environment on one ASGI process (issue 21).
+
+    .venv/bin/python bench/streams.py [--counts 100,1000,10000] [--rounds 3] [--changes 20]
+
+1. Builds a database on the local PostgreSQL (10 prompts released in production, bulk inserts
+   as bench/resolve.py does) and two API keys: a service's (prompts:read) and release
+   automation's (releases:write).
+2. Starts the two processes a deployment runs: the stream process (uvicorn, ``config.asgi``, one
+   worker) and the API (gunicorn, 2 sync workers) that takes the release changes; both on
+   PostgreSQL and Redis (db 14), ports 8800 and 8801.
+3. For each N, in rounds (a fresh stream process each): opens N streams of production from light
+   asyncio clients (raw sockets, no SDK; in several processes beside this one, so reading 10,000
+   sockets is not one core's work), then prints
+   - connections held: streams that said hello and were still open at the end;
+   - memory per stream: the stream process's RSS with the N streams open, less its RSS with one,
+     over N;
+   - idle CPU: the stream process's CPU time over 16 s with nothing changing (one keep-alive
+     round of every stream falls in it), as a share of one core;
+   - delivery: 20 release changes through the API (a shadow started, then stopped, on
+     ``bench.prompt-0``), one at a time, each once every client had the previous; for each client
+     and change, the delay from the change's API answer to the event's arrival (p50, p99, max).
+     The event is published on commit, before the answer leaves, so a delay can be negative: the
+     arrival came before the answer did.
+4. Prints each round, then the median of the rounds per N. Targets on this 2-core machine:
+   10,000 streams held; p99 < 1 s at 10,000 and < 100 ms at 1,000; < 50 KB per idle stream.
+
+The open-file limit is raised here to the hard limit (``resource.setrlimit``), for this process,
+its clients and the servers it starts: the stream process needs one descriptor per stream, plus
+a few dozen. A deployment sets ``LimitNOFILE`` (systemd), ``ulimit -n`` or the container's
+``nofile`` to more than ``RELEASE_STREAM_MAX_PER_PROCESS``.
+
+Needs PostgreSQL and Redis on 127.0.0.1 (``scripts/ensure-services``). Never run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+GUNICORN = str(Path(PYTHON).parent / "gunicorn")
+PG = "postgres://postgres@127.0.0.1:5432/"
+DATABASE = "promptregistry_bench_streams"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+STREAM_PORT, API_PORT = 8800, 8801
+ENVIRONMENT, PROMPT = "production", "bench.prompt-0"
+STREAM_LOG = Path("/tmp/bench-streams-server.log")
+API_LOG = Path("/tmp/bench-streams-api.log")
+CONNECTIONS_PER_CLIENT = 2500  # light clients per client process
+IDLE_SECONDS = 16.0  # more than one keep-alive period (15 s)
+WAIT_SECONDS = 30.0  # the longest wait for any one step: past it the round fails, never hangs
+RELEASE_EVENT = re.compile(rb'data: \{"prompt":"([^"]+)","revision":(\d+)\}')
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+
+def project_env() -> dict:
+    return {
+        **os.environ,
+        "DATABASE_URL": PG + DATABASE,
+        "REDIS_URL": REDIS_URL,
+        "SECRET_KEY": "bench-only-key-not-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+        "DEBUG": "false",
+        "SECURE_SSL_REDIRECT": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+        # One key holds every stream and one makes every change: the limits stay on, above what
+        # the bench reaches.
+        "API_RATE_LIMITS": "prompts:read=1000000/s,releases:write=1000/s",
+        "RELEASE_STREAM_MAX_PER_PROCESS": "20000",
+        "RELEASE_STREAM_MAX_PER_KEY": "20000",
+        # No stream ends during a round.
+        "RELEASE_STREAM_MAX_SECONDS": "3600",
+        "PROVIDER_ALLOW_LOOPBACK": "true",  # the seed binds the provider "local"
+    }
+
+
+def sh(*args: str, env: dict | None = None) -> str:
+    return subprocess.run(
+        args, cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def seed() -> tuple[str, str]:
+    """A fresh database with 10 prompts released in production; the two keys."""
+    env = project_env()
+    sh(
+        "psql",
+        "-qh",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-c",
+        f"DROP DATABASE IF EXISTS {DATABASE}",
+        "-c",
+        f"CREATE DATABASE {DATABASE}",
+    )
+    sh(PYTHON, "manage.py", "migrate", "--no-input", env=env)
+    sh(PYTHON, "bench/seed.py", "10", "2", env=env)
+    sh(
+        PYTHON,
+        "manage.py",
+        "provider",
+        "add",
+        "local",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        env=env,
+    )
+
+    def key(name: str, scope: str) -> str:
+        out = sh(PYTHON, "manage.py", "apikey", "create", name, "--scope", scope, env=env)
+        return out.strip().splitlines()[-1]
+
+    return key("bench-sdk", "prompts:read"), key("bench-release-bot", "releases:write")
+
+
+def start(args: list[str], log: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=project_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),  # a file, not a pipe nobody reads
+    )
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return process
+        except urllib.error.HTTPError:
+            return process  # it answers
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.2)
+    stop(process)
+    raise SystemExit(f"the server on port {port} did not start; see {log}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=15)
+
+
+def stream_server() -> subprocess.Popen:
+    return start(
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(STREAM_PORT),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "2",
+            "--backlog",
+            "4096",
+        ],
+        STREAM_LOG,
+        STREAM_PORT,
+    )
+
+
+def api_server() -> subprocess.Popen:
+    return start(
+        [GUNICORN, "--workers", "2", "--bind", f"127.0.0.1:{API_PORT}", "config.wsgi:application"],
+        API_LOG,
+        API_PORT,
+    )
+
+
+def raise_open_files() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+# --- the stream process, seen from outside ------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_sockets(pid: int) -> int:
+    return sum(
+        1 for fd in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(fd).startswith("socket:")
+    )
+
+
+# --- release changes ----------------------------------------------------------------------------
+
+
+def change(manager_key: str, number: int) -> tuple[int, float, float]:
+    """The ``number``-th change (a shadow started, then stopped): its revision, when it was sent
+    and when its answer came (``time.monotonic``, the clock the clients stamp arrivals with)."""
+    verb, body = (
+        ("shadow", {"versions": [1], "sample_percent": 10})
+        if number % 2 == 0
+        else (
+            "shadow/stop",
+            {},
+        )
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{API_PORT}/api/v1/releases/{ENVIRONMENT}/{PROMPT}/{verb}",
+        data=json.dumps({**body, "reason": "bench"}).encode(),
+        headers={"Authorization": f"Bearer {manager_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    sent = time.monotonic()
+    with urllib.request.urlopen(request, timeout=WAIT_SECONDS) as response:
+        answer = json.loads(response.read())
+    return answer["revision"], sent, time.monotonic()
+
+
+# --- the light clients (a process each, ``--client``) -------------------------------------------
+
+
+async def follow(key: str, port: int, arrivals: dict, hello: asyncio.Event, state: dict) -> None:
+    """One stream: sends the request, then stamps each ``release`` event's arrival."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"GET /api/v1/environments/{ENVIRONMENT}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {key}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+    )
+    buffer = b""
+    try:
+        while b"event: hello" not in buffer:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError(buffer[:200].decode(errors="replace"))
+            buffer += data
+        state["held"] += 1
+        hello.set()
+        buffer = b""
+        while data := await reader.read(65536):
+            now = time.monotonic()
+            buffer += data
+            last = 0
+            for match in RELEASE_EVENT.finditer(buffer):
+                arrivals.setdefault((match[1].decode(), int(match[2])), []).append(now)
+                last = match.end()
+            buffer = buffer[last:][-4096:]
+    finally:
+        state["held"] -= 1 if hello.is_set() else 0
+        writer.close()
+
+
+async def client_main(key: str, port: int, count: int) -> None:
+    """Opens ``count`` streams (a few hundred connecting at a time), says ``ready held`` on
+    stdout, then ``got prompt revision`` when every open stream has a change, and, on ``stop``
+    from stdin, the arrival times as JSON."""
+    arrivals: dict[tuple[str, int], list[float]] = {}
+    state = {"held": 0}
+    tasks, failed = [], 0
+    for start_at in range(0, count, 250):
+        hellos = []
+        for _ in range(min(250, count - start_at)):
+            hello = asyncio.Event()
+            hellos.append(hello)
+            tasks.append(asyncio.create_task(follow(key, port, arrivals, hello, state)))
+        try:
+            async with asyncio.timeout(WAIT_SECONDS):
+                await asyncio.gather(*(h.wait() for h in hellos))
+        except TimeoutError:
+            pass
+        failed = sum(1 for t in tasks if t.done())
+    print(f"ready {state['held']} {failed}", flush=True)
+    reported: set[tuple[str, int]] = set()
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    command = asyncio.create_task(stdin.readline())
+    while not command.done():
+        for change_key, times in list(arrivals.items()):
+            if change_key not in reported and len(times) >= state["held"]:
+                reported.add(change_key)
+                print(f"got {change_key[0]} {change_key[1]}", flush=True)
+        await asyncio.wait([command], timeout=0.005)
+    print(json.dumps({f"{p} {r}": times for (p, r), times in arrivals.items()}), flush=True)
+    for task in tasks:
+        task.cancel()
+
+
+# --- a round ------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def one_round(count: int, sdk_key: str, manager_key: str, changes: int) -> dict:
+    server = stream_server()
+    clients: list[subprocess.Popen] = []
+    try:
+        # One stream first: the hub subscribed, the key and the environment loaded.
+        warm = client_processes(1, sdk_key)
+        baseline = rss_bytes(server.pid)
+        finish(warm)
+        clients = client_processes(count, sdk_key)
+        held = sum(c.held for c in clients)
+        time.sleep(2)  # let the connects settle
+        memory = rss_bytes(server.pid)
+        sockets = open_sockets(server.pid)
+        cpu_start, wall_start = cpu_seconds(server.pid), time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        idle_cpu = (cpu_seconds(server.pid) - cpu_start) / (time.monotonic() - wall_start)
+        answers: dict[tuple[str, int], float] = {}
+        sent_at: dict[tuple[str, int], float] = {}
+        for number in range(changes):
+            revision, sent, answered = change(manager_key, number)
+            answers[(PROMPT, revision)], sent_at[(PROMPT, revision)] = answered, sent
+            for client in clients:
+                client.wait_for(f"got {PROMPT} {revision}")
+        delays, from_sent, complete = [], [], 0
+        for client in clients:
+            arrivals = client.stop()
+            for change_key, answered in answers.items():
+                times = arrivals.get(f"{change_key[0]} {change_key[1]}", [])
+                delays.extend(t - answered for t in times)
+                from_sent.extend(t - sent_at[change_key] for t in times)
+            complete += client.held
+        still_held = sum(c.held_at_end for c in clients)
+        return {
+            "held": held,
+            "held_at_end": still_held,
+            "sockets": sockets,
+            "kb_per_stream": (memory - baseline) / max(held, 1) / 1024,
+            "rss_mb": memory / 2**20,
+            "idle_cpu": idle_cpu * 100,
+            "deliveries": len(delays),
+            "expected": held * changes,
+            "p50": percentile(delays, 50) * 1000,
+            "p99": percentile(delays, 99) * 1000,
+            "max": max(delays) * 1000,
+            "sent_p99": percentile(from_sent, 99) * 1000,
+        }
+    finally:
+        for client in clients:
+            client.kill()
+        stop(server)
+
+
+class ClientProcess:
+    """A ``--client`` process and its stdout protocol."""
+
+    def __init__(self, count: int, key: str) -> None:
+        self.process = subprocess.Popen(
+            [PYTHON, __file__, "--client", str(count), "--key", key],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self._line()
+        _, held, failed = line.split()
+        self.held, self.failed = int(held), int(failed)
+        self.held_at_end = 0
+
+    def _line(self) -> str:
+        # Every step is bounded: the client's own waits end after WAIT_SECONDS.
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit("a client process ended early")
+        return line.strip()
+
+    def wait_for(self, expected: str) -> None:
+        while (line := self._line()) != expected:
+            if not line.startswith("got "):
+                raise SystemExit(f"unexpected from a client: {line[:200]}")
+
+    def stop(self) -> dict[str, list[float]]:
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+        while not (line := self._line()).startswith("{"):
+            pass
+        arrivals = json.loads(line)
+        self.process.wait(timeout=WAIT_SECONDS)
+        self.held_at_end = self.held if self.process.returncode == 0 else 0
+        return arrivals
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=WAIT_SECONDS)
+
+
+def client_processes(count: int, key: str) -> list[ClientProcess]:
+    shares = [CONNECTIONS_PER_CLIENT] * (count // CONNECTIONS_PER_CLIENT)
+    if count % CONNECTIONS_PER_CLIENT:
+        shares.append(count % CONNECTIONS_PER_CLIENT)
+    return [ClientProcess(share, key) for share in shares]
+
+
+def finish(clients: list[ClientProcess]) -> None:
+    for client in clients:
+        client.stop()
+
+
+def print_result(label: str, r: dict) -> None:
+    print(
+        f"{label:<12} held {r['held']:>6} (sockets {r['sockets']:>6})  "
+        f"{r['kb_per_stream']:6.1f} KB/stream (RSS {r['rss_mb']:6.1f} MB)  "
+        f"idle CPU {r['idle_cpu']:5.1f} %  delivered {r['deliveries']}/{r['expected']}  "
+        f"p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  max {r['max']:7.1f} ms  "
+        f"(p99 from the request {r['sent_p99']:7.1f} ms)",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--counts", default="100,1000,10000")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    hard = raise_open_files()
+    if args.client:
+        asyncio.run(client_main(args.key, STREAM_PORT, args.client))
+        return
+    counts = [int(c) for c in args.counts.split(",")]
+    if max(counts) + 100 > hard:
+        raise SystemExit(f"the open-file limit's hard maximum is {hard}: too low for {max(counts)}")
+    subprocess.run([str(ROOT / "scripts" / "ensure-services")], check=True, capture_output=True)
+    print("Seeding…", flush=True)
+    sdk_key, manager_key = seed()
+    api = api_server()
+    print(
+        f"stream process: uvicorn, 1 worker; API: gunicorn, 2 sync workers; open files {hard}; "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    try:
+        results: dict[int, list[dict]] = {count: [] for count in counts}
+        for round_ in range(1, args.rounds + 1):
+            print(f"round {round_}")
+            for count in counts:
+                result = one_round(count, sdk_key, manager_key, args.changes)
+                results[count].append(result)
+                print_result(f"N={count}", result)
+    finally:
+        stop(api)
+    print(f"\nmedian of {args.rounds} rounds:")
+    for count in counts:
+        runs = results[count]
+        median = {field: statistics.median(r[field] for r in runs) for field in runs[0]}
+        print_result(f"N={count}", median)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
