@@ -60,17 +60,22 @@ async def stream_view(request: HttpRequest, environment: str) -> HttpResponse:
     if not isinstance(request, ASGIRequest):
         # WSGI: the thread serving the request (the one Django called this view from) holds it.
         return await sync_to_async(_threaded_stream)(request, environment, last_event_id)
-    # The key check may read the database (a key not seen yet): in an executor thread, never on
-    # the event loop, and never in a thread of this request's own that would then idle for the
-    # stream's life (config.asgi serves streams without per-request threads).
-    slot, known = await sync_to_async(_open, thread_sensitive=False)(request, environment)
+    # The key check may read the database (a key not seen yet) and asks Redis for a token: in an
+    # executor thread, never on the event loop. Not through ``sync_to_async``, which would copy
+    # the thread's context variables (Django's connection holders) back into this request's, to
+    # be kept for the stream's life: a few KB per client.
+    loop = asyncio.get_running_loop()
+    slot, known = await loop.run_in_executor(None, _open, request, environment)
     try:
         hub = stream_hub()
         feed = await hub.follow(environment, known)
     except BaseException:
         slot.release()
         raise
-    return event_stream(_hub_events(hub, feed, slot, last_event_id))
+    events = _hub_events(hub, feed, slot, last_event_id)
+    response = event_stream(events)
+    response.events = events  # written straight to the client by config.asgi.StreamHandler
+    return response
 
 
 def _open(request: HttpRequest, environment: str) -> tuple[Slot, dict[str, int]]:

@@ -453,7 +453,12 @@ def main() -> None:
     args = parser.parse_args()
     hard = raise_open_files()
     if args.client:
-        asyncio.run(client_main(args.key, STREAM_PORT, args.client))
+        try:  # the light clients share the machine's cores with the server: the cheaper loop
+            import uvloop
+
+            uvloop.run(client_main(args.key, STREAM_PORT, args.client))
+        except ImportError:
+            asyncio.run(client_main(args.key, STREAM_PORT, args.client))
         return
     counts = [int(c) for c in args.counts.split(",")]
     if max(counts) + 100 > hard:
