@@ -168,9 +168,10 @@ class StreamHub:
         return feed
 
     def leave(self, feed: Feed) -> None:
+        # The feed stays, kept current, when its last stream leaves: a client reconnecting finds
+        # the history it resumes from. Feeds are only made for environments that exist (the view
+        # answered 404 to any other), so there are never more than the registry has.
         feed.streams -= 1
-        if feed.streams <= 0 and self.feeds.get(feed.environment) is feed:
-            del self.feeds[feed.environment]
 
     async def _load(self, feed: Feed) -> None:
         revisions = await _read_revisions(feed.environment)
