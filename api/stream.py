@@ -75,6 +75,10 @@ async def stream_view(request: HttpRequest, environment: str) -> HttpResponse:
     events = _hub_events(hub, feed, slot, last_event_id)
     response = event_stream(events)
     response.events = events  # written straight to the client by config.asgi.StreamHandler
+    # The client's next stream comes on a new connection, which a load balancer may send to
+    # another process (a stream ends to spread clients again). WSGI servers close it anyway, and
+    # refuse hop-by-hop headers from the application.
+    response["Connection"] = "close"
     return response
 
 

@@ -376,7 +376,7 @@ class AsgiServer:
             application,
             log_level="warning",
             access_log=False,
-            lifespan="on",
+            lifespan="off",
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(config)

@@ -69,7 +69,10 @@ class Followers:
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
         self._thread.start()
-        wait_for(lambda: all(f.status is not None for f in self.followers), "the streams' answers")
+        wait_for(
+            lambda: all(f.said_hello or f.ended or f.problem for f in self.followers),
+            "every stream's hello or refusal",
+        )
 
     def __getitem__(self, index: int) -> Follower:
         return self.followers[index]
@@ -101,8 +104,8 @@ class Followers:
             async with http.stream("GET", self.url, headers=headers) as response:
                 follower.headers = dict(response.headers)
                 if response.status_code != 200:
-                    follower.problem = json.loads(await response.aread())
                     follower.status = response.status_code
+                    follower.problem = json.loads(await response.aread())
                     return
                 follower.status = 200
                 name, data, event_id = "message", None, ""
