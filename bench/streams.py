@@ -1,6 +1,6 @@
 """Release streams at scale: N followers of one environment on one ASGI process (issue 21).
 
-    .venv/bin/python bench/streams.py [--counts 100,1000,10000] [--rounds 3] [--changes 20]
+    .venv/bin/python bench/streams.py [--counts 100,1000,10000] [--rounds 3] [--changes 20] [--reuse]
 
 1. Builds a database on the local PostgreSQL (10 prompts released in production, bulk inserts
    as bench/resolve.py does) and two API keys: a service's (prompts:read) and release
@@ -61,6 +61,7 @@ API_LOG = Path("/tmp/bench-streams-api.log")
 CONNECTIONS_PER_CLIENT = 2500  # light clients per client process
 IDLE_SECONDS = 16.0  # more than one keep-alive period (15 s)
 WAIT_SECONDS = 30.0  # the longest wait for any one step: past it the round fails, never hangs
+START_SECONDS = 120.0  # a server's start (imports and all) on a busy machine
 RELEASE_EVENT = re.compile(rb'data: \{"prompt":"([^"]+)","revision":(\d+)\}')
 
 
@@ -94,9 +95,21 @@ def sh(*args: str, env: dict | None = None) -> str:
     ).stdout
 
 
-def seed() -> tuple[str, str]:
-    """A fresh database with 10 prompts released in production; the two keys."""
+def seed(*, reuse: bool) -> tuple[str, str]:
+    """A fresh database with 10 prompts released in production (or, with ``reuse``, the one a
+    previous run made); two new keys."""
     env = project_env()
+    if not reuse:
+        make_database(env)
+
+    def key(name: str, scope: str) -> str:
+        out = sh(PYTHON, "manage.py", "apikey", "create", name, "--scope", scope, env=env)
+        return out.strip().splitlines()[-1]
+
+    return key("bench-sdk", "prompts:read"), key("bench-release-bot", "releases:write")
+
+
+def make_database(env: dict) -> None:
     sh(
         "psql",
         "-qh",
@@ -110,22 +123,8 @@ def seed() -> tuple[str, str]:
     )
     sh(PYTHON, "manage.py", "migrate", "--no-input", env=env)
     sh(PYTHON, "bench/seed.py", "10", "2", env=env)
-    sh(
-        PYTHON,
-        "manage.py",
-        "provider",
-        "add",
-        "local",
-        "--base-url",
-        "http://127.0.0.1:9/v1",
-        env=env,
-    )
-
-    def key(name: str, scope: str) -> str:
-        out = sh(PYTHON, "manage.py", "apikey", "create", name, "--scope", scope, env=env)
-        return out.strip().splitlines()[-1]
-
-    return key("bench-sdk", "prompts:read"), key("bench-release-bot", "releases:write")
+    url = "http://127.0.0.1:9/v1"  # never called: the seed's bindings name the provider "local"
+    sh(PYTHON, "manage.py", "provider", "add", "local", "--base-url", url, env=env)
 
 
 def start(args: list[str], log: Path, port: int) -> subprocess.Popen:
@@ -136,7 +135,7 @@ def start(args: list[str], log: Path, port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),  # a file, not a pipe nobody reads
     )
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -448,6 +447,7 @@ def main() -> None:
     parser.add_argument("--counts", default="100,1000,10000")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--changes", type=int, default=20)
+    parser.add_argument("--reuse", action="store_true", help="keep the database a run seeded")
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -465,7 +465,7 @@ def main() -> None:
         raise SystemExit(f"the open-file limit's hard maximum is {hard}: too low for {max(counts)}")
     subprocess.run([str(ROOT / "scripts" / "ensure-services")], check=True, capture_output=True)
     print("Seeding…", flush=True)
-    sdk_key, manager_key = seed()
+    sdk_key, manager_key = seed(reuse=args.reuse)
     api = api_server()
     print(
         f"stream process: uvicorn, 1 worker; API: gunicorn, 2 sync workers; open files {hard}; "
