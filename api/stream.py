@@ -29,8 +29,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
-from releases.cache import DATABASE_OUTAGE, channel, release_cache
-from releases.selectors import release_revisions
+from releases.cache import channel, release_cache
 
 from .fastpath import (
     KEEPALIVE,
@@ -43,7 +42,7 @@ from .fastpath import (
     sse,
 )
 from .runtime import revisions_etag
-from .streamhub import Change, Feed, StreamHub, release_message, stream_hub
+from .streamhub import Change, Feed, StreamHub, read_revisions, release_message, stream_hub
 from .streamlimits import Slot, retry_hint_seconds, slots
 
 logger = logging.getLogger(__name__)
@@ -198,11 +197,10 @@ def _release_events(environment: str, slot: Slot, last_event_id: str) -> Iterato
     client = _redis_client() if settings.REDIS_URL else None
     subscription = _subscribe(client) if client is not None else None
     try:
-        revisions = _revisions(environment)
+        revisions = read_revisions(environment)
         if revisions is None:  # the database is down: the copy the bundle serves
             held, _ = release_cache().environment(environment)
             revisions = {key: r.revision for key, r in (held or {}).items()}
-        _release_connection()
         etag = revisions_etag(environment, revisions)
         yield sse(
             "hello", hello(environment, etag, last_event_id, etag == last_event_id), event_id=etag
@@ -230,8 +228,7 @@ def _release_events(environment: str, slot: Slot, last_event_id: str) -> Iterato
                 if check_at > now:
                     time.sleep(min(wait, check_at - now))
                 if time.monotonic() >= check_at:
-                    current = _revisions(environment)
-                    _release_connection()
+                    current = read_revisions(environment)
                     check_at = time.monotonic() + STREAM_CHECK_SECONDS
                     changes = sorted((current or {}).items())
             for prompt, revision in changes:
@@ -271,16 +268,6 @@ def _subscribe(client: redis.Redis) -> redis.client.PubSub | None:
         subscription.close()
         return None
     return subscription
-
-
-def _revisions(environment: str) -> dict[str, int] | None:
-    try:
-        return release_revisions(environment=environment)
-    except DATABASE_OUTAGE:
-        logger.warning(
-            "Release stream could not read revisions: env=%s", environment, exc_info=True
-        )
-        return None
 
 
 def _release_connection() -> None:
