@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aioredis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 
@@ -289,7 +288,8 @@ def release_message(message: dict | None) -> tuple[str, str, int] | None:
 
 
 async def _read_revisions(environment: str) -> dict[str, int] | None:
-    return await sync_to_async(read_revisions, thread_sensitive=False)(environment)
+    # In an executor thread, as api.stream's connect check (it says why not sync_to_async).
+    return await asyncio.get_running_loop().run_in_executor(None, read_revisions, environment)
 
 
 def read_revisions(environment: str) -> dict[str, int] | None:

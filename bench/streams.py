@@ -40,6 +40,7 @@ import json
 import os
 import re
 import resource
+import select
 import statistics
 import subprocess
 import sys
@@ -222,34 +223,46 @@ def open_sockets(pid: int) -> int:
 # --- release changes ----------------------------------------------------------------------------
 
 
-def change(manager_key: str, number: int) -> tuple[int, float, float]:
-    """The ``number``-th change (a shadow started, then stopped): its revision, when it was sent
-    and when its answer came (``time.monotonic``, the clock the clients stamp arrivals with)."""
-    verb, body = (
-        ("shadow", {"versions": [1], "sample_percent": 10})
-        if number % 2 == 0
-        else (
-            "shadow/stop",
-            {},
+SHADOW_START = ("shadow", {"versions": [1], "sample_percent": 10})
+SHADOW_STOP = ("shadow/stop", {})
+_next_verb = 0  # the one that should be accepted now
+
+
+def change(manager_key: str) -> tuple[int, float, float]:
+    """One release change (a shadow started, or stopped if one runs: a 409 says which): its
+    revision, when it was sent and when its answer came (``time.monotonic``, the clock the
+    clients stamp arrivals with)."""
+    global _next_verb
+    verbs = (SHADOW_START, SHADOW_STOP)
+    for attempt in range(2):
+        verb, body = verbs[(_next_verb + attempt) % 2]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{API_PORT}/api/v1/releases/{ENVIRONMENT}/{PROMPT}/{verb}",
+            data=json.dumps({**body, "reason": "bench"}).encode(),
+            headers={"Authorization": f"Bearer {manager_key}", "Content-Type": "application/json"},
+            method="POST",
         )
-    )
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{API_PORT}/api/v1/releases/{ENVIRONMENT}/{PROMPT}/{verb}",
-        data=json.dumps({**body, "reason": "bench"}).encode(),
-        headers={"Authorization": f"Bearer {manager_key}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    sent = time.monotonic()
-    with urllib.request.urlopen(request, timeout=WAIT_SECONDS) as response:
-        answer = json.loads(response.read())
-    return answer["revision"], sent, time.monotonic()
+        sent = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=WAIT_SECONDS) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as refused:
+            if refused.code == 409:  # a shadow runs already: stop it instead
+                continue
+            raise
+        _next_verb = (_next_verb + attempt + 1) % 2
+        return answer["revision"], sent, time.monotonic()
+    raise SystemExit("neither starting nor stopping the shadow was accepted")
 
 
 # --- the light clients (a process each, ``--client``) -------------------------------------------
 
 
-async def follow(key: str, port: int, arrivals: dict, hello: asyncio.Event, state: dict) -> None:
-    """One stream: sends the request, then stamps each ``release`` event's arrival."""
+async def follow(
+    key: str, port: int, arrivals: dict, hello: asyncio.Event, state: dict, got: list
+) -> None:
+    """One stream: sends the request, then stamps each ``release`` event's arrival (and notes
+    it in ``got``, this stream's own list)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         (
@@ -273,6 +286,7 @@ async def follow(key: str, port: int, arrivals: dict, hello: asyncio.Event, stat
             last = 0
             for match in RELEASE_EVENT.finditer(buffer):
                 arrivals.setdefault((match[1].decode(), int(match[2])), []).append(now)
+                got.append(int(match[2]))
                 last = match.end()
             buffer = buffer[last:][-4096:]
     finally:
@@ -287,12 +301,15 @@ async def client_main(key: str, port: int, count: int) -> None:
     arrivals: dict[tuple[str, int], list[float]] = {}
     state = {"held": 0}
     tasks, failed = [], 0
+    received: list[list[int]] = []
     for start_at in range(0, count, 250):
         hellos = []
         for _ in range(min(250, count - start_at)):
             hello = asyncio.Event()
             hellos.append(hello)
-            tasks.append(asyncio.create_task(follow(key, port, arrivals, hello, state)))
+            got: list[int] = []
+            received.append(got)
+            tasks.append(asyncio.create_task(follow(key, port, arrivals, hello, state, got)))
         try:
             async with asyncio.timeout(WAIT_SECONDS):
                 await asyncio.gather(*(h.wait() for h in hellos))
@@ -311,7 +328,15 @@ async def client_main(key: str, port: int, count: int) -> None:
                 reported.add(change_key)
                 print(f"got {change_key[0]} {change_key[1]}", flush=True)
         await asyncio.wait([command], timeout=0.005)
-    print(json.dumps({f"{p} {r}": times for (p, r), times in arrivals.items()}), flush=True)
+    stamped = {f"{p} {r}": times for (p, r), times in arrivals.items()}
+    # Streams that said hello but lack a change some other stream here received: how many, and
+    # what the first of them got (and whether it is still open).
+    every = sorted({r for got in received for r in got})
+    short = [i for i, got in enumerate(received) if tasks[i].done() is False and got != every]
+    missing = {}
+    if short:
+        missing = {"streams": len(short), "expected": every, "first": received[short[0]]}
+    print(json.dumps({"held": state["held"], "arrivals": stamped, "missing": missing}), flush=True)
     for task in tasks:
         task.cancel()
 
@@ -342,20 +367,27 @@ def one_round(count: int, sdk_key: str, manager_key: str, changes: int) -> dict:
         idle_cpu = (cpu_seconds(server.pid) - cpu_start) / (time.monotonic() - wall_start)
         answers: dict[tuple[str, int], float] = {}
         sent_at: dict[tuple[str, int], float] = {}
-        for number in range(changes):
-            revision, sent, answered = change(manager_key, number)
+        cpu_before_changes = cpu_seconds(server.pid)
+        for _ in range(changes):
+            revision, sent, answered = change(manager_key)
             answers[(PROMPT, revision)], sent_at[(PROMPT, revision)] = answered, sent
-            for client in clients:
-                client.wait_for(f"got {PROMPT} {revision}")
-        delays, from_sent, complete = [], [], 0
+            late = [c for c in clients if not c.wait_for(f"got {PROMPT} {revision}")]
+            if late:
+                print(f"  revision {revision}: not at every stream after {WAIT_SECONDS} s")
+        # The stream process's CPU per change (fan-out, keep-alives meanwhile, nothing else):
+        # what a change costs it whatever else the machine runs, unlike the delays.
+        change_cpu = (cpu_seconds(server.pid) - cpu_before_changes) / changes
+        delays, from_sent = [], []
         for client in clients:
             arrivals = client.stop()
             for change_key, answered in answers.items():
                 times = arrivals.get(f"{change_key[0]} {change_key[1]}", [])
                 delays.extend(t - answered for t in times)
                 from_sent.extend(t - sent_at[change_key] for t in times)
-            complete += client.held
         still_held = sum(c.held_at_end for c in clients)
+        for client in clients:
+            if client.missing:
+                print(f"  streams that missed a change: {client.missing}")
         return {
             "held": held,
             "held_at_end": still_held,
@@ -363,6 +395,7 @@ def one_round(count: int, sdk_key: str, manager_key: str, changes: int) -> dict:
             "kb_per_stream": (memory - baseline) / max(held, 1) / 1024,
             "rss_mb": memory / 2**20,
             "idle_cpu": idle_cpu * 100,
+            "cpu_per_change": change_cpu * 1000,
             "deliveries": len(delays),
             "expected": held * changes,
             "p50": percentile(delays, 50) * 1000,
@@ -377,41 +410,59 @@ def one_round(count: int, sdk_key: str, manager_key: str, changes: int) -> dict:
 
 
 class ClientProcess:
-    """A ``--client`` process and its stdout protocol."""
+    """A ``--client`` process and its stdout protocol; every read is bounded."""
 
     def __init__(self, count: int, key: str) -> None:
         self.process = subprocess.Popen(
             [PYTHON, __file__, "--client", str(count), "--key", key],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            text=True,
         )
-        line = self._line()
-        _, held, failed = line.split()
+        self._buffer = b""
+        self.held = self.failed = self.held_at_end = 0
+        self.missing: dict = {}
+
+    def wait_ready(self) -> None:
+        """Waits for its ``ready held failed`` line (its connects take up to WAIT_SECONDS per
+        batch of 250)."""
+        _, held, failed = self._line(WAIT_SECONDS * (1 + CONNECTIONS_PER_CLIENT // 250)).split()
         self.held, self.failed = int(held), int(failed)
-        self.held_at_end = 0
 
-    def _line(self) -> str:
-        # Every step is bounded: the client's own waits end after WAIT_SECONDS.
-        line = self.process.stdout.readline()
-        if not line:
-            raise SystemExit("a client process ended early")
-        return line.strip()
+    def _line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            data = os.read(fd, 1 << 20)
+            if not data:
+                raise SystemExit("a client process ended early")
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode().strip()
 
-    def wait_for(self, expected: str) -> None:
-        while (line := self._line()) != expected:
-            if not line.startswith("got "):
-                raise SystemExit(f"unexpected from a client: {line[:200]}")
+    def wait_for(self, expected: str) -> bool:
+        """Whether every stream of this client had the change within WAIT_SECONDS."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        try:
+            while (line := self._line(deadline - time.monotonic())) != expected:
+                if not line.startswith("got "):
+                    raise SystemExit(f"unexpected from a client: {line[:200]}")
+        except TimeoutError:
+            return False
+        return True
 
     def stop(self) -> dict[str, list[float]]:
-        self.process.stdin.write("stop\n")
+        self.process.stdin.write(b"stop\n")
         self.process.stdin.flush()
-        while not (line := self._line()).startswith("{"):
+        while not (line := self._line(WAIT_SECONDS)).startswith("{"):
             pass
-        arrivals = json.loads(line)
+        final = json.loads(line)
         self.process.wait(timeout=WAIT_SECONDS)
-        self.held_at_end = self.held if self.process.returncode == 0 else 0
-        return arrivals
+        self.held_at_end = final["held"]  # streams still open when told to stop
+        self.missing = final["missing"]
+        return final["arrivals"]
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -423,7 +474,10 @@ def client_processes(count: int, key: str) -> list[ClientProcess]:
     shares = [CONNECTIONS_PER_CLIENT] * (count // CONNECTIONS_PER_CLIENT)
     if count % CONNECTIONS_PER_CLIENT:
         shares.append(count % CONNECTIONS_PER_CLIENT)
-    return [ClientProcess(share, key) for share in shares]
+    clients = [ClientProcess(share, key) for share in shares]  # connecting side by side
+    for client in clients:
+        client.wait_ready()
+    return clients
 
 
 def finish(clients: list[ClientProcess]) -> None:
@@ -433,9 +487,11 @@ def finish(clients: list[ClientProcess]) -> None:
 
 def print_result(label: str, r: dict) -> None:
     print(
-        f"{label:<12} held {r['held']:>6} (sockets {r['sockets']:>6})  "
+        f"{label:<12} held {r['held']:>6}, at the end {r['held_at_end']:>6} "
+        f"(server sockets {r['sockets']:>6})  "
         f"{r['kb_per_stream']:6.1f} KB/stream (RSS {r['rss_mb']:6.1f} MB)  "
-        f"idle CPU {r['idle_cpu']:5.1f} %  delivered {r['deliveries']}/{r['expected']}  "
+        f"idle CPU {r['idle_cpu']:5.1f} %  CPU/change {r['cpu_per_change']:6.1f} ms  "
+        f"delivered {r['deliveries']}/{r['expected']}  "
         f"p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms  max {r['max']:7.1f} ms  "
         f"(p99 from the request {r['sent_p99']:7.1f} ms)",
         flush=True,

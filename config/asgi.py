@@ -62,7 +62,8 @@ def _stream_path() -> re.Pattern[str]:
     """The stream's URL from the URLconf, with any environment name in it."""
     marker = "environment-name-here"
     path = reverse("stream", kwargs={"environment": marker})
-    return re.compile(re.escape(path).replace(marker, "[^/]+"))
+    before, after = path.split(marker)
+    return re.compile(re.escape(before) + "[^/]+" + re.escape(after))
 
 
 STREAM_PATH = _stream_path()
