@@ -15,6 +15,7 @@ tests/sdk/test_client_stream.py.
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -57,9 +58,12 @@ def changes(released, count: int, *, start: int = 0) -> list[int]:
 
 
 def test_many_clients_receive_every_change_in_order(asgi_server, released, key, needs_redis):
+    threads = threading.active_count()
     followers = Followers(asgi_server.url, key, CLIENTS)
     try:
         assert all(f.status == 200 and f.said_hello for f in followers)
+        # No thread per client: the executor's few (and the followers' own loop) at most.
+        assert threading.active_count() - threads < CLIENTS / 2
         assert len({f.events[0][2] for f in followers}) == 1  # one state, one id
 
         revisions = changes(released, 4)
