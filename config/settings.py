@@ -304,7 +304,7 @@ RELEASE_STREAM_MAX_SECONDS = env_int("RELEASE_STREAM_MAX_SECONDS", default=300, 
 # How many release streams one process holds at most, in all (beyond: 503 streams-full) and per
 # API key (beyond: 429 too-many-streams), both with a Retry-After spread over
 # RELEASE_STREAM_RETRY_SECONDS so refused clients do not come back together (api.streamlimits).
-# The ASGI process holds 10,000 in about 0.3 GB (docs/releases.md); each needs a file descriptor.
+# The ASGI process holds 10,000 in about 0.36 GB (docs/releases.md); each needs a file descriptor.
 RELEASE_STREAM_MAX_PER_PROCESS = env_int(
     "RELEASE_STREAM_MAX_PER_PROCESS", default=10_000, minimum=1
 )
