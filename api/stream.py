@@ -132,16 +132,15 @@ async def _hub_events(
     loop = asyncio.get_running_loop()
     try:
         cursor = feed.seq
-        replay: list[Change] = []
         seen = feed.seq_of(last_event_id) if last_event_id else None
-        if seen is not None:
-            replay = feed.since(seen) or []
+        # None: an id this process never saw, or one its history no longer reaches back to.
+        replay: list[Change] | None = feed.since(seen) if seen is not None else None
         first = sse(
             "hello",
-            hello(feed.environment, feed.etag, last_event_id, seen is not None),
+            hello(feed.environment, feed.etag, last_event_id, replay is not None),
             event_id="" if replay else feed.etag,
         )
-        yield first + b"".join(change.event for change in replay)
+        yield first + b"".join(change.event for change in replay or ())
         now = loop.time()
         ends_at = now + lifetime()
         keepalive_at = now + STREAM_KEEPALIVE_SECONDS

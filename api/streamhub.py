@@ -101,6 +101,7 @@ class Feed:
             self.started = True
             self.revisions = dict(revisions)
             self.etag = revisions_etag(self.environment, self.revisions)
+            self._seq_of_etag[self.etag] = self.seq  # a hello's id: resumable as any event's
             return False
         changed = False
         for prompt, revision in sorted(revisions.items()):

@@ -101,6 +101,18 @@ def test_a_client_resuming_from_its_last_event_id_receives_what_it_missed(
     finally:
         again.close()
 
+    # A client that heard only the hello resumes from the hello's id.
+    quiet = Followers(asgi_server.url, key)
+    hello_id = quiet[0].last_id
+    quiet.close()
+    [later] = changes(released, 1, start=3)  # the canary aborted
+    back = Followers(asgi_server.url, key, last_event_id=hello_id)
+    try:
+        assert back[0].events[0][1]["resumed"] is True
+        wait_for(lambda: back[0].releases() == [("support.refund-reply", later)], "the abort")
+    finally:
+        back.close()
+
     # An id this process never saw (another process's state, or one older than its history):
     # the hello says so, and the client fetches the bundle.
     stranger = Followers(asgi_server.url, key, last_event_id='"not-a-state-seen-here"')
