@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from registry.strictjson import strict_json_loads
@@ -54,22 +55,42 @@ def runtime_view(*methods: str) -> Callable[[View], View]:
     allowed = frozenset(methods)
     allow = ", ".join(methods)
 
+    def refuse_method(request: HttpRequest) -> HttpResponse | None:
+        if request.method in allowed:
+            return None
+        detail = f"{request.method} is not allowed here."
+        refused = ProblemAnswer(problems.METHOD_NOT_ALLOWED, detail, headers={"Allow": allow})
+        return problems.problem_json(refused, request)
+
+    def refuse(request: HttpRequest, exc: Exception) -> HttpResponse:
+        refused = problems.answer_exception(exc, path=request.path)
+        if refused is None:
+            raise exc
+        return problems.problem_json(refused, request)
+
     def decorate(view: View) -> View:
-        @wraps(view)
-        def answer(request: HttpRequest, **kwargs: Any) -> HttpResponse:
-            if request.method not in allowed:
-                detail = f"{request.method} is not allowed here."
-                refused = ProblemAnswer(
-                    problems.METHOD_NOT_ALLOWED, detail, headers={"Allow": allow}
-                )
-                return problems.problem_json(refused, request)
-            try:
-                return view(request, **kwargs)
-            except Exception as exc:
-                refused = problems.answer_exception(exc, path=request.path)
-                if refused is None:
-                    raise
-                return problems.problem_json(refused, request)
+        if iscoroutinefunction(view):  # the stream's view, on its ASGI path (api.stream)
+
+            @wraps(view)
+            async def answer_async(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+                if (refused := refuse_method(request)) is not None:
+                    return refused
+                try:
+                    return await view(request, **kwargs)
+                except Exception as exc:
+                    return refuse(request, exc)
+
+            answer = answer_async
+        else:
+
+            @wraps(view)
+            def answer(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+                if (refused := refuse_method(request)) is not None:
+                    return refused
+                try:
+                    return view(request, **kwargs)
+                except Exception as exc:
+                    return refuse(request, exc)
 
         answer.csrf_exempt = True  # what django.views.decorators.csrf.csrf_exempt sets
         answer.runtime_view = True  # what api.middleware looks for in the URLconf
@@ -242,13 +263,15 @@ def not_modified(request: HttpRequest, etag: str) -> HttpResponse | None:
     return response
 
 
-def sse(event: str, data: Any) -> bytes:
-    """One server-sent event: its name, and ``data`` as one line of JSON."""
+def sse(event: str, data: Any, *, event_id: str = "") -> bytes:
+    """One server-sent event: its name, ``data`` as one line of JSON, and an ``id`` if given (what
+    a client sends back as ``Last-Event-ID``)."""
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {payload}\n\n".encode()
 
 
-def event_stream(events: Iterator[bytes]) -> StreamingHttpResponse:
+def event_stream(events: Iterator[bytes] | AsyncIterator[bytes]) -> StreamingHttpResponse:
     """``text/event-stream`` of ``events``, neither cached nor buffered on the way."""
     response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

@@ -7,6 +7,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import (
+    async_to_sync,
+    iscoroutinefunction,
+    markcoroutinefunction,
+    sync_to_async,
+)
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.signals import setting_changed
@@ -180,14 +186,52 @@ class RuntimeMiddleware:
     a write over plain http to any API path is refused here too, rather than redirected as a GET
     further down the stack."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    sync_capable = True
+    async_capable = True  # under ASGI it serves the stream's async view on the event loop
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         self.routes = fast_routes(get_resolver())
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        found = self._route(request)
+        if found is None:
+            return self.get_response(request)
+        if isinstance(found, HttpResponse):
+            return found
+        view, kwargs = found
+        if iscoroutinefunction(view):  # WSGI: the view runs to its answer in this thread
+            response = async_to_sync(view)(request, **kwargs)
+        else:
+            response = view(request, **kwargs)
+        return secure_headers(request, response)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        found = self._route(request)
+        if found is None:
+            return await self.get_response(request)
+        if isinstance(found, HttpResponse):
+            return found
+        view, kwargs = found
+        if iscoroutinefunction(view):
+            response = await view(request, **kwargs)
+        else:
+            response = await sync_to_async(view)(request, **kwargs)
+        return secure_headers(request, response)
+
+    def _route(
+        self, request: HttpRequest
+    ) -> tuple[Callable[..., Any], dict[str, Any]] | HttpResponse | None:
+        """The runtime view to call and its arguments; or the answer (a refused Host, a
+        redirect to https); or None: the rest of the stack answers."""
         path = request.path_info
         if not path.startswith(API_PREFIX):
-            return self.get_response(request)
+            return None
         for route in self.routes:
             match = route.regex.fullmatch(path)
             if match is not None:
@@ -201,10 +245,10 @@ class RuntimeMiddleware:
                 if not host_allowed(request):
                     bad_host = ProblemAnswer(problems.BAD_HOST, "The Host header is not allowed.")
                     return problem_json(bad_host, request)
-                response = https_refusal(request)
-                if response is None:
-                    response = route.view(request, **kwargs)
-                return secure_headers(request, response)
+                refusal = https_refusal(request)
+                if refusal is not None:
+                    return secure_headers(request, refusal)
+                return route.view, kwargs
         if request.method not in REDIRECTED_METHODS:
             try:
                 refusal = https_refusal(request)
@@ -212,4 +256,4 @@ class RuntimeMiddleware:
                 refusal = None  # CommonMiddleware answers it, further down
             if refusal is not None:
                 return refusal
-        return self.get_response(request)
+        return None

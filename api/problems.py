@@ -82,6 +82,14 @@ CONFLICT = ProblemType(409, "conflict", "The request conflicts with the current 
 TOO_LARGE = ProblemType(413, "request-too-large", "The request body is too large.")
 UNSUPPORTED_MEDIA = ProblemType(415, "unsupported-media-type", "Send application/json.")
 THROTTLED = ProblemType(429, "throttled", "Too many requests.")
+# The release stream's bounds (api.streamlimits): the key holds RELEASE_STREAM_MAX_PER_KEY streams
+# on this process already (429), or the process holds RELEASE_STREAM_MAX_PER_PROCESS (503).
+TOO_MANY_STREAMS = ProblemType(
+    429, "too-many-streams", "This API key holds as many release streams here as it may."
+)
+STREAMS_FULL = ProblemType(
+    503, "streams-full", "This server holds as many release streams as it may."
+)
 NOT_RELEASED = ProblemType(404, "not-released", "The prompt has no release in that environment.")
 # The database is down and this process holds no copy of what was asked for (runtime path), or
 # a call that must write (a release change, an event batch) cannot reach it.
@@ -206,6 +214,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         TOO_LARGE,
         UNSUPPORTED_MEDIA,
         THROTTLED,
+        TOO_MANY_STREAMS,
+        STREAMS_FULL,
         NOT_RELEASED,
         DATABASE_UNAVAILABLE,
         PROVIDER_UNAVAILABLE,

@@ -248,6 +248,11 @@ STREAM_HELLO = _object(
     ["environment", "etag"],
     environment=STRING,
     etag={**STRING, "description": "the bundle's ETag now"},
+    resumed={
+        "type": "boolean",
+        "description": "only when the request sent Last-Event-ID: true when the changes since "
+        "that event follow; false when this server cannot tell them (fetch the bundle)",
+    },
 )
 STREAM_CHANGE = _object(["prompt", "revision"], prompt=STRING, revision=INTEGER)
 
@@ -480,6 +485,16 @@ def runtime_paths(result, generator, request, public):
             },
         )
     }
+    stream_errors = problem_responses(
+        *_types(*_REFUSED, "environment-not-found", "too-many-streams", "streams-full")
+    )
+    last_event_id = {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The id of the last event received, to resume from it.",
+    }
     paths["/api/v1/environments/{environment}/stream"] = {
         "get": _operation(
             "environments_stream",
@@ -488,15 +503,20 @@ def runtime_paths(result, generator, request, public):
             "`{environment, etag}` (the bundle's ETag now: fetch the bundle when it differs from "
             "yours), then `event: release` with `{prompt, revision}` for each release change in "
             "the environment, as it happens (Redis pub/sub; without Redis, a revision check every "
-            "second). `: keep-alive` comments every 15 s. The stream ends after "
-            "`RELEASE_STREAM_MAX_SECONDS` (default 300): reconnect.",
-            parameters=[environment],
+            "second). Each event's `id` is the bundle's ETag after it: send the last one as "
+            "`Last-Event-ID` when reconnecting, and the hello says `resumed: true` before the "
+            "changes missed meanwhile (or `false`: fetch the bundle). `: keep-alive` comments "
+            "every 15 s. The stream ends after about `RELEASE_STREAM_MAX_SECONDS` (default 300, "
+            "less up to a fifth at random) with a `retry:` hint: reconnect. Beyond the streams a "
+            "key (429 `too-many-streams`) or the server (503 `streams-full`) may hold, a problem "
+            "with `Retry-After`.",
+            parameters=[environment, last_event_id],
             responses={
                 "200": {
                     "description": "The event stream.",
                     "content": {"text/event-stream": {"schema": ref("ReleaseStreamEvent")}},
                 },
-                **environment_errors,
+                **stream_errors,
             },
         )
     }

@@ -306,6 +306,17 @@ RELEASE_CACHE_CHECK_SECONDS = env_int("RELEASE_CACHE_CHECK_SECONDS", default=30,
 # The release stream (GET /api/v1/environments/{environment}/stream): each one ends after this
 # many seconds, so the client reconnects (through any load balancer) and a sync worker is freed.
 RELEASE_STREAM_MAX_SECONDS = env_int("RELEASE_STREAM_MAX_SECONDS", default=300, minimum=1)
+# How many release streams one process holds at most, in all (beyond: 503 streams-full) and per
+# API key (beyond: 429 too-many-streams), both with a Retry-After spread over
+# RELEASE_STREAM_RETRY_SECONDS so refused clients do not come back together (api.streamlimits).
+# The ASGI process holds 10,000 in about 0.36 GB (docs/releases.md); each needs a file descriptor.
+RELEASE_STREAM_MAX_PER_PROCESS = env_int(
+    "RELEASE_STREAM_MAX_PER_PROCESS", default=10_000, minimum=1
+)
+RELEASE_STREAM_MAX_PER_KEY = env_int("RELEASE_STREAM_MAX_PER_KEY", default=2_000, minimum=1)
+# A stream that ends (its maximum life, a refusal) tells its client to wait a random time up to
+# this before reconnecting (the ``retry:`` field, Retry-After): no thundering herd.
+RELEASE_STREAM_RETRY_SECONDS = env_int("RELEASE_STREAM_RETRY_SECONDS", default=10, minimum=1)
 # A streamed run (POST /api/v1/prompts/{key}/run with "stream": true) is cancelled after this many
 # seconds, retries and fallbacks included, and answered as an error event with the call recorded:
 # a model that trickles tokens for ever must not hold a worker for ever.

@@ -6,6 +6,8 @@ and environment limits the same way everywhere.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -364,3 +366,61 @@ def secret_file(tmp_path):
     path = tmp_path / "secret.json"
     path.write_text(json.dumps({"const": MARKER}))
     return path
+
+
+# --- Release streams under ASGI (issue 21) -------------------------------------------------------
+
+
+class AsgiServer:
+    """``config.asgi`` under uvicorn, in a thread of this process with its own event loop: the
+    stream process as a deployment runs it, on the test database (a transactional test's, so
+    what the test commits is what it reads) and the test's settings."""
+
+    def __init__(self) -> None:
+        import socket
+
+        import uvicorn
+
+        from config.asgi import application
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            application,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                pytest.fail("The ASGI server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        # The test's clients are gone; any stream left is cut rather than waited for.
+        self.server.should_exit = self.server.force_exit = True
+        self.thread.join(timeout=10)
+        self._socket.close()
+
+
+@pytest.fixture
+def asgi_server(transactional_db, settings) -> Iterator[AsgiServer]:
+    from api.streamlimits import slots
+
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
+    server = AsgiServer()
+    server.start()
+    yield server
+    server.stop()
+    slots.reset()

@@ -22,12 +22,14 @@ def assert_problem(response: Any, status: int, type_: str) -> dict[str, Any]:
 
 
 def sse_events(response: Any) -> list[tuple[str, dict[str, Any]]]:
-    """A streamed answer's server-sent events as (event, its JSON data); comments left out."""
+    """A streamed answer's server-sent events as (event, its JSON data); comments and a block
+    with no data (a stream's closing ``retry:``) left out."""
     text = b"".join(response.streaming_content).decode()
     events = []
     for block in text.strip().split("\n\n"):
         lines = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
-        events.append((lines["event"], json.loads(lines["data"])))
+        if "data" in lines:
+            events.append((lines["event"], json.loads(lines["data"])))
     return events
 
 

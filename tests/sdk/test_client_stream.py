@@ -8,6 +8,9 @@ only have come through the stream. Deadlines are bounded polls (``wait_until``),
 - a stream broken mid-run: the client goes on polling, and reconnects when it can;
 - the server ends streams after ``RELEASE_STREAM_MAX_SECONDS``: the client reconnects at once;
 - ``close`` ends a stream being read at once (a registry that never writes again: no keep-alive).
+
+Each live test runs against both ways of serving the stream: the WSGI server and the ASGI stream
+process (issue 21).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from releases import services
 # A live server needs a transactional test, whose flush SQLite refuses (release events are
 # append-only, enforced by a trigger): those run on PostgreSQL only.
 live = pytest.mark.postgres
+# The live server is picked by ``registry_url`` at run time, which pytest-django does not see: its
+# tests ask for a transactional database themselves.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 KEY = "support.refund-reply"
 MANAGER = Actor(label="release-manager")
@@ -42,6 +48,15 @@ def change(released, service, **kwargs) -> None:
 
 def version_of(client, subject: str = "user-1") -> int:
     return client.get(KEY, subject=subject).version
+
+
+@pytest.fixture(params=["wsgi", "asgi"])
+def registry_url(request) -> str:
+    """Each live test follows the stream served both ways (decision 0029): by the WSGI server,
+    a thread per stream, and by the ASGI stream process (``config.asgi``, issue 21)."""
+    if request.param == "asgi":
+        return request.getfixturevalue("asgi_server").url
+    return request.getfixturevalue("live_server").url
 
 
 @pytest.fixture(params=["redis", "database"])

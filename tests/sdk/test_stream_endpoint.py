@@ -20,8 +20,10 @@ import pytest
 from django.test import override_settings
 
 from api import stream
+from api.runtime import revisions_etag
 from registry.actors import Actor
 from releases import services
+from releases.selectors import release_revisions
 from tests.api.helpers import assert_problem
 
 pytestmark = pytest.mark.django_db
@@ -178,6 +180,53 @@ def test_the_hello_names_the_newest_bundle_after_a_change(service, released, set
 
     assert next(events(response)) == ("hello", {"environment": "staging", "etag": bundle["ETag"]})
     response.close()
+
+
+def test_each_event_has_the_bundles_etag_after_it_as_its_id(service, released, settings):
+    settings.RELEASE_STREAM_MAX_SECONDS = 10  # bounds the wait should the event never come
+    settings.REDIS_URL = ""
+    before = service.get("/api/v1/environments/staging/bundle")["ETag"]
+    response = service.get(stream_url("staging"))
+    chunks = iter(response.streaming_content)
+    hello = next(chunks)
+    canary(released)  # only the database knows: the stream's check finds it within a second
+
+    change = next(chunk for chunk in chunks if b"event: release" in chunk)
+    after = revisions_etag("staging", release_revisions(environment="staging"))
+    response.close()
+
+    assert hello.startswith(f"id: {before}\n".encode())
+    assert change.startswith(f"id: {after}\n".encode())
+
+
+@override_settings(RELEASE_STREAM_MAX_SECONDS=1)
+def test_resuming_on_the_wsgi_path_works_only_when_nothing_changed(service, released):
+    etag = service.get("/api/v1/environments/staging/bundle")["ETag"]
+
+    same = service.get(stream_url("staging"), HTTP_LAST_EVENT_ID=etag)
+    other = service.get(stream_url("staging"), HTTP_LAST_EVENT_ID='"another-state"')
+
+    assert next(events(same)) == (
+        "hello",
+        {"environment": "staging", "etag": etag, "resumed": True},
+    )
+    assert next(events(other))[1]["resumed"] is False  # this path keeps no history: fetch
+    same.close()
+    other.close()
+
+
+@override_settings(RELEASE_STREAM_MAX_SECONDS=5, RELEASE_STREAM_MAX_PER_KEY=1)
+def test_a_key_holding_its_streams_is_refused_until_one_is_closed(service, released):
+    held = service.get(stream_url("staging"))  # its slot is taken before its first event
+
+    refused = service.get(stream_url("staging"))
+
+    assert_problem(refused, 429, "/problems/too-many-streams")
+    assert 1 <= int(refused["Retry-After"]) <= 10
+    held.close()  # the server closes the response when its client leaves
+    again = service.get(stream_url("staging"))
+    assert again.status_code == 200
+    again.close()
 
 
 # --- refusals ------------------------------------------------------------------------------------
