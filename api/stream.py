@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 
 from releases.cache import DATABASE_OUTAGE, channel, release_cache
 from releases.selectors import release_revisions
+from runs.provider_cache import provider_cache
 
 from .fastpath import (
     KEEPALIVE,
@@ -66,7 +67,11 @@ def _release_events(environment: str) -> Iterator[bytes]:
             revisions = {key: r.revision for key, r in (held or {}).items()}
         _release_connection()
         yield sse(
-            "hello", {"environment": environment, "etag": revisions_etag(environment, revisions)}
+            "hello",
+            {
+                "environment": environment,
+                "etag": revisions_etag(environment, revisions, provider_cache.strict_outputs()),
+            },
         )
         check_at = started + STREAM_CHECK_SECONDS
         while (now := time.monotonic()) < ends_at:

@@ -28,6 +28,8 @@ from registry.services import (
     version_draft_discard,
     version_draft_update,
 )
+from registry.tools import chat_request
+from runs.provider_cache import provider_cache
 
 from .models import Scope
 from .pagination import Pagination
@@ -305,6 +307,10 @@ class VersionRenderApi(APIView):
         sections = SectionsSerializer()
         rendered = SectionsSerializer()
         messages = MessageSerializer(many=True)
+        request = serializers.DictField(
+            help_text="The keyword arguments of `chat.completions.create(**request)`: model, "
+            "messages, parameters, tools, tool_choice, parallel_tool_calls, response_format."
+        )
         variables = serializers.DictField()
 
     @extend_schema(
@@ -319,6 +325,7 @@ class VersionRenderApi(APIView):
             locale=data.validated_data["locale"],
             variables=data.validated_data["variables"],
         )
+        content = version_content(version)
         return Response(
             self.OutputSerializer(
                 {
@@ -329,6 +336,13 @@ class VersionRenderApi(APIView):
                     "sections": result.sections.as_dict(),
                     "rendered": result.rendered.as_dict(),
                     "messages": result.messages,
+                    "request": chat_request(
+                        content.model.as_dict(),
+                        result.messages,
+                        strict_output=provider_cache.strict_outputs().get(
+                            content.model.provider, True
+                        ),
+                    ),
                     "variables": result.variables,
                 }
             ).data

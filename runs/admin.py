@@ -59,7 +59,15 @@ class ModelPriceInline(admin.TabularInline):
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
-    list_display = ["name", "base_url", "api_key_env", "timeout_seconds", "max_retries", "enabled"]
+    list_display = [
+        "name",
+        "base_url",
+        "api_key_env",
+        "timeout_seconds",
+        "max_retries",
+        "strict_output",
+        "enabled",
+    ]
     list_filter = ["enabled"]
     search_fields = ["name", "base_url"]
     inlines = [ModelPriceInline]
@@ -72,6 +80,7 @@ class ProviderAdmin(admin.ModelAdmin):
                 "description": "The key itself stays in the server's environment, never here.",
             },
         ),
+        ("Capabilities", {"fields": ["strict_output"]}),
     ]
 
     def save_model(self, request, obj: Provider, form, change: bool) -> None:
@@ -83,6 +92,7 @@ class ProviderAdmin(admin.ModelAdmin):
             timeout_seconds=obj.timeout_seconds,
             max_retries=obj.max_retries,
             enabled=obj.enabled,
+            strict_output=obj.strict_output,
         )
         obj.pk = saved.pk
 
