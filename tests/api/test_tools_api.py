@@ -10,24 +10,11 @@ import pytest
 from registry.models import PromptVersion
 from tests.api.conftest import PROMPT
 from tests.api.helpers import assert_problem, errors_by_code
-from tests.factories import content_data
+from tests.factories import ORDER_LOOKUP, content_data
 
 pytestmark = pytest.mark.django_db
 
-LOOKUP = {
-    "type": "function",
-    "function": {
-        "name": "order_lookup",
-        "description": "Find an order.",
-        "parameters": {
-            "type": "object",
-            "properties": {"order_id": {"type": "string"}},
-            "required": ["order_id"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    },
-}
+LOOKUP = ORDER_LOOKUP
 
 
 def body(**model: Any) -> dict[str, Any]:

@@ -9,24 +9,12 @@ import pytest
 
 from registry.models import Prompt, PromptVersion
 from registry.sync import SyncInvalid, prompts_import_plan
-from tests.factories import PromptFactory, make_version
+from tests.factories import ORDER_LOOKUP, PromptFactory, make_version
 from tests.registry.test_sync import VALID, export, load, read, rolled_back, write
 
 pytestmark = pytest.mark.django_db
 
-LOOKUP = {
-    "type": "function",
-    "function": {
-        "name": "order_lookup",
-        "description": "Find an order.",
-        "parameters": {
-            "type": "object",
-            "properties": {"order_id": {"type": "string"}},
-            "required": ["order_id"],
-        },
-        "strict": False,
-    },
-}
+LOOKUP = ORDER_LOOKUP
 
 
 def test_tools_are_exported_and_imported_back_unchanged(tmp_path):

@@ -6,7 +6,6 @@ provider's flag); ``Prompt.run`` sends it and ``Prompt.tool_calls`` reads the mo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -19,7 +18,6 @@ from runs.models import Provider
 from runs.services import provider_save
 from tests.factories import PromptFactory, make_version
 from tests.sdk.test_prompt import get, served
-from tests.sdk.test_prompt_run import PROXY_VARIABLES
 
 pytestmark = pytest.mark.django_db
 
@@ -47,22 +45,15 @@ LOOKUP = {
 VARIABLES = {"question": "Where is order 42"}
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*PROXY_VARIABLES, "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
 @pytest.fixture
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider(hang_seconds=5) as server:
-        yield server
+def fake(model_server) -> FakeProvider:
+    """The local model server, configured as the provider ``local`` (tests/conftest.py)."""
+    return model_server
 
 
 @pytest.fixture
 def local(fake: FakeProvider) -> Provider:
-    return Provider.objects.create(name="local", base_url=fake.base_url, timeout_seconds=5)
+    return Provider.objects.get(name="local")
 
 
 @pytest.fixture
@@ -134,7 +125,12 @@ def test_the_sdk_builds_the_request_the_server_renders(service, orders, local, s
 
 def test_turning_a_providers_strictness_off_changes_the_bundle(service, orders, local):
     before = service.get("/api/v1/environments/development/bundle")
-    provider_save(name="local", base_url=local.base_url, timeout_seconds=5, strict_output=False)
+    provider_save(
+        name="local",
+        base_url=local.base_url,
+        timeout_seconds=local.timeout_seconds,
+        strict_output=False,
+    )
 
     after = service.get(
         "/api/v1/environments/development/bundle", HTTP_IF_NONE_MATCH=before["ETag"]
