@@ -359,7 +359,12 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
         (
             "Inputs and output",
             {
-                "fields": ["inputs_display", "output_display", "attempts_display"],
+                "fields": [
+                    "inputs_display",
+                    "output_display",
+                    "tool_calls_display",
+                    "attempts_display",
+                ],
                 "description": "Stored redacted: what the redaction rules left of them.",
             },
         ),
@@ -433,6 +438,11 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
     @admin.display(description="Output")
     def output_display(self, call: Call) -> SafeString:
         return text_block(call.output)
+
+    @admin.display(description="Tool calls")
+    def tool_calls_display(self, call: Call) -> SafeString:
+        # Redacted when recorded, like the output; escaped by text_block like every value here.
+        return text_block(pretty_json(call.tool_calls) if call.tool_calls else "")
 
     @admin.display(description="Attempts")
     def attempts_display(self, call: Call) -> SafeString | str:
