@@ -1,7 +1,8 @@
 """A binding's tools (registry.tools; decision 0033), protected like the rest of a committed
 version: the immutability trigger of migration 0002 lists the columns an UPDATE may not touch, so
-it is created again with the three new ones (and, on SQLite, re-created at all: adding a column
-with a default rebuilds the table, which drops its triggers)."""
+it is created again with the three new ones. On SQLite every immutability trigger is dropped
+first and written again after: adding a column with a default rebuilds the table, which SQLite
+refuses while a trigger names it."""
 
 from django.db import migrations, models
 
@@ -26,36 +27,83 @@ def _postgres(columns: str) -> list[str]:
     ]
 
 
+CHILD_TABLES = ("registry_variable", "registry_localizedtemplate")
+SQLITE_DROP = [
+    "DROP TRIGGER IF EXISTS registry_promptversion_immutable",
+    *(f"DROP TRIGGER IF EXISTS {table}_insert_immutable" for table in CHILD_TABLES),
+    *(f"DROP TRIGGER IF EXISTS {table}_update_immutable" for table in CHILD_TABLES),
+]
+
+
 def _sqlite(columns: str) -> list[str]:
+    """Every immutability trigger as migration 0002 wrote it, with ``columns`` protected."""
     return [
-        "DROP TRIGGER IF EXISTS registry_promptversion_immutable",
+        *SQLITE_DROP,
         f"""
         CREATE TRIGGER registry_promptversion_immutable
         BEFORE UPDATE OF {columns} ON registry_promptversion
         FOR EACH ROW WHEN OLD.status = 'committed'
         BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END
         """,
+        *(
+            f"""
+            CREATE TRIGGER {table}_insert_immutable BEFORE INSERT ON {table}
+            FOR EACH ROW WHEN
+                (SELECT status FROM registry_promptversion WHERE id = NEW.version_id) = 'committed'
+            BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END
+            """
+            for table in CHILD_TABLES
+        ),
+        *(
+            f"""
+            CREATE TRIGGER {table}_update_immutable BEFORE UPDATE ON {table}
+            FOR EACH ROW WHEN
+                (SELECT status FROM registry_promptversion WHERE id = OLD.version_id) = 'committed'
+                OR (SELECT status FROM registry_promptversion WHERE id = NEW.version_id)
+                = 'committed'
+            BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END
+            """
+            for table in CHILD_TABLES
+        ),
     ]
 
 
-STATEMENTS = {"postgresql": _postgres, "sqlite": _sqlite}
-
-
-def _run(schema_editor, columns: str) -> None:
-    vendor = schema_editor.connection.vendor
-    if vendor not in STATEMENTS:
-        raise RuntimeError(f"No immutability triggers written for {vendor}.")
+def _execute(schema_editor, statements: list[str]) -> None:
+    # A cursor, not schema_editor.execute(): see migration 0002.
     with schema_editor.connection.cursor() as cursor:
-        for statement in STATEMENTS[vendor](columns):
+        for statement in statements:
             cursor.execute(statement)
 
 
-def forward(apps, schema_editor) -> None:
-    _run(schema_editor, NEW_COLUMNS)
+def _vendor(schema_editor) -> str:
+    vendor = schema_editor.connection.vendor
+    if vendor not in ("postgresql", "sqlite"):
+        raise RuntimeError(f"No immutability triggers written for {vendor}.")
+    return vendor
 
 
-def reverse(apps, schema_editor) -> None:
-    _run(schema_editor, OLD_COLUMNS)
+def before_columns(apps, schema_editor) -> None:
+    """SQLite rebuilds the table to add a column with a default, and refuses to while triggers
+    name it: they are dropped first (PostgreSQL adds columns in place)."""
+    if _vendor(schema_editor) == "sqlite":
+        _execute(schema_editor, SQLITE_DROP)
+
+
+def restore_old(apps, schema_editor) -> None:
+    if _vendor(schema_editor) == "sqlite":
+        _execute(schema_editor, _sqlite(OLD_COLUMNS))
+
+
+def after_columns(apps, schema_editor) -> None:
+    vendor = _vendor(schema_editor)
+    _execute(schema_editor, (_sqlite if vendor == "sqlite" else _postgres)(NEW_COLUMNS))
+
+
+def before_removal(apps, schema_editor) -> None:
+    if _vendor(schema_editor) == "sqlite":
+        _execute(schema_editor, SQLITE_DROP)
+    else:
+        _execute(schema_editor, _postgres(OLD_COLUMNS))
 
 
 class Migration(migrations.Migration):
@@ -64,8 +112,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        # Reversed last, after the columns are gone (which on SQLite drops the trigger again).
-        migrations.RunPython(migrations.RunPython.noop, reverse, elidable=False),
+        migrations.RunPython(before_columns, restore_old, elidable=False),
         migrations.AddField(
             model_name="promptversion",
             name="parallel_tool_calls",
@@ -81,5 +128,5 @@ class Migration(migrations.Migration):
             name="tools",
             field=models.JSONField(blank=True, default=list),
         ),
-        migrations.RunPython(forward, migrations.RunPython.noop, elidable=False),
+        migrations.RunPython(after_columns, before_removal, elidable=False),
     ]
