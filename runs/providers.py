@@ -44,6 +44,7 @@ from runs.cancel import Cancellation
 from runs.models import Provider
 from runs.provider_cache import provider_cache
 from runs.retries import backoff_seconds, retry_after_seconds
+from runs.tool_calls import MAX_TOOL_CALLS, ToolCallsInvalid, tool_calls_checked
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def complete(
     ``on_tool_call`` likewise gets each streamed tool-call delta ``{index, id, name, arguments}``
     (the arguments' next piece of text).
 
-    The binding's tools go with every call; an answer's tool calls are checked (``_tool_calls``):
+    The binding's tools go with every call; an answer's tool calls are checked (``runs.tool_calls``):
     a declared name and arguments that are a JSON object, else the answer is malformed.
 
     Every attempt ends in an outcome, whatever was raised, so the walk always ends. ``cancel``
@@ -609,42 +610,12 @@ def _answer_of(answer: Any, tool_names: frozenset[str] = frozenset()) -> _Answer
     return _Answer(text, input_tokens, output_tokens, time_to_first_token_ms=None, tool_calls=calls)
 
 
-MAX_TOOL_CALLS = 128  # in one answer; more is a model gone wrong, not a plan
-
-
 def _tool_calls(raw: Any, names: frozenset[str]) -> tuple[dict[str, Any], ...]:
-    """The tool calls of an answer as ``{id, name, arguments}``, checked as untrusted input:
-    a list of at most ``MAX_TOOL_CALLS`` function calls, each with an id, a declared tool's name
-    and arguments that are a JSON object. Anything else makes the whole answer malformed (never
-    half acted on)."""
-    if raw is None or raw == []:
-        return ()
-    if not isinstance(raw, list) or len(raw) > MAX_TOOL_CALLS:
-        raise _Failure(Outcome.MALFORMED, "The answer's tool calls are not a list of calls.")
-    calls = []
-    for i, call in enumerate(raw):
-        function = call.get("function") if isinstance(call, dict) else None
-        call_id = call.get("id") if isinstance(call, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
-        arguments = function.get("arguments") if isinstance(function, dict) else None
-        if not isinstance(call_id, str) or not call_id or not isinstance(name, str):
-            raise _Failure(Outcome.MALFORMED, f"Tool call {i} has no id or no function name.")
-        if name not in names:
-            raise _Failure(
-                Outcome.MALFORMED, _short(f"Tool call {i} names {name!r}, which is not a tool.")
-            )
-        if not isinstance(arguments, str):
-            raise _Failure(Outcome.MALFORMED, f"Tool call {i}'s arguments are not text.")
-        try:
-            parsed = strict_json_loads(arguments) if arguments.strip() else {}
-        except (ValueError, RecursionError) as exc:
-            raise _Failure(
-                Outcome.MALFORMED, _short(f"Tool call {i}'s arguments are not JSON ({exc}).")
-            ) from exc
-        if not isinstance(parsed, dict):
-            raise _Failure(Outcome.MALFORMED, f"Tool call {i}'s arguments are not a JSON object.")
-        calls.append({"id": call_id, "name": name, "arguments": parsed})
-    return tuple(calls)
+    """``runs.tool_calls.tool_calls_checked``, its refusal a malformed answer."""
+    try:
+        return tool_calls_checked(raw, names)
+    except ToolCallsInvalid as exc:
+        raise _Failure(Outcome.MALFORMED, _short(str(exc))) from exc
 
 
 class _Reading:
