@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from registry.rendering import to_messages
 from registry.tools import chat_request
 from releases.bucketing import HASH_VERSION
-from releases.resolution import Resolution, ServedRelease, ServedVersion, resolve, version_render
+from releases.resolution import Resolution, ServedRelease, resolve, version_render
 from runs.provider_cache import provider_cache
 
 from .fastpath import (
@@ -74,21 +74,20 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
     answer = resolution_answer(resolution)
     answer["rendered"] = rendered.as_dict()
     answer["messages"] = to_messages(rendered)
-    answer["request"] = served_request(
-        resolution.version, answer["messages"], provider_cache.strict_outputs()
-    )
+    answer["request"] = model_request(resolution.version.model, answer["messages"])
     return json_response(answer, degraded=degraded)
 
 
-def served_request(
-    version: ServedVersion, messages: list[dict[str, str]], strict_outputs: Mapping[str, bool]
-) -> dict[str, Any]:
-    """What the caller passes to ``chat.completions.create(**…)``: the binding's model, the
-    messages, its parameters and tools, and its response schema as a ``response_format``, strict
-    when its provider accepts it (``runs.models.Provider.strict_output``; a provider not
-    configured here counts as accepting it, as the SDK counts one missing from its bundle)."""
-    provider = version.model.get("provider") or ""
-    return chat_request(version.model, messages, strict_output=strict_outputs.get(provider, True))
+def model_request(model: Mapping[str, Any], messages: list[dict[str, str]]) -> dict[str, Any]:
+    """What the caller passes to ``chat.completions.create(**…)`` for a binding (its dict form):
+    the model, the messages, its parameters and tools, and its response schema as a
+    ``response_format``, strict when its provider accepts it (``Provider.strict_output``; a
+    provider not configured here counts as accepting it, as the SDK counts one missing from its
+    bundle). The providers' flags are read only for a binding with a response schema."""
+    strict = True
+    if model.get("response_schema"):
+        strict = provider_cache.strict_outputs().get(model.get("provider") or "", True)
+    return chat_request(model, messages, strict_output=strict)
 
 
 @runtime_view("GET", "HEAD")

@@ -28,12 +28,11 @@ from registry.services import (
     version_draft_discard,
     version_draft_update,
 )
-from registry.tools import chat_request
-from runs.provider_cache import provider_cache
 
 from .models import Scope
 from .pagination import Pagination
 from .permissions import HasScope, scope_by_method
+from .runtime import model_request
 from .serializers import (
     LOCALE_PATTERN,
     ContentInputSerializer,
@@ -336,13 +335,7 @@ class VersionRenderApi(APIView):
                     "sections": result.sections.as_dict(),
                     "rendered": result.rendered.as_dict(),
                     "messages": result.messages,
-                    "request": chat_request(
-                        content.model.as_dict(),
-                        result.messages,
-                        strict_output=provider_cache.strict_outputs().get(
-                            content.model.provider, True
-                        ),
-                    ),
+                    "request": model_request(content.model.as_dict(), result.messages),
                     "variables": result.variables,
                 }
             ).data
