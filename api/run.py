@@ -151,6 +151,8 @@ def run_answer(
         },
         "output": completion.text,
         "parsed": completion.parsed,
+        # Each ``{id, name, arguments}`` (a JSON object): the caller runs the tools, then asks again.
+        "tool_calls": [dict(call) for call in completion.tool_calls],
         "answered_by": {
             "provider": completion.provider,
             "model": completion.model,
@@ -183,8 +185,11 @@ CANCEL_GRACE_SECONDS = 2.0
 def _run_events(
     prepared: PreparedRun, *, subject: str | None, request_id: str, path: str
 ) -> Iterator[bytes]:
-    """Server-sent events: ``start`` (what was resolved), ``token`` per content delta, then ``done``
-    (the whole answer, as the non-streaming call gives it) or ``error`` (the 502 problem document).
+    """Server-sent events: ``start`` (what was resolved), ``token`` per content delta,
+    ``tool_call`` per tool-call delta (``{index, id, name, arguments}``: the id and name on a
+    call's first delta, then pieces of its arguments' JSON text), then ``done`` (the whole answer,
+    as the non-streaming call gives it, its ``tool_calls`` checked and parsed) or ``error`` (the
+    502 problem document).
 
     The model call runs in a thread that only does network I/O; this generator, on the request's
     thread, records the call, even when the client went away before the end. Nothing here waits
@@ -234,6 +239,8 @@ def _run_events(
                 continue
             if kind == "token":
                 yield sse("token", {"text": value})
+            elif kind == "tool_call":
+                yield sse("tool_call", value)
             else:
                 outcome = _ended(prepared, value, started_at=started_at, started=started)
         call, shadows = run_record(
@@ -269,7 +276,12 @@ def _call_streamed(
     for an outcome when the call itself was torn down)."""
     outcome: CallOutcome | None = None
     try:
-        outcome = run_call(prepared, on_token=lambda t: tokens.put(("token", t)), cancel=cancel)
+        outcome = run_call(
+            prepared,
+            on_token=lambda t: tokens.put(("token", t)),
+            cancel=cancel,
+            on_tool_call=lambda delta: tokens.put(("tool_call", delta)),
+        )
     except Exception:  # run_call answers every failure as an outcome: this would be a bug in it
         logger.exception("The model call of a streamed run crashed")
     finally:

@@ -18,8 +18,10 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from registry.rendering import to_messages
+from registry.tools import chat_request
 from releases.bucketing import HASH_VERSION
 from releases.resolution import Resolution, ServedRelease, resolve, version_render
+from runs.provider_cache import provider_cache
 
 from .fastpath import (
     allow_environment,
@@ -72,7 +74,20 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
     answer = resolution_answer(resolution)
     answer["rendered"] = rendered.as_dict()
     answer["messages"] = to_messages(rendered)
+    answer["request"] = model_request(resolution.version.model, answer["messages"])
     return json_response(answer, degraded=degraded)
+
+
+def model_request(model: Mapping[str, Any], messages: list[dict[str, str]]) -> dict[str, Any]:
+    """What the caller passes to ``chat.completions.create(**…)`` for a binding (its dict form):
+    the model, the messages, its parameters and tools, and its response schema as a
+    ``response_format``, strict when its provider accepts it (``Provider.strict_output``; a
+    provider not configured here counts as accepting it, as the SDK counts one missing from its
+    bundle). The providers' flags are read only for a binding with a response schema."""
+    strict = True
+    if model.get("response_schema"):
+        strict = provider_cache.strict_outputs().get(model.get("provider") or "", True)
+    return chat_request(model, messages, strict_output=strict)
 
 
 @runtime_view("GET", "HEAD")
@@ -80,9 +95,10 @@ def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
     """``GET /api/v1/environments/{environment}/bundle``: every release there, for SDKs."""
     allow_environment(authenticate(request), environment)
     releases, degraded = cached_environment(environment)
-    etag = bundle_etag(environment, releases)
+    strict_outputs = provider_cache.strict_outputs()
+    etag = bundle_etag(environment, releases, strict_outputs)
     return not_modified(request, etag) or json_response(
-        bundle_body(environment, releases), etag=etag, degraded=degraded
+        bundle_body(environment, releases, strict_outputs), etag=etag, degraded=degraded
     )
 
 
@@ -111,20 +127,54 @@ def resolution_answer(resolution: Resolution) -> dict[str, Any]:
     }
 
 
-def bundle_etag(environment: str, releases: dict[str, ServedRelease]) -> str:
-    return revisions_etag(environment, {k: r.revision for k, r in releases.items()})
+def bundle_etag(
+    environment: str,
+    releases: dict[str, ServedRelease],
+    strict_outputs: Mapping[str, bool] | None = None,
+) -> str:
+    return revisions_etag(environment, {k: r.revision for k, r in releases.items()}, strict_outputs)
 
 
-def revisions_etag(environment: str, revisions: Mapping[str, int]) -> str:
-    """The bundle's ETag from its releases' revisions alone (the stream's ``hello`` sends it)."""
+def revisions_etag(
+    environment: str, revisions: Mapping[str, int], strict_outputs: Mapping[str, bool] | None = None
+) -> str:
+    """The bundle's ETag from its releases' revisions and the providers' ``strict_output`` flags
+    (which its ``providers`` map carries; the stream's ``hello`` sends the same ETag)."""
     basis = ",".join(f"{k}:{revisions[k]}" for k in sorted(revisions))
+    if strict_outputs:
+        # Only the providers that do not accept strict output: a new provider, on by default,
+        # changes nothing, and ETags stay what they were until a flag is turned off.
+        off = ",".join(sorted(name for name, strict in strict_outputs.items() if not strict))
+        basis += f"|non-strict:{off}" if off else ""
     return '"' + hashlib.sha256(f"{environment}|{basis}".encode()).hexdigest()[:32] + '"'
 
 
-def bundle_body(environment: str, releases: dict[str, ServedRelease]) -> dict[str, Any]:
+def _bundle_providers(
+    releases: dict[str, ServedRelease], strict_outputs: Mapping[str, bool]
+) -> dict[str, dict[str, bool]]:
+    """What an SDK needs of the providers the bundle's bindings name, to render as the server
+    does: whether each accepts strict structured output (absent: it does)."""
+    names = {
+        target.get("provider")
+        for r in releases.values()
+        for v in r.versions.values()
+        for target in (v.model, *(v.model.get("fallbacks") or ()))
+    }
+    return {
+        name: {"strict_output": strict_outputs[name]}
+        for name in sorted(n for n in names if isinstance(n, str) and n in strict_outputs)
+    }
+
+
+def bundle_body(
+    environment: str,
+    releases: dict[str, ServedRelease],
+    strict_outputs: Mapping[str, bool] | None = None,
+) -> dict[str, Any]:
     return {
         "environment": environment,
         "hash_version": HASH_VERSION,
+        "providers": _bundle_providers(releases, strict_outputs or {}),
         "releases": {
             key: {
                 "prompt": r.prompt,

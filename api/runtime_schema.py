@@ -77,11 +77,43 @@ RESOLUTION = _object(
     shadow={"type": "array", "items": INTEGER, "description": "shadow versions, when sampled"},
     trace=ref("ResolutionTrace"),
 )
+CHAT_REQUEST = {
+    "type": "object",
+    "description": "The keyword arguments of `chat.completions.create(**request)`: `model`, "
+    "`messages`, the binding's parameters (temperature, max_tokens…), `tools`, `tool_choice` and "
+    "`parallel_tool_calls` when it declares tools, and `response_format` (`json_schema`, `strict` "
+    "when its provider accepts strict structured output) when it has a response schema.",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": STRING,
+        "messages": {"type": "array", "items": {"type": "object"}},
+        "tools": {"type": "array", "items": {"type": "object"}},
+        "tool_choice": {"description": "none, auto, required or {type: function, function}"},
+        "parallel_tool_calls": {"type": "boolean"},
+        "response_format": _object(
+            ["type", "json_schema"],
+            type={"type": "string", "enum": ["json_schema"]},
+            json_schema=_object(
+                ["name", "schema", "strict"],
+                name=STRING,
+                schema={"type": "object"},
+                strict={"type": "boolean"},
+            ),
+        ),
+    },
+    "additionalProperties": True,
+}
+TOOL_CALL = _object(
+    ["id", "name", "arguments"],
+    id=STRING,
+    name={**STRING, "description": "one of the binding's tools"},
+    arguments={"type": "object", "description": "checked to be a JSON object"},
+)
 RENDERING = {
     "allOf": [
         ref("Resolution"),
         _object(
-            ["rendered", "messages"],
+            ["rendered", "messages", "request"],
             rendered=SECTIONS,
             messages={
                 "type": "array",
@@ -91,6 +123,7 @@ RENDERING = {
                     content=STRING,
                 ),
             },
+            request=ref("ChatRequest"),
         ),
     ]
 }
@@ -126,6 +159,7 @@ RUN_ANSWER = _object(
         "trace",
         "output",
         "parsed",
+        "tool_calls",
         "answered_by",
         "usage",
         "cost",
@@ -147,7 +181,12 @@ RUN_ANSWER = _object(
     revision=INTEGER,
     content_hash=STRING,
     trace=ref("ResolutionTrace"),
-    output={**STRING, "description": "The model's text."},
+    output={**STRING, "description": "The model's text (empty when it only called tools)."},
+    tool_calls={
+        "type": "array",
+        "items": ref("ToolCall"),
+        "description": "The tools the model called (empty when it answered in text).",
+    },
     parsed={
         "nullable": True,
         "description": "The JSON value, when the version has a response schema.",
@@ -214,9 +253,15 @@ BUNDLE_RELEASE = _object(
     },
 )
 BUNDLE = _object(
-    ["environment", "hash_version", "releases"],
+    ["environment", "hash_version", "providers", "releases"],
     environment=STRING,
     hash_version=INTEGER,
+    providers={
+        "type": "object",
+        "description": "provider name -> what rendering needs of it: `strict_output` (a provider "
+        "left out accepts strict structured output)",
+        "additionalProperties": _object(["strict_output"], strict_output={"type": "boolean"}),
+    },
     releases={
         "type": "object",
         "description": "prompt key -> release",
@@ -236,10 +281,18 @@ def _events(names: list[str], description: str) -> dict[str, Any]:
 
 
 RUN_EVENT = _events(
-    ["start", "token", "done", "error"],
-    "JSON: RunStreamStart (start), RunStreamToken (token), RunAnswer (done), RunFailure (error).",
+    ["start", "token", "tool_call", "done", "error"],
+    "JSON: RunStreamStart (start), RunStreamToken (token), RunStreamToolCall (tool_call), "
+    "RunAnswer (done), RunFailure (error).",
 )
 RUN_TOKEN = _object(["text"], text=STRING)
+RUN_TOOL_CALL = _object(
+    ["index", "id", "name", "arguments"],
+    index={**INTEGER, "description": "which call of the answer this delta belongs to"},
+    id={**STRING, "nullable": True, "description": "on a call's first delta"},
+    name={**STRING, "nullable": True, "description": "on a call's first delta"},
+    arguments={**STRING, "description": "the next piece of the arguments' JSON text"},
+)
 STREAM_EVENT = _events(
     ["hello", "release"],
     "JSON: ReleaseStreamHello (hello), ReleaseStreamChange (release).",
@@ -260,12 +313,15 @@ COMPONENTS = {
     "Resolution": RESOLUTION,
     "ResolutionTrace": TRACE,
     "Rendering": RENDERING,
+    "ChatRequest": CHAT_REQUEST,
+    "ToolCall": TOOL_CALL,
     "RunAttempt": ATTEMPT,
     "RunAnswer": RUN_ANSWER,
     "RunFailure": RUN_FAILURE,
     "RunStreamEvent": RUN_EVENT,
     "RunStreamStart": RUN_START,
     "RunStreamToken": RUN_TOKEN,
+    "RunStreamToolCall": RUN_TOOL_CALL,
     "Bundle": BUNDLE,
     "BundleRelease": BUNDLE_RELEASE,
     "BundleVersion": BUNDLE_VERSION,
@@ -454,8 +510,9 @@ def runtime_paths(result, generator, request, public):
             "Resolve, render and call the model (retries, fallbacks, schema checks); "
             "records the call and queues its shadows.",
             description="Needs the runs:execute scope. With `stream: true` the answer is "
-            "server-sent events: `start`, `token` (each content delta), then `done` (the same "
-            "object as the non-streaming answer) or `error` (the 502 problem document). "
+            "server-sent events: `start`, `token` (each content delta), `tool_call` (each "
+            "tool-call delta), then `done` (the same object as the non-streaming answer) or "
+            "`error` (the 502 problem document). "
             "A stream always ends: past `RUN_STREAM_MAX_SECONDS` (default 300) the model call "
             "is cancelled and answered as an `error` event (attempt outcome `cancelled`). "
             "`X-Request-Id` is taken from the request when given, and always answered.",

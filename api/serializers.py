@@ -404,6 +404,21 @@ class ModelTargetSerializer(serializers.Serializer):
 class ModelBindingSerializer(ModelTargetSerializer):
     response_schema = serializers.DictField(required=False, allow_null=True, default=None)
     fallbacks = ModelTargetSerializer(many=True, required=False, default=list)
+    # Checked by registry.tools at save (names, schemas, bounds), each problem at its pointer.
+    tools = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        default=list,
+        help_text="Tools in OpenAI's format: `{type: function, function: {name, description, "
+        "parameters, strict}}`; names unique, parameters a JSON Schema with local references.",
+    )
+    tool_choice = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="`none`, `auto`, `required` or `{type: function, function: {name}}`.",
+    )
+    parallel_tool_calls = StrictBooleanField(required=False, allow_null=True, default=None)
 
 
 class ContentInputSerializer(serializers.Serializer):

@@ -32,6 +32,7 @@ from registry.services import (
 from .models import Scope
 from .pagination import Pagination
 from .permissions import HasScope, scope_by_method
+from .runtime import model_request
 from .serializers import (
     LOCALE_PATTERN,
     ContentInputSerializer,
@@ -305,6 +306,10 @@ class VersionRenderApi(APIView):
         sections = SectionsSerializer()
         rendered = SectionsSerializer()
         messages = MessageSerializer(many=True)
+        request = serializers.DictField(
+            help_text="The keyword arguments of `chat.completions.create(**request)`: model, "
+            "messages, parameters, tools, tool_choice, parallel_tool_calls, response_format."
+        )
         variables = serializers.DictField()
 
     @extend_schema(
@@ -319,6 +324,7 @@ class VersionRenderApi(APIView):
             locale=data.validated_data["locale"],
             variables=data.validated_data["variables"],
         )
+        content = version_content(version)
         return Response(
             self.OutputSerializer(
                 {
@@ -329,6 +335,7 @@ class VersionRenderApi(APIView):
                     "sections": result.sections.as_dict(),
                     "rendered": result.rendered.as_dict(),
                     "messages": result.messages,
+                    "request": model_request(content.model.as_dict(), result.messages),
                     "variables": result.variables,
                 }
             ).data

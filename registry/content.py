@@ -23,6 +23,7 @@ from .errors import LocaleInvalid, Problem
 from .json_schemas import schema_problems
 from .locales import locale_normalize
 from .rendering import SECTIONS, Sections, template_check
+from .tools import tools_problems
 from .variables import (
     MAX_HISTORY_CHARS,
     MAX_HISTORY_MESSAGES,
@@ -103,15 +104,34 @@ class ModelBinding:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     response_schema: Mapping[str, Any] | None = None
     fallbacks: tuple[ModelTarget, ...] = ()
+    # Tools in OpenAI's format (registry.tools); a binding without tools leaves all three unset.
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "provider": self.provider,
             "model": self.model,
             "parameters": dict(self.parameters),
             "response_schema": dict(self.response_schema) if self.response_schema else None,
             "fallbacks": [f.as_dict() for f in self.fallbacks],
         }
+        # Present only when set, so a version without tools keeps the canonical form, and so the
+        # content hash, it had before bindings could hold tools (decision 0004, 0033).
+        data |= self.tools_dict()
+        return data
+
+    def tools_dict(self) -> dict[str, Any]:
+        """The tool fields that are set: ``tools``, ``tool_choice``, ``parallel_tool_calls``."""
+        data: dict[str, Any] = {}
+        if self.tools:
+            data["tools"] = [dict(t) if isinstance(t, Mapping) else t for t in self.tools]
+        if self.tool_choice is not None:
+            data["tool_choice"] = self.tool_choice
+        if self.parallel_tool_calls is not None:
+            data["parallel_tool_calls"] = self.parallel_tool_calls
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelBinding:
@@ -130,6 +150,10 @@ class ModelBinding:
                 for f in (data.get("fallbacks") or ())
                 if isinstance(f, Mapping)
             ),
+            # Not a list: refused by ``content_shape_check`` (or the API's serializer) first.
+            tools=tuple(tools) if isinstance(tools := data.get("tools"), list | tuple) else (),
+            tool_choice=data.get("tool_choice"),
+            parallel_tool_calls=data.get("parallel_tool_calls"),
         )
 
 
@@ -168,7 +192,13 @@ class VersionContent:
 
 VARIABLE_FIELDS = frozenset({"name", "type", "required", "default", "description", "after"})
 TARGET_FIELDS = frozenset({"provider", "model", "parameters"})
-BINDING_FIELDS = TARGET_FIELDS | {"response_schema", "fallbacks"}
+BINDING_FIELDS = TARGET_FIELDS | {
+    "response_schema",
+    "fallbacks",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+}
 
 
 def _fields_check(data: Mapping[Any, Any], known: frozenset[str], pointer: str) -> list[Problem]:
@@ -227,6 +257,9 @@ def content_shape_check(data: Mapping[str, Any]) -> list[Problem]:
             )
         for i, fallback in enumerate(fallbacks if isinstance(fallbacks, list) else ()):
             problems += _target_shape_check(fallback, f"/model/fallbacks/{i}", TARGET_FIELDS)
+        tools = model.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            problems.append(Problem("wrong_type", "'tools' must be a list.", "/model/tools"))
     templates = data.get("templates")
     if templates is not None and not isinstance(templates, Mapping):
         problems.append(Problem("wrong_type", "'templates' must be a mapping.", "/templates"))
@@ -348,6 +381,9 @@ def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> li
                     binding.response_schema, pointer=f"{pointer}/response_schema"
                 )
             ]
+    problems += tools_problems(
+        list(binding.tools), binding.tool_choice, binding.parallel_tool_calls, pointer=pointer
+    )
     if len(binding.fallbacks) > MAX_FALLBACKS:
         problems.append(
             Problem(

@@ -82,6 +82,10 @@ class PromptVersion(models.Model):
     parameters = models.JSONField(default=dict, blank=True)
     response_schema = models.JSONField(null=True, blank=True)
     fallbacks = models.JSONField(default=list, blank=True)
+    # Tools in OpenAI's format, and how the model may use them (registry.tools; decision 0033).
+    tools = models.JSONField(default=list, blank=True)
+    tool_choice = models.JSONField(null=True, blank=True)
+    parallel_tool_calls = models.BooleanField(null=True, blank=True)
 
     # Who: the user when there is one, and always a label (an API key has no user).
     author = models.ForeignKey(

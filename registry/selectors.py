@@ -102,6 +102,9 @@ def version_content(version: PromptVersion) -> VersionContent:
                 )
                 for f in version.fallbacks or ()
             ),
+            tools=tuple(version.tools or ()),
+            tool_choice=version.tool_choice,
+            parallel_tool_calls=version.parallel_tool_calls,
         ),
         templates={t.locale: template_sections(t) for t in version.templates.all()},
     )
@@ -352,6 +355,15 @@ def _binding_flat(binding: ModelBinding) -> dict[str, Any]:
     flat |= {f"parameters.{k}": v for k, v in sorted(binding.parameters.items())}
     flat["response_schema"] = dict(binding.response_schema) if binding.response_schema else None
     flat["fallbacks"] = [f.as_dict() for f in binding.fallbacks]
+    # One row per tool (by name, so a reordering shows as what it is), then the choice settings.
+    for tool in binding.tools:
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        name = function.get("name") if isinstance(function, Mapping) else None
+        flat[f"tools.{name}"] = dict(tool) if isinstance(tool, Mapping) else tool
+    if binding.tool_choice is not None:
+        flat["tool_choice"] = binding.tool_choice
+    if binding.parallel_tool_calls is not None:
+        flat["parallel_tool_calls"] = binding.parallel_tool_calls
     return flat
 
 

@@ -240,6 +240,9 @@ def _binding_fields(content: VersionContent) -> dict[str, Any]:
         "parameters": dict(m.parameters),
         "response_schema": dict(m.response_schema) if m.response_schema else None,
         "fallbacks": [f.as_dict() for f in m.fallbacks],
+        "tools": [dict(t) for t in m.tools],
+        "tool_choice": m.tool_choice,
+        "parallel_tool_calls": m.parallel_tool_calls,
         "content_hash": content.content_hash,
     }
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from django.db.models import Prefetch, QuerySet
 
+from registry.content import ModelBinding
 from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
 from registry.variables import VariableSpec
 
@@ -139,6 +140,14 @@ def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
                 "parameters": v.parameters,
                 "response_schema": v.response_schema,
                 "fallbacks": v.fallbacks,
+                # Only when set, as in the canonical content (registry.content.ModelBinding).
+                **ModelBinding(
+                    provider=v.provider,
+                    model=v.model_name,
+                    tools=tuple(v.tools or ()),
+                    tool_choice=v.tool_choice,
+                    parallel_tool_calls=v.parallel_tool_calls,
+                ).tools_dict(),
             },
             templates={
                 t.locale: {

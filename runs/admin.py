@@ -60,7 +60,15 @@ class ModelPriceInline(admin.TabularInline):
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
-    list_display = ["name", "base_url", "api_key_env", "timeout_seconds", "max_retries", "enabled"]
+    list_display = [
+        "name",
+        "base_url",
+        "api_key_env",
+        "timeout_seconds",
+        "max_retries",
+        "strict_output",
+        "enabled",
+    ]
     list_filter = ["enabled"]
     search_fields = ["name", "base_url"]
     inlines = [ModelPriceInline]
@@ -73,6 +81,7 @@ class ProviderAdmin(admin.ModelAdmin):
                 "description": "The key itself stays in the server's environment, never here.",
             },
         ),
+        ("Capabilities", {"fields": ["strict_output"]}),
     ]
 
     def save_model(self, request, obj: Provider, form, change: bool) -> None:
@@ -84,6 +93,7 @@ class ProviderAdmin(admin.ModelAdmin):
             timeout_seconds=obj.timeout_seconds,
             max_retries=obj.max_retries,
             enabled=obj.enabled,
+            strict_output=obj.strict_output,
         )
         obj.pk = saved.pk
 
@@ -384,7 +394,12 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
         (
             "Inputs and output",
             {
-                "fields": ["inputs_display", "output_display", "attempts_display"],
+                "fields": [
+                    "inputs_display",
+                    "output_display",
+                    "tool_calls_display",
+                    "attempts_display",
+                ],
                 "description": "Stored redacted: what the redaction rules left of them.",
             },
         ),
@@ -458,6 +473,11 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
     @admin.display(description="Output")
     def output_display(self, call: Call) -> SafeString:
         return text_block(call.output)
+
+    @admin.display(description="Tool calls")
+    def tool_calls_display(self, call: Call) -> SafeString:
+        # Redacted when recorded, like the output; escaped by text_block like every value here.
+        return text_block(pretty_json(call.tool_calls) if call.tool_calls else "")
 
     @admin.display(description="Attempts")
     def attempts_display(self, call: Call) -> SafeString | str:

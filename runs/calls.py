@@ -126,6 +126,12 @@ def stored_output(text: str, parsed: Any = None) -> str:
     return json.dumps(redact(parsed), ensure_ascii=False, sort_keys=True)
 
 
+def stored_tool_calls(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Tool calls as a call record keeps them: the arguments redacted as a value, like a schema
+    answer (``stored_output``), so they stay a JSON object."""
+    return [{"id": c["id"], "name": c["name"], "arguments": redact(c["arguments"])} for c in calls]
+
+
 def attempts_as_dicts(attempts: Sequence[Attempt]) -> list[dict[str, Any]]:
     """Every attempt of a call as its record and the run API show it."""
     return [

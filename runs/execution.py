@@ -33,6 +33,7 @@ from .calls import (
     attempts_cost,
     call_insert,
     stored_output,
+    stored_tool_calls,
     subject_hash,
 )
 from .cancel import Cancellation
@@ -108,6 +109,7 @@ def run_call(
     *,
     on_token: Callable[[str], None] | None = None,
     cancel: Cancellation | None = None,
+    on_tool_call: Callable[[dict[str, Any]], None] | None = None,
 ) -> CallOutcome:
     """The model call, with the binding's retries and fallbacks. No database: thread-safe.
 
@@ -123,6 +125,7 @@ def run_call(
             on_token=on_token,
             providers=prepared.providers,
             cancel=cancel,
+            on_tool_call=on_tool_call,
         )
     except ProviderUnavailable as failure:
         return CallOutcome(None, failure, started_at, (time.perf_counter() - started) * 1000)
@@ -212,6 +215,7 @@ def _call_record(
             "cost": attempts_cost(completion.attempts, prices),
             "schema_valid": True if prepared.binding.response_schema is not None else None,
             "output": stored_output(completion.text, completion.parsed),
+            "tool_calls": stored_tool_calls(completion.tool_calls),
         }
     else:
         assert failure is not None

@@ -3,6 +3,20 @@
 The same request always gets a byte-identical answer. ``echo-1`` (and any unknown model) repeats
 the first 32 words of the last user message, ``echo-small`` the first 8; a ``json_schema`` response
 format gets a document valid against the schema; usage counts ceil(characters / 4) tokens a text.
+
+Tools: a request with ``tools`` whose ``tool_choice`` is not ``none`` and whose last message is not
+a ``tool`` result is answered with one tool call (``content`` null, finish reason ``tool_calls``):
+
+1. to the tool ``tool_choice`` names, else to the first tool;
+2. with ``arguments`` the JSON of ``sample_json(parameters)`` (the words of the last user message
+   for strings), compact, keys in schema order;
+3. with the id ``call_`` + the request's digest, so the same request gets the same call.
+
+Once the last message is a tool result, it answers as without tools (echo, or the response
+schema's sample). Streamed, the call comes as OpenAI sends it: a delta with its index, id, type
+and name (arguments ""), then the arguments in pieces of ``TOOL_ARGUMENT_PIECE`` characters, then
+the finish reason. The ``badtool`` fault calls a tool nobody declared, with arguments that are
+not JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ CREATED = 1_700_000_000  # fixed, so the whole answer, not only its text, repeat
 MAX_DEPTH = 16  # a recursive $ref stops here instead of recursing forever
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 JSON_FORMATS = ("json_object", "json_schema")
+TOOL_ARGUMENT_PIECE = 8  # characters of a tool call's arguments per streamed chunk
 STRING_FORMATS = {"date-time": "2024-01-01T00:00:00Z", "date": "2024-01-01", "email": "a@b.example"}
 
 
@@ -52,6 +67,8 @@ class ChatRequest:
     response_format: dict[str, Any]  # {} when the request has none
     max_tokens: int | None
     digest: str  # of the whole body: the answer's id, so equal requests get equal answers
+    tools: tuple[dict[str, Any], ...] = ()  # checked: each {"type": "function", "function": {…}}
+    tool_choice: Any = None
 
 
 def _is_content(content: Any) -> bool:
@@ -99,6 +116,22 @@ def parse_chat_request(body: Any) -> ChatRequest:
             "Invalid 'response_format': text, json_object, or json_schema with a 'json_schema'."
         )
         raise _bad("response_format", message_, "invalid_value")
+    tools = body.get("tools")
+    if tools is not None:
+        valid = isinstance(tools, list) and all(
+            isinstance(t, dict)
+            and t.get("type") == "function"
+            and isinstance(t.get("function"), dict)
+            and isinstance(t["function"].get("name"), str)
+            for t in tools
+        )
+        if not valid:
+            message_ = "Invalid 'tools': expected an array of {type: function, function: {name}}."
+            raise _bad("tools", message_)
+    choice = body.get("tool_choice")
+    if choice is not None and not tools:
+        message_ = "'tool_choice' is only allowed when 'tools' are specified."
+        raise _bad("tool_choice", message_, "invalid_value")
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None and (type(limit) is not int or limit < 1):
         raise _bad("max_tokens", "'max_tokens' must be a positive integer.", "invalid_value")
@@ -111,6 +144,8 @@ def parse_chat_request(body: Any) -> ChatRequest:
         response_format=fmt,
         max_tokens=limit,
         digest=hashlib.sha256(canonical.encode()).hexdigest()[:24],
+        tools=tuple(tools or ()),
+        tool_choice=choice,
     )
 
 
@@ -186,13 +221,36 @@ def sample_json(schema: Any, *, text: str, root: Any = None, depth: int = 0) -> 
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     content: str
     finish_reason: str
     usage: dict[str, int]
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
-def complete(request: ChatRequest, *, break_json: bool = False) -> Completion:
+def tool_to_call(request: ChatRequest) -> dict[str, Any] | None:
+    """The tool this request is answered with a call to (see the module's docstring), or None."""
+    if not request.tools or request.tool_choice == "none":
+        return None
+    if request.messages[-1].get("role") == "tool":
+        return None
+    choice = request.tool_choice
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
+        return next((t for t in request.tools if t["function"]["name"] == name), None)
+    return request.tools[0]
+
+
+def complete(
+    request: ChatRequest, *, break_json: bool = False, break_tool: bool = False
+) -> Completion:
     """The answer, a pure function of the request.
 
     1. Take the first words of the last user message (of the last message if no user spoke).
@@ -207,6 +265,25 @@ def complete(request: ChatRequest, *, break_json: bool = False) -> Completion:
     limit = 8 if request.model == "echo-small" else 32
     head = " ".join(words[:limit]) + (" ..." if len(words) > limit else "")
     echo = f"{request.model}: {head}"
+    prompt = sum(count_tokens(message_text(message)) for message in request.messages)
+    tool = tool_to_call(request)
+    if tool is not None:
+        name = tool["function"]["name"]
+        arguments = json.dumps(
+            sample_json(tool["function"].get("parameters") or {"type": "object"}, text=head),
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        if break_tool:  # a tool nobody declared, its arguments cut short: not JSON
+            name, arguments = f"{name}_undeclared", arguments[:-1]
+        call = ToolCall(f"call_{request.digest}", name, arguments)
+        answer = count_tokens(name + arguments)
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": answer,
+            "total_tokens": prompt + answer,
+        }
+        return Completion("", "tool_calls", usage, (call,))
     kind = request.response_format.get("type")
     schema = request.response_format["json_schema"].get("schema") if kind == "json_schema" else None
     if isinstance(schema, dict):
@@ -219,15 +296,28 @@ def complete(request: ChatRequest, *, break_json: bool = False) -> Completion:
     finish_reason = "stop"
     if request.max_tokens is not None and count_tokens(content) > request.max_tokens:
         content, finish_reason = content[: request.max_tokens * 4], "length"
-    prompt = sum(count_tokens(message_text(message)) for message in request.messages)
     answer = count_tokens(content)
     usage = {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}
     return Completion(content, finish_reason, usage)
 
 
+def _tool_calls_json(completion: Completion) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in completion.tool_calls
+    ]
+
+
 def completion_body(request: ChatRequest, completion: Completion) -> dict[str, Any]:
     """A ``chat.completion`` object, field for field as OpenAI answers it."""
-    message = {"role": "assistant", "content": completion.content, "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": completion.content,
+        "refusal": None,
+    }
+    if completion.tool_calls:  # as OpenAI answers a call: no content
+        message["content"] = None
+        message["tool_calls"] = _tool_calls_json(completion)
     choice = {"index": 0, "message": message, "logprobs": None}
     return {
         **_envelope(request, "chat.completion"),
@@ -240,7 +330,8 @@ def stream_chunks(request: ChatRequest, completion: Completion) -> list[dict[str
     """The ``chat.completion.chunk`` events of a streamed answer, in OpenAI's order.
 
     1. The role, with empty content.
-    2. The content, one word (with the spaces after it) per chunk: joined, they are the content.
+    2. The content, one word (with the spaces after it) per chunk: joined, they are the content;
+       or each tool call: its index, id, type and name, then its arguments in pieces.
     3. An empty delta carrying the finish reason.
     4. With ``include_usage``, a chunk with no choices and the usage (earlier chunks: ``null``).
     """
@@ -248,16 +339,29 @@ def stream_chunks(request: ChatRequest, completion: Completion) -> list[dict[str
     if request.include_usage:
         base["usage"] = None
 
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return {**base, "choices": [choice]}
 
     chunks = [chunk({"role": "assistant", "content": ""})]
     chunks += [chunk({"content": piece}) for piece in re.findall(r"\S+\s*|\s+", completion.content)]
+    for index, call in enumerate(completion.tool_calls):
+        head = {"index": index, "id": call.id, "type": "function"}
+        chunks.append(
+            chunk({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
+        )
+        chunks += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            for piece in _pieces(call.arguments, TOOL_ARGUMENT_PIECE)
+        ]
     chunks.append(chunk({}, completion.finish_reason))
     if request.include_usage:
         chunks.append({**base, "choices": [], "usage": completion.usage})
     return chunks
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _envelope(request: ChatRequest, kind: str) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class Fault(StrEnum):
     SERVER_ERROR = "500"
     MALFORMED = "malformed"  # a 200 whose body is not JSON (cut in half, as by a proxy)
     BAD_JSON = "badjson"  # a valid completion whose content is not the JSON asked for
+    BAD_TOOL = "badtool"  # a tool call to an undeclared tool, its arguments not JSON
     HANG = "hang"  # no answer until the server stops
     SLOW = "slow"  # the normal answer, late
     # Broken on the wire (this module writes them):

@@ -7,10 +7,11 @@ milliseconds and depends on no other app.
 
 It serves ``POST /v1/chat/completions`` (plain, or streamed as ``chat.completion.chunk`` events
 with an optional usage chunk and ``data: [DONE]``) and ``GET /v1/models``; what it answers, the
-same bytes for the same request, is decided in ``runs.fake_answers``.
+same bytes for the same request, is decided in ``runs.fake_answers``: for a request with tools, a
+call to one of them (the rule is in that module's docstring).
 
 Faults come from the model name (``fault-429``, ``fault-500``, ``fault-malformed``,
-``fault-badjson``, ``fault-hang``, ``slow-<ms>``, and the answers broken on the wire that
+``fault-badjson``, ``fault-badtool``, ``fault-hang``, ``slow-<ms>``, and the answers broken on the wire that
 ``runs.fake_faults`` writes: ``fault-drop``, ``fault-error-event``, ``fault-stall``,
 ``fault-garbage``, ``fault-reset``, ``fault-trickle-<ms>``) or from a per-model queue
 (``fake.faults.push("echo-1", "429", count=2)`` or ``POST /_control/faults``), so a test can make
@@ -236,7 +237,9 @@ class _Handler(BaseHTTPRequestHandler):
             delay = provider.hang_seconds if fault is Fault.HANG else injected.delay
             if self.server.stopping.wait(delay) or fault is Fault.HANG:
                 return  # no answer at all: the client's timeout is what is under test
-        completion = complete(request, break_json=fault is Fault.BAD_JSON)
+        completion = complete(
+            request, break_json=fault is Fault.BAD_JSON, break_tool=fault is Fault.BAD_TOOL
+        )
         request_id = {"x-request-id": f"req_{request.digest}"}
         if request.stream:
             self._send_stream(request, completion, injected)

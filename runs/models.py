@@ -57,6 +57,15 @@ class Provider(models.Model):
         help_text="Retries on 429, 5xx and timeouts, with backoff and jitter, before a fallback.",
     )
     enabled = models.BooleanField(default=True)
+    # OpenAI's structured outputs: ``response_format`` ``json_schema`` with ``strict: true``
+    # (OpenAI, and vLLM, Ollama and the fake among compatible servers, accept it). Off, a response
+    # schema is sent non-strict, as before; the answer is validated, and repaired, either way.
+    strict_output = models.BooleanField(
+        default=True,
+        verbose_name="strict structured output",
+        help_text="Send a response schema as response_format json_schema with strict: true "
+        "(OpenAI structured outputs). Turn off for a server that refuses strict schemas.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -158,6 +167,11 @@ class Call(models.Model):
     )
     inputs = models.JSONField(default=dict, blank=True, help_text="The variables, redacted.")
     output = models.TextField(blank=True, help_text="The answer, redacted.")
+    tool_calls = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The tools the model called: id, name and arguments, redacted like the output.",
+    )
     attempts = models.JSONField(default=list, blank=True, help_text="Every model call tried.")
     # Who vouches for a reported call and for feedback: the API key's id and name when it was sent.
     # Plain values, not a foreign key: runs sits below api (which owns ApiKey), and a revoked or

@@ -22,7 +22,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from registry.content import ModelBinding
-from releases.cache import publish, release_cache
+from releases.cache import DATABASE_OUTAGE, publish, release_cache
 
 from .models import ModelPrice, Provider
 
@@ -56,6 +56,7 @@ class ProviderCache:
         # Bumped by every ``clear``: a load that read the database before a change must not store
         # what it read after the change's message dropped the copy.
         self._generation = 0
+        self._last_strict_outputs: dict[str, bool] = {}
 
     def clear(self, _message: dict | None = None) -> None:
         """A provider or price changed somewhere (or the listener reconnected): read them again."""
@@ -77,6 +78,21 @@ class ProviderCache:
             },
             prices={target: table.prices.get(target) for target in targets},
         )
+
+    def strict_outputs(self) -> dict[str, bool]:
+        """Every configured provider's ``strict_output`` flag, by name: from memory while trusted,
+        else one query. What render and the bundle say of a response schema's strictness."""
+        try:
+            if release_cache().trusted:
+                flags = {name: p.strict_output for name, p in self._whole().providers.items()}
+            else:
+                flags = dict(Provider.objects.values_list("name", "strict_output"))
+        except DATABASE_OUTAGE:
+            # Render and the bundle serve through a database outage (DESIGN "Failure rules"):
+            # with the flags last read, or none (every provider strict, the default).
+            return dict(self._last_strict_outputs)
+        self._last_strict_outputs = flags
+        return flags
 
     def _whole(self) -> _Table:
         table = self._table

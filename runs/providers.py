@@ -38,11 +38,13 @@ from django.conf import settings
 from registry.content import MODEL_PARAMETERS, ModelBinding, ModelTarget
 from registry.json_schemas import schema_validator
 from registry.strictjson import storable, strict_json_loads
+from registry.tools import response_format
 from runs import egress
 from runs.cancel import Cancellation
 from runs.models import Provider
 from runs.provider_cache import provider_cache
 from runs.retries import backoff_seconds, retry_after_seconds
+from runs.tool_calls import MAX_TOOL_CALLS, ToolCallsInvalid, tool_calls_checked
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,9 @@ class Completion:
     latency_ms: float
     time_to_first_token_ms: float | None  # None when not streamed
     attempts: tuple[Attempt, ...]
+    # The tools the model called, each ``{id, name, arguments}`` with the arguments parsed (a JSON
+    # object, checked): an answer of tool calls without text is a success, its text "".
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 class ProviderUnavailable(Exception):
@@ -159,6 +164,7 @@ class _Answer:
     input_tokens: int
     output_tokens: int
     time_to_first_token_ms: float | None
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 def complete(
@@ -168,6 +174,7 @@ def complete(
     on_token: Callable[[str], None] | None = None,
     providers: Mapping[str, Provider] | None = None,
     cancel: Cancellation | None = None,
+    on_tool_call: Callable[[dict[str, Any]], None] | None = None,
 ) -> Completion:
     """Ask the binding's primary, then its fallbacks, until one answers (validly, given a schema).
 
@@ -177,6 +184,11 @@ def complete(
     With ``on_token`` the answer is streamed and each content delta is passed on as it arrives. A
     stream that fails half-way is retried or falls back like any failed call, so ``on_token`` may
     see the start of an answer that is then abandoned; the Completion's text is the one to keep.
+    ``on_tool_call`` likewise gets each streamed tool-call delta ``{index, id, name, arguments}``
+    (the arguments' next piece of text).
+
+    The binding's tools go with every call; an answer's tool calls are checked (``runs.tool_calls``):
+    a declared name and arguments that are a JSON object, else the answer is malformed.
 
     Every attempt ends in an outcome, whatever was raised, so the walk always ends. ``cancel``
     (another thread's) stops it: the attempt under way ends ``cancelled`` and no other starts.
@@ -214,6 +226,7 @@ def complete(
             attempts=attempts,
             started=started,
             cancel=cancel,
+            tooling=_Tooling.of(binding, on_tool_call),
         )
         if completion is not None:
             return completion
@@ -228,6 +241,30 @@ def binding_providers(binding: ModelBinding) -> Mapping[str, Provider]:
     return provider_cache.binding(binding).providers
 
 
+@dataclass(frozen=True, slots=True)
+class _Tooling:
+    """What a call sends of the binding's tools, and who hears the streamed tool-call deltas."""
+
+    fields: Mapping[str, Any]  # tools, tool_choice, parallel_tool_calls: those the binding sets
+    names: frozenset[str]  # the declared tools' names: a call to any other is malformed
+    on_tool_call: Callable[[dict[str, Any]], None] | None = None
+
+    @classmethod
+    def of(
+        cls, binding: ModelBinding, on_tool_call: Callable[[dict[str, Any]], None] | None = None
+    ) -> _Tooling:
+        fields = binding.tools_dict() if binding.tools else {}
+        names = frozenset(
+            str(tool["function"].get("name"))
+            for tool in binding.tools
+            if isinstance(tool, Mapping) and isinstance(tool.get("function"), Mapping)
+        )
+        return cls(fields, names, on_tool_call)
+
+
+_NO_TOOLS = _Tooling({}, frozenset())
+
+
 def _complete_target(
     *,
     provider: Provider,
@@ -238,6 +275,7 @@ def _complete_target(
     attempts: list[Attempt],
     started: float,
     cancel: Cancellation | None,
+    tooling: _Tooling = _NO_TOOLS,
 ) -> Completion | None:
     """Retry transient failures, repair one invalid answer; None means "try the next target"."""
     api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
@@ -268,6 +306,8 @@ def _complete_target(
                     on_token=on_token,
                     started=call_started,
                     cancel=cancel,
+                    tooling=tooling,
+                    strict_output=provider.strict_output,
                 )
             except _Failure as failure:
                 reraise_time_limit(failure)
@@ -290,8 +330,11 @@ def _complete_target(
                 )
                 record(Outcome.UNEXPECTED, f"Unexpected {type(exc).__name__}.", call_started)
                 return None
+            # An answer of tool calls alone is not the final answer the schema describes: the
+            # caller runs the tools and asks again.
+            checked = schema is not None and not (answer.tool_calls and not answer.text)
             try:
-                parsed, error = (None, None) if schema is None else _validate(answer.text, schema)
+                parsed, error = _validate(answer.text, schema) if checked else (None, None)
             except Exception as exc:
                 reraise_time_limit(exc)
                 # The schema itself cannot be applied (a dangling $ref, say): no answer can pass
@@ -323,6 +366,7 @@ def _complete_target(
                 latency_ms=(time.perf_counter() - started) * 1000,
                 time_to_first_token_ms=answer.time_to_first_token_ms,
                 attempts=tuple(attempts),
+                tool_calls=answer.tool_calls,
             )
 
 
@@ -491,15 +535,16 @@ def _call(
     on_token: Callable[[str], None] | None,
     started: float,
     cancel: Cancellation | None = None,
+    tooling: _Tooling = _NO_TOOLS,
+    strict_output: bool = False,
 ) -> _Answer:
     """One request; every way it can fail becomes a _Failure."""
     # Only the parameters a binding may hold (registry.content validates their values).
     kwargs: dict[str, Any] = {k: v for k, v in target.parameters.items() if k in MODEL_PARAMETERS}
+    kwargs |= tooling.fields
     if schema is not None:
-        kwargs["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": dict(schema), "strict": False},
-        }
+        # Strict where the provider accepts it (its flag); validated here all the same.
+        kwargs["response_format"] = response_format(schema, strict=strict_output)
     if on_token is None:
         body = {"model": target.model, "messages": messages, **kwargs}
         with _translated():
@@ -507,7 +552,7 @@ def _call(
             # typed request and response models that cost more than the model server's answer
             # on a local model (issue 14, item 7). The body is the JSON as it came.
             answer = client.post("/chat/completions", body=body, cast_to=object)
-        return _answer_of(answer)
+        return _answer_of(answer, tooling.names)
     create: Any = client.chat.completions.create  # Any: the messages' TypedDicts are the caller's
     with _translated():
         stream = create(
@@ -517,7 +562,7 @@ def _call(
             stream_options={"include_usage": True},
             **kwargs,
         )
-    reading = _Reading(started=started, messages=messages)
+    reading = _Reading(started=started, messages=messages, on_tool_call=tooling.on_tool_call)
     watching = cancel.watching(stream.response) if cancel is not None else contextlib.nullcontext()
     try:
         with watching, stream:
@@ -535,30 +580,98 @@ def _call(
         raise _Failure(
             Outcome.MALFORMED, "The stream ended before a finish reason.", answer=reading.answer()
         )
-    return reading.answer()
+    answer = reading.answer()
+    try:
+        calls = _tool_calls(reading.tool_calls_raw(), tooling.names)
+    except _Failure as failure:
+        failure.answer = answer
+        raise
+    return _Answer(
+        answer.text, answer.input_tokens, answer.output_tokens, answer.time_to_first_token_ms, calls
+    )
 
 
-def _answer_of(answer: Any) -> _Answer:
-    """A chat completion's text and usage, from its JSON; anything not shaped like one is
-    malformed (the body may be any JSON, or text under another content type)."""
+def _answer_of(answer: Any, tool_names: frozenset[str] = frozenset()) -> _Answer:
+    """A chat completion's text, tool calls and usage, from its JSON; anything not shaped like
+    one is malformed (the body may be any JSON, or text under another content type). An answer
+    of tool calls has no text (``content`` null): its text is ""."""
     choices = answer.get("choices") if isinstance(answer, dict) else None
     first = choices[0] if isinstance(choices, list) and choices else None
     message = first.get("message") if isinstance(first, dict) else None
     text = message.get("content") if isinstance(message, dict) else None
+    raw_calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if text is None and raw_calls:
+        text = ""
     if not isinstance(text, str):
         raise _Failure(Outcome.MALFORMED, "The answer has no text content.")
     _check_size(len(text))
     input_tokens, output_tokens = _usage(answer.get("usage"))
-    return _Answer(text, input_tokens, output_tokens, time_to_first_token_ms=None)
+    calls = _tool_calls(raw_calls, tool_names) if raw_calls is not None else ()
+    return _Answer(text, input_tokens, output_tokens, time_to_first_token_ms=None, tool_calls=calls)
+
+
+def _tool_calls(raw: Any, names: frozenset[str]) -> tuple[dict[str, Any], ...]:
+    """``runs.tool_calls.tool_calls_checked``, its refusal a malformed answer."""
+    try:
+        return tool_calls_checked(raw, names)
+    except ToolCallsInvalid as exc:
+        raise _Failure(Outcome.MALFORMED, _short(str(exc))) from exc
 
 
 class _Reading:
     """A streamed answer as it arrives: its text, when it started, whether it finished, its usage."""
 
-    def __init__(self, *, started: float, messages: list[dict[str, str]]) -> None:
+    def __init__(
+        self,
+        *,
+        started: float,
+        messages: list[dict[str, str]],
+        on_tool_call: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.started, self.messages = started, messages
         self.parts: list[str] = []
         self.size, self.first_token, self.finished, self.usage = 0, None, False, None
+        self.on_tool_call = on_tool_call
+        # Tool calls as they stream: by index, the id, the name and the arguments' pieces.
+        self.calls: dict[int, dict[str, Any]] = {}
+
+    def tool_call_delta(self, delta: Any) -> None:
+        """One streamed piece of a tool call: the first names it, the next add argument text."""
+        index = getattr(delta, "index", None)
+        function = getattr(delta, "function", None)
+        call_id = getattr(delta, "id", None)
+        name = getattr(function, "name", None)
+        arguments = getattr(function, "arguments", None)
+        if not isinstance(index, int) or not 0 <= index < MAX_TOOL_CALLS:
+            raise _Failure(Outcome.MALFORMED, "A streamed tool call has no valid index.")
+        if any(v is not None and not isinstance(v, str) for v in (call_id, name, arguments)):
+            raise _Failure(Outcome.MALFORMED, "A streamed tool call's fields are not text.")
+        call = self.calls.setdefault(index, {"id": None, "name": None, "arguments": []})
+        call["id"] = call["id"] or call_id
+        call["name"] = call["name"] or name
+        if arguments:
+            self.size += len(arguments)
+            _check_size(self.size)
+            call["arguments"].append(arguments)
+        if self.first_token is None:
+            self.first_token = (time.perf_counter() - self.started) * 1000
+        if self.on_tool_call is not None:
+            self.on_tool_call(
+                {"index": index, "id": call_id, "name": name, "arguments": arguments or ""}
+            )
+
+    def tool_calls_raw(self) -> list[dict[str, Any]] | None:
+        """The streamed tool calls in the shape of a whole answer's, for ``_tool_calls``."""
+        if not self.calls:
+            return None
+        return [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
+            }
+            for _, call in sorted(self.calls.items())
+        ]
 
     def answer(self) -> _Answer:
         """The answer so far. Without the provider's usage (a stream cut before its last chunk),
@@ -566,9 +679,9 @@ class _Reading:
         text = "".join(self.parts)
         if self.usage is not None:
             input_tokens, output_tokens = _usage(self.usage)
-        elif text:
+        elif text or self.calls:
             prompt = sum(len(m.get("content") or "") for m in self.messages)
-            input_tokens, output_tokens = _estimated(prompt), _estimated(len(text))
+            input_tokens, output_tokens = _estimated(prompt), _estimated(self.size)
         else:
             input_tokens = output_tokens = 0
         return _Answer(text, input_tokens, output_tokens, self.first_token)
@@ -592,6 +705,12 @@ def _read_stream(
             reading.finished = (
                 reading.finished or getattr(choice, "finish_reason", None) is not None
             )
+            tool_deltas = getattr(getattr(choice, "delta", None), "tool_calls", None)
+            if tool_deltas:
+                if not isinstance(tool_deltas, list):
+                    raise _Failure(Outcome.MALFORMED, "A chunk's tool calls are not a list.")
+                for tool_delta in tool_deltas:
+                    reading.tool_call_delta(tool_delta)
             delta = getattr(getattr(choice, "delta", None), "content", None)
             if not delta:
                 continue

@@ -35,8 +35,10 @@ def provider_save(
     timeout_seconds: float = 30.0,
     max_retries: int = 2,
     enabled: bool = True,
+    strict_output: bool | None = None,
 ) -> tuple[Provider, bool]:
     """Creates the provider, or updates the one with that name; returns it and whether it is new.
+    ``strict_output`` None keeps what the provider had (on for a new one).
 
     Idempotent, so ``make run`` can configure the local provider every time."""
     provider = Provider.objects.select_for_update().filter(name=name).first()
@@ -47,6 +49,8 @@ def provider_save(
     provider.timeout_seconds = timeout_seconds
     provider.max_retries = max_retries
     provider.enabled = enabled
+    if strict_output is not None:
+        provider.strict_output = strict_output
     try:
         provider.full_clean()
     except ValidationError as exc:

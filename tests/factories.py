@@ -38,6 +38,23 @@ class PromptFactory(factory.django.DjangoModelFactory):
     tags = factory.LazyFunction(lambda: ["support"])
 
 
+# A tool in OpenAI's format, as a binding declares it (issue 15): the tests' usual one.
+ORDER_LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "order_lookup",
+        "description": "Find an order.",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+
+
 def content_data(**overrides: Any) -> dict[str, Any]:
     """A valid version body, as the API takes it: one declared variable used in every locale."""
     data: dict[str, Any] = {

@@ -38,6 +38,9 @@ MODEL_FIELDS = {
     "parameters": "parameters",
     "response_schema": "response_schema",
     "fallbacks": "fallbacks",
+    "tools": "tools",
+    "tool_choice": "tool_choice",
+    "parallel_tool_calls": "parallel_tool_calls",
 }
 # Problems about a locale tag belong on the locale field; the rest of a row's problems (an empty
 # template) belong to the row.
@@ -225,6 +228,9 @@ class DraftEditor:
                 elif name == "response_schema" and rest:
                     # Where in the schema: a schema can be long, and the field holds all of it.
                     text = f"{text} (at {problem.pointer.removeprefix('/model/response_schema')})"
+                elif name == "tools" and rest and rest[0].isdigit():
+                    at = "/".join(rest[1:])
+                    text = f"Tool {int(rest[0]) + 1}: {text}" + (f" (at {at})" if at else "")
                 self._add(form, MODEL_FIELDS[name], text)
             case _:
                 form.add_error(None, text)
@@ -404,22 +410,37 @@ class VersionForm(forms.ModelForm):
             "parameters",
             "response_schema",
             "fallbacks",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
         ]
         widgets = {
             "message": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "parameters": forms.Textarea(attrs={"rows": 2, "cols": 80}),
             "response_schema": forms.Textarea(attrs={"rows": 3, "cols": 80}),
             "fallbacks": forms.Textarea(attrs={"rows": 2, "cols": 80}),
+            "tools": forms.Textarea(attrs={"rows": 4, "cols": 80}),
+            "tool_choice": forms.Textarea(attrs={"rows": 1, "cols": 80}),
+            "parallel_tool_calls": forms.Textarea(attrs={"rows": 1, "cols": 80}),
         }
         field_classes = {
             "parameters": StrictJSONField,
             "response_schema": OptionalJSONField,
             "fallbacks": StrictJSONField,
+            "tools": StrictJSONField,
+            "tool_choice": OptionalJSONField,
+            "parallel_tool_calls": OptionalJSONField,
         }
         help_texts = {
             "parameters": 'JSON object, e.g. {"temperature": 0.2, "max_tokens": 500}.',
             "response_schema": "Optional JSON Schema the model's answer must match.",
             "fallbacks": 'JSON list, e.g. [{"provider": "local", "model": "echo-2"}].',
+            "tools": 'JSON list of tools in OpenAI\'s format, e.g. [{"type": "function", '
+            '"function": {"name": "order_lookup", "description": "…", "parameters": '
+            '{"type": "object", "properties": {…}}, "strict": true}}].',
+            "tool_choice": 'Optional: "auto", "none", "required" or {"type": "function", '
+            '"function": {"name": "order_lookup"}}.',
+            "parallel_tool_calls": "Optional: true or false (with tools only).",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -459,6 +480,24 @@ class VersionForm(forms.ModelForm):
             )
         return value
 
+    def clean_tools(self) -> list[dict[str, Any]]:
+        value = self.cleaned_data.get("tools")
+        if value in (None, ""):
+            return []
+        if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+            raise forms.ValidationError(
+                'Enter a JSON list of {"type": "function", "function": {"name": ...}}.'
+            )
+        return value
+
+    def clean_parallel_tool_calls(self) -> bool | None:
+        value = self.cleaned_data.get("parallel_tool_calls")
+        if value in (None, ""):
+            return None
+        if not isinstance(value, bool):
+            raise forms.ValidationError("Enter true or false, or leave it empty.")
+        return value
+
     def binding(self) -> ModelBinding:
         """The model binding as far as the fields are valid (a broken field reads as empty)."""
         data = self.cleaned_data
@@ -475,6 +514,9 @@ class VersionForm(forms.ModelForm):
                 )
                 for f in data.get("fallbacks") or ()
             ),
+            tools=tuple(data.get("tools") or ()),
+            tool_choice=data.get("tool_choice"),
+            parallel_tool_calls=data.get("parallel_tool_calls"),
         )
 
     def clean(self) -> dict[str, Any]:

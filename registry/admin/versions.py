@@ -31,7 +31,16 @@ from . import pages, verbs, workbench
 from .display import status_badge, translation_badges, version_url
 from .forms import DraftEditor, DraftInlineFormSet, TemplateForm, VariableForm, VersionForm
 
-BINDING_FIELDS = ["provider", "model_name", "parameters", "response_schema", "fallbacks"]
+BINDING_FIELDS = [
+    "provider",
+    "model_name",
+    "parameters",
+    "response_schema",
+    "fallbacks",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+]
 INFO_FIELDS = [
     "number",
     "status_display",

@@ -605,6 +605,8 @@ def test_a_resolve_on_a_warm_cache_runs_no_sql_query(
 ):
     for environment in ("staging", "production"):  # warm: one request per environment
         assert service.get(RESOLVE, {"environment": environment}).status_code == 200
+    # Render and the bundle also read the providers' strict_output flags, held in memory once read.
+    assert service.get(bundle_url("staging")).status_code == 200
 
     with django_assert_num_queries(0):
         for i in range(5):

@@ -107,3 +107,17 @@ def test_price_refuses_bad_input_and_changes_nothing(args, message):
     with pytest.raises(CommandError, match=message):
         run("price", *args)
     assert not ModelPrice.objects.exists()
+
+
+def test_strict_output_is_on_by_default_set_by_a_flag_and_kept_when_left_out():
+    base = ["add", "vllm", "--base-url", "https://vllm.example.com/v1"]
+
+    run(*base)
+    assert Provider.objects.get(name="vllm").strict_output is True
+    run(*base, "--no-strict-output")
+    assert Provider.objects.get(name="vllm").strict_output is False
+    run(*base, "--timeout", "10")  # an update without the flag keeps the setting
+    assert Provider.objects.get(name="vllm").strict_output is False
+    assert "non-strict output" in run("list")
+    run(*base, "--strict-output")
+    assert Provider.objects.get(name="vllm").strict_output is True

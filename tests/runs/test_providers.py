@@ -200,8 +200,9 @@ def test_an_invalid_json_answer_gets_one_repair_attempt(
     first, repair = (request.body for request in fake.requests.for_path(CHAT))
     assert first["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "response", "schema": SCHEMA, "strict": False},
+        "json_schema": {"name": "response", "schema": SCHEMA, "strict": True},
     }
+    assert repair["response_format"] == first["response_format"]
     assert repair["messages"][:2] == MESSAGES
     assert repair["messages"][2]["role"] == "assistant"
     assert repair["messages"][2]["content"].startswith("Sure! Here is the JSON")

@@ -121,7 +121,7 @@ def test_run_calls_the_bound_model_and_reports_the_outcome(fake, model, triage, 
         "seed": 7,
         "response_format": {
             "type": "json_schema",
-            "json_schema": {"name": "response", "schema": SCHEMA, "strict": False},
+            "json_schema": {"name": "response", "schema": SCHEMA, "strict": True},
         },
     }  # no "stream": the call is not streamed
     answer = completion.choices[0].message.content

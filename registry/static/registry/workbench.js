@@ -427,6 +427,8 @@
   function parseJsonField(kind, text) {
     if (!text.trim()) {
       if (kind === "response_schema") return { ok: true, value: null, message: "No response schema: any answer is accepted." };
+      if (kind === "tool_choice" || kind === "parallel_tool_calls") return { ok: true, value: null, message: "" };
+      if (kind === "tools") return { ok: true, value: [], message: "No tools." };
       return { ok: true, value: kind === "fallbacks" ? [] : {}, message: "" };
     }
     var value;
@@ -438,6 +440,12 @@
     var isObject = value !== null && typeof value === "object" && !Array.isArray(value);
     if (kind === "parameters" && !isObject) return { ok: false, message: 'Enter a JSON object, e.g. {"temperature": 0.2}.' };
     if (kind === "response_schema" && !isObject) return { ok: false, message: "Enter a JSON Schema object, or leave it empty." };
+    if (kind === "tools" && !(Array.isArray(value) && value.every(function (t) {
+      return t !== null && typeof t === "object" && !Array.isArray(t);
+    }))) {
+      return { ok: false, message: 'Enter a JSON list of {"type": "function", "function": {"name": ...}}.' };
+    }
+    if (kind === "parallel_tool_calls" && typeof value !== "boolean") return { ok: false, message: "Enter true or false, or leave it empty." };
     if (kind === "fallbacks" && !(Array.isArray(value) && value.every(function (f) {
       return f !== null && typeof f === "object" && !Array.isArray(f);
     }))) {
@@ -453,7 +461,7 @@
     status.textContent = result.message;
     status.className = "wb-json-status " + (result.ok ? "wb-good" : "wb-bad");
     if (result.ok) return result.value;
-    return kind === "fallbacks" ? [] : kind === "parameters" ? {} : null;
+    return kind === "fallbacks" || kind === "tools" ? [] : kind === "parameters" ? {} : null;
   }
 
   // --- the preview ----------------------------------------------------------------------------
@@ -489,7 +497,10 @@
         model: one("#id_model_name").value,
         parameters: jsonValue("parameters"),
         response_schema: jsonValue("response_schema"),
-        fallbacks: jsonValue("fallbacks")
+        fallbacks: jsonValue("fallbacks"),
+        tools: jsonValue("tools"),
+        tool_choice: jsonValue("tool_choice"),
+        parallel_tool_calls: jsonValue("parallel_tool_calls")
       },
       templates: templates
     };

@@ -1,4 +1,5 @@
-"""``manage.py provider add NAME --base-url URL [--api-key-env VAR] [--timeout S] [--max-retries N]``,
+"""``manage.py provider add NAME --base-url URL [--api-key-env VAR] [--timeout S] [--max-retries N]
+[--strict-output | --no-strict-output]``,
 ``manage.py provider price NAME MODEL --input USD --output USD`` (per million tokens) and
 ``manage.py provider list``. ``add`` and ``price`` update what exists, so they are safe to repeat."""
 
@@ -24,6 +25,13 @@ class Command(BaseCommand):
         add.add_argument("--api-key-env", default="", help="Environment variable with the key.")
         add.add_argument("--timeout", type=float, default=30.0, help="Seconds per attempt.")
         add.add_argument("--max-retries", type=int, default=2)
+        add.add_argument(
+            "--strict-output",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Send response schemas with strict: true (default for a new provider: on; "
+            "left out, an existing provider keeps its setting).",
+        )
         price = sub.add_parser("price", help="Set a model's price per million tokens.")
         price.add_argument("name")
         price.add_argument("model")
@@ -39,7 +47,8 @@ class Command(BaseCommand):
                 key = f"key from ${p.api_key_env}" if p.api_key_env else "no key"
                 self.stdout.write(
                     f"{p.name}  {p.base_url}  {key}  timeout {p.timeout_seconds:g}s  "
-                    f"retries {p.max_retries}{'' if p.enabled else '  (disabled)'}"
+                    f"retries {p.max_retries}{'' if p.strict_output else '  non-strict output'}"
+                    f"{'' if p.enabled else '  (disabled)'}"
                 )
                 for price in p.prices.order_by("model"):
                     self.stdout.write(
@@ -66,6 +75,7 @@ class Command(BaseCommand):
                 api_key_env=options["api_key_env"],
                 timeout_seconds=options["timeout"],
                 max_retries=options["max_retries"],
+                strict_output=options["strict_output"],
             )
         except ProviderInvalid as exc:
             raise CommandError(_problems(exc)) from exc

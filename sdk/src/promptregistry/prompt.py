@@ -12,6 +12,7 @@ Reporting never raises and never blocks: an event is shaped into JSON and queued
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import numbers
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .core import Resolution, to_messages, version_render
 from .core.rendering import RENDER_DEADLINE_MS
+from .core.request import chat_request
 from .errors import RegistryError
 
 if TYPE_CHECKING:
@@ -47,7 +49,9 @@ class Prompt:
     for this call), ``locale`` (the one used) and ``requested_locale``, ``revision`` (the release's),
     ``bucket`` and ``salt`` (to recompute the draw), ``shadow`` (shadow versions sampled for this
     call; the SDK does not run them). What it holds: ``model`` (the binding: provider, model,
-    parameters, response_schema, fallbacks), ``variables`` (the declared specs) and ``sections``
+    parameters, response_schema, fallbacks, and tools, tool_choice, parallel_tool_calls when it
+    declares tools), ``tools`` (its tools, OpenAI's format), ``variables`` (the declared specs) and
+    ``sections``
     (the raw templates in ``locale``): copies, the caller's to change. And where it came
     from: ``source`` (``live``, ``last-known-good`` or ``fallback``), ``environment``, ``subject``.
     """
@@ -138,6 +142,11 @@ class Prompt:
         return self._model
 
     @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The binding's tools in OpenAI's format (a copy; empty when it declares none)."""
+        return copy.deepcopy(list(self.resolution.version.model.get("tools") or []))
+
+    @property
     def variables(self) -> list[dict[str, Any]]:
         return [copy.deepcopy(dict(spec)) for spec in self.resolution.version.variables]
 
@@ -166,41 +175,38 @@ class Prompt:
         the section it names (the context by default), as the server's ``render`` does."""
         return to_messages(self.render_sections(**variables))
 
+    def request(self, /, **variables: Any) -> dict[str, Any]:
+        """Everything to pass to ``chat.completions.create(**…)``: ``model``, ``messages``, the
+        binding's parameters, ``tools``/``tool_choice``/``parallel_tool_calls`` when it declares
+        tools, and ``response_format`` (``json_schema``, strict when the provider accepts it)
+        when it has a response schema. The same as the registry's ``render`` answers in
+        ``request`` (one implementation: ``promptregistry.core.request``)."""
+        return chat_request(
+            self.resolution.version.model,
+            self.render(**variables),
+            strict_output=self.resolution.version.strict_output,
+        )
+
     def run(self, openai_client: Any, /, **variables: Any) -> Any:
-        """Renders the messages, calls ``openai_client.chat.completions.create`` with the bound
-        model and parameters (and a ``json_schema`` response format when the binding has a
-        response schema), reports the outcome, and returns the completion.
+        """Calls ``openai_client.chat.completions.create(**self.request(**variables))``: the
+        rendered messages with the bound model, parameters and tools (and a ``json_schema``
+        response format when the binding has a response schema), reports the outcome, and
+        returns the completion; its tool calls are the caller's to run.
 
         Latency, token usage, the inputs and the answer's text are reported (the registry stores
         them redacted). A failing call is reported with status ``error`` and the exception's
         class, then re-raised. The binding's fallbacks are not tried: they name the registry's
         providers, which ``openai_client`` may not reach (the registry's own ``run`` tries them).
         Bad variables raise before any call, and are not reported."""
-        messages = self.render(**variables)
         binding = self.resolution.version.model
         model_name = binding.get("model")
         if not isinstance(model_name, str) or not model_name:
             raise RegistryError(f"{self.key} v{self.version} has no model binding to run.")
-        parameters = binding.get("parameters")
-        kwargs: dict[str, Any] = copy.deepcopy(dict(parameters)) if parameters else {}
-        schema = binding.get("response_schema")
-        if schema:
-            # As the registry's own run sends it (runs/providers.py): not strict, so a schema that
-            # OpenAI's strict mode refuses still runs.
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "response",
-                    "schema": copy.deepcopy(dict(schema)),
-                    "strict": False,
-                },
-            }
+        request = self.request(**variables)
         provider = binding.get("provider") or None
         started = time.perf_counter()
         try:
-            completion = openai_client.chat.completions.create(
-                model=model_name, messages=messages, **kwargs
-            )
+            completion = openai_client.chat.completions.create(**request)
         except Exception as exc:
             self.report(
                 status="error",
@@ -223,6 +229,34 @@ class Prompt:
             model=model_name,
         )
         return completion
+
+    def tool_calls(self, completion: Any, /) -> list[dict[str, Any]]:
+        """The tool calls of a completion ``run`` answered, checked as the registry's ``run``
+        checks them: each ``{id, name, arguments}`` with a tool the binding declares and its
+        arguments parsed (a JSON object). Empty when the model answered in text. Raises
+        ``RegistryError`` for a call the model should not have made (an undeclared tool,
+        arguments that are not a JSON object): a model's answer is untrusted input."""
+        choices = getattr(completion, "choices", None) or [None]
+        raw = getattr(getattr(choices[0], "message", None), "tool_calls", None) or []
+        declared = {
+            tool.get("function", {}).get("name")
+            for tool in self.resolution.version.model.get("tools") or []
+            if isinstance(tool, Mapping)
+        }
+        calls = []
+        for i, call in enumerate(raw):
+            function = getattr(call, "function", None)
+            name = getattr(function, "name", None)
+            if name not in declared:
+                raise RegistryError(f"Tool call {i} names {name!r}, which is not a tool.")
+            try:
+                arguments = json.loads(getattr(function, "arguments", None) or "{}")
+            except (TypeError, ValueError) as exc:
+                raise RegistryError(f"Tool call {i}'s arguments are not JSON.") from exc
+            if not isinstance(arguments, dict):
+                raise RegistryError(f"Tool call {i}'s arguments are not a JSON object.")
+            calls.append({"id": getattr(call, "id", None), "name": name, "arguments": arguments})
+        return calls
 
     def report(
         self,

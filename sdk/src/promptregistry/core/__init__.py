@@ -14,6 +14,8 @@ with the server); the traffic split is the one rule written twice (the server's 
 - ``sandbox``, ``sandbox_checks``, ``template_rules``, ``budget``, ``compile_cache``: the Jinja
   sandbox, the template constructs it refuses, the render budget and the compiled-template cache;
 - ``rendering``: the sandboxed, bounded Jinja render of the four sections, and chat messages;
+- ``request``: the keyword arguments of ``chat.completions.create`` for a rendered prompt (the
+  server's ``render`` answers the same, built by this module);
 - ``bundle``: an environment's bundle read into immutable values, and ``resolve`` over it.
 
 The client (``promptregistry.client``) fetches bundles and hands them to this package; nothing
@@ -52,6 +54,7 @@ from .rendering import (
     render_sections,
     to_messages,
 )
+from .request import chat_request, response_format
 from .variables import VariableSpec, VariableType, variables_validate
 
 __all__ = [
@@ -76,6 +79,7 @@ __all__ = [
     "assign",
     "bucket",
     "bundle_from_json",
+    "chat_request",
     "locale_fallback_chain",
     "locale_index",
     "locale_normalize",
@@ -83,6 +87,7 @@ __all__ = [
     "locale_pick_indexed",
     "render_sections",
     "resolve",
+    "response_format",
     "to_messages",
     "variables_validate",
     "version_render",

@@ -118,6 +118,9 @@ class VersionData:
     variables: tuple[Mapping[str, Any], ...]
     model: Mapping[str, Any]
     templates: Mapping[str, Mapping[str, str]]  # locale -> the four sections
+    # Whether the binding's provider accepts strict structured output (the bundle's ``providers``;
+    # a provider it does not list does): ``Prompt.request`` sends ``strict`` as the server would.
+    strict_output: bool = True
     specs: tuple[VariableSpec, ...] = field(init=False, repr=False, compare=False)
     locales: Mapping[str, str] = field(init=False, repr=False, compare=False)
     # locale -> its sections compiled, filled by the first render: the templates never change,
@@ -297,7 +300,23 @@ def _is_tag(tag: object) -> bool:
     return True
 
 
-def _version(data: object, where: str, key: str) -> VersionData:
+def _strict_outputs(data: object) -> dict[str, bool]:
+    """The bundle's ``providers`` map read leniently (an older server sends none): by name,
+    whether each accepts strict structured output."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {
+        name: flags["strict_output"]
+        for name, flags in data.items()
+        if isinstance(name, str)
+        and isinstance(flags, Mapping)
+        and isinstance(flags.get("strict_output"), bool)
+    }
+
+
+def _version(
+    data: object, where: str, key: str, strict_outputs: Mapping[str, bool] | None = None
+) -> VersionData:
     version = _mapping(data, where)
     number = _integer(version.get("number"), f"{where}/number", low=1)
     if key != str(number):
@@ -311,16 +330,26 @@ def _version(data: object, where: str, key: str) -> VersionData:
             f"{where}/variables/{index}/name",
         )
     model = _mapping(version.get("model"), f"{where}/model")
+    provider = model.get("provider")
     return VersionData(
         number=number,
         content_hash=_text(version.get("content_hash"), f"{where}/content_hash", empty=True),
         variables=tuple(variables),
         model=model,
         templates=_templates(version.get("templates"), f"{where}/templates"),
+        strict_output=(strict_outputs or {}).get(provider, True)
+        if isinstance(provider, str)
+        else True,
     )
 
 
-def _release(data: object, where: str, key: str, environment: str) -> ReleaseData:
+def _release(
+    data: object,
+    where: str,
+    key: str,
+    environment: str,
+    strict_outputs: Mapping[str, bool] | None = None,
+) -> ReleaseData:
     release = _mapping(data, where)
     prompt = _text(release.get("prompt"), f"{where}/prompt")
     if prompt != key:
@@ -332,7 +361,7 @@ def _release(data: object, where: str, key: str, environment: str) -> ReleaseDat
     raw_versions = _mapping(release.get("versions"), f"{where}/versions")
     versions: dict[int, VersionData] = {}
     for number_key, raw in raw_versions.items():
-        version = _version(raw, f"{where}/versions/{number_key}", str(number_key))
+        version = _version(raw, f"{where}/versions/{number_key}", str(number_key), strict_outputs)
         versions[version.number] = version
     missing = sorted(state.versions() - versions.keys())
     if missing:
@@ -365,11 +394,12 @@ def bundle_from_json(data: Mapping[str, Any], *, etag: str) -> Bundle:
         )
     environment = _text(body.get("environment"), "/environment")
     raw_releases = _mapping(body.get("releases"), "/releases")
+    strict_outputs = _strict_outputs(body.get("providers"))
     releases: dict[str, ReleaseData] = {}
     for key, raw in raw_releases.items():
         if not isinstance(key, str) or not key:
             raise _fail("/releases", f"the key {key!r} is not a prompt key")
-        releases[key] = _release(raw, f"/releases/{key}", key, environment)
+        releases[key] = _release(raw, f"/releases/{key}", key, environment, strict_outputs)
     return Bundle(
         environment=environment,
         hash_version=HASH_VERSION,
