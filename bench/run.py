@@ -14,7 +14,7 @@
    (p50 and p99 of ``/run`` minus those of ``direct``). Target: at most 2 ms added at p50.
 
 ``--profile N`` also runs N calls of the view in this process under cProfile, on the same
-database and model server, and prints the functions with the most cumulative time: the figures
+database and model server, and prints the functions with the most cumulative and own time: the figures
 to compare before and after a change, since call counts do not depend on how loaded the machine
 is, and latencies do.
 
