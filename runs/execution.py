@@ -163,10 +163,10 @@ def run_record(
     source: Call.Source = Call.Source.RUN,
 ) -> tuple[Call | None, tuple[int, ...]]:
     """Record the call (``source``: the run API's, or the playground's, which no release served
-    and so names no release revision); once committed, queue its shadows. Returns no call when the record cannot
-    be written: the model has answered (and been paid for) already, so the caller still gets the
-    answer, told ``recorded: false`` (decision 0020), and the loss is logged at ERROR with the
-    request id for operators to find.
+    and so names no release revision); once committed, queue its shadows. Returns no call when
+    the record cannot be written: the model has answered (and been paid for) already, so the
+    caller still gets the answer, told ``recorded: false`` (decision 0020), and the loss is
+    logged at ERROR with the request id for operators to find.
 
     What can fail to be written: the database out of reach or refusing the row (``DatabaseError``:
     connection lost mid-run, a failover, a value it refuses), or a text no UTF-8 encoder can write
