@@ -68,7 +68,11 @@ def test_a_stream_broken_half_way_is_an_outcome_and_the_fallback_answers(
     assert broken.input_tokens > 0
     assert result.output_tokens == broken.output_tokens + answered.output_tokens
     assert "".join(tokens).endswith(result.text)  # the abandoned start came first
-    assert [record.model for record in fake.wait_for_streams(2)] == [f"fault-{fault}", "echo-1"]
+    # Both models were asked to stream. A stalled stream is logged when the fake notices the
+    # client left, which may be after the fallback's, so the log's order means nothing here.
+    assert sorted(record.model for record in fake.wait_for_streams(2)) == sorted(
+        [f"fault-{fault}", "echo-1"]
+    )
 
 
 def test_an_error_event_mid_stream_carries_the_providers_message(fake: FakeProvider) -> None:
