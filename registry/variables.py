@@ -69,6 +69,7 @@ RESERVED_NAMES = frozenset(
         "cycler",
         "joiner",
         "namespace",
+        "snippet",
     }
 )
 
