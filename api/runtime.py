@@ -19,7 +19,9 @@ from django.http import HttpRequest, HttpResponse
 
 from registry.rendering import to_messages
 from releases.bucketing import HASH_VERSION
+from releases.cache import served_snippets
 from releases.resolution import Resolution, ServedRelease, resolve, version_render
+from releases.snippets import snippet_versions
 
 from .fastpath import (
     allow_environment,
@@ -33,7 +35,13 @@ from .fastpath import (
     runtime_view,
     subject_of,
 )
-from .resolve_path import query_values, resolution_body, resolution_etag
+from .resolve_path import (
+    SnippetVersions,
+    query_values,
+    resolution_body,
+    resolution_etag,
+    snippets_answer,
+)
 
 
 @runtime_view("GET", "HEAD")
@@ -49,9 +57,10 @@ def resolve_view(request: HttpRequest, key: str) -> HttpResponse:
         locale=query.get("locale") or None,
     )
     # The answer is ``resolution_answer``'s, encoded without building it (api/resolve_path.py).
-    etag = resolution_etag(resolution)
+    snippets = served_snippet_versions(resolution)
+    etag = resolution_etag(resolution, snippets)
     return not_modified(request, etag) or json_bytes_response(
-        resolution_body(resolution), etag=etag, degraded=degraded
+        resolution_body(resolution, snippets), etag=etag, degraded=degraded
     )
 
 
@@ -67,7 +76,10 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
         release, subject=subject_of(data.get("subject")), locale=data.get("locale") or None
     )
     rendered = version_render(
-        resolution.version, locale=resolution.locale, variables=data.get("variables") or {}
+        resolution.version,
+        locale=resolution.locale,
+        variables=data.get("variables") or {},
+        snippets=served_snippets(release),
     )
     answer = resolution_answer(resolution)
     answer["rendered"] = rendered.as_dict()
@@ -86,8 +98,24 @@ def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
     )
 
 
-def resolution_answer(resolution: Resolution) -> dict[str, Any]:
+def served_snippet_versions(resolution: Resolution) -> SnippetVersions:
+    """``(key, pinned, version served)`` of every snippet the resolved version includes, as its
+    environment serves them now (none: nothing is looked up)."""
+    if not resolution.version.snippets:
+        return ()
+    return snippet_versions(
+        resolution.version.snippets, library=served_snippets(resolution.release)
+    )
+
+
+def resolution_answer(
+    resolution: Resolution, snippets: SnippetVersions | None = None
+) -> dict[str, Any]:
+    """The resolve answer; ``snippets`` as ``served_snippet_versions`` gives them (None: read
+    them now)."""
     release, version, assignment = resolution.release, resolution.version, resolution.assignment
+    if snippets is None:
+        snippets = served_snippet_versions(resolution)
     return {
         "prompt": release.prompt,
         "environment": release.environment,
@@ -103,6 +131,7 @@ def resolution_answer(resolution: Resolution) -> dict[str, Any]:
         "revision": release.revision,
         "content_hash": version.content_hash,
         "shadow": list(resolution.shadow),
+        "snippets": snippets_answer(snippets),
         "trace": {
             "bucket": assignment.bucket,
             "salt": resolution.salt,
@@ -121,10 +150,25 @@ def revisions_etag(environment: str, revisions: Mapping[str, int]) -> str:
     return '"' + hashlib.sha256(f"{environment}|{basis}".encode()).hexdigest()[:32] + '"'
 
 
+def bundle_snippets(releases: Mapping[str, ServedRelease]) -> dict[str, dict[str, Any]]:
+    """The pinned snippet versions the bundle's versions include, every level: snippet key ->
+    version number -> its templates. (An include that follows serves the stable version of the
+    snippet's release, which the bundle carries like any other release.)"""
+    pinned: dict[str, dict[str, Any]] = {}
+    for release in releases.values():
+        for (key, number), text in release.pinned.items():
+            pinned.setdefault(key, {})[str(number)] = {
+                "number": text.number,
+                "templates": text.templates,
+            }
+    return {key: dict(sorted(pinned[key].items())) for key in sorted(pinned)}
+
+
 def bundle_body(environment: str, releases: dict[str, ServedRelease]) -> dict[str, Any]:
     return {
         "environment": environment,
         "hash_version": HASH_VERSION,
+        "snippets": bundle_snippets(releases),
         "releases": {
             key: {
                 "prompt": r.prompt,

@@ -285,6 +285,20 @@ def snippets_used(sections: Sections) -> tuple[SnippetCall, ...]:
     return tuple(calls)
 
 
+def templates_snippet_refs(
+    templates: Mapping[str, Mapping[str, str]],
+) -> tuple[tuple[str, int | None], ...]:
+    """The distinct includes ``(key, pinned version or None)`` of a version's templates (locale
+    -> sections), every locale, in a stable order."""
+    refs: set[tuple[str, int | None]] = set()
+    for sections in templates.values():
+        for section in SECTIONS:
+            source = sections.get(section) or ""
+            if source:
+                refs.update((call.key, call.version) for call in _CACHE.get(source).snippets)
+    return tuple(sorted(refs, key=lambda ref: (ref[0], ref[1] or 0)))
+
+
 def template_variables(source: str) -> tuple[VariableUse, ...]:
     """The variables one section's text uses, by name, each with its first line and a guessed
     type; empty when the text does not parse (what it uses cannot be known). Cached with the

@@ -31,7 +31,7 @@ from promptregistry.core.snippets import MAX_SNIPPET_DEPTH, SnippetText, snippet
 from .content import VersionContent, pointer_token
 from .errors import Problem
 from .models import LocalizedTemplate, Prompt, PromptVersion, SnippetUse
-from .rendering import SECTIONS, Sections, snippets_used
+from .rendering import SECTIONS, Sections, snippets_used, templates_snippet_refs
 
 Ref = tuple[str, int | None]  # (snippet key, pinned version or None: follows the stable release)
 # keys followed -> the version number each resolves to (absent: none to include)
@@ -46,15 +46,6 @@ def content_snippet_refs(content: VersionContent) -> dict[str, list[tuple[str, R
             for call in snippets_used(Sections(**{section: getattr(sections, section)})):
                 found.setdefault(locale, []).append((section, (call.key, call.version), call.line))
     return found
-
-
-def templates_snippet_refs(templates: Mapping[str, Mapping[str, str]]) -> tuple[Ref, ...]:
-    """The distinct includes of a version's templates (every locale), in a stable order."""
-    refs: set[Ref] = set()
-    for sections in templates.values():
-        calls = snippets_used(Sections(**{s: sections.get(s) or "" for s in SECTIONS}))
-        refs.update((call.key, call.version) for call in calls)
-    return tuple(sorted(refs, key=lambda ref: (ref[0], ref[1] or 0)))
 
 
 def snippet_uses_write(*, version: PromptVersion, content: VersionContent) -> None:

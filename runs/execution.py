@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from registry.content import ModelBinding
 from registry.rendering import Sections, to_messages
+from releases.cache import served_snippets
 from releases.resolution import Resolution, version_render
 
 from . import outbox
@@ -79,7 +80,12 @@ class CallOutcome:
 
 def run_prepare(*, resolution: Resolution, variables: Mapping[str, Any]) -> PreparedRun:
     """Render the version for the caller's variables; raises the registry's validation errors."""
-    rendered = version_render(resolution.version, locale=resolution.locale, variables=variables)
+    rendered = version_render(
+        resolution.version,
+        locale=resolution.locale,
+        variables=variables,
+        snippets=served_snippets(resolution.release),
+    )
     binding = ModelBinding.from_dict(resolution.version.model)
     found = provider_cache.binding(binding)
     _database_reachable()

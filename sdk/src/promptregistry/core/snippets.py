@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from jinja2 import TemplateSyntaxError
 from jinja2.environment import Template
@@ -73,8 +74,12 @@ class SnippetText:
         object.__setattr__(self, "locales", locale_index(self.templates))
 
 
-# (key, pinned version or None for "follows the stable release") -> the version served for it.
-SnippetLibrary = Mapping[tuple[str, int | None], SnippetText]
+class SnippetLibrary(Protocol):
+    """What the render's environment serves for each include: ``get((key, None))`` the version
+    an include that follows gets, ``get((key, n))`` pinned version ``n``; None: none to serve.
+    A plain dict is one."""
+
+    def get(self, ref: tuple[str, int | None], /) -> SnippetText | None: ...
 
 
 def snippet_locale(locale: str, available: Mapping[str, str]) -> str | None:
