@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from registry.content import VersionContent
 from registry.errors import ContentInvalid, PromptInvalid, RenderFailed
@@ -20,6 +21,7 @@ from registry.services import (
     version_draft_update,
 )
 from registry.snippets import snippet_users
+from registry.sync import SyncInvalid, prompts_export, prompts_import_apply, prompts_import_plan
 from tests.factories import AUTHOR, content_data, make_version
 
 pytestmark = pytest.mark.django_db
@@ -196,3 +198,67 @@ def test_an_include_without_a_snippet_in_the_render_is_refused_in_place():
             version=version, locale="en", variables={"customer_name": "A"}, following=lambda k: {}
         )
     assert codes(refused) == ["snippet_unavailable"]
+
+
+# --- YAML files ---------------------------------------------------------------------------------
+
+
+def _file(directory, key: str, **fields: Any) -> None:
+    data = {
+        "key": key,
+        "model": {"provider": "local", "model": "echo-1"},
+        "message": "Imported.",
+        **fields,
+    }
+    (directory / f"{key}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_an_export_keeps_includes_and_the_snippet_flag_and_imports_back(tmp_path):
+    snippet("brand.voice", {"en": {"system": "Be warm."}})
+    prompt, content = includer(
+        "a.reply",
+        en={
+            "system": "{{ snippet('brand.voice', version=1) }}",
+            "instruction": "{{ customer_name }}",
+        },
+    )
+    version_create(prompt=prompt, actor=AUTHOR, content=content, message="m", commit=True)
+    prompts_export(directory=tmp_path)
+    voice = yaml.safe_load((tmp_path / "brand.voice.yaml").read_text())
+    reply = yaml.safe_load((tmp_path / "a.reply.yaml").read_text())
+    assert voice["snippet"] is True
+    assert "snippet" not in reply
+    assert reply["templates"]["en"]["system"] == "{{ snippet('brand.voice', version=1) }}"
+    # Nothing changed: the import plans nothing.
+    assert {item.action for item in prompts_import_plan(directory=tmp_path)} == {"unchanged"}
+
+
+def test_an_import_lands_snippets_before_the_files_that_include_them(tmp_path):
+    # "a.reply" sorts before "brand.voice": the apply reorders them.
+    _file(
+        tmp_path,
+        "a.reply",
+        templates={"en": {"system": "{{ snippet('brand.voice') }}", "instruction": "Hi."}},
+    )
+    _file(tmp_path, "brand.voice", snippet=True, templates={"en": {"system": "Be warm."}})
+    prompts_import_apply(plan=prompts_import_plan(directory=tmp_path), actor=AUTHOR)
+    assert Prompt.objects.get(key="brand.voice").is_snippet
+    version = PromptVersion.objects.get(prompt__key="a.reply")
+    assert version_render(version=version, locale="en", variables={}).rendered.system == (
+        "Be warm."
+    )
+
+
+def test_an_import_with_an_unknown_snippet_names_the_file_and_changes_nothing(tmp_path):
+    _file(tmp_path, "brand.voice", snippet=True, templates={"en": {"system": "Be warm."}})
+    _file(
+        tmp_path,
+        "a.reply",
+        templates={"en": {"system": "{{ snippet('brand.tone') }}", "instruction": "Hi."}},
+    )
+    with pytest.raises(SyncInvalid) as refused:
+        prompts_import_apply(plan=prompts_import_plan(directory=tmp_path), actor=AUTHOR)
+    [failure] = refused.value.failures
+    assert failure.path.name == "a.reply.yaml"
+    assert [p.code for p in failure.problems] == ["unknown_snippet"]
+    assert not Prompt.objects.exists()
