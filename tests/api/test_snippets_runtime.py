@@ -165,3 +165,42 @@ def test_the_sdk_renders_from_the_bundle_what_the_server_renders(service, snippe
     served = render(service, locale=locale).json()
     assert local == served["rendered"]
     assert to_messages(local) == served["messages"]
+
+
+# --- the authoring API ----------------------------------------------------------------------------
+
+
+def test_the_authoring_api_marks_a_snippet_and_refuses_a_cycle_with_a_problem(author_client):
+    created = author_client.post(
+        "/api/v1/prompts", {"key": "rules.a", "snippet": True}, format="json"
+    )
+    assert (created.status_code, created.json()["snippet"]) == (201, True)
+    author_client.post("/api/v1/prompts", {"key": "rules.b", "snippet": True}, format="json")
+    body = {"message": "m", "commit": True, "model": {"provider": "local", "model": "echo-1"}}
+    author_client.post(
+        "/api/v1/prompts/rules.a/versions",
+        {**body, "templates": {"en": {"system": "A."}}},
+        format="json",
+    )
+    author_client.post(
+        "/api/v1/prompts/rules.b/versions",
+        {**body, "templates": {"en": {"system": "{{ snippet('rules.a') }}"}}},
+        format="json",
+    )
+    refused = author_client.post(
+        "/api/v1/prompts/rules.a/versions",
+        {**body, "templates": {"en": {"system": "{{ snippet('rules.b') }}"}}},
+        format="json",
+    )
+    assert refused.status_code == 400
+    assert refused["Content-Type"] == "application/problem+json"
+    problem = refused.json()
+    assert problem["type"].endswith("/invalid-content")
+    assert [(e["code"], e["pointer"]) for e in problem["errors"]] == [
+        ("snippet_cycle", "/templates")
+    ]
+    versions = author_client.get("/api/v1/prompts/rules.a/versions").json()
+    assert [v["number"] for v in versions["results"]] == [1]  # nothing saved half-way
+    unmark = author_client.patch("/api/v1/prompts/rules.a", {"snippet": False}, format="json")
+    assert unmark.status_code == 400
+    assert [e["code"] for e in unmark.json()["errors"]] == ["snippet_in_use"]
