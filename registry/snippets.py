@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 
-from django.db.models import Max, Prefetch
+from django.db.models import Max, Prefetch, QuerySet
 from promptregistry.core.locales import locale_index
 from promptregistry.core.snippets import MAX_SNIPPET_DEPTH, SnippetText, snippet_locale
 
@@ -285,10 +285,11 @@ def snippet_references_check(*, prompt: Prompt, content: VersionContent) -> list
     return problems
 
 
-def snippet_users(*, snippet: Prompt) -> list[SnippetUse]:
-    """Every version that includes ``snippet``, newest first, with its prompt (one query)."""
-    return list(
+def snippet_users(*, snippet: Prompt) -> QuerySet[SnippetUse]:
+    """Every version that includes ``snippet`` (drafts too), by prompt key then newest first,
+    each with its version and prompt joined: slice it for a page."""
+    return (
         SnippetUse.objects.filter(snippet=snippet)
         .select_related("version__prompt")
-        .order_by("version__prompt__key", "-version__number")
+        .order_by("version__prompt__key", "-version__number", "pinned")
     )
