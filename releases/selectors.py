@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable
 from django.db.models import Prefetch, QuerySet
 from promptregistry.core.snippets import SnippetText
 
-from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
+from registry.models import LocalizedTemplate, Prompt, PromptVersion, SnippetUse, Variable
 from registry.rendering import templates_snippet_refs
 from registry.snippets import Following, Ref, snippet_library
 
@@ -212,6 +212,29 @@ def served_releases(*, environment: str, prompt: str | None = None) -> list[Serv
         )
         for r in releases
     ]
+
+
+SNIPPET_EVENTS_SHOWN = 20
+
+
+def followed_snippet_events(*, release: Release) -> list[ReleaseEvent]:
+    """The release changes, in the same environment, of the snippets that the versions this
+    release serves follow (``{{ snippet("key") }}``, not pinned), newest first: the history of
+    what those includes served, which the release's own events do not show (decision 0035).
+    Two queries, the last ``SNIPPET_EVENTS_SHOWN`` events."""
+    numbers = release_state(release).versions()
+    if not numbers:
+        return []
+    keys = SnippetUse.objects.filter(
+        version__prompt_id=release.prompt_id, version__number__in=numbers, pinned__isnull=True
+    ).values("snippet__key")
+    return list(
+        ReleaseEvent.objects.filter(
+            release__environment_id=release.environment_id, release__prompt__key__in=keys
+        )
+        .select_related("release__prompt")
+        .order_by("-id")[:SNIPPET_EVENTS_SHOWN]
+    )
 
 
 def release_revisions(*, environment: str) -> dict[str, int]:

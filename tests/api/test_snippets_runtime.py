@@ -204,3 +204,35 @@ def test_the_authoring_api_marks_a_snippet_and_refuses_a_cycle_with_a_problem(au
     unmark = author_client.patch("/api/v1/prompts/rules.a", {"snippet": False}, format="json")
     assert unmark.status_code == 400
     assert [e["code"] for e in unmark.json()["errors"]] == ["snippet_in_use"]
+
+
+# --- the release history of a follower ------------------------------------------------------------
+
+
+def test_a_followers_release_page_shows_what_its_snippets_served(client, snippets):
+    from django.contrib.auth.models import Group
+
+    from releases.models import Release
+    from tests.factories import UserFactory
+
+    services.release_deploy(
+        prompt=snippets["voice"],
+        environment=snippets["staging"],
+        version=2,
+        actor=MANAGER,
+        reason="new voice",
+    )
+    rita = UserFactory(username="rita", is_staff=True)
+    rita.groups.add(Group.objects.get(name="Release managers"))
+    client.force_login(rita)
+    release = Release.objects.get(prompt=snippets["reply"], environment=snippets["staging"])
+
+    page = client.get(f"/admin/releases/release/{release.pk}/change/")
+
+    rows = page.context["snippet_rows"]
+    assert [(r.event.release.prompt.key, r.event.reason) for r in rows] == [
+        ("brand.voice", "new voice"),
+        ("brand.voice", "setup"),
+    ]
+    assert [(c.before, c.after) for c in rows[0].changes if c.part == "stable"] == [("1", "2")]
+    assert "Snippets it follows" in page.content.decode()
