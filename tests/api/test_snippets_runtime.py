@@ -236,3 +236,31 @@ def test_a_followers_release_page_shows_what_its_snippets_served(client, snippet
     ]
     assert [(c.before, c.after) for c in rows[0].changes if c.part == "stable"] == [("1", "2")]
     assert "Snippets it follows" in page.content.decode()
+
+
+def test_a_snippet_version_its_followers_cannot_serve_is_refused_unless_overridden(
+    snippets, environments
+):
+    from releases.errors import PromotionBlocked
+    from releases.models import Release
+
+    make_version(snippets["voice"], variables=[], templates={"en": {"system": "English only."}})
+    deploy = {"prompt": snippets["voice"], "environment": snippets["staging"], "actor": MANAGER}
+
+    with pytest.raises(PromotionBlocked) as refused:
+        services.release_deploy(version=3, **deploy)
+    assert refused.value.gate == "snippet-followers"
+    assert "support.reply v1 includes brand.voice in fr in staging" in refused.value.message
+    release = Release.objects.get(prompt=snippets["voice"], environment=snippets["staging"])
+    assert release.stable_version.number == 1
+
+    # Where nothing follows it, nothing refuses it; past the gate, a reason is kept.
+    services.release_deploy(
+        prompt=snippets["voice"], environment=environments["development"], version=3, actor=MANAGER
+    )
+    services.release_deploy(version=3, override_gates=True, reason="French next week", **deploy)
+    release.refresh_from_db()
+    assert release.stable_version.number == 3
+    assert release.events.order_by("-id").first().overridden_gates[0]["gate"] == (
+        "snippet-followers"
+    )
