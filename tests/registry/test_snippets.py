@@ -262,3 +262,22 @@ def test_an_import_with_an_unknown_snippet_names_the_file_and_changes_nothing(tm
     assert failure.path.name == "a.reply.yaml"
     assert [p.code for p in failure.problems] == ["unknown_snippet"]
     assert not Prompt.objects.exists()
+
+
+def test_the_database_refuses_to_change_a_committed_versions_includes():
+    from django.db import IntegrityError, transaction
+
+    voice = snippet("brand.voice", {"en": {"system": "Be warm."}})
+    prompt, content = includer(
+        en={"system": "{{ snippet('brand.voice') }}", "instruction": "{{ customer_name }}"}
+    )
+    version = version_create(prompt=prompt, actor=AUTHOR, content=content, message="m", commit=True)
+    for action in (
+        lambda: SnippetUse.objects.filter(version=version).update(pinned=1),
+        lambda: SnippetUse.objects.create(version=version, snippet=voice, pinned=1),
+    ):
+        with pytest.raises(IntegrityError, match="immutable"), transaction.atomic():
+            action()
+    assert list(SnippetUse.objects.filter(version=version).values_list("pinned", flat=True)) == [
+        None
+    ]
