@@ -31,7 +31,13 @@ from jinja2.environment import Environment, Template
 from jinja2.exceptions import SecurityError
 from promptregistry.core.compile_cache import CompileCache, CompileCacheInfo
 from promptregistry.core.snippets import SnippetLibrary, includes
-from promptregistry.core.template_rules import Issue, SnippetCall, forbidden_usage, snippet_calls
+from promptregistry.core.template_rules import (
+    SNIPPET_GLOBAL,
+    Issue,
+    SnippetCall,
+    forbidden_usage,
+    snippet_calls,
+)
 
 from registry.errors import Problem, RenderFailed, Severity, TemplateInvalid
 from registry.sandbox import (
@@ -280,7 +286,7 @@ def snippets_used(sections: Sections) -> tuple[SnippetCall, ...]:
     calls: list[SnippetCall] = []
     for section in SECTIONS:
         source = getattr(sections, section)
-        if source:
+        if SNIPPET_GLOBAL in source:
             calls.extend(_CACHE.get(source).snippets)
     return tuple(calls)
 
@@ -294,7 +300,9 @@ def templates_snippet_refs(
     for sections in templates.values():
         for section in SECTIONS:
             source = sections.get(section) or ""
-            if source:
+            # An include names the global: a text without the word includes nothing, and is not
+            # compiled here (the release cache reads every served version's templates at load).
+            if SNIPPET_GLOBAL in source:
                 refs.update((call.key, call.version) for call in _CACHE.get(source).snippets)
     return tuple(sorted(refs, key=lambda ref: (ref[0], ref[1] or 0)))
 
