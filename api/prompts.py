@@ -21,6 +21,7 @@ from .serializers import (
     LOCALE_PATTERN,
     TAG_MAX_CHARS,
     TAG_PATTERN,
+    StrictBooleanField,
     StrictCharField,
 )
 
@@ -30,6 +31,9 @@ class PromptOutputSerializer(serializers.Serializer):
     description = serializers.CharField()
     default_locale = serializers.CharField()
     tags = serializers.ListField(child=serializers.CharField())
+    snippet = serializers.BooleanField(
+        source="is_snippet", help_text='Other prompts include it with {{ snippet("key") }}.'
+    )
     latest_version = serializers.IntegerField(allow_null=True, source="latest_number")
     draft_version = serializers.IntegerField(allow_null=True, source="draft_number")
     created_at = serializers.DateTimeField()
@@ -64,6 +68,12 @@ class PromptCollectionApi(APIView):
             required=False,
             default=list,
             max_length=MAX_TAGS,
+        )
+        snippet = StrictBooleanField(
+            required=False,
+            default=False,
+            source="is_snippet",
+            help_text="A snippet: a shared block other prompts include; it declares no variables.",
         )
 
     class QuerySerializer(serializers.Serializer):
@@ -118,7 +128,8 @@ class PromptCollectionApi(APIView):
 
 
 class PromptDetailApi(APIView):
-    """``GET /prompts/{key}`` reads a prompt; ``PATCH`` changes its description and tags."""
+    """``GET /prompts/{key}`` reads a prompt; ``PATCH`` changes its description, tags and
+    whether it is a snippet."""
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -131,6 +142,12 @@ class PromptDetailApi(APIView):
             ),
             required=False,
             max_length=MAX_TAGS,
+        )
+        snippet = StrictBooleanField(
+            required=False,
+            source="is_snippet",
+            help_text="Mark it a snippet (refused if a version declares variables) or unmark it "
+            "(refused while versions include it).",
         )
 
     def get_permissions(self):

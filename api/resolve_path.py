@@ -33,6 +33,8 @@ from releases.bucketing import HASH_VERSION
 from releases.resolution import Resolution, ServedVersion
 
 _TRAILER = f',"hash_version":{HASH_VERSION}}}}}'
+# (snippet key, pinned version or None, the version served or None): api.runtime's
+SnippetVersions = tuple[tuple[str, int | None, int | None], ...]
 
 
 def query_values(request: HttpRequest) -> dict[str, str]:
@@ -76,8 +78,18 @@ def _content(version: ServedVersion, locale: str) -> str:
     return encoded
 
 
-def resolution_body(resolution: Resolution) -> bytes:
-    """The JSON answer of ``GET …/resolve`` (the shape of ``api.runtime.resolution_answer``)."""
+def snippets_answer(snippets: SnippetVersions) -> list[dict[str, int | str | None]]:
+    """The resolve answer's ``snippets``: which version each include serves (null: none)."""
+    return [{"key": k, "pinned": p, "version": n} for k, p, n in snippets]
+
+
+def _snippets(snippets: SnippetVersions) -> str:
+    return _dumps(snippets_answer(snippets)) if snippets else "[]"
+
+
+def resolution_body(resolution: Resolution, snippets: SnippetVersions = ()) -> bytes:
+    """The JSON answer of ``GET …/resolve`` (the shape of ``api.runtime.resolution_answer``);
+    ``snippets``: ``api.runtime.served_snippet_versions``."""
     release, version, assignment = resolution.release, resolution.version, resolution.assignment
     bucket = assignment.bucket
     return (
@@ -93,20 +105,24 @@ def resolution_body(resolution: Resolution) -> bytes:
         f',"revision":{int(release.revision)}'
         f',"content_hash":{encode_basestring(version.content_hash)}'
         f',"shadow":[{",".join(str(int(n)) for n in resolution.shadow)}]'
+        f',"snippets":{_snippets(snippets)}'
         f',"trace":{{"bucket":{"null" if bucket is None else int(bucket)}'
         f',"salt":{encode_basestring(resolution.salt)}'
         f"{_TRAILER}"
     ).encode()
 
 
-def resolution_etag(resolution: Resolution) -> str:
+def resolution_etag(resolution: Resolution, snippets: SnippetVersions = ()) -> str:
     """Everything that can differ between two answers for the same URL. Versions are immutable,
     so the number stands for its content; the trace differs only with the subject drawn, which
-    for a request without one (not sticky) is new each time."""
+    for a request without one (not sticky) is new each time. The snippet versions served move
+    with the snippets' own releases, not this one's revision: they are part of it."""
     release, version, assignment = resolution.release, resolution.version, resolution.assignment
     basis = (
         f"{release.environment}|{release.prompt}|{release.revision}|{version.number}|"
         f"{assignment.label}|{resolution.locale}|{resolution.requested_locale}|"
         f"{assignment.sticky}|{list(resolution.shadow)}|{assignment.bucket}|{resolution.salt}"
     )
+    if snippets:
+        basis += "|" + ",".join(f"{k}@{p}={n}" for k, p, n in snippets)
     return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'

@@ -20,7 +20,9 @@ from django.http import HttpRequest, HttpResponse
 from registry.rendering import to_messages
 from registry.tools import chat_request
 from releases.bucketing import HASH_VERSION
+from releases.cache import served_snippets
 from releases.resolution import Resolution, ServedRelease, resolve, version_render
+from releases.snippets import snippet_versions
 from runs.provider_cache import provider_cache
 
 from .fastpath import (
@@ -35,7 +37,13 @@ from .fastpath import (
     runtime_view,
     subject_of,
 )
-from .resolve_path import query_values, resolution_body, resolution_etag
+from .resolve_path import (
+    SnippetVersions,
+    query_values,
+    resolution_body,
+    resolution_etag,
+    snippets_answer,
+)
 
 
 @runtime_view("GET", "HEAD")
@@ -51,9 +59,10 @@ def resolve_view(request: HttpRequest, key: str) -> HttpResponse:
         locale=query.get("locale") or None,
     )
     # The answer is ``resolution_answer``'s, encoded without building it (api/resolve_path.py).
-    etag = resolution_etag(resolution)
+    snippets = served_snippet_versions(resolution)
+    etag = resolution_etag(resolution, snippets)
     return not_modified(request, etag) or json_bytes_response(
-        resolution_body(resolution), etag=etag, degraded=degraded
+        resolution_body(resolution, snippets), etag=etag, degraded=degraded
     )
 
 
@@ -69,7 +78,10 @@ def render_view(request: HttpRequest, key: str) -> HttpResponse:
         release, subject=subject_of(data.get("subject")), locale=data.get("locale") or None
     )
     rendered = version_render(
-        resolution.version, locale=resolution.locale, variables=data.get("variables") or {}
+        resolution.version,
+        locale=resolution.locale,
+        variables=data.get("variables") or {},
+        snippets=served_snippets(release),
     )
     answer = resolution_answer(resolution)
     answer["rendered"] = rendered.as_dict()
@@ -102,8 +114,24 @@ def bundle_view(request: HttpRequest, environment: str) -> HttpResponse:
     )
 
 
-def resolution_answer(resolution: Resolution) -> dict[str, Any]:
+def served_snippet_versions(resolution: Resolution) -> SnippetVersions:
+    """``(key, pinned, version served)`` of every snippet the resolved version includes, as its
+    environment serves them now (none: nothing is looked up)."""
+    if not resolution.version.snippets:
+        return ()
+    return snippet_versions(
+        resolution.version.snippets, library=served_snippets(resolution.release)
+    )
+
+
+def resolution_answer(
+    resolution: Resolution, snippets: SnippetVersions | None = None
+) -> dict[str, Any]:
+    """The resolve answer; ``snippets`` as ``served_snippet_versions`` gives them (None: read
+    them now)."""
     release, version, assignment = resolution.release, resolution.version, resolution.assignment
+    if snippets is None:
+        snippets = served_snippet_versions(resolution)
     return {
         "prompt": release.prompt,
         "environment": release.environment,
@@ -119,6 +147,7 @@ def resolution_answer(resolution: Resolution) -> dict[str, Any]:
         "revision": release.revision,
         "content_hash": version.content_hash,
         "shadow": list(resolution.shadow),
+        "snippets": snippets_answer(snippets),
         "trace": {
             "bucket": assignment.bucket,
             "salt": resolution.salt,
@@ -149,6 +178,20 @@ def revisions_etag(
     return '"' + hashlib.sha256(f"{environment}|{basis}".encode()).hexdigest()[:32] + '"'
 
 
+def bundle_snippets(releases: Mapping[str, ServedRelease]) -> dict[str, dict[str, Any]]:
+    """The pinned snippet versions the bundle's versions include, every level: snippet key ->
+    version number -> its templates. (An include that follows serves the stable version of the
+    snippet's release, which the bundle carries like any other release.)"""
+    pinned: dict[str, dict[str, Any]] = {}
+    for release in releases.values():
+        for (key, number), text in release.pinned.items():
+            pinned.setdefault(key, {})[str(number)] = {
+                "number": text.number,
+                "templates": text.templates,
+            }
+    return {key: dict(sorted(pinned[key].items())) for key in sorted(pinned)}
+
+
 def _bundle_providers(
     releases: dict[str, ServedRelease], strict_outputs: Mapping[str, bool]
 ) -> dict[str, dict[str, bool]]:
@@ -175,6 +218,7 @@ def bundle_body(
         "environment": environment,
         "hash_version": HASH_VERSION,
         "providers": _bundle_providers(releases, strict_outputs or {}),
+        "snippets": bundle_snippets(releases),
         "releases": {
             key: {
                 "prompt": r.prompt,

@@ -59,6 +59,7 @@ RESOLUTION = _object(
         "revision",
         "content_hash",
         "shadow",
+        "snippets",
         "trace",
     ],
     prompt=STRING,
@@ -75,6 +76,17 @@ RESOLUTION = _object(
     revision=INTEGER,
     content_hash=STRING,
     shadow={"type": "array", "items": INTEGER, "description": "shadow versions, when sampled"},
+    snippets={
+        "type": "array",
+        "description": "the snippets the version includes, every level, and the version each "
+        "serves in this environment now (null: none to serve)",
+        "items": _object(
+            ["key", "pinned", "version"],
+            key=STRING,
+            pinned={**NULLABLE_INTEGER, "description": "null: follows the stable release"},
+            version=NULLABLE_INTEGER,
+        ),
+    },
     trace=ref("ResolutionTrace"),
 )
 CHAT_REQUEST = {
@@ -253,7 +265,7 @@ BUNDLE_RELEASE = _object(
     },
 )
 BUNDLE = _object(
-    ["environment", "hash_version", "providers", "releases"],
+    ["environment", "hash_version", "providers", "snippets", "releases"],
     environment=STRING,
     hash_version=INTEGER,
     providers={
@@ -261,6 +273,20 @@ BUNDLE = _object(
         "description": "provider name -> what rendering needs of it: `strict_output` (a provider "
         "left out accepts strict structured output)",
         "additionalProperties": _object(["strict_output"], strict_output={"type": "boolean"}),
+    },
+    snippets={
+        "type": "object",
+        "description": "the pinned snippet versions the releases include: snippet key -> "
+        "version number -> {number, templates}; an include that follows serves the stable "
+        "version of the snippet's own release in this bundle",
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": _object(
+                ["number", "templates"],
+                number=INTEGER,
+                templates={"type": "object", "additionalProperties": SECTIONS},
+            ),
+        },
     },
     releases={
         "type": "object",

@@ -51,6 +51,11 @@ class Prompt(models.Model):
         help_text="BCP 47 tag; every version needs a template in it, and it is the last fallback.",
     )
     tags = models.JSONField(default=list, blank=True)
+    is_snippet = models.BooleanField(
+        default=False,
+        help_text='A shared block other prompts include with {{ snippet("key") }}; it declares '
+        "no variables.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -185,3 +190,38 @@ class LocalizedTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.locale
+
+
+class SnippetUse(models.Model):
+    """A version's include of a snippet (``{{ snippet("brand.voice") }}``), one row per snippet
+    and pinned version, written with the draft's templates (``registry.snippets``) and frozen
+    with it at commit: what a snippet's page lists, and what refuses unmarking a used snippet.
+
+    ``version`` None: the include follows the snippet's stable release in the environment served.
+    """
+
+    version = models.ForeignKey(
+        PromptVersion, on_delete=models.CASCADE, related_name="snippet_uses"
+    )
+    # PROTECT: a snippet that versions include cannot be deleted from under them.
+    snippet = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="uses")
+    pinned = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["version", "snippet", "pinned"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["version", "snippet"],
+                condition=Q(pinned__isnull=True),
+                name="snippet_use_unique_following",
+            ),
+            models.UniqueConstraint(
+                fields=["version", "snippet", "pinned"],
+                condition=Q(pinned__isnull=False),
+                name="snippet_use_unique_pinned",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        pinned = f" v{self.pinned}" if self.pinned is not None else ""
+        return f"{self.version} includes {self.snippet.key}{pinned}"

@@ -34,7 +34,14 @@ from jinja2.environment import Environment, Template
 from jinja2.exceptions import SecurityError
 from promptregistry.core.compile_cache import CompileCache, CompileCacheInfo
 from promptregistry.core.history import HistoryBlock, place_history
-from promptregistry.core.template_rules import Issue, forbidden_usage
+from promptregistry.core.snippets import SnippetLibrary, includes
+from promptregistry.core.template_rules import (
+    SNIPPET_GLOBAL,
+    Issue,
+    SnippetCall,
+    forbidden_usage,
+    snippet_calls,
+)
 
 from registry.errors import Problem, RenderFailed, Severity, TemplateInvalid
 from registry.sandbox import (
@@ -45,6 +52,7 @@ from registry.sandbox import (
     RENDER_DEADLINE_MS,
     BudgetExceeded,
     RenderBudget,
+    SnippetFailed,
     Unprintable,
     budget_scope,
     compile_template,
@@ -112,6 +120,7 @@ class _Compiled:
     issues: tuple[Issue, ...]
     names: tuple[tuple[str, int], ...]  # variables the text uses, with the line of first use
     kinds: tuple[tuple[str, str], ...] = ()  # a type guessed for each, from how the text uses it
+    snippets: tuple[SnippetCall, ...] = ()  # the snippets it includes (literal keys only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +225,9 @@ def _compile_uncached(source: str) -> _Compiled:
         if not any(issue.code == "template_syntax" for issue in issues):
             names = _names(ast)
             kinds = _kinds(ast, {name for name, _line in names})
+        calls = tuple(snippet_calls(ast)[0])
         if issues:
-            return _Compiled(None, tuple(issues), names, kinds)
+            return _Compiled(None, tuple(issues), names, kinds, calls)
         template = compile_template(ast)
     except TemplateSyntaxError as exc:
         issue = Issue("template_syntax", exc.message or str(exc), exc.lineno)
@@ -230,7 +240,7 @@ def _compile_uncached(source: str) -> _Compiled:
         # A literal Python refuses to convert, such as an integer of over 4300 digits.
         message = f"The template has a literal that cannot be read ({str(exc)[:80]})."
         return _Compiled(None, (Issue("template_syntax", message, None),), names)
-    return _Compiled(template, (), names, kinds)
+    return _Compiled(template, (), names, kinds, calls)
 
 
 def _content_key(source: str) -> str:
@@ -275,6 +285,33 @@ def variables_used(sections: Sections) -> frozenset[str]:
         if source:
             used.update(name for name, _line in _CACHE.get(source).names)
     return frozenset(used)
+
+
+def snippets_used(sections: Sections) -> tuple[SnippetCall, ...]:
+    """The snippets the sections include (``snippet("key")`` follows the snippet's stable
+    release, ``version=N`` pins one), in order; a section with a syntax error contributes none."""
+    calls: list[SnippetCall] = []
+    for section in SECTIONS:
+        source = getattr(sections, section)
+        if SNIPPET_GLOBAL in source:
+            calls.extend(_CACHE.get(source).snippets)
+    return tuple(calls)
+
+
+def templates_snippet_refs(
+    templates: Mapping[str, Mapping[str, str]],
+) -> tuple[tuple[str, int | None], ...]:
+    """The distinct includes ``(key, pinned version or None)`` of a version's templates (locale
+    -> sections), every locale, in a stable order."""
+    refs: set[tuple[str, int | None]] = set()
+    for sections in templates.values():
+        for section in SECTIONS:
+            source = sections.get(section) or ""
+            # An include names the global: a text without the word includes nothing, and is not
+            # compiled here (the release cache reads every served version's templates at load).
+            if SNIPPET_GLOBAL in source:
+                refs.update((call.key, call.version) for call in _CACHE.get(source).snippets)
+    return tuple(sorted(refs, key=lambda ref: (ref[0], ref[1] or 0)))
 
 
 def template_variables(source: str) -> tuple[VariableUse, ...]:
@@ -387,6 +424,7 @@ def render_sections(
     deadline_ms: float | None = RENDER_DEADLINE_MS,
     pointer: str = "/templates",
     history: Sequence[HistoryBlock] = (),
+    snippets: SnippetLibrary | None = None,
 ) -> Sections:
     """Render the four sections with already validated variables (``variables_validate``);
     ``history`` (``registry.variables.histories`` of the same values) travels with the result.
@@ -403,8 +441,12 @@ def render_sections(
        with a newline and ``{% if %}`` blocks leave blank lines at the edges, and a chat message
        should carry neither. Whitespace inside a section is kept as rendered.
 
+    ``snippets`` is what ``snippet(...)`` includes (``promptregistry.core.snippets``: what the
+    environment being served serves of each snippet); None: no include can be served.
+
     Errors name section, locale and line: ``undefined`` (``RenderFailed``, e.g. a missing key of
-    an object), ``template_forbidden`` (``TemplateInvalid``: the sandbox refused an access),
+    an object), the include's codes (``RenderFailed``: ``snippet_unavailable``, ``snippet_locale_missing``,
+    ``snippet_too_deep``, ``too_many_snippets``…), ``template_forbidden`` (``TemplateInvalid``: the sandbox refused an access),
     ``render_error`` (``RenderFailed``: anything else raised while rendering, such as a division
     by zero). No Jinja exception escapes.
     """
@@ -432,7 +474,7 @@ def render_sections(
     deadline = deadline_ms / 1000 if deadline_ms is not None else None
     budget = RenderBudget(max_chars=max_chars, max_steps=max_steps, deadline=deadline)
     context = new_context(variables)
-    with budget_scope(budget):
+    with budget_scope(budget), includes(snippets, locale=locale):
         for section, template in templates.items():
             if template is None:
                 rendered[section] = ""
@@ -456,7 +498,7 @@ def _domain_error(
     def problem(code: str, message: str) -> Problem:
         return Problem(code, f"{_where(section, locale, line)}: {message}", at, line)
 
-    if isinstance(exc, BudgetExceeded):
+    if isinstance(exc, BudgetExceeded | SnippetFailed):
         return RenderFailed([problem(exc.code, exc.detail)])
     if isinstance(exc, SecurityError):
         return TemplateInvalid([problem("template_forbidden", str(exc))])

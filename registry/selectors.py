@@ -19,6 +19,7 @@ from .locales import locale_normalize, locale_pick
 from .models import LocalizedTemplate, Prompt, PromptVersion, Variable
 from .providers import configured_providers
 from .rendering import SECTIONS, Sections, render_sections, to_messages
+from .snippets import Following, latest_committed, library_for_templates
 from .variables import VariableSpec, VariableType, histories, variables_validate
 
 
@@ -165,14 +166,21 @@ class RenderResult:
 
 
 def version_render(
-    *, version: PromptVersion, locale: str | None, variables: Mapping[str, Any]
+    *,
+    version: PromptVersion,
+    locale: str | None,
+    variables: Mapping[str, Any],
+    following: Following = latest_committed,
 ) -> RenderResult:
-    """Renders a version (preview, the authoring API); the runtime path renders the same way."""
+    """Renders a version (preview, the authoring API); the runtime path renders the same way.
+    ``following``: how includes that follow a snippet's release resolve (outside any
+    environment: the snippet's latest committed version)."""
     return content_render(
         content=version_content(version),
         default_locale=version.prompt.default_locale,
         locale=locale,
         variables=variables,
+        following=following,
     )
 
 
@@ -182,12 +190,15 @@ def content_render(
     default_locale: str,
     locale: str | None,
     variables: Mapping[str, Any],
+    following: Following = latest_committed,
 ) -> RenderResult:
     """Renders a version's content, saved or not (the workbench previews unsaved text with it).
 
     1. Pick the locale by fallback (fr-CA -> fr -> the prompt's default).
     2. Validate the variables against the declared ones, listing every problem.
-    3. Render in the sandbox, with the size cap.
+    3. Load the snippets it includes (``registry.snippets``; none: no query), the ones that
+       follow resolved by ``following``.
+    4. Render in the sandbox, with the size cap.
     """
     requested = locale_normalize(locale) if locale else default_locale
     chosen = locale_pick(requested, content.templates.keys(), default=default_locale)
@@ -198,6 +209,7 @@ def content_render(
         max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
     )
     sections = content.templates[chosen]
+    library = library_for_templates({chosen: sections.as_dict()}, following=following)
     rendered = render_sections(
         sections=sections,
         variables=values,
@@ -206,6 +218,7 @@ def content_render(
         max_steps=settings.PROMPT_RENDER_MAX_STEPS,
         deadline_ms=settings.PROMPT_RENDER_DEADLINE_MS,
         history=histories(content.variables, values),
+        snippets=library,
     )
     return RenderResult(
         locale=chosen,

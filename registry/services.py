@@ -31,10 +31,18 @@ from .errors import (
     errors_only,
 )
 from .locales import locale_normalize
-from .models import PROMPT_KEY_MAX, PROMPT_KEY_PATTERN, LocalizedTemplate, Prompt, PromptVersion
+from .models import (
+    PROMPT_KEY_MAX,
+    PROMPT_KEY_PATTERN,
+    LocalizedTemplate,
+    Prompt,
+    PromptVersion,
+    SnippetUse,
+)
 from .models import Variable as VariableRow
 from .providers import configured_providers
 from .selectors import template_sections, version_content
+from .snippets import snippet_references_check, snippet_uses_write
 from .variables import DEFAULT_PLACE, VariableType
 
 TAG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,49}")
@@ -105,6 +113,7 @@ def prompt_create(
     default_locale: str = "en",
     tags: Iterable[str] = (),
     owner_id: int | None = None,
+    is_snippet: bool = False,
 ) -> Prompt:
     tags = list(tags)
     problems = prompt_fields_check(
@@ -124,6 +133,7 @@ def prompt_create(
                 default_locale=locale_normalize(default_locale),
                 tags=sorted(set(tags)),
                 owner_id=owner_id if owner_id is not None else actor.user_id,
+                is_snippet=is_snippet,
             )
     except IntegrityError as exc:
         raise PromptExists(f"A prompt with the key {key!r} exists already.") from exc
@@ -136,6 +146,7 @@ def prompt_update(
     description: str | None = None,
     tags: Iterable[str] | None = None,
     owner_id: int | None = None,
+    is_snippet: bool | None = None,
 ) -> Prompt:
     """Changes what describes a prompt. The key and default locale are fixed once versions exist,
     because services ask by key and every translation's staleness is measured against the default."""
@@ -143,6 +154,8 @@ def prompt_update(
     problems = prompt_fields_check(
         key=None, description=description, default_locale=None, tags=tags
     )
+    if is_snippet is not None and is_snippet != prompt.is_snippet:
+        problems += prompt_snippet_check(prompt=prompt, is_snippet=is_snippet)
     if problems:
         raise PromptInvalid(problems)
     fields = ["updated_at"]
@@ -155,8 +168,37 @@ def prompt_update(
     if owner_id is not None:
         prompt.owner_id = owner_id
         fields.append("owner")
+    if is_snippet is not None:
+        prompt.is_snippet = is_snippet
+        fields.append("is_snippet")
     prompt.save(update_fields=fields)
     return prompt
+
+
+def prompt_snippet_check(*, prompt: Prompt, is_snippet: bool) -> list[Problem]:
+    """Why ``prompt`` cannot become a snippet (a version declares variables) or stop being one
+    (versions include it: their renders would fail), if it cannot."""
+    if is_snippet:
+        if VariableRow.objects.filter(version__prompt=prompt).exists():
+            return [
+                Problem(
+                    "snippet_variables",
+                    f"{prompt.key} has versions that declare variables; a snippet declares none.",
+                    "/is_snippet",
+                )
+            ]
+        return []
+    users = SnippetUse.objects.filter(snippet=prompt).values("version__prompt").distinct().count()
+    if users:
+        return [
+            Problem(
+                "snippet_in_use",
+                f"{prompt.key} is included by versions of {users} prompt(s); remove the includes "
+                "first.",
+                "/is_snippet",
+            )
+        ]
+    return []
 
 
 def _content_normalized(content: VersionContent) -> VersionContent:
@@ -185,6 +227,9 @@ def _content_validated(
             providers=providers,
         )
     )
+    if providers is not None:
+        # What it includes, like its providers, is checked where an author writes or commits.
+        problems += snippet_references_check(prompt=prompt, content=content)
     if problems:
         raise ContentInvalid(problems)
     return _content_normalized(content)
@@ -230,6 +275,7 @@ def _content_write(
             )
         )
     LocalizedTemplate.objects.bulk_create(rows)
+    snippet_uses_write(version=version, content=content)
 
 
 def _binding_fields(content: VersionContent) -> dict[str, Any]:

@@ -35,18 +35,33 @@ from .content import (
     content_shape_check,
     model_binding_providers_check,
 )
-from .errors import LocaleInvalid, Problem, RegistryError, errors_only
+from .errors import (
+    ContentInvalid,
+    LocaleInvalid,
+    Problem,
+    PromptInvalid,
+    RegistryError,
+    errors_only,
+)
 from .locales import locale_normalize
 from .models import Prompt, PromptVersion
 from .providers import configured_providers
 from .selectors import version_content
 from .services import prompt_create, prompt_fields_check, prompt_update, version_create
+from .snippets import content_snippet_refs
 from .yamlfiles import AliasRefused, FileTooLarge, LiteralDumper, NoAliasLoader, NotAFile, read_text
 
 FILE_SUFFIX = ".yaml"
 PROMPT_FIELDS = ("key", "description", "default_locale", "tags")
 CONTENT_FIELDS = ("variables", "model", "templates")
-KNOWN_FIELDS = {*PROMPT_FIELDS, *CONTENT_FIELDS, "message", "version", "content_hash"}
+KNOWN_FIELDS = {
+    *PROMPT_FIELDS,
+    *CONTENT_FIELDS,
+    "message",
+    "version",
+    "content_hash",
+    "snippet",
+}
 
 
 class SyncInvalid(RegistryError):
@@ -95,12 +110,15 @@ class PlanItem:
 
 
 def prompt_document(prompt: Prompt, version: PromptVersion) -> dict[str, Any]:
+    """A prompt's file. Includes of snippets stay in the templates as written
+    (``{{ snippet("brand.voice", version=3) }}``); a snippet's own file says ``snippet: true``."""
     content = version_content(version)
     return {
         "key": prompt.key,
         "description": prompt.description,
         "default_locale": prompt.default_locale,
         "tags": list(prompt.tags),
+        **({"snippet": True} if prompt.is_snippet else {}),
         "version": version.number,
         "content_hash": version.content_hash,
         "message": version.message,
@@ -232,6 +250,7 @@ SHAPES: dict[str, type] = {
     "description": str,
     "default_locale": str,
     "tags": list,
+    "snippet": bool,
     "message": str,
     "variables": list,
     "model": dict,
@@ -426,6 +445,8 @@ def _plan_item(
         changes.append("description")
     if "tags" in data and sorted(set(data["tags"])) != sorted(set(prompt.tags)):
         changes.append("tags")
+    if data.get("snippet", False) != prompt.is_snippet:
+        changes.append("snippet")
     new_version = found.latest_hash != content.content_hash
     if new_version and found.draft_number is not None:
         # The new version would be committed around the author's work in progress.
@@ -476,32 +497,71 @@ def _plan_item(
     )
 
 
+def _apply_order(plan: list[PlanItem]) -> list[PlanItem]:
+    """The plan with every snippet before the files that include it (a version's commit checks
+    that what it includes exists as a committed snippet). A cycle keeps its files in order: the
+    commit refuses it."""
+    by_key = {item.key: item for item in plan}
+    includes = {
+        item.key: {
+            key
+            for calls in content_snippet_refs(item.content).values()
+            for _section, (key, _pinned), _line in calls
+            if key in by_key and key != item.key
+        }
+        for item in plan
+    }
+    ordered: list[PlanItem] = []
+    done: set[str] = set()
+    waiting = list(plan)
+    while waiting:
+        ready = [item for item in waiting if includes[item.key] <= done]
+        if not ready:
+            ready = waiting[:1]
+        for item in ready:
+            ordered.append(item)
+            done.add(item.key)
+            waiting.remove(item)
+    return ordered
+
+
 @transaction.atomic
 def prompts_import_apply(*, plan: list[PlanItem], actor: Actor) -> None:
-    """Applies a plan in one transaction: all files land, or none."""
-    for item in plan:
-        message = item.data.get("message") or f"Imported from {item.path.name}."
-        if item.action is Action.CREATE:
-            prompt = prompt_create(
-                key=item.key,
+    """Applies a plan in one transaction: all files land, or none. Snippets land before the
+    files that include them; a file whose includes the commit refuses (an unknown snippet, a
+    missing locale, a cycle) stops the import with its path (``SyncInvalid``)."""
+    for item in _apply_order(plan):
+        try:
+            _apply(item, actor)
+        except (ContentInvalid, PromptInvalid) as exc:
+            raise SyncInvalid([FileFailure(item.path, exc.problems)]) from exc
+
+
+def _apply(item: PlanItem, actor: Actor) -> None:
+    message = item.data.get("message") or f"Imported from {item.path.name}."
+    if item.action is Action.CREATE:
+        prompt = prompt_create(
+            key=item.key,
+            actor=actor,
+            description=item.data.get("description", ""),
+            default_locale=item.data.get("default_locale", "en"),
+            tags=item.data.get("tags", []),
+            is_snippet=item.data.get("snippet", False),
+        )
+        version_create(
+            prompt=prompt, actor=actor, content=item.content, message=message, commit=True
+        )
+    elif item.action is Action.UPDATE:
+        prompt = Prompt.objects.get(key=item.key)
+        if item.prompt_changes:
+            prompt_update(
+                prompt=prompt,
                 actor=actor,
-                description=item.data.get("description", ""),
-                default_locale=item.data.get("default_locale", "en"),
-                tags=item.data.get("tags", []),
+                description=item.data.get("description"),
+                tags=item.data.get("tags"),
+                is_snippet=item.data.get("snippet", False),
             )
+        if item.new_version:
             version_create(
                 prompt=prompt, actor=actor, content=item.content, message=message, commit=True
             )
-        elif item.action is Action.UPDATE:
-            prompt = Prompt.objects.get(key=item.key)
-            if item.prompt_changes:
-                prompt_update(
-                    prompt=prompt,
-                    actor=actor,
-                    description=item.data.get("description"),
-                    tags=item.data.get("tags"),
-                )
-            if item.new_version:
-                version_create(
-                    prompt=prompt, actor=actor, content=item.content, message=message, commit=True
-                )

@@ -85,6 +85,7 @@ RESERVED_NAMES = frozenset(
         "cycler",
         "joiner",
         "namespace",
+        "snippet",
     }
 )
 

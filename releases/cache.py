@@ -38,6 +38,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from . import selectors
 from .resolution import ServedRelease
+from .snippets import ServedSnippets
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,18 @@ def release_changed(*, environment: str, prompt: str, revision: int) -> None:
     publish({"kind": "release", "environment": environment, "prompt": prompt, "revision": revision})
     # This process learns at once even before its own message comes back.
     release_cache().announce(environment, prompt, revision)
+
+
+def served_snippets(release: ServedRelease) -> ServedSnippets:
+    """What ``release``'s includes serve: pinned versions loaded with it, and for each include
+    that follows, the snippet's release in the same environment as this cache holds it now (so a
+    snippet's deploy or rollback reaches every prompt following it as soon as its own release
+    change does; decision 0035)."""
+    cache = release_cache()
+    environment = release.environment
+    return ServedSnippets(
+        lookup=lambda key: cache.lookup(environment, key).release, pinned=release.pinned
+    )
 
 
 class ReleaseCache:

@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from promptregistry.core.snippets import SnippetLibrary, SnippetText
 
 from registry.errors import RegistryError
 from registry.locales import locale_normalize, locale_pick
@@ -42,6 +43,8 @@ class ServedVersion:
     variables: tuple[Mapping[str, Any], ...]
     model: Mapping[str, Any]
     templates: Mapping[str, Mapping[str, str]]  # locale -> the four sections
+    # What its templates include (every locale): (snippet key, pinned version or None).
+    snippets: tuple[tuple[str, int | None], ...] = ()
     # Values its readers derive from this immutable version, computed on first use and kept as
     # long as the cached release is (the runtime's encoded answer, api/resolve_path.py). Never
     # part of the version's identity.
@@ -60,6 +63,9 @@ class ServedRelease:
     revision: int
     state: ReleaseState
     versions: Mapping[int, ServedVersion]
+    # The pinned snippet versions its versions include, every level (``releases.snippets``):
+    # immutable, so loaded once with the release. Followed ones are read live.
+    pinned: Mapping[tuple[str, int | None], SnippetText] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +128,17 @@ def _locale_pick(requested: str, available: tuple[str, ...], default: str) -> st
     return locale_pick(requested, available, default=default)
 
 
-def version_render(version: ServedVersion, *, locale: str, variables: Mapping[str, Any]):
+def version_render(
+    version: ServedVersion,
+    *,
+    locale: str,
+    variables: Mapping[str, Any],
+    snippets: SnippetLibrary | None = None,
+):
     """The version's sections in ``locale`` rendered with the caller's variables, validated against
     the declared ones first (every problem listed), with the histories of its ``messages``
-    variables for ``to_messages``. Raises the registry's rendering errors."""
+    variables for ``to_messages``. Raises the registry's rendering errors.
+    ``snippets``: what its includes serve (``releases.snippets.ServedSnippets``)."""
     specs = [VariableSpec.from_dict(v) for v in version.variables]
     values = variables_validate(
         specs,
@@ -141,4 +154,5 @@ def version_render(version: ServedVersion, *, locale: str, variables: Mapping[st
         max_steps=settings.PROMPT_RENDER_MAX_STEPS,
         deadline_ms=settings.PROMPT_RENDER_DEADLINE_MS,
         history=histories(specs, values),
+        snippets=snippets,
     )

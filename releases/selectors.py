@@ -4,12 +4,15 @@ whatever the number of prompts, versions or events)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from django.db.models import Prefetch, QuerySet
+from promptregistry.core.snippets import SnippetText
 
 from registry.content import ModelBinding
-from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
+from registry.models import LocalizedTemplate, Prompt, PromptVersion, SnippetUse, Variable
+from registry.rendering import templates_snippet_refs
+from registry.snippets import Following, Ref, snippet_library
 from registry.variables import VariableSpec
 
 from .errors import EnvironmentNotFound, ReleaseNotFound
@@ -149,17 +152,46 @@ def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
                     parallel_tool_calls=v.parallel_tool_calls,
                 ).tools_dict(),
             },
-            templates={
-                t.locale: {
-                    "system": t.system,
-                    "context": t.context,
-                    "instruction": t.instruction,
-                    "format": t.format,
+            templates=(
+                templates := {
+                    t.locale: {
+                        "system": t.system,
+                        "context": t.context,
+                        "instruction": t.instruction,
+                        "format": t.format,
+                    }
+                    for t in v.templates.all()
                 }
-                for t in v.templates.all()
-            },
+            ),
+            snippets=templates_snippet_refs(templates),
         )
     return served
+
+
+def _pinned_snippets(versions: Iterable[ServedVersion]) -> dict[Ref, SnippetText]:
+    """The pinned snippet versions ``versions`` include, every level (no query without one)."""
+    pinned = {ref for v in versions for ref in v.snippets if ref[1] is not None}
+    if not pinned:
+        return {}
+    # Followed includes are not resolved here: ServedSnippets reads them live.
+    return snippet_library(refs=pinned, following=lambda keys: {})
+
+
+def stable_following(environment: str) -> Following:
+    """How an environment resolves includes that follow: each snippet's stable version there
+    (evaluations and shadow runs, which render outside the release cache). One query a call."""
+
+    def following(keys: Collection[str]) -> dict[str, int]:
+        return dict(
+            Release.objects.filter(
+                environment__name=environment,
+                prompt__key__in=list(keys),
+                prompt__is_snippet=True,
+                stable_version__isnull=False,
+            ).values_list("prompt__key", "stable_version__number")
+        )
+
+    return following
 
 
 def served_version(*, prompt_id: int, number: int) -> ServedVersion | None:
@@ -177,6 +209,7 @@ def served_releases(*, environment: str, prompt: str | None = None) -> list[Serv
     )
     states = {r.pk: release_state(r) for r in releases}
     versions = _served_versions((r.prompt_id, n) for r in releases for n in states[r.pk].versions())
+    pinned = _pinned_snippets(versions.values())
     return [
         ServedRelease(
             prompt=r.prompt.key,
@@ -187,9 +220,33 @@ def served_releases(*, environment: str, prompt: str | None = None) -> list[Serv
             revision=r.revision,
             state=states[r.pk],
             versions={n: versions[(r.prompt_id, n)] for n in states[r.pk].versions()},
+            pinned=pinned,
         )
         for r in releases
     ]
+
+
+SNIPPET_EVENTS_SHOWN = 20
+
+
+def followed_snippet_events(*, release: Release) -> list[ReleaseEvent]:
+    """The release changes, in the same environment, of the snippets that the versions this
+    release serves follow (``{{ snippet("key") }}``, not pinned), newest first: the history of
+    what those includes served, which the release's own events do not show (decision 0035).
+    Two queries, the last ``SNIPPET_EVENTS_SHOWN`` events."""
+    numbers = release_state(release).versions()
+    if not numbers:
+        return []
+    keys = SnippetUse.objects.filter(
+        version__prompt_id=release.prompt_id, version__number__in=numbers, pinned__isnull=True
+    ).values("snippet__key")
+    return list(
+        ReleaseEvent.objects.filter(
+            release__environment_id=release.environment_id, release__prompt__key__in=keys
+        )
+        .select_related("release__prompt")
+        .order_by("-id")[:SNIPPET_EVENTS_SHOWN]
+    )
 
 
 def release_revisions(*, environment: str) -> dict[str, int]:

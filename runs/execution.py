@@ -22,9 +22,11 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from promptregistry.core.snippets import SnippetLibrary
 
 from registry.content import ModelBinding
 from registry.rendering import Sections, to_messages
+from releases.cache import served_snippets
 from releases.resolution import Resolution, version_render
 
 from . import outbox
@@ -78,9 +80,21 @@ class CallOutcome:
         return self.completion.attempts if self.completion else self.failure.attempts  # type: ignore[union-attr]
 
 
-def run_prepare(*, resolution: Resolution, variables: Mapping[str, Any]) -> PreparedRun:
-    """Render the version for the caller's variables; raises the registry's validation errors."""
-    rendered = version_render(resolution.version, locale=resolution.locale, variables=variables)
+def run_prepare(
+    *,
+    resolution: Resolution,
+    variables: Mapping[str, Any],
+    snippets: SnippetLibrary | None = None,
+) -> PreparedRun:
+    """Render the version for the caller's variables; raises the registry's validation errors.
+    Its includes serve what its environment serves now, unless ``snippets`` says otherwise (the
+    playground renders as the workbench does)."""
+    rendered = version_render(
+        resolution.version,
+        locale=resolution.locale,
+        variables=variables,
+        snippets=served_snippets(resolution.release) if snippets is None else snippets,
+    )
     binding = ModelBinding.from_dict(resolution.version.model)
     found = provider_cache.binding(binding)
     _database_reachable()

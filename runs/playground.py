@@ -24,6 +24,7 @@ from typing import Any
 from registry.errors import LocaleUnavailable, Problem, ProblemsError, RegistryError
 from registry.locales import locale_normalize, locale_pick
 from registry.models import PromptVersion
+from registry.snippets import library_for_templates
 from releases.bucketing import Assignment, Reason
 from releases.models import Environment
 from releases.resolution import Resolution, ServedRelease
@@ -122,7 +123,10 @@ def playground_prepare(
         requested_locale=requested,
         shadow=(),
     )
-    return run_prepare(resolution=resolution, variables=variables)
+    # Its includes render as in the workbench: a pinned version as pinned, one that follows the
+    # snippet's latest committed version (the playground is outside every environment).
+    snippets = library_for_templates({used: served.templates[used]})
+    return run_prepare(resolution=resolution, variables=variables, snippets=snippets)
 
 
 def playground_record(

@@ -23,9 +23,10 @@ from registry.errors import RegistryError
 from registry.locales import locale_pick
 from registry.models import PromptVersion
 from registry.rendering import to_messages
+from registry.snippets import library_for_templates
 from releases.models import Release
 from releases.resolution import version_render
-from releases.selectors import served_version
+from releases.selectors import served_version, stable_following
 from releases.state import release_state, shadow_budget
 
 from .calls import attempts_as_dicts, completion_cost, stored_output
@@ -137,7 +138,13 @@ def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: st
         used_locale = locale_pick(
             locale, served.templates.keys(), default=call.prompt.default_locale
         )
-        rendered = version_render(served, locale=used_locale, variables=variables)
+        # Its includes serve what the call's environment serves of each snippet now.
+        snippets = library_for_templates(
+            served.templates, following=stable_following(call.environment.name)
+        )
+        rendered = version_render(
+            served, locale=used_locale, variables=variables, snippets=snippets
+        )
     except RegistryError as exc:
         # The shadow version declares other variables than the live call had: a finding, not a crash.
         return _finish(run, status=ShadowRun.Status.ERROR, error_class="render_invalid", detail=exc)

@@ -33,8 +33,9 @@ from registry.content import ModelBinding
 from registry.errors import ProblemsError, RegistryError
 from registry.models import Prompt, PromptVersion
 from registry.selectors import version_content, version_get, version_render
+from registry.snippets import Following, latest_committed
 from releases.models import Environment, Release
-from releases.selectors import environment_get
+from releases.selectors import environment_get, stable_following
 from runs.calls import completion_cost
 from runs.models import Provider
 from runs.providers import ProviderUnavailable, binding_providers, complete
@@ -296,6 +297,9 @@ class _Target:
     version: PromptVersion
     binding: ModelBinding
     providers: Mapping[str, Provider]
+    # How its includes that follow a snippet resolve: the snippet's stable version in the run's
+    # environment, as a release there would serve them (no environment: the latest committed).
+    following: Following = latest_committed
 
 
 def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
@@ -308,7 +312,11 @@ def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
        The result is inserted at once, so a worker killed later loses only the case in hand.
     4. Finish the run when its results reach its total.
     """
-    run = EvalRun.objects.filter(pk=run_id).only("status", "version_id", "total_cases").first()
+    run = (
+        EvalRun.objects.filter(pk=run_id)
+        .only("status", "version_id", "total_cases", "environment_id")
+        .first()
+    )
     if run is None or run.status in ENDED:
         return 0
     if run.status == EvalRun.Status.QUEUED:
@@ -326,7 +334,11 @@ def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
         version = PromptVersion.objects.select_related("prompt").get(pk=run.version_id)
         version = version_get(prompt=version.prompt, number=version.number)
         binding = version_content(version).model
-        target = _Target(version, binding, binding_providers(binding))
+        environment = (
+            Environment.objects.filter(pk=run.environment_id).values_list("name", flat=True).first()
+        )
+        following = stable_following(environment) if environment else latest_committed
+        target = _Target(version, binding, binding_providers(binding), following)
         rows = Case.objects.in_bulk(list(todo.values()))
         for key, pk in todo.items():
             # Checked per case, so a cancel stops a batch within one model call.
@@ -420,7 +432,10 @@ def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -
         return _failed(run_id, key, None, "case_removed", detail)
     try:
         rendered = version_render(
-            version=target.version, locale=case.locale or None, variables=case.variables
+            version=target.version,
+            locale=case.locale or None,
+            variables=case.variables,
+            following=target.following,
         )
     except RegistryError as exc:
         # The draft declares other variables than the cases have: a finding about the version.

@@ -27,7 +27,8 @@ from registry.models import LocalizedTemplate, Prompt, PromptVersion, Variable
 from registry.providers import configured_providers
 from registry.rendering import SECTIONS, Sections
 from registry.selectors import version_list
-from registry.services import DESCRIPTION_MAX, MAX_TAGS, TAG_PATTERN
+from registry.services import DESCRIPTION_MAX, MAX_TAGS, TAG_PATTERN, prompt_snippet_check
+from registry.snippets import snippet_references_check
 from registry.strictjson import JSONRefused, strict_json_loads
 from registry.variables import PLACES, VariableSpec, VariableType
 
@@ -82,7 +83,7 @@ class PromptForm(forms.ModelForm):
 
     class Meta:
         model = Prompt
-        fields = ["key", "description", "default_locale", "tags"]
+        fields = ["key", "description", "default_locale", "tags", "is_snippet"]
         widgets = {"description": forms.Textarea(attrs={"rows": 3, "cols": 80})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -97,6 +98,15 @@ class PromptForm(forms.ModelForm):
             return locale_normalize(self.cleaned_data["default_locale"])
         except LocaleInvalid as exc:
             raise forms.ValidationError(exc.message) from exc
+
+    def clean_is_snippet(self) -> bool:
+        """Marking or unmarking a snippet, refused in place as the service would refuse it."""
+        value = bool(self.cleaned_data.get("is_snippet"))
+        if self.instance.pk is not None and value != self.instance.is_snippet:
+            problems = prompt_snippet_check(prompt=self.instance, is_snippet=value)
+            if problems:
+                raise forms.ValidationError(problems[0].detail)
+        return value
 
     def clean_tags(self) -> list[str]:
         tags = [t.strip() for t in self.cleaned_data["tags"].split(",") if t.strip()]
@@ -188,6 +198,9 @@ class DraftEditor:
             # No prompt chosen yet (its field says so): the templates are still checked, but
             # which locale must be there is the prompt's to say.
             problems = [p for p in problems if p.code != "missing_default_locale"]
+        else:
+            # What it includes, as the save's service will check it (registry.snippets).
+            problems += snippet_references_check(prompt=prompt, content=content)
         self.warnings = [p for p in problems if p.severity is Severity.WARNING]
         errors = [p for p in problems if p.severity is Severity.ERROR]
         self.errors = errors

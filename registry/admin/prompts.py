@@ -25,6 +25,7 @@ from registry.actors import Actor
 from registry.models import Prompt, PromptVersion
 from registry.selectors import prompt_list, version_list
 from registry.services import prompt_create, prompt_update
+from registry.snippets import snippet_users
 
 from .display import version_by_number_url, version_url
 from .errors import ServiceErrorsAsMessages
@@ -78,6 +79,40 @@ def version_panel(request: HttpRequest, prompt: Prompt) -> Panel:
         empty="No version yet: write the first one.",
         order=20,
         note=f"The {RECENT_VERSIONS} most recent." if len(versions) > RECENT_VERSIONS else "",
+    )
+
+
+SNIPPET_USERS_SHOWN = 200
+
+
+def snippet_users_panel(request: HttpRequest, prompt: Prompt) -> Panel | None:
+    """A snippet's page: every version that includes it (drafts too), by prompt, newest first,
+    and whether each follows the snippet's stable release or pins a version."""
+    if not prompt.is_snippet:
+        return None
+    uses = snippet_users(snippet=prompt)
+    total = uses.count()
+    rows: list[list[Cell]] = [
+        [
+            format_html(
+                '<a href="{}">{}</a>',
+                reverse("admin:registry_prompt_change", args=[use.version.prompt_id]),
+                use.version.prompt.key,
+            ),
+            format_html('<a href="{}">v{}</a>', version_url(use.version_id), use.version.number),
+            use.version.get_status_display().lower(),
+            "follows the stable release" if use.pinned is None else f"pins v{use.pinned}",
+        ]
+        for use in uses[:SNIPPET_USERS_SHOWN]
+    ]
+    return Panel(
+        title="Included by",
+        headers=["Prompt", "Version", "Status", "Include"],
+        rows=rows,
+        empty="No version includes this snippet yet: "
+        'write {{ snippet("' + prompt.key + '") }} in a template.',
+        order=25,
+        note=f"The first {SNIPPET_USERS_SHOWN} of {total}." if total > SNIPPET_USERS_SHOWN else "",
     )
 
 
@@ -219,12 +254,13 @@ class PromptAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Prompt | None = None) -> list[str]:
         if obj is None:
-            return ["key", "description", "default_locale", "tags"]
+            return ["key", "description", "default_locale", "tags", "is_snippet"]
         return [
             "key",
             "default_locale",
             "description",
             "tags",
+            "is_snippet",
             "owner",
             "created_at",
             "updated_at",
@@ -251,7 +287,11 @@ class PromptAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
         actor = Actor.for_user(request.user)
         if change:
             prompt_update(
-                prompt=obj, actor=actor, description=data["description"], tags=data["tags"]
+                prompt=obj,
+                actor=actor,
+                description=data["description"],
+                tags=data["tags"],
+                is_snippet=data["is_snippet"],
             )
             return
         created = prompt_create(
@@ -260,6 +300,7 @@ class PromptAdmin(ServiceErrorsAsMessages, admin.ModelAdmin):
             description=data["description"],
             default_locale=data["default_locale"],
             tags=data["tags"],
+            is_snippet=data["is_snippet"],
         )
         # Django goes on with ``obj`` (log entry, redirect, message): make it the saved row.
         obj.pk = created.pk

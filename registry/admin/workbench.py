@@ -6,7 +6,9 @@ The page is the draft's change form: Django's change view builds, checks (``Draf
 saves it through the services as before; ``workbench_context`` only lays the same forms out, and
 lists every error at the top with a link to its field and line. ``preview`` is the JSON endpoint
 the page calls as the author types: it checks the unsaved content with ``content_check`` and
-renders it with ``content_render``, the checks a save runs and the render path of the preview page.
+``snippet_references_check`` and renders it with ``content_render`` (includes too: a snippet
+that follows renders its latest committed version), the checks a save runs and the render path
+of the preview page.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from registry.selectors import (
     draft_translation_status,
     version_translation_status,
 )
+from registry.snippets import snippet_references_check
 from registry.strictjson import JSONRefused, strict_json_loads
 from registry.variables import VariableType
 
@@ -300,6 +303,7 @@ def preview(model_admin: PromptVersionAdmin, request: HttpRequest) -> JsonRespon
         max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
         providers=configured_providers(),
     )
+    problems += snippet_references_check(prompt=prompt, content=content)
     declared = [v.name for v in content.variables]
     # A history is inserted as messages: no template needs to use it.
     inserted = {v.name for v in content.variables if v.type == VariableType.MESSAGES}

@@ -34,6 +34,7 @@ from releases.notices import change_notices
 from releases.selectors import (
     environment_list,
     events_page,
+    followed_snippet_events,
     prompt_release_history,
     release_get,
     release_history,
@@ -440,6 +441,7 @@ def release_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: str
         "older": older,
         "paged": cursor(request) is not None,
         "history_url": prompt_history_url(release.prompt_id),
+        "snippet_rows": event_rows(followed_snippet_events(release=release), can_rollback=False),
     }
     return TemplateResponse(request, f"{TEMPLATES}/timeline.html", context)
 

@@ -115,6 +115,10 @@ ACROSS_FIELDS_OR_DATA = frozenset(
         "no_trusted_source",
         # the release's state: an analysis attached to a canary already past its last step
         "canary_past_steps",
+        # a prompt's versions: one declaring variables cannot become a snippet, and a snippet
+        # that versions include cannot stop being one
+        "snippet_variables",
+        "snippet_in_use",
     }
 )
 # What no OpenAPI 3.0 schema can exclude from a property's name (api/parsers.py refuses it).

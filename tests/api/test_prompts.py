@@ -46,6 +46,7 @@ def test_it_lists_prompts_by_key_with_their_latest_and_draft_numbers(reader_clie
         "description",
         "default_locale",
         "tags",
+        "snippet",
         "latest_version",
         "draft_version",
         "created_at",

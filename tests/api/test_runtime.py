@@ -119,6 +119,7 @@ def test_resolve_answers_the_stable_version_with_everything_a_client_needs(servi
         "revision": released.release("staging").revision,
         "content_hash": v2.content_hash,
         "shadow": [],
+        "snippets": [],
         "trace": {"bucket": None, "salt": "", "hash_version": 1},
     }
     assert "{{ customer_name }}" in body["sections"]["instruction"]

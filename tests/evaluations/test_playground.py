@@ -426,3 +426,26 @@ def test_the_record_step_keeps_the_source_it_is_given(released, v3, model_server
     assert call is not None
     assert (call.source, call.locale) == (Call.Source.PLAYGROUND, "en")
     assert call.inputs == {"customer_name": "Zoé"}
+
+
+def test_a_drafts_includes_render_as_in_the_workbench(environments):
+    # The playground is outside every environment: an include that follows renders the snippet's
+    # latest committed version (v2 here, released nowhere), a pinned one its own version.
+    voice = PromptFactory(key="brand.voice", is_snippet=True)
+    make_version(voice, variables=[], templates={"en": {"system": "Be warm."}})
+    make_version(voice, variables=[], templates={"en": {"system": "Be brief."}})
+    draft = make_version(
+        PromptFactory(),
+        commit=False,
+        variables=[],
+        templates={
+            "en": {
+                "system": "{{ snippet('brand.voice') }}",
+                "context": "Once: {{ snippet('brand.voice', version=1) }}",
+            }
+        },
+    )
+
+    prepared = playground_prepare(target=Target(version=draft), locale=None, variables={})
+
+    assert (prepared.rendered.system, prepared.rendered.context) == ("Be brief.", "Once: Be warm.")

@@ -772,5 +772,8 @@ def test_the_environment_is_sandboxed_strict_and_plain_text() -> None:
     assert ENVIRONMENT.undefined is StrictUndefined
     assert ENVIRONMENT.autoescape is False
     assert ENVIRONMENT.loader is None
-    assert frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace"}) == GLOBAL_NAMES
+    assert (
+        frozenset({"range", "dict", "lipsum", "cycler", "joiner", "namespace", "snippet"})
+        == GLOBAL_NAMES
+    )
     assert render("<b>{{ text }}</b>", text="a & <b>") == "<b>a & <b></b>"

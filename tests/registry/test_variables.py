@@ -125,6 +125,7 @@ def test_good_declarations_have_no_problems() -> None:
         "self",
         "range",
         "namespace",
+        "snippet",
         "café",
         "x\n",
     ],

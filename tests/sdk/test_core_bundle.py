@@ -12,7 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from promptregistry.core import Bundle, Reason, bucket, bundle_from_json, resolve
+from promptregistry.core import (
+    Bundle,
+    Reason,
+    bucket,
+    bundle_from_json,
+    resolve,
+    version_render,
+)
 from promptregistry.errors import BundleInvalid, LocaleInvalid, LocaleUnavailable, NotReleased
 
 KEY = "support.refund-reply"
@@ -221,6 +228,15 @@ MALFORMED = {
         _set(f"{R}/versions/2/templates/fr/instructions", "x"),
         "templates/fr/instructions",
     ),
+    "snippets a list": (_set("snippets", []), "/snippets"),
+    "snippet version under another number": (
+        _set("snippets", {"brand.voice": {"2": {"number": 3, "templates": {"en": {}}}}}),
+        "/snippets/brand.voice/2/number",
+    ),
+    "snippet without templates": (
+        _set("snippets", {"brand.voice": {"2": {"number": 2}}}),
+        "/snippets/brand.voice/2/templates",
+    ),
 }
 
 
@@ -340,3 +356,34 @@ def test_a_version_without_the_default_locale_cannot_be_served_in_it():
 def test_a_release_with_nothing_stable_is_not_released():
     with pytest.raises(NotReleased, match=KEY):
         resolve(release_of(body(stable=None)), subject="user-1", locale=None)
+
+
+def test_a_bundle_renders_includes_from_its_snippets_and_releases():
+    data = body()
+    data["releases"][KEY]["versions"]["1"]["templates"]["en"]["system"] = (
+        "{{ snippet('brand.voice') }} {{ snippet('brand.voice', version=1) }}"
+    )
+    voice = version(2)
+    voice["variables"] = []
+    voice["templates"]["en"] = {"system": "Be brief."}
+    data["releases"]["brand.voice"] = {
+        "prompt": "brand.voice",
+        "default_locale": "en",
+        "revision": 3,
+        "state": {"schema_version": 1, "stable": 2},
+        "versions": {"2": voice},
+    }
+    data["snippets"] = {
+        "brand.voice": {"1": {"number": 1, "templates": {"en": {"system": "Be warm."}}}}
+    }
+    bundle = bundle_from_json(data, etag="")
+    resolution = resolve(bundle.releases[KEY], subject="s", locale="en")
+
+    rendered = version_render(
+        resolution.version,
+        locale="en",
+        variables={"customer_name": "Ada"},
+        snippets=resolution.snippets,
+    )
+
+    assert rendered["system"] == "Be brief. Be warm."

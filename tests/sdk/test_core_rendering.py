@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from promptregistry.core import VersionData, version_render
 from promptregistry.core import rendering as sdk
+from promptregistry.core.snippets import SnippetText
 from promptregistry.errors import RegistryError as SdkError
 from promptregistry.errors import RenderError
 
@@ -54,7 +55,7 @@ def demo_version(key: str, number: int) -> dict[str, Any]:
 
 
 def server_outcome(
-    version: dict[str, Any], locale: str, values: dict[str, Any], **limits: int
+    version: dict[str, Any], locale: str, values: dict[str, Any], **limits: Any
 ) -> tuple[str, Any]:
     """What ``POST …/render`` computes: validate, render the locale's sections, messages.
 
@@ -77,7 +78,7 @@ def server_outcome(
 
 
 def sdk_outcome(
-    version: dict[str, Any], locale: str, values: dict[str, Any], **limits: int
+    version: dict[str, Any], locale: str, values: dict[str, Any], **limits: Any
 ) -> tuple[str, Any]:
     limits.setdefault("deadline_ms", None)
     data = VersionData(
@@ -386,3 +387,78 @@ def test_the_sdk_bounds_a_history_as_the_server_does_by_default():
 
     assert outcome == server_outcome(version, "en", values)
     assert [p["code"] for p in outcome[2]] == ["history_too_large"]
+
+
+# --- snippets: the same includes, the same text and the same refusals ---------------------------
+
+SNIPPETS = {
+    ("brand.voice", None): SnippetText(
+        "brand.voice",
+        4,
+        {
+            "fr": {"system": "Soyez chaleureux.", "format": "{{ snippet('rules', version=1) }}"},
+            "en": {"system": "Be warm."},
+        },
+    ),
+    ("rules", 1): SnippetText("rules", 1, {"fr": {"system": "Pas de données perso."}}),
+    ("loop", None): SnippetText("loop", 1, {"fr": {"system": "{{ snippet('loop') }}"}}),
+    ("english", None): SnippetText("english", 2, {"en": {"system": "English only."}}),
+    ("broken", None): SnippetText("broken", 1, {"fr": {"system": "{{ 1 / 0 }}"}}),
+    ("big", None): SnippetText("big", 1, {"fr": {"system": "x" * 300}}),
+}
+
+INCLUDES = [
+    "{{ snippet('brand.voice') }}",
+    "{{ snippet('rules', version=1) }} / {{ snippet('brand.voice') }}",
+    "{{ snippet('no.such') }}",
+    "{{ snippet('rules', version=2) }}",
+    "{{ snippet('loop') }}",
+    "{{ snippet('english') }}",
+    "{{ snippet('broken') }}",
+    "{% for i in range(60) %}{{ snippet('rules', version=1) }}{% endfor %}",
+    "{{ snippet('big') }}{{ snippet('big') }}",
+    "{{ snippet(items) }}",
+    "{% set snippet = 1 %}{{ snippet }}",
+]
+
+
+@pytest.mark.parametrize("template", INCLUDES)
+def test_an_include_gets_the_server_answer(template):
+    version = one_section(template)
+
+    outcome = sdk_outcome(version, "fr", {}, snippets=SNIPPETS, max_chars=500)
+
+    assert outcome == server_outcome(version, "fr", {}, snippets=SNIPPETS, max_chars=500)
+
+
+@pytest.mark.parametrize(
+    ("template", "code"),
+    [
+        ("{{ snippet('no.such') }}", "snippet_unavailable"),
+        ("{{ snippet('english') }}", "snippet_locale_missing"),
+        ("{{ snippet('loop') }}", "snippet_too_deep"),
+        (
+            "{% for i in range(60) %}{{ snippet('rules', version=1) }}{% endfor %}",
+            "too_many_snippets",
+        ),
+        ("{{ snippet('broken') }}", "snippet_error"),
+        ("{{ snippet('big') }}{{ snippet('big') }}", "render_too_large"),
+        ("{{ snippet(items) }}", "template_forbidden"),
+    ],
+)
+def test_an_include_is_bounded_and_refused_with_a_clear_code(template, code):
+    max_chars = 500 if code == "render_too_large" else 5000
+    outcome = sdk_outcome(one_section(template), "fr", {}, snippets=SNIPPETS, max_chars=max_chars)
+
+    assert outcome[0] != "ok"
+    assert [problem["code"] for problem in outcome[2]] == [code]
+
+
+def test_an_included_text_counts_once_towards_the_output_cap():
+    # "Bonjour." (8) + 300 characters of snippet: under a cap of 320 only if counted once.
+    outcome = sdk_outcome(
+        one_section("{{ snippet('big') }}"), "fr", {}, snippets=SNIPPETS, max_chars=320
+    )
+
+    assert outcome[0] == "ok"
+    assert outcome[1]["instruction"] == "x" * 300

@@ -166,6 +166,7 @@ class Prompt:
             locale=self.resolution.locale,
             variables=variables,
             deadline_ms=self._render_deadline_ms,
+            snippets=self.resolution.snippets,
         )
 
     def render(self, /, **variables: Any) -> list[dict[str, str]]:

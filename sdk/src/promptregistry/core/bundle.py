@@ -40,6 +40,7 @@ from .rendering import (
     compile_sections,
     render_compiled,
 )
+from .snippets import SnippetLibrary, SnippetText
 from .variables import VariableSpec, histories, variables_validate
 
 STATE_SCHEMA_VERSION = 1
@@ -126,6 +127,8 @@ class VersionData:
     # locale -> its sections compiled, filled by the first render: the templates never change,
     # so later renders skip checking the sections and looking up each text in the cache.
     compiled: dict[str, CompiledSections] = field(init=False, repr=False, compare=False)
+    # This version as a snippet's text, when a release of the bundle includes it.
+    as_snippet: dict[str, SnippetText] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -133,6 +136,42 @@ class VersionData:
         )
         object.__setattr__(self, "locales", MappingProxyType(locale_index(self.templates)))
         object.__setattr__(self, "compiled", {})
+        object.__setattr__(self, "as_snippet", {})
+
+    def snippet_text(self, key: str) -> SnippetText:
+        """This version as the text of the snippet ``key`` (built on first use, then kept)."""
+        text = self.as_snippet.get(key)
+        if text is None:
+            text = self.as_snippet[key] = SnippetText(key, self.number, self.templates)
+        return text
+
+
+class BundleSnippets:
+    """What ``snippet(...)`` includes when rendering from a bundle, as the server's
+    ``releases.snippets.ServedSnippets`` does: an include that follows gets the stable version of
+    the snippet's release in the bundle, a pinned one the version the bundle's ``snippets``
+    carries. Filled once the bundle's releases are read (``bundle_from_json``)."""
+
+    __slots__ = ("pinned", "releases")
+
+    def __init__(self, pinned: Mapping[tuple[str, int | None], SnippetText]) -> None:
+        self.pinned = pinned
+        self.releases: Mapping[str, ReleaseData] = MappingProxyType({})
+
+    def get(self, ref: tuple[str, int | None], /) -> SnippetText | None:
+        key, number = ref
+        if number is not None:
+            return self.pinned.get(ref)
+        release = self.releases.get(key)
+        if release is None or release.state.stable is None:
+            return None
+        version = release.versions.get(release.state.stable)
+        if version is None:
+            return None
+        return version.snippet_text(key)
+
+
+NO_SNIPPETS = BundleSnippets(MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +182,8 @@ class ReleaseData:
     revision: int
     state: ReleaseState
     versions: Mapping[int, VersionData]
+    # What its versions' includes serve: the bundle's snippets (shared by its releases).
+    snippets: BundleSnippets = field(default=NO_SNIPPETS, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +217,7 @@ class Resolution:
     shadow: tuple[int, ...]
     revision: int
     subject: str | None = None  # the caller's subject (None when one was drawn)
+    snippets: SnippetLibrary | None = None  # what the version's includes serve (the bundle's)
 
 
 # --- reading a bundle ----------------------------------------------------------------------------
@@ -343,12 +385,29 @@ def _version(
     )
 
 
+def _snippets(data: object, where: str) -> dict[tuple[str, int | None], SnippetText]:
+    """The bundle's pinned snippet versions: key -> number -> {number, templates}."""
+    pinned: dict[tuple[str, int | None], SnippetText] = {}
+    for key, versions in _mapping(data, where).items():
+        for number_key, raw in _mapping(versions, f"{where}/{key}").items():
+            at = f"{where}/{key}/{number_key}"
+            version = _mapping(raw, at)
+            number = _integer(version.get("number"), f"{at}/number", low=1)
+            if str(number) != str(number_key):
+                raise _fail(f"{at}/number", f"version {number} is listed under {number_key!r}")
+            pinned[(key, number)] = SnippetText(
+                key, number, _templates(version.get("templates"), f"{at}/templates")
+            )
+    return pinned
+
+
 def _release(
     data: object,
     where: str,
     key: str,
     environment: str,
     strict_outputs: Mapping[str, bool] | None = None,
+    snippets: BundleSnippets = NO_SNIPPETS,
 ) -> ReleaseData:
     release = _mapping(data, where)
     prompt = _text(release.get("prompt"), f"{where}/prompt")
@@ -373,6 +432,7 @@ def _release(
         revision=_integer(release.get("revision"), f"{where}/revision", low=0),
         state=state,
         versions=MappingProxyType(versions),
+        snippets=snippets,
     )
 
 
@@ -395,11 +455,16 @@ def bundle_from_json(data: Mapping[str, Any], *, etag: str) -> Bundle:
     environment = _text(body.get("environment"), "/environment")
     raw_releases = _mapping(body.get("releases"), "/releases")
     strict_outputs = _strict_outputs(body.get("providers"))
+    # A server from before snippets sends none: nothing is pinned.
+    snippets = BundleSnippets(MappingProxyType(_snippets(body.get("snippets", {}), "/snippets")))
     releases: dict[str, ReleaseData] = {}
     for key, raw in raw_releases.items():
         if not isinstance(key, str) or not key:
             raise _fail("/releases", f"the key {key!r} is not a prompt key")
-        releases[key] = _release(raw, f"/releases/{key}", key, environment, strict_outputs)
+        releases[key] = _release(
+            raw, f"/releases/{key}", key, environment, strict_outputs, snippets
+        )
+    snippets.releases = MappingProxyType(releases)
     return Bundle(
         environment=environment,
         hash_version=HASH_VERSION,
@@ -460,6 +525,7 @@ def resolve(release: ReleaseData, *, subject: str | None, locale: str | None) ->
         shadow=shadow,
         revision=release.revision,
         subject=subject if sticky else None,
+        snippets=release.snippets,
     )
 
 
@@ -471,11 +537,13 @@ def version_render(
     max_chars: int = MAX_RENDER_CHARS,
     max_steps: int = MAX_RENDER_STEPS,
     deadline_ms: float | None = RENDER_DEADLINE_MS,
+    snippets: SnippetLibrary | None = None,
 ) -> RenderedSections:
     """The version's sections in ``locale`` (a key of ``version.templates``, as ``resolve``
     answers it) rendered with the caller's variables, validated against the declared ones first,
-    carrying the histories of its ``messages`` variables for ``to_messages``. Raises
-    ``VariablesInvalid`` (every problem listed) or ``RenderError``."""
+    carrying the histories of its ``messages`` variables for ``to_messages``.
+    ``snippets``: what its includes serve (``Resolution.snippets``, the bundle's).
+    Raises ``VariablesInvalid`` (every problem listed) or ``RenderError``."""
     values = variables_validate(version.specs, variables)
     compiled = version.compiled.get(locale)
     if compiled is None:
@@ -491,4 +559,5 @@ def version_render(
         max_steps=max_steps,
         deadline_ms=deadline_ms,
         history=histories(version.specs, values),
+        snippets=snippets,
     )

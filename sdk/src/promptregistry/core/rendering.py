@@ -41,12 +41,14 @@ from .sandbox import (
     RENDER_DEADLINE_MS,
     BudgetExceeded,
     RenderBudget,
+    SnippetFailed,
     Unprintable,
     budget_scope,
     compile_template,
     new_context,
     render_template,
 )
+from .snippets import SnippetLibrary, includes
 from .template_rules import Issue, forbidden_usage
 
 __all__ = [
@@ -216,6 +218,7 @@ def render_sections(
     max_steps: int = MAX_RENDER_STEPS,
     deadline_ms: float | None = RENDER_DEADLINE_MS,
     pointer: str = "/templates",
+    snippets: SnippetLibrary | None = None,
 ) -> dict[str, str]:
     """Render the four sections with already validated variables (``variables_validate``).
 
@@ -228,7 +231,8 @@ def render_sections(
     3. Strip each rendered section of leading and trailing whitespace.
 
     Returns ``{"system", "context", "instruction", "format"}`` → text. Errors name section,
-    locale and line: ``undefined``, ``template_forbidden``, ``render_error`` and the above.
+    locale and line: ``undefined``, ``template_forbidden``, ``render_error``, the snippets'
+    (``snippets.SnippetFailed``) and the above. ``snippets``: what ``snippet(...)`` includes.
     """
     return render_compiled(
         compile_sections(sections, locale=locale, pointer=pointer),
@@ -238,6 +242,7 @@ def render_sections(
         max_steps=max_steps,
         deadline_ms=deadline_ms,
         pointer=pointer,
+        snippets=snippets,
     )
 
 
@@ -268,6 +273,7 @@ def render_compiled(
     deadline_ms: float | None = RENDER_DEADLINE_MS,
     pointer: str = "/templates",
     history: Sequence[HistoryBlock] = (),
+    snippets: SnippetLibrary | None = None,
 ) -> RenderedSections:
     """Steps 2 and 3 of ``render_sections``, for sections compiled by ``compile_sections``;
     ``history`` (``variables.histories``) travels with the result to ``to_messages``."""
@@ -279,7 +285,7 @@ def render_compiled(
         deadline=deadline_ms / 1000 if deadline_ms is not None else None,
     )
     context = new_context(variables)
-    with budget_scope(budget):
+    with budget_scope(budget), includes(snippets, locale=locale):
         for section, template in compiled.templates:
             try:
                 rendered[section] = render_template(template, context, budget).strip()
@@ -301,7 +307,7 @@ def _render_error(exc: Exception, *, section: str, locale: str, pointer: str) ->
             [_problem(code, f"{_where(section, locale, line)}: {message}", at, line)], summary
         )
 
-    if isinstance(exc, BudgetExceeded):
+    if isinstance(exc, BudgetExceeded | SnippetFailed):
         return error(exc.code, exc.detail)
     if isinstance(exc, SecurityError):
         return error("template_forbidden", str(exc), "The prompt's templates are not valid.")

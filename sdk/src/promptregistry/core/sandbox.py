@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes
@@ -84,9 +85,11 @@ __all__ = [
     "MAX_RENDER_CHARS",
     "MAX_RENDER_STEPS",
     "RENDER_DEADLINE_MS",
+    "SNIPPET_INCLUDER",
     "WORK_FACTOR",
     "BudgetExceeded",
     "RenderBudget",
+    "SnippetFailed",
     "Unprintable",
     "budget_scope",
     "compile_template",
@@ -384,7 +387,40 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
 
 
 ENVIRONMENT.globals["lipsum"] = _lipsum
-# Names a template may use without declaring them: range, dict, lipsum, cycler, joiner, namespace.
+
+
+class SnippetFailed(Exception):
+    """An include (``snippet("brand.voice")``) that cannot be served: ``code`` is the problem's
+    code (``snippet_unavailable``, ``snippet_locale_missing``, ``snippet_too_deep``,
+    ``too_many_snippets``, ``snippet_invalid``, ``snippet_error``), ``detail`` its sentence."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+# What ``snippet(...)`` calls during a render: set by ``promptregistry.core.snippets`` around the
+# render (a context variable, so two threads rendering at once never see each other's).
+SNIPPET_INCLUDER: ContextVar[Callable[[str, int | None], str] | None] = ContextVar(
+    "promptregistry_snippet_includer", default=None
+)
+
+
+def _snippet(key: str, version: int | None = None) -> str:
+    """``{{ snippet("brand.voice") }}``: the snippet's text as the render's environment serves it
+    (``version=3``: that committed version). Its arguments are literals (``template_rules``)."""
+    include = SNIPPET_INCLUDER.get()
+    if include is None:
+        raise SnippetFailed(
+            "snippet_unavailable", f"Snippets are not available here; {key!r} cannot be included."
+        )
+    return include(key, version)
+
+
+ENVIRONMENT.globals["snippet"] = _snippet
+# Names a template may use without declaring them: range, dict, lipsum, cycler, joiner, namespace,
+# snippet.
 GLOBAL_NAMES = frozenset(ENVIRONMENT.globals)
 # Jinja's default template globals are a ChainMap over these, copied key by key into every
 # render's context: the largest cost of a small render. Nothing adds globals after this.

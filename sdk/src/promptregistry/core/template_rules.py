@@ -90,6 +90,19 @@ _ATTRIBUTE_ARGUMENTS = {
 }
 
 
+SNIPPET_GLOBAL = "snippet"
+
+
+@dataclass(frozen=True, slots=True)
+class SnippetCall:
+    """A ``snippet("brand.voice")`` (``version`` None: it follows the snippet's stable release)
+    or ``snippet("brand.voice", version=3)`` (pinned) in a section, at ``line``."""
+
+    key: str
+    version: int | None
+    line: int
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
     """A problem found in a section's text, before its pointer and locale are known."""
@@ -132,6 +145,60 @@ def _const_str(node: nodes.Node | None) -> str | None:
     return None
 
 
+def _snippet_call(node: nodes.Call) -> SnippetCall | None:
+    """The literal key and version of a call to ``snippet``, or None when they are not literals
+    (a key computed at render time could not be checked when the version is committed)."""
+    if len(node.args) != 1 or node.dyn_args is not None or node.dyn_kwargs is not None:
+        return None
+    key = _const_str(node.args[0])
+    if not key:
+        return None
+    version: int | None = None
+    for keyword in node.kwargs:
+        value = keyword.value.value if isinstance(keyword.value, nodes.Const) else None
+        if keyword.key != "version" or type(value) is not int or value < 1:
+            return None
+        version = value
+    return SnippetCall(key, version, node.lineno)
+
+
+def snippet_calls(ast: nodes.Template) -> tuple[list[SnippetCall], list[Issue]]:
+    """Every include of the template, and the uses of ``snippet`` that are not one.
+
+    An include is ``snippet("key")`` or ``snippet("key", version=N)`` with literals only: the
+    commit checks every key, version and locale, so what a template includes is known without
+    running it. Any other use of the name (a computed key, ``snippet`` passed around, assigned
+    or called with other arguments) is refused."""
+    calls: list[SnippetCall] = []
+    issues: list[Issue] = []
+    callees: set[int] = set()
+    for node in ast.find_all(nodes.Call):
+        if isinstance(node.node, nodes.Name) and node.node.name == SNIPPET_GLOBAL:
+            callees.add(id(node.node))
+            call = _snippet_call(node)
+            if call is None:
+                issues.append(
+                    Issue(
+                        "template_forbidden",
+                        'Include a snippet by its literal key: snippet("brand.voice") or '
+                        'snippet("brand.voice", version=3).',
+                        node.lineno,
+                    )
+                )
+            else:
+                calls.append(call)
+    for name in ast.find_all(nodes.Name):
+        if name.name == SNIPPET_GLOBAL and id(name) not in callees:
+            issues.append(
+                Issue(
+                    "template_forbidden",
+                    "'snippet' only includes a snippet: call it as snippet(\"brand.voice\").",
+                    name.lineno,
+                )
+            )
+    return calls, issues
+
+
 def forbidden_usage(ast: nodes.Template) -> list[Issue]:
     """What the template would do that the sandbox refuses (or that can never work), by line.
 
@@ -144,9 +211,10 @@ def forbidden_usage(ast: nodes.Template) -> list[Issue]:
     3. fields of constant ``str.format`` strings (``'{0.__class__}'.format(x)``);
     4. calls to methods that mutate (``items.append(x)``);
     5. ``include``, ``import`` and ``extends``: there is no loader, a section stands alone;
-    6. unknown filters and tests, which Jinja only reports at render time inside an ``if``.
+    6. unknown filters and tests, which Jinja only reports at render time inside an ``if``;
+    7. ``snippet`` used otherwise than to include a snippet by its literal key (``snippet_calls``).
     """
-    issues: list[Issue] = []
+    issues: list[Issue] = list(snippet_calls(ast)[1])
 
     def refuse(node: nodes.Node, message: str, code: str = "template_forbidden") -> None:
         issues.append(Issue(code, message, node.lineno))
