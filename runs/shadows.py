@@ -29,11 +29,12 @@ from releases.resolution import version_render
 from releases.selectors import served_version, stable_following
 from releases.state import release_state, shadow_budget
 
-from .calls import attempts_as_dicts, completion_cost, stored_output
+from .calls import attempts_as_dicts, completion_cost, stored_output, stored_tool_calls
 from .comparison import compare
 from .models import Call, ShadowRun
 from .payloads import PayloadError, PayloadRefused, payload_open
 from .providers import Outcome, ProviderUnavailable, complete, reraise_time_limit
+from .tool_calls import answer_with_tool_calls
 
 logger = logging.getLogger(__name__)
 
@@ -158,9 +159,18 @@ def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: st
             error_class=str(last),
             attempts=attempts_as_dicts(failure.attempts),
         )
-    output = stored_output(completion.text, completion.parsed)
-    # Both sides redacted the same way, so an email in both answers still compares equal.
-    comparison = compare(call.output, output, structured=binding.response_schema is not None)
+    # Both sides redacted the same way, so an email in both answers still compares equal. An
+    # answer that called tools compares (and is kept) as the JSON of its calls.
+    output = answer_with_tool_calls(
+        stored_output(completion.text, completion.parsed),
+        stored_tool_calls(completion.tool_calls),
+    )
+    comparison = compare(
+        answer_with_tool_calls(call.output, call.tool_calls),
+        output,
+        structured=binding.response_schema is not None
+        or bool(call.tool_calls or completion.tool_calls),
+    )
     return _finish(
         run,
         status=ShadowRun.Status.OK,

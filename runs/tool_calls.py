@@ -9,6 +9,8 @@ into a ``malformed`` attempt. Pure: no models, no I/O.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from registry.strictjson import strict_json_loads
@@ -52,3 +54,22 @@ def tool_calls_checked(raw: Any, names: frozenset[str]) -> tuple[dict[str, Any],
             raise ToolCallsInvalid(f"Tool call {i}'s arguments are not a JSON object.")
         calls.append({"id": call_id, "name": name, "arguments": parsed})
     return tuple(calls)
+
+
+def answer_with_tool_calls(text: str, tool_calls: Sequence[Mapping[str, Any]]) -> str:
+    """An answer as one text for what scores and compares answers (evaluations, shadow reports).
+
+    An answer without tool calls is its text. One that calls tools is the JSON document
+    ``{"tool_calls": [{"name", "arguments"}, ...]}``, with ``"content"`` when the model also wrote
+    text: a scorer (``json_field`` at ``/tool_calls/0/name``, ``json_schema``, ``contains``) and a
+    structural comparison can then read which tools it called and how. The calls' ids are left
+    out: a provider makes up new ones on every call, so they would differ between equal answers.
+    """
+    if not tool_calls:
+        return text
+    document: dict[str, Any] = {
+        "tool_calls": [{"name": c["name"], "arguments": c["arguments"]} for c in tool_calls]
+    }
+    if text:
+        document["content"] = text
+    return json.dumps(document, ensure_ascii=False, sort_keys=True)

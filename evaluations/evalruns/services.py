@@ -39,6 +39,7 @@ from releases.selectors import environment_get, stable_following
 from runs.calls import completion_cost
 from runs.models import Provider
 from runs.providers import ProviderUnavailable, binding_providers, complete
+from runs.tool_calls import answer_with_tool_calls
 
 from ..datasets.selectors import DatasetNotFound, dataset_cases, dataset_get
 from ..models import Case, Dataset, EvalResult, EvalRun
@@ -455,7 +456,8 @@ def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -
             str(failure),
             latency_ms=(time.perf_counter() - started) * 1000,
         )
-    verdict = score(completion.text, case.expectation, judge=registry_judge, inputs=case.variables)
+    output = answer_with_tool_calls(completion.text, completion.tool_calls)
+    verdict = score(output, case.expectation, judge=registry_judge, inputs=case.variables)
     return EvalResult(
         run_id=run_id,
         case=case,
@@ -467,7 +469,7 @@ def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -
         passed=verdict.passed,
         score=verdict.score,
         detail=_short(verdict.detail),
-        output=completion.text,
+        output=output,
         latency_ms=completion.latency_ms,
         input_tokens=completion.input_tokens,
         output_tokens=completion.output_tokens,

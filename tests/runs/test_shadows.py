@@ -21,7 +21,7 @@ from runs.models import Call, ShadowRun
 from runs.outbox import Outbox
 from runs.services import calls_delete_expired
 from runs.shadows import shadow_run_execute
-from tests.factories import PromptFactory, make_version
+from tests.factories import ORDER_LOOKUP, PromptFactory, make_version
 
 CHAT = "/v1/chat/completions"
 
@@ -247,6 +247,36 @@ def test_schema_outputs_are_compared_as_json(
     assert run.status == ShadowRun.Status.OK
     assert isinstance(run.structure_diff, list)
     assert 0.0 <= run.similarity <= 1.0
+
+
+def test_answers_that_call_tools_are_compared_by_their_calls(
+    environments, manager, model_server, runner, jobs, settings, django_capture_on_commit_callbacks
+):
+    # The fake answers a tool-enabled request with a call to the first tool (or the one
+    # tool_choice names): the live version calls order_lookup, the shadow version refund_request.
+    settings.SHADOW_NOISE_FLOOR_PERCENT = 0
+    refund = {"type": "function", "function": {**ORDER_LOOKUP["function"], "name": "refund"}}
+    prompt = PromptFactory(key="support.agent")
+    make_version(prompt, model={"provider": "local", "model": "echo-1", "tools": [ORDER_LOOKUP]})
+    make_version(
+        prompt, model={"provider": "local", "model": "echo-1", "tools": [refund, ORDER_LOOKUP]}
+    )
+    make_version(prompt, model={"provider": "local", "model": "echo-1", "tools": [ORDER_LOOKUP]})
+    release_deploy(prompt=prompt, environment=environments["staging"], version=1, actor=manager)
+    shadow(prompt, environments["staging"], manager, 2, 3)
+    answer = live_call(runner, "support.agent", django_capture_on_commit_callbacks)
+    assert [c["name"] for c in answer["tool_calls"]] == ["order_lookup"]
+
+    runs = {job["version"]: shadow_run_execute(**job) for job in jobs}
+
+    other, same = runs[2], runs[3]
+    assert json.loads(other.output)["tool_calls"][0]["name"] == "refund"
+    assert other.exact_match is False
+    assert {"path": "/tool_calls/0/name", "change": "changed"}.items() <= other.structure_diff[
+        0
+    ].items()
+    # Equal calls match although each answer has an id of its own.
+    assert (same.exact_match, same.similarity, same.structure_diff) == (True, 1.0, [])
 
 
 def test_a_job_for_an_expired_call_does_nothing(live, jobs):
