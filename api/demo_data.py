@@ -32,6 +32,85 @@ TRIAGE_SCHEMA = {
     "additionalProperties": False,
 }
 
+# The support chat assistant (issue 15): it calls tools, answers as strict JSON, carries the
+# conversation in a ``messages`` variable and includes two snippets.
+AGENT_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "order_lookup",
+            "description": "Find an order by its id: status, items, delivery date.",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string", "description": "e.g. A-17"}},
+                "required": ["order_id"],
+                "additionalProperties": False,
+            },
+            "strict": True,
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "refund_status",
+            "description": "Whether a refund was approved for an order, and when it was paid.",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"],
+                "additionalProperties": False,
+            },
+            "strict": True,
+        },
+    },
+]
+AGENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "reply": {"type": "string", "description": "What the customer reads."},
+        "handoff": {"type": "boolean", "description": "A person should take over."},
+    },
+    "required": ["reply", "handoff"],
+    "additionalProperties": False,
+}
+AGENT_VARIABLES = [
+    {"name": "customer_name", "type": "string", "description": "The customer's first name."},
+    {
+        "name": "conversation",
+        "type": "messages",
+        "required": False,
+        "description": "The chat so far (user and assistant turns), inserted after the context.",
+    },
+    {"name": "question", "type": "string", "description": "The customer's latest message."},
+]
+
+
+def _agent_version(message: str, instruction: str) -> dict[str, Any]:
+    return {
+        "message": message,
+        "variables": AGENT_VARIABLES,
+        "model": {
+            "provider": "local",
+            "model": "echo-1",
+            "parameters": {"temperature": 0.2, "max_tokens": 300},
+            "response_schema": AGENT_SCHEMA,
+            "tools": AGENT_TOOLS,
+            "tool_choice": "auto",
+            "parallel_tool_calls": False,
+        },
+        "templates": {
+            "en": {
+                # The brand voice follows its own release; the safety rules are pinned.
+                "system": "{{ snippet('brand.voice') }}\n\n{{ snippet('rules.safety', version=1) }}",
+                "context": "You are chatting with {{ customer_name }} on the shop's help page.",
+                "instruction": instruction,
+                "format": "Answer as JSON: reply (what the customer reads) and handoff (true when "
+                "a person should take over).",
+            }
+        },
+    }
+
+
 # Each prompt's release steps, applied in order after its versions are committed (service, environment,
 # arguments). Production takes only versions that have been stable in staging, so staging goes first.
 RELEASES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
@@ -71,6 +150,24 @@ RELEASES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "engineering.code-review-summary": [
         ("deploy", "staging", {"version": 1}),
         ("deploy", "production", {"version": 1}),
+    ],
+    # Snippets are released like prompts; what follows brand.voice serves its stable version.
+    "brand.voice": [
+        ("deploy", "development", {"version": 2}),
+        ("deploy", "staging", {"version": 1}),
+        ("deploy", "production", {"version": 1}),
+    ],
+    "rules.safety": [
+        ("deploy", "development", {"version": 1}),
+        ("deploy", "staging", {"version": 1}),
+        ("deploy", "production", {"version": 1}),
+    ],
+    "support.agent": [
+        ("deploy", "development", {"version": 2}),
+        ("deploy", "staging", {"version": 1}),
+        ("deploy", "production", {"version": 1}),
+        ("deploy", "staging", {"version": 2, "reason": "Looks orders up before answering."}),
+        ("canary_start", "production", {"version": 2, "percent": 10, "reason": "Try on 10 %."}),
     ],
     "sales.meeting-recap": [("deploy", "development", {"version": 1})],
     "search.query-rewrite": [
@@ -236,6 +333,73 @@ PROMPTS: list[dict[str, Any]] = [
                     }
                 },
             },
+        ],
+    },
+    {
+        "key": "brand.voice",
+        "snippet": True,
+        "description": "How every customer-facing prompt sounds. Included, never run alone.",
+        "default_locale": "en",
+        "tags": ["snippet", "brand"],
+        "versions": [
+            {
+                "message": "The brand voice, as marketing wrote it.",
+                "variables": [],
+                "model": {"provider": "local", "model": "echo-1"},
+                "templates": {
+                    "en": {"system": "You speak for Trailhead Outfitters: warm, plain words."},
+                    "fr": {"system": "Vous parlez pour Trailhead Outfitters : chaleureux, simple."},
+                },
+            },
+            {
+                "message": "Shorter sentences; no exclamation marks.",
+                "variables": [],
+                "model": {"provider": "local", "model": "echo-1"},
+                "templates": {
+                    "en": {
+                        "system": "You speak for Trailhead Outfitters: warm, plain, short "
+                        "sentences, no exclamation marks."
+                    },
+                    "fr": {
+                        "system": "Vous parlez pour Trailhead Outfitters : chaleureux, phrases "
+                        "courtes, sans point d'exclamation."
+                    },
+                },
+            },
+        ],
+    },
+    {
+        "key": "rules.safety",
+        "snippet": True,
+        "description": "What no prompt may ask a customer for. Included pinned.",
+        "default_locale": "en",
+        "tags": ["snippet", "safety"],
+        "versions": [
+            {
+                "message": "The rules legal signed off.",
+                "variables": [],
+                "model": {"provider": "local", "model": "echo-1"},
+                "templates": {
+                    "en": {
+                        "system": "Never ask for a card number or a password. Never promise a "
+                        "refund that the refund_status tool does not show."
+                    },
+                    "fr": {"system": "Ne demandez jamais de numéro de carte ni de mot de passe."},
+                },
+            },
+        ],
+    },
+    {
+        "key": "support.agent",
+        "description": "The help page's chat assistant: looks orders up, answers as JSON.",
+        "default_locale": "en",
+        "tags": ["support", "chat", "tools"],
+        "versions": [
+            _agent_version("First chat assistant.", "{{ question }}"),
+            _agent_version(
+                "Look the order up before answering about one.",
+                "{{ question }}\n\nIf the customer names an order, call order_lookup first.",
+            ),
         ],
     },
     {
@@ -507,10 +671,43 @@ REFUND_GOLDEN_CASES = [
 ]
 
 # prompt key -> [(dataset name, description, cases)]
+# The agent's golden set: the local model answers a tool-enabled request with a call to the first
+# tool, so the cases check what it calls (an answer of tool calls is scored as their JSON).
+AGENT_GOLDEN_CASES = [
+    {
+        "key": "looks-the-order-up",
+        "variables": {"customer_name": "Zoé", "question": "Where is my order A-17?"},
+        "expectation": {
+            "scorer": "json_field",
+            "pointer": "/tool_calls/0/name",
+            "value": "order_lookup",
+        },
+        "must_pass": True,
+    },
+    {
+        "key": "passes-the-order-id",
+        "variables": {"customer_name": "Ben", "question": "Order B-2 has not arrived"},
+        "expectation": {"scorer": "contains", "value": "B-2"},
+    },
+    {
+        "key": "after-a-conversation",
+        "variables": {
+            "customer_name": "Ana",
+            "conversation": [
+                {"role": "user", "content": "Hi, I ordered boots last week."},
+                {"role": "assistant", "content": "Hello Ana, which order is it?"},
+            ],
+            "question": "It is C-9",
+        },
+        "expectation": {"scorer": "contains", "value": "C-9"},
+    },
+]
+
 DATASETS: dict[str, list[tuple[str, str, list[dict[str, Any]]]]] = {
     "support.refund-reply": [
         ("golden", "Real refund replies the support leads reviewed.", REFUND_GOLDEN_CASES)
     ],
+    "support.agent": [("golden", "Chats the support leads replayed.", AGENT_GOLDEN_CASES)],
 }
 
 # (environment, dataset name, minimum pass rate in percent): production takes a version only when

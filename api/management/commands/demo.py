@@ -120,6 +120,7 @@ class Command(BaseCommand):
             description=spec["description"],
             default_locale=spec["default_locale"],
             tags=spec["tags"],
+            is_snippet=spec.get("snippet", False),
         )
         for version in spec["versions"]:
             version_create(
