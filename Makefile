@@ -44,6 +44,11 @@ run: export DEBUG ?= true
 lint test: export SECRET_KEY ?= insecure-test-only-key-0123456789abcdefghijklmnopqrstuvwxyz
 lint test: export SECURE_SSL_REDIRECT ?= false
 lint test: export DEBUG = false
+# The suite starts hundreds of Python processes (xdist workers, Celery workers, servers, fresh
+# interpreters for settings checks): each must find the project's bytecode and pytest's rewritten
+# tests cached, not compile them again (a shell that sets PYTHONDONTWRITEBYTECODE costs the suite
+# about a minute). Empty means unset to Python.
+lint test: export PYTHONDONTWRITEBYTECODE =
 # The local OpenAI-compatible server (runs/fake_provider.py) runs beside the web server as the
 # provider named local, so a prompt can be run with no API key; it stops with the web server.
 # devserver is runserver ending its banner with the admin's address and login in a box, printed

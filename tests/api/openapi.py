@@ -10,6 +10,8 @@ branches apart; each branch's ``type`` enum does that work here.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from typing import Any
 
@@ -18,7 +20,14 @@ from rest_framework.test import APIClient
 
 
 def served_openapi() -> dict[str, Any]:
-    """``/api/v1/schema/?format=json`` as served, converted with ``json_schema``."""
+    """``/api/v1/schema/?format=json`` as served, converted with ``json_schema``: a copy of the
+    one this process fetched first. The schema depends on the code, not on the data, and
+    generating it takes a quarter of a second, which dozens of tests would pay each."""
+    return copy.deepcopy(_served_openapi())
+
+
+@functools.cache
+def _served_openapi() -> dict[str, Any]:
     response = APIClient().get("/api/v1/schema/", {"format": "json"})
     assert response.status_code == 200
     return json_schema(response.json())
