@@ -89,6 +89,24 @@ RESOLUTION = _object(
     },
     trace=ref("ResolutionTrace"),
 )
+# A chat message as render answers it: the prompt's own, and a history's as sent (a tool
+# message with the id of the call it answers, an assistant message with the calls it made).
+CHAT_MESSAGE = _object(
+    ["role", "content"],
+    role={"type": "string", "enum": ["system", "user", "assistant", "tool"]},
+    content={**STRING, "nullable": True, "description": "null: an assistant turn of tool calls"},
+    tool_call_id={**STRING, "description": "a tool message's: the call it answers"},
+    tool_calls={
+        "type": "array",
+        "description": "an assistant message's: the tools it called",
+        "items": _object(
+            ["id", "type", "function"],
+            id=STRING,
+            type={"type": "string", "enum": ["function"]},
+            function=_object(["name", "arguments"], name=STRING, arguments=STRING),
+        ),
+    },
+)
 CHAT_REQUEST = {
     "type": "object",
     "description": "The keyword arguments of `chat.completions.create(**request)`: `model`, "
@@ -127,14 +145,7 @@ RENDERING = {
         _object(
             ["rendered", "messages", "request"],
             rendered=SECTIONS,
-            messages={
-                "type": "array",
-                "items": _object(
-                    ["role", "content"],
-                    role={"type": "string", "enum": ["system", "user", "assistant", "tool"]},
-                    content=STRING,
-                ),
-            },
+            messages={"type": "array", "items": CHAT_MESSAGE},
             request=ref("ChatRequest"),
         ),
     ]

@@ -276,9 +276,25 @@ class VersionDiffApi(APIView):
         return Response(self.OutputSerializer(diff).data)
 
 
+class ToolCallFunctionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    arguments = serializers.CharField()
+
+
+class HistoryToolCallSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.ChoiceField(choices=["function"])
+    function = ToolCallFunctionSerializer()
+
+
 class MessageSerializer(serializers.Serializer):
+    """A chat message: the prompt's own, or a history's as sent (a tool message keeps the id of
+    the call it answers, an assistant message the calls it made; its content is then null)."""
+
     role = serializers.ChoiceField(choices=["system", "user", "assistant", "tool"])
-    content = serializers.CharField()
+    content = serializers.CharField(allow_null=True, allow_blank=True)
+    tool_call_id = serializers.CharField(required=False)
+    tool_calls = HistoryToolCallSerializer(many=True, required=False)
 
 
 class VersionRenderApi(APIView):

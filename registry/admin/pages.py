@@ -175,8 +175,12 @@ def transcript_messages(text: str) -> list[dict[str, str]] | str:
             messages[-1]["content"] += "\n" + line
         elif line.strip():
             return text
-    for message in messages:
+    for number, message in enumerate(messages):
         message["content"] = message["content"].strip("\n")
+        if message["role"] == "tool":
+            # A tool message answers a call by its id; a transcript has none to give, so its
+            # place stands in (JSON carries a conversation's real calls and ids).
+            message["tool_call_id"] = f"call_{number}"
     return messages
 
 

@@ -86,7 +86,17 @@ def test_answers_with_a_history_are_the_documented_shapes(chat, service, author_
     openapi = strict(served_openapi())
     variables = {
         "question": "Where is my parcel?",
-        "history": [*TURNS, {"role": "tool", "content": "{}"}],
+        "history": [
+            *TURNS,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "content": "{}", "tool_call_id": "c1"},
+        ],
     }
 
     runtime = render(service, variables)

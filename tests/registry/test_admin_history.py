@@ -198,6 +198,12 @@ def test_a_transcript_is_read_a_message_per_role_line(text, expected) -> None:
         assert [(m["role"], m["content"]) for m in found] == expected
 
 
+def test_a_tool_line_of_a_transcript_gets_its_place_as_its_call_id() -> None:
+    found = transcript_messages("user: where is it?\ntool: {}")
+
+    assert found[1] == {"role": "tool", "content": "{}", "tool_call_id": "call_1"}
+
+
 def test_saved_messages_are_listed_after_a_save(author_client: Client, prompt: Prompt) -> None:
     data = version_form(
         prompt=prompt,

@@ -28,15 +28,88 @@ def problems(values: dict[str, Any], *specs: VariableSpec, **limits: int) -> lis
     return [p.as_dict() for p in caught.value.problems]
 
 
-def test_a_history_of_user_assistant_and_tool_messages_passes_as_sent():
-    turns = [
-        {"role": "user", "content": "Where is my parcel?"},
-        {"role": "assistant", "content": "Let me look."},
-        {"role": "tool", "content": '{"status": "shipped"}'},
-        {"role": "assistant", "content": ""},
-    ]
+# A conversation that used a tool, as OpenAI's chat API takes it back: the assistant's call (no
+# text), the tool's answer naming the call, then the assistant's reply.
+TOOL_TURNS = [
+    {"role": "user", "content": "Where is my parcel A-17?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "order_lookup", "arguments": '{"order_id": "A-17"}'},
+            }
+        ],
+    },
+    {"role": "tool", "content": '{"status": "shipped"}', "tool_call_id": "call_1"},
+    {"role": "assistant", "content": "It has shipped."},
+]
 
-    assert variables_validate([HISTORY], {"history": turns}) == {"history": turns}
+
+def test_a_history_of_user_assistant_and_tool_messages_passes_as_sent():
+    assert variables_validate([HISTORY], {"history": TOOL_TURNS}) == {"history": TOOL_TURNS}
+
+
+def test_a_conversation_with_tool_calls_is_inserted_as_openai_takes_it():
+    values = variables_validate([HISTORY], {"history": TOOL_TURNS})
+    rendered = render_sections(
+        sections=SECTIONS, variables=values, history=histories([HISTORY], values)
+    )
+
+    assert to_messages(rendered)[2:6] == TOOL_TURNS
+
+
+@pytest.mark.parametrize(
+    ("turn", "expected"),
+    [
+        ({"role": "tool", "content": "{}"}, ("invalid_tool_call_id", "/tool_call_id")),
+        (
+            {"role": "tool", "content": "{}", "tool_call_id": "x" * 257},
+            ("invalid_tool_call_id", "/tool_call_id"),
+        ),
+        ({"role": "assistant", "content": None}, ("invalid_message_content", "/content")),
+        (
+            {"role": "assistant", "content": None, "tool_calls": []},
+            ("invalid_tool_calls", "/tool_calls"),
+        ),
+        (
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "type": "function"}]},
+            ("invalid_tool_calls", "/tool_calls/0"),
+        ),
+        (
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}
+                ],
+            },
+            ("invalid_tool_calls", "/tool_calls/0"),
+        ),
+        (
+            {"role": "user", "content": "hi", "tool_call_id": "call_1"},
+            ("unknown_message_field", "/tool_call_id"),
+        ),
+        (
+            {"role": "tool", "content": "{}", "tool_call_id": "c", "tool_calls": []},
+            ("unknown_message_field", "/tool_calls"),
+        ),
+    ],
+)
+def test_a_tool_turn_in_the_wrong_shape_is_refused_at_its_field(turn, expected):
+    found = [(p["code"], p["pointer"]) for p in problems({"history": [turn]})]
+
+    assert found == [(expected[0], "/variables/history/0" + expected[1])]
+
+
+def test_call_ids_and_arguments_count_towards_the_size():
+    turns = [{"role": "tool", "content": "", "tool_call_id": "c" * 60}]
+
+    assert [p["code"] for p in problems({"history": turns}, max_history_chars=50)] == [
+        "history_too_large"
+    ]
 
 
 def test_a_system_message_is_refused_with_a_pointer_at_its_role():
@@ -96,7 +169,8 @@ def test_the_bounds_are_parameters():
     assert problems({"history": turns}, max_history_chars=11) == [
         {
             "code": "history_too_large",
-            "detail": "'history' holds 12 characters of content; at most 11 are accepted.",
+            "detail": "'history' holds 12 characters of content, call ids and arguments; at "
+            "most 11 are accepted.",
             "pointer": "/variables/history",
         }
     ]
@@ -241,7 +315,7 @@ def test_two_histories_go_in_declaration_order_and_the_messages_are_copies():
         ("user", "I\n\nF"),
     ]
     messages[1]["content"] = "changed in the messages"
-    assert blocks[0][1] == (("user", "e"),)
+    assert blocks[0][1] == (("user", "e", None, ()),)
     assert hash(render_sections(sections=SECTIONS, variables={}, history=blocks))
 
 

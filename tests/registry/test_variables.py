@@ -310,8 +310,17 @@ VALUES: dict[VariableType, st.SearchStrategy[Any]] = {
     VariableType.LIST: st.lists(json_scalars, max_size=5),
     VariableType.OBJECT: st.dictionaries(st.text(max_size=5), json_scalars, max_size=5),
     VariableType.MESSAGES: st.lists(
-        st.fixed_dictionaries(
-            {"role": st.sampled_from(["user", "assistant", "tool"]), "content": st.text()}
+        st.one_of(
+            st.fixed_dictionaries(
+                {"role": st.sampled_from(["user", "assistant"]), "content": st.text()}
+            ),
+            st.fixed_dictionaries(
+                {
+                    "role": st.just("tool"),
+                    "content": st.text(),
+                    "tool_call_id": st.text(min_size=1, max_size=40),
+                }
+            ),
         ),
         max_size=5,
     ),

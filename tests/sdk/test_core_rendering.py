@@ -38,6 +38,39 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "attendees": ["Ana", "Bo"],
     },
     "search.query-rewrite": {"query": "gtx boots wmns 38"},
+    "brand.voice": {},
+    "rules.safety": {},
+    "support.agent": {
+        "customer_name": "Zoé",
+        "conversation": [
+            {"role": "user", "content": "Where is A-17?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "order_lookup", "arguments": '{"order_id": "A-17"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "content": '{"status": "shipped"}', "tool_call_id": "call_1"},
+            {"role": "assistant", "content": "It has shipped."},
+        ],
+        "question": "When will it arrive?",
+    },
+}
+# The demo's snippets as an environment serving each one's latest version would include them.
+DEMO_SNIPPETS = {
+    (prompt["key"], pinned): SnippetText(
+        prompt["key"],
+        pinned or len(prompt["versions"]),
+        prompt["versions"][(pinned or len(prompt["versions"])) - 1]["templates"],
+    )
+    for prompt in PROMPTS
+    if prompt.get("snippet")
+    for pinned in (None, *range(1, len(prompt["versions"]) + 1))
 }
 
 # (prompt key, version number, locale) for every demo version and translation.
@@ -105,9 +138,9 @@ def sdk_outcome(
 def test_a_demo_prompt_renders_as_on_the_server(key, number, locale):
     version = demo_version(key, number)
 
-    outcome = sdk_outcome(version, locale, SAMPLES[key])
+    outcome = sdk_outcome(version, locale, SAMPLES[key], snippets=DEMO_SNIPPETS)
 
-    assert outcome == server_outcome(version, locale, SAMPLES[key])
+    assert outcome == server_outcome(version, locale, SAMPLES[key], snippets=DEMO_SNIPPETS)
     assert outcome[0] == "ok"
     assert outcome[2][0]["role"] == "system"
 
@@ -138,6 +171,10 @@ BY_TYPE = {
     "integer": st.integers(),
     "number": st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False)),
     "list": st.lists(st.one_of(text, st.integers()), max_size=4),
+    "messages": st.lists(
+        st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": text}),
+        max_size=4,
+    ),
 }
 
 
@@ -160,7 +197,9 @@ def test_generated_values_render_as_on_the_server(case):
     key, number, locale, values = case
     version = demo_version(key, number)
 
-    assert sdk_outcome(version, locale, values) == server_outcome(version, locale, values)
+    assert sdk_outcome(version, locale, values, snippets=DEMO_SNIPPETS) == server_outcome(
+        version, locale, values, snippets=DEMO_SNIPPETS
+    )
 
 
 @pytest.mark.parametrize("max_chars", [1, 40, 120, 400])
@@ -329,7 +368,7 @@ def chat_version(after: str | None) -> dict[str, Any]:
 TURNS = [
     {"role": "user", "content": "Hello {{ question }}"},
     {"role": "assistant", "content": "Hi!"},
-    {"role": "tool", "content": '{"ok": true}'},
+    {"role": "tool", "content": '{"ok": true}', "tool_call_id": "call_1"},
 ]
 
 

@@ -19,7 +19,7 @@ KEY = "support.chat"
 TURNS = [
     {"role": "user", "content": "My order {{ 7 * 6 }} is late."},
     {"role": "assistant", "content": "Sorry to hear that.\nWhich order?"},
-    {"role": "tool", "content": '{"order": 42, "status": "shipped"}'},
+    {"role": "tool", "content": '{"order": 42, "status": "shipped"}', "tool_call_id": "call_1"},
 ]
 
 
