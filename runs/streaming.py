@@ -41,8 +41,9 @@ def call_streamed[T](
     max_seconds: float,
     keepalive_seconds: float,
 ) -> Iterator[tuple[str, Any]]:
-    """Yields ``("token", text)`` per content delta, ``("keepalive", None)`` after
-    ``keepalive_seconds`` without one, and last ``("end", on_end(outcome))``."""
+    """Yields ``("token", text)`` per content delta, ``("tool_call", delta)`` per tool-call
+    delta (``{index, id, name, arguments}``, as the run API streams them), ``("keepalive",
+    None)`` after ``keepalive_seconds`` without either, and last ``("end", on_end(outcome))``."""
     items: queue.Queue[tuple[str, Any]] = queue.Queue()
     cancel = Cancellation()
     started_at, started = timezone.now(), time.monotonic()
@@ -50,7 +51,12 @@ def call_streamed[T](
     def call() -> None:
         outcome: CallOutcome | None = None
         try:
-            outcome = run_call(prepared, on_token=lambda t: items.put(("token", t)), cancel=cancel)
+            outcome = run_call(
+                prepared,
+                on_token=lambda t: items.put(("token", t)),
+                cancel=cancel,
+                on_tool_call=lambda delta: items.put(("tool_call", delta)),
+            )
         except Exception:  # run_call answers every failure as an outcome: a bug in it
             logger.exception("The model call of a streamed playground run crashed")
         finally:
@@ -91,8 +97,8 @@ def call_streamed[T](
             except queue.Empty:
                 yield "keepalive", None
                 continue
-            if kind == "token":
-                yield "token", value
+            if kind in ("token", "tool_call"):
+                yield kind, value
             else:
                 outcome = ended(value, Outcome.UNEXPECTED, "The call stopped without an outcome.")
         result = on_end(outcome)

@@ -300,6 +300,8 @@ def _events(
     ):
         if kind == "token":
             yield _sse("token", {"text": value})
+        elif kind == "tool_call":
+            yield _sse("tool_call", value)
         elif kind == "keepalive":
             yield b": keep-alive\n\n"
         else:

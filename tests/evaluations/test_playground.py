@@ -28,7 +28,7 @@ from runs.playground import PlaygroundInvalid, Target, playground_prepare, playg
 from tests.api.helpers import PROBLEM_JSON, sse_events
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.test_case_editing import logged_in, user_in
-from tests.factories import AUTHOR, PromptFactory, UserFactory, make_version
+from tests.factories import AUTHOR, ORDER_LOOKUP, PromptFactory, UserFactory, make_version
 
 pytestmark = pytest.mark.django_db
 
@@ -227,6 +227,27 @@ def test_a_structured_answer_is_shown_parsed(author_client, released, model_serv
     assert done[0] == "done"
     assert set(done[1]["parsed"]) == {"reply"}
     assert json.loads(done[1]["output"]) == done[1]["parsed"]
+
+
+def test_a_tool_call_streams_in_as_it_comes_and_is_shown_whole(
+    author_client, released, model_server
+):
+    version = make_version(
+        released.prompt,
+        variables=RELEASED_VARIABLES,
+        model={"provider": "local", "model": "echo-1", "tools": [ORDER_LOOKUP]},
+    )
+
+    events = sse_events(run(author_client, version))
+
+    deltas = [data for kind, data in events if kind == "tool_call"]
+    assert deltas[0]["name"] == "order_lookup"
+    assert len(deltas) > 2  # the arguments came in pieces
+    streamed = "".join(d["arguments"] or "" for d in deltas)
+    kind, done = events[-1]
+    assert kind == "done"
+    [call] = done["extra"]["tool_calls"]
+    assert (call["name"], call["arguments"]) == ("order_lookup", json.loads(streamed))
 
 
 def test_two_versions_or_two_models_run_on_the_same_inputs(author_client, released, model_server):

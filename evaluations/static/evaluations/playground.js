@@ -171,11 +171,14 @@
     var output = one(".pg-output", column);
     if (event === "start") {
       column.lastRun = { variables: data.variables, locale: data.locale };
+      column.toolCalls = null;
       status(column, "v" + data.version + (data.draft ? " (draft)" : "") + " · " + data.provider + " / " + data.model + " · " + data.locale + " — streaming…");
       output.hidden = false;
       output.classList.add("pg-streaming");
     } else if (event === "token") {
       output.textContent += data.text;
+    } else if (event === "tool_call") {
+      streamToolCall(column, data);
     } else if (event === "done") {
       output.classList.remove("pg-streaming");
       output.textContent = data.output;
@@ -190,7 +193,27 @@
     }
   }
 
+  // A tool call streams in pieces: its index, id and name first, then its arguments a few
+  // characters at a time. They are shown as they come; "done" shows the calls as parsed.
+  function streamToolCall(column, delta) {
+    var extra = one(".pg-extra", column);
+    if (!column.toolCalls) {
+      column.toolCalls = [];
+      extra.textContent = "";
+      extra.appendChild(make("h3", "", "tool calls (streaming)"));
+      extra.appendChild(make("pre", "registry-pre pg-tool-stream", ""));
+      extra.hidden = false;
+    }
+    var call = column.toolCalls[delta.index] || (column.toolCalls[delta.index] = { name: "", arguments: "" });
+    if (delta.name) call.name = delta.name;
+    call.arguments += delta.arguments || "";
+    one(".pg-tool-stream", extra).textContent = column.toolCalls.map(function (c) {
+      return c.name + "(" + c.arguments + ")";
+    }).join("\n");
+  }
+
   function showAnswer(column, data) {
+    column.toolCalls = null;
     var head = one(".pg-status", column).textContent.replace(/ — streaming…$/, "");
     status(column, head + " — answered by " + data.answered_by.provider + " / " + data.answered_by.model + (data.answered_by.fallback ? " (a fallback)" : ""));
     if (data.parsed !== null && data.parsed !== undefined) {
