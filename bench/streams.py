@@ -1,12 +1,13 @@
 """Release streams at scale: N followers of one environment on one ASGI process (issue 21).
 
-    .venv/bin/python bench/streams.py [--counts 100,1000,10000] [--rounds 3] [--changes 20] [--reuse]
+    .venv/bin/python bench/streams.py [--counts 100,1000,10000] [--rounds 3] [--changes 20]
+                                      [--workers 1] [--reuse]
 
 1. Builds a database on the local PostgreSQL (10 prompts released in production, bulk inserts
    as bench/resolve.py does) and two API keys: a service's (prompts:read) and release
    automation's (releases:write).
 2. Starts the two processes a deployment runs: the stream process (uvicorn, ``config.asgi``, one
-   worker) and the API (gunicorn, 2 sync workers) that takes the release changes; both on
+   worker, or ``--workers N``: memory and CPU are then those of all of them) and the API (gunicorn, 2 sync workers) that takes the release changes; both on
    PostgreSQL and Redis (db 14), ports 8800 and 8801.
 3. For each N, in rounds (a fresh stream process each): opens N streams of production from light
    asyncio clients (raw sockets, no SDK; in several processes beside this one, so reading 10,000
@@ -160,7 +161,7 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=15)
 
 
-def stream_server() -> subprocess.Popen:
+def stream_server(workers: int = 1) -> subprocess.Popen:
     return start(
         [
             PYTHON,
@@ -178,6 +179,7 @@ def stream_server() -> subprocess.Popen:
             "2",
             "--backlog",
             "4096",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ],
         STREAM_LOG,
         STREAM_PORT,
@@ -202,21 +204,43 @@ def raise_open_files() -> int:
 # --- the stream process, seen from outside ------------------------------------------------------
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants: with ``--workers``, uvicorn's supervisor and its workers."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").iterdir():
+            children = (task / "children").read_text().split()
+            queue.extend(int(child) for child in children)
+    return found
+
+
 def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    """The RSS of ``pid`` and its descendants (the stream workers, with ``--workers``)."""
+    total = 0
+    for member in process_tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The CPU time of ``pid`` and its live descendants."""
+    total = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def open_sockets(pid: int) -> int:
     return sum(
-        1 for fd in Path(f"/proc/{pid}/fd").iterdir() if os.readlink(fd).startswith("socket:")
+        1
+        for member in process_tree(pid)
+        for fd in Path(f"/proc/{member}/fd").iterdir()
+        if os.readlink(fd).startswith("socket:")
     )
 
 
@@ -349,8 +373,8 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def one_round(count: int, sdk_key: str, manager_key: str, changes: int) -> dict:
-    server = stream_server()
+def one_round(count: int, sdk_key: str, manager_key: str, changes: int, workers: int) -> dict:
+    server = stream_server(workers)
     clients: list[subprocess.Popen] = []
     try:
         # One stream first: the hub subscribed, the key and the environment loaded.
@@ -504,6 +528,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--reuse", action="store_true", help="keep the database a run seeded")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="stream processes (uvicorn --workers)"
+    )
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -524,7 +551,8 @@ def main() -> None:
     sdk_key, manager_key = seed(reuse=args.reuse)
     api = api_server()
     print(
-        f"stream process: uvicorn, 1 worker; API: gunicorn, 2 sync workers; open files {hard}; "
+        f"stream process: uvicorn, {args.workers} worker(s); API: gunicorn, 2 sync workers; "
+        f"open files {hard}; "
         f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
@@ -533,7 +561,7 @@ def main() -> None:
         for round_ in range(1, args.rounds + 1):
             print(f"round {round_}")
             for count in counts:
-                result = one_round(count, sdk_key, manager_key, args.changes)
+                result = one_round(count, sdk_key, manager_key, args.changes, args.workers)
                 results[count].append(result)
                 print_result(f"N={count}", result)
     finally:
