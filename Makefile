@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 FAKE_PROVIDER_PORT ?= 8765
+SERVE_PORT ?= 8080
+SERVE_STREAM_PORT ?= 8081
 # The suite's PostgreSQL and Redis: the machine's, on loopback.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/promptregistry
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
@@ -20,7 +22,7 @@ SQLITE_TESTS := tests/registry/test_immutability.py \
   tests/evaluations/test_canary_analysis.py tests/evaluations/test_canary_api.py \
   tests/evaluations/test_experiment_results.py tests/registry/test_hub.py
 
-.PHONY: run test lint check-python venv install demo clean
+.PHONY: run serve test lint check-python venv install demo clean
 
 check-python:
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.12 found; pass PYTHON=/path/to/python3.12+" >&2; exit 1; }
@@ -32,7 +34,7 @@ $(BIN)/python: | check-python
 
 $(STAMP): pyproject.toml sdk/pyproject.toml $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]" -e ./sdk
+	$(BIN)/python -m pip install --quiet -e ".[test,serve]" -e ./sdk
 	test -f .env || printf '# Local development settings (see config/settings.py); not committed.\nDEBUG=true\n' > .env
 	touch $(STAMP)
 
@@ -60,6 +62,11 @@ run: install
 	$(BIN)/python -m runs.fake_provider --port $(FAKE_PROVIDER_PORT) & fake=$$!; \
 	  trap 'kill $$fake 2>/dev/null' EXIT INT TERM; \
 	  $(BIN)/python manage.py devserver $(HOST):$(PORT)
+
+# make serve is the production-like stack on this machine: PostgreSQL and Redis, DEBUG off, a
+# generated secret kept in var/serve.env, and every process of the Procfile (scripts/serve).
+serve: install
+	BIN=$(BIN) PORT=$(SERVE_PORT) STREAM_PORT=$(SERVE_STREAM_PORT) scripts/serve
 
 lint: install
 	$(BIN)/ruff check .

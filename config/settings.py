@@ -92,6 +92,9 @@ MIDDLEWARE = [
     # rest (api/middleware.py).
     "api.middleware.RuntimeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from the web process (the admin's CSS and scripts, the API docs),
+    # compressed and cached, with no separate file server to run.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -159,6 +162,9 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
+# Where beat keeps when each periodic task last ran: under VAR_DIR, which a container mounts or
+# gives its user (the code's folder is read-only there).
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Late-acknowledged jobs (shadow runs) stay in Redis until a worker finishes them; one taken by a
 # worker that died comes back after this many seconds. Longer than any job may run.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -192,6 +198,15 @@ FORMAT_MODULE_PATH = ["config.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
+# WhiteNoise serves STATIC_ROOT (``collectstatic``, which also writes gzip and Brotli copies).
+# Without hashed names a file may change under its name between releases, so browsers keep
+# them for an hour at most, not forever; with DEBUG (make run) it reads the apps' folders.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_MAX_AGE = env_int("WHITENOISE_MAX_AGE", default=3600, minimum=0)
+WHITENOISE_USE_FINDERS = DEBUG
 
 # Security. The production defaults are strict; a deployment behind a TLS proxy sets
 # SECURE_PROXY_SSL_HEADER_NAME (for example HTTP_X_FORWARDED_PROTO).
