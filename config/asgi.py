@@ -18,6 +18,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()
 
+from config.telemetry import telemetry_start  # noqa: E402
+
+telemetry_start("prompt-registry-stream")  # when OTEL_EXPORTER_OTLP_ENDPOINT is set
+
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402  (Django is set up above)
 from django.urls import reverse  # noqa: E402
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 from django.conf import settings
+
+from config.telemetry import telemetry_start
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -23,3 +26,10 @@ app.conf.beat_schedule = {
         "schedule": float(settings.CANARY_ANALYSIS_INTERVAL_SECONDS),
     },
 }
+
+
+@worker_process_init.connect
+def _start_tracing(**_: object) -> None:
+    """Traces from each worker process (a prefork child), when OTEL_EXPORTER_OTLP_ENDPOINT is
+    set: a task's span is the child of the request or task that queued it (config/telemetry.py)."""
+    telemetry_start("prompt-registry-worker")

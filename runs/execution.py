@@ -22,6 +22,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from promptregistry.core.snippets import SnippetLibrary
 
 from registry.content import ModelBinding
@@ -51,6 +53,7 @@ from .providers import (
     reraise_time_limit,
 )
 from .redaction import redact
+from .tracing import prompt_attributes, tracer
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,10 @@ class PreparedRun:
     binding: ModelBinding
     providers: Mapping[str, Provider]
     prices: PricesByModel  # every target's, so the record prices the call without a read
+    # The request's trace context where it was prepared: a streamed run calls the model from a
+    # thread of its own, whose spans must still be the request's children.
+    trace_context: Context | None = None
+    source: str = "run"  # for the run's span: run or playground
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,7 @@ def run_prepare(
         binding=binding,
         providers=found.providers,
         prices=found.prices,
+        trace_context=otel_context.get_current(),
     )
 
 
@@ -132,15 +140,31 @@ def run_call(
     comes)."""
     started_at = timezone.now()
     started = time.perf_counter()
+    resolution = prepared.resolution
+    attributes = prompt_attributes(
+        prompt=resolution.release.prompt,
+        version=resolution.version.number,
+        environment=resolution.release.environment,
+        revision=resolution.release.revision,
+        variant=resolution.assignment.label,
+        bucket=resolution.assignment.bucket,
+        source=prepared.source,
+    )
     try:
-        completion = complete(
-            binding=prepared.binding,
-            messages=prepared.messages,
-            on_token=on_token,
-            providers=prepared.providers,
-            cancel=cancel,
-            on_tool_call=on_tool_call,
-        )
+        with tracer.start_as_current_span(
+            f"run {resolution.release.prompt}",
+            context=prepared.trace_context,
+            attributes=attributes,
+        ):
+            completion = complete(
+                binding=prepared.binding,
+                messages=prepared.messages,
+                on_token=on_token,
+                providers=prepared.providers,
+                cancel=cancel,
+                on_tool_call=on_tool_call,
+                span_attributes=attributes,
+            )
     except ProviderUnavailable as failure:
         return CallOutcome(None, failure, started_at, (time.perf_counter() - started) * 1000)
     except Exception as exc:

@@ -13,6 +13,7 @@ With no broker (the embedded default, eager Celery) the thread runs the shadow i
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import os
 import queue
@@ -30,7 +31,11 @@ CAPACITY = 1000
 
 class Outbox:
     def __init__(self, capacity: int = CAPACITY) -> None:
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=capacity)
+        # Each job with the context it was queued in (contextvars: the request's trace, its
+        # request id), so that publishing from this thread carries them into the task.
+        self._queue: queue.Queue[tuple[dict[str, Any], contextvars.Context]] = queue.Queue(
+            maxsize=capacity
+        )
         self._lock = threading.Lock()
         self._pid = 0  # the process that started the thread: a forked worker starts its own
         self.published = self.dropped = 0
@@ -39,7 +44,7 @@ class Outbox:
         """Queue a job; False (and counted) when the queue is full."""
         self._ensure_thread()
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait((job, contextvars.copy_context()))
         except queue.Full:
             with self._lock:
                 self.dropped += 1
@@ -68,9 +73,9 @@ class Outbox:
 
     def _publish_forever(self) -> None:
         while True:
-            job = self._queue.get()
+            job, queued_in = self._queue.get()
             try:
-                self._publish(job)
+                queued_in.run(self._publish, job)
             finally:
                 self._queue.task_done()
 

@@ -126,7 +126,8 @@ def playground_prepare(
     # Its includes render as in the workbench: a pinned version as pinned, one that follows the
     # snippet's latest committed version (the playground is outside every environment).
     snippets = library_for_templates({used: served.templates[used]})
-    return run_prepare(resolution=resolution, variables=variables, snippets=snippets)
+    prepared = run_prepare(resolution=resolution, variables=variables, snippets=snippets)
+    return dataclasses.replace(prepared, source="playground")
 
 
 def playground_record(

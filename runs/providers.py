@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 import httpx
@@ -45,6 +46,7 @@ from runs.models import Provider
 from runs.provider_cache import provider_cache
 from runs.retries import backoff_seconds, retry_after_seconds
 from runs.tool_calls import MAX_TOOL_CALLS, ToolCallsInvalid, tool_calls_checked
+from runs.tracing import model_call_end, model_call_start
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +177,7 @@ def complete(
     providers: Mapping[str, Provider] | None = None,
     cancel: Cancellation | None = None,
     on_tool_call: Callable[[dict[str, Any]], None] | None = None,
+    span_attributes: Mapping[str, Any] | None = None,
 ) -> Completion:
     """Ask the binding's primary, then its fallbacks, until one answers (validly, given a schema).
 
@@ -193,6 +196,8 @@ def complete(
     Every attempt ends in an outcome, whatever was raised, so the walk always ends. ``cancel``
     (another thread's) stops it: the attempt under way ends ``cancelled`` and no other starts.
     Raises ProviderUnavailable when every target failed or the call was cancelled.
+
+    Each model call is a span (``runs.tracing``), with ``span_attributes`` (the prompt's).
     """
     started = time.perf_counter()
     attempts: list[Attempt] = []
@@ -227,6 +232,7 @@ def complete(
             started=started,
             cancel=cancel,
             tooling=_Tooling.of(binding, on_tool_call),
+            span_attributes=span_attributes or {},
         )
         if completion is not None:
             return completion
@@ -276,12 +282,14 @@ def _complete_target(
     started: float,
     cancel: Cancellation | None,
     tooling: _Tooling = _NO_TOOLS,
+    span_attributes: Mapping[str, Any] = MappingProxyType({}),
 ) -> Completion | None:
     """Retry transient failures, repair one invalid answer; None means "try the next target"."""
     api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
     conversation = list(messages)
     retries = 0
     repaired = False
+    span = None
 
     def record(outcome: Outcome, detail: str, since: float, answer: _Answer | None = None) -> None:
         detail = _redact(detail, api_key)
@@ -290,10 +298,22 @@ def _complete_target(
         attempts.append(Attempt(provider.name, target.model, outcome, detail, latency, *tokens))
         if outcome is not Outcome.OK:
             logger.warning("Model call %s/%s: %s %s", provider.name, target.model, outcome, detail)
+        if span is not None:  # every attempt records exactly once: its span ends here
+            model_call_end(
+                span,
+                model=target.model,
+                outcome=str(outcome),
+                input_tokens=tokens[0],
+                output_tokens=tokens[1],
+                ok=outcome is Outcome.OK,
+            )
 
     with clients.lease(provider, api_key) as client:
         while True:
             call_started = time.perf_counter()
+            span = model_call_start(
+                provider=provider.name, model=target.model, attributes=span_attributes
+            )
             if cancel is not None and cancel.cancelled:
                 record(Outcome.CANCELLED, cancel.reason, call_started)
                 return None

@@ -154,6 +154,37 @@ class Prompt:
     def sections(self) -> dict[str, str]:
         return dict(self.resolution.version.templates[self.resolution.locale])
 
+    def trace_attributes(self) -> dict[str, Any]:
+        """The resolved prompt's identity as OpenTelemetry span attributes, under the names the
+        registry's own spans use (``promptregistry.prompt.key`` and ``.version``,
+        ``promptregistry.environment``, ``promptregistry.release.revision``,
+        ``promptregistry.variant``, ``promptregistry.bucket`` when a split drew). Never the
+        subject: a trace is not where personal data goes."""
+        attributes: dict[str, Any] = {
+            "promptregistry.prompt.key": self.key,
+            "promptregistry.prompt.version": self.version,
+            "promptregistry.environment": self.environment,
+            "promptregistry.release.revision": self.revision,
+            "promptregistry.variant": self.variant,
+        }
+        if self.bucket is not None:
+            attributes["promptregistry.bucket"] = self.bucket
+        return attributes
+
+    def annotate_current_span(self) -> bool:
+        """Puts ``trace_attributes`` on the caller's current OpenTelemetry span, so a trace of
+        the feature says which prompt version served it. Whether it did: False when
+        OpenTelemetry is not installed (the SDK does not need it) or no span is recording."""
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            return False
+        span = trace.get_current_span()
+        if not span.is_recording():
+            return False
+        span.set_attributes(self.trace_attributes())
+        return True
+
     # --- using it -----------------------------------------------------------------------------
 
     def render_sections(self, /, **variables: Any) -> dict[str, str]:
