@@ -154,6 +154,14 @@ def fetch(url: str, key: str = "", timeout: float = 5) -> bytes:
         return response.read()
 
 
+def ensure_wrk() -> None:
+    """wrk from Debian's packages when it is missing (running as root), else a clear stop."""
+    if shutil.which("wrk") is None:
+        if os.geteuid() != 0:
+            raise SystemExit("wrk is missing: apt-get install wrk")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
 def wrk(url: str, seconds: int, key: str = "") -> dict[str, float]:
     header = ["-H", f"Authorization: Bearer {key}"] if key else []
     out = sh("wrk", "-t", "2", "-c", "8", "-d", f"{seconds}s", "--latency", *header, url)
@@ -197,10 +205,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--reuse", action="store_true", help="keep databases already seeded")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        if os.geteuid() != 0:
-            raise SystemExit("wrk is missing: apt-get install wrk")
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    ensure_wrk()
     subprocess.run([str(ROOT / "scripts" / "ensure-services")], check=True, capture_output=True)
 
     print(f"Seeding 10 prompts and {args.large} prompts x 10 versions…", flush=True)

@@ -1,4 +1,6 @@
-"""Fixture data for bench/resolve.py: N prompts of V versions, each released in production.
+"""Fixture data for the benchmarks: N prompts of V versions, each released in production.
+
+    python bench/seed.py PROMPTS VERSIONS [LOCALES]   (LOCALES: 2, English and French, or 3)
 
 Bulk inserts, not services: this is scale data for a benchmark, built in seconds. Every version is
 committed and has English and French templates and two variables, like a real prompt.
@@ -36,6 +38,13 @@ TEMPLATES = {
         "format": "Deux paragraphes courts. Pas d'emoji.",
     },
 }
+# A third locale, for the benchmarks that ask for three (bench/nodes.py): German.
+GERMAN = {
+    "system": "Du bist ein freundlicher Kundendienstmitarbeiter eines Onlineshops.",
+    "context": "Bestellung {{ order_id }} wurde erstattet; das Geld kommt in 5 Werktagen.",
+    "instruction": "Sage {{ customer_name }}, dass die Erstattung unterwegs ist.",
+    "format": "Zwei kurze Absätze. Keine Emojis.",
+}
 VARIABLES = [
     {
         "name": "customer_name",
@@ -56,10 +65,11 @@ MODEL = {
 
 
 @transaction.atomic
-def main(prompts: int, versions: int) -> None:
+def main(prompts: int, versions: int, locales: int = 2) -> None:
     now = timezone.now()
+    templates = {**TEMPLATES, "de": GERMAN} if locales >= 3 else TEMPLATES
     content_hash = VersionContent.from_dict(
-        {"variables": VARIABLES, "model": MODEL, "templates": TEMPLATES}
+        {"variables": VARIABLES, "model": MODEL, "templates": templates}
     ).content_hash
     created = Prompt.objects.bulk_create(
         Prompt(
@@ -93,7 +103,7 @@ def main(prompts: int, versions: int) -> None:
         LocalizedTemplate.objects.bulk_create(
             LocalizedTemplate(version=v, locale=locale, source_hash="bench", **sections)
             for v in drafts
-            for locale, sections in TEMPLATES.items()
+            for locale, sections in templates.items()
         )
         PromptVersion.objects.filter(number=number, status="draft").update(
             status="committed", committed_at=now, committed_by_label="bench"
@@ -107,4 +117,4 @@ def main(prompts: int, versions: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(*(int(arg) for arg in sys.argv[1:4]))
