@@ -139,6 +139,17 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", default=3, minimum=2)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
+# Behind a pooler in transaction mode (PgBouncer's pool_mode=transaction), consecutive
+# transactions of one connection may reach different server sessions: no server-side cursors
+# (they live in a session) and no prepared statements (psycopg prepares a query it sees often,
+# in the session it ran on). docs/operations.md, "Scaling out".
+DATABASE_TRANSACTION_POOLER = env_bool("DATABASE_TRANSACTION_POOLER", default=False)
+if (
+    DATABASE_TRANSACTION_POOLER
+    and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+):
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: cache and Celery broker. Unset: local-memory cache and tasks run eagerly in-process.

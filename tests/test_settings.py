@@ -40,6 +40,8 @@ print(json.dumps({
     "eager": settings.CELERY_TASK_ALWAYS_EAGER,
     "broker": settings.CELERY_BROKER_URL,
     "database": settings.DATABASES["default"]["ENGINE"],
+    "server_side_cursors_off": settings.DATABASES["default"].get("DISABLE_SERVER_SIDE_CURSORS"),
+    "options": settings.DATABASES["default"].get("OPTIONS", {}),
     "allowed_hosts": settings.ALLOWED_HOSTS,
 }))
 """
@@ -175,3 +177,16 @@ def test_database_url_selects_postgresql(tmp_path):
     )
 
     assert values["database"] == "django.db.backends.postgresql"
+
+
+def test_behind_a_transaction_pooler_nothing_needs_a_session(tmp_path):
+    url = "postgres://user@pgbouncer.example.com:6432/registry"
+    pooled = settings_with(
+        tmp_path, **PRODUCTION, DATABASE_URL=url, DATABASE_TRANSACTION_POOLER="true"
+    )
+    direct = settings_with(tmp_path, **PRODUCTION, DATABASE_URL=url)
+
+    assert pooled["server_side_cursors_off"] is True
+    assert pooled["options"]["prepare_threshold"] is None
+    assert not direct["server_side_cursors_off"]
+    assert "prepare_threshold" not in direct["options"]
