@@ -88,7 +88,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: answers the runtime path (resolve, render, run, bundle, stream) itself, skipping the
+    # First: /healthz and /readyz, whatever the Host and the scheme (decision 0037).
+    "config.middleware.ProbeMiddleware",
+    # Then: answers the runtime path (resolve, render, run, bundle, stream) itself, skipping the
     # rest (api/middleware.py).
     "api.middleware.RuntimeMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -391,6 +393,17 @@ EVAL_BATCH_TIME_LIMIT = env_int("EVAL_BATCH_TIME_LIMIT", default=1920, minimum=2
 if EVAL_BATCH_TIME_LIMIT <= EVAL_BATCH_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("EVAL_BATCH_TIME_LIMIT must be above EVAL_BATCH_SOFT_TIME_LIMIT")
 EVAL_BASELINE_ENVIRONMENT = env.str("EVAL_BASELINE_ENVIRONMENT", default="production")
+
+# Health (config.health, docs/operations.md): how long /readyz waits for the database before it
+# answers "failing" (keep a probe's own timeout above it); how often beat queues the worker
+# heartbeat, and past how many seconds without one /readyz calls the worker degraded.
+READYZ_TIMEOUT_SECONDS = env_int("READYZ_TIMEOUT_SECONDS", default=2, minimum=1)
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", default=30, minimum=1)
+WORKER_HEARTBEAT_STALE_SECONDS = env_int("WORKER_HEARTBEAT_STALE_SECONDS", default=120, minimum=1)
+if WORKER_HEARTBEAT_STALE_SECONDS <= WORKER_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "WORKER_HEARTBEAT_STALE_SECONDS must be above WORKER_HEARTBEAT_SECONDS"
+    )
 
 LOGGING = {
     "version": 1,
