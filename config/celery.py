@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
 from django.conf import settings
 
+from . import logs
 from .health import heartbeat_record
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -14,6 +16,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The request id of a web request follows the jobs it queues (config.logs).
+before_task_publish.connect(logs.task_headers_add)
+task_prerun.connect(logs.task_context_start)
+task_postrun.connect(logs.task_context_end)
+# JSON logs: the worker and beat write as the web does, rather than in Celery's own format on a
+# root logger Celery takes over. Plain logs keep Celery's format (task names and ids).
+if settings.LOG_FORMAT == "json":
+    setup_logging.connect(logs.worker_logging_setup)
 
 
 @app.task(name="config.worker_heartbeat", ignore_result=True)

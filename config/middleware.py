@@ -1,7 +1,7 @@
-"""The middleware ahead of the rest: the health probes.
+"""The two middlewares ahead of the rest: the health probes, and the log context of a request.
 
-First in ``MIDDLEWARE``, before ``api.middleware.RuntimeMiddleware``; it serves WSGI and ASGI
-(the release stream's process runs its async view on the event loop).
+Both are first in ``MIDDLEWARE``, before ``api.middleware.RuntimeMiddleware``, and both serve
+WSGI and ASGI (the release stream's process runs its async view on the event loop).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from api.middleware import secure_headers
 
 from . import views
+from .logs import note, request_context_start
 
 # The probes' paths, as config/urls.py names them too (the URLconf answers them when this
 # middleware is not installed).
@@ -57,3 +58,34 @@ class ProbeMiddleware:
         if probe is None:
             return await self.get_response(request)
         return secure_headers(request, await sync_to_async(probe)(request))
+
+
+class RequestContextMiddleware:
+    """Starts the request's log context (``config.logs``): its id is the caller's
+    ``X-Request-Id`` when that is a sane token, else one drawn when first needed. For the views
+    behind the whole stack (the DRF API, the admin), the URL's prompt key and environment are
+    noted as soon as the URL is resolved; the runtime path notes them itself
+    (``api.fastpath``)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        # Under ASGI this returns the coroutine of the rest of the stack, awaited by the caller
+        # in the same task: the context set here is the one that task runs in.
+        request_context_start(request.META.get("HTTP_X_REQUEST_ID"))
+        return self.get_response(request)
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        note(prompt=kwargs.get("key"), environment=kwargs.get("environment"))

@@ -8,11 +8,15 @@ broker, late acknowledgement keeps it there until a worker has finished it.
 
 With no broker (the embedded default, eager Celery) the thread runs the shadow itself, so
 ``make run`` shadows too, still off the live path.
+
+Each job is handed on in the context it was queued in (``contextvars``): the live request's log
+context, whose request id Celery's publish signal puts on the job (config.logs).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import os
 import queue
@@ -30,7 +34,9 @@ CAPACITY = 1000
 
 class Outbox:
     def __init__(self, capacity: int = CAPACITY) -> None:
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[tuple[dict[str, Any], contextvars.Context]] = queue.Queue(
+            maxsize=capacity
+        )
         self._lock = threading.Lock()
         self._pid = 0  # the process that started the thread: a forked worker starts its own
         self.published = self.dropped = 0
@@ -39,7 +45,7 @@ class Outbox:
         """Queue a job; False (and counted) when the queue is full."""
         self._ensure_thread()
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait((job, contextvars.copy_context()))
         except queue.Full:
             with self._lock:
                 self.dropped += 1
@@ -68,9 +74,9 @@ class Outbox:
 
     def _publish_forever(self) -> None:
         while True:
-            job = self._queue.get()
+            job, context = self._queue.get()
             try:
-                self._publish(job)
+                context.run(self._publish, job)
             finally:
                 self._queue.task_done()
 
