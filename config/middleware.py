@@ -57,7 +57,9 @@ class ProbeMiddleware:
         probe = PROBES.get(request.path_info)
         if probe is None:
             return await self.get_response(request)
-        return secure_headers(request, await sync_to_async(probe)(request))
+        # Off the thread the async views' sync parts share: /readyz may wait on the database.
+        answered = await sync_to_async(probe, thread_sensitive=False)(request)
+        return secure_headers(request, answered)
 
 
 class RequestContextMiddleware:

@@ -4,6 +4,7 @@ Redis down behind a real server) are in tests/faults/test_readiness.py."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from django.db import connection
 from django.test import Client
@@ -186,3 +187,15 @@ def test_the_probes_need_no_key_and_answer_any_host_over_plain_http(
     # Everything else keeps both rules.
     assert client.get("/", HTTP_HOST="10.1.2.3:8000").status_code == 400
     assert client.get("/", HTTP_HOST="registry.example.com").status_code == 301
+
+
+def test_the_stream_process_answers_the_probes_too(asgi_server) -> None:
+    """Under ASGI (the release streams' process, config.asgi) the probes are answered on the
+    event loop's side of the stack, the readiness check off it."""
+    with httpx.Client(base_url=asgi_server.url, timeout=10) as http:
+        assert http.get("/healthz", headers={"Host": "10.1.2.3"}).json() == {"status": "ok"}
+        response = http.get("/readyz", headers={"Host": "10.1.2.3"})
+
+    assert response.status_code == 200, response.text
+    assert_documented(response.json())
+    assert response.headers["Cache-Control"] == "no-store"
