@@ -71,8 +71,9 @@ class Readiness:
 
 
 def readiness() -> Readiness:
-    """Every check. The database one runs meanwhile on its own thread, so the probe takes about
-    as long as its slowest check, at most ``READYZ_TIMEOUT_SECONDS``."""
+    """Every check. The database's runs meanwhile on its own thread, so a probe takes about as
+    long as its slowest check: the database's is waited for until ``READYZ_TIMEOUT_SECONDS``
+    after the start, Redis's and the listener's take a second or so at worst."""
     deadline = time.monotonic() + settings.READYZ_TIMEOUT_SECONDS
     database = database_probe.start()
     redis_check, worker = redis_checks()
