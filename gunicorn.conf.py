@@ -42,7 +42,8 @@ max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
 # service's logs (LOG_FORMAT=json gives one JSON object per line; docs/operations.md).
 accesslog = "-"
 errorlog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" %({x-request-id}i)s'
+# The path without its query string: a resolve's query holds the subject, which no log keeps.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s" %({x-request-id}i)s'
 # Load the application before forking: the workers share its memory, and an error in the
 # settings stops the master at once instead of every worker in a loop.
 preload_app = True

@@ -9,6 +9,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from config.logs import note
 from registry.actors import Actor
 
 from .models import ApiKey, key_lookup_id
@@ -62,6 +63,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key = apikey_authenticate(raw)
         if key is None:
             raise exceptions.AuthenticationFailed("The API key is unknown or revoked.")
+        note(key_id=key.pk)
         return KeyPrincipal(key), key
 
     def authenticate_header(self, request: Request) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from config.logs import note
 from registry.strictjson import strict_json_loads
 from releases.cache import DATABASE_OUTAGE, DATABASE_UNAVAILABLE, release_cache
 from releases.errors import EnvironmentNotFound
@@ -115,6 +116,7 @@ def authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> Key
         raise unavailable("this API key") from exc
     if entry is None:
         raise ProblemException(problems.UNAUTHENTICATED, "The API key is unknown or revoked.")
+    note(key_id=entry.pk)
     if str(scope) not in entry.scopes:
         raise ProblemException(
             problems.INSUFFICIENT_SCOPE, f"This needs the {scope} scope.", required_scope=str(scope)
@@ -140,6 +142,7 @@ def allow_environment(entry: KeyEntry, environment: str) -> None:
             "starting with a letter.",
             "/environment",
         )
+    note(environment=environment)
     if not entry.allows_environment(environment):
         raise ProblemException(
             problems.ENVIRONMENT_FORBIDDEN,
@@ -180,6 +183,7 @@ def unavailable(what: str = "", *, detail: str = "") -> ProblemException:
 def cached_release(environment: str, key: str) -> tuple[ServedRelease, str]:
     """The release of ``key`` in ``environment`` from the release cache, and how degraded the
     answer is (``""`` when it is not)."""
+    note(prompt=key, environment=environment)
     found = release_cache().lookup(environment, key)
     if found.release is None and found.degraded:
         raise unavailable(f"{key} in {environment}")

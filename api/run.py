@@ -6,12 +6,11 @@ does the work. With ``stream: true`` the answer is server-sent events.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
-import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from config.logs import REQUEST_ID_HEADER
+from config.logs import request_id as current_request_id
 from releases.cache import DATABASE_OUTAGE
 from releases.resolution import resolve
 from runs.calls import attempts_as_dicts
@@ -58,17 +59,6 @@ from .runtime import resolution_answer
 logger = logging.getLogger(__name__)
 
 
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,100}")
-REQUEST_ID_HEADER = "X-Request-Id"
-
-
-def _request_id(request: HttpRequest) -> str:
-    """The caller's ``X-Request-Id`` when it is a sane token (so logs on both sides join up), else
-    a new one."""
-    given = request.META.get("HTTP_X_REQUEST_ID", "")
-    return given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-
-
 @runtime_view("POST")
 def run_view(request: HttpRequest, key: str) -> HttpResponse:
     """``POST /api/v1/prompts/{key}/run`` ``{environment, locale, subject, variables, stream}``"""
@@ -88,7 +78,9 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
         raise unavailable(
             detail="The database is unavailable, and a run is recorded: no model was called.",
         ) from exc
-    request_id = _request_id(request)
+    # The caller's X-Request-Id when it is a sane token, else a new one: the id the request's log
+    # lines carry (config.logs), so the call record, the answer and the logs join up.
+    request_id = current_request_id()
     if stream:
         events = _run_events(prepared, subject=subject, request_id=request_id, path=request.path)
         response: HttpResponse = event_stream(events)
@@ -205,8 +197,9 @@ def _run_events(
     cancel = Cancellation()
     started_at, started = timezone.now(), time.monotonic()
     thread = threading.Thread(
-        target=_call_streamed,
-        args=(prepared, tokens, cancel),
+        # In a copy of the request's context: the call's log lines carry its request id.
+        target=contextvars.copy_context().run,
+        args=(_call_streamed, prepared, tokens, cancel),
         name=f"run-{request_id}",
         daemon=True,
     )

@@ -5,16 +5,41 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import (
+    before_task_publish,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+)
 from django.conf import settings
 
 from config.telemetry import telemetry_start
+
+from . import logs
+from .health import heartbeat_record
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The request id of a web request follows the jobs it queues (config.logs).
+before_task_publish.connect(logs.task_headers_add)
+task_prerun.connect(logs.task_context_start)
+task_postrun.connect(logs.task_context_end)
+# JSON logs: the worker and beat write as the web does, rather than in Celery's own format on a
+# root logger Celery takes over. Plain logs keep Celery's format (task names and ids).
+if settings.LOG_FORMAT == "json":
+    setup_logging.connect(logs.worker_logging_setup)
+
+
+@app.task(name="config.worker_heartbeat", ignore_result=True)
+def worker_heartbeat() -> None:
+    """Beat queues it; whichever worker takes it notes the time, which /readyz reports."""
+    heartbeat_record()
+
 
 app.conf.beat_schedule = {
     # Calls past CALL_RETENTION_DAYS go, with their shadow runs; hourly keeps each batch small.
@@ -24,6 +49,14 @@ app.conf.beat_schedule = {
     "analyse-canaries": {
         "task": "evaluations.analyse_canaries",
         "schedule": float(settings.CANARY_ANALYSIS_INTERVAL_SECONDS),
+    },
+    # A worker taking this from the queue is alive and keeping up: /readyz reports how long ago
+    # that was (config.health). One left waiting past the next is dropped unrun, so a queue
+    # backed up (or no worker, or no beat) shows as a heartbeat growing old.
+    "worker-heartbeat": {
+        "task": "config.worker_heartbeat",
+        "schedule": float(settings.WORKER_HEARTBEAT_SECONDS),
+        "options": {"expires": float(settings.WORKER_HEARTBEAT_SECONDS)},
     },
 }
 

@@ -8,6 +8,7 @@ Production settings are the same module with production values in the environmen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -88,7 +89,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: answers the runtime path (resolve, render, run, bundle, stream) itself, skipping the
+    # First: /healthz and /readyz, whatever the Host and the scheme (decision 0037).
+    "config.middleware.ProbeMiddleware",
+    # The log context of every request, the runtime path's included (config.logs).
+    "config.middleware.RequestContextMiddleware",
+    # Then: answers the runtime path (resolve, render, run, bundle, stream) itself, skipping the
     # rest (api/middleware.py).
     "api.middleware.RuntimeMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -218,6 +223,11 @@ STORAGES = {
 }
 WHITENOISE_MAX_AGE = env_int("WHITENOISE_MAX_AGE", default=3600, minimum=0)
 WHITENOISE_USE_FINDERS = DEBUG
+# WhiteNoise warns at every start when the folder is missing (nothing collected yet: make run, the
+# tests); an empty one says the same without the noise. Where it cannot be made, collectstatic
+# will say why.
+with contextlib.suppress(OSError):
+    Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 
 # Security. The production defaults are strict; a deployment behind a TLS proxy sets
 # SECURE_PROXY_SSL_HEADER_NAME (for example HTTP_X_FORWARDED_PROTO).
@@ -418,10 +428,36 @@ if EVAL_BATCH_TIME_LIMIT <= EVAL_BATCH_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("EVAL_BATCH_TIME_LIMIT must be above EVAL_BATCH_SOFT_TIME_LIMIT")
 EVAL_BASELINE_ENVIRONMENT = env.str("EVAL_BASELINE_ENVIRONMENT", default="production")
 
+# Health (config.health, docs/operations.md): how long /readyz waits for the database before it
+# answers "failing" (keep a probe's own timeout above it); how often beat queues the worker
+# heartbeat, and past how many seconds without one /readyz calls the worker degraded.
+READYZ_TIMEOUT_SECONDS = env_int("READYZ_TIMEOUT_SECONDS", default=2, minimum=1)
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", default=30, minimum=1)
+WORKER_HEARTBEAT_STALE_SECONDS = env_int("WORKER_HEARTBEAT_STALE_SECONDS", default=120, minimum=1)
+if WORKER_HEARTBEAT_STALE_SECONDS <= WORKER_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "WORKER_HEARTBEAT_STALE_SECONDS must be above WORKER_HEARTBEAT_SECONDS"
+    )
+
+# Logs (config.logs): "plain" lines as ever, or "json", one object per line for a log pipeline,
+# with the request id, the API key's id, the prompt and the environment (web and workers alike).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_context": {"()": "config.logs.RequestContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

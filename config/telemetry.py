@@ -19,6 +19,8 @@ import logging
 import os
 import threading
 
+from config import logs
+
 logger = logging.getLogger(__name__)
 
 _started = False
@@ -48,6 +50,7 @@ def telemetry_start(service: str) -> bool:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
         instrument()
+        logs.trace_id_source = current_trace_id  # the JSON logs' trace_id field
         _started = True
         logger.info("Tracing on: spans exported over OTLP to %s", _endpoint())
         return True
@@ -55,6 +58,15 @@ def telemetry_start(service: str) -> bool:
 
 def _endpoint() -> str:
     return os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+
+
+def current_trace_id() -> str | None:
+    """The current span's trace id as 32 hex digits (what a trace backend searches by), or None
+    outside a sampled span."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
 
 
 def instrument() -> None:

@@ -12,7 +12,9 @@ admin.site.get_app_list = by_use(admin.site.get_app_list)  # Prompts first (conf
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # Also answered ahead of the middleware stack (config.middleware.ProbeMiddleware).
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("api.urls")),

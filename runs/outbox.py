@@ -8,6 +8,9 @@ broker, late acknowledgement keeps it there until a worker has finished it.
 
 With no broker (the embedded default, eager Celery) the thread runs the shadow itself, so
 ``make run`` shadows too, still off the live path.
+
+Each job is handed on in the context it was queued in (``contextvars``): the live request's log
+context, whose request id Celery's publish signal puts on the job (config.logs).
 """
 
 from __future__ import annotations

@@ -84,6 +84,25 @@ class Outcome(StrEnum):
     UNEXPECTED = "unexpected_error"
 
 
+# Failed attempts whose detail is the registry's own words (a timeout, a connection lost): the
+# log line says it. Any other detail may quote the model's answer (a schema error, a malformed
+# tool call) or the request (a provider's error message), and so a variable's value: the log
+# names the outcome only, and the call's attempts keep the detail.
+OWN_DETAIL = frozenset(
+    {Outcome.TIMEOUT, Outcome.CONNECTION_ERROR, Outcome.CANCELLED, Outcome.UNEXPECTED}
+)
+
+
+def _detail_for_log(outcome: Outcome, detail: str) -> str:
+    """What a failed attempt's log line says of its detail."""
+    if outcome in OWN_DETAIL:
+        return detail
+    status, colon, _ = detail.partition(":")
+    if colon and status.startswith("HTTP "):  # "HTTP 400: <the provider's message>"
+        return f"({status}; the detail is in the call's attempts)"
+    return "(the detail is in the call's attempts)"
+
+
 # Transient: the same request may well succeed a moment later. Anything else moves on to the
 # next target at once, since asking again would get the same answer.
 RETRYABLE = frozenset(
@@ -297,7 +316,13 @@ def _complete_target(
         tokens = (answer.input_tokens, answer.output_tokens) if answer else (0, 0)
         attempts.append(Attempt(provider.name, target.model, outcome, detail, latency, *tokens))
         if outcome is not Outcome.OK:
-            logger.warning("Model call %s/%s: %s %s", provider.name, target.model, outcome, detail)
+            logger.warning(
+                "Model call %s/%s: %s %s",
+                provider.name,
+                target.model,
+                outcome,
+                _detail_for_log(outcome, detail),
+            )
         if span is not None:  # every attempt records exactly once: its span ends here
             model_call_end(
                 span,

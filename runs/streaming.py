@@ -14,6 +14,7 @@ changing it; decision 0036 says when they meet):
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -83,7 +84,9 @@ def call_streamed[T](
                 return ended(value, Outcome.UNEXPECTED, "The call stopped without an outcome.")
         return ended(None, Outcome.CANCELLED, "Cancelled; the call did not stop in time.")
 
-    threading.Thread(target=call, name="playground-run", daemon=True).start()
+    # In a copy of the request's context: the call's log lines carry the request's id.
+    runner = contextvars.copy_context().run
+    threading.Thread(target=runner, args=(call,), name="playground-run", daemon=True).start()
     deadline = started + max_seconds
     outcome: CallOutcome | None = None
     try:

@@ -29,6 +29,8 @@ PROJECT_VARIABLES = (
     "SESSION_COOKIE_SECURE",
     "CSRF_COOKIE_SECURE",
     "DJANGO_SETTINGS_MODULE",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
 )
 PRINT_SETTINGS = """
 import json
@@ -190,3 +192,51 @@ def test_behind_a_transaction_pooler_nothing_needs_a_session(tmp_path):
     assert pooled["options"]["prepare_threshold"] is None
     assert not direct["server_side_cursors_off"]
     assert "prepare_threshold" not in direct["options"]
+
+
+LOG_A_LINE = """
+import logging
+import django
+django.setup()
+logging.getLogger("releases.cache").warning("Release changed: prompt=%s", "a")
+"""
+
+
+def test_plain_logs_by_default_json_lines_when_asked(tmp_path):
+    plain = run(
+        ["-c", LOG_A_LINE], tmp_path, **PRODUCTION, DJANGO_SETTINGS_MODULE="config.settings"
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stderr.strip().endswith(" WARNING releases.cache Release changed: prompt=a")
+
+    result = run(
+        ["-c", LOG_A_LINE],
+        tmp_path,
+        **PRODUCTION,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        LOG_FORMAT="json",
+    )
+
+    assert result.returncode == 0, result.stderr
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert (line["level"], line["logger"], line["message"]) == (
+        "WARNING",
+        "releases.cache",
+        "Release changed: prompt=a",
+    )
+
+
+def test_a_misspelled_log_format_refuses_to_start(tmp_path):
+    result = run(["manage.py", "check"], tmp_path, **{**PRODUCTION, "LOG_FORMAT": "jsno"})
+
+    assert result.returncode != 0
+    assert "LOG_FORMAT must be plain or json, not 'jsno'" in result.stderr
+
+
+def test_a_heartbeat_that_is_stale_before_the_next_is_due_refuses_to_start(tmp_path):
+    env = {**PRODUCTION, "WORKER_HEARTBEAT_SECONDS": "60", "WORKER_HEARTBEAT_STALE_SECONDS": "60"}
+
+    result = run(["manage.py", "check"], tmp_path, **env)
+
+    assert result.returncode != 0
+    assert "WORKER_HEARTBEAT_STALE_SECONDS must be above WORKER_HEARTBEAT_SECONDS" in result.stderr

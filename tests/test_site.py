@@ -39,7 +39,7 @@ def test_the_home_page_says_what_this_is_and_where_to_go(client: Client, db) -> 
     assert response.status_code == 200
     body = response.content.decode()
     assert "Prompt Registry" in body
-    for name in ("admin:index", "docs", "schema", "healthz"):
+    for name in ("admin:index", "docs", "schema", "healthz", "readyz"):
         assert f'href="{reverse(name)}"' in body, name
     # Public: nothing the registry holds.
     assert "secret.internal-prompt" not in body

@@ -103,3 +103,40 @@ def test_a_worker_killed_mid_run_is_restarted_and_every_case_is_scored_once(
     # The cases scored before the kill were not asked again: at most the one in hand was.
     calls = model_server.requests.for_path("/v1/chat/completions")
     assert len(names) <= len(calls) <= len(names) + 1
+
+
+def test_an_eval_run_started_by_a_request_logs_its_batches_with_its_request_id(
+    released, model_server, worker, author_client
+):
+    """The request id follows the API request into its batches on the worker (config.logs)."""
+    dataset = dataset_create(prompt=released.prompt, name="golden", actor=ACTOR)
+    dataset_import(dataset=dataset, content=cases_file(["Ada", "Bob"]), format="jsonl")
+    draft = make_version(
+        released.prompt,
+        commit=False,
+        variables=RELEASED_VARIABLES,
+        templates={"en": {"instruction": "Hello {{ customer_name }}."}},
+    )
+    worker.env["LOG_FORMAT"] = "json"
+    worker.start()
+
+    response = author_client.post(
+        f"/api/v1/prompts/{released.prompt.key}/versions/{draft.number}/evaluations",
+        data=json.dumps({"dataset": "golden"}),
+        content_type="application/json",
+        HTTP_X_REQUEST_ID="req-eval-1",
+    )
+
+    assert response.status_code == 202, response.content
+    run_id = response.json()["id"]
+    wait_for(lambda: finished(run_id), "the run")
+
+    def batch_lines() -> list[dict]:
+        lines = worker.log.read_text().splitlines()
+        found = [json.loads(line) for line in lines if line.startswith("{")]
+        return [
+            f for f in found if "eval_run_batch" in f["message"] and "succeeded" in f["message"]
+        ]
+
+    wait_for(lambda: len(batch_lines()) >= 2, "the batches' lines (the run's and its baseline's)")
+    assert {line["request_id"] for line in batch_lines()} == {"req-eval-1"}

@@ -235,3 +235,13 @@ print(provider.resource.attributes["service.name"])
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "tests"
+
+
+def test_a_log_line_names_the_trace_it_was_written_in(spans):
+    from config.telemetry import current_trace_id
+
+    assert current_trace_id() is None  # outside a span
+    with trace.get_tracer("tests").start_as_current_span("request") as span:
+        inside = current_trace_id()
+
+    assert inside == format(span.get_span_context().trace_id, "032x")
