@@ -7,6 +7,9 @@ import os
 from celery import Celery
 from django.conf import settings
 
+# Connects the task signals counted in the metrics, and the worker's metrics port (docs/metrics.md).
+from . import worker_metrics  # noqa: F401
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("config")

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api.metrics import metrics_view
+
 from . import views
 from .site import by_use
 
@@ -13,6 +15,8 @@ admin.site.get_app_list = by_use(admin.site.get_app_list)  # Prompts first (conf
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    # Answered by api.metrics.MetricsMiddleware before the stack; named here to be reversed.
+    path("metrics", metrics_view, name="metrics"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("api.urls")),
