@@ -22,8 +22,8 @@ ENV PATH=/venv/bin:$PATH \
     STATIC_ROOT=/app/static \
     DEBUG=false
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin registry \
- && mkdir -p /var/lib/prompt-registry \
- && chown registry /var/lib/prompt-registry
+ && mkdir -p /var/lib/prompt-registry /tmp/promptregistry-metrics \
+ && chown registry /var/lib/prompt-registry /tmp/promptregistry-metrics
 COPY --from=build /venv /venv
 COPY --from=build --chown=root:root /src /app
 WORKDIR /app

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 
 def _int(name: str, default: int) -> int:
@@ -51,6 +53,30 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 # The temporary heartbeat files of the workers: in memory where there is /dev/shm (a container's
 # disk can be slow enough to get healthy workers killed).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+# Metrics (docs/metrics.md): the workers count into files under one directory, which /metrics adds
+# up, so a scrape that reaches any worker sees the whole process group. Without a directory named
+# in the environment, each start gets a new one of its own (named before the application loads:
+# prometheus_client chooses its mode at import).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="promptregistry-web-metrics-")
+
+
+def on_starting(server) -> None:
+    """Before any worker: an empty directory for this run's metrics (none left from a previous
+    one, whose counters would add up again)."""
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:
+    """A worker ended (max-requests, a crash, a reload): its live gauges go; its counters stay in
+    the sums, as they must."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def _logconfig() -> dict:

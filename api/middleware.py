@@ -36,16 +36,22 @@ class FastRoute:
     regex: re.Pattern[str]
     converters: tuple[tuple[str, Any], ...]  # those whose ``to_python`` changes the string
     view: Callable[..., HttpResponse]
+    # The pattern as Django's ``resolver_match.route`` spells it ("api/v1/prompts/<key:key>/run"):
+    # what the request metrics count it under (``api.metrics``), as they do every other URL.
+    route: str
 
 
 def fast_routes(resolver: URLResolver) -> tuple[FastRoute, ...]:
     """Every URL of the URLconf whose view is a ``runtime_view``, in the URLconf's order: the
     patterns (and their converters) are the URLconf's own, so they exist once."""
-    return tuple(_fast_routes(resolver.url_patterns, _bare(resolver.pattern), ()))
+    return tuple(_fast_routes(resolver.url_patterns, _bare(resolver.pattern), (), ""))
 
 
 def _fast_routes(
-    patterns: list[URLPattern | URLResolver], prefix: str, converters: tuple[tuple[str, Any], ...]
+    patterns: list[URLPattern | URLResolver],
+    prefix: str,
+    converters: tuple[tuple[str, Any], ...],
+    route: str,
 ) -> Iterator[FastRoute]:
     for entry in patterns:
         regex = prefix + _bare(entry.pattern)
@@ -54,10 +60,11 @@ def _fast_routes(
             for name, converter in entry.pattern.converters.items()
             if type(converter).to_python is not StringConverter.to_python  # the string as it is
         )
+        joined = URLResolver._join_route(route, str(entry.pattern))
         if isinstance(entry, URLResolver):
-            yield from _fast_routes(entry.url_patterns, regex, found)
+            yield from _fast_routes(entry.url_patterns, regex, found, joined)
         elif is_runtime_view(entry.callback):
-            yield FastRoute(re.compile(regex), found, entry.callback)
+            yield FastRoute(re.compile(regex), found, entry.callback, joined)
 
 
 def _bare(pattern: RoutePattern | RegexPattern) -> str:
@@ -241,6 +248,7 @@ class RuntimeMiddleware:
                         kwargs[name] = converter.to_python(kwargs[name])
                 except ValueError:  # as Django's resolver: not this URL after all
                     continue
+                request.url_route = route.route  # what resolver_match.route says for the rest
                 # Django's Host check normally runs in CommonMiddleware, which is skipped here.
                 if not host_allowed(request):
                     bad_host = ProblemAnswer(problems.BAD_HOST, "The Host header is not allowed.")

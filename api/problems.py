@@ -75,6 +75,12 @@ HTTPS_REQUIRED = ProblemType(403, "https-required", "This service answers only o
 ENVIRONMENT_FORBIDDEN = ProblemType(
     403, "environment-forbidden", "The API key is limited to other environments."
 )
+# GET /metrics (api.metrics): the token METRICS_TOKEN names is missing or wrong (401), or the
+# scrape comes from outside METRICS_ALLOWED_NETWORKS (403).
+METRICS_UNAUTHENTICATED = ProblemType(
+    401, "metrics-unauthenticated", "A valid metrics token is needed."
+)
+METRICS_FORBIDDEN = ProblemType(403, "metrics-forbidden", "Metrics are not served to this address.")
 NOT_FOUND = ProblemType(404, "not-found", "Not found.")
 METHOD_NOT_ALLOWED = ProblemType(405, "method-not-allowed", "That method is not allowed here.")
 NOT_ACCEPTABLE = ProblemType(406, "not-acceptable", "No acceptable representation.")
@@ -207,6 +213,8 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         INSUFFICIENT_SCOPE,
         HTTPS_REQUIRED,
         ENVIRONMENT_FORBIDDEN,
+        METRICS_UNAUTHENTICATED,
+        METRICS_FORBIDDEN,
         NOT_FOUND,
         METHOD_NOT_ALLOWED,
         NOT_ACCEPTABLE,

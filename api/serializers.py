@@ -185,8 +185,11 @@ class DecimalNumberField(serializers.DecimalField):
         if isinstance(data, float):
             if not math.isfinite(data):
                 self.fail("invalid")
-            hundredths = round(data * 100)
-            if abs(data * 100 - hundredths) <= self._TOLERANCE:
+            scaled = data * 100
+            # A float near the top of its range has no finite hundredfold: it is read as written
+            # (then refused by the digits' bound), never rounded through infinity.
+            hundredths = round(scaled) if math.isfinite(scaled) else None
+            if hundredths is not None and abs(scaled - hundredths) <= self._TOLERANCE:
                 data = Decimal(hundredths) / 100
             else:
                 data = Decimal(repr(data))

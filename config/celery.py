@@ -16,7 +16,9 @@ from django.conf import settings
 
 from config.telemetry import telemetry_start
 
-from . import logs
+# worker_metrics: imported to connect the task signals the metrics count, and the worker's
+# metrics port (docs/metrics.md).
+from . import logs, worker_metrics  # noqa: F401
 from .health import heartbeat_record
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -9,6 +9,7 @@ Production settings are the same module with production values in the environmen
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -93,6 +94,9 @@ MIDDLEWARE = [
     "config.middleware.ProbeMiddleware",
     # The log context of every request, the runtime path's included (config.logs).
     "config.middleware.RequestContextMiddleware",
+    # Before everything: times and counts every request by route, the runtime path's included,
+    # and answers /metrics to the scrapes METRICS_* allow (api/metrics.py).
+    "api.metrics.MetricsMiddleware",
     # Then: answers the runtime path (resolve, render, run, bundle, stream) itself, skipping the
     # rest (api/middleware.py).
     "api.middleware.RuntimeMiddleware",
@@ -444,6 +448,38 @@ if WORKER_HEARTBEAT_STALE_SECONDS <= WORKER_HEARTBEAT_SECONDS:
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 if LOG_FORMAT not in {"plain", "json"}:
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
+
+# Metrics (GET /metrics, docs/metrics.md): who may scrape them. METRICS_ALLOWED_NETWORKS: the
+# addresses a scrape may come from (CIDRs, or single addresses; the connection's own address, never
+# a forwarded header), empty for any; METRICS_TOKEN: when set, a scrape must also send it as
+# `Authorization: Bearer <token>`. One of the two must be set: opening /metrics to any address
+# with no token takes saying so (METRICS_ALLOWED_NETWORKS=0.0.0.0/0,::/0).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = [
+    network.strip()
+    for network in env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+    if network.strip()
+]
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network (10.0.0.0/8, ::1/128)"
+        ) from exc
+if not METRICS_TOKEN and not METRICS_ALLOWED_NETWORKS:
+    raise ImproperlyConfigured(
+        "Set METRICS_TOKEN or METRICS_ALLOWED_NETWORKS: /metrics would be open to anyone. "
+        "To allow every address, name them: METRICS_ALLOWED_NETWORKS=0.0.0.0/0,::/0"
+    )
+# The Celery worker serves its metrics on this port and address (config/worker_metrics.py; port 0:
+# not at all). Its tasks run in child processes, which share their figures through
+# PROMETHEUS_MULTIPROC_DIR. The port has none of /metrics's checks: loopback unless told otherwise.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", default=0)
+if WORKER_METRICS_PORT > 65535:
+    raise ImproperlyConfigured(f"WORKER_METRICS_PORT must be a TCP port, not {WORKER_METRICS_PORT}")
+WORKER_METRICS_ADDRESS = env.str("WORKER_METRICS_ADDRESS", default="127.0.0.1")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

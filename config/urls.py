@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api.metrics import metrics_view
+
 from . import views
 from .site import by_use
 
@@ -15,6 +17,8 @@ urlpatterns = [
     # Also answered ahead of the middleware stack (config.middleware.ProbeMiddleware).
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    # Answered by api.metrics.MetricsMiddleware before the stack; named here to be reversed.
+    path("metrics", metrics_view, name="metrics"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("api.urls")),

@@ -20,6 +20,13 @@ Failure rules (DESIGN.md):
   revisions with one narrow query every ``RELEASE_CACHE_CHECK_SECONDS``.
 
 The listener starts lazily in each process (after a gunicorn fork too) and is a daemon thread.
+
+Metrics (config.metrics): lookups answered from memory (hits), reads from the database (loads, of
+an environment or of one release), answers served from the copy while the database is down
+(degraded), and when this process last read its revisions from the database. That time moves on
+with every load and every periodic check (``RELEASE_CACHE_CHECK_SECONDS``), so on a healthy process
+it is never older than the check's interval; it stops while the database cannot be read, or while
+the listener is stuck, which is when the copy may fall behind.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
+from config.metrics import CACHE_CONFIRMED, CACHE_DEGRADED, CACHE_HITS, CACHE_LOADS
+
 from . import selectors
 from .resolution import ServedRelease
 from .snippets import ServedSnippets
@@ -49,6 +58,11 @@ DATABASE_UNAVAILABLE = "database-unavailable"
 # query PostgreSQL refuses for what it was given (DataError: a NUL in a string, a value out of
 # range) is no outage, and must never be answered as one: it propagates as the bug it is.
 DATABASE_OUTAGE = (OperationalError, InterfaceError)
+
+
+# Bound once: a lookup's cost on the runtime path is a counter's increment, no label lookup.
+_ENVIRONMENT_LOADS = CACHE_LOADS.labels(scope="environment")
+_RELEASE_LOADS = CACHE_LOADS.labels(scope="release")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +159,7 @@ class ReleaseCache:
             snapshot = (
                 self._environments.get(environment) if environment in self._complete else None
             )
+            held_in_memory = snapshot is not None
             if snapshot is None:
                 try:
                     snapshot = self._load_environment(environment)
@@ -152,12 +167,13 @@ class ReleaseCache:
                     logger.warning(
                         "Database unavailable loading env=%s", environment, exc_info=True
                     )
-                    held = self._environments.get(environment, {}).get(prompt)
-                    return Lookup(held, DATABASE_UNAVAILABLE)
+                    return _stale(self._environments.get(environment, {}).get(prompt))
                 if snapshot is None:
                     return Lookup(None)  # no such environment
             held = snapshot.get(prompt)
             if not self._behind(environment, prompt, held):
+                if held_in_memory:
+                    CACHE_HITS.inc()
                 return Lookup(held)
             # A newer revision was announced but its reload failed: try again below.
         try:
@@ -169,7 +185,7 @@ class ReleaseCache:
                 prompt,
                 exc_info=True,
             )
-            return Lookup(self._environments.get(environment, {}).get(prompt), DATABASE_UNAVAILABLE)
+            return _stale(self._environments.get(environment, {}).get(prompt))
 
     def environment(self, environment: str) -> tuple[dict[str, ServedRelease] | None, str]:
         """Every release of an environment (the bundle), and why it may be stale.
@@ -188,7 +204,9 @@ class ReleaseCache:
                     logger.warning(
                         "Database unavailable: serving cached env=%s", environment, exc_info=True
                     )
+                    CACHE_DEGRADED.inc()
                     return self._environments.get(environment, snapshot), DATABASE_UNAVAILABLE
+                CACHE_HITS.inc()
                 return self._environments.get(environment, snapshot), ""
         try:
             return self._load_environment(environment), ""
@@ -197,6 +215,7 @@ class ReleaseCache:
                 "Database unavailable: serving cached env=%s", environment, exc_info=True
             )
             if environment in self._whole:
+                CACHE_DEGRADED.inc()
                 return self._environments.get(environment), DATABASE_UNAVAILABLE
             return None, DATABASE_UNAVAILABLE
 
@@ -215,6 +234,8 @@ class ReleaseCache:
     def _load_environment(self, environment: str) -> dict[str, ServedRelease] | None:
         generation = self._generation
         loaded = {r.prompt: r for r in selectors.served_releases(environment=environment)}
+        _ENVIRONMENT_LOADS.inc()
+        CACHE_CONFIRMED.set_to_current_time()
         # Unknown environments are never stored: a caller naming environments at random must not
         # grow this cache (or the periodic check).
         if not loaded and not selectors.environment_exists(name=environment):
@@ -240,6 +261,8 @@ class ReleaseCache:
         """Reads one release and stores it unless the copy held is newer; returns the newer."""
         generation = self._generation
         found = selectors.served_releases(environment=environment, prompt=prompt)
+        _RELEASE_LOADS.inc()
+        CACHE_CONFIRMED.set_to_current_time()
         release = found[0] if found else None
         with self._lock:
             held = self._environments.get(environment, {}).get(prompt)
@@ -414,10 +437,18 @@ class ReleaseCache:
                 for prompt, revision in revisions.items():
                     if prompt not in held or held[prompt].revision < revision:
                         self.announce(environment, prompt, revision)
+            CACHE_CONFIRMED.set_to_current_time()
         except DatabaseError:
             logger.warning("Could not check release revisions", exc_info=True)
         finally:
             connections.close_all()
+
+
+def _stale(held: ServedRelease | None) -> Lookup:
+    """The database is down: the copy held (None: no copy, which the caller answers 503)."""
+    if held is not None:
+        CACHE_DEGRADED.inc()
+    return Lookup(held, DATABASE_UNAVAILABLE)
 
 
 _cache: ReleaseCache | None = None

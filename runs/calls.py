@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import connections
 
+from config.metrics import MODEL_CALLS, MODEL_COST, MODEL_DURATION, MODEL_FIRST_TOKEN, MODEL_TOKENS
 from registry.strictjson import storable
 
 from .models import Call, ModelPrice
 from .redaction import redact, redact_text
 
 if TYPE_CHECKING:
-    from .providers import Attempt
+    from .providers import Attempt, Completion, ProviderUnavailable
 
 MILLION = Decimal(1_000_000)
 
@@ -146,6 +147,49 @@ def attempts_as_dicts(attempts: Sequence[Attempt]) -> list[dict[str, Any]]:
         }
         for a in attempts
     ]
+
+
+def call_observe(
+    *,
+    source: str,
+    prompt: str,
+    version: int,
+    variant: str,
+    primary: tuple[str, str],
+    completion: Completion | None,
+    failure: ProviderUnavailable | None,
+    latency_ms: float,
+    cost: Decimal | None,
+) -> None:
+    """Counts one model call in the metrics (``config.metrics``), whoever made it: ``source`` is
+    ``run`` or ``playground`` (``Call.Source``), ``shadow``, ``eval`` or ``judge``. As its call
+    record would: the provider and model that answered, or, failed, the binding's ``primary``
+    with the last attempt's outcome; the tokens and cost of every answered attempt. Never a
+    subject, a request id or a key: those would make a series per caller."""
+    if completion is not None:
+        provider, model, outcome = completion.provider, completion.model, "ok"
+        tokens = (completion.input_tokens, completion.output_tokens)
+        first_token_ms = completion.time_to_first_token_ms
+    else:
+        assert failure is not None
+        provider, model = primary
+        outcome = str(failure.attempts[-1].outcome) if failure.attempts else "no_targets"
+        tokens = (
+            sum(a.input_tokens for a in failure.attempts),
+            sum(a.output_tokens for a in failure.attempts),
+        )
+        first_token_ms = None
+    labels = (source, prompt, str(version), variant, provider, model)
+    timed = (source, prompt, str(version), provider, model)
+    MODEL_CALLS.labels(*labels, outcome).inc()
+    MODEL_DURATION.labels(*timed).observe(latency_ms / 1000)
+    if first_token_ms is not None:
+        MODEL_FIRST_TOKEN.labels(*timed).observe(first_token_ms / 1000)
+    for direction, count in zip(("input", "output"), tokens, strict=True):
+        if count:
+            MODEL_TOKENS.labels(*labels, direction).inc(count)
+    if cost:
+        MODEL_COST.labels(*labels).inc(float(cost))
 
 
 def call_insert(call: Call, *, using: str = "default") -> Call:

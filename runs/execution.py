@@ -36,6 +36,7 @@ from .calls import (
     attempts_as_dicts,
     attempts_cost,
     call_insert,
+    call_observe,
     stored_output,
     stored_tool_calls,
     subject_hash,
@@ -276,6 +277,18 @@ def _call_record(
                 else None
             ),
         }
+    # Counted whether or not the record can be written: the model was called, and paid.
+    call_observe(
+        source=str(source),
+        prompt=release.prompt,
+        version=resolution.version.number,
+        variant=resolution.assignment.label,
+        primary=(prepared.binding.provider, prepared.binding.model),
+        completion=completion,
+        failure=failure,
+        latency_ms=outcome.latency_ms,
+        cost=fields["cost"],
+    )
     # One INSERT in autocommit, the record's only round trip: the rows it points at come with the
     # served release, the prices with the providers. A transaction around it would add a BEGIN
     # and a COMMIT for a single statement that is atomic anyway.

@@ -11,6 +11,9 @@ With no broker (the embedded default, eager Celery) the thread runs the shadow i
 
 Each job is handed on in the context it was queued in (``contextvars``): the live request's log
 context, whose request id Celery's publish signal puts on the job (config.logs).
+
+Metrics (config.metrics): the jobs waiting (a gauge summed over the processes) and the jobs dropped,
+by reason: ``full`` (the queue was) or ``broker`` (it refused the job, or was down).
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections
 
+from config.metrics import OUTBOX_DEPTH, OUTBOX_DROPPED
+
 logger = logging.getLogger(__name__)
 
 CAPACITY = 1000
+_DROPPED_FULL = OUTBOX_DROPPED.labels(reason="full")
+_DROPPED_BROKER = OUTBOX_DROPPED.labels(reason="broker")
 
 
 class Outbox:
@@ -46,11 +53,14 @@ class Outbox:
     def put(self, job: dict[str, Any]) -> bool:
         """Queue a job; False (and counted) when the queue is full."""
         self._ensure_thread()
+        OUTBOX_DEPTH.inc()  # before the put: the thread may take the job (and count it) at once
         try:
             self._queue.put_nowait((job, contextvars.copy_context()))
         except queue.Full:
+            OUTBOX_DEPTH.dec()
             with self._lock:
                 self.dropped += 1
+            _DROPPED_FULL.inc()
             logger.warning("Shadow queue full: a shadow job was dropped (%d so far)", self.dropped)
             return False
         return True
@@ -80,6 +90,7 @@ class Outbox:
             try:
                 queued_in.run(self._publish, job)
             finally:
+                OUTBOX_DEPTH.dec()
                 self._queue.task_done()
 
     def _publish(self, job: dict[str, Any]) -> None:
@@ -102,6 +113,7 @@ class Outbox:
         except Exception:  # whatever the broker or an eager task raises: count it, keep going
             with self._lock:
                 self.dropped += 1
+            _DROPPED_BROKER.inc()
             logger.exception("A shadow job could not be queued and was dropped")
         else:
             with self._lock:

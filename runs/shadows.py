@@ -11,6 +11,7 @@ and nothing acts on the answer.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -29,7 +30,14 @@ from releases.resolution import version_render
 from releases.selectors import served_version, stable_following
 from releases.state import release_state, shadow_budget
 
-from .calls import attempts_as_dicts, completion_cost, stored_output, stored_tool_calls
+from .calls import (
+    attempts_as_dicts,
+    attempts_cost,
+    call_observe,
+    completion_cost,
+    stored_output,
+    stored_tool_calls,
+)
 from .comparison import compare
 from .models import Call, ShadowRun
 from .payloads import PayloadError, PayloadRefused, payload_open
@@ -149,9 +157,26 @@ def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: st
     except RegistryError as exc:
         # The shadow version declares other variables than the live call had: a finding, not a crash.
         return _finish(run, status=ShadowRun.Status.ERROR, error_class="render_invalid", detail=exc)
+    # Counted as the shadow's kind (candidate, noise) in place of a release's variant.
+    observed = {
+        "source": "shadow",
+        "prompt": call.prompt.key,
+        "version": run.version.number,
+        "variant": run.kind,
+        "primary": (binding.provider, binding.model),
+    }
+    started = time.perf_counter()
     try:
         completion = complete(binding=binding, messages=to_messages(rendered))
     except ProviderUnavailable as failure:
+        # Answers the schema refused were billed all the same (the row keeps no cost of them).
+        call_observe(
+            **observed,
+            completion=None,
+            failure=failure,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            cost=attempts_cost(failure.attempts),
+        )
         last = failure.attempts[-1].outcome if failure.attempts else "no_targets"
         return _finish(
             run,
@@ -164,6 +189,14 @@ def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: st
     output = answer_with_tool_calls(
         stored_output(completion.text, completion.parsed),
         stored_tool_calls(completion.tool_calls),
+    )
+    cost = completion_cost(completion)
+    call_observe(
+        **observed,
+        completion=completion,
+        failure=None,
+        latency_ms=completion.latency_ms,
+        cost=cost,
     )
     comparison = compare(
         answer_with_tool_calls(call.output, call.tool_calls),
@@ -179,7 +212,7 @@ def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: st
         latency_ms=completion.latency_ms,
         input_tokens=completion.input_tokens,
         output_tokens=completion.output_tokens,
-        cost=completion_cost(completion),
+        cost=cost,
         output=output,
         exact_match=comparison.exact_match,
         similarity=comparison.similarity,

@@ -77,7 +77,10 @@ def test_the_image_runs_the_web_process_by_default():
 
 
 def test_every_setting_the_deployment_files_pass_is_one_the_service_reads():
+    services = compose()["services"]
     passed = set(compose()["x-registry"]["environment"])
+    for name in procfile():
+        passed |= set(services[name].get("environment", {}))
     # The image's own stage: the build stage's variables (pip's) never reach the service.
     runtime_stage = (ROOT / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1]
     for block in re.findall(r"^ENV (.*?)(?<!\\)$", runtime_stage, re.MULTILINE | re.DOTALL):

@@ -240,3 +240,36 @@ def test_a_heartbeat_that_is_stale_before_the_next_is_due_refuses_to_start(tmp_p
 
     assert result.returncode != 0
     assert "WORKER_HEARTBEAT_STALE_SECONDS must be above WORKER_HEARTBEAT_SECONDS" in result.stderr
+
+
+# --- metrics (docs/metrics.md) --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        (
+            {"METRICS_ALLOWED_NETWORKS": "10.0.0.0/8,intranet"},
+            "METRICS_ALLOWED_NETWORKS: 'intranet' is not a network",
+        ),
+        # Neither networks nor a token: /metrics would be open to anyone.
+        ({"METRICS_ALLOWED_NETWORKS": ""}, "Set METRICS_TOKEN or METRICS_ALLOWED_NETWORKS"),
+        ({"WORKER_METRICS_PORT": "70000"}, "WORKER_METRICS_PORT must be a TCP port"),
+    ],
+)
+def test_a_metrics_setting_that_cannot_be_meant_refuses_to_start(tmp_path, variables, says):
+    result = run(["manage.py", "check"], tmp_path, **{**PRODUCTION, **variables})
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert says in result.stderr
+
+
+def test_a_token_alone_may_open_metrics_to_every_address(tmp_path):
+    result = run(
+        ["manage.py", "check"],
+        tmp_path,
+        **{**PRODUCTION, "METRICS_ALLOWED_NETWORKS": "", "METRICS_TOKEN": "a-long-scrape-token"},
+    )
+
+    assert result.returncode == 0, result.stderr

@@ -39,6 +39,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.utils import timezone
 
+from config.metrics import CANARY_VERDICTS
 from registry.actors import Actor
 from registry.errors import Problem, RegistryError
 from registry.models import Prompt
@@ -652,7 +653,7 @@ def _verdict(
     event: ReleaseEvent | None = None,
 ) -> CanaryVerdict:
     step, percent = judged_step
-    return CanaryVerdict.objects.create(
+    verdict = CanaryVerdict.objects.create(
         analysis=analysis,
         outcome=outcome,
         step=step,
@@ -661,3 +662,9 @@ def _verdict(
         figures=figures.as_dict(),
         release_event=event,
     )
+    release = analysis.release
+    counted = CANARY_VERDICTS.labels(
+        prompt=release.prompt.key, environment=release.environment.name, verdict=outcome
+    )
+    transaction.on_commit(counted.inc)  # a look that rolls back decided nothing
+    return verdict

@@ -28,6 +28,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
+from config.metrics import EVAL_RUNS_FINISHED
 from registry.actors import Actor
 from registry.content import ModelBinding
 from registry.errors import ProblemsError, RegistryError
@@ -36,7 +37,7 @@ from registry.selectors import version_content, version_get, version_render
 from registry.snippets import Following, latest_committed
 from releases.models import Environment, Release
 from releases.selectors import environment_get, stable_following
-from runs.calls import completion_cost
+from runs.calls import attempts_cost, call_observe, completion_cost
 from runs.models import Provider
 from runs.providers import ProviderUnavailable, binding_providers, complete
 from runs.tool_calls import answer_with_tool_calls
@@ -284,6 +285,7 @@ def eval_run_cancel(*, run: EvalRun, actor: Actor) -> EvalRun:
     if not changed and run.status != EvalRun.Status.CANCELLED:
         raise EvalRunEnded(f"Eval run {run.pk} is {run.status} already.")
     if changed:
+        _ended(EvalRun.Status.CANCELLED)
         logger.info("Eval run cancelled: run=%s actor=%s", run.pk, actor.label)
     return run
 
@@ -301,6 +303,7 @@ class _Target:
     # How its includes that follow a snippet resolve: the snippet's stable version in the run's
     # environment, as a release there would serve them (no environment: the latest committed).
     following: Following = latest_committed
+    prompt: str = ""  # the prompt's key, which the model call is counted under
 
 
 def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
@@ -333,13 +336,14 @@ def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
     scored = 0
     if todo:
         version = PromptVersion.objects.select_related("prompt").get(pk=run.version_id)
-        version = version_get(prompt=version.prompt, number=version.number)
+        prompt = version.prompt
+        version = version_get(prompt=prompt, number=version.number)
         binding = version_content(version).model
         environment = (
             Environment.objects.filter(pk=run.environment_id).values_list("name", flat=True).first()
         )
         following = stable_following(environment) if environment else latest_committed
-        target = _Target(version, binding, binding_providers(binding), following)
+        target = _Target(version, binding, binding_providers(binding), following, prompt.key)
         rows = Case.objects.in_bulk(list(todo.values()))
         for key, pk in todo.items():
             # Checked per case, so a cancel stops a batch within one model call.
@@ -394,7 +398,13 @@ def _finish_if_complete(*, run_id: int, total: int) -> None:
     if EvalRun.objects.filter(pk=run_id, status__in=IN_PROGRESS).update(
         status=EvalRun.Status.FINISHED, finished_at=timezone.now()
     ):
+        _ended(EvalRun.Status.FINISHED)
         logger.info("Eval run finished: run=%s cases=%d", run_id, total)
+
+
+def _ended(status: str) -> None:
+    """Counts a run that ended, once its transaction (if any) has committed."""
+    transaction.on_commit(EVAL_RUNS_FINISHED.labels(status=status).inc)
 
 
 def _failed(
@@ -441,21 +451,34 @@ def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -
     except RegistryError as exc:
         # The draft declares other variables than the cases have: a finding about the version.
         return _failed(run_id, key, case, "render_invalid", _problems_text(exc))
+    observed = {
+        "source": "eval",
+        "prompt": target.prompt,
+        "version": target.version.number,
+        "variant": "",
+        "primary": (target.binding.provider, target.binding.model),
+    }
     started = time.perf_counter()
     try:
         completion = complete(
             binding=target.binding, messages=rendered.messages, providers=target.providers
         )
     except ProviderUnavailable as failure:
-        last = failure.attempts[-1].outcome if failure.attempts else "no_targets"
-        return _failed(
-            run_id,
-            key,
-            case,
-            str(last),
-            str(failure),
-            latency_ms=(time.perf_counter() - started) * 1000,
+        latency_ms = (time.perf_counter() - started) * 1000
+        # Answers the schema refused were billed all the same (the result keeps no cost of them).
+        call_observe(
+            **observed,
+            completion=None,
+            failure=failure,
+            latency_ms=latency_ms,
+            cost=attempts_cost(failure.attempts),
         )
+        last = failure.attempts[-1].outcome if failure.attempts else "no_targets"
+        return _failed(run_id, key, case, str(last), str(failure), latency_ms=latency_ms)
+    cost = completion_cost(completion)
+    call_observe(
+        **observed, completion=completion, failure=None, latency_ms=completion.latency_ms, cost=cost
+    )
     output = answer_with_tool_calls(completion.text, completion.tool_calls)
     verdict = score(output, case.expectation, judge=registry_judge, inputs=case.variables)
     return EvalResult(
@@ -473,5 +496,5 @@ def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -
         latency_ms=completion.latency_ms,
         input_tokens=completion.input_tokens,
         output_tokens=completion.output_tokens,
-        cost=completion_cost(completion),
+        cost=cost,
     )

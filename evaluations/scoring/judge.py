@@ -13,6 +13,7 @@ from django.db import DatabaseError
 from registry.errors import ProblemsError, RegistryError
 from releases.cache import release_cache
 from releases.resolution import resolve
+from runs.calls import attempts_cost, call_observe
 from runs.execution import run_call, run_prepare
 
 from .scorers import JudgeFailed, JudgeRequest, rubric_check
@@ -57,6 +58,18 @@ def registry_judge(request: JudgeRequest) -> Any:
     except DatabaseError as exc:
         raise JudgeFailed("the database is unavailable") from exc
     outcome = run_call(prepared)
+    # Not traffic, but a model call paid for: counted as the judge's in the metrics.
+    call_observe(
+        source="judge",
+        prompt=request.prompt,
+        version=resolution.version.number,
+        variant=resolution.assignment.label,
+        primary=(prepared.binding.provider, prepared.binding.model),
+        completion=outcome.completion,
+        failure=outcome.failure,
+        latency_ms=outcome.latency_ms,
+        cost=attempts_cost(outcome.attempts, prepared.prices),
+    )
     if outcome.completion is None:
         raise JudgeFailed(str(outcome.failure))
     return outcome.completion.parsed

@@ -87,7 +87,9 @@ def test_a_release_change_refuses_other_types(releaser_client, released, body, p
     assert (release.revision, release.stable_version.number) == (2, 2)
 
 
-@pytest.mark.parametrize("percent", [" 5", "1e1", "+5", "5.555", 5.555, "", True, 101, -1])
+@pytest.mark.parametrize(
+    "percent", [" 5", "1e1", "+5", "5.555", 5.555, "", True, 101, -1, 1.7e308, -1e306]
+)
 def test_a_percent_is_a_plain_number_from_0_to_100(releaser_client, released, percent):
     response = releaser_client.post(
         f"/api/v1/releases/staging/{KEY}/canary", {"version": 3, "percent": percent}, format="json"

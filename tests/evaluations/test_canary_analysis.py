@@ -30,6 +30,7 @@ from releases.gates import GateVerdict, promotion_check_register, promotion_chec
 from releases.models import Release, ReleaseEvent
 from releases.services import release_canary_set_percent, release_canary_start
 from runs.models import Call
+from tests.metrics import counting
 
 Outcome = CanaryVerdict.Outcome
 Status = CanaryAnalysis.Status
@@ -161,6 +162,30 @@ def test_a_pass_ramps_to_the_next_step_and_the_event_carries_the_figures(release
     assert all(check(result.verdict, n)["passed"] for n in ("error_rate", "p95_latency"))
     # Optional signals with no data are reported, not judged.
     assert check(result.verdict, "feedback")["status"] == "not_judged"
+
+
+def test_each_stored_verdict_is_counted_once_its_look_commits(
+    released, manager, django_capture_on_commit_callbacks
+):
+    analysis = start(released, manager)
+    release = released.release("staging")
+    labels = {"prompt": "support.refund-reply", "environment": "staging"}
+    waits = counting("promptregistry_canary_verdicts_total", **labels, verdict="wait")
+    passes = counting("promptregistry_canary_verdicts_total", **labels, verdict="pass")
+    both_arms(release, n=150)  # min_calls is 200
+
+    with django_capture_on_commit_callbacks(execute=True):
+        look(analysis)
+        look(analysis, LOOK + timedelta(minutes=1))  # the same wait: not stored again
+    assert (waits(), passes()) == (1, 0)
+
+    both_arms(release, n=50)
+    with django_capture_on_commit_callbacks() as committed:  # held until the commit
+        assert look(analysis, LOOK + timedelta(minutes=2)).outcome == Outcome.PASS
+    assert passes() == 0
+    for callback in committed:
+        callback()
+    assert (waits(), passes()) == (1, 1)
 
 
 def test_a_pass_at_the_last_step_promotes(released, manager):

@@ -42,6 +42,7 @@ from releases.services import release_deploy
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.evalrun_scene import ACTOR, CASES, jsonl
 from tests.factories import make_version
+from tests.metrics import counting
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
 
@@ -329,6 +330,33 @@ def test_a_cancelled_run_scores_nothing_more(released, golden, draft, model_serv
     assert eval_run_batch_execute(run_id=run.pk, cases=cases) == 0
     assert not EvalResult.objects.exists()
     assert model_server.requests.for_path("/v1/chat/completions") == []
+
+
+def test_ended_runs_and_their_model_calls_are_counted_in_the_metrics(
+    released, golden, draft, run_now, django_capture_on_commit_callbacks
+):
+    finished = counting("promptregistry_eval_runs_finished_total", status="finished")
+    cancelled = counting("promptregistry_eval_runs_finished_total", status="cancelled")
+    cases = counting(
+        "promptregistry_model_calls_total",
+        source="eval",
+        prompt="support.refund-reply",
+        version=str(draft.number),
+        variant="",
+        provider="local",
+        model="echo-1",
+        outcome="ok",
+    )
+
+    run_now(prompt=released.prompt, version=draft.number)  # and its baseline, v1
+    queued = eval_run_start(
+        prompt=released.prompt, version=draft.number, dataset_name="golden", actor=ACTOR
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        eval_run_cancel(run=queued, actor=ACTOR)
+        eval_run_cancel(run=queued, actor=ACTOR)  # cancelled already: not counted again
+
+    assert (finished(), cancelled(), cases()) == (2, 1, 5)
 
 
 def test_a_finished_run_cannot_be_cancelled(released, golden, draft, run_now):

@@ -14,6 +14,7 @@ from evaluations.scoring.scorers import JudgeFailed, JudgeRequest, Score, score,
 from releases.services import release_deploy
 from runs.models import Call
 from tests.factories import PromptFactory, make_version
+from tests.metrics import counting
 
 CHAT = "/v1/chat/completions"
 
@@ -554,6 +555,31 @@ def test_a_released_rubric_judges_through_the_model(rubric, model_server) -> Non
     assert 'Input: {"customer_name": "Ada"}' in prompt_text
     assert request.body["response_format"]["type"] == "json_schema"
     assert not Call.objects.exists()  # a judgement is not traffic
+
+
+def test_a_judgement_is_counted_as_the_judge_s_model_call(rubric, model_server) -> None:
+    rubric("qa.rubric-pass", PASSING)
+    rubric("qa.rubric-down", PASSING, model="fault-500")
+    labels = {"source": "judge", "version": "1", "variant": "stable", "provider": "local"}
+    judged_ok = counting(
+        "promptregistry_model_calls_total",
+        **labels,
+        prompt="qa.rubric-pass",
+        model="echo-1",
+        outcome="ok",
+    )
+    judged_failed = counting(
+        "promptregistry_model_calls_total",
+        **labels,
+        prompt="qa.rubric-down",
+        model="fault-500",
+        outcome="server_error",
+    )
+
+    judged("x", judge_expectation("qa.rubric-pass"))
+    judged("x", judge_expectation("qa.rubric-down"))
+
+    assert (judged_ok(), judged_failed()) == (1, 1)
 
 
 def test_a_low_judged_score_fails(rubric, model_server) -> None:

@@ -22,6 +22,7 @@ from runs.outbox import Outbox
 from runs.services import calls_delete_expired
 from runs.shadows import shadow_run_execute
 from tests.factories import ORDER_LOOKUP, PromptFactory, make_version
+from tests.metrics import counting
 
 CHAT = "/v1/chat/completions"
 
@@ -108,6 +109,33 @@ def test_a_shadow_runs_the_candidate_on_the_live_inputs_and_compares(live, jobs,
     assert len(model_server.requests.for_path(CHAT)) == requests_before + 1
     sent = model_server.requests.for_path(CHAT)[-1].body["messages"]
     assert "(v1)" in sent[0]["content"]  # the shadow version's own system message
+
+
+def test_a_shadow_s_model_call_is_counted_as_the_shadow_s_beside_the_live_one(
+    live, jobs, model_server
+):
+    labels = {"prompt": "support.refund-reply", "provider": "local", "model": "echo-1"}
+    shadowed = counting(
+        "promptregistry_model_calls_total",
+        **labels,
+        source="shadow",
+        version="1",
+        variant="candidate",
+        outcome="ok",
+    )
+    served = counting(
+        "promptregistry_model_calls_total",
+        **labels,
+        source="run",
+        version="2",
+        variant="stable",
+        outcome="ok",
+    )
+
+    live()
+    shadow_run_execute(**jobs[0])
+
+    assert (shadowed(), served()) == (1, 1)
 
 
 def test_a_second_delivery_of_a_finished_job_calls_no_model(live, jobs, model_server):
@@ -197,10 +225,21 @@ def test_a_candidate_whose_model_fails_records_the_failure(
     release_deploy(prompt=prompt, environment=environments["staging"], version=1, actor=manager)
     shadow(prompt, environments["staging"], manager, 2)
     live_call(runner, "support.flaky", django_capture_on_commit_callbacks, customer_name="Bo")
+    failed = counting(
+        "promptregistry_model_calls_total",
+        source="shadow",
+        prompt="support.flaky",
+        version="2",
+        variant="candidate",
+        provider="local",
+        model="fault-500",
+        outcome="server_error",
+    )
     run = shadow_run_execute(**jobs[0])
     assert run.status == ShadowRun.Status.ERROR
     assert run.error_class == "server_error"
     assert len(run.attempts) == 3
+    assert failed() == 1
 
 
 def test_a_shadow_job_that_fails_unexpectedly_ends_in_error_and_is_not_run_again(
