@@ -51,12 +51,14 @@ class ProbeMiddleware:
         probe = PROBES.get(request.path_info)
         if probe is None:
             return self.get_response(request)
+        request.url_route = request.path_info[1:]  # its route in the metrics (api.metrics)
         return secure_headers(request, probe(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         probe = PROBES.get(request.path_info)
         if probe is None:
             return await self.get_response(request)
+        request.url_route = request.path_info[1:]
         # Off the thread the async views' sync parts share: /readyz may wait on the database.
         answered = await sync_to_async(probe, thread_sensitive=False)(request)
         return secure_headers(request, answered)

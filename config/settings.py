@@ -90,13 +90,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: /healthz and /readyz, whatever the Host and the scheme (decision 0037).
+    # Before everything: times and counts every request by route, the probes' and the runtime
+    # path's included, and answers /metrics to the scrapes METRICS_* allow (api/metrics.py).
+    "api.metrics.MetricsMiddleware",
+    # Then /healthz and /readyz, whatever the Host and the scheme (decision 0037).
     "config.middleware.ProbeMiddleware",
     # The log context of every request, the runtime path's included (config.logs).
     "config.middleware.RequestContextMiddleware",
-    # Before everything: times and counts every request by route, the runtime path's included,
-    # and answers /metrics to the scrapes METRICS_* allow (api/metrics.py).
-    "api.metrics.MetricsMiddleware",
     # Then: answers the runtime path (resolve, render, run, bundle, stream) itself, skipping the
     # rest (api/middleware.py).
     "api.middleware.RuntimeMiddleware",

@@ -191,7 +191,8 @@ def test_a_scrape_over_plain_http_by_ip_address_is_served_under_production_setti
     by_ipv6 = client.get("/metrics", HTTP_HOST="[fd00::7]:8000")
     by_allowed_name = client.get("/metrics", HTTP_HOST="registry.example.com")
     by_other_name = client.get("/metrics", HTTP_HOST="attacker.example")
-    healthz = client.get("/healthz", HTTP_HOST="registry.example.com")
+    # Not /healthz: the probes answer over plain http too (decision 0037).
+    admin = client.get("/admin/login/", HTTP_HOST="registry.example.com")
 
     assert (by_address.status_code, by_ipv6.status_code, by_allowed_name.status_code) == (
         200,
@@ -200,7 +201,7 @@ def test_a_scrape_over_plain_http_by_ip_address_is_served_under_production_setti
     )
     assert by_other_name.status_code == 400
     assert by_other_name.json()["type"] == "/problems/bad-host"
-    assert healthz.status_code == 301  # the rest of the site still goes to https
+    assert admin.status_code == 301  # the rest of the site still goes to https
 
 
 def test_metrics_are_no_api_operation(db) -> None:
