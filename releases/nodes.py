@@ -187,6 +187,10 @@ class NodeReporter:
         except redis.RedisError:
             # The subscription on the same server fails too, and the listener reconnects.
             logger.warning("Could not write this process's status record", exc_info=True)
+        except Exception:
+            # A report's bug must not end the subscription (and with it the cache's freshness):
+            # logged with its traceback, tried again at the next interval.
+            logger.exception("This process's status record could not be made")
 
 
 def node_record_write(client: redis.Redis, record: NodeRecord) -> None:

@@ -35,6 +35,7 @@ from releases.nodes import (
     HeldEnvironment,
     NodeRecord,
     node_id,
+    node_record_parse,
     node_record_write,
     node_records,
 )
@@ -224,6 +225,20 @@ def test_this_process_and_the_others_records_with_their_revisions_the_stale_one_
     assert "Shadow outbox, in the processes' memory before the broker: 4 waiting, 2 dropped" in (
         queues
     )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"host": "web-9"},  # no pid
+        {"host": "web-9", "pid": "12", "written": "nan"},
+        {"host": "web-9", "pid": "12", "environments": '{"production": [1, "2"]}'},
+        {"host": "web-9", "pid": "12", "environments": '["production"]'},
+        {"host": "web-9", "pid": "12", "figures": '{"n": ' + "1" * 9_000 + "}"},  # too long
+    ],
+)
+def test_a_record_that_is_not_what_a_process_writes_is_refused(fields) -> None:
+    assert node_record_parse(fields) is None
 
 
 def this_process() -> str:
