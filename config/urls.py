@@ -3,7 +3,8 @@ from django.urls import include, path
 
 from api.metrics import metrics_view
 
-from . import views
+# status_admin: importing it adds /admin/status/, the operator's page, to the admin site's URLs.
+from . import status_admin, views  # noqa: F401
 from .site import by_use
 
 admin.site.site_header = "Prompt Registry"

@@ -21,6 +21,10 @@ Failure rules (DESIGN.md):
 
 The listener starts lazily in each process (after a gunicorn fork too) and is a daemon thread.
 
+Each process also writes a small status record to Redis from its listener (``releases.nodes``):
+what it holds, whether it serves from memory and when it last confirmed its revisions, for the
+admin's status page.
+
 Metrics (config.metrics): lookups answered from memory (hits), reads from the database (loads, of
 an environment or of one release), answers served from the copy while the database is down
 (degraded), and when this process last read its revisions from the database. That time moves on
@@ -46,6 +50,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from config.metrics import CACHE_CONFIRMED, CACHE_DEGRADED, CACHE_HITS, CACHE_LOADS
 
 from . import selectors
+from .nodes import HeldEnvironment, NodeReporter, Serving
 from .resolution import ServedRelease
 from .snippets import ServedSnippets
 
@@ -144,6 +149,12 @@ class ReleaseCache:
         self._listener_pid: int | None = None
         self._stop = threading.Event()
         self._handlers: dict[str, list[Callable[[dict], None]]] = {}
+        # For this process's status record (releases.nodes): when it last read its revisions from
+        # the database and when its listener started (Unix time), and a count that moves with
+        # every change to what it holds, so the record is rewritten soon after.
+        self.confirmed_at: float | None = None
+        self.listening_since: float | None = None
+        self.changes = 0
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -219,6 +230,21 @@ class ReleaseCache:
                 return self._environments.get(environment), DATABASE_UNAVAILABLE
             return None, DATABASE_UNAVAILABLE
 
+    @property
+    def serving(self) -> Serving:
+        """From memory while the listener vouches for the snapshots, else from the database;
+        unlike ``trusted``, never starts the listener."""
+        listening = self._healthy and self._listener_pid == os.getpid()
+        return Serving.MEMORY if listening else Serving.DATABASE
+
+    def held_environments(self) -> dict[str, HeldEnvironment]:
+        """Per environment held whole: how many releases, and the sum of their revisions."""
+        held = {}
+        for environment in sorted(self._complete):
+            releases = self._environments.get(environment, {}).values()
+            held[environment] = HeldEnvironment(len(releases), sum(r.revision for r in releases))
+        return held
+
     def _behind(self, environment: str, prompt: str, held: ServedRelease | None) -> bool:
         announced = self._announced.get((environment, prompt))
         return announced is not None and (held is None or held.revision < announced)
@@ -235,7 +261,7 @@ class ReleaseCache:
         generation = self._generation
         loaded = {r.prompt: r for r in selectors.served_releases(environment=environment)}
         _ENVIRONMENT_LOADS.inc()
-        CACHE_CONFIRMED.set_to_current_time()
+        self._confirmed()
         # Unknown environments are never stored: a caller naming environments at random must not
         # grow this cache (or the periodic check).
         if not loaded and not selectors.environment_exists(name=environment):
@@ -252,6 +278,7 @@ class ReleaseCache:
             self._environments[environment] = merged
             self._complete.add(environment)
             self._whole.add(environment)
+            self.changes += 1
         # Changed while we read: those few are reloaded one by one.
         for key in self._behind_in(environment):
             self._load_release(environment, key)
@@ -262,7 +289,7 @@ class ReleaseCache:
         generation = self._generation
         found = selectors.served_releases(environment=environment, prompt=prompt)
         _RELEASE_LOADS.inc()
-        CACHE_CONFIRMED.set_to_current_time()
+        self._confirmed()
         release = found[0] if found else None
         with self._lock:
             held = self._environments.get(environment, {}).get(prompt)
@@ -273,6 +300,7 @@ class ReleaseCache:
                 snapshot = dict(self._environments.get(environment, {}))
                 snapshot[prompt] = release
                 self._environments[environment] = snapshot
+                self.changes += 1
         return release
 
     def announce(self, environment: str, prompt: str, revision: int) -> None:
@@ -299,6 +327,7 @@ class ReleaseCache:
             self._whole = set()
             self._announced = {}
             self._generation += 1
+            self.changes += 1
 
     # -- listening -------------------------------------------------------------------------
 
@@ -320,6 +349,7 @@ class ReleaseCache:
                 return
             self._listener_pid = os.getpid()
             self._healthy = False
+            self.listening_since = time.time()
             # One stop event per thread: a stopped thread never comes back to life.
             stop = self._stop = threading.Event()
         ready = threading.Event()
@@ -375,13 +405,16 @@ class ReleaseCache:
             with self._lock:
                 self._complete = set()
                 self._generation += 1
+                self.changes += 1
             for kind, handlers in self._handlers.items():
                 for handler in handlers:
                     self._call(handler, {"kind": kind, "resync": True})
             self._healthy = not stop.is_set()
             ready.set()
             next_check = time.monotonic() + settings.RELEASE_CACHE_CHECK_SECONDS
+            reporter = NodeReporter(self)  # writes at once: a new subscription is news
             while not stop.is_set():
+                reporter.tick(client)
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None:
                     self._dispatch(message)
@@ -437,11 +470,16 @@ class ReleaseCache:
                 for prompt, revision in revisions.items():
                     if prompt not in held or held[prompt].revision < revision:
                         self.announce(environment, prompt, revision)
-            CACHE_CONFIRMED.set_to_current_time()
+            self._confirmed()
         except DatabaseError:
             logger.warning("Could not check release revisions", exc_info=True)
         finally:
             connections.close_all()
+
+    def _confirmed(self) -> None:
+        """The revisions were just read from the database."""
+        self.confirmed_at = time.time()
+        CACHE_CONFIRMED.set(self.confirmed_at)
 
 
 def _stale(held: ServedRelease | None) -> Lookup:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet, Sum
 from promptregistry.core.snippets import SnippetText
 
 from registry.content import ModelBinding
@@ -17,6 +17,7 @@ from registry.variables import VariableSpec
 
 from .errors import EnvironmentNotFound, ReleaseNotFound
 from .models import Environment, Release, ReleaseEvent
+from .nodes import HeldEnvironment
 from .resolution import ServedRelease, ServedVersion
 from .state import release_state
 
@@ -254,3 +255,18 @@ def release_revisions(*, environment: str) -> dict[str, int]:
     return dict(
         Release.objects.filter(environment__name=environment).values_list("prompt__key", "revision")
     )
+
+
+def environment_revision_totals(*, names: Collection[str]) -> dict[str, HeldEnvironment]:
+    """Per environment of ``names``: its releases and the sum of their revisions, as a process's
+    status record counts what it holds (releases.nodes). One aggregate query."""
+    totals = (
+        Release.objects.filter(environment__name__in=list(names))
+        .values("environment__name")
+        .annotate(releases=Count("id"), revisions=Sum("revision"))
+        .order_by()
+    )
+    return {
+        row["environment__name"]: HeldEnvironment(row["releases"], row["revisions"] or 0)
+        for row in totals
+    }

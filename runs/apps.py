@@ -29,6 +29,13 @@ class RunsConfig(AppConfig):
         # Shadow payload keys too short to be keys, or jobs that expire before a redelivery.
         checks.register(shadow_payload_check)
 
+        from releases.nodes import node_figures_register
+
+        from .outbox import outbox
+
+        # Each process's status record says how many shadow jobs it holds and has dropped.
+        node_figures_register(outbox.figures)
+
         from registry.admin.hub import prompt_panel_register
 
         from .admin_hub import calls_panel

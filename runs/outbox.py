@@ -12,6 +12,9 @@ With no broker (the embedded default, eager Celery) the thread runs the shadow i
 Each job is handed on in the context it was queued in (``contextvars``): the live request's log
 context, whose request id Celery's publish signal puts on the job (config.logs).
 
+The same two figures are in this process's status record (``figures``, registered by
+``RunsConfig.ready()``), which the admin's status page lists per process.
+
 Metrics (config.metrics): the jobs waiting (a gauge summed over the processes) and the jobs dropped,
 by reason: ``full`` (the queue was) or ``broker`` (it refused the job, or was down).
 """
@@ -35,6 +38,9 @@ from config.metrics import OUTBOX_DEPTH, OUTBOX_DROPPED
 logger = logging.getLogger(__name__)
 
 CAPACITY = 1000
+# This process's figures in its status record (releases.nodes; the admin's status page).
+WAITING_FIGURE = "shadow_outbox_waiting"
+DROPPED_FIGURE = "shadow_outbox_dropped"
 _DROPPED_FULL = OUTBOX_DROPPED.labels(reason="full")
 _DROPPED_BROKER = OUTBOX_DROPPED.labels(reason="broker")
 
@@ -64,6 +70,13 @@ class Outbox:
             logger.warning("Shadow queue full: a shadow job was dropped (%d so far)", self.dropped)
             return False
         return True
+
+    def figures(self) -> dict[str, int]:
+        """The jobs waiting (the one being handed on included), and those dropped since this
+        process started: what its status record says of the outbox."""
+        with self._lock:
+            dropped = self.dropped
+        return {WAITING_FIGURE: self._queue.unfinished_tasks, DROPPED_FIGURE: dropped}
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued job has been handed on; True when the queue drained in time."""

@@ -10,7 +10,8 @@ Every function takes ``None`` (no value) and answers ``EMPTY``; none ever writes
    numbers without decimals, one decimal otherwise, two below 1 %, and ``< 0.01 %`` for a share
    too small to show (never a misleading ``0 %``);
 2. durations are milliseconds under ten seconds (``1,234 ms``, ``0.4 ms`` under one), then seconds
-   (``12.3 s``), then minutes (``3.5 min``);
+   (``12.3 s``), then minutes (``3.5 min``); ages (how long ago) are whole seconds, minutes,
+   hours or days (``45 s``, ``12 min``);
 3. costs carry no currency symbol (the price table's currency is whatever its prices were written
    in): two decimals from 1 up, up to four below 1, three significant digits below 0.01
    (``0.000123``), so the per-call costs of cheap models stay readable;
@@ -147,6 +148,21 @@ def ms(milliseconds: Number | None, signed: bool = False) -> str:
     if round(size / 1000, 1) < 120:
         return f"{sign}{_decimals(size / 1000, 1)} s"
     return f"{sign}{_decimals(size / 60_000, 1)} min"
+
+
+@register.filter
+def age(seconds: Number | None) -> str:
+    """How long ago, in whole units: ``0 s``, ``45 s``, ``12 min``, ``5 h``, ``3 d`` (seconds up
+    to two minutes, minutes up to two hours, hours up to two days). A negative age (two clocks
+    that disagree) is ``0 s``."""
+    value = _finite(seconds)
+    if value is None:
+        return EMPTY
+    value = max(0.0, value)
+    for unit, size, up_to in (("s", 1, 120), ("min", 60, 120), ("h", 3600, 48)):
+        if value / size < up_to:
+            return f"{math.floor(value / size)} {unit}"
+    return f"{math.floor(value / 86_400):,} d"
 
 
 # --- counts and costs --------------------------------------------------------------------------

@@ -69,6 +69,8 @@ def test_every_admin_page_fits_1400_and_800_pixels(admin_page, shared_demo, live
     assert len(pages) > 40, (
         pages
     )  # the crawl reached the changelists, change forms and custom pages
+    # The status page too, from the user tools (a superuser's link on every admin page).
+    assert f"{live_server.url}/admin/status/" in pages
 
     admin_page.set_viewport_size(NARROW)
     for url in pages:

@@ -12,6 +12,7 @@ from django.template import Context, Template
 
 from registry.templatetags.registry_display import (
     EMPTY,
+    age,
     basis_points,
     count,
     decimal,
@@ -54,7 +55,7 @@ def test_percent_signs_a_difference_on_request() -> None:
 
 @pytest.mark.parametrize("nothing", [None, float("nan"), float("inf"), ""])
 def test_every_formatter_shows_no_value_as_a_dash(nothing) -> None:
-    for formatter in (percent, percent_points, ms, count, money, p_value, decimal, sig_figs):
+    for formatter in (percent, percent_points, ms, age, count, money, p_value, decimal, sig_figs):
         assert formatter(nothing) == EMPTY, formatter.__name__
 
 
@@ -101,6 +102,26 @@ def test_percent_points_write_a_difference_of_rates(difference, expected) -> Non
 )
 def test_ms_changes_unit_with_the_size_of_the_duration(value, expected) -> None:
     assert ms(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0, "0 s"),
+        (0.7, "0 s"),
+        (-3, "0 s"),  # two clocks that disagree: never "-3 s"
+        (45.9, "45 s"),
+        (119, "119 s"),
+        (120, "2 min"),
+        (7_199, "119 min"),
+        (7_200, "2 h"),
+        (172_799, "47 h"),
+        (172_800, "2 d"),
+        (86_400 * 1_500, "1,500 d"),
+    ],
+)
+def test_age_says_how_long_ago_in_whole_units(seconds, expected) -> None:
+    assert age(seconds) == expected
 
 
 def test_ms_signs_a_difference() -> None:
