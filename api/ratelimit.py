@@ -39,6 +39,8 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 from rest_framework.throttling import BaseThrottle
 
+from config.redisclients import redis_client
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCOPE = "default"
@@ -179,11 +181,10 @@ class LocalBuckets:
             self._buckets.clear()
 
 
-def redis_client(url: str) -> redis.Redis:
+def limiter_client() -> redis.Redis:
     """The limiter's own client: short timeouts and no retries (redis-py's default retries with
     backoff for seconds), since a request waits on it and the limiter fails open anyway."""
-    return redis.Redis.from_url(
-        url,
+    return redis_client(
         socket_connect_timeout=_TIMEOUT_SECONDS,
         socket_timeout=_TIMEOUT_SECONDS,
         retry=Retry(NoBackoff(), 0),
@@ -273,7 +274,7 @@ class RateLimiter:
 
     def _redis(self) -> Any:
         if self._client is None and settings.REDIS_URL:
-            self._client = redis_client(settings.REDIS_URL)
+            self._client = limiter_client()
         return self._client
 
     def reset(self) -> None:

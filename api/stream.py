@@ -29,6 +29,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
+from config.redisclients import redis_client
 from releases.cache import channel, release_cache
 
 from .fastpath import (
@@ -250,9 +251,7 @@ def _release_events(environment: str, slot: Slot, last_event_id: str) -> Iterato
 def _redis_client() -> redis.Redis:
     # Kept open as long as the subscription: closing (or collecting) the client disconnects its
     # pool, the subscription's connection included.
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=1, health_check_interval=10
-    )
+    return redis_client(socket_timeout=5, socket_connect_timeout=1, health_check_interval=10)
 
 
 def _subscribe(client: redis.Redis) -> redis.client.PubSub | None:

@@ -38,10 +38,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
-import redis.asyncio as aioredis
 from django.conf import settings
 from django.db import connection
 
+from config.redisclients import async_redis_client
 from releases.cache import DATABASE_OUTAGE, channel
 from releases.selectors import release_revisions
 
@@ -225,11 +225,8 @@ class StreamHub:
             backoff = min(backoff * 2, REDIS_BACKOFF[1])
 
     async def _listen(self) -> None:
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=5,
-            socket_connect_timeout=1,
-            health_check_interval=10,
+        client = async_redis_client(
+            socket_timeout=5, socket_connect_timeout=1, health_check_interval=10
         )
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:

@@ -1,7 +1,7 @@
 """Readiness: whether this process can serve traffic now (``/readyz``, ``config.views``), and the
 worker heartbeat it reports.
 
-Five checks, each bounded by a short timeout, each answered as a status and little else (no
+Five checks (six with a replica), each bounded by a short timeout, each answered as a status and little else (no
 hostname, version or error text: the answer is public; the log says why):
 
 1. ``database``: a connection and ``SELECT 1``, on a thread of its own (``DatabaseProbe``), waited
@@ -19,6 +19,9 @@ hostname, version or error text: the answer is public; the log says why):
    ``WORKER_HEARTBEAT_SECONDS``, on Redis's clock; past ``WORKER_HEARTBEAT_STALE_SECONDS``, or
    never, it is degraded: shadows, eval runs and canary analyses wait, live traffic does not.
    Without ``REDIS_URL`` tasks run in-process: ``embedded``.
+6. ``replica``, only with ``DATABASE_REPLICA_URL``: the database check on the replica (no
+   migrations), on its own thread, within the same deadline. Down is degraded, never failing: its
+   reads go to the primary meanwhile (``config.routers``).
 """
 
 from __future__ import annotations
@@ -36,9 +39,12 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from .redisclients import redis_client
+from .routers import REPLICA, replica_failed, replica_recovered
 
 logger = logging.getLogger(__name__)
 
@@ -76,18 +82,22 @@ def readiness() -> Readiness:
     after the start, Redis's and the listener's take a second or so at worst."""
     deadline = time.monotonic() + settings.READYZ_TIMEOUT_SECONDS
     database = database_probe.start()
+    replica = replica_probe.start() if REPLICA in connections.settings else None
     redis_check, worker = redis_checks()
     cache = release_cache_check()
     state = database_probe.wait(database, max(0.0, deadline - time.monotonic()))
-    return Readiness(
-        {
-            "database": check(Status.OK if state.reachable else Status.FAILING),
-            "migrations": check(Status.OK if state.migrated else Status.FAILING),
-            "redis": redis_check,
-            "release_cache": cache,
-            "worker": worker,
-        }
-    )
+    checks = {
+        "database": check(Status.OK if state.reachable else Status.FAILING),
+        "migrations": check(Status.OK if state.migrated else Status.FAILING),
+        "redis": redis_check,
+        "release_cache": cache,
+        "worker": worker,
+    }
+    if replica is not None:
+        checks["replica"] = replica_check(
+            replica_probe.wait(replica, max(0.0, deadline - time.monotonic()))
+        )
+    return Readiness(checks)
 
 
 # --- the database -------------------------------------------------------------------------------
@@ -109,9 +119,13 @@ class DatabaseProbe:
     that one (within its own timeout) instead of starting another, so a wedged database never
     piles up threads. Each check opens its connection and closes it after, as the release
     listener does: no idle connection is held per process for the probes' sake.
+
+    ``alias``: the database checked (the primary, or the replica); ``migrations``: whether to
+    check that its migrations were applied too (a replica replays the primary's).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, alias: str = DEFAULT_DB_ALIAS, *, migrations: bool = True) -> None:
+        self.alias, self.migrations = alias, migrations
         self._lock = threading.Lock()
         self._running: Future[DatabaseState] | None = None
         self._pid = 0  # the process that started it: a forked worker starts its own
@@ -124,7 +138,7 @@ class DatabaseProbe:
                 running = self._running = Future()
                 self._pid = os.getpid()
                 threading.Thread(
-                    target=self._check, args=(running,), name="readyz-database", daemon=True
+                    target=self._check, args=(running,), name=f"readyz-{self.alias}", daemon=True
                 ).start()
             return running
 
@@ -132,11 +146,13 @@ class DatabaseProbe:
         try:
             return running.result(timeout=timeout)
         except FutureTimeout:
-            logger.warning("Readiness: the database did not answer within %.1f s", timeout)
+            logger.warning(
+                "Readiness: database %s did not answer within %.1f s", self.alias, timeout
+            )
         except DatabaseError:
-            logger.warning("Readiness: the database is unreachable", exc_info=True)
+            logger.warning("Readiness: database %s is unreachable", self.alias, exc_info=True)
         except Exception:
-            logger.exception("Readiness: the database check failed")
+            logger.exception("Readiness: the check of database %s failed", self.alias)
         return DatabaseState(reachable=False, migrated=self.migrated)
 
     def reset(self) -> None:
@@ -145,9 +161,9 @@ class DatabaseProbe:
 
     def _check(self, result: Future[DatabaseState]) -> None:
         try:
-            with connection.cursor() as cursor:
+            with connections[self.alias].cursor() as cursor:
                 cursor.execute("SELECT 1")
-            if not self.migrated:
+            if self.migrations and not self.migrated:
                 self.migrated = not migrations_pending()
             result.set_result(DatabaseState(reachable=True, migrated=self.migrated))
         except BaseException as exc:  # the waiting probe must always get its answer
@@ -166,17 +182,35 @@ def migrations_pending() -> bool:
 
 
 database_probe = DatabaseProbe()
+replica_probe = DatabaseProbe(REPLICA, migrations=False)
+
+
+def replica_check(state: DatabaseState) -> Check:
+    """The replica (only with ``DATABASE_REPLICA_URL``): down is degraded, never failing, since
+    its reads go to the primary meanwhile; and the router hears of it either way, so requests
+    stop (or start again) trying it without waiting to find out themselves."""
+    if state.reachable:
+        replica_recovered()
+        return check(Status.OK)
+    replica_failed()
+    return check(Status.DEGRADED)
 
 
 # --- Redis, the release cache and the worker's heartbeat ---------------------------------------
 
 
-@lru_cache(maxsize=4)
-def redis_client(url: str) -> redis.Redis:
+def probe_client() -> redis.Redis:
     """A client with short timeouts and no retries (redis-py retries for seconds by default),
-    kept per process: its pool keeps the connection open between probes."""
-    return redis.Redis.from_url(
-        url,
+    kept per process: its pool keeps the connection open between probes. One per address the
+    settings give (a test overriding them gets its own)."""
+    return _probe_client(
+        settings.REDIS_URL, tuple(settings.REDIS_SENTINELS), settings.REDIS_SENTINEL_PASSWORD
+    )
+
+
+@lru_cache(maxsize=4)
+def _probe_client(*address: object) -> redis.Redis:
+    return redis_client(
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         retry=Retry(NoBackoff(), 0),
@@ -189,7 +223,7 @@ def redis_checks() -> tuple[Check, Check]:
     if not settings.REDIS_URL:
         return check(Status.OK, mode="embedded"), check(Status.OK, mode="embedded")
     try:
-        pipeline = redis_client(settings.REDIS_URL).pipeline(transaction=False)
+        pipeline = probe_client().pipeline(transaction=False)
         (now, _), beat = pipeline.time().get(HEARTBEAT_KEY).execute()
     except (redis.RedisError, OSError):
         logger.warning("Readiness: Redis is unreachable; serving from the database", exc_info=True)
@@ -206,7 +240,7 @@ def redis_checks() -> tuple[Check, Check]:
 def heartbeat_record() -> None:
     """A worker ran the heartbeat task: note Redis's time (one clock for every host, so a web
     node whose clock runs ahead never sees a fresh heartbeat as stale)."""
-    client = redis_client(settings.REDIS_URL)
+    client = probe_client()
     seconds, _ = client.time()
     client.set(HEARTBEAT_KEY, seconds)
 

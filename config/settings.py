@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -110,6 +111,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # With DATABASE_REPLICA_URL, the read-only API's GETs read from the replica (decision 0040);
+    # without, it is not installed.
+    "api.replica.ReplicaReadsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -133,36 +137,105 @@ TEMPLATES = [
 
 # Database: DATABASE_URL (PostgreSQL through psycopg 3), or the embedded SQLite file.
 # Set but empty counts as unset, as for REDIS_URL (an env file's "DATABASE_URL=" line).
+DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", default=60)
+# Seconds to wait for PostgreSQL to accept a connection. Without it a host gone from the network
+# (a failover, a partition) holds every request that needs the database for ever; with it they
+# answer a 503 problem and the release cache serves what it holds (libpq's minimum is 2).
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", default=3, minimum=2)
+# Behind a pooler in transaction mode (PgBouncer's pool_mode=transaction), consecutive
+# transactions of one connection may reach different server sessions: no server-side cursors
+# (they live in a session) and no prepared statements (psycopg prepares a query it sees often,
+# in the session it ran on). For the replica too. docs/operations.md, "Scaling out".
+DATABASE_TRANSACTION_POOLER = env_bool("DATABASE_TRANSACTION_POOLER", default=False)
+POSTGRESQL = "django.db.backends.postgresql"
+
+
+def database_config(url: str) -> dict:
+    """One database's settings from its URL, with the service's connection policy."""
+    config = env.db_url_config(url)
+    config["CONN_MAX_AGE"] = DATABASE_CONN_MAX_AGE
+    config["CONN_HEALTH_CHECKS"] = True
+    if config["ENGINE"] == POSTGRESQL:
+        options = config.setdefault("OPTIONS", {})
+        options["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
+        if DATABASE_TRANSACTION_POOLER:
+            config["DISABLE_SERVER_SIDE_CURSORS"] = True
+            options["prepare_threshold"] = None
+    return config
+
+
 DATABASES = {
-    "default": env.db_url_config(
+    "default": database_config(
         env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
     ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# Seconds to wait for PostgreSQL to accept a connection. Without it a host gone from the network
-# (a failover, a partition) holds every request that needs the database for ever; with it they
-# answer a 503 problem and the release cache serves what it holds (libpq's minimum is 2).
-DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", default=3, minimum=2)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
-# Behind a pooler in transaction mode (PgBouncer's pool_mode=transaction), consecutive
-# transactions of one connection may reach different server sessions: no server-side cursors
-# (they live in a session) and no prepared statements (psycopg prepares a query it sees often,
-# in the session it ran on). docs/operations.md, "Scaling out".
-DATABASE_TRANSACTION_POOLER = env_bool("DATABASE_TRANSACTION_POOLER", default=False)
-if (
-    DATABASE_TRANSACTION_POOLER
-    and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-):
-    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
-    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None
+# A read replica of DATABASE_URL (PostgreSQL streaming replication, a managed read replica): the
+# release cache's loads and the read-only API's GETs read from it, everything else from the
+# primary (config/routers.py, decision 0040). Unset: no alias, every query on the primary.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = database_config(DATABASE_REPLICA_URL)
+    if {DATABASES["default"]["ENGINE"], DATABASES["replica"]["ENGINE"]} != {POSTGRESQL}:
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL needs PostgreSQL for both it and DATABASE_URL (postgres://...)"
+        )
+    # A test run has no replication: the replica's alias reads the primary's test database.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["config.routers.ReplicaRouter"]  # a no-op without the replica
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: cache and Celery broker. Unset: local-memory cache and tasks run eagerly in-process.
 REDIS_URL = env.str("REDIS_URL", default="")
+# Redis Sentinel: the sentinels' addresses (host:port, comma-separated; the port defaults to
+# 26379). With them, REDIS_URL names the master as the sentinels know it, not an address:
+# redis://[:password@]mymaster/0 (django-redis's convention), and every client (the cache, the
+# release messages, the broker, the rate limiter, /readyz) asks the sentinels where it is now
+# (config/redisclients.py, decision 0040). REDIS_SENTINEL_PASSWORD: the sentinels' own, when
+# they require one (their requirepass), not the master's.
+REDIS_SENTINEL_PASSWORD = env.str("REDIS_SENTINEL_PASSWORD", default="")
+
+
+def sentinel_address(entry: str) -> tuple[str, int]:
+    """``host:port``, ``host`` or ``[::1]:26379`` as (host, port)."""
+    try:
+        parts = urlsplit(f"//{entry}")
+        host, port = parts.hostname, parts.port or 26379
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"REDIS_SENTINELS: {entry!r} is not host:port") from exc
+    if not host or parts.path or parts.query or parts.username is not None:
+        raise ImproperlyConfigured(f"REDIS_SENTINELS: {entry!r} is not host:port")
+    return host, port
+
+
+REDIS_SENTINELS = [
+    sentinel_address(entry.strip())
+    for entry in env.list("REDIS_SENTINELS", default=[])
+    if entry.strip()
+]
+if REDIS_SENTINELS:
+    _master = urlsplit(REDIS_URL)
+    try:
+        _master_port = _master.port
+    except ValueError:
+        _master_port = -1
+    # A URL's host is case-insensitive, and redis-py and django-redis read it lower-cased.
+    if (
+        _master.scheme != "redis"
+        or not _master.hostname
+        or _master_port is not None
+        or _master.netloc.rpartition("@")[2] != _master.hostname
+    ):
+        raise ImproperlyConfigured(
+            "With REDIS_SENTINELS, REDIS_URL names the master as the sentinels know it, in lower "
+            "case and with no port: redis://[:password@]mymaster/0 (TLS through sentinels is "
+            f"not supported), not {REDIS_URL!r}"
+        )
+# The sentinels' connections: the cache's timeouts, and their password.
+REDIS_SENTINEL_KWARGS = {"socket_timeout": 1, "socket_connect_timeout": 1} | (
+    {"password": REDIS_SENTINEL_PASSWORD} if REDIS_SENTINEL_PASSWORD else {}
+)
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -172,10 +245,36 @@ if REDIS_URL:
             "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 1, "SOCKET_TIMEOUT": 1},
         }
     }
+    if REDIS_SENTINELS:
+        # The master only: django-redis's SentinelClient would also read from the replicas,
+        # which lag behind it.
+        CACHES["default"]["OPTIONS"] |= {
+            "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+            "SENTINELS": REDIS_SENTINELS,
+            "SENTINEL_KWARGS": REDIS_SENTINEL_KWARGS,
+        }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
+# Late-acknowledged jobs (shadow runs) stay in Redis until a worker finishes them; one taken by a
+# worker that died comes back after this many seconds. Longer than any job may run.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", default=3600, minimum=1)
+}
+if REDIS_SENTINELS:
+    # kombu's form: one sentinel:// URL per sentinel, each with the master's password and
+    # database; the master's name goes in the transport options.
+    _userinfo = _master.netloc.rpartition("@")[0]
+    CELERY_BROKER_URL = ";".join(
+        f"sentinel://{_userinfo + '@' if _userinfo else ''}"
+        f"{f'[{host}]' if ':' in host else host}:{port}{_master.path}"
+        for host, port in REDIS_SENTINELS
+    )
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {
+        "master_name": _master.hostname,
+        "sentinel_kwargs": REDIS_SENTINEL_KWARGS,
+    }
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_SERIALIZER = "json"
@@ -185,11 +284,6 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
 # Where beat keeps when each periodic task last ran: under VAR_DIR, which a container mounts or
 # gives its user (the code's folder is read-only there).
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-# Late-acknowledged jobs (shadow runs) stay in Redis until a worker finishes them; one taken by a
-# worker that died comes back after this many seconds. Longer than any job may run.
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", default=3600, minimum=1)
-}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # with late acks, a worker holds no more than it runs
 # Every task's time limits (seconds). At the soft limit the task is interrupted
 # (SoftTimeLimitExceeded) and marks its row failed (`time_limit`); at the hard limit the worker

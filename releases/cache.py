@@ -45,9 +45,11 @@ from dataclasses import dataclass
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 
 from config.metrics import CACHE_CONFIRMED, CACHE_DEGRADED, CACHE_HITS, CACHE_LOADS
+from config.redisclients import redis_client
+from config.routers import DATABASE_OUTAGE, read_replica, replica_configured
 
 from . import selectors
 from .nodes import HeldEnvironment, NodeReporter, Serving
@@ -58,11 +60,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "promptregistry:changes:"
 DATABASE_UNAVAILABLE = "database-unavailable"
-# What an outage looks like: the database cannot be reached (stopped, restarting, the connection
-# lost mid-query, a statement timeout). Only these are served from the copy held and said so. A
-# query PostgreSQL refuses for what it was given (DataError: a NUL in a string, a value out of
-# range) is no outage, and must never be answered as one: it propagates as the bug it is.
-DATABASE_OUTAGE = (OperationalError, InterfaceError)
+# Only an outage (``DATABASE_OUTAGE``: the database cannot be reached) is served from the copy
+# held and said so; any other database error propagates as the bug it is.
 
 
 # Bound once: a lookup's cost on the runtime path is a counter's increment, no label lookup.
@@ -77,9 +76,7 @@ class Lookup:
 
 
 def _redis_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=1, health_check_interval=10
-    )
+    return redis_client(socket_timeout=2, socket_connect_timeout=1, health_check_interval=10)
 
 
 def channel() -> str:
@@ -259,7 +256,7 @@ class ReleaseCache:
 
     def _load_environment(self, environment: str) -> dict[str, ServedRelease] | None:
         generation = self._generation
-        loaded = {r.prompt: r for r in selectors.served_releases(environment=environment)}
+        loaded = self._read_environment(environment)
         _ENVIRONMENT_LOADS.inc()
         self._confirmed()
         # Unknown environments are never stored: a caller naming environments at random must not
@@ -284,10 +281,45 @@ class ReleaseCache:
             self._load_release(environment, key)
         return self._environments.get(environment, merged)
 
+    def _read_environment(self, environment: str) -> dict[str, ServedRelease]:
+        """Every release of the environment, from the replica when there is one.
+
+        A replica's lag can hide a change committed before the listener subscribed, which no
+        message will announce, so the replica's load is not enough on its own: the primary first
+        says the revisions (one narrow query, read after subscribing, so it holds every such
+        change), and each release the replica shows older than that is noted as announced. The
+        load's caller then reads those few again (``_load_release``), as it does for changes
+        announced while it read."""
+        if not replica_configured():
+            return {r.prompt: r for r in selectors.served_releases(environment=environment)}
+        revisions = selectors.release_revisions(environment=environment)
+        if not revisions:
+            return {}  # releases are never deleted: none on the primary, none to load
+        loaded = read_replica(
+            lambda: {r.prompt: r for r in selectors.served_releases(environment=environment)}
+        )
+        with self._lock:
+            for prompt, revision in revisions.items():
+                held = loaded.get(prompt)
+                if held is None or held.revision < revision:
+                    key = (environment, prompt)
+                    self._announced[key] = max(revision, self._announced.get(key, 0))
+        return loaded
+
     def _load_release(self, environment: str, prompt: str) -> ServedRelease | None:
-        """Reads one release and stores it unless the copy held is newer; returns the newer."""
+        """Reads one release and stores it unless the copy held is newer; returns the newer.
+
+        From the replica when there is one, unless it shows the release older than a revision
+        this process was told of (its lag): then from the primary, so a lagging replica never
+        makes a process serve what it knows to be out of date."""
         generation = self._generation
-        found = selectors.served_releases(environment=environment, prompt=prompt)
+        announced = self._announced.get((environment, prompt))
+        found = read_replica(
+            lambda: selectors.served_releases(environment=environment, prompt=prompt),
+            current=lambda found: (
+                announced is None or (bool(found) and found[0].revision >= announced)
+            ),
+        )
         _RELEASE_LOADS.inc()
         self._confirmed()
         release = found[0] if found else None

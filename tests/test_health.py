@@ -10,7 +10,7 @@ from django.db import connection
 from django.test import Client
 
 from config.celery import worker_heartbeat
-from config.health import HEARTBEAT_KEY, database_probe, redis_client
+from config.health import HEARTBEAT_KEY, database_probe, probe_client
 
 STATUSES = {"ok", "degraded", "failing"}
 # Every key the answer may hold: a check's status, how it is served, the heartbeat's age.
@@ -40,7 +40,7 @@ def _migrations_unknown():
 def heartbeat(needs_redis, settings):
     """The worker heartbeat's key, removed after the test (the slot's Redis is shared by its
     tests)."""
-    client = redis_client(settings.REDIS_URL)
+    client = probe_client()
     client.delete(HEARTBEAT_KEY)
     yield client
     client.delete(HEARTBEAT_KEY)

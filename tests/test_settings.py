@@ -21,7 +21,10 @@ PROJECT_VARIABLES = (
     "ALLOWED_HOSTS",
     "CSRF_TRUSTED_ORIGINS",
     "DATABASE_URL",
+    "DATABASE_REPLICA_URL",
     "REDIS_URL",
+    "REDIS_SENTINELS",
+    "REDIS_SENTINEL_PASSWORD",
     "SECURE_SSL_REDIRECT",
     "SECURE_HSTS_PRELOAD",
     "SECURE_HSTS_SECONDS",
@@ -273,3 +276,127 @@ def test_a_token_alone_may_open_metrics_to_every_address(tmp_path):
     )
 
     assert result.returncode == 0, result.stderr
+
+
+# --- scaling out: a read replica, Redis Sentinel (docs/operations.md, decision 0040) -------------
+
+PRINT_SCALING = """
+import json
+import django
+django.setup()
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
+from api.replica import ReplicaReadsMiddleware
+from config.routers import ReplicaRouter
+from registry.models import Prompt
+try:
+    ReplicaReadsMiddleware(lambda request: None)
+    middleware = True
+except MiddlewareNotUsed:
+    middleware = False
+print(json.dumps({
+    "databases": settings.DATABASES,
+    "routes_reads": ReplicaRouter().db_for_read(Prompt),
+    "middleware": middleware,
+    "cache": settings.CACHES["default"],
+    "broker": settings.CELERY_BROKER_URL,
+    "transport": settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+}))
+"""
+
+
+def scaling_settings(tmp_path: Path, **env: str) -> dict:
+    result = run(["-c", PRINT_SCALING], tmp_path, DJANGO_SETTINGS_MODULE="config.settings", **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+PRIMARY = "postgres://registry@db.example.com:5432/registry"
+REPLICA = "postgres://registry@replica.example.com:5432/registry"
+
+
+def test_without_a_replica_there_is_no_alias_and_routing_is_djangos(tmp_path):
+    values = scaling_settings(tmp_path, **PRODUCTION, DATABASE_URL=PRIMARY)
+
+    assert list(values["databases"]) == ["default"]
+    assert values["routes_reads"] is None  # the router answers nothing: Django's own routing
+    assert values["middleware"] is False  # not installed
+
+
+def test_a_replica_gets_the_primarys_connection_policy_and_mirrors_it_in_tests(tmp_path):
+    values = scaling_settings(
+        tmp_path,
+        **PRODUCTION,
+        DATABASE_URL=PRIMARY,
+        DATABASE_REPLICA_URL=REPLICA,
+        DATABASE_TRANSACTION_POOLER="true",
+        DATABASE_CONNECT_TIMEOUT="5",
+    )
+
+    default, replica = values["databases"]["default"], values["databases"]["replica"]
+    assert replica["HOST"] == "replica.example.com"
+    assert replica["TEST"]["MIRROR"] == "default"
+    for database in (default, replica):
+        assert database["OPTIONS"] == {"connect_timeout": 5, "prepare_threshold": None}
+        assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
+        assert (database["CONN_MAX_AGE"], database["CONN_HEALTH_CHECKS"]) == (60, True)
+    assert values["routes_reads"] == "default"  # outside a replica's context
+    assert values["middleware"] is True
+
+
+def test_a_replica_needs_postgresql_on_both_sides(tmp_path):
+    result = run(["manage.py", "check"], tmp_path, **PRODUCTION, DATABASE_REPLICA_URL=REPLICA)
+
+    assert result.returncode != 0
+    assert "DATABASE_REPLICA_URL needs PostgreSQL" in result.stderr
+
+
+def test_with_sentinels_the_cache_and_the_broker_ask_them(tmp_path):
+    values = scaling_settings(
+        tmp_path,
+        **PRODUCTION,
+        REDIS_URL="redis://:s%40cret@mymaster/2",
+        REDIS_SENTINELS="10.0.0.1:26380, [fd00::1], sentinel-3",
+        REDIS_SENTINEL_PASSWORD="its-own",
+    )
+
+    sentinels = [["10.0.0.1", 26380], ["fd00::1", 26379], ["sentinel-3", 26379]]
+    timeouts = {"socket_timeout": 1, "socket_connect_timeout": 1, "password": "its-own"}
+    assert values["cache"]["LOCATION"] == "redis://:s%40cret@mymaster/2"
+    assert values["cache"]["OPTIONS"] == {
+        "SOCKET_CONNECT_TIMEOUT": 1,
+        "SOCKET_TIMEOUT": 1,
+        "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+        "SENTINELS": sentinels,
+        "SENTINEL_KWARGS": timeouts,
+    }
+    assert values["broker"] == (
+        "sentinel://:s%40cret@10.0.0.1:26380/2;"
+        "sentinel://:s%40cret@[fd00::1]:26379/2;"
+        "sentinel://:s%40cret@sentinel-3:26379/2"
+    )
+    assert values["transport"]["master_name"] == "mymaster"
+    assert values["transport"]["sentinel_kwargs"] == timeouts
+    assert values["transport"]["visibility_timeout"] == 3600
+
+
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        # The address of a plain Redis left in place: the master must be named, not addressed.
+        ({"REDIS_URL": "redis://redis.internal:6379/0"}, "names the master"),
+        ({"REDIS_URL": "rediss://mymaster/0"}, "TLS through sentinels is not supported"),
+        ({"REDIS_URL": "redis://MyMaster/0"}, "in lower case"),
+        ({"REDIS_URL": ""}, "names the master"),
+        ({"REDIS_URL": "redis://mymaster/0", "REDIS_SENTINELS": "10.0.0.1:sentinel"}, "host:port"),
+        ({"REDIS_URL": "redis://mymaster/0", "REDIS_SENTINELS": "10.0.0.1:26379/0"}, "host:port"),
+    ],
+)
+def test_a_sentinel_setting_that_cannot_be_meant_refuses_to_start(tmp_path, variables, says):
+    env = {**PRODUCTION, "REDIS_SENTINELS": "10.0.0.1:26379", **variables}
+
+    result = run(["manage.py", "check"], tmp_path, **env)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert says in result.stderr

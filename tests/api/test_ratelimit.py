@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from api import ratelimit
-from api.ratelimit import Limit, RateLimiter, limit_parse, redis_client
+from api.ratelimit import Limit, RateLimiter, limit_parse, limiter_client
 from runs.models import Call
 from tests.api.helpers import assert_problem
 from tests.factories import event
@@ -137,8 +137,8 @@ def test_off_lifts_one_scope(make_client, released):
 @limits(prompts_read="3/hour")
 def test_two_web_nodes_share_one_bucket_through_redis():
     """Two processes' limiters on the same Redis: the third token taken by either is the last."""
-    node_a = RateLimiter(redis_client(settings.REDIS_URL))
-    node_b = RateLimiter(redis_client(settings.REDIS_URL))
+    node_a = RateLimiter(limiter_client())
+    node_b = RateLimiter(limiter_client())
 
     taken = [
         node_a.take(key_id=7, scope="prompts:read"),
@@ -158,7 +158,8 @@ def _dead_redis() -> redis.Redis:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    return redis_client(f"redis://127.0.0.1:{port}/0")
+    with override_settings(REDIS_URL=f"redis://127.0.0.1:{port}/0"):
+        return limiter_client()
 
 
 @limits(prompts_read="2/hour")
@@ -224,7 +225,7 @@ class CountingScript:
 def test_a_busy_key_leases_tokens_and_never_gets_more_than_its_limit():
     """Two nodes take tokens a few at a time (a round trip per lease, not per request); together
     they never let more than the bucket through, and refusals cost no round trip once known."""
-    nodes = [RateLimiter(redis_client(settings.REDIS_URL)) for _ in range(2)]
+    nodes = [RateLimiter(limiter_client()) for _ in range(2)]
     counters = [CountingScript(node) for node in nodes]
 
     allowed = sum(nodes[i % 2].take(key_id=9, scope="prompts:read") == 0.0 for i in range(700))
@@ -262,7 +263,7 @@ def test_a_key_spending_its_leases_fast_leases_more_each_time(monkeypatch):
     than its limit."""
     clock = FakeClock()
     monkeypatch.setattr(ratelimit, "time", clock)
-    node = RateLimiter(redis_client(settings.REDIS_URL))
+    node = RateLimiter(limiter_client())
     counter = CountingScript(node)
     assert (
         ratelimit.lease_size(limit_parse("3000/s")),
@@ -302,7 +303,7 @@ def test_growing_leases_never_let_more_than_the_limit_through():
     for node in nodes:
         local_take = node._local.take
         node._local.take = lambda *args, take=local_take: fell_back.append(args) or take(*args)
-    clock = redis_client(settings.REDIS_URL)
+    clock = limiter_client()
 
     started = _redis_seconds(clock)
     allowed = sum(nodes[i % 2].take(key_id=12, scope="prompts:read") == 0.0 for i in range(8000))

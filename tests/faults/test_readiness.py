@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.health import HEARTBEAT_KEY, heartbeat_record, redis_client
+from config.health import HEARTBEAT_KEY, heartbeat_record, probe_client
 from tests.celery_worker import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -22,7 +22,7 @@ def heartbeat(settings):
     """A worker ran the heartbeat task just now."""
     heartbeat_record()
     yield
-    redis_client(settings.REDIS_URL).delete(HEARTBEAT_KEY)
+    probe_client().delete(HEARTBEAT_KEY)
 
 
 def readyz(web) -> tuple[int, dict]:
