@@ -12,7 +12,9 @@ refusal with no domain error behind it); ``runtime_view`` answers it through
 
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import wraps
@@ -43,6 +45,7 @@ ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,49}")
 DEGRADED_HEADER = "X-Registry-Degraded"
 STREAM_KEEPALIVE_SECONDS = 15.0  # a comment line in an event stream, so proxies keep it open
 KEEPALIVE = b": keep-alive\n\n"
+logger = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponse]
 
@@ -231,18 +234,46 @@ def read_body(request: HttpRequest) -> dict[str, Any]:
     return data
 
 
-def json_response(data: Any, *, etag: str = "", degraded: str = "") -> HttpResponse:
-    """A 200 with ``data`` as compact JSON, never stored by a shared cache."""
-    return json_bytes_response(
-        json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(),
-        etag=etag,
-        degraded=degraded,
-    )
+def json_response(
+    data: Any, *, etag: str = "", degraded: str = "", then: Callable[[], None] | None = None
+) -> HttpResponse:
+    """A 200 with ``data`` as compact JSON, never stored by a shared cache; ``then`` runs once the
+    answer is sent (``AnswerThen``)."""
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return json_bytes_response(body, etag=etag, degraded=degraded, then=then)
 
 
-def json_bytes_response(body: bytes, *, etag: str = "", degraded: str = "") -> HttpResponse:
+class AnswerThen(HttpResponse):
+    """An answer with work that waits until it is sent: the WSGI server closes a response after
+    writing its last byte (Django's test client does too), and the caller has the answer by then.
+    The work runs on the request's thread, in the request's context (its log lines keep the request
+    id), before the worker takes another request; it must not raise (it is logged if it does)."""
+
+    def __init__(self, content: bytes, *, then: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._then: Callable[[], None] | None = then
+        self._then_context = contextvars.copy_context()
+
+    def close(self) -> None:
+        then, self._then = self._then, None
+        try:
+            if then is not None:
+                self._then_context.run(then)
+        except Exception:
+            logger.exception("The work after an answer failed")
+        finally:
+            super().close()
+
+
+def json_bytes_response(
+    body: bytes, *, etag: str = "", degraded: str = "", then: Callable[[], None] | None = None
+) -> HttpResponse:
     """``json_response`` for a body already encoded (resolve encodes from cached fragments)."""
-    response = HttpResponse(body, content_type="application/json")
+    response = (
+        HttpResponse(body, content_type="application/json")
+        if then is None
+        else AnswerThen(body, then=then, content_type="application/json")
+    )
     response["Cache-Control"] = "private, no-cache"
     response["X-Content-Type-Options"] = "nosniff"
     if etag:

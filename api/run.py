@@ -30,10 +30,10 @@ from runs.execution import (
     PreparedRun,
     failed_outcome,
     run_call,
+    run_cost,
     run_prepare,
     run_record,
 )
-from runs.models import Call
 from runs.providers import Outcome
 
 from . import problems
@@ -86,18 +86,33 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
         response: HttpResponse = event_stream(events)
     else:
         outcome = run_call(prepared)
-        call, shadows = run_record(
-            prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
-        )
         if outcome.failure is not None:
+            run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
             response = problem_json(_provider_problem(outcome, request_id=request_id), request)
         else:
+            # The answer first, its record as soon as it is sent (decision 0041): the caller does
+            # not wait for the record's round trip and commit. The database answered a moment
+            # ago (run_prepare), and a record it cannot take then is kept in Redis (runs.spool).
             answer = run_answer(
-                prepared, outcome, request_id=request_id, call=call, shadows=shadows
+                prepared,
+                outcome,
+                request_id=request_id,
+                recorded=True,
+                shadows=prepared.resolution.shadow,
             )
-            response = json_response(answer, degraded=degraded)
+            response = json_response(
+                answer,
+                degraded=degraded,
+                then=lambda: _record_after_answer(prepared, outcome, subject, request_id),
+            )
     response[REQUEST_ID_HEADER] = request_id
     return response
+
+
+def _record_after_answer(
+    prepared: PreparedRun, outcome: CallOutcome, subject: str | None, request_id: str
+) -> None:
+    run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
 
 
 def _provider_problem(outcome: CallOutcome, *, request_id: str) -> ProblemAnswer:
@@ -115,9 +130,11 @@ def run_answer(
     outcome: CallOutcome,
     *,
     request_id: str,
-    call: Call | None,
+    recorded: bool,
     shadows: tuple[int, ...],
 ) -> dict[str, Any]:
+    """The answer of a run that a model answered; ``recorded``: its record is written, or will be
+    (kept in Redis if the database cannot take it at once), as the run schema says."""
     completion = outcome.completion
     assert completion is not None
     resolution = prepared.resolution
@@ -154,7 +171,7 @@ def run_answer(
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
         },
-        "cost": float(call.cost) if call is not None and call.cost is not None else None,
+        "cost": float(cost) if (cost := run_cost(prepared, outcome)) is not None else None,
         "latency_ms": round(outcome.latency_ms, 1),
         "time_to_first_token_ms": (
             round(completion.time_to_first_token_ms, 1)
@@ -163,7 +180,7 @@ def run_answer(
         ),
         "attempts": attempts_as_dicts(completion.attempts),
         "shadow": list(shadows),
-        "recorded": call is not None,
+        "recorded": recorded,
     }
 
 
@@ -236,7 +253,7 @@ def _run_events(
                 yield sse("tool_call", value)
             else:
                 outcome = _ended(prepared, value, started_at=started_at, started=started)
-        call, shadows = run_record(
+        recorded = run_record(
             prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
         )
         if outcome.failure is not None:
@@ -248,8 +265,8 @@ def _run_events(
                     prepared,
                     outcome,
                     request_id=request_id,
-                    call=call,
-                    shadows=shadows,
+                    recorded=recorded.kept,
+                    shadows=recorded.shadows,
                 ),
             )
     finally:

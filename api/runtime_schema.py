@@ -232,10 +232,12 @@ RUN_ANSWER = _object(
     shadow={"type": "array", "items": INTEGER},
     recorded={
         "type": "boolean",
-        "description": "false: the answer is the model's, but its call record could not be "
-        "written (the database failed after the model answered); it is logged at ERROR with "
-        "the request id, no shadow was queued, and feedback for it will find no call. Not "
-        "retried with a 5xx: the model was paid already, and a retry would pay again.",
+        "description": "true: the call's record is written, or will be (a plain answer is "
+        "sent before its record is written; a record the database cannot take is kept in Redis "
+        "and written later). false (a stream's done event): the database failed after the model "
+        "answered and Redis could not keep the record either; it is logged at ERROR with the "
+        "request id, no shadow was queued, and feedback for it will find no call. Not retried "
+        "with a 5xx: the model was paid already, and a retry would pay again.",
     },
 )
 # The 502 of a run: the provider-unavailable problem, with what was tried (api.schema).

@@ -1,11 +1,13 @@
 """What ``POST /run`` adds to a model call: the local model server directly, and through ``/run``.
 
-    .venv/bin/python bench/run.py [--calls 300] [--rounds 5] [--profile 200]
+    .venv/bin/python bench/run.py [--calls 300] [--rounds 5] [--profile 200] [--threads 1]
 
 1. Builds a database on the local PostgreSQL with one prompt released in production whose binding
    names the provider ``local``: the fake model server (``runs.fake_provider``), started here on
    loopback in a process of its own.
-2. Serves the project under gunicorn (2 sync workers, PostgreSQL and Redis, as production runs).
+2. Serves the project under gunicorn with gunicorn.conf.py (PostgreSQL and Redis, as production
+   runs): 2 sync workers (``--threads 1``, the default here; the file's own 4 threads would make
+   them gthread workers, its production default, measured with ``--threads 4``).
 3. One call after the other, alternating: the same chat completion straight to the model server
    (``direct``), then through ``/run``; both over a new connection each time (the model server
    speaks HTTP/1.0 and gunicorn's sync workers close after each answer). Before measuring, the
@@ -148,6 +150,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300, help="calls of each kind per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", type=int, default=0, help="calls to profile in-process")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads per worker: 1 is gunicorn's sync worker; more, its gthread worker "
+        "(gunicorn.conf.py's production default is 4)",
+    )
     args = parser.parse_args()
     subprocess.run([str(ROOT / "scripts" / "ensure-services")], check=True, capture_output=True)
     env = project_env()
@@ -159,7 +168,7 @@ def main() -> None:
             profile(env, args.profile)
         app = start(
             [
-                *(GUNICORN, "--workers", WORKERS, "--worker-class", "sync"),
+                *(GUNICORN, "--workers", WORKERS, "--threads", str(args.threads)),
                 *("--bind", f"127.0.0.1:{APP_PORT}", "--log-level", "warning"),
                 "config.wsgi:application",
             ],
@@ -167,7 +176,7 @@ def main() -> None:
             APP_PORT,
         )
         try:
-            measure(key, args.calls, args.rounds)
+            measure(key, args.calls, args.rounds, args.threads)
         finally:
             app.terminate()
             app.wait(timeout=10)
@@ -176,7 +185,7 @@ def main() -> None:
         model.wait(timeout=10)
 
 
-def measure(key: str, calls: int, rounds: int) -> None:
+def measure(key: str, calls: int, rounds: int, threads: int) -> None:
     run_path = f"/api/v1/prompts/{PROMPT}/run"
     run_body = {"environment": "production", "locale": "en", "variables": VARIABLES}
     _, direct = post(MODEL_PORT, "/v1/chat/completions", MODEL_BODY)
@@ -187,7 +196,8 @@ def measure(key: str, calls: int, rounds: int) -> None:
         post(APP_PORT, run_path, run_body, key)
         post(MODEL_PORT, "/v1/chat/completions", MODEL_BODY)
     print(
-        f"\ngunicorn {WORKERS} sync workers, PostgreSQL + Redis; {calls} calls of each kind per "
+        f"\ngunicorn {WORKERS} {'sync workers' if threads == 1 else f'gthread workers of {threads} threads'}, "
+        f"PostgreSQL + Redis; {calls} calls of each kind per "
         f"round, alternating, one after the other; load average {os.getloadavg()[0]:.2f}\n"
     )
     results: list[dict[str, float]] = []

@@ -46,6 +46,13 @@ def worker_heartbeat() -> None:
 app.conf.beat_schedule = {
     # Calls past CALL_RETENTION_DAYS go, with their shadow runs; hourly keeps each batch small.
     "delete-expired-calls": {"task": "runs.delete_expired_calls", "schedule": 3600.0},
+    # Call records the database could not take, kept in Redis, are written once it can
+    # (runs.spool); a drain left waiting past the next is dropped unrun.
+    "write-kept-calls": {
+        "task": "runs.write_kept_calls",
+        "schedule": 30.0,
+        "options": {"expires": 30.0},
+    },
     # Every running canary analysis gets a look: advance, hold or roll back
     # (evaluations.canary.services).
     "analyse-canaries": {

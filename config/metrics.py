@@ -138,6 +138,17 @@ OUTBOX_DROPPED = Counter(
     namespace=NAMESPACE,
 )
 
+# --- call records written late (runs.spool) ------------------------------------------------------
+
+CALL_RECORDS = Counter(
+    "call_records",
+    "Call records the database could not take when written: kept in Redis (spooled), written "
+    "from there later (drained), or lost (Redis could not keep them, or the database refused the "
+    "row itself).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+
 # --- Celery tasks (config.worker_metrics) ---------------------------------------------------------
 
 TASK_DURATION = Histogram(

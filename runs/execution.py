@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -28,7 +29,7 @@ from promptregistry.core.snippets import SnippetLibrary
 
 from registry.content import ModelBinding
 from registry.rendering import Sections, to_messages
-from releases.cache import served_snippets
+from releases.cache import DATABASE_OUTAGE, served_snippets
 from releases.resolution import Resolution, version_render
 
 from . import outbox
@@ -54,6 +55,7 @@ from .providers import (
     reraise_time_limit,
 )
 from .redaction import redact
+from .spool import record_lost, spool_keep
 from .tracing import prompt_attributes, tracer
 
 logger = logging.getLogger(__name__)
@@ -120,10 +122,18 @@ def run_prepare(
 
 def _database_reachable() -> None:
     """Raises ``DatabaseError`` when the database cannot be reached: a model call is paid for, and
-    one whose record could not be written is refused before it is made (503), not answered
-    ``recorded: false`` by the thousand through an outage. The providers come from memory, so
-    nothing else reaches the database before the call; this reads nothing, one round trip."""
-    with connection.cursor() as cursor:
+    one whose record could not be written is refused before it is made (503), not kept in Redis
+    by the thousand through an outage. The providers come from memory, so nothing else reaches
+    the database before the call.
+
+    The check is Django's own health check of a connection kept from an earlier request (a
+    ``SELECT 1`` once per request, which the record's write would otherwise pay), and a new
+    connection is its own proof; a second ``SELECT 1`` here would be a round trip for nothing."""
+    if connection.health_check_enabled:
+        connection.close_if_health_check_failed()
+        connection.ensure_connection()
+        return
+    with connection.cursor() as cursor:  # health checks turned off: ask
         cursor.execute("SELECT 1")
 
 
@@ -193,6 +203,17 @@ def failed_outcome(
     return CallOutcome(None, ProviderUnavailable([attempt]), started_at, latency_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """What became of a call's record: written (``call``), kept in Redis for the worker to write
+    (``kept`` without a ``call``: runs.spool), or lost (neither). ``shadows``: the shadow jobs
+    queued, which need the written row."""
+
+    call: Call | None
+    kept: bool
+    shadows: tuple[int, ...] = ()
+
+
 def run_record(
     *,
     prepared: PreparedRun,
@@ -200,37 +221,40 @@ def run_record(
     subject: str | None,
     request_id: str,
     source: Call.Source = Call.Source.RUN,
-) -> tuple[Call | None, tuple[int, ...]]:
+) -> RecordedCall:
     """Record the call (``source``: the run API's, or the playground's, which no release served
-    and so names no release revision); once committed, queue its shadows. Returns no call when
-    the record cannot be written: the model has answered (and been paid for) already, so the
-    caller still gets the answer, told ``recorded: false`` (decision 0020), and the loss is
-    logged at ERROR with the request id for operators to find.
+    and so names no release revision); once committed, queue its shadows. Never raises for a
+    record that cannot be written: the model has answered (and been paid for) already.
 
-    What can fail to be written: the database out of reach or refusing the row (``DatabaseError``:
-    connection lost mid-run, a failover, a value it refuses), or a text no UTF-8 encoder can write
-    (``UnicodeEncodeError``; a NUL and a lone surrogate in the output are stored as U+FFFD before
-    that, ``runs.calls.stored_output``, as are attempts' details, ``runs.providers``)."""
+    The database out of reach (a failover, a connection lost mid-run): the record is kept in
+    Redis and written by the worker once the database is back (runs.spool), unshadowed. The
+    database refusing the row for what it holds, or a text no UTF-8 encoder can write (a NUL and
+    a lone surrogate are stored as U+FFFD before that, ``runs.calls.stored_output``): it would be
+    refused again, so it is lost, logged at ERROR with the request id and counted."""
+    call = _call_build(
+        prepared=prepared, outcome=outcome, subject=subject, request_id=request_id, source=source
+    )
     try:
-        call = _call_record(
-            prepared=prepared,
-            outcome=outcome,
-            subject=subject,
-            request_id=request_id,
-            source=source,
-        )
+        call_insert(call)
+    except DATABASE_OUTAGE:
+        logger.warning("The database could not take the call %s", request_id, exc_info=True)
+        return RecordedCall(None, kept=spool_keep(call))
     except (DatabaseError, UnicodeEncodeError):
-        logger.exception(
-            "The call %s could not be recorded; its caller is answered recorded=false", request_id
-        )
-        return None, ()
+        logger.exception("The database refused the call %s", request_id)
+        record_lost(request_id)
+        return RecordedCall(None, kept=False)
     shadows = prepared.resolution.shadow if outcome.completion is not None else ()
     if shadows:
         _shadows_queue(call=call, prepared=prepared, shadows=shadows)
-    return call, shadows
+    return RecordedCall(call, kept=True, shadows=shadows)
 
 
-def _call_record(
+def run_cost(prepared: PreparedRun, outcome: CallOutcome) -> Decimal | None:
+    """What the call cost, every answered attempt at the prices held with the providers."""
+    return attempts_cost(outcome.attempts, prepared.prices)
+
+
+def _call_build(
     *,
     prepared: PreparedRun,
     outcome: CallOutcome,
@@ -238,9 +262,9 @@ def _call_record(
     request_id: str,
     source: Call.Source,
 ) -> Call:
+    """The call's record, counted in the metrics; not yet written."""
     resolution = prepared.resolution
     release = resolution.release
-    prices = prepared.prices
     completion, failure = outcome.completion, outcome.failure
     fields: dict[str, Any] = {}
     if completion is not None:
@@ -251,7 +275,7 @@ def _call_record(
             "time_to_first_token_ms": completion.time_to_first_token_ms,
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
-            "cost": attempts_cost(completion.attempts, prices),
+            "cost": run_cost(prepared, outcome),
             "schema_valid": True if prepared.binding.response_schema is not None else None,
             "output": stored_output(completion.text, completion.parsed),
             "tool_calls": stored_tool_calls(completion.tool_calls),
@@ -267,7 +291,7 @@ def _call_record(
             # Answers the schema refused were billed all the same.
             "input_tokens": sum(a.input_tokens for a in failure.attempts),
             "output_tokens": sum(a.output_tokens for a in failure.attempts),
-            "cost": attempts_cost(failure.attempts, prices),
+            "cost": run_cost(prepared, outcome),
             # Every target answered, none validly: the schema is what failed.
             "schema_valid": (
                 False
@@ -289,27 +313,25 @@ def _call_record(
         latency_ms=outcome.latency_ms,
         cost=fields["cost"],
     )
-    # One INSERT in autocommit, the record's only round trip: the rows it points at come with the
-    # served release, the prices with the providers. A transaction around it would add a BEGIN
-    # and a COMMIT for a single statement that is atomic anyway.
-    return call_insert(
-        Call(
-            request_id=request_id,
-            source=source,
-            created_at=outcome.started_at,
-            prompt_id=release.prompt_id,
-            version_id=resolution.version.pk,
-            environment_id=release.environment_id,
-            variant=resolution.assignment.label,
-            sticky=resolution.assignment.sticky,
-            release_revision=None if source == Call.Source.PLAYGROUND else release.revision,
-            locale=resolution.locale,
-            subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
-            latency_ms=outcome.latency_ms,
-            inputs=redact(dict(prepared.variables)),
-            attempts=attempts_as_dicts(outcome.attempts),
-            **fields,
-        )
+    # Written by one INSERT in autocommit, the record's only round trip: the rows it points at
+    # come with the served release, the prices with the providers. A transaction around it would
+    # add a BEGIN and a COMMIT for a single statement that is atomic anyway.
+    return Call(
+        request_id=request_id,
+        source=source,
+        created_at=outcome.started_at,
+        prompt_id=release.prompt_id,
+        version_id=resolution.version.pk,
+        environment_id=release.environment_id,
+        variant=resolution.assignment.label,
+        sticky=resolution.assignment.sticky,
+        release_revision=None if source == Call.Source.PLAYGROUND else release.revision,
+        locale=resolution.locale,
+        subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
+        latency_ms=outcome.latency_ms,
+        inputs=redact(dict(prepared.variables)),
+        attempts=attempts_as_dicts(outcome.attempts),
+        **fields,
     )
 
 

@@ -32,7 +32,7 @@ from releases.selectors import served_version
 from releases.state import ReleaseState
 
 from .calls import attempts_as_dicts
-from .execution import CallOutcome, PreparedRun, run_prepare, run_record
+from .execution import CallOutcome, PreparedRun, RecordedCall, run_cost, run_prepare, run_record
 from .models import PROVIDER_NAME_PATTERN, Call
 from .selectors import enabled_provider_names
 
@@ -132,17 +132,16 @@ def playground_prepare(
 
 def playground_record(
     *, prepared: PreparedRun, outcome: CallOutcome, request_id: str
-) -> Call | None:
-    """The call recorded with the playground's source (None when it could not be written, as
-    ``run_record`` answers); never shadowed, since ``playground_prepare`` names no shadows."""
-    call, _ = run_record(
+) -> RecordedCall:
+    """The call recorded with the playground's source, as ``run_record`` records it; never
+    shadowed, since ``playground_prepare`` names no shadows."""
+    return run_record(
         prepared=prepared,
         outcome=outcome,
         subject=None,
         request_id=request_id,
         source=Call.Source.PLAYGROUND,
     )
-    return call
 
 
 # What the page shows of every answer; any other field a completion carries (tool calls, when
@@ -163,7 +162,7 @@ _SHOWN = frozenset(
 
 
 def playground_answer(
-    prepared: PreparedRun, outcome: CallOutcome, *, call: Call | None
+    prepared: PreparedRun, outcome: CallOutcome, *, recorded: RecordedCall
 ) -> dict[str, Any]:
     """The answer as the page shows it: the text and its parsed JSON, who answered, tokens, cost,
     latency, every attempt, and whatever else the completion holds (``extra``)."""
@@ -188,7 +187,7 @@ def playground_answer(
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
         },
-        "cost": str(call.cost) if call is not None and call.cost is not None else None,
+        "cost": str(cost) if (cost := run_cost(prepared, outcome)) is not None else None,
         "latency_ms": round(outcome.latency_ms, 1),
         "time_to_first_token_ms": (
             round(completion.time_to_first_token_ms, 1)
@@ -197,7 +196,7 @@ def playground_answer(
         ),
         "attempts": attempts_as_dicts(completion.attempts),
         "extra": {name: value for name, value in extra.items() if value not in (None, (), [], {})},
-        "recorded": call is not None,
+        "recorded": recorded.kept,
     }
 
 

@@ -57,6 +57,8 @@ REPAIR_MESSAGE = "Your answer did not match the JSON Schema: {error}. Answer aga
 # A stream cut before the provider's usage chunk still cost something: its tokens are estimated at
 # OpenAI's rule of thumb (and the fake provider's count) of four characters a token.
 CHARS_PER_TOKEN = 4
+# The most tokens a call record holds per direction (its column, a PostgreSQL integer).
+MAX_TOKENS = 2_147_483_647
 
 # Faked by tests (monkeypatched to record the waits): retries then run instantly and the waits
 # themselves can be asserted.
@@ -771,14 +773,15 @@ def _read_stream(
 
 def _usage(usage: Any) -> tuple[int, int]:
     """(input, output) tokens of a usage object (a streamed chunk's) or its JSON (an answer's); a
-    count that is not an integer counts as 0."""
+    count that is not an integer, or past what a call record can hold, counts as 0 (a provider's
+    nonsense must not make the record one the database refuses)."""
     read = (
         usage.get
         if isinstance(usage, dict)
         else lambda name, default: getattr(usage, name, default)
     )
     counts = (read("prompt_tokens", 0), read("completion_tokens", 0))
-    return tuple(n if isinstance(n, int) and n >= 0 else 0 for n in counts)  # type: ignore[return-value]
+    return tuple(n if isinstance(n, int) and 0 <= n <= MAX_TOKENS else 0 for n in counts)  # type: ignore[return-value]
 
 
 def _estimated(chars: int) -> int:

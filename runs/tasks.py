@@ -12,6 +12,7 @@ from django.db import close_old_connections
 from .payloads import PayloadRefused
 from .services import calls_delete_expired
 from .shadows import shadow_run_execute, shadow_run_refuse, shadow_run_timed_out
+from .spool import spool_drain
 
 # What a task that ran past CELERY_TASK_SOFT_TIME_LIMIT / CELERY_TASK_TIME_LIMIT fails with.
 TIME_LIMITS = (SoftTimeLimitExceeded, TimeLimitExceeded)
@@ -48,6 +49,13 @@ def shadow_job_expired(
 @shared_task(name="runs.delete_expired_calls", ignore_result=True)
 def delete_expired_calls_task() -> int:
     return calls_delete_expired()
+
+
+# Every few seconds from beat; one left waiting past the next is dropped unrun (the next one
+# drains the same list).
+@shared_task(name="runs.write_kept_calls", ignore_result=True)
+def write_kept_calls_task() -> int:
+    return spool_drain()
 
 
 @task_failure.connect

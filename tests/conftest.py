@@ -262,10 +262,28 @@ def database_down(db) -> Iterator[Callable[[], None]]:
     def down() -> None:
         connection.cursor = fail
         connection.chunked_cursor = fail
+        # What checking a kept connection, or opening a new one, comes to with PostgreSQL gone
+        # (runs.execution asks the health check, which would close the test's own connection).
+        connection.close_if_health_check_failed = lambda: None
+        connection.ensure_connection = fail
 
     yield down
-    for name in ("cursor", "chunked_cursor"):
+    for name in ("cursor", "chunked_cursor", "close_if_health_check_failed", "ensure_connection"):
         connection.__dict__.pop(name, None)
+
+
+@pytest.fixture
+def spool(monkeypatch, needs_redis):
+    """The Redis list of call records kept for later (runs.spool), under a key of this test's own:
+    ``spool.length()``, ``spool.drain()``."""
+    import uuid
+    from types import SimpleNamespace
+
+    from runs import spool as module
+
+    monkeypatch.setattr(module, "KEY", f"test:call-records:{uuid.uuid4().hex}")
+    yield SimpleNamespace(length=module.spool_length, drain=module.spool_drain)
+    module._redis().delete(module.KEY)
 
 
 @pytest.fixture

@@ -267,7 +267,8 @@ def _events(
     binding = prepared.binding
 
     def record(outcome: CallOutcome) -> tuple[str, dict[str, Any]]:
-        call = playground_record(prepared=prepared, outcome=outcome, request_id=request_id)
+        recorded = playground_record(prepared=prepared, outcome=outcome, request_id=request_id)
+        call = recorded.call
         if outcome.failure is not None:
             return "error", {
                 "type": "/problems/provider-unavailable",
@@ -277,7 +278,7 @@ def _events(
                 "attempts": attempts_as_dicts(outcome.attempts),
                 "call": call.pk if call is not None else None,
             }
-        answer = playground_answer(prepared, outcome, call=call)
+        answer = playground_answer(prepared, outcome, recorded=recorded)
         return "done", {**answer, "call": call.pk if call is not None else None}
 
     yield _sse(

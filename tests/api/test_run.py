@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from typing import Any
+from unittest.mock import patch
 
 import pytest
-from django.db import connection
+from django.core.signals import request_finished
+from django.db import close_old_connections, connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -20,12 +22,13 @@ from releases.cache import release_cache
 from releases.resolution import resolve
 from releases.services import release_deploy, release_shadow_start
 from runs import outbox
-from runs.calls import subject_hash
+from runs.calls import call_insert, subject_hash
 from runs.execution import run_prepare
 from runs.models import Call, ModelPrice, Provider
 from runs.payloads import payload_open
 from tests.api.helpers import sse_events
 from tests.factories import PromptFactory, make_version
+from tests.metrics import counting
 
 URL = "/api/v1/prompts/support.refund-reply/run"
 CHAT = "/v1/chat/completions"
@@ -575,35 +578,116 @@ def test_an_answer_holding_a_nul_is_answered_and_recorded(
     assert "Greet Nul\ufffd." in call.output
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_call_that_cannot_be_recorded_is_answered_recorded_false_and_logged(
-    released, model_server, runner, monkeypatch, caplog, stream
-):
-    """The database refuses the call's row after the model answered (a failover mid-run): the
-    caller gets the answer it paid for, told ``recorded: false``, and operators an ERROR naming
-    the request id. No 5xx: the model was paid already, and a retry would pay again."""
-    from django.db import OperationalError
+def _refusing_writes(monkeypatch, error: Exception) -> None:
+    """The database takes no call record from now on: ``error`` is what writing one raises."""
 
     def refuse(call, **kwargs):
-        raise OperationalError("server closed the connection unexpectedly")
+        raise error
 
     monkeypatch.setattr("runs.execution.call_insert", refuse)
 
-    response = run(
-        runner,
-        {"environment": "staging", "variables": {"customer_name": "Ana"}, "stream": stream},
-        HTTP_X_REQUEST_ID="lost-1",
-    )
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_record_the_database_cannot_take_is_kept_and_written_later(
+    released, model_server, runner, monkeypatch, needs_redis, spool, stream
+):
+    """The database goes away after the model answered (a failover mid-run): the caller gets the
+    answer it paid for, and the record is kept in Redis until the worker's drain writes it, the
+    same row as it would have been. No 5xx: the model was paid, and a retry would pay again."""
+    from django.db import OperationalError
+
+    _refusing_writes(monkeypatch, OperationalError("server closed the connection unexpectedly"))
+    body = {"environment": "staging", "variables": {"customer_name": "Ana"}, "stream": stream}
+    response = run(runner, body, HTTP_X_REQUEST_ID="kept-1")
 
     assert response.status_code == 200
     answer = sse_events(response)[-1][1] if stream else response.json()
-    assert answer["recorded"] is False
-    assert answer["output"]
-    assert answer["request_id"] == "lost-1"
+    assert answer["recorded"] is True
+    assert answer["request_id"] == "kept-1"
     assert not Call.objects.exists()
-    (record,) = [r for r in caplog.records if "could not be recorded" in r.getMessage()]
+    assert spool.length() == 1
+
+    monkeypatch.setattr("runs.execution.call_insert", call_insert)  # the database is back
+    assert spool.drain() == 1
+    call = Call.objects.get(request_id="kept-1")
+    assert (call.output, call.status, call.source) == (answer["output"], "ok", "run")
+    assert call.input_tokens == answer["usage"]["input_tokens"] > 0
+    assert spool.length() == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_record_neither_the_database_nor_redis_can_keep_is_lost_loudly(
+    released, model_server, runner, monkeypatch, caplog, stream
+):
+    """Without Redis to keep it (the embedded default, or Redis down too), a record the database
+    cannot take is lost: an ERROR naming the request id, counted. A stream, which records before
+    its end, says so in its ``done`` event; a plain answer, sent before its record, could not."""
+    from django.db import OperationalError
+
+    _refusing_writes(monkeypatch, OperationalError("server closed the connection unexpectedly"))
+    monkeypatch.setattr("runs.spool._redis", lambda: None)
+    body = {"environment": "staging", "variables": {"customer_name": "Ana"}, "stream": stream}
+    lost = counting("promptregistry_call_records_total", outcome="lost")
+
+    response = run(runner, body, HTTP_X_REQUEST_ID="lost-1")
+
+    assert response.status_code == 200
+    answer = sse_events(response)[-1][1] if stream else response.json()
+    assert answer["recorded"] is (not stream)
+    assert answer["output"]
+    assert not Call.objects.exists()
+    (record,) = [r for r in caplog.records if "is lost" in r.getMessage()]
     assert record.levelname == "ERROR"
     assert "lost-1" in record.getMessage()
+    assert lost() == 1
+
+
+def test_a_row_the_database_refuses_is_not_kept_to_be_refused_again(
+    released, model_server, runner, monkeypatch, spool, caplog
+):
+    """A ``DataError`` is the row, not the database: kept, it would be refused at every drain."""
+    from django.db import DataError
+
+    _refusing_writes(monkeypatch, DataError("value out of range"))
+    response = run(runner, {"environment": "staging", "variables": {"customer_name": "Ana"}})
+
+    assert response.status_code == 200
+    assert spool.length() == 0
+    assert not Call.objects.exists()
+    assert any("is lost" in r.getMessage() for r in caplog.records)
+
+
+def test_the_record_is_written_once_the_answer_is_sent(released, model_server):
+    """The answer's bytes are complete before the record's round trip: the WSGI server writes
+    them, then closes the response, and the record is written then (decision 0041)."""
+    from django.test import RequestFactory
+
+    from api.services import apikey_create
+
+    _, raw = apikey_create(name="direct", scopes=["runs:execute"])
+    request = RequestFactory().post(
+        URL,
+        data=json.dumps({"environment": "staging", "variables": {"customer_name": "Ada"}}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    response = run_module.run_view(request, key="support.refund-reply")
+
+    assert response.status_code == 200
+    answer = json.loads(response.content)
+    assert answer["recorded"] is True
+    assert not Call.objects.filter(request_id=answer["request_id"]).exists()
+    # As the test client does: closing ends the request, which must not close the test's database
+    # connection (its transaction holds the test's data).
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+        call = Call.objects.get(request_id=answer["request_id"])
+        assert float(call.cost or 0) == (answer["cost"] or 0)
+        response.close()  # a second close writes nothing more
+    finally:
+        request_finished.connect(close_old_connections)
+    assert Call.objects.filter(request_id=answer["request_id"]).count() == 1
 
 
 # As deployed (PostgreSQL and Redis): without Redis's listener the keys and the providers are read
@@ -612,24 +696,30 @@ def test_a_call_that_cannot_be_recorded_is_answered_recorded_false_and_logged(
 def test_a_warm_run_asks_the_database_once_and_writes_once(
     released, model_server, runner, needs_redis
 ) -> None:
-    """The run path's round trips (issue 14, item 7): a statement that reads nothing, so that a
-    model is never paid for a call whose record cannot be written, and the record's single
-    INSERT. The providers and prices are held in memory (runs.provider_cache), the rows the
+    """The run path's round trips (issue 14, item 7): the connection's health check (Django's
+    ``SELECT 1``, once a request), so that a model is never paid for a call whose record cannot
+    be written, and the record's single INSERT, after the answer. The providers and prices are held in memory (runs.provider_cache), the rows the
     record points at come with the served release. Not a transaction around the INSERT: a BEGIN
     and a COMMIT would be two more round trips on every run."""
     priced("echo-1")
     body = {"environment": "staging", "variables": {"customer_name": "Ada"}}
     assert run(runner, body).status_code == 200  # warms the key's last use and the caches
 
-    with CaptureQueriesContext(connection) as queries:
+    checks = []
+    usable = connection.is_usable
+    connection.health_check_done = False  # as at the start of every request a server handles
+    with (
+        CaptureQueriesContext(connection) as queries,
+        patch.object(connection, "is_usable", lambda: checks.append(1) or usable()),
+    ):
         response = run(runner, body)
 
     assert response.status_code == 200, response.content
     assert response.json()["recorded"] is True
+    assert checks == [1]  # the connection's health check, before the model call
     statements = [q["sql"] for q in queries.captured_queries]
-    assert statements[0] == "SELECT 1"
-    assert [s.split()[0] for s in statements] == ["SELECT", "INSERT"], statements
-    assert 'INTO "runs_call"' in statements[1]
+    assert [s.split()[0] for s in statements] == ["INSERT"], statements
+    assert 'INTO "runs_call"' in statements[0]
     assert Call.objects.count() == 2
     assert (
         response.json()["cost"] == float(Call.objects.latest("pk").cost) > 0

@@ -443,7 +443,9 @@ def test_the_record_step_keeps_the_source_it_is_given(released, v3, model_server
         target=Target(version=v3), locale="fr-CA", variables={"customer_name": "Zoé"}
     )
     assert prepared.resolution.locale == "en"  # v3 has no French: the default
-    call = playground_record(prepared=prepared, outcome=run_call(prepared), request_id="r-1")
+    recorded = playground_record(prepared=prepared, outcome=run_call(prepared), request_id="r-1")
+    call = recorded.call
+    assert recorded.kept
     assert call is not None
     assert (call.source, call.locale) == (Call.Source.PLAYGROUND, "en")
     assert call.inputs == {"customer_name": "Zoé"}

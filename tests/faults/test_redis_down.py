@@ -83,7 +83,9 @@ def test_with_redis_down_everything_answers_from_the_database_and_nothing_accept
     response = web.post(f"/api/v1/prompts/{KEY}/run", service_key, body)
     assert response.status_code == 200, response.text
     assert response.json()["shadow"] == [3]  # sampled; its job could not be queued
-    assert Call.objects.filter(request_id=response.json()["request_id"]).exists()
+    # The record is written once the answer is sent (decision 0041): a moment after it arrives.
+    recorded = Call.objects.filter(request_id=response.json()["request_id"])
+    wait_for(recorded.exists, "the call's record")
     wait_for(lambda: "could not be queued" in web.log.read_text(), "the drop")
     assert not ShadowRun.objects.exists()
 
