@@ -14,6 +14,8 @@
    two answers are checked to be the same text, so both sides asked the model the same thing.
 4. Prints p50 and p99 of each per round, then the median of the rounds, and what ``/run`` adds
    (p50 and p99 of ``/run`` minus those of ``direct``). Target: at most 2 ms added at p50.
+   Alongside, and only for comparison: the same call made with the ``openai`` client (kept, as a
+   service keeps it), which is what a service calling its model itself would pay instead.
 
 ``--profile N`` also runs N calls of the view in this process under cProfile, on the same
 database and model server, and prints the functions with the most cumulative and own time: the figures
@@ -36,6 +38,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import openai
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -109,15 +113,25 @@ def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        if process.poll() is not None:  # a server left on the port by an earlier run, say
+            raise SystemExit(f"{' '.join(args)} exited at start: is port {port} taken?")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
-            return process
+            return _running(process, args, port)
         except urllib.error.HTTPError:
-            return process  # it answers (a 404 on /): up
+            return _running(process, args, port)  # it answers (a 404 on /): up
         except OSError:
             time.sleep(0.2)
     process.terminate()
     raise SystemExit(f"{' '.join(args)} did not start on port {port}")
+
+
+def _running(process: subprocess.Popen, args: list[str], port: int) -> subprocess.Popen:
+    """The server that answered is ours, not one an earlier run left on the port."""
+    time.sleep(0.5)
+    if process.poll() is not None:
+        raise SystemExit(f"{' '.join(args)} exited at start: is port {port} taken?")
+    return process
 
 
 def post(port: int, path: str, body: dict, key: str = "") -> tuple[float, dict]:
@@ -200,17 +214,25 @@ def measure(key: str, calls: int, rounds: int, threads: int) -> None:
         f"PostgreSQL + Redis; {calls} calls of each kind per "
         f"round, alternating, one after the other; load average {os.getloadavg()[0]:.2f}\n"
     )
+    # What a service calling the model itself would use: the openai client, kept (its pool).
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{MODEL_PORT}/v1", api_key="bench", max_retries=0, timeout=30
+    )
     results: list[dict[str, float]] = []
     for round_ in range(1, rounds + 1):
-        direct_ms, run_ms = [], []
+        direct_ms, run_ms, client_ms = [], [], []
         for _ in range(calls):
             direct_ms.append(post(MODEL_PORT, "/v1/chat/completions", MODEL_BODY)[0])
             run_ms.append(post(APP_PORT, run_path, run_body, key)[0])
+            started = time.perf_counter()
+            client.chat.completions.create(**MODEL_BODY)
+            client_ms.append((time.perf_counter() - started) * 1000)
         result = {
             "direct_p50": percentile(direct_ms, 50),
             "direct_p99": percentile(direct_ms, 99),
             "run_p50": percentile(run_ms, 50),
             "run_p99": percentile(run_ms, 99),
+            "client_p50": percentile(client_ms, 50),
         }
         results.append(result)
         show(f"round {round_}", result)
@@ -221,6 +243,13 @@ def measure(key: str, calls: int, rounds: int, threads: int) -> None:
     print(
         f"\nadded by /run at p50: median {statistics.median(added):.2f} ms "
         f"(rounds: {', '.join(f'{a:.2f}' for a in added)}); target <= 2 ms"
+    )
+    beside = [r["run_p50"] - r["client_p50"] for r in results]
+    print(
+        f"for comparison, the model called with the openai client instead (what a service would "
+        f"otherwise do): p50 {median['client_p50']:.2f} ms, so /run adds "
+        f"{statistics.median(beside):.2f} ms at p50 to that (rounds: "
+        f"{', '.join(f'{b:.2f}' for b in beside)})"
     )
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
