@@ -43,10 +43,11 @@ from releases.nodes import (
     node_records,
 )
 from releases.selectors import environment_revision_totals
+from runs import spool
 from runs.outbox import DROPPED_FIGURE, WAITING_FIGURE
 from runs.status import ProviderHealthReport, ShadowFailures, provider_health, shadow_run_failures
 
-from .health import HEARTBEAT_KEY, redis_client
+from .health import HEARTBEAT_KEY, probe_client
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class RedisReads:
         if self.state is not RedisState.REACHABLE:
             return None
         try:
-            return read(redis_client(settings.REDIS_URL))
+            return read(probe_client())
         except (redis.RedisError, OSError):
             logger.warning("Status page: Redis is unreachable (reading %s)", what, exc_info=True)
             self.state = RedisState.UNREACHABLE
@@ -213,6 +214,7 @@ class Broker:
     heartbeat: int | None
     queues: list[QueueDepth]
     unacknowledged: int
+    kept_calls: int  # call records waiting in Redis for the database (runs.spool)
 
 
 def routed_queues() -> tuple[str, ...]:
@@ -231,11 +233,11 @@ def _queue_keys(queue: str) -> list[str]:
 def broker_read(client: redis.Redis) -> Broker:
     queues = routed_queues()
     pipeline = client.pipeline(transaction=False)
-    pipeline.time().get(HEARTBEAT_KEY).hlen(Channel.unacked_key)
+    pipeline.time().get(HEARTBEAT_KEY).hlen(Channel.unacked_key).llen(spool.KEY)
     for queue in queues:
         for key in _queue_keys(queue):
             pipeline.llen(key)
-    (seconds, micros), beat, unacknowledged, *lengths = pipeline.execute()
+    (seconds, micros), beat, unacknowledged, kept_calls, *lengths = pipeline.execute()
     steps = len(PRIORITY_STEPS)
     return Broker(
         now=seconds + micros / 1_000_000,
@@ -245,6 +247,7 @@ def broker_read(client: redis.Redis) -> Broker:
             for i, queue in enumerate(queues)
         ],
         unacknowledged=unacknowledged,
+        kept_calls=kept_calls,
     )
 
 

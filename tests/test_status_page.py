@@ -25,7 +25,7 @@ from django.test import Client
 from django.utils import timezone
 from kombu.transport.redis import Channel
 
-from config.health import HEARTBEAT_KEY, heartbeat_record, redis_client
+from config.health import HEARTBEAT_KEY, heartbeat_record, probe_client
 from evaluations.models import Dataset, EvalResult, EvalRun
 from releases.cache import release_cache
 from releases.models import Release
@@ -63,7 +63,7 @@ def root(client: Client) -> Client:
 
 @pytest.fixture
 def redis(needs_redis, settings):
-    return redis_client(settings.REDIS_URL)
+    return probe_client()
 
 
 @pytest.fixture
@@ -309,6 +309,18 @@ def test_queue_depths_are_the_lengths_of_the_queues_lists(root: Client, redis, s
         assert f"reserved by a worker {unacknowledged}" in text(body)
     finally:
         redis.delete(queue, high)
+
+
+def test_call_records_kept_for_the_database_are_counted(root: Client, spool, released) -> None:
+    from runs.spool import spool_keep
+    from tests.runs.test_call_insert import call
+
+    for request_id in ("kept-1", "kept-2"):
+        spool_keep(call(released, request_id=request_id))
+
+    body = section(page(root), "queues")
+
+    assert text(row_of(body, "status-kept-calls", "call records kept")).endswith(" 2")
 
 
 # --- failures -------------------------------------------------------------------------------------
