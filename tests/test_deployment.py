@@ -54,6 +54,25 @@ def test_the_procfile_names_every_process():
     assert set(procfile()) == {"web", "stream", "worker", "beat", "release"}
 
 
+def test_make_serve_runs_every_long_running_process_and_not_the_migrations():
+    """honcho stops every process when one ends: the release process (the migrations, which
+    ``scripts/serve`` runs before) would take the stack down a second after it started."""
+    serve = (ROOT / "scripts" / "serve").read_text()
+    (selection,) = [line for line in serve.splitlines() if line.startswith("processes=")]
+    assert serve.rstrip().endswith("$processes")
+
+    chosen = subprocess.run(
+        ["bash", "-c", f"{selection}; echo $processes"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
+    assert chosen == [name for name in procfile() if name != "release"]
+    assert chosen[0] == "web"  # honcho gives the first the --port that make serve announces
+
+
 def test_compose_runs_the_procfiles_commands_word_for_word():
     services = compose()["services"]
     entries = procfile()
