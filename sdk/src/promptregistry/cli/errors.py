@@ -56,7 +56,10 @@ def problem_text(problem: Mapping[str, Any]) -> str:
     promotion gate."""
     title = str(problem.get("title") or "The registry refused the request.")
     detail = str(problem.get("detail") or "")
-    lines = [title if not detail or detail == title else f"{title} {detail}"]
+    gates = [g for g in problem.get("failed_gates") or () if isinstance(g, Mapping)]
+    # A refusal by the gates says its detail again as its first failed gate: listed once, below.
+    shown = detail and detail != title and not gates
+    lines = [f"{title} {detail}" if shown else title]
     for error in problem.get("errors") or ():
         if not isinstance(error, Mapping):
             continue
@@ -67,8 +70,5 @@ def problem_text(problem: Mapping[str, Any]) -> str:
             lines.append(f"  {error['file']}{line}: {text}" + (f" ({pointer})" if pointer else ""))
         else:
             lines.append(f"  {pointer or '(request)'}: {text}")
-    if problem.get("type") == "/problems/promotion-blocked":
-        for gate in problem.get("failed_gates") or ():
-            if isinstance(gate, Mapping):
-                lines.append(f"  {gate.get('gate')}: {gate.get('detail')}")
+    lines += [f"  {gate.get('gate')}: {gate.get('detail')}" for gate in gates]
     return "\n".join(lines)
