@@ -112,7 +112,7 @@ def pull(
     ]
     where = f"released in {environment}" if environment else "latest committed"
     lines = [
-        f"{'wrote' if r['written'] else 'same '} {directory / r['name']} (version {r['version']})"
+        f"{'wrote' if r['written'] else 'kept'} {directory / r['name']} (version {r['version']})"
         for r in rows
     ]
     lines.append(
