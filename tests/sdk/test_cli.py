@@ -157,6 +157,19 @@ def test_an_edited_file_differs_becomes_a_draft_and_is_committed(ci_key, cli, wo
     assert cli("diff", "prompts").code == 0
 
 
+def test_files_without_version_fields_are_never_refused_as_stale(ci_key, cli, work):
+    # The repository is the source of truth: each merge commits, and the next change still goes in.
+    cli("pull", "prompts", "--no-version-fields")
+    path = work / "prompts" / NAME
+    assert "content_hash:" not in path.read_text()
+
+    for n, text in enumerate(("You are kind (v3)", "You are very kind (v3)"), start=4):
+        edit(path, "You are a support agent (v3)" if n == 4 else "You are kind (v3)", text)
+        ran = cli("push", "prompts", "--commit")
+        assert ran.code == 0, ran.err
+        assert versions()[-1] == (n, "committed")
+
+
 def test_a_folder_with_one_invalid_file_applies_nothing(ci_key, cli, work):
     cli("pull", "prompts")
     edit(work / "prompts" / NAME, "You are a support agent (v3)", "You are kind (v3)")
