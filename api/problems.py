@@ -36,6 +36,7 @@ from evaluations.experiments import selectors as evaluation_experiments
 from evaluations.gates import services as evaluation_gates
 from registry import errors as registry_errors
 from registry.strictjson import JSONRefused
+from registry.sync import SyncInvalid
 from releases import errors as release_errors
 from releases.cache import DATABASE_OUTAGE
 from releases.resolution import NotReleased
@@ -139,6 +140,8 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     registry_errors.DraftConflict: ProblemType(
         409, "draft-changed", "The draft changed since it was read."
     ),
+    # A prompt file's problems are listed with the file's name (``file``) and line.
+    SyncInvalid: ProblemType(400, "invalid-prompt-files", "The prompt files cannot be imported."),
     release_errors.EnvironmentNotFound: ProblemType(
         404, "environment-not-found", "No such environment."
     ),
@@ -240,6 +243,13 @@ DOMAIN_EXTRAS: dict[type[Exception], Any] = {
     release_errors.ReleaseConflict: lambda e: {"current_revision": e.current_revision},
     release_errors.PromotionBlocked: lambda e: {"gate": e.gate, "failed_gates": list(e.failed)},
     EventBatchTooLarge: lambda e: {"max_events": e.limit},
+    SyncInvalid: lambda e: {
+        "errors": [
+            {"file": failure.path.name, **problem.as_dict()}
+            for failure in e.failures
+            for problem in failure.problems
+        ]
+    },
 }
 
 _DRF_PROBLEMS: dict[type[Exception], ProblemType] = {

@@ -31,7 +31,12 @@ _PROBLEM_ERROR = {
         "code": {"type": "string", "description": "Machine-readable, e.g. `required`."},
         "detail": {"type": "string"},
         "pointer": {"type": "string", "description": "JSON Pointer (RFC 6901) into the request."},
-        "line": {"type": "integer", "description": "The template line, for template problems."},
+        "line": {
+            "type": "integer",
+            "description": "The template line, for template problems; the file's line, for a "
+            "prompt file's.",
+        },
+        "file": {"type": "string", "description": "The prompt file, for an import's problems."},
         "severity": {
             "type": "string",
             "enum": ["error", "warning"],
@@ -81,6 +86,17 @@ _MEMBERS: dict[str, dict[str, tuple[dict, bool]]] = {
         ),
     },
     "too-many-events": {"max_events": (_INTEGER, True)},
+    "invalid-prompt-files": {
+        "errors": (
+            {
+                "type": "array",
+                "description": "Every problem of every file that cannot be imported, each with "
+                "its `file`.",
+                "items": {"$ref": "#/components/schemas/ProblemError"},
+            },
+            True,
+        )
+    },
     "insufficient-scope": {
         "required_scope": ({**_STRING, "description": "e.g. `runs:execute`"}, True)
     },
@@ -260,6 +276,17 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "gates_update": ("gate-exists",),
     "gates_delete": (),
     "versions_gates": ("environment-not-found", "environment-forbidden"),
+    "prompt_files_list": ("environment-not-found", "environment-forbidden"),
+    "prompt_files_plan": ("invalid-prompt-files",),
+    # The registry moved between the plan and its apply (one transaction, no row locks while
+    # planning): a draft opened, changed or discarded, a prompt created.
+    "prompt_files_import": (
+        "invalid-prompt-files",
+        "draft-exists",
+        "draft-changed",
+        "version-not-found",
+        "prompt-exists",
+    ),
 }
 # What a path parameter names, when it names nothing.
 _PATH_PROBLEMS = {

@@ -9,6 +9,7 @@ from . import (
     events,
     experiments,
     gates,
+    promptfiles,
     prompts,
     releases,
     run,
@@ -51,6 +52,14 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("prompts", prompts.PromptCollectionApi.as_view(), name="prompts"),
+    # --- prompts as files (registry.sync): what `promptregistry pull`, `push` and `diff` send ---
+    path("prompt-files", promptfiles.PromptFileListApi.as_view(), name="prompt-files"),
+    path("prompt-files/plan", promptfiles.PromptFilePlanApi.as_view(), name="prompt-files-plan"),
+    path(
+        "prompt-files/import",
+        promptfiles.PromptFileImportApi.as_view(),
+        name="prompt-files-import",
+    ),
     path("prompts/<key:key>", prompts.PromptDetailApi.as_view(), name="prompt"),
     path("prompts/<key:key>/versions", versions.VersionCollectionApi.as_view(), name="versions"),
     path(

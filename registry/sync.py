@@ -1,38 +1,42 @@
 """Prompts as YAML files in a git repository: export, and an import that plans before it applies.
 
-One file per prompt, ``<key>.yaml``, holding the prompt's fields and the content of its latest
-committed version. Import compares each file's content hash with that version:
+One file per prompt, ``<key>.yaml`` (``registry.promptfiles``), holding the prompt's fields and
+the content of a committed version. Import compares each file's content hash with the prompt's
+latest committed version:
 
 - unchanged content creates nothing;
-- changed content becomes a new committed version (the file's ``message`` is its commit message);
-- an unknown key creates the prompt and its version 1.
+- changed content becomes a new committed version (the file's ``message`` is its commit
+  message), or, imported as drafts (``commit=False``, what ``promptregistry push`` does by
+  default), the prompt's draft;
+- an unknown key creates the prompt and its version 1 (or draft 1).
+
+Drafts belong to whoever last wrote them. An import writes only into a draft it wrote itself
+(the same API key or user): it replaces that draft's content, or commits it. Someone else's open
+draft is never overwritten, nor committed around: a file whose content differs from it is
+refused. (A draft that already holds exactly the file's content is that content: a draft import
+leaves it alone.)
 
 Every file is read and validated before anything is written (its form, its prompt fields and its
 content, as the services check them); one bad file stops the whole import, each problem reported
 with the file's path and, where it can be found, the file's line, and the database is left as it
-was. A file that changes the content of a prompt with an open draft is refused too: the import
-would otherwise commit around an author's work in progress. Locales and tags compare canonically,
-so ``FR_ca`` or tags in another order are no change.
+was. Locales and tags compare canonically, so ``FR_ca`` or tags in another order are no change.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max, OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 
 from .actors import Actor
 from .content import (
     VersionContent,
     content_check,
-    content_shape_check,
     model_binding_providers_check,
 )
 from .errors import (
@@ -45,23 +49,21 @@ from .errors import (
 )
 from .locales import locale_normalize
 from .models import Prompt, PromptVersion
+from .promptfiles import (
+    PromptFile,
+    located,
+    prompt_file_parse,
+    prompt_files_read,
+)
 from .providers import configured_providers
-from .selectors import version_content
-from .services import prompt_create, prompt_fields_check, prompt_update, version_create
+from .services import (
+    prompt_create,
+    prompt_update,
+    version_commit,
+    version_create,
+    version_draft_update,
+)
 from .snippets import content_snippet_refs
-from .yamlfiles import AliasRefused, FileTooLarge, LiteralDumper, NoAliasLoader, NotAFile, read_text
-
-FILE_SUFFIX = ".yaml"
-PROMPT_FIELDS = ("key", "description", "default_locale", "tags")
-CONTENT_FIELDS = ("variables", "model", "templates")
-KNOWN_FIELDS = {
-    *PROMPT_FIELDS,
-    *CONTENT_FIELDS,
-    "message",
-    "version",
-    "content_hash",
-    "snippet",
-}
 
 
 class SyncInvalid(RegistryError):
@@ -84,6 +86,21 @@ class Action(StrEnum):
     UNCHANGED = "unchanged"
 
 
+class VersionChange(StrEnum):
+    """What an import does to a prompt's versions for one file."""
+
+    NONE = "none"
+    COMMIT = "commit"  # a new committed version
+    OPEN_DRAFT = "open_draft"  # a new draft
+    REPLACE_DRAFT = "replace_draft"  # the importer's own draft takes the file's content
+    COMMIT_DRAFT = "commit_draft"  # the importer's own draft, holding the file's content, commits
+    REPLACE_AND_COMMIT_DRAFT = "replace_and_commit_draft"
+
+    @property
+    def commits(self) -> bool:
+        return self in {self.COMMIT, self.COMMIT_DRAFT, self.REPLACE_AND_COMMIT_DRAFT}
+
+
 @dataclass(slots=True)
 class PlanItem:
     path: Path
@@ -93,228 +110,48 @@ class PlanItem:
     content: VersionContent
     from_version: int | None = None  # the latest committed version, if any
     prompt_changes: list[str] = field(default_factory=list)
-    new_version: bool = False  # whether a committed version is created
+    change: VersionChange = VersionChange.NONE
+    # The version that holds the file's content once the plan is applied (for a new version, the
+    # number it is expected to get; applying sets the number it got).
+    version: int | None = None
+    # The open draft the change replaces or commits, as read: applying refuses it if it changed.
+    draft: PromptVersion | None = None
+
+    @property
+    def new_version(self) -> bool:
+        return self.change is not VersionChange.NONE
+
+    @property
+    def committed(self) -> bool:
+        """Whether ``version`` is (or will be) a committed version rather than a draft."""
+        return self.change.commits or (self.change is VersionChange.NONE and self.draft is None)
 
     def describe(self) -> str:
+        kind = "version" if self.committed else "draft"
         if self.action is Action.CREATE:
-            return f"create {self.key} (version 1) from {self.path.name}"
-        if self.action is Action.UPDATE:
-            what = []
-            if self.new_version and self.from_version is not None:
-                what.append(f"version {self.from_version} -> {self.from_version + 1}")
-            elif self.new_version:
-                what.append("version 1")
-            what += [f"{name} changed" for name in self.prompt_changes]
-            return f"update {self.key}: {', '.join(what)}"
-        return f"unchanged {self.key} (version {self.from_version})"
+            return f"create {self.key} ({kind} 1) from {self.path.name}"
+        if self.action is Action.UNCHANGED:
+            return f"unchanged {self.key} ({kind} {self.version})"
+        what = [self._version_text()] if self.new_version else []
+        what += [f"{name} changed" for name in self.prompt_changes]
+        return f"update {self.key}: {', '.join(what)}"
 
-
-def prompt_document(prompt: Prompt, version: PromptVersion) -> dict[str, Any]:
-    """A prompt's file. Includes of snippets stay in the templates as written
-    (``{{ snippet("brand.voice", version=3) }}``); a snippet's own file says ``snippet: true``."""
-    content = version_content(version)
-    return {
-        "key": prompt.key,
-        "description": prompt.description,
-        "default_locale": prompt.default_locale,
-        "tags": list(prompt.tags),
-        **({"snippet": True} if prompt.is_snippet else {}),
-        "version": version.number,
-        "content_hash": version.content_hash,
-        "message": version.message,
-        **content.canonical(),
-    }
-
-
-def prompts_export(*, directory: Path) -> list[Path]:
-    """Writes one file per prompt with a committed version; returns the paths written.
-
-    Reads each prompt's latest committed version and its rows in three queries, however many
-    prompts and versions there are.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    latest_number = (
-        PromptVersion.objects.filter(
-            prompt=OuterRef("prompt"), status=PromptVersion.Status.COMMITTED
-        )
-        .order_by("-number")
-        .values("number")[:1]
-    )
-    versions = (
-        PromptVersion.objects.filter(
-            status=PromptVersion.Status.COMMITTED, number=Subquery(latest_number)
-        )
-        .select_related("prompt")
-        .prefetch_related("variables", "templates")
-        .order_by("prompt__key")
-    )
-    written = []
-    for version in versions:
-        prompt = version.prompt
-        path = directory / f"{prompt.key}{FILE_SUFFIX}"
-        text = yaml.dump(
-            prompt_document(prompt, version),
-            Dumper=LiteralDumper,
-            sort_keys=False,
-            allow_unicode=True,
-            width=100,
-        )
-        # Written aside, then renamed: a reader (git, an editor) never sees half a file.
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
-    return written
-
-
-def _yaml_error(exc: yaml.YAMLError) -> Problem:
-    """One line saying what is wrong and where: the path comes first in the command's output."""
-    mark = getattr(exc, "problem_mark", None)
-    what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    refused = isinstance(exc, AliasRefused)
-    detail = ("Not allowed in a prompt file: " if refused else "Not valid YAML: ") + what
-    detail += f" ({context})" if context else ""
-    if mark is not None:
-        detail += f", column {mark.column + 1}"
-    return Problem(
-        "yaml_alias" if refused else "invalid_yaml",
-        detail,
-        line=mark.line + 1 if mark is not None else None,
-    )
-
-
-def _not_json(value: Any, pointer: str) -> list[Problem]:
-    """YAML values JSON cannot hold (dates, binary, NaN, non-text keys): the database stores JSON."""
-    if isinstance(value, dict):
-        problems = []
-        for key, item in value.items():
-            if not isinstance(key, str):
-                problems.append(
-                    Problem("wrong_type", f"The key {key!r} must be text.", f"{pointer}/{key}")
-                )
-            problems += _not_json(item, f"{pointer}/{key}")
-        return problems
-    if isinstance(value, list):
-        return [p for i, item in enumerate(value) for p in _not_json(item, f"{pointer}/{i}")]
-    if value is None or isinstance(value, str | bool | int):
-        return []
-    if isinstance(value, float) and math.isfinite(value):
-        return []
-    return [
-        Problem(
-            "wrong_type",
-            f"{value!r} is not a JSON value (text, number, true/false, null, list or mapping); "
-            "quote it to make it text.",
-            pointer,
-        )
-    ]
-
-
-def _node_line(root: yaml.Node | None, pointer: str, section_line: int | None) -> int | None:
-    """The line of the file a JSON Pointer leads to; for a literal block (``|``) holding a
-    template, the line of the template's own ``section_line`` within it."""
-    if root is None:
-        return None
-    node, line = root, root.start_mark.line + 1
-    for raw in [t for t in pointer.split("/")[1:] if t]:
-        token = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, yaml.MappingNode):
-            pair = next((p for p in node.value if str(p[0].value) == token), None)
-            if pair is None:
-                return line
-            node, line = pair[1], pair[0].start_mark.line + 1
-        elif (
-            isinstance(node, yaml.SequenceNode) and token.isdigit() and int(token) < len(node.value)
-        ):
-            node = node.value[int(token)]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    if isinstance(node, yaml.ScalarNode) and node.style == "|" and section_line is not None:
-        return node.start_mark.line + 1 + section_line
-    return line
-
-
-def _located(problems: list[Problem], root: yaml.Node | None) -> list[Problem]:
-    """The problems with ``line`` a line of the file (a template problem's own line is within its
-    section, and its detail says so)."""
-    return [
-        replace(p, line=_node_line(root, p.pointer, p.line) if p.pointer else p.line)
-        for p in problems
-    ]
-
-
-SHAPES: dict[str, type] = {
-    "key": str,
-    "description": str,
-    "default_locale": str,
-    "tags": list,
-    "snippet": bool,
-    "message": str,
-    "variables": list,
-    "model": dict,
-    "templates": dict,
-}
-
-
-def _read(path: Path) -> tuple[dict[str, Any] | None, yaml.Node | None, list[Problem]]:
-    """The file's document and its node tree (for lines), with the problems of its form.
-
-    The document is None when its form stops the check there (not YAML, a missing or mistyped
-    field, content of the wrong shape). Otherwise its content is checked next, and an unknown field
-    or a wrong file name is reported along with whatever that check finds.
-    """
-    try:
-        loader = NoAliasLoader(read_text(path))
-        try:
-            # The node tree keeps each value's line; the document is built from it.
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
-    except (OSError, UnicodeDecodeError, NotAFile) as exc:
-        return None, None, [Problem("unreadable", f"Cannot read the file: {exc}")]
-    except FileTooLarge as exc:
-        return None, None, [Problem("file_too_large", str(exc))]
-    except yaml.YAMLError as exc:
-        return None, None, [_yaml_error(exc)]
-    if not isinstance(data, dict):
-        return None, root, [Problem("invalid_document", "The file must hold a mapping of fields.")]
-    problems = [
-        Problem("unknown_field", f"Unknown field {name!r}.", f"/{name}")
-        for name in data
-        if name not in KNOWN_FIELDS
-    ]
-    if isinstance(data.get("key"), str) and path.name != f"{data['key']}{FILE_SUFFIX}":
-        problems.append(
-            Problem(
-                "wrong_file_name",
-                f"A file for {data['key']!r} must be named {data['key']}.yaml.",
-                "/key",
-            )
-        )
-    blocking = [
-        Problem("missing_field", f"The field {name!r} is required.", f"/{name}")
-        for name in ("key", "model", "templates")
-        if name not in data
-    ]
-    blocking += [
-        Problem("wrong_type", f"{name!r} must be a {kind.__name__}.", f"/{name}")
-        for name, kind in SHAPES.items()
-        if name in data and not isinstance(data[name], kind)
-    ]
-    if not blocking:
-        blocking = content_shape_check(data) + _not_json(data, "")
-    if blocking:
-        return None, root, problems + blocking
-    problems += prompt_fields_check(
-        key=data["key"],
-        description=data.get("description"),
-        default_locale=data.get("default_locale"),
-        tags=data.get("tags"),
-    )
-    return data, root, problems
+    def _version_text(self) -> str:
+        n = self.version
+        match self.change:
+            case VersionChange.COMMIT if self.from_version is not None:
+                return f"version {self.from_version} -> {n}"
+            case VersionChange.COMMIT:
+                return f"version {n}"
+            case VersionChange.OPEN_DRAFT if self.from_version is not None:
+                return f"draft {n} (from version {self.from_version})"
+            case VersionChange.REPLACE_DRAFT:
+                return f"draft {n} replaced"
+            case VersionChange.COMMIT_DRAFT:
+                return f"draft {n} committed"
+            case VersionChange.REPLACE_AND_COMMIT_DRAFT:
+                return f"draft {n} replaced and committed"
+        return f"draft {n}"
 
 
 def _normalized_locale(tag: Any, fallback: str) -> str:
@@ -326,49 +163,61 @@ def _normalized_locale(tag: Any, fallback: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Existing:
-    """What the plan needs to know of a prompt that exists, read in one query for all."""
+    """What the plan needs to know of a prompt that exists, read in two queries for all."""
 
     prompt: Prompt
     latest_number: int | None
     latest_hash: str | None
     latest_message: str | None
-    draft_number: int | None
+    draft: PromptVersion | None
 
 
-def _existing_prompts() -> dict[str, _Existing]:
+def _existing_prompts(keys: set[str]) -> dict[str, _Existing]:
     latest = PromptVersion.objects.filter(
         prompt=OuterRef("pk"), status=PromptVersion.Status.COMMITTED
     ).order_by("-number")
-    prompts = Prompt.objects.annotate(
+    prompts = Prompt.objects.filter(key__in=keys).annotate(
         latest_number=Subquery(latest.values("number")[:1]),
         latest_hash=Subquery(latest.values("content_hash")[:1]),
         latest_message=Subquery(latest.values("message")[:1]),
-        draft_number=Max("versions__number", filter=Q(versions__status="draft")),
     )
+    drafts = {
+        d.prompt_id: d
+        for d in PromptVersion.objects.filter(
+            prompt__key__in=keys, status=PromptVersion.Status.DRAFT
+        )
+    }
     return {
-        p.key: _Existing(p, p.latest_number, p.latest_hash, p.latest_message, p.draft_number)
+        p.key: _Existing(p, p.latest_number, p.latest_hash, p.latest_message, drafts.get(p.pk))
         for p in prompts
     }
 
 
-def prompts_import_plan(*, directory: Path) -> list[PlanItem]:
+def prompts_import_plan(*, directory: Path, actor: Actor | None = None) -> list[PlanItem]:
+    """The plan of importing the directory's files as committed versions
+    (``manage.py prompts import``); raises ``SyncInvalid`` listing every bad file."""
+    return prompt_files_plan(files=prompt_files_read(directory=directory), actor=actor)
+
+
+def prompt_files_plan(
+    *, files: list[PromptFile], actor: Actor | None = None, commit: bool = True
+) -> list[PlanItem]:
     """Reads and validates every file; raises ``SyncInvalid`` listing every bad one.
 
     1. Each file's form: YAML, known fields of the right types, named after its key.
     2. Its prompt fields and content, checked as the services will (every problem at once),
        including providers that are not configured, unless the file's content is exactly the
        latest committed version's (nothing would be written, so nothing is refused).
-    3. Against the registry: unchanged, a new committed version, or new prompt fields; a prompt
-       whose default locale would change, or with an open draft that a new version would commit
-       around, is refused.
+    3. Against the registry: unchanged, a new version or draft (``commit``), or new prompt
+       fields; a prompt whose default locale would change, or with a draft of someone other than
+       ``actor`` that the file's content would overwrite or commit around, is refused.
     """
-    paths = sorted(directory.glob(f"*{FILE_SUFFIX}"))
+    parsed = [(file, *prompt_file_parse(file)) for file in files]
+    existing = _existing_prompts({data["key"] for _, data, _, _ in parsed if data is not None})
+    providers = configured_providers()  # once for every file
     failures: list[FileFailure] = []
     plan: list[PlanItem] = []
-    existing = _existing_prompts()
-    providers = configured_providers()  # once for every file
-    for path in paths:
-        data, root, problems = _read(path)
+    for file, data, root, problems in parsed:
         item = None
         if data is not None:
             found = existing.get(data["key"])
@@ -380,9 +229,9 @@ def prompts_import_plan(*, directory: Path) -> list[PlanItem]:
                 ]
             problems += content_problems
             if not problems:
-                item, problems = _plan_item(path, data, content, found)
+                item, problems = _plan_item(file.path, data, content, found, actor, commit)
         if item is None:
-            failures.append(FileFailure(path, _located(problems, root)))
+            failures.append(FileFailure(file.path, located(problems, root)))
         else:
             plan.append(item)
     if failures:
@@ -423,12 +272,51 @@ def _content(
     return content, problems
 
 
+def _written_by(draft: PromptVersion, actor: Actor | None) -> bool:
+    """Whether ``actor`` wrote the draft last (each edit makes its writer the draft's author):
+    the same user, or for an API key or a command, the same label and no user."""
+    if actor is None:
+        return False
+    if actor.user_id is not None:
+        return draft.author_id == actor.user_id
+    return draft.author_id is None and draft.author_label == actor.label
+
+
+def _draft_change(
+    key: str, draft: PromptVersion, content: VersionContent, actor: Actor | None, commit: bool
+) -> tuple[VersionChange, list[Problem]]:
+    """What a file whose content differs from the latest commit does with the open draft."""
+    own = _written_by(draft, actor)
+    if draft.content_hash == content.content_hash and not commit:
+        return VersionChange.NONE, []  # the draft holds the file's content already
+    if own and draft.content_hash == content.content_hash:
+        return VersionChange.COMMIT_DRAFT, []
+    if own:
+        change = VersionChange.REPLACE_AND_COMMIT_DRAFT if commit else VersionChange.REPLACE_DRAFT
+        return change, []
+    # The new content would be committed around, or written over, someone's work in progress.
+    by = f", by {draft.author_label}" if draft.author_label else ""
+    return VersionChange.NONE, [
+        Problem(
+            "draft_open",
+            f"{key} has an open draft (version {draft.number}{by}); commit or discard it before "
+            "importing a change of its content.",
+        )
+    ]
+
+
 def _plan_item(
-    path: Path, data: dict[str, Any], content: VersionContent, found: _Existing | None
+    path: Path,
+    data: dict[str, Any],
+    content: VersionContent,
+    found: _Existing | None,
+    actor: Actor | None,
+    commit: bool,
 ) -> tuple[PlanItem | None, list[Problem]]:
     key = data["key"]
+    first = VersionChange.COMMIT if commit else VersionChange.OPEN_DRAFT
     if found is None:
-        return PlanItem(path, key, Action.CREATE, data, content, new_version=True), []
+        return PlanItem(path, key, Action.CREATE, data, content, change=first, version=1), []
     prompt = found.prompt
     problems = []
     default_locale = _normalized_locale(data.get("default_locale"), "")
@@ -447,19 +335,17 @@ def _plan_item(
         changes.append("tags")
     if data.get("snippet", False) != prompt.is_snippet:
         changes.append("snippet")
-    new_version = found.latest_hash != content.content_hash
-    if new_version and found.draft_number is not None:
-        # The new version would be committed around the author's work in progress.
-        problems.append(
-            Problem(
-                "draft_open",
-                f"{key} has an open draft (version {found.draft_number}); commit or discard it "
-                "before importing a change of its content.",
-            )
-        )
+    new_content = found.latest_hash != content.content_hash
+    change, version, draft = VersionChange.NONE, found.latest_number, None
+    if new_content and found.draft is None:
+        change, version = first, (found.latest_number or 0) + 1
+    elif new_content:
+        change, draft_problems = _draft_change(key, found.draft, content, actor, commit)
+        problems += draft_problems
+        version, draft = found.draft.number, found.draft
     exported_from = data.get("version")
     if (
-        new_version
+        new_content
         and isinstance(exported_from, int)
         and found.latest_number is not None
         and exported_from < found.latest_number
@@ -477,24 +363,14 @@ def _plan_item(
         )
     if problems:
         return None, problems
-    if new_version and data.get("message") == found.latest_message:
+    if new_content and data.get("message") == found.latest_message:
         # The file still carries the exported version's message; don't reuse it for new content.
         data = {**data, "message": ""}
-    if not new_version and not changes:
-        return PlanItem(path, key, Action.UNCHANGED, data, content, found.latest_number), []
-    return (
-        PlanItem(
-            path,
-            key,
-            Action.UPDATE,
-            data,
-            content,
-            found.latest_number,
-            changes,
-            new_version=new_version,
-        ),
-        [],
+    action = Action.UNCHANGED if change is VersionChange.NONE and not changes else Action.UPDATE
+    item = PlanItem(
+        path, key, action, data, content, found.latest_number, changes, change, version, draft
     )
+    return item, []
 
 
 def _apply_order(plan: list[PlanItem]) -> list[PlanItem]:
@@ -529,16 +405,31 @@ def _apply_order(plan: list[PlanItem]) -> list[PlanItem]:
 def prompts_import_apply(*, plan: list[PlanItem], actor: Actor) -> None:
     """Applies a plan in one transaction: all files land, or none. Snippets land before the
     files that include them; a file whose includes the commit refuses (an unknown snippet, a
-    missing locale, a cycle) stops the import with its path (``SyncInvalid``)."""
+    missing locale, a cycle) stops the import with its path (``SyncInvalid``). A draft the plan
+    read that has changed since is refused (``DraftConflict``), as is a draft opened since
+    (``DraftExists``): the registry moved, nothing is written, plan again."""
     for item in _apply_order(plan):
         try:
-            _apply(item, actor)
+            item.version = _apply(item, actor)
         except (ContentInvalid, PromptInvalid) as exc:
             raise SyncInvalid([FileFailure(item.path, exc.problems)]) from exc
 
 
-def _apply(item: PlanItem, actor: Actor) -> None:
+@transaction.atomic
+def prompt_files_import(
+    *, files: list[PromptFile], actor: Actor, commit: bool = True
+) -> list[PlanItem]:
+    """Plans and applies in one transaction (the API's import): every file lands, or none."""
+    plan = prompt_files_plan(files=files, actor=actor, commit=commit)
+    prompts_import_apply(plan=plan, actor=actor)
+    return plan
+
+
+def _apply(item: PlanItem, actor: Actor) -> int | None:
+    """Writes one file's plan; returns the number of the version holding its content."""
     message = item.data.get("message") or f"Imported from {item.path.name}."
+    if item.action is Action.UNCHANGED:
+        return item.version
     if item.action is Action.CREATE:
         prompt = prompt_create(
             key=item.key,
@@ -548,20 +439,37 @@ def _apply(item: PlanItem, actor: Actor) -> None:
             tags=item.data.get("tags", []),
             is_snippet=item.data.get("snippet", False),
         )
-        version_create(
-            prompt=prompt, actor=actor, content=item.content, message=message, commit=True
-        )
-    elif item.action is Action.UPDATE:
+    else:
         prompt = Prompt.objects.get(key=item.key)
-        if item.prompt_changes:
-            prompt_update(
+    if item.prompt_changes:
+        prompt_update(
+            prompt=prompt,
+            actor=actor,
+            description=item.data.get("description"),
+            tags=item.data.get("tags"),
+            is_snippet=item.data.get("snippet", False),
+        )
+    draft, tag = item.draft, item.draft.edit_tag if item.draft is not None else None
+    match item.change:
+        case VersionChange.COMMIT | VersionChange.OPEN_DRAFT:
+            return version_create(
                 prompt=prompt,
                 actor=actor,
-                description=item.data.get("description"),
-                tags=item.data.get("tags"),
-                is_snippet=item.data.get("snippet", False),
+                content=item.content,
+                message=message,
+                commit=item.change.commits,
+            ).number
+        case VersionChange.REPLACE_DRAFT | VersionChange.REPLACE_AND_COMMIT_DRAFT:
+            draft = version_draft_update(
+                version=draft, actor=actor, content=item.content, message=message, expected_tag=tag
             )
-        if item.new_version:
-            version_create(
-                prompt=prompt, actor=actor, content=item.content, message=message, commit=True
-            )
+            if item.change.commits:
+                draft = version_commit(version=draft, actor=actor)
+            return draft.number
+        case VersionChange.COMMIT_DRAFT:
+            # The file's own message, else the draft's (which this importer wrote).
+            given = item.data.get("message") or (None if draft.message.strip() else message)
+            return version_commit(
+                version=draft, actor=actor, message=given, expected_tag=tag
+            ).number
+    return item.version

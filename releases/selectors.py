@@ -56,6 +56,13 @@ def release_get(*, prompt: Prompt, environment: Environment) -> Release:
         ) from exc
 
 
+def environment_stable_versions(*, environment: Environment) -> QuerySet[PromptVersion]:
+    """The version each of the environment's releases serves as stable (what a subject outside
+    any canary, experiment or shadow gets), in one subquery."""
+    stable = Release.objects.filter(environment=environment, stable_version__isnull=False)
+    return PromptVersion.objects.filter(pk__in=stable.values("stable_version"))
+
+
 def release_history(*, release: Release) -> QuerySet[ReleaseEvent]:
     """Newest first; paginate it, never load it whole."""
     return ReleaseEvent.objects.filter(release=release).order_by("-id")

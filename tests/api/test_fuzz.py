@@ -15,7 +15,8 @@ rules depend on data, which no schema can say (docs/decisions/0024-what-the-sche
   and render (``invalid-template``, ``render-failed``), which locales it has
   (``locale-unavailable``); what a version's content must hold beyond its shape: a configured
   provider, parameters that provider takes, variables its templates declare (``invalid-content``);
-  a dataset with no cases (``dataset-empty``). These are 400s, and ``BUSINESS_RULES`` lists their
+  a dataset with no cases (``dataset-empty``); what a prompt file's text holds
+  (``invalid-prompt-files``). These are 400s, and ``BUSINESS_RULES`` lists their
   problem types: a schema-valid request may be refused with one of them, and with no other 400.
   A ``validation-error`` or ``malformed-request`` on a schema-valid request is a disagreement
   between the schema and the server, and fails (``business_rule_refusal``). The one exception:
@@ -80,6 +81,8 @@ BUSINESS_RULES = frozenset(
         "/problems/render-failed",
         "/problems/locale-unavailable",
         "/problems/dataset-empty",
+        # what a prompt file holds: its YAML, its fields, its content, against the registry
+        "/problems/invalid-prompt-files",
     }
 )
 # validation-error codes of rules OpenAPI 3.0 cannot state, each refused with a pointer:
@@ -95,8 +98,10 @@ ACROSS_FIELDS_OR_DATA = frozenset(
         "in_the_future",
         "too_old",
         # across a list's items: unique variant names, weights adding up to 100 at most, different
-        # shadow versions; a canary policy's steps ascending, with one below 100
+        # shadow versions; a canary policy's steps ascending, with one below 100; prompt files
+        # of different names
         "duplicate_variant",
+        "duplicate_file",
         "weights_over_100",
         "invalid_versions",
         "steps_not_ascending",

@@ -82,6 +82,11 @@ def test_the_extra_members_of_a_domain_problem_are_documented(openapi):
         "ReleaseConflict": {"current_revision": 3},
         "PromotionBlocked": {"gate": "g", "failed_gates": [{"gate": "g", "detail": "d"}]},
         "EventBatchTooLarge": {"max_events": 1000},
+        "SyncInvalid": {
+            "errors": [
+                {"file": "a.yaml", "code": "invalid_yaml", "detail": "d", "pointer": "", "line": 2}
+            ]
+        },
     }
     assert {cls.__name__ for cls in problems.DOMAIN_EXTRAS} == set(samples)
     for cls in problems.DOMAIN_EXTRAS:

@@ -315,6 +315,58 @@ def _(scene: Scene) -> None:
     assert statuses
 
 
+# --- prompts as files ----------------------------------------------------------------------------
+
+
+def _edited_file(scene: Scene) -> dict[str, str]:
+    page = scene.send("prompt_files_list", "/api/v1/prompt-files", status=200)
+    (file,) = page["results"]
+    text = file["text"].replace("You are a support agent (v3)", "You are a support agent (v4)")
+    return {"name": file["name"], "text": text}
+
+
+@drives("prompt_files_list")
+def _(scene: Scene) -> None:
+    query = {"environment": "staging", "tag": "x", "version_fields": "false"}
+    scene.send("prompt_files_list", "/api/v1/prompt-files", query=query, status=200)
+    scene.refused(
+        "prompt_files_list",
+        "/api/v1/prompt-files",
+        "/problems/environment-not-found",
+        404,
+        query={"environment": "nowhere"},
+    )
+
+
+@drives("prompt_files_plan")
+def _(scene: Scene) -> None:
+    body = {"files": [_edited_file(scene)], "commit": True}
+    plan = scene.send("prompt_files_plan", "/api/v1/prompt-files/plan", body=body, status=200)
+    assert plan["files"][0]["version_change"] == "commit"
+    broken = {"files": [{"name": f"{KEY}.yaml", "text": "key: [\n"}]}
+    problem = scene.refused(
+        "prompt_files_plan",
+        "/api/v1/prompt-files/plan",
+        "/problems/invalid-prompt-files",
+        400,
+        body=broken,
+    )
+    assert problem["errors"][0]["file"] == f"{KEY}.yaml"
+
+
+@drives("prompt_files_import")
+def _(scene: Scene) -> None:
+    body = {"files": [_edited_file(scene)]}
+    scene.send("prompt_files_import", "/api/v1/prompt-files/import", body=body, status=200)
+    scene.refused(
+        "prompt_files_import",
+        "/api/v1/prompt-files/import",
+        "/problems/invalid-prompt-files",
+        400,
+        body={"files": [{"name": "x.yaml", "text": "[]"}]},
+    )
+
+
 # --- evaluations and gates -----------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import yaml
 from registry.content import VersionContent
 from registry.errors import ContentInvalid, PromptInvalid, RenderFailed
 from registry.models import Prompt, PromptVersion, SnippetUse
+from registry.promptfiles import prompts_export
 from registry.selectors import version_render
 from registry.services import (
     prompt_create,
@@ -21,7 +22,7 @@ from registry.services import (
     version_draft_update,
 )
 from registry.snippets import snippet_users
-from registry.sync import SyncInvalid, prompts_export, prompts_import_apply, prompts_import_plan
+from registry.sync import SyncInvalid, prompts_import_apply, prompts_import_plan
 from tests.factories import AUTHOR, content_data, make_version
 
 pytestmark = pytest.mark.django_db

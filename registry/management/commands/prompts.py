@@ -8,13 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from registry.actors import Actor
 from registry.errors import RegistryError
-from registry.sync import (
-    Action,
-    SyncInvalid,
-    prompts_export,
-    prompts_import_apply,
-    prompts_import_plan,
-)
+from registry.promptfiles import prompts_export
+from registry.sync import Action, SyncInvalid, prompts_import_apply, prompts_import_plan
 
 
 class Command(BaseCommand):
@@ -39,8 +34,9 @@ class Command(BaseCommand):
             return
         if not directory.is_dir():
             raise CommandError(f"{directory} is not a directory.")
+        actor = Actor(label=options["actor"])
         try:
-            plan = prompts_import_plan(directory=directory)
+            plan = prompts_import_plan(directory=directory, actor=actor)
         except SyncInvalid as exc:
             for failure in exc.failures:
                 for problem in failure.problems:
@@ -55,7 +51,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Dry run: {changes} change(s) planned, nothing written.")
             return
         try:
-            prompts_import_apply(plan=plan, actor=Actor(label=options["actor"]))
+            prompts_import_apply(plan=plan, actor=actor)
         except RegistryError as exc:
             # The registry moved between plan and apply (an author opened a draft, a prompt was
             # created); the apply is one transaction, so nothing was written.
