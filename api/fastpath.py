@@ -48,14 +48,17 @@ KEEPALIVE = b": keep-alive\n\n"
 logger = logging.getLogger(__name__)
 
 View = Callable[..., HttpResponse]
+# How a refusal is sent: the problem document by default; a door that speaks another protocol
+# (api.openai_compat) sends the same refusal in that protocol's error shape.
+Refusal = Callable[[ProblemAnswer, HttpRequest], HttpResponse]
 
 
-def runtime_view(*methods: str) -> Callable[[View], View]:
+def runtime_view(*methods: str, refusal: Refusal = problems.problem_json) -> Callable[[View], View]:
     """Declares a runtime-path view that answers ``methods``: any other is a 405 problem with the
     ``Allow`` header RFC 9110 (15.5.6) requires, as DRF's views send, and an exception the view
-    raises is answered as the problem document ``api.problems`` maps it to. The view is
-    CSRF-exempt (a bearer key, never a cookie, authenticates it, when reached through the
-    URLconf), and ``api.middleware`` serves its URLs first."""
+    raises is answered as the problem document ``api.problems`` maps it to, sent by ``refusal``.
+    The view is CSRF-exempt (a bearer key, never a cookie, authenticates it, when reached through
+    the URLconf), and ``api.middleware`` serves its URLs first."""
     allowed = frozenset(methods)
     allow = ", ".join(methods)
 
@@ -64,13 +67,13 @@ def runtime_view(*methods: str) -> Callable[[View], View]:
             return None
         detail = f"{request.method} is not allowed here."
         refused = ProblemAnswer(problems.METHOD_NOT_ALLOWED, detail, headers={"Allow": allow})
-        return problems.problem_json(refused, request)
+        return refusal(refused, request)
 
     def refuse(request: HttpRequest, exc: Exception) -> HttpResponse:
         refused = problems.answer_exception(exc, path=request.path)
         if refused is None:
             raise exc
-        return problems.problem_json(refused, request)
+        return refusal(refused, request)
 
     def decorate(view: View) -> View:
         if iscoroutinefunction(view):  # the stream's view, on its ASGI path (api.stream)
@@ -98,6 +101,7 @@ def runtime_view(*methods: str) -> Callable[[View], View]:
 
         answer.csrf_exempt = True  # what django.views.decorators.csrf.csrf_exempt sets
         answer.runtime_view = True  # what api.middleware looks for in the URLconf
+        answer.refusal = refusal  # how api.middleware answers its own refusals (Host, https)
         return answer
 
     return decorate
@@ -105,6 +109,11 @@ def runtime_view(*methods: str) -> Callable[[View], View]:
 
 def is_runtime_view(view: object) -> bool:
     return getattr(view, "runtime_view", False)
+
+
+def refusal_of(view: object) -> Refusal:
+    """How a runtime view sends its refusals (``runtime_view``'s ``refusal``)."""
+    return getattr(view, "refusal", problems.problem_json)
 
 
 def authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> KeyEntry:
@@ -160,12 +169,13 @@ def invalid(code: str, detail: str, pointer: str) -> ProblemException:
     return ProblemException(problems.VALIDATION, detail, errors=errors)
 
 
-def subject_of(value: str | None) -> str | None:
+def subject_of(value: str | None, pointer: str = "/subject") -> str | None:
     """The subject a request draws its bucket with (None: it names none), at most
-    ``SUBJECT_MAX_CHARS``, as the schema publishes and as an event may report it."""
+    ``SUBJECT_MAX_CHARS``, as the schema publishes and as an event may report it; ``pointer``
+    names the member it came from."""
     if value and len(value) > SUBJECT_MAX_CHARS:
         raise invalid(
-            "max_length", f"A subject is at most {SUBJECT_MAX_CHARS} characters.", "/subject"
+            "max_length", f"A subject is at most {SUBJECT_MAX_CHARS} characters.", pointer
         )
     return value or None
 
@@ -207,17 +217,23 @@ def cached_environment(environment: str) -> tuple[dict[str, ServedRelease], str]
     return releases, degraded
 
 
-def read_body(request: HttpRequest) -> dict[str, Any]:
-    """The JSON object a render or run sends, its common members type-checked. Parsed with the
-    same strict parser as the DRF views: a value PostgreSQL cannot store would otherwise reach
-    the model and then fail to be recorded. ``request.body`` enforces
-    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (a 413)."""
+def read_json_object(request: HttpRequest) -> dict[str, Any]:
+    """The JSON object a request sends (an empty body: ``{}``). Parsed with the same strict parser
+    as the DRF views: a value PostgreSQL cannot store would otherwise reach the model and then
+    fail to be recorded. ``request.body`` enforces ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (a 413)."""
     content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip()
     if content_type != "application/json":
         raise ProblemException(problems.UNSUPPORTED_MEDIA, "Send application/json.")
     data = strict_json_loads(request.body or b"{}")
     if not isinstance(data, dict):
         raise ProblemException(problems.MALFORMED, "The body must be a JSON object.")
+    return data
+
+
+def read_body(request: HttpRequest) -> dict[str, Any]:
+    """The JSON object a render or run sends (``read_json_object``), its common members
+    type-checked."""
+    data = read_json_object(request)
     errors = [
         {"code": "invalid", "detail": f"{name} must be a string.", "pointer": f"/{name}"}
         for name in ("environment", "locale", "subject")

@@ -23,7 +23,7 @@ from django.urls.converters import StringConverter
 from django.urls.resolvers import RegexPattern, RoutePattern
 
 from . import problems
-from .fastpath import is_runtime_view
+from .fastpath import Refusal, is_runtime_view, refusal_of
 from .problems import ProblemAnswer, problem_json
 
 
@@ -146,7 +146,7 @@ def host_allowed(request: HttpRequest) -> bool:
     return True
 
 
-def https_refusal(request: HttpRequest) -> HttpResponse | None:
+def https_refusal(request: HttpRequest, refusal: Refusal = problem_json) -> HttpResponse | None:
     """What ``SecurityMiddleware`` would answer to a plain-http request, for the paths that do not
     reach it; ``None`` lets the request through.
 
@@ -169,7 +169,7 @@ def https_refusal(request: HttpRequest) -> HttpResponse | None:
         f"Send this request to {location}; plain http is refused, not redirected, for "
         f"{request.method}."
     )
-    return problem_json(ProblemAnswer(problems.HTTPS_REQUIRED, detail), request)
+    return refusal(ProblemAnswer(problems.HTTPS_REQUIRED, detail), request)
 
 
 def secure_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -199,6 +199,11 @@ class RuntimeMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         self.routes = fast_routes(get_resolver())
+        # The first segments the runtime views live under (/api/, and the OpenAI-compatible
+        # door's prefix): any other path passes on at the cost of one startswith.
+        self.prefixes = tuple(
+            sorted({API_PREFIX} | {f"/{r.route.split('/', 1)[0]}/" for r in self.routes})
+        )
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
@@ -237,7 +242,7 @@ class RuntimeMiddleware:
         """The runtime view to call and its arguments; or the answer (a refused Host, a
         redirect to https); or None: the rest of the stack answers."""
         path = request.path_info
-        if not path.startswith(API_PREFIX):
+        if not path.startswith(self.prefixes):
             return None
         for route in self.routes:
             match = route.regex.fullmatch(path)
@@ -249,11 +254,12 @@ class RuntimeMiddleware:
                 except ValueError:  # as Django's resolver: not this URL after all
                     continue
                 request.url_route = route.route  # what resolver_match.route says for the rest
+                refuse = refusal_of(route.view)
                 # Django's Host check normally runs in CommonMiddleware, which is skipped here.
                 if not host_allowed(request):
                     bad_host = ProblemAnswer(problems.BAD_HOST, "The Host header is not allowed.")
-                    return problem_json(bad_host, request)
-                refusal = https_refusal(request)
+                    return refuse(bad_host, request)
+                refusal = https_refusal(request, refuse)
                 if refusal is not None:
                     return secure_headers(request, refusal)
                 return route.view, kwargs

@@ -121,6 +121,8 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
         409, "version-immutable", "A committed version never changes."
     ),
     registry_errors.PromptInvalid: VALIDATION,
+    # A conversation sent to the OpenAI-compatible endpoints: its shape, as a history's.
+    registry_errors.ConversationInvalid: VALIDATION,
     registry_errors.ContentInvalid: ProblemType(
         400, "invalid-content", "The version's content is not valid."
     ),

@@ -88,7 +88,7 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
         outcome = run_call(prepared)
         if outcome.failure is not None:
             run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
-            response = problem_json(_provider_problem(outcome, request_id=request_id), request)
+            response = problem_json(provider_problem(outcome, request_id=request_id), request)
         else:
             # The answer first, its record as soon as it is sent (decision 0041): the caller does
             # not wait for the record's round trip and commit. The database answered a moment
@@ -115,7 +115,7 @@ def _record_after_answer(
     run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
 
 
-def _provider_problem(outcome: CallOutcome, *, request_id: str) -> ProblemAnswer:
+def provider_problem(outcome: CallOutcome, *, request_id: str) -> ProblemAnswer:
     """Every model the binding names failed: a 502 listing the attempts."""
     assert outcome.failure is not None
     return ProblemAnswer(
@@ -257,7 +257,7 @@ def _run_events(
             prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
         )
         if outcome.failure is not None:
-            yield sse("error", _provider_problem(outcome, request_id=request_id).body(path))
+            yield sse("error", provider_problem(outcome, request_id=request_id).body(path))
         else:
             yield sse(
                 "done",

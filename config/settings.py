@@ -410,6 +410,7 @@ SPECTACULAR_SETTINGS = {
         "api.schema.documented_problems",  # every refusal, as a problem document
         "api.schema.path_parameters",  # {key} and {environment}: the names' rules
         "api.runtime_schema.runtime_paths",  # the runtime path's plain Django views
+        "api.openai_compat.schema.openai_paths",  # the OpenAI-compatible endpoints
     ],
 }
 
@@ -455,6 +456,18 @@ RELEASE_STREAM_RETRY_SECONDS = env_int("RELEASE_STREAM_RETRY_SECONDS", default=1
 # seconds, retries and fallbacks included, and answered as an error event with the call recorded:
 # a model that trickles tokens for ever must not hold a worker for ever.
 RUN_STREAM_MAX_SECONDS = env_int("RUN_STREAM_MAX_SECONDS", default=300, minimum=1)
+# The OpenAI-compatible endpoints (api/openai_compat, docs/openai-compatible.md): where they are
+# mounted (an openai client's base_url is the server's address plus this path), and the
+# environment a request that names none is run in (empty: every request must name one).
+OPENAI_COMPAT_PREFIX = (env.str("OPENAI_COMPAT_PREFIX", default="") or "openai/v1").strip("/")
+if not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*", OPENAI_COMPAT_PREFIX) or (
+    OPENAI_COMPAT_PREFIX.split("/")[0] in {"api", "admin", "static", "metrics", "healthz", "readyz"}
+):
+    raise ImproperlyConfigured(
+        f"OPENAI_COMPAT_PREFIX must be a path of lowercase segments outside the service's own "
+        f"(api/, admin/, static/...), such as openai/v1, not {OPENAI_COMPAT_PREFIX!r}"
+    )
+OPENAI_COMPAT_ENVIRONMENT = env.str("OPENAI_COMPAT_ENVIRONMENT", default="production")
 
 # Runs (runs/): what a call record keeps, for how long, and how much shadowing a release may do.
 # Redaction rules applied to every stored input and output: any of secret (values of password: …,

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -23,6 +24,8 @@ urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("api.urls")),
+    # OpenAI's chat completions and responses, for a registry prompt (docs/openai-compatible.md).
+    path(f"{settings.OPENAI_COMPAT_PREFIX}/", include("api.openai_compat.urls")),
 ]
 
 handler404 = "api.problems.not_found_view"

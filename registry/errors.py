@@ -73,6 +73,10 @@ class VariablesInvalid(ProblemsError):
     message = "The variables do not match the ones the version declares."
 
 
+class ConversationInvalid(ProblemsError):
+    message = "The conversation is not valid."
+
+
 class ContentInvalid(ProblemsError):
     message = "The version's content is not valid."
 

@@ -24,9 +24,11 @@ Pure module: no Django, no models; limits come in as parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from jinja2 import TemplateSyntaxError, UndefinedError, nodes
 from jinja2 import meta as jinja_meta
@@ -519,3 +521,16 @@ def to_messages(rendered: Sections) -> list[dict[str, str]]:
     declared (after the context by default), splitting the user message there; the SDK's
     function, so a local render gives the same messages."""
     return place_history(rendered.as_dict(), rendered.history)
+
+
+def with_conversation(rendered: Sections, conversation: HistoryBlock | None) -> Sections:
+    """``rendered`` with a caller's conversation (``registry.variables.conversation_block``)
+    inserted after everything else it holds; ``None``: as it is."""
+    if conversation is None:
+        return rendered
+    return dataclasses.replace(rendered, history=(*rendered.history, conversation))
+
+
+def conversation_messages(conversation: HistoryBlock) -> list[dict[str, Any]]:
+    """The chat messages a conversation inserts, as JSON (what a call record keeps)."""
+    return place_history({}, (conversation,))

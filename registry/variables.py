@@ -22,6 +22,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from promptregistry import errors as core_errors
 from promptregistry.core import variables as core
@@ -30,6 +31,8 @@ from promptregistry.core.history import (
     MAX_HISTORY_CHARS,
     MAX_HISTORY_MESSAGES,
     PLACES,
+    HistoryBlock,
+    history_block,
     history_problems,
     place_problem,
 )
@@ -42,7 +45,7 @@ from promptregistry.core.variables import (
     with_article,
 )
 
-from registry.errors import Problem, VariablesInvalid
+from registry.errors import ConversationInvalid, Problem, VariablesInvalid
 
 __all__ = [
     "DEFAULT_PLACE",
@@ -51,6 +54,7 @@ __all__ = [
     "PLACES",
     "VariableSpec",
     "VariableType",
+    "conversation_block",
     "describe_value",
     "histories",
     "value_matches",
@@ -278,3 +282,29 @@ def variables_validate(
         raise VariablesInvalid(
             [Problem(e["code"], e["detail"], e["pointer"]) for e in exc.errors]
         ) from None
+
+
+# A conversation a caller sends with a run goes after everything the prompt renders.
+CONVERSATION_PLACE = PLACES[-1]
+
+
+def conversation_block(
+    messages: Sequence[Any],
+    *,
+    pointer: str,
+    max_messages: int = MAX_HISTORY_MESSAGES,
+    max_chars: int = MAX_HISTORY_CHARS,
+) -> HistoryBlock:
+    """Messages a caller sends to be appended after the prompt's own (the OpenAI-compatible
+    endpoints' ``messages`` and ``input``), checked as a history variable's value is: roles
+    user, assistant and tool (never system: that is the prompt's own), tool call ids and calls
+    well formed, at most ``max_messages`` messages and ``max_chars`` characters. Every problem
+    is listed in one ``ConversationInvalid``, pointing under ``pointer``; the block is a copy,
+    placed after the last section (decision 0042)."""
+    label = pointer.rsplit("/", 1)[-1]
+    found = history_problems(
+        label, messages, pointer=pointer, max_messages=max_messages, max_chars=max_chars
+    )
+    if found:
+        raise ConversationInvalid(Problem(p["code"], p["detail"], p["pointer"]) for p in found)
+    return history_block(CONVERSATION_PLACE, messages)

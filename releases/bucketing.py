@@ -32,6 +32,9 @@ class Reason(StrEnum):
     STABLE = "stable"
     CANARY = "canary"
     EXPERIMENT = "experiment"
+    # Not drawn: the caller named the version (the OpenAI-compatible endpoints' prompt.version,
+    # decision 0042). Never in a bundle, so SDKs never meet it.
+    PINNED = "pinned"
 
 
 @dataclass(frozen=True, slots=True)

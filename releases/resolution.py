@@ -106,8 +106,7 @@ def resolve(release: ServedRelease, *, subject: str | None, locale: str | None) 
     ):
         shadow = tuple(n for n in state.shadow.versions if n != chosen)
     version = release.versions[chosen]
-    requested = locale_normalize(locale) if locale else release.default_locale
-    used = _locale_pick(requested, tuple(version.templates), release.default_locale)
+    requested, used = _locales(release, version, locale)
     return Resolution(
         release=release,
         version=version,
@@ -119,6 +118,34 @@ def resolve(release: ServedRelease, *, subject: str | None, locale: str | None) 
         requested_locale=requested,
         shadow=shadow,
     )
+
+
+PINNED = "pinned"  # the variant a pinned call is recorded under: no split's, so no statistic's
+
+
+def resolve_pinned(release: ServedRelease, *, number: int, locale: str | None) -> Resolution:
+    """Version ``number`` of ``release`` (which must hold it: ``releases.selectors.
+    release_with_version``), named by the caller instead of drawn (decision 0042): nothing is
+    drawn, so the call is not sticky, and it samples no shadow. Its variant, ``pinned``, is no
+    canary's, stable's or experiment variant's, so canary analyses and A/B results leave it out."""
+    version = release.versions[number]
+    requested, used = _locales(release, version, locale)
+    return Resolution(
+        release=release,
+        version=version,
+        assignment=Assignment(label=PINNED, reason=Reason.PINNED, bucket=None, sticky=False),
+        salt="",
+        locale=used,
+        requested_locale=requested,
+        shadow=(),
+    )
+
+
+def _locales(release: ServedRelease, version: ServedVersion, locale: str | None) -> tuple[str, str]:
+    """(requested, used): the locale asked for (the prompt's default when none) and the one the
+    version serves for it."""
+    requested = locale_normalize(locale) if locale else release.default_locale
+    return requested, _locale_pick(requested, tuple(version.templates), release.default_locale)
 
 
 @lru_cache(maxsize=1024)

@@ -4,6 +4,7 @@ whatever the number of prompts, versions or events)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterable
 
 from django.db.models import Count, Prefetch, QuerySet, Sum
@@ -206,6 +207,28 @@ def served_version(*, prompt_id: int, number: int) -> ServedVersion | None:
     """One version as the runtime serves it (a shadow run renders it in a worker; the playground
     runs a draft too)."""
     return _served_versions([(prompt_id, number)]).get((prompt_id, number))
+
+
+def release_with_version(*, release: ServedRelease, number: int) -> ServedRelease | None:
+    """``release`` able to serve committed version ``number`` of its prompt too, for a caller
+    that pins it (decision 0042): the release as it is when it serves that version already (no
+    query), else a copy holding the version and the snippet versions it pins (a few queries, on
+    each such call); None when the prompt has no committed version ``number``."""
+    if number in release.versions:
+        return release
+    committed = PromptVersion.objects.filter(
+        prompt_id=release.prompt_id, number=number, status=PromptVersion.Status.COMMITTED
+    )
+    if not committed.exists():
+        return None
+    version = served_version(prompt_id=release.prompt_id, number=number)
+    if version is None:  # deleted since: versions are not, but a prompt may be
+        return None
+    return dataclasses.replace(
+        release,
+        versions={**release.versions, number: version},
+        pinned={**release.pinned, **_pinned_snippets([version])},
+    )
 
 
 def served_releases(*, environment: str, prompt: str | None = None) -> list[ServedRelease]:

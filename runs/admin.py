@@ -397,6 +397,7 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
             {
                 "fields": [
                     "inputs_display",
+                    "conversation_display",
                     "output_display",
                     "tool_calls_display",
                     "attempts_display",
@@ -470,6 +471,11 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
     @admin.display(description="Inputs")
     def inputs_display(self, call: Call) -> SafeString:
         return text_block(pretty_json(call.inputs) if call.inputs else "")
+
+    @admin.display(description="Conversation")
+    def conversation_display(self, call: Call) -> SafeString:
+        # The messages an OpenAI-compatible caller appended after the prompt's (decision 0042).
+        return text_block(pretty_json(call.conversation) if call.conversation else "")
 
     @admin.display(description="Output")
     def output_display(self, call: Call) -> SafeString:

@@ -25,10 +25,11 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
+from promptregistry.core.history import HistoryBlock
 from promptregistry.core.snippets import SnippetLibrary
 
 from registry.content import ModelBinding
-from registry.rendering import Sections, to_messages
+from registry.rendering import Sections, conversation_messages, to_messages, with_conversation
 from releases.cache import DATABASE_OUTAGE, served_snippets
 from releases.resolution import Resolution, version_render
 
@@ -74,6 +75,9 @@ class PreparedRun:
     # thread of its own, whose spans must still be the request's children.
     trace_context: Context | None = None
     source: str = "run"  # for the run's span: run or playground
+    # Messages the caller appended after the prompt's own (the OpenAI-compatible endpoints'):
+    # in ``messages`` already, kept here for the record and the shadows.
+    conversation: HistoryBlock | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +99,19 @@ def run_prepare(
     resolution: Resolution,
     variables: Mapping[str, Any],
     snippets: SnippetLibrary | None = None,
+    conversation: HistoryBlock | None = None,
 ) -> PreparedRun:
     """Render the version for the caller's variables; raises the registry's validation errors.
     Its includes serve what its environment serves now, unless ``snippets`` says otherwise (the
-    playground renders as the workbench does)."""
+    playground renders as the workbench does). A ``conversation``
+    (``registry.variables.conversation_block``) goes after every message the prompt renders."""
     rendered = version_render(
         resolution.version,
         locale=resolution.locale,
         variables=variables,
         snippets=served_snippets(resolution.release) if snippets is None else snippets,
     )
+    rendered = with_conversation(rendered, conversation)
     binding = ModelBinding.from_dict(resolution.version.model)
     found = provider_cache.binding(binding)
     _database_reachable()
@@ -117,6 +124,7 @@ def run_prepare(
         providers=found.providers,
         prices=found.prices,
         trace_context=otel_context.get_current(),
+        conversation=conversation,
     )
 
 
@@ -330,6 +338,9 @@ def _call_build(
         subject_hash=subject_hash(subject) if resolution.assignment.sticky else "",
         latency_ms=outcome.latency_ms,
         inputs=redact(dict(prepared.variables)),
+        conversation=(
+            redact(conversation_messages(prepared.conversation)) if prepared.conversation else []
+        ),
         attempts=attempts_as_dicts(outcome.attempts),
         **fields,
     )
@@ -341,7 +352,13 @@ def _shadows_queue(*, call: Call, prepared: PreparedRun, shadows: tuple[int, ...
     for: a broker or worker that is down must not slow or fail the live call."""
     # The variables go unredacted (the shadow must answer what live answered), so sealed: the
     # broker holds ciphertext that expires (runs.payloads, decision 0016).
-    sealed = payload_seal(variables=prepared.variables, locale=prepared.resolution.requested_locale)
+    sealed = payload_seal(
+        variables=prepared.variables,
+        locale=prepared.resolution.requested_locale,
+        conversation=(
+            conversation_messages(prepared.conversation) if prepared.conversation else ()
+        ),
+    )
     base = {"call_id": call.pk, "payload": sealed}
     jobs = [{**base, "version": number, "kind": "candidate"} for number in shadows]
     if random.uniform(0, 100) < settings.SHADOW_NOISE_FLOOR_PERCENT:

@@ -166,6 +166,12 @@ class Call(models.Model):
         null=True, blank=True, help_text="Whether the output matched the response schema, if any."
     )
     inputs = models.JSONField(default=dict, blank=True, help_text="The variables, redacted.")
+    # What a caller of the OpenAI-compatible endpoints sent beside the variables (decision 0042).
+    conversation = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The messages the caller appended after the prompt's own, redacted.",
+    )
     output = models.TextField(blank=True, help_text="The answer, redacted.")
     tool_calls = models.JSONField(
         default=list,

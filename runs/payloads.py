@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -55,6 +55,9 @@ class PayloadError(Exception):
 class ShadowPayload:
     variables: dict[str, Any]
     locale: str
+    # The messages the live call appended after the prompt's (decision 0042); none in a payload
+    # sealed before there were any.
+    conversation: tuple[dict[str, Any], ...] = ()
 
 
 def _fernet_key(secret: str) -> bytes:
@@ -76,11 +79,19 @@ def _fernet() -> MultiFernet:
     return MultiFernet([Fernet(_fernet_key(secret)) for secret in _secrets()])
 
 
-def payload_seal(*, variables: Mapping[str, Any], locale: str, now: float | None = None) -> str:
-    """The variables and locale as a token for the broker; ``now`` (a Unix time) for tests."""
-    plain = json.dumps({"variables": dict(variables), "locale": locale}, ensure_ascii=False).encode(
-        "utf-8"
-    )
+def payload_seal(
+    *,
+    variables: Mapping[str, Any],
+    locale: str,
+    conversation: Sequence[Mapping[str, Any]] = (),
+    now: float | None = None,
+) -> str:
+    """The variables, locale and conversation as a token for the broker; ``now`` (a Unix time)
+    for tests."""
+    data: dict[str, Any] = {"variables": dict(variables), "locale": locale}
+    if conversation:
+        data["conversation"] = [dict(message) for message in conversation]
+    plain = json.dumps(data, ensure_ascii=False).encode("utf-8")
     at = int(time.time() if now is None else now)
     return _fernet().encrypt_at_time(plain, at).decode("ascii")
 
@@ -102,7 +113,11 @@ def payload_open(token: str, *, now: float | None = None) -> ShadowPayload:
     except (TypeError, ValueError) as exc:  # not even text
         raise PayloadError(PayloadRefused.UNREADABLE) from exc
     data = json.loads(plain)
-    return ShadowPayload(variables=data["variables"], locale=data["locale"])
+    return ShadowPayload(
+        variables=data["variables"],
+        locale=data["locale"],
+        conversation=tuple(data.get("conversation", ())),
+    )
 
 
 def shadow_payload_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,8 +24,9 @@ from registry.content import ModelBinding
 from registry.errors import RegistryError
 from registry.locales import locale_pick
 from registry.models import PromptVersion
-from registry.rendering import to_messages
+from registry.rendering import to_messages, with_conversation
 from registry.snippets import library_for_templates
+from registry.variables import conversation_block
 from releases.models import Release
 from releases.resolution import version_render
 from releases.selectors import served_version, stable_following
@@ -53,8 +55,9 @@ TIME_LIMIT = "time_limit"  # error_class of a job stopped by its Celery time lim
 def shadow_run_execute(*, call_id: int, version: int, kind: str, payload: str) -> ShadowRun | None:
     """Run one shadow job; returns its row (None when the live call is gone, e.g. expired).
 
-    ``payload`` is the sealed variables and locale (``runs.payloads``). One that has expired or
-    that no key in force opens ends the run as an error naming why, and calls no model."""
+    ``payload`` is the sealed variables, locale and conversation (``runs.payloads``). One that has
+    expired or that no key in force opens ends the run as an error naming why, and calls no
+    model."""
     claimed = _claim_job(call_id=call_id, number=version, kind=kind)
     if not isinstance(claimed, tuple):
         return claimed
@@ -64,7 +67,13 @@ def shadow_run_execute(*, call_id: int, version: int, kind: str, payload: str) -
     except PayloadError as exc:
         return _finish(run, status=ShadowRun.Status.ERROR, error_class=exc.reason.value)
     try:
-        return _run(run=run, call=call, variables=opened.variables, locale=opened.locale)
+        return _run(
+            run=run,
+            call=call,
+            variables=opened.variables,
+            locale=opened.locale,
+            conversation=opened.conversation,
+        )
     except Exception as exc:
         reraise_time_limit(exc)  # the job's time is up: the task_failure hook records time_limit
         # A claimed run never stays pending: a pending row is what a redelivery runs again, so
@@ -139,7 +148,14 @@ def _claim(*, call: Call, number: int, kind: str) -> ShadowRun | None:
     return run
 
 
-def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: str) -> ShadowRun:
+def _run(
+    *,
+    run: ShadowRun,
+    call: Call,
+    variables: Mapping[str, Any],
+    locale: str,
+    conversation: Sequence[Mapping[str, Any]] = (),
+) -> ShadowRun:
     served = served_version(prompt_id=call.prompt_id, number=run.version.number)
     assert served is not None  # the version row exists (claimed above), so its content does
     binding = ModelBinding.from_dict(served.model)
@@ -154,6 +170,15 @@ def _run(*, run: ShadowRun, call: Call, variables: Mapping[str, Any], locale: st
         rendered = version_render(
             served, locale=used_locale, variables=variables, snippets=snippets
         )
+        # The messages the live call appended after its prompt's go after the shadow's too.
+        if conversation:
+            block = conversation_block(
+                conversation,
+                pointer="/conversation",
+                max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+                max_chars=settings.PROMPT_HISTORY_MAX_CHARS,
+            )
+            rendered = with_conversation(rendered, block)
     except RegistryError as exc:
         # The shadow version declares other variables than the live call had: a finding, not a crash.
         return _finish(run, status=ShadowRun.Status.ERROR, error_class="render_invalid", detail=exc)

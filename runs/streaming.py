@@ -1,15 +1,17 @@
-"""A model call streamed to a page: ``run_call`` in a thread, its tokens relayed as they come.
+"""A model call streamed to a page or a client: ``run_call`` in a thread, its tokens relayed as
+they come.
 
-What the playground's event stream is built on (``evaluations.admin.playground``). The same rules
-as the run API's stream (``api/run.py``), which keeps its own copy for now (the tools branch is
-changing it; decision 0036 says when they meet):
+What the playground's event stream (``evaluations.admin.playground``) and the OpenAI-compatible
+endpoints' streams (``api.openai_compat``) are built on. The same rules as the run API's stream
+(``api/run.py``), which keeps its own copy for now (the tools branch is changing it; decision 0036
+says when they meet):
 
 1. the call's thread only does network I/O (``run_call``) and always ends with an ``end`` marker;
 2. every wait has a timeout: a ``keepalive`` item while tokens are slow, and past ``max_seconds``
    the call is cancelled and answered as the outcome it had (``cancelled``);
 3. ``on_end`` gets the outcome exactly once, on the request's thread (it records the call): after
-   the last token, or when the consumer closes the generator early (the page was left), after
-   cancelling the call, so a paid call is recorded either way.
+   the last token, or when the consumer closes the generator early (the page was left, the
+   client went away), after cancelling the call, so a paid call is recorded either way.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def call_streamed[T](
                 on_tool_call=lambda delta: items.put(("tool_call", delta)),
             )
         except Exception:  # run_call answers every failure as an outcome: a bug in it
-            logger.exception("The model call of a streamed playground run crashed")
+            logger.exception("The model call of a streamed run crashed")
         finally:
             items.put(("end", outcome))
 
@@ -86,7 +88,7 @@ def call_streamed[T](
 
     # In a copy of the request's context: the call's log lines carry the request's id.
     runner = contextvars.copy_context().run
-    threading.Thread(target=runner, args=(call,), name="playground-run", daemon=True).start()
+    threading.Thread(target=runner, args=(call,), name="streamed-run", daemon=True).start()
     deadline = started + max_seconds
     outcome: CallOutcome | None = None
     try:
@@ -107,5 +109,5 @@ def call_streamed[T](
         result = on_end(outcome)
     finally:
         if outcome is None:  # closed early: the page went away mid-stream
-            on_end(stop("The page was left before the end of the stream."))
+            on_end(stop("The client left before the end of the stream."))
     yield "end", result

@@ -400,3 +400,28 @@ def test_a_sentinel_setting_that_cannot_be_meant_refuses_to_start(tmp_path, vari
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
     assert says in result.stderr
+
+
+@pytest.mark.parametrize("prefix", ["api/openai", "admin", "Open AI", "/"])
+def test_an_openai_prefix_over_the_services_own_paths_refuses_to_start(tmp_path, prefix):
+    result = run(["manage.py", "check"], tmp_path, **PRODUCTION, OPENAI_COMPAT_PREFIX=prefix)
+
+    assert result.returncode != 0
+    assert "OPENAI_COMPAT_PREFIX must be a path" in result.stderr
+
+
+def test_the_openai_endpoints_are_mounted_where_the_prefix_says(tmp_path):
+    reverse = (
+        "import django; django.setup(); from django.urls import reverse; "
+        "print(reverse('openai-responses'))"
+    )
+    result = run(
+        ["-c", reverse],
+        tmp_path,
+        **PRODUCTION,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        OPENAI_COMPAT_PREFIX="/llm/v2/",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "/llm/v2/responses"

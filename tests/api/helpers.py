@@ -59,3 +59,19 @@ def registry_state() -> tuple[Any, ...]:
         Variable.objects.count(),
         sorted(LocalizedTemplate.objects.values_list("version_id", "locale", "instruction")),
     )
+
+
+def wait_for_call(request_id: str, timeout: float = 10.0):
+    """The call record of ``request_id``, which a live server writes once its answer is sent
+    (decision 0041) or as a closed stream winds down on its thread: a bounded wait."""
+    import threading
+
+    from runs.models import Call
+
+    pause = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        call = Call.objects.filter(request_id=request_id).first()
+        if call is not None:
+            return call
+        pause.wait(0.05)
+    raise AssertionError(f"no call recorded for {request_id} within {timeout} s")

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import pytest
 import schemathesis
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 from django.test.utils import override_settings
 from hypothesis import HealthCheck
@@ -124,6 +125,10 @@ ACROSS_FIELDS_OR_DATA = frozenset(
         # that versions include cannot stop being one
         "snippet_variables",
         "snippet_in_use",
+        # the OpenAI-compatible endpoints (decision 0042): a Responses model other than its
+        # prompt's; a conversation's characters added up across its messages
+        "model_mismatch",
+        "history_too_large",
     }
 )
 # What no OpenAPI 3.0 schema can exclude from a property's name (api/parsers.py refuses it).
@@ -151,6 +156,9 @@ CONFIG = SchemathesisConfig.from_dict(
     }
 )
 PROBLEM = "application/problem+json"
+# The OpenAI-compatible endpoints answer refusals in OpenAI's error shape, the problem document
+# beside it (api/openai_compat/errors.py).
+OPENAI = f"/{settings.OPENAI_COMPAT_PREFIX}/"
 
 with override_settings(ALLOWED_HOSTS=[HOST]):
     schema = schemathesis.openapi.from_wsgi(
@@ -164,6 +172,7 @@ class Seeded:
     reader: str  # a key with prompts:read alone
     path_parameters: dict[str, object]
     body_fields: dict[str, object]
+    openai_fields: dict[str, object]  # what the OpenAI-compatible bodies name
 
 
 @pytest.fixture
@@ -205,6 +214,12 @@ def seeded(released, model_server, settings) -> Seeded:
             "request_id": call.request_id,
         },
         body_fields={"environment": "staging", "dataset": "golden", "version": 3},
+        openai_fields={
+            "environment": "staging",
+            "model": f"prompt:{released.prompt.key}",
+            "variables": {"customer_name": "Ida"},
+            "prompt": {"id": released.prompt.key, "variables": {"customer_name": "Ida"}},
+        },
     )
 
 
@@ -230,8 +245,9 @@ def _name_seeded_objects(case, seeded: Seeded) -> None:
             if name in seeded.path_parameters:
                 case.path_parameters[name] = seeded.path_parameters[name]
     if isinstance(case.body, dict) and not case.meta.is_negative_at(ParameterLocation.BODY):
-        for name in case.body.keys() & seeded.body_fields.keys():
-            case.body[name] = seeded.body_fields[name]
+        fields = seeded.openai_fields if case.path.startswith(OPENAI) else seeded.body_fields
+        for name in case.body.keys() & fields.keys():
+            case.body[name] = fields[name]
 
 
 # Committed for real (transaction=True), as in production: a refused statement aborts only itself,
@@ -266,21 +282,38 @@ def _refusals_of_scope_are_clean_problems(case, seeded: Seeded, checks) -> None:
     (An address that cannot exist is a 404 before any key is read: negative cases are left out.)"""
     anonymous = case.call_and_validate(headers={}, additional_checks=checks)
     assert anonymous.status_code == 401, anonymous.text
-    assert json.loads(anonymous.content)["type"] == "/problems/unauthenticated"
+    assert problem_of(case, anonymous.content)["type"] == "/problems/unauthenticated"
     reader = case.call_and_validate(
         headers={"Authorization": seeded.reader}, additional_checks=checks
     )
     if reader.status_code == 403:
-        assert json.loads(reader.content)["type"] == "/problems/insufficient-scope", reader.text
+        problem = problem_of(case, reader.content)
+        assert problem["type"] == "/problems/insufficient-scope", reader.text
+
+
+def problem_of(case, content: bytes) -> dict:
+    """The problem document of a refusal: the body, or the OpenAI error's ``problem``."""
+    body = json.loads(content)
+    return body["problem"] if case.path.startswith(OPENAI) else body
 
 
 def problem_document(ctx, response, case) -> bool:
-    """Every refusal (4xx, 5xx) is an RFC 9457 problem document of its own status."""
+    """Every refusal (4xx, 5xx) is an RFC 9457 problem document of its own status; under the
+    OpenAI-compatible prefix, OpenAI's error object with that document beside it."""
     if response.status_code < 400:
         return True
     content_type = response.headers.get("content-type", [""])[0]
-    assert content_type.split(";")[0] == PROBLEM, f"A {response.status_code} as {content_type!r}"
-    body = json.loads(response.content)
+    if case.path.startswith(OPENAI):
+        assert content_type.split(";")[0] == "application/json", content_type
+        error = json.loads(response.content)["error"]
+        assert {"message", "type", "param", "code"} <= error.keys(), error
+        assert error["message"], error
+        assert error["code"], error
+    else:
+        assert content_type.split(";")[0] == PROBLEM, (
+            f"A {response.status_code} as {content_type!r}"
+        )
+    body = problem_of(case, response.content)
     assert body["status"] == response.status_code, body
     assert body["type"].startswith("/problems/"), body
     assert body["title"], body
@@ -293,7 +326,7 @@ def business_rule_refusal(ctx, response, case) -> bool:
     (``BUSINESS_RULES``), never for its shape: the schema allowed that shape."""
     if response.status_code != 400 or not case.meta or not case.meta.generation.mode.is_positive:
         return True
-    body = json.loads(response.content)
+    body = problem_of(case, response.content)
     if body["type"] in BUSINESS_RULES:
         return True
     errors = body.get("errors", [])

@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from api.models import Scope
 from evaluations.canary import services as canary
@@ -706,6 +707,33 @@ def _(scene: Scene) -> None:
 @drives("environments_stream")
 def _(scene: Scene) -> None:
     scene.send("environments_stream", "/api/v1/environments/staging/stream", status=200)
+
+
+# --- the OpenAI-compatible endpoints -------------------------------------------------------------
+
+
+@drives("openai_chat_completions")
+def _(scene: Scene) -> None:
+    scene.model_server()
+    path = f"/{settings.OPENAI_COMPAT_PREFIX}/chat/completions"
+    body = {"model": f"prompt:{KEY}", "messages": [{"role": "user", "content": "Hi"}], **GREETING}
+    scene.send("openai_chat_completions", path, body=body, status=200)
+    refused = scene.send(
+        "openai_chat_completions", path, body={**body, "variables": {}}, status=400
+    )
+    assert refused["error"]["param"] == "variables.customer_name"
+
+
+@drives("openai_responses")
+def _(scene: Scene) -> None:
+    scene.model_server()
+    scene.canary(percent=100)
+    path = f"/{settings.OPENAI_COMPAT_PREFIX}/responses"
+    prompt = {"id": KEY, "variables": GREETING["variables"]}
+    body = {"prompt": prompt, "input": "Hi", "environment": "staging", "user": "user-1"}
+    scene.send("openai_responses", path, body=body, status=200)
+    pinned = {**body, "prompt": {**prompt, "version": "1"}}
+    assert scene.send("openai_responses", path, body=pinned, status=200)["prompt"]["version"] == "1"
 
 
 # --- the tests -----------------------------------------------------------------------------------

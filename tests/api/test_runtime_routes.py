@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.urls import URLResolver, get_resolver, include, path, resolve
@@ -18,6 +19,7 @@ from django.urls.resolvers import RegexPattern
 from api import run, runtime, stream
 from api.fastpath import is_runtime_view, runtime_view
 from api.middleware import RuntimeMiddleware, fast_routes
+from api.openai_compat import views as openai_views
 from registry.errors import DraftExists
 
 # A value each converter of the URLconf accepts, to build an address for every pattern.
@@ -37,7 +39,11 @@ RUNTIME_VIEWS = {
     "run": run.run_view,
     "bundle": runtime.bundle_view,
     "stream": stream.stream_view,
+    "openai-chat-completions": openai_views.chat_completions_view,
+    "openai-responses": openai_views.responses_view,
 }
+# The API's prefixes: the REST API's, and the OpenAI-compatible endpoints' (OPENAI_COMPAT_PREFIX).
+PREFIXES = ("/api/", f"/{settings.OPENAI_COMPAT_PREFIX}/")
 
 
 class PassedOn(HttpResponse):
@@ -49,7 +55,8 @@ def passed_on(request) -> HttpResponse:
 
 
 def api_addresses() -> list[tuple[str, object]]:
-    """An address for every URL pattern under /api/, with the view the URLconf routes it to."""
+    """An address for every URL pattern under the API's prefixes, with the view the URLconf
+    routes it to; under the OpenAI prefix, ``models`` for its catch-all (OpenAI's 404)."""
     found: list[tuple[str, object]] = []
 
     def walk(patterns, prefix: str) -> None:
@@ -58,9 +65,11 @@ def api_addresses() -> list[tuple[str, object]]:
             address = prefix + CONVERTER.sub(
                 lambda m: SAMPLES[m["converter"] or "str"], route.removeprefix("^")
             )
+            if entry.pattern.regex.pattern == "^(?P<rest>.*)$":
+                address = prefix + "models"
             if isinstance(entry, URLResolver):
                 walk(entry.url_patterns, address)
-            elif address.startswith("/api/"):
+            elif address.startswith(PREFIXES):
                 found.append((address, entry.callback))
 
     walk(get_resolver().url_patterns, "/")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.conf import settings
 from django.contrib.staticfiles import finders
 
 pytestmark = pytest.mark.django_db
@@ -124,6 +125,11 @@ def test_every_operation_documents_its_refusals_as_problem_documents(schema):
                 assert {"400", "413", "415"} <= set(responses), (method, path)
             for status, response in responses.items():
                 if status < "400":
+                    continue
+                if path.startswith(f"/{settings.OPENAI_COMPAT_PREFIX}/"):
+                    # OpenAI's error shape, the problem document beside it (decision 0042).
+                    body = response["content"]["application/json"]["schema"]
+                    assert body == {"$ref": "#/components/schemas/OpenAIError"}, (path, status)
                     continue
                 body = response["content"]["application/problem+json"]["schema"]
                 refs = [body] if "$ref" in body else body["oneOf"]

@@ -11,7 +11,6 @@ of hanging it. For each fault: what the caller sees, streamed and not, and the c
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -23,6 +22,7 @@ from api import run as run_module
 from api.services import apikey_create
 from releases.services import release_deploy
 from runs.models import Call, ModelPrice, Provider
+from tests.api.helpers import wait_for_call
 from tests.factories import PromptFactory, make_version
 
 # A live server needs transactional tests, whose flush the append-only release events refuse on
@@ -114,17 +114,6 @@ def stream(http: httpx.Client, url: str) -> list[tuple[str, Any]]:
     with http.stream("POST", url, json=body) as response:
         assert response.status_code == 200
         return read_events(response)
-
-
-def wait_for_call(request_id: str, timeout: float = 10.0) -> Call:
-    """The call a closed stream records as it winds down on the server's thread: a bounded wait."""
-    pause = threading.Event()
-    for _ in range(int(timeout / 0.05)):
-        call = Call.objects.filter(request_id=request_id).first()
-        if call is not None:
-            return call
-        pause.wait(0.05)
-    raise AssertionError(f"no call recorded for {request_id} within {timeout} s")
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

@@ -233,6 +233,7 @@ def test_a_call_page_shows_inputs_output_attempts_and_its_shadow_runs(rita, rele
     call = make_call(
         released,
         inputs={"customer_name": "Ada", "order_total": 12.5},
+        conversation=[{"role": "user", "content": "Where is my refund?"}],
         output="Dear Ada,\nyour refund of 12.50 is on its way.",
         attempts=[
             {
@@ -261,6 +262,7 @@ def test_a_call_page_shows_inputs_output_attempts_and_its_shadow_runs(rita, rele
         "{\n  &quot;customer_name&quot;: &quot;Ada&quot;,\n  &quot;order_total&quot;: 12.5\n}"
         in html
     )
+    assert "&quot;content&quot;: &quot;Where is my refund?&quot;" in html  # the conversation
     assert "Dear Ada,\nyour refund of 12.50 is on its way." in html  # in a <pre>, lines kept
     assert "local/echo-1 timeout no answer in 30 s 30 s" in page
     assert "local/echo-2 ok 812 ms" in page

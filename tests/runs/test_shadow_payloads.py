@@ -49,6 +49,45 @@ def test_the_shadow_still_answers_the_callers_real_variables(live, jobs, model_s
     assert SECRET in sent[-1]["content"]
 
 
+def test_a_conversation_the_live_call_appended_is_sealed_and_appended_by_the_shadow(
+    live, jobs, model_server, runner, django_capture_on_commit_callbacks
+) -> None:
+    """The OpenAI-compatible endpoints append the caller's messages (decision 0042): the shadow
+    answers the same conversation, which crosses the broker sealed."""
+    said = {"role": "user", "content": f"I am {SECRET}"}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = runner.post(
+            "/openai/v1/chat/completions",
+            data=json.dumps(
+                {
+                    "model": "prompt:support.refund-reply",
+                    "messages": [said],
+                    "variables": {"customer_name": "Ann"},
+                    "environment": "staging",
+                }
+            ),
+            content_type="application/json",
+        )
+    assert response.status_code == 200, response.content
+    [job] = jobs
+    assert "Zelda" not in json.dumps(job)
+    assert payload_open(job["payload"]).conversation == (said,)
+
+    run = shadow_run_execute(**job)
+
+    assert run.status == ShadowRun.Status.OK
+    assert run.exact_match is True  # both echo the caller's last message
+    sent = model_server.requests.for_path(CHAT)[-1].body["messages"]
+    assert "(v1)" in sent[0]["content"]
+    assert sent[-1] == said
+
+
+def test_a_job_sealed_before_conversations_opens_with_none() -> None:
+    token = payload_seal(variables={"a": 1}, locale="fr")
+
+    assert payload_open(token).conversation == ()
+
+
 def test_an_expired_job_ends_its_shadow_run_without_a_model_call(
     live, jobs, model_server, settings
 ) -> None:
