@@ -50,12 +50,11 @@ logger = logging.getLogger(__name__)
 View = Callable[..., HttpResponse]
 
 
-def runtime_view(*methods: str) -> Callable[[View], View]:
-    """Declares a runtime-path view that answers ``methods``: any other is a 405 problem with the
-    ``Allow`` header RFC 9110 (15.5.6) requires, as DRF's views send, and an exception the view
-    raises is answered as the problem document ``api.problems`` maps it to. The view is
-    CSRF-exempt (a bearer key, never a cookie, authenticates it, when reached through the
-    URLconf), and ``api.middleware`` serves its URLs first."""
+def problem_view(*methods: str) -> Callable[[View], View]:
+    """Declares a plain Django view of the API that answers ``methods``: any other is a 405
+    problem with the ``Allow`` header RFC 9110 (15.5.6) requires, as DRF's views send, and an
+    exception the view raises is answered as the problem document ``api.problems`` maps it to.
+    The view is CSRF-exempt: a bearer key, never a cookie, authenticates it."""
     allowed = frozenset(methods)
     allow = ", ".join(methods)
 
@@ -97,6 +96,18 @@ def runtime_view(*methods: str) -> Callable[[View], View]:
                     return refuse(request, exc)
 
         answer.csrf_exempt = True  # what django.views.decorators.csrf.csrf_exempt sets
+        return answer
+
+    return decorate
+
+
+def runtime_view(*methods: str) -> Callable[[View], View]:
+    """Declares a runtime-path view: a ``problem_view`` that ``api.middleware`` serves first,
+    ahead of the middleware stack, when reached under /api/."""
+    as_problem_view = problem_view(*methods)
+
+    def decorate(view: View) -> View:
+        answer = as_problem_view(view)
         answer.runtime_view = True  # what api.middleware looks for in the URLconf
         return answer
 
