@@ -135,14 +135,20 @@ def authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> Key
         raise ProblemException(
             problems.INSUFFICIENT_SCOPE, f"This needs the {scope} scope.", required_scope=str(scope)
         )
-    wait = limiter.take(key_id=entry.pk, scope=str(scope))
+    rate_limit_check(key_id=entry.pk, scope=str(scope))
+    return entry
+
+
+def rate_limit_check(*, key_id: int, scope: str) -> None:
+    """Takes a token from the key's bucket for ``scope`` (``api.ratelimit``), or refuses with a
+    429 saying when to retry."""
+    wait = limiter.take(key_id=key_id, scope=scope)
     if wait > 0:
         raise ProblemException(
             problems.THROTTLED,
             f"This key has made too many {scope} requests; retry in {retry_after(wait)} s.",
             headers={"Retry-After": retry_after(wait)},
         )
-    return entry
 
 
 def allow_environment(entry: KeyEntry, environment: str) -> None:

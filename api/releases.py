@@ -19,17 +19,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from evaluations.canary.services import canary_analysis_start
+from registry.models import Prompt
 from registry.selectors import prompt_get
 from releases import services
-from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release
+from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Environment, Release
 from releases.selectors import environment_get, environment_list, release_get, release_history
 from releases.services.experiment import PLANNED_CALLS_MAX, PLANNED_CALLS_MIN
 from releases.state import ReleaseState, Shadow, release_state, shadow_budget
 
 from .fields import BasisPointsPercentField, OffsetDateTimeField
-from .models import Scope
+from .models import ApiKey, Scope
 from .pagination import Pagination
-from .permissions import HasScope, ensure_environment_allowed
+from .permissions import HasScope, key_environment_check
 from .serializers import (
     CanaryPolicyField,
     PercentField,
@@ -166,8 +167,14 @@ def _release_response(release: Release, status_code: int = status.HTTP_200_OK) -
     return response
 
 
-def _target(request: Request, environment: str, key: str):
-    ensure_environment_allowed(request, environment)
+def _target(request: Request, environment: str, key: str) -> tuple[Prompt, Environment]:
+    return release_target(request.auth, environment=environment, key=key)
+
+
+def release_target(api_key: ApiKey, *, environment: str, key: str) -> tuple[Prompt, Environment]:
+    """The prompt and the environment a release request names, once the key may touch that
+    environment (the release views and the MCP server's release tools)."""
+    key_environment_check(api_key, environment)
     return prompt_get(key=key), environment_get(name=environment)
 
 

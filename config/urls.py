@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api.mcpserver.view import mcp_view
 from api.metrics import metrics_view
 
 # status_admin: importing it adds /admin/status/, the operator's page, to the admin site's URLs.
@@ -23,6 +24,8 @@ urlpatterns = [
     path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("api.urls")),
+    # The MCP server over streamable HTTP (docs/mcp.md, decision 0043).
+    path("mcp", mcp_view, name="mcp"),
 ]
 
 handler404 = "api.problems.not_found_view"
