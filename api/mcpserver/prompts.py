@@ -27,6 +27,19 @@ NUMBER = (
     "`draft_version`)."
 )
 DRAFT_NUMBER = "The draft's number: the prompt's `draft_version` in `list_prompts`."
+# A version's content as a write sends it: the shape `get_version` answers, part for part.
+CONTENT = {
+    "templates": "By locale (BCP 47: `en`, `fr`...), the sections `system`, `context`, "
+    "`instruction` and `format`, each Jinja2 text where `{{ name }}` is a declared variable; "
+    "the prompt's default locale among them.",
+    "model": "The model binding: `provider` (a configured provider's name, e.g. `local`), "
+    "`model`, `parameters` (temperature, max_tokens...), and optionally `response_schema`, "
+    "`tools`, `tool_choice` and `fallbacks`.",
+    "variables": "The declared variables, each `{name, type, required, default, description}` "
+    "(type: string, integer, number, boolean, list, object or messages); every variable a "
+    "template uses must be declared.",
+    "message": "What changed and why; a commit needs one.",
+}
 
 
 def _valid(serializer_class, data: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +232,7 @@ TOOLS = (
         ),
         notes={
             "key": KEY,
-            "message": "What changed and why; needed to commit.",
+            **CONTENT,
             "commit": "Commit at once (default false: it stays a draft to review and render).",
         },
         examples=(
@@ -255,7 +268,7 @@ TOOLS = (
             "`templates`); what you leave out stays. A committed version never changes "
             "(`version-immutable`): open a draft instead. Checked as `create_draft` is."
         ),
-        notes={"key": KEY, "number": DRAFT_NUMBER},
+        notes={"key": KEY, "number": DRAFT_NUMBER, **CONTENT},
         examples=(
             {
                 "key": "support.refund-reply",

@@ -18,19 +18,15 @@ MESSAGE = {
     "description": "One JSON-RPC 2.0 message: a request (with an `id`, a string or an "
     "integer) or a notification (without one; any other `id` reads as none). The methods: "
     "`initialize`, `ping`, `tools/list`, `tools/call` (params `{name, arguments}`), and the "
-    "notifications `notifications/initialized` and `notifications/cancelled`.",
+    "notifications `notifications/initialized` and `notifications/cancelled`. E.g. "
+    '`{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "list_prompts", '
+    '"arguments": {"search": "refund"}}}`.',
     "required": ["jsonrpc", "method"],
     "properties": {
         "jsonrpc": {"type": "string", "enum": ["2.0"]},
         "id": {"description": "The request's id, echoed in its answer."},
         "method": {"type": "string"},
         "params": {"type": "object", "nullable": True},
-    },
-    "example": {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/call",
-        "params": {"name": "list_prompts", "arguments": {"search": "refund"}},
     },
 }
 ERROR = {
@@ -79,6 +75,7 @@ REFUSED = (
     "validation-error",
     "request-too-large",
     "unsupported-media-type",
+    "not-acceptable",
     "https-required",
     "database-unavailable",
     "server-error",
@@ -124,11 +121,6 @@ def mcp_path(result: dict[str, Any], generator, request, public) -> dict[str, An
                 },
                 "202": {"description": "A notification, taken; nothing to answer."},
                 **responses,
-                "406": {
-                    "description": "The Accept header leaves out application/json, the only "
-                    "answer there is (no Accept header is fine).",
-                    "content": {"application/json": {"schema": _ref("McpRefusal")}},
-                },
             },
         }
     }

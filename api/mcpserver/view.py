@@ -11,8 +11,9 @@ Before the JSON-RPC message reaches the server, the view refuses what the API re
 API's problem documents: a method other than POST (405: there is no server-initiated stream to
 GET, and no session to DELETE), no key or a bad one (401), too many requests from the key (429,
 the ``default`` bucket; each tool call also takes one token from its own scope's bucket), a body
-that is not JSON (415, 400) or larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (413). Past that, the
-answer is the MCP server's: JSON-RPC, with a tool's refusal as a tool error.
+that is not JSON (415, 400) or larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (413), an Accept
+header without JSON (406). Past that, the answer is the MCP server's: JSON-RPC, with a tool's
+refusal as a tool error.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import anyio
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from mcp.server.streamable_http import check_accept_headers
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from rest_framework.exceptions import NotAuthenticated
+from starlette.requests import Request
 
 from registry.strictjson import strict_json_loads
 
@@ -59,7 +62,13 @@ def mcp_view(request: HttpRequest) -> HttpResponse:
     # The API's parser first: what it refuses (NULs, NaN, nesting past JSON_MAX_DEPTH) is refused
     # here as it is there, before the MCP server reads the message.
     strict_json_loads(body)
-    answer = async_to_sync(exchange)(asgi_scope(request, api_key), body)
+    scope = asgi_scope(request, api_key)
+    accepts_json, _ = check_accept_headers(Request(scope))  # as the transport reads Accept
+    if not accepts_json:
+        raise ProblemException(
+            problems.NOT_ACCEPTABLE, "Accept application/json: every answer here is JSON."
+        )
+    answer = async_to_sync(exchange)(scope, body)
     response = HttpResponse(answer.body, status=answer.status)
     for name, value in answer.headers:
         if name != "content-length":  # Django counts the body it sends

@@ -270,10 +270,16 @@ def _refusals_of_scope_are_clean_problems(case, seeded: Seeded, checks) -> None:
 
 
 def problem_document(ctx, response, case) -> bool:
-    """Every refusal (4xx, 5xx) is an RFC 9457 problem document of its own status."""
+    """Every refusal (4xx, 5xx) is an RFC 9457 problem document of its own status; but the MCP
+    server's refusal of a body that is JSON yet no JSON-RPC message, which speaks JSON-RPC
+    (decision 0043)."""
     if response.status_code < 400:
         return True
     content_type = response.headers.get("content-type", [""])[0]
+    if case.path == "/mcp" and content_type.split(";")[0] == "application/json":
+        refusal = json.loads(response.content)
+        assert response.status_code == 400 and refusal["error"]["code"] < 0, refusal
+        return True
     assert content_type.split(";")[0] == PROBLEM, f"A {response.status_code} as {content_type!r}"
     body = json.loads(response.content)
     assert body["status"] == response.status_code, body
@@ -289,6 +295,7 @@ def business_rule_refusal(ctx, response, case) -> bool:
     if response.status_code != 400 or not case.meta or not case.meta.generation.mode.is_positive:
         return True
     body = json.loads(response.content)
+    assert "type" in body, f"A schema-valid request refused: {body}"
     if body["type"] in BUSINESS_RULES:
         return True
     errors = body.get("errors", [])

@@ -101,7 +101,7 @@ def test_a_body_that_is_no_json_rpc_message_is_a_json_rpc_error(raw_key):
 def test_without_accept_it_answers_json_and_with_only_html_accepted_406(raw_key):
     assert post(LIST_TOOLS, key=raw_key).status_code == 200  # no Accept: anything goes
     assert post(LIST_TOOLS, key=raw_key, HTTP_ACCEPT="*/*").status_code == 200
-    assert post(LIST_TOOLS, key=raw_key, HTTP_ACCEPT="text/html").status_code == 406
+    problem(post(LIST_TOOLS, key=raw_key, HTTP_ACCEPT="text/html"), 406, "/problems/not-acceptable")
 
 
 # --- refused before the server reads the message ---------------------------------------------
