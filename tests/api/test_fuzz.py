@@ -278,7 +278,8 @@ def problem_document(ctx, response, case) -> bool:
     content_type = response.headers.get("content-type", [""])[0]
     if case.path == "/mcp" and content_type.split(";")[0] == "application/json":
         refusal = json.loads(response.content)
-        assert response.status_code == 400 and refusal["error"]["code"] < 0, refusal
+        assert response.status_code == 400, refusal
+        assert refusal["error"]["code"] < 0, refusal
         return True
     assert content_type.split(";")[0] == PROBLEM, f"A {response.status_code} as {content_type!r}"
     body = json.loads(response.content)
