@@ -81,7 +81,8 @@ TOOLS = (
         description=(
             "An eval run's status, progress (cases scored of the total), pass rate, its "
             "baseline's pass rate and the difference in points, and its report so far: counts "
-            "of cases by change (regressed, fixed, still passing, still failing...), totals "
+            "of cases by change against the baseline (regressed, fixed, passing, "
+            "still_failing, new_passing, new_failing), totals "
             "(cost, tokens, latency) and each case with its score, output and detail, "
             "must-pass failures and regressions first (holdout cases are counted but never "
             "shown). Call it again while `status` is `queued` or `running`."

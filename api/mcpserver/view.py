@@ -98,7 +98,7 @@ def asgi_scope(request: HttpRequest, api_key: ApiKey) -> dict[str, Any]:
         "root_path": "",
         "headers": headers,
         "client": (request.META.get("REMOTE_ADDR", ""), 0),
-        "server": (request.get_host(), int(request.get_port())),
+        "server": (request.META.get("SERVER_NAME", ""), int(request.get_port())),
         "state": {"api_key": api_key},
     }
 

@@ -195,6 +195,7 @@ def test_the_key_itself_never_reaches_the_mcp_server(rf, db):
 # --- served for real -------------------------------------------------------------------------
 
 
+@pytest.mark.postgres  # a live server's transactional test (tests/mcp/test_tools.py says why)
 @pytest.mark.django_db(transaction=True)
 def test_a_client_of_the_2026_protocol_lists_and_calls_tools(released, live_server):
     _, raw = apikey_create(name="mcp", scopes=("prompts:read",))
@@ -222,6 +223,7 @@ def test_a_client_of_the_2026_protocol_lists_and_calls_tools(released, live_serv
     assert rendered.structured_content["messages"][1]["content"] == "Greet Ada."
 
 
+@pytest.mark.postgres
 def test_the_asgi_process_serves_it_too(released, asgi_server, monkeypatch):
     from django.db import connection
 
