@@ -57,18 +57,25 @@ def apikey_authenticate(raw: str) -> ApiKey | None:
     return key
 
 
+def header_key(header: str) -> ApiKey:
+    """The active key an ``Authorization`` header sends, or ``AuthenticationFailed`` (a 401):
+    what the DRF views and the MCP server (``api.mcpserver``) authenticate with."""
+    raw = bearer_token(header)
+    if raw is None:
+        raise exceptions.AuthenticationFailed("Send the key as 'Authorization: Bearer <key>'.")
+    key = apikey_authenticate(raw)
+    if key is None:
+        raise exceptions.AuthenticationFailed("The API key is unknown or revoked.")
+    note(key_id=key.pk)
+    return key
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[KeyPrincipal, ApiKey] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
-        raw = bearer_token(header)
-        if raw is None:
-            raise exceptions.AuthenticationFailed("Send the key as 'Authorization: Bearer <key>'.")
-        key = apikey_authenticate(raw)
-        if key is None:
-            raise exceptions.AuthenticationFailed("The API key is unknown or revoked.")
-        note(key_id=key.pk)
+        key = header_key(header)
         return KeyPrincipal(key), key
 
     def authenticate_header(self, request: Request) -> str:

@@ -32,11 +32,12 @@ from evaluations.evalruns.services import (
     eval_run_start,
 )
 from evaluations.models import EvalRun
+from registry.actors import Actor
 from registry.selectors import prompt_get
 
-from .models import Scope
+from .models import ApiKey, Scope
 from .pagination import Pagination
-from .permissions import HasScope, ensure_environment_allowed
+from .permissions import HasScope, key_environment_check
 from .problems import INSUFFICIENT_SCOPE, ProblemException
 from .serializers import (
     DATASET_MAX_CHARS,
@@ -253,27 +254,44 @@ class EvalRunStartApi(APIView):
     def post(self, request: Request, key: str, number: int) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        values = data.validated_data
-        if values["include_holdout"] and not request.auth.has_scope(Scope.RELEASES_WRITE):
-            # A gate run is what lets a version through a gate: release automation starts it.
-            raise ProblemException(
-                INSUFFICIENT_SCOPE,
-                "A gate run (include_holdout) needs the releases:write scope too.",
-                required_scope=str(Scope.RELEASES_WRITE),
-            )
-        if values["environment"]:
-            ensure_environment_allowed(request, values["environment"])
-        run = eval_run_start(
-            prompt=prompt_get(key=key),
-            version=number,
-            dataset_name=values["dataset"],
-            actor=request.user.actor,
-            include_holdout=values["include_holdout"],
-            environment=values["environment"],
+        run = eval_run_start_for(
+            request.auth, actor=request.user.actor, key=key, number=number, **data.validated_data
         )
         response = _detail_response(run.pk, status.HTTP_202_ACCEPTED)
         response["Location"] = reverse("evaluation", args=[run.pk])
         return response
+
+
+def eval_run_start_for(
+    api_key: ApiKey,
+    *,
+    actor: Actor,
+    key: str,
+    number: int,
+    dataset: str,
+    environment: str | None,
+    include_holdout: bool,
+) -> EvalRun:
+    """Starts a run for ``api_key`` (``EvalRunStartApi`` and the MCP server's
+    ``start_eval_run``): a gate run needs ``releases:write`` too, and a baseline environment
+    the key may touch."""
+    if include_holdout and not api_key.has_scope(Scope.RELEASES_WRITE):
+        # A gate run is what lets a version through a gate: release automation starts it.
+        raise ProblemException(
+            INSUFFICIENT_SCOPE,
+            "A gate run (include_holdout) needs the releases:write scope too.",
+            required_scope=str(Scope.RELEASES_WRITE),
+        )
+    if environment:
+        key_environment_check(api_key, environment)
+    return eval_run_start(
+        prompt=prompt_get(key=key),
+        version=number,
+        dataset_name=dataset,
+        actor=actor,
+        include_holdout=include_holdout,
+        environment=environment,
+    )
 
 
 class EvalRunListApi(APIView):

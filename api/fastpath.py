@@ -53,12 +53,11 @@ View = Callable[..., HttpResponse]
 Refusal = Callable[[ProblemAnswer, HttpRequest], HttpResponse]
 
 
-def runtime_view(*methods: str, refusal: Refusal = problems.problem_json) -> Callable[[View], View]:
-    """Declares a runtime-path view that answers ``methods``: any other is a 405 problem with the
-    ``Allow`` header RFC 9110 (15.5.6) requires, as DRF's views send, and an exception the view
-    raises is answered as the problem document ``api.problems`` maps it to, sent by ``refusal``.
-    The view is CSRF-exempt (a bearer key, never a cookie, authenticates it, when reached through
-    the URLconf), and ``api.middleware`` serves its URLs first."""
+def problem_view(*methods: str, refusal: Refusal = problems.problem_json) -> Callable[[View], View]:
+    """Declares a plain Django view of the API that answers ``methods``: any other is a 405
+    problem with the ``Allow`` header RFC 9110 (15.5.6) requires, as DRF's views send, and an
+    exception the view raises is answered as the problem document ``api.problems`` maps it to,
+    sent by ``refusal``. The view is CSRF-exempt: a bearer key, never a cookie, authenticates it."""
     allowed = frozenset(methods)
     allow = ", ".join(methods)
 
@@ -100,6 +99,18 @@ def runtime_view(*methods: str, refusal: Refusal = problems.problem_json) -> Cal
                     return refuse(request, exc)
 
         answer.csrf_exempt = True  # what django.views.decorators.csrf.csrf_exempt sets
+        return answer
+
+    return decorate
+
+
+def runtime_view(*methods: str, refusal: Refusal = problems.problem_json) -> Callable[[View], View]:
+    """Declares a runtime-path view: a ``problem_view`` that ``api.middleware`` serves first,
+    ahead of the middleware stack, under the prefixes its views are mounted at."""
+    as_problem_view = problem_view(*methods, refusal=refusal)
+
+    def decorate(view: View) -> View:
+        answer = as_problem_view(view)
         answer.runtime_view = True  # what api.middleware looks for in the URLconf
         answer.refusal = refusal  # how api.middleware answers its own refusals (Host, https)
         return answer
@@ -133,14 +144,20 @@ def authenticate(request: HttpRequest, scope: Scope = Scope.PROMPTS_READ) -> Key
         raise ProblemException(
             problems.INSUFFICIENT_SCOPE, f"This needs the {scope} scope.", required_scope=str(scope)
         )
-    wait = limiter.take(key_id=entry.pk, scope=str(scope))
+    rate_limit_check(key_id=entry.pk, scope=str(scope))
+    return entry
+
+
+def rate_limit_check(*, key_id: int, scope: str) -> None:
+    """Takes a token from the key's bucket for ``scope`` (``api.ratelimit``), or refuses with a
+    429 saying when to retry."""
+    wait = limiter.take(key_id=key_id, scope=scope)
     if wait > 0:
         raise ProblemException(
             problems.THROTTLED,
             f"This key has made too many {scope} requests; retry in {retry_after(wait)} s.",
             headers={"Retry-After": retry_after(wait)},
         )
-    return entry
 
 
 def allow_environment(entry: KeyEntry, environment: str) -> None:

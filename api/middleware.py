@@ -73,6 +73,9 @@ def _bare(pattern: RoutePattern | RegexPattern) -> str:
 
 
 API_PREFIX = "/api/"
+# The MCP server's door (api.mcpserver) takes writes with a bearer key too: a write to it over
+# plain http is refused as one to the API is.
+MCP_PATH = "/mcp"
 # Methods a redirect may repeat: a 301 makes most clients send a POST again as a GET, without its
 # body (urllib, requests and browsers all do), which would turn a write into a confusing 405.
 REDIRECTED_METHODS = frozenset({"GET", "HEAD"})
@@ -190,8 +193,8 @@ class RuntimeMiddleware:
     The runtime paths are the URLconf's URLs whose view is a ``runtime_view`` (``fast_routes``,
     read once, when Django loads the middleware). Of what it skips, it keeps the Host check and
     ``SecurityMiddleware``'s https redirect and headers (``https_refusal``, ``secure_headers``);
-    a write over plain http to any API path is refused here too, rather than redirected as a GET
-    further down the stack."""
+    a write over plain http to any API path (and to the MCP server's ``/mcp``) is refused here
+    too, rather than redirected as a GET further down the stack."""
 
     sync_capable = True
     async_capable = True  # under ASGI it serves the stream's async view on the event loop
@@ -242,6 +245,8 @@ class RuntimeMiddleware:
         """The runtime view to call and its arguments; or the answer (a refused Host, a
         redirect to https); or None: the rest of the stack answers."""
         path = request.path_info
+        if path == MCP_PATH:
+            return self._write_refusal(request)
         if not path.startswith(self.prefixes):
             return None
         for route in self.routes:
@@ -263,11 +268,13 @@ class RuntimeMiddleware:
                 if refusal is not None:
                     return secure_headers(request, refusal)
                 return route.view, kwargs
-        if request.method not in REDIRECTED_METHODS:
-            try:
-                refusal = https_refusal(request)
-            except DisallowedHost:
-                refusal = None  # CommonMiddleware answers it, further down
-            if refusal is not None:
-                return refusal
-        return None
+        return self._write_refusal(request)
+
+    def _write_refusal(self, request: HttpRequest) -> HttpResponse | None:
+        """A write over plain http refused (``https_refusal``); None for anything else."""
+        if request.method in REDIRECTED_METHODS:
+            return None
+        try:
+            return https_refusal(request)
+        except DisallowedHost:
+            return None  # CommonMiddleware answers it, further down

@@ -25,12 +25,7 @@ def HasScope(scope: Scope | str) -> type[BasePermission]:
             key = request.auth
             if not isinstance(key, ApiKey):
                 return False  # unauthenticated: DRF answers 401 with the challenge
-            if not key.has_scope(scope):
-                raise ProblemException(
-                    INSUFFICIENT_SCOPE,
-                    f"This needs the {scope} scope; the key has {', '.join(key.scopes) or 'none'}.",
-                    required_scope=str(scope),
-                )
+            key_scope_check(key, scope)
             return True
 
     _HasScope.__name__ = _HasScope.__qualname__ = f"HasScope({scope})"
@@ -48,7 +43,24 @@ def ensure_environment_allowed(request: Request, environment: str) -> None:
     """Object permissions do not cover lists or creates, so views call this with the environment
     named in the path or body before calling a service (STYLE R11)."""
     key = request.auth
-    if isinstance(key, ApiKey) and not key.allows_environment(environment):
+    if isinstance(key, ApiKey):
+        key_environment_check(key, environment)
+
+
+def key_scope_check(key: ApiKey, scope: Scope) -> None:
+    """Refuses (403 ``insufficient-scope``) a key without ``scope``: the API's views and the MCP
+    server's tools alike."""
+    if not key.has_scope(scope):
+        raise ProblemException(
+            INSUFFICIENT_SCOPE,
+            f"This needs the {scope} scope; the key has {', '.join(key.scopes) or 'none'}.",
+            required_scope=str(scope),
+        )
+
+
+def key_environment_check(key: ApiKey, environment: str) -> None:
+    """Refuses (403 ``environment-forbidden``) a key limited to other environments."""
+    if not key.allows_environment(environment):
         raise ProblemException(
             ENVIRONMENT_FORBIDDEN,
             f"The key is limited to {', '.join(key.environments)}; it may not touch {environment}.",

@@ -19,17 +19,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from evaluations.canary.services import canary_analysis_start
+from registry.models import Prompt
 from registry.selectors import prompt_get
 from releases import services
-from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Release
+from releases.models import SHADOW_BUDGET_MAX, SHADOW_BUDGET_MIN, Environment, Release
 from releases.selectors import environment_get, environment_list, release_get, release_history
 from releases.services.experiment import PLANNED_CALLS_MAX, PLANNED_CALLS_MIN
 from releases.state import ReleaseState, Shadow, release_state, shadow_budget
 
 from .fields import BasisPointsPercentField, OffsetDateTimeField
-from .models import Scope
+from .models import ApiKey, Scope
 from .pagination import Pagination
-from .permissions import HasScope, ensure_environment_allowed
+from .permissions import HasScope, key_environment_check
 from .serializers import (
     CanaryPolicyField,
     PercentField,
@@ -166,8 +167,14 @@ def _release_response(release: Release, status_code: int = status.HTTP_200_OK) -
     return response
 
 
-def _target(request: Request, environment: str, key: str):
-    ensure_environment_allowed(request, environment)
+def _target(request: Request, environment: str, key: str) -> tuple[Prompt, Environment]:
+    return release_target(request.auth, environment=environment, key=key)
+
+
+def release_target(api_key: ApiKey, *, environment: str, key: str) -> tuple[Prompt, Environment]:
+    """The prompt and the environment a release request names, once the key may touch that
+    environment (the release views and the MCP server's release tools)."""
+    key_environment_check(api_key, environment)
     return prompt_get(key=key), environment_get(name=environment)
 
 
@@ -191,8 +198,9 @@ class ReleaseChangeApi(APIView, ABC):
         reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
 
     @abstractmethod
-    def change(self, request: Request, **arguments) -> Release:
-        """Calls the endpoint's one service with the parsed arguments."""
+    def change(self, **arguments) -> Release:
+        """Calls the endpoint's one service with the parsed arguments (the MCP server's
+        ``propose_release_change`` calls it too)."""
 
     def post(self, request: Request, environment: str, key: str) -> Response:
         prompt, env = _target(request, environment, key)
@@ -200,7 +208,6 @@ class ReleaseChangeApi(APIView, ABC):
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         release = self.change(
-            request,
             prompt=prompt,
             environment=env,
             actor=request.user.actor,
@@ -241,7 +248,7 @@ class ReleaseDeployApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseDeployInput"
 
-    def change(self, request, **arguments):
+    def change(self, **arguments):
         return services.release_deploy(**arguments)
 
     @_change_schema("releases_deploy", InputSerializer)
@@ -280,7 +287,7 @@ class ReleaseCanaryStartApi(ReleaseChangeApi):
                 )
             return attrs
 
-    def change(self, request, *, analysis, **arguments):
+    def change(self, *, analysis, **arguments):
         if analysis is None:
             return services.release_canary_start(**arguments)
         return canary_analysis_start(policy=analysis, **arguments).release
@@ -297,7 +304,7 @@ class ReleaseCanaryPercentApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseCanaryPercentInput"
 
-    def change(self, request, **arguments):
+    def change(self, **arguments):
         return services.release_canary_set_percent(**arguments)
 
     @_change_schema("releases_canary_percent", InputSerializer)
@@ -310,7 +317,7 @@ class ReleaseCanaryPromoteApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseCanaryPromoteInput"
 
-    def change(self, request, **arguments):
+    def change(self, **arguments):
         return services.release_canary_promote(**arguments)
 
     @_change_schema("releases_canary_promote", InputSerializer)
@@ -323,7 +330,7 @@ class ReleaseCanaryAbortApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseCanaryAbortInput"
 
-    def change(self, request, **arguments):
+    def change(self, **arguments):
         return services.release_canary_abort(**arguments)
 
     @_change_schema("releases_canary_abort", InputSerializer)
@@ -360,7 +367,7 @@ class ReleaseExperimentStartApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseExperimentStartInput"
 
-    def change(self, request, *, variants, **arguments):
+    def change(self, *, variants, **arguments):
         return services.release_experiment_start(
             variants=[(v["name"], v["version"], v["percent"]) for v in variants], **arguments
         )
@@ -377,7 +384,7 @@ class ReleaseExperimentStopApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseExperimentStopInput"
 
-    def change(self, request, **arguments):
+    def change(self, **arguments):
         return services.release_experiment_stop(**arguments)
 
     @_change_schema("releases_experiment_stop", InputSerializer)
@@ -405,7 +412,7 @@ class ReleaseShadowStartApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseShadowStartInput"
 
-    def change(self, request, **arguments):
+    def change(self, **arguments):
         return services.release_shadow_start(**arguments)
 
     @_change_schema("releases_shadow_start", InputSerializer)
@@ -418,7 +425,7 @@ class ReleaseShadowStopApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseShadowStopInput"
 
-    def change(self, request, **arguments):
+    def change(self, **arguments):
         return services.release_shadow_stop(**arguments)
 
     @_change_schema("releases_shadow_stop", InputSerializer)
@@ -433,7 +440,7 @@ class ReleaseRollbackApi(ReleaseChangeApi):
         class Meta:
             ref_name = "ReleaseRollbackInput"
 
-    def change(self, request, **arguments):
+    def change(self, **arguments):
         return services.release_rollback(**arguments)
 
     @_change_schema("releases_rollback", InputSerializer)

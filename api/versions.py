@@ -7,6 +7,8 @@ may send it back in ``If-Match`` so two authors never overwrite each other unkno
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.utils.cache import patch_cache_control
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -14,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from registry.models import PromptVersion
 from registry.selectors import (
     prompt_get,
     version_content,
@@ -335,24 +338,26 @@ class VersionRenderApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         version = version_get(prompt=prompt_get(key=key), number=number)
-        result = version_render(
-            version=version,
-            locale=data.validated_data["locale"],
-            variables=data.validated_data["variables"],
-        )
-        content = version_content(version)
-        return Response(
-            self.OutputSerializer(
-                {
-                    "prompt": key,
-                    "version": version.number,
-                    "locale": result.locale,
-                    "requested_locale": result.requested_locale,
-                    "sections": result.sections.as_dict(),
-                    "rendered": result.rendered.as_dict(),
-                    "messages": result.messages,
-                    "request": model_request(content.model.as_dict(), result.messages),
-                    "variables": result.variables,
-                }
-            ).data
-        )
+        return Response(version_render_answer(version, **data.validated_data))
+
+
+def version_render_answer(
+    version: PromptVersion, *, locale: str | None, variables: dict[str, Any]
+) -> dict[str, Any]:
+    """A version rendered, as ``VersionRenderApi`` answers it (and the MCP server's
+    ``render_version``)."""
+    result = version_render(version=version, locale=locale, variables=variables)
+    content = version_content(version)
+    return VersionRenderApi.OutputSerializer(
+        {
+            "prompt": version.prompt.key,
+            "version": version.number,
+            "locale": result.locale,
+            "requested_locale": result.requested_locale,
+            "sections": result.sections.as_dict(),
+            "rendered": result.rendered.as_dict(),
+            "messages": result.messages,
+            "request": model_request(content.model.as_dict(), result.messages),
+            "variables": result.variables,
+        }
+    ).data

@@ -377,6 +377,10 @@ API_RATE_LIMITS = {
     "default": "100/s",
 } | env.dict("API_RATE_LIMITS", default={})
 
+# The MCP server (POST /mcp, api/mcpserver, docs/mcp.md): how long one request may wait for its
+# answer. The tools' work is bounded by the services' own budgets; this bounds any other wait.
+MCP_REQUEST_TIMEOUT_SECONDS = env_int("MCP_REQUEST_TIMEOUT_SECONDS", default=30, minimum=1)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -411,6 +415,7 @@ SPECTACULAR_SETTINGS = {
         "api.schema.path_parameters",  # {key} and {environment}: the names' rules
         "api.runtime_schema.runtime_paths",  # the runtime path's plain Django views
         "api.openai_compat.schema.openai_paths",  # the OpenAI-compatible endpoints
+        "api.mcpserver.schema.mcp_path",  # POST /mcp, the MCP server's JSON-RPC
     ],
 }
 
@@ -603,4 +608,9 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # The MCP server starts a stateless transport per request (api/mcpserver/view.py), and the
+        # mcp package says so at INFO each time: lines per request with nothing to act on.
+        "mcp": {"level": "WARNING"},
+    },
 }

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
+from api.mcpserver.view import mcp_view
 from api.metrics import metrics_view
 
 # status_admin: importing it adds /admin/status/, the operator's page, to the admin site's URLs.
@@ -26,6 +27,8 @@ urlpatterns = [
     path("api/v1/", include("api.urls")),
     # OpenAI's chat completions and responses, for a registry prompt (docs/openai-compatible.md).
     path(f"{settings.OPENAI_COMPAT_PREFIX}/", include("api.openai_compat.urls")),
+    # The MCP server over streamable HTTP (docs/mcp.md, decision 0043).
+    path("mcp", mcp_view, name="mcp"),
 ]
 
 handler404 = "api.problems.not_found_view"

@@ -152,6 +152,21 @@ def _fresh_release_cache():
 
 
 @pytest.fixture
+def empty_rate_buckets() -> None:
+    """Rate-limit buckets in Redis outlive a test (their keys are API key ids, which a new test
+    database reuses): start from none."""
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        for name in client.scan_iter("promptregistry:ratelimit:*"):
+            client.delete(name)
+        client.close()
+
+
+@pytest.fixture
 def environments(db) -> dict:
     """development -> staging -> production, as migration 0003 makes them: production takes only
     versions that have been stable in staging. Written again if a transactional test's flush

@@ -299,10 +299,17 @@ def problem_of(case, content: bytes) -> dict:
 
 def problem_document(ctx, response, case) -> bool:
     """Every refusal (4xx, 5xx) is an RFC 9457 problem document of its own status; under the
-    OpenAI-compatible prefix, OpenAI's error object with that document beside it."""
+    OpenAI-compatible prefix, OpenAI's error object with that document beside it; and the MCP
+    server's refusal of a body that is JSON yet no JSON-RPC message, which speaks JSON-RPC
+    (decision 0043)."""
     if response.status_code < 400:
         return True
     content_type = response.headers.get("content-type", [""])[0]
+    if case.path == "/mcp" and content_type.split(";")[0] == "application/json":
+        refusal = json.loads(response.content)
+        assert response.status_code == 400, refusal
+        assert refusal["error"]["code"] < 0, refusal
+        return True
     if case.path.startswith(OPENAI):
         assert content_type.split(";")[0] == "application/json", content_type
         error = json.loads(response.content)["error"]
@@ -327,6 +334,7 @@ def business_rule_refusal(ctx, response, case) -> bool:
     if response.status_code != 400 or not case.meta or not case.meta.generation.mode.is_positive:
         return True
     body = problem_of(case, response.content)
+    assert "type" in body, f"A schema-valid request refused: {body}"
     if body["type"] in BUSINESS_RULES:
         return True
     errors = body.get("errors", [])

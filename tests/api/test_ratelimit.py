@@ -37,14 +37,8 @@ def limits(**scopes: str):
 
 
 @pytest.fixture(autouse=True)
-def _empty_buckets():
-    """Buckets in Redis outlive a test (their keys are API key ids, which a new test database
-    reuses): start from none."""
-    if settings.REDIS_URL:
-        client = redis.Redis.from_url(settings.REDIS_URL)
-        for name in client.scan_iter("promptregistry:ratelimit:*"):
-            client.delete(name)
-        client.close()
+def _empty_buckets(empty_rate_buckets):
+    """Every test here starts from empty buckets (``empty_rate_buckets``)."""
 
 
 def resolve(client):

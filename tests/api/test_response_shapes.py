@@ -736,6 +736,26 @@ def _(scene: Scene) -> None:
     assert scene.send("openai_responses", path, body=pinned, status=200)["prompt"]["version"] == "1"
 
 
+# --- the MCP server ------------------------------------------------------------------------------
+
+
+def _mcp(method: str, params: dict | None = None, **envelope) -> dict:
+    return {"jsonrpc": "2.0", "method": method, "params": params or {}, **envelope}
+
+
+@drives("mcp")
+def _(scene: Scene) -> None:
+    listed = scene.send("mcp", "/mcp", body=_mcp("tools/list", id=1), status=200)
+    assert "propose_release_change" in [tool["name"] for tool in listed["result"]["tools"]]
+    call = {"name": "render_version", "arguments": {"key": KEY, "number": 1, "variables": {}}}
+    refused = scene.send("mcp", "/mcp", body=_mcp("tools/call", call, id="2"), status=200)
+    assert refused["result"]["isError"] is True
+    unknown = scene.send("mcp", "/mcp", body=_mcp("tools/call", {"name": "x"}, id=3), status=200)
+    assert unknown["error"]["code"] == -32602
+    scene.send("mcp", "/mcp", body=_mcp("notifications/initialized"), status=202)
+    scene.send("mcp", "/mcp", body=[_mcp("ping", id=4)], status=400)  # no batches
+
+
 # --- the tests -----------------------------------------------------------------------------------
 
 

@@ -131,6 +131,12 @@ def test_every_operation_documents_its_refusals_as_problem_documents(schema):
                     body = response["content"]["application/json"]["schema"]
                     assert body == {"$ref": "#/components/schemas/OpenAIError"}, (path, status)
                     continue
+                if path == "/mcp" and "application/json" in response["content"]:
+                    # A body that is JSON but no JSON-RPC message: the MCP server's own refusal,
+                    # in its protocol's shape (decision 0043), beside the API's for bad JSON.
+                    assert status == "400"
+                    refusal = response["content"]["application/json"]["schema"]["$ref"]
+                    assert refusal.endswith("/McpRefusal")
                 body = response["content"]["application/problem+json"]["schema"]
                 refs = [body] if "$ref" in body else body["oneOf"]
                 for ref in refs:
