@@ -34,7 +34,7 @@ from enum import Enum
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
@@ -110,7 +110,7 @@ def _claim(subscription_id: int) -> datetime | None:
     return until if claimed else None
 
 
-def _pending(subscription_id: int):
+def _pending(subscription_id: int) -> QuerySet[Delivery]:
     return Delivery.objects.filter(subscription_id=subscription_id, status=PENDING)
 
 
