@@ -59,6 +59,14 @@ app.conf.beat_schedule = {
         "task": "evaluations.analyse_canaries",
         "schedule": float(settings.CANARY_ANALYSIS_INTERVAL_SECONDS),
     },
+    # Webhook sends that are due and not queued: a backoff longer than this interval has ended,
+    # or a send was lost (the broker down at commit, a worker killed); webhooks.sending. One left
+    # waiting past the next is dropped unrun (the next sweep finds the same).
+    "send-due-webhooks": {
+        "task": "webhooks.send_due",
+        "schedule": float(settings.WEBHOOK_SWEEP_SECONDS),
+        "options": {"expires": float(settings.WEBHOOK_SWEEP_SECONDS)},
+    },
     # A worker taking this from the queue is alive and keeping up: /readyz reports how long ago
     # that was (config.health). One left waiting past the next is dropped unrun, so a queue
     # backed up (or no worker, or no beat) shows as a heartbeat growing old.

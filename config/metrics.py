@@ -181,6 +181,31 @@ CANARY_VERDICTS = Counter(
 )
 
 
+# --- events and webhooks (registry.events, webhooks) ----------------------------------------------
+
+EVENT_LISTENER_FAILURES = Counter(
+    "event_listener_failures",
+    "Events a listener failed on (logged with the error; the change that emitted them stands), "
+    "by event type.",
+    ["event_type"],
+    namespace=NAMESPACE,
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "webhook_attempts",
+    "Webhook delivery attempts, by event type and outcome (delivered: a 2xx answer; failed: any "
+    "other answer, a redirect, a timeout or a connection error; refused: the outbound policy "
+    "refused the URL).",
+    ["event_type", "outcome"],
+    namespace=NAMESPACE,
+)
+WEBHOOK_SUBSCRIPTIONS_DISABLED = Counter(
+    "webhook_subscriptions_disabled",
+    "Webhook subscriptions disabled by the sender, by reason (failures: too many failed attempts "
+    "in a row; gone: the receiver answered 410).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+
 # --- exposition -----------------------------------------------------------------------------------
 
 

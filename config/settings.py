@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "releases",
     "runs",
     "evaluations",
+    "webhooks",
     "api",
 ]
 
@@ -543,6 +544,33 @@ EVAL_BATCH_TIME_LIMIT = env_int("EVAL_BATCH_TIME_LIMIT", default=1920, minimum=2
 if EVAL_BATCH_TIME_LIMIT <= EVAL_BATCH_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("EVAL_BATCH_TIME_LIMIT must be above EVAL_BATCH_SOFT_TIME_LIMIT")
 EVAL_BASELINE_ENVIRONMENT = env.str("EVAL_BASELINE_ENVIRONMENT", default="production")
+
+# Webhooks (webhooks/, docs/webhooks.md). Where a subscription's URL may point: the outbound policy
+# of providers (runs.egress) under its own settings: https to a public address, unless the host is
+# listed (plain http, private addresses) or it is loopback and loopback is allowed (never in
+# production: a webhook on loopback reaches whatever listens on the server itself).
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_ALLOW_LOOPBACK = env_bool("WEBHOOK_ALLOW_LOOPBACK", default=DEBUG)
+# Each attempt: seconds to connect, seconds for each read of the answer (its headers included), and
+# the bytes of the answer kept for the delivery log (no more is read).
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env_int("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5, minimum=1)
+WEBHOOK_READ_TIMEOUT_SECONDS = env_int("WEBHOOK_READ_TIMEOUT_SECONDS", default=15, minimum=1)
+WEBHOOK_RESPONSE_EXCERPT_BYTES = env_int("WEBHOOK_RESPONSE_EXCERPT_BYTES", default=1024, minimum=0)
+# Retries: a delivery is tried at most WEBHOOK_MAX_ATTEMPTS times. After a failed attempt the
+# subscription waits WEBHOOK_RETRY_BASE_SECONDS, doubled at each failure in a row, at most
+# WEBHOOK_RETRY_MAX_SECONDS (with +-20 % jitter; a Retry-After within that is honoured), and sends
+# nothing newer meanwhile (deliveries leave in order). WEBHOOK_DISABLE_AFTER_FAILURES failed
+# attempts in a row (any delivery's) disable the subscription, with a notice in the admin.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", default=10, minimum=1)
+WEBHOOK_RETRY_BASE_SECONDS = env_int("WEBHOOK_RETRY_BASE_SECONDS", default=30, minimum=1)
+WEBHOOK_RETRY_MAX_SECONDS = env_int("WEBHOOK_RETRY_MAX_SECONDS", default=6 * 3600, minimum=1)
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", default=15, minimum=1)
+# The delivery log: the most recent finished deliveries kept per subscription (with their attempts).
+WEBHOOK_DELIVERIES_KEPT = env_int("WEBHOOK_DELIVERIES_KEPT", default=500, minimum=1)
+# After a rotation the previous secret signs too (two signatures) for this many hours.
+WEBHOOK_SECRET_ROTATION_HOURS = env_int("WEBHOOK_SECRET_ROTATION_HOURS", default=24, minimum=0)
+# Beat sends what is due and was not sent (a queue that was down, a worker that died) this often.
+WEBHOOK_SWEEP_SECONDS = env_int("WEBHOOK_SWEEP_SECONDS", default=60, minimum=1)
 
 # Health (config.health, docs/operations.md): how long /readyz waits for the database before it
 # answers "failing" (keep a probe's own timeout above it); how often beat queues the worker

@@ -1,6 +1,7 @@
 """The admin index and sidebar in the order of use: what authors and release managers open
-every day first (Prompts, Releases, Evaluations, Runs), then users and groups; within each, the
-pages in the same spirit (the prompt list before its versions, the board before its audit log).
+every day first (Prompts, Releases, Evaluations, Runs), then Webhooks, then users and groups;
+within each, the pages in the same spirit (the prompt list before its versions, the board before
+its audit log).
 
 Django sorts apps and models by name. ``config/urls.py`` wraps the site's ``get_app_list`` with
 ``by_use`` when the URLconf loads, after every app's admin module (evaluations adds its A/B
@@ -17,7 +18,7 @@ from django.http import HttpRequest
 AppList = list[dict[str, Any]]
 GetAppList = Callable[..., AppList]
 
-APP_ORDER = ("registry", "releases", "evaluations", "runs")
+APP_ORDER = ("registry", "releases", "evaluations", "runs", "webhooks")
 LAST = ("auth",)  # users and groups close the list; any other app (API keys...) comes before
 MODEL_ORDER = {
     "registry": ("Prompt", "PromptVersion"),
@@ -32,6 +33,7 @@ MODEL_ORDER = {
         "EvalResult",
     ),
     "runs": ("Call", "ShadowRun", "Provider"),
+    "webhooks": ("Subscription", "Delivery"),
     "auth": ("User", "Group"),
 }
 

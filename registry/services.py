@@ -30,6 +30,7 @@ from .errors import (
     VersionNotFound,
     errors_only,
 )
+from .events import EventType, event_emit
 from .locales import locale_normalize
 from .models import (
     PROMPT_KEY_MAX,
@@ -442,7 +443,28 @@ def version_commit(
             "updated_at",
         ]
     )
+    event_emit(
+        EventType.VERSION_COMMITTED, version_committed_data(locked), prompt_id=locked.prompt_id
+    )
     return locked
+
+
+def version_committed_data(version: PromptVersion) -> dict[str, Any]:
+    """``version.committed`` (docs/webhooks.md): what was committed, by whom; never its text."""
+    parent = (
+        PromptVersion.objects.filter(pk=version.parent_id).values_list("number", flat=True).first()
+        if version.parent_id
+        else None
+    )
+    return {
+        "prompt": version.prompt.key,
+        "version": version.number,
+        "parent_version": parent,
+        "content_hash": version.content_hash,
+        "message": version.message,
+        "committed_by": version.committed_by_label,
+        "committed_at": version.committed_at,
+    }
 
 
 @transaction.atomic

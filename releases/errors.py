@@ -47,11 +47,14 @@ class PromotionBlocked(RegistryError):
 
     message = "The version may not be released here yet."
 
-    def __init__(self, message: str, *, gate: str, failed: tuple[dict, ...] = ()) -> None:
+    def __init__(
+        self, message: str, *, gate: str, failed: tuple[dict, ...] = (), version: int | None = None
+    ) -> None:
         self.gate = gate
         # Every gate that failed ({"gate", "detail"}), not only the first: an author fixes all
         # of them in one go, and an override names each one it overrides.
         self.failed = failed or ({"gate": gate, "detail": message},)
+        self.version = version  # the version refused, when one is
         super().__init__(message)
 
 

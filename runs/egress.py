@@ -30,6 +30,10 @@ Under unchanged settings the verdict on an address never changes, so an address 
 connection opened is approved now.
 
 Settings are read at each call, so ``override_settings`` works and a change needs no restart.
+
+Webhooks (``webhooks.sender``) go through the same checks under their own settings
+(``WEBHOOKS``: ``WEBHOOK_ALLOWED_HOSTS``, ``WEBHOOK_ALLOW_LOOPBACK``): an ``OutboundPolicy`` names
+the settings that open the policy for one kind of request; ``PROVIDERS`` is the default.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import functools
 import ipaddress
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,6 +58,37 @@ _OWN_VARIABLES = frozenset(
 
 class EgressRefused(Exception):
     """A request the policy refuses; the message says why, for a person to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundPolicy:
+    """The settings that open the policy for one kind of request (read at each check, by name,
+    so ``override_settings`` works), and what a refusal tells a person to do instead."""
+
+    allowed_hosts_setting: str  # hosts allowed over plain http and on private addresses
+    allow_loopback_setting: str  # loopback allowed (development and tests only)
+    example_url: str  # an https URL of the kind the policy is about
+    credentials_hint: str  # where a secret goes instead of the URL
+
+    def allowed_hosts(self) -> list[str]:
+        return getattr(settings, self.allowed_hosts_setting)
+
+    def allow_loopback(self) -> bool:
+        return getattr(settings, self.allow_loopback_setting)
+
+
+PROVIDERS = OutboundPolicy(
+    allowed_hosts_setting="PROVIDER_ALLOWED_HOSTS",
+    allow_loopback_setting="PROVIDER_ALLOW_LOOPBACK",
+    example_url="https://api.openai.com/v1",
+    credentials_hint="the key lives in the variable api_key_env names",
+)
+WEBHOOKS = OutboundPolicy(
+    allowed_hosts_setting="WEBHOOK_ALLOWED_HOSTS",
+    allow_loopback_setting="WEBHOOK_ALLOW_LOOPBACK",
+    example_url="https://hooks.example.com/prompt-registry",
+    credentials_hint="a receiver checks the webhook's signature instead",
+)
 
 
 # --- the key's variable -------------------------------------------------------------------------
@@ -95,8 +131,8 @@ def api_key_env_refusal(name: str) -> str | None:
 # --- the URL ------------------------------------------------------------------------------------
 
 
-def _host_allowed(host: str) -> bool:
-    for entry in settings.PROVIDER_ALLOWED_HOSTS:
+def _host_allowed(host: str, policy: OutboundPolicy) -> bool:
+    for entry in policy.allowed_hosts():
         entry = entry.strip().lower().rstrip(".")
         if entry and (host == entry or (entry.startswith(".") and host.endswith(entry))):
             return True
@@ -156,26 +192,27 @@ def _is_this_machine(address: Address) -> bool:
     return address.is_loopback or address.is_unspecified  # 0.0.0.0 connects to this machine
 
 
-def _address_refusal(address: Address, host: str) -> str | None:
+def _address_refusal(address: Address, host: str, policy: OutboundPolicy) -> str | None:
     address = _unmapped(address)
     if _is_this_machine(address):
-        if settings.PROVIDER_ALLOW_LOOPBACK:
+        if policy.allow_loopback():
             return None
         return (
             f"{host} is this machine ({address}); loopback is refused unless "
-            "PROVIDER_ALLOW_LOOPBACK is on (development and tests only)."
+            f"{policy.allow_loopback_setting} is on (development and tests only)."
         )
     if not address.is_global or address.is_multicast:
         return (
             f"{host} is a private, link-local or reserved address ({address}); list the host in "
-            "PROVIDER_ALLOWED_HOSTS if the server should reach it."
+            f"{policy.allowed_hosts_setting} if the server should reach it."
         )
     return None
 
 
-def url_refusal(url: str, *, resolve: bool) -> str | None:
+def url_refusal(url: str, *, resolve: bool, policy: OutboundPolicy = PROVIDERS) -> str | None:
     """Why the server may not send a request to ``url``, or None (see the module docstring).
-    ``resolve``: also check the addresses the host's name resolves to now (call time)."""
+    ``resolve``: also check the addresses the host's name resolves to now (call time).
+    ``policy``: whose settings open it (providers', or webhooks')."""
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".")
@@ -183,10 +220,10 @@ def url_refusal(url: str, *, resolve: bool) -> str | None:
     except ValueError:
         return "Not a URL."
     if parts.scheme not in ("http", "https") or not host:
-        return "Use an http(s) URL with a host, e.g. https://api.openai.com/v1."
+        return f"Use an http(s) URL with a host, e.g. {policy.example_url}."
     if parts.username is not None or parts.password is not None:
-        return "Put no credentials in the URL: the key lives in the variable api_key_env names."
-    allowed = _host_allowed(host)
+        return f"Put no credentials in the URL: {policy.credentials_hint}."
+    allowed = _host_allowed(host, policy)
     addresses = _literal_addresses(host)
     if addresses is None and resolve:
         addresses = _resolved(host, port)
@@ -195,28 +232,24 @@ def url_refusal(url: str, *, resolve: bool) -> str | None:
             # client looks it up again: never let a call leave unchecked.
             return f"{host} could not be resolved, so its addresses could not be checked."
     loopback = bool(addresses) and all(_is_this_machine(a) for a in addresses or ())
-    if (
-        parts.scheme == "http"
-        and not allowed
-        and not (loopback and settings.PROVIDER_ALLOW_LOOPBACK)
-    ):
+    if parts.scheme == "http" and not allowed and not (loopback and policy.allow_loopback()):
         return (
             f"Plain http to {host} is refused: use https, or list the host in "
-            "PROVIDER_ALLOWED_HOSTS."
+            f"{policy.allowed_hosts_setting}."
         )
     if allowed:
         return None
     for address in addresses or ():
-        why = _address_refusal(address, host)
+        why = _address_refusal(address, host, policy)
         if why:
             return why
     return None
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, *, policy: OutboundPolicy = PROVIDERS) -> None:
     """Raises EgressRefused unless a request to ``url`` may leave now (resolving its host):
     the call-time check for any outbound request."""
-    why = url_refusal(url, resolve=True)
+    why = url_refusal(url, resolve=True, policy=policy)
     if why:
         raise EgressRefused(why)
 

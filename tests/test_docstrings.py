@@ -18,7 +18,7 @@ import pytest
 from django.apps import apps
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("api", "config", "evaluations", "registry", "releases", "runs")
+APPS = ("api", "config", "evaluations", "registry", "releases", "runs", "webhooks")
 PROJECT = (*APPS, "promptregistry")
 NAME = re.compile(r"``([A-Za-z_][\w.]*)``")
 BULLET = re.compile(r"^\s*- ``([A-Za-z_][\w.]*)``[:,]", re.M)

@@ -102,7 +102,7 @@ def labels(response) -> list[str]:
 def test_the_index_orders_sections_by_use(root: Client) -> None:
     response = root.get(reverse("admin:index"))
 
-    assert labels(response) == ["registry", "releases", "evaluations", "runs", "auth"]
+    assert labels(response) == ["registry", "releases", "evaluations", "runs", "webhooks", "auth"]
     models = {
         a["app_label"]: [m["object_name"] for m in a["models"]]
         for a in response.context["app_list"]
@@ -111,6 +111,7 @@ def test_the_index_orders_sections_by_use(root: Client) -> None:
     assert models["releases"][0] == "Release"
     assert models["evaluations"][:3] == ["Dataset", "EvalRun", "ExperimentResults"]
     assert models["runs"][0] == "Call"
+    assert models["webhooks"] == ["Subscription", "Delivery"]
     assert models["auth"] == ["User", "Group"]
 
 
@@ -118,7 +119,7 @@ def test_the_sidebar_has_the_same_order(root: Client) -> None:
     response = root.get(reverse("admin:registry_prompt_changelist"))
 
     apps = [a["app_label"] for a in response.context["available_apps"]]
-    assert apps == ["registry", "releases", "evaluations", "runs", "auth"]
+    assert apps == ["registry", "releases", "evaluations", "runs", "webhooks", "auth"]
 
 
 def test_the_order_holds_when_evaluations_holds_only_the_ab_results(client: Client, db) -> None:

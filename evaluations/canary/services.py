@@ -42,6 +42,7 @@ from django.utils import timezone
 from config.metrics import CANARY_VERDICTS
 from registry.actors import Actor
 from registry.errors import Problem, RegistryError
+from registry.events import EventType, event_emit
 from registry.models import Prompt
 from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseStateInvalid
 from releases.models import Environment, Release, ReleaseEvent
@@ -667,4 +668,31 @@ def _verdict(
         prompt=release.prompt.key, environment=release.environment.name, verdict=outcome
     )
     transaction.on_commit(counted.inc)  # a look that rolls back decided nothing
+    event_emit(
+        EventType.CANARY_VERDICT,
+        canary_verdict_data(verdict),
+        prompt_id=release.prompt_id,
+        environment=release.environment.name,
+    )
     return verdict
+
+
+def canary_verdict_data(verdict: CanaryVerdict) -> dict[str, Any]:
+    """``canary.verdict`` (docs/webhooks.md): the outcome and its summary, which names the
+    figures it was decided on; the release event it caused, if it changed the release."""
+    analysis = verdict.analysis
+    release = analysis.release
+    return {
+        "prompt": release.prompt.key,
+        "environment": release.environment.name,
+        "analysis_id": analysis.pk,
+        "verdict_id": verdict.pk,
+        "outcome": verdict.outcome,
+        "canary_version": analysis.canary_version,
+        "step": verdict.step + 1,
+        "steps": judged_steps(analysis.policy),
+        "percent": float(verdict.percent),
+        "summary": verdict.summary,
+        "release_event_id": verdict.release_event_id,
+        "analysis_status": analysis.status,
+    }

@@ -32,6 +32,7 @@ from config.metrics import EVAL_RUNS_FINISHED
 from registry.actors import Actor
 from registry.content import ModelBinding
 from registry.errors import ProblemsError, RegistryError
+from registry.events import EventType, event_emit
 from registry.models import Prompt, PromptVersion
 from registry.selectors import version_content, version_get, version_render
 from registry.snippets import Following, latest_committed
@@ -394,12 +395,47 @@ def eval_run_batch_timed_out(*, run_id: int, cases: Mapping[str, int]) -> int:
 def _finish_if_complete(*, run_id: int, total: int) -> None:
     if EvalResult.objects.filter(run_id=run_id).count() < total:
         return
-    # Compare-and-swap: two batches ending together both see the total; one finishes the run.
-    if EvalRun.objects.filter(pk=run_id, status__in=IN_PROGRESS).update(
-        status=EvalRun.Status.FINISHED, finished_at=timezone.now()
-    ):
-        _ended(EvalRun.Status.FINISHED)
-        logger.info("Eval run finished: run=%s cases=%d", run_id, total)
+    # One transaction: the run finishes and its event is queued together, or neither.
+    with transaction.atomic():
+        # Compare-and-swap: two batches ending together both see the total; one finishes it.
+        if EvalRun.objects.filter(pk=run_id, status__in=IN_PROGRESS).update(
+            status=EvalRun.Status.FINISHED, finished_at=timezone.now()
+        ):
+            _ended(EvalRun.Status.FINISHED)
+            run = EvalRun.objects.select_related("prompt", "version", "dataset", "environment")
+            _finished_announce(run.get(pk=run_id))
+            logger.info("Eval run finished: run=%s cases=%d", run_id, total)
+
+
+def _finished_announce(run: EvalRun) -> None:
+    """``eval_run.finished`` (docs/webhooks.md): the run's figures, never a case's variables or
+    outputs."""
+    results = EvalResult.objects.filter(run=run)
+    passed = results.filter(passed=True).count()
+    must_pass_failed = results.filter(must_pass=True, passed=False).count()
+    environment = run.environment.name if run.environment else None
+    event_emit(
+        EventType.EVAL_RUN_FINISHED,
+        {
+            "prompt": run.prompt.key,
+            "run_id": run.pk,
+            "version": run.version.number,
+            "version_committed": run.version.is_committed,
+            "dataset": run.dataset.name,
+            "environment": environment,
+            "include_holdout": run.include_holdout,
+            "total_cases": run.total_cases,
+            "passed_cases": passed,
+            "pass_rate": round(100 * passed / run.total_cases, 2) if run.total_cases else None,
+            "must_pass_failed": must_pass_failed,
+            "baseline_run_id": run.baseline_id,
+            "started_by": run.created_by_label,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+        },
+        prompt_id=run.prompt_id,
+        environment=environment,
+    )
 
 
 def _ended(status: str) -> None:

@@ -16,7 +16,9 @@ Every change follows the same steps, in one transaction (``ReleaseChange.execute
    overrode;
 5. save with ``update_fields``, bump the revision, write the ``ReleaseEvent`` with the full state
    before and after and the gates overridden (``change_record``);
-6. after commit, tell every web node (``releases.cache``): never from inside the transaction.
+6. after commit, tell every web node (``releases.cache``): never from inside the transaction;
+   and tell other systems through ``registry.events`` (``announce``: ``release.changed`` and the
+   rest, queued in the transaction and sent after it; a gate's refusal once it rolled back).
 
 The shared helpers are public, in ``common``.
 """

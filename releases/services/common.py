@@ -29,6 +29,7 @@ from ..errors import (
 from ..gates import promotion_checks, verdicts_of
 from ..models import Environment, Release, ReleaseEvent
 from ..state import ReleaseState, release_state
+from .announce import gate_refusal_announce, release_change_announce
 
 # --- what a change decides ----------------------------------------------------------------------
 
@@ -96,7 +97,6 @@ class ReleaseChange(ABC):
         ``after``; none for a change that puts no new version in front of traffic."""
         return ()
 
-    @transaction.atomic
     def execute(
         self,
         *,
@@ -107,21 +107,35 @@ class ReleaseChange(ABC):
         expected_revision: int | None = None,
     ) -> Release:
         """The change in one transaction: check the values, lock the row, compare the revision
-        inside the lock, decide, save and record the event; every web node hears after commit."""
-        self.check(reason=reason)
-        release = release_lock(prompt=prompt, environment=environment)
-        ensure_revision_matches(release, expected_revision)
-        before = release_state(release)
-        decision = self.decide(release, before)
-        change_record(
-            release=release,
-            action=self.action,
-            actor=actor,
-            reason=reason,
-            before=before,
-            decision=decision,
-        )
-        return release
+        inside the lock, decide, save and record the event; every web node hears after commit.
+        A promotion gate's refusal is announced once the change's transaction has rolled back
+        (``gate.refused``), then raised."""
+        try:
+            with transaction.atomic():
+                self.check(reason=reason)
+                release = release_lock(prompt=prompt, environment=environment)
+                ensure_revision_matches(release, expected_revision)
+                before = release_state(release)
+                decision = self.decide(release, before)
+                change_record(
+                    release=release,
+                    action=self.action,
+                    actor=actor,
+                    reason=reason,
+                    before=before,
+                    decision=decision,
+                )
+                return release
+        except PromotionBlocked as refusal:
+            gate_refusal_announce(
+                refusal,
+                prompt=prompt,
+                environment=environment,
+                action=self.action,
+                actor=actor,
+                reason=reason,
+            )
+            raise
 
 
 class PromotingChange(ReleaseChange):
@@ -284,6 +298,7 @@ def promotion_gates_check(
             failed[0].detail,
             gate=failed[0].gate,
             failed=tuple({"gate": f.gate, "detail": f.detail} for f in failed),
+            version=number,
         )
     return tuple(failed)
 
@@ -360,6 +375,7 @@ def change_record(
         restores=decision.restores,
         overridden_gates=[f.as_dict() for f in decision.overridden] or None,
     )
+    release_change_announce(release=release, event=event)
     transaction.on_commit(
         partial(
             release_changed,

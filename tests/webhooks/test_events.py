@@ -1,0 +1,220 @@
+"""Every event type, delivered signed and in order to a real receiver, for a sequence of actions a
+team makes (commit, deploy, canary under analysis with its verdict, promote, rollback, a gate
+refusal and its override, an eval run finishing); each subscription gets what its event types
+and filters choose, and each payload has the fields docs/webhooks.md documents for its type.
+
+Sends run eagerly after each action's commit (``eager``): the worker's way is tested in
+test_worker.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from evaluations.canary.services import canary_analysis_look, canary_analysis_start
+from evaluations.datasets.services import dataset_create, dataset_import
+from evaluations.evalruns.services import eval_run_start
+from registry.events import EventType
+from releases.errors import PromotionBlocked
+from releases.services import release_canary_promote, release_deploy, release_rollback
+from tests.conftest import RELEASED_VARIABLES
+from tests.evaluations.evalrun_scene import CASES, jsonl
+from tests.factories import PromptFactory, make_version
+from webhooks.models import Delivery
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
+POLICY = {"steps": [50, 100], "min_minutes": 30, "min_calls": 200, "max_minutes": 120}
+V4_INSTRUCTION = "Say hello to {{ customer_name }}."
+
+ALL_IN_ORDER = [
+    "version.committed",
+    "release.changed",  # v4 deployed to development
+    "release.changed",  # v3 canaried in staging, under analysis
+    "canary.verdict",  # the analysis' first look: waiting for the minimum sample
+    "release.changed",  # the canary promoted
+    "release.changed",  # ... and rolled back
+    "release.rolled_back",
+    "gate.refused",  # v4 to production: never stable in staging
+    "release.changed",  # ... again, overriding the gate
+    "gate.overridden",
+    "eval_run.finished",
+]
+
+
+def documented_examples() -> dict[str, dict]:
+    """Each event type's example envelope in docs/webhooks.md: the ```json block under its
+    ``### `type` `` heading."""
+    text = DOCS.read_text(encoding="utf-8")
+    sections = re.findall(r"^### `([a-z_.]+)`\n(.*?)(?=^### |^## |\Z)", text, re.M | re.S)
+    examples = {}
+    for name, body in sections:
+        block = re.search(r"```json\n(.*?)```", body, re.S)
+        if block:
+            examples[name] = json.loads(block.group(1))
+    return examples
+
+
+@pytest.fixture
+def scene(
+    released, manager, subscribe, receiver, eager, model_server, django_capture_on_commit_callbacks
+):
+    """The subscriptions, then the actions, each committed (and its sends run) in turn."""
+    prompt, environments = released.prompt, released.environments
+    secrets = {
+        "/all": subscribe("/all")[1],
+        "/staging": subscribe(
+            "/staging",
+            environment=environments["staging"],
+            event_types=["version.committed", "release.changed", "canary.verdict"],
+        )[1],
+        "/gates": subscribe("/gates", event_types=["gate.refused", "gate.overridden"])[1],
+        "/evals": subscribe("/evals", event_types=["eval_run.finished"], prompt=prompt)[1],
+        "/other-prompt": subscribe("/other-prompt", prompt=PromptFactory(key="billing.dunning"))[1],
+        "/off": subscribe("/off", enabled=False)[1],
+    }
+    done = django_capture_on_commit_callbacks
+    with done(execute=True):
+        make_version(
+            prompt,
+            message="v4: shorter greeting",
+            variables=RELEASED_VARIABLES,
+            templates={"en": {"system": "Be kind.", "instruction": V4_INSTRUCTION}},
+        )
+    with done(execute=True):
+        release_deploy(
+            prompt=prompt, environment=environments["development"], version=4, actor=manager
+        )
+    with done(execute=True):
+        analysis = canary_analysis_start(
+            prompt=prompt,
+            environment=environments["staging"],
+            version=3,
+            policy=POLICY,
+            actor=manager,
+            reason="try v3",
+        )
+    with done(execute=True):
+        canary_analysis_look(analysis_id=analysis.pk, now=timezone.now() + timedelta(minutes=1))
+    with done(execute=True):
+        release_canary_promote(prompt=prompt, environment=environments["staging"], actor=manager)
+    with done(execute=True):
+        release_rollback(
+            prompt=prompt, environment=environments["staging"], actor=manager, reason="too early"
+        )
+    with done(execute=True), pytest.raises(PromotionBlocked):
+        release_deploy(
+            prompt=prompt, environment=environments["production"], version=4, actor=manager
+        )
+    with done(execute=True):
+        release_deploy(
+            prompt=prompt,
+            environment=environments["production"],
+            version=4,
+            actor=manager,
+            reason="hotfix, staging is down",
+            override_gates=True,
+        )
+    dataset = dataset_create(prompt=prompt, name="golden", actor=manager)
+    dataset_import(dataset=dataset, content=jsonl(CASES), format="jsonl")
+    with done(execute=True):
+        eval_run_start(prompt=prompt, version=4, dataset_name="golden", actor=manager)
+    return secrets
+
+
+def test_every_event_type_is_delivered_signed_and_in_order(scene, receiver):
+    everything = receiver.paths("/all")
+    assert [r.type for r in everything] == ALL_IN_ORDER
+    assert set(ALL_IN_ORDER) == set(EventType.values)
+    for request in everything:
+        assert request.verified_by(scene["/all"])
+        assert not request.verified_by(scene["/staging"])  # each subscription its own secret
+        assert request.headers["content-type"] == "application/json"
+        assert re.fullmatch(r"msg_[0-9a-f]{32}", request.headers["webhook-id"])
+    assert len({r.headers["webhook-id"] for r in everything}) == len(everything)
+    assert not Delivery.objects.exclude(status=Delivery.Status.DELIVERED).exists()
+    assert set(Delivery.objects.values_list("attempt_count", flat=True)) == {1}
+
+
+def test_each_subscription_gets_what_its_types_and_filters_choose(scene, receiver):
+    assert [r.type for r in receiver.paths("/staging")] == [
+        "version.committed",  # belongs to no environment: the filter lets it through
+        "release.changed",
+        "canary.verdict",
+        "release.changed",
+        "release.changed",
+    ]
+    assert {r.json["data"]["environment"] for r in receiver.paths("/staging")[1:]} == {"staging"}
+    assert [r.type for r in receiver.paths("/gates")] == ["gate.refused", "gate.overridden"]
+    assert [r.type for r in receiver.paths("/evals")] == ["eval_run.finished"]
+    assert receiver.paths("/other-prompt") == []
+    assert receiver.paths("/off") == []
+    for path in ("/staging", "/gates", "/evals"):
+        assert all(r.verified_by(scene[path]) for r in receiver.paths(path))
+    # One event, one webhook-id, whichever subscription gets it: a receiver can tell.
+    first_commit = receiver.paths("/all")[0].headers["webhook-id"]
+    assert receiver.paths("/staging")[0].headers["webhook-id"] == first_commit
+
+
+def test_each_payload_has_its_documented_fields_and_nothing_secret(scene, receiver, settings):
+    examples = documented_examples()
+    assert set(examples) == set(EventType.values)
+    for request in receiver.paths("/all"):
+        envelope = request.json
+        example = examples[envelope["type"]]
+        assert set(envelope) == {"type", "timestamp", "data"} == set(example)
+        assert set(envelope["data"]) == set(example["data"]), envelope["type"]
+    bodies = b"".join(r.body for r in receiver.received).decode()
+    assert "whsec_" not in bodies
+    assert settings.SECRET_KEY not in bodies
+    for case in CASES:  # the eval run's variable values
+        assert case["variables"]["customer_name"] not in bodies
+    assert V4_INSTRUCTION not in bodies
+    assert "customer_name" not in bodies
+
+
+def test_the_payloads_say_what_happened(scene, receiver):
+    by_type: dict[str, list[dict]] = {}
+    for request in receiver.paths("/all"):
+        by_type.setdefault(request.type, []).append(request.json["data"])
+    committed = by_type["version.committed"][0]
+    assert (committed["prompt"], committed["version"], committed["parent_version"]) == (
+        "support.refund-reply",
+        4,
+        3,  # a new draft starts from the latest version
+    )
+    assert committed["message"] == "v4: shorter greeting"
+    assert [c["action"] for c in by_type["release.changed"]] == [
+        "deploy",
+        "canary_start",
+        "canary_promote",
+        "rollback",
+        "deploy",
+    ]
+    promote, rollback = by_type["release.changed"][2:4]
+    assert rollback["before"] == promote["after"]
+    assert rollback["after"] == promote["before"]
+    assert by_type["release.rolled_back"] == [rollback]
+    assert rollback["restores_event_id"] == promote["event_id"]
+    refused = by_type["gate.refused"][0]
+    assert (refused["environment"], refused["action"], refused["version"]) == (
+        "production",
+        "deploy",
+        4,
+    )
+    assert [g["gate"] for g in refused["failed_gates"]] == ["environment-order"]
+    overridden = by_type["gate.overridden"][0]
+    assert overridden == by_type["release.changed"][4]
+    assert overridden["reason"] == "hotfix, staging is down"
+    assert [(g["gate"], g["version"]) for g in overridden["overridden_gates"]] == [
+        ("environment-order", 4)
+    ]
+    verdict = by_type["canary.verdict"][0]
+    assert (verdict["outcome"], verdict["step"], verdict["canary_version"]) == ("wait", 1, 3)
+    finished = by_type["eval_run.finished"][0]
+    assert (finished["version"], finished["dataset"], finished["total_cases"]) == (4, "golden", 5)
+    assert 0 <= finished["passed_cases"] <= 5
