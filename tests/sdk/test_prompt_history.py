@@ -90,3 +90,25 @@ def test_the_sdk_refuses_a_bad_history_as_the_server_does(service, environments,
         "/variables/history/0/role",
         "/variables/history/1/content",
     ]
+
+
+def test_an_assistant_turn_with_tool_calls_and_no_content_renders_on_both_sides(
+    service, environments, manager
+):
+    """OpenAI's chat API lets an assistant message that calls tools leave ``content`` out (the
+    fuzzing found it answered 500): it is a turn with no text, on the server and in the SDK."""
+    bundle = chat_bundle(service, environments, manager, None)
+    call = {"id": "call_1", "type": "function", "function": {"name": "order", "arguments": "{}"}}
+    turns = [
+        {"role": "user", "content": "Where is my order?"},
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "content": '{"status": "shipped"}', "tool_call_id": "call_1"},
+    ]
+    variables = {"question": "And now?", "history": turns}
+
+    answer = server_render(service, variables)
+
+    (assistant,) = [m for m in answer["messages"] if m["role"] == "assistant"]
+    assert assistant["content"] is None
+    assert assistant["tool_calls"][0]["id"] == "call_1"
+    assert get(bundle, KEY).render(**variables) == answer["messages"]

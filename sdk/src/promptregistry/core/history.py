@@ -258,7 +258,7 @@ def history_block(after: str | None, value: Sequence[Mapping[str, Any]]) -> Hist
         tuple(
             (
                 m["role"],
-                m["content"],
+                m.get("content"),  # an assistant's tool calls may come without one (rule 3)
                 m.get("tool_call_id"),
                 tuple(
                     (c["id"], c["function"]["name"], c["function"]["arguments"])
