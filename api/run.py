@@ -73,7 +73,9 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
     subject = subject_of(data.get("subject"))
     resolution = resolve(release, subject=subject, locale=data.get("locale") or None)
     try:
-        prepared = run_prepare(resolution=resolution, variables=data.get("variables") or {})
+        prepared = run_prepare(
+            resolution=resolution, variables=data.get("variables") or {}, degraded=degraded
+        )
     except DATABASE_OUTAGE as exc:  # no model is paid for a call that could not be recorded
         raise unavailable(
             detail="The database is unavailable, and a run is recorded: no model was called.",
@@ -91,8 +93,9 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
             response = problem_json(provider_problem(outcome, request_id=request_id), request)
         else:
             # The answer first, its record as soon as it is sent (decision 0041): the caller does
-            # not wait for the record's round trip and commit. The database answered a moment
-            # ago (run_prepare), and a record it cannot take then is kept in Redis (runs.spool).
+            # not wait for the record's round trip and commit. A record the database cannot take
+            # then is kept in Redis (runs.spool), and run_prepare asks the database first while
+            # one could not be kept, or the last was not written (decision 0046).
             answer = run_answer(
                 prepared,
                 outcome,

@@ -6,8 +6,9 @@
    names the provider ``local``: the fake model server (``runs.fake_provider``), started here on
    loopback in a process of its own.
 2. Serves the project under gunicorn with gunicorn.conf.py (PostgreSQL and Redis, as production
-   runs): 2 sync workers (``--threads 1``, the default here; the file's own 4 threads would make
-   them gthread workers, its production default, measured with ``--threads 4``).
+   runs) and 2 workers: gunicorn's sync worker with ``--threads 1``, the default here (named on the
+   command line: the file names gthread, which one thread would keep), or the production
+   settings' gthread worker with ``--threads 4``.
 3. One call after the other, alternating: the same chat completion straight to the model server
    (``direct``), then through ``/run``; both over a new connection each time (the model server
    speaks HTTP/1.0 and gunicorn's sync workers close after each answer). Before measuring, the
@@ -183,6 +184,8 @@ def main() -> None:
         app = start(
             [
                 *(GUNICORN, "--workers", WORKERS, "--threads", str(args.threads)),
+                # gunicorn.conf.py names gthread, which stays gthread with one thread.
+                *("--worker-class", "sync" if args.threads == 1 else "gthread"),
                 *("--bind", f"127.0.0.1:{APP_PORT}", "--log-level", "warning"),
                 "config.wsgi:application",
             ],

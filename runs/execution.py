@@ -100,11 +100,16 @@ def run_prepare(
     variables: Mapping[str, Any],
     snippets: SnippetLibrary | None = None,
     conversation: HistoryBlock | None = None,
+    degraded: str = "",
 ) -> PreparedRun:
     """Render the version for the caller's variables; raises the registry's validation errors.
     Its includes serve what its environment serves now, unless ``snippets`` says otherwise (the
     playground renders as the workbench does). A ``conversation``
-    (``registry.variables.conversation_block``) goes after every message the prompt renders."""
+    (``registry.variables.conversation_block``) goes after every message the prompt renders.
+
+    Raises ``DatabaseError`` when the database must be asked and cannot answer (``_RecordWrites``;
+    ``degraded``: the release came from a copy nothing vouches for, Redis being out of reach,
+    which could then not keep a record either)."""
     rendered = version_render(
         resolution.version,
         locale=resolution.locale,
@@ -114,7 +119,8 @@ def run_prepare(
     rendered = with_conversation(rendered, conversation)
     binding = ModelBinding.from_dict(resolution.version.model)
     found = provider_cache.binding(binding)
-    _database_reachable()
+    if degraded or records.must_check():
+        _database_reachable()
     return PreparedRun(
         resolution=resolution,
         variables=variables,
@@ -128,21 +134,47 @@ def run_prepare(
     )
 
 
-def _database_reachable() -> None:
-    """Raises ``DatabaseError`` when the database cannot be reached: a model call is paid for, and
-    one whose record could not be written is refused before it is made (503), not kept in Redis
-    by the thousand through an outage. The providers come from memory, so nothing else reaches
-    the database before the call.
+class _RecordWrites:
+    """Whether a run must ask the database before its model call (decision 0046).
 
-    The check is Django's own health check of a connection kept from an earlier request (a
-    ``SELECT 1`` once per request, which the record's write would otherwise pay), and a new
-    connection is its own proof; a second ``SELECT 1`` here would be a round trip for nothing."""
+    A model call is paid for, so one whose record could not be written is refused before it is
+    made (a 503), not kept in Redis by the thousand through an outage. But asking costs a round
+    trip on every run, and the record's own write asks anyway (Django's health check, after the
+    answer): so the database is asked before the call only when a record could not be kept
+    otherwise (no Redis: the embedded default; Redis out of reach: ``run_prepare``'s
+    ``degraded``), or while this process's last record failed to reach it. At the start of an
+    outage, the runs already under way in a process when it learns of it have their records
+    kept in Redis (runs.spool); from then on it refuses until the database answers again (each
+    refusal asks). Shared by the process's threads."""
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    def must_check(self) -> bool:
+        return self.failing or not settings.REDIS_URL
+
+    def written(self) -> None:
+        self.failing = False
+
+    def failed(self) -> None:
+        self.failing = True
+
+
+records = _RecordWrites()
+
+
+def _database_reachable() -> None:
+    """Raises ``DatabaseError`` when the database cannot be reached. The check is Django's own
+    health check of a connection kept from an earlier request (a ``SELECT 1`` once per request,
+    which the record's write would otherwise pay), and a new connection is its own proof; a
+    second ``SELECT 1`` here would be a round trip for nothing."""
     if connection.health_check_enabled:
         connection.close_if_health_check_failed()
         connection.ensure_connection()
-        return
-    with connection.cursor() as cursor:  # health checks turned off: ask
-        cursor.execute("SELECT 1")
+    else:
+        with connection.cursor() as cursor:  # health checks turned off: ask
+            cursor.execute("SELECT 1")
+    records.written()  # it answers: the next runs need not ask before their calls
 
 
 def run_call(
@@ -246,11 +278,13 @@ def run_record(
         call_insert(call)
     except DATABASE_OUTAGE:
         logger.warning("The database could not take the call %s", request_id, exc_info=True)
+        records.failed()
         return RecordedCall(None, kept=spool_keep(call))
     except (DatabaseError, UnicodeEncodeError):
         logger.exception("The database refused the call %s", request_id)
         record_lost(request_id)
         return RecordedCall(None, kept=False)
+    records.written()
     shadows = prepared.resolution.shadow if outcome.completion is not None else ()
     if shadows:
         _shadows_queue(call=call, prepared=prepared, shadows=shadows)

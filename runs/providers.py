@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-import httpx
+import httpx2
 import jsonschema
 import openai
 from celery.exceptions import SoftTimeLimitExceeded
@@ -51,6 +52,8 @@ from runs.tracing import model_call_end, model_call_start
 logger = logging.getLogger(__name__)
 
 MAX_ANSWER_CHARS = 1_000_000  # an answer longer than this is treated as malformed, never parsed
+# A plain answer's body is read up to this (its text at four bytes a character, and the rest).
+MAX_ANSWER_BYTES = 4 * MAX_ANSWER_CHARS + 1_000_000
 DETAIL_CHARS = 300  # an Attempt's detail and the repair message's error stay short
 NO_KEY = "not-needed"  # servers without keys (vLLM, Ollama, the fake) still need a non-empty key
 REPAIR_MESSAGE = "Your answer did not match the JSON Schema: {error}. Answer again with JSON only."
@@ -422,15 +425,49 @@ def _complete_target(
 CLIENTS_CAPACITY = 64  # providers with a live client in one process; the least recently used goes
 
 
-def _build_client(provider: Provider, api_key: str | None) -> openai.OpenAI:
-    return openai.OpenAI(
+@dataclass(slots=True, eq=False)
+class ProviderClient:
+    """A provider's client in one process: the ``openai`` client, which streams, and the httpx
+    pool it was given, which a plain call uses directly with the headers the client would send
+    (decision 0046: the client's request and response layer cost more than a local model's
+    answer). Both go through the one pool, its timeout and its refusal of redirects."""
+
+    openai: openai.OpenAI
+    http: httpx2.Client
+    completions_url: str
+    headers: Mapping[str, str]
+    timeout: float
+
+    def close(self) -> None:
+        self.openai.close()  # and the pool it was given
+
+    def is_closed(self) -> bool:
+        return self.openai.is_closed()
+
+
+def _build_client(provider: Provider, api_key: str | None) -> ProviderClient:
+    key = api_key or NO_KEY
+    # No redirects: one would take the key to a host runs.egress never checked (httpx's default
+    # for the openai client follows them). A 3xx is then a failed call, like a 4xx.
+    pool = openai.DefaultHttpxClient(follow_redirects=False)
+    client = openai.OpenAI(
         base_url=provider.base_url,
-        api_key=api_key or NO_KEY,
+        api_key=key,
         timeout=provider.timeout_seconds,
         max_retries=0,
-        # No redirects: one would take the key to a host runs.egress never checked (the client's
-        # default follows them). A 3xx is then a failed call, like a 4xx.
-        http_client=openai.DefaultHttpxClient(follow_redirects=False),
+        http_client=pool,
+    )
+    return ProviderClient(
+        openai=client,
+        http=pool,
+        completions_url=f"{str(client.base_url).rstrip('/')}/chat/completions",
+        headers={
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": client.user_agent,
+        },
+        timeout=provider.timeout_seconds,
     )
 
 
@@ -454,14 +491,14 @@ def _client_key(provider: Provider, api_key: str | None) -> tuple[Any, ...]:
 @dataclass(slots=True, eq=False)
 class _Entry:
     key: tuple[Any, ...]
-    client: openai.OpenAI
+    client: ProviderClient
     users: int = 0  # calls under way with this client
     retired: bool = False  # replaced or evicted: closed once its last call ends
     closed: bool = False
 
 
 class ProviderClients:
-    """One ``openai.OpenAI`` per provider per process, shared by its threads.
+    """One ``ProviderClient`` per provider per process, shared by its threads.
 
     - Rebuilt when anything it was built from changes: the provider's row (its ``updated_at``, so
       any save), the base URL, the key's value in its variable, the timeout, the outbound policy's
@@ -500,7 +537,7 @@ class ProviderClients:
         return len(self._entries)
 
     @contextlib.contextmanager
-    def lease(self, provider: Provider, api_key: str | None) -> Iterator[openai.OpenAI]:
+    def lease(self, provider: Provider, api_key: str | None) -> Iterator[ProviderClient]:
         """The provider's client for one call (built, or rebuilt, when needed)."""
         key = _client_key(provider, api_key)
         entry = self._take(provider.name, key)
@@ -575,7 +612,7 @@ clients = ProviderClients()
 
 def _call(
     *,
-    client: openai.OpenAI,
+    client: ProviderClient,
     target: ModelTarget,
     schema: Mapping[str, Any] | None,
     messages: list[dict[str, str]],
@@ -593,14 +630,13 @@ def _call(
         # Strict where the provider accepts it (its flag); validated here all the same.
         kwargs["response_format"] = response_format(schema, strict=strict_output)
     if on_token is None:
-        body = {"model": target.model, "messages": messages, **kwargs}
-        with _translated():
-            # The client's low-level post: its authentication, timeout and errors, without the
-            # typed request and response models that cost more than the model server's answer
-            # on a local model (issue 14, item 7). The body is the JSON as it came.
-            answer = client.post("/chat/completions", body=body, cast_to=object)
-        return _answer_of(answer, tooling.names)
-    create: Any = client.chat.completions.create  # Any: the messages' TypedDicts are the caller's
+        return _answer_of(
+            _post_completion(client, {"model": target.model, "messages": messages, **kwargs}),
+            tooling.names,
+        )
+    create: Any = (
+        client.openai.chat.completions.create
+    )  # Any: the messages' TypedDicts are the caller's
     with _translated():
         stream = create(
             model=target.model,
@@ -636,6 +672,67 @@ def _call(
     return _Answer(
         answer.text, answer.input_tokens, answer.output_tokens, answer.time_to_first_token_ms, calls
     )
+
+
+def _post_completion(client: ProviderClient, body: Mapping[str, Any]) -> Any:
+    """A plain chat completion: the JSON body as the client would send it, the answer read up to
+    ``MAX_ANSWER_BYTES`` and parsed as JSON; every way it fails becomes a _Failure, as
+    ``_translated`` makes them of the client's errors."""
+    content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+    try:
+        with client.http.stream(
+            "POST",
+            client.completions_url,
+            content=content,
+            headers=client.headers,
+            timeout=client.timeout,
+        ) as response:
+            data = _read_bounded(response)
+    except httpx2.TimeoutException as exc:
+        raise _Failure(Outcome.TIMEOUT, "No answer within the provider's timeout.") from exc
+    except httpx2.TransportError as exc:  # refused, reset, or not HTTP
+        reason = str(exc) or type(exc).__name__
+        raise _Failure(Outcome.CONNECTION_ERROR, f"Connection failed: {reason}") from exc
+    if not response.is_success:  # a redirect too: it is not followed
+        raise _status_failure(response, data)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise _Failure(Outcome.MALFORMED, f"Unreadable answer: {type(exc).__name__}") from exc
+
+
+def _read_bounded(response: httpx2.Response) -> bytes:
+    """The body, or MALFORMED past ``MAX_ANSWER_BYTES`` (announced or not): a hostile server's
+    endless answer is never held whole."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise _Failure(Outcome.MALFORMED, f"The answer is larger than {MAX_ANSWER_BYTES} bytes.")
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _Failure(
+                Outcome.MALFORMED, f"The answer is larger than {MAX_ANSWER_BYTES} bytes."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status_failure(response: httpx2.Response, data: bytes) -> _Failure:
+    """An answer that is not a 2xx: rate limited (429), the server's error (5xx), else refused."""
+    status = response.status_code
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        body = None
+    error = body.get("error", body) if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    detail = f"HTTP {status}: {message if isinstance(message, str) else response.reason_phrase}"
+    if status == 429:
+        return _Failure(Outcome.RATE_LIMITED, detail, retry_after_seconds(response))
+    if status >= 500:
+        return _Failure(Outcome.SERVER_ERROR, detail, retry_after_seconds(response))
+    return _Failure(Outcome.BAD_REQUEST, detail)
 
 
 def _answer_of(answer: Any, tool_names: frozenset[str] = frozenset()) -> _Answer:
@@ -825,10 +922,10 @@ def _translated() -> Iterator[None]:
         # What is left of the client's own errors: an error event in the middle of a stream (it
         # raises the bare APIError for ``data: {"error": …}``, as OpenAI sends on an overload).
         raise _Failure(Outcome.STREAM_ERROR, f"Error event mid-stream: {exc.message}") from exc
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         # Mid-stream the client reads the body itself and passes httpx's errors on unwrapped.
         raise _Failure(Outcome.TIMEOUT, "No data within the provider's timeout.") from exc
-    except httpx.TransportError as exc:  # the connection dropped, reset, or broke HTTP mid-answer
+    except httpx2.TransportError as exc:  # the connection dropped, reset, or broke HTTP mid-answer
         reason = str(exc) or type(exc).__name__
         raise _Failure(Outcome.CONNECTION_ERROR, f"Connection lost: {reason}") from exc
 

@@ -156,7 +156,10 @@ def _prepared(entry: KeyEntry, asked: CompatRun) -> tuple[PreparedRun, str]:
                 raise VersionNotFound(f"{asked.key} has no committed version {asked.version}.")
             resolution = resolve_pinned(pinned, number=asked.version, locale=asked.locale)
         prepared = run_prepare(
-            resolution=resolution, variables=asked.variables, conversation=asked.conversation
+            resolution=resolution,
+            variables=asked.variables,
+            conversation=asked.conversation,
+            degraded=degraded,
         )
     except DATABASE_OUTAGE as exc:  # no model is paid for a call that could not be recorded
         raise unavailable(

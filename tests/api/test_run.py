@@ -517,14 +517,21 @@ def test_a_failed_live_call_queues_no_shadow(
     assert queued == []
 
 
-def test_with_the_database_down_a_run_is_a_503_and_calls_no_model(
-    released, model_server, runner, database_down
+def test_with_the_database_down_a_run_is_kept_then_refused_before_any_model_is_called(
+    released, model_server, runner, database_down, spool
 ) -> None:
+    """Decision 0046: a run asks the database before its model call only while a record could
+    not be kept otherwise. The outage's first run in a process has its record kept in Redis;
+    from then on a run is a 503 and calls no model, until the database answers again."""
     body = {"environment": "staging", "variables": {"customer_name": "Jo"}}
     assert run(runner, body).status_code == 200  # the release and the key are cached now
-    calls_before = len(model_server.requests.for_path(CHAT))
 
     database_down()
+    first = run(runner, body)
+    assert first.status_code == 200
+    assert first.json()["recorded"] is True
+    assert spool.length() == 1
+    calls_before = len(model_server.requests.for_path(CHAT))
 
     # The release and the providers are served from memory, but the call could not be recorded.
     response = run(runner, body)
@@ -534,6 +541,44 @@ def test_with_the_database_down_a_run_is_a_503_and_calls_no_model(
     assert "no model was called" in response.json()["detail"]
     assert response["Retry-After"] == "5"
     assert len(model_server.requests.for_path(CHAT)) == calls_before
+
+
+def test_without_redis_to_keep_a_record_the_database_is_asked_before_every_call(
+    released, model_server, runner, database_down, settings
+) -> None:
+    """The embedded default has no Redis: nothing could keep the record, so the first run of
+    the outage is refused already."""
+    body = {"environment": "staging", "variables": {"customer_name": "Jo"}}
+    assert run(runner, body).status_code == 200
+    calls_before = len(model_server.requests.for_path(CHAT))
+    settings.REDIS_URL = ""
+
+    database_down()
+    response = run(runner, body)
+
+    assert response.status_code == 503
+    assert response.json()["type"].endswith("/database-unavailable")
+    assert len(model_server.requests.for_path(CHAT)) == calls_before
+
+
+def test_a_run_asks_the_database_again_once_it_answers(
+    released, model_server, runner, monkeypatch, spool
+) -> None:
+    """After a record failed to reach it, the database is asked before each call; once it
+    answers, the runs go straight to the model again (no round trip before the call)."""
+    from runs import execution
+
+    asked: list[bool] = []
+    real = execution._database_reachable
+    monkeypatch.setattr(execution, "_database_reachable", lambda: asked.append(True) or real())
+    monkeypatch.setattr(execution.records, "failing", True)
+    body = {"environment": "staging", "variables": {"customer_name": "Jo"}}
+
+    assert run(runner, body).status_code == 200
+    assert run(runner, body).status_code == 200
+
+    assert asked == [True]
+    assert execution.records.failing is False
 
 
 @override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024)

@@ -8,10 +8,11 @@ an outcome, and the next fallback is tried.
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -103,6 +104,58 @@ def test_the_same_faults_without_streaming_are_outcomes_too(
     result = complete(binding=binding(f"fault-{fault}", "echo-1"), messages=MESSAGES)
 
     assert [a.outcome for a in result.attempts] == [outcome, Outcome.OK]
+
+
+def test_an_answer_larger_than_the_bound_is_malformed_and_never_read_whole(
+    fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain answer is read up to ``MAX_ANSWER_BYTES``: refused at its Content-Length when it
+    says, and past the bound while reading when it does not (a body that ends at the close)."""
+    monkeypatch.setattr(providers, "MAX_ANSWER_BYTES", 200)
+    with _EndlessAnswer() as endless:
+        Provider.objects.create(name="endless", base_url=endless.base_url, timeout_seconds=5)
+        both = ModelBinding(
+            provider="local", model="echo-1", fallbacks=(ModelTarget("endless", "any"),)
+        )
+        with pytest.raises(ProviderUnavailable) as raised:
+            complete(binding=both, messages=MESSAGES)
+
+    announced, unannounced = raised.value.attempts
+    assert (announced.outcome, unannounced.outcome) == (Outcome.MALFORMED, Outcome.MALFORMED)
+    assert announced.detail == unannounced.detail == "The answer is larger than 200 bytes."
+    assert endless.sent < 4_000_000  # the client hung up: the server could not write it all
+
+
+class _EndlessAnswer:
+    """A server whose 200 has no Content-Length and a body that goes on (up to 4 MB, written
+    until the client hangs up)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.sent = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> _EndlessAnswer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+    def _serve(self) -> None:
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.settimeout(5)
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
+            try:
+                while self.sent < 4_000_000:
+                    connection.sendall(b'{"choices": [' * 64)
+                    self.sent += 13 * 64
+            except OSError:
+                return
 
 
 def test_a_dangling_reference_is_a_schema_failure_never_an_exception(fake: FakeProvider) -> None:
@@ -216,11 +269,11 @@ def test_a_cancel_from_another_thread_wakes_a_blocked_read(fake: FakeProvider) -
 @pytest.mark.parametrize(
     ("raised", "outcome"),
     [
-        (httpx.ReadTimeout("timed out"), Outcome.TIMEOUT),
-        (httpx.RemoteProtocolError("incomplete chunked read"), Outcome.CONNECTION_ERROR),
-        (httpx.ReadError("[Errno 104] Connection reset by peer"), Outcome.CONNECTION_ERROR),
+        (httpx2.ReadTimeout("timed out"), Outcome.TIMEOUT),
+        (httpx2.RemoteProtocolError("incomplete chunked read"), Outcome.CONNECTION_ERROR),
+        (httpx2.ReadError("[Errno 104] Connection reset by peer"), Outcome.CONNECTION_ERROR),
         (
-            openai.APIError("overloaded", request=httpx.Request("POST", "http://x"), body=None),
+            openai.APIError("overloaded", request=httpx2.Request("POST", "http://x"), body=None),
             Outcome.STREAM_ERROR,
         ),
     ],
@@ -228,8 +281,8 @@ def test_a_cancel_from_another_thread_wakes_a_blocked_read(fake: FakeProvider) -
 def test_client_errors_mid_stream_are_outcomes_wrapped_or_not(
     raised: Exception, outcome: Outcome
 ) -> None:
-    """Mid-stream, a client may pass httpx's errors on unwrapped (openai 3.x wraps them, others
-    did not): either way they are outcomes, never an exception that escapes the walk."""
+    """Mid-stream, a client may pass its HTTP library's errors on unwrapped (openai 3.x wraps
+    them, others did not; 3.x's library is httpx2): either way they are outcomes, never an exception that escapes the walk."""
     with pytest.raises(providers._Failure) as failure, providers._translated():
         raise raised
 
