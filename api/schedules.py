@@ -20,17 +20,8 @@ from rest_framework.views import APIView
 from releases.errors import ScheduleEnded
 from releases.models import ReleaseEvent, Schedule, ScheduledStep
 from releases.selectors import schedule_by_id, schedule_shown
-from releases.services import (
-    CanaryAbort,
-    CanaryPercent,
-    CanaryPromote,
-    CanaryStart,
-    Deploy,
-    PlannedStep,
-    schedule_cancel,
-    schedule_create,
-)
-from releases.services.schedule import STEPS_MAX, steps_text
+from releases.services import PlannedStep, schedule_cancel, schedule_create
+from releases.services.schedule import SCHEDULABLE, STEPS_MAX, planned_step, steps_text
 
 from .models import Scope
 from .permissions import HasScope, scope_by_method
@@ -38,24 +29,7 @@ from .releases import IF_MATCH, _target, if_match_revision
 from .serializers import PercentField, StrictBooleanField, StrictCharField, StrictIntegerField
 
 Action = ReleaseEvent.Action
-# The verbs a step may hold, and the arguments each takes (beyond ``at`` and ``action``). A
-# rollback cannot wait (its target depends on when it runs); experiments and shadows are started
-# by hand.
-ARGUMENTS: dict[str, tuple[str, ...]] = {
-    Action.DEPLOY: ("version", "override_gates"),
-    Action.CANARY_START: ("version", "percent", "override_gates"),
-    Action.CANARY_PERCENT: ("percent",),
-    Action.CANARY_PROMOTE: ("override_gates",),
-    Action.CANARY_ABORT: (),
-}
-CHANGES = {
-    Action.DEPLOY: Deploy,
-    Action.CANARY_START: CanaryStart,
-    Action.CANARY_PERCENT: CanaryPercent,
-    Action.CANARY_PROMOTE: CanaryPromote,
-    Action.CANARY_ABORT: CanaryAbort,
-}
-REQUIRED = {"version", "percent"}  # override_gates defaults to false
+ARGUMENTS = {action: takes for action, (_, takes) in SCHEDULABLE.items()}
 
 
 class StepInputSerializer(serializers.Serializer):
@@ -98,8 +72,7 @@ class StepInputSerializer(serializers.Serializer):
 
 def planned(step: dict[str, Any]) -> PlannedStep:
     """A validated step as the service takes it."""
-    arguments = {name: step[name] for name in ARGUMENTS[step["action"]]}
-    return PlannedStep(at=step["at"], change=CHANGES[step["action"]](**arguments))
+    return planned_step(**step)
 
 
 class ScheduleOutputSerializer(serializers.Serializer):

@@ -66,7 +66,9 @@ from ..models import Environment, Release, ReleaseEvent, Schedule, ScheduledStep
 from ..selectors import schedule_active
 from ..state import ReleaseState, release_state
 from ..steering import steered_elsewhere
+from .canary import CanaryAbort, CanaryPercent, CanaryPromote, CanaryStart
 from .common import ReleaseChange, ensure_revision_matches
+from .deploy import Deploy
 from .rollback import Rollback
 from .stored import change_from_stored, change_stored
 
@@ -83,6 +85,38 @@ class PlannedStep:
 
     at: datetime
     change: ReleaseChange
+
+
+# The verbs the API and the admin offer as steps, with the arguments each takes. A rollback
+# cannot wait (its target depends on when it runs); experiments and shadows start by hand.
+SCHEDULABLE: dict[str, tuple[type[ReleaseChange], tuple[str, ...]]] = {
+    Action.DEPLOY: (Deploy, ("version", "override_gates")),
+    Action.CANARY_START: (CanaryStart, ("version", "percent", "override_gates")),
+    Action.CANARY_PERCENT: (CanaryPercent, ("percent",)),
+    Action.CANARY_PROMOTE: (CanaryPromote, ("override_gates",)),
+    Action.CANARY_ABORT: (CanaryAbort, ()),
+}
+
+
+def planned_step(*, at: datetime, action: str, **arguments: object) -> PlannedStep:
+    """A step from an action's name and its arguments (those it takes; ``None`` is left out),
+    or ``ReleaseInvalid`` naming what is missing or extra."""
+    if action not in SCHEDULABLE:
+        raise _invalid("not_schedulable", f"Name one of: {', '.join(SCHEDULABLE)}.", "/action")
+    verb, takes = SCHEDULABLE[action]
+    given = {name: value for name, value in arguments.items() if value is not None}
+    problems = [
+        Problem("arguments_of_action", f"{action} needs a {name}.", f"/{name}")
+        for name in takes
+        if name != "override_gates" and name not in given
+    ] + [
+        Problem("arguments_of_action", f"{action} takes no {name}.", f"/{name}")
+        for name in given
+        if name not in takes and not (name == "override_gates" and given[name] is False)
+    ]
+    if problems:
+        raise ReleaseInvalid(problems)
+    return PlannedStep(at=at, change=verb(**{k: v for k, v in given.items() if k in takes}))
 
 
 # --- words --------------------------------------------------------------------------------------
