@@ -11,7 +11,8 @@ protected environment through review calls ``schedule_validate`` when the reques
 
 1. check the steps' own values, before any lock: at least one, at most ``STEPS_MAX``, each in
    the future and later than the one before, each a verb that can wait (not a rollback: its
-   default target depends on when it runs) whose ``check`` passes;
+   default target depends on when it runs) that reads back from its stored form the same and
+   whose ``check`` passes;
 2. lock the prompt (the release services' lock order) and read the release: its revision is the
    one the first step expects (``If-Match``, if sent, must be it);
 3. refuse a second active schedule (``ScheduleExists``) and a release something else steers
@@ -216,6 +217,10 @@ def schedule_validate(
             )
             continue
         try:
+            # Kept as JSON and read back when due: a change that does not read back the same
+            # is refused now, not when it is due.
+            if change_from_stored(change_stored(step.change)) != step.change:
+                raise _invalid("invalid_change", "The change cannot be kept.", "")
             step.change.check(reason=reason)
         except ReleaseInvalid as exc:
             problems += [
