@@ -165,6 +165,19 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     release_errors.NothingToRollBack: ProblemType(
         409, "nothing-to-roll-back", "There is no change left to roll back."
     ),
+    # --- scheduled changes (decision 0049) ---
+    release_errors.ScheduleExists: ProblemType(
+        409, "schedule-exists", "The release has an active schedule already."
+    ),
+    release_errors.ScheduleNotFound: ProblemType(
+        404, "schedule-not-found", "The release has never been scheduled."
+    ),
+    release_errors.ScheduleRefused: ProblemType(
+        409, "schedule-refused", "Something else steers this release; it cannot be scheduled."
+    ),
+    release_errors.ScheduleEnded: ProblemType(
+        409, "schedule-ended", "The release has no active schedule."
+    ),
     # A count, not a size: the client splits the batch, as it would a body that is too large.
     CallNotFound: ProblemType(404, "call-not-found", "No call with that request id."),
     EventBatchTooLarge: ProblemType(
@@ -194,6 +207,9 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     ),
     canary_analysis.CanaryAnalysisStateInvalid: ProblemType(
         409, "canary-analysis-state", "That does not apply to the analysis as it is."
+    ),
+    canary_analysis.CanaryScheduled: ProblemType(
+        409, "canary-scheduled", "The release follows a schedule; it cannot be analysed too."
     ),
     # --- experiment results ---
     evaluation_experiments.NoExperimentRunning: ProblemType(

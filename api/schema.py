@@ -237,7 +237,8 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "releases_retrieve": ("release-not-found",),
     "releases_history": ("release-not-found",),
     "releases_deploy": (*_RELEASE_CHANGE, *_PROMOTION),
-    "releases_canary_start": (*_RELEASE_CHANGE, *_PROMOTION),
+    # With an analysis, refused on a release that follows a schedule (decision 0049).
+    "releases_canary_start": (*_RELEASE_CHANGE, *_PROMOTION, "canary-scheduled"),
     "releases_canary_percent": _RELEASE_CHANGE,
     "releases_canary_promote": (*_RELEASE_CHANGE, "promotion-blocked"),
     "releases_canary_abort": _RELEASE_CHANGE,
@@ -247,7 +248,12 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "releases_shadow_stop": _RELEASE_CHANGE,
     "releases_rollback": (*_RELEASE_CHANGE, "nothing-to-roll-back"),
     "releases_canary_analysis": ("release-not-found", "canary-analysis-not-found"),
-    "releases_canary_analysis_attach": ("release-not-found", "no-canary", "canary-analysis-exists"),
+    "releases_canary_analysis_attach": (
+        "release-not-found",
+        "no-canary",
+        "canary-analysis-exists",
+        "canary-scheduled",
+    ),
     "releases_canary_analysis_resume": (
         "release-not-found",
         "canary-analysis-not-found",
@@ -259,6 +265,15 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
         "canary-analysis-not-found",
         "canary-analysis-state",
     ),
+    "releases_schedule": ("schedule-not-found",),
+    "releases_schedule_create": (
+        "stale-revision",
+        "release-state",
+        "version-not-releasable",
+        "schedule-exists",
+        "schedule-refused",
+    ),
+    "releases_schedule_cancel": ("schedule-not-found", "schedule-ended"),
     "releases_experiments": ("release-not-found",),
     "releases_experiment_results": ("release-not-found", "no-experiment", "experiment-not-found"),
     "evaluations_start": (

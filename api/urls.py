@@ -14,6 +14,7 @@ from . import (
     releases,
     run,
     runtime,
+    schedules,
     stream,
     versions,
 )
@@ -125,6 +126,12 @@ urlpatterns = [
     path(f"{R}/shadow", releases.ReleaseShadowStartApi.as_view(), name="release-shadow"),
     path(f"{R}/shadow/stop", releases.ReleaseShadowStopApi.as_view(), name="release-shadow-stop"),
     path(f"{R}/rollback", releases.ReleaseRollbackApi.as_view(), name="release-rollback"),
+    path(f"{R}/schedule", schedules.ScheduleApi.as_view(), name="release-schedule"),
+    path(
+        f"{R}/schedule/cancel",
+        schedules.ScheduleCancelApi.as_view(),
+        name="release-schedule-cancel",
+    ),
     # --- eval runs ---
     path(
         "prompts/<key:key>/versions/<int:number>/evaluations",

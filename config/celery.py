@@ -59,6 +59,14 @@ app.conf.beat_schedule = {
         "task": "evaluations.analyse_canaries",
         "schedule": float(settings.CANARY_ANALYSIS_INTERVAL_SECONDS),
     },
+    # Scheduled release changes that are due: applied in order, each only on the release its
+    # step was planned on (releases.services.schedule). One left waiting past the next is
+    # dropped unrun: the next tick applies the same steps.
+    "apply-due-schedules": {
+        "task": "releases.apply_due_schedules",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
     # Webhook sends that are due and not queued: a backoff longer than this interval has ended,
     # or a send was lost (the broker down at commit, a worker killed); webhooks.sending. One left
     # waiting past the next is dropped unrun (the next sweep finds the same).

@@ -21,6 +21,12 @@ class EvaluationsConfig(AppConfig):
         from .canary.services import canary_analysis_change_notice
 
         change_notice_register(canary_analysis_change_notice)
+        # A canary under analysis follows the analysis: a schedule on its release is refused.
+        from releases.steering import steering_check_register
+
+        from .canary.services import canary_analysis_steers
+
+        steering_check_register(canary_analysis_steers)
 
         from registry.admin.hub import prompt_panel_register
 

@@ -42,6 +42,10 @@ class EventType(models.TextChoices):
     GATE_OVERRIDDEN = "gate.overridden", "A release change overrode failing gates"
     CANARY_VERDICT = "canary.verdict", "Canary analysis stored a verdict"
     EVAL_RUN_FINISHED = "eval_run.finished", "An eval run finished"
+    SCHEDULE_STEP_SKIPPED = (
+        "schedule.step_skipped",
+        "A scheduled release change was skipped, and its schedule stopped",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,3 +64,24 @@ class NothingToRollBack(RegistryError):
 
 def percent_problem(pointer: str, detail: str) -> Problem:
     return Problem("invalid_percent", detail, pointer)
+
+
+class ScheduleExists(RegistryError):
+    """The release has an active schedule already: one at a time, so two plans never race."""
+
+    message = "The release has an active schedule already; cancel it before scheduling again."
+
+
+class ScheduleNotFound(RegistryError):
+    message = "The release has never been scheduled."
+
+
+class ScheduleRefused(RegistryError):
+    """Something else steers the release (a canary under automatic analysis): a schedule would
+    fight it, so it is refused (``releases.schedule_checks``)."""
+
+    message = "Something else steers this release; it cannot be scheduled now."
+
+
+class ScheduleEnded(RegistryError):
+    message = "The schedule has ended already; there is nothing left to cancel."

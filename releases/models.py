@@ -179,3 +179,86 @@ class ReleaseEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.release} r{self.revision} {self.action}"
+
+
+class Schedule(models.Model):
+    """Release changes to apply later, in order, by beat (``releases.services.schedule``): one
+    deploy at 02:00, or a canary's ramp (10 % now, 25 % in an hour, then promote). A release has
+    at most one active schedule. Each step applies only if the release is where the step before
+    left it (``revision``); a release moved by anyone else, or a gate that refuses, skips the
+    step and stops the rest."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        DONE = "done", "Done"  # every step applied
+        CANCELLED = "cancelled", "Cancelled"  # by a release manager
+        STOPPED = "stopped", "Stopped"  # a step was skipped: the rest is not applied
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="schedules")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="schedules")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.ACTIVE)
+    # The release's revision the next step expects: at scheduling time, then after each step.
+    revision = models.PositiveIntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_label = models.CharField(max_length=150)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # How it ended: who cancelled it, or which step stopped it and why.
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by_label = models.CharField(max_length=150, blank=True)
+    end_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # One active schedule per release: two would race each other's revisions.
+            models.UniqueConstraint(
+                fields=["prompt", "environment"],
+                condition=Q(state="active"),
+                name="schedule_one_active_per_release",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"schedule #{self.pk} of {self.prompt.key} @ {self.environment.name}"
+
+
+class ScheduledStep(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPLIED = "applied", "Applied"
+        SKIPPED = "skipped", "Skipped"  # tried, and refused: the release moved, a gate refused
+        CANCELLED = "cancelled", "Cancelled"  # never tried: the schedule was cancelled or stopped
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField(help_text="From 1, in time order.")
+    # The change as ``releases.services.stored.change_stored`` keeps it.
+    change = models.JSONField()
+    at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    outcome = models.TextField(blank=True, help_text="Why it was skipped or cancelled.")
+    release_event = models.ForeignKey(
+        ReleaseEvent, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    settled_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it was applied, skipped or cancelled."
+    )
+
+    class Meta:
+        ordering = ["schedule", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "position"], name="scheduled_step_unique_position"
+            ),
+            models.CheckConstraint(
+                condition=Q(state="applied", release_event__isnull=False)
+                | ~Q(state="applied") & Q(release_event__isnull=True),
+                name="scheduled_step_applied_has_event",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "at"], name="scheduled_step_due")]
+
+    def __str__(self) -> str:
+        return f"step {self.position} of schedule #{self.schedule_id}"

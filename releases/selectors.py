@@ -16,8 +16,8 @@ from registry.rendering import templates_snippet_refs
 from registry.snippets import Following, Ref, snippet_library
 from registry.variables import VariableSpec
 
-from .errors import EnvironmentNotFound, ReleaseNotFound
-from .models import Environment, Release, ReleaseEvent
+from .errors import EnvironmentNotFound, ReleaseNotFound, ScheduleNotFound
+from .models import Environment, Release, ReleaseEvent, Schedule, ScheduledStep
 from .nodes import HeldEnvironment
 from .resolution import ServedRelease, ServedVersion
 from .state import release_state
@@ -80,6 +80,50 @@ def release_board(*, environment: Environment | None = None) -> QuerySet[Release
         .order_by("prompt__key")
     )
     return releases if environment is None else releases.filter(environment=environment)
+
+
+def _schedules() -> QuerySet[Schedule]:
+    steps = ScheduledStep.objects.select_related("release_event").order_by("position")
+    return Schedule.objects.select_related("prompt", "environment").prefetch_related(
+        Prefetch("steps", queryset=steps)
+    )
+
+
+def schedule_active(*, prompt: Prompt, environment: Environment) -> Schedule | None:
+    """The release's active schedule with its steps, or None (at most one: a constraint)."""
+    return (
+        _schedules()
+        .filter(prompt=prompt, environment=environment, state=Schedule.State.ACTIVE)
+        .first()
+    )
+
+
+def schedule_shown(*, prompt: Prompt, environment: Environment) -> Schedule:
+    """The release's active schedule, else its latest (how it ended: done, cancelled, stopped by
+    a skipped step), with its steps; ``ScheduleNotFound`` if it has never been scheduled."""
+    schedule = schedule_active(prompt=prompt, environment=environment) or (
+        _schedules().filter(prompt=prompt, environment=environment).order_by("-id").first()
+    )
+    if schedule is None:
+        raise ScheduleNotFound(f"{prompt.key} has never been scheduled in {environment.name}.")
+    return schedule
+
+
+def schedule_by_id(*, schedule_id: int) -> Schedule:
+    """One schedule with its steps (an id the caller holds: it exists)."""
+    return _schedules().get(pk=schedule_id)
+
+
+def schedules_active_by_release(releases: Iterable[Release]) -> dict[tuple[int, int], Schedule]:
+    """The active schedule of each release, by (prompt id, environment id), with its steps: two
+    queries for a whole page of the board."""
+    releases = list(releases)
+    prompts = {r.prompt_id for r in releases}
+    environments = {r.environment_id for r in releases}
+    active = _schedules().filter(
+        prompt_id__in=prompts, environment_id__in=environments, state=Schedule.State.ACTIVE
+    )
+    return {(s.prompt_id, s.environment_id): s for s in active}
 
 
 def prompt_releases(*, prompt_ids: Iterable[int]) -> QuerySet[Release]:

@@ -46,6 +46,7 @@ from registry.events import EventType, event_emit
 from registry.models import Prompt
 from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseStateInvalid
 from releases.models import Environment, Release, ReleaseEvent
+from releases.selectors import schedule_active
 from releases.services import (
     ensure_revision_matches,
     percent_to_basis_points,
@@ -89,6 +90,40 @@ class CanaryAnalysisNotFound(RegistryError):
 
 class CanaryAnalysisStateInvalid(RegistryError):
     message = "That does not apply to the analysis as it is."
+
+
+class CanaryScheduled(RegistryError):
+    """A canary on a schedule follows the schedule: an analysis would fight it (decision 0049)."""
+
+    message = "The release follows a schedule; cancel it before analysing the canary."
+
+
+def _schedule_refuses(*, prompt: Prompt, environment: Environment) -> None:
+    schedule = schedule_active(prompt=prompt, environment=environment)
+    if schedule is not None:
+        raise CanaryScheduled(
+            f"The release follows schedule #{schedule.pk} (by {schedule.created_by_label}); a "
+            "canary under automatic analysis follows the analysis, not a schedule. Cancel the "
+            "schedule first, or let it run."
+        )
+
+
+def canary_analysis_steers(*, release_id: int) -> str:
+    """``releases.steering.SteeringCheck``: a canary under an active analysis is the analysis's
+    to ramp, promote or roll back; a schedule is refused (decision 0049)."""
+    release = Release.objects.filter(pk=release_id).only("canary_salt").first()
+    if release is None or not release.canary_salt:
+        return ""
+    analysis = CanaryAnalysis.objects.filter(
+        release_id=release_id, canary_salt=release.canary_salt, status__in=ACTIVE
+    ).first()
+    if analysis is None:
+        return ""
+    return (
+        f"The canary is under automatic analysis (#{analysis.pk}, "
+        f"{analysis.get_status_display().lower()}): it follows the analysis, not a schedule. "
+        "Stop the analysis first to steer the canary by a schedule."
+    )
 
 
 # --- reads ----------------------------------------------------------------------------------------
@@ -201,6 +236,7 @@ def canary_analysis_start(
     a canary that starts is analysed, or neither happens. ``percent``, if given, must be that
     first step (it exists so that a client sending both is told, not silently overruled)."""
     validated = canary_policy_validate(policy, pointer="/analysis")
+    _schedule_refuses(prompt=prompt, environment=environment)
     first = validated["steps"][0]
     if percent is not None and Decimal(str(percent)) != Decimal(str(first)):
         raise CanaryPolicyInvalid(
@@ -265,6 +301,7 @@ def canary_analysis_attach(
     if release is None or release.canary_version_id is None:
         raise CanaryNotRunning()
     ensure_revision_matches(release, expected_revision)
+    _schedule_refuses(prompt=prompt, environment=environment)
     existing = CanaryAnalysis.objects.filter(
         release=release, canary_salt=release.canary_salt
     ).first()

@@ -28,11 +28,12 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from releases.models import Environment, Release
-from releases.selectors import environment_list, release_board
+from releases.selectors import environment_list, release_board, schedules_active_by_release
 from releases.state import release_state
 
-from . import views
+from . import schedules, views
 from .display import canary_cell, experiment_cell, shadow_cell
+from .scheduled import pending_text
 from .verbs import VERBS
 
 
@@ -157,6 +158,7 @@ class ReleaseAdmin(admin.ModelAdmin):
             "shadows",
             "revision",
             "last_change",
+            "scheduled",
             buttons,
         ]
 
@@ -200,6 +202,14 @@ class ReleaseAdmin(admin.ModelAdmin):
             format_html(" · “{}”", Truncator(event.reason).chars(60)) if event.reason else "",
         )
 
+    @admin.display(description="Scheduled")
+    def scheduled(self, release: Release) -> SafeString | str:
+        # ``active_schedule`` is set on the page's rows by ``changelist_view`` (two queries).
+        text = pending_text(getattr(release, "active_schedule", None))
+        if not text:
+            return "—"
+        return format_html('<a href="{}">{}</a>', views.release_url(release.pk), text)
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -207,6 +217,11 @@ class ReleaseAdmin(admin.ModelAdmin):
         if isinstance(response, TemplateResponse) and "cl" in (response.context_data or {}):
             # The environment switcher above the board reads the filter the changelist built.
             cl = response.context_data["cl"]
+            # The page's rows are read (the template renders later): their active schedules
+            # in two queries, whatever the number of rows.
+            active = schedules_active_by_release(cl.result_list)
+            for release in cl.result_list:
+                release.active_schedule = active.get((release.prompt_id, release.environment_id))
             spec = next(s for s in cl.filter_specs if isinstance(s, EnvironmentFilter))
             response.context_data.update(
                 environment_tabs=list(spec.choices(cl)),
@@ -241,6 +256,18 @@ class ReleaseAdmin(admin.ModelAdmin):
                 "prompt/<int:prompt_id>/history/",
                 wrap(partial(views.prompt_history, self)),
                 name=f"{info}_prompt_history",
+            ),
+        ]
+        own += [
+            path(
+                "<path:object_id>/schedule/",
+                wrap(partial(schedules.schedule_page, self)),
+                name=f"{info}_schedule",
+            ),
+            path(
+                "<path:object_id>/schedule/cancel/",
+                wrap(partial(schedules.schedule_cancel_page, self)),
+                name=f"{info}_schedule_cancel",
             ),
         ]
         own += [

@@ -29,7 +29,7 @@ from registry.errors import ProblemsError, RegistryError
 from registry.models import Prompt
 from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseNotFound
 from releases.gates import GateReport, promotion_gate_reports
-from releases.models import Release, ReleaseEvent
+from releases.models import Release, ReleaseEvent, Schedule
 from releases.notices import change_notices
 from releases.selectors import (
     environment_list,
@@ -43,6 +43,7 @@ from releases.services import environment_order_refusal
 from releases.state import ReleaseState, release_state
 
 from .display import PARTS, Change, part_texts, state_changes, state_summary
+from .scheduled import schedule_cancel_url, schedule_panel, schedule_url
 from .traffic import sentences, traffic_between
 from .verbs import (
     DEPLOY_A_PROMPT,
@@ -427,16 +428,22 @@ def release_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: str
         release_history(release=release).select_related("restores"), before=cursor(request)
     )
     can_rollback = model_admin.has_rollback_permission(request)
+    can_deploy = model_admin.has_deploy_permission(request)
+    panel = schedule_panel(release, can_change=can_deploy)
     context = {
         **page_context(
             model_admin, request, f"{release.prompt} in {release.environment}", slot_of(release)
         ),
+        "schedule": panel,
+        # Scheduling is offered while no schedule is active (one at a time).
+        "schedule_url": schedule_url(release.pk)
+        if can_deploy and (panel is None or panel.schedule.state != Schedule.State.ACTIVE)
+        else "",
+        "schedule_cancel_url": schedule_cancel_url(release.pk),
         "subtitle": None,
         "parts": [(part, text) for part, text in part_texts(state).items()],
         "shares": traffic_between(state, state).rows(),
-        "links": verb_links(
-            release, state, deploy=model_admin.has_deploy_permission(request), rollback=can_rollback
-        ),
+        "links": verb_links(release, state, deploy=can_deploy, rollback=can_rollback),
         "rows": event_rows(events, can_rollback=can_rollback),
         "older": older,
         "paged": cursor(request) is not None,

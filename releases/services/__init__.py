@@ -20,7 +20,8 @@ Every change follows the same steps, in one transaction (``ReleaseChange.execute
    and tell other systems through ``registry.events`` (``announce``: ``release.changed`` and the
    rest, queued in the transaction and sent after it; a gate's refusal once it rolled back).
 
-The shared helpers are public, in ``common``.
+The shared helpers are public, in ``common``. A change kept to apply later is ``stored``; a
+schedule of such changes, applied by beat, is ``schedule``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from .experiment import (
     release_experiment_stop,
 )
 from .rollback import Rollback, release_rollback, rollback_target
+from .schedule import PlannedStep, schedule_cancel, schedule_create, schedules_apply
 from .shadow import ShadowStart, ShadowStop, release_shadow_start, release_shadow_stop
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
     "ExperimentStart",
     "ExperimentStop",
     "GateFailure",
+    "PlannedStep",
     "PromotingChange",
     "ReleaseChange",
     "Rollback",
@@ -85,4 +88,7 @@ __all__ = [
     "release_shadow_start",
     "release_shadow_stop",
     "rollback_target",
+    "schedule_cancel",
+    "schedule_create",
+    "schedules_apply",
 ]

@@ -121,6 +121,11 @@ ACROSS_FIELDS_OR_DATA = frozenset(
         "no_trusted_source",
         # the release's state: an analysis attached to a canary already past its last step
         "canary_past_steps",
+        # a schedule's steps (decision 0049): due in the future, each after the one before, with
+        # the arguments their action takes; a version the prompt has
+        "in_the_past",
+        "steps_not_in_order",
+        "arguments_of_action",
         # a prompt's versions: one declaring variables cannot become a snippet, and a snippet
         # that versions include cannot stop being one
         "snippet_variables",

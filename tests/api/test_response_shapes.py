@@ -602,6 +602,45 @@ def _(scene: Scene) -> None:
     scene.send("releases_canary_analysis_stop", path, body={"reason": "enough"}, status=200)
 
 
+def _ramp() -> list[dict]:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    soon = timezone.now() + timedelta(hours=1)
+    return [
+        {"at": soon.isoformat(), "action": "canary_percent", "percent": 25},
+        {"at": (soon + timedelta(hours=1)).isoformat(), "action": "canary_promote"},
+    ]
+
+
+@drives("releases_schedule_create")
+def _(scene: Scene) -> None:
+    scene.canary()
+    path = f"{R}/schedule"
+    body = {"steps": _ramp(), "reason": "overnight"}
+    scene.send("releases_schedule_create", path, body=body, status=201)
+    scene.refused("releases_schedule_create", path, "/problems/schedule-exists", 409, body=body)
+
+
+@drives("releases_schedule")
+def _(scene: Scene) -> None:
+    path = f"{R}/schedule"
+    scene.refused("releases_schedule", path, "/problems/schedule-not-found", 404)
+    scene.canary()
+    scene.send("releases_schedule_create", path, body={"steps": _ramp()}, status=201)
+    scene.send("releases_schedule", path, status=200)
+
+
+@drives("releases_schedule_cancel")
+def _(scene: Scene) -> None:
+    scene.canary()
+    scene.send("releases_schedule_create", f"{R}/schedule", body={"steps": _ramp()}, status=201)
+    path = f"{R}/schedule/cancel"
+    scene.send("releases_schedule_cancel", path, body={"reason": "later"}, status=200)
+    scene.refused("releases_schedule_cancel", path, "/problems/schedule-ended", 409, body={})
+
+
 @drives("releases_experiment_start")
 def _(scene: Scene) -> None:
     body = {

@@ -21,7 +21,15 @@ from evaluations.datasets.services import dataset_create, dataset_import
 from evaluations.evalruns.services import eval_run_start
 from registry.events import EventType
 from releases.errors import PromotionBlocked
-from releases.services import release_canary_promote, release_deploy, release_rollback
+from releases.services import (
+    Deploy,
+    PlannedStep,
+    release_canary_promote,
+    release_deploy,
+    release_rollback,
+    schedule_create,
+    schedules_apply,
+)
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.evalrun_scene import CASES, jsonl
 from tests.factories import PromptFactory, make_version
@@ -42,6 +50,8 @@ ALL_IN_ORDER = [
     "gate.refused",  # v4 to production: never stable in staging
     "release.changed",  # ... again, overriding the gate
     "gate.overridden",
+    "release.changed",  # v3 deployed to development by hand, overtaking a scheduled deploy
+    "schedule.step_skipped",  # ... which is skipped when due
     "eval_run.finished",
 ]
 
@@ -119,6 +129,22 @@ def scene(
             reason="hotfix, staging is down",
             override_gates=True,
         )
+    # A deploy scheduled in development, overtaken by a person's deploy: skipped when due.
+    soon = timezone.now() + timedelta(hours=1)
+    with done(execute=True):
+        schedule_create(
+            prompt=prompt,
+            environment=environments["development"],
+            steps=[PlannedStep(at=soon, change=Deploy(version=3))],
+            actor=manager,
+            reason="v3 at night",
+        )
+    with done(execute=True):
+        release_deploy(
+            prompt=prompt, environment=environments["development"], version=3, actor=manager
+        )
+    with done(execute=True):
+        schedules_apply(now=soon)
     dataset = dataset_create(prompt=prompt, name="golden", actor=manager)
     dataset_import(dataset=dataset, content=jsonl(CASES), format="jsonl")
     with done(execute=True):
@@ -194,6 +220,7 @@ def test_the_payloads_say_what_happened(scene, receiver):
         "canary_promote",
         "rollback",
         "deploy",
+        "deploy",
     ]
     promote, rollback = by_type["release.changed"][2:4]
     assert rollback["before"] == promote["after"]
@@ -213,6 +240,13 @@ def test_the_payloads_say_what_happened(scene, receiver):
     assert [(g["gate"], g["version"]) for g in overridden["overridden_gates"]] == [
         ("environment-order", 4)
     ]
+    skipped = by_type["schedule.step_skipped"][0]
+    assert (skipped["environment"], skipped["step"], skipped["action"]) == (
+        "development",
+        1,
+        "deploy",
+    )
+    assert skipped["detail"].startswith("The release moved: revision 1 → 2 by release-manager's")
     verdict = by_type["canary.verdict"][0]
     assert (verdict["outcome"], verdict["step"], verdict["canary_version"]) == ("wait", 1, 3)
     finished = by_type["eval_run.finished"][0]
