@@ -459,6 +459,8 @@ def release_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: str
             model_admin, request, f"{release.prompt} in {release.environment}", slot_of(release)
         ),
         "releasers": who_may_change(release.environment),
+        # Why no verb is offered, when none is: the permission missing, or who may.
+        "refusal": model_admin.rights(request, release.environment).deploy_refusal,
         "subtitle": None,
         "parts": [(part, text) for part, text in part_texts(state).items()],
         "shares": traffic_between(state, state).rows(),

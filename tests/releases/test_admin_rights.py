@@ -108,7 +108,7 @@ def test_the_release_page_offers_no_verb_to_someone_left_out(released, people):
     page = logged_in(people["omar"]).get(url("change", release.pk))
 
     assert page.status_code == 200
-    assert WHO in text(page)
+    assert f"You may look at this release only: {WHO}" in text(page)
     assert url("deploy", release.pk) not in page.content.decode()
     assert url("rollback", release.pk) not in page.content.decode()  # nor in the timeline
 
