@@ -148,6 +148,11 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
         404, "environment-not-found", "No such environment."
     ),
     release_errors.ReleaseNotFound: ProblemType(404, "release-not-found", "No such release."),
+    # A person or key the environment's release rights leave out (releases.rights); the detail
+    # says who may, or what is missing.
+    release_errors.ReleaseChangeForbidden: ProblemType(
+        403, "release-change-forbidden", "You may not change releases in that environment."
+    ),
     NotReleased: NOT_RELEASED,
     release_errors.ReleaseConflict: ProblemType(
         409, "stale-revision", "The release changed since it was read."
@@ -259,6 +264,7 @@ DOMAIN_EXTRAS: dict[type[Exception], Any] = {
     registry_errors.DraftExists: lambda e: {"draft_number": e.draft_number},
     registry_errors.DraftConflict: lambda e: {"current_tag": e.current_tag},
     release_errors.ReleaseConflict: lambda e: {"current_revision": e.current_revision},
+    release_errors.ReleaseChangeForbidden: lambda e: {"environment": e.environment},
     release_errors.PromotionBlocked: lambda e: {"gate": e.gate, "failed_gates": list(e.failed)},
     EventBatchTooLarge: lambda e: {"max_events": e.limit},
     SyncInvalid: lambda e: {

@@ -101,6 +101,9 @@ _MEMBERS: dict[str, dict[str, tuple[dict, bool]]] = {
         "required_scope": ({**_STRING, "description": "e.g. `runs:execute`"}, True)
     },
     "environment-forbidden": {"environment": (_STRING, True)},
+    "release-change-forbidden": {
+        "environment": ({**_STRING, "description": "The environment refused."}, True)
+    },
     "provider-unavailable": {
         "request_id": ({**_STRING, "description": "The call, as recorded."}, True),
         "attempts": (
@@ -210,7 +213,7 @@ def _types(*slugs: str) -> list[ProblemType]:
 
 # The domain refusals each operation can answer beyond what its shape implies (``_shape_problems``):
 # what the services it calls raise (api.problems.DOMAIN_PROBLEMS maps them to types).
-_RELEASE_CHANGE = ("release-state", "stale-revision")
+_RELEASE_CHANGE = ("release-change-forbidden", "release-state", "stale-revision")
 _PROMOTION = ("version-not-found", "version-not-releasable", "promotion-blocked")
 OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "prompts_list": (),
@@ -249,18 +252,21 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "releases_rollback": (*_RELEASE_CHANGE, "nothing-to-roll-back"),
     "releases_canary_analysis": ("release-not-found", "canary-analysis-not-found"),
     "releases_canary_analysis_attach": (
+        "release-change-forbidden",
         "release-not-found",
         "no-canary",
         "canary-analysis-exists",
         "canary-scheduled",
     ),
     "releases_canary_analysis_resume": (
+        "release-change-forbidden",
         "release-not-found",
         "canary-analysis-not-found",
         "canary-analysis-state",
         "no-canary",
     ),
     "releases_canary_analysis_stop": (
+        "release-change-forbidden",
         "release-not-found",
         "canary-analysis-not-found",
         "canary-analysis-state",

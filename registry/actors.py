@@ -16,16 +16,21 @@ class Actor:
     # written; events recorded before the id was added read "key:<name>".
     label: str
     user_id: int | None = None
+    # An API key's environment limits (``ApiKey.environments``): empty, none. The release rights
+    # (``releases.rights``) refuse a key's change outside them, whichever door it came through.
+    environments: tuple[str, ...] = ()
 
     @classmethod
     def for_user(cls, user: Any) -> Actor:
         return cls(label=user.get_username(), user_id=user.pk)
 
     @classmethod
-    def for_api_key(cls, *, name: str, key_id: int) -> Actor:
+    def for_api_key(
+        cls, *, name: str, key_id: int, environments: tuple[str, ...] | list[str] = ()
+    ) -> Actor:
         """``key:ci-bot#12``: a key's name is not unique (two teams may both call theirs
         "ci-bot"), its id is, and the admin finds the key by it."""
-        return cls(label=f"key:{name}#{key_id}")
+        return cls(label=f"key:{name}#{key_id}", environments=tuple(environments))
 
     @classmethod
     def system(cls, label: str = "system") -> Actor:

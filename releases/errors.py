@@ -26,6 +26,17 @@ class ReleaseConflict(RegistryError):
         )
 
 
+class ReleaseChangeForbidden(RegistryError):
+    """The actor may not change releases in the environment (``releases.rights``); the message
+    says who may, or what the actor lacks."""
+
+    message = "You may not change releases in that environment."
+
+    def __init__(self, message: str, *, environment: str) -> None:
+        self.environment = environment
+        super().__init__(message)
+
+
 class ReleaseStateInvalid(RegistryError):
     """The change does not apply to the release as it is (no canary to ramp, one running…)."""
 

@@ -13,6 +13,7 @@ A rollback reads one event's ``before`` and applies it as a new change; history 
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -27,6 +28,12 @@ SHADOW_BUDGET_MIN, SHADOW_BUDGET_MAX = 1, 100_000
 # ``\Z``, not ``$``: RegexValidator searches, and ``$`` also matches before a final newline, so
 # "production\n" would pass. Code that checks a name itself uses ``re.fullmatch``.
 ENVIRONMENT_NAME_PATTERN = r"^[a-z][a-z0-9-]*\Z"
+RELEASERS_HELP = (
+    "Who may change releases in this environment. Leave both lists empty and everyone with the "
+    "release permissions (the Release managers group) may; fill either and only these groups' "
+    "members and these users may, and they still need the release permissions. Superusers "
+    "always may. API keys are limited by their own environments instead."
+)
 
 
 class Environment(models.Model):
@@ -44,6 +51,23 @@ class Environment(models.Model):
         "be deployed or canaried here.",
     )
     description = models.CharField(max_length=200, blank=True)
+    # Who may change releases here (releases.rights): both empty, everyone with the release
+    # permissions; otherwise only these groups' members and these users, of those. Superusers
+    # always may.
+    release_groups = models.ManyToManyField(
+        Group,
+        blank=True,
+        related_name="release_environments",
+        verbose_name="groups who may change releases",
+        help_text=RELEASERS_HELP,
+    )
+    release_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="release_environments",
+        verbose_name="users who may change releases",
+        help_text="Named people, in addition to the groups' members.",
+    )
 
     class Meta:
         ordering = ["position"]

@@ -46,6 +46,7 @@ from registry.events import EventType, event_emit
 from registry.models import Prompt
 from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseStateInvalid
 from releases.models import Environment, Release, ReleaseEvent
+from releases.rights import release_change_check
 from releases.selectors import schedule_active
 from releases.services import (
     ensure_revision_matches,
@@ -288,6 +289,11 @@ def canary_analysis_attach(
 
     A canary analysed before (an analysis stopped by hand) gets its analysis back with the new
     policy, so its verdicts stay in one history."""
+    # An analysis ramps, promotes and aborts the canary for whoever sets it going: only someone
+    # who may change the canary here may (releases.rights).
+    release_change_check(
+        actor=actor, environment=environment, action=ReleaseEvent.Action.CANARY_PERCENT
+    )
     validated = canary_policy_validate(policy, pointer="/analysis")
     # Lock order: prompt, then release (the release services' order), so the ramp below cannot
     # deadlock against a person's change.
@@ -352,7 +358,14 @@ def canary_analysis_resume(
     held on is not judged a second time (each look at the same data is another chance of a false
     verdict), and the step's minimum sample applies again."""
     analysis = (
-        CanaryAnalysis.objects.select_for_update().select_related("release").get(pk=analysis_id)
+        CanaryAnalysis.objects.select_for_update(of=("self", "release"))
+        .select_related("release__environment")
+        .get(pk=analysis_id)
+    )
+    release_change_check(
+        actor=actor,
+        environment=analysis.release.environment,
+        action=ReleaseEvent.Action.CANARY_PERCENT,
     )
     if analysis.status != CanaryAnalysis.Status.HELD:
         raise CanaryAnalysisStateInvalid(
@@ -378,7 +391,16 @@ def canary_analysis_resume(
 def canary_analysis_stop(*, analysis_id: int, actor: Actor, reason: str = "") -> CanaryAnalysis:
     """The analysis stops judging; the canary stays exactly as it is."""
     # Waits for a look in progress (it holds this lock), then sees what the look decided.
-    analysis = CanaryAnalysis.objects.select_for_update().get(pk=analysis_id)
+    analysis = (
+        CanaryAnalysis.objects.select_for_update(of=("self",))
+        .select_related("release__environment")
+        .get(pk=analysis_id)
+    )
+    release_change_check(
+        actor=actor,
+        environment=analysis.release.environment,
+        action=ReleaseEvent.Action.CANARY_PERCENT,
+    )
     if analysis.status not in ACTIVE:
         raise CanaryAnalysisStateInvalid(
             f"The analysis has stopped already ({analysis.get_status_display().lower()})."

@@ -28,6 +28,7 @@ from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
 from releases.models import Environment, Release
+from releases.rights import ReleaseRights, user_release_rights, who_may_change
 from releases.selectors import environment_list, release_board, schedules_active_by_release
 from releases.state import release_state
 
@@ -75,6 +76,17 @@ class EnvironmentFilter(admin.SimpleListFilter):
         return queryset.none() if environment is None else queryset.filter(environment=environment)
 
 
+def rights_sentence(rights: ReleaseRights) -> str:
+    """What the board's user may do in its environment, and why not where they may not."""
+    if rights.deploy and rights.rollback:
+        return "You may change releases here and roll them back."
+    if rights.deploy:
+        return f"You may change releases here but not roll them back: {rights.rollback_refusal}"
+    if rights.rollback:
+        return f"You may roll releases back here, nothing more: {rights.deploy_refusal}"
+    return f"You may look only: {rights.deploy_refusal}"
+
+
 def stop(release: Release) -> views.Link:
     return views.Link("Stop experiment", views.verb_url("experiment_stop", release.pk))
 
@@ -110,20 +122,34 @@ class ReleaseAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Release | None = None) -> bool:
         return False  # a release's history refers to it; PROTECT refuses anyway
 
+    # With a release (``obj``), the environment's release rights too (releases.rights): the
+    # board and the pages offer only what the service would accept from this user.
+
     def has_deploy_permission(self, request: HttpRequest, obj: Release | None = None) -> bool:
-        return self._has(request, "deploy")
+        allowed = self._has(request, "deploy")
+        return allowed and (obj is None or self.rights(request, obj.environment).deploy)
 
     def has_rollback_permission(self, request: HttpRequest, obj: Release | None = None) -> bool:
-        return self._has(request, "rollback")
+        allowed = self._has(request, "rollback")
+        return allowed and (obj is None or self.rights(request, obj.environment).rollback)
 
-    def has_verb_permission(self, request: HttpRequest, permission: str) -> bool:
+    def has_verb_permission(
+        self, request: HttpRequest, permission: str, obj: Release | None = None
+    ) -> bool:
         return {"deploy": self.has_deploy_permission, "rollback": self.has_rollback_permission}[
             permission
-        ](request)
+        ](request, obj)
 
     def _has(self, request: HttpRequest, action: str) -> bool:
         codename = get_permission_codename(action, self.opts)
         return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    def rights(self, request: HttpRequest, environment: Environment) -> ReleaseRights:
+        """What the user may do in ``environment``, read once per request and environment."""
+        cache = request.__dict__.setdefault("_release_rights", {})
+        if environment.pk not in cache:
+            cache[environment.pk] = user_release_rights(user=request.user, environment=environment)
+        return cache[environment.pk]
 
     # --- the board --------------------------------------------------------------------------
 
@@ -131,15 +157,12 @@ class ReleaseAdmin(admin.ModelAdmin):
         return release_board()
 
     def get_list_display(self, request: HttpRequest) -> list[Any]:
-        # The buttons depend on the user's permissions; a closure keeps them per request
-        # (one ModelAdmin instance serves every request).
-        deploy, rollback = (
-            self.has_deploy_permission(request),
-            self.has_rollback_permission(request),
-        )
-
+        # The buttons depend on the user's permissions and the environment's rights; a closure
+        # keeps them per request (one ModelAdmin instance serves every request).
         @admin.display(description="")
         def buttons(release: Release) -> SafeString:
+            deploy = self.has_deploy_permission(request, release)
+            rollback = self.has_rollback_permission(request, release)
             state = release_state(release)
             links = views.verb_links(release, state, deploy=deploy, rollback=rollback, compact=True)
             if deploy and state.experiment is not None:
@@ -223,10 +246,15 @@ class ReleaseAdmin(admin.ModelAdmin):
             for release in cl.result_list:
                 release.active_schedule = active.get((release.prompt_id, release.environment_id))
             spec = next(s for s in cl.filter_specs if isinstance(s, EnvironmentFilter))
+            environment = spec.environment
+            rights = self.rights(request, environment) if environment else None
             response.context_data.update(
                 environment_tabs=list(spec.choices(cl)),
-                environment=spec.environment,
-                can_deploy=self.has_deploy_permission(request),
+                environment=environment,
+                can_deploy=bool(self.has_deploy_permission(request) and rights and rights.deploy),
+                # Who may change this environment, and what this user may do in it.
+                releasers=who_may_change(environment) if environment else "",
+                your_rights=rights_sentence(rights) if rights else "",
             )
         return response
 

@@ -4,18 +4,21 @@ Release events are the audit log: readable by release managers, changed by nobod
 superuser gets add, change or delete here, and the database refuses UPDATE and DELETE anyway
 (migration 0002); the admin must not offer what would only fail.
 
-Environments are configuration: superusers edit them, release managers read them.
+Environments are configuration: superusers edit them (who may change releases in each one
+included, releases.rights), release managers read them.
 """
 
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from releases.models import Environment, ReleaseEvent
+from releases.rights import who_may_change
 from releases.state import ReleaseState
 
 from .display import changes_html, state_changes, state_summary
@@ -104,9 +107,24 @@ class ReleaseEventAdmin(admin.ModelAdmin):
 
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
-    list_display = ["name", "position", "requires_previous_stable", "description"]
-    fields = ["name", "position", "requires_previous_stable", "description"]
+    list_display = ["name", "position", "requires_previous_stable", "who_may_change"]
+    fields = [
+        "name",
+        "position",
+        "requires_previous_stable",
+        "description",
+        "release_groups",
+        "release_users",
+    ]
+    filter_horizontal = ["release_groups", "release_users"]
     ordering = ["position"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Environment]:
+        return super().get_queryset(request).prefetch_related("release_groups", "release_users")
+
+    @admin.display(description="Who may change releases")
+    def who_may_change(self, environment: Environment) -> str:
+        return who_may_change(environment)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Environment | None = None) -> list:
         # API keys, SDK bundles, caches and event salts know an environment by its name: renaming

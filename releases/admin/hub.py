@@ -20,6 +20,7 @@ from registry.admin.hub import Cell, Columns, Link, Panel
 from registry.models import Prompt
 from registry.templatetags.registry_display import basis_points
 from releases.models import Environment, Release
+from releases.rights import user_release_rights
 from releases.selectors import environment_list, prompt_releases
 from releases.state import ReleaseState, release_state
 
@@ -107,10 +108,14 @@ def release_panel(request: HttpRequest, prompt: Prompt) -> Panel | None:
     """Where the prompt is released: a row per environment with what it serves and its page."""
     if not request.user.has_perm(VIEW_PERMISSION):
         return None
-    can_deploy = request.user.has_perm(DEPLOY_PERMISSION)
+    may_deploy = request.user.has_perm(DEPLOY_PERMISSION)
     releases = {r.environment_id: r for r in prompt_releases(prompt_ids=[prompt.pk])}
     rows: list[list[Cell]] = []
     for environment in environment_list():
+        # The environment's release rights too (releases.rights): offer only what would apply.
+        can_deploy = (
+            may_deploy and user_release_rights(user=request.user, environment=environment).deploy
+        )
         release = releases.get(environment.pk)
         where = format_html('<a href="{}">{}</a>', board_url(environment), environment.name)
         if release is None:

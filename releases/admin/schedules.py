@@ -101,11 +101,11 @@ def _steps(formset: Any) -> tuple[list[PlannedStep], list[str]]:
 
 def schedule_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
     """GET: the form (a deploy at a time, or a canary's ramp, a row per step); POST: schedule."""
-    if not model_admin.has_deploy_permission(request):
-        raise PermissionDenied
     release = model_admin.get_object(request, unquote(object_id))
     if release is None:
         raise Http404("No such release.")
+    if not model_admin.has_deploy_permission(request, release):
+        raise PermissionDenied(model_admin.rights(request, release.environment).deploy_refusal)
     posted = request.method == "POST"
     form = ScheduleForm(request.POST if posted else None, initial={"revision": release.revision})
     formset = StepFormSet(request.POST if posted else None, prefix="step")
@@ -151,11 +151,11 @@ def schedule_cancel_page(
     model_admin: ReleaseAdmin, request: HttpRequest, object_id: str
 ) -> HttpResponse:
     """POST only (the release page's button): cancels the release's active schedule."""
-    if not model_admin.has_deploy_permission(request):
-        raise PermissionDenied
     release = model_admin.get_object(request, unquote(object_id))
     if release is None:
         raise Http404("No such release.")
+    if not model_admin.has_rollback_permission(request, release):
+        raise PermissionDenied(model_admin.rights(request, release.environment).rollback_refusal)
     if request.method != "POST":
         return HttpResponseRedirect(views.release_url(release.pk))
     form = CancelForm(request.POST)

@@ -8,6 +8,7 @@ showed, so a change made meanwhile is refused and shown, never overwritten (STYL
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from releases.errors import PromotionBlocked, ReleaseConflict, ReleaseNotFound
 from releases.gates import GateReport, promotion_gate_reports
 from releases.models import Release, ReleaseEvent, Schedule
 from releases.notices import change_notices
+from releases.rights import who_may_change
 from releases.selectors import (
     environment_list,
     events_page,
@@ -258,6 +260,9 @@ def change_page(
     is then offered "release anyway" (the service records the gates and the reason)."""
     if not model_admin.has_verb_permission(request, verb.permission):
         raise PermissionDenied
+    # The environment's release rights (releases.rights): a user they leave out is told who may,
+    # and nothing is previewed or applied. The service refuses too; this says it before a click.
+    refusal = rights_refusal(model_admin, request, verb, slot)
     posted = request.method == "POST"
     can_override = verb.gated and request.user.has_perm(OVERRIDE_PERMISSION)
     if posted and "override_gates" in request.POST and not can_override:
@@ -268,11 +273,15 @@ def change_page(
     if not posted and not inputs.complete():
         inputs = verb.inputs(slot=slot, initial=data.dict())  # to fill in; nothing to preview
     outcome = Outcome()
-    if inputs.is_valid():
+    if not refusal and inputs.is_valid():
         if slot is None:  # "Deploy a prompt": the page's own inputs say where
             prompt, environment = inputs.cleaned_data["prompt"], inputs.cleaned_data["environment"]
             slot = reloaded(Slot(prompt, environment, None))
-        outcome = preview(verb, slot, inputs)
+            refusal = rights_refusal(model_admin, request, verb, slot)
+        if not refusal:
+            outcome = preview(verb, slot, inputs)
+    if refusal:
+        outcome = Outcome(errors=[refusal])
     confirm = ConfirmForm(
         request.POST if posted else None,
         # A gate run comes back with the reason typed before it (``?reason=``).
@@ -323,7 +332,11 @@ def change_page(
         **page_context(model_admin, request, verb.title, slot),
         "verb": verb,
         "inputs": inputs,
-        "visible_inputs": [f for f in inputs if not f.is_hidden],
+        # A release this user may not change offers no inputs; "Deploy a prompt" keeps them,
+        # to pick another environment.
+        "visible_inputs": []
+        if refusal and slot is not None and slot.release is not None
+        else [f for f in inputs if not f.is_hidden],
         "confirm": confirm,
         "errors": outcome.errors,
         "failed_gates": failed_gates,
@@ -344,7 +357,19 @@ def change_page(
             before=slot.state,
             after=outcome.preview.state,
         )
-    return TemplateResponse(request, f"{TEMPLATES}/confirm_change.html", context)
+    return TemplateResponse(
+        request, f"{TEMPLATES}/confirm_change.html", context, status=403 if refusal else 200
+    )
+
+
+def rights_refusal(
+    model_admin: ReleaseAdmin, request: HttpRequest, verb: Verb, slot: Slot | None
+) -> str:
+    """Why the user may not take ``verb`` in the slot's environment, or '' (also before the
+    environment is known)."""
+    if slot is None:
+        return ""
+    return model_admin.rights(request, slot.environment).refusal(verb.action)
 
 
 def comparison(before: ReleaseState, after: ReleaseState) -> dict[str, Any]:
@@ -396,7 +421,9 @@ class EventRow:
     rollback_url: str | None
 
 
-def event_rows(events: list[ReleaseEvent], *, can_rollback: bool) -> list[EventRow]:
+def event_rows(
+    events: list[ReleaseEvent], *, can_rollback: Callable[[ReleaseEvent], bool]
+) -> list[EventRow]:
     rows = []
     for event in events:
         changes = state_changes(
@@ -405,7 +432,7 @@ def event_rows(events: list[ReleaseEvent], *, can_rollback: bool) -> list[EventR
         # A rollback is never the target of another (DESIGN.md): it is undone by rolling back
         # to before the change it restored.
         url = None
-        if can_rollback and event.action != ReleaseEvent.Action.ROLLBACK:
+        if event.action != ReleaseEvent.Action.ROLLBACK and can_rollback(event):
             url = verb_url("rollback", event.release_id, to_event=event.pk)
         rows.append(EventRow(event, changes, url))
     return rows
@@ -427,8 +454,8 @@ def release_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: str
     events, older = events_page(
         release_history(release=release).select_related("restores"), before=cursor(request)
     )
-    can_rollback = model_admin.has_rollback_permission(request)
-    can_deploy = model_admin.has_deploy_permission(request)
+    can_rollback = model_admin.has_rollback_permission(request, release)
+    can_deploy = model_admin.has_deploy_permission(request, release)
     panel = schedule_panel(release, can_change=can_deploy)
     context = {
         **page_context(
@@ -440,15 +467,20 @@ def release_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: str
         if can_deploy and (panel is None or panel.schedule.state != Schedule.State.ACTIVE)
         else "",
         "schedule_cancel_url": schedule_cancel_url(release.pk),
+        "releasers": who_may_change(release.environment),
+        # Why no verb is offered, when none is: the permission missing, or who may.
+        "refusal": model_admin.rights(request, release.environment).deploy_refusal,
         "subtitle": None,
         "parts": [(part, text) for part, text in part_texts(state).items()],
         "shares": traffic_between(state, state).rows(),
         "links": verb_links(release, state, deploy=can_deploy, rollback=can_rollback),
-        "rows": event_rows(events, can_rollback=can_rollback),
+        "rows": event_rows(events, can_rollback=lambda event: can_rollback),
         "older": older,
         "paged": cursor(request) is not None,
         "history_url": prompt_history_url(release.prompt_id),
-        "snippet_rows": event_rows(followed_snippet_events(release=release), can_rollback=False),
+        "snippet_rows": event_rows(
+            followed_snippet_events(release=release), can_rollback=lambda event: False
+        ),
     }
     return TemplateResponse(request, f"{TEMPLATES}/timeline.html", context)
 
@@ -483,7 +515,11 @@ def prompt_history(model_admin: ReleaseAdmin, request: HttpRequest, prompt_id: i
             for e in environments
         ],
         "chosen": chosen,
-        "rows": event_rows(page, can_rollback=model_admin.has_rollback_permission(request)),
+        # Each event's own environment says whether this user may roll it back.
+        "rows": event_rows(
+            page,
+            can_rollback=lambda event: model_admin.has_rollback_permission(request, event.release),
+        ),
         "older": older,
         "paged": cursor(request) is not None,
     }
@@ -510,10 +546,15 @@ class BulkRow:
     moves: list[str] = field(default_factory=list)
 
 
-def bulk_rows(verb: Verb, releases: QuerySet[Release]) -> list[BulkRow]:
+def bulk_rows(
+    verb: Verb, releases: QuerySet[Release], refusal: Callable[[Release], str]
+) -> list[BulkRow]:
     rows = []
     for release in releases:
         slot = slot_of(release)
+        if refused := refusal(release):  # the environment's release rights leave the user out
+            rows.append(BulkRow(slot, None, skipped=refused))
+            continue
         try:
             target = verb.preview(slot, {})
         except RegistryError as exc:
@@ -531,7 +572,11 @@ def confirm_selected(
 ) -> HttpResponse | None:
     """Like ``delete_selected``: list every release's target, then apply each on "yes", each
     with the revision its row showed. Returning None goes back to the board."""
-    rows = bulk_rows(verb, queryset)
+    rows = bulk_rows(
+        verb,
+        queryset,
+        lambda release: model_admin.rights(request, release.environment).refusal(verb.action),
+    )
     form = BulkForm(request.POST if request.POST.get("post") else None)
     if request.POST.get("post") and form.is_valid():
         actor, done, failed = Actor.for_user(request.user), [], []

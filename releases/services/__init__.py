@@ -7,6 +7,8 @@ and the API. The admin's verb table names the classes (``releases.admin.verbs``)
 
 Every change follows the same steps, in one transaction (``ReleaseChange.execute``):
 
+0. refuse an actor who may not change releases in the environment (``releases.rights``:
+   ``ReleaseChangeForbidden``, the one object-level check for every verb and every door);
 1. check the change's own values (``check``: percents, names, an override's reason);
 2. lock the release row (creating it on first use), in the project's lock order: prompt first;
 3. compare the caller's revision *inside* the lock (a revision read outside it is stale by the

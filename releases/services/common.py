@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..gates import promotion_checks, verdicts_of
 from ..models import Environment, Release, ReleaseEvent
+from ..rights import release_change_check
 from ..state import ReleaseState, release_state
 from .announce import gate_refusal_announce, release_change_announce
 
@@ -106,12 +107,15 @@ class ReleaseChange(ABC):
         reason: str = "",
         expected_revision: int | None = None,
     ) -> Release:
-        """The change in one transaction: check the values, lock the row, compare the revision
-        inside the lock, decide, save and record the event; every web node hears after commit.
-        A promotion gate's refusal is announced once the change's transaction has rolled back
-        (``gate.refused``), then raised."""
+        """The change in one transaction: check the actor's rights and the values, lock the
+        row, compare the revision inside the lock, decide, save and record the event; every web
+        node hears after commit. A promotion gate's refusal is announced once the change's
+        transaction has rolled back (``gate.refused``), then raised."""
         try:
             with transaction.atomic():
+                # First: someone who may not change this environment learns that, not what
+                # else is wrong with a change they may not make (releases.rights).
+                release_change_check(actor=actor, environment=environment, action=self.action)
                 self.check(reason=reason)
                 release = release_lock(prompt=prompt, environment=environment)
                 ensure_revision_matches(release, expected_revision)

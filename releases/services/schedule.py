@@ -64,6 +64,7 @@ from ..errors import (
     VersionNotReleasable,
 )
 from ..models import Environment, Release, ReleaseEvent, Schedule, ScheduledStep
+from ..rights import release_change_check
 from ..selectors import schedule_active
 from ..state import ReleaseState, release_state
 from ..steering import steered_elsewhere
@@ -274,7 +275,10 @@ def schedule_create(
     """Schedules ``steps`` on the release (the numbered steps are in the module docstring).
 
     The one way a schedule is made (API, admin, code): where an environment's changes need a
-    review, this is the call to route through it."""
+    review, this is the call to route through it. The author must be one who may make every
+    step's change now (``releases.rights``): the steps are applied later by the system."""
+    for step in steps:
+        release_change_check(actor=actor, environment=environment, action=step.change.action)
     schedule_validate(steps=steps, reason=reason, now=now)
     try:
         with transaction.atomic():
@@ -345,12 +349,16 @@ def _exists(existing: Schedule) -> ScheduleExists:
 
 def schedule_cancel(*, schedule_id: int, actor: Actor, reason: str = "") -> Schedule:
     """Any release manager cancels an active schedule: its pending steps are never applied. Waits
-    for a step being applied (it holds the row), then cancels what is left."""
+    for a step being applied (it holds the row), then cancels what is left. Cancelling is a way
+    back: those who may roll the environment back may cancel (``releases.rights``)."""
     with transaction.atomic():
         schedule = (
             Schedule.objects.select_for_update(of=("self",))
             .select_related("prompt", "environment")
             .get(pk=schedule_id)
+        )
+        release_change_check(
+            actor=actor, environment=schedule.environment, action=ReleaseEvent.Action.ROLLBACK
         )
         if schedule.state != Schedule.State.ACTIVE:
             raise ScheduleEnded(

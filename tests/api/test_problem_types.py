@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 import api
 from api import problems
 from api.schema import problem_component_name
+from releases.errors import ReleaseChangeForbidden
 from tests.api.openapi import component, documented, served_openapi, strict
 
 pytestmark = pytest.mark.django_db
@@ -80,6 +81,7 @@ def test_the_extra_members_of_a_domain_problem_are_documented(openapi):
         "DraftExists": {"draft_number": 4},
         "DraftConflict": {"current_tag": '"abc"'},
         "ReleaseConflict": {"current_revision": 3},
+        "ReleaseChangeForbidden": {"environment": "production"},
         "PromotionBlocked": {"gate": "g", "failed_gates": [{"gate": "g", "detail": "d"}]},
         "EventBatchTooLarge": {"max_events": 1000},
         "SyncInvalid": {
@@ -96,6 +98,48 @@ def test_the_extra_members_of_a_domain_problem_are_documented(openapi):
         component(openapi, problem_component_name(problem), body)
         schema = openapi["components"]["schemas"][problem_component_name(problem)]
         assert set(members) <= set(schema["required"]), cls
+
+
+def test_a_release_rights_refusal_is_the_documented_403_of_every_release_change(openapi):
+    """A key meets the environment check at the door first (``environment-forbidden``); a
+    refusal by the release rights behind it (``releases.rights``, every door) answers this."""
+    refusal = ReleaseChangeForbidden(
+        "Only members of Production releasers may change releases in production.",
+        environment="production",
+    )
+
+    answer = problems.answer_exception(refusal, path="/api/v1/releases/production/k/deploy")
+
+    assert (answer.problem.status, answer.problem.slug) == (403, "release-change-forbidden")
+    body = answer.body("/x")
+    assert body["detail"] == refusal.message
+    component(openapi, "ProblemReleaseChangeForbidden", body)
+    changes = {
+        f"releases_{verb}"
+        for verb in (
+            "deploy",
+            "canary_start",
+            "canary_percent",
+            "canary_promote",
+            "canary_abort",
+            "experiment_start",
+            "experiment_stop",
+            "shadow_start",
+            "shadow_stop",
+            "rollback",
+            "canary_analysis_attach",
+            "canary_analysis_resume",
+            "canary_analysis_stop",
+        )
+    }
+    found = {}
+    for item in openapi["paths"].values():
+        for method, operation in item.items():
+            if method != "parameters" and operation["operationId"] in changes:
+                found[operation["operationId"]] = json.dumps(operation["responses"]["403"])
+    assert set(found) == changes
+    for operation_id, described in found.items():
+        assert "ProblemReleaseChangeForbidden" in described, operation_id
 
 
 # --- real refusals -------------------------------------------------------------------------------

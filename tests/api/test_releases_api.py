@@ -195,10 +195,48 @@ def test_a_key_limited_to_staging_cannot_touch_production(staging_bot, released,
     assert state_of(released, "production") == before
 
 
-def test_a_key_limited_to_staging_may_change_staging(staging_bot, released):
-    response = staging_bot.post(url(suffix="deploy"), {"version": 3}, format="json")
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_key_limited_to_staging_may_use_every_verb_on_staging(staging_bot, released, endpoint):
+    setup, body, expected = ENDPOINTS[endpoint]
+    setup(released)
 
-    assert response.status_code == 200
+    response = staging_bot.post(url(suffix=endpoint), body, format="json")
+
+    assert response.status_code == 200, response.content
+    assert expected(response.json())
+    event = ReleaseEvent.objects.filter(release__environment__name="staging").latest("id")
+    assert event.actor_label == f"key:staging#{staging_bot.key.pk}"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_key_limited_to_production_cannot_use_any_verb_on_staging(
+    make_client, released, endpoint
+):
+    """The persona of tests/releases/test_rights.py's ``prod-bot``, through the API: refused at
+    the door, before the service is asked, and nothing moves."""
+    prod_bot = make_client("releases:write", environments=("production",), name="prod-bot")
+    setup, body, _ = ENDPOINTS[endpoint]
+    setup(released)
+    before = state_of(released, "staging")
+
+    response = prod_bot.post(url(suffix=endpoint), body, format="json")
+
+    problem = assert_problem(response, 403, "/problems/environment-forbidden")
+    assert problem["detail"] == "The key is limited to production; it may not touch staging."
+    assert state_of(released, "staging") == before
+
+
+def test_the_people_an_environment_names_do_not_limit_keys(releaser_client, released):
+    """Staging names a group and a person; a key without environment limits still changes it
+    (keys are limited by their own environments, decision 0047)."""
+    from django.contrib.auth.models import Group
+
+    staging = released.environments["staging"]
+    staging.release_groups.add(Group.objects.create(name="Staging releasers"))
+
+    response = releaser_client.post(url(suffix="deploy"), {"version": 3}, format="json")
+
+    assert response.status_code == 200, response.content
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
