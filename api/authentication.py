@@ -30,7 +30,7 @@ class KeyPrincipal:
 
     @property
     def actor(self) -> Actor:
-        return Actor.for_api_key(name=self.key.name, key_id=self.key.pk)
+        return Actor.for_api_key(name=self.key.name, key_id=self.key.pk, owner=self.key.owner)
 
 
 def bearer_token(header: str) -> str | None:

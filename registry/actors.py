@@ -16,17 +16,24 @@ class Actor:
     # written; events recorded before the id was added read "key:<name>".
     label: str
     user_id: int | None = None
+    # The registry itself (canary analysis following its policy, the demo's loader): never a
+    # person or a key. A protected environment does not hold its changes for review (0048).
+    is_system: bool = False
 
     @classmethod
     def for_user(cls, user: Any) -> Actor:
         return cls(label=user.get_username(), user_id=user.pk)
 
     @classmethod
-    def for_api_key(cls, *, name: str, key_id: int) -> Actor:
+    def for_api_key(cls, *, name: str, key_id: int, owner: Any = None) -> Actor:
         """``key:ci-bot#12``: a key's name is not unique (two teams may both call theirs
-        "ci-bot"), its id is, and the admin finds the key by it."""
-        return cls(label=f"key:{name}#{key_id}")
+        "ci-bot"), its id is, and the admin finds the key by it. A key a person owns acts as
+        that person (``alice via key:laptop#3``): it may review change requests as they may."""
+        label = f"key:{name}#{key_id}"
+        if owner is None:
+            return cls(label=label)
+        return cls(label=f"{owner.get_username()} via {label}", user_id=owner.pk)
 
     @classmethod
     def system(cls, label: str = "system") -> Actor:
-        return cls(label=label)
+        return cls(label=label, is_system=True)

@@ -82,4 +82,3 @@ def change_from_stored(stored: Any) -> ReleaseChange:
 
 def _invalid(pointer: str, detail: str) -> ReleaseInvalid:
     return ReleaseInvalid([Problem("invalid_change", detail, pointer)])
-
