@@ -269,7 +269,7 @@ PROPOSALS: dict[str, type[_Target]] = {
 }
 PROPOSAL = PolymorphicProxySerializer(
     component_name="ChangeRequestProposal",
-    serializers=list(PROPOSALS.values()),
+    serializers=PROPOSALS,
     resource_type_field_name="action",
 )
 

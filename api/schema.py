@@ -407,3 +407,18 @@ def path_parameters(result, generator, request, public):
                 if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETER_SCHEMAS:
                     parameter["schema"] = dict(PATH_PARAMETER_SCHEMAS[parameter["name"]])
     return result
+
+
+# Operations whose body drf-spectacular cannot tell is required: one of several shapes
+# (``PolymorphicProxySerializer``), each with required members but none shared in its eyes.
+REQUIRED_BODIES = frozenset({"change_requests_propose"})
+
+
+def required_bodies(result, generator, request, public):
+    """drf-spectacular postprocessing hook: the bodies of ``REQUIRED_BODIES`` are required, as
+    the server requires them (a missing body is a 400, which the schema must not allow)."""
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            if method != "parameters" and operation.get("operationId") in REQUIRED_BODIES:
+                operation["requestBody"]["required"] = True
+    return result
