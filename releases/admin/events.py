@@ -104,8 +104,23 @@ class ReleaseEventAdmin(admin.ModelAdmin):
 
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
-    list_display = ["name", "position", "requires_previous_stable", "description"]
-    fields = ["name", "position", "requires_previous_stable", "description"]
+    list_display = [
+        "name",
+        "position",
+        "requires_previous_stable",
+        "requires_review",
+        "description",
+    ]
+    fields = [
+        "name",
+        "position",
+        "requires_previous_stable",
+        "description",
+        "requires_review",
+        "review_group",
+        "approvals_required",
+        "change_request_hours",
+    ]
     ordering = ["position"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Environment | None = None) -> list:
