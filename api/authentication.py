@@ -31,7 +31,10 @@ class KeyPrincipal:
     @property
     def actor(self) -> Actor:
         return Actor.for_api_key(
-            name=self.key.name, key_id=self.key.pk, environments=self.key.environments
+            name=self.key.name,
+            key_id=self.key.pk,
+            environments=self.key.environments,
+            owner=self.key.owner,
         )
 
 

@@ -8,6 +8,7 @@ import re
 import secrets
 from enum import StrEnum
 
+from django.conf import settings
 from django.db import models
 
 KEY_PREFIX = "pr"
@@ -54,6 +55,16 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # A person's own key acts as them (``Actor.for_api_key``): it may review change requests where
+    # they may (decision 0048). None: a service's or a CI job's key, which never reviews.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The person this key acts for, if any: it may review as they may.",
+    )
 
     class Meta:
         verbose_name = "API key"

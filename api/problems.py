@@ -183,6 +183,28 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     release_errors.ScheduleEnded: ProblemType(
         409, "schedule-ended", "The release has no active schedule."
     ),
+    # --- change requests (decision 0048) ---
+    release_errors.ReviewRequired: ProblemType(
+        409, "review-required", "This environment requires review: propose the change."
+    ),
+    release_errors.ReviewNotRequired: ProblemType(
+        409, "review-not-required", "This change is not held for review: apply it directly."
+    ),
+    release_errors.ChangeRequestNotFound: ProblemType(
+        404, "change-request-not-found", "No such change request."
+    ),
+    release_errors.ChangeRequestClosed: ProblemType(
+        409, "change-request-state", "The change request does not allow that in its state."
+    ),
+    release_errors.ReviewForbidden: ProblemType(
+        403, "review-forbidden", "You may not do that to this change request."
+    ),
+    release_errors.OwnChangeRequest: ProblemType(
+        403, "own-change-request", "A change request is approved by someone else."
+    ),
+    release_errors.ChangeRequestOutdated: ProblemType(
+        409, "change-request-outdated", "The release changed since the request was proposed."
+    ),
     # A count, not a size: the client splits the batch, as it would a body that is too large.
     CallNotFound: ProblemType(404, "call-not-found", "No call with that request id."),
     EventBatchTooLarge: ProblemType(
@@ -266,6 +288,11 @@ DOMAIN_EXTRAS: dict[type[Exception], Any] = {
     release_errors.ReleaseConflict: lambda e: {"current_revision": e.current_revision},
     release_errors.ReleaseChangeForbidden: lambda e: {"environment": e.environment},
     release_errors.PromotionBlocked: lambda e: {"gate": e.gate, "failed_gates": list(e.failed)},
+    release_errors.ReviewRequired: lambda e: {"environment": e.environment},
+    release_errors.ChangeRequestOutdated: lambda e: {
+        "proposed_revision": e.proposed_revision,
+        "current_revision": e.current_revision,
+    },
     EventBatchTooLarge: lambda e: {"max_events": e.limit},
     SyncInvalid: lambda e: {
         "errors": [

@@ -85,6 +85,13 @@ _MEMBERS: dict[str, dict[str, tuple[dict, bool]]] = {
             True,
         ),
     },
+    "review-required": {
+        "environment": ({**_STRING, "description": "The environment that requires review."}, True)
+    },
+    "change-request-outdated": {
+        "proposed_revision": ({**_INTEGER, "description": "What it was proposed against."}, True),
+        "current_revision": ({**_INTEGER, "description": "The release's revision now."}, True),
+    },
     "too-many-events": {"max_events": (_INTEGER, True)},
     "invalid-prompt-files": {
         "errors": (
@@ -214,7 +221,10 @@ def _types(*slugs: str) -> list[ProblemType]:
 # The domain refusals each operation can answer beyond what its shape implies (``_shape_problems``):
 # what the services it calls raise (api.problems.DOMAIN_PROBLEMS maps them to types).
 _RELEASE_CHANGE = ("release-change-forbidden", "release-state", "stale-revision")
+# A change review holds, made directly in an environment that requires review (decision 0048).
+_HELD = (*_RELEASE_CHANGE, "review-required")
 _PROMOTION = ("version-not-found", "version-not-releasable", "promotion-blocked")
+_CHANGE_REQUEST = ("change-request-state", "review-forbidden", "environment-forbidden")
 OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "prompts_list": (),
     "prompts_create": ("prompt-exists",),
@@ -239,15 +249,15 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "events_create": ("too-many-events",),
     "releases_retrieve": ("release-not-found",),
     "releases_history": ("release-not-found",),
-    "releases_deploy": (*_RELEASE_CHANGE, *_PROMOTION),
+    "releases_deploy": (*_HELD, *_PROMOTION),
     # With an analysis, refused on a release that follows a schedule (decision 0049).
-    "releases_canary_start": (*_RELEASE_CHANGE, *_PROMOTION, "canary-scheduled"),
-    "releases_canary_percent": _RELEASE_CHANGE,
-    "releases_canary_promote": (*_RELEASE_CHANGE, "promotion-blocked"),
+    "releases_canary_start": (*_HELD, *_PROMOTION, "canary-scheduled"),
+    "releases_canary_percent": _HELD,
+    "releases_canary_promote": (*_HELD, "promotion-blocked"),
     "releases_canary_abort": _RELEASE_CHANGE,
-    "releases_experiment_start": (*_RELEASE_CHANGE, *_PROMOTION),
-    "releases_experiment_stop": (*_RELEASE_CHANGE, "promotion-blocked"),
-    "releases_shadow_start": (*_RELEASE_CHANGE, "version-not-found", "version-not-releasable"),
+    "releases_experiment_start": (*_HELD, *_PROMOTION),
+    "releases_experiment_stop": (*_HELD, "promotion-blocked"),
+    "releases_shadow_start": (*_HELD, "version-not-found", "version-not-releasable"),
     "releases_shadow_stop": _RELEASE_CHANGE,
     "releases_rollback": (*_RELEASE_CHANGE, "nothing-to-roll-back"),
     "releases_canary_analysis": ("release-not-found", "canary-analysis-not-found"),
@@ -257,6 +267,7 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
         "no-canary",
         "canary-analysis-exists",
         "canary-scheduled",
+        "review-required",
     ),
     "releases_canary_analysis_resume": (
         "release-change-forbidden",
@@ -282,6 +293,26 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "releases_schedule_cancel": ("schedule-not-found", "schedule-ended"),
     "releases_experiments": ("release-not-found",),
     "releases_experiment_results": ("release-not-found", "no-experiment", "experiment-not-found"),
+    "change_requests_list": (),
+    "change_requests_propose": (
+        *_RELEASE_CHANGE,
+        "version-not-found",
+        "version-not-releasable",
+        "review-not-required",
+        "prompt-not-found",
+        "environment-not-found",
+        "environment-forbidden",
+    ),
+    "change_requests_retrieve": ("environment-forbidden",),
+    "change_requests_approve": (*_CHANGE_REQUEST, "own-change-request"),
+    "change_requests_reject": (*_CHANGE_REQUEST, "own-change-request"),
+    "change_requests_apply": (
+        *_CHANGE_REQUEST,
+        "change-request-outdated",
+        "release-state",
+        *_PROMOTION,
+    ),
+    "change_requests_withdraw": _CHANGE_REQUEST,
     "evaluations_start": (
         "dataset-not-found",
         "dataset-empty",
@@ -316,6 +347,7 @@ _PATH_PROBLEMS = {
     "environment": "environment-not-found",
     "run_id": "eval-run-not-found",
     "gate_id": "gate-not-found",
+    "change_request_id": "change-request-not-found",
 }
 
 
@@ -391,4 +423,19 @@ def path_parameters(result, generator, request, public):
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETER_SCHEMAS:
                     parameter["schema"] = dict(PATH_PARAMETER_SCHEMAS[parameter["name"]])
+    return result
+
+
+# Operations whose body drf-spectacular cannot tell is required: one of several shapes
+# (``PolymorphicProxySerializer``), each with required members but none shared in its eyes.
+REQUIRED_BODIES = frozenset({"change_requests_propose"})
+
+
+def required_bodies(result, generator, request, public):
+    """drf-spectacular postprocessing hook: the bodies of ``REQUIRED_BODIES`` are required, as
+    the server requires them (a missing body is a 400, which the schema must not allow)."""
+    for item in result.get("paths", {}).values():
+        for method, operation in item.items():
+            if method != "parameters" and operation.get("operationId") in REQUIRED_BODIES:
+                operation["requestBody"]["required"] = True
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,9 +21,10 @@ class ApiKeyInvalid(ProblemsError):
 
 @transaction.atomic
 def apikey_create(
-    *, name: str, scopes: Iterable[str], environments: Iterable[str] = ()
+    *, name: str, scopes: Iterable[str], environments: Iterable[str] = (), owner: Any = None
 ) -> tuple[ApiKey, str]:
-    """Creates a key and returns it with the full secret, which is never shown again."""
+    """Creates a key and returns it with the full secret, which is never shown again. A key with
+    an ``owner`` (a user) acts as that person: it may review change requests as they may."""
     scopes, environments = sorted(set(scopes)), sorted(set(environments))
     known = {str(s) for s in Scope}
     problems = [
@@ -60,6 +62,7 @@ def apikey_create(
         hashed_key=key_hash(raw),
         scopes=scopes,
         environments=environments,
+        owner=owner,
     )
     # After commit, so no web process reloads its keyring before the row exists.
     keys_changed_on_commit()

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from . import (
     calls,
     canary,
+    change_requests,
     evaluations,
     events,
     experiments,
@@ -131,6 +132,37 @@ urlpatterns = [
         f"{R}/schedule/cancel",
         schedules.ScheduleCancelApi.as_view(),
         name="release-schedule-cancel",
+    ),
+    # --- change requests (decision 0048) ---
+    path(
+        "change-requests",
+        change_requests.ChangeRequestCollectionApi.as_view(),
+        name="change-requests",
+    ),
+    path(
+        "change-requests/<int:change_request_id>",
+        change_requests.ChangeRequestDetailApi.as_view(),
+        name="change-request",
+    ),
+    path(
+        "change-requests/<int:change_request_id>/approve",
+        change_requests.ChangeRequestApproveApi.as_view(),
+        name="change-request-approve",
+    ),
+    path(
+        "change-requests/<int:change_request_id>/reject",
+        change_requests.ChangeRequestRejectApi.as_view(),
+        name="change-request-reject",
+    ),
+    path(
+        "change-requests/<int:change_request_id>/apply",
+        change_requests.ChangeRequestApplyApi.as_view(),
+        name="change-request-apply",
+    ),
+    path(
+        "change-requests/<int:change_request_id>/withdraw",
+        change_requests.ChangeRequestWithdrawApi.as_view(),
+        name="change-request-withdraw",
     ),
     # --- eval runs ---
     path(

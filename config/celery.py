@@ -75,6 +75,13 @@ app.conf.beat_schedule = {
         "schedule": float(settings.WEBHOOK_SWEEP_SECONDS),
         "options": {"expires": float(settings.WEBHOOK_SWEEP_SECONDS)},
     },
+    # Change requests past their time are marked expired and announced (releases.services.
+    # change_requests); one left waiting past the next is dropped unrun (the next finds the same).
+    "expire-change-requests": {
+        "task": "releases.expire_change_requests",
+        "schedule": 300.0,
+        "options": {"expires": 300.0},
+    },
     # A worker taking this from the queue is alive and keeping up: /readyz reports how long ago
     # that was (config.health). One left waiting past the next is dropped unrun, so a queue
     # backed up (or no worker, or no beat) shows as a heartbeat growing old.

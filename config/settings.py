@@ -414,6 +414,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "api.schema.documented_problems",  # every refusal, as a problem document
         "api.schema.path_parameters",  # {key} and {environment}: the names' rules
+        "api.schema.required_bodies",  # a body of one of several shapes is still required
         "api.runtime_schema.runtime_paths",  # the runtime path's plain Django views
         "api.openai_compat.schema.openai_paths",  # the OpenAI-compatible endpoints
         "api.mcpserver.schema.mcp_path",  # POST /mcp, the MCP server's JSON-RPC

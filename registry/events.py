@@ -1,7 +1,7 @@
 """Events: what happened that other systems may want to hear about (webhooks, docs/webhooks.md).
 
 The apps where things happen sit at every level (registry: a version committed; releases: a
-release changed, rolled back, a gate refused or overridden; evaluations: a canary verdict, an eval
+release changed, rolled back, a gate refused or overridden, a change request opened or decided; evaluations: a canary verdict, an eval
 run finished), and what sends them (``webhooks``) sits above them all. So, as with the promotion
 checks (``releases.gates``) and the prompt page's slots (``registry.admin.hub``), the bottom app
 holds the hook: each app calls ``event_emit`` inside the transaction that makes the change, and
@@ -45,6 +45,11 @@ class EventType(models.TextChoices):
     SCHEDULE_STEP_SKIPPED = (
         "schedule.step_skipped",
         "A scheduled release change was skipped, and its schedule stopped",
+    )
+    CHANGE_REQUEST_OPENED = "change_request.opened", "A release change was proposed for review"
+    CHANGE_REQUEST_DECIDED = (
+        "change_request.decided",
+        "A change request was approved, rejected, applied, withdrawn or expired",
     )
 
 

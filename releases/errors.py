@@ -96,3 +96,62 @@ class ScheduleRefused(RegistryError):
 
 class ScheduleEnded(RegistryError):
     message = "The schedule has ended already; there is nothing left to cancel."
+
+
+# --- change requests (decision 0048) ---------------------------------------------------------------
+
+
+class ReviewRequired(RegistryError):
+    """A change into an environment that requires review, made directly."""
+
+    message = "This environment requires review: propose the change as a change request."
+
+    def __init__(self, *, environment: str, action: str) -> None:
+        self.environment = environment
+        self.action = action
+        super().__init__(
+            f"{environment} requires review: {action} is proposed as a change request "
+            "(POST /api/v1/change-requests, or Propose in the admin) and applied once approved. "
+            "Rollback, canary abort and stopping shadows never wait."
+        )
+
+
+class ReviewNotRequired(RegistryError):
+    """A proposal of a change that review does not hold: apply it directly."""
+
+    message = "This change is not held for review: apply it directly."
+
+
+class ChangeRequestNotFound(RegistryError):
+    message = "There is no change request with that id."
+
+
+class ChangeRequestClosed(RegistryError):
+    """The request is not in a state that allows the step (applied, rejected, expired, not yet
+    approved...)."""
+
+    message = "The change request does not allow that in its current state."
+
+
+class ReviewForbidden(RegistryError):
+    """The actor may not review (or apply, or withdraw) this request."""
+
+    message = "You may not do that to this change request."
+
+
+class OwnChangeRequest(ReviewForbidden):
+    """A proposer approving their own request."""
+
+    message = "A change request is approved by someone other than its proposer."
+
+
+class ChangeRequestOutdated(RegistryError):
+    """The release moved since the request was proposed: what was approved is not what would
+    be applied. Names the changes that moved it."""
+
+    message = "The release changed since this request was proposed; propose the change again."
+
+    def __init__(self, message: str, *, proposed_revision: int, current_revision: int) -> None:
+        self.proposed_revision = proposed_revision
+        self.current_revision = current_revision
+        super().__init__(message)

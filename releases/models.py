@@ -12,6 +12,8 @@ A rollback reads one event's ``before`` and applies it as a new change; history 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.validators import RegexValidator
@@ -68,9 +70,45 @@ class Environment(models.Model):
         verbose_name="users who may change releases",
         help_text="Named people, in addition to the groups' members.",
     )
+    # Change requests (decision 0048): in an environment that requires review, a change that puts
+    # something new in front of traffic is proposed, approved by ``approvals_required`` members
+    # of ``review_group`` other than its proposer, then applied. The way back never waits.
+    requires_review = models.BooleanField(
+        default=False,
+        help_text="Release changes here are proposed as change requests and applied once "
+        "reviewed; rollback, canary abort and stopping shadows never wait.",
+    )
+    review_group = models.ForeignKey(
+        "auth.Group",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Who reviews change requests here.",
+    )
+    approvals_required = models.PositiveSmallIntegerField(
+        default=1, help_text="Approvals a change request needs, each by another reviewer."
+    )
+    change_request_hours = models.PositiveIntegerField(
+        default=72, help_text="Hours a change request stays open before it expires."
+    )
 
     class Meta:
         ordering = ["position"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(requires_review=False) | Q(review_group__isnull=False),
+                name="environment_review_needs_group",
+                violation_error_message="An environment that requires review needs a review group.",
+            ),
+            models.CheckConstraint(
+                condition=Q(approvals_required__gte=1), name="environment_approvals_at_least_one"
+            ),
+            models.CheckConstraint(
+                condition=Q(change_request_hours__gte=1),
+                name="environment_change_request_hours_positive",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -286,3 +324,106 @@ class ScheduledStep(models.Model):
 
     def __str__(self) -> str:
         return f"step {self.position} of schedule #{self.schedule_id}"
+
+
+class ChangeRequest(models.Model):
+    """A release change proposed for an environment that requires review (decision 0048): the
+    change as ``releases.services.stored`` keeps it, the release's revision and state it was
+    proposed against, the state it would leave, and what became of it. Approved by reviewers
+    (``ChangeRequestReview``), then applied: the release event it produced names it."""
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        APPLIED = "applied", "Applied"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+        EXPIRED = "expired", "Expired"
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="change_requests")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.PROTECT, related_name="change_requests"
+    )
+    action = models.CharField(max_length=20, choices=ReleaseEvent.Action.choices)
+    change = models.JSONField(help_text="The proposed change (releases.services.stored).")
+    reason = models.TextField()
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    proposed_by_label = models.CharField(max_length=200)
+    # The release as the proposal saw it: applying requires the release still at this revision,
+    # so what reviewers approved is what is applied (0 = never released).
+    base_revision = models.PositiveIntegerField()
+    before = models.JSONField()
+    after = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    closed_by_label = models.CharField(
+        max_length=200, blank=True, help_text="Who applied, rejected or withdrew it."
+    )
+    applied_at = models.DateTimeField(null=True, blank=True)
+    release_event = models.OneToOneField(
+        ReleaseEvent,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="change_request",
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["state", "expires_at"], name="change_request_state_expiry")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state="applied", release_event__isnull=False)
+                | ~Q(state="applied") & Q(release_event__isnull=True),
+                name="change_request_applied_has_event",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"change request #{self.pk}"
+
+    @property
+    def live(self) -> bool:
+        """Open or approved, as stored: awaiting a decision or its application."""
+        return self.state in (self.State.OPEN, self.State.APPROVED)
+
+    def state_at(self, now: datetime) -> str:
+        """The state as of ``now``: an open or approved request past ``expires_at`` is expired,
+        whether or not the periodic sweep has marked it yet (releases.tasks)."""
+        if self.live and self.expires_at <= now:
+            return self.State.EXPIRED
+        return self.state
+
+
+class ChangeRequestReview(models.Model):
+    """One reviewer's verdict on a change request, with their comment. Each reviewer gives one."""
+
+    class Verdict(models.TextChoices):
+        APPROVE = "approve", "Approved"
+        REJECT = "reject", "Rejected"
+
+    change_request = models.ForeignKey(
+        ChangeRequest, on_delete=models.PROTECT, related_name="reviews"
+    )
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewer_label = models.CharField(max_length=200)
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["change_request", "reviewer"], name="change_request_one_review_each"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer_label} {self.verdict} #{self.change_request_id}"

@@ -151,18 +151,18 @@ def group_names(user: Any) -> frozenset[str]:
 
 def release_rights(*, actor: Actor, environment: Environment) -> ReleaseRights:
     """What ``actor`` may do in ``environment``: a person by their account, a key by its
-    environment limits, the system always."""
+    environment limits, the system always; a key a person owns by both."""
+    if actor.environments and environment.name not in actor.environments:
+        refusal = KEY_LIMITED.format(
+            limits=", ".join(actor.environments), environment=environment.name
+        )
+        return ReleaseRights(environment.name, refusal, refusal)
     if actor.user_id is not None:
         user = get_user_model().objects.filter(pk=actor.user_id).first()
         if user is None:  # deleted since the actor was made
             refusal = NO_ACCOUNT.format(name=actor.label)
             return ReleaseRights(environment.name, refusal, refusal)
         return user_release_rights(user=user, environment=environment)
-    if actor.environments and environment.name not in actor.environments:
-        refusal = KEY_LIMITED.format(
-            limits=", ".join(actor.environments), environment=environment.name
-        )
-        return ReleaseRights(environment.name, refusal, refusal)
     return ReleaseRights(environment.name)
 
 

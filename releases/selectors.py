@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable
+from datetime import datetime
 
-from django.db.models import Count, Prefetch, QuerySet, Sum
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.utils import timezone
 from promptregistry.core.snippets import SnippetText
 
 from registry.content import ModelBinding
@@ -16,8 +18,8 @@ from registry.rendering import templates_snippet_refs
 from registry.snippets import Following, Ref, snippet_library
 from registry.variables import VariableSpec
 
-from .errors import EnvironmentNotFound, ReleaseNotFound, ScheduleNotFound
-from .models import Environment, Release, ReleaseEvent, Schedule, ScheduledStep
+from .errors import ChangeRequestNotFound, EnvironmentNotFound, ReleaseNotFound, ScheduleNotFound
+from .models import ChangeRequest, Environment, Release, ReleaseEvent, Schedule, ScheduledStep
 from .nodes import HeldEnvironment
 from .resolution import ServedRelease, ServedVersion
 from .state import release_state
@@ -343,4 +345,82 @@ def environment_revision_totals(*, names: Collection[str]) -> dict[str, HeldEnvi
     return {
         row["environment__name"]: HeldEnvironment(row["releases"], row["revisions"] or 0)
         for row in totals
+    }
+
+
+# --- change requests (decision 0048) ---------------------------------------------------------------
+
+
+def change_requests_in_state(
+    requests: QuerySet[ChangeRequest], state: str, *, now: datetime
+) -> QuerySet[ChangeRequest]:
+    """``requests`` in ``state`` as of ``now`` (``ChangeRequest.state_at``): an open or approved
+    request past its time counts as expired, before the sweep marks it."""
+    State = ChangeRequest.State
+    live = (State.OPEN, State.APPROVED)
+    if state in live:
+        return requests.filter(state=state, expires_at__gt=now)
+    if state == State.EXPIRED:
+        return requests.filter(Q(state=State.EXPIRED) | Q(state__in=live, expires_at__lte=now))
+    return requests.filter(state=state)
+
+
+def change_request_list(
+    *,
+    environments: Iterable[str] = (),
+    environment: str | None = None,
+    prompt: str | None = None,
+    state: str | None = None,
+    now: datetime | None = None,
+) -> QuerySet[ChangeRequest]:
+    """Change requests, newest first; ``environments`` limits them (an API key's limit),
+    ``environment``, ``prompt`` (a key) and ``state`` filter them."""
+    requests = ChangeRequest.objects.select_related("prompt", "environment").prefetch_related(
+        "reviews"
+    )
+    if environments:
+        requests = requests.filter(environment__name__in=list(environments))
+    if environment:
+        requests = requests.filter(environment__name=environment)
+    if prompt:
+        requests = requests.filter(prompt__key=prompt)
+    if state:
+        requests = change_requests_in_state(requests, state, now=now or timezone.now())
+    return requests.order_by("-id")
+
+
+def change_request_get(*, change_request_id: int) -> ChangeRequest:
+    change_request = (
+        ChangeRequest.objects.select_related("prompt", "environment", "release_event")
+        .prefetch_related("reviews")
+        .filter(pk=change_request_id)
+        .first()
+    )
+    if change_request is None:
+        raise ChangeRequestNotFound()
+    return change_request
+
+
+def change_request_conflicts(
+    requests: Collection[ChangeRequest], *, now: datetime | None = None
+) -> dict[int, list[int]]:
+    """For each live request of ``requests``, the other live requests on the same release (one
+    query for the lot): several open requests on one release conflict, since applying one moves
+    the release the others were proposed against."""
+    now = now or timezone.now()
+    live = [r for r in requests if r.state_at(now) in (r.State.OPEN, r.State.APPROVED)]
+    if not live:
+        return {}
+    pairs = Q()
+    for request in live:
+        pairs |= Q(prompt_id=request.prompt_id, environment_id=request.environment_id)
+    others = change_requests_in_state(ChangeRequest.objects.filter(pairs), "open", now=now) | (
+        change_requests_in_state(ChangeRequest.objects.filter(pairs), "approved", now=now)
+    )
+    by_release: dict[tuple[int, int], list[int]] = {}
+    for pk, prompt_id, environment_id in others.values_list("pk", "prompt_id", "environment_id"):
+        by_release.setdefault((prompt_id, environment_id), []).append(pk)
+    return {
+        r.pk: sorted(pk for pk in by_release.get((r.prompt_id, r.environment_id), []) if pk != r.pk)
+        for r in live
     }

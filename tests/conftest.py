@@ -262,6 +262,36 @@ def released(prompt, environments, manager) -> Released:
     return Released(prompt=prompt, versions=versions, environments=environments)
 
 
+@dataclass
+class Reviewed:
+    """``released``, with production requiring review by the "Release reviewers" group
+    (decision 0048): alice proposes (not a reviewer), bob and carol review, dave is neither."""
+
+    released: Released
+    production: Any
+    group: Any
+    alice: Any
+    bob: Any
+    carol: Any
+    dave: Any
+
+    def actor(self, user) -> Actor:
+        return Actor.for_user(user)
+
+
+@pytest.fixture
+def reviewed(released) -> Reviewed:
+    from django.contrib.auth.models import Group
+
+    group, _ = Group.objects.get_or_create(name="Release reviewers")
+    production = released.environments["production"]
+    production.requires_review, production.review_group = True, group
+    production.save()
+    alice, bob, carol, dave = (UserFactory(username=n) for n in ("alice", "bob", "carol", "dave"))
+    group.user_set.add(bob, carol)
+    return Reviewed(released, production, group, alice, bob, carol, dave)
+
+
 @pytest.fixture
 def database_down(db) -> Iterator[Callable[[], None]]:
     """``database_down()``: from then on this thread's queries fail as if PostgreSQL were gone

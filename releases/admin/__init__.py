@@ -4,7 +4,7 @@ applies, the release history timeline per release and per prompt, and the read-o
 
 Modules, in dependency order: ``display`` (how states read), ``traffic`` (who moves, pure),
 ``verbs`` (inputs per verb, and the ``releases.services`` change class each builds),
-``views`` (the pages), ``hub`` (the release panels on a prompt's page), ``board``
+``views`` (the pages), ``requests`` (change requests: the queue and a request's page), ``hub`` (the release panels on a prompt's page), ``board``
 (``ReleaseAdmin``), ``events`` (``ReleaseEventAdmin``, ``EnvironmentAdmin``). Templates live in
 ``templates/admin/releases/release/``. Every change goes through ``releases.services``.
 
@@ -15,5 +15,6 @@ group (migration 0003) has them, and only view permissions on prompts.
 
 from .board import ReleaseAdmin
 from .events import EnvironmentAdmin, ReleaseEventAdmin
+from .requests import ChangeRequestAdmin
 
-__all__ = ["EnvironmentAdmin", "ReleaseAdmin", "ReleaseEventAdmin"]
+__all__ = ["ChangeRequestAdmin", "EnvironmentAdmin", "ReleaseAdmin", "ReleaseEventAdmin"]

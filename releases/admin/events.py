@@ -107,7 +107,13 @@ class ReleaseEventAdmin(admin.ModelAdmin):
 
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
-    list_display = ["name", "position", "requires_previous_stable", "who_may_change"]
+    list_display = [
+        "name",
+        "position",
+        "requires_previous_stable",
+        "requires_review",
+        "who_may_change",
+    ]
     fields = [
         "name",
         "position",
@@ -115,6 +121,10 @@ class EnvironmentAdmin(admin.ModelAdmin):
         "description",
         "release_groups",
         "release_users",
+        "requires_review",
+        "review_group",
+        "approvals_required",
+        "change_request_hours",
     ]
     filter_horizontal = ["release_groups", "release_users"]
     ordering = ["position"]

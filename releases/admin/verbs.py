@@ -23,7 +23,7 @@ from django.contrib.admin.widgets import AutocompleteSelect
 from registry.actors import Actor
 from registry.models import Prompt, PromptVersion
 from registry.selectors import version_list
-from releases.models import Environment, Release, ReleaseEvent
+from releases.models import ChangeRequest, Environment, Release, ReleaseEvent
 from releases.services import (
     CanaryAbort,
     CanaryPercent,
@@ -37,6 +37,7 @@ from releases.services import (
     ShadowStart,
     ShadowStop,
 )
+from releases.services.change_requests import change_request_propose
 from releases.state import ReleaseState, release_state
 
 RAMP_STEPS = (5, 25, 50, 100)  # the quick buttons: the usual canary ramp
@@ -285,6 +286,31 @@ class Verb:
         change.check(reason="")  # the reason is the confirm form's; an override comes on apply
         decision = change.preview(slot.release, slot.state)
         return Preview(decision.target, change.confirmed(decision), undoes=decision.restores)
+
+    def proposes(self, slot: Slot | None) -> bool:
+        """Whether "yes" proposes the change as a change request instead of applying it: a held
+        change in an environment that requires review (decision 0048)."""
+        return slot is not None and slot.environment.requires_review and self.change.held
+
+    def propose(
+        self,
+        slot: Slot,
+        preview: Preview,
+        *,
+        actor: Actor,
+        reason: str,
+        expected_revision: int,
+        **options: Any,
+    ) -> ChangeRequest:
+        """The previewed change as a change request, against the revision the page showed."""
+        return change_request_propose(
+            prompt=slot.prompt,
+            environment=slot.environment,
+            change=replace(preview.change, **options),
+            actor=actor,
+            reason=reason,
+            expected_revision=expected_revision,
+        )
 
     def apply(
         self,

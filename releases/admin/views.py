@@ -93,37 +93,42 @@ def verb_links(
     release: Release, state: ReleaseState, *, deploy: bool, rollback: bool, compact: bool = False
 ) -> list[Link]:
     """The verbs that apply to the release as it is, as links to their confirmation pages;
-    ``compact`` (the board's rows) keeps the canary and the way back, the release page has all."""
+    ``compact`` (the board's rows) keeps the canary and the way back, the release page has all.
+    In an environment that requires review, a held verb's link says it proposes."""
     pk, links = release.pk, []
+    reviewed = release.environment.requires_review
+
+    def link(label: str, verb: str, primary: bool = False, **params: Any) -> Link:
+        if reviewed and VERBS[verb].change.held:
+            label = f"Propose: {label}"
+        return Link(label, verb_url(verb, pk, **params), primary=primary)
+
     if deploy and state.canary is not None:
         current = state.canary.weight / 100
         links += [
-            Link(f"{s} %", verb_url("canary_percent", pk, percent=s))
+            link(f"{s} %", "canary_percent", percent=s)
             for s in RAMP_STEPS
             if s > current or (s < current and not compact)  # the board ramps up only
         ]
-        links += [
-            Link("Promote", verb_url("canary_promote", pk), primary=True),
-            Link("Abort", verb_url("canary_abort", pk)),
-        ]
+        links += [link("Promote", "canary_promote", primary=True), link("Abort", "canary_abort")]
     elif deploy:
-        links.append(Link("Deploy", verb_url("deploy", pk)))
+        links.append(link("Deploy", "deploy"))
         if state.stable is not None:
-            links.append(Link("Start canary", verb_url("canary_start", pk), primary=True))
+            links.append(link("Start canary", "canary_start", primary=True))
     if deploy and state.stable is not None and not compact:
         links.append(
-            Link("Stop experiment", verb_url("experiment_stop", pk))
+            link("Stop experiment", "experiment_stop")
             if state.experiment
-            else Link("Start experiment", verb_url("experiment_start", pk))
+            else link("Start experiment", "experiment_start")
         )
         if state.shadow:
             # Same page as starting: it opens with what runs, e.g. to change only the budget.
-            links.append(Link("Change shadows", verb_url("shadow_start", pk)))
-            links.append(Link("Stop shadows", verb_url("shadow_stop", pk)))
+            links.append(link("Change shadows", "shadow_start"))
+            links.append(link("Stop shadows", "shadow_stop"))
         else:
-            links.append(Link("Start shadows", verb_url("shadow_start", pk)))
+            links.append(link("Start shadows", "shadow_start"))
     if rollback and release.revision > 0:
-        links.append(Link("Roll back", verb_url("rollback", pk)))
+        links.append(link("Roll back", "rollback"))
     return links
 
 
@@ -290,6 +295,8 @@ def change_page(
         can_override=can_override,
     )
     if posted and slot is not None and outcome.preview is not None and confirm.is_valid():
+        if verb.proposes(slot):
+            return propose(model_admin, request, verb, slot, outcome, confirm, inputs)
         try:
             release = verb.apply(
                 slot,
@@ -331,6 +338,7 @@ def change_page(
     context = {
         **page_context(model_admin, request, verb.title, slot),
         "verb": verb,
+        "proposes": verb.proposes(slot),
         "inputs": inputs,
         # A release this user may not change offers no inputs; "Deploy a prompt" keeps them,
         # to pick another environment.
@@ -370,6 +378,40 @@ def rights_refusal(
     if slot is None:
         return ""
     return model_admin.rights(request, slot.environment).refusal(verb.action)
+
+
+def propose(
+    model_admin: ReleaseAdmin,
+    request: HttpRequest,
+    verb: Verb,
+    slot: Slot,
+    outcome: Outcome,
+    confirm: ConfirmForm,
+    inputs: Inputs,
+) -> HttpResponse:
+    """In an environment that requires review, "yes" proposes the change: on to its request's
+    page; a refusal (a stale revision, no reason...) shows on this page as an apply's would."""
+    try:
+        change_request = verb.propose(
+            slot,
+            outcome.preview,
+            actor=Actor.for_user(request.user),
+            reason=confirm.cleaned_data["reason"],
+            expected_revision=confirm.cleaned_data["revision"],
+            **confirm.service_options(),
+        )
+    except RegistryError as exc:
+        model_admin.message_user(request, " ".join(problems_text(exc, inputs)), messages.ERROR)
+        return HttpResponseRedirect(request.get_full_path())
+    model_admin.message_user(
+        request,
+        f"{slot.environment} requires review: proposed as change request #{change_request.pk}; "
+        "it is applied once approved.",
+        messages.SUCCESS,
+    )
+    return HttpResponseRedirect(
+        reverse("admin:releases_changerequest_change", args=[change_request.pk])
+    )
 
 
 def comparison(before: ReleaseState, after: ReleaseState) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from registry.events import EventType, event_emit
 from registry.models import Prompt
 
 from ..errors import PromotionBlocked
-from ..models import Environment, Release, ReleaseEvent
+from ..models import ChangeRequest, ChangeRequestReview, Environment, Release, ReleaseEvent
 
 
 def release_change_announce(*, release: Release, event: ReleaseEvent) -> None:
@@ -73,4 +73,51 @@ def gate_refusal_announce(
         },
         prompt_id=prompt.pk,
         environment=environment.name,
+    )
+
+
+def change_request_data(change_request: ChangeRequest) -> dict[str, Any]:
+    """What ``change_request.opened`` and ``change_request.decided`` carry (docs/webhooks.md)."""
+    reviews = list(change_request.reviews.all())
+    return {
+        "change_request_id": change_request.pk,
+        "prompt": change_request.prompt.key,
+        "environment": change_request.environment.name,
+        "action": change_request.action,
+        "arguments": change_request.change.get("arguments", {}),
+        "reason": change_request.reason,
+        "proposed_by": change_request.proposed_by_label,
+        "proposed_revision": change_request.base_revision,
+        "before": change_request.before,
+        "after": change_request.after,
+        "state": change_request.state,
+        "approvals": [
+            r.reviewer_label for r in reviews if r.verdict == ChangeRequestReview.Verdict.APPROVE
+        ],
+        "approvals_required": change_request.environment.approvals_required,
+        "expires_at": change_request.expires_at.isoformat(),
+        "release_event_id": change_request.release_event_id,
+    }
+
+
+def change_request_opened_announce(change_request: ChangeRequest) -> None:
+    """``change_request.opened``: inside the proposal's transaction."""
+    event_emit(
+        EventType.CHANGE_REQUEST_OPENED,
+        change_request_data(change_request),
+        prompt_id=change_request.prompt_id,
+        environment=change_request.environment.name,
+    )
+
+
+def change_request_decided_announce(
+    change_request: ChangeRequest, *, by: str, comment: str = ""
+) -> None:
+    """``change_request.decided``: the request reached a state (approved, rejected, applied,
+    withdrawn, expired), ``by`` whom, with the comment of the review that decided it."""
+    event_emit(
+        EventType.CHANGE_REQUEST_DECIDED,
+        {**change_request_data(change_request), "decided_by": by, "comment": comment},
+        prompt_id=change_request.prompt_id,
+        environment=change_request.environment.name,
     )

@@ -106,6 +106,7 @@ class CanaryAbort(ReleaseChange):
     """Everyone goes back to the stable version. No gate: the way back is always open."""
 
     action = Action.CANARY_ABORT
+    held = False  # never waits for review
 
     def decide(self, release: Release, state: ReleaseState) -> Decision:
         return Decision(transitions.canary_abort(state))

@@ -27,10 +27,11 @@ from ..errors import (
     percent_problem,
 )
 from ..gates import promotion_checks, verdicts_of
-from ..models import Environment, Release, ReleaseEvent
+from ..models import ChangeRequest, Environment, Release, ReleaseEvent
 from ..rights import release_change_check
 from ..state import ReleaseState, release_state
 from .announce import gate_refusal_announce, release_change_announce
+from .review import change_request_lock_approved, change_request_record_applied, review_hold
 
 # --- what a change decides ----------------------------------------------------------------------
 
@@ -71,6 +72,9 @@ class ReleaseChange(ABC):
     action: ClassVar[ReleaseEvent.Action]  # the event it writes
     # Puts a version in front of traffic: the promotion gates are consulted (``gated_versions``).
     gated: ClassVar[bool] = False
+    # Waits for review in an environment that requires it (``review.review_hold``); the way back
+    # (rollback, canary abort, stopping shadows) never does.
+    held: ClassVar[bool] = True
 
     def check(self, *, reason: str) -> None:
         """Refuses the change's own values (``ReleaseInvalid`` naming every problem); called
@@ -106,29 +110,46 @@ class ReleaseChange(ABC):
         actor: Actor,
         reason: str = "",
         expected_revision: int | None = None,
+        change_request: ChangeRequest | None = None,
     ) -> Release:
-        """The change in one transaction: check the actor's rights and the values, lock the
-        row, compare the revision inside the lock, decide, save and record the event; every web
-        node hears after commit. A promotion gate's refusal is announced once the change's
-        transaction has rolled back (``gate.refused``), then raised."""
+        """The change in one transaction: check the actor's rights, hold a change that needs
+        review, check the values, lock the row, compare the revision inside the lock, decide, save
+        and record the event; every web node hears after commit. A promotion gate's refusal is
+        announced once the change's transaction has rolled back (``gate.refused``), then raised.
+
+        In an environment that requires review, a held change is refused (``ReviewRequired``)
+        unless it applies ``change_request``, approved (``change_request_apply`` passes it; it
+        is re-checked under the lock and marked applied by this event)."""
         try:
             with transaction.atomic():
                 # First: someone who may not change this environment learns that, not what
                 # else is wrong with a change they may not make (releases.rights).
                 release_change_check(actor=actor, environment=environment, action=self.action)
+                recorded_reason = review_hold(
+                    held=self.held,
+                    action=str(self.action),
+                    environment=environment,
+                    actor=actor,
+                    reason=reason,
+                    change_request=change_request,
+                )
                 self.check(reason=reason)
                 release = release_lock(prompt=prompt, environment=environment)
+                if change_request is not None:
+                    change_request = change_request_lock_approved(change_request)
                 ensure_revision_matches(release, expected_revision)
                 before = release_state(release)
                 decision = self.decide(release, before)
-                change_record(
+                event = change_record(
                     release=release,
                     action=self.action,
                     actor=actor,
-                    reason=reason,
+                    reason=recorded_reason,
                     before=before,
                     decision=decision,
                 )
+                if change_request is not None:
+                    change_request_record_applied(change_request, event=event, actor=actor)
                 return release
         except PromotionBlocked as refusal:
             gate_refusal_announce(

@@ -63,6 +63,7 @@ class Rollback(ReleaseChange):
     order, and its reason may be empty: the way back never waits."""
 
     action = Action.ROLLBACK
+    held = False  # never waits for review
 
     to_event: int | None = None
 

@@ -113,6 +113,7 @@ class ShadowStop(ReleaseChange):
     """Stops every shadow of the release."""
 
     action = Action.SHADOW_STOP
+    held = False  # never waits for review: it only stops spending
 
     def decide(self, release: Release, state: ReleaseState) -> Decision:
         return Decision(transitions.shadow_stop(state))

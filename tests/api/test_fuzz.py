@@ -44,10 +44,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 import schemathesis
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.wsgi import get_wsgi_application
 from django.test.utils import override_settings
 from hypothesis import HealthCheck
@@ -62,6 +64,9 @@ from evaluations.datasets.services import dataset_create, dataset_import
 from evaluations.evalruns.services import eval_run_start
 from evaluations.gates.services import promotion_gate_create
 from registry.actors import Actor
+from releases.models import ChangeRequest
+from releases.services import CanaryStart
+from releases.services.change_requests import change_request_propose
 from runs.models import Call
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.evalrun_scene import CASES, jsonl
@@ -203,6 +208,7 @@ def seeded(released, model_server, settings) -> Seeded:
         actor=ACTOR,
     )
     run = eval_run_start(prompt=released.prompt, version=3, dataset_name="golden", actor=ACTOR)
+    change_request = _change_request(released)
     _, raw = apikey_create(name="fuzz", scopes=[str(s) for s in Scope], environments=())
     _, reader = apikey_create(name="reader", scopes=[str(Scope.PROMPTS_READ)], environments=())
     authorization = f"Bearer {raw}"
@@ -217,6 +223,7 @@ def seeded(released, model_server, settings) -> Seeded:
             "gate_id": gate.pk,
             "run_id": run.pk,
             "request_id": call.request_id,
+            "change_request_id": change_request.pk,
         },
         body_fields={"environment": "staging", "dataset": "golden", "version": 3},
         openai_fields={
@@ -225,6 +232,21 @@ def seeded(released, model_server, settings) -> Seeded:
             "variables": {"customer_name": "Ida"},
             "prompt": {"id": released.prompt.key, "variables": {"customer_name": "Ida"}},
         },
+    )
+
+
+def _change_request(released) -> ChangeRequest:
+    """Production requires review (decision 0048), and a canary is proposed there."""
+    group, _ = Group.objects.get_or_create(name="Release reviewers")
+    production = released.environments["production"]
+    production.requires_review, production.review_group = True, group
+    production.save()
+    return change_request_propose(
+        prompt=released.prompt,
+        environment=production,
+        change=CanaryStart(version=2, percent=Decimal(10)),
+        actor=ACTOR,
+        reason="fuzz",
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group
 
 from api.models import Scope
 from evaluations.canary import services as canary
@@ -36,7 +37,7 @@ from releases.services import (
 from tests.api.openapi import documented, operations, served_openapi, strict
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.evalrun_scene import CASES, jsonl
-from tests.factories import content_data, event, make_version
+from tests.factories import UserFactory, content_data, event, make_version
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +47,15 @@ R = f"/api/v1/releases/staging/{KEY}"
 ACTOR = Actor(label="shapes")
 POLICY = {"steps": [10, 50, 100], "min_minutes": [15, 30, 0], "min_calls": 100}
 GREETING = {"environment": "staging", "variables": {"customer_name": "Ana"}}
+CHANGE_REQUESTS = "/api/v1/change-requests"
+PROPOSAL = {
+    "action": "canary_start",
+    "environment": "production",
+    "prompt": KEY,
+    "version": 2,
+    "percent": "10",
+    "reason": "v2 is ready",
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,15 +86,17 @@ class Scene:
         body: Any = None,
         query: dict[str, Any] | None = None,
         status: int,
+        client: Any = None,
         **headers: str,
     ):
         method, template = operations(self.openapi)[operation_id]
+        client = client or self.client
         if body is not None:
-            response = getattr(self.client, method)(
+            response = getattr(client, method)(
                 path, data=json.dumps(body), content_type="application/json", **headers
             )
         else:
-            response = getattr(self.client, method)(path, query or {}, **headers)
+            response = getattr(client, method)(path, query or {}, **headers)
         assert response.status_code == status, (operation_id, response.content[:2000])
         documented(self.openapi, template, method, response)
         self.answered.append((operation_id, response.status_code))
@@ -184,6 +196,27 @@ class Scene:
 
     def revision(self) -> str:
         return str(self.released.release("staging").revision)
+
+    def protected(self) -> Any:
+        """Production requires review by "Release reviewers" (decision 0048); returns the client
+        of a key acting for bob, a reviewer."""
+        group, _ = Group.objects.get_or_create(name="Release reviewers")
+        production = self.released.environments["production"]
+        production.requires_review, production.review_group = True, group
+        production.save()
+        bob = UserFactory(username="bob")
+        group.user_set.add(bob)
+        client = self._request.getfixturevalue("make_client")(
+            *(str(s) for s in Scope), name="bob-laptop"
+        )
+        client.key.owner = bob
+        client.key.save()
+        return client
+
+    def change_request(self) -> int:
+        """A canary of v2 in production proposed by this scene's key (it must be protected)."""
+        answer = self.send("change_requests_propose", CHANGE_REQUESTS, body=PROPOSAL, status=201)
+        return answer["id"]
 
 
 DRIVERS: dict[str, Callable[[Scene], None]] = {}
@@ -532,6 +565,11 @@ def _(scene: Scene) -> None:
     scene.refused(
         "releases_deploy", f"{R}/deploy", "/problems/version-not-found", 404, body={"version": 9}
     )
+    scene.protected()
+    problem = scene.refused(
+        "releases_deploy", production, "/problems/review-required", 409, body={"version": 2}
+    )
+    assert problem["environment"] == "production"
 
 
 @drives("releases_canary_start")
@@ -699,6 +737,112 @@ def _(scene: Scene) -> None:
         409,
         body={},
     )
+
+
+# --- change requests -----------------------------------------------------------------------------
+
+
+@drives("change_requests_propose")
+def _(scene: Scene) -> None:
+    scene.protected()
+    answer = scene.send("change_requests_propose", CHANGE_REQUESTS, body=PROPOSAL, status=201)
+    assert answer["state"] == "open"
+    assert answer["after"]["canary"]["version"] == 2
+    scene.refused(
+        "change_requests_propose",
+        CHANGE_REQUESTS,
+        "/problems/review-not-required",
+        409,
+        body={**PROPOSAL, "environment": "staging"},
+    )
+    problem = scene.refused(
+        "change_requests_propose",
+        CHANGE_REQUESTS,
+        "/problems/stale-revision",
+        409,
+        body=PROPOSAL,
+        HTTP_IF_MATCH='"0"',
+    )
+    assert problem["current_revision"] == scene.released.release("production").revision
+
+
+@drives("change_requests_list")
+def _(scene: Scene) -> None:
+    scene.protected()
+    first, second = scene.change_request(), scene.change_request()
+    page = scene.send("change_requests_list", CHANGE_REQUESTS, query={"state": "open"}, status=200)
+    assert [r["id"] for r in page["results"]] == [second, first]
+    assert page["results"][0]["conflicts_with"] == [first]
+
+
+@drives("change_requests_retrieve")
+def _(scene: Scene) -> None:
+    scene.protected()
+    pk = scene.change_request()
+    scene.send("change_requests_retrieve", f"{CHANGE_REQUESTS}/{pk}", status=200)
+    scene.refused(
+        "change_requests_retrieve",
+        f"{CHANGE_REQUESTS}/999999",
+        "/problems/change-request-not-found",
+        404,
+    )
+
+
+@drives("change_requests_approve")
+def _(scene: Scene) -> None:
+    bob = scene.protected()
+    path = f"{CHANGE_REQUESTS}/{scene.change_request()}/approve"
+    scene.refused("change_requests_approve", path, "/problems/review-forbidden", 403, body={})
+    answer = scene.send(
+        "change_requests_approve", path, body={"comment": "fine"}, status=200, client=bob
+    )
+    assert (answer["state"], answer["approvals"]) == (
+        "approved",
+        ["bob via key:bob-laptop#" + str(bob.key.pk)],
+    )
+
+
+@drives("change_requests_reject")
+def _(scene: Scene) -> None:
+    bob = scene.protected()
+    path = f"{CHANGE_REQUESTS}/{scene.change_request()}/reject"
+    answer = scene.send(
+        "change_requests_reject", path, body={"comment": "not now"}, status=200, client=bob
+    )
+    assert answer["state"] == "rejected"
+    scene.refused(
+        "change_requests_reject", path, "/problems/change-request-state", 409, body={}, client=bob
+    )
+
+
+@drives("change_requests_apply")
+def _(scene: Scene) -> None:
+    bob = scene.protected()
+    pk, other = scene.change_request(), scene.change_request()  # two on one release
+    path = f"{CHANGE_REQUESTS}/{pk}/apply"
+    scene.refused("change_requests_apply", path, "/problems/change-request-state", 409)
+    for each in (pk, other):
+        approve = f"{CHANGE_REQUESTS}/{each}/approve"
+        scene.send("change_requests_approve", approve, body={}, status=200, client=bob)
+    answer = scene.send("change_requests_apply", path, status=200)
+    assert answer["state"] == "applied"
+    assert answer["release_event"] is not None
+    # The other was proposed against the release before this one moved it.
+    problem = scene.refused(
+        "change_requests_apply",
+        f"{CHANGE_REQUESTS}/{other}/apply",
+        "/problems/change-request-outdated",
+        409,
+    )
+    assert problem["current_revision"] == problem["proposed_revision"] + 1
+
+
+@drives("change_requests_withdraw")
+def _(scene: Scene) -> None:
+    scene.protected()
+    path = f"{CHANGE_REQUESTS}/{scene.change_request()}/withdraw"
+    answer = scene.send("change_requests_withdraw", path, body={"comment": "later"}, status=200)
+    assert answer["state"] == "withdrawn"
 
 
 # --- the runtime path ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from config.celery import app as celery_app
 from evaluations.models import EvalRun
-from releases.models import Release
+from releases.models import Environment, Release
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,6 +36,10 @@ def test_a_release_manager_canaries_ramps_rolls_back_and_promotes_past_a_gate(
     admin_page, demo, eager, visit
 ) -> None:
     page = admin_page
+    # This journey applies changes directly; the demo's production requires review, whose
+    # journey (propose, approve, apply) is tests/registry/test_demo.py's and
+    # tests/releases/test_change_request_admin.py's.
+    Environment.objects.filter(name="production").update(requires_review=False)
 
     # A canary of a prompt that no gate checks: the page says so before the click.
     marketing = release_of("marketing.product-description")

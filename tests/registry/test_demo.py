@@ -121,7 +121,7 @@ def test_an_admin_with_a_password_of_its_own_keeps_it(var_dir):
 
     output = demo()
 
-    assert not PASSWORD.search(output)
+    assert "admin" not in dict(PASSWORD.findall(output))  # the reviewer's login is printed
     assert "admin" in output
     assert authenticate(username="admin", password="correct horse battery staple") is not None
 
@@ -171,3 +171,46 @@ def test_without_loopback_the_demo_says_how_to_load_it(var_dir, settings):
     with pytest.raises(CommandError, match="PROVIDER_ALLOW_LOOPBACK=true"):
         demo()
     assert not Prompt.objects.exists()
+
+
+def test_in_the_demo_production_a_canary_is_proposed_approved_by_the_reviewer_and_applied(
+    var_dir, client
+):
+    """Decision 0048's "done when": production requires review by "Release reviewers"; the
+    admin proposes a canary from the board, the printed reviewer approves it, the admin applies
+    it."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from releases.models import ChangeRequest, Environment, Release
+
+    output = demo()
+    logins = dict(PASSWORD.findall(output))
+    assert set(logins) == {"admin", "reviewer"}
+    production = Environment.objects.get(name="production")
+    assert production.requires_review
+    assert production.review_group.name == "Release reviewers"
+
+    admin, reviewer = Client(), Client()
+    assert admin.login(username="admin", password=logins["admin"])
+    assert reviewer.login(username="reviewer", password=logins["reviewer"])
+    release = Release.objects.get(
+        prompt__key="marketing.product-description", environment=production
+    )
+    admin.post(
+        reverse("admin:releases_release_canary_start", args=[release.pk]),
+        {"version": 2, "percent": 5, "reason": "Try v2 on 5 %.", "revision": release.revision},
+    )
+    proposed = ChangeRequest.objects.get()
+    page = reverse("admin:releases_changerequest_change", args=[proposed.pk])
+    reviewer.post(page, {"step": "approve", "comment": "Go."})
+    admin.post(page, {"step": "apply"})
+
+    proposed.refresh_from_db()
+    assert proposed.state == ChangeRequest.State.APPLIED
+    release.refresh_from_db()
+    assert (release.canary_version.number, release.canary_weight) == (2, 500)
+    assert (
+        proposed.release_event.reason
+        == f"change request #{proposed.pk} (approved by reviewer): Try v2 on 5 %."
+    )

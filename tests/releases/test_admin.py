@@ -613,12 +613,18 @@ def test_environments_are_edited_by_superusers_and_read_by_release_managers(
     assert rita.post(change, {"position": 99}).status_code == 403
 
     client.force_login(root)
+    fields = {"position": 30, "approvals_required": 1, "change_request_hours": 72}
     response = client.post(
-        change, {"position": 30, "requires_previous_stable": "on", "description": "Live."}
+        change, {**fields, "requires_previous_stable": "on", "description": "Live."}
     )
     assert response.status_code == 302
     production.refresh_from_db()
     assert (production.name, production.description) == ("production", "Live.")
+    # Review needs reviewers (decision 0048): refused without a group, in the form's words.
+    refused = client.post(change, {**fields, "requires_review": "on"})
+    assert "An environment that requires review needs a review group." in text(refused)
+    production.refresh_from_db()
+    assert not production.requires_review
 
 
 # --- bulk actions -------------------------------------------------------------------------------

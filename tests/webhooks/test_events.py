@@ -11,17 +11,21 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from evaluations.canary.services import canary_analysis_look, canary_analysis_start
 from evaluations.datasets.services import dataset_create, dataset_import
 from evaluations.evalruns.services import eval_run_start
+from registry.actors import Actor
 from registry.events import EventType
 from releases.errors import PromotionBlocked
 from releases.services import (
+    CanaryStart,
     Deploy,
     PlannedStep,
     release_canary_promote,
@@ -30,9 +34,14 @@ from releases.services import (
     schedule_create,
     schedules_apply,
 )
+from releases.services.change_requests import (
+    change_request_apply,
+    change_request_propose,
+    change_request_review,
+)
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.evalrun_scene import CASES, jsonl
-from tests.factories import PromptFactory, make_version
+from tests.factories import PromptFactory, UserFactory, make_version
 from webhooks.models import Delivery
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "webhooks.md"
@@ -53,6 +62,10 @@ ALL_IN_ORDER = [
     "release.changed",  # v3 deployed to development by hand, overtaking a scheduled deploy
     "schedule.step_skipped",  # ... which is skipped when due
     "eval_run.finished",
+    "change_request.opened",  # production now requires review: alice proposes a canary of v2
+    "change_request.decided",  # ... bob approves it
+    "release.changed",  # ... alice applies it
+    "change_request.decided",  # ... and it is applied
 ]
 
 
@@ -149,6 +162,26 @@ def scene(
     dataset_import(dataset=dataset, content=jsonl(CASES), format="jsonl")
     with done(execute=True):
         eval_run_start(prompt=prompt, version=4, dataset_name="golden", actor=manager)
+    production = environments["production"]
+    production.requires_review = True
+    production.review_group = Group.objects.create(name="Release reviewers")
+    production.save()
+    alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
+    production.review_group.user_set.add(bob)
+    with done(execute=True):
+        request = change_request_propose(
+            prompt=prompt,
+            environment=production,
+            change=CanaryStart(version=2, percent=Decimal(10)),
+            actor=Actor.for_user(alice),
+            reason="v2 on 10 %",
+        )
+    with done(execute=True):
+        change_request_review(
+            change_request_id=request.pk, actor=Actor.for_user(bob), verdict="approve"
+        )
+    with done(execute=True):
+        change_request_apply(change_request_id=request.pk, actor=Actor.for_user(alice))
     return secrets
 
 
@@ -221,6 +254,7 @@ def test_the_payloads_say_what_happened(scene, receiver):
         "rollback",
         "deploy",
         "deploy",
+        "canary_start",
     ]
     promote, rollback = by_type["release.changed"][2:4]
     assert rollback["before"] == promote["after"]
@@ -249,6 +283,26 @@ def test_the_payloads_say_what_happened(scene, receiver):
     assert skipped["detail"].startswith("The release moved: revision 1 → 2 by release-manager's")
     verdict = by_type["canary.verdict"][0]
     assert (verdict["outcome"], verdict["step"], verdict["canary_version"]) == ("wait", 1, 3)
+    opened, (approved, applied) = (
+        by_type["change_request.opened"][0],
+        by_type["change_request.decided"],
+    )
+    assert (opened["state"], opened["proposed_by"], opened["action"]) == (
+        "open",
+        "alice",
+        "canary_start",
+    )
+    assert opened["arguments"] == {"version": 2, "percent": "10", "override_gates": False}
+    assert (approved["state"], approved["decided_by"], approved["approvals"]) == (
+        "approved",
+        "bob",
+        ["bob"],
+    )
+    assert (applied["state"], applied["decided_by"]) == ("applied", "alice")
+    assert applied["release_event_id"] == by_type["release.changed"][5]["event_id"]
+    assert by_type["release.changed"][5]["reason"].startswith(
+        f"change request #{opened['change_request_id']}"
+    )
     finished = by_type["eval_run.finished"][0]
     assert (finished["version"], finished["dataset"], finished["total_cases"]) == (4, "golden", 5)
     assert 0 <= finished["passed_cases"] <= 5

@@ -1,10 +1,12 @@
-"""``manage.py apikey create NAME --scope S [--scope S…] [--environment E]``; ``list``; ``revoke``.
+"""``manage.py apikey create NAME --scope S [--scope S…] [--environment E] [--owner USERNAME]``;
+``list``; ``revoke``.
 
 ``create`` prints the new key alone on its last line, so scripts can take ``| tail -n1``.
 """
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from api.models import ApiKey, Scope
@@ -32,17 +34,28 @@ class Command(BaseCommand):
             dest="environments",
             help="Limit the key to this environment (repeatable).",
         )
+        create.add_argument(
+            "--owner",
+            default=None,
+            help="The user this key acts for: it may review change requests as they may.",
+        )
         sub.add_parser("list", help="List keys (never their secrets).")
         revoke = sub.add_parser("revoke", help="Revoke a key by its id (the part after pr_).")
         revoke.add_argument("lookup_id")
 
     def handle(self, *args, action: str, **options) -> None:
         if action == "create":
+            owner = None
+            if options["owner"] is not None:
+                owner = get_user_model().objects.filter(username=options["owner"]).first()
+                if owner is None:
+                    raise CommandError(f"No user {options['owner']!r}.")
             try:
                 key, raw = apikey_create(
                     name=options["name"],
                     scopes=options["scopes"],
                     environments=options["environments"],
+                    owner=owner,
                 )
             except ApiKeyInvalid as exc:
                 raise CommandError("; ".join(p.detail for p in exc.problems)) from exc

@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -33,6 +34,7 @@ from registry.content import VersionContent
 from registry.models import Prompt
 from registry.services import prompt_create, version_create
 from releases import services as releases
+from releases.models import Environment
 from releases.resolution import resolve
 from releases.selectors import environment_get, served_releases
 from runs.events import events_ingest
@@ -47,7 +49,12 @@ RELEASE_STEPS = {
     "shadow_start": releases.release_shadow_start,
 }
 
-DEMO_ACTOR = Actor(label="demo")
+# The registry setting up its own demo: a system actor, so production's review (below) does not
+# hold the loader's own releases.
+DEMO_ACTOR = Actor.system("demo")
+REVIEW_GROUP = "Release reviewers"
+REVIEWER_USERNAME = "reviewer"
+REVIEWED_ENVIRONMENT = "production"
 ADMIN_URL = "http://127.0.0.1:8000/admin/"  # where ``make run`` serves it by default
 LOCAL_PROVIDER = "local"  # what every demo binding names
 LOCAL_PROVIDER_URL = "http://127.0.0.1:8765/v1"  # python -m runs.fake_provider's default port
@@ -99,6 +106,7 @@ class Command(BaseCommand):
                     min_pass_rate=min_pass_rate,
                     actor=DEMO_ACTOR,
                 )
+        reviewer_password = self._ensure_review()
         password = self._ensure_admin()
         if password is None:
             self.stdout.write(
@@ -110,6 +118,11 @@ class Command(BaseCommand):
                 self.style.SUCCESS(
                     f"Admin: {options['admin_url']}  user {ADMIN_USERNAME}  password {password}"
                 )
+            )
+        if reviewer_password is not None:
+            self.stdout.write(
+                f"Reviewer ({REVIEWED_ENVIRONMENT} requires review): user {REVIEWER_USERNAME}  "
+                f"password {reviewer_password}"
             )
 
     @transaction.atomic
@@ -154,6 +167,28 @@ class Command(BaseCommand):
                 )
         if spec["key"] in TRAFFIC:
             transaction.on_commit(lambda: _simulate_traffic(spec["key"], TRAFFIC[spec["key"]]))
+
+    def _ensure_review(self) -> str | None:
+        """Production requires review by "Release reviewers" (decision 0048), with a second
+        login to review what the admin proposes: ``reviewer``, a release manager in that group,
+        whose password is kept in ``VAR_DIR/reviewer-password.txt`` as the admin's is. An
+        environment whose review someone set up otherwise, or a reviewer whose password was
+        changed, is left as it is; None then."""
+        group, _ = Group.objects.get_or_create(name=REVIEW_GROUP)
+        production = Environment.objects.filter(name=REVIEWED_ENVIRONMENT).first()
+        if production is not None and production.review_group_id is None:
+            production.requires_review, production.review_group = True, group
+            production.save(update_fields=["requires_review", "review_group"])
+        password = kept_password(settings.VAR_DIR / "reviewer-password.txt")
+        User = get_user_model()
+        user = User.objects.filter(username=REVIEWER_USERNAME).first()
+        if user is None:
+            user = User.objects.create_user(
+                REVIEWER_USERNAME, "reviewer@example.com", password, is_staff=True
+            )
+            user.groups.add(group, *Group.objects.filter(name="Release managers"))
+            return password
+        return password if user.check_password(password) else None
 
     def _ensure_admin(self) -> str | None:
         """The admin login's password, or None when ``admin`` has a password of its own.
