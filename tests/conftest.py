@@ -289,6 +289,8 @@ def reviewed(released) -> Reviewed:
     production.save()
     alice, bob, carol, dave = (UserFactory(username=n) for n in ("alice", "bob", "carol", "dave"))
     group.user_set.add(bob, carol)
+    # Each may change releases (releases.rights): proposing and applying take it, reviewing not.
+    Group.objects.get(name="Release managers").user_set.add(alice, bob, carol, dave)
     return Reviewed(released, production, group, alice, bob, carol, dave)
 
 

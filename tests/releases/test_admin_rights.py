@@ -230,6 +230,8 @@ def test_a_superuser_names_who_may_change_an_environment(released, people):
             "description": "Live.",
             "release_groups": [oncall.pk],
             "release_users": [people["omar"].pk],
+            "approvals_required": 1,  # the review's fields (decision 0048), left as they were
+            "change_request_hours": 72,
         },
     )
 

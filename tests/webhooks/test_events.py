@@ -168,6 +168,7 @@ def scene(
     production.save()
     alice, bob = UserFactory(username="alice"), UserFactory(username="bob")
     production.review_group.user_set.add(bob)
+    Group.objects.get(name="Release managers").user_set.add(alice)  # who may propose, apply
     with done(execute=True):
         request = change_request_propose(
             prompt=prompt,
@@ -299,8 +300,8 @@ def test_the_payloads_say_what_happened(scene, receiver):
         ["bob"],
     )
     assert (applied["state"], applied["decided_by"]) == ("applied", "alice")
-    assert applied["release_event_id"] == by_type["release.changed"][5]["event_id"]
-    assert by_type["release.changed"][5]["reason"].startswith(
+    assert applied["release_event_id"] == by_type["release.changed"][6]["event_id"]
+    assert by_type["release.changed"][6]["reason"].startswith(
         f"change request #{opened['change_request_id']}"
     )
     finished = by_type["eval_run.finished"][0]
