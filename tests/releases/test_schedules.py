@@ -488,3 +488,34 @@ def test_a_real_worker_applies_a_due_step(released, canary, settings, needs_redi
         Step.PENDING,
         Step.PENDING,
     ]
+
+
+def test_the_command_applies_what_is_due_and_exits_1_on_a_skipped_step(
+    released, canary, manager, t0
+):
+    """``manage.py schedules apply``: beat's tick where there is no beat (``make run``)."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    schedule = schedule_ramp(released, t0)
+    ScheduledStep.objects.filter(schedule=schedule, position=1).update(at=t0 - timedelta(minutes=1))
+    out = StringIO()
+    call_command("schedules", "apply", stdout=out)
+    assert out.getvalue() == f"schedule #{schedule.pk} step 1: applied\n"
+    assert staging(released).canary_weight == 2500
+    call_command("schedules", "apply", stdout=(quiet := StringIO()))
+    assert quiet.getvalue() == "No scheduled step is due.\n"
+
+    release_canary_set_percent(
+        prompt=released.prompt,
+        environment=released.environments["staging"],
+        percent=Decimal(30),
+        actor=manager,
+    )
+    ScheduledStep.objects.filter(schedule=schedule, position=2).update(at=t0 - timedelta(minutes=1))
+    err = StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("schedules", "apply", stdout=StringIO(), stderr=err)
+    assert exited.value.code == 1
+    assert err.getvalue().startswith(f"schedule #{schedule.pk} step 2: skipped: The release moved")
