@@ -64,8 +64,8 @@ app.conf.beat_schedule = {
     # dropped unrun: the next tick applies the same steps.
     "apply-due-schedules": {
         "task": "releases.apply_due_schedules",
-        "schedule": 60.0,
-        "options": {"expires": 60.0},
+        "schedule": float(settings.RELEASE_SCHEDULE_TICK_SECONDS),
+        "options": {"expires": float(settings.RELEASE_SCHEDULE_TICK_SECONDS)},
     },
     # Webhook sends that are due and not queued: a backoff longer than this interval has ended,
     # or a send was lost (the broker down at commit, a worker killed); webhooks.sending. One left

@@ -531,6 +531,9 @@ SHADOW_JOB_TTL_SECONDS = env_int("SHADOW_JOB_TTL_SECONDS", default=7200, minimum
 CANARY_ANALYSIS_INTERVAL_SECONDS = env_int(
     "CANARY_ANALYSIS_INTERVAL_SECONDS", default=60, minimum=1
 )
+# Scheduled release changes (releases.services.schedule): how often beat applies the due steps. A
+# step is applied within this many seconds of its time.
+RELEASE_SCHEDULE_TICK_SECONDS = env_int("RELEASE_SCHEDULE_TICK_SECONDS", default=60, minimum=1)
 CANARY_ANALYSIS_SAMPLE_CAP = env_int("CANARY_ANALYSIS_SAMPLE_CAP", default=5000, minimum=100)
 
 # Eval runs (evaluations/evalruns/services.py): cases per Celery task (a worker restart redoes at
