@@ -58,12 +58,20 @@ from ..errors import (
     ReleaseConflict,
     ReleaseInvalid,
     ReleaseStateInvalid,
+    ReviewRequired,
     ScheduleEnded,
     ScheduleExists,
     ScheduleRefused,
     VersionNotReleasable,
 )
-from ..models import Environment, Release, ReleaseEvent, Schedule, ScheduledStep
+from ..models import (
+    ChangeRequest,
+    Environment,
+    Release,
+    ReleaseEvent,
+    Schedule,
+    ScheduledStep,
+)
 from ..rights import release_change_check
 from ..selectors import schedule_active
 from ..state import ReleaseState, release_state
@@ -262,6 +270,22 @@ def _plan_check(
     return state
 
 
+def schedule_review_hold(
+    *,
+    environment: Environment,
+    steps: Sequence[PlannedStep],
+    change_request: ChangeRequest | None,
+) -> None:
+    """``ReviewRequired`` for a schedule with a held step in an environment that requires
+    review, made other than by applying a change request; a schedule of ways back only (a
+    canary abort) never waits, as those changes never do."""
+    if not environment.requires_review or change_request is not None:
+        return
+    held = [step.change.action for step in steps if step.change.held]
+    if held:
+        raise ReviewRequired(environment=environment.name, action=f"scheduling {held[0]}")
+
+
 def schedule_create(
     *,
     prompt: Prompt,
@@ -271,14 +295,18 @@ def schedule_create(
     reason: str = "",
     expected_revision: int | None = None,
     now: datetime | None = None,
+    change_request: ChangeRequest | None = None,
 ) -> Schedule:
     """Schedules ``steps`` on the release (the numbered steps are in the module docstring).
 
-    The one way a schedule is made (API, admin, code): where an environment's changes need a
-    review, this is the call to route through it. The author must be one who may make every
-    step's change now (``releases.rights``): the steps are applied later by the system."""
+    The one way a schedule is made (API, admin, code). The author must be one who may make every
+    step's change now (``releases.rights``): the steps are applied later by the system. In an
+    environment that requires review the schedule itself is what is reviewed: one with a held
+    step is made only by applying its approved ``change_request`` (decision 0048), since beat
+    applies the steps as the system, which review does not hold."""
     for step in steps:
         release_change_check(actor=actor, environment=environment, action=step.change.action)
+    schedule_review_hold(environment=environment, steps=steps, change_request=change_request)
     schedule_validate(steps=steps, reason=reason, now=now)
     try:
         with transaction.atomic():
