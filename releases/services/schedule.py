@@ -240,7 +240,7 @@ def schedule_validate(
         raise ReleaseInvalid(problems)
 
 
-def _plan_check(
+def schedule_plan_check(
     release: Release | None, prompt: Prompt, steps: Sequence[PlannedStep]
 ) -> ReleaseState:
     """Step 4: every step previewed from the release as it is, each on the one before; the
@@ -268,6 +268,18 @@ def _plan_check(
                 f"{name} would not apply to the release as the steps before leave it: {exc.message}"
             ) from exc
     return state
+
+
+def schedule_refusals_check(
+    *, prompt: Prompt, environment: Environment, release: Release | None
+) -> None:
+    """Step 3: what refuses any schedule on the release, whatever its steps."""
+    existing = schedule_active(prompt=prompt, environment=environment)
+    if existing is not None:
+        raise _exists(existing)
+    refusals = steered_elsewhere(release_id=release.pk if release else None)
+    if refusals:
+        raise ScheduleRefused(" ".join(refusals))
 
 
 def schedule_review_hold(
@@ -321,13 +333,8 @@ def schedule_create(
                 ensure_revision_matches(release, expected_revision)
             elif expected_revision not in (None, 0):
                 raise ReleaseConflict(current_revision=0)
-            existing = schedule_active(prompt=prompt, environment=environment)
-            if existing is not None:
-                raise _exists(existing)
-            refusals = steered_elsewhere(release_id=release.pk if release else None)
-            if refusals:
-                raise ScheduleRefused(" ".join(refusals))
-            _plan_check(release, prompt, steps)
+            schedule_refusals_check(prompt=prompt, environment=environment, release=release)
+            schedule_plan_check(release, prompt, steps)
             schedule = Schedule.objects.create(
                 prompt=prompt,
                 environment=environment,
