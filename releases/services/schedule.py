@@ -5,9 +5,11 @@ keeps it) and the time it is due: a deploy at 02:00 is a schedule of one step; a
 is ``canary_percent`` steps, then ``canary_promote`` (optionally a ``canary_start`` first). A
 release has at most one active schedule.
 
-Scheduling (``schedule_create``) is the one way in: a later change that puts schedules in a
-protected environment through review calls ``schedule_validate`` when the request is made and
-``schedule_create`` once it is approved (the times are checked again then).
+Scheduling (``schedule_create``) is the one way in. In an environment that requires review a
+schedule with a held step is refused (``ReviewRequired``) unless it is made by applying an
+approved change request, which called ``schedule_validate`` and ``schedule_plan_check`` when it
+was proposed (``releases.services.change_requests``; the times and the plan are checked again
+then).
 
 1. check the steps' own values, before any lock: at least one, at most ``STEPS_MAX``, each in
    the future and later than the one before, each a verb that can wait (not a rollback: its
