@@ -10,12 +10,14 @@ limited to environments sees and touches requests in those only.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.utils import (
     PolymorphicProxySerializer,
     extend_schema,
+    extend_schema_field,
 )
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -31,6 +33,7 @@ from releases.services.change_requests import (
     change_request_review,
     change_request_withdraw,
 )
+from releases.services.schedule import STEPS_MAX
 
 from .models import Scope
 from .pagination import Pagination
@@ -46,6 +49,7 @@ from .releases import (
     if_match_revision,
     release_target,
 )
+from .schedules import StepInputSerializer, planned
 from .serializers import (
     ENVIRONMENT_MAX_CHARS,
     ENVIRONMENT_PATTERN,
@@ -71,6 +75,17 @@ class ChangeRequestReviewSerializer(serializers.Serializer):
 
     class Meta:
         ref_name = "ChangeRequestReview"
+
+
+class ChangeRequestStepSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    action = serializers.CharField(help_text="A schedulable verb (POST …/schedule).")
+    arguments = serializers.DictField(
+        help_text="The verb's arguments, as its release endpoint takes them (percents as text)."
+    )
+
+    class Meta:
+        ref_name = "ChangeRequestStep"
 
 
 class ChangeRequestOutputSerializer(serializers.Serializer):
@@ -117,6 +132,15 @@ class ChangeRequestOutputSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The release event that applied it (its history row).",
     )
+    steps = serializers.SerializerMethodField(
+        help_text="A proposed schedule's steps, in time order (action and arguments are the "
+        "first's); empty for a single change."
+    )
+    schedule = serializers.IntegerField(
+        source="schedule_id",
+        allow_null=True,
+        help_text="The schedule applying a proposed schedule made (GET …/schedule shows it).",
+    )
 
     class Meta:
         ref_name = "ChangeRequest"
@@ -133,6 +157,16 @@ class ChangeRequestOutputSerializer(serializers.Serializer):
             for r in request.reviews.all()
             if r.verdict == ChangeRequestReview.Verdict.APPROVE
         ]
+
+    @extend_schema_field(ChangeRequestStepSerializer(many=True))
+    def get_steps(self, request: ChangeRequest) -> list[dict[str, Any]]:
+        return ChangeRequestStepSerializer(
+            [
+                {"at": datetime.fromisoformat(step["at"]), **step["change"]}
+                for step in request.steps
+            ],
+            many=True,
+        ).data
 
     def get_conflicts_with(self, request: ChangeRequest) -> list[int]:
         return self.context["conflicts"].get(request.pk, [])
@@ -258,6 +292,25 @@ class ProposeShadowStart(_Target, ReleaseShadowStartApi.InputSerializer):
         )
 
 
+class ProposeSchedule(_Target):
+    """A schedule (decision 0049), reviewed as one: applying the approved request schedules it
+    (``…/schedule``), and beat applies its steps."""
+
+    action = serializers.ChoiceField(
+        choices=["schedule"], help_text="A schedule of steps, as POST …/schedule takes them."
+    )
+    steps = serializers.ListField(child=StepInputSerializer(), min_length=1, max_length=STEPS_MAX)
+
+    class Meta:
+        ref_name = "ChangeRequestSchedule"
+
+    def change(self, data: dict[str, Any]):
+        return None
+
+    def planned_steps(self, data: dict[str, Any]):
+        return [planned(step) for step in data["steps"]]
+
+
 PROPOSALS: dict[str, type[_Target]] = {
     str(Action.DEPLOY): ProposeDeploy,
     str(Action.CANARY_START): ProposeCanaryStart,
@@ -266,6 +319,7 @@ PROPOSALS: dict[str, type[_Target]] = {
     str(Action.EXPERIMENT_START): ProposeExperimentStart,
     str(Action.EXPERIMENT_STOP): ProposeExperimentStop,
     str(Action.SHADOW_START): ProposeShadowStart,
+    "schedule": ProposeSchedule,
 }
 PROPOSAL = PolymorphicProxySerializer(
     component_name="ChangeRequestProposal",
@@ -277,7 +331,8 @@ PROPOSAL = PolymorphicProxySerializer(
 class _ActionOnly(serializers.Serializer):
     action = serializers.ChoiceField(
         choices=list(PROPOSALS),
-        help_text="A verb review holds; rollback, canary abort and shadow stop never wait.",
+        help_text="A verb review holds (rollback, canary abort and shadow stop never wait), or "
+        "schedule: steps, applied later by beat.",
     )
 
 
@@ -330,6 +385,7 @@ class ChangeRequestCollectionApi(APIView):
             prompt=prompt,
             environment=environment,
             change=proposal.change(data),
+            steps=proposal.planned_steps(data) if isinstance(proposal, ProposeSchedule) else (),
             actor=request.user.actor,
             reason=data["reason"],
             expected_revision=if_match_revision(request),

@@ -289,6 +289,7 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
         "version-not-releasable",
         "schedule-exists",
         "schedule-refused",
+        "review-required",
     ),
     "releases_schedule_cancel": ("schedule-not-found", "schedule-ended"),
     "releases_experiments": ("release-not-found",),
@@ -302,6 +303,9 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
         "prompt-not-found",
         "environment-not-found",
         "environment-forbidden",
+        # A proposed schedule (decision 0049).
+        "schedule-exists",
+        "schedule-refused",
     ),
     "change_requests_retrieve": ("environment-forbidden",),
     "change_requests_approve": (*_CHANGE_REQUEST, "own-change-request"),
@@ -311,6 +315,8 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
         "change-request-outdated",
         "release-state",
         *_PROMOTION,
+        "schedule-exists",
+        "schedule-refused",
     ),
     "change_requests_withdraw": _CHANGE_REQUEST,
     "evaluations_start": (

@@ -371,15 +371,29 @@ class ChangeRequest(models.Model):
         on_delete=models.PROTECT,
         related_name="change_request",
     )
+    # A proposed schedule (decision 0049): its steps, each {"at": RFC 3339, "change": stored};
+    # empty for a single change. ``action`` and ``change`` are then the first step's (lists and
+    # the before/after keep working), ``after`` the state the last step leaves.
+    steps = models.JSONField(default=list, blank=True)
+    schedule = models.OneToOneField(
+        Schedule,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="change_request",
+        help_text="The schedule applying it made (a proposed schedule).",
+    )
 
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["state", "expires_at"], name="change_request_state_expiry")]
         constraints = [
+            # Applied: by a release event (a change) or a schedule (a proposed schedule).
             models.CheckConstraint(
-                condition=Q(state="applied", release_event__isnull=False)
-                | ~Q(state="applied") & Q(release_event__isnull=True),
-                name="change_request_applied_has_event",
+                condition=Q(state="applied")
+                & (Q(release_event__isnull=False) | Q(schedule__isnull=False))
+                | ~Q(state="applied") & Q(release_event__isnull=True, schedule__isnull=True),
+                name="change_request_applied_has_event_or_schedule",
             ),
         ]
 

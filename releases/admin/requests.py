@@ -11,6 +11,7 @@ what a reader may do is the services' to say (reviewers are the environment's re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from django import forms
@@ -29,16 +30,18 @@ from registry.errors import RegistryError
 from registry.models import PromptVersion
 from registry.selectors import VersionDiff, version_diff
 from releases.gates import promotion_gate_reports
-from releases.models import ChangeRequest, ChangeRequestReview, ReleaseEvent
+from releases.models import ChangeRequest, ChangeRequestReview, Release, ReleaseEvent
 from releases.selectors import change_request_conflicts
 from releases.services.change_requests import (
     change_request_apply,
     change_request_is_proposer,
     change_request_may_review,
     change_request_moves,
+    change_request_planned_steps,
     change_request_review,
     change_request_withdraw,
 )
+from releases.services.schedule import change_text
 from releases.services.stored import change_from_stored
 from releases.state import ReleaseState
 
@@ -245,6 +248,11 @@ def request_page(model_admin: ChangeRequestAdmin, request: HttpRequest, object_i
         "can_apply": state == State.APPROVED and (reviewer or proposer),
         "can_withdraw": live and proposer,
         "release_link": release_url(release.pk) if release else None,
+        "planned_steps": [
+            (step.at.astimezone(UTC), change_text(step.change))
+            for step in change_request_planned_steps(change_request)
+        ],
+        "schedule_link": _schedule_link(change_request),
         "event_note": format_html(
             "release event revision {}", change_request.release_event.revision
         )
@@ -252,3 +260,13 @@ def request_page(model_admin: ChangeRequestAdmin, request: HttpRequest, object_i
         else "",
     }
     return TemplateResponse(request, TEMPLATE, context)
+
+
+def _schedule_link(change_request: ChangeRequest) -> str | None:
+    """The release page, where the schedule a proposed schedule made is shown."""
+    if change_request.schedule_id is None:
+        return None
+    release = Release.objects.filter(
+        prompt_id=change_request.prompt_id, environment_id=change_request.environment_id
+    ).first()
+    return release_url(release.pk) if release is not None else None

@@ -17,12 +17,14 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from registry.actors import Actor
 from registry.errors import ProblemsError, RegistryError
 from releases.models import Schedule
 from releases.selectors import schedule_shown
 from releases.services import schedule_cancel, schedule_create
+from releases.services.change_requests import change_request_propose
 from releases.services.schedule import SCHEDULABLE, PlannedStep, planned_step, steps_text
 
 from . import views
@@ -100,7 +102,8 @@ def _steps(formset: Any) -> tuple[list[PlannedStep], list[str]]:
 
 
 def schedule_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
-    """GET: the form (a deploy at a time, or a canary's ramp, a row per step); POST: schedule."""
+    """GET: the form (a deploy at a time, or a canary's ramp, a row per step); POST: schedule,
+    or, in an environment that requires review, propose the schedule as a change request."""
     release = model_admin.get_object(request, unquote(object_id))
     if release is None:
         raise Http404("No such release.")
@@ -112,7 +115,32 @@ def schedule_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: st
     errors: list[str] = []
     if posted and form.is_valid() and formset.is_valid():
         steps, errors = _steps(formset)
-        if not errors:
+        if not errors and release.environment.requires_review:
+            # The schedule itself is what is reviewed (decision 0048): propose it.
+            try:
+                proposed = change_request_propose(
+                    prompt=release.prompt,
+                    environment=release.environment,
+                    steps=steps,
+                    actor=Actor.for_user(request.user),
+                    reason=form.cleaned_data["reason"],
+                    expected_revision=form.cleaned_data["revision"],
+                )
+            except ProblemsError as exc:
+                errors += [exc.message] + [p.detail for p in exc.problems]
+            except RegistryError as exc:
+                errors.append(exc.message)
+            else:
+                model_admin.message_user(
+                    request,
+                    f"Proposed as change request #{proposed.pk}: the schedule is made once it "
+                    "is approved and applied.",
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:releases_changerequest_change", args=[proposed.pk])
+                )
+        elif not errors:
             try:
                 schedule = schedule_create(
                     prompt=release.prompt,
@@ -139,6 +167,7 @@ def schedule_page(model_admin: ReleaseAdmin, request: HttpRequest, object_id: st
         "formset": formset,
         "errors": errors,
         "now": datetime.now(UTC).strftime(TIME_FORMAT),
+        "proposes": release.environment.requires_review,
     }
     return TemplateResponse(request, f"{views.TEMPLATES}/schedule.html", context)
 

@@ -14,7 +14,8 @@ expired before the sweep marks it). Every step that decides the request sends
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -35,9 +36,19 @@ from ..errors import (
     VersionNotReleasable,
 )
 from ..models import ChangeRequest, ChangeRequestReview, Environment, Release, ReleaseEvent
+from ..rights import release_change_check
 from ..state import ReleaseState, release_state
 from .announce import change_request_decided_announce, change_request_opened_announce
 from .common import ReleaseChange
+from .review import change_request_lock_approved, change_request_record_applied
+from .schedule import (
+    PlannedStep,
+    change_text,
+    schedule_create,
+    schedule_plan_check,
+    schedule_refusals_check,
+    schedule_validate,
+)
 from .stored import change_from_stored, change_stored
 
 logger = logging.getLogger(__name__)
@@ -61,29 +72,41 @@ def change_request_propose(
     *,
     prompt: Prompt,
     environment: Environment,
-    change: ReleaseChange,
+    change: ReleaseChange | None = None,
+    steps: Sequence[PlannedStep] = (),
     actor: Actor,
     reason: str,
     expected_revision: int | None = None,
     now: datetime | None = None,
 ) -> ChangeRequest:
-    """Proposes ``change`` for the release of ``prompt`` in ``environment`` as it is now.
+    """Proposes ``change``, or the schedule ``steps`` (decision 0049), for the release of
+    ``prompt`` in ``environment`` as it is now.
 
     1. Refuse what review does not hold: an environment that does not require review, a way
        back (``ReviewNotRequired``: apply those directly), and a proposal without a reason.
     2. Check the change's own values, and its target against the release now (``preview``: the
        service's state rules; the versions it puts in front of traffic exist and are committed).
-    3. Keep the change, the revision and state it was proposed against and the state it would
-       leave; it expires after the environment's ``change_request_hours``.
+       A schedule: the proposer may make every step (``releases.rights``), its steps pass
+       ``schedule_validate`` and the plan check scheduling makes, and the release has no active
+       schedule and nothing else steering it.
+    3. Keep the change (a schedule's first step, its steps in ``steps``), the revision and state it
+       was proposed against and the state it would leave (after the last step); it expires after
+       the environment's ``change_request_hours``.
     """
+    if steps:
+        change = steps[0].change
+    if change is None:
+        raise ValueError("change_request_propose takes a change or steps")
     if not environment.requires_review:
         raise ReviewNotRequired(
             f"{environment.name} does not require review: apply the change directly."
         )
-    if not change.held:
+    if not any(step.change.held for step in steps) if steps else not change.held:
         raise ReviewNotRequired(
-            f"{ReleaseEvent.Action(change.action).label} is never held for review (a way back "
-            "never waits): apply it directly."
+            "A schedule of ways back only is never held for review: schedule it directly."
+            if steps
+            else f"{ReleaseEvent.Action(change.action).label} is never held for review (a way "
+            "back never waits): apply it directly."
         )
     if not reason.strip():
         raise ReleaseInvalid(
@@ -95,7 +118,13 @@ def change_request_propose(
                 )
             ]
         )
-    change.check(reason=reason)
+    now = _now(now)
+    if steps:
+        for step in steps:
+            release_change_check(actor=actor, environment=environment, action=step.change.action)
+        schedule_validate(steps=steps, reason=reason, now=now)
+    else:
+        change.check(reason=reason)
     with transaction.atomic():
         release = (
             Release.objects.select_related("prompt", "environment")
@@ -106,15 +135,22 @@ def change_request_propose(
         if expected_revision is not None and expected_revision != revision:
             raise ReleaseConflict(current_revision=revision)
         before = release_state(release) if release is not None else ReleaseState()
-        after = change.preview(release, before).target
-        for number in change.gated_versions(before, after):
-            _committed_version(prompt, number)
-        now = _now(now)
+        if steps:
+            schedule_refusals_check(prompt=prompt, environment=environment, release=release)
+            after = schedule_plan_check(release, prompt, steps)
+        else:
+            after = change.preview(release, before).target
+            for number in change.gated_versions(before, after):
+                _committed_version(prompt, number)
         change_request = ChangeRequest.objects.create(
             prompt=prompt,
             environment=environment,
             action=change.action,
             change=change_stored(change),
+            steps=[
+                {"at": step.at.astimezone(UTC).isoformat(), "change": change_stored(step.change)}
+                for step in steps
+            ],
             reason=reason,
             proposed_by_id=actor.user_id,
             proposed_by_label=actor.label,
@@ -125,13 +161,24 @@ def change_request_propose(
         )
         change_request_opened_announce(change_request)
     logger.info(
-        "Change request opened: id=%s prompt=%s env=%s action=%s",
+        "Change request opened: id=%s prompt=%s env=%s action=%s steps=%d",
         change_request.pk,
         prompt.pk,
         environment.name,
         change.action,
+        len(steps),
     )
     return change_request
+
+
+def change_request_planned_steps(change_request: ChangeRequest) -> list[PlannedStep]:
+    """A proposed schedule's steps as ``schedule_create`` takes them."""
+    return [
+        PlannedStep(
+            at=datetime.fromisoformat(step["at"]), change=change_from_stored(step["change"])
+        )
+        for step in change_request.steps
+    ]
 
 
 def _committed_version(prompt: Prompt, number: int) -> None:
@@ -284,6 +331,8 @@ def change_request_apply(
             f"Change request #{change_request.pk} is applied by its proposer or a member of "
             f"{change_request.environment.review_group}."
         )
+    if change_request.steps:
+        return _schedule_apply(change_request, actor, _now(now))
     change = change_from_stored(change_request.change)
     try:
         change.execute(
@@ -299,6 +348,49 @@ def change_request_apply(
     change_request.refresh_from_db()
     logger.info(
         "Change request applied: id=%s event=%s", change_request.pk, change_request.release_event_id
+    )
+    return change_request
+
+
+def _schedule_apply(change_request: ChangeRequest, actor: Actor, now: datetime) -> ChangeRequest:
+    """A proposed schedule: made by ``schedule_create`` as it was approved (the applier may make
+    every step, the release still at the revision proposed against, the plan still applies),
+    and the request marked applied with it in the same transaction. A step whose time has
+    passed refuses it: reviewers approved those times, so new ones are proposed again."""
+    steps = change_request_planned_steps(change_request)
+    passed = [(n, step) for n, step in enumerate(steps, 1) if step.at <= now]
+    if passed:
+        n, step = passed[0]
+        release = Release.objects.filter(
+            prompt_id=change_request.prompt_id, environment_id=change_request.environment_id
+        ).first()
+        raise ChangeRequestOutdated(
+            f"Step {n} of change request #{change_request.pk} ({change_text(step.change)}) was "
+            f"due at {step.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC, which has passed: the "
+            "schedule reviewers approved can no longer be kept. Propose it again with new times.",
+            proposed_revision=change_request.base_revision,
+            current_revision=release.revision if release is not None else 0,
+        )
+    try:
+        with transaction.atomic():
+            schedule = schedule_create(
+                prompt=change_request.prompt,
+                environment=change_request.environment,
+                steps=steps,
+                actor=actor,
+                reason=change_request_applied_reason(change_request),
+                expected_revision=change_request.base_revision,
+                now=now,
+                change_request=change_request,
+            )
+            # Locked after the prompt (schedule_create's lock), as a change's apply does.
+            locked = change_request_lock_approved(change_request, now=now)
+            change_request_record_applied(locked, schedule=schedule, actor=actor)
+    except ReleaseConflict as exc:
+        raise change_request_outdated(change_request, exc.current_revision) from exc
+    change_request.refresh_from_db()
+    logger.info(
+        "Change request applied: id=%s schedule=%s", change_request.pk, change_request.schedule_id
     )
     return change_request
 

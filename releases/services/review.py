@@ -17,7 +17,7 @@ from django.utils import timezone
 from registry.actors import Actor
 
 from ..errors import ChangeRequestClosed, ReviewRequired
-from ..models import ChangeRequest, Environment, ReleaseEvent
+from ..models import ChangeRequest, Environment, ReleaseEvent, Schedule
 from .announce import change_request_decided_announce
 
 WAY_BACK_NOTE = "Not held for review: a way back never waits."
@@ -62,14 +62,26 @@ def change_request_lock_approved(
 
 
 def change_request_record_applied(
-    change_request: ChangeRequest, *, event: ReleaseEvent, actor: Actor
+    change_request: ChangeRequest,
+    *,
+    actor: Actor,
+    event: ReleaseEvent | None = None,
+    schedule: Schedule | None = None,
 ) -> None:
-    """Marks the locked request applied by ``event``, in the change's transaction."""
+    """Marks the locked request applied by ``event`` (a change) or ``schedule`` (a proposed
+    schedule, decision 0049), in the transaction that made it."""
     change_request.state = ChangeRequest.State.APPLIED
     change_request.applied_at = change_request.decided_at = timezone.now()
     change_request.closed_by_label = actor.label
-    change_request.release_event = event
+    change_request.release_event, change_request.schedule = event, schedule
     change_request.save(
-        update_fields=["state", "applied_at", "decided_at", "closed_by_label", "release_event"]
+        update_fields=[
+            "state",
+            "applied_at",
+            "decided_at",
+            "closed_by_label",
+            "release_event",
+            "schedule",
+        ]
     )
     change_request_decided_announce(change_request, by=actor.label)

@@ -5,9 +5,11 @@ keeps it) and the time it is due: a deploy at 02:00 is a schedule of one step; a
 is ``canary_percent`` steps, then ``canary_promote`` (optionally a ``canary_start`` first). A
 release has at most one active schedule.
 
-Scheduling (``schedule_create``) is the one way in: a later change that puts schedules in a
-protected environment through review calls ``schedule_validate`` when the request is made and
-``schedule_create`` once it is approved (the times are checked again then).
+Scheduling (``schedule_create``) is the one way in. In an environment that requires review a
+schedule with a held step is refused (``ReviewRequired``) unless it is made by applying an
+approved change request, which called ``schedule_validate`` and ``schedule_plan_check`` when it
+was proposed (``releases.services.change_requests``; the times and the plan are checked again
+then).
 
 1. check the steps' own values, before any lock: at least one, at most ``STEPS_MAX``, each in
    the future and later than the one before, each a verb that can wait (not a rollback: its
@@ -58,12 +60,20 @@ from ..errors import (
     ReleaseConflict,
     ReleaseInvalid,
     ReleaseStateInvalid,
+    ReviewRequired,
     ScheduleEnded,
     ScheduleExists,
     ScheduleRefused,
     VersionNotReleasable,
 )
-from ..models import Environment, Release, ReleaseEvent, Schedule, ScheduledStep
+from ..models import (
+    ChangeRequest,
+    Environment,
+    Release,
+    ReleaseEvent,
+    Schedule,
+    ScheduledStep,
+)
 from ..rights import release_change_check
 from ..selectors import schedule_active
 from ..state import ReleaseState, release_state
@@ -232,7 +242,7 @@ def schedule_validate(
         raise ReleaseInvalid(problems)
 
 
-def _plan_check(
+def schedule_plan_check(
     release: Release | None, prompt: Prompt, steps: Sequence[PlannedStep]
 ) -> ReleaseState:
     """Step 4: every step previewed from the release as it is, each on the one before; the
@@ -262,6 +272,34 @@ def _plan_check(
     return state
 
 
+def schedule_refusals_check(
+    *, prompt: Prompt, environment: Environment, release: Release | None
+) -> None:
+    """Step 3: what refuses any schedule on the release, whatever its steps."""
+    existing = schedule_active(prompt=prompt, environment=environment)
+    if existing is not None:
+        raise _exists(existing)
+    refusals = steered_elsewhere(release_id=release.pk if release else None)
+    if refusals:
+        raise ScheduleRefused(" ".join(refusals))
+
+
+def schedule_review_hold(
+    *,
+    environment: Environment,
+    steps: Sequence[PlannedStep],
+    change_request: ChangeRequest | None,
+) -> None:
+    """``ReviewRequired`` for a schedule with a held step in an environment that requires
+    review, made other than by applying a change request; a schedule of ways back only (a
+    canary abort) never waits, as those changes never do."""
+    if not environment.requires_review or change_request is not None:
+        return
+    held = [step.change.action for step in steps if step.change.held]
+    if held:
+        raise ReviewRequired(environment=environment.name, action=f"scheduling {held[0]}")
+
+
 def schedule_create(
     *,
     prompt: Prompt,
@@ -271,14 +309,18 @@ def schedule_create(
     reason: str = "",
     expected_revision: int | None = None,
     now: datetime | None = None,
+    change_request: ChangeRequest | None = None,
 ) -> Schedule:
     """Schedules ``steps`` on the release (the numbered steps are in the module docstring).
 
-    The one way a schedule is made (API, admin, code): where an environment's changes need a
-    review, this is the call to route through it. The author must be one who may make every
-    step's change now (``releases.rights``): the steps are applied later by the system."""
+    The one way a schedule is made (API, admin, code). The author must be one who may make every
+    step's change now (``releases.rights``): the steps are applied later by the system. In an
+    environment that requires review the schedule itself is what is reviewed: one with a held
+    step is made only by applying its approved ``change_request`` (decision 0048), since beat
+    applies the steps as the system, which review does not hold."""
     for step in steps:
         release_change_check(actor=actor, environment=environment, action=step.change.action)
+    schedule_review_hold(environment=environment, steps=steps, change_request=change_request)
     schedule_validate(steps=steps, reason=reason, now=now)
     try:
         with transaction.atomic():
@@ -293,13 +335,8 @@ def schedule_create(
                 ensure_revision_matches(release, expected_revision)
             elif expected_revision not in (None, 0):
                 raise ReleaseConflict(current_revision=0)
-            existing = schedule_active(prompt=prompt, environment=environment)
-            if existing is not None:
-                raise _exists(existing)
-            refusals = steered_elsewhere(release_id=release.pk if release else None)
-            if refusals:
-                raise ScheduleRefused(" ".join(refusals))
-            _plan_check(release, prompt, steps)
+            schedule_refusals_check(prompt=prompt, environment=environment, release=release)
+            schedule_plan_check(release, prompt, steps)
             schedule = Schedule.objects.create(
                 prompt=prompt,
                 environment=environment,

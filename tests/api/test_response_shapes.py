@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from api.models import Scope
 from evaluations.canary import services as canary
@@ -55,6 +57,12 @@ PROPOSAL = {
     "version": 2,
     "percent": "10",
     "reason": "v2 is ready",
+}
+SCHEDULE_PROPOSAL = {
+    "action": "schedule",
+    "environment": "production",
+    "prompt": KEY,
+    "reason": "ramp v2 overnight",
 }
 
 
@@ -764,6 +772,31 @@ def _(scene: Scene) -> None:
         HTTP_IF_MATCH='"0"',
     )
     assert problem["current_revision"] == scene.released.release("production").revision
+    # A schedule is proposed, not scheduled, where review holds (decisions 0048, 0049).
+    steps = [
+        {"at": _hours_from_now(1), "action": "canary_start", "version": 2, "percent": "10"},
+        {"at": _hours_from_now(2), "action": "canary_promote"},
+    ]
+    scene.refused(
+        "releases_schedule_create",
+        f"/api/v1/releases/production/{KEY}/schedule",
+        "/problems/review-required",
+        409,
+        body={"steps": steps},
+    )
+    proposed = scene.send(
+        "change_requests_propose",
+        CHANGE_REQUESTS,
+        body={**SCHEDULE_PROPOSAL, "steps": steps},
+        status=201,
+    )
+    assert [step["action"] for step in proposed["steps"]] == ["canary_start", "canary_promote"]
+    assert proposed["action"] == "canary_start"
+    assert proposed["schedule"] is None
+
+
+def _hours_from_now(hours: float) -> str:
+    return (timezone.now() + timedelta(hours=hours)).isoformat()
 
 
 @drives("change_requests_list")

@@ -157,3 +157,19 @@ def test_a_key_limited_to_another_environment_cannot_schedule(make_client, canar
     response = client.post(URL, {"steps": ramp()}, format="json")
     assert_problem(response, 403, "/problems/environment-forbidden")
     assert not ScheduledStep.objects.exists()
+
+
+def test_a_schedule_in_an_environment_that_requires_review_is_refused(releaser_client, reviewed):
+    """The schedule itself is what is reviewed (decision 0048): scheduling directly would have
+    beat apply the steps as the system, which review does not hold."""
+    steps = [
+        {"at": at(1), "action": "canary_start", "version": 2, "percent": 10},
+        {"at": at(2), "action": "canary_promote"},
+    ]
+    answer = releaser_client.post(
+        f"/api/v1/releases/production/{KEY}/schedule", {"steps": steps}, format="json"
+    )
+    body = assert_problem(answer, 409, "/problems/review-required")
+    assert body["environment"] == "production"
+    assert "change request" in body["detail"]
+    assert not Schedule.objects.exists()

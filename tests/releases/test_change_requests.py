@@ -17,22 +17,26 @@ from releases.errors import (
     OwnChangeRequest,
     PromotionBlocked,
     ReleaseInvalid,
+    ReleaseStateInvalid,
     ReviewForbidden,
     ReviewNotRequired,
     ReviewRequired,
 )
-from releases.models import ChangeRequest, ReleaseEvent
+from releases.models import ChangeRequest, ReleaseEvent, Schedule, ScheduledStep
 from releases.selectors import change_request_conflicts, change_request_list
 from releases.services import (
     CanaryAbort,
     CanaryPercent,
+    CanaryPromote,
     CanaryStart,
     Deploy,
+    PlannedStep,
     Rollback,
     release_canary_abort,
     release_canary_start,
     release_deploy,
     release_rollback,
+    schedules_apply,
 )
 from releases.services.change_requests import (
     change_request_apply,
@@ -314,3 +318,125 @@ def test_unprotected_environments_are_unchanged(reviewed):
         reason="plain",
     )
     assert release.events.order_by("-id").first().reason == "plain"
+
+
+# --- a proposed schedule (decisions 0048, 0049): the schedule itself is what is reviewed ----------
+
+
+def ramp_steps(t0) -> list[PlannedStep]:
+    """A canary of v2 at 10 % in an hour, 50 % after two, promoted after three."""
+    return [
+        PlannedStep(at=t0 + timedelta(hours=1), change=CanaryStart(version=2, percent=Decimal(10))),
+        PlannedStep(at=t0 + timedelta(hours=2), change=CanaryPercent(percent=Decimal(50))),
+        PlannedStep(at=t0 + timedelta(hours=3), change=CanaryPromote()),
+    ]
+
+
+def propose_schedule(reviewed, t0, *, by=None) -> ChangeRequest:
+    return change_request_propose(
+        prompt=reviewed.released.prompt,
+        environment=reviewed.production,
+        steps=ramp_steps(t0),
+        actor=reviewed.actor(by or reviewed.alice),
+        reason="ramp v2 overnight",
+        now=t0,
+    )
+
+
+def test_a_ramp_is_proposed_approved_applied_as_a_schedule_and_beat_applies_it(reviewed):
+    t0 = timezone.now()
+    revision = production_release(reviewed).revision
+    request = propose_schedule(reviewed, t0)
+    assert request.state == State.OPEN
+    assert request.action == ReleaseEvent.Action.CANARY_START  # the first step
+    assert [step["change"]["action"] for step in request.steps] == [
+        "canary_start",
+        "canary_percent",
+        "canary_promote",
+    ]
+    assert request.after["stable"] == 2
+    assert request.after["canary"] is None
+    assert not Schedule.objects.exists()
+
+    with pytest.raises(OwnChangeRequest):
+        review(reviewed, request, reviewed.alice)
+    review(reviewed, request, reviewed.bob)
+    applied = change_request_apply(
+        change_request_id=request.pk, actor=reviewed.actor(reviewed.alice), now=t0
+    )
+    assert applied.state == State.APPLIED
+    assert applied.release_event is None
+    schedule = applied.schedule
+    assert schedule.state == Schedule.State.ACTIVE
+    assert schedule.revision == revision
+    assert schedule.created_by_label == "alice"
+    assert schedule.reason == f"change request #{request.pk} (approved by bob): ramp v2 overnight"
+    assert production_release(reviewed).revision == revision  # nothing applied yet
+
+    outcomes = schedules_apply(now=t0 + timedelta(hours=3, minutes=1))
+    assert [o.state for o in outcomes] == [ScheduledStep.State.APPLIED] * 3
+    release = production_release(reviewed)
+    assert release.stable_version.number == 2
+    assert release.canary_version is None
+    schedule.refresh_from_db()
+    assert schedule.state == Schedule.State.DONE
+
+
+def test_a_proposed_schedule_whose_first_step_has_passed_is_refused_on_apply(reviewed):
+    t0 = timezone.now()
+    request = propose_schedule(reviewed, t0)
+    review(reviewed, request, reviewed.bob)
+    with pytest.raises(ChangeRequestOutdated) as refused:
+        change_request_apply(
+            change_request_id=request.pk,
+            actor=reviewed.actor(reviewed.alice),
+            now=t0 + timedelta(hours=1, minutes=1),
+        )
+    assert "Step 1" in refused.value.message
+    assert "has passed" in refused.value.message
+    assert "Propose it again" in refused.value.message
+    request.refresh_from_db()
+    assert request.state == State.APPROVED
+    assert request.schedule is None
+    assert not Schedule.objects.exists()
+
+
+def test_a_proposed_schedule_is_checked_when_proposed(reviewed):
+    t0 = timezone.now()
+    steps = ramp_steps(t0)
+    # A ramp with no canary: the plan check scheduling makes, at proposal.
+    with pytest.raises(ReleaseStateInvalid):
+        change_request_propose(
+            prompt=reviewed.released.prompt,
+            environment=reviewed.production,
+            steps=steps[1:],
+            actor=reviewed.actor(reviewed.alice),
+            reason="ramp",
+            now=t0,
+        )
+    with pytest.raises(ReleaseInvalid):  # out of order
+        change_request_propose(
+            prompt=reviewed.released.prompt,
+            environment=reviewed.production,
+            steps=[steps[1], steps[0]],
+            actor=reviewed.actor(reviewed.alice),
+            reason="ramp",
+            now=t0,
+        )
+    assert not ChangeRequest.objects.exists()
+
+
+def test_a_proposed_schedule_applied_on_a_moved_release_is_outdated(reviewed):
+    t0 = timezone.now()
+    request = propose_schedule(reviewed, t0)
+    review(reviewed, request, reviewed.bob)
+    release_rollback(
+        prompt=reviewed.released.prompt,
+        environment=reviewed.production,
+        actor=reviewed.actor(reviewed.carol),
+    )
+    with pytest.raises(ChangeRequestOutdated):
+        change_request_apply(
+            change_request_id=request.pk, actor=reviewed.actor(reviewed.alice), now=t0
+        )
+    assert not Schedule.objects.exists()

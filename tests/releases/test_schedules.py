@@ -25,6 +25,7 @@ from registry.events import EventType, event_listener_register, event_listener_u
 from releases.errors import (
     ReleaseInvalid,
     ReleaseStateInvalid,
+    ReviewRequired,
     ScheduleEnded,
     ScheduleExists,
     ScheduleRefused,
@@ -519,3 +520,42 @@ def test_the_command_applies_what_is_due_and_exits_1_on_a_skipped_step(
         call_command("schedules", "apply", stdout=StringIO(), stderr=err)
     assert exited.value.code == 1
     assert err.getvalue().startswith(f"schedule #{schedule.pk} step 2: skipped: The release moved")
+
+
+# --- review (decision 0048): the schedule itself is what is reviewed --------------------------
+
+
+def test_a_schedule_in_an_environment_that_requires_review_is_refused_and_nothing_written(
+    reviewed, t0
+):
+    production = reviewed.production
+    revision = reviewed.released.release("production").revision
+    events = ReleaseEvent.objects.count()
+    with pytest.raises(ReviewRequired) as refused:
+        schedule_create(
+            prompt=reviewed.released.prompt,
+            environment=production,
+            steps=[
+                PlannedStep(at=t0 + timedelta(hours=1), change=CanaryStart(version=2, percent=10)),
+                PlannedStep(at=t0 + timedelta(hours=2), change=CanaryPromote()),
+            ],
+            actor=reviewed.actor(reviewed.alice),
+            reason="overnight",
+        )
+    assert refused.value.environment == "production"
+    assert "change request" in refused.value.message
+    assert not Schedule.objects.exists()
+    assert ReleaseEvent.objects.count() == events
+    assert reviewed.released.release("production").revision == revision
+    # Beat would have applied it as the system, which review lets through: nothing is due.
+    assert schedules_apply(now=t0 + timedelta(hours=3)) == []
+
+
+def test_a_schedule_elsewhere_is_not_held(reviewed, t0):
+    schedule = schedule_create(
+        prompt=reviewed.released.prompt,
+        environment=reviewed.released.environments["staging"],
+        steps=[PlannedStep(at=t0 + timedelta(hours=1), change=Deploy(version=3))],
+        actor=reviewed.actor(reviewed.alice),
+    )
+    assert schedule.state == Schedule.State.ACTIVE

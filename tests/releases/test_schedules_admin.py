@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from registry.actors import Actor
-from releases.models import Release, Schedule, ScheduledStep
+from releases.models import ChangeRequest, Release, Schedule, ScheduledStep
 from releases.services import (
     release_canary_promote,
     release_canary_start,
@@ -213,3 +213,26 @@ def test_the_board_costs_the_same_queries_with_schedules_on_2_or_8_rows(rita, en
     few = queries()
     rows(6)
     assert queries() == few
+
+
+def test_in_a_protected_environment_the_form_proposes_the_schedule(client, reviewed):
+    """Decision 0048: the schedule itself is what is reviewed; the request page lists its steps."""
+    alice = reviewed.alice
+    alice.is_staff = True
+    alice.save()
+    client.force_login(alice)
+    production = reviewed.released.release("production")
+    page = text(client.get(url("schedule", production.pk)))
+    assert "requires review: the schedule is proposed as a change request" in page
+    steps = [(when(1), "canary_start", "2", "10"), (when(2), "canary_promote", "", "")]
+    response = client.post(url("schedule", production.pk), form(production, steps, "ramp v2"))
+    assert response.status_code == 302, text(response)
+    assert not Schedule.objects.exists()
+    proposed = ChangeRequest.objects.get()
+    assert response["Location"] == reverse(
+        "admin:releases_changerequest_change", args=[proposed.pk]
+    )
+    assert len(proposed.steps) == 2
+    page = text(client.get(response["Location"]))
+    assert re.search(r"canary v2 at 10 % at \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
+    assert re.search(r"promote at \d{4}-\d\d-\d\d \d\d:\d\d UTC", page)
