@@ -284,6 +284,7 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     ),
     "releases_schedule": ("schedule-not-found",),
     "releases_schedule_create": (
+        "release-change-forbidden",  # the author must be one who may make every step
         "stale-revision",
         "release-state",
         "version-not-releasable",
@@ -291,7 +292,11 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
         "schedule-refused",
         "review-required",
     ),
-    "releases_schedule_cancel": ("schedule-not-found", "schedule-ended"),
+    "releases_schedule_cancel": (
+        "release-change-forbidden",  # those who may roll back may cancel
+        "schedule-not-found",
+        "schedule-ended",
+    ),
     "releases_experiments": ("release-not-found",),
     "releases_experiment_results": ("release-not-found", "no-experiment", "experiment-not-found"),
     "change_requests_list": (),
@@ -312,6 +317,7 @@ OPERATION_PROBLEMS: dict[str, tuple[str, ...]] = {
     "change_requests_reject": (*_CHANGE_REQUEST, "own-change-request"),
     "change_requests_apply": (
         *_CHANGE_REQUEST,
+        "release-change-forbidden",  # the one who applies must be one who may make the change
         "change-request-outdated",
         "release-state",
         *_PROMOTION,
