@@ -94,12 +94,13 @@ def verb_links(
 ) -> list[Link]:
     """The verbs that apply to the release as it is, as links to their confirmation pages;
     ``compact`` (the board's rows) keeps the canary and the way back, the release page has all.
-    In an environment that requires review, a held verb's link says it proposes."""
+    In an environment that requires review, a held verb's link says it proposes (on the board,
+    the line above the table says it once: the rows' verbs must fit beside the release)."""
     pk, links = release.pk, []
     reviewed = release.environment.requires_review
 
     def link(label: str, verb: str, primary: bool = False, **params: Any) -> Link:
-        if reviewed and VERBS[verb].change.held:
+        if reviewed and VERBS[verb].change.held and not compact:
             label = f"Propose: {label}"
         return Link(label, verb_url(verb, pk, **params), primary=primary)
 

@@ -36,8 +36,9 @@ KEY = "marketing.product-description"
 
 
 def test_in_the_demo_production_a_reviewed_canary_is_ramped_by_beat_and_every_event_arrives(
-    settings, needs_redis, tmp_path, receiver, subscribe
+    settings, needs_redis, tmp_path, receiver, subscribe, environments
 ):
+    # ``environments``: written again if another transactional test's flush removed them.
     with override_settings(VAR_DIR=tmp_path):
         call_command("demo", stdout=StringIO())
     users = get_user_model().objects
