@@ -48,6 +48,7 @@ from .models import Budget, Call
 logger = logging.getLogger(__name__)
 
 _PREFIX = "promptregistry:budget:"
+_BUCKET_PREFIX = "budget:"  # under the rate limiter's own prefix
 # Day counters outlive their day by one, month counters their month by a few days: long enough
 # for a late record to land in the right one, short enough that Redis keeps only a few of them.
 _DAY_TTL = 2 * 86400
@@ -337,7 +338,9 @@ def _bucket_take(budget: Budget) -> float:
     per_minute = budget.requests_per_minute
     assert per_minute is not None
     limit = Limit(capacity=per_minute, per_second=per_minute / 60)
-    return limiter.take_bucket(bucket=f"budget:{budget.scope}:{budget.scope_id}", limit=limit)
+    return limiter.take_bucket(
+        bucket=f"{_BUCKET_PREFIX}{budget.scope}:{budget.scope_id}", limit=limit
+    )
 
 
 def _refuse(budget: Budget, limit: str, wait: float, detail: str) -> None:
