@@ -150,8 +150,8 @@ BUDGET_REFUSALS = Counter(
 SPEND_ANOMALIES = Counter(
     "spend_anomalies",
     "Prompts' and models' spend found far outside its trailing baseline (runs.anomalies), by "
-    "subject (prompt or model).",
-    ["subject"],
+    "kind (prompt or model).",
+    ["kind"],
     namespace=NAMESPACE,
 )
 CALL_RECORDS = Counter(

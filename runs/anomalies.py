@@ -10,7 +10,7 @@ is at least ``SPEND_ANOMALY_MIN_COST`` and more than ``SPEND_ANOMALY_FACTOR`` ti
 
 An anomaly is raised once per subject and day (``SpendAnomaly``'s unique key): the admin's notice
 (the row, listed on the spend page and under Runs), a count in
-``promptregistry_spend_anomalies_total{subject}``, and a ``spend.anomaly`` event for webhooks.
+``promptregistry_spend_anomalies_total{kind}``, and a ``spend.anomaly`` event for webhooks.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def spend_anomalies_check(*, now: datetime | None = None) -> list[SpendAnomaly]:
                 )
         except IntegrityError:  # another worker's check raised it first
             continue
-        SPEND_ANOMALIES.labels(subject=finding.subject).inc()
+        SPEND_ANOMALIES.labels(kind=finding.subject).inc()
         logger.warning(
             "Spend anomaly: %s %s has cost %s today, against a baseline of %s",
             finding.subject,

@@ -47,8 +47,8 @@ def test_an_outlier_raises_a_notice_a_metric_and_an_event_once(released, heard, 
     settings.SPEND_ANOMALY_FACTOR = 3
     settings.SPEND_ANOMALY_MIN_COST = 1
     spend(released, today="12", usual="2")
-    prompts = counting("promptregistry_spend_anomalies_total", subject="prompt")
-    models = counting("promptregistry_spend_anomalies_total", subject="model")
+    prompts = counting("promptregistry_spend_anomalies_total", kind="prompt")
+    models = counting("promptregistry_spend_anomalies_total", kind="model")
 
     raised = spend_anomalies_check()
 
