@@ -388,9 +388,10 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
         (
             "Provenance",
             {
-                "fields": ["reported_by", "feedback_by"],
-                "description": "The API keys that vouch for a reported outcome and for feedback; "
-                "a canary analysis counts them only if its policy trusts the key.",
+                "fields": ["run_by", "reported_by", "feedback_by"],
+                "description": "The API key that ran the call (its budget counted it), and those "
+                "that vouch for a reported outcome and for feedback; a canary analysis counts "
+                "them only if its policy trusts the key.",
             },
         ),
         (
@@ -411,6 +412,11 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
         return call_list()
+
+    @admin.display(description="Run by")
+    def run_by(self, call: Call) -> str:
+        """The key whose budget the run counted in (runs.budgets)."""
+        return api_key_shown(call.run_by_key_id, call.run_by_key_label)
 
     @admin.display(description="Reported by")
     def reported_by(self, call: Call) -> str:

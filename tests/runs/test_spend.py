@@ -107,7 +107,9 @@ def root(client: Client) -> Client:
 
 
 def test_the_spend_page_charts_spend_per_day_and_shows_the_notices(released, root) -> None:
-    make_call(released, cost=Decimal("1.5"), run_by_key_id=4, run_by_key_label="billing-svc")
+    run = make_call(released, cost=Decimal("1.5"), run_by_key_id=4, run_by_key_label="billing-svc")
+    call_page = root.get(reverse("admin:runs_call_change", args=[run.pk])).content.decode()
+    assert "billing-svc (key #4)" in call_page  # the key whose budget the run counted in
     make_call(released, cost=Decimal("0.5"), created_at=timezone.now() - timedelta(days=2))
     SpendAnomaly.objects.create(
         subject="prompt",
