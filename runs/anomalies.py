@@ -34,6 +34,7 @@ from registry.events import EventType, event_emit
 from .models import Call, SpendAnomaly
 
 logger = logging.getLogger(__name__)
+_PLACES = Decimal("0.000001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,9 @@ def spend_anomalies_check(*, now: datetime | None = None) -> list[SpendAnomaly]:
                         "subject": finding.subject,
                         "name": finding.name,
                         "day": now.date().isoformat(),
-                        "spend": str(finding.spend),
-                        "baseline": str(finding.baseline),
+                        # Six places whatever the database sums to, as the row keeps them.
+                        "spend": str(finding.spend.quantize(_PLACES)),
+                        "baseline": str(finding.baseline.quantize(_PLACES)),
                         "factor": settings.SPEND_ANOMALY_FACTOR,
                         "baseline_days": settings.SPEND_BASELINE_DAYS,
                     },

@@ -62,7 +62,7 @@ def test_an_outlier_raises_a_notice_a_metric_and_an_event_once(released, heard, 
     events = {e.data["subject"]: e for e in heard}
     assert events["prompt"].type == "spend.anomaly"
     assert events["prompt"].prompt_id == released.prompt.pk
-    assert events["prompt"].data["spend"] == "12.00000000"
+    assert events["prompt"].data["spend"] == "12.000000"
     assert events["model"].prompt_id is None
     assert spend_anomalies_check() == []  # once a day: the next check raises nothing more
     assert (prompts(), len(heard)) == (1, 2)
