@@ -240,3 +240,16 @@ def test_retry_after_a_spent_day_or_month_is_the_next_utc_period() -> None:
     assert seconds_to_next("day", now) == 30
     assert seconds_to_next("month", now) == 30
     assert seconds_to_next("day", now - timedelta(hours=1)) == 3630
+
+
+def test_a_budget_saved_is_heard_by_a_process_holding_the_budgets(
+    released, model_server, runner, needs_redis
+) -> None:
+    """With the release cache's listener trusted, budgets are held in memory (no query per
+    run); saving one drops the copy, so the next run is checked against it."""
+    assert run(runner).status_code == 200
+    assert budgets.release_cache().trusted
+    budgets.budget_cache.applying(key_id=None, prompt_id=0, environment_id=0)  # held now
+    Budget.objects.create(prompt=released.prompt, requests_per_minute=1)
+    assert run(runner).status_code == 200
+    refused(run(runner), scope="prompt", limit="requests_per_minute")
