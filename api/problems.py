@@ -17,6 +17,7 @@ one exception handler: the DRF views reach it through ``problem_exception_handle
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +41,7 @@ from registry.sync import SyncInvalid
 from releases import errors as release_errors
 from releases.cache import DATABASE_OUTAGE
 from releases.resolution import NotReleased
+from runs.budgets import BudgetExceeded
 from runs.events import EventBatchTooLarge
 from runs.services import CallNotFound
 
@@ -238,6 +240,10 @@ DOMAIN_PROBLEMS: dict[type[Exception], ProblemType] = {
     canary_analysis.CanaryScheduled: ProblemType(
         409, "canary-scheduled", "The release follows a schedule; it cannot be analysed too."
     ),
+    # A run over a budget of its key, prompt or environment (runs.budgets): no model was called.
+    BudgetExceeded: ProblemType(
+        429, "budget-exceeded", "A budget of this key, prompt or environment is spent."
+    ),
     # --- experiment results ---
     evaluation_experiments.NoExperimentRunning: ProblemType(
         404, "no-experiment", "No experiment is running on this release."
@@ -294,6 +300,14 @@ DOMAIN_EXTRAS: dict[type[Exception], Any] = {
         "current_revision": e.current_revision,
     },
     EventBatchTooLarge: lambda e: {"max_events": e.limit},
+    BudgetExceeded: lambda e: {
+        "budget": {
+            "scope": e.scope,
+            "name": e.scope_label,
+            "limit": e.limit,
+            "value": e.limit_value,
+        }
+    },
     SyncInvalid: lambda e: {
         "errors": [
             {"file": failure.path.name, **problem.as_dict()}
@@ -429,6 +443,11 @@ def _answer(exc: Exception, path: str) -> ProblemAnswer | None:
         if isinstance(exc, registry_errors.ProblemsError):
             extra["errors"] = [p.as_dict() for p in exc.problems]
         return ProblemAnswer(problem_for(exc), exc.message, extra)
+    if isinstance(exc, BudgetExceeded):
+        wait = str(max(1, math.ceil(exc.retry_after)))
+        return ProblemAnswer(
+            problem_for(exc), str(exc), problem_extra(exc), headers={"Retry-After": wait}
+        )
     if isinstance(exc, drf.ValidationError):
         errors = _drf_errors(exc.detail)
         return ProblemAnswer(

@@ -231,7 +231,14 @@ class RateLimiter:
         limit = limit_for(scope)
         if limit is None:
             return 0.0
-        bucket = f"{_KEY_PREFIX}{key_id}:{scope}"
+        return self._take(f"{_KEY_PREFIX}{key_id}:{scope}", limit)
+
+    def take_bucket(self, *, bucket: str, limit: Limit) -> float:
+        """A token from a bucket of another namespace than the keys' scopes (``budget:...``: the
+        requests per minute of runs.budgets), with the same script, leases and fallback."""
+        return self._take(f"{_KEY_PREFIX}{bucket}", limit)
+
+    def _take(self, bucket: str, limit: Limit) -> float:
         client = self._redis()
         now = time.monotonic()
         if client is None or now < self._redis_paused_until:
@@ -271,6 +278,10 @@ class RateLimiter:
             lease.tokens, lease.size, lease.refused_until = 0, 0, now + float(wait)
             lease.expires = 0.0
             return float(wait)
+
+    def client(self) -> Any:
+        """The limiter's Redis client (short timeouts, no retries), or None without Redis."""
+        return self._redis()
 
     def _redis(self) -> Any:
         if self._client is None and settings.REDIS_URL:

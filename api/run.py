@@ -74,7 +74,11 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
     resolution = resolve(release, subject=subject, locale=data.get("locale") or None)
     try:
         prepared = run_prepare(
-            resolution=resolution, variables=data.get("variables") or {}, degraded=degraded
+            resolution=resolution,
+            variables=data.get("variables") or {},
+            degraded=degraded,
+            key_id=entry.pk,
+            key_label=entry.name,
         )
     except DATABASE_OUTAGE as exc:  # no model is paid for a call that could not be recorded
         raise unavailable(

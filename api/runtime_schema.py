@@ -501,6 +501,10 @@ def runtime_paths(result, generator, request, public):
     environment = _path("environment", "The environment.", ENVIRONMENT_SCHEMA)
     resolve_errors = problem_responses(*_types(*_REFUSED, *_RESOLVE_REFUSED))
     body_errors = problem_responses(*_types(*_REFUSED, *_RESOLVE_REFUSED, *_BODY_REFUSED))
+    # A run, beyond render's: a budget of its key, prompt or environment spent (runs.budgets).
+    run_errors = problem_responses(
+        *_types(*_REFUSED, *_RESOLVE_REFUSED, *_BODY_REFUSED, "budget-exceeded")
+    )
     environment_errors = problem_responses(*_types(*_REFUSED, "environment-not-found"))
     paths = result.setdefault("paths", {})
     paths["/api/v1/prompts/{key}/resolve"] = {
@@ -554,12 +558,15 @@ def runtime_paths(result, generator, request, public):
             "`error` (the 502 problem document). "
             "A stream always ends: past `RUN_STREAM_MAX_SECONDS` (default 300) the model call "
             "is cancelled and answered as an `error` event (attempt outcome `cancelled`). "
-            "`X-Request-Id` is taken from the request when given, and always answered.",
+            "`X-Request-Id` is taken from the request when given, and always answered. "
+            "A run over a budget of its key, prompt or environment (requests per minute, tokens "
+            "or cost per UTC day or month) is refused with 429 `budget-exceeded`, naming the "
+            "budget, and `Retry-After`: no model is called and no call recorded.",
             parameters=[key],
             requestBody=_runtime_body(stream={"type": "boolean", "default": False}),
             responses={
                 "200": run_answer,
-                **body_errors,
+                **run_errors,
                 "502": {
                     "description": "No model answered: every provider the binding names failed; "
                     "the call is recorded with its attempts.",

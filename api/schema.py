@@ -111,6 +111,31 @@ _MEMBERS: dict[str, dict[str, tuple[dict, bool]]] = {
     "release-change-forbidden": {
         "environment": ({**_STRING, "description": "The environment refused."}, True)
     },
+    "budget-exceeded": {
+        "budget": (
+            {
+                "type": "object",
+                "description": "The budget that refused the run, and the limit it reached.",
+                "properties": {
+                    "scope": {"type": "string", "enum": ["key", "prompt", "environment"]},
+                    "name": {**_STRING, "description": "e.g. `prompt support.refund-reply`"},
+                    "limit": {
+                        "type": "string",
+                        "enum": [
+                            "requests_per_minute",
+                            "tokens_per_day",
+                            "cost_per_day",
+                            "tokens_per_month",
+                            "cost_per_month",
+                        ],
+                    },
+                    "value": {**_STRING, "description": "The limit's value, e.g. `5.0000`."},
+                },
+                "required": ["scope", "name", "limit", "value"],
+            },
+            True,
+        )
+    },
     "provider-unavailable": {
         "request_id": ({**_STRING, "description": "The call, as recorded."}, True),
         "attempts": (

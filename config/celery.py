@@ -53,6 +53,13 @@ app.conf.beat_schedule = {
         "schedule": 30.0,
         "options": {"expires": 30.0},
     },
+    # Each prompt's and model's spend today against its baseline (runs.anomalies); one left
+    # waiting past the next is dropped unrun (the next compares the same).
+    "check-spend": {
+        "task": "runs.check_spend",
+        "schedule": float(settings.SPEND_CHECK_INTERVAL_SECONDS),
+        "options": {"expires": float(settings.SPEND_CHECK_INTERVAL_SECONDS)},
+    },
     # Every running canary analysis gets a look: advance, hold or roll back
     # (evaluations.canary.services).
     "analyse-canaries": {

@@ -140,6 +140,20 @@ OUTBOX_DROPPED = Counter(
 
 # --- call records written late (runs.spool) ------------------------------------------------------
 
+BUDGET_REFUSALS = Counter(
+    "budget_refusals",
+    "Runs refused before the model call by a budget (runs.budgets): by the budget's scope (key, "
+    "prompt, environment) and the limit it reached.",
+    ["scope", "limit"],
+    namespace=NAMESPACE,
+)
+SPEND_ANOMALIES = Counter(
+    "spend_anomalies",
+    "Prompts' and models' spend found far outside its trailing baseline (runs.anomalies), by "
+    "kind (prompt or model).",
+    ["kind"],
+    namespace=NAMESPACE,
+)
 CALL_RECORDS = Counter(
     "call_records",
     "Call records the database could not take when written: kept in Redis (spooled), written "

@@ -535,6 +535,13 @@ CANARY_ANALYSIS_INTERVAL_SECONDS = env_int(
 # step is applied within this many seconds of its time.
 RELEASE_SCHEDULE_TICK_SECONDS = env_int("RELEASE_SCHEDULE_TICK_SECONDS", default=60, minimum=1)
 CANARY_ANALYSIS_SAMPLE_CAP = env_int("CANARY_ANALYSIS_SAMPLE_CAP", default=5000, minimum=100)
+# Spend anomalies (runs.anomalies): how often beat compares each prompt's and each model's spend
+# today with the median of the same hours over the SPEND_BASELINE_DAYS days before, and raises an
+# anomaly when it is at least SPEND_ANOMALY_MIN_COST and more than SPEND_ANOMALY_FACTOR times that.
+SPEND_CHECK_INTERVAL_SECONDS = env_int("SPEND_CHECK_INTERVAL_SECONDS", default=900, minimum=1)
+SPEND_BASELINE_DAYS = env_int("SPEND_BASELINE_DAYS", default=14, minimum=1)
+SPEND_ANOMALY_FACTOR = float(env.str("SPEND_ANOMALY_FACTOR", default="3"))
+SPEND_ANOMALY_MIN_COST = float(env.str("SPEND_ANOMALY_MIN_COST", default="1"))
 
 # Eval runs (evaluations/evalruns/services.py): cases per Celery task (a worker restart redoes at
 # most the case in hand, the batch's scored cases are skipped), and the environment whose stable

@@ -46,6 +46,10 @@ class EventType(models.TextChoices):
         "schedule.step_skipped",
         "A scheduled release change was skipped, and its schedule stopped",
     )
+    SPEND_ANOMALY = (
+        "spend.anomaly",
+        "A prompt's or a model's spend today is far outside its trailing baseline",
+    )
     CHANGE_REQUEST_OPENED = "change_request.opened", "A release change was proposed for review"
     CHANGE_REQUEST_DECIDED = (
         "change_request.decided",

@@ -35,7 +35,7 @@ from .admin_display import (
     text_block,
     verdict_cell,
 )
-from .models import Call, ModelPrice, Provider, ShadowRun
+from .models import Budget, Call, ModelPrice, Provider, ShadowRun, SpendAnomaly
 from .selectors import (
     CALL_TEXT_SEARCH_WINDOW,
     MIN_RUNS,
@@ -51,6 +51,7 @@ from .selectors import (
     traffic_calls,
 )
 from .services import provider_save
+from .spend import SPEND_GROUPS, spend_by_day, spend_chart, spend_legend
 
 
 class ModelPriceInline(admin.TabularInline):
@@ -387,9 +388,10 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
         (
             "Provenance",
             {
-                "fields": ["reported_by", "feedback_by"],
-                "description": "The API keys that vouch for a reported outcome and for feedback; "
-                "a canary analysis counts them only if its policy trusts the key.",
+                "fields": ["run_by", "reported_by", "feedback_by"],
+                "description": "The API key that ran the call (its budget counted it), and those "
+                "that vouch for a reported outcome and for feedback; a canary analysis counts "
+                "them only if its policy trusts the key.",
             },
         ),
         (
@@ -410,6 +412,11 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Call]:
         return call_list()
+
+    @admin.display(description="Run by")
+    def run_by(self, call: Call) -> str:
+        """The key whose budget the run counted in (runs.budgets)."""
+        return api_key_shown(call.run_by_key_id, call.run_by_key_label)
 
     @admin.display(description="Reported by")
     def reported_by(self, call: Call) -> str:
@@ -656,3 +663,77 @@ class ShadowRunAdmin(ShadowRecords, admin.ModelAdmin):
             "has_view_permission": True,
         }
         return TemplateResponse(request, f"{TEMPLATES}/shadow_report.html", context)
+
+
+# --- budgets and spend (runs.budgets, runs.anomalies, runs.spend; docs/runs.md) -----------------
+
+SPEND_WINDOWS = {"7": 7, "30": 30, "90": 90}
+
+
+@admin.register(Budget)
+class BudgetAdmin(admin.ModelAdmin):
+    """Budgets are edited here; saving one drops every process's copy (runs.budgets). The model's
+    ``clean`` refuses a zero limit and a budget of no scope or of two."""
+
+    list_display = ("__str__", *Budget.LIMITS, "enabled", "updated_at")
+    list_filter = ("enabled",)
+    list_select_related = ("prompt", "environment")
+    raw_id_fields = ("prompt",)
+    fields = ("api_key_id", "prompt", "environment", *Budget.LIMITS, "enabled", "note")
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap: Callable[..., Any] = self.admin_site.admin_view
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [path("spend/", wrap(self.spend_view), name=f"{info}_spend"), *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra = {"spend_url": reverse("admin:runs_budget_spend"), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=extra)
+
+    def spend_view(self, request: HttpRequest) -> HttpResponse:
+        """Spend per prompt, model or key and UTC day, as a chart; and the spend anomalies of
+        the last week (the notices the spend check raised). GET only, reads only."""
+        if not (
+            request.user.has_perm("runs.view_call") and request.user.has_perm("runs.view_budget")
+        ):
+            raise PermissionDenied
+        by = request.GET.get("by", "prompt")
+        if by not in SPEND_GROUPS:
+            by = "prompt"
+        window = request.GET.get("days", "30")
+        if window not in SPEND_WINDOWS:
+            window = "30"
+        table = spend_by_day(by=by, days=SPEND_WINDOWS[window])
+        base = reverse("admin:runs_budget_spend")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Spend",
+            "by": by,
+            "window": window,
+            "groupings": [(key, f"{base}?by={key}&days={window}") for key in SPEND_GROUPS],
+            "windows": [(key, f"{base}?by={by}&days={key}") for key in SPEND_WINDOWS],
+            "chart": spend_chart(table),
+            "legend": spend_legend(table),
+            "anomalies": SpendAnomaly.objects.filter(
+                day__gte=timezone.now().date() - timedelta(days=7)
+            )[:50],
+            "budgets_url": reverse("admin:runs_budget_changelist"),
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, f"{TEMPLATES}/spend.html", context)
+
+
+@admin.register(SpendAnomaly)
+class SpendAnomalyAdmin(admin.ModelAdmin):
+    """The spend check's notices (runs.anomalies): read only, kept for the record."""
+
+    list_display = ("subject", "name", "day", "spend", "baseline", "found_at")
+    list_filter = ("subject", "day")
+    search_fields = ("name",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -34,6 +34,7 @@ from releases.cache import DATABASE_OUTAGE, served_snippets
 from releases.resolution import Resolution, version_render
 
 from . import outbox
+from .budgets import budget_check, budget_spend_count
 from .calls import (
     attempts_as_dicts,
     attempts_cost,
@@ -78,6 +79,10 @@ class PreparedRun:
     # Messages the caller appended after the prompt's own (the OpenAI-compatible endpoints'):
     # in ``messages`` already, kept here for the record and the shadows.
     conversation: HistoryBlock | None = None
+    # The API key that ran it (the run API's; None for the playground and a judge): what its
+    # budget counts, and what its record names.
+    run_by_key_id: int | None = None
+    run_by_key_label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,8 @@ def run_prepare(
     snippets: SnippetLibrary | None = None,
     conversation: HistoryBlock | None = None,
     degraded: str = "",
+    key_id: int | None = None,
+    key_label: str = "",
 ) -> PreparedRun:
     """Render the version for the caller's variables; raises the registry's validation errors.
     Its includes serve what its environment serves now, unless ``snippets`` says otherwise (the
@@ -109,7 +116,10 @@ def run_prepare(
 
     Raises ``DatabaseError`` when the database must be asked and cannot answer (``_RecordWrites``;
     ``degraded``: the release came from a copy nothing vouches for, Redis being out of reach,
-    which could then not keep a record either)."""
+    which could then not keep a record either).
+
+    Given the API key that runs it (the run API), checks the budgets of the key, the prompt and
+    the environment last, before any model is called: raises ``runs.budgets.BudgetExceeded``."""
     rendered = version_render(
         resolution.version,
         locale=resolution.locale,
@@ -121,6 +131,12 @@ def run_prepare(
     found = provider_cache.binding(binding)
     if degraded or records.must_check():
         _database_reachable()
+    if key_id is not None:
+        budget_check(
+            key_id=key_id,
+            prompt_id=resolution.release.prompt_id,
+            environment_id=resolution.release.environment_id,
+        )
     return PreparedRun(
         resolution=resolution,
         variables=variables,
@@ -131,6 +147,8 @@ def run_prepare(
         prices=found.prices,
         trace_context=otel_context.get_current(),
         conversation=conversation,
+        run_by_key_id=key_id,
+        run_by_key_label=key_label,
     )
 
 
@@ -274,6 +292,9 @@ def run_record(
     call = _call_build(
         prepared=prepared, outcome=outcome, subject=subject, request_id=request_id, source=source
     )
+    # Counted here, once, whatever becomes of the record: the model was paid either way, and the
+    # spool's drain (which may meet a record that was written after all) never counts again.
+    budget_spend_count(call)
     try:
         call_insert(call)
     except DATABASE_OUTAGE:
@@ -376,6 +397,8 @@ def _call_build(
             redact(conversation_messages(prepared.conversation)) if prepared.conversation else []
         ),
         attempts=attempts_as_dicts(outcome.attempts),
+        run_by_key_id=prepared.run_by_key_id,
+        run_by_key_label=prepared.run_by_key_label,
         **fields,
     )
 

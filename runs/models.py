@@ -191,6 +191,12 @@ class Call(models.Model):
         null=True, blank=True, help_text="The API key that sent the feedback."
     )
     feedback_key_label = models.CharField(max_length=150, blank=True)
+    # Who ran a call through the run API (``run``): what a key's budget counts (runs.budgets).
+    # Plain values for the reason the reporting key's are.
+    run_by_key_id = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The API key that ran this call (run calls)."
+    )
+    run_by_key_label = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -277,3 +283,129 @@ class ShadowRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} v{self.version_id} for call {self.call_id}: {self.status}"
+
+
+BUDGET_LIMITS = (
+    "requests_per_minute",
+    "tokens_per_day",
+    "cost_per_day",
+    "tokens_per_month",
+    "cost_per_month",
+)
+
+
+def _positive(name: str) -> Q:
+    return Q(**{f"{name}__isnull": True}) | Q(**{f"{name}__gt": 0})
+
+
+class Budget(models.Model):
+    """Limits on what the run API may spend for one API key, one prompt or one environment
+    (exactly one of the three): requests per minute, and tokens and cost per UTC day and month.
+    Enforced before the model call (runs.budgets); resolve and render are never limited by it.
+
+    A limit is positive or absent: a zero is refused, since "nothing allowed" is what disabling
+    the key or releasing nothing already says, and says it where people look (decision 0051)."""
+
+    LIMITS = BUDGET_LIMITS
+
+    # Plain values, not a foreign key: runs sits below api, which owns ApiKey (as reported_by_key).
+    api_key_id = models.PositiveIntegerField(
+        null=True, blank=True, unique=True, help_text="The API key this budget limits (its id)."
+    )
+    prompt = models.OneToOneField(
+        Prompt, null=True, blank=True, on_delete=models.CASCADE, related_name="budget"
+    )
+    environment = models.OneToOneField(
+        Environment, null=True, blank=True, on_delete=models.CASCADE, related_name="budget"
+    )
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    cost_per_day = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    cost_per_month = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    note = models.CharField(max_length=200, blank=True, help_text="Why this budget, for whom.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(api_key_id__isnull=False, prompt__isnull=True, environment__isnull=True)
+                    | Q(api_key_id__isnull=True, prompt__isnull=False, environment__isnull=True)
+                    | Q(api_key_id__isnull=True, prompt__isnull=True, environment__isnull=False)
+                ),
+                name="budget_one_scope",
+            ),
+            *(
+                models.CheckConstraint(condition=_positive(name), name=f"budget_{name}_positive")
+                for name in BUDGET_LIMITS
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Budget of {self.scope_label}"
+
+    @property
+    def scope(self) -> str:
+        """``key``, ``prompt`` or ``environment``."""
+        if self.api_key_id is not None:
+            return "key"
+        return "prompt" if self.prompt_id is not None else "environment"
+
+    @property
+    def scope_id(self) -> int:
+        return self.api_key_id or self.prompt_id or self.environment_id  # type: ignore[return-value]
+
+    @property
+    def scope_label(self) -> str:
+        if self.scope == "key":
+            return f"API key #{self.api_key_id}"
+        if self.scope == "prompt":
+            return f"prompt {self.prompt.key}" if self.prompt_id else "a prompt"
+        return f"environment {self.environment.name}" if self.environment_id else "an environment"
+
+    def clean(self) -> None:
+        super().clean()
+        scopes = [self.api_key_id is not None, self.prompt_id is not None]
+        scopes.append(self.environment_id is not None)
+        if sum(scopes) != 1:
+            raise ValidationError("A budget limits exactly one API key, prompt or environment.")
+        zeros = [name for name in self.LIMITS if getattr(self, name) is not None]
+        zeros = [name for name in zeros if getattr(self, name) <= 0]
+        if zeros:
+            raise ValidationError(
+                {
+                    name: "A limit is positive, or empty for none. To allow nothing, revoke or "
+                    "disable the API key, or release nothing to the environment, instead."
+                    for name in zeros
+                }
+            )
+        if all(getattr(self, name) is None for name in self.LIMITS):
+            raise ValidationError("Set at least one limit.")
+
+
+class SpendAnomaly(models.Model):
+    """A prompt's or a model's spend today far outside its trailing baseline, found by the
+    ``runs.check_spend`` beat task (runs.anomalies): the admin's notice, kept for the record."""
+
+    class Subject(models.TextChoices):
+        PROMPT = "prompt", "prompt"
+        MODEL = "model", "model"
+
+    subject = models.CharField(max_length=10, choices=Subject.choices)
+    name = models.CharField(max_length=270, help_text="The prompt's key, or provider/model.")
+    day = models.DateField(help_text="The UTC day whose spend was outside its baseline.")
+    spend = models.DecimalField(max_digits=14, decimal_places=6)
+    baseline = models.DecimalField(max_digits=14, decimal_places=6)
+    found_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-found_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["subject", "name", "day"], name="spend_anomaly_daily")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} {self.name}: {self.spend} on {self.day}"

@@ -9,6 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_failure, task_revoked
 from django.db import close_old_connections
 
+from .anomalies import spend_anomalies_check
 from .payloads import PayloadRefused
 from .services import calls_delete_expired
 from .shadows import shadow_run_execute, shadow_run_refuse, shadow_run_timed_out
@@ -72,3 +73,8 @@ def _shadow_run_time_limit(
     # checked its connection (as for shadow_job_expired).
     close_old_connections()
     shadow_run_timed_out(call_id=kwargs["call_id"], version=kwargs["version"], kind=kwargs["kind"])
+
+
+@shared_task(name="runs.check_spend", ignore_result=True)
+def check_spend_task() -> int:
+    return len(spend_anomalies_check())

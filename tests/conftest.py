@@ -138,17 +138,22 @@ def _fresh_release_cache():
     from api.keyring import keyring
     from api.ratelimit import limiter
     from releases.cache import release_cache
+    from runs.budgets import budget_cache, counters
     from runs.provider_cache import provider_cache
 
     release_cache().clear()
     keyring.reset()
     limiter.reset()
     provider_cache.clear()
+    budget_cache.clear()
+    counters.reset()
     yield
     release_cache().clear()
     keyring.reset()
     limiter.reset()
     provider_cache.clear()
+    budget_cache.clear()
+    counters.reset()
 
 
 @pytest.fixture

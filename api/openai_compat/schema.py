@@ -362,7 +362,8 @@ REFUSALS = {
     "such committed version.",
     "413": "The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
     "415": "The body is not application/json.",
-    "429": "Too many runs for this key: wait Retry-After seconds.",
+    "429": "Too many runs for this key, or a budget of the key, the prompt or the environment "
+    "is spent (`code` `budget_exceeded`): wait Retry-After seconds.",
     "502": "No model answered: every provider the binding names failed (the call is recorded).",
     "503": "The database is unavailable: no model was called.",
 }

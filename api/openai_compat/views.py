@@ -160,6 +160,8 @@ def _prepared(entry: KeyEntry, asked: CompatRun) -> tuple[PreparedRun, str]:
             variables=asked.variables,
             conversation=asked.conversation,
             degraded=degraded,
+            key_id=entry.pk,
+            key_label=entry.name,
         )
     except DATABASE_OUTAGE as exc:  # no model is paid for a call that could not be recorded
         raise unavailable(

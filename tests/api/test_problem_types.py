@@ -84,6 +84,14 @@ def test_the_extra_members_of_a_domain_problem_are_documented(openapi):
         "ReleaseChangeForbidden": {"environment": "production"},
         "PromotionBlocked": {"gate": "g", "failed_gates": [{"gate": "g", "detail": "d"}]},
         "EventBatchTooLarge": {"max_events": 1000},
+        "BudgetExceeded": {
+            "budget": {
+                "scope": "key",
+                "name": "API key #3",
+                "limit": "tokens_per_day",
+                "value": "1000",
+            }
+        },
         "ReviewRequired": {"environment": "production"},
         "ChangeRequestOutdated": {"proposed_revision": 3, "current_revision": 5},
         "SyncInvalid": {

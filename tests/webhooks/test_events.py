@@ -39,6 +39,8 @@ from releases.services.change_requests import (
     change_request_propose,
     change_request_review,
 )
+from runs.anomalies import spend_anomalies_check
+from runs.models import Call
 from tests.conftest import RELEASED_VARIABLES
 from tests.evaluations.evalrun_scene import CASES, jsonl
 from tests.factories import PromptFactory, UserFactory, make_version
@@ -66,6 +68,8 @@ ALL_IN_ORDER = [
     "change_request.decided",  # ... bob approves it
     "release.changed",  # ... alice applies it
     "change_request.decided",  # ... and it is applied
+    "spend.anomaly",  # the prompt's spend today is far above its usual ...
+    "spend.anomaly",  # ... and so is its model's
 ]
 
 
@@ -183,6 +187,20 @@ def scene(
         )
     with done(execute=True):
         change_request_apply(change_request_id=request.pk, actor=Actor.for_user(alice))
+    for cost in ("25", "0"):  # today's spend, then yesterday's: far above its baseline of nothing
+        Call.objects.create(
+            request_id=f"spend-{cost}",
+            created_at=timezone.now() - timedelta(days=0 if cost != "0" else 1),
+            prompt=prompt,
+            version=prompt.versions.get(number=4),
+            environment=environments["development"],
+            status=Call.Status.OK,
+            provider="local",
+            model="echo-1",
+            cost=Decimal(cost),
+        )
+    with done(execute=True):
+        spend_anomalies_check()
     return secrets
 
 
@@ -307,3 +325,8 @@ def test_the_payloads_say_what_happened(scene, receiver):
     finished = by_type["eval_run.finished"][0]
     assert (finished["version"], finished["dataset"], finished["total_cases"]) == (4, "golden", 5)
     assert 0 <= finished["passed_cases"] <= 5
+    prompt_spend, model_spend = by_type["spend.anomaly"]
+    assert (prompt_spend["subject"], prompt_spend["name"]) == ("prompt", "support.refund-reply")
+    assert (model_spend["subject"], model_spend["name"]) == ("model", "local/echo-1")
+    assert Decimal(prompt_spend["spend"]) == 25
+    assert Decimal(prompt_spend["baseline"]) == 0
