@@ -16,7 +16,7 @@ from releases.services import release_deploy
 from runs import response_cache
 from runs.models import Call
 from tests.api.helpers import sse_events
-from tests.api.test_run import CHAT, priced, run
+from tests.api.test_run import CHAT, SCHEMA, priced, run
 from tests.factories import PromptFactory, content_data, make_version
 from tests.metrics import counting
 
@@ -160,15 +160,25 @@ def test_cache_false_bypasses_the_cache(cached, model_server, runner) -> None:
     assert ask(runner).json()["cache"] is not None
 
 
-def test_a_failed_call_is_never_cached(environments, manager, model_server, runner) -> None:
+@pytest.mark.parametrize(
+    ("binding", "calls"),
+    [
+        ({"model": "fault-500"}, 6),  # the retries of both runs
+        ({"model": "fault-badjson", "response_schema": SCHEMA}, 4),  # each with its repair
+    ],
+    ids=["error", "schema-refused"],
+)
+def test_a_failed_call_is_never_cached(
+    environments, manager, model_server, runner, binding, calls
+) -> None:
     prompt = PromptFactory(key=KEY)
-    make_version(prompt, model={**CACHED, "model": "fault-500"}, templates=TEMPLATES)
+    make_version(prompt, model={**CACHED, **binding}, templates=TEMPLATES)
     release_deploy(
         prompt=prompt, environment=environments["staging"], version=1, actor=manager, reason="t"
     )
     assert ask(runner).status_code == 502
     assert ask(runner).status_code == 502
-    assert model_calls(model_server) == 6  # the retries of both calls: nothing was served cached
+    assert model_calls(model_server) == calls  # nothing was served from the cache
     assert set(Call.objects.values_list("status", "cache")) == {(Call.Status.ERROR, "")}
 
 
