@@ -313,3 +313,18 @@ def test_the_api_keeps_a_policy_and_refuses_a_bad_one_at_its_pointer(author_clie
     assert response.status_code == 201, response.content
     assert response.json()["model"]["cache"] == CACHED["cache"]
     assert prompt.versions.get().cache == CACHED["cache"]
+
+
+def test_a_cache_out_of_reach_is_a_miss_and_the_model_answers(
+    cached, model_server, runner, monkeypatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(response_cache.default_cache, "get", refuse)
+    monkeypatch.setattr(response_cache.default_cache, "set", refuse)
+    first, second = ask(runner), ask(runner)
+    assert first.status_code == second.status_code == 200
+    assert (first.json()["cache"], second.json()["cache"]) == (None, None)
+    assert model_calls(model_server) == 2
+    assert Call.objects.count() == 2
