@@ -328,3 +328,28 @@ def test_a_cache_out_of_reach_is_a_miss_and_the_model_answers(
     assert (first.json()["cache"], second.json()["cache"]) == (None, None)
     assert model_calls(model_server) == 2
     assert Call.objects.count() == 2
+
+
+def test_a_streamed_openai_compatible_hit_sends_the_cached_text(
+    cached, model_server, runner
+) -> None:
+    body = {"model": f"prompt:{KEY}", "messages": [], "variables": ADA, "environment": "staging"}
+    first = runner.post(
+        "/openai/v1/chat/completions", data=json.dumps(body), content_type="application/json"
+    )
+    streamed = runner.post(
+        "/openai/v1/chat/completions",
+        data=json.dumps({**body, "stream": True}),
+        content_type="application/json",
+    )
+    assert streamed.status_code == 200
+    text = b"".join(streamed.streaming_content).decode()
+    chunks = [
+        json.loads(line.removeprefix("data: "))
+        for line in text.splitlines()
+        if line.startswith("data: {")
+    ]
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert content == first.json()["choices"][0]["message"]["content"]
+    assert model_calls(model_server) == 1
+    assert list(Call.objects.order_by("id").values_list("cache", flat=True)) == ["", "exact"]

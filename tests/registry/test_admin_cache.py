@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from registry.models import PromptVersion
+from registry.selectors import version_diff
 from tests.factories import make_version
 from tests.registry.test_admin import EN, FR, existing_rows, url, version_form
 from tests.registry.test_admin import author_client as author_client  # the admin's, logged in
@@ -70,3 +71,14 @@ def test_a_bad_ttl_is_shown_at_the_cache_field_and_nothing_saved(
     assert "ttl_seconds" in link.text
     draft.refresh_from_db()
     assert (draft.cache, draft.content_hash) == (None, before)
+
+
+def test_a_versions_diff_shows_its_cache(prompt) -> None:
+    before = make_version(prompt, templates={"en": EN, "fr": FR})
+    model = {"provider": "local", "model": "echo-1", "parameters": {"temperature": 0.2}}
+    after = make_version(prompt, templates={"en": EN, "fr": FR}, model={**model, "cache": CACHE})
+
+    diff = version_diff(before=before, after=after)
+
+    [row] = [d for d in diff.model if d.name == "cache"]
+    assert (row.before, row.after) == (None, CACHE)
