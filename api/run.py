@@ -35,6 +35,7 @@ from runs.execution import (
     run_record,
 )
 from runs.providers import Outcome
+from runs.response_cache import CacheRequest, partition_problem
 
 from . import problems
 from .fastpath import (
@@ -61,12 +62,14 @@ logger = logging.getLogger(__name__)
 
 @runtime_view("POST")
 def run_view(request: HttpRequest, key: str) -> HttpResponse:
-    """``POST /api/v1/prompts/{key}/run`` ``{environment, locale, subject, variables, stream}``"""
+    """``POST /api/v1/prompts/{key}/run`` ``{environment, locale, subject, variables, stream,
+    cache_partition, cache}``"""
     entry = authenticate(request, Scope.RUNS_EXECUTE)
     data = read_body(request)
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
         raise invalid("invalid", "stream must be true or false.", "/stream")
+    cache = cache_request(data)
     environment = data.get("environment") or ""
     allow_environment(entry, environment)
     release, degraded = cached_release(environment, key)
@@ -79,6 +82,7 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
             degraded=degraded,
             key_id=entry.pk,
             key_label=entry.name,
+            cache=cache,
         )
     except DATABASE_OUTAGE as exc:  # no model is paid for a call that could not be recorded
         raise unavailable(
@@ -114,6 +118,19 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
             )
     response[REQUEST_ID_HEADER] = request_id
     return response
+
+
+def cache_request(data: dict[str, Any]) -> CacheRequest:
+    """The caller's use of the response cache: ``cache_partition`` (text, at most 128 characters,
+    so one tenant never reads another's answers) and ``cache`` (false: bypass it). Refused before
+    anything is resolved, called or recorded."""
+    partition = data.get("cache_partition")
+    if (problem := partition_problem(partition)) is not None:
+        raise invalid(*problem, "/cache_partition")
+    enabled = data.get("cache", True)
+    if not isinstance(enabled, bool):
+        raise invalid("invalid", "cache must be true or false.", "/cache")
+    return CacheRequest(partition=partition or "", enabled=enabled)
 
 
 def _record_after_answer(
@@ -188,6 +205,8 @@ def run_answer(
         "attempts": attempts_as_dicts(completion.attempts),
         "shadow": list(shadows),
         "recorded": recorded,
+        # How the response cache answered (no model was called), or null: the model did.
+        "cache": outcome.cache.as_dict() if outcome.cache is not None else None,
     }
 
 

@@ -191,6 +191,7 @@ RUN_ANSWER = _object(
         "attempts",
         "shadow",
         "recorded",
+        "cache",
     ],
     request_id=STRING,
     prompt=STRING,
@@ -230,6 +231,16 @@ RUN_ANSWER = _object(
     time_to_first_token_ms={"type": "number", "nullable": True},
     attempts={"type": "array", "items": ref("RunAttempt")},
     shadow={"type": "array", "items": INTEGER},
+    cache={
+        **_object(
+            ["kind", "similarity"],
+            kind={"type": "string", "enum": ["exact"]},
+            similarity={"type": "number", "description": "1 for an exact hit"},
+        ),
+        "nullable": True,
+        "description": "Answered from the version's response cache, without a model call "
+        "(`usage` and `cost` are then 0, `attempts` empty); null: the model answered.",
+    },
     recorded={
         "type": "boolean",
         "description": "true: the call's record is written, or will be (a plain answer is "
@@ -563,7 +574,22 @@ def runtime_paths(result, generator, request, public):
             "or cost per UTC day or month) is refused with 429 `budget-exceeded`, naming the "
             "budget, and `Retry-After`: no model is called and no call recorded.",
             parameters=[key],
-            requestBody=_runtime_body(stream={"type": "boolean", "default": False}),
+            requestBody=_runtime_body(
+                stream={"type": "boolean", "default": False},
+                cache_partition={
+                    "type": "string",
+                    "maxLength": 128,
+                    "nullable": True,
+                    "description": "Scopes the version's response cache: an answer cached in "
+                    "one partition (a tenant, say) is never served in another. null or "
+                    "empty: the shared partition",
+                },
+                cache={
+                    "type": "boolean",
+                    "default": True,
+                    "description": "false: bypass the response cache (neither read nor written)",
+                },
+            ),
             responses={
                 "200": run_answer,
                 **run_errors,

@@ -422,6 +422,14 @@ class ModelBindingSerializer(ModelTargetSerializer):
         help_text="`none`, `auto`, `required` or `{type: function, function: {name}}`.",
     )
     parallel_tool_calls = StrictBooleanField(required=False, allow_null=True, default=None)
+    # Checked by registry.content at save (kinds, bounds), each problem at its pointer.
+    cache = serializers.DictField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The response cache, opt-in: `{exact: {ttl_seconds}}` (1 s to 30 days); a "
+        "hit is answered without a model call (docs/runs.md, Response cache).",
+    )
 
 
 class ContentInputSerializer(serializers.Serializer):

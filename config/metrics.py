@@ -123,6 +123,16 @@ MODEL_COST = Counter(
     namespace=NAMESPACE,
 )
 
+# --- the response cache (runs.response_cache) ----------------------------------------------------
+
+RESPONSE_CACHE_LOOKUPS = Counter(
+    "response_cache_lookups",
+    "Response cache lookups of runs whose version caches its answers, by prompt, kind (exact) "
+    "and result (hit: answered without a model call; miss).",
+    ["prompt", "kind", "result"],
+    namespace=NAMESPACE,
+)
+
 # --- the shadow outbox (runs.outbox) --------------------------------------------------------------
 
 OUTBOX_DEPTH = Gauge(

@@ -108,6 +108,9 @@ class ModelBinding:
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
+    # The response cache's policy (runs.response_cache, decision 0050): ``{"exact":
+    # {"ttl_seconds": N}}``, or None for none.
+    cache: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = {
@@ -120,6 +123,9 @@ class ModelBinding:
         # Present only when set, so a version without tools keeps the canonical form, and so the
         # content hash, it had before bindings could hold tools (decision 0004, 0033).
         data |= self.tools_dict()
+        # Likewise: a version without a cache keeps its hash (decision 0050).
+        if self.cache is not None:
+            data["cache"] = _plain(self.cache)
         return data
 
     def tools_dict(self) -> dict[str, Any]:
@@ -154,6 +160,7 @@ class ModelBinding:
             tools=tuple(tools) if isinstance(tools := data.get("tools"), list | tuple) else (),
             tool_choice=data.get("tool_choice"),
             parallel_tool_calls=data.get("parallel_tool_calls"),
+            cache=data.get("cache"),
         )
 
 
@@ -198,7 +205,19 @@ BINDING_FIELDS = TARGET_FIELDS | {
     "tools",
     "tool_choice",
     "parallel_tool_calls",
+    "cache",
 }
+CACHE_KINDS = frozenset({"exact", "semantic"})
+CACHE_TTL_MAX_SECONDS = 30 * 24 * 3600
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value with its mappings as dicts (a binding's values may be read-only mappings)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _fields_check(data: Mapping[Any, Any], known: frozenset[str], pointer: str) -> list[Problem]:
@@ -384,6 +403,8 @@ def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> li
     problems += tools_problems(
         list(binding.tools), binding.tool_choice, binding.parallel_tool_calls, pointer=pointer
     )
+    if binding.cache is not None:
+        problems += cache_policy_problems(binding.cache, pointer=f"{pointer}/cache")
     if len(binding.fallbacks) > MAX_FALLBACKS:
         problems.append(
             Problem(
@@ -392,6 +413,55 @@ def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> li
         )
     for i, fallback in enumerate(binding.fallbacks):
         problems += _target_check(fallback, f"{pointer}/fallbacks/{i}")
+    return problems
+
+
+def cache_policy_problems(cache: Any, *, pointer: str = "/model/cache") -> list[Problem]:
+    """What is wrong with a binding's response cache policy (decision 0050).
+
+    Only the exact cache is served: a ``semantic`` one is refused by name rather than accepted and
+    ignored, so no author believes similar questions are answered from the cache."""
+    if not isinstance(cache, Mapping):
+        return [
+            Problem(
+                "wrong_type",
+                'The cache must be an object, e.g. {"exact": {"ttl_seconds": 3600}}.',
+                pointer,
+            )
+        ]
+    problems = _fields_check(cache, CACHE_KINDS, pointer)
+    if "semantic" in cache:
+        problems.append(
+            Problem(
+                "semantic_cache_unavailable",
+                "The semantic cache is not available yet: only the exact cache "
+                '({"exact": {"ttl_seconds": N}}) is served.',
+                f"{pointer}/semantic",
+            )
+        )
+    if not cache:
+        problems.append(Problem("empty_cache", "Name a cache: exact.", pointer))
+    exact = cache.get("exact")
+    if "exact" in cache:
+        at = f"{pointer}/exact"
+        if not isinstance(exact, Mapping):
+            problems.append(Problem("wrong_type", "The exact cache must be an object.", at))
+        else:
+            problems += _fields_check(exact, frozenset({"ttl_seconds"}), at)
+            ttl = exact.get("ttl_seconds")
+            if (
+                not isinstance(ttl, int)
+                or isinstance(ttl, bool)
+                or not 1 <= ttl <= CACHE_TTL_MAX_SECONDS
+            ):
+                problems.append(
+                    Problem(
+                        "invalid_cache_ttl",
+                        f"ttl_seconds must be a whole number of seconds from 1 to "
+                        f"{CACHE_TTL_MAX_SECONDS} (30 days).",
+                        f"{at}/ttl_seconds",
+                    )
+                )
     return problems
 
 

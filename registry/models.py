@@ -91,6 +91,8 @@ class PromptVersion(models.Model):
     tools = models.JSONField(default=list, blank=True)
     tool_choice = models.JSONField(null=True, blank=True)
     parallel_tool_calls = models.BooleanField(null=True, blank=True)
+    # The response cache's policy, or null for none (registry.content.ModelBinding; decision 0050).
+    cache = models.JSONField(null=True, blank=True)
 
     # Who: the user when there is one, and always a label (an API key has no user).
     author = models.ForeignKey(

@@ -106,6 +106,7 @@ def version_content(version: PromptVersion) -> VersionContent:
             tools=tuple(version.tools or ()),
             tool_choice=version.tool_choice,
             parallel_tool_calls=version.parallel_tool_calls,
+            cache=version.cache,
         ),
         templates={t.locale: template_sections(t) for t in version.templates.all()},
     )
@@ -377,6 +378,8 @@ def _binding_flat(binding: ModelBinding) -> dict[str, Any]:
         flat["tool_choice"] = binding.tool_choice
     if binding.parallel_tool_calls is not None:
         flat["parallel_tool_calls"] = binding.parallel_tool_calls
+    if binding.cache is not None:
+        flat["cache"] = binding.as_dict()["cache"]
     return flat
 
 

@@ -290,6 +290,7 @@ def _binding_fields(content: VersionContent) -> dict[str, Any]:
         "tools": [dict(t) for t in m.tools],
         "tool_choice": m.tool_choice,
         "parallel_tool_calls": m.parallel_tool_calls,
+        "cache": m.as_dict().get("cache"),
         "content_hash": content.content_hash,
     }
 

@@ -206,6 +206,7 @@ def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
                     tool_choice=v.tool_choice,
                     parallel_tool_calls=v.parallel_tool_calls,
                 ).tools_dict(),
+                **({"cache": v.cache} if v.cache is not None else {}),
             },
             templates=(
                 templates := {

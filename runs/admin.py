@@ -336,6 +336,7 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
         VariantFilter,
         "status",
         SourceFilter,
+        "cache",  # answered by the response cache (decision 0050)
     ]
     list_select_related = ["prompt", "version", "environment"]
     search_fields = ["request_id"]  # shows the box; the search itself is call_search's
@@ -382,6 +383,8 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
                     "cost_shown",
                     "schema_valid",
                     "feedback_shown",
+                    "cache",
+                    "cache_similarity",
                 ]
             },
         ),

@@ -11,6 +11,7 @@ transaction (or a row lock) open across it would stall everything else waiting o
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -57,6 +58,14 @@ from .providers import (
     reraise_time_limit,
 )
 from .redaction import redact
+from .response_cache import (
+    CacheHit,
+    CachePlan,
+    CacheRequest,
+    cache_lookup,
+    cache_plan,
+    cache_store,
+)
 from .spool import record_lost, spool_keep
 from .tracing import prompt_attributes, tracer
 
@@ -83,6 +92,8 @@ class PreparedRun:
     # budget counts, and what its record names.
     run_by_key_id: int | None = None
     run_by_key_label: str = ""
+    # The response cache this run reads first and writes after a complete answer (None: none).
+    cache: CachePlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,8 @@ class CallOutcome:
     failure: ProviderUnavailable | None
     started_at: datetime
     latency_ms: float
+    # Answered from the response cache: ``completion`` is the cached answer, no model was called.
+    cache: CacheHit | None = None
 
     @property
     def attempts(self) -> tuple[Attempt, ...]:
@@ -108,11 +121,14 @@ def run_prepare(
     degraded: str = "",
     key_id: int | None = None,
     key_label: str = "",
+    cache: CacheRequest | None = None,
 ) -> PreparedRun:
     """Render the version for the caller's variables; raises the registry's validation errors.
     Its includes serve what its environment serves now, unless ``snippets`` says otherwise (the
     playground renders as the workbench does). A ``conversation``
     (``registry.variables.conversation_block``) goes after every message the prompt renders.
+    ``cache``: the caller's use of the version's response cache (None: the cache is not read,
+    as for the playground).
 
     Raises ``DatabaseError`` when the database must be asked and cannot answer (``_RecordWrites``;
     ``degraded``: the release came from a copy nothing vouches for, Redis being out of reach,
@@ -137,11 +153,12 @@ def run_prepare(
             prompt_id=resolution.release.prompt_id,
             environment_id=resolution.release.environment_id,
         )
+    messages = to_messages(rendered)
     return PreparedRun(
         resolution=resolution,
         variables=variables,
         rendered=rendered,
-        messages=to_messages(rendered),
+        messages=messages,
         binding=binding,
         providers=found.providers,
         prices=found.prices,
@@ -149,6 +166,16 @@ def run_prepare(
         conversation=conversation,
         run_by_key_id=key_id,
         run_by_key_label=key_label,
+        cache=cache_plan(
+            binding=binding,
+            request=cache,
+            prompt=resolution.release.prompt,
+            version_id=resolution.version.pk,
+            content_hash=resolution.version.content_hash,
+            environment=resolution.release.environment,
+            locale=resolution.locale,
+            messages=messages,
+        ),
     )
 
 
@@ -209,6 +236,12 @@ def run_call(
     comes)."""
     started_at = timezone.now()
     started = time.perf_counter()
+    if prepared.cache is not None and (
+        found := cache_lookup(prepared.cache)
+    ):  # answered without a model call
+        completion, hit, latency_ms = found
+        _replay(completion, on_token=on_token, on_tool_call=on_tool_call)
+        return CallOutcome(completion, None, started_at, latency_ms, cache=hit)
     resolution = prepared.resolution
     attributes = prompt_attributes(
         prompt=resolution.release.prompt,
@@ -248,7 +281,33 @@ def run_call(
             started_at=started_at,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+    # A completion is a whole, valid answer: a failed call, an answer its schema refused and a
+    # cancelled stream are failures, so never stored.
+    if prepared.cache is not None:
+        cache_store(prepared.cache, completion)
     return CallOutcome(completion, None, started_at, completion.latency_ms)
+
+
+def _replay(
+    completion: Completion,
+    *,
+    on_token: Callable[[str], None] | None,
+    on_tool_call: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    """A cached answer streamed as the model's would be: its text as one token, each tool call
+    as one whole delta (``{index, id, name, arguments}``, the arguments as JSON text)."""
+    if on_token is not None and completion.text:
+        on_token(completion.text)
+    if on_tool_call is not None:
+        for index, call in enumerate(completion.tool_calls):
+            on_tool_call(
+                {
+                    "index": index,
+                    "id": call.get("id"),
+                    "name": call.get("name"),
+                    "arguments": json.dumps(call.get("arguments"), ensure_ascii=False),
+                }
+            )
 
 
 def failed_outcome(
@@ -313,7 +372,10 @@ def run_record(
 
 
 def run_cost(prepared: PreparedRun, outcome: CallOutcome) -> Decimal | None:
-    """What the call cost, every answered attempt at the prices held with the providers."""
+    """What the call cost, every answered attempt at the prices held with the providers; a cache
+    hit nothing (the call that stored the answer paid for it)."""
+    if outcome.cache is not None:
+        return Decimal(0)
     return attempts_cost(outcome.attempts, prepared.prices)
 
 
@@ -343,6 +405,8 @@ def _call_build(
             "output": stored_output(completion.text, completion.parsed),
             "tool_calls": stored_tool_calls(completion.tool_calls),
         }
+        if outcome.cache is not None:
+            fields |= {"cache": outcome.cache.kind, "cache_similarity": outcome.cache.similarity}
     else:
         assert failure is not None
         last = failure.attempts[-1] if failure.attempts else None
@@ -364,18 +428,20 @@ def _call_build(
                 else None
             ),
         }
-    # Counted whether or not the record can be written: the model was called, and paid.
-    call_observe(
-        source=str(source),
-        prompt=release.prompt,
-        version=resolution.version.number,
-        variant=resolution.assignment.label,
-        primary=(prepared.binding.provider, prepared.binding.model),
-        completion=completion,
-        failure=failure,
-        latency_ms=outcome.latency_ms,
-        cost=fields["cost"],
-    )
+    # Counted whether or not the record can be written: the model was called, and paid. A cache
+    # hit called no model: runs.response_cache counted it.
+    if outcome.cache is None:
+        call_observe(
+            source=str(source),
+            prompt=release.prompt,
+            version=resolution.version.number,
+            variant=resolution.assignment.label,
+            primary=(prepared.binding.provider, prepared.binding.model),
+            completion=completion,
+            failure=failure,
+            latency_ms=outcome.latency_ms,
+            cost=fields["cost"],
+        )
     # Written by one INSERT in autocommit, the record's only round trip: the rows it points at
     # come with the served release, the prices with the providers. A transaction around it would
     # add a BEGIN and a COMMIT for a single statement that is atomic anyway.

@@ -124,6 +124,11 @@ class Call(models.Model):
         OK = "ok"
         ERROR = "error"
 
+    class CacheKind(models.TextChoices):
+        NONE = "", "Answered by the model"
+        EXACT = "exact", "Exact cache hit"
+        SEMANTIC = "semantic", "Semantic cache hit"
+
     # The caller's request id (X-Request-Id) or one drawn for it: what support asks for.
     request_id = models.CharField(max_length=100, db_index=True)
     # Reported outcomes: the service's own id for the event, the key of idempotent ingestion.
@@ -179,6 +184,12 @@ class Call(models.Model):
         help_text="The tools the model called: id, name and arguments, redacted like the output.",
     )
     attempts = models.JSONField(default=list, blank=True, help_text="Every model call tried.")
+    # Answered from the response cache (decision 0050): no model call, no tokens, no cost; left
+    # out of latency comparisons (canary analysis, A/B results).
+    cache = models.CharField(max_length=8, choices=CacheKind.choices, blank=True, default="")
+    cache_similarity = models.FloatField(
+        null=True, blank=True, help_text="A semantic hit's similarity; 1 for an exact hit."
+    )
     # Who vouches for a reported call and for feedback: the API key's id and name when it was sent.
     # Plain values, not a foreign key: runs sits below api (which owns ApiKey), and a revoked or
     # deleted key must not take its reports' provenance with it. A canary analysis counts a report

@@ -25,6 +25,7 @@ from releases.resolution import resolve, resolve_pinned
 from releases.selectors import release_with_version
 from runs.execution import PreparedRun, run_call, run_prepare, run_record
 from runs.providers import Completion
+from runs.response_cache import CacheRequest
 
 from ..fastpath import (
     allow_environment,
@@ -162,6 +163,9 @@ def _prepared(entry: KeyEntry, asked: CompatRun) -> tuple[PreparedRun, str]:
             degraded=degraded,
             key_id=entry.pk,
             key_label=entry.name,
+            # The version's response cache, unpartitioned: these request shapes have no member
+            # for a partition (run's cache_partition; decision 0050).
+            cache=CacheRequest(),
         )
     except DATABASE_OUTAGE as exc:  # no model is paid for a call that could not be recorded
         raise unavailable(

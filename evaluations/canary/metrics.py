@@ -147,8 +147,8 @@ def window_measure(
             errors=Count("id", filter=Q(status=Call.Status.ERROR)),
             schema_checked=Count("schema_valid"),
             schema_failed=Count("id", filter=Q(schema_valid=False)),
-            cost_n=Count("cost"),
-            cost_sum=Sum("cost"),
+            cost_n=Count("cost", filter=Q(cache="")),  # a cache hit cost nothing: see below
+            cost_sum=Sum("cost", filter=Q(cache="")),
             **feedback_figures,
         )
     ):
@@ -165,7 +165,10 @@ def window_measure(
                 0.0, (row["feedback_squares"] - n * arm.feedback_mean**2) / (n - 1)
             )
     for name, arm in arms.items():
-        newest = calls.filter(variant=name).order_by("-created_at", "-id")
+        # Latency and cost compare model calls: a response cache hit (decision 0050) called no
+        # model, and a canary starts with a cold cache that stable's warm one would flatter.
+        # Errors, schema failures and feedback keep hits: the caller got that answer.
+        newest = calls.filter(variant=name, cache="").order_by("-created_at", "-id")
         arm.latencies = list(
             newest.filter(latency_ms__isnull=False).values_list("latency_ms", flat=True)[:cap]
         )

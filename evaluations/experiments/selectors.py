@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, F, FloatField, Q, QuerySet, Sum
+from django.db.models import Case, Count, F, FloatField, Q, QuerySet, Sum, When
 from django.db.models.functions import Cast, Floor, Ln, Trunc
 from django.utils import timezone
 
@@ -270,12 +270,15 @@ def _aggregates(calls: QuerySet[Call]) -> list[dict[str, Any]]:
     squares rather than the database's variance: SQLite's VAR_SAMP fails on a group of one, and
     in double precision the cancellation costs ~1e-16 · mean² / variance, far below what a
     results page shows for latencies, costs and feedback."""
+    # Latency, cost and tokens are the model's: a response cache hit (decision 0050) called none,
+    # so it counts in the calls, errors and feedback but not in these.
+    modelled = Q(cache="")
     values = {
         "feedback": F("feedback"),
-        "latency": F("latency_ms"),
-        "cost": Cast("cost", FloatField()),
-        "input": Cast("input_tokens", FloatField()),
-        "output": Cast("output_tokens", FloatField()),
+        "latency": Case(When(modelled, then=F("latency_ms"))),
+        "cost": Case(When(modelled, then=Cast("cost", FloatField()))),
+        "input": Case(When(modelled, then=Cast("input_tokens", FloatField()))),
+        "output": Case(When(modelled, then=Cast("output_tokens", FloatField()))),
     }
     sums: dict[str, Any] = {}
     for name, value in values.items():
@@ -347,7 +350,7 @@ def _latency_percentiles(
     """p50 and p95 per variant from the database's latency histogram (nearest rank)."""
     bucket = Floor(Ln(F("latency_ms") + 1.0) * float(LATENCY_BUCKETS_PER_E))
     rows = (
-        calls.filter(latency_ms__isnull=False)
+        calls.filter(latency_ms__isnull=False, cache="")  # the model's latencies: no cache hit
         .annotate(bucket=bucket)
         .values("variant", "bucket")
         .annotate(n=Count("id"))

@@ -42,6 +42,7 @@ MODEL_FIELDS = {
     "tools": "tools",
     "tool_choice": "tool_choice",
     "parallel_tool_calls": "parallel_tool_calls",
+    "cache": "cache",
 }
 # Problems about a locale tag belong on the locale field; the rest of a row's problems (an empty
 # template) belong to the row.
@@ -426,6 +427,7 @@ class VersionForm(forms.ModelForm):
             "tools",
             "tool_choice",
             "parallel_tool_calls",
+            "cache",
         ]
         widgets = {
             "message": forms.Textarea(attrs={"rows": 2, "cols": 80}),
@@ -435,6 +437,7 @@ class VersionForm(forms.ModelForm):
             "tools": forms.Textarea(attrs={"rows": 4, "cols": 80}),
             "tool_choice": forms.Textarea(attrs={"rows": 1, "cols": 80}),
             "parallel_tool_calls": forms.Textarea(attrs={"rows": 1, "cols": 80}),
+            "cache": forms.Textarea(attrs={"rows": 1, "cols": 80}),
         }
         field_classes = {
             "parameters": StrictJSONField,
@@ -443,6 +446,7 @@ class VersionForm(forms.ModelForm):
             "tools": StrictJSONField,
             "tool_choice": OptionalJSONField,
             "parallel_tool_calls": OptionalJSONField,
+            "cache": OptionalJSONField,
         }
         help_texts = {
             "parameters": 'JSON object, e.g. {"temperature": 0.2, "max_tokens": 500}.',
@@ -454,6 +458,8 @@ class VersionForm(forms.ModelForm):
             "tool_choice": 'Optional: "auto", "none", "required" or {"type": "function", '
             '"function": {"name": "order_lookup"}}.',
             "parallel_tool_calls": "Optional: true or false (with tools only).",
+            "cache": 'Optional response cache, e.g. {"exact": {"ttl_seconds": 3600}}: a repeated '
+            "request is answered without a model call (docs/runs.md, Response cache).",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -511,6 +517,11 @@ class VersionForm(forms.ModelForm):
             raise forms.ValidationError("Enter true or false, or leave it empty.")
         return value
 
+    def clean_cache(self) -> Any:
+        # What the policy must be is registry.content's to say, at /model/cache: kept as given.
+        value = self.cleaned_data.get("cache")
+        return None if value in (None, "") else value
+
     def binding(self) -> ModelBinding:
         """The model binding as far as the fields are valid (a broken field reads as empty)."""
         data = self.cleaned_data
@@ -530,6 +541,7 @@ class VersionForm(forms.ModelForm):
             tools=tuple(data.get("tools") or ()),
             tool_choice=data.get("tool_choice"),
             parallel_tool_calls=data.get("parallel_tool_calls"),
+            cache=data.get("cache"),
         )
 
     def clean(self) -> dict[str, Any]:

@@ -40,6 +40,7 @@ BINDING_FIELDS = [
     "tools",
     "tool_choice",
     "parallel_tool_calls",
+    "cache",
 ]
 INFO_FIELDS = [
     "number",

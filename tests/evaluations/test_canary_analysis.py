@@ -77,6 +77,7 @@ def record(
     schema_valid=None,
     sticky: bool = True,
     at: datetime = T0 + timedelta(minutes=10),
+    cache: str = "",
 ) -> None:
     """``n`` calls of one arm; the first ``errors`` of them failed."""
     version = release.canary_version if variant == "canary" else release.stable_version
@@ -95,6 +96,7 @@ def record(
             feedback=feedback(i) if feedback else None,
             schema_valid=schema_valid(i) if schema_valid else None,
             status=Call.Status.ERROR if i < errors else Call.Status.OK,
+            cache=cache,
         )
         for i in range(n)
     )
@@ -236,6 +238,22 @@ def test_a_slower_p95_fails_by_mann_whitney(released, manager):
     assert figures["increase_percent"] > 100
     assert figures["p_value"] < 0.001
     assert figures["rank_biserial"] == 1.0
+
+
+def test_response_cache_hits_are_left_out_of_latency_and_cost(released, manager):
+    # Stable's warm cache answers half its calls in a millisecond for nothing; the canary's
+    # model calls are as fast and as cheap as stable's: no regression (decision 0050).
+    analysis = start(released, manager)
+    release = released.release("staging")
+    model = {"latency": lambda i: 300.0 + i % 50, "cost": lambda i: Decimal("0.001")}
+    record(release, "stable", 200, **model)
+    record(release, "stable", 200, latency=lambda i: 1.0, cost=lambda i: Decimal(0), cache="exact")
+    record(release, "canary", 400, **model)
+
+    result = look(analysis)
+
+    assert result.outcome == Outcome.PASS
+    assert all(check(result.verdict, n)["passed"] for n in ("p95_latency", "cost", "error_rate"))
 
 
 def test_a_costlier_canary_fails(released, manager):

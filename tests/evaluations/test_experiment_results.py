@@ -261,6 +261,25 @@ def test_playground_calls_do_not_count(released, manager):
     assert [v.calls for v in results.variants] == [3, 4]
 
 
+def test_response_cache_hits_count_as_calls_but_not_in_latency_cost_or_tokens(released, manager):
+    """Decision 0050: a hit called no model; its millisecond and its nothing are not the model's."""
+    release = start(released, manager)
+    model = {"latency_ms": 200.0, "cost": Decimal("0.01"), "input_tokens": 10, "feedback": 1.0}
+    record(released, release, "control", 2, n=3, **model)
+    hit = {"latency_ms": 1.0, "cost": Decimal(0), "input_tokens": 0, "feedback": -1.0}
+    record(released, release, "control", 2, n=3, cache="exact", **hit)
+    record(released, release, "treatment", 3, n=4, **model)
+
+    control, _ = experiment_results(release=release).variants
+
+    assert control.calls == 6
+    assert control.feedback.n == 6  # the caller got that answer: its feedback counts
+    assert (control.latency_ms.n, control.latency_ms.mean) == (3, 200.0)
+    assert control.latency_p50_ms == pytest.approx(200.0, rel=0.02)
+    assert (control.cost.n, control.cost.mean) == (3, pytest.approx(0.01))
+    assert (control.input_tokens.n, control.input_tokens.mean) == (3, 10.0)
+
+
 def test_calls_after_the_stop_do_not_count(released, manager):
     release = start(released, manager)
     record(released, release, "control", 2, n=3)

@@ -49,6 +49,7 @@ def refused(action) -> None:
         {"tools": [{"type": "function", "function": {"name": "added_later"}}]},
         {"tool_choice": "required"},
         {"parallel_tool_calls": False},
+        {"cache": {"exact": {"ttl_seconds": 60}}},
         {"status": "draft", "committed_at": None},
         {"number": 99},
         {"author_label": "someone else"},
