@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import re
 from pathlib import Path
@@ -54,6 +55,21 @@ def env_int(name: str, *, default: int, minimum: int = 0) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from exc
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+
+def env_float(name: str, *, default: float, minimum: float = 0.0) -> float:
+    """A finite number at least ``minimum``: a typo stops the process, as ``env_int`` does."""
+    raw = env.str(name, default=None)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from exc
+    if not math.isfinite(value) or value < minimum:
+        raise ImproperlyConfigured(f"{name} must be a number of at least {minimum}, not {raw!r}")
     return value
 
 
@@ -540,8 +556,8 @@ CANARY_ANALYSIS_SAMPLE_CAP = env_int("CANARY_ANALYSIS_SAMPLE_CAP", default=5000,
 # anomaly when it is at least SPEND_ANOMALY_MIN_COST and more than SPEND_ANOMALY_FACTOR times that.
 SPEND_CHECK_INTERVAL_SECONDS = env_int("SPEND_CHECK_INTERVAL_SECONDS", default=900, minimum=1)
 SPEND_BASELINE_DAYS = env_int("SPEND_BASELINE_DAYS", default=14, minimum=1)
-SPEND_ANOMALY_FACTOR = float(env.str("SPEND_ANOMALY_FACTOR", default="3"))
-SPEND_ANOMALY_MIN_COST = float(env.str("SPEND_ANOMALY_MIN_COST", default="1"))
+SPEND_ANOMALY_FACTOR = env_float("SPEND_ANOMALY_FACTOR", default=3.0, minimum=1.0)
+SPEND_ANOMALY_MIN_COST = env_float("SPEND_ANOMALY_MIN_COST", default=1.0)
 
 # Eval runs (evaluations/evalruns/services.py): cases per Celery task (a worker restart redoes at
 # most the case in hand, the batch's scored cases are skipped), and the environment whose stable
