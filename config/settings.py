@@ -58,7 +58,6 @@ def env_int(name: str, *, default: int, minimum: int = 0) -> int:
     return value
 
 
-
 def env_float(name: str, *, default: float, minimum: float = 0.0) -> float:
     """A finite number at least ``minimum``: a typo stops the process, as ``env_int`` does."""
     raw = env.str(name, default=None)
