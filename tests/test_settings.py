@@ -149,6 +149,14 @@ def test_a_bad_whole_number_refuses_to_start(tmp_path):
     assert "SECURE_HSTS_SECONDS must be a whole number" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["lots", "nan", "0.5"])
+def test_a_bad_number_refuses_to_start(tmp_path, value):
+    result = run(["manage.py", "check"], tmp_path, **{**PRODUCTION, "SPEND_ANOMALY_FACTOR": value})
+
+    assert result.returncode != 0
+    assert "SPEND_ANOMALY_FACTOR must be a number" in result.stderr
+
+
 def test_without_redis_the_cache_is_local_memory_and_tasks_run_eagerly(tmp_path):
     values = settings_with(tmp_path, **PRODUCTION)
 
