@@ -234,8 +234,12 @@ RUN_ANSWER = _object(
     cache={
         **_object(
             ["kind", "similarity"],
-            kind={"type": "string", "enum": ["exact"]},
-            similarity={"type": "number", "description": "1 for an exact hit"},
+            kind={"type": "string", "enum": ["exact", "semantic"]},
+            similarity={
+                "type": "number",
+                "description": "1 for an exact hit; a semantic hit's cosine similarity, at least "
+                "the version's threshold",
+            },
         ),
         "nullable": True,
         "description": "Answered from the version's response cache, without a model call "

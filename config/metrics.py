@@ -127,8 +127,9 @@ MODEL_COST = Counter(
 
 RESPONSE_CACHE_LOOKUPS = Counter(
     "response_cache_lookups",
-    "Response cache lookups of runs whose version caches its answers, by prompt, kind (exact) "
-    "and result (hit: answered without a model call; miss).",
+    "Response cache lookups of runs whose version caches its answers, by prompt, kind (exact, "
+    "semantic) and result (hit: answered without a model call; miss; skipped: the semantic cache "
+    "could not embed the question or read its vectors).",
     ["prompt", "kind", "result"],
     namespace=NAMESPACE,
 )

@@ -209,6 +209,7 @@ BINDING_FIELDS = TARGET_FIELDS | {
 }
 CACHE_KINDS = frozenset({"exact", "semantic"})
 CACHE_TTL_MAX_SECONDS = 30 * 24 * 3600
+SEMANTIC_CACHE_FIELDS = frozenset({"ttl_seconds", "threshold", "provider", "model"})
 
 
 def _plain(value: Any) -> Any:
@@ -416,11 +417,74 @@ def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> li
     return problems
 
 
+def _cache_ttl_problem(policy: Mapping[Any, Any], at: str) -> list[Problem]:
+    ttl = policy.get("ttl_seconds")
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= CACHE_TTL_MAX_SECONDS:
+        return [
+            Problem(
+                "invalid_cache_ttl",
+                f"ttl_seconds must be a whole number of seconds from 1 to "
+                f"{CACHE_TTL_MAX_SECONDS} (30 days).",
+                f"{at}/ttl_seconds",
+            )
+        ]
+    return []
+
+
+def _semantic_policy_problems(semantic: Mapping[Any, Any], at: str) -> list[Problem]:
+    problems = _fields_check(semantic, SEMANTIC_CACHE_FIELDS, at)
+    problems += _cache_ttl_problem(semantic, at)
+    threshold = semantic.get("threshold")
+    if (
+        not isinstance(threshold, int | float)
+        or isinstance(threshold, bool)
+        or not 0.0 < threshold <= 1.0
+    ):
+        problems.append(
+            Problem(
+                "invalid_cache_threshold",
+                "threshold is the cosine similarity from which a cached answer is served: a "
+                "number above 0 and at most 1 (1 serves only the same text; 0.9 is a start).",
+                f"{at}/threshold",
+            )
+        )
+    provider = semantic.get("provider")
+    if not isinstance(provider, str) or not PROVIDER_NAME.fullmatch(provider):
+        problems.append(
+            Problem(
+                "invalid_provider",
+                "The semantic cache needs the provider whose /embeddings endpoint embeds the "
+                "questions: name a configured provider (lowercase letters, digits, '.', '_' or "
+                "'-').",
+                f"{at}/provider",
+            )
+        )
+    model = semantic.get("model")
+    if (
+        not isinstance(model, str)
+        or not model
+        or len(model) > MODEL_NAME_MAX
+        or model != model.strip()
+        or not model.isprintable()
+    ):
+        problems.append(
+            Problem(
+                "invalid_model",
+                f"Name the embedding model (1 to {MODEL_NAME_MAX} printable characters, no "
+                "space at either end), e.g. text-embedding-3-small.",
+                f"{at}/model",
+            )
+        )
+    return problems
+
+
 def cache_policy_problems(cache: Any, *, pointer: str = "/model/cache") -> list[Problem]:
     """What is wrong with a binding's response cache policy (decision 0050).
 
-    Only the exact cache is served: a ``semantic`` one is refused by name rather than accepted and
-    ignored, so no author believes similar questions are answered from the cache."""
+    ``exact`` (``ttl_seconds``) and ``semantic`` (``ttl_seconds``, ``threshold``, the embedding
+    ``provider`` and ``model``) may both be set; the exact cache is tried first. Whether the
+    semantic cache's provider is configured is ``model_binding_providers_check``'s to say: this
+    module's pure half reads only the binding."""
     if not isinstance(cache, Mapping):
         return [
             Problem(
@@ -430,38 +494,28 @@ def cache_policy_problems(cache: Any, *, pointer: str = "/model/cache") -> list[
             )
         ]
     problems = _fields_check(cache, CACHE_KINDS, pointer)
-    if "semantic" in cache:
-        problems.append(
-            Problem(
-                "semantic_cache_unavailable",
-                "The semantic cache is not available yet: only the exact cache "
-                '({"exact": {"ttl_seconds": N}}) is served.',
-                f"{pointer}/semantic",
-            )
-        )
     if not cache:
-        problems.append(Problem("empty_cache", "Name a cache: exact.", pointer))
-    exact = cache.get("exact")
+        problems.append(Problem("empty_cache", "Name a cache: exact or semantic.", pointer))
     if "exact" in cache:
-        at = f"{pointer}/exact"
+        at, exact = f"{pointer}/exact", cache["exact"]
         if not isinstance(exact, Mapping):
             problems.append(Problem("wrong_type", "The exact cache must be an object.", at))
         else:
             problems += _fields_check(exact, frozenset({"ttl_seconds"}), at)
-            ttl = exact.get("ttl_seconds")
-            if (
-                not isinstance(ttl, int)
-                or isinstance(ttl, bool)
-                or not 1 <= ttl <= CACHE_TTL_MAX_SECONDS
-            ):
-                problems.append(
-                    Problem(
-                        "invalid_cache_ttl",
-                        f"ttl_seconds must be a whole number of seconds from 1 to "
-                        f"{CACHE_TTL_MAX_SECONDS} (30 days).",
-                        f"{at}/ttl_seconds",
-                    )
+            problems += _cache_ttl_problem(exact, at)
+    if "semantic" in cache:
+        at, semantic = f"{pointer}/semantic", cache["semantic"]
+        if not isinstance(semantic, Mapping):
+            problems.append(
+                Problem(
+                    "wrong_type",
+                    'The semantic cache must be an object, e.g. {"ttl_seconds": 3600, '
+                    '"threshold": 0.9, "provider": "openai", "model": "text-embedding-3-small"}.',
+                    at,
                 )
+            )
+        else:
+            problems += _semantic_policy_problems(semantic, at)
     return problems
 
 
@@ -495,6 +549,9 @@ def model_binding_providers_check(
     targets = [(binding.provider, pointer)] + [
         (f.provider, f"{pointer}/fallbacks/{i}") for i, f in enumerate(binding.fallbacks)
     ]
+    semantic = binding.cache.get("semantic") if isinstance(binding.cache, Mapping) else None
+    if isinstance(semantic, Mapping):  # the provider that embeds the semantic cache's questions
+        targets.append((semantic.get("provider"), f"{pointer}/cache/semantic"))
     return [
         _provider_unknown(name, configured, at)
         for name, at in targets

@@ -385,6 +385,7 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
                     "feedback_shown",
                     "cache",
                     "cache_similarity",
+                    "cache_skipped",
                 ]
             },
         ),

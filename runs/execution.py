@@ -66,6 +66,7 @@ from .response_cache import (
     cache_plan,
     cache_store,
 )
+from .semantic_cache import SEMANTIC, SemanticPlan, semantic_lookup, semantic_plan, semantic_store
 from .spool import record_lost, spool_keep
 from .tracing import prompt_attributes, tracer
 
@@ -94,6 +95,8 @@ class PreparedRun:
     run_by_key_label: str = ""
     # The response cache this run reads first and writes after a complete answer (None: none).
     cache: CachePlan | None = None
+    # The semantic cache, read after the exact one misses (runs.semantic_cache; None: none).
+    semantic: SemanticPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,8 @@ class CallOutcome:
     latency_ms: float
     # Answered from the response cache: ``completion`` is the cached answer, no model was called.
     cache: CacheHit | None = None
+    # Why the semantic cache was skipped ("": it was not, or there is none): for the record.
+    cache_skipped: str = ""
 
     @property
     def attempts(self) -> tuple[Attempt, ...]:
@@ -169,6 +174,17 @@ def run_prepare(
         cache=cache_plan(
             binding=binding,
             request=cache,
+            prompt=resolution.release.prompt,
+            version_id=resolution.version.pk,
+            content_hash=resolution.version.content_hash,
+            environment=resolution.release.environment,
+            locale=resolution.locale,
+            messages=messages,
+        ),
+        semantic=semantic_plan(
+            binding=binding,
+            request=cache,
+            providers=found.providers,
             prompt=resolution.release.prompt,
             version_id=resolution.version.pk,
             content_hash=resolution.version.content_hash,
@@ -242,6 +258,14 @@ def run_call(
         completion, hit, latency_ms = found
         _replay(completion, on_token=on_token, on_tool_call=on_tool_call)
         return CallOutcome(completion, None, started_at, latency_ms, cache=hit)
+    similar = semantic_lookup(prepared.semantic) if prepared.semantic is not None else None
+    if similar is not None and similar.completion is not None:
+        assert similar.similarity is not None
+        _replay(similar.completion, on_token=on_token, on_tool_call=on_tool_call)
+        hit = CacheHit(SEMANTIC, similar.similarity)
+        latency_ms = similar.completion.latency_ms
+        return CallOutcome(similar.completion, None, started_at, latency_ms, cache=hit)
+    skipped = similar.skipped if similar is not None else ""
     resolution = prepared.resolution
     attributes = prompt_attributes(
         prompt=resolution.release.prompt,
@@ -268,7 +292,8 @@ def run_call(
                 span_attributes=attributes,
             )
     except ProviderUnavailable as failure:
-        return CallOutcome(None, failure, started_at, (time.perf_counter() - started) * 1000)
+        latency_ms = (time.perf_counter() - started) * 1000
+        return CallOutcome(None, failure, started_at, latency_ms, cache_skipped=skipped)
     except Exception as exc:
         reraise_time_limit(exc)
         # ``complete`` turns every attempt's failure into an outcome; this is the last guard,
@@ -285,7 +310,9 @@ def run_call(
     # cancelled stream are failures, so never stored.
     if prepared.cache is not None:
         cache_store(prepared.cache, completion)
-    return CallOutcome(completion, None, started_at, completion.latency_ms)
+    if prepared.semantic is not None and similar is not None and similar.vector is not None:
+        semantic_store(prepared.semantic, similar.vector, completion)
+    return CallOutcome(completion, None, started_at, completion.latency_ms, cache_skipped=skipped)
 
 
 def _replay(
@@ -428,6 +455,8 @@ def _call_build(
                 else None
             ),
         }
+    if outcome.cache_skipped:
+        fields["cache_skipped"] = outcome.cache_skipped
     # Counted whether or not the record can be written: the model was called, and paid. A cache
     # hit called no model: runs.response_cache counted it.
     if outcome.cache is None:

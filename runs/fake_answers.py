@@ -21,10 +21,12 @@ not JSON.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -372,3 +374,57 @@ def _envelope(request: ChatRequest, kind: str) -> dict[str, Any]:
         "model": request.model,
         "system_fingerprint": "fp_fake",
     }
+
+
+EMBEDDING_DIMENSIONS = 256
+WORD = re.compile(r"\w+")
+
+
+def embed_text(text: str) -> list[float]:
+    """A deterministic embedding: a hashed bag of the text's lower-cased words, L2-normalised.
+
+    Texts sharing most of their words are near (cosine close to 1), texts sharing none are
+    orthogonal (or nearly: two words may share a bucket), which is what a semantic cache's tests
+    need from a model. A text with no words is the zero vector (similar to nothing).
+    """
+    vector = [0.0] * EMBEDDING_DIMENSIONS
+    for word in WORD.findall(text.lower()):
+        digest = hashlib.sha256(word.encode("utf-8")).digest()
+        vector[int.from_bytes(digest[:4], "big") % EMBEDDING_DIMENSIONS] += 1.0
+    norm = math.sqrt(sum(value * value for value in vector))
+    return [value / norm for value in vector] if norm else vector
+
+
+def embeddings_body(body: Any) -> dict[str, Any]:
+    """OpenAI's ``POST /v1/embeddings``: ``input`` a string or a list of strings, ``model``; the
+    answer has one ``{"object": "embedding", "index", "embedding"}`` per input, and ``usage``."""
+    if not isinstance(body, dict):
+        raise _bad("body", "The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "You must provide a model parameter.", "missing_required_parameter")
+    given = body.get("input")
+    texts = [given] if isinstance(given, str) else given
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise _bad("input", "'input' must be a string or a non-empty array of strings.")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise _bad("encoding_format", "'encoding_format' must be float or base64.", "invalid_value")
+    tokens = sum(count_tokens(text) for text in texts)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encoded(embed_text(text), encoding)}
+        for i, text in enumerate(texts)
+    ]
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _encoded(vector: list[float], encoding: str) -> list[float] | str:
+    # base64 is what OpenAI sends (and its client asks for by default): little-endian float32.
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")

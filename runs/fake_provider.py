@@ -6,7 +6,8 @@ It imports only the standard library and its pure half, ``runs.fake_answers``, s
 milliseconds and depends on no other app.
 
 It serves ``POST /v1/chat/completions`` (plain, or streamed as ``chat.completion.chunk`` events
-with an optional usage chunk and ``data: [DONE]``) and ``GET /v1/models``; what it answers, the
+with an optional usage chunk and ``data: [DONE]``), ``POST /v1/embeddings`` (a hashed bag of
+words, ``runs.fake_answers.embed_text``) and ``GET /v1/models``; what it answers, the
 same bytes for the same request, is decided in ``runs.fake_answers``: for a request with tools, a
 call to one of them (the rule is in that module's docstring).
 
@@ -42,6 +43,7 @@ from runs.fake_answers import (
     Completion,
     complete,
     completion_body,
+    embeddings_body,
     parse_chat_request,
 )
 from runs.fake_faults import BROKEN, Fault, StreamRecord, Wire, broken_body, stream_body, trickled
@@ -204,6 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"object": "list", "data": data})
         elif (self.command, path) == ("POST", "/v1/chat/completions"):
             self._chat(body)
+        elif (self.command, path) == ("POST", "/v1/embeddings"):
+            self._embeddings(body)
         else:
             raise ApiError(404, f"Unknown request URL: {self.command} {path}.", code="unknown_url")
 
@@ -250,6 +254,28 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, payload[: len(payload) // 2], request_id)  # cut short, as by a proxy
         else:
             self._send(200, completion_body(request, completion), request_id)
+
+    def _embeddings(self, body: Any) -> None:
+        """Faults as for chat, from the queue or the model's name: ``500`` (and ``fault-500``)
+        fail, ``hang`` and ``slow-<ms>`` delay; any other fault answers normally."""
+        provider = self.server.provider
+        if body is None:
+            raise ApiError(400, "We could not parse the JSON body of your request.")
+        answer = embeddings_body(body)  # checks the model is named before a fault is looked up
+        try:
+            named = fault_for_model(body["model"])
+        except ValueError:
+            message = f"The model `{body['model']}` does not exist or you do not have access to it."
+            raise ApiError(404, message, code="model_not_found") from None
+        injected = provider.faults.pop(body["model"]) or named
+        fault = injected.fault if injected else None
+        if fault is Fault.SERVER_ERROR:
+            raise ApiError(500, "The server had an error while processing your request.")
+        if injected is not None and fault in (Fault.HANG, Fault.SLOW):
+            delay = provider.hang_seconds if fault is Fault.HANG else injected.delay
+            if self.server.stopping.wait(delay) or fault is Fault.HANG:
+                return  # no answer at all: the client's timeout is what is under test
+        self._send(200, answer)
 
     def _control(self, path: str, raw: bytes) -> None:
         """Plumbing for tests in other processes: neither recorded nor authenticated."""

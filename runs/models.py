@@ -190,6 +190,13 @@ class Call(models.Model):
     cache_similarity = models.FloatField(
         null=True, blank=True, help_text="A semantic hit's similarity; 1 for an exact hit."
     )
+    cache_skipped = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Why the semantic cache was skipped and the model asked (its provider failed, "
+        "Redis was out of reach); empty otherwise.",
+    )
     # Who vouches for a reported call and for feedback: the API key's id and name when it was sent.
     # Plain values, not a foreign key: runs sits below api (which owns ApiKey), and a revoked or
     # deleted key must not take its reports' provenance with it. A canary analysis counts a report

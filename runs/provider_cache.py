@@ -46,7 +46,15 @@ class _Table:
 
 
 def _targets(binding: ModelBinding) -> list[tuple[str, str]]:
-    return [(binding.provider, binding.model), *((t.provider, t.model) for t in binding.fallbacks)]
+    targets = [
+        (binding.provider, binding.model),
+        *((t.provider, t.model) for t in binding.fallbacks),
+    ]
+    # The semantic cache's embedding provider (runs.semantic_cache): its row, read with the rest.
+    semantic = binding.cache.get("semantic") if binding.cache else None
+    if isinstance(semantic, Mapping):
+        targets.append((str(semantic.get("provider")), str(semantic.get("model"))))
+    return targets
 
 
 class ProviderCache:

@@ -1,7 +1,8 @@
 """The response cache (issue 19, decision 0050): a version's answers kept and served again.
 
 Opt-in per version: the model binding's ``cache`` (``registry.content.cache_policy_problems``).
-Only the exact cache is served: the same rendered request (messages, model, parameters, tools,
+This module is the exact cache (``runs.semantic_cache`` the semantic one, tried after it): the
+same rendered request (messages, model, parameters, tools,
 response format) for the same version, environment, locale and caller-chosen partition gets the
 answer the model gave it, without a model call, until its TTL runs out.
 
@@ -58,8 +59,8 @@ class CachePlan:
 
 @dataclass(frozen=True, slots=True)
 class CacheHit:
-    kind: str  # exact (semantic when it exists)
-    similarity: float  # 1.0 for an exact hit
+    kind: str  # exact or semantic
+    similarity: float  # 1.0 for an exact hit; the cosine for a semantic one
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "similarity": self.similarity}
@@ -76,8 +77,9 @@ def cache_plan(
     locale: str,
     messages: list[dict[str, Any]],
 ) -> CachePlan | None:
-    """The run's cache, or None: the version has no exact cache, or the caller bypassed it (or is
-    not a caller that may use it: the playground, shadows and evaluations pass no request)."""
+    """The run's exact cache, or None: the version has none, or the caller bypassed it (or is
+    not a caller that may use it: the playground, shadows and evaluations pass no request). The
+    semantic cache is ``runs.semantic_cache``'s."""
     if request is None or not request.enabled or not binding.cache:
         return None
     exact = binding.cache.get("exact")
@@ -117,7 +119,12 @@ def cache_lookup(plan: CachePlan) -> tuple[Completion, CacheHit, float] | None:
     RESPONSE_CACHE_LOOKUPS.labels(plan.prompt, EXACT, "hit" if entry else "miss").inc()
     if not isinstance(entry, Mapping):
         return None
-    completion = Completion(
+    return entry_completion(entry, latency_ms), CacheHit(EXACT, 1.0), latency_ms
+
+
+def entry_completion(entry: Mapping[str, Any], latency_ms: float) -> Completion:
+    """A stored entry as a completion that cost nothing: no tokens, no attempts."""
+    return Completion(
         provider=entry["provider"],
         model=entry["model"],
         text=entry["text"],
@@ -129,13 +136,11 @@ def cache_lookup(plan: CachePlan) -> tuple[Completion, CacheHit, float] | None:
         attempts=(),
         tool_calls=tuple(entry.get("tool_calls") or ()),
     )
-    return completion, CacheHit(EXACT, 1.0), latency_ms
 
 
-def cache_store(plan: CachePlan, completion: Completion) -> None:
-    """Keeps a complete, successful answer (a failed call, an answer its schema refused and a
-    cancelled stream are failures, never given here)."""
-    entry = {
+def entry_for(completion: Completion) -> dict[str, Any]:
+    """What is stored of a complete answer (the exact and the semantic cache alike)."""
+    return {
         "provider": completion.provider,
         "model": completion.model,
         "text": completion.text,
@@ -146,8 +151,13 @@ def cache_store(plan: CachePlan, completion: Completion) -> None:
             "output_tokens": completion.output_tokens,
         },
     }
+
+
+def cache_store(plan: CachePlan, completion: Completion) -> None:
+    """Keeps a complete, successful answer (a failed call, an answer its schema refused and a
+    cancelled stream are failures, never given here)."""
     try:
-        default_cache.set(plan.key, entry, timeout=plan.ttl_seconds)
+        default_cache.set(plan.key, entry_for(completion), timeout=plan.ttl_seconds)
     except Exception:
         logger.warning("The response cache could not be written", exc_info=True)
 

@@ -33,6 +33,7 @@ TEMPLATES = {
     "fr": {"system": "Vous êtes un agent.", "instruction": "Saluez {{ customer_name }}."},
 }
 ADA = {"customer_name": "Ada"}
+SEMANTIC = {"ttl_seconds": 3600, "threshold": 0.9, "provider": "local", "model": "embed-1"}
 
 
 @pytest.fixture(autouse=True)
@@ -281,9 +282,37 @@ def binding_problems(cache: Any) -> list[tuple[str, str]]:
             {"exact": {"ttl_seconds": 60, "size": 3}},
             [("unknown_field", "/model/cache/exact/size")],
         ),
+        ({"semantic": SEMANTIC}, []),
+        ({"exact": {"ttl_seconds": 60}, "semantic": SEMANTIC}, []),
+        ({"semantic": {**SEMANTIC, "threshold": 1}}, []),
         (
-            {"semantic": {"ttl_seconds": 60, "threshold": 0.9, "provider": "local"}},
-            [("semantic_cache_unavailable", "/model/cache/semantic")],
+            {"semantic": {**SEMANTIC, "threshold": 0}},
+            [("invalid_cache_threshold", "/model/cache/semantic/threshold")],
+        ),
+        (
+            {"semantic": {**SEMANTIC, "threshold": 1.01}},
+            [("invalid_cache_threshold", "/model/cache/semantic/threshold")],
+        ),
+        (
+            {"semantic": {**SEMANTIC, "threshold": "0.9"}},
+            [("invalid_cache_threshold", "/model/cache/semantic/threshold")],
+        ),
+        (
+            {"semantic": {k: v for k, v in SEMANTIC.items() if k != "provider"}},
+            [("invalid_provider", "/model/cache/semantic/provider")],
+        ),
+        (
+            {"semantic": {**SEMANTIC, "model": ""}},
+            [("invalid_model", "/model/cache/semantic/model")],
+        ),
+        (
+            {"semantic": {**SEMANTIC, "ttl_seconds": 0}},
+            [("invalid_cache_ttl", "/model/cache/semantic/ttl_seconds")],
+        ),
+        ({"semantic": 0.9}, [("wrong_type", "/model/cache/semantic")]),
+        (
+            {"semantic": {**SEMANTIC, "k": 3}},
+            [("unknown_field", "/model/cache/semantic/k")],
         ),
     ],
 )
@@ -353,3 +382,22 @@ def test_a_streamed_openai_compatible_hit_sends_the_cached_text(
     assert content == first.json()["choices"][0]["message"]["content"]
     assert model_calls(model_server) == 1
     assert list(Call.objects.order_by("id").values_list("cache", flat=True)) == ["", "exact"]
+
+
+@pytest.mark.parametrize(
+    ("semantic", "code"),
+    [
+        ({k: v for k, v in SEMANTIC.items() if k != "provider"}, "invalid_provider"),
+        ({**SEMANTIC, "provider": "nowhere"}, "unknown_provider"),
+    ],
+)
+def test_a_semantic_cache_without_a_configured_embedding_provider_is_refused_at_commit(
+    author_client, prompt, model_server, semantic, code
+) -> None:
+    versions = f"/api/v1/prompts/{prompt.key}/versions"
+    bad = content_data(model={**CACHED, "cache": {"semantic": semantic}})
+    response = author_client.post(versions, {"message": "m", **bad}, format="json")
+    assert response.status_code == 400, response.content
+    errors = {(e["code"], e["pointer"]) for e in response.json()["errors"]}
+    assert errors == {(code, "/model/cache/semantic/provider")}
+    assert not prompt.versions.exists()
