@@ -559,3 +559,28 @@ def test_a_schedule_elsewhere_is_not_held(reviewed, t0):
         actor=reviewed.actor(reviewed.alice),
     )
     assert schedule.state == Schedule.State.ACTIVE
+
+
+def test_who_may_not_change_the_environment_may_neither_schedule_nor_cancel(released, canary, t0):
+    """The author must be one who may make every step (the steps are applied later by the
+    system), and cancelling takes the right to roll back (releases.rights): a key limited to
+    development is refused in staging, and nothing is written."""
+    from releases.errors import ReleaseChangeForbidden
+
+    outsider = Actor.for_api_key(name="dev-ci", key_id=7, environments=["development"])
+    with pytest.raises(ReleaseChangeForbidden):
+        schedule_create(
+            prompt=released.prompt,
+            environment=released.environments["staging"],
+            steps=ramp(t0),
+            actor=outsider,
+            reason="ramp",
+        )
+    assert not Schedule.objects.exists()
+
+    schedule = schedule_ramp(released, t0)
+    with pytest.raises(ReleaseChangeForbidden):
+        schedule_cancel(schedule_id=schedule.pk, actor=outsider, reason="no")
+    schedule.refresh_from_db()
+    assert schedule.state == Schedule.State.ACTIVE
+    assert schedule.ended_by_label == ""
