@@ -8,7 +8,9 @@ and the API. The admin's verb table names the classes (``releases.admin.verbs``)
 Every change follows the same steps, in one transaction (``ReleaseChange.execute``):
 
 0. refuse an actor who may not change releases in the environment (``releases.rights``:
-   ``ReleaseChangeForbidden``, the one object-level check for every verb and every door);
+   ``ReleaseChangeForbidden``, the one object-level check for every verb and every door); then,
+   where the environment requires review, hold a change review holds (``ReviewRequired``) unless
+   it applies an approved change request (``review``; the way back is never held);
 1. check the change's own values (``check``: percents, names, an override's reason);
 2. lock the release row (creating it on first use), in the project's lock order: prompt first;
 3. compare the caller's revision *inside* the lock (a revision read outside it is stale by the
@@ -23,7 +25,8 @@ Every change follows the same steps, in one transaction (``ReleaseChange.execute
    rest, queued in the transaction and sent after it; a gate's refusal once it rolled back).
 
 The shared helpers are public, in ``common``. A change kept to apply later is ``stored``; a
-schedule of such changes, applied by beat, is ``schedule``.
+schedule of such changes, applied by beat, is ``schedule``; a change proposed for review is a
+change request (``change_requests``).
 """
 
 from __future__ import annotations
