@@ -10,6 +10,7 @@ limited to environments sees and touches requests in those only.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +25,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from releases import services
 from releases.models import ChangeRequest, ChangeRequestReview, ReleaseEvent
 from releases.selectors import change_request_conflicts, change_request_get, change_request_list
 from releases.services.change_requests import (
@@ -33,7 +33,9 @@ from releases.services.change_requests import (
     change_request_review,
     change_request_withdraw,
 )
+from releases.services.common import ReleaseChange
 from releases.services.schedule import STEPS_MAX
+from releases.services.stored import CHANGES, change_from_stored
 
 from .models import Scope
 from .pagination import Pagination
@@ -197,6 +199,17 @@ class _Target(serializers.Serializer):
     # Required, unlike a direct change's: reviewers decide on it.
     reason = StrictCharField(max_length=2000, help_text="Why: reviewers read it.")
 
+    def change(self, data: dict[str, Any]) -> ReleaseChange | None:
+        """The proposed verb, built as a stored change is read back (``releases.services.stored``):
+        its own arguments, by the names its release endpoint takes them."""
+        verb = CHANGES[str(data["action"])]
+        arguments = {f.name: data[f.name] for f in dataclasses.fields(verb) if f.name in data}
+        if "variants" in arguments:
+            arguments["variants"] = [
+                [v["name"], v["version"], v["percent"]] for v in arguments["variants"]
+            ]
+        return change_from_stored({"action": str(data["action"]), "arguments": arguments})
+
 
 def _action(value: str) -> serializers.ChoiceField:
     return serializers.ChoiceField(choices=[value], help_text="The verb proposed.")
@@ -207,9 +220,6 @@ class ProposeDeploy(_Target, ReleaseDeployApi.InputSerializer):
 
     class Meta:
         ref_name = "ChangeRequestDeploy"
-
-    def change(self, data: dict[str, Any]):
-        return services.Deploy(version=data["version"], override_gates=data["override_gates"])
 
 
 class ProposeCanaryStart(_Target):
@@ -227,20 +237,12 @@ class ProposeCanaryStart(_Target):
     class Meta:
         ref_name = "ChangeRequestCanaryStart"
 
-    def change(self, data: dict[str, Any]):
-        return services.CanaryStart(
-            version=data["version"], percent=data["percent"], override_gates=data["override_gates"]
-        )
-
 
 class ProposeCanaryPercent(_Target, ReleaseCanaryPercentApi.InputSerializer):
     action = _action(Action.CANARY_PERCENT)
 
     class Meta:
         ref_name = "ChangeRequestCanaryPercent"
-
-    def change(self, data: dict[str, Any]):
-        return services.CanaryPercent(percent=data["percent"])
 
 
 class ProposeCanaryPromote(_Target, ReleaseCanaryPromoteApi.InputSerializer):
@@ -249,23 +251,12 @@ class ProposeCanaryPromote(_Target, ReleaseCanaryPromoteApi.InputSerializer):
     class Meta:
         ref_name = "ChangeRequestCanaryPromote"
 
-    def change(self, data: dict[str, Any]):
-        return services.CanaryPromote(override_gates=data["override_gates"])
-
 
 class ProposeExperimentStart(_Target, ReleaseExperimentStartApi.InputSerializer):
     action = _action(Action.EXPERIMENT_START)
 
     class Meta:
         ref_name = "ChangeRequestExperimentStart"
-
-    def change(self, data: dict[str, Any]):
-        return services.ExperimentStart(
-            name=data["name"],
-            variants=[(v["name"], v["version"], v["percent"]) for v in data["variants"]],
-            planned_calls=data["planned_calls"],
-            override_gates=data["override_gates"],
-        )
 
 
 class ProposeExperimentStop(_Target, ReleaseExperimentStopApi.InputSerializer):
@@ -274,22 +265,12 @@ class ProposeExperimentStop(_Target, ReleaseExperimentStopApi.InputSerializer):
     class Meta:
         ref_name = "ChangeRequestExperimentStop"
 
-    def change(self, data: dict[str, Any]):
-        return services.ExperimentStop(winner=data["winner"], override_gates=data["override_gates"])
-
 
 class ProposeShadowStart(_Target, ReleaseShadowStartApi.InputSerializer):
     action = _action(Action.SHADOW_START)
 
     class Meta:
         ref_name = "ChangeRequestShadowStart"
-
-    def change(self, data: dict[str, Any]):
-        return services.ShadowStart(
-            versions=data["versions"],
-            sample_percent=data["sample_percent"],
-            budget_per_hour=data["budget_per_hour"],
-        )
 
 
 class ProposeSchedule(_Target):

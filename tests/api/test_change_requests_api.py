@@ -138,3 +138,43 @@ def test_a_ramp_is_proposed_as_a_schedule_and_made_when_the_request_is_applied(r
     schedules_apply(now=t0 + timedelta(hours=3, minutes=1))
     release = reviewed.released.release("production")
     assert (release.stable_version.number, release.canary_version_id) == (2, None)
+
+
+@pytest.mark.parametrize(
+    ("proposal", "after"),
+    [
+        (
+            {
+                "action": "experiment_start",
+                "name": "tone",
+                "variants": [
+                    {"name": "A", "version": 2, "percent": "50"},
+                    {"name": "B", "version": 3, "percent": "50"},
+                ],
+            },
+            lambda state: (
+                [(v["name"], v["version"], v["weight"]) for v in state["experiment"]["variants"]]
+                == [("A", 2, 5000), ("B", 3, 5000)]
+            ),
+        ),
+        (
+            {"action": "shadow_start", "versions": [3], "sample_percent": "5"},
+            lambda state: (state["shadow"]["versions"], state["shadow"]["sample"]) == ([3], 500),
+        ),
+        (
+            {"action": "deploy", "version": 3, "override_gates": True},
+            lambda state: state["stable"] == 3,
+        ),
+    ],
+    ids=["experiment_start", "shadow_start", "deploy"],
+)
+def test_each_verb_is_proposed_with_its_endpoints_arguments(reviewed, people, proposal, after):
+    alice, _, _ = people
+    body = {"environment": "production", "prompt": KEY, "reason": "worth a look", **proposal}
+
+    proposed = alice.post(URL, body, format="json")
+
+    assert proposed.status_code == 201, proposed.json()
+    request = ChangeRequest.objects.get(pk=proposed.json()["id"])
+    assert request.action == proposal["action"]
+    assert after(request.after), request.after
