@@ -109,6 +109,9 @@ DATABASE_UNAVAILABLE = ProblemType(
 PROVIDER_UNAVAILABLE = ProblemType(
     502, "provider-unavailable", "No model answered: every provider the binding names failed."
 )
+# A guardrail of the version or of its environment refused the run (runs.guardrails): before
+# the model call, or its answer; the document names the check.
+GUARDRAIL_REFUSED = ProblemType(422, "guardrail-refused", "A guardrail refused this run.")
 SERVER_ERROR = ProblemType(500, "server-error", "The server failed to answer this request.")
 
 # Domain errors, most specific first is not needed: lookup walks each exception's MRO.

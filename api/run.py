@@ -96,9 +96,9 @@ def run_view(request: HttpRequest, key: str) -> HttpResponse:
         response: HttpResponse = event_stream(events)
     else:
         outcome = run_call(prepared)
-        if outcome.failure is not None:
+        if outcome.failure is not None or outcome.refused is not None:
             run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
-            response = problem_json(provider_problem(outcome, request_id=request_id), request)
+            response = problem_json(run_problem(outcome, request_id=request_id), request)
         else:
             # The answer first, its record as soon as it is sent (decision 0041): the caller does
             # not wait for the record's round trip and commit. A record the database cannot take
@@ -137,6 +137,34 @@ def _record_after_answer(
     prepared: PreparedRun, outcome: CallOutcome, subject: str | None, request_id: str
 ) -> None:
     run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
+
+
+def run_problem(outcome: CallOutcome, *, request_id: str) -> ProblemAnswer:
+    """A run that gives no answer: a guardrail refused it (422 naming the check), or every model
+    the binding names failed (502 listing the attempts)."""
+    if outcome.refused is not None:
+        return guardrail_problem(outcome, request_id=request_id)
+    return provider_problem(outcome, request_id=request_id)
+
+
+def guardrail_problem(outcome: CallOutcome, *, request_id: str) -> ProblemAnswer:
+    """A guardrail refused the run: the check that did, and every check that fired."""
+    refused = outcome.refused
+    assert refused is not None
+    where = (
+        "before the model was called" if refused.stage == "input" else "after the model answered"
+    )
+    return ProblemAnswer(
+        problems.GUARDRAIL_REFUSED,
+        f"The {refused.stage} guardrail {refused.check} ({refused.source}'s policy) refused "
+        f"this run {where}: {refused.detail}.",
+        {
+            "request_id": request_id,
+            "check": refused.check,
+            "stage": refused.stage,
+            "guardrails": [t.as_dict() for t in outcome.guardrails],
+        },
+    )
 
 
 def provider_problem(outcome: CallOutcome, *, request_id: str) -> ProblemAnswer:
@@ -207,6 +235,8 @@ def run_answer(
         "recorded": recorded,
         # How the response cache answered (no model was called), or null: the model did.
         "cache": outcome.cache.as_dict() if outcome.cache is not None else None,
+        # The guardrail checks that fired (a redaction, a flag, the fallback given instead).
+        "guardrails": [t.as_dict() for t in outcome.guardrails],
     }
 
 
@@ -282,8 +312,8 @@ def _run_events(
         recorded = run_record(
             prepared=prepared, outcome=outcome, subject=subject, request_id=request_id
         )
-        if outcome.failure is not None:
-            yield sse("error", provider_problem(outcome, request_id=request_id).body(path))
+        if outcome.failure is not None or outcome.refused is not None:
+            yield sse("error", run_problem(outcome, request_id=request_id).body(path))
         else:
             yield sse(
                 "done",

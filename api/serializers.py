@@ -430,6 +430,15 @@ class ModelBindingSerializer(ModelTargetSerializer):
         help_text="The response cache, opt-in: `{exact: {ttl_seconds}}` (1 s to 30 days); a "
         "hit is answered without a model call (docs/runs.md, Response cache).",
     )
+    # Checked by registry.guardrails at save, each problem at its pointer.
+    guardrails = serializers.DictField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The guardrail policy: input checks (max_tokens, deny_patterns, pii, "
+        "injection), output checks (deny_patterns, pii, moderation), each with an action "
+        "(refuse, redact, flag, fallback) (docs/guardrails.md).",
+    )
 
 
 class ContentInputSerializer(serializers.Serializer):

@@ -133,6 +133,14 @@ RESPONSE_CACHE_LOOKUPS = Counter(
     ["prompt", "kind", "result"],
     namespace=NAMESPACE,
 )
+GUARDRAIL_TRIGGERS = Counter(
+    "guardrail_triggers",
+    "Guardrail checks that fired on runs (decision 0052), by prompt, stage (input, output), check "
+    "(max_tokens, deny_patterns, pii, injection, moderation) and action taken (refuse, fallback, "
+    "redact, flag).",
+    ["prompt", "stage", "check", "action"],
+    namespace=NAMESPACE,
+)
 
 # --- the shadow outbox (runs.outbox) --------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LocaleInvalid, Problem
+from .guardrails import guardrails_problems, moderation_providers
 from .json_schemas import schema_problems
 from .locales import locale_normalize
 from .rendering import SECTIONS, Sections, template_check
@@ -111,6 +112,8 @@ class ModelBinding:
     # The response cache's policy (runs.response_cache, decision 0050): ``{"exact":
     # {"ttl_seconds": N}}``, or None for none.
     cache: Mapping[str, Any] | None = None
+    # The guardrail policy (registry.guardrails, decision 0052), or None for none.
+    guardrails: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         data = {
@@ -126,6 +129,8 @@ class ModelBinding:
         # Likewise: a version without a cache keeps its hash (decision 0050).
         if self.cache is not None:
             data["cache"] = _plain(self.cache)
+        if self.guardrails is not None:  # likewise (decision 0052)
+            data["guardrails"] = _plain(self.guardrails)
         return data
 
     def tools_dict(self) -> dict[str, Any]:
@@ -161,6 +166,7 @@ class ModelBinding:
             tool_choice=data.get("tool_choice"),
             parallel_tool_calls=data.get("parallel_tool_calls"),
             cache=data.get("cache"),
+            guardrails=data.get("guardrails"),
         )
 
 
@@ -206,6 +212,7 @@ BINDING_FIELDS = TARGET_FIELDS | {
     "tool_choice",
     "parallel_tool_calls",
     "cache",
+    "guardrails",
 }
 CACHE_KINDS = frozenset({"exact", "semantic"})
 CACHE_TTL_MAX_SECONDS = 30 * 24 * 3600
@@ -406,6 +413,12 @@ def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> li
     )
     if binding.cache is not None:
         problems += cache_policy_problems(binding.cache, pointer=f"{pointer}/cache")
+    if binding.guardrails is not None:
+        problems += guardrails_problems(
+            binding.guardrails,
+            pointer=f"{pointer}/guardrails",
+            response_schema=binding.response_schema,
+        )
     if len(binding.fallbacks) > MAX_FALLBACKS:
         problems.append(
             Problem(
@@ -552,6 +565,10 @@ def model_binding_providers_check(
     semantic = binding.cache.get("semantic") if isinstance(binding.cache, Mapping) else None
     if isinstance(semantic, Mapping):  # the provider that embeds the semantic cache's questions
         targets.append((semantic.get("provider"), f"{pointer}/cache/semantic"))
+    # The provider whose /moderations endpoint moderates the answers (decision 0052).
+    targets += [
+        (name, f"{pointer}/guardrails{at}") for name, at in moderation_providers(binding.guardrails)
+    ]
     return [
         _provider_unknown(name, configured, at)
         for name, at in targets

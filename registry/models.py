@@ -93,6 +93,8 @@ class PromptVersion(models.Model):
     parallel_tool_calls = models.BooleanField(null=True, blank=True)
     # The response cache's policy, or null for none (registry.content.ModelBinding; decision 0050).
     cache = models.JSONField(null=True, blank=True)
+    # The guardrail policy, or null for none (registry.guardrails; decision 0052).
+    guardrails = models.JSONField(null=True, blank=True)
 
     # Who: the user when there is one, and always a label (an API key has no user).
     author = models.ForeignKey(

@@ -104,3 +104,25 @@ def _walk(items: Sequence[tuple[Any, Any]], nested: list[str], *, inside_repeat:
         elif op is sre.POSSESSIVE_REPEAT:
             _walk(list(av[2]), nested, inside_repeat=False)
     return count
+
+
+def search_regex_problem(pattern: str) -> tuple[str, str]:
+    """("", "") for a pattern safe to search whole inputs with, else (code, detail).
+
+    Stricter than ``regex_problem``, which allows one unbounded backtracking quantifier: a search
+    over a whole input (redaction's custom rules, a guardrail's deny patterns) may allow none, or
+    it takes quadratic time. With one more appended, ``regex_problem`` refuses the pattern exactly
+    when it had one (the newline ends a verbose-mode comment, so the appended quantifier always
+    counts)."""
+    if len(pattern) > MAX_REGEX_CHARS:
+        return "invalid_regex", f"A regular expression of at most {MAX_REGEX_CHARS} characters."
+    code, detail = regex_problem(pattern, anchored=False)
+    if code:
+        return code, detail
+    if regex_problem(pattern + "\n(?:.*)", anchored=False)[0]:
+        return (
+            "unsafe_regex",
+            "A search over whole inputs, where any backtracking unbounded quantifier can take "
+            "quadratic time: make it possessive (\\d++, [^ ]*+) or bound it ({1,40}).",
+        )
+    return "", ""

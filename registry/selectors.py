@@ -107,6 +107,7 @@ def version_content(version: PromptVersion) -> VersionContent:
             tool_choice=version.tool_choice,
             parallel_tool_calls=version.parallel_tool_calls,
             cache=version.cache,
+            guardrails=version.guardrails,
         ),
         templates={t.locale: template_sections(t) for t in version.templates.all()},
     )
@@ -380,6 +381,8 @@ def _binding_flat(binding: ModelBinding) -> dict[str, Any]:
         flat["parallel_tool_calls"] = binding.parallel_tool_calls
     if binding.cache is not None:
         flat["cache"] = binding.as_dict()["cache"]
+    if binding.guardrails is not None:
+        flat["guardrails"] = binding.as_dict()["guardrails"]
     return flat
 
 

@@ -291,6 +291,7 @@ def _binding_fields(content: VersionContent) -> dict[str, Any]:
         "tool_choice": m.tool_choice,
         "parallel_tool_calls": m.parallel_tool_calls,
         "cache": m.as_dict().get("cache"),
+        "guardrails": m.as_dict().get("guardrails"),
         "content_hash": content.content_hash,
     }
 

@@ -16,10 +16,12 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from registry.guardrails import guardrails_problems
 from registry.models import Prompt, PromptVersion
 
 BASIS_POINTS = 10_000
@@ -92,6 +94,14 @@ class Environment(models.Model):
     change_request_hours = models.PositiveIntegerField(
         default=72, help_text="Hours a change request stays open before it expires."
     )
+    # A guardrail floor (registry.guardrails, decision 0052): checks every version served here
+    # runs as well as its own, whatever its binding says. Changes apply at once (runs.guardrails).
+    guardrails = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='Checks every run here makes besides its version\'s own, e.g. {"input": '
+        '{"injection": {"action": "refuse"}}} (docs/guardrails.md).',
+    )
 
     class Meta:
         ordering = ["position"]
@@ -112,6 +122,16 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.guardrails in ("", {}):
+            self.guardrails = None
+        if self.guardrails is not None:
+            problems = guardrails_problems(self.guardrails, pointer="")
+            if problems:
+                raise ValidationError(
+                    {"guardrails": [f"{p.pointer or '/'}: {p.detail}" for p in problems]}
+                )
 
 
 class Release(models.Model):

@@ -207,6 +207,7 @@ def _served_versions(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], 
                     parallel_tool_calls=v.parallel_tool_calls,
                 ).tools_dict(),
                 **({"cache": v.cache} if v.cache is not None else {}),
+                **({"guardrails": v.guardrails} if v.guardrails is not None else {}),
             },
             templates=(
                 templates := {

@@ -26,10 +26,11 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from promptregistry.core.history import HistoryBlock
+from promptregistry.core.history import HistoryBlock, history_block
 from promptregistry.core.snippets import SnippetLibrary
 
 from registry.content import ModelBinding
+from registry.guardrails import FALLBACK, FLAG, INPUT, OUTPUT, REFUSE, GuardrailPolicy
 from registry.rendering import Sections, conversation_messages, to_messages, with_conversation
 from releases.cache import DATABASE_OUTAGE, served_snippets
 from releases.resolution import Resolution, version_render
@@ -46,6 +47,17 @@ from .calls import (
     subject_hash,
 )
 from .cancel import Cancellation
+from .guardrails import (
+    Moderator,
+    Triggered,
+    counted,
+    deciding,
+    input_checks,
+    output_checks,
+    provider_moderation,
+    run_policy,
+    tokens_check,
+)
 from .models import Call, Provider
 from .payloads import payload_seal
 from .provider_cache import PricesByModel, provider_cache
@@ -72,11 +84,15 @@ from .tracing import prompt_attributes, tracer
 
 logger = logging.getLogger(__name__)
 
+NO_GUARDRAILS = GuardrailPolicy()
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedRun:
     resolution: Resolution
-    variables: Mapping[str, Any]  # as the caller sent them (shadows get the same)
+    # As the caller sent them, redacted where an input guardrail said so (shadows get the same:
+    # no model sees what the policy took out).
+    variables: Mapping[str, Any]
     rendered: Sections
     messages: list[dict[str, str]]
     binding: ModelBinding
@@ -97,6 +113,11 @@ class PreparedRun:
     cache: CachePlan | None = None
     # The semantic cache, read after the exact one misses (runs.semantic_cache; None: none).
     semantic: SemanticPlan | None = None
+    # The guardrails (runs.guardrails): the policy, what the input checks found (the messages
+    # are already redacted where they said so), and the moderation of the answers.
+    guardrails: GuardrailPolicy = NO_GUARDRAILS
+    input_triggered: tuple[Triggered, ...] = ()
+    moderate: Moderator | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +132,26 @@ class CallOutcome:
     cache: CacheHit | None = None
     # Why the semantic cache was skipped ("": it was not, or there is none): for the record.
     cache_skipped: str = ""
+    # The guardrail checks that fired, input and output (runs.guardrails), and the one that
+    # refused the run, if one did (then ``completion`` is the answer refused, or None when the
+    # input was refused before any model call).
+    guardrails: tuple[Triggered, ...] = ()
+    refused: Triggered | None = None
 
     @property
     def attempts(self) -> tuple[Attempt, ...]:
-        return self.completion.attempts if self.completion else self.failure.attempts  # type: ignore[union-attr]
+        if self.completion is not None:
+            return self.completion.attempts
+        return self.failure.attempts if self.failure is not None else ()
+
+    @property
+    def model_called(self) -> bool:
+        """Whether a model was called (and paid): not for a cache hit, nor for a run an input
+        guardrail refused or answered with its fallback."""
+        return (
+            self.cache is None
+            and deciding([t for t in self.guardrails if t.stage == INPUT]) is None
+        )
 
 
 def run_prepare(
@@ -141,14 +178,28 @@ def run_prepare(
 
     Given the API key that runs it (the run API), checks the budgets of the key, the prompt and
     the environment last, before any model is called: raises ``runs.budgets.BudgetExceeded``."""
+    binding = ModelBinding.from_dict(resolution.version.model)
+    guardrails = run_policy(
+        binding.guardrails,
+        resolution.release.environment_id,
+        response_schema=binding.response_schema,
+    )
+    triggered: tuple[Triggered, ...] = ()
+    checked = variables
+    if guardrails:  # the caller's values checked, and redacted where the policy says, first
+        verdict = input_checks(
+            guardrails, variables, conversation_messages(conversation) if conversation else None
+        )
+        checked, triggered = verdict.variables, verdict.triggered
+        if conversation is not None and verdict.conversation is not None:
+            conversation = history_block(conversation[0], verdict.conversation)
     rendered = version_render(
         resolution.version,
         locale=resolution.locale,
-        variables=variables,
+        variables=checked,
         snippets=served_snippets(resolution.release) if snippets is None else snippets,
     )
     rendered = with_conversation(rendered, conversation)
-    binding = ModelBinding.from_dict(resolution.version.model)
     found = provider_cache.binding(binding)
     if degraded or records.must_check():
         _database_reachable()
@@ -159,9 +210,11 @@ def run_prepare(
             environment_id=resolution.release.environment_id,
         )
     messages = to_messages(rendered)
+    if guardrails:
+        triggered += tuple(tokens_check(guardrails, messages))
     return PreparedRun(
         resolution=resolution,
-        variables=variables,
+        variables=checked,
         rendered=rendered,
         messages=messages,
         binding=binding,
@@ -180,6 +233,7 @@ def run_prepare(
             environment=resolution.release.environment,
             locale=resolution.locale,
             messages=messages,
+            guardrails=guardrails.identity,
         ),
         semantic=semantic_plan(
             binding=binding,
@@ -191,7 +245,11 @@ def run_prepare(
             environment=resolution.release.environment,
             locale=resolution.locale,
             messages=messages,
+            guardrails=guardrails.identity,
         ),
+        guardrails=guardrails,
+        input_triggered=triggered,
+        moderate=provider_moderation(found.providers) if guardrails else None,
     )
 
 
@@ -252,19 +310,36 @@ def run_call(
     comes)."""
     started_at = timezone.now()
     started = time.perf_counter()
+    triggered = prepared.input_triggered
+    if (decided := deciding(triggered)) is not None:  # an input guardrail decides: no model call
+        latency_ms = (time.perf_counter() - started) * 1000
+        if decided.action == FALLBACK:
+            completion = _fallback(prepared, latency_ms)
+            _replay(completion, on_token=on_token, on_tool_call=None)
+            return CallOutcome(completion, None, started_at, latency_ms, guardrails=triggered)
+        return CallOutcome(
+            None, None, started_at, latency_ms, guardrails=triggered, refused=decided
+        )
     if prepared.cache is not None and (
         found := cache_lookup(prepared.cache)
     ):  # answered without a model call
         completion, hit, latency_ms = found
         _replay(completion, on_token=on_token, on_tool_call=on_tool_call)
-        return CallOutcome(completion, None, started_at, latency_ms, cache=hit)
+        return CallOutcome(
+            completion, None, started_at, latency_ms, cache=hit, guardrails=triggered
+        )
     similar = semantic_lookup(prepared.semantic) if prepared.semantic is not None else None
     if similar is not None and similar.completion is not None:
         assert similar.similarity is not None
         _replay(similar.completion, on_token=on_token, on_tool_call=on_tool_call)
         hit = CacheHit(SEMANTIC, similar.similarity)
         latency_ms = similar.completion.latency_ms
-        return CallOutcome(similar.completion, None, started_at, latency_ms, cache=hit)
+        return CallOutcome(
+            similar.completion, None, started_at, latency_ms, cache=hit, guardrails=triggered
+        )
+    # Output checks that may change the answer hold a stream's text until they have read it
+    # whole: the caller never gets tokens a check then takes back (docs/guardrails.md).
+    held = on_token is not None and _output_rewritable(prepared.guardrails)
     skipped = similar.skipped if similar is not None else ""
     resolution = prepared.resolution
     attributes = prompt_attributes(
@@ -285,7 +360,7 @@ def run_call(
             completion = complete(
                 binding=prepared.binding,
                 messages=prepared.messages,
-                on_token=on_token,
+                on_token=None if held else on_token,
                 providers=prepared.providers,
                 cancel=cancel,
                 on_tool_call=on_tool_call,
@@ -293,7 +368,9 @@ def run_call(
             )
     except ProviderUnavailable as failure:
         latency_ms = (time.perf_counter() - started) * 1000
-        return CallOutcome(None, failure, started_at, latency_ms, cache_skipped=skipped)
+        return CallOutcome(
+            None, failure, started_at, latency_ms, cache_skipped=skipped, guardrails=triggered
+        )
     except Exception as exc:
         reraise_time_limit(exc)
         # ``complete`` turns every attempt's failure into an outcome; this is the last guard,
@@ -306,13 +383,51 @@ def run_call(
             started_at=started_at,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+    decided = None
+    if prepared.guardrails.stage(OUTPUT):
+        verdict = output_checks(prepared.guardrails, completion, moderate=prepared.moderate)
+        completion, triggered = verdict.completion, triggered + verdict.triggered
+        decided = deciding(verdict.triggered)
+    latency_ms = (time.perf_counter() - started) * 1000 if decided else completion.latency_ms
+    if held and (decided is None or decided.action != REFUSE):
+        _replay(completion, on_token=on_token, on_tool_call=None)
+    outcome = CallOutcome(
+        completion,
+        None,
+        started_at,
+        latency_ms,
+        cache_skipped=skipped,
+        guardrails=triggered,
+        refused=decided if decided is not None and decided.action == REFUSE else None,
+    )
+    if decided is not None:  # refused, or the fallback given: not the model's answer to keep
+        return outcome
     # A completion is a whole, valid answer: a failed call, an answer its schema refused and a
-    # cancelled stream are failures, so never stored.
+    # cancelled stream are failures, so never stored. Stored as the output checks left it.
     if prepared.cache is not None:
         cache_store(prepared.cache, completion)
     if prepared.semantic is not None and similar is not None and similar.vector is not None:
         semantic_store(prepared.semantic, similar.vector, completion)
-    return CallOutcome(completion, None, started_at, completion.latency_ms, cache_skipped=skipped)
+    return outcome
+
+
+def _output_rewritable(policy: GuardrailPolicy) -> bool:
+    return any(c.action != FLAG for c in policy.stage(OUTPUT))
+
+
+def _fallback(prepared: PreparedRun, latency_ms: float) -> Completion:
+    """The policy's fallback text as the answer, no model called."""
+    return Completion(
+        provider=prepared.binding.provider,
+        model=prepared.binding.model,
+        text=prepared.guardrails.fallback,
+        parsed=prepared.guardrails.fallback_parsed,
+        input_tokens=0,
+        output_tokens=0,
+        latency_ms=latency_ms,
+        time_to_first_token_ms=None,
+        attempts=(),
+    )
 
 
 def _replay(
@@ -400,8 +515,9 @@ def run_record(
 
 def run_cost(prepared: PreparedRun, outcome: CallOutcome) -> Decimal | None:
     """What the call cost, every answered attempt at the prices held with the providers; a cache
-    hit nothing (the call that stored the answer paid for it)."""
-    if outcome.cache is not None:
+    hit nothing (the call that stored the answer paid for it), nor a run an input guardrail
+    decided."""
+    if not outcome.model_called:
         return Decimal(0)
     return attempts_cost(outcome.attempts, prepared.prices)
 
@@ -419,7 +535,17 @@ def _call_build(
     release = resolution.release
     completion, failure = outcome.completion, outcome.failure
     fields: dict[str, Any] = {}
-    if completion is not None:
+    if outcome.refused is not None and completion is None:  # refused before any model call
+        fields = {
+            "status": Call.Status.REFUSED,
+            "provider": prepared.binding.provider,
+            "model": prepared.binding.model,
+            "error_class": _refused_class(outcome.refused),
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost": Decimal(0),
+        }
+    elif completion is not None:
         fields = {
             "status": Call.Status.OK,
             "provider": completion.provider,
@@ -434,6 +560,12 @@ def _call_build(
         }
         if outcome.cache is not None:
             fields |= {"cache": outcome.cache.kind, "cache_similarity": outcome.cache.similarity}
+        if outcome.refused is not None:  # the answer an output guardrail refused: kept, redacted
+            fields |= {
+                "status": Call.Status.REFUSED,
+                "error_class": _refused_class(outcome.refused),
+                "schema_valid": None,
+            }
     else:
         assert failure is not None
         last = failure.attempts[-1] if failure.attempts else None
@@ -457,9 +589,13 @@ def _call_build(
         }
     if outcome.cache_skipped:
         fields["cache_skipped"] = outcome.cache_skipped
+    if outcome.guardrails:
+        fields["guardrails"] = [t.as_dict() for t in outcome.guardrails]
+        counted(outcome.guardrails, release.prompt)
     # Counted whether or not the record can be written: the model was called, and paid. A cache
-    # hit called no model: runs.response_cache counted it.
-    if outcome.cache is None:
+    # hit called no model: runs.response_cache counted it; nor did a run an input guardrail
+    # decided.
+    if outcome.model_called:
         call_observe(
             source=str(source),
             prompt=release.prompt,
@@ -496,6 +632,10 @@ def _call_build(
         run_by_key_label=prepared.run_by_key_label,
         **fields,
     )
+
+
+def _refused_class(refused: Triggered) -> str:
+    return f"guardrail_{refused.stage}_{refused.check}"
 
 
 def _shadows_queue(*, call: Call, prepared: PreparedRun, shadows: tuple[int, ...]) -> None:

@@ -123,6 +123,8 @@ class Call(models.Model):
     class Status(models.TextChoices):
         OK = "ok"
         ERROR = "error"
+        # A guardrail refused it (decision 0052): before the model call (input) or its answer.
+        REFUSED = "refused"
 
     class CacheKind(models.TextChoices):
         NONE = "", "Answered by the model"
@@ -196,6 +198,11 @@ class Call(models.Model):
         default="",
         help_text="Why the semantic cache was skipped and the model asked (its provider failed, "
         "Redis was out of reach); empty otherwise.",
+    )
+    # The guardrail checks that fired (runs.guardrails, decision 0052): each {stage, check,
+    # action, source, detail}; the detail never holds the text that matched.
+    guardrails = models.JSONField(
+        default=list, blank=True, help_text="The guardrail checks that fired on this call."
     )
     # Who vouches for a reported call and for feedback: the API key's id and name when it was sent.
     # Plain values, not a foreign key: runs sits below api (which owns ApiKey), and a revoked or

@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 
-from registry.regexes import MAX_REGEX_CHARS, regex_problem
+from registry.regexes import MAX_REGEX_CHARS, search_regex_problem
 
 from .redaction_scan import Span, glued, scan
 
@@ -196,21 +196,6 @@ def secret_value(value: Any) -> Any:
 # --- custom rules -------------------------------------------------------------------------------
 
 
-def _backtracking_problem(pattern: str) -> str:
-    """The shared ReDoS check allows one unbounded backtracking quantifier; redaction allows none.
-    With one more appended, the shared check refuses the pattern exactly when it had one (the
-    newline ends a verbose-mode comment, so the appended quantifier always counts)."""
-    code, detail = regex_problem(pattern, anchored=False)
-    if code:
-        return detail
-    if regex_problem(pattern + "\n(?:.*)", anchored=False)[0]:
-        return (
-            "Redaction searches whole inputs, where any backtracking unbounded quantifier can "
-            "take quadratic time: make it possessive (\\d++, [^ ]*+) or bound it ({1,40})."
-        )
-    return ""
-
-
 def custom_rule_problems(rules: object, *, reserved: Collection[str]) -> list[str]:
     """Every problem with a ``RUNS_REDACTION_CUSTOM_RULES`` value, as sentences (none: usable)."""
     if not isinstance(rules, Mapping):
@@ -228,7 +213,7 @@ def custom_rule_problems(rules: object, *, reserved: Collection[str]) -> list[st
                 f"Custom redaction rule {name!r}: a regex of 1 to {MAX_REGEX_CHARS} characters."
             )
             continue
-        detail = _backtracking_problem(pattern)
+        _code, detail = search_regex_problem(pattern)
         if detail:
             problems.append(f"Custom redaction rule {name!r}: {detail}")
             continue

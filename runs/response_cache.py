@@ -76,6 +76,7 @@ def cache_plan(
     environment: str,
     locale: str,
     messages: list[dict[str, Any]],
+    guardrails: str = "",
 ) -> CachePlan | None:
     """The run's exact cache, or None: the version has none, or the caller bypassed it (or is
     not a caller that may use it: the playground, shadows and evaluations pass no request). The
@@ -91,6 +92,9 @@ def cache_plan(
         "environment": environment,
         "locale": locale,
         "partition": request.partition,
+        # The guardrail policy with its environment's floor: an answer stored under one floor
+        # is not served under another (decision 0052).
+        "guardrails": guardrails,
         "provider": binding.provider,
         "model": binding.model,
         "messages": messages,

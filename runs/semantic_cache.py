@@ -122,6 +122,7 @@ def semantic_plan(
     environment: str,
     locale: str,
     messages: list[dict[str, Any]],
+    guardrails: str = "",
 ) -> SemanticPlan | None:
     """The run's semantic cache, or None (no semantic policy, or the caller bypassed the cache)."""
     if request is None or not request.enabled or not binding.cache:
@@ -136,6 +137,9 @@ def semantic_plan(
         "environment": environment,
         "locale": locale,
         "partition": request.partition,
+        # The guardrail policy with its environment's floor: an answer stored under one floor
+        # is not served under another (decision 0052).
+        "guardrails": guardrails,
         "instructions": instructions,
     }
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

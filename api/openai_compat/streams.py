@@ -29,7 +29,7 @@ from runs.execution import CallOutcome, PreparedRun, run_record
 from runs.streaming import call_streamed
 
 from ..fastpath import KEEPALIVE, STREAM_KEEPALIVE_SECONDS, sse
-from ..run import provider_problem
+from ..run import run_problem
 from .answers import (
     ChatChunks,
     finish_reason,
@@ -105,8 +105,8 @@ def chat_events(
         on_tool_call=lambda delta: iter((_data(chunks.tool_call(delta)),)),
     )
     completion = outcome.completion
-    if completion is None:
-        problem = provider_problem(outcome, request_id=request_id)
+    if completion is None or outcome.refused is not None:
+        problem = run_problem(outcome, request_id=request_id)
         yield _data(openai_error_body(problem, instance=path))
     else:
         yield _data(chunks.chunk({}, finish_reason(completion), model=completion.model))
@@ -245,8 +245,12 @@ def response_events(
         on_tool_call=output.tool_call,
     )
     completion = outcome.completion
-    if completion is None:
-        error = {"code": "server_error", "message": str(outcome.failure)}
+    if completion is None or outcome.refused is not None:
+        if outcome.refused is not None:
+            refused = run_problem(outcome, request_id=request_id)
+            error = {"code": "guardrail_refused", "message": refused.detail}
+        else:
+            error = {"code": "server_error", "message": str(outcome.failure)}
         yield output.event("response.failed", response=response("failed", error=error))
         return
     final = response_output(completion, request_id=request_id)

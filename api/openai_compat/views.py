@@ -39,7 +39,7 @@ from ..fastpath import (
 )
 from ..keyring import KeyEntry
 from ..models import Scope
-from ..run import provider_problem
+from ..run import run_problem
 from .answers import (
     chat_completion,
     registry_headers,
@@ -120,11 +120,11 @@ def _run(
         response: HttpResponse = event_stream(streamed(prepared, request_id))
     else:
         outcome = run_call(prepared)
-        if outcome.completion is None:
+        if outcome.completion is None or outcome.refused is not None:
             run_record(
                 prepared=prepared, outcome=outcome, subject=asked.subject, request_id=request_id
             )
-            problem = provider_problem(outcome, request_id=request_id)
+            problem = run_problem(outcome, request_id=request_id)
             response = openai_error_response(problem, request)
         else:
             response = json_response(

@@ -269,6 +269,17 @@ def _events(
     def record(outcome: CallOutcome) -> tuple[str, dict[str, Any]]:
         recorded = playground_record(prepared=prepared, outcome=outcome, request_id=request_id)
         call = recorded.call
+        if outcome.refused is not None:
+            refused = outcome.refused
+            return "error", {
+                "type": "/problems/guardrail-refused",
+                "title": "A guardrail refused this run.",
+                "status": 422,
+                "detail": f"The {refused.stage} guardrail {refused.check} ({refused.source}'s "
+                f"policy) refused this run: {refused.detail}.",
+                "guardrails": [t.as_dict() for t in outcome.guardrails],
+                "call": call.pk if call is not None else None,
+            }
         if outcome.failure is not None:
             return "error", {
                 "type": "/problems/provider-unavailable",

@@ -70,6 +70,9 @@ def registry_judge(request: JudgeRequest) -> Any:
         latency_ms=outcome.latency_ms,
         cost=attempts_cost(outcome.attempts, prepared.prices),
     )
+    if outcome.refused is not None:
+        refused = outcome.refused
+        raise JudgeFailed(f"the judge's {refused.stage} guardrail {refused.check} refused it")
     if outcome.completion is None:
         raise JudgeFailed(str(outcome.failure))
     return outcome.completion.parsed

@@ -43,6 +43,7 @@ MODEL_FIELDS = {
     "tool_choice": "tool_choice",
     "parallel_tool_calls": "parallel_tool_calls",
     "cache": "cache",
+    "guardrails": "guardrails",
 }
 # Problems about a locale tag belong on the locale field; the rest of a row's problems (an empty
 # template) belong to the row.
@@ -428,6 +429,7 @@ class VersionForm(forms.ModelForm):
             "tool_choice",
             "parallel_tool_calls",
             "cache",
+            "guardrails",
         ]
         widgets = {
             "message": forms.Textarea(attrs={"rows": 2, "cols": 80}),
@@ -438,6 +440,7 @@ class VersionForm(forms.ModelForm):
             "tool_choice": forms.Textarea(attrs={"rows": 1, "cols": 80}),
             "parallel_tool_calls": forms.Textarea(attrs={"rows": 1, "cols": 80}),
             "cache": forms.Textarea(attrs={"rows": 1, "cols": 80}),
+            "guardrails": forms.Textarea(attrs={"rows": 4, "cols": 80}),
         }
         field_classes = {
             "parameters": StrictJSONField,
@@ -447,6 +450,7 @@ class VersionForm(forms.ModelForm):
             "tool_choice": OptionalJSONField,
             "parallel_tool_calls": OptionalJSONField,
             "cache": OptionalJSONField,
+            "guardrails": OptionalJSONField,
         }
         help_texts = {
             "parameters": 'JSON object, e.g. {"temperature": 0.2, "max_tokens": 500}.',
@@ -460,6 +464,9 @@ class VersionForm(forms.ModelForm):
             "parallel_tool_calls": "Optional: true or false (with tools only).",
             "cache": 'Optional response cache, e.g. {"exact": {"ttl_seconds": 3600}}: a repeated '
             "request is answered without a model call (docs/runs.md, Response cache).",
+            "guardrails": 'Optional guardrail policy, e.g. {"input": {"injection": {"action": '
+            '"refuse"}, "pii": {"action": "redact"}}, "output": {"pii": {"action": "redact"}}} '
+            "(docs/guardrails.md).",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -522,6 +529,11 @@ class VersionForm(forms.ModelForm):
         value = self.cleaned_data.get("cache")
         return None if value in (None, "") else value
 
+    def clean_guardrails(self) -> Any:
+        # Likewise: registry.guardrails says what is wrong, at /model/guardrails.
+        value = self.cleaned_data.get("guardrails")
+        return None if value in (None, "") else value
+
     def binding(self) -> ModelBinding:
         """The model binding as far as the fields are valid (a broken field reads as empty)."""
         data = self.cleaned_data
@@ -542,6 +554,7 @@ class VersionForm(forms.ModelForm):
             tool_choice=data.get("tool_choice"),
             parallel_tool_calls=data.get("parallel_tool_calls"),
             cache=data.get("cache"),
+            guardrails=data.get("guardrails"),
         )
 
     def clean(self) -> dict[str, Any]:

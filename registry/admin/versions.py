@@ -41,6 +41,7 @@ BINDING_FIELDS = [
     "tool_choice",
     "parallel_tool_calls",
     "cache",
+    "guardrails",
 ]
 INFO_FIELDS = [
     "number",
