@@ -284,6 +284,7 @@ PROBLEM_TYPES: dict[str, ProblemType] = {
         NOT_RELEASED,
         DATABASE_UNAVAILABLE,
         PROVIDER_UNAVAILABLE,
+        GUARDRAIL_REFUSED,
         SERVER_ERROR,
         *DOMAIN_PROBLEMS.values(),
     )

@@ -150,6 +150,24 @@ RENDERING = {
         ),
     ]
 }
+GUARDRAIL_TRIGGERED = _object(
+    ["stage", "check", "action", "source", "detail"],
+    stage={"type": "string", "enum": ["input", "output"]},
+    check={
+        "type": "string",
+        "enum": ["max_tokens", "deny_patterns", "pii", "injection", "moderation"],
+    },
+    action={"type": "string", "enum": ["refuse", "fallback", "redact", "flag"]},
+    source={
+        "type": "string",
+        "enum": ["version", "environment"],
+        "description": "Whose policy: the version's binding, or its environment's floor",
+    },
+    detail={
+        **STRING,
+        "description": "What it found (e.g. `email ×1`, `pattern #0`), never the text itself",
+    },
+)
 ATTEMPT = _object(
     ["provider", "model", "outcome", "detail", "latency_ms", "input_tokens", "output_tokens"],
     provider=STRING,
@@ -192,6 +210,7 @@ RUN_ANSWER = _object(
         "shadow",
         "recorded",
         "cache",
+        "guardrails",
     ],
     request_id=STRING,
     prompt=STRING,
@@ -244,6 +263,12 @@ RUN_ANSWER = _object(
         "nullable": True,
         "description": "Answered from the version's response cache, without a model call "
         "(`usage` and `cost` are then 0, `attempts` empty); null: the model answered.",
+    },
+    guardrails={
+        "type": "array",
+        "items": ref("GuardrailTriggered"),
+        "description": "The guardrail checks of the version and its environment that fired and "
+        "let the run answer: a redaction, a flag, or the fallback text given as the output.",
     },
     recorded={
         "type": "boolean",
@@ -370,6 +395,7 @@ COMPONENTS = {
     "ChatRequest": CHAT_REQUEST,
     "ToolCall": TOOL_CALL,
     "RunAttempt": ATTEMPT,
+    "GuardrailTriggered": GUARDRAIL_TRIGGERED,
     "RunAnswer": RUN_ANSWER,
     "RunFailure": RUN_FAILURE,
     "RunStreamEvent": RUN_EVENT,
@@ -570,7 +596,9 @@ def runtime_paths(result, generator, request, public):
             description="Needs the runs:execute scope. With `stream: true` the answer is "
             "server-sent events: `start`, `token` (each content delta), `tool_call` (each "
             "tool-call delta), then `done` (the same object as the non-streaming answer) or "
-            "`error` (the 502 problem document). "
+            "`error` (the 502 problem document, or the 422 of a guardrail that refused the "
+            "run: a stream whose output checks may change the answer sends its text once they "
+            "have read it whole). "
             "A stream always ends: past `RUN_STREAM_MAX_SECONDS` (default 300) the model call "
             "is cancelled and answered as an `error` event (attempt outcome `cancelled`). "
             "`X-Request-Id` is taken from the request when given, and always answered. "
@@ -597,6 +625,17 @@ def runtime_paths(result, generator, request, public):
             responses={
                 "200": run_answer,
                 **run_errors,
+                "422": {
+                    "description": "A guardrail of the version or of its environment refused "
+                    "the run, before the model call (input) or its answer (output); the call is "
+                    "recorded with status `refused`.",
+                    "headers": _REQUEST_ID,
+                    "content": {
+                        "application/problem+json": {
+                            "schema": problem_ref(PROBLEM_TYPES["guardrail-refused"])
+                        }
+                    },
+                },
                 "502": {
                     "description": "No model answered: every provider the binding names failed; "
                     "the call is recorded with its attempts.",

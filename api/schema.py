@@ -136,6 +136,34 @@ _MEMBERS: dict[str, dict[str, tuple[dict, bool]]] = {
             True,
         )
     },
+    "guardrail-refused": {
+        "request_id": ({**_STRING, "description": "The call, as recorded (status refused)."}, True),
+        "check": (
+            {
+                "type": "string",
+                "enum": ["max_tokens", "deny_patterns", "pii", "injection", "moderation"],
+                "description": "The check that refused the run.",
+            },
+            True,
+        ),
+        "stage": (
+            {
+                "type": "string",
+                "enum": ["input", "output"],
+                "description": "input: no model was called; output: the model's answer was "
+                "refused (and paid for).",
+            },
+            True,
+        ),
+        "guardrails": (
+            {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/GuardrailTriggered"},
+                "description": "Every check that fired, the refusing one among them.",
+            },
+            True,
+        ),
+    },
     "provider-unavailable": {
         "request_id": ({**_STRING, "description": "The call, as recorded."}, True),
         "attempts": (

@@ -201,8 +201,9 @@ INJECTION_HEURISTICS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (
             "reveal",
             r"\b(?:reveal|show|print|repeat|output|leak|tell\s{1,3}+me)\s{1,3}+"
-            r"(?:me\s{1,3}+)?+(?:your|the)\s{1,3}+(?:system\s{1,3}+prompt|initial\s{1,3}+"
-            r"prompt|hidden\s{1,3}+instructions|instructions|system\s{1,3}+message)\b",
+            r"(?:me\s{1,3}+)?+(?:your\s{1,3}+(?:instructions|rules)|(?:your|the)\s{1,3}+"
+            r"(?:system\s{1,3}+prompt|initial\s{1,3}+prompt|hidden\s{1,3}+instructions|"
+            r"system\s{1,3}+message))\b",
         ),
         (
             "role_markers",
