@@ -174,6 +174,11 @@ RELEASES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
         ("deploy", "staging", {"version": 1}),
         ("deploy", "production", {"version": 1}),
     ],
+    "support.faq": [
+        ("deploy", "development", {"version": 1}),
+        ("deploy", "staging", {"version": 1}),
+        ("deploy", "production", {"version": 1}),
+    ],
 }
 
 PROMPTS: list[dict[str, Any]] = [
@@ -567,6 +572,46 @@ PROMPTS: list[dict[str, Any]] = [
                         "system": "You rewrite search queries for an outdoor gear catalogue.",
                         "instruction": "Rewrite: {{ query }}",
                         "format": "One line, no quotes.",
+                    }
+                },
+            },
+        ],
+    },
+    {
+        "key": "support.faq",
+        "description": "Answers a customer's question: guarded (injections refused, contact "
+        "details kept from the model and the caller) and cached for ten minutes.",
+        "default_locale": "en",
+        "tags": ["support"],
+        "versions": [
+            {
+                "message": "Guardrails and a response cache around the model call.",
+                "variables": [
+                    {
+                        "name": "question",
+                        "type": "string",
+                        "description": "The customer's question, as they typed it.",
+                    }
+                ],
+                "model": {
+                    "provider": "local",
+                    "model": "echo-1",
+                    "parameters": {"temperature": 0},
+                    "cache": {"exact": {"ttl_seconds": 600}},
+                    "guardrails": {
+                        "input": {
+                            "max_tokens": {"limit": 2000, "action": "refuse"},
+                            "injection": {"action": "refuse"},
+                            "pii": {"action": "redact", "rules": ["email", "phone"]},
+                        },
+                        "output": {"pii": {"action": "redact"}},
+                    },
+                },
+                "templates": {
+                    "en": {
+                        "system": "You answer customers' questions about orders, delivery and "
+                        "returns.",
+                        "instruction": "Question: {{ question }}",
                     }
                 },
             },
