@@ -98,3 +98,25 @@ def snippet_versions(
         (key, pinned, number)
         for (key, pinned), number in sorted(seen.items(), key=lambda i: (i[0][0], i[0][1] or 0))
     )
+
+
+def snippets_preloaded(refs: Iterable[Ref], *, library: ServedSnippets) -> dict[Ref, SnippetText]:
+    """The text every include reachable from ``refs`` serves now (snippets included by snippets
+    too, to ``MAX_SNIPPET_DEPTH`` levels), as a plain dict: a ``SnippetLibrary`` that a render in
+    another thread reads without a query (a moderation's classifier, runs.moderation). An
+    include that serves nothing is left out, so the render fails on it as it would live."""
+    found: dict[Ref, SnippetText] = {}
+    todo = list(refs)
+    for _level in range(MAX_SNIPPET_DEPTH):
+        following: list[Ref] = []
+        for ref in todo:
+            if ref in found:
+                continue
+            text = library.get(ref)
+            if text is not None:
+                found[ref] = text
+                following.extend(templates_snippet_refs(text.templates))
+        todo = following
+        if not todo:
+            break
+    return found

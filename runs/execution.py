@@ -54,11 +54,11 @@ from .guardrails import (
     deciding,
     input_checks,
     output_checks,
-    provider_moderation,
     run_policy,
     tokens_check,
 )
 from .models import Call, Provider
+from .moderation import moderation_prepare
 from .payloads import payload_seal
 from .provider_cache import PricesByModel, provider_cache
 from .providers import (
@@ -249,7 +249,16 @@ def run_prepare(
         ),
         guardrails=guardrails,
         input_triggered=triggered,
-        moderate=provider_moderation(found.providers) if guardrails else None,
+        # What the moderation checks need, read now: the moderation runs in the call's thread.
+        moderate=(
+            moderation_prepare(
+                policy=guardrails,
+                release=resolution.release,
+                locale=resolution.requested_locale,
+            )
+            if guardrails
+            else None
+        ),
     )
 
 
@@ -400,7 +409,9 @@ def run_call(
         guardrails=triggered,
         refused=decided if decided is not None and decided.action == REFUSE else None,
     )
-    if decided is not None:  # refused, or the fallback given: not the model's answer to keep
+    # Refused, or the fallback given: not the model's answer to keep. An answer no moderation
+    # could check is not kept either: a hit would serve it unmoderated.
+    if decided is not None or any(t.unmoderated for t in triggered):
         return outcome
     # A completion is a whole, valid answer: a failed call, an answer its schema refused and a
     # cancelled stream are failures, so never stored. Stored as the output checks left it.

@@ -17,6 +17,24 @@ schema's sample). Streamed, the call comes as OpenAI sends it: a delta with its 
 and name (arguments ""), then the arguments in pieces of ``TOOL_ARGUMENT_PIECE`` characters, then
 the finish reason. The ``badtool`` fault calls a tool nobody declared, with arguments that are
 not JSON.
+
+Moderation, from a fixed list of words (``FLAGGED_WORDS``: whole words, case-insensitive), so a
+test can write a text that is flagged and one that is not:
+
+- ``moderations_body`` answers OpenAI's ``POST /v1/moderations``: one result per input, each
+  category flagged when one of its words is in the text, with a score that grows with the count;
+- a ``guard-`` model (``guard-1``) answers a chat as Llama Guard does: ``safe``, or ``unsafe``
+  and a line of the hazard codes (``S1,S9``) the words of its last user message fall under.
+
+========================  =============================  ================
+word                      OpenAI category                Llama Guard code
+========================  =============================  ================
+kill, murder              violence                       S1
+counterfeit               illicit                        S2
+bomb                      illicit/violent                S9
+vermin                    hate                           S10
+suicide                   self-harm                      S11
+========================  =============================  ================
 """
 
 from __future__ import annotations
@@ -257,13 +275,15 @@ def complete(
 
     1. Take the first words of the last user message (of the last message if no user spoke).
     2. Answer ``"<model>: <words>"``, or for a JSON response format a JSON document: a sample of
-       the ``json_schema`` schema, else ``{"answer": ...}``.
+       the ``json_schema`` schema, else ``{"answer": ...}``; a ``guard-`` model answers its
+       verdict on that whole message instead (``guard_verdict``).
     3. For the ``badjson`` fault, wrap that JSON in prose and cut its last character: what repair
        code meets in the wild.
     4. Cut at ``max_tokens`` (finish reason ``length``) and count the usage.
     """
     users = [message for message in request.messages if message["role"] == "user"]
-    words = message_text((users or request.messages)[-1]).split()
+    last = message_text((users or request.messages)[-1])
+    words = last.split()
     limit = 8 if request.model == "echo-small" else 32
     head = " ".join(words[:limit]) + (" ..." if len(words) > limit else "")
     echo = f"{request.model}: {head}"
@@ -288,7 +308,9 @@ def complete(
         return Completion("", "tool_calls", usage, (call,))
     kind = request.response_format.get("type")
     schema = request.response_format["json_schema"].get("schema") if kind == "json_schema" else None
-    if isinstance(schema, dict):
+    if request.model.startswith(GUARD_PREFIX) and kind not in JSON_FORMATS:
+        content = guard_verdict(last)
+    elif isinstance(schema, dict):
         content = json.dumps(sample_json(schema, text=head or "example"), ensure_ascii=False)
     else:
         content = json.dumps({"answer": echo}, ensure_ascii=False) if kind in JSON_FORMATS else echo
@@ -428,3 +450,114 @@ def _encoded(vector: list[float], encoding: str) -> list[float] | str:
     if encoding == "float":
         return vector
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+# -- moderation -----------------------------------------------------------------------------------
+
+# Every category OpenAI's omni-moderation answers, in its order: each result lists them all.
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+# The words that flag a text (the module's docstring has the table): the category, and the code
+# of Llama Guard 3's hazard taxonomy that a guard model answers for it.
+FLAGGED_WORDS: dict[str, tuple[str, str]] = {
+    "kill": ("violence", "S1"),
+    "murder": ("violence", "S1"),
+    "counterfeit": ("illicit", "S2"),
+    "bomb": ("illicit/violent", "S9"),
+    "vermin": ("hate", "S10"),
+    "suicide": ("self-harm", "S11"),
+}
+GUARD_PREFIX = "guard-"
+
+
+def flagged_words(text: str) -> dict[str, int]:
+    """How many of ``FLAGGED_WORDS`` the text holds, by category (none: ``{}``)."""
+    found: dict[str, int] = {}
+    for word in WORD.findall(text.lower()):
+        if word in FLAGGED_WORDS:
+            category = FLAGGED_WORDS[word][0]
+            found[category] = found.get(category, 0) + 1
+    return found
+
+
+def guard_verdict(text: str) -> str:
+    """What a Llama Guard model answers for ``text``: ``safe``, or ``unsafe`` and on the next
+    line the hazard codes found, comma-separated, in the taxonomy's order."""
+    codes = {FLAGGED_WORDS[w][1] for w in WORD.findall(text.lower()) if w in FLAGGED_WORDS}
+    if not codes:
+        return "safe"
+    return "unsafe\n" + ",".join(sorted(codes, key=lambda code: int(code[1:])))
+
+
+def moderation_result(text: str, *, image: bool = False) -> dict[str, Any]:
+    """One ``results`` item: every category flagged or not, its score (``1 - 0.5 ** (n + 1)`` for
+    ``n`` words found: 0.75, 0.875…; 0 when none) and the input types it was applied to."""
+    found = flagged_words(text)
+    types = ["text", "image"] if image else ["text"]
+    return {
+        "flagged": bool(found),
+        "categories": {c: c in found for c in MODERATION_CATEGORIES},
+        "category_scores": {
+            c: 1 - 0.5 ** (found[c] + 1) if c in found else 0.0 for c in MODERATION_CATEGORIES
+        },
+        "category_applied_input_types": {c: types for c in MODERATION_CATEGORIES},
+    }
+
+
+def _moderation_inputs(given: Any) -> list[tuple[str, bool]] | None:
+    """The texts to moderate, each with whether it came with an image: a string, a list of
+    strings (one result each), or a list of ``text``/``image_url`` parts (one input, one result,
+    its texts joined). None when ``input`` is none of these."""
+    if isinstance(given, str):
+        return [(given, False)]
+    if not isinstance(given, list) or not given:
+        return None
+    if all(isinstance(item, str) for item in given):
+        return [(item, False) for item in given]
+    texts, image = [], False
+    for part in given:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict):
+            image = True  # not looked at: only text is moderated here
+        else:
+            return None
+    return [("\n".join(texts), image)]
+
+
+def moderations_body(body: Any) -> dict[str, Any]:
+    """OpenAI's ``POST /v1/moderations``: ``input`` (see ``_moderation_inputs``) and an optional
+    ``model`` (default ``omni-moderation-latest``); the answer is ``{id, model, results}``, the id
+    a digest of the request, so the same request gets the same bytes."""
+    if not isinstance(body, dict):
+        raise _bad("body", "The request body must be a JSON object.")
+    model = body.get("model", "omni-moderation-latest")
+    if not isinstance(model, str) or not model:
+        raise _bad("model", "'model' must be a non-empty string.")
+    inputs = _moderation_inputs(body.get("input"))
+    if inputs is None:
+        raise _bad(
+            "input",
+            "'input' must be a string, a non-empty array of strings, or an array of text and "
+            "image_url parts.",
+        )
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {
+        "id": "modr-" + hashlib.sha256(canonical.encode()).hexdigest()[:24],
+        "model": model,
+        "results": [moderation_result(text, image=image) for text, image in inputs],
+    }

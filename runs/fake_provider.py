@@ -7,16 +7,19 @@ milliseconds and depends on no other app.
 
 It serves ``POST /v1/chat/completions`` (plain, or streamed as ``chat.completion.chunk`` events
 with an optional usage chunk and ``data: [DONE]``), ``POST /v1/embeddings`` (a hashed bag of
-words, ``runs.fake_answers.embed_text``) and ``GET /v1/models``; what it answers, the
+words, ``runs.fake_answers.embed_text``), ``POST /v1/moderations`` (a text is flagged for the
+words it holds: ``runs.fake_answers.FLAGGED_WORDS``) and ``GET /v1/models``; what it answers, the
 same bytes for the same request, is decided in ``runs.fake_answers``: for a request with tools, a
-call to one of them (the rule is in that module's docstring).
+call to one of them; for a ``guard-`` model, a Llama Guard verdict (``safe``, or ``unsafe`` and
+its hazard codes) on the last user message (the rules are in that module's docstring).
 
 Faults come from the model name (``fault-429``, ``fault-500``, ``fault-malformed``,
 ``fault-badjson``, ``fault-badtool``, ``fault-hang``, ``slow-<ms>``, and the answers broken on the wire that
 ``runs.fake_faults`` writes: ``fault-drop``, ``fault-error-event``, ``fault-stall``,
 ``fault-garbage``, ``fault-reset``, ``fault-trickle-<ms>``) or from a per-model queue
 (``fake.faults.push("echo-1", "429", count=2)`` or ``POST /_control/faults``), so a test can make
-the first N calls fail and the next one succeed.
+the first N calls fail and the next one succeed. Embeddings and moderations take the same names
+and queues, but only ``500`` (a 500 answer), ``hang`` and ``slow-<ms>`` change their answer.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from runs.fake_answers import (
     complete,
     completion_body,
     embeddings_body,
+    moderations_body,
     parse_chat_request,
 )
 from runs.fake_faults import BROKEN, Fault, StreamRecord, Wire, broken_body, stream_body, trickled
@@ -54,7 +58,16 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 HANG_SECONDS = 30.0  # longer than any client timeout the registry or the tests configure
 # What GET /v1/models lists: the answering models and the instant faults (any name answers).
-MODELS = ("echo-1", "echo-small", "fault-429", "fault-500", "fault-malformed", "fault-badjson")
+MODELS = (
+    "echo-1",
+    "echo-small",
+    "guard-1",
+    "omni-moderation-latest",
+    "fault-429",
+    "fault-500",
+    "fault-malformed",
+    "fault-badjson",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._chat(body)
         elif (self.command, path) == ("POST", "/v1/embeddings"):
             self._embeddings(body)
+        elif (self.command, path) == ("POST", "/v1/moderations"):
+            self._moderations(body)
         else:
             raise ApiError(404, f"Unknown request URL: {self.command} {path}.", code="unknown_url")
 
@@ -256,26 +271,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, completion_body(request, completion), request_id)
 
     def _embeddings(self, body: Any) -> None:
-        """Faults as for chat, from the queue or the model's name: ``500`` (and ``fault-500``)
-        fail, ``hang`` and ``slow-<ms>`` delay; any other fault answers normally."""
-        provider = self.server.provider
         if body is None:
             raise ApiError(400, "We could not parse the JSON body of your request.")
         answer = embeddings_body(body)  # checks the model is named before a fault is looked up
+        if self._answers(body["model"]):
+            self._send(200, answer)
+
+    def _moderations(self, body: Any) -> None:
+        if body is None:
+            raise ApiError(400, "We could not parse the JSON body of your request.")
+        answer = moderations_body(body)  # checks the request before a fault is looked up
+        if self._answers(answer["model"]):
+            self._send(200, answer)
+
+    def _answers(self, model: str) -> bool:
+        """For the endpoints other than chat: faults as for chat, from the queue or the model's
+        name. ``500`` (and ``fault-500``) fail, ``hang`` and ``slow-<ms>`` delay (False: no
+        answer at all, the client's timeout is what is under test); any other fault answers
+        normally."""
+        provider = self.server.provider
         try:
-            named = fault_for_model(body["model"])
+            named = fault_for_model(model)
         except ValueError:
-            message = f"The model `{body['model']}` does not exist or you do not have access to it."
+            message = f"The model `{model}` does not exist or you do not have access to it."
             raise ApiError(404, message, code="model_not_found") from None
-        injected = provider.faults.pop(body["model"]) or named
+        injected = provider.faults.pop(model) or named
         fault = injected.fault if injected else None
         if fault is Fault.SERVER_ERROR:
             raise ApiError(500, "The server had an error while processing your request.")
         if injected is not None and fault in (Fault.HANG, Fault.SLOW):
             delay = provider.hang_seconds if fault is Fault.HANG else injected.delay
             if self.server.stopping.wait(delay) or fault is Fault.HANG:
-                return  # no answer at all: the client's timeout is what is under test
-        self._send(200, answer)
+                return False
+        return True
 
     def _control(self, path: str, raw: bytes) -> None:
         """Plumbing for tests in other processes: neither recorded nor authenticated."""

@@ -19,9 +19,10 @@ in the answer, and counted (``promptregistry_guardrail_triggers_total``). When s
 strongest action decides (refuse, then fallback, then redact, then flag); all are recorded.
 
 Nothing here touches the database: output checks run in the model call's thread. A moderation
-through a provider's ``/moderations`` uses that provider's client and timeout; one that fails is
-decided by the check's ``on_error`` (closed: refused; open: flagged and let through), and says
-so on the record.
+through a provider's ``/moderations`` uses that provider's client and timeout (or a registry
+prompt as a classifier: ``runs.moderation``, which reads what either needs before the call); one
+that fails is decided by the check's ``on_error`` (closed: as if it had flagged the answer, so
+the check's action applies; open: flagged and let through), and says so on the record.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class Triggered:
     action: str
     source: str
     detail: str
+    # A moderation that could not answer: the answer was never moderated, so it is not kept in
+    # the response cache (a hit would serve it unmoderated), whichever way on_error decided.
+    unmoderated: bool = False
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -384,9 +388,12 @@ def _moderation(check: Check, text: str, moderate: Moderator | None) -> list[Tri
             raise ModerationFailed("no moderation is available to this run")
         verdict = moderate(check, text)
     except ModerationFailed as exc:
+        # Closed: as if the moderation had flagged the answer (the check's action decides).
+        # Open: the answer goes through, flagged.
         if check.fail_closed:
-            return [_fired(check, f"moderation failed, closed: {exc}")]
-        return [replace(_fired(check, f"moderation failed, open: {exc}"), action=FLAG)]
+            return [replace(_fired(check, f"moderation failed, closed: {exc}"), unmoderated=True)]
+        failed = _fired(check, f"moderation failed, open: {exc}")
+        return [replace(failed, action=FLAG, unmoderated=True)]
     if verdict.flagged:
         return [_fired(check, verdict.detail or "flagged")]
     return []
@@ -414,7 +421,8 @@ def provider_moderation(providers: Mapping[str, Provider]) -> Moderator:
                 )
             result = answer.results[0]
             flagged = bool(result.flagged)
-            categories = result.categories.model_dump() if result.categories else {}
+            # By alias: OpenAI's names ("self-harm/intent"), as its documentation has them.
+            categories = result.categories.model_dump(by_alias=True) if result.categories else {}
         except Exception as exc:  # the provider's answer is untrusted: any failure is a failure
             logger.warning("The moderation of %s failed", check.provider, exc_info=True)
             raise ModerationFailed(f"{check.provider} failed ({type(exc).__name__})") from exc

@@ -87,6 +87,16 @@ class ProviderCache:
             prices={target: table.prices.get(target) for target in targets},
         )
 
+    def named(self, names: set[str]) -> dict[str, Provider]:
+        """The providers of these names that are configured (a moderation's, which no binding's
+        targets list: runs.moderation): from memory while trusted, else one query."""
+        if not names:
+            return {}
+        if release_cache().trusted:
+            providers = self._whole().providers
+            return {name: providers[name] for name in names if name in providers}
+        return {p.name: p for p in Provider.objects.filter(name__in=names)}
+
     def strict_outputs(self) -> dict[str, bool]:
         """Every configured provider's ``strict_output`` flag, by name: from memory while trusted,
         else one query. What render and the bundle say of a response schema's strictness."""

@@ -133,12 +133,13 @@ def _postgres_only(request) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_release_cache():
     """Every test starts and ends with an empty in-process release cache, keyring, rate-limit
-    buckets and provider table: they are process singletons, and a snapshot or key left by one
-    test must not answer another."""
+    buckets, provider table and guardrail floors: they are process singletons, and a snapshot or
+    key left by one test must not answer another."""
     from api.keyring import keyring
     from api.ratelimit import limiter
     from releases.cache import release_cache
     from runs.budgets import budget_cache, counters
+    from runs.guardrails import floors
     from runs.provider_cache import provider_cache
 
     release_cache().clear()
@@ -147,6 +148,7 @@ def _fresh_release_cache():
     provider_cache.clear()
     budget_cache.clear()
     counters.reset()
+    floors.clear()
     yield
     release_cache().clear()
     keyring.reset()
@@ -154,6 +156,8 @@ def _fresh_release_cache():
     provider_cache.clear()
     budget_cache.clear()
     counters.reset()
+    # An environment's guardrail floor saved by a test is rolled back with it, unannounced.
+    floors.clear()
 
 
 @pytest.fixture
