@@ -28,7 +28,8 @@ goes on) or ``fallback`` (the policy's ``fallback`` text is the answer). A moder
 provider's ``/moderations`` endpoint (``provider``, ``model``) or a registry prompt used as a
 classifier (``prompt``: released in the run's environment, given the text as ``text``, answering
 ``safe`` or ``unsafe``); ``on_error`` says whether a moderation that cannot answer lets the
-answer through (``open``) or refuses it (``closed``).
+answer through, flagged (``open``), or counts as flagged, so the check's action applies
+(``closed``, the default).
 
 This module is pure: it checks a policy's shape (``guardrails_problems``) and reads it into
 values (``GuardrailPolicy``). ``runs.guardrails`` runs the checks. Deny patterns must pass the
@@ -384,7 +385,8 @@ def _moderation_problems(spec: Mapping[str, Any], at: str) -> list[Problem]:
             Problem(
                 "invalid_on_error",
                 "on_error says what a moderation that cannot answer does: open (the answer goes "
-                "through, flagged) or closed (it is refused).",
+                "through, flagged) or closed (as if the moderator had flagged it: the check's "
+                "action applies).",
                 f"{at}/on_error",
             )
         )
