@@ -222,6 +222,22 @@ def test_a_prompt_without_a_model_cannot_run(fake, model, triage, outcomes):
     assert outcomes.queued() == []
 
 
+def test_a_version_with_guardrails_is_run_by_the_registry_not_here(fake, model, triage, outcomes):
+    # Calling the model from the service would skip the checks without a word.
+    resolution = resolve(triage.releases[TRIAGE], subject=None, locale=None)
+    guarded = {**resolution.version.model, "guardrails": {"input": {"pii": {"action": "redact"}}}}
+    resolution = dataclasses.replace(
+        resolution, version=dataclasses.replace(resolution.version, model=guarded)
+    )
+    prompt = Prompt(resolution, source="live", reporter=outcomes.reporter)
+
+    with pytest.raises(RegistryError, match="declares guardrails"):
+        prompt.run(model, message="write to ada@example.com")
+
+    assert chats(fake) == []
+    assert outcomes.queued() == []
+
+
 def test_run_works_without_a_reporter(fake, model, triage):
     prompt = get(triage, TRIAGE)
 

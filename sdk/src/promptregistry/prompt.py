@@ -229,11 +229,21 @@ class Prompt:
         them redacted). A failing call is reported with status ``error`` and the exception's
         class, then re-raised. The binding's fallbacks are not tried: they name the registry's
         providers, which ``openai_client`` may not reach (the registry's own ``run`` tries them).
-        Bad variables raise before any call, and are not reported."""
+        Bad variables raise before any call, and are not reported; so does a version whose
+        binding declares guardrails (docs/guardrails.md): the registry applies them, not the
+        SDK, so such a version runs through the registry."""
         binding = self.resolution.version.model
         model_name = binding.get("model")
         if not isinstance(model_name, str) or not model_name:
             raise RegistryError(f"{self.key} v{self.version} has no model binding to run.")
+        if binding.get("guardrails"):
+            # Its checks (PII rules, moderation providers, the environment's floor) are the
+            # registry's to run: calling the model here would skip them without a word.
+            raise RegistryError(
+                f"{self.key} v{self.version} declares guardrails, which only the registry "
+                "applies: run it through the registry (POST /api/v1/prompts/{key}/run, or the "
+                "OpenAI-compatible endpoint) instead of Prompt.run."
+            )
         request = self.request(**variables)
         provider = binding.get("provider") or None
         started = time.perf_counter()
