@@ -550,3 +550,58 @@ def test_the_answers_are_the_documented_ones(guarded, model_server, runner) -> N
     assert (refused.status_code, answered.status_code) == (422, 200)
     documented(openapi, path, "post", refused)
     documented(openapi, path, "post", answered)
+
+
+def _data_events(response) -> list[Any]:
+    text = b"".join(response.streaming_content).decode()
+    found = []
+    for block in text.strip().split("\n\n"):
+        for line in block.splitlines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                found.append(json.loads(line.removeprefix("data: ")))
+    return found
+
+
+def test_a_refused_openai_compatible_chat_stream_ends_with_an_error_and_no_text(
+    guarded, model_server, runner
+) -> None:
+    guarded({"output": {"deny_patterns": {"patterns": ["(?i)competitor"], "action": "refuse"}}})
+    body = {
+        "model": f"prompt:{KEY}",
+        "environment": "staging",
+        "variables": {"question": "the competitor"},
+        "messages": [],
+        "stream": True,
+    }
+    response = runner.post(
+        "/openai/v1/chat/completions", data=json.dumps(body), content_type="application/json"
+    )
+    events = _data_events(response)
+    text = "".join(
+        choice["delta"].get("content") or ""
+        for event in events
+        for choice in event.get("choices", [])
+    )
+    assert text == ""
+    assert "guardrail" in events[-1]["error"]["message"]
+    assert Call.objects.get().status == Call.Status.REFUSED
+
+
+def test_a_refused_openai_compatible_response_stream_fails_naming_the_check(
+    guarded, model_server, runner
+) -> None:
+    guarded({"input": {"injection": {"action": "refuse"}}})
+    body = {
+        "prompt": {"id": KEY, "variables": {"question": INJECTION}},
+        "environment": "staging",
+        "stream": True,
+    }
+    response = runner.post(
+        "/openai/v1/responses", data=json.dumps(body), content_type="application/json"
+    )
+    events = _data_events(response)
+    assert events[-1]["type"] == "response.failed"
+    error = events[-1]["response"]["error"]
+    assert error["code"] == "guardrail_refused"
+    assert "injection" in error["message"]
+    assert not any(e["type"] == "response.output_text.delta" for e in events)
