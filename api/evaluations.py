@@ -174,6 +174,12 @@ class CaseRowSerializer(serializers.Serializer):
     detail = serializers.CharField(allow_null=True, help_text="null for a holdout case.")
     output = serializers.CharField(allow_null=True, help_text="null for a holdout case.")
     variables = serializers.DictField(allow_null=True, help_text="null for a holdout case.")
+    guardrails = serializers.ListField(
+        child=serializers.DictField(child=serializers.CharField()),
+        allow_null=True,
+        help_text="The guardrail checks that fired on the case, each {stage, check, action, "
+        "source, detail}; null for a holdout case.",
+    )
 
     class Meta:
         ref_name = "EvalCaseRow"

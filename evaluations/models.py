@@ -177,6 +177,12 @@ class EvalResult(models.Model):
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    # The guardrail checks of the version's policy that fired on this case, as a run records
+    # them on its call (runs.guardrails, decision 0052): each {stage, check, action, source,
+    # detail}. What a ``guardrails`` scorer judges.
+    guardrails = models.JSONField(
+        default=list, blank=True, help_text="The guardrail checks that fired on this case."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from registry.guardrails import ACTIONS, FALLBACK, FLAG, REDACT, REFUSE
 from registry.templatetags.registry_display import count, decimal, money, ms, tokens_in_out
 from releases.models import Release
 
@@ -23,9 +24,12 @@ from .admin_display import (
     EMPTY,
     api_key_shown,
     attempts_table,
+    call_list_url,
     call_url,
     column_title,
     diff_item,
+    guardrails_marker,
+    guardrails_table,
     pair_choices,
     pair_view,
     parse_pairs,
@@ -34,6 +38,13 @@ from .admin_display import (
     report_url,
     text_block,
     verdict_cell,
+)
+from .guardrail_records import (
+    GUARDRAIL_COUNT_SAMPLE,
+    STAGE_CHECKS,
+    calls_with_guardrails,
+    guardrail_counts,
+    stage_check_parse,
 )
 from .models import Budget, Call, ModelPrice, Provider, ShadowRun, SpendAnomaly
 from .selectors import (
@@ -117,6 +128,11 @@ WINDOWS: dict[str, tuple[str, timedelta | None]] = {
 }
 REPORT_WINDOWS: dict[str, tuple[str, timedelta | None]] = {**WINDOWS, "all": ("All time", None)}
 REPORT_WINDOW_DEFAULT = "7d"  # a small sample may need days to reach the verdict's minimum
+# The guardrails page's windows: the list filter's, each bounded.
+GUARDRAILS_WINDOWS: dict[str, tuple[str, timedelta]] = {
+    key: (label, delta) for key, (label, delta) in WINDOWS.items() if delta is not None
+}
+GUARDRAILS_WINDOW_DEFAULT = "7d"
 
 
 class RecentFilter(admin.SimpleListFilter):
@@ -200,6 +216,52 @@ class SourceFilter(admin.SimpleListFilter):
         if value == self.EVERY:
             return queryset
         return queryset.filter(source=value)
+
+
+class GuardrailFilter(admin.SimpleListFilter):
+    """Calls on which a guardrail check fired (decision 0052): any, or one that took an action."""
+
+    title = "guardrails"
+    parameter_name = "guardrails"
+    ANY = "any"
+    LABELS = {
+        REFUSE: "A check refused",
+        FALLBACK: "Answered with the fallback",
+        REDACT: "A check redacted",
+        FLAG: "A check flagged",
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(self.ANY, "Any check fired"), *((a, self.LABELS[a]) for a in ACTIONS)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value == self.ANY:
+            return calls_with_guardrails(queryset)
+        if value in self.LABELS:
+            return calls_with_guardrails(queryset, action=value)
+        return queryset
+
+
+class GuardrailCheckFilter(admin.SimpleListFilter):
+    """Calls on which one check fired (``input.pii``); with the guardrails filter, one check that
+    took that action (the guardrails page links both)."""
+
+    title = "guardrail check"
+    parameter_name = "guardrail_check"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(f"{stage}.{check}", f"{stage} {check}") for stage, check in STAGE_CHECKS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        found = stage_check_parse(self.value() or "")
+        if found is None:
+            return queryset
+        stage, check = found
+        action = request.GET.get(GuardrailFilter.parameter_name)
+        return calls_with_guardrails(
+            queryset, stage=stage, check=check, action=action if action in ACTIONS else None
+        )
 
 
 class ShadowedReleaseFilter(admin.SimpleListFilter):
@@ -337,6 +399,8 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
         "status",
         SourceFilter,
         "cache",  # answered by the response cache (decision 0050)
+        GuardrailFilter,  # a guardrail check fired (decision 0052)
+        GuardrailCheckFilter,
     ]
     list_select_related = ["prompt", "version", "environment"]
     search_fields = ["request_id"]  # shows the box; the search itself is call_search's
@@ -387,6 +451,15 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
                     "cache_similarity",
                     "cache_skipped",
                 ]
+            },
+        ),
+        (
+            "Guardrails",
+            {
+                "fields": ["guardrails_display"],
+                "description": "The checks of the version's guardrail policy and of its "
+                "environment's floor that fired on this call (docs/guardrails.md). What a check "
+                "found never quotes the text it matched.",
             },
         ),
         (
@@ -451,8 +524,12 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
 
     @admin.display(description="Status", ordering="status")
     def status_model(self, call: Call) -> SafeString:
+        # The guardrails' note rides in this column: the list has no room for a tenth one.
         return format_html(
-            '{}<br><small class="quiet">{}</small>', call.get_status_display(), call.model or ""
+            '{}<br><small class="quiet">{}</small>{}',
+            call.get_status_display(),
+            call.model or "",
+            guardrails_marker(call.guardrails),
         )
 
     @admin.display(description="Tokens in / out")
@@ -500,6 +577,65 @@ class CallAdmin(MeasuredRecords, admin.ModelAdmin):
     @admin.display(description="Attempts")
     def attempts_display(self, call: Call) -> SafeString | str:
         return attempts_table(call.attempts)
+
+    @admin.display(description="Checks that fired")
+    def guardrails_display(self, call: Call) -> SafeString | str:
+        return guardrails_table(call.guardrails)
+
+    # --- the guardrails page ---------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap: Callable[..., Any] = self.admin_site.admin_view
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("guardrails/", wrap(self.guardrails_view), name=f"{info}_guardrails"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        extra = {"guardrails_url": reverse("admin:runs_call_guardrails"), **(extra_context or {})}
+        return super().changelist_view(request, extra_context=extra)
+
+    def guardrails_view(self, request: HttpRequest) -> HttpResponse:
+        """The guardrail checks that fired on release traffic, per prompt, check and action, over
+        a window (the last 7 days by default), each linking to its calls. GET only, reads only."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        window = request.GET.get("within", "")
+        if window not in GUARDRAILS_WINDOWS:
+            window = GUARDRAILS_WINDOW_DEFAULT
+        label, delta = GUARDRAILS_WINDOWS[window]
+        counts = guardrail_counts(since=timezone.now() - delta)
+        base = reverse("admin:runs_call_guardrails")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Guardrail checks that fired",
+            "window": window,
+            "window_label": label,
+            "windows": [
+                (key, text, f"{base}?within={key}") for key, (text, _) in GUARDRAILS_WINDOWS.items()
+            ],
+            "counts": counts,
+            "rows": [
+                (
+                    row,
+                    call_list_url(
+                        prompt__id__exact=row.prompt_id,
+                        within=window,
+                        guardrails=row.action,
+                        guardrail_check=f"{row.stage}.{row.check}",
+                    ),
+                )
+                for row in counts.rows
+            ],
+            "all_url": call_list_url(within=window, guardrails=GuardrailFilter.ANY),
+            "refused_url": call_list_url(within=window, status__exact=Call.Status.REFUSED),
+            "sample": GUARDRAIL_COUNT_SAMPLE,
+            "calls_url": reverse("admin:runs_call_changelist"),
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, f"{TEMPLATES}/guardrails.html", context)
 
 
 @admin.register(ShadowRun)

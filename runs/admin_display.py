@@ -17,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
+from registry.guardrails import ACTIONS
 from registry.templatetags.registry_display import (
     EMPTY,
     decimal,
@@ -36,6 +37,8 @@ from .selectors import (
     SideStats,
     Verdict,
 )
+
+GUARDRAIL_ORDER = {action: i for i, action in enumerate(ACTIONS)}  # refuse first, flag last
 
 
 def pretty_json(value: Any) -> str:
@@ -84,6 +87,65 @@ def attempts_table(attempts: Any) -> SafeString | str:
         "</tr></thead><tbody>{}</tbody></table>",
         format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
     )
+
+
+GUARDRAIL_FIELDS = ("stage", "check", "action", "source", "detail")
+GUARDRAIL_SOURCES = {"version": "the version's", "environment": "the environment's floor"}
+
+
+def guardrails_table(record: Any) -> SafeString | str:
+    """The guardrail checks that fired on a call (``Call.guardrails``), one row each: stage,
+    check, action, whose policy (the version's or the environment's floor) and what it found."""
+    if not record:
+        return "No check fired."
+    rows = [
+        (
+            *(str(entry.get(name, "")) for name in GUARDRAIL_FIELDS[:3]),
+            GUARDRAIL_SOURCES.get(str(entry.get("source", "")), str(entry.get("source", ""))),
+            str(entry.get("detail", "")),
+        )
+        if isinstance(entry, dict)
+        else ("", "", "", "", diff_item(entry))
+        for entry in (record if isinstance(record, list) else [record])
+    ]
+    return format_html(
+        '<table class="runs-guardrails"><thead><tr><th scope="col">Stage</th>'
+        '<th scope="col">Check</th><th scope="col">Action</th><th scope="col">Policy</th>'
+        '<th scope="col">Found</th></tr></thead><tbody>{}</tbody></table>',
+        format_html_join(
+            "",
+            '<tr><td>{}</td><td>{}</td><td><span class="runs-guardrail runs-guardrail-{}">{}'
+            "</span></td><td>{}</td><td>{}</td></tr>",
+            (
+                (stage, check, action, action, source, detail)
+                for stage, check, action, source, detail in rows
+            ),
+        ),
+    )
+
+
+def guardrails_marker(record: Any) -> SafeString | str:
+    """A call list's note of the checks that fired: the actions taken, strongest first, with
+    every check named in the tooltip; nothing when none fired."""
+    entries = [e for e in record if isinstance(e, dict)] if isinstance(record, list) else []
+    if not entries:
+        return ""
+    actions = sorted(
+        {str(e.get("action", "")) for e in entries},
+        key=lambda a: GUARDRAIL_ORDER.get(a, len(GUARDRAIL_ORDER)),
+    )
+    named = "; ".join(
+        f"{e.get('stage', '')} {e.get('check', '')}: {e.get('action', '')}" for e in entries
+    )
+    return format_html(
+        '<br><small class="runs-guardrail-mark" title="{}">guardrails: {}</small>',
+        named,
+        ", ".join(actions),
+    )
+
+
+def call_list_url(**params: str | int) -> str:
+    return f"{reverse('admin:runs_call_changelist')}?{urlencode(params)}"
 
 
 def report_url(release_id: int, **params: str) -> str:

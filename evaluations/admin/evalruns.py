@@ -32,6 +32,7 @@ from registry.errors import RegistryError
 from registry.models import Prompt
 from registry.templatetags.registry_display import EMPTY, percent, percent_points
 from releases.models import Environment
+from runs.admin_display import guardrails_table
 
 from ..evalruns.report import eval_run_report, eval_run_summary
 from ..evalruns.services import (
@@ -393,6 +394,7 @@ class EvalResultAdmin(CaseMarks, admin.ModelAdmin):
         "error_class",
         "detail_shown",
         "output_shown",
+        "guardrails_shown",
         "latency_ms",
         "input_tokens",
         "output_tokens",
@@ -425,3 +427,9 @@ class EvalResultAdmin(CaseMarks, admin.ModelAdmin):
         if result.holdout:
             return "Frozen (holdout case)"
         return format_html("<pre>{}</pre>", result.output) if result.output else EMPTY
+
+    @admin.display(description="Guardrail checks that fired")
+    def guardrails_shown(self, result: EvalResult) -> SafeString | str:
+        if result.holdout:
+            return "Frozen (holdout case)"
+        return guardrails_table(result.guardrails)

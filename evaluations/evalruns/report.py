@@ -74,6 +74,18 @@ class CaseRow:
     detail: str | None
     output: str | None
     variables: dict[str, Any] | None
+    # The guardrail checks that fired ({stage, check, action, source, detail} each); None for a
+    # holdout case, whose detail they would tell.
+    guardrails: list[dict[str, Any]] | None = None
+
+    @property
+    def guardrails_summary(self) -> str:
+        """The checks that fired, on one line: ``input injection: refuse``."""
+        return ", ".join(
+            f"{g.get('stage')} {g.get('check')}: {g.get('action')}"
+            for g in self.guardrails or ()
+            if isinstance(g, dict)
+        )
 
     @property
     def change_label(self) -> str:
@@ -180,6 +192,7 @@ RESULT_FIELDS = (
     "detail",
     "output",
     "variables",
+    "guardrails",
 )
 
 
@@ -215,6 +228,7 @@ def eval_run_report(run: EvalRun) -> EvalReport:
                 detail=None if frozen else r["detail"],
                 output=None if frozen else r["output"],
                 variables=None if frozen else r["variables"],
+                guardrails=None if frozen else r["guardrails"],
             )
         )
     rows.sort(key=lambda row: (not (row.must_pass and not row.passed), _ORDER[row.change]))

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -33,12 +34,22 @@ from registry.actors import Actor
 from registry.content import ModelBinding
 from registry.errors import ProblemsError, RegistryError
 from registry.events import EventType, event_emit
+from registry.guardrails import FALLBACK, OUTPUT, GuardrailPolicy
 from registry.models import Prompt, PromptVersion
 from registry.selectors import version_content, version_get, version_render
 from registry.snippets import Following, latest_committed
 from releases.models import Environment, Release
 from releases.selectors import environment_get, stable_following
 from runs.calls import attempts_cost, call_observe, completion_cost
+from runs.guardrails import (
+    Moderator,
+    Triggered,
+    deciding,
+    input_checks,
+    output_checks,
+    provider_moderation,
+    tokens_check,
+)
 from runs.models import Provider
 from runs.providers import ProviderUnavailable, binding_providers, complete
 from runs.tool_calls import answer_with_tool_calls
@@ -69,6 +80,7 @@ TIME_LIMIT = "time_limit"  # error_class of the cases of a batch stopped by its 
 ENDED = (EvalRun.Status.FINISHED, EvalRun.Status.FAILED, EvalRun.Status.CANCELLED)
 IN_PROGRESS = (EvalRun.Status.QUEUED, EvalRun.Status.RUNNING)
 DETAIL_CHARS = 2000  # a failed case's detail stays readable in a report row
+NO_GUARDRAILS = GuardrailPolicy()
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -305,6 +317,9 @@ class _Target:
     # environment, as a release there would serve them (no environment: the latest committed).
     following: Following = latest_committed
     prompt: str = ""  # the prompt's key, which the model call is counted under
+    # The version's guardrail policy (runs.guardrails) and the moderation its output checks use.
+    guardrails: GuardrailPolicy = NO_GUARDRAILS
+    moderate: Moderator | None = None
 
 
 def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
@@ -344,7 +359,24 @@ def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
             Environment.objects.filter(pk=run.environment_id).values_list("name", flat=True).first()
         )
         following = stable_following(environment) if environment else latest_committed
-        target = _Target(version, binding, binding_providers(binding), following, prompt.key)
+        providers = binding_providers(binding)
+        # The version's own policy, without an environment's floor: an eval run scores the
+        # version, served nowhere (its environment only names the baseline and how snippets
+        # resolve), and a floor is what serving in an environment adds (decision 0052).
+        guardrails = (
+            GuardrailPolicy.of(binding.guardrails, None, response_schema=binding.response_schema)
+            if binding.guardrails
+            else NO_GUARDRAILS
+        )
+        target = _Target(
+            version,
+            binding,
+            providers,
+            following,
+            prompt.key,
+            guardrails=guardrails,
+            moderate=provider_moderation(providers) if guardrails else None,
+        )
         rows = Case.objects.in_bulk(list(todo.values()))
         for key, pk in todo.items():
             # Checked per case, so a cancel stops a batch within one model call.
@@ -473,20 +505,43 @@ def _problems_text(exc: RegistryError) -> str:
 
 
 def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -> EvalResult:
-    """Render, call and score one case; every way it can fail is a failed result."""
+    """Render, call and score one case; every way it can fail is a failed result.
+
+    The version's guardrails apply as in a run (``runs.execution``): the input checks on the
+    case's variables before rendering (redacting where they say so), the tokens check on the
+    rendered messages, the output checks on the answer. A check that refuses or answers the
+    fallback before the call decides the case without a model call; either way the checks that
+    fired are the result's record, what a ``guardrails`` scorer judges. They are not counted in
+    ``promptregistry_guardrail_triggers_total``: that counts what traffic met, not test cases."""
     if case is None:
         detail = "The case was removed from the dataset while the run was going."
         return _failed(run_id, key, None, "case_removed", detail)
+    policy = target.guardrails
+    variables: Mapping[str, Any] = case.variables
+    triggered: tuple[Triggered, ...] = ()
+    if policy:
+        verdict = input_checks(policy, case.variables)
+        variables, triggered = verdict.variables, verdict.triggered
     try:
         rendered = version_render(
             version=target.version,
             locale=case.locale or None,
-            variables=case.variables,
+            variables=variables,
             following=target.following,
         )
     except RegistryError as exc:
         # The draft declares other variables than the cases have: a finding about the version.
-        return _failed(run_id, key, case, "render_invalid", _problems_text(exc))
+        return _failed(
+            run_id, key, case, "render_invalid", _problems_text(exc), guardrails=_record(triggered)
+        )
+    if policy:
+        triggered += tuple(tokens_check(policy, rendered.messages))
+    decided = deciding(triggered)
+    if decided is not None:  # an input guardrail decides the case: no model call
+        output = policy.fallback if decided.action == FALLBACK else ""
+        return _scored(
+            run_id, key, case, output, triggered, input_tokens=0, output_tokens=0, cost=Decimal(0)
+        )
     observed = {
         "source": "eval",
         "prompt": target.prompt,
@@ -510,13 +565,55 @@ def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -
             cost=attempts_cost(failure.attempts),
         )
         last = failure.attempts[-1].outcome if failure.attempts else "no_targets"
-        return _failed(run_id, key, case, str(last), str(failure), latency_ms=latency_ms)
+        return _failed(
+            run_id,
+            key,
+            case,
+            str(last),
+            str(failure),
+            latency_ms=latency_ms,
+            guardrails=_record(triggered),
+        )
     cost = completion_cost(completion)
     call_observe(
         **observed, completion=completion, failure=None, latency_ms=completion.latency_ms, cost=cost
     )
+    if policy.stage(OUTPUT):
+        # The answer as a caller would get it: redacted, or the fallback; a refused one is kept
+        # (redacted where the checks said so) to show why.
+        checked = output_checks(policy, completion, moderate=target.moderate)
+        completion, triggered = checked.completion, triggered + checked.triggered
     output = answer_with_tool_calls(completion.text, completion.tool_calls)
-    verdict = score(output, case.expectation, judge=registry_judge, inputs=case.variables)
+    return _scored(
+        run_id,
+        key,
+        case,
+        output,
+        triggered,
+        latency_ms=completion.latency_ms,
+        input_tokens=completion.input_tokens,
+        output_tokens=completion.output_tokens,
+        cost=cost,
+    )
+
+
+def _scored(
+    run_id: int,
+    key: str,
+    case: Case,
+    output: str,
+    triggered: tuple[Triggered, ...],
+    *,
+    latency_ms: float | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    cost: Decimal | None = None,
+) -> EvalResult:
+    """The case's output scored, with the record of the guardrail checks that fired."""
+    record = _record(triggered)
+    verdict = score(
+        output, case.expectation, judge=registry_judge, inputs=case.variables, guardrails=record
+    )
     return EvalResult(
         run_id=run_id,
         case=case,
@@ -529,8 +626,13 @@ def _case_result(*, run_id: int, key: str, case: Case | None, target: _Target) -
         score=verdict.score,
         detail=_short(verdict.detail),
         output=output,
-        latency_ms=completion.latency_ms,
-        input_tokens=completion.input_tokens,
-        output_tokens=completion.output_tokens,
+        latency_ms=latency_ms,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
         cost=cost,
+        guardrails=record,
     )
+
+
+def _record(triggered: tuple[Triggered, ...]) -> list[dict[str, str]]:
+    return [t.as_dict() for t in triggered]

@@ -8,15 +8,18 @@ An expectation is the case's JSON, naming its scorer and that scorer's parameter
   Schema, a malformed JSON Pointer) as ``registry.errors.Problem``s whose pointers are relative to
   the expectation (pass ``pointer="/cases/3/expectation"`` to place them in a larger document).
   Dataset imports call it, so a bad case is refused before any run.
-- ``score(output, expectation, *, judge=None, inputs=None)`` returns a ``Score``. It checks the
-  expectation again first (a hostile regex never runs, even from an unchecked case) and never
-  raises for a bad output or a failed judge: either is a failed ``Score`` that says why. An
-  ``llm_judge`` expectation needs a ``judge`` (a ``Judge``); without one it fails, saying so.
+- ``score(output, expectation, *, judge=None, inputs=None, guardrails=None)`` returns a
+  ``Score``. It checks the expectation again first (a hostile regex never runs, even from an
+  unchecked case) and never raises for a bad output or a failed judge: either is a failed
+  ``Score`` that says why. An ``llm_judge`` expectation needs a ``judge`` (a ``Judge``), a
+  ``guardrails`` one the run's record of the guardrail checks that fired; without it, it fails,
+  saying so. A run a guardrail refused fails every other kind.
 
 The kinds: ``exact``, ``contains``, ``regex``, ``json_schema``, ``json_field``, ``numeric``,
-``similarity`` (pure functions of output and expectation) and ``llm_judge`` (asks a rubric prompt
-released in the registry: ``evaluations.scoring.judge.registry_judge``; this module holds only its
-contract, ``JudgeRequest``, ``JudgeFailed`` and ``rubric_check``).
+``similarity`` (pure functions of output and expectation), ``guardrails`` (what the guardrails
+did, not the output: ``evaluations.scoring.guardrail_scorer``) and ``llm_judge`` (asks a rubric
+prompt released in the registry: ``evaluations.scoring.judge.registry_judge``; this module holds
+only its contract, ``JudgeRequest``, ``JudgeFailed`` and ``rubric_check``).
 
 Regexes and catastrophic backtracking: a ``regex`` pattern, and any ``pattern`` in a
 ``json_schema`` scorer's schema, must pass ``registry.regexes.regex_problem`` (see its docstring),
@@ -24,9 +27,9 @@ and only outputs of at most ``MAX_REGEX_INPUT_CHARS`` characters are matched (a 
 saying so). A ``json_schema`` scorer's schema follows ``registry.json_schemas``: only references
 inside it, never a file or a URL.
 
-Dependencies: ``registry.errors``/``content``/``regexes``/``json_schemas`` and ``runs.comparison``
-(pure). The judge that asks the registry, which needs the releases and runs apps, is
-``evaluations.scoring.judge``: this module never imports it.
+Dependencies: ``registry.errors``/``content``/``regexes``/``json_schemas``/``guardrails`` and
+``runs.comparison`` (pure). The judge that asks the registry, which needs the releases and runs
+apps, is ``evaluations.scoring.judge``: this module never imports it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ from registry.errors import Problem
 from registry.json_schemas import schema_problems, schema_validator
 from registry.regexes import MAX_REGEX_CHARS, MAX_REGEX_INPUT_CHARS, regex_problem
 from runs.comparison import normalize_text, similarity
+
+from . import guardrail_scorer
+from .guardrail_scorer import guardrails_expectation_problems
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +232,11 @@ def _check_llm_judge(r: _Reader) -> None:
     # 'expected' is any JSON value: text goes to the rubric as it is, anything else as JSON.
 
 
+def _check_guardrails(r: _Reader) -> None:
+    for name, code, detail in guardrails_expectation_problems(r.data):
+        r.refuse(name, code, detail)
+
+
 # scorer -> (its fields besides "scorer", the check of its parameters)
 _CHECKS: dict[str, tuple[frozenset[str], Callable[[_Reader], None]]] = {
     "exact": (frozenset({"value", "case_sensitive", "normalize_whitespace"}), _check_exact),
@@ -242,6 +253,7 @@ _CHECKS: dict[str, tuple[frozenset[str], Callable[[_Reader], None]]] = {
         frozenset({"prompt", "environment", "locale", "pass_threshold", "expected"}),
         _check_llm_judge,
     ),
+    "guardrails": (guardrail_scorer.FIELDS, _check_guardrails),
 }
 SCORERS = tuple(_CHECKS)
 
@@ -554,15 +566,25 @@ def score(
     *,
     judge: Judge | None = None,
     inputs: Mapping[str, Any] | None = None,
+    guardrails: Sequence[Mapping[str, Any]] | None = None,
 ) -> Score:
     """How ``output`` meets ``expectation``. ``inputs`` (the case's variables) reach an LLM
     judge's rubric as ``input``; ``judge`` answers an ``llm_judge`` expectation (eval runs pass
-    ``evaluations.scoring.judge.registry_judge``)."""
+    ``evaluations.scoring.judge.registry_judge``). ``guardrails`` is the record of the guardrail
+    checks that fired on the run scored (eval runs pass theirs, maybe empty): what a
+    ``guardrails`` expectation judges, which fails without one. A run a check refused meets no
+    other expectation: its answer (if any) never reached anyone."""
     problems = scorer_check(expectation)
     if problems:
         listed = "; ".join(f"{p.pointer or '/'}: {p.detail}" for p in problems)
         return _fail(f"The expectation is not valid: {listed}")
     kind = expectation["scorer"]
+    if kind == "guardrails":
+        if guardrails is None:
+            return _fail("No guardrail record was given to judge.")
+        return _binary(*guardrail_scorer.guardrails_verdict(expectation, guardrails))
+    if refused := guardrail_scorer.guardrails_refusal(guardrails):
+        return _fail(refused)
     if kind == "llm_judge":
         if judge is None:
             return _fail("judge failed: no judge was given to ask")

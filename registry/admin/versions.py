@@ -28,7 +28,7 @@ from registry.selectors import version_translation_status
 from registry.services import version_draft_create, version_draft_discard, version_draft_update
 
 from . import pages, verbs, workbench
-from .display import status_badge, translation_badges, version_url
+from .display import guardrails_policy_table, status_badge, translation_badges, version_url
 from .forms import DraftEditor, DraftInlineFormSet, TemplateForm, VariableForm, VersionForm
 
 BINDING_FIELDS = [
@@ -43,6 +43,8 @@ BINDING_FIELDS = [
     "cache",
     "guardrails",
 ]
+# A committed version's binding fields shown by a display of their own, not as the field's value.
+COMMITTED_SHOWN = {"guardrails": "guardrails_shown"}
 INFO_FIELDS = [
     "number",
     "status_display",
@@ -146,11 +148,22 @@ class PromptVersionAdmin(admin.ModelAdmin):
         binding = ("Model binding", {"fields": BINDING_FIELDS})
         if obj is None:
             return [(None, {"fields": ["prompt", "message"]}), binding]
+        if obj.is_committed:
+            # Read, not edited: the guardrail policy as a table of its checks, not one line of
+            # JSON (the diff page shows the JSON, indented).
+            shown = [COMMITTED_SHOWN.get(name, name) for name in BINDING_FIELDS]
+            binding = ("Model binding", {"fields": shown})
         own = ["prompt", "message"] + ([] if obj.is_committed else ["loaded_hash"])
         return [(None, {"fields": own}), ("Version", {"fields": INFO_FIELDS}), binding]
 
     def get_readonly_fields(self, request: HttpRequest, obj: PromptVersion | None = None) -> list:
-        return [] if obj is None else ["prompt", *INFO_FIELDS]
+        if obj is None:
+            return []
+        return ["prompt", *INFO_FIELDS, *(COMMITTED_SHOWN.values() if obj.is_committed else ())]
+
+    @admin.display(description="Guardrails")
+    def guardrails_shown(self, version: PromptVersion) -> SafeString | str:
+        return guardrails_policy_table(version.guardrails)
 
     # --- permissions: a committed version is a view page; discard and commit are verbs -----
 

@@ -10,6 +10,7 @@ included, releases.rights), release managers read them.
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -17,6 +18,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from registry.admin.display import guardrails_summary
+from registry.admin.forms import OptionalJSONField
+from registry.templatetags.registry_display import EMPTY
 from releases.models import Environment, ReleaseEvent
 from releases.rights import who_may_change
 from releases.state import ReleaseState
@@ -105,27 +109,55 @@ class ReleaseEventAdmin(admin.ModelAdmin):
         return state_summary(ReleaseState.from_dict(event.after))
 
 
+ENVIRONMENT_FIELDS = [
+    "name",
+    "position",
+    "requires_previous_stable",
+    "description",
+    "release_groups",
+    "release_users",
+    "requires_review",
+    "review_group",
+    "approvals_required",
+    "change_request_hours",
+    "guardrails",
+]
+GUARDRAILS_HELP = (
+    "Optional: checks every run in this environment makes besides its version's own guardrails "
+    "(a floor no version can lower), as JSON, e.g. "
+    '{"input": {"injection": {"action": "refuse"}, "pii": {"action": "redact"}}, '
+    '"output": {"pii": {"action": "redact"}}}. A check\'s action is refuse, redact, flag or '
+    "fallback (give the fallback text as fallback). It applies to the next run, in every "
+    "process: no deploy. Empty: no floor (docs/guardrails.md)."
+)
+
+
+class EnvironmentForm(forms.ModelForm):
+    """The environment's fields; its guardrail floor read as strict JSON (no NaN, which
+    PostgreSQL refuses) and checked by ``Environment.clean`` (registry.guardrails), each problem
+    at its JSON Pointer."""
+
+    class Meta:
+        model = Environment
+        fields = ENVIRONMENT_FIELDS
+        field_classes = {"guardrails": OptionalJSONField}
+        widgets = {"guardrails": forms.Textarea(attrs={"rows": 8, "cols": 80})}
+        help_texts = {"guardrails": GUARDRAILS_HELP}
+        labels = {"guardrails": "Guardrail floor"}
+
+
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
+    form = EnvironmentForm
     list_display = [
         "name",
         "position",
         "requires_previous_stable",
         "requires_review",
         "who_may_change",
+        "guardrail_floor",
     ]
-    fields = [
-        "name",
-        "position",
-        "requires_previous_stable",
-        "description",
-        "release_groups",
-        "release_users",
-        "requires_review",
-        "review_group",
-        "approvals_required",
-        "change_request_hours",
-    ]
+    fields = ENVIRONMENT_FIELDS
     filter_horizontal = ["release_groups", "release_users"]
     ordering = ["position"]
 
@@ -135,6 +167,11 @@ class EnvironmentAdmin(admin.ModelAdmin):
     @admin.display(description="Who may change releases")
     def who_may_change(self, environment: Environment) -> str:
         return who_may_change(environment)
+
+    @admin.display(description="Guardrail floor")
+    def guardrail_floor(self, environment: Environment) -> str:
+        """The floor's checks as "input injection: refuse", or a dash for none."""
+        return guardrails_summary(environment.guardrails) or EMPTY
 
     def get_readonly_fields(self, request: HttpRequest, obj: Environment | None = None) -> list:
         # API keys, SDK bundles, caches and event salts know an environment by its name: renaming

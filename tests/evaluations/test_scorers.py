@@ -290,6 +290,7 @@ def test_a_valid_expectation_of_every_kind_has_no_problems() -> None:
         {"scorer": "numeric", "value": 1, "pointer": "/a", "abs_tol": 0, "rel_tol": 0.1},
         {"scorer": "similarity", "value": "a", "threshold": 1},
         {"scorer": "llm_judge", "prompt": "p", "environment": "e", "expected": {"a": 1}},
+        {"scorer": "guardrails", "expect": "refused", "stage": "input", "check": "injection"},
     ):
         assert scorer_check(expectation) == [], expectation
     assert set(scorers.SCORERS) == {
@@ -301,6 +302,7 @@ def test_a_valid_expectation_of_every_kind_has_no_problems() -> None:
         "numeric",
         "similarity",
         "llm_judge",
+        "guardrails",
     }
 
 
