@@ -22,7 +22,7 @@ SQLITE_TESTS := tests/registry/test_immutability.py \
   tests/evaluations/test_canary_analysis.py tests/evaluations/test_canary_api.py \
   tests/evaluations/test_experiment_results.py tests/registry/test_hub.py \
   tests/api/test_prompt_files.py tests/api/test_budgets.py tests/runs/test_spend.py \
-  tests/api/test_response_cache.py
+  tests/api/test_response_cache.py tests/api/test_guardrails.py
 
 .PHONY: run serve test lint check-python venv install demo clean
 

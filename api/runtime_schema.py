@@ -282,6 +282,10 @@ RUN_ANSWER = _object(
 )
 # The 502 of a run: the provider-unavailable problem, with what was tried (api.schema).
 RUN_FAILURE = problem_ref(PROBLEM_TYPES["provider-unavailable"])
+# A stream's error event: the 502 above, or the 422 of a guardrail that refused the run.
+RUN_STREAM_ERROR = {
+    "oneOf": [RUN_FAILURE, problem_ref(PROBLEM_TYPES["guardrail-refused"])],
+}
 BUNDLE_VERSION = _object(
     ["number", "content_hash", "variables", "model", "templates"],
     number=INTEGER,
@@ -362,7 +366,7 @@ def _events(names: list[str], description: str) -> dict[str, Any]:
 RUN_EVENT = _events(
     ["start", "token", "tool_call", "done", "error"],
     "JSON: RunStreamStart (start), RunStreamToken (token), RunStreamToolCall (tool_call), "
-    "RunAnswer (done), RunFailure (error).",
+    "RunAnswer (done), RunStreamError (error: RunFailure, or the guardrail-refused problem).",
 )
 RUN_TOKEN = _object(["text"], text=STRING)
 RUN_TOOL_CALL = _object(
@@ -398,6 +402,7 @@ COMPONENTS = {
     "GuardrailTriggered": GUARDRAIL_TRIGGERED,
     "RunAnswer": RUN_ANSWER,
     "RunFailure": RUN_FAILURE,
+    "RunStreamError": RUN_STREAM_ERROR,
     "RunStreamEvent": RUN_EVENT,
     "RunStreamStart": RUN_START,
     "RunStreamToken": RUN_TOKEN,

@@ -32,9 +32,9 @@ answer through, flagged (``open``), or counts as flagged, so the check's action 
 (``closed``, the default).
 
 This module is pure: it checks a policy's shape (``guardrails_problems``) and reads it into
-values (``GuardrailPolicy``). ``runs.guardrails`` runs the checks. Deny patterns must pass the
-strict ReDoS check of redaction (``registry.regexes.search_regex_problem``): they search whole
-inputs.
+values (``GuardrailPolicy``). ``runs.guardrails`` runs the checks. Deny patterns are RE2
+patterns (google-re2), whose search time is linear in the text: no pattern an author writes can
+backtrack for ever over a long input.
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import re2
+
 from .errors import Problem
 from .json_schemas import schema_validator
-from .regexes import MAX_REGEX_CHARS, search_regex_problem
+from .regexes import MAX_REGEX_CHARS
 
 INPUT, OUTPUT = "input", "output"
 REFUSE, REDACT, FLAG, FALLBACK = "refuse", "redact", "flag", "fallback"
@@ -87,6 +89,10 @@ _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 # A prompt key as registry.models.PROMPT_KEY_PATTERN has it (that module is not pure).
 _PROMPT_KEY = re.compile(r"[a-z0-9](?:[a-z0-9_-]|\.(?=[a-z0-9])){0,149}")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# Deny patterns are RE2's (google-re2): its search is linear in the text whatever the pattern, so
+# an author's pattern cannot stall a worker on a long input (Python's re can backtrack for ever).
+RE2_OPTIONS = re2.Options()
+RE2_OPTIONS.log_errors = False  # a refused pattern is a Problem, not a line on stderr
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,10 +351,23 @@ def _patterns_problems(patterns: Any, at: str) -> list[Problem]:
         ]
     problems = []
     for i, pattern in enumerate(patterns):
-        code, detail = search_regex_problem(pattern)
-        if code:
-            problems.append(Problem(code, detail, f"{at}/{i}"))
-        elif re.compile(pattern).fullmatch(""):
+        try:
+            compiled = re2.compile(pattern, RE2_OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0] if exc.args else exc
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            problems.append(
+                Problem(
+                    "invalid_regex",
+                    f"Not a pattern RE2 can run ({reason}): RE2 has no backreferences, "
+                    "lookarounds or possessive quantifiers, and repeats at most 1000 times; in "
+                    "exchange, a search takes time linear in the text whatever the pattern.",
+                    f"{at}/{i}",
+                )
+            )
+            continue
+        if compiled.fullmatch(""):
             problems.append(
                 Problem("invalid_regex", "The pattern matches the empty text.", f"{at}/{i}")
             )

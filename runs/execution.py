@@ -253,7 +253,7 @@ def run_prepare(
         moderate=(
             moderation_prepare(
                 policy=guardrails,
-                release=resolution.release,
+                environment=resolution.release.environment,
                 locale=resolution.requested_locale,
             )
             if guardrails
@@ -372,7 +372,7 @@ def run_call(
                 on_token=None if held else on_token,
                 providers=prepared.providers,
                 cancel=cancel,
-                on_tool_call=on_tool_call,
+                on_tool_call=None if held else on_tool_call,
                 span_attributes=attributes,
             )
     except ProviderUnavailable as failure:
@@ -392,14 +392,15 @@ def run_call(
             started_at=started_at,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
-    decided = None
+    decided, latency_ms, fired = None, completion.latency_ms, ()
     if prepared.guardrails.stage(OUTPUT):
         verdict = output_checks(prepared.guardrails, completion, moderate=prepared.moderate)
-        completion, triggered = verdict.completion, triggered + verdict.triggered
-        decided = deciding(verdict.triggered)
-    latency_ms = (time.perf_counter() - started) * 1000 if decided else completion.latency_ms
+        completion, fired = verdict.completion, verdict.triggered
+        triggered, decided = triggered + fired, deciding(fired)
+        # The caller waited for the checks too (a moderation's round trip): the run's latency.
+        latency_ms = (time.perf_counter() - started) * 1000
     if held and (decided is None or decided.action != REFUSE):
-        _replay(completion, on_token=on_token, on_tool_call=None)
+        _replay(completion, on_token=on_token, on_tool_call=on_tool_call)
     outcome = CallOutcome(
         completion,
         None,
@@ -409,9 +410,11 @@ def run_call(
         guardrails=triggered,
         refused=decided if decided is not None and decided.action == REFUSE else None,
     )
-    # Refused, or the fallback given: not the model's answer to keep. An answer no moderation
-    # could check is not kept either: a hit would serve it unmoderated.
-    if decided is not None or any(t.unmoderated for t in triggered):
+    # Only an answer no output check fired on is kept: a refused one or the fallback is not the
+    # model's answer; one an output check redacted or flagged would be served by a hit without
+    # the checks that shaped it (a hit runs no output check); one no moderation could check would
+    # be served unmoderated.
+    if fired:
         return outcome
     # A completion is a whole, valid answer: a failed call, an answer its schema refused and a
     # cancelled stream are failures, so never stored. Stored as the output checks left it.
@@ -518,7 +521,12 @@ def run_record(
         record_lost(request_id)
         return RecordedCall(None, kept=False)
     records.written()
-    shadows = prepared.resolution.shadow if outcome.completion is not None else ()
+    # No shadow for a run no model answered (an input guardrail's fallback): nothing to compare.
+    shadows = (
+        prepared.resolution.shadow
+        if outcome.completion is not None and outcome.model_called
+        else ()
+    )
     if shadows:
         _shadows_queue(call=call, prepared=prepared, shadows=shadows)
     return RecordedCall(call, kept=True, shadows=shadows)
@@ -565,7 +573,12 @@ def _call_build(
             "input_tokens": completion.input_tokens,
             "output_tokens": completion.output_tokens,
             "cost": run_cost(prepared, outcome),
-            "schema_valid": True if prepared.binding.response_schema is not None else None,
+            # A fallback in plain text (an environment's, under a version with a schema) is not.
+            "schema_valid": (
+                completion.parsed is not None
+                if prepared.binding.response_schema is not None
+                else None
+            ),
             "output": stored_output(completion.text, completion.parsed),
             "tool_calls": stored_tool_calls(completion.tool_calls),
         }
@@ -641,6 +654,7 @@ def _call_build(
         attempts=attempts_as_dicts(outcome.attempts),
         run_by_key_id=prepared.run_by_key_id,
         run_by_key_label=prepared.run_by_key_label,
+        model_called=outcome.model_called,
         **fields,
     )
 

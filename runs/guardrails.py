@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import re2
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -52,6 +53,7 @@ from registry.guardrails import (
     MODERATION,
     OUTPUT,
     PII,
+    RE2_OPTIONS,
     REDACT,
     REFUSE,
     Check,
@@ -80,9 +82,6 @@ class Triggered:
     action: str
     source: str
     detail: str
-    # A moderation that could not answer: the answer was never moderated, so it is not kept in
-    # the response cache (a hit would serve it unmoderated), whichever way on_error decided.
-    unmoderated: bool = False
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -115,31 +114,87 @@ def _fired(check: Check, detail: str) -> Triggered:
 # -- text in values -------------------------------------------------------------------------------
 
 
-def _strings(value: Any) -> list[str]:
+def _is_message(value: Any) -> bool:
+    return isinstance(value, Mapping) and isinstance(value.get("role"), str)
+
+
+def _texts(value: Any, *, keys: bool = True) -> list[str]:
+    """Every text a check reads in a caller's value: strings, numbers as written, an object's
+    keys (``keys``); of a chat message, its content and its tool calls' arguments only (its role
+    and ids are structure, not what anyone said)."""
     if isinstance(value, str):
         return [value]
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, int | float):
+        return [str(value)]
+    if _is_message(value):
+        found = _texts(value.get("content"), keys=keys)
+        for call in value.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(function, Mapping):
+                found += _texts(function.get("arguments"), keys=keys)
+        return found
     if isinstance(value, Mapping):
-        return [s for v in value.values() for s in _strings(v)]
+        return [
+            t
+            for k, v in value.items()
+            for t in [*(_texts(k) if keys else ()), *_texts(v, keys=keys)]
+        ]
     if isinstance(value, list | tuple):
-        return [s for v in value for s in _strings(v)]
+        return [t for v in value for t in _texts(v, keys=keys)]
     return []
 
 
-def _rewrite(value: Any, edit: Callable[[str], str]) -> Any:
-    """``value`` with every string in it passed through ``edit`` (keys kept)."""
+def _edited(value: Any, edit: Callable[[str], str], *, keys: bool = True) -> Any:
+    """``value`` with each text ``_texts`` reads passed through ``edit``; a number the edit
+    changes becomes the edited text. ``keys``: objects' keys too (not a parsed answer's: they are
+    its schema's)."""
     if isinstance(value, str):
         return edit(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        written = str(value)
+        return value if (after := edit(written)) == written else after
+    if _is_message(value):
+        message = dict(value)
+        if "content" in message:
+            message["content"] = _edited(message["content"], edit, keys=keys)
+        if isinstance(message.get("tool_calls"), list):
+            message["tool_calls"] = [_call_edited(call, edit) for call in message["tool_calls"]]
+        return message
     if isinstance(value, Mapping):
-        return {k: _rewrite(v, edit) for k, v in value.items()}
+        return {
+            (edit(k) if keys and isinstance(k, str) else k): _edited(v, edit, keys=keys)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [_rewrite(v, edit) for v in value]
+        return [_edited(v, edit, keys=keys) for v in value]
     return value
 
 
+def _call_edited(call: Any, edit: Callable[[str], str]) -> Any:
+    function = call.get("function") if isinstance(call, Mapping) else None
+    if not isinstance(function, Mapping) or "arguments" not in function:
+        return call
+    return {**call, "function": {**function, "arguments": _edited(function["arguments"], edit)}}
+
+
+def _values_texts(variables: Mapping[str, Any]) -> list[str]:
+    # The variables' names are the prompt's, not the caller's text.
+    return [t for v in variables.values() for t in _texts(v)]
+
+
+def _values_edited(variables: Mapping[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
+    return {name: _edited(v, edit) for name, v in variables.items()}
+
+
+# Deny patterns run on RE2 (google-re2): linear in the text whatever the pattern, so no author's
+# pattern can stall a worker (registry.guardrails refuses what RE2 cannot compile).
 @functools.lru_cache(maxsize=256)
-def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    # Checked at commit (registry.guardrails): safe to search whole inputs.
-    return tuple(re.compile(p) for p in patterns)
+def _compiled(patterns: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(re2.compile(p, RE2_OPTIONS) for p in patterns)
 
 
 def _pattern_hits(check: Check, texts: Sequence[str]) -> list[int]:
@@ -162,25 +217,43 @@ def _patterns_redacted(check: Check) -> Callable[[str], str]:
 _PLACEHOLDER = re.compile(r"\[([a-z][a-z0-9_]{0,31})\]")
 
 
-def _pii_found(check: Check, texts: Sequence[str]) -> tuple[dict[str, int], Callable[[str], str]]:
-    """The kinds of PII found (placeholder name -> count) and the edit that redacts them."""
-    rules = list(check.rules) if check.rules is not None else None
+def _pii_rules(check: Check) -> list[str] | None:
+    return list(check.rules) if check.rules is not None else None
 
-    def edit(text: str) -> str:
-        return redact(text, rules)
 
+def _pii_redacted(value: Any, rules: list[str] | None) -> Any:
+    """``value`` as ``runs.redaction.redact`` leaves it (which reads a secret by its key's name
+    and a card in a number), and its objects' keys redacted too below the top level."""
+    return _keys_redacted(redact(value, rules), rules, top=True)
+
+
+def _keys_redacted(value: Any, rules: list[str] | None, *, top: bool = False) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            (k if top or not isinstance(k, str) else redact(k, rules)): _keys_redacted(v, rules)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_keys_redacted(v, rules) for v in value]
+    return value
+
+
+def _pii_kinds(before: Any, after: Any) -> dict[str, int]:
+    """The kinds of PII the redaction took out (placeholder name -> count)."""
+    if after == before:
+        return {}
+    had = _placeholders(before)
     kinds: dict[str, int] = {}
-    for text in texts:
-        redacted = edit(text)
-        if redacted == text:
-            continue
-        before = _PLACEHOLDER.findall(text)
-        for kind in _PLACEHOLDER.findall(redacted):
-            if kind in before:
-                before.remove(kind)
-            else:
-                kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds, edit
+    for kind in _placeholders(after):
+        if kind in had:
+            had.remove(kind)
+        else:
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds or {"redacted": 1}
+
+
+def _placeholders(value: Any) -> list[str]:
+    return [k for t in _texts(value) for k in _PLACEHOLDER.findall(t)]
 
 
 def _kinds(kinds: Mapping[str, int]) -> str:
@@ -251,8 +324,10 @@ def input_checks(
     variables: Mapping[str, Any],
     conversation: list[dict[str, Any]] | None = None,
 ) -> InputVerdict:
-    """Run the policy's input checks (all but ``max_tokens``) on the caller's values."""
+    """Run the policy's input checks (all but ``max_tokens``) on the caller's values. Every check
+    reads the values as the caller sent them; the redactions are made after, in order."""
     triggered: list[Triggered] = []
+    edits: list[Callable[[Any, bool], Any]] = []  # (value, is the variables) -> the value redacted
     for check in policy.stage(INPUT):
         if check.name == MAX_TOKENS:
             continue
@@ -262,54 +337,46 @@ def input_checks(
                 if check.variables is not None
                 else variables
             )
-            texts = _strings(chosen) + _conversation_texts(conversation, users_only=True)
-            if found := injection_found(texts):
+            users = [m for m in conversation or () if m.get("role") in ("user", "tool")]
+            if found := injection_found(_values_texts(chosen) + _texts(users)):
                 triggered.append(_fired(check, "looks like " + ", ".join(found)))
-            continue
-        texts = _strings(variables) + _conversation_texts(conversation)
-        if check.name == DENY_PATTERNS:
-            hits = _pattern_hits(check, texts)
-            if not hits:
-                continue
-            triggered.append(_fired(check, "pattern " + ", ".join(f"#{i}" for i in hits)))
-            edit = _patterns_redacted(check)
+        elif check.name == DENY_PATTERNS:
+            hits = _pattern_hits(check, _values_texts(variables) + _texts(conversation))
+            if hits:
+                triggered.append(_fired(check, "pattern " + ", ".join(f"#{i}" for i in hits)))
+                if check.action == REDACT:
+                    edits.append(_deny_edit(_patterns_redacted(check)))
         elif check.name == PII:
-            kinds, edit = _pii_found(check, texts)
-            if not kinds:
-                continue
-            triggered.append(_fired(check, _kinds(kinds)))
-        else:  # pragma: no cover - registry.guardrails refuses other input checks
-            continue
-        if check.action == REDACT:
-            variables = _rewrite(variables, edit)
-            if conversation is not None:
-                conversation = [_message_rewrite(m, edit) for m in conversation]
+            rules = _pii_rules(check)
+            kinds = _pii_kinds(variables, _pii_redacted(dict(variables), rules))
+            kinds = _merged(kinds, _pii_kinds(conversation, _pii_redacted(conversation, rules)))
+            if kinds:
+                triggered.append(_fired(check, _kinds(kinds)))
+                if check.action == REDACT:
+                    edits.append(_pii_edit(rules))
+    for edit in edits:
+        variables = edit(variables, True)
+        if conversation is not None:
+            conversation = edit(conversation, False)
     return InputVerdict(variables, conversation, tuple(triggered))
 
 
-def _conversation_texts(
-    conversation: list[dict[str, Any]] | None, *, users_only: bool = False
-) -> list[str]:
-    if not conversation:
-        return []
-    return [
-        s
-        for m in conversation
-        if not users_only or m.get("role") in ("user", "tool")
-        for s in _strings(m.get("content"))
-    ]
+def _deny_edit(edit: Callable[[str], str]) -> Callable[[Any, bool], Any]:
+    return lambda value, top: _values_edited(value, edit) if top else _edited(value, edit)
 
 
-def _message_rewrite(message: dict[str, Any], edit: Callable[[str], str]) -> dict[str, Any]:
-    if "content" not in message:
-        return message
-    return {**message, "content": _rewrite(message["content"], edit)}
+def _pii_edit(rules: list[str] | None) -> Callable[[Any, bool], Any]:
+    return lambda value, top: _pii_redacted(dict(value) if top else value, rules)
+
+
+def _merged(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
 
 
 def estimated_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     """Four characters a token, and four for each message's framing: an estimate that errs long
     for English, and the same for every provider (docs/guardrails.md)."""
-    return sum(4 + math.ceil(sum(len(s) for s in _strings(m.get("content"))) / 4) for m in messages)
+    return sum(4 + math.ceil(sum(len(s) for s in _texts(m.get("content"))) / 4) for m in messages)
 
 
 def tokens_check(policy: GuardrailPolicy, messages: Sequence[Mapping[str, Any]]) -> list[Triggered]:
@@ -350,30 +417,48 @@ class OutputVerdict:
 def output_checks(
     policy: GuardrailPolicy, completion: Completion, *, moderate: Moderator | None = None
 ) -> OutputVerdict:
-    """Run the policy's output checks on the answer's text (tool calls' arguments are the
-    caller's to check: they are not shown to a user as they are)."""
+    """Run the policy's output checks on the answer: its text and, for a parsed answer, the
+    strings in it (a JSON escape hides nothing). Tool calls' arguments go to the caller's code,
+    not to a user: not checked. Patterns and PII read the answer as the model gave it, then their
+    redactions are made; moderation reads it last, redacted, so no moderator is sent what the
+    policy takes out."""
     triggered: list[Triggered] = []
     text, parsed = completion.text, completion.parsed
+    texts = [text, *_texts(parsed, keys=False)]
+    edits: list[tuple[Callable[[str], str], Callable[[Any], Any]]] = []
     for check in policy.stage(OUTPUT):
-        if check.name == MODERATION:
-            triggered += _moderation(check, text, moderate)
-            continue
         if check.name == DENY_PATTERNS:
-            hits = _pattern_hits(check, [text])
+            hits = _pattern_hits(check, texts)
             if not hits:
                 continue
             triggered.append(_fired(check, "pattern " + ", ".join(f"#{i}" for i in hits)))
             edit = _patterns_redacted(check)
+            edits.append((edit, functools.partial(_edited, edit=edit, keys=False)))
         elif check.name == PII:
-            kinds, edit = _pii_found(check, [text])
+            rules = _pii_rules(check)
+            kinds = _merged(
+                _pii_kinds(text, redact(text, rules)),
+                _pii_kinds(parsed, _pii_redacted(parsed, rules)),
+            )
             if not kinds:
                 continue
             triggered.append(_fired(check, _kinds(kinds)))
-        else:  # pragma: no cover - registry.guardrails refuses other output checks
+            edits.append(
+                (
+                    functools.partial(redact, rules=rules),
+                    functools.partial(_pii_redacted, rules=rules),
+                )
+            )
+        else:
             continue
-        if check.action == REDACT:
-            text = edit(text)
-            parsed = _rewrite(parsed, edit) if parsed is not None else None
+        if check.action != REDACT:
+            edits.pop()
+    for edit_text, edit_value in edits:
+        text = edit_text(text)
+        parsed = edit_value(parsed) if parsed is not None else None
+    for check in policy.stage(OUTPUT):
+        if check.name == MODERATION:
+            triggered += _moderation(check, text, moderate)
     decided = deciding(triggered)
     if decided is not None and decided.action == FALLBACK:
         text, parsed = policy.fallback, policy.fallback_parsed
@@ -391,9 +476,9 @@ def _moderation(check: Check, text: str, moderate: Moderator | None) -> list[Tri
         # Closed: as if the moderation had flagged the answer (the check's action decides).
         # Open: the answer goes through, flagged.
         if check.fail_closed:
-            return [replace(_fired(check, f"moderation failed, closed: {exc}"), unmoderated=True)]
+            return [_fired(check, f"moderation failed, closed: {exc}")]
         failed = _fired(check, f"moderation failed, open: {exc}")
-        return [replace(failed, action=FLAG, unmoderated=True)]
+        return [replace(failed, action=FLAG)]
     if verdict.flagged:
         return [_fired(check, verdict.detail or "flagged")]
     return []

@@ -199,6 +199,12 @@ class Call(models.Model):
         help_text="Why the semantic cache was skipped and the model asked (its provider failed, "
         "Redis was out of reach); empty otherwise.",
     )
+    # False when no model answered: a response cache hit, or a run an input guardrail refused or
+    # answered with its fallback. Latency, cost and tokens compare model calls only (canary
+    # analysis, A/B results): those would read as instant and free.
+    model_called = models.BooleanField(
+        default=True, help_text="Whether a model was called for this call."
+    )
     # The guardrail checks that fired (runs.guardrails, decision 0052): each {stage, check,
     # action, source, detail}; the detail never holds the text that matched.
     guardrails = models.JSONField(

@@ -42,7 +42,7 @@ from registry.errors import ProblemsError, RegistryError
 from registry.guardrails import MODERATION, OUTPUT, Check, GuardrailPolicy
 from registry.rendering import to_messages
 from releases.cache import release_cache, served_snippets
-from releases.resolution import ServedRelease, ServedVersion, resolve_pinned, version_render
+from releases.resolution import ServedVersion, resolve_pinned, version_render
 from releases.snippets import Ref, snippets_preloaded
 
 from .guardrails import Moderated, ModerationFailed, Moderator, provider_moderation
@@ -79,10 +79,12 @@ class Classifier:
 
 
 def moderation_prepare(
-    *, policy: GuardrailPolicy, release: ServedRelease, locale: str
+    *, policy: GuardrailPolicy, environment: str | None, locale: str | None
 ) -> Moderator | None:
-    """The moderator of a run of ``release`` (in its environment, asked in ``locale``), with
-    everything its checks need read now; None when the policy moderates nothing."""
+    """The moderator of a run in ``environment`` (asked in ``locale``), with everything its
+    checks need read now; None when the policy moderates nothing. Without an environment (an eval
+    run that names none) a classifier prompt cannot be resolved: its checks fail, and their
+    ``on_error`` decides."""
     checks = [c for c in policy.stage(OUTPUT) if c.name == MODERATION]
     if not checks:
         return None
@@ -90,7 +92,15 @@ def moderation_prepare(
         provider_cache.named({c.provider for c in checks if c.provider})
     )
     classifiers = {
-        c.prompt: classifier_prepare(key=c.prompt, environment=release.environment, locale=locale)
+        c.prompt: (
+            classifier_prepare(key=c.prompt, environment=environment, locale=locale)
+            if environment
+            else Classifier(
+                c.prompt,
+                unavailable=f"the classifier {c.prompt} is resolved in an environment, and this "
+                "run has none",
+            )
+        )
         for c in checks
         if c.prompt
     }
@@ -103,7 +113,7 @@ def moderation_prepare(
     return moderate
 
 
-def classifier_prepare(*, key: str, environment: str, locale: str) -> Classifier:
+def classifier_prepare(*, key: str, environment: str, locale: str | None) -> Classifier:
     """The classifier prompt ``key`` as ``environment`` serves it now: its stable version, in
     ``locale`` or the one it falls back to, with its snippets and providers."""
     found = release_cache().lookup(environment, key)

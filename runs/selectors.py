@@ -84,6 +84,13 @@ def call_list() -> QuerySet[Call]:
     )
 
 
+# The calls a model answered: what latency, cost and tokens compare (canary analysis, A/B
+# results). A response cache hit called none (decision 0050), nor did a run an input guardrail
+# refused or answered with its fallback (decision 0052); the cache test keeps rows recorded
+# before ``model_called`` existed right.
+MODEL_ANSWERED = Q(cache="", model_called=True)
+
+
 def traffic_calls(calls: QuerySet[Call] | None = None) -> QuerySet[Call]:
     """``calls`` (default: all) without the playground's: the calls a release served or a service
     reported. What release metrics (canary analysis, A/B results, a prompt's recent calls, the

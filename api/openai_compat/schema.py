@@ -334,7 +334,13 @@ ERROR = _object(
         param=_nullable(STRING, "Where the first problem is, e.g. `variables.customer_name`."),
         code={**STRING, "description": "The problem type, in snake case: `not_released`."},
     ),
-    problem={**PROBLEM_REF, "description": "The registry's problem document (RFC 9457)."},
+    problem={
+        "allOf": [PROBLEM_REF],
+        # Each problem type adds its own members (a 502's attempts, a 422's check): the
+        # document is the type's component (api.schema), whichever it is.
+        "additionalProperties": True,
+        "description": "The registry's problem document (RFC 9457), with its type's members.",
+    },
 )
 COMPONENTS = {
     "OpenAIChatCompletionRequest": CHAT_REQUEST,
@@ -362,6 +368,8 @@ REFUSALS = {
     "such committed version.",
     "413": "The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
     "415": "The body is not application/json.",
+    "422": "A guardrail of the version or of its environment refused the run (`code` "
+    "`guardrail_refused`): before the model call, or its answer; the call is recorded.",
     "429": "Too many runs for this key, or a budget of the key, the prompt or the environment "
     "is spent (`code` `budget_exceeded`): wait Retry-After seconds.",
     "502": "No model answered: every provider the binding names failed (the call is recorded).",

@@ -35,7 +35,7 @@ from django.db.models import Count, F, Q, Sum
 
 from releases.models import BASIS_POINTS, Release
 from runs.models import Call
-from runs.selectors import percentile, shadow_report, traffic_calls
+from runs.selectors import MODEL_ANSWERED, percentile, shadow_report, traffic_calls
 
 from .. import statistics
 
@@ -147,8 +147,8 @@ def window_measure(
             errors=Count("id", filter=Q(status=Call.Status.ERROR)),
             schema_checked=Count("schema_valid"),
             schema_failed=Count("id", filter=Q(schema_valid=False)),
-            cost_n=Count("cost", filter=Q(cache="")),  # a cache hit cost nothing: see below
-            cost_sum=Sum("cost", filter=Q(cache="")),
+            cost_n=Count("cost", filter=MODEL_ANSWERED),  # a cache hit cost nothing: see below
+            cost_sum=Sum("cost", filter=MODEL_ANSWERED),
             **feedback_figures,
         )
     ):
@@ -166,9 +166,10 @@ def window_measure(
             )
     for name, arm in arms.items():
         # Latency and cost compare model calls: a response cache hit (decision 0050) called no
-        # model, and a canary starts with a cold cache that stable's warm one would flatter.
+        # model, and a canary starts with a cold cache that stable's warm one would flatter; nor
+        # did a run an input guardrail refused or answered (decision 0052), instant and free.
         # Errors, schema failures and feedback keep hits: the caller got that answer.
-        newest = calls.filter(variant=name, cache="").order_by("-created_at", "-id")
+        newest = calls.filter(MODEL_ANSWERED, variant=name).order_by("-created_at", "-id")
         arm.latencies = list(
             newest.filter(latency_ms__isnull=False).values_list("latency_ms", flat=True)[:cap]
         )

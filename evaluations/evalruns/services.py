@@ -47,10 +47,10 @@ from runs.guardrails import (
     deciding,
     input_checks,
     output_checks,
-    provider_moderation,
     tokens_check,
 )
 from runs.models import Provider
+from runs.moderation import moderation_prepare
 from runs.providers import ProviderUnavailable, binding_providers, complete
 from runs.tool_calls import answer_with_tool_calls
 
@@ -375,7 +375,13 @@ def eval_run_batch_execute(*, run_id: int, cases: Mapping[str, int]) -> int:
             following,
             prompt.key,
             guardrails=guardrails,
-            moderate=provider_moderation(providers) if guardrails else None,
+            # As a run moderates: a provider named by the policy, not only the binding's, and a
+            # classifier prompt in the run's environment (failing, to on_error, without one).
+            moderate=(
+                moderation_prepare(policy=guardrails, environment=environment, locale=None)
+                if guardrails
+                else None
+            ),
         )
         rows = Case.objects.in_bulk(list(todo.values()))
         for key, pk in todo.items():

@@ -33,7 +33,7 @@ from registry.errors import RegistryError
 from releases.models import Release, ReleaseEvent
 from releases.state import Experiment, ReleaseState, Variant
 from runs.models import Call
-from runs.selectors import traffic_calls
+from runs.selectors import MODEL_ANSWERED, traffic_calls
 
 from ..chart_time import timeline_unit
 from ..statistics import SrmResult, sample_ratio_mismatch
@@ -271,8 +271,9 @@ def _aggregates(calls: QuerySet[Call]) -> list[dict[str, Any]]:
     in double precision the cancellation costs ~1e-16 · mean² / variance, far below what a
     results page shows for latencies, costs and feedback."""
     # Latency, cost and tokens are the model's: a response cache hit (decision 0050) called none,
-    # so it counts in the calls, errors and feedback but not in these.
-    modelled = Q(cache="")
+    # nor did a run an input guardrail decided (0052), so they count in the calls, errors and
+    # feedback but not in these.
+    modelled = MODEL_ANSWERED
     values = {
         "feedback": F("feedback"),
         "latency": Case(When(modelled, then=F("latency_ms"))),

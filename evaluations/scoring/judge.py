@@ -15,6 +15,7 @@ from releases.cache import release_cache
 from releases.resolution import resolve
 from runs.calls import attempts_cost, call_observe
 from runs.execution import run_call, run_prepare
+from runs.guardrails import deciding
 
 from .scorers import JudgeFailed, JudgeRequest, rubric_check
 
@@ -58,21 +59,25 @@ def registry_judge(request: JudgeRequest) -> Any:
     except DatabaseError as exc:
         raise JudgeFailed("the database is unavailable") from exc
     outcome = run_call(prepared)
-    # Not traffic, but a model call paid for: counted as the judge's in the metrics.
-    call_observe(
-        source="judge",
-        prompt=request.prompt,
-        version=resolution.version.number,
-        variant=resolution.assignment.label,
-        primary=(prepared.binding.provider, prepared.binding.model),
-        completion=outcome.completion,
-        failure=outcome.failure,
-        latency_ms=outcome.latency_ms,
-        cost=attempts_cost(outcome.attempts, prepared.prices),
-    )
-    if outcome.refused is not None:
-        refused = outcome.refused
-        raise JudgeFailed(f"the judge's {refused.stage} guardrail {refused.check} refused it")
+    if outcome.model_called:  # a run the judge's input guardrails decided called no model
+        # Not traffic, but a model call paid for: counted as the judge's in the metrics.
+        call_observe(
+            source="judge",
+            prompt=request.prompt,
+            version=resolution.version.number,
+            variant=resolution.assignment.label,
+            primary=(prepared.binding.provider, prepared.binding.model),
+            completion=outcome.completion,
+            failure=outcome.failure,
+            latency_ms=outcome.latency_ms,
+            cost=attempts_cost(outcome.attempts, prepared.prices),
+        )
+    decided = deciding(outcome.guardrails)
+    if decided is not None:  # refused, or a fallback text: not the judge's verdict
+        raise JudgeFailed(
+            f"the judge's {decided.stage} guardrail {decided.check} "
+            f"{'refused it' if decided.action == 'refuse' else 'answered its fallback'}"
+        )
     if outcome.completion is None:
         raise JudgeFailed(str(outcome.failure))
     return outcome.completion.parsed

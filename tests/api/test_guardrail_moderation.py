@@ -511,7 +511,9 @@ def test_on_a_warm_trusted_cache_what_the_classifier_needs_is_read_with_no_query
     )
 
     with django_assert_num_queries(0):
-        moderate = moderation_prepare(policy=prepared.guardrails, release=served, locale="en")
+        moderate = moderation_prepare(
+            policy=prepared.guardrails, environment=served.environment, locale="en"
+        )
 
     assert moderate is not None
     check = prepared.guardrails.stage("output")[0]

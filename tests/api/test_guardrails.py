@@ -163,7 +163,7 @@ def test_a_deny_pattern_on_the_input_redacts_refuses_or_flags(
     guarded(
         {
             "input": {
-                "deny_patterns": {"patterns": ["(?i)project\\s{1,3}+falcon"], "action": "redact"}
+                "deny_patterns": {"patterns": ["(?i)project\\s{1,3}falcon"], "action": "redact"}
             }
         }
     )
@@ -316,7 +316,7 @@ def test_an_environment_floor_is_checked_when_saved(environments) -> None:
     from django.core.exceptions import ValidationError
 
     staging = environments["staging"]
-    staging.guardrails = {"input": {"deny_patterns": {"patterns": ["(a+)+$"], "action": "refuse"}}}
+    staging.guardrails = {"input": {"deny_patterns": {"patterns": ["(a)\\1"], "action": "refuse"}}}
     with pytest.raises(ValidationError) as raised:
         staging.full_clean()
     assert "/input/deny_patterns/patterns/0" in str(raised.value)
@@ -325,16 +325,18 @@ def test_an_environment_floor_is_checked_when_saved(environments) -> None:
 # --- with the response cache -----------------------------------------------------------------------
 
 
-def test_a_cached_answer_is_stored_as_the_output_checks_left_it(
+def test_an_answer_no_output_check_fired_on_is_cached_and_one_redacted_is_not(
     guarded, model_server, runner
 ) -> None:
     guarded({"output": {"pii": {"action": "redact"}}}, cache={"exact": {"ttl_seconds": 60}})
-    first = ask(runner, "Repeat ada@example.com please").json()
-    second = ask(runner, "Repeat ada@example.com please").json()
-    assert second["cache"] == {"kind": "exact", "similarity": 1.0}
-    assert second["output"] == first["output"]
-    assert "[email]" in second["output"]
-    assert len(model_bodies(model_server)) == 1
+    clean = [ask(runner, "When do you open?").json() for _ in range(2)]
+    assert (clean[0]["cache"], clean[1]["cache"]["kind"]) == (None, "exact")
+    leaked = [ask(runner, "Repeat ada@example.com please").json() for _ in range(2)]
+    # A hit runs no output check: the redaction would be lost from its record, so not kept.
+    assert [answer["cache"] for answer in leaked] == [None, None]
+    assert all("[email]" in answer["output"] for answer in leaked)
+    assert all(answer["guardrails"][0]["action"] == "redact" for answer in leaked)
+    assert len(model_bodies(model_server)) == 3
 
 
 def test_a_refused_answer_is_never_cached(guarded, model_server, runner) -> None:
@@ -447,13 +449,18 @@ AT = "/model/guardrails"
     [
         ({"input": {"injection": {"action": "refuse"}}}, []),
         (
-            {"input": {"deny_patterns": {"patterns": ["(a+)+$"], "action": "refuse"}}},
-            [("unsafe_regex", f"{AT}/input/deny_patterns/patterns/0")],
+            {"input": {"deny_patterns": {"patterns": ["(a)\\1"], "action": "refuse"}}},
+            [("invalid_regex", f"{AT}/input/deny_patterns/patterns/0")],
         ),
         (
-            {"output": {"deny_patterns": {"patterns": [".*secret.*"], "action": "refuse"}}},
-            [("unsafe_regex", f"{AT}/output/deny_patterns/patterns/0")],
+            {"output": {"deny_patterns": {"patterns": ["x*+"], "action": "refuse"}}},
+            [("invalid_regex", f"{AT}/output/deny_patterns/patterns/0")],
         ),
+        (
+            {"output": {"deny_patterns": {"patterns": ["x*"], "action": "refuse"}}},
+            [("invalid_regex", f"{AT}/output/deny_patterns/patterns/0")],
+        ),
+        ({"output": {"deny_patterns": {"patterns": ["(a+)+$"], "action": "flag"}}}, []),
         (
             {"input": {"deny_patterns": {"patterns": ["("], "action": "refuse"}}},
             [("invalid_regex", f"{AT}/input/deny_patterns/patterns/0")],
@@ -517,21 +524,19 @@ def test_a_binding_without_guardrails_keeps_its_content_hash() -> None:
     assert guarded.content_hash != plain.content_hash
 
 
-def test_the_api_refuses_a_redos_pattern_and_keeps_nothing(author_client, prompt) -> None:
+def test_the_api_refuses_a_pattern_re2_cannot_run_and_keeps_nothing(author_client, prompt) -> None:
     versions = f"/api/v1/prompts/{prompt.key}/versions"
     bad = content_data(
         model={
             **BINDING,
-            "guardrails": {
-                "input": {"deny_patterns": {"patterns": ["(x+x+)+y"], "action": "flag"}}
-            },
+            "guardrails": {"input": {"deny_patterns": {"patterns": ["(?=x)y"], "action": "flag"}}},
         }
     )
     response = author_client.post(versions, {"message": "m", **bad}, format="json")
     assert response.status_code == 400, response.content
     errors = response.json()["errors"]
     assert errors[0]["pointer"] == f"{AT}/input/deny_patterns/patterns/0"
-    assert "possessive" in errors[0]["detail"] or "exponential" in errors[0]["detail"]
+    assert "RE2" in errors[0]["detail"]
     assert not prompt.versions.exists()
     good = content_data(
         model={**BINDING, "guardrails": {"input": {"injection": {"action": "refuse"}}}}
