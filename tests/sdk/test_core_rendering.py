@@ -38,6 +38,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "attendees": ["Ana", "Bo"],
     },
     "search.query-rewrite": {"query": "gtx boots wmns 38"},
+    "support.faq": {"question": "Where is my order?"},
     "brand.voice": {},
     "rules.safety": {},
     "support.agent": {
