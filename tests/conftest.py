@@ -6,9 +6,12 @@ and environment limits the same way everywhere.
 
 from __future__ import annotations
 
+import copy
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,49 @@ def _fast_password_hashing() -> Iterator[None]:
     from django.test import override_settings
 
     with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _flush_by_delete() -> Iterator[None]:
+    """After a transactional test, the database is emptied with ``DELETE FROM`` each table in one
+    transaction instead of PostgreSQL's ``TRUNCATE`` of them all: what the test finds is the same
+    (every table empty, then the ``post_migrate`` rows), but a ``TRUNCATE`` gives each of some 40
+    tables and their indexes new files, which the commit then syncs to disk: about a second per
+    transactional test, against a few hundredths for ``DELETE``. The suite has hundreds of them.
+
+    The append-only and committed-version triggers refuse ``DELETE`` (they do not see a
+    ``TRUNCATE``): the flush's transaction sets ``session_replication_role`` to ``replica`` for
+    itself alone (``SET LOCAL``), which fires no trigger, foreign keys' included; every table is
+    emptied, so none is left pointing at a missing row. Setting it takes a superuser, as the
+    suite's PostgreSQL is; for another user, or when sequences are to be reset too (a plain
+    ``manage.py flush``), the flush is Django's own."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+    superuser: dict[tuple[str, str], bool] = {}
+
+    def may_skip_triggers(connection) -> bool:
+        database = (connection.alias, connection.settings_dict["NAME"])
+        if database not in superuser:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_setting('is_superuser')")
+                superuser[database] = cursor.fetchone()[0] == "on"
+        return superuser[database]
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if not tables or reset_sequences or not may_skip_triggers(self.connection):
+            return truncate(
+                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+        # execute_sql_flush runs these in one transaction: SET LOCAL ends with it.
+        return [
+            "SET LOCAL session_replication_role = replica",
+            *(f"DELETE FROM {self.quote_name(table)}" for table in tables),
+        ]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "sql_flush", sql_flush)
         yield
 
 
@@ -86,7 +132,10 @@ def actor() -> Actor:
 
 
 @pytest.fixture
-def prompt(db):
+def prompt(request, db):
+    shared = SharedReleased.copy_for(request.node)
+    if shared is not None:  # the test's ``released`` is the shared one: this is its prompt
+        return shared.prompt
     return PromptFactory(key="support.refund-reply")
 
 
@@ -106,6 +155,13 @@ def _suite_providers() -> Iterator[None]:
     Tests of the rule itself register the real directory alone (tests/registry/
     test_provider_directory.py).
     """
+    with _suite_directory():
+        yield
+
+
+@contextmanager
+def _suite_directory() -> Iterator[None]:
+    """``_suite_providers``' work, for what runs outside a test's fixtures."""
     from registry.providers import provider_directory, provider_directory_register
 
     real = provider_directory()
@@ -113,8 +169,10 @@ def _suite_providers() -> Iterator[None]:
         yield
         return
     provider_directory_register(lambda: frozenset(real()) | SUITE_PROVIDERS)
-    yield
-    provider_directory_register(real)
+    try:
+        yield
+    finally:
+        provider_directory_register(real)
 
 
 @pytest.fixture(autouse=True)
@@ -176,10 +234,13 @@ def empty_rate_buckets() -> None:
 
 
 @pytest.fixture
-def environments(db) -> dict:
+def environments(request, db) -> dict:
     """development -> staging -> production, as migration 0003 makes them: production takes only
     versions that have been stable in staging. Written again if a transactional test's flush
     removed them."""
+    shared = SharedReleased.copy_for(request.node)
+    if shared is not None:  # the test's ``released`` is the shared one: these are its own
+        return shared.environments
     return environments_ensure()
 
 
@@ -237,7 +298,16 @@ RELEASED_INSTRUCTION = (
 
 
 @pytest.fixture
-def released(prompt, environments, manager) -> Released:
+def released(request, prompt, environments, manager, _released_shared) -> Released:
+    """``Released`` (above). A test that can (``released_shareable``) gets a copy of the one built
+    for the tests before it in a row (``SharedReleased``); any other builds its own."""
+    shared = SharedReleased.copy_for(request.node)
+    if shared is not None:
+        return shared
+    return released_build(prompt, environments, manager)
+
+
+def released_build(prompt, environments, manager) -> Released:
     from releases.services import release_deploy
 
     def version(message: str, **templates: dict[str, str]) -> PromptVersion:
@@ -269,6 +339,253 @@ def released(prompt, environments, manager) -> Released:
             reason="setup",
         )
     return Released(prompt=prompt, versions=versions, environments=environments)
+
+
+# Fixtures that may run before ``released`` in a test that shares it: they change nothing its
+# build reads or writes (settings and patches it does not use, users, API keys, clients, the
+# served schema). A test with any other fixture before ``released`` builds its own, as that
+# fixture may have meant the build to see what it did (a provider row, a span recorder...).
+# pytest's and pytest-django's own fixtures are harmless too (``_SHAREABLE_PLUGINS``); the database
+# fixtures decide by the test's marker, checked apart (``released_shareable``).
+_SHAREABLE_PLUGINS = ("_pytest.", "pytest_django.", "faker.contrib.pytest.")
+_SHAREABLE_AFTER = frozenset(
+    {
+        # The suite's own (tests/conftest.py and the packages' conftest.py).
+        "tests.conftest._fast_password_hashing",
+        "tests.conftest._flush_by_delete",
+        "tests.conftest._fresh_release_cache",
+        "tests.conftest._loopback_providers",
+        "tests.conftest._model_server_process",
+        "tests.conftest._postgres_only",
+        "tests.conftest._released_shared",
+        "tests.conftest._suite_providers",
+        "tests.conftest.anonymous_client",
+        "tests.conftest.author",
+        "tests.conftest.author_client",
+        "tests.conftest.empty_rate_buckets",
+        "tests.conftest.make_client",
+        "tests.conftest.needs_redis",
+        "tests.conftest.no_proxy",
+        "tests.conftest.reader_client",
+        "tests.conftest.releaser_client",
+        "tests.evaluations.conftest.eager",
+        "tests.runs.conftest._loopback_only",
+        "tests.sdk.conftest._loopback_only",
+        "tests.webhooks.conftest._webhook_settings",
+        # A test module's users, keys and clients; its served schema; Redis keys of its own.
+        "tests.api.test_budgets._own_counters",
+        "tests.api.test_events.events_client",
+        "tests.api.test_gates_api.staging_bot",
+        "tests.api.test_https.service",
+        "tests.api.test_openai_compat_schema.openapi",
+        "tests.api.test_openai_compat_schema.runner",
+        "tests.api.test_problem_types.openapi",
+        "tests.api.test_ratelimit._empty_buckets",
+        "tests.api.test_releases_api.staging_bot",
+        "tests.api.test_response_shapes.openapi",
+        "tests.api.test_runtime.service",
+        "tests.api.test_runtime_bad_input.service",
+        "tests.api.test_runtime_schema.openapi",
+        "tests.api.test_runtime_schema.service",
+        "tests.api.test_schema_states_refusals.events_client",
+        "tests.api.test_schema_states_refusals.runtime_client",
+        "tests.evaluations.test_admin.author_client",
+        "tests.evaluations.test_admin.outsider",
+        "tests.evaluations.test_admin.viewer",
+        "tests.evaluations.test_admin_words.rita",
+        "tests.evaluations.test_canary_admin.rita",
+        "tests.evaluations.test_canary_admin.viewer",
+        "tests.evaluations.test_canary_api.staging_bot",
+        "tests.evaluations.test_case_editing.author_client",
+        "tests.evaluations.test_case_editing.both_client",
+        "tests.evaluations.test_eval_runs_api_admin.author_admin",
+        "tests.evaluations.test_gate_confirmation.dave",
+        "tests.evaluations.test_gate_confirmation.rita",
+        "tests.evaluations.test_gates.dave",
+        "tests.evaluations.test_gates.rita",
+        "tests.evaluations.test_playground.author_client",
+        "tests.mcp.test_transport.raw_key",
+        "tests.registry.test_hub.alice",
+        "tests.registry.test_hub.rita",
+        "tests.registry.test_hub.root",
+        "tests.releases.test_admin.release_manager",
+        "tests.releases.test_admin.rita",
+        "tests.releases.test_admin.root",
+        "tests.releases.test_schedules_admin.rita",
+        "tests.runs.test_admin.release_manager",
+        "tests.runs.test_admin.rita",
+        "tests.runs.test_admin.root",
+        "tests.sdk.test_prompt.service",
+        "tests.sdk.test_stream_endpoint.service",
+        "tests.test_status_page.root",
+    }
+)
+
+
+# What ``released`` is built from: the shared build's copy stands in for them too.
+_RELEASED_FROM = ("prompt", "environments", "manager")
+
+
+def _fixture_name(definition) -> str:
+    return f"{definition.func.__module__}.{definition.func.__name__}"
+
+
+def released_shareable(item) -> bool:
+    """Whether ``item`` may get the shared ``released``: it asks for ``released`` in its
+    signature or its fixtures' (not through ``request.getfixturevalue``); its database is
+    pytest-django's plain one, a transaction rolled back after it (not a transactional test's,
+    which commits; not several databases); and every fixture set up before ``released`` is in
+    ``_SHAREABLE_AFTER``, so the build it would have made itself is the one it gets."""
+    from pytest_django.plugin import validate_django_db
+
+    names = list(getattr(item, "fixturenames", ()))
+    info = getattr(item, "_fixtureinfo", None)
+    if "released" not in names or info is None:
+        return False
+    # ``released`` and what it is built from are this module's, which the build stands in for.
+    own = ("released", *_RELEASED_FROM)
+    if any(_fixture_name(info.name2fixturedefs[name][-1]) != f"{__name__}.{name}" for name in own):
+        return False
+    transactional = {
+        "transactional_db",
+        "live_server",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+    }
+    if transactional & set(names):
+        return False
+    marker = item.get_closest_marker("django_db")
+    if marker is not None:
+        transaction, reset_sequences, databases, serialized_rollback, available_apps = (
+            validate_django_db(marker)
+        )
+        if transaction or reset_sequences or serialized_rollback:
+            return False
+        if databases is not None or available_apps is not None:
+            return False
+
+    def closure(name: str, found: set[str]) -> set[str]:
+        definitions = info.name2fixturedefs.get(name)
+        if definitions and name not in found:
+            found.add(name)
+            for argument in definitions[-1].argnames:
+                closure(argument, found)
+        return found
+
+    before: set[str] = set()
+    for name in names[: names.index("released")]:
+        needed = closure(name, set())
+        if "released" not in needed:  # a fixture built on ``released`` runs after it
+            before |= needed
+    for name in before - set(_RELEASED_FROM):
+        definition = info.name2fixturedefs[name][-1]
+        if not (
+            definition.func.__module__.startswith(_SHAREABLE_PLUGINS)
+            or _fixture_name(definition) in _SHAREABLE_AFTER
+        ):
+            return False
+    return True
+
+
+class SharedReleased:
+    """``released`` built once for the tests a process runs in a row that can share it
+    (``released_shareable``), as Django's ``TestCase.setUpTestData`` does for a class: the build
+    is left in an open transaction, each test runs in a savepoint of it (pytest-django's
+    transaction, nested), and gets a deep copy of the Python objects, so neither what a test
+    writes nor what it changes in them reaches the next. Building it (3 commits, 3 deploys,
+    about 150 queries) was a quarter of a second or more in each of some 1,500 tests.
+
+    ``pytest_runtest_setup`` (below) opens it before a test that can share it, before any of the
+    test's fixtures: the transaction must enclose the test's. Before any other test it is rolled
+    back, so that test meets the database as it was. The first test of a process builds its
+    own: the test database does not exist before its fixtures run."""
+
+    current: SharedReleased | None = None
+
+    def __init__(self, django_db_blocker) -> None:
+        self.blocker = django_db_blocker
+        self.atomic = None  # the open transaction holding the build, or None
+        self.built: Released | None = None
+        self.item = None  # the test it is open for
+        self.copy: Released | None = None  # that test's copy
+
+    @classmethod
+    def copy_for(cls, item) -> Released | None:
+        shared = cls.current
+        if shared is None or shared.atomic is None or shared.item is not item:
+            return None
+        if shared.copy is None:
+            shared.copy = copy.deepcopy(shared.built)
+        return shared.copy
+
+    def enter(self, item) -> None:
+        from django.db import connection, transaction
+
+        if self.atomic is not None and not self._intact(connection):
+            self.leave()
+        if self.atomic is None:
+            with self.blocker.unblock(), _suite_directory(), _loopback_allowed():
+                atomic = transaction.atomic()
+                atomic._from_testcase = True  # as a TestCase's: a durable block may be nested
+                atomic.__enter__()
+                try:
+                    self.built = released_build(
+                        PromptFactory(key="support.refund-reply"),
+                        environments_ensure(),
+                        Actor(label="release-manager"),  # ``manager``
+                    )
+                except BaseException:
+                    atomic.__exit__(*sys.exc_info())
+                    raise
+                self.atomic = atomic
+        self.item, self.copy = item, None
+
+    def leave(self) -> None:
+        from django.db import connection, transaction
+
+        self.item, self.copy, self.built = None, None, None
+        atomic, self.atomic = self.atomic, None
+        if atomic is None:
+            return
+        with self.blocker.unblock():
+            if connection.atomic_blocks == [atomic]:
+                transaction.set_rollback(True)
+                atomic.__exit__(None, None, None)
+            else:
+                # A test left a block open: the connection, and the transaction with it, go;
+                # the next query connects afresh.
+                connection.in_atomic_block = connection.closed_in_transaction = False
+                connection.close()
+                connection.connection = None
+
+    def _intact(self, connection) -> bool:
+        """Between tests, the build's transaction is the connection's one open block, usable."""
+        return (
+            connection.atomic_blocks == [self.atomic]
+            and connection.connection is not None
+            and not connection.closed_in_transaction
+            and not connection.needs_rollback
+        )
+
+
+@pytest.fixture(scope="session")
+def _released_shared(django_db_setup, django_db_blocker) -> Iterator[SharedReleased]:
+    """The process's ``SharedReleased``; rolled back before the test database is dropped."""
+    SharedReleased.current = shared = SharedReleased(django_db_blocker)
+    yield shared
+    shared.leave()
+    SharedReleased.current = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    shared = SharedReleased.current
+    if shared is not None:
+        if released_shareable(item):
+            shared.enter(item)
+        else:
+            shared.leave()
+    return (yield)
 
 
 @dataclass
@@ -418,6 +735,13 @@ def _loopback_providers(settings) -> None:
     """The suite's model servers listen on 127.0.0.1, as make run's does: loopback is allowed
     (DEBUG allows it there; the suite runs with DEBUG off). Tests of the refusal turn it off."""
     settings.PROVIDER_ALLOW_LOOPBACK = True
+
+
+def _loopback_allowed():
+    """``_loopback_providers``' setting, for what runs outside a test's fixtures."""
+    from django.test.utils import override_settings
+
+    return override_settings(PROVIDER_ALLOW_LOOPBACK=True)
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """config.settings: one module driven by the environment, safe by default (STYLE R19).
 
-Each case starts a fresh Python with its own environment, since settings are read once per process.
+Each case starts a fresh Python with its own environment, since settings are read once per process:
+a process forked from one that has imported the heavy libraries and never the settings
+(tests/fresh_python.py), as a new interpreter would be without that import cost.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ import json
 import os
 import secrets
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.fresh_python import FreshPython
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_VARIABLES = (
@@ -52,23 +56,65 @@ print(json.dumps({
 """
 
 
-def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def clean_environment() -> dict[str, str]:
+    """This process's environment without the project's variables, nor a developer's .env: each
+    test states the whole environment it means."""
     clean = {k: v for k, v in os.environ.items() if k not in PROJECT_VARIABLES}
-    # No developer's .env: each test states the whole environment it means.
-    clean |= {
-        "PROMPT_REGISTRY_VAR_DIR": str(tmp_path / "var"),
-        "PROMPT_REGISTRY_ENV_FILE": os.devnull,
-        **env,
-    }
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=BASE_DIR,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return clean | {"PROMPT_REGISTRY_ENV_FILE": os.devnull}
+
+
+_fresh: list[FreshPython] = []  # this module's, while its tests run
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_python() -> Iterator[None]:
+    python = FreshPython(clean_environment(), BASE_DIR)
+    _fresh.append(python)
+    yield
+    _fresh.remove(python)
+    python.close()
+
+
+def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in a fresh process with the clean environment and ``env``."""
+    (python,) = _fresh
+    environment = clean_environment() | {"PROMPT_REGISTRY_VAR_DIR": str(tmp_path / "var"), **env}
+    return python.run(args, env=environment, cwd=BASE_DIR, timeout=120)
+
+
+PROBE = """
+import json, os, sys
+from django.conf import settings
+print(json.dumps({
+    "pid": os.getpid(),
+    "argv": sys.argv,
+    "configured": settings.configured,
+    "project_modules": sorted(m for m in sys.modules if m.split(".")[0] in ("config", "api")),
+    "first": os.environ.get("FIRST"),
+    "second": os.environ.get("SECOND"),
+}))
+"""
+
+
+def test_each_case_is_a_process_of_its_own_that_has_read_no_settings_and_only_its_environment(
+    tmp_path,
+):
+    first = run(["-c", PROBE, "an-argument"], tmp_path, FIRST="1")
+    second = run(["-c", PROBE], tmp_path, SECOND="2")
+    crashed = run(["-c", "raise LookupError('no such thing')"], tmp_path)
+
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    first, second = json.loads(first.stdout), json.loads(second.stdout)
+    assert first["pid"] != second["pid"]
+    assert first["argv"] == ["-c", "an-argument"]
+    for case in (first, second):
+        assert case["configured"] is False
+        assert case["project_modules"] == []
+    assert (first["first"], first["second"]) == ("1", None)
+    assert (second["first"], second["second"]) == (None, "2")  # nothing left by the first case
+    assert crashed.returncode == 1
+    assert crashed.stderr.startswith("Traceback (most recent call last):")
+    assert "LookupError: no such thing" in crashed.stderr.splitlines()[-1]
 
 
 def settings_with(tmp_path: Path, **env: str) -> dict[str, object]:
