@@ -7,11 +7,12 @@ a process forked from one that has imported the heavy libraries and never the se
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,23 +64,18 @@ def clean_environment() -> dict[str, str]:
     return clean | {"PROMPT_REGISTRY_ENV_FILE": os.devnull}
 
 
-_fresh: list[FreshPython] = []  # this module's, while its tests run
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _fresh_python() -> Iterator[None]:
+@functools.cache
+def fresh_python() -> FreshPython:
+    """This test process's parent of fresh Pythons (tests/test_sentinel.py runs cases too)."""
     python = FreshPython(clean_environment(), BASE_DIR)
-    _fresh.append(python)
-    yield
-    _fresh.remove(python)
-    python.close()
+    atexit.register(python.close)
+    return python
 
 
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """``python *args`` in a fresh process with the clean environment and ``env``."""
-    (python,) = _fresh
     environment = clean_environment() | {"PROMPT_REGISTRY_VAR_DIR": str(tmp_path / "var"), **env}
-    return python.run(args, env=environment, cwd=BASE_DIR, timeout=120)
+    return fresh_python().run(args, env=environment, cwd=BASE_DIR, timeout=120)
 
 
 PROBE = """
