@@ -275,8 +275,17 @@ else:
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 # Late-acknowledged jobs (shadow runs) stay in Redis until a worker finishes them; one taken by a
 # worker that died comes back after this many seconds. Longer than any job may run.
+_visibility_timeout = env_int("CELERY_VISIBILITY_TIMEOUT", default=3600, minimum=1)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", default=3600, minimum=1)
+    "visibility_timeout": _visibility_timeout,
+    # kombu gives such a job back only when a worker sweeps for it: when it starts, then every
+    # interval x throttle seconds (100 s by default), and a sweep that finds another worker's
+    # sweep under way (a mutex shared by every queue on the database) is skipped, not retried.
+    # Sweep every 10 s (sooner for a short timeout) and let a mutex left by a worker killed
+    # mid-sweep lapse within the timeout, not 5 minutes.
+    "unacked_restore_interval": max(1, min(10, _visibility_timeout // 3)),
+    "unacked_restore_throttle": 1,
+    "unacked_mutex_expire": min(300, _visibility_timeout),
 }
 if REDIS_SENTINELS:
     # kombu's form: one sentinel:// URL per sentinel, each with the master's password and

@@ -394,6 +394,25 @@ def test_a_replica_gets_the_primarys_connection_policy_and_mirrors_it_in_tests(t
     assert values["middleware"] is True
 
 
+@pytest.mark.parametrize(
+    ("timeout", "interval", "mutex"), [(None, 10, 300), ("3", 1, 3), ("12", 4, 12)]
+)
+def test_a_dead_workers_job_is_swept_back_soon_after_its_visibility_timeout(
+    tmp_path, timeout, interval, mutex
+):
+    """kombu's default sweeps for such jobs every 100 s, and skips a sweep that meets another's."""
+    env = {"CELERY_VISIBILITY_TIMEOUT": timeout} if timeout else {}
+    values = scaling_settings(tmp_path, **PRODUCTION, DATABASE_URL=PRIMARY, **env)
+
+    transport = values["transport"]
+    assert transport["visibility_timeout"] == int(timeout or 3600)
+    assert (transport["unacked_restore_interval"], transport["unacked_restore_throttle"]) == (
+        interval,
+        1,
+    )
+    assert transport["unacked_mutex_expire"] == mutex
+
+
 def test_a_replica_needs_postgresql_on_both_sides(tmp_path):
     result = run(["manage.py", "check"], tmp_path, **PRODUCTION, DATABASE_REPLICA_URL=REPLICA)
 
