@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import time
 
 
 def _int(name: str, default: int) -> int:
@@ -37,9 +38,11 @@ timeout = max(_stream_seconds(), _int("RUN_STREAM_MAX_SECONDS", 300)) + 30
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = 5  # behind a proxy that reuses connections
 # Recycle each worker after about this many requests (a slow leak never becomes an outage); the
-# jitter keeps the workers from restarting all at once.
-max_requests = _int("GUNICORN_MAX_REQUESTS", 2000)
-max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+# jitter keeps the workers from restarting all at once. A new worker pays its start (the releases
+# loaded whole, new connections: seconds for a large registry, see post_worker_init), so not
+# often: at 2,000 a busy worker was replaced every second or two.
+max_requests = _int("GUNICORN_MAX_REQUESTS", 50_000)
+max_requests_jitter = _int("GUNICORN_MAX_REQUESTS_JITTER", 5_000)
 # Requests and errors go to stdout/stderr through Python's logging, formatted as the rest of the
 # service's logs (LOG_FORMAT=json gives one JSON object per line; docs/operations.md).
 accesslog = "-"
@@ -69,6 +72,32 @@ def on_starting(server) -> None:
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
+
+
+def post_worker_init(worker) -> None:
+    """A new worker loads the releases before it takes its first request (at most
+    RELEASE_CACHE_WARM_SECONDS, 30 by default; the rest on first use): its first callers are
+    answered from memory instead of waiting seconds for a large registry to load."""
+    from django.apps import apps
+    from django.db import connections
+
+    if not apps.is_installed("releases"):  # another application (bench/bare_app.py)
+        return
+    started = time.monotonic()
+    try:
+        from releases.cache import release_cache
+
+        loaded = release_cache().warm(seconds=_int("RELEASE_CACHE_WARM_SECONDS", 30))
+    except Exception:  # a worker that cannot warm still serves: its releases load on first use
+        worker.log.exception("Warming the release cache failed; releases load on first use")
+        return
+    finally:
+        # This thread serves no request (gthread's requests run in its pool): its connection
+        # would stay open, idle, for the worker's life.
+        connections.close_all()
+    worker.log.info(
+        "Release cache warmed: %d environments in %.1f s", len(loaded), time.monotonic() - started
+    )
 
 
 def child_exit(server, worker) -> None:

@@ -1,6 +1,6 @@
 """The benchmark's baseline: one Django view returning a constant JSON document, no middleware.
 
-Served by gunicorn with the same settings as the project, so the ratio measures what the resolve
+Served by gunicorn with the same settings as the project (its settings: bench/bare_settings.py), so the ratio measures what the resolve
 path adds over Django itself. ``BARE_BODY_BYTES`` sets the document's size (the resolve answer's).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 
-from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 from django.http import HttpResponse
 from django.urls import path
@@ -24,12 +23,5 @@ def constant(request):
 
 urlpatterns = [path("bare", constant)]
 
-settings.configure(
-    DEBUG=False,
-    SECRET_KEY="bench-only",
-    ALLOWED_HOSTS=["*"],
-    ROOT_URLCONF=__name__,
-    MIDDLEWARE=[],
-    INSTALLED_APPS=[],
-)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bare_settings")
 application = get_wsgi_application()

@@ -82,7 +82,9 @@ def main() -> None:
     try:
         app = base.start(
             [
+                # --threads 1: gunicorn.conf.py's threads would make gunicorn run gthread.
                 *(base.GUNICORN, "--workers", base.WORKERS, "--worker-class", "sync"),
+                *("--threads", "1"),
                 *("--bind", f"127.0.0.1:{base.APP_PORT}", "--log-level", "warning"),
                 "config.wsgi:application",
             ],

@@ -119,15 +119,15 @@ def _new_key(env: dict) -> str:
 def serve(app: str, port: int, env: dict) -> subprocess.Popen:
     process = subprocess.Popen(
         [
+            # gunicorn.conf.py (read from the working directory) holds the production settings;
+            # these override three of them for every target alike. Sync workers: with its
+            # ``threads = 4`` gunicorn would run gthread even under ``--worker-class sync``. No
+            # recycling: a worker replaced every couple of thousand requests measures its start,
+            # not the resolve path (docs/operations.md says what a start costs).
             GUNICORN,
-            "--workers",
-            WORKERS,
-            "--worker-class",
-            "sync",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
+            *("--workers", WORKERS, "--worker-class", "sync", "--threads", "1"),
+            *("--max-requests", "0"),
+            *("--bind", f"127.0.0.1:{port}", "--log-level", "warning"),
             app,
         ],
         cwd=ROOT,
@@ -225,6 +225,7 @@ def main() -> None:
         **os.environ,
         "BARE_BODY_BYTES": str(len(answer)),
         "PYTHONPATH": str(ROOT / "bench"),
+        "DJANGO_SETTINGS_MODULE": "bare_settings",
     }
     targets = [
         ("bare Django view", "bare_app:application", bare_env, base + "/bare", ""),

@@ -227,6 +227,28 @@ class ReleaseCache:
                 return self._environments.get(environment), DATABASE_UNAVAILABLE
             return None, DATABASE_UNAVAILABLE
 
+    def warm(self, *, seconds: float) -> list[str]:
+        """Loads every environment whole, so that a worker that has just started (or replaced
+        one gunicorn recycled) answers its first requests from memory: loading a registry of
+        10,000 prompts takes seconds, which its first callers would otherwise wait. At most about
+        ``seconds`` (an environment begun is finished; the rest load on first use). Nothing
+        without a listener, whose absence means every lookup reads the database anyway, and
+        nothing more once the database is down. Returns the environments loaded."""
+        deadline = time.monotonic() + seconds
+        loaded: list[str] = []
+        if not self.trusted:
+            return loaded
+        try:
+            names = list(selectors.environment_list().values_list("name", flat=True))
+            for name in names:
+                if time.monotonic() >= deadline:
+                    break
+                if name not in self._complete and self._load_environment(name) is not None:
+                    loaded.append(name)
+        except DATABASE_OUTAGE:
+            logger.warning("Database unavailable warming the release cache", exc_info=True)
+        return loaded
+
     @property
     def serving(self) -> Serving:
         """From memory while the listener vouches for the snapshots, else from the database;

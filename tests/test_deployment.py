@@ -165,6 +165,8 @@ def test_gunicorn_with_its_config_serves_the_api_and_compressed_static_files(tmp
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0].decode()
+    # The worker loaded the releases before its first request (post_worker_init).
+    assert re.search(r"Release cache warmed: \d+ environments in", output), output[-3000:]
     # The access log went through the service's logging, with gunicorn's own loggers named.
     assert "gunicorn.access" in output
     assert '"GET /static/admin/css/base.css HTTP/1.1" 200' in output

@@ -259,3 +259,54 @@ def test_a_trusted_cache_never_stores_an_unknown_environment(
     with CaptureQueriesContext(connection) as queries:
         assert node.lookup("nowhere", KEY) == Lookup(None)
     assert len(queries) > 0
+
+
+# --- warming a new worker (gunicorn.conf.py's post_worker_init) ----------------------------------
+
+
+def environment_names() -> list[str]:
+    from releases.models import Environment
+
+    return sorted(Environment.objects.values_list("name", flat=True))
+
+
+@pytest.mark.postgres
+def test_a_warmed_cache_answers_its_first_lookups_from_memory(
+    released, web_nodes, django_assert_num_queries
+):
+    node = web_nodes[0]
+
+    assert sorted(node.warm(seconds=30)) == environment_names()
+
+    names = environment_names()
+    with django_assert_num_queries(0):
+        for environment in names:
+            node.lookup(environment, KEY)
+    with django_assert_num_queries(1):  # the environments' names; each is held whole already
+        assert node.warm(seconds=30) == []
+
+
+@pytest.mark.postgres
+def test_warming_stops_at_its_deadline_and_the_rest_load_on_first_use(released, web_nodes):
+    node = web_nodes[0]
+
+    assert node.warm(seconds=0) == []
+    assert revision(node) is not None
+
+
+def test_without_a_listener_nothing_is_warmed(released, django_assert_num_queries):
+    """Every lookup reads the database then: a warm copy would never be used."""
+    node = ReleaseCache(listen=False)
+
+    with django_assert_num_queries(0):
+        assert node.warm(seconds=30) == []
+
+
+@pytest.mark.postgres
+def test_warming_with_the_database_down_gives_up_and_says_so(
+    released, web_nodes, database_down, caplog
+):
+    database_down()
+
+    assert web_nodes[0].warm(seconds=30) == []
+    assert "Database unavailable warming the release cache" in caplog.text
