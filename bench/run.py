@@ -16,7 +16,9 @@
 4. Prints p50 and p99 of each per round, then the median of the rounds, and what ``/run`` adds
    (p50 and p99 of ``/run`` minus those of ``direct``). Target: at most 2 ms added at p50.
    Alongside, and only for comparison: the same call made with the ``openai`` client (kept, as a
-   service keeps it), which is what a service calling its model itself would pay instead.
+   service keeps it), which is what a service calling its model itself would pay instead; and
+   ``GET /healthz`` through the same gunicorn (answered before any middleware), the floor of any
+   request through the web process, which no change to the run path can take off.
 
 ``--profile N`` also runs N calls of the view in this process under cProfile, on the same
 database and model server, and prints the functions with the most cumulative and own time: the figures
@@ -155,6 +157,21 @@ def post(port: int, path: str, body: dict, key: str = "") -> tuple[float, dict]:
     return elapsed, json.loads(data)
 
 
+def get(port: int, path: str) -> float:
+    """One GET on a new connection; milliseconds until the whole answer was read."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise SystemExit(f"{path}: HTTP {response.status}")
+    return (time.perf_counter() - started) * 1000
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -223,19 +240,21 @@ def measure(key: str, calls: int, rounds: int, threads: int) -> None:
     )
     results: list[dict[str, float]] = []
     for round_ in range(1, rounds + 1):
-        direct_ms, run_ms, client_ms = [], [], []
+        direct_ms, run_ms, client_ms, floor_ms = [], [], [], []
         for _ in range(calls):
             direct_ms.append(post(MODEL_PORT, "/v1/chat/completions", MODEL_BODY)[0])
             run_ms.append(post(APP_PORT, run_path, run_body, key)[0])
             started = time.perf_counter()
             client.chat.completions.create(**MODEL_BODY)
             client_ms.append((time.perf_counter() - started) * 1000)
+            floor_ms.append(get(APP_PORT, "/healthz"))
         result = {
             "direct_p50": percentile(direct_ms, 50),
             "direct_p99": percentile(direct_ms, 99),
             "run_p50": percentile(run_ms, 50),
             "run_p99": percentile(run_ms, 99),
             "client_p50": percentile(client_ms, 50),
+            "floor_p50": percentile(floor_ms, 50),
         }
         results.append(result)
         show(f"round {round_}", result)
@@ -253,6 +272,14 @@ def measure(key: str, calls: int, rounds: int, threads: int) -> None:
         f"otherwise do): p50 {median['client_p50']:.2f} ms, so /run adds "
         f"{statistics.median(beside):.2f} ms at p50 to that (rounds: "
         f"{', '.join(f'{b:.2f}' for b in beside)})"
+    )
+    # The part no view can save: a request through the web process at all. /healthz is answered
+    # before any middleware (config.middleware.ProbeMiddleware), on the same kind of new
+    # connection, so the rest of the added time is the run path's own work and its model call.
+    beyond = [r["run_p50"] - r["direct_p50"] - r["floor_p50"] for r in results]
+    print(
+        f"of which the web process itself: GET /healthz through gunicorn p50 "
+        f"{median['floor_p50']:.2f} ms; the run path beyond that {statistics.median(beyond):.2f} ms"
     )
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
