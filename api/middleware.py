@@ -39,6 +39,9 @@ class FastRoute:
     # The pattern as Django's ``resolver_match.route`` spells it ("api/v1/prompts/<key:key>/run"):
     # what the request metrics count it under (``api.metrics``), as they do every other URL.
     route: str
+    # Read once here, not per request (``inspect`` and ``getattr`` cost microseconds each).
+    is_async: bool
+    refuse: Refusal
 
 
 def fast_routes(resolver: URLResolver) -> tuple[FastRoute, ...]:
@@ -64,7 +67,10 @@ def _fast_routes(
         if isinstance(entry, URLResolver):
             yield from _fast_routes(entry.url_patterns, regex, found, joined)
         elif is_runtime_view(entry.callback):
-            yield FastRoute(re.compile(regex), found, entry.callback, joined)
+            view = entry.callback
+            yield FastRoute(
+                re.compile(regex), found, view, joined, iscoroutinefunction(view), refusal_of(view)
+            )
 
 
 def _bare(pattern: RoutePattern | RegexPattern) -> str:
@@ -219,11 +225,11 @@ class RuntimeMiddleware:
             return self.get_response(request)
         if isinstance(found, HttpResponse):
             return found
-        view, kwargs = found
-        if iscoroutinefunction(view):  # WSGI: the view runs to its answer in this thread
-            response = async_to_sync(view)(request, **kwargs)
+        route, kwargs = found
+        if route.is_async:  # WSGI: the view runs to its answer in this thread
+            response = async_to_sync(route.view)(request, **kwargs)
         else:
-            response = view(request, **kwargs)
+            response = route.view(request, **kwargs)
         return secure_headers(request, response)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
@@ -232,17 +238,17 @@ class RuntimeMiddleware:
             return await self.get_response(request)
         if isinstance(found, HttpResponse):
             return found
-        view, kwargs = found
-        if iscoroutinefunction(view):
-            response = await view(request, **kwargs)
+        route, kwargs = found
+        if route.is_async:
+            response = await route.view(request, **kwargs)
         else:
-            response = await sync_to_async(view)(request, **kwargs)
+            response = await sync_to_async(route.view)(request, **kwargs)
         return secure_headers(request, response)
 
     def _route(
         self, request: HttpRequest
-    ) -> tuple[Callable[..., Any], dict[str, Any]] | HttpResponse | None:
-        """The runtime view to call and its arguments; or the answer (a refused Host, a
+    ) -> tuple[FastRoute, dict[str, Any]] | HttpResponse | None:
+        """The runtime route to call and its view's arguments; or the answer (a refused Host, a
         redirect to https); or None: the rest of the stack answers."""
         path = request.path_info
         if path == MCP_PATH:
@@ -259,15 +265,14 @@ class RuntimeMiddleware:
                 except ValueError:  # as Django's resolver: not this URL after all
                     continue
                 request.url_route = route.route  # what resolver_match.route says for the rest
-                refuse = refusal_of(route.view)
                 # Django's Host check normally runs in CommonMiddleware, which is skipped here.
                 if not host_allowed(request):
                     bad_host = ProblemAnswer(problems.BAD_HOST, "The Host header is not allowed.")
-                    return refuse(bad_host, request)
-                refusal = https_refusal(request, refuse)
+                    return route.refuse(bad_host, request)
+                refusal = https_refusal(request, route.refuse)
                 if refusal is not None:
                     return secure_headers(request, refusal)
-                return route.view, kwargs
+                return route, kwargs
         return self._write_refusal(request)
 
     def _write_refusal(self, request: HttpRequest) -> HttpResponse | None:

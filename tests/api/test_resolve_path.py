@@ -10,6 +10,8 @@ import pytest
 from django.core.exceptions import TooManyFieldsSent
 from django.core.handlers.wsgi import WSGIRequest
 from django.test import RequestFactory, override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.resolve_path import query_values, resolution_body, resolution_etag
 from api.runtime import resolution_answer
@@ -150,6 +152,17 @@ def test_the_query_is_read_as_request_get_reads_it(query):
     values = query_values(request)
 
     assert values == {name: request.GET.get(name) for name in request.GET}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab=&;%+2F\u00e9 ", max_size=24))
+def test_any_query_is_read_as_request_get_reads_it(query):
+    """With nothing to unquote the query is split directly: the same answer as with."""
+    environ = RequestFactory().get("/api/v1/prompts/p/resolve").environ
+    environ["QUERY_STRING"] = query.encode("utf-8").decode("iso-8859-1")
+    request = WSGIRequest(environ)
+
+    assert query_values(request) == {name: request.GET.get(name) for name in request.GET}
 
 
 @override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=3)
