@@ -155,6 +155,22 @@ def _locale_pick(requested: str, available: tuple[str, ...], default: str) -> st
     return locale_pick(requested, available, default=default)
 
 
+def version_variables_check(version: ServedVersion, variables: Mapping[str, Any]) -> None:
+    """Raises the registry's ``VariablesInvalid`` when the caller's variables do not fit the
+    version's declarations, as ``version_render`` would: for work to do before rendering that
+    should not be done for a request refused anyway (a run's input guardrails)."""
+    _validated([VariableSpec.from_dict(v) for v in version.variables], variables)
+
+
+def _validated(specs: list[VariableSpec], variables: Mapping[str, Any]) -> dict[str, Any]:
+    return variables_validate(
+        specs,
+        variables,
+        max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
+        max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
+    )
+
+
 def version_render(
     version: ServedVersion,
     *,
@@ -167,12 +183,7 @@ def version_render(
     variables for ``to_messages``. Raises the registry's rendering errors.
     ``snippets``: what its includes serve (``releases.snippets.ServedSnippets``)."""
     specs = [VariableSpec.from_dict(v) for v in version.variables]
-    values = variables_validate(
-        specs,
-        variables,
-        max_messages=settings.PROMPT_HISTORY_MAX_MESSAGES,
-        max_history_chars=settings.PROMPT_HISTORY_MAX_CHARS,
-    )
+    values = _validated(specs, variables)
     return render_sections(
         sections=Sections.from_mapping(version.templates[locale]),
         variables=values,

@@ -33,7 +33,7 @@ from registry.content import ModelBinding
 from registry.guardrails import FALLBACK, FLAG, INPUT, OUTPUT, REFUSE, GuardrailPolicy
 from registry.rendering import Sections, conversation_messages, to_messages, with_conversation
 from releases.cache import DATABASE_OUTAGE, served_snippets
-from releases.resolution import Resolution, version_render
+from releases.resolution import Resolution, version_render, version_variables_check
 
 from . import outbox
 from .budgets import budget_check, budget_spend_count
@@ -187,6 +187,9 @@ def run_prepare(
     triggered: tuple[Triggered, ...] = ()
     checked = variables
     if guardrails:  # the caller's values checked, and redacted where the policy says, first
+        # A body the version refuses (an undeclared name, a wrong type) is refused before its
+        # values are scanned: the scan reads every string, so a large refused body costs nothing.
+        version_variables_check(resolution.version, variables)
         verdict = input_checks(
             guardrails, variables, conversation_messages(conversation) if conversation else None
         )

@@ -14,9 +14,9 @@ import pytest
 from registry.content import VersionContent, model_binding_check
 from releases.models import Environment
 from releases.services import release_deploy
-from runs import response_cache
+from runs import execution, response_cache
 from runs.models import Call
-from tests.api.helpers import sse_events
+from tests.api.helpers import assert_problem, sse_events
 from tests.api.openapi import documented, served_openapi, strict
 from tests.api.test_run import CHAT, priced, run
 from tests.factories import PromptFactory, content_data, make_version
@@ -100,6 +100,25 @@ def test_an_injection_attempt_is_refused_before_the_model_is_called(
     assert "override" in entry["detail"]
     assert "reveal" in entry["detail"]
     assert fired() == 1
+
+
+def test_variables_the_version_refuses_are_refused_before_any_input_check(
+    guarded, model_server, runner, monkeypatch
+) -> None:
+    """The checks read every string the caller sent: a body refused anyway is not scanned."""
+    guarded({"input": {"pii": {"action": "redact"}, "injection": {"action": "refuse"}}})
+    scanned: list[Any] = []
+    monkeypatch.setattr(execution, "input_checks", lambda *args, **kwargs: scanned.append(args))
+    body = {"question": "hi", "questoin": f"{INJECTION} ada@example.com " * 2_000}
+
+    response = run(runner, {"environment": "staging", "variables": body}, url=URL)
+
+    problem = assert_problem(response, 400, "/problems/invalid-variables")
+    assert {e["code"]: e["pointer"] for e in problem["errors"]} == {
+        "unknown_variable": "/variables/questoin"
+    }
+    assert scanned == []
+    assert model_bodies(model_server) == []
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from api.services import apikey_create
-from releases.models import Release
+from releases.models import Environment, Release
+from releases.services import release_deploy
 from runs.models import Call
 from tests.celery_worker import wait_for
 
@@ -55,9 +56,12 @@ def assert_unavailable(response) -> None:
 
 
 def test_with_the_database_down_cached_releases_are_served_changes_refused_nothing_lost(
-    released, web, postgres, redis_proxy, service_key, manager_key, model_server
+    released, web, postgres, redis_proxy, service_key, manager_key, manager, model_server
 ):
-    # Warm: this server has read staging and the keys.
+    # Warm: its worker loaded every environment before its first request (gunicorn.conf.py's
+    # post_worker_init), and has read the keys. An environment made since is not held.
+    late = Environment.objects.create(name="eu-production", position=9)
+    release_deploy(prompt=released.prompt, environment=late, version=1, actor=manager, reason="t")
     assert web.get(f"/api/v1/prompts/{KEY}/resolve?environment=staging", service_key).is_success
     assert web.get("/api/v1/environments/staging/bundle", service_key).is_success
     assert web.get("/api/v1/environments", manager_key).is_success
@@ -84,9 +88,13 @@ def test_with_the_database_down_cached_releases_are_served_changes_refused_nothi
         assert response.headers[DEGRADED] == "database-unavailable"
     assert resolved.json()["version"] == 2
 
+    # Loaded before the outage, at the worker's start, though never asked for: served, said so.
+    production = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=production", service_key)
+    assert production.status_code == 200, production.text
+    assert production.headers[DEGRADED] == "database-unavailable"
     # Never read while the database was up: a 503 problem, saying so.
     assert_unavailable(
-        web.get(f"/api/v1/prompts/{KEY}/resolve?environment=production", service_key)
+        web.get(f"/api/v1/prompts/{KEY}/resolve?environment=eu-production", service_key)
     )
     # A change cannot be committed: refused at once with a 503 problem, nothing half done.
     assert_unavailable(
@@ -148,8 +156,12 @@ def test_with_the_database_down_cached_releases_are_served_changes_refused_nothi
         web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 1})
     )
     assert_unavailable(
-        web.get(f"/api/v1/prompts/{KEY}/resolve?environment=production", service_key)
+        web.get(f"/api/v1/prompts/{KEY}/resolve?environment=eu-production", service_key)
     )
+    # A copy no longer vouched for (Redis reconnected meanwhile) is served, and said to be.
+    production = web.get(f"/api/v1/prompts/{KEY}/resolve?environment=production", service_key)
+    assert production.status_code == 200, production.text
+    assert production.headers[DEGRADED] == "database-unavailable"
 
     postgres.up()
     deployed = web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 2})
