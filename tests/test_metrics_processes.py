@@ -26,6 +26,7 @@ import pytest
 from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
+from runs.models import Call
 from runs.tasks import delete_expired_calls_task
 from tests.celery_worker import Worker, wait_for, worker_on_own_queue
 
@@ -235,6 +236,11 @@ def test_under_gunicorn_every_scrape_counts_every_worker_s_resolves_and_runs(
         headers=headers,
     )
     assert ran.status_code == 200, ran.text
+    # The run's record, and its model call's counts with it, come once the answer is sent
+    # (decision 0041): a scrape at once may precede them.
+    wait_for(
+        lambda: Call.objects.filter(request_id=ran.json()["request_id"]).exists(), "the record"
+    )
 
     # Plain http, by address: as Prometheus scrapes. Each scrape reaches either worker.
     for _ in range(4):
