@@ -364,6 +364,8 @@ def _call_end(
     """The cancelled call's outcome, from its thread within the grace period, else what is known."""
     providers = prepared.providers.values()
     grace = max((p.timeout_seconds for p in providers), default=0.0) + CANCEL_GRACE_SECONDS
+    if prepared.moderate is not None:  # a held answer may be with its moderators still
+        grace += prepared.moderate.seconds
     until = time.monotonic() + grace
     while (remaining := until - time.monotonic()) > 0:
         try:

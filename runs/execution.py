@@ -48,7 +48,6 @@ from .calls import (
 )
 from .cancel import Cancellation
 from .guardrails import (
-    Moderator,
     Triggered,
     counted,
     deciding,
@@ -58,7 +57,7 @@ from .guardrails import (
     tokens_check,
 )
 from .models import Call, Provider
-from .moderation import moderation_prepare
+from .moderation import RunModerator, moderation_prepare
 from .payloads import payload_seal
 from .provider_cache import PricesByModel, provider_cache
 from .providers import (
@@ -117,7 +116,7 @@ class PreparedRun:
     # are already redacted where they said so), and the moderation of the answers.
     guardrails: GuardrailPolicy = NO_GUARDRAILS
     input_triggered: tuple[Triggered, ...] = ()
-    moderate: Moderator | None = None
+    moderate: RunModerator | None = None
 
 
 @dataclass(frozen=True, slots=True)

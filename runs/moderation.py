@@ -80,7 +80,7 @@ class Classifier:
 
 def moderation_prepare(
     *, policy: GuardrailPolicy, environment: str | None, locale: str | None
-) -> Moderator | None:
+) -> RunModerator | None:
     """The moderator of a run in ``environment`` (asked in ``locale``), with everything its
     checks need read now; None when the policy moderates nothing. Without an environment (an eval
     run that names none) a classifier prompt cannot be resolved: its checks fail, and their
@@ -88,9 +88,8 @@ def moderation_prepare(
     checks = [c for c in policy.stage(OUTPUT) if c.name == MODERATION]
     if not checks:
         return None
-    by_provider = provider_moderation(
-        provider_cache.named({c.provider for c in checks if c.provider})
-    )
+    providers = provider_cache.named({c.provider for c in checks if c.provider})
+    by_provider = provider_moderation(providers)
     classifiers = {
         c.prompt: (
             classifier_prepare(key=c.prompt, environment=environment, locale=locale)
@@ -110,7 +109,28 @@ def moderation_prepare(
             return classifier_moderate(classifiers[check.prompt], text)
         return by_provider(check, text)
 
-    return moderate
+    def longest(check: Check) -> float:
+        if check.prompt:
+            timeouts = [p.timeout_seconds for p in classifiers[check.prompt].providers.values()]
+        else:
+            timeouts = [p.timeout_seconds for p in providers.values() if p.name == check.provider]
+        return max(timeouts, default=0.0)
+
+    return RunModerator(moderate, sum(longest(c) for c in checks))
+
+
+@dataclass(frozen=True, slots=True)
+class RunModerator:
+    """A run's moderation (a ``Moderator``: called with a check and the answer's text), and how
+    long its checks may take together: each one's slowest provider's timeout, in turn. A stream
+    whose client left waits that much longer for its call's outcome (``api.run``): the model was
+    answered and paid, and only the checks still run."""
+
+    moderate: Moderator
+    seconds: float
+
+    def __call__(self, check: Check, text: str) -> Moderated:
+        return self.moderate(check, text)
 
 
 def classifier_prepare(*, key: str, environment: str, locale: str | None) -> Classifier:

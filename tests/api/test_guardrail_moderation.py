@@ -9,12 +9,18 @@ The local server flags a text for the words ``runs.fake_answers.FLAGGED_WORDS`` 
 
 from __future__ import annotations
 
+import dataclasses
+import queue
+import threading
 import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
+from api import run as run_module
+from registry.guardrails import GuardrailPolicy
 from registry.services import prompt_create
 from releases import cache
 from releases.cache import ReleaseCache, release_cache
@@ -25,7 +31,7 @@ from runs.execution import run_call, run_prepare
 from runs.fake_answers import count_tokens, message_text
 from runs.guardrails import ModerationFailed
 from runs.models import Call, Provider
-from runs.moderation import classifier_verdict, moderation_prepare
+from runs.moderation import RunModerator, classifier_verdict, moderation_prepare
 from runs.providers import Attempt, Completion, Outcome
 from tests.api.helpers import assert_problem, sse_events
 from tests.api.test_run import CHAT, priced, run
@@ -518,6 +524,58 @@ def test_on_a_warm_trusted_cache_what_the_classifier_needs_is_read_with_no_query
     assert moderate is not None
     check = prepared.guardrails.stage("output")[0]
     assert moderate(check, "vermin").detail.startswith(f"{CLASSIFIER} v1 answered unsafe (S10)")
+
+
+# --- a client that leaves a held stream ----------------------------------------------------------
+
+
+def test_a_runs_moderation_says_how_long_its_checks_may_take(
+    environments, manager, model_server, moderator
+) -> None:
+    """Each check's slowest provider's timeout, in turn: what a stream whose client left waits
+    for beyond the model, so the paid answer is recorded rather than a cancelled call at 0."""
+    classifier(environments, manager, "staging", provider="moderator")
+    through_provider = {"output": {"moderation": by_provider("flag")}}
+    prompt = PromptFactory(key=KEY)
+    model = {"provider": "local", "model": "echo-1", "guardrails": through_provider}
+    make_version(prompt, model=model, templates=TEMPLATES, variables=VARIABLES)
+    deploy(environments, manager, prompt, "staging")
+    served = release_cache().lookup("staging", KEY).release
+    prepared = run_prepare(
+        resolution=resolve(served, subject=None, locale=None), variables={"question": CLEAN}
+    )
+
+    assert prepared.moderate is not None
+    assert prepared.moderate.seconds == pytest.approx(0.3)  # the moderator provider's timeout
+    flagging = by_classifier("flag")
+    policy = GuardrailPolicy.of({"output": {"moderation": flagging}}, None)
+    by_prompt = moderation_prepare(policy=policy, environment="staging", locale="en")
+    assert by_prompt is not None
+    assert by_prompt.seconds == pytest.approx(0.3)  # the classifier's binding: moderator too
+
+
+def test_a_client_leaving_a_held_stream_waits_for_its_moderation_and_records_what_was_paid(
+    environments, manager, model_server, monkeypatch
+) -> None:
+    """The call ends after the model's timeout and the grace (its answer was held for a slow
+    moderation): still within the moderation's time, so its own outcome is what is recorded."""
+    moderated(environments, manager, by_classifier("flag"))
+    served = release_cache().lookup("staging", KEY).release
+    prepared = run_prepare(
+        resolution=resolve(served, subject=None, locale=None), variables={"question": CLEAN}
+    )
+    fast = Provider(name="local", base_url=model_server.base_url, timeout_seconds=0.1)
+    slow_moderation = RunModerator(lambda check, text: None, seconds=30.0)
+    prepared = dataclasses.replace(prepared, providers={"local": fast}, moderate=slow_moderation)
+    monkeypatch.setattr(run_module, "CANCEL_GRACE_SECONDS", 0.1)
+    outcome = run_call(dataclasses.replace(prepared, moderate=None))  # the call's own outcome
+    tokens: queue.Queue = queue.Queue()
+    # The call's thread ends later than the model's timeout and the grace (0.2 s) allow.
+    threading.Timer(0.6, lambda: tokens.put(("end", outcome))).start()
+
+    ended = run_module._call_end(prepared, tokens, started_at=timezone.now(), started=0.0)
+
+    assert ended is outcome  # not a cancelled call at cost 0
 
 
 # --- the verdict ---------------------------------------------------------------------------------
