@@ -21,7 +21,8 @@ not touch the database, so the work is split in two:
 A classifier is not a run: its own guardrails, cache, canary and experiment are not applied (its
 stable version classifies), and its call has no record of its own. Its tokens are named in the
 check's detail when the check fires (flagged, or failed); they are never added to the run's
-tokens or cost, nor counted by budgets (docs/guardrails.md).
+tokens or cost, nor counted by budgets (docs/guardrails.md). Its model calls are counted in the
+metrics under ``source="guardrail"``, safe verdicts included, as the judge's are.
 
 Every failure (a classifier not released there, a render that fails, a call that fails, an answer
 that is no verdict) is a ``ModerationFailed``, which the check's ``on_error`` decides: never an
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,14 +47,16 @@ from releases.cache import release_cache, served_snippets
 from releases.resolution import ServedVersion, resolve_pinned, version_render
 from releases.snippets import Ref, snippets_preloaded
 
+from .calls import attempts_cost, call_observe
 from .guardrails import Moderated, ModerationFailed, Moderator, provider_moderation
-from .models import Provider
+from .models import ModelPrice, Provider
 from .provider_cache import provider_cache
 from .providers import Attempt, Completion, ProviderUnavailable, complete, reraise_time_limit
 
 logger = logging.getLogger(__name__)
 
 TEXT_VARIABLE = "text"  # the one variable a classifier is rendered with: the answer
+GUARDRAIL_SOURCE = "guardrail"  # the metrics' source of a classifier's model calls
 SAFE, UNSAFE = "safe", "unsafe"
 # Llama Guard's second line: its hazard codes (``S1,S9``), or the categories a classifier names,
 # comma-separated. Any other text is left out of the detail: prose may quote the answer, which a
@@ -72,6 +76,7 @@ class Classifier:
     snippets: Mapping[Ref, SnippetText] = field(default_factory=dict)
     binding: ModelBinding | None = None
     providers: Mapping[str, Provider] = field(default_factory=dict)
+    prices: Mapping[tuple[str, str], ModelPrice | None] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -146,13 +151,15 @@ def classifier_prepare(*, key: str, environment: str, locale: str | None) -> Cla
         return Classifier(key, unavailable=f"the classifier {key}: {exc.message}")
     version = resolution.version
     binding = ModelBinding.from_dict(version.model)
+    found = provider_cache.binding(binding)
     return Classifier(
         key,
         version=version,
         locale=resolution.locale,
         snippets=snippets_preloaded(version.snippets, library=served_snippets(served)),
         binding=binding,
-        providers=provider_cache.binding(binding).providers,
+        providers=found.providers,
+        prices=found.prices,
     )
 
 
@@ -169,11 +176,17 @@ def classifier_moderate(classifier: Classifier, text: str) -> Moderated:
             variables={TEXT_VARIABLE: text},
             snippets=classifier.snippets,
         )
-        completion = complete(
-            binding=classifier.binding,
-            messages=to_messages(rendered),
-            providers=classifier.providers,
-        )
+        started = time.monotonic()
+        try:
+            completion = complete(
+                binding=classifier.binding,
+                messages=to_messages(rendered),
+                providers=classifier.providers,
+            )
+        except ProviderUnavailable as exc:
+            _observe(classifier, None, exc, started)
+            raise
+        _observe(classifier, completion, None, started)
     except ProblemsError as exc:
         codes = ", ".join(sorted({p.code for p in exc.problems})) or type(exc).__name__
         raise ModerationFailed(f"{label} could not be rendered ({codes})") from exc
@@ -187,6 +200,31 @@ def classifier_moderate(classifier: Classifier, text: str) -> Moderated:
         logger.exception("The classifier %s failed unexpectedly", label)
         raise ModerationFailed(f"{label} failed ({type(exc).__name__})") from exc
     return classifier_verdict(label, completion)
+
+
+def _observe(
+    classifier: Classifier,
+    completion: Completion | None,
+    failure: ProviderUnavailable | None,
+    started: float,
+) -> None:
+    """The classifier's model call in the metrics, as the judge's are (``source`` guardrail):
+    not traffic, but paid for. Its prices were read with its providers: no database here."""
+    assert classifier.version is not None  # classifier_moderate called no model otherwise
+    assert classifier.binding is not None
+    answered = completion if completion is not None else failure
+    attempts = answered.attempts if answered is not None else ()
+    call_observe(
+        source=GUARDRAIL_SOURCE,
+        prompt=classifier.key,
+        version=classifier.version.number,
+        variant="stable",
+        primary=(classifier.binding.provider, classifier.binding.model),
+        completion=completion,
+        failure=failure,
+        latency_ms=(time.monotonic() - started) * 1000,
+        cost=attempts_cost(attempts, classifier.prices),
+    )
 
 
 def classifier_verdict(label: str, completion: Completion) -> Moderated:

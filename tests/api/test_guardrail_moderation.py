@@ -403,6 +403,33 @@ def test_a_classifier_that_answers_safe_lets_the_answer_through(
     assert len(chats(model_server, "guard-1")) == 1
 
 
+def test_a_classifiers_model_calls_are_counted_as_the_guardrails_safe_verdicts_too(
+    environments, manager, model_server, runner
+) -> None:
+    """Not in the run's tokens or cost (its own model's), but paid for: in the metrics."""
+    priced("guard-1")
+    classifier(environments, manager, "staging")
+    moderated(environments, manager, by_classifier("refuse"))
+    labels = {
+        "source": "guardrail",
+        "prompt": CLASSIFIER,
+        "version": "1",
+        "variant": "stable",
+        "provider": "local",
+        "model": "guard-1",
+    }
+    calls = counting("promptregistry_model_calls_total", **labels, outcome="ok")
+    given = counting("promptregistry_model_tokens_total", **labels, direction="input")
+    cost = counting("promptregistry_model_cost_total", **labels)
+
+    response = ask(runner, CLEAN)  # answered safe
+
+    assert response.status_code == 200, response.content
+    assert calls() == 1
+    assert given() > 0
+    assert cost() > 0
+
+
 def test_a_flagging_classifier_keeps_the_answer_and_records_its_verdict(
     environments, manager, model_server, runner
 ) -> None:
