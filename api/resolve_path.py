@@ -51,6 +51,8 @@ def query_values(request: HttpRequest) -> dict[str, str]:
         query = raw.decode(encoding)
     except UnicodeDecodeError:
         query = raw.decode("iso-8859-1")  # as QueryDict does for misbehaving user agents
+    if not query:
+        return {}  # as parse_qsl answers it, whatever the limit
     limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
     if "%" in query or "+" in query:
         try:

@@ -36,6 +36,7 @@ from runs.execution import (
 )
 from runs.providers import Outcome
 from runs.response_cache import CacheRequest, partition_problem
+from runs.streaming import cancel_grace_seconds
 
 from . import problems
 from .fastpath import (
@@ -240,13 +241,6 @@ def run_answer(
     }
 
 
-# After cancelling a streamed call, how much longer than its slowest provider's timeout the request
-# waits for the call's own outcome (its attempts, the tokens of what was answered) before recording
-# what it knows without them. Cancelling cuts the answer's socket, so the wait is normally nil; only
-# a call still waiting for the answer's headers takes up to the provider's timeout.
-CANCEL_GRACE_SECONDS = 2.0
-
-
 def _run_events(
     prepared: PreparedRun, *, subject: str | None, request_id: str, path: str
 ) -> Iterator[bytes]:
@@ -296,7 +290,9 @@ def _run_events(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 cancel.cancel(f"The stream reached its maximum duration ({max_seconds} s).")
-                outcome = _call_end(prepared, tokens, started_at=started_at, started=started)
+                outcome = _call_end(
+                    prepared, tokens, started_at=started_at, started=started, client_left=False
+                )
                 break
             try:
                 kind, value = tokens.get(timeout=min(STREAM_KEEPALIVE_SECONDS, remaining))
@@ -330,7 +326,9 @@ def _run_events(
             # The client left mid-stream: stop the model (it would go on answering, and billing,
             # for no one), then record what the call cost up to there.
             cancel.cancel("The client left before the end of the stream.")
-            outcome = _call_end(prepared, tokens, started_at=started_at, started=started)
+            outcome = _call_end(
+                prepared, tokens, started_at=started_at, started=started, client_left=True
+            )
             run_record(prepared=prepared, outcome=outcome, subject=subject, request_id=request_id)
             logger.info("Run %s: the client left before the end of the stream", request_id)
 
@@ -360,12 +358,11 @@ def _call_end(
     *,
     started_at: datetime,
     started: float,
+    client_left: bool,
 ) -> CallOutcome:
-    """The cancelled call's outcome, from its thread within the grace period, else what is known."""
-    providers = prepared.providers.values()
-    grace = max((p.timeout_seconds for p in providers), default=0.0) + CANCEL_GRACE_SECONDS
-    if prepared.moderate is not None:  # a held answer may be with its moderators still
-        grace += prepared.moderate.seconds
+    """The cancelled call's outcome, from its thread within the grace period
+    (``cancel_grace_seconds``), else what is known."""
+    grace = cancel_grace_seconds(prepared, client_left=client_left)
     until = time.monotonic() + grace
     while (remaining := until - time.monotonic()) > 0:
         try:

@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "promptregistry:changes:"
 DATABASE_UNAVAILABLE = "database-unavailable"
+# How long a new worker's warm waits for its listener to subscribe (``ReleaseCache.warm``).
+WARM_LISTENER_SECONDS = 5.0
 # Only an outage (``DATABASE_OUTAGE``: the database cannot be reached) is served from the copy
 # held and said so; any other database error propagates as the bug it is.
 
@@ -232,12 +234,21 @@ class ReleaseCache:
         one gunicorn recycled) answers its first requests from memory: loading a registry of
         10,000 prompts takes seconds, which its first callers would otherwise wait. At most about
         ``seconds`` (an environment begun is finished; the rest load on first use). Nothing
-        without a listener, whose absence means every lookup reads the database anyway, and
-        nothing more once the database is down. Returns the environments loaded."""
+        without a listener (none configured, or none subscribed within
+        ``WARM_LISTENER_SECONDS``), whose absence means every lookup reads the database anyway,
+        and nothing more once the database is down. Returns the environments loaded."""
         deadline = time.monotonic() + seconds
         loaded: list[str] = []
-        if not self.trusted:
+        if not self._listen or not settings.REDIS_URL:
             return loaded
+        # The listener gets a few seconds to subscribe (a slow Redis): a worker is not held back
+        # longer for a copy that Redis being away would leave unused anyway.
+        listening = min(deadline, time.monotonic() + WARM_LISTENER_SECONDS)
+        while not self.trusted:
+            if time.monotonic() >= listening:
+                logger.warning("Release cache not warmed: its listener did not subscribe")
+                return loaded
+            time.sleep(0.05)
         try:
             names = list(selectors.environment_list().values_list("name", flat=True))
             for name in names:

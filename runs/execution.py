@@ -188,7 +188,8 @@ def run_prepare(
     if guardrails:  # the caller's values checked, and redacted where the policy says, first
         # A body the version refuses (an undeclared name, a wrong type) is refused before its
         # values are scanned: the scan reads every string, so a large refused body costs nothing.
-        version_variables_check(resolution.version, variables)
+        if guardrails.stage(INPUT):
+            version_variables_check(resolution.version, variables)
         verdict = input_checks(
             guardrails, variables, conversation_messages(conversation) if conversation else None
         )

@@ -51,7 +51,14 @@ from .calls import attempts_cost, call_observe
 from .guardrails import Moderated, ModerationFailed, Moderator, provider_moderation
 from .models import ModelPrice, Provider
 from .provider_cache import provider_cache
-from .providers import Attempt, Completion, ProviderUnavailable, complete, reraise_time_limit
+from .providers import (
+    Attempt,
+    Completion,
+    ProviderUnavailable,
+    complete,
+    longest_seconds,
+    reraise_time_limit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +122,13 @@ def moderation_prepare(
         return by_provider(check, text)
 
     def longest(check: Check) -> float:
-        if check.prompt:
-            timeouts = [p.timeout_seconds for p in classifiers[check.prompt].providers.values()]
-        else:
-            timeouts = [p.timeout_seconds for p in providers.values() if p.name == check.provider]
-        return max(timeouts, default=0.0)
+        if check.prompt:  # a whole model call: retries, fallbacks and all
+            found = classifiers[check.prompt]
+            return longest_seconds(found.binding, found.providers) if found.binding else 0.0
+        # One /moderations request (the pooled client makes no retries of its own).
+        return max(
+            (p.timeout_seconds for p in providers.values() if p.name == check.provider), default=0.0
+        )
 
     return RunModerator(moderate, sum(longest(c) for c in checks))
 
@@ -127,9 +136,10 @@ def moderation_prepare(
 @dataclass(frozen=True, slots=True)
 class RunModerator:
     """A run's moderation (a ``Moderator``: called with a check and the answer's text), and how
-    long its checks may take together: each one's slowest provider's timeout, in turn. A stream
-    whose client left waits that much longer for its call's outcome (``api.run``): the model was
-    answered and paid, and only the checks still run."""
+    long its checks may take together, one after the other (a classifier's whole model call, its
+    retries and fallbacks included). A stream whose client left waits that much longer for its
+    call's outcome (``runs.streaming.cancel_grace_seconds``): the model was answered and paid,
+    and only the checks still run."""
 
     moderate: Moderator
     seconds: float
@@ -214,17 +224,20 @@ def _observe(
     assert classifier.binding is not None
     answered = completion if completion is not None else failure
     attempts = answered.attempts if answered is not None else ()
-    call_observe(
-        source=GUARDRAIL_SOURCE,
-        prompt=classifier.key,
-        version=classifier.version.number,
-        variant="stable",
-        primary=(classifier.binding.provider, classifier.binding.model),
-        completion=completion,
-        failure=failure,
-        latency_ms=(time.monotonic() - started) * 1000,
-        cost=attempts_cost(attempts, classifier.prices),
-    )
+    try:
+        call_observe(
+            source=GUARDRAIL_SOURCE,
+            prompt=classifier.key,
+            version=classifier.version.number,
+            variant="stable",
+            primary=(classifier.binding.provider, classifier.binding.model),
+            completion=completion,
+            failure=failure,
+            latency_ms=(time.monotonic() - started) * 1000,
+            cost=attempts_cost(attempts, classifier.prices),
+        )
+    except Exception:  # counting must never turn a verdict into a failure
+        logger.exception("Counting the classifier %s's call failed", classifier.key)
 
 
 def classifier_verdict(label: str, completion: Completion) -> Moderated:

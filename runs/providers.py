@@ -45,7 +45,7 @@ from runs import egress
 from runs.cancel import Cancellation
 from runs.models import Provider
 from runs.provider_cache import provider_cache
-from runs.retries import backoff_seconds, retry_after_seconds
+from runs.retries import RETRY_AFTER_CAP_SECONDS, backoff_seconds, retry_after_seconds
 from runs.tool_calls import MAX_TOOL_CALLS, ToolCallsInvalid, tool_calls_checked
 from runs.tracing import model_call_end, model_call_start
 
@@ -263,6 +263,21 @@ def complete(
         if cancel is not None and cancel.cancelled:
             break
     raise ProviderUnavailable(attempts)
+
+
+def longest_seconds(binding: ModelBinding, providers: Mapping[str, Provider]) -> float:
+    """The longest ``complete`` may take for ``binding`` when nothing cancels it: every target in
+    turn, each attempt its provider's timeout, each retry after the longest wait we allow, and one
+    repair of an answer the response schema refused."""
+    primary = ModelTarget(binding.provider, binding.model, binding.parameters)
+    total = 0.0
+    for target in (primary, *binding.fallbacks):
+        provider = providers.get(target.provider)
+        if provider is None:
+            continue  # not configured: refused at once
+        calls = provider.max_retries + 1 + (1 if binding.response_schema is not None else 0)
+        total += calls * provider.timeout_seconds + provider.max_retries * RETRY_AFTER_CAP_SECONDS
+    return total
 
 
 def binding_providers(binding: ModelBinding) -> Mapping[str, Provider]:

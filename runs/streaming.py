@@ -37,6 +37,21 @@ logger = logging.getLogger(__name__)
 CANCEL_GRACE_SECONDS = 2.0
 
 
+def cancel_grace_seconds(prepared: PreparedRun, *, client_left: bool) -> float:
+    """How long to wait for a cancelled call's own outcome (its attempts, the tokens of what was
+    answered) before recording what is known without it: its slowest provider's timeout and
+    ``CANCEL_GRACE_SECONDS`` (cancelling cuts the socket being read, so the wait is normally nil;
+    only a call still waiting for the answer's headers takes the timeout). When the client left,
+    also its moderation's time: an answer held for the checks was answered and paid, only the
+    checks still run, and nobody waits. At the stream's maximum duration the client is still
+    there, owed its end without that wait."""
+    slowest = max((p.timeout_seconds for p in prepared.providers.values()), default=0.0)
+    grace = slowest + CANCEL_GRACE_SECONDS
+    if client_left and prepared.moderate is not None:
+        grace += prepared.moderate.seconds
+    return grace
+
+
 def call_streamed[T](
     prepared: PreparedRun,
     *,
@@ -73,10 +88,9 @@ def call_streamed[T](
             prepared, outcome=outcome, detail=detail, started_at=started_at, latency_ms=latency_ms
         )
 
-    def stop(reason: str) -> CallOutcome:
+    def stop(reason: str, *, client_left: bool) -> CallOutcome:
         cancel.cancel(reason)
-        slowest = max((p.timeout_seconds for p in prepared.providers.values()), default=0.0)
-        until = time.monotonic() + slowest + CANCEL_GRACE_SECONDS
+        until = time.monotonic() + cancel_grace_seconds(prepared, client_left=client_left)
         while (remaining := until - time.monotonic()) > 0:
             try:
                 kind, value = items.get(timeout=remaining)
@@ -95,7 +109,10 @@ def call_streamed[T](
         while outcome is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                outcome = stop(f"The stream reached its maximum duration ({max_seconds:g} s).")
+                outcome = stop(
+                    f"The stream reached its maximum duration ({max_seconds:g} s).",
+                    client_left=False,
+                )
                 break
             try:
                 kind, value = items.get(timeout=min(keepalive_seconds, remaining))
@@ -109,5 +126,5 @@ def call_streamed[T](
         result = on_end(outcome)
     finally:
         if outcome is None:  # closed early: the page went away mid-stream
-            on_end(stop("The client left before the end of the stream."))
+            on_end(stop("The client left before the end of the stream.", client_left=True))
     yield "end", result

@@ -26,7 +26,7 @@ from releases import cache
 from releases.cache import ReleaseCache, release_cache
 from releases.resolution import resolve
 from releases.services import release_deploy
-from runs import response_cache
+from runs import response_cache, streaming
 from runs.execution import run_call, run_prepare
 from runs.fake_answers import count_tokens, message_text
 from runs.guardrails import ModerationFailed
@@ -594,13 +594,18 @@ def test_a_client_leaving_a_held_stream_waits_for_its_moderation_and_records_wha
     fast = Provider(name="local", base_url=model_server.base_url, timeout_seconds=0.1)
     slow_moderation = RunModerator(lambda check, text: None, seconds=30.0)
     prepared = dataclasses.replace(prepared, providers={"local": fast}, moderate=slow_moderation)
-    monkeypatch.setattr(run_module, "CANCEL_GRACE_SECONDS", 0.1)
+    monkeypatch.setattr(streaming, "CANCEL_GRACE_SECONDS", 0.1)
+    # At the stream's maximum duration the client is owed its end: no wait for the checks.
+    assert streaming.cancel_grace_seconds(prepared, client_left=False) == pytest.approx(0.2)
+    assert streaming.cancel_grace_seconds(prepared, client_left=True) == pytest.approx(30.2)
     outcome = run_call(dataclasses.replace(prepared, moderate=None))  # the call's own outcome
     tokens: queue.Queue = queue.Queue()
     # The call's thread ends later than the model's timeout and the grace (0.2 s) allow.
     threading.Timer(0.6, lambda: tokens.put(("end", outcome))).start()
 
-    ended = run_module._call_end(prepared, tokens, started_at=timezone.now(), started=0.0)
+    ended = run_module._call_end(
+        prepared, tokens, started_at=timezone.now(), started=0.0, client_left=True
+    )
 
     assert ended is outcome  # not a cancelled call at cost 0
 

@@ -155,14 +155,24 @@ def test_the_query_is_read_as_request_get_reads_it(query):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet="ab=&;%+2F\u00e9 ", max_size=24))
-def test_any_query_is_read_as_request_get_reads_it(query):
-    """With nothing to unquote the query is split directly: the same answer as with."""
+@given(
+    st.text(alphabet="ab=&;%+2F\u00e9 ", max_size=24),
+    st.sampled_from([None, 0, 1, 2, 3, 1000]),
+)
+def test_any_query_is_read_as_request_get_reads_it(query, limit):
+    """With nothing to unquote the query is split directly: the same answer, or the same
+    refusal past DATA_UPLOAD_MAX_NUMBER_FIELDS, as with."""
     environ = RequestFactory().get("/api/v1/prompts/p/resolve").environ
     environ["QUERY_STRING"] = query.encode("utf-8").decode("iso-8859-1")
-    request = WSGIRequest(environ)
-
-    assert query_values(request) == {name: request.GET.get(name) for name in request.GET}
+    with override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=limit):
+        request = WSGIRequest(environ)
+        try:
+            expected = {name: request.GET.get(name) for name in request.GET}
+        except TooManyFieldsSent:
+            with pytest.raises(TooManyFieldsSent):
+                query_values(request)
+        else:
+            assert query_values(request) == expected
 
 
 @override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=3)

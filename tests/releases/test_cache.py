@@ -310,3 +310,22 @@ def test_warming_with_the_database_down_gives_up_and_says_so(
 
     assert web_nodes[0].warm(seconds=30) == []
     assert "Database unavailable warming the release cache" in caplog.text
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_listener_that_cannot_subscribe_leaves_the_cache_unwarmed_and_says_so(
+    released, monkeypatch, caplog
+):
+    """Redis out of reach: every lookup reads the database, so the worker is not held back."""
+    from releases import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "WARM_LISTENER_SECONDS", 0.3)
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        node = ReleaseCache()
+        try:
+            assert node.warm(seconds=30) == []
+        finally:
+            node.stop()
+
+    assert "its listener did not subscribe" in caplog.text
