@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.core.exceptions import TooManyFieldsSent
-from django.core.handlers.wsgi import get_bytes_from_wsgi
+from django.core.handlers.wsgi import WSGIRequest, get_bytes_from_wsgi
 from django.http import HttpRequest
 
 from releases.bucketing import HASH_VERSION
@@ -45,12 +45,15 @@ TOO_MANY_FIELDS = (
 def query_values(request: HttpRequest) -> dict[str, str]:
     """``request.GET`` as a plain dict (the last value of a repeated name, as ``.get`` gives).
     Raises ``TooManyFieldsSent`` (a 400) past ``DATA_UPLOAD_MAX_NUMBER_FIELDS``, as it does."""
-    raw = get_bytes_from_wsgi(request.META, "QUERY_STRING", "")
     encoding = request.encoding or settings.DEFAULT_CHARSET
-    try:
-        query = raw.decode(encoding)
-    except UnicodeDecodeError:
-        query = raw.decode("iso-8859-1")  # as QueryDict does for misbehaving user agents
+    if isinstance(request, WSGIRequest):  # the WSGI server's text is the bytes, as latin-1
+        raw = get_bytes_from_wsgi(request.META, "QUERY_STRING", "")
+        try:
+            query = raw.decode(encoding)
+        except UnicodeDecodeError:
+            query = raw.decode("iso-8859-1")  # as QueryDict does for misbehaving user agents
+    else:  # ASGI: the text already decoded (as UTF-8), which QueryDict reads as it is
+        query = request.META.get("QUERY_STRING", "")
     if not query:
         return {}  # as parse_qsl answers it, whatever the limit
     limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS

@@ -10,6 +10,7 @@ import copy
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -218,17 +219,29 @@ def _fresh_release_cache():
     floors.clear()
 
 
+@pytest.fixture(autouse=True)
+def _own_rate_buckets(monkeypatch) -> None:
+    """Rate-limit buckets in Redis are named by API key id, which every test database hands out
+    again, and the suite's processes share one Redis database: each test gets buckets of its own
+    (a bucket another process's test had filled let a limit of 1 through)."""
+    from api import ratelimit
+
+    prefix = f"promptregistry:ratelimit:test-{uuid.uuid4().hex}:"
+    monkeypatch.setattr(ratelimit, "_KEY_PREFIX", prefix)
+
+
 @pytest.fixture
 def empty_rate_buckets() -> None:
-    """Rate-limit buckets in Redis outlive a test (their keys are API key ids, which a new test
-    database reuses): start from none."""
+    """Rate-limit buckets in Redis outlive a test: start from none of this test's."""
     from django.conf import settings
+
+    from api import ratelimit
 
     if settings.REDIS_URL:
         import redis
 
         client = redis.Redis.from_url(settings.REDIS_URL)
-        for name in client.scan_iter("promptregistry:ratelimit:*"):
+        for name in client.scan_iter(f"{ratelimit._KEY_PREFIX}*"):
             client.delete(name)
         client.close()
 

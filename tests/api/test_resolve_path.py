@@ -9,7 +9,7 @@ import json
 import pytest
 from django.core.exceptions import TooManyFieldsSent
 from django.core.handlers.wsgi import WSGIRequest
-from django.test import RequestFactory, override_settings
+from django.test import AsyncRequestFactory, RequestFactory, override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -173,6 +173,16 @@ def test_any_query_is_read_as_request_get_reads_it(query, limit):
                 query_values(request)
         else:
             assert query_values(request) == expected
+
+
+@pytest.mark.parametrize(
+    "query", [*QUERIES[1:], "subject=\u65e5\u672c&locale=fr", "subject=%E6%97%A5+x"]
+)
+def test_under_asgi_the_query_is_read_as_request_get_reads_it(query):
+    """The ASGI server hands the query over decoded: a character past latin-1 is no 500."""
+    request = AsyncRequestFactory().get(f"/api/v1/prompts/p/resolve?{query}")
+
+    assert query_values(request) == {name: request.GET.get(name) for name in request.GET}
 
 
 @override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=3)
