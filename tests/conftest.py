@@ -369,6 +369,7 @@ _SHAREABLE_AFTER = frozenset(
         "tests.conftest._fresh_release_cache",
         "tests.conftest._loopback_providers",
         "tests.conftest._model_server_process",
+        "tests.conftest._own_rate_buckets",
         "tests.conftest._postgres_only",
         "tests.conftest._released_shared",
         "tests.conftest._suite_providers",

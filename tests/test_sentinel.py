@@ -24,6 +24,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from api import ratelimit
 from api.ratelimit import RateLimiter, limiter_client
 from config.health import HEARTBEAT_KEY, redis_checks
 from config.redisclients import async_redis_client, redis_client
@@ -121,15 +122,14 @@ def test_the_services_clients_find_the_master_through_the_sentinel(through_senti
     assert RateLimiter(limiter_client()).take(key_id=424242, scope="prompts:read") == 0.0
     assert redis_checks()[0] == {"status": "ok", "mode": "redis"}
 
+    bucket = f"{ratelimit._KEY_PREFIX}424242:prompts:read"  # this test's own (tests/conftest.py)
     try:
         assert master.get("promptregistry:sentinel-check") == b"sync"
         assert master.get("promptregistry:sentinel-check-async") == b"async"
-        assert master.exists("promptregistry:ratelimit:424242:prompts:read")
+        assert master.exists(bucket)
     finally:
         master.delete(
-            "promptregistry:sentinel-check",
-            "promptregistry:sentinel-check-async",
-            "promptregistry:ratelimit:424242:prompts:read",
+            "promptregistry:sentinel-check", "promptregistry:sentinel-check-async", bucket
         )
 
 
