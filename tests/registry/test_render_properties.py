@@ -57,6 +57,8 @@ ORDINARY_ERRORS = (
     "KeyError",
     "IndexError",
     "AttributeError",
+    # Jinja's own word for a filter given the wrong kind of value (``reverse`` of a number).
+    "FilterArgumentError",
     "The template prints",
 )
 
