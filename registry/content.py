@@ -115,6 +115,11 @@ class ModelBinding:
     # The guardrail policy (registry.guardrails, decision 0052), or None for none.
     guardrails: Mapping[str, Any] | None = None
 
+    @property
+    def targets(self) -> tuple[ModelTarget, ...]:
+        """The primary, then the fallbacks: the order a call tries them in."""
+        return (ModelTarget(self.provider, self.model, self.parameters), *self.fallbacks)
+
     def as_dict(self) -> dict[str, Any]:
         data = {
             "provider": self.provider,
@@ -385,9 +390,7 @@ def _target_check(target: ModelTarget, pointer: str) -> list[Problem]:
 
 
 def model_binding_check(binding: ModelBinding, *, pointer: str = "/model") -> list[Problem]:
-    problems = _target_check(
-        ModelTarget(binding.provider, binding.model, binding.parameters), pointer
-    )
+    problems = _target_check(binding.targets[0], pointer)
     if binding.response_schema is not None:
         if not isinstance(binding.response_schema, Mapping):
             problems.append(

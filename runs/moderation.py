@@ -49,8 +49,8 @@ from releases.snippets import Ref, snippets_preloaded
 
 from .calls import attempts_cost, call_observe
 from .guardrails import Moderated, ModerationFailed, Moderator, provider_moderation
-from .models import ModelPrice, Provider
-from .provider_cache import provider_cache
+from .models import Provider
+from .provider_cache import PricesByModel, provider_cache
 from .providers import (
     Attempt,
     Completion,
@@ -83,7 +83,7 @@ class Classifier:
     snippets: Mapping[Ref, SnippetText] = field(default_factory=dict)
     binding: ModelBinding | None = None
     providers: Mapping[str, Provider] = field(default_factory=dict)
-    prices: Mapping[tuple[str, str], ModelPrice | None] = field(default_factory=dict)
+    prices: PricesByModel = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -194,9 +194,9 @@ def classifier_moderate(classifier: Classifier, text: str) -> Moderated:
                 providers=classifier.providers,
             )
         except ProviderUnavailable as exc:
-            _observe(classifier, None, exc, started)
+            _observe(classifier, started, failure=exc)
             raise
-        _observe(classifier, completion, None, started)
+        _observe(classifier, started, completion=completion)
     except ProblemsError as exc:
         codes = ", ".join(sorted({p.code for p in exc.problems})) or type(exc).__name__
         raise ModerationFailed(f"{label} could not be rendered ({codes})") from exc
@@ -214,16 +214,19 @@ def classifier_moderate(classifier: Classifier, text: str) -> Moderated:
 
 def _observe(
     classifier: Classifier,
-    completion: Completion | None,
-    failure: ProviderUnavailable | None,
     started: float,
+    *,
+    completion: Completion | None = None,
+    failure: ProviderUnavailable | None = None,
 ) -> None:
-    """The classifier's model call in the metrics, as the judge's are (``source`` guardrail):
-    not traffic, but paid for. Its prices were read with its providers: no database here."""
+    """The classifier's model call (answered, or failed) in the metrics, as the judge's are
+    (``source`` guardrail): not traffic, but paid for. Its prices were read with its providers:
+    no database here."""
     assert classifier.version is not None  # classifier_moderate called no model otherwise
     assert classifier.binding is not None
-    answered = completion if completion is not None else failure
-    attempts = answered.attempts if answered is not None else ()
+    attempts = (
+        completion.attempts if completion is not None else failure.attempts if failure else ()
+    )
     try:
         call_observe(
             source=GUARDRAIL_SOURCE,

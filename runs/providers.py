@@ -225,10 +225,9 @@ def complete(
     """
     started = time.perf_counter()
     attempts: list[Attempt] = []
-    primary = ModelTarget(binding.provider, binding.model, binding.parameters)
     if providers is None:
         providers = binding_providers(binding)
-    for target in (primary, *binding.fallbacks):
+    for target in binding.targets:
         provider = providers.get(target.provider)
         if provider is None or not provider.enabled:
             outcome = Outcome.UNKNOWN_PROVIDER if provider is None else Outcome.DISABLED
@@ -269,9 +268,8 @@ def longest_seconds(binding: ModelBinding, providers: Mapping[str, Provider]) ->
     """The longest ``complete`` may take for ``binding`` when nothing cancels it: every target in
     turn, each attempt its provider's timeout, each retry after the longest wait we allow, and one
     repair of an answer the response schema refused."""
-    primary = ModelTarget(binding.provider, binding.model, binding.parameters)
     total = 0.0
-    for target in (primary, *binding.fallbacks):
+    for target in binding.targets:
         provider = providers.get(target.provider)
         if provider is None:
             continue  # not configured: refused at once

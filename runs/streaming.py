@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from .cancel import Cancellation
@@ -43,12 +44,14 @@ def cancel_grace_seconds(prepared: PreparedRun, *, client_left: bool) -> float:
     ``CANCEL_GRACE_SECONDS`` (cancelling cuts the socket being read, so the wait is normally nil;
     only a call still waiting for the answer's headers takes the timeout). When the client left,
     also its moderation's time: an answer held for the checks was answered and paid, only the
-    checks still run, and nobody waits. At the stream's maximum duration the client is still
-    there, owed its end without that wait."""
+    checks still run, and nobody waits; never longer than ``RUN_STREAM_MAX_SECONDS``, the most a
+    stream may last (a classifier with many slow fallbacks would otherwise hold the request's
+    thread for as long as all of them may take). At the stream's maximum duration the client is
+    still there, owed its end without that wait."""
     slowest = max((p.timeout_seconds for p in prepared.providers.values()), default=0.0)
     grace = slowest + CANCEL_GRACE_SECONDS
     if client_left and prepared.moderate is not None:
-        grace += prepared.moderate.seconds
+        grace += min(prepared.moderate.seconds, settings.RUN_STREAM_MAX_SECONDS)
     return grace
 
 

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 
 from api import run as run_module
@@ -598,6 +599,8 @@ def test_a_client_leaving_a_held_stream_waits_for_its_moderation_and_records_wha
     # At the stream's maximum duration the client is owed its end: no wait for the checks.
     assert streaming.cancel_grace_seconds(prepared, client_left=False) == pytest.approx(0.2)
     assert streaming.cancel_grace_seconds(prepared, client_left=True) == pytest.approx(30.2)
+    with override_settings(RUN_STREAM_MAX_SECONDS=5):  # never longer than a stream may last
+        assert streaming.cancel_grace_seconds(prepared, client_left=True) == pytest.approx(5.2)
     outcome = run_call(dataclasses.replace(prepared, moderate=None))  # the call's own outcome
     tokens: queue.Queue = queue.Queue()
     # The call's thread ends later than the model's timeout and the grace (0.2 s) allow.
