@@ -181,14 +181,24 @@ def https_refusal(request: HttpRequest, refusal: Refusal = problem_json) -> Http
     return refusal(ProblemAnswer(problems.HTTPS_REQUIRED, detail), request)
 
 
-def secure_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    """The headers ``SecurityMiddleware`` adds to every answer, that a JSON API needs: HSTS on
-    https (so a client that learnt it never tries http again) and ``nosniff``."""
+# Answers that carry no content, and so no Content-Length: a 304's would have to be the 200's
+# (RFC 9110 8.6), a 204 may not have one (RFC 9110 15.3.5).
+NO_CONTENT_LENGTH = frozenset({204, 304})
+
+
+def stack_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """The headers that the middleware an answer skips would add, that a JSON API needs:
+    ``SecurityMiddleware``'s HSTS on https (so a client that learnt it never tries http again)
+    and ``nosniff``; ``CommonMiddleware``'s ``Content-Length``, without which the WSGI server
+    sends the answer chunked (a client cannot tell its size up front, and the server writes the
+    closing chunk in a system call of its own)."""
     policy = transport()
     if policy.hsts and request.is_secure():
         response.headers.setdefault("Strict-Transport-Security", policy.hsts)
     if policy.nosniff:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if not response.streaming and response.status_code not in NO_CONTENT_LENGTH:
+        response.headers.setdefault("Content-Length", str(len(response.content)))
     return response
 
 
@@ -198,7 +208,8 @@ class RuntimeMiddleware:
 
     The runtime paths are the URLconf's URLs whose view is a ``runtime_view`` (``fast_routes``,
     read once, when Django loads the middleware). Of what it skips, it keeps the Host check and
-    ``SecurityMiddleware``'s https redirect and headers (``https_refusal``, ``secure_headers``);
+    ``SecurityMiddleware``'s https redirect, and the headers it and ``CommonMiddleware`` add
+    (``https_refusal``, ``stack_headers``);
     a write over plain http to any API path (and to the MCP server's ``/mcp``) is refused here
     too, rather than redirected as a GET further down the stack."""
 
@@ -230,7 +241,7 @@ class RuntimeMiddleware:
             response = async_to_sync(route.view)(request, **kwargs)
         else:
             response = route.view(request, **kwargs)
-        return secure_headers(request, response)
+        return stack_headers(request, response)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         found = self._route(request)
@@ -243,7 +254,7 @@ class RuntimeMiddleware:
             response = await route.view(request, **kwargs)
         else:
             response = await sync_to_async(route.view)(request, **kwargs)
-        return secure_headers(request, response)
+        return stack_headers(request, response)
 
     def _route(
         self, request: HttpRequest
@@ -271,7 +282,7 @@ class RuntimeMiddleware:
                     return route.refuse(bad_host, request)
                 refusal = https_refusal(request, route.refuse)
                 if refusal is not None:
-                    return secure_headers(request, refusal)
+                    return stack_headers(request, refusal)
                 return route, kwargs
         return self._write_refusal(request)
 

@@ -86,6 +86,7 @@ STEPS = {
     "_not_modified": "response object and headers",
     "not_modified": "response object and headers",
     "secure_headers": "response object and headers",
+    "stack_headers": "response object and headers",
 }
 _STEP_FILES = ("/api/", "/handlers/wsgi.py", "/http/request.py", "/json/__init__.py")
 OTHER = "Django and WSGI, the middleware and view themselves"

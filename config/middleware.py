@@ -12,7 +12,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse
 
-from api.middleware import secure_headers
+from api.middleware import stack_headers
 
 from . import views
 from .logs import note, request_context_start
@@ -33,8 +33,8 @@ class ProbeMiddleware:
     (400) and ``SECURE_SSL_REDIRECT`` send them to https (a 301, which a Kubernetes probe counts
     as a success whatever the node's state). Neither guards anything here: a probe's answer
     builds no URL from the Host header, and says nothing that plain http may not carry. The
-    headers ``SecurityMiddleware`` would add that matter to a JSON answer are added still
-    (``api.middleware.secure_headers``)."""
+    headers the skipped middleware would add that matter to a JSON answer are added still
+    (``api.middleware.stack_headers``)."""
 
     sync_capable = True
     async_capable = True
@@ -52,7 +52,7 @@ class ProbeMiddleware:
         if probe is None:
             return self.get_response(request)
         request.url_route = request.path_info[1:]  # its route in the metrics (api.metrics)
-        return secure_headers(request, probe(request))
+        return stack_headers(request, probe(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         probe = PROBES.get(request.path_info)
@@ -61,7 +61,7 @@ class ProbeMiddleware:
         request.url_route = request.path_info[1:]
         # Off the thread the async views' sync parts share: /readyz may wait on the database.
         answered = await sync_to_async(probe, thread_sensitive=False)(request)
-        return secure_headers(request, answered)
+        return stack_headers(request, answered)
 
 
 class RequestContextMiddleware:

@@ -182,6 +182,7 @@ def test_the_probes_need_no_key_and_answer_any_host_over_plain_http(
         assert response.status_code == 200, (path, response.content)
         assert response["Cache-Control"] == "no-store"
         assert response["X-Content-Type-Options"] == "nosniff"
+        assert int(response["Content-Length"]) == len(response.content)
         assert "Set-Cookie" not in response
         assert client.post(path, HTTP_HOST="10.1.2.3:8000").status_code == 405
     # Everything else keeps both rules.

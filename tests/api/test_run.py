@@ -354,6 +354,7 @@ def test_stream_sends_tokens_as_they_come_then_the_whole_answer(
     )
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
+    assert "Content-Length" not in response  # a stream's length is not known up front
     events = sse_events(response)
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "start"

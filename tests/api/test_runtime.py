@@ -228,6 +228,24 @@ def test_a_repeated_resolve_answers_304_for_its_etag(service, released):
     assert other.status_code == 200
 
 
+def test_answers_and_refusals_say_their_length_and_a_304_does_not(
+    service, anonymous_client, released
+):
+    """The runtime path skips CommonMiddleware, which sets Content-Length on every other answer;
+    without it the WSGI server would send the answer chunked. A 304's Content-Length would have
+    to be the 200's (RFC 9110 8.6): it has none."""
+    query = {"environment": "staging", "subject": "user-1"}
+    answer = service.get(RESOLVE, query)
+    refused = anonymous_client.get(RESOLVE, query)
+    not_modified = service.get(RESOLVE, query, HTTP_IF_NONE_MATCH=answer["ETag"])
+    bundle = service.get(bundle_url("staging"))
+
+    for response in (answer, refused, bundle):
+        assert int(response["Content-Length"]) == len(response.content) > 0
+    assert not_modified.status_code == 304
+    assert "Content-Length" not in not_modified
+
+
 def test_a_release_change_shows_at_once_and_changes_the_etag(service, released, publish_changes):
     query = {"environment": "staging", "subject": "user-1"}
     first = service.get(RESOLVE, query)
