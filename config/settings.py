@@ -158,12 +158,33 @@ DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", default=60)
 # (a failover, a partition) holds every request that needs the database for ever; with it they
 # answer a 503 problem and the release cache serves what it holds (libpq's minimum is 2).
 DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", default=3, minimum=2)
+# Seconds of silence from PostgreSQL's host, on an open connection, after which the connection is
+# given up (an error: a 503 problem, or the release cache's copy) instead of waited on: libpq's
+# TCP keepalives probe a connection waiting for an answer, and tcp_user_timeout bounds data the
+# host never acknowledges. Without them a host gone from the network mid-query (a failover, a
+# partition) holds the request's thread for the kernel's defaults, two hours and more. A live
+# host's kernel answers the probes, so a slow query is never cut; a server process wedged on a
+# live host is not bounded by this.
+DATABASE_DEAD_PEER_SECONDS = env_int("DATABASE_DEAD_PEER_SECONDS", default=30, minimum=6)
 # Behind a pooler in transaction mode (PgBouncer's pool_mode=transaction), consecutive
 # transactions of one connection may reach different server sessions: no server-side cursors
 # (they live in a session) and no prepared statements (psycopg prepares a query it sees often,
 # in the session it ran on). For the replica too. docs/operations.md, "Scaling out".
 DATABASE_TRANSACTION_POOLER = env_bool("DATABASE_TRANSACTION_POOLER", default=False)
 POSTGRESQL = "django.db.backends.postgresql"
+
+
+def dead_peer_options(seconds: int) -> dict[str, int]:
+    """libpq's options that give up a connection whose host has been silent for about
+    ``seconds``: keepalive probes from a third of it, every sixth, three unanswered; data
+    unacknowledged for all of it."""
+    return {
+        "keepalives": 1,
+        "keepalives_idle": seconds // 3,
+        "keepalives_interval": seconds // 6,
+        "keepalives_count": 3,
+        "tcp_user_timeout": seconds * 1000,
+    }
 
 
 def database_config(url: str) -> dict:
@@ -174,6 +195,7 @@ def database_config(url: str) -> dict:
     if config["ENGINE"] == POSTGRESQL:
         options = config.setdefault("OPTIONS", {})
         options["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
+        options |= dead_peer_options(DATABASE_DEAD_PEER_SECONDS)
         if DATABASE_TRANSACTION_POOLER:
             config["DISABLE_SERVER_SIDE_CURSORS"] = True
             options["prepare_threshold"] = None

@@ -387,7 +387,15 @@ def test_a_replica_gets_the_primarys_connection_policy_and_mirrors_it_in_tests(t
     assert replica["HOST"] == "replica.example.com"
     assert replica["TEST"]["MIRROR"] == "default"
     for database in (default, replica):
-        assert database["OPTIONS"] == {"connect_timeout": 5, "prepare_threshold": None}
+        assert database["OPTIONS"] == {
+            "connect_timeout": 5,
+            "prepare_threshold": None,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+        }
         assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
         assert (database["CONN_MAX_AGE"], database["CONN_HEALTH_CHECKS"]) == (60, True)
     assert values["routes_reads"] == "default"  # outside a replica's context

@@ -8,7 +8,10 @@ the server's open (persistent, CONN_MAX_AGE) connection is cut, as in a restart 
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+from django.db import connection
 
 from api.services import apikey_create
 from releases.models import Environment, Release
@@ -37,7 +40,6 @@ def listening(postgres) -> bool:
     channel is named after the database as the server reaches it: through the proxy."""
     import redis
     from django.conf import settings
-    from django.db import connection
 
     from releases.cache import CHANNEL_PREFIX
 
@@ -166,3 +168,20 @@ def test_with_the_database_down_cached_releases_are_served_changes_refused_nothi
     postgres.up()
     deployed = web.post(f"/api/v1/releases/staging/{KEY}/deploy", manager_key, {"version": 2})
     assert deployed.status_code == 200, deployed.text
+
+
+def test_a_connection_gives_up_a_host_that_has_gone_silent():
+    """A host gone from the network mid-query cannot be staged on loopback (the machine's own
+    kernel answers for the proxy): what bounds it is on the connection's socket, and that is
+    what is checked here. libpq's keepalives probe a connection waiting for an answer, and
+    unacknowledged data is given up, both after about DATABASE_DEAD_PEER_SECONDS (30) rather
+    than the kernel's two hours."""
+    connection.ensure_connection()
+    with socket.fromfd(
+        connection.connection.pgconn.socket, socket.AF_INET, socket.SOCK_STREAM
+    ) as s:
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
