@@ -191,7 +191,8 @@ def stack_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     ``SecurityMiddleware``'s HSTS on https (so a client that learnt it never tries http again)
     and ``nosniff``; ``CommonMiddleware``'s ``Content-Length``, without which the WSGI server
     sends the answer chunked (a client cannot tell its size up front, and the server writes the
-    closing chunk in a system call of its own)."""
+    closing chunk in a system call of its own). A HEAD's body is dropped here, as the server
+    would otherwise send it (gunicorn drops it with a warning)."""
     policy = transport()
     if policy.hsts and request.is_secure():
         response.headers.setdefault("Strict-Transport-Security", policy.hsts)
@@ -199,6 +200,8 @@ def stack_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if not response.streaming and response.status_code not in NO_CONTENT_LENGTH:
         response.headers.setdefault("Content-Length", str(len(response.content)))
+        if request.method == "HEAD":  # the GET's length, and no body (RFC 9110 9.3.2)
+            response.content = b""
     return response
 
 
@@ -234,8 +237,8 @@ class RuntimeMiddleware:
         found = self._route(request)
         if found is None:
             return self.get_response(request)
-        if isinstance(found, HttpResponse):
-            return found
+        if isinstance(found, HttpResponse):  # refused before any view: the Host, plain http
+            return stack_headers(request, found)
         route, kwargs = found
         if route.is_async:  # WSGI: the view runs to its answer in this thread
             response = async_to_sync(route.view)(request, **kwargs)
@@ -247,8 +250,8 @@ class RuntimeMiddleware:
         found = self._route(request)
         if found is None:
             return await self.get_response(request)
-        if isinstance(found, HttpResponse):
-            return found
+        if isinstance(found, HttpResponse):  # refused before any view: the Host, plain http
+            return stack_headers(request, found)
         route, kwargs = found
         if route.is_async:
             response = await route.view(request, **kwargs)
@@ -281,9 +284,7 @@ class RuntimeMiddleware:
                     bad_host = ProblemAnswer(problems.BAD_HOST, "The Host header is not allowed.")
                     return route.refuse(bad_host, request)
                 refusal = https_refusal(request, route.refuse)
-                if refusal is not None:
-                    return stack_headers(request, refusal)
-                return route, kwargs
+                return (route, kwargs) if refusal is None else refusal
         return self._write_refusal(request)
 
     def _write_refusal(self, request: HttpRequest) -> HttpResponse | None:

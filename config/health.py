@@ -112,8 +112,9 @@ class DatabaseState:
 class DatabaseProbe:
     """Checks the database on a thread of its own, so that a probe waits for it at most
     ``READYZ_TIMEOUT_SECONDS`` whatever the database does: connecting is bounded by
-    ``DATABASE_CONNECT_TIMEOUT``, but a query on an open connection to a server that stopped
-    answering has no client-side bound.
+    ``DATABASE_CONNECT_TIMEOUT``, a query on an open connection to a host gone from the network
+    by ``DATABASE_DEAD_PEER_SECONDS``, but one to a server process that stopped answering on a
+    live host has no client-side bound.
 
     One check at a time per process: a probe arriving while one is still running waits for
     that one (within its own timeout) instead of starting another, so a wedged database never

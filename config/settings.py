@@ -176,8 +176,8 @@ POSTGRESQL = "django.db.backends.postgresql"
 
 def dead_peer_options(seconds: int) -> dict[str, int]:
     """libpq's options that give up a connection whose host has been silent for about
-    ``seconds``: keepalive probes from a third of it, every sixth, three unanswered; data
-    unacknowledged for all of it."""
+    ``seconds``: keepalive probes from a third of it, every sixth; data, probes included,
+    unacknowledged for all of it (on Linux ``tcp_user_timeout`` ends it, before the count)."""
     return {
         "keepalives": 1,
         "keepalives_idle": seconds // 3,
@@ -195,7 +195,8 @@ def database_config(url: str) -> dict:
     if config["ENGINE"] == POSTGRESQL:
         options = config.setdefault("OPTIONS", {})
         options["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
-        options |= dead_peer_options(DATABASE_DEAD_PEER_SECONDS)
+        for name, value in dead_peer_options(DATABASE_DEAD_PEER_SECONDS).items():
+            options.setdefault(name, value)  # the URL's own (?keepalives_idle=...) win
         if DATABASE_TRANSACTION_POOLER:
             config["DISABLE_SERVER_SIDE_CURSORS"] = True
             options["prepare_threshold"] = None

@@ -402,6 +402,19 @@ def test_a_replica_gets_the_primarys_connection_policy_and_mirrors_it_in_tests(t
     assert values["middleware"] is True
 
 
+def test_keepalive_options_in_the_database_url_win_over_the_dead_peer_bound(tmp_path):
+    values = scaling_settings(
+        tmp_path,
+        **PRODUCTION,
+        DATABASE_URL=f"{PRIMARY}?keepalives_idle=60",
+        DATABASE_DEAD_PEER_SECONDS="12",
+    )
+
+    options = values["databases"]["default"]["OPTIONS"]
+    assert int(options["keepalives_idle"]) == 60
+    assert (options["keepalives_interval"], options["tcp_user_timeout"]) == (2, 12_000)
+
+
 @pytest.mark.parametrize(
     ("timeout", "interval", "mutex"), [(None, 10, 300), ("3", 1, 3), ("12", 4, 12)]
 )

@@ -237,13 +237,23 @@ def test_answers_and_refusals_say_their_length_and_a_304_does_not(
     query = {"environment": "staging", "subject": "user-1"}
     answer = service.get(RESOLVE, query)
     refused = anonymous_client.get(RESOLVE, query)
+    bad_host = service.get(RESOLVE, query, HTTP_HOST="elsewhere.example")
     not_modified = service.get(RESOLVE, query, HTTP_IF_NONE_MATCH=answer["ETag"])
     bundle = service.get(bundle_url("staging"))
+    head = service.head(RESOLVE, query)
 
-    for response in (answer, refused, bundle):
+    assert bad_host.status_code == 400
+    for response in (answer, refused, bad_host, bundle):
         assert int(response["Content-Length"]) == len(response.content) > 0
+        assert response["X-Content-Type-Options"] == "nosniff"
     assert not_modified.status_code == 304
     assert "Content-Length" not in not_modified
+    # A HEAD says the GET's length and sends no body.
+    assert (head.status_code, head["Content-Length"], head.content) == (
+        200,
+        answer["Content-Length"],
+        b"",
+    )
 
 
 def test_a_release_change_shows_at_once_and_changes_the_etag(service, released, publish_changes):
