@@ -126,9 +126,8 @@ def moderation_prepare(
             found = classifiers[check.prompt]
             return longest_seconds(found.binding, found.providers) if found.binding else 0.0
         # One /moderations request (the pooled client makes no retries of its own).
-        return max(
-            (p.timeout_seconds for p in providers.values() if p.name == check.provider), default=0.0
-        )
+        provider = providers.get(check.provider)
+        return provider.timeout_seconds if provider is not None else 0.0
 
     return RunModerator(moderate, sum(longest(c) for c in checks))
 
