@@ -11,6 +11,7 @@ transaction (or a row lock) open across it would stall everything else waiting o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -79,7 +80,7 @@ from .response_cache import (
 )
 from .semantic_cache import SEMANTIC, SemanticPlan, semantic_lookup, semantic_plan, semantic_store
 from .spool import record_lost, spool_keep
-from .tracing import prompt_attributes, tracer
+from .tracing import prompt_attributes, tracer, tracing_on
 
 logger = logging.getLogger(__name__)
 
@@ -354,21 +355,25 @@ def run_call(
     held = on_token is not None and _output_rewritable(prepared.guardrails)
     skipped = similar.skipped if similar is not None else ""
     resolution = prepared.resolution
-    attributes = prompt_attributes(
-        prompt=resolution.release.prompt,
-        version=resolution.version.number,
-        environment=resolution.release.environment,
-        revision=resolution.release.revision,
-        variant=resolution.assignment.label,
-        bucket=resolution.assignment.bucket,
-        source=prepared.source,
-    )
-    try:
-        with tracer.start_as_current_span(
+    attributes: dict[str, Any] = {}
+    span: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if tracing_on():
+        attributes = prompt_attributes(
+            prompt=resolution.release.prompt,
+            version=resolution.version.number,
+            environment=resolution.release.environment,
+            revision=resolution.release.revision,
+            variant=resolution.assignment.label,
+            bucket=resolution.assignment.bucket,
+            source=prepared.source,
+        )
+        span = tracer.start_as_current_span(
             f"run {resolution.release.prompt}",
             context=prepared.trace_context,
             attributes=attributes,
-        ):
+        )
+    try:
+        with span:
             completion = complete(
                 binding=prepared.binding,
                 messages=prepared.messages,

@@ -23,14 +23,17 @@ import math
 import os
 import threading
 import time
+import urllib.request
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
 
+import httpcore2
 import httpx2
 import jsonschema
 import openai
@@ -47,7 +50,7 @@ from runs.models import Provider
 from runs.provider_cache import provider_cache
 from runs.retries import RETRY_AFTER_CAP_SECONDS, backoff_seconds, retry_after_seconds
 from runs.tool_calls import MAX_TOOL_CALLS, ToolCallsInvalid, tool_calls_checked
-from runs.tracing import model_call_end, model_call_start
+from runs.tracing import model_call_end, model_call_start, tracing_on
 
 logger = logging.getLogger(__name__)
 
@@ -354,8 +357,12 @@ def _complete_target(
     with clients.lease(provider, api_key) as client:
         while True:
             call_started = time.perf_counter()
-            span = model_call_start(
-                provider=provider.name, model=target.model, attributes=span_attributes
+            span = (
+                model_call_start(
+                    provider=provider.name, model=target.model, attributes=span_attributes
+                )
+                if tracing_on()
+                else None
             )
             if cancel is not None and cancel.cancelled:
                 record(Outcome.CANCELLED, cancel.reason, call_started)
@@ -436,26 +443,51 @@ def _complete_target(
 # --- one client per provider per process --------------------------------------------------------
 
 CLIENTS_CAPACITY = 64  # providers with a live client in one process; the least recently used goes
+# The plain call's pool keeps the openai client's limits (its DEFAULT_CONNECTION_LIMITS).
+PLAIN_MAX_CONNECTIONS, PLAIN_MAX_KEEPALIVE, PLAIN_KEEPALIVE_SECONDS = 1000, 100, 5.0
 
 
 @dataclass(slots=True, eq=False)
 class ProviderClient:
-    """A provider's client in one process: the ``openai`` client, which streams, and the httpx
-    pool it was given, which a plain call uses directly with the headers the client would send
-    (decision 0046: the client's request and response layer cost more than a local model's
-    answer). Both go through the one pool, its timeout and its refusal of redirects."""
+    """A provider's client in one process: the ``openai`` client, which streams, on the httpx
+    pool it was given; and the pool a plain call is posted on (decision 0054): httpcore's, the one
+    httpx itself would use for the URL, without httpx's request and response layer, which cost
+    more than a local model's answer. When the environment names a proxy, ``plain`` is None and a
+    plain call goes through httpx, which routes it (its proxy mounts, ``NO_PROXY``); so it does
+    while tracing is on. Neither pool follows a redirect; both have the provider's timeout."""
 
     openai: openai.OpenAI
     http: httpx2.Client
+    plain: httpcore2.ConnectionPool | None
     completions_url: str
     headers: Mapping[str, str]
     timeout: float
+    # The same headers and timeout, as httpcore takes them (built once, not per call).
+    plain_headers: tuple[tuple[bytes, bytes], ...] = ()
+    plain_extensions: Mapping[str, Any] = MappingProxyType({})
 
     def close(self) -> None:
         self.openai.close()  # and the pool it was given
+        if self.plain is not None:
+            self.plain.close()
 
     def is_closed(self) -> bool:
         return self.openai.is_closed()
+
+
+def _plain_pool() -> httpcore2.ConnectionPool | None:
+    """A pool built as httpx builds one for a URL no proxy takes (its TLS context from the same
+    settings: certifi's bundle, ``SSL_CERT_FILE``), or None when the environment names a proxy,
+    read as httpx reads it (``urllib.request.getproxies``)."""
+    proxies = urllib.request.getproxies()
+    if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
+        return None
+    return httpcore2.ConnectionPool(
+        ssl_context=httpx2.create_ssl_context(),
+        max_connections=PLAIN_MAX_CONNECTIONS,
+        max_keepalive_connections=PLAIN_MAX_KEEPALIVE,
+        keepalive_expiry=PLAIN_KEEPALIVE_SECONDS,
+    )
 
 
 def _build_client(provider: Provider, api_key: str | None) -> ProviderClient:
@@ -470,17 +502,29 @@ def _build_client(provider: Provider, api_key: str | None) -> ProviderClient:
         max_retries=0,
         http_client=pool,
     )
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": client.user_agent,
+    }
+    try:  # as httpx encodes them; a key it could not send fails each call there, as before
+        plain_headers = tuple((k.encode("ascii"), v.encode("ascii")) for k, v in headers.items())
+        plain = _plain_pool()
+    except UnicodeEncodeError:
+        plain_headers, plain = (), None
+    seconds = provider.timeout_seconds  # httpx's Timeout(seconds): each of the four phases
     return ProviderClient(
         openai=client,
         http=pool,
+        plain=plain,
         completions_url=f"{str(client.base_url).rstrip('/')}/chat/completions",
-        headers={
-            "Authorization": f"Bearer {key}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": client.user_agent,
-        },
-        timeout=provider.timeout_seconds,
+        headers=headers,
+        timeout=seconds,
+        plain_headers=plain_headers,
+        plain_extensions=MappingProxyType(
+            {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), seconds)}
+        ),
     )
 
 
@@ -693,6 +737,42 @@ def _post_completion(client: ProviderClient, body: Mapping[str, Any]) -> Any:
     ``_translated`` makes them of the client's errors."""
     content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
     try:
+        reply = _post(client, content)
+    except (httpx2.TimeoutException, httpcore2.TimeoutException) as exc:
+        raise _Failure(Outcome.TIMEOUT, "No answer within the provider's timeout.") from exc
+    except (httpx2.TransportError, *_TRANSPORT_ERRORS) as exc:  # refused, reset, or not HTTP
+        reason = str(exc) or type(exc).__name__
+        raise _Failure(Outcome.CONNECTION_ERROR, f"Connection failed: {reason}") from exc
+    if not 200 <= reply.status < 300:  # a redirect too: it is not followed
+        raise _status_failure(reply)
+    try:
+        return json.loads(reply.data)
+    except (ValueError, RecursionError) as exc:
+        raise _Failure(Outcome.MALFORMED, f"Unreadable answer: {type(exc).__name__}") from exc
+
+
+# httpcore's errors of a connection (httpx's TransportError, before httpx wraps them).
+_TRANSPORT_ERRORS = (
+    httpcore2.NetworkError,
+    httpcore2.ProtocolError,
+    httpcore2.ProxyError,
+    httpcore2.UnsupportedProtocol,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """A plain call's answer, whichever pool it came through: its header names in lower case."""
+
+    status: int
+    headers: Mapping[str, str]
+    data: bytes
+
+
+def _post(client: ProviderClient, content: bytes) -> _Reply:
+    # httpx routes the call when a proxy is configured, and while tracing is on (its
+    # instrumentation's client span and the trace context sent to the provider).
+    if client.plain is None or tracing_on():
         with client.http.stream(
             "POST",
             client.completions_url,
@@ -700,51 +780,61 @@ def _post_completion(client: ProviderClient, body: Mapping[str, Any]) -> Any:
             headers=client.headers,
             timeout=client.timeout,
         ) as response:
-            data = _read_bounded(response)
-    except httpx2.TimeoutException as exc:
-        raise _Failure(Outcome.TIMEOUT, "No answer within the provider's timeout.") from exc
-    except httpx2.TransportError as exc:  # refused, reset, or not HTTP
-        reason = str(exc) or type(exc).__name__
-        raise _Failure(Outcome.CONNECTION_ERROR, f"Connection failed: {reason}") from exc
-    if not response.is_success:  # a redirect too: it is not followed
-        raise _status_failure(response, data)
+            data = _read_bounded(response.headers.get("content-length", ""), response.iter_bytes())
+        return _Reply(response.status_code, response.headers, data)
+    with client.plain.stream(
+        "POST",
+        client.completions_url,
+        headers=list(client.plain_headers),
+        content=content,
+        extensions=dict(client.plain_extensions),
+    ) as answer:
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in answer.headers
+        }
+        data = _read_bounded(headers.get("content-length", ""), answer.iter_stream())
+    return _Reply(answer.status, headers, data)
+
+
+def _reason(status: int) -> str:
+    """The status code's standard phrase, as httpx gives it: never the server's own words."""
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise _Failure(Outcome.MALFORMED, f"Unreadable answer: {type(exc).__name__}") from exc
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
-def _read_bounded(response: httpx2.Response) -> bytes:
+def _read_bounded(length: str, chunks: Iterable[bytes]) -> bytes:
     """The body, or MALFORMED past ``MAX_ANSWER_BYTES`` (announced or not): a hostile server's
     endless answer is never held whole."""
-    length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
         raise _Failure(Outcome.MALFORMED, f"The answer is larger than {MAX_ANSWER_BYTES} bytes.")
-    chunks, size = [], 0
-    for chunk in response.iter_bytes():
+    kept, size = [], 0
+    for chunk in chunks:
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
             raise _Failure(
                 Outcome.MALFORMED, f"The answer is larger than {MAX_ANSWER_BYTES} bytes."
             )
-        chunks.append(chunk)
-    return b"".join(chunks)
+        kept.append(chunk)
+    return b"".join(kept)
 
 
-def _status_failure(response: httpx2.Response, data: bytes) -> _Failure:
+def _status_failure(reply: _Reply) -> _Failure:
     """An answer that is not a 2xx: rate limited (429), the server's error (5xx), else refused."""
-    status = response.status_code
+    status = reply.status
     try:
-        body = json.loads(data)
+        body = json.loads(reply.data)
     except (ValueError, RecursionError):
         body = None
     error = body.get("error", body) if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    detail = f"HTTP {status}: {message if isinstance(message, str) else response.reason_phrase}"
+    detail = f"HTTP {status}: {message if isinstance(message, str) else _reason(status)}"
     if status == 429:
-        return _Failure(Outcome.RATE_LIMITED, detail, retry_after_seconds(response))
+        return _Failure(Outcome.RATE_LIMITED, detail, retry_after_seconds(reply))
     if status >= 500:
-        return _Failure(Outcome.SERVER_ERROR, detail, retry_after_seconds(response))
+        return _Failure(Outcome.SERVER_ERROR, detail, retry_after_seconds(reply))
     return _Failure(Outcome.BAD_REQUEST, detail)
 
 

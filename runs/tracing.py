@@ -34,6 +34,12 @@ SOURCE = "promptregistry.source"
 tracer = trace.get_tracer("promptregistry.runs")
 
 
+def tracing_on() -> bool:
+    """Whether a tracer provider is installed (``config.telemetry``, or a test's). Until one is,
+    every span is a no-op that is still built, entered and ended: a run skips its spans then."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def prompt_attributes(
     *,
     prompt: str,

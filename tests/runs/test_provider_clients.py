@@ -54,6 +54,17 @@ def fake() -> Iterator[FakeProvider]:
         yield server
 
 
+def answer_with(handler: BaseHTTPRequestHandler) -> None:
+    """Read the request's body and answer ``ANSWER``, its length announced."""
+    handler.rfile.read(int(handler.headers.get("Content-Length", 0)))
+    body = json.dumps(ANSWER).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class KeepAlive:
     """A chat server on loopback that keeps connections open (HTTP/1.1, as real providers do;
     the fake speaks HTTP/1.0), counting the connections it accepted and the requests."""
@@ -72,15 +83,9 @@ class KeepAlive:
                     outer.connections += 1
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with lock:
                     outer.requests += 1
-                body = json.dumps(ANSWER).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer_with(self)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -114,6 +119,90 @@ def add(name: str, base_url: str, **fields: Any) -> Provider:
     return Provider.objects.create(
         name=name, base_url=base_url, **{"timeout_seconds": 5.0, "max_retries": 0, **fields}
     )
+
+
+# --- the plain call's pool ----------------------------------------------------------------------
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+@pytest.mark.django_db
+def test_a_plain_call_goes_on_httpcores_pool_not_through_httpx(clients, keep_alive, no_proxy):
+    add("local", f"http://127.0.0.1:{keep_alive.port}/v1")
+    sent = []
+    real = providers.httpx2.Client.stream
+
+    def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(args)
+        return real(self, *args, **kwargs)
+
+    no_proxy.setattr(providers.httpx2.Client, "stream", stream)
+    for _ in range(3):
+        assert call().text == "hi"
+
+    (entry,) = clients._entries.values()
+    assert entry.client.plain is not None
+    assert sent == []  # httpx's layer was not used
+    assert (keep_alive.requests, keep_alive.connections) == (3, 1)
+
+
+@pytest.mark.django_db
+def test_with_a_proxy_in_the_environment_httpx_routes_the_call(clients, fake, no_proxy):
+    """httpx reads the proxy settings (and NO_PROXY's exceptions): a plain call then goes through
+    it, as the streams do. Here the proxy goes nowhere and loopback is excepted from it."""
+    no_proxy.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    no_proxy.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    no_proxy.setenv("NO_PROXY", "127.0.0.1")
+    add("local", fake.base_url)
+
+    assert call().text
+
+    (entry,) = clients._entries.values()
+    assert entry.client.plain is None
+
+
+@pytest.mark.django_db
+def test_a_kept_connection_the_server_closed_is_not_used_again(clients, no_proxy):
+    """A provider closes an idle kept connection whenever it likes, without saying so before: the
+    next call opens a new one instead of failing on the closed one."""
+    closed = threading.Semaphore(0)
+
+    class Closing(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive announced, then the connection is closed
+
+        def do_POST(self) -> None:
+            answer_with(self)
+            self.close_connection = True
+
+        def finish(self) -> None:
+            super().finish()
+            self.connection.close()
+            closed.release()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Closing)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        add("local", f"http://127.0.0.1:{server.server_address[1]}/v1")
+        for _ in range(3):
+            assert call().text == "hi"
+            assert closed.acquire(timeout=10)  # the server has closed it before the next call
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 # --- reuse and rebuilding -----------------------------------------------------------------------
