@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.converters import StringConverter
 from django.urls.resolvers import RegexPattern, RoutePattern
+from django.utils.deprecation import MiddlewareMixin
 
 from . import problems
 from .fastpath import Refusal, is_runtime_view, refusal_of
@@ -203,6 +204,19 @@ def stack_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if request.method == "HEAD":  # the GET's length, and no body (RFC 9110 9.3.2)
             response.content = b""
     return response
+
+
+class NoContentLengthMiddleware(MiddlewareMixin):
+    """Just before ``CommonMiddleware`` in ``MIDDLEWARE``, so that it sees the answers after it:
+    takes out the ``Content-Length`` that it gives every answer where HTTP says there is none, a
+    204 (RFC 9110 8.6: never) and a 304 (unless it is the 200's length, which no view here sets:
+    CommonMiddleware's is the empty body's, 0). The runtime path's answers skip both
+    (``stack_headers``)."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.status_code in NO_CONTENT_LENGTH:
+            response.headers.pop("Content-Length", None)
+        return response
 
 
 class RuntimeMiddleware:

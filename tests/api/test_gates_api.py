@@ -293,7 +293,9 @@ def test_changing_and_deleting_need_the_scope_and_the_environment(
     )
     assert PromotionGate.objects.count() == 2
 
-    assert releaser_client.delete(gates_url(gate_id=staging_gate.pk)).status_code == 204
+    deleted = releaser_client.delete(gates_url(gate_id=staging_gate.pk))
+    assert deleted.status_code == 204
+    assert "Content-Length" not in deleted  # never on a 204 (RFC 9110 8.6)
     assert list(PromotionGate.objects.all()) == [production_gate]
 
 

@@ -385,6 +385,7 @@ def test_it_answers_304_to_a_matching_if_none_match(reader_client, committed, he
 
     assert response.status_code == 304
     assert response.content == b""
+    assert "Content-Length" not in response  # it would have to be the 200's (RFC 9110 8.6)
     assert response["ETag"] == f'"{committed.edit_tag}"'
     assert "immutable" in response["Cache-Control"]
 
@@ -540,6 +541,7 @@ def test_it_discards_a_draft(author_client, draft):
 
     assert response.status_code == 204
     assert response.content == b""
+    assert "Content-Length" not in response  # never on a 204 (RFC 9110 8.6)
     assert list(PromptVersion.objects.values_list("number", flat=True)) == [1]
     assert not LocalizedTemplate.objects.filter(version_id=draft.pk).exists()
 
