@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.converters import StringConverter
 from django.urls.resolvers import RegexPattern, RoutePattern
-from django.utils.deprecation import MiddlewareMixin
+from django.utils.decorators import sync_and_async_middleware
 
 from . import problems
 from .fastpath import Refusal, is_runtime_view, refusal_of
@@ -206,17 +206,30 @@ def stack_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     return response
 
 
-class NoContentLengthMiddleware(MiddlewareMixin):
+@sync_and_async_middleware
+def no_content_length(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
     """Just before ``CommonMiddleware`` in ``MIDDLEWARE``, so that it sees the answers after it:
     takes out the ``Content-Length`` that it gives every answer where HTTP says there is none, a
     204 (RFC 9110 8.6: never) and a 304 (unless it is the 200's length, which no view here sets:
     CommonMiddleware's is the empty body's, 0). The runtime path's answers skip both
-    (``stack_headers``)."""
+    (``stack_headers``). Sync and async alike, so ASGI adds no thread hop for it."""
 
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    def lengthless(response: HttpResponse) -> HttpResponse:
         if response.status_code in NO_CONTENT_LENGTH:
             response.headers.pop("Content-Length", None)
         return response
+
+    if iscoroutinefunction(get_response):
+
+        async def answer_async(request: HttpRequest) -> HttpResponse:
+            return lengthless(await get_response(request))
+
+        return answer_async
+
+    def answer(request: HttpRequest) -> HttpResponse:
+        return lengthless(get_response(request))
+
+    return answer
 
 
 class RuntimeMiddleware:

@@ -123,7 +123,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # No Content-Length on a 204 or a 304, where CommonMiddleware (next) would give one.
-    "api.middleware.NoContentLengthMiddleware",
+    "api.middleware.no_content_length",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import ssl
 import threading
 import time
 import urllib.request
@@ -453,8 +454,8 @@ class ProviderClient:
     pool it was given; and the pool a plain call is posted on (decision 0054): httpcore's, the one
     httpx itself would use for the URL, without httpx's request and response layer, which cost
     more than a local model's answer. When the environment names a proxy, ``plain`` is None and a
-    plain call goes through httpx, which routes it (its proxy mounts, ``NO_PROXY``); so it does
-    while tracing is on. Neither pool follows a redirect; both have the provider's timeout."""
+    plain call goes through httpx, which routes it (its proxy mounts, ``NO_PROXY``). Both pools
+    share one TLS context; neither follows a redirect; both have the provider's timeout."""
 
     openai: openai.OpenAI
     http: httpx2.Client
@@ -462,7 +463,9 @@ class ProviderClient:
     completions_url: str
     headers: Mapping[str, str]
     timeout: float
-    # The same headers and timeout, as httpcore takes them (built once, not per call).
+    # The same URL, headers (with httpx's Host: an IPv6 host in brackets) and timeout, as
+    # httpcore takes them, built once rather than on each call.
+    plain_url: httpcore2.URL | None = None
     plain_headers: tuple[tuple[bytes, bytes], ...] = ()
     plain_extensions: Mapping[str, Any] = MappingProxyType({})
 
@@ -475,15 +478,15 @@ class ProviderClient:
         return self.openai.is_closed()
 
 
-def _plain_pool() -> httpcore2.ConnectionPool | None:
-    """A pool built as httpx builds one for a URL no proxy takes (its TLS context from the same
-    settings: certifi's bundle, ``SSL_CERT_FILE``), or None when the environment names a proxy,
-    read as httpx reads it (``urllib.request.getproxies``)."""
+def _plain_pool(tls: ssl.SSLContext) -> httpcore2.ConnectionPool | None:
+    """A pool built as httpx builds one for a URL no proxy takes, on the httpx pool's TLS context
+    (``tls``), or None when the environment names a proxy, read as httpx reads it
+    (``urllib.request.getproxies``)."""
     proxies = urllib.request.getproxies()
     if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
         return None
     return httpcore2.ConnectionPool(
-        ssl_context=httpx2.create_ssl_context(),
+        ssl_context=tls,
         max_connections=PLAIN_MAX_CONNECTIONS,
         max_keepalive_connections=PLAIN_MAX_KEEPALIVE,
         keepalive_expiry=PLAIN_KEEPALIVE_SECONDS,
@@ -494,7 +497,10 @@ def _build_client(provider: Provider, api_key: str | None) -> ProviderClient:
     key = api_key or NO_KEY
     # No redirects: one would take the key to a host runs.egress never checked (httpx's default
     # for the openai client follows them). A 3xx is then a failed call, like a 4xx.
-    pool = openai.DefaultHttpxClient(follow_redirects=False)
+    # One TLS context for both pools: building one reads the CA store (tens of milliseconds).
+    # httpx's own: SSL_CERT_FILE or SSL_CERT_DIR when set, else the system's store.
+    tls = httpx2.create_ssl_context()
+    pool = openai.DefaultHttpxClient(follow_redirects=False, verify=tls)
     client = openai.OpenAI(
         base_url=provider.base_url,
         api_key=key,
@@ -508,9 +514,14 @@ def _build_client(provider: Provider, api_key: str | None) -> ProviderClient:
         "Accept": "application/json",
         "User-Agent": client.user_agent,
     }
+    completions_url = f"{str(client.base_url).rstrip('/')}/chat/completions"
+    url = httpx2.URL(completions_url)  # parsed as httpx would, as its transport hands it on
     try:  # as httpx encodes them; a key it could not send fails each call there, as before
-        plain_headers = tuple((k.encode("ascii"), v.encode("ascii")) for k, v in headers.items())
-        plain = _plain_pool()
+        plain_headers = (
+            (b"Host", httpx2.Request("POST", url).headers["Host"].encode("ascii")),
+            *((k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()),
+        )
+        plain = _plain_pool(tls)
     except UnicodeEncodeError:
         plain_headers, plain = (), None
     seconds = provider.timeout_seconds  # httpx's Timeout(seconds): each of the four phases
@@ -518,9 +529,12 @@ def _build_client(provider: Provider, api_key: str | None) -> ProviderClient:
         openai=client,
         http=pool,
         plain=plain,
-        completions_url=f"{str(client.base_url).rstrip('/')}/chat/completions",
+        completions_url=completions_url,
         headers=headers,
         timeout=seconds,
+        plain_url=httpcore2.URL(
+            scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+        ),
         plain_headers=plain_headers,
         plain_extensions=MappingProxyType(
             {"timeout": dict.fromkeys(("connect", "read", "write", "pool"), seconds)}
@@ -770,9 +784,7 @@ class _Reply:
 
 
 def _post(client: ProviderClient, content: bytes) -> _Reply:
-    # httpx routes the call when a proxy is configured, and while tracing is on (its
-    # instrumentation's client span and the trace context sent to the provider).
-    if client.plain is None or tracing_on():
+    if client.plain is None or client.plain_url is None:  # a proxy: httpx routes the call
         with client.http.stream(
             "POST",
             client.completions_url,
@@ -784,7 +796,7 @@ def _post(client: ProviderClient, content: bytes) -> _Reply:
         return _Reply(response.status_code, response.headers, data)
     with client.plain.stream(
         "POST",
-        client.completions_url,
+        client.plain_url,
         headers=list(client.plain_headers),
         content=content,
         extensions=dict(client.plain_extensions),

@@ -155,6 +155,40 @@ def test_a_plain_call_goes_on_httpcores_pool_not_through_httpx(clients, keep_ali
 
 
 @pytest.mark.django_db
+def test_an_ipv6_provider_is_sent_its_host_in_brackets(clients, no_proxy):
+    """The Host header as httpx would send it: ``[::1]:port``, not ``::1:port``."""
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hosts.append(self.headers["Host"])
+            answer_with(self)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+        daemon_threads = True
+
+    try:
+        server = Server(("::1", 0), Handler)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        add("local", f"http://[::1]:{port}/v1")
+        assert call().text == "hi"
+        assert hosts == [f"[::1]:{port}"]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.django_db
 def test_with_a_proxy_in_the_environment_httpx_routes_the_call(clients, fake, no_proxy):
     """httpx reads the proxy settings (and NO_PROXY's exceptions): a plain call then goes through
     it, as the streams do. Here the proxy goes nowhere and loopback is excepted from it."""
@@ -220,10 +254,15 @@ def test_every_call_of_a_provider_uses_one_client_and_one_connection(clients, ke
 
 
 @pytest.mark.django_db
-def test_a_saved_provider_gets_a_new_client_and_the_old_one_is_closed(clients, fake):
+def test_a_saved_provider_gets_a_new_client_and_the_old_one_is_closed(
+    clients, fake, monkeypatch: pytest.MonkeyPatch
+):
     provider = add("local", fake.base_url)
     call()
     (old,) = [entry.client for entry in clients._entries.values()]
+    plain_closed = threading.Event()
+    close_plain = old.plain.close
+    monkeypatch.setattr(old.plain, "close", lambda: (close_plain(), plain_closed.set()))
 
     provider.timeout_seconds = 7.0
     provider.save()
@@ -234,6 +273,7 @@ def test_a_saved_provider_gets_a_new_client_and_the_old_one_is_closed(clients, f
     assert new is not old
     assert new.timeout == 7.0
     assert old.is_closed()
+    assert plain_closed.is_set()  # the plain calls' pool too
     assert not new.is_closed()
 
 
