@@ -123,19 +123,11 @@ def add(name: str, base_url: str, **fields: Any) -> Provider:
 
 # --- the plain call's pool ----------------------------------------------------------------------
 
-PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-
-
-@pytest.fixture
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
-    return monkeypatch
-
 
 @pytest.mark.django_db
-def test_a_plain_call_goes_on_httpcores_pool_not_through_httpx(clients, keep_alive, no_proxy):
+def test_a_plain_call_goes_on_httpcores_pool_not_through_httpx(
+    clients, keep_alive, no_proxy, monkeypatch: pytest.MonkeyPatch
+):
     add("local", f"http://127.0.0.1:{keep_alive.port}/v1")
     sent = []
     real = providers.httpx2.Client.stream
@@ -144,7 +136,7 @@ def test_a_plain_call_goes_on_httpcores_pool_not_through_httpx(clients, keep_ali
         sent.append(args)
         return real(self, *args, **kwargs)
 
-    no_proxy.setattr(providers.httpx2.Client, "stream", stream)
+    monkeypatch.setattr(providers.httpx2.Client, "stream", stream)
     for _ in range(3):
         assert call().text == "hi"
 
@@ -189,12 +181,13 @@ def test_an_ipv6_provider_is_sent_its_host_in_brackets(clients, no_proxy):
 
 
 @pytest.mark.django_db
-def test_with_a_proxy_in_the_environment_httpx_routes_the_call(clients, fake, no_proxy):
+def test_with_a_proxy_in_the_environment_httpx_routes_the_call(
+    clients, fake, no_proxy, monkeypatch: pytest.MonkeyPatch
+):
     """httpx reads the proxy settings (and NO_PROXY's exceptions): a plain call then goes through
     it, as the streams do. Here the proxy goes nowhere and loopback is excepted from it."""
-    no_proxy.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    no_proxy.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    no_proxy.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     add("local", fake.base_url)
 
     assert call().text
