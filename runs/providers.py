@@ -51,7 +51,7 @@ from runs.models import Provider
 from runs.provider_cache import provider_cache
 from runs.retries import RETRY_AFTER_CAP_SECONDS, backoff_seconds, retry_after_seconds
 from runs.tool_calls import MAX_TOOL_CALLS, ToolCallsInvalid, tool_calls_checked
-from runs.tracing import model_call_end, model_call_start, tracing_on
+from runs.tracing import model_call_end, model_call_start, trace_headers, tracing_on
 
 logger = logging.getLogger(__name__)
 
@@ -379,6 +379,7 @@ def _complete_target(
                     cancel=cancel,
                     tooling=tooling,
                     strict_output=provider.strict_output,
+                    headers=trace_headers(span),
                 )
             except _Failure as failure:
                 reraise_time_limit(failure)
@@ -692,8 +693,10 @@ def _call(
     cancel: Cancellation | None = None,
     tooling: _Tooling = _NO_TOOLS,
     strict_output: bool = False,
+    headers: Mapping[str, str] = MappingProxyType({}),
 ) -> _Answer:
-    """One request; every way it can fail becomes a _Failure."""
+    """One request, with ``headers`` beside the client's (the trace context); every way it can
+    fail becomes a _Failure."""
     # Only the parameters a binding may hold (registry.content validates their values).
     kwargs: dict[str, Any] = {k: v for k, v in target.parameters.items() if k in MODEL_PARAMETERS}
     kwargs |= tooling.fields
@@ -702,7 +705,9 @@ def _call(
         kwargs["response_format"] = response_format(schema, strict=strict_output)
     if on_token is None:
         return _answer_of(
-            _post_completion(client, {"model": target.model, "messages": messages, **kwargs}),
+            _post_completion(
+                client, {"model": target.model, "messages": messages, **kwargs}, headers
+            ),
             tooling.names,
         )
     create: Any = (
@@ -714,6 +719,7 @@ def _call(
             messages=messages,
             stream=True,
             stream_options={"include_usage": True},
+            extra_headers=dict(headers) or None,
             **kwargs,
         )
     reading = _Reading(started=started, messages=messages, on_tool_call=tooling.on_tool_call)
@@ -745,13 +751,17 @@ def _call(
     )
 
 
-def _post_completion(client: ProviderClient, body: Mapping[str, Any]) -> Any:
+def _post_completion(
+    client: ProviderClient,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str] = MappingProxyType({}),
+) -> Any:
     """A plain chat completion: the JSON body as the client would send it, the answer read up to
     ``MAX_ANSWER_BYTES`` and parsed as JSON; every way it fails becomes a _Failure, as
     ``_translated`` makes them of the client's errors."""
     content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
     try:
-        reply = _post(client, content)
+        reply = _post(client, content, headers)
     except (httpx2.TimeoutException, httpcore2.TimeoutException) as exc:
         raise _Failure(Outcome.TIMEOUT, "No answer within the provider's timeout.") from exc
     except (httpx2.TransportError, *_TRANSPORT_ERRORS) as exc:  # refused, reset, or not HTTP
@@ -783,13 +793,13 @@ class _Reply:
     data: bytes
 
 
-def _post(client: ProviderClient, content: bytes) -> _Reply:
+def _post(client: ProviderClient, content: bytes, extra: Mapping[str, str]) -> _Reply:
     if client.plain is None or client.plain_url is None:  # a proxy: httpx routes the call
         with client.http.stream(
             "POST",
             client.completions_url,
             content=content,
-            headers=client.headers,
+            headers={**client.headers, **extra},
             timeout=client.timeout,
         ) as response:
             data = _read_bounded(response.headers.get("content-length", ""), response.iter_bytes())
@@ -797,7 +807,10 @@ def _post(client: ProviderClient, content: bytes) -> _Reply:
     with client.plain.stream(
         "POST",
         client.plain_url,
-        headers=list(client.plain_headers),
+        headers=[
+            *client.plain_headers,
+            *((name.encode("ascii"), value.encode("ascii")) for name, value in extra.items()),
+        ],
         content=content,
         extensions=dict(client.plain_extensions),
     ) as answer:

@@ -11,6 +11,9 @@
   ``error.type`` (the attempt's outcome) with an error status when it failed; and the run's
   registry attributes.
 
+A model call's request carries its ``chat`` span's trace context (``trace_headers``), so a model
+server that traces joins the run's trace.
+
 No inputs, outputs, messages or subjects are put on a span: they may hold personal data, and a
 trace backend is not where a call's redacted record lives.
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 PROMPT = "promptregistry.prompt.key"
@@ -60,6 +63,17 @@ def prompt_attributes(
     optional: Mapping[str, Any] = {REVISION: revision, VARIANT: variant, BUCKET: bucket}
     attributes |= {name: value for name, value in optional.items() if value not in (None, "")}
     return attributes
+
+
+def trace_headers(span: trace.Span | None) -> dict[str, str]:
+    """The W3C trace context naming ``span`` (a model call's) as the parent, as headers for the
+    provider's request (``traceparent``; the propagators ``OTEL_PROPAGATORS`` names): a model
+    server that traces, as vLLM can, puts its spans in the run's trace. Empty without a span."""
+    if span is None:
+        return {}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
 
 
 def model_call_start(*, provider: str, model: str, attributes: Mapping[str, Any]) -> trace.Span:

@@ -164,6 +164,41 @@ def test_a_streamed_runs_spans_are_in_the_requests_trace(spans, released, model_
     assert run_span.context.trace_id == request.get_span_context().trace_id
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_model_call_carries_its_spans_trace_context(
+    spans, released, model_server, runner, stream: bool
+):
+    """A model server that traces (vLLM can) puts its spans under the run's ``chat`` span."""
+    body = {"environment": "staging", "variables": {"customer_name": "Ann"}, "stream": stream}
+    response = runner.post(URL, data=json.dumps(body), content_type="application/json")
+    if stream:
+        assert sse_events(response)[-1][0] == "done"
+    else:
+        assert response.status_code == 200, response.content
+
+    [chat] = by_name(spans)["chat echo-1"]
+    [request] = model_server.requests
+    version, trace_id, span_id, flags = request.headers["traceparent"].split("-")
+    assert version == "00"
+    assert int(flags, 16) & 1  # sampled
+    assert int(trace_id, 16) == chat.context.trace_id
+    assert int(span_id, 16) == chat.context.span_id
+
+
+def test_without_tracing_a_model_call_sends_no_trace_context(
+    released, model_server, runner, monkeypatch
+):
+    from runs import providers
+
+    monkeypatch.setattr(providers, "tracing_on", lambda: False)  # another test may have set one
+    body = {"environment": "staging", "variables": {"customer_name": "Ann"}}
+    response = runner.post(URL, data=json.dumps(body), content_type="application/json")
+    assert response.status_code == 200, response.content
+
+    [request] = model_server.requests
+    assert "traceparent" not in request.headers
+
+
 def test_a_shadow_job_is_published_in_the_context_it_was_queued_in(spans, monkeypatch):
     from runs import tasks
 
