@@ -32,7 +32,7 @@ from config.metrics import HTTP_DURATION, HTTP_REQUESTS, exposition
 
 from . import problems
 from .authentication import bearer_token
-from .middleware import host_allowed
+from .middleware import host_allowed, stack_headers
 from .problems import ProblemAnswer, problem_json
 
 METRICS_PATH = "/metrics"
@@ -45,7 +45,8 @@ TOKEN_CHALLENGE = 'Bearer realm="metrics"'
 
 
 class MetricsMiddleware:
-    """First in ``MIDDLEWARE``: answers ``/metrics``, and times and counts every other request."""
+    """First in ``MIDDLEWARE``: answers ``/metrics`` (with the headers the stack it skips would
+    add, its length among them: ``stack_headers``), and times and counts every other request."""
 
     sync_capable = True
     async_capable = True  # under ASGI the stream's view stays on the event loop
@@ -63,7 +64,7 @@ class MetricsMiddleware:
         if self.is_async:
             return self._acall(request)
         if request.path_info == METRICS_PATH:
-            return metrics_answer(request)
+            return stack_headers(request, metrics_answer(request))
         started = time.perf_counter()
         response = self.get_response(request)
         self._record(request, response.status_code, time.perf_counter() - started)
@@ -71,7 +72,8 @@ class MetricsMiddleware:
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         if request.path_info == METRICS_PATH:
-            return await sync_to_async(metrics_answer)(request)  # reads files in multiprocess
+            answer = await sync_to_async(metrics_answer)(request)  # reads files in multiprocess
+            return stack_headers(request, answer)
         started = time.perf_counter()
         response = await self.get_response(request)
         self._record(request, response.status_code, time.perf_counter() - started)

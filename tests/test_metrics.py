@@ -79,6 +79,9 @@ def test_a_scrape_from_loopback_gets_every_metric_in_the_prometheus_format(clien
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain; version=")
     assert response["Cache-Control"] == "no-store"
+    # Its length said (not sent chunked), as the stack's answers say theirs.
+    assert response["Content-Length"] == str(len(response.content))
+    assert response["X-Content-Type-Options"] == "nosniff"
     families = {f.name for f in text_string_to_metric_families(response.content.decode())}
     assert {
         "promptregistry_release_cache_hits",
@@ -169,7 +172,10 @@ def test_a_token_alone_admits_any_address_that_sends_it(client: Client, settings
 
 
 def test_metrics_take_get_and_head_only(client: Client) -> None:
-    assert client.head("/metrics").status_code == 200
+    head = client.head("/metrics")
+    assert head.status_code == 200
+    assert int(head["Content-Length"]) > 0  # the GET's length
+    assert head.content == b""
     response = client.post("/metrics")
 
     assert response.status_code == 405
