@@ -21,7 +21,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.converters import StringConverter
 from django.urls.resolvers import RegexPattern, RoutePattern
-from django.utils.decorators import sync_and_async_middleware
 
 from . import problems
 from .fastpath import Refusal, is_runtime_view, refusal_of
@@ -188,48 +187,29 @@ NO_CONTENT_LENGTH = frozenset({204, 304})
 
 
 def stack_headers(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    """The headers that the middleware an answer skips would add, that a JSON API needs:
-    ``SecurityMiddleware``'s HSTS on https (so a client that learnt it never tries http again)
-    and ``nosniff``; ``CommonMiddleware``'s ``Content-Length``, without which the WSGI server
-    sends the answer chunked (a client cannot tell its size up front, and the server writes the
-    closing chunk in a system call of its own). A HEAD's body is dropped here, as the server
-    would otherwise send it (gunicorn drops it with a warning)."""
+    """The headers every answer leaves with, whichever middleware it skipped (``RuntimeMiddleware``
+    passes the rest of the stack's answers through here too): ``SecurityMiddleware``'s HSTS on
+    https (so a client that learnt it never tries http again) and ``nosniff``; a
+    ``Content-Length``, without which the WSGI server sends the answer chunked (a client cannot
+    tell its size up front, and the server writes the closing chunk in a system call of its
+    own), as ``CommonMiddleware`` gives the answers it sees (not those made before it, like a
+    refused Host's); and none on a 204 or a 304, where it gives ``0`` (RFC 9110 8.6: never on a
+    204, on a 304 only the 200's length). A HEAD's body is dropped here, as the server would
+    otherwise send it (gunicorn drops it with a warning)."""
     policy = transport()
     if policy.hsts and request.is_secure():
         response.headers.setdefault("Strict-Transport-Security", policy.hsts)
     if policy.nosniff:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if not response.streaming and response.status_code not in NO_CONTENT_LENGTH:
-        response.headers.setdefault("Content-Length", str(len(response.content)))
-        if request.method == "HEAD":  # the GET's length, and no body (RFC 9110 9.3.2)
-            response.content = b""
-    return response
-
-
-@sync_and_async_middleware
-def no_content_length(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
-    """Just before ``CommonMiddleware`` in ``MIDDLEWARE``, so that it sees the answers after it:
-    takes out the ``Content-Length`` that it gives every answer where HTTP says there is none, a
-    204 (RFC 9110 8.6: never) and a 304 (unless it is the 200's length, which no view here sets:
-    CommonMiddleware's is the empty body's, 0). The runtime path's answers skip both
-    (``stack_headers``). Sync and async alike, so ASGI adds no thread hop for it."""
-
-    def lengthless(response: HttpResponse) -> HttpResponse:
-        if response.status_code in NO_CONTENT_LENGTH:
-            response.headers.pop("Content-Length", None)
+    if response.streaming:
         return response
-
-    if iscoroutinefunction(get_response):
-
-        async def answer_async(request: HttpRequest) -> HttpResponse:
-            return lengthless(await get_response(request))
-
-        return answer_async
-
-    def answer(request: HttpRequest) -> HttpResponse:
-        return lengthless(get_response(request))
-
-    return answer
+    if response.status_code in NO_CONTENT_LENGTH:
+        response.headers.pop("Content-Length", None)
+        return response
+    response.headers.setdefault("Content-Length", str(len(response.content)))
+    if request.method == "HEAD":  # the GET's length, and no body (RFC 9110 9.3.2)
+        response.content = b""
+    return response
 
 
 class RuntimeMiddleware:
@@ -239,7 +219,7 @@ class RuntimeMiddleware:
     The runtime paths are the URLconf's URLs whose view is a ``runtime_view`` (``fast_routes``,
     read once, when Django loads the middleware). Of what it skips, it keeps the Host check and
     ``SecurityMiddleware``'s https redirect, and the headers it and ``CommonMiddleware`` add
-    (``https_refusal``, ``stack_headers``);
+    (``https_refusal``, ``stack_headers``, which the rest of the stack's answers get too);
     a write over plain http to any API path (and to the MCP server's ``/mcp``) is refused here
     too, rather than redirected as a GET further down the stack."""
 
@@ -263,7 +243,7 @@ class RuntimeMiddleware:
             return self._acall(request)
         found = self._route(request)
         if found is None:
-            return self.get_response(request)
+            return stack_headers(request, self.get_response(request))
         if isinstance(found, HttpResponse):  # refused before any view: the Host, plain http
             return stack_headers(request, found)
         route, kwargs = found
@@ -276,7 +256,7 @@ class RuntimeMiddleware:
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         found = self._route(request)
         if found is None:
-            return await self.get_response(request)
+            return stack_headers(request, await self.get_response(request))
         if isinstance(found, HttpResponse):  # refused before any view: the Host, plain http
             return stack_headers(request, found)
         route, kwargs = found

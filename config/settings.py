@@ -122,8 +122,6 @@ MIDDLEWARE = [
     # compressed and cached, with no separate file server to run.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    # No Content-Length on a 204 or a 304, where CommonMiddleware (next) would give one.
-    "api.middleware.no_content_length",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

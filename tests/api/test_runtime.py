@@ -256,6 +256,20 @@ def test_answers_and_refusals_say_their_length_and_a_304_does_not(
     )
 
 
+def test_the_rest_of_the_stack_says_its_length_where_http_allows_one(service, released):
+    """CommonMiddleware gives a length to the answers it sees, but not to one made before it (a
+    refused Host), and a 0 where HTTP forbids one (a 204, a 304): RuntimeMiddleware's
+    ``stack_headers`` sets both right on the way out."""
+    bad_host = service.get("/api/v1/environments", HTTP_HOST="elsewhere.example")
+    listed = service.get("/api/v1/environments")
+
+    assert bad_host.status_code == 400
+    for response in (bad_host, listed):
+        assert int(response["Content-Length"]) == len(response.content) > 0
+    # A version's 304 and a discard's 204 (tests/api/test_versions.py), a gate's 204
+    # (tests/api/test_gates_api.py): no Content-Length.
+
+
 def test_a_release_change_shows_at_once_and_changes_the_etag(service, released, publish_changes):
     query = {"environment": "staging", "subject": "user-1"}
     first = service.get(RESOLVE, query)
