@@ -466,9 +466,9 @@ class ProviderClient:
     timeout: float
     # The same URL, headers (with httpx's Host: an IPv6 host in brackets) and timeout, as
     # httpcore takes them, built once rather than on each call.
-    plain_url: httpcore2.URL | None = None
-    plain_headers: tuple[tuple[bytes, bytes], ...] = ()
-    plain_extensions: Mapping[str, Any] = MappingProxyType({})
+    plain_url: httpcore2.URL
+    plain_headers: tuple[tuple[bytes, bytes], ...]
+    plain_extensions: Mapping[str, Any]
 
     def close(self) -> None:
         self.openai.close()  # and the pool it was given
@@ -693,7 +693,7 @@ def _call(
     cancel: Cancellation | None = None,
     tooling: _Tooling = _NO_TOOLS,
     strict_output: bool = False,
-    headers: Mapping[str, str] = MappingProxyType({}),
+    headers: Mapping[str, str],
 ) -> _Answer:
     """One request, with ``headers`` beside the client's (the trace context); every way it can
     fail becomes a _Failure."""
@@ -752,9 +752,7 @@ def _call(
 
 
 def _post_completion(
-    client: ProviderClient,
-    body: Mapping[str, Any],
-    headers: Mapping[str, str] = MappingProxyType({}),
+    client: ProviderClient, body: Mapping[str, Any], headers: Mapping[str, str]
 ) -> Any:
     """A plain chat completion: the JSON body as the client would send it, the answer read up to
     ``MAX_ANSWER_BYTES`` and parsed as JSON; every way it fails becomes a _Failure, as
@@ -794,7 +792,9 @@ class _Reply:
 
 
 def _post(client: ProviderClient, content: bytes, extra: Mapping[str, str]) -> _Reply:
-    if client.plain is None or client.plain_url is None:  # a proxy: httpx routes the call
+    """POST ``content`` to the completions URL with the client's headers and ``extra``, on the
+    plain pool, or through httpx when a proxy is configured (``plain`` None)."""
+    if client.plain is None:
         with client.http.stream(
             "POST",
             client.completions_url,

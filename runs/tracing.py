@@ -23,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 PROMPT = "promptregistry.prompt.key"
 VERSION = "promptregistry.prompt.version"
@@ -65,14 +66,19 @@ def prompt_attributes(
     return attributes
 
 
+_TRACE_CONTEXT = TraceContextTextMapPropagator()
+
+
 def trace_headers(span: trace.Span | None) -> dict[str, str]:
     """The W3C trace context naming ``span`` (a model call's) as the parent, as headers for the
-    provider's request (``traceparent``; the propagators ``OTEL_PROPAGATORS`` names): a model
-    server that traces, as vLLM can, puts its spans in the run's trace. Empty without a span."""
+    provider's request (``traceparent``, ``tracestate``): a model server that traces, as vLLM
+    can, puts its spans in the run's trace. Only the trace context, whatever the propagators
+    ``OTEL_PROPAGATORS`` names: a caller's baggage is its own, never sent on to a provider. Empty
+    without a span."""
     if span is None:
         return {}
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    _TRACE_CONTEXT.inject(carrier, context=trace.set_span_in_context(span))
     return carrier
 
 

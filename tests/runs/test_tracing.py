@@ -14,7 +14,8 @@ import threading
 from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -168,9 +169,14 @@ def test_a_streamed_runs_spans_are_in_the_requests_trace(spans, released, model_
 def test_the_model_call_carries_its_spans_trace_context(
     spans, released, model_server, runner, stream: bool
 ):
-    """A model server that traces (vLLM can) puts its spans under the run's ``chat`` span."""
+    """A model server that traces (vLLM can) puts its spans under the run's ``chat`` span. Only
+    the trace context goes: the caller's baggage is not sent on to the provider."""
     body = {"environment": "staging", "variables": {"customer_name": "Ann"}, "stream": stream}
-    response = runner.post(URL, data=json.dumps(body), content_type="application/json")
+    token = otel_context.attach(baggage.set_baggage("customer", "Ann, private"))
+    try:
+        response = runner.post(URL, data=json.dumps(body), content_type="application/json")
+    finally:
+        otel_context.detach(token)
     if stream:
         assert sse_events(response)[-1][0] == "done"
     else:
@@ -183,6 +189,7 @@ def test_the_model_call_carries_its_spans_trace_context(
     assert int(flags, 16) & 1  # sampled
     assert int(trace_id, 16) == chat.context.trace_id
     assert int(span_id, 16) == chat.context.span_id
+    assert "baggage" not in request.headers
 
 
 def test_without_tracing_a_model_call_sends_no_trace_context(
